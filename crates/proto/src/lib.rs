@@ -1,0 +1,52 @@
+//! Protocol types for every role.
+//!
+//! - [`temporal`]: Temporal's public API. Messages come from the `temporalio-protos` crate; the
+//!   `WorkflowService` and `OperatorService` server and client stubs are generated here.
+//! - [`chronicle`]: Chronicle's internal protos from `proto/`: Raft commands of a shard and the
+//!   durable state the shard state machine writes.
+
+#![allow(clippy::all, missing_docs, unreachable_pub)]
+
+pub use temporalio_protos::google;
+pub use temporalio_protos::temporal::api as temporal_api;
+
+/// Generated gRPC stubs for Temporal's services.
+pub mod temporal {
+    pub mod api {
+        pub mod workflowservice {
+            pub mod v1 {
+                pub use temporalio_protos::temporal::api::workflowservice::v1::*;
+                tonic::include_proto!("temporal.api.workflowservice.v1");
+            }
+        }
+        pub mod operatorservice {
+            pub mod v1 {
+                pub use temporalio_protos::temporal::api::operatorservice::v1::*;
+                tonic::include_proto!("temporal.api.operatorservice.v1");
+            }
+        }
+        pub use temporalio_protos::temporal::api::{
+            command, common, enums, errordetails, failure, filter, history, namespace, protocol, query,
+            replication, sdk, taskqueue, update, version, workflow,
+        };
+    }
+}
+
+pub mod chronicle {
+    pub mod persistence {
+        pub mod v1 {
+            tonic::include_proto!("chronicle.persistence.v1");
+        }
+    }
+    pub mod history {
+        pub mod v1 {
+            tonic::include_proto!("chronicle.history.v1");
+        }
+    }
+}
+
+/// Descriptor set of Chronicle's internal protos (for gRPC reflection).
+pub const CHRONICLE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("chronicle_descriptor");
+
+/// Descriptor set of Temporal's API (for gRPC reflection).
+pub const TEMPORAL_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("temporal_descriptor");

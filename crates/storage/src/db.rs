@@ -1,0 +1,148 @@
+//! The node's one RocksDB instance.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, MultiThreaded, Options};
+
+use crate::error::{StorageError, StorageResult};
+
+/// Column families, by access pattern (see ARCHITECTURE.md for the key of each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cf {
+    RaftLog,
+    RaftMeta,
+    /// Applied index and other per-shard state-machine metadata.
+    ShardMeta,
+    Executions,
+    Current,
+    History,
+    Timers,
+    Outbox,
+    /// Namespaces (metadata group).
+    Namespaces,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 9] =
+        [Cf::RaftLog, Cf::RaftMeta, Cf::ShardMeta, Cf::Executions, Cf::Current, Cf::History, Cf::Timers, Cf::Outbox, Cf::Namespaces];
+    /// Families that belong to the state machine (and so to snapshots).
+    pub const STATE: [Cf; 7] = [Cf::ShardMeta, Cf::Executions, Cf::Current, Cf::History, Cf::Timers, Cf::Outbox, Cf::Namespaces];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::RaftLog => "raft_log",
+            Cf::RaftMeta => "raft_meta",
+            Cf::ShardMeta => "shard_meta",
+            Cf::Executions => "executions",
+            Cf::Current => "current",
+            Cf::History => "history",
+            Cf::Timers => "timers",
+            Cf::Outbox => "outbox",
+            Cf::Namespaces => "namespaces",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// fsync the Raft log before acknowledging (default). Off only in an explicit relaxed mode.
+    pub sync_writes: bool,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self { sync_writes: true }
+    }
+}
+
+pub type Rocks = DBWithThreadMode<MultiThreaded>;
+
+/// A shared handle to the instance.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<DbInner>,
+}
+
+struct DbInner {
+    rocks: Rocks,
+    options: DbOptions,
+    path: PathBuf,
+    // Held for the life of the process: a second server on the same directory fails to open.
+    _lock: File,
+}
+
+impl Db {
+    pub fn open(path: &Path, options: DbOptions) -> StorageResult<Self> {
+        std::fs::create_dir_all(path)?;
+        let lock = lock_dir(path)?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        opts.set_max_background_jobs(2);
+        let cfs = Cf::ALL.iter().map(|cf| {
+            let mut o = Options::default();
+            if matches!(cf, Cf::RaftLog | Cf::History) {
+                o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            }
+            ColumnFamilyDescriptor::new(cf.name(), o)
+        });
+        let rocks = Rocks::open_cf_descriptors(&opts, path.join("rocksdb"), cfs)?;
+        Ok(Self { inner: Arc::new(DbInner { rocks, options, path: path.to_path_buf(), _lock: lock }) })
+    }
+
+    pub fn rocks(&self) -> &Rocks {
+        &self.inner.rocks
+    }
+
+    pub fn cf(&self, cf: Cf) -> &ColumnFamily {
+        // Every family is created at open, so this cannot fail.
+        self.inner.rocks.cf_handle(cf.name()).expect("column family exists")
+    }
+
+    pub fn options(&self) -> &DbOptions {
+        &self.inner.options
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub fn get(&self, cf: Cf, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        Ok(self.inner.rocks.get_cf(self.cf(cf), key)?)
+    }
+
+    /// Write options for the Raft log: the fsync point of every acknowledged write.
+    pub fn log_write_options(&self) -> rocksdb::WriteOptions {
+        let mut w = rocksdb::WriteOptions::default();
+        w.set_sync(self.inner.options.sync_writes);
+        w
+    }
+
+    /// Write options for state-machine batches: no fsync, since a crash re-applies from the log.
+    pub fn state_write_options(&self) -> rocksdb::WriteOptions {
+        rocksdb::WriteOptions::default()
+    }
+
+    pub fn flush(&self) -> StorageResult<()> {
+        for cf in Cf::ALL {
+            self.inner.rocks.flush_cf(self.cf(cf))?;
+        }
+        self.inner.rocks.flush_wal(true)?;
+        Ok(())
+    }
+}
+
+fn lock_dir(path: &Path) -> StorageResult<File> {
+    let lock_path = path.join("chronicle.lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+    #[allow(unsafe_code)]
+    // SAFETY: flock on a file descriptor we own; no memory is shared with the call.
+    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(StorageError::Locked { path: path.display().to_string(), lock: lock_path.display().to_string() });
+    }
+    Ok(file)
+}

@@ -1,0 +1,20 @@
+//! RocksDB storage of a history node: one instance, column families by access pattern, keys that
+//! begin with the shard ID (big-endian) so that a shard is a contiguous key range.
+//!
+//! # Layout
+//! - [`db`]: opening the instance (column families, the data-directory lock).
+//! - [`keys`]: key encodings per column family.
+//! - [`log_store`]: openraft's `RaftLogStorage` over the `raft_log` and `raft_meta` families.
+//! - [`tables`]: typed reads of a shard's state, and the write batch the state machine fills.
+//! - [`snapshot`]: a shard's key range dumped to and loaded from bytes (Raft snapshots).
+
+pub mod db;
+pub mod error;
+pub mod keys;
+pub mod log_store;
+pub mod snapshot;
+pub mod tables;
+
+pub use db::{Cf, Db, DbOptions};
+pub use error::{StorageError, StorageResult};
+pub use tables::{ShardBatch, ShardTables};

@@ -1,0 +1,288 @@
+//! Typed access to one shard's state. Reads go to RocksDB; writes are collected in a
+//! [`ShardBatch`] (which also answers reads of what it holds, so that commands applied together
+//! see each other) and land in one `WriteBatch` together with the applied index.
+
+use std::collections::BTreeMap;
+
+use chronicle_proto::chronicle::persistence::v1 as pb;
+use chronicle_proto::temporal::api::history::v1::HistoryEvent;
+use prost::Message;
+
+use crate::db::{Cf, Db};
+use crate::error::{StorageError, StorageResult};
+use crate::keys::{self, ShardId};
+
+/// `shard_meta` kinds.
+pub const META_APPLIED: u8 = 1;
+pub const META_NEXT_TASK_ID: u8 = 2;
+
+fn decode<M: Message + Default>(cf: Cf, bytes: &[u8]) -> StorageResult<M> {
+    M::decode(bytes).map_err(|e| StorageError::Corrupt { cf: cf.name(), reason: e.to_string() })
+}
+
+/// Read access to one shard (or the metadata group) of a node's database.
+#[derive(Clone)]
+pub struct ShardTables {
+    db: Db,
+    shard: ShardId,
+}
+
+impl ShardTables {
+    pub fn new(db: Db, shard: ShardId) -> Self {
+        Self { db, shard }
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn get_meta(&self, kind: u8) -> StorageResult<Option<Vec<u8>>> {
+        self.db.get(Cf::ShardMeta, &keys::shard_meta(self.shard, kind))
+    }
+
+    pub fn execution(&self, namespace_id: &str, workflow_id: &str, run_id: &str) -> StorageResult<Option<pb::WorkflowExecutionState>> {
+        self.db
+            .get(Cf::Executions, &keys::execution(self.shard, namespace_id, workflow_id, run_id))?
+            .map(|b| decode(Cf::Executions, &b))
+            .transpose()
+    }
+
+    pub fn current(&self, namespace_id: &str, workflow_id: &str) -> StorageResult<Option<pb::CurrentExecution>> {
+        self.db.get(Cf::Current, &keys::current(self.shard, namespace_id, workflow_id))?.map(|b| decode(Cf::Current, &b)).transpose()
+    }
+
+    /// Events of a run from `first_event_id` on, at most `max_events`, in order.
+    pub fn history(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+        run_id: &str,
+        first_event_id: i64,
+        max_events: usize,
+    ) -> StorageResult<Vec<HistoryEvent>> {
+        let prefix = keys::history_prefix(self.shard, namespace_id, workflow_id, run_id);
+        let mut iter = self.db.rocks().raw_iterator_cf(self.db.cf(Cf::History));
+        // The batch holding `first_event_id` starts at or before it.
+        iter.seek_for_prev(keys::history(self.shard, namespace_id, workflow_id, run_id, first_event_id));
+        if !iter.valid() || !iter.key().is_some_and(|k| k.starts_with(&prefix)) {
+            iter.seek(&prefix);
+        }
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if !k.starts_with(&prefix) || out.len() >= max_events {
+                break;
+            }
+            let batch: pb::HistoryBatch = decode(Cf::History, v)?;
+            for e in batch.events {
+                if e.event_id >= first_event_id && out.len() < max_events {
+                    out.push(e);
+                }
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(out)
+    }
+
+    /// Due timers: every timer task firing at or before `until_ms`, at most `limit`.
+    pub fn timers_until(&self, until_ms: i64, limit: usize) -> StorageResult<Vec<(Vec<u8>, pb::TimerTask)>> {
+        self.scan(Cf::Timers, limit, |k| keys::timer_fire_time(k) <= until_ms)
+    }
+
+    /// The fire time of the earliest timer of this shard.
+    pub fn next_timer_time(&self) -> StorageResult<Option<i64>> {
+        Ok(self.scan::<pb::TimerTask>(Cf::Timers, 1, |_| true)?.first().map(|(k, _)| keys::timer_fire_time(k)))
+    }
+
+    pub fn outbox(&self, limit: usize) -> StorageResult<Vec<(Vec<u8>, pb::OutboxTask)>> {
+        self.scan(Cf::Outbox, limit, |_| true)
+    }
+
+    pub fn outbox_after(&self, after_key: &[u8], limit: usize) -> StorageResult<Vec<(Vec<u8>, pb::OutboxTask)>> {
+        let mut out = Vec::new();
+        let prefix = keys::shard_prefix(self.shard);
+        let mut iter = self.db.rocks().raw_iterator_cf(self.db.cf(Cf::Outbox));
+        iter.seek(after_key);
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            if k != after_key {
+                out.push((k.to_vec(), decode(Cf::Outbox, v)?));
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(out)
+    }
+
+    pub fn namespace(&self, name: &str) -> StorageResult<Option<pb::NamespaceRecord>> {
+        self.db.get(Cf::Namespaces, &keys::namespace(self.shard, name))?.map(|b| decode(Cf::Namespaces, &b)).transpose()
+    }
+
+    pub fn namespaces(&self) -> StorageResult<Vec<pb::NamespaceRecord>> {
+        Ok(self.scan(Cf::Namespaces, usize::MAX, |_| true)?.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// Executions of this shard (for describe/list until visibility has its own index).
+    pub fn executions(&self, limit: usize) -> StorageResult<Vec<pb::WorkflowExecutionState>> {
+        Ok(self.scan(Cf::Executions, limit, |_| true)?.into_iter().map(|(_, v)| v).collect())
+    }
+
+    fn scan<M: Message + Default>(&self, cf: Cf, limit: usize, keep: impl Fn(&[u8]) -> bool) -> StorageResult<Vec<(Vec<u8>, M)>> {
+        let prefix = keys::shard_prefix(self.shard);
+        let mut iter = self.db.rocks().raw_iterator_cf(self.db.cf(cf));
+        iter.seek(&prefix);
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if !k.starts_with(&prefix) || out.len() >= limit || !keep(k) {
+                break;
+            }
+            out.push((k.to_vec(), decode(cf, v)?));
+            iter.next();
+        }
+        iter.status()?;
+        Ok(out)
+    }
+}
+
+/// Writes of one apply call. Reads through it see its own pending writes first.
+pub struct ShardBatch {
+    tables: ShardTables,
+    writes: BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>,
+    next_task_id: Option<u64>,
+}
+
+fn cf_index(cf: Cf) -> u8 {
+    Cf::ALL.iter().position(|c| *c == cf).unwrap_or(0) as u8
+}
+
+impl ShardBatch {
+    pub fn new(tables: ShardTables) -> Self {
+        Self { tables, writes: BTreeMap::new(), next_task_id: None }
+    }
+
+    pub fn tables(&self) -> &ShardTables {
+        &self.tables
+    }
+
+    fn get(&self, cf: Cf, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        match self.writes.get(&(cf_index(cf), key.to_vec())) {
+            Some(v) => Ok(v.clone()),
+            None => self.tables.db.get(cf, key),
+        }
+    }
+
+    fn put(&mut self, cf: Cf, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert((cf_index(cf), key), Some(value));
+    }
+
+    fn delete(&mut self, cf: Cf, key: Vec<u8>) {
+        self.writes.insert((cf_index(cf), key), None);
+    }
+
+    fn get_msg<M: Message + Default>(&self, cf: Cf, key: &[u8]) -> StorageResult<Option<M>> {
+        self.get(cf, key)?.map(|b| decode(cf, &b)).transpose()
+    }
+
+    /// Task IDs are allocated deterministically at apply time from a counter in the shard.
+    pub fn next_task_id(&mut self) -> StorageResult<u64> {
+        let current = match self.next_task_id {
+            Some(n) => n,
+            None => self
+                .tables
+                .get_meta(META_NEXT_TASK_ID)?
+                .map(|b| u64::from_be_bytes(b.as_slice().try_into().unwrap_or([0; 8])))
+                .unwrap_or(1),
+        };
+        self.next_task_id = Some(current + 1);
+        Ok(current)
+    }
+
+    pub fn put_meta(&mut self, kind: u8, value: Vec<u8>) {
+        let key = keys::shard_meta(self.tables.shard, kind);
+        self.put(Cf::ShardMeta, key, value);
+    }
+
+    pub fn execution(&self, namespace_id: &str, workflow_id: &str, run_id: &str) -> StorageResult<Option<pb::WorkflowExecutionState>> {
+        self.get_msg(Cf::Executions, &keys::execution(self.tables.shard, namespace_id, workflow_id, run_id))
+    }
+
+    pub fn put_execution(&mut self, state: &pb::WorkflowExecutionState) {
+        let key = keys::execution(self.tables.shard, &state.namespace_id, &state.workflow_id, &state.run_id);
+        self.put(Cf::Executions, key, state.encode_to_vec());
+    }
+
+    pub fn current(&self, namespace_id: &str, workflow_id: &str) -> StorageResult<Option<pb::CurrentExecution>> {
+        self.get_msg(Cf::Current, &keys::current(self.tables.shard, namespace_id, workflow_id))
+    }
+
+    pub fn put_current(&mut self, namespace_id: &str, workflow_id: &str, current: &pb::CurrentExecution) {
+        let key = keys::current(self.tables.shard, namespace_id, workflow_id);
+        self.put(Cf::Current, key, current.encode_to_vec());
+    }
+
+    pub fn append_history(&mut self, namespace_id: &str, workflow_id: &str, run_id: &str, events: Vec<HistoryEvent>) {
+        let Some(first) = events.first().map(|e| e.event_id) else { return };
+        let key = keys::history(self.tables.shard, namespace_id, workflow_id, run_id, first);
+        self.put(Cf::History, key, pb::HistoryBatch { events }.encode_to_vec());
+    }
+
+    pub fn put_timer(&mut self, fire_time_ms: i64, task: &pb::TimerTask) -> StorageResult<Vec<u8>> {
+        let id = self.next_task_id()?;
+        let key = keys::timer(self.tables.shard, fire_time_ms, id);
+        self.put(Cf::Timers, key.clone(), task.encode_to_vec());
+        Ok(key)
+    }
+
+    pub fn timer_exists(&self, key: &[u8]) -> StorageResult<bool> {
+        Ok(self.get(Cf::Timers, key)?.is_some())
+    }
+
+    pub fn delete_timer(&mut self, key: &[u8]) {
+        self.delete(Cf::Timers, key.to_vec());
+    }
+
+    pub fn put_outbox(&mut self, task: &pb::OutboxTask) -> StorageResult<u64> {
+        let id = self.next_task_id()?;
+        self.put(Cf::Outbox, keys::outbox(self.tables.shard, id), task.encode_to_vec());
+        Ok(id)
+    }
+
+    pub fn delete_outbox(&mut self, task_id: u64) {
+        if task_id != 0 {
+            self.delete(Cf::Outbox, keys::outbox(self.tables.shard, task_id));
+        }
+    }
+
+    pub fn namespace(&self, name: &str) -> StorageResult<Option<pb::NamespaceRecord>> {
+        self.get_msg(Cf::Namespaces, &keys::namespace(self.tables.shard, name))
+    }
+
+    pub fn put_namespace(&mut self, name: &str, record: &pb::NamespaceRecord) {
+        let key = keys::namespace(self.tables.shard, name);
+        self.put(Cf::Namespaces, key, record.encode_to_vec());
+    }
+
+    /// Writes everything in one RocksDB write batch (no fsync: the Raft log is the durable copy).
+    pub fn commit(mut self) -> StorageResult<()> {
+        if let Some(n) = self.next_task_id {
+            self.put_meta(META_NEXT_TASK_ID, n.to_be_bytes().to_vec());
+        }
+        let db = &self.tables.db;
+        let mut batch = rocksdb::WriteBatch::default();
+        for ((cf, key), value) in self.writes {
+            let handle = db.cf(Cf::ALL[usize::from(cf)]);
+            match value {
+                Some(v) => batch.put_cf(handle, key, v),
+                None => batch.delete_cf(handle, key),
+            }
+        }
+        db.rocks().write_opt(batch, &db.state_write_options())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,104 @@
+//! The error every role returns to clients, and its one mapping to `tonic::Status` with
+//! Temporal's error details (`grpc-status-details-bin` carrying a `google.rpc.Status`).
+
+use chronicle_proto::google::rpc::Status as RpcStatus;
+use chronicle_proto::temporal::api::errordetails::v1 as details;
+use prost::{Message, Name};
+
+pub type ApiResult<T, E = ApiError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ApiError {
+    pub code: tonic::Code,
+    pub message: String,
+    /// One of Temporal's `errordetails.v1` messages, packed as `Any`.
+    pub detail: Option<prost_types::Any>,
+}
+
+fn pack<M: Message + Name>(m: &M) -> prost_types::Any {
+    prost_types::Any { type_url: M::type_url(), value: m.encode_to_vec() }
+}
+
+impl ApiError {
+    pub fn new(code: tonic::Code, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), detail: None }
+    }
+    pub fn with_detail<M: Message + Name>(mut self, detail: &M) -> Self {
+        self.detail = Some(pack(detail));
+        self
+    }
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(tonic::Code::InvalidArgument, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(tonic::Code::NotFound, message).with_detail(&details::NotFoundFailure {
+            current_cluster: "active".into(),
+            active_cluster: "active".into(),
+        })
+    }
+    pub fn workflow_not_found() -> Self {
+        Self::not_found("workflow execution not found")
+    }
+    pub fn namespace_not_found(name: &str) -> Self {
+        Self::new(tonic::Code::NotFound, format!("Namespace {name} is not found."))
+            .with_detail(&details::NamespaceNotFoundFailure { namespace: name.to_string() })
+    }
+    pub fn namespace_already_exists(name: &str) -> Self {
+        Self::new(tonic::Code::AlreadyExists, format!("Namespace {name} already exists."))
+            .with_detail(&details::NamespaceAlreadyExistsFailure {})
+    }
+    pub fn already_started(message: impl Into<String>, start_request_id: &str, run_id: &str) -> Self {
+        Self::new(tonic::Code::AlreadyExists, message).with_detail(&details::WorkflowExecutionAlreadyStartedFailure {
+            start_request_id: start_request_id.to_string(),
+            run_id: run_id.to_string(),
+        })
+    }
+    pub fn already_completed() -> Self {
+        Self::not_found("workflow execution already completed")
+    }
+    pub fn failed_precondition(message: impl Into<String>) -> Self {
+        Self::new(tonic::Code::FailedPrecondition, message)
+    }
+    pub fn resource_exhausted(message: impl Into<String>) -> Self {
+        Self::new(tonic::Code::ResourceExhausted, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(tonic::Code::Internal, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(tonic::Code::Unavailable, message)
+    }
+
+    /// Encoded `google.rpc.Status` for `grpc-status-details-bin`.
+    pub fn details_bytes(&self) -> Vec<u8> {
+        match &self.detail {
+            None => Vec::new(),
+            Some(any) => RpcStatus { code: self.code as i32, message: self.message.clone(), details: vec![any.clone()] }
+                .encode_to_vec(),
+        }
+    }
+
+    /// Rebuilds an error from `code`, `message` and encoded details (as carried in a Raft result).
+    pub fn from_parts(code: i32, message: String, details: &[u8]) -> Self {
+        let detail = RpcStatus::decode(details).ok().and_then(|s| s.details.into_iter().next());
+        Self { code: tonic::Code::from_i32(code), message, detail }
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        if e.detail.is_some() {
+            let details = e.details_bytes();
+            tonic::Status::with_details(e.code, e.message, details.into())
+        } else {
+            tonic::Status::new(e.code, e.message)
+        }
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(s: tonic::Status) -> Self {
+        Self::from_parts(s.code() as i32, s.message().to_string(), s.details())
+    }
+}

@@ -1,0 +1,17 @@
+//! Temporal's default limits, enforced with the same errors as Temporal's server.
+
+/// Largest single payload (blob) accepted: 2 MiB.
+pub const MAX_PAYLOAD_BYTES: usize = 2 * 1024 * 1024;
+/// Longest workflow ID, activity ID, task queue name, signal name, etc.
+pub const MAX_ID_LENGTH: usize = 1000;
+/// History limits: the run is terminated when it would exceed either.
+pub const MAX_HISTORY_EVENTS: i64 = 51_200;
+pub const MAX_HISTORY_BYTES: i64 = 50 * 1024 * 1024;
+/// Pending activities a run may have at once.
+pub const MAX_PENDING_ACTIVITIES: usize = 2_000;
+/// Longest long poll of a task queue.
+pub const MAX_POLL_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Largest gRPC message accepted by the frontend (Temporal's default).
+pub const MAX_GRPC_MESSAGE_BYTES: usize = 128 * 1024 * 1024;
+/// Page size of history in poll responses and GetWorkflowExecutionHistory when none is asked.
+pub const DEFAULT_HISTORY_PAGE_SIZE: usize = 256;

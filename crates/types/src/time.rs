@@ -1,0 +1,34 @@
+//! Conversions between protobuf timestamps/durations and milliseconds.
+
+use prost_types::{Duration, Timestamp};
+
+pub fn now_timestamp() -> Timestamp {
+    from_millis(now_millis())
+}
+
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn millis(ts: &Timestamp) -> i64 {
+    ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000
+}
+
+pub fn from_millis(ms: i64) -> Timestamp {
+    Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+pub fn duration_millis(d: &Duration) -> i64 {
+    d.seconds * 1000 + i64::from(d.nanos) / 1_000_000
+}
+
+pub fn opt_duration_millis(d: Option<&Duration>) -> i64 {
+    d.map(duration_millis).unwrap_or(0)
+}
+
+pub fn duration_from_millis(ms: i64) -> Duration {
+    Duration { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
