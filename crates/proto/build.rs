@@ -36,7 +36,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .extern_path(".temporal.api", "::temporalio_protos::temporal::api")
-        .extern_path(".google.protobuf", "::prost_types")
         .compile_fds(services)?;
 
     // 2. Internal protos, importing Temporal's messages from the same descriptor set.
@@ -47,19 +46,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     resolver.add(DescriptorSetFileResolver::decode(temporal_bytes.as_slice())?);
     resolver.add(GoogleFileResolver::new());
     let mut compiler = protox::Compiler::with_file_resolver(resolver);
-    compiler.include_imports(false);
+    // prost needs every referenced message in the set; the Temporal and Google files it then
+    // also generates land in their own directory and are never included.
+    compiler.include_imports(true);
     let mut internal_files = Vec::new();
     collect_protos(&proto_root, &proto_root, &mut internal_files)?;
     internal_files.sort();
     compiler.open_files(&internal_files)?;
     let internal = compiler.file_descriptor_set();
+    let internal_out = PathBuf::from(env::var("OUT_DIR")?).join("internal");
+    fs::create_dir_all(&internal_out)?;
     let internal_set_path = PathBuf::from(env::var("OUT_DIR")?).join("chronicle_descriptor.bin");
     fs::write(&internal_set_path, compiler.encode_file_descriptor_set())?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        .out_dir(&internal_out)
         .extern_path(".temporal.api", "::temporalio_protos::temporal::api")
-        .extern_path(".google.protobuf", "::prost_types")
+        // temporalio-protos builds its messages on prost-wkt-types; ours must embed the same.
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::prost_wkt_types")
         .compile_fds(internal)?;
     Ok(())
 }

@@ -8,6 +8,8 @@
 #![allow(clippy::all, missing_docs, unreachable_pub)]
 
 pub use temporalio_protos::google;
+/// Well-known types (`Timestamp`, `Duration`, `Any`...) as Temporal's messages embed them.
+pub use prost_wkt_types as wkt;
 pub use temporalio_protos::temporal::api as temporal_api;
 
 /// Generated gRPC stubs for Temporal's services.
@@ -35,12 +37,12 @@ pub mod temporal {
 pub mod chronicle {
     pub mod persistence {
         pub mod v1 {
-            tonic::include_proto!("chronicle.persistence.v1");
+            include!(concat!(env!("OUT_DIR"), "/internal/chronicle.persistence.v1.rs"));
         }
     }
     pub mod history {
         pub mod v1 {
-            tonic::include_proto!("chronicle.history.v1");
+            include!(concat!(env!("OUT_DIR"), "/internal/chronicle.history.v1.rs"));
         }
     }
 }

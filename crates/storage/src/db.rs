@@ -4,7 +4,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, MultiThreaded, Options};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, Options, SingleThreaded};
 
 use crate::error::{StorageError, StorageResult};
 
@@ -57,7 +57,9 @@ impl Default for DbOptions {
     }
 }
 
-pub type Rocks = DBWithThreadMode<MultiThreaded>;
+/// Every column family is created at open, so the single-threaded mode (plain `&ColumnFamily`
+/// handles, no per-call Arc) is enough; the DB itself is still shared across threads.
+pub type Rocks = DBWithThreadMode<SingleThreaded>;
 
 /// A shared handle to the instance.
 #[derive(Clone)]

@@ -117,8 +117,8 @@ where
 
     async fn get_log_state(&mut self) -> SResult<LogState<C>, C> {
         let last_purged: Option<LogId<C::NodeId>> = self.get_meta(META_PURGED).map_err(StorageIOError::read_logs)?;
-        let last = self.last_entry().map_err(StorageIOError::read_logs)?.map(|e| *e.get_log_id());
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last.or(last_purged) })
+        let last = self.last_entry().map_err(StorageIOError::read_logs)?.map(|e| e.get_log_id().clone());
+        Ok(LogState { last_log_id: last.or(last_purged.clone()), last_purged_log_id: last_purged })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -171,7 +171,7 @@ where
     }
 
     async fn purge(&mut self, log_id: LogId<C::NodeId>) -> SResult<(), C> {
-        self.put_meta(META_PURGED, &Some(log_id), true).map_err(StorageIOError::write_logs)?;
+        self.put_meta(META_PURGED, &Some(log_id.clone()), true).map_err(StorageIOError::write_logs)?;
         self.delete_range(0, log_id.index + 1).map_err(StorageIOError::write_logs)?;
         Ok(())
     }

@@ -40,18 +40,21 @@ pub fn load_shard(db: &Db, shard: ShardId, data: &[u8]) -> StorageResult<()> {
         batch.delete_range_cf(db.cf(cf), &prefix, &end);
     }
     let corrupt = || StorageError::Corrupt { cf: "snapshot", reason: "truncated record".into() };
-    let mut pos = 0;
-    let mut take = |n: usize| -> StorageResult<&[u8]> {
-        let s = data.get(pos..pos + n).ok_or_else(corrupt)?;
-        pos += n;
-        Ok(s)
+    let mut rest = data;
+    let take = |rest: &mut &[u8], n: usize| -> StorageResult<Vec<u8>> {
+        if rest.len() < n {
+            return Err(corrupt());
+        }
+        let (head, tail) = rest.split_at(n);
+        *rest = tail;
+        Ok(head.to_vec())
     };
-    while pos < data.len() {
-        let cf = *Cf::STATE.get(usize::from(take(1)?[0])).ok_or_else(corrupt)?;
-        let klen = u32::from_be_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
-        let key = take(klen)?.to_vec();
-        let vlen = u32::from_be_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
-        let value = take(vlen)?;
+    while !rest.is_empty() {
+        let cf = *Cf::STATE.get(usize::from(take(&mut rest, 1)?[0])).ok_or_else(corrupt)?;
+        let klen = u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| corrupt())?) as usize;
+        let key = take(&mut rest, klen)?;
+        let vlen = u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| corrupt())?) as usize;
+        let value = take(&mut rest, vlen)?;
         if !key.starts_with(&prefix) {
             return Err(StorageError::Corrupt { cf: "snapshot", reason: "key outside the shard".into() });
         }

@@ -13,11 +13,11 @@ pub struct ApiError {
     pub code: tonic::Code,
     pub message: String,
     /// One of Temporal's `errordetails.v1` messages, packed as `Any`.
-    pub detail: Option<prost_types::Any>,
+    pub detail: Option<chronicle_proto::wkt::Any>,
 }
 
-fn pack<M: Message + Name>(m: &M) -> prost_types::Any {
-    prost_types::Any { type_url: M::type_url(), value: m.encode_to_vec() }
+fn pack<M: Message + Name>(m: &M) -> chronicle_proto::wkt::Any {
+    chronicle_proto::wkt::Any { type_url: M::type_url(), value: m.encode_to_vec() }
 }
 
 impl ApiError {
@@ -52,6 +52,7 @@ impl ApiError {
         Self::new(tonic::Code::AlreadyExists, message).with_detail(&details::WorkflowExecutionAlreadyStartedFailure {
             start_request_id: start_request_id.to_string(),
             run_id: run_id.to_string(),
+            ..Default::default()
         })
     }
     pub fn already_completed() -> Self {

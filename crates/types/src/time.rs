@@ -1,6 +1,6 @@
 //! Conversions between protobuf timestamps/durations and milliseconds.
 
-use prost_types::{Duration, Timestamp};
+use chronicle_proto::wkt::{Duration, Timestamp};
 
 pub fn now_timestamp() -> Timestamp {
     from_millis(now_millis())
