@@ -63,3 +63,30 @@ pub fn load_shard(db: &Db, shard: ShardId, data: &[u8]) -> StorageResult<()> {
     db.rocks().write_opt(batch, &db.log_write_options())?;
     Ok(())
 }
+
+/// The `shard_meta` value of `kind` recorded in a dump, if any.
+pub fn meta_in_dump(data: &[u8], shard: ShardId, kind: u8) -> StorageResult<Option<Vec<u8>>> {
+    let wanted_cf = Cf::STATE.iter().position(|c| *c == Cf::ShardMeta);
+    let wanted_key = keys::shard_meta(shard, kind);
+    let corrupt = || StorageError::Corrupt { cf: "snapshot", reason: "truncated record".into() };
+    let mut rest = data;
+    let take = |rest: &mut &[u8], n: usize| -> StorageResult<Vec<u8>> {
+        if rest.len() < n {
+            return Err(corrupt());
+        }
+        let (head, tail) = rest.split_at(n);
+        *rest = tail;
+        Ok(head.to_vec())
+    };
+    while !rest.is_empty() {
+        let cf = usize::from(take(&mut rest, 1)?[0]);
+        let klen = u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| corrupt())?) as usize;
+        let key = take(&mut rest, klen)?;
+        let vlen = u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| corrupt())?) as usize;
+        let value = take(&mut rest, vlen)?;
+        if Some(cf) == wanted_cf && key == wanted_key {
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
+}
