@@ -1,1 +1,172 @@
+//! The internal service interfaces between roles. Frontend, matching and history only talk to
+//! each other through these traits; start-dev wires in-process implementations, the cluster
+//! wires gRPC ones generated from `proto/`.
+//!
+//! Requests carry Temporal's own request messages plus the resolved namespace ID, so a role
+//! never re-validates what the frontend already checked.
 
+use async_trait::async_trait;
+use chronicle_proto::chronicle::persistence::v1::NamespaceRecord;
+use chronicle_proto::temporal::api::enums::v1::TaskQueueKind;
+use chronicle_proto::temporal::api::workflowservice::v1 as ws;
+use chronicle_types::ApiResult;
+
+/// A task the history engine hands to matching: enough to find the run and ask history to
+/// start it when a poller takes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskRef {
+    pub namespace_id: String,
+    pub workflow_id: String,
+    pub run_id: String,
+    pub scheduled_event_id: i64,
+    /// Activity attempt (workflow tasks: 0).
+    pub attempt: i32,
+    /// Outbox row that produced the task (for de-duplication in matching).
+    pub outbox_id: u64,
+    /// Shard that owns the run.
+    pub shard: u32,
+    /// Milliseconds since the epoch after which the task is dropped (schedule-to-start), 0 = never.
+    pub expires_at_ms: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TaskKind {
+    Workflow,
+    Activity,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TaskQueueKey {
+    pub namespace_id: String,
+    pub name: String,
+    pub kind: TaskKind,
+}
+
+/// Who took a task: used to record the Started event.
+#[derive(Clone, Debug, Default)]
+pub struct PollerInfo {
+    pub identity: String,
+    pub request_id: String,
+    pub task_queue: String,
+    pub task_queue_kind: i32,
+}
+
+#[async_trait]
+pub trait HistoryService: Send + Sync + 'static {
+    // Namespaces (held by the metadata group).
+    async fn register_namespace(&self, record: NamespaceRecord) -> ApiResult<()>;
+    async fn update_namespace(&self, record: NamespaceRecord) -> ApiResult<()>;
+    async fn namespace_by_name(&self, name: &str) -> ApiResult<NamespaceRecord>;
+    async fn list_namespaces(&self) -> ApiResult<Vec<NamespaceRecord>>;
+
+    // Workflow lifecycle.
+    async fn start_workflow(&self, namespace_id: &str, request: ws::StartWorkflowExecutionRequest)
+    -> ApiResult<ws::StartWorkflowExecutionResponse>;
+    async fn signal_workflow(&self, namespace_id: &str, request: ws::SignalWorkflowExecutionRequest) -> ApiResult<()>;
+    async fn signal_with_start(
+        &self,
+        namespace_id: &str,
+        request: ws::SignalWithStartWorkflowExecutionRequest,
+    ) -> ApiResult<ws::SignalWithStartWorkflowExecutionResponse>;
+    async fn terminate_workflow(&self, namespace_id: &str, request: ws::TerminateWorkflowExecutionRequest) -> ApiResult<()>;
+    async fn request_cancel_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::RequestCancelWorkflowExecutionRequest,
+    ) -> ApiResult<()>;
+    async fn describe_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::DescribeWorkflowExecutionRequest,
+    ) -> ApiResult<ws::DescribeWorkflowExecutionResponse>;
+    async fn get_history(
+        &self,
+        namespace_id: &str,
+        request: ws::GetWorkflowExecutionHistoryRequest,
+    ) -> ApiResult<ws::GetWorkflowExecutionHistoryResponse>;
+    async fn get_history_reverse(
+        &self,
+        namespace_id: &str,
+        request: ws::GetWorkflowExecutionHistoryReverseRequest,
+    ) -> ApiResult<ws::GetWorkflowExecutionHistoryReverseResponse>;
+    async fn list_workflows(&self, namespace_id: &str, query: &str, page_size: usize) -> ApiResult<Vec<ws::DescribeWorkflowExecutionResponse>>;
+    async fn query_workflow(&self, namespace_id: &str, request: ws::QueryWorkflowRequest) -> ApiResult<ws::QueryWorkflowResponse>;
+
+    // Tasks, called by matching when a poller takes a task.
+    async fn record_workflow_task_started(&self, task: &TaskRef, poller: &PollerInfo) -> ApiResult<ws::PollWorkflowTaskQueueResponse>;
+    async fn record_activity_task_started(&self, task: &TaskRef, poller: &PollerInfo) -> ApiResult<ws::PollActivityTaskQueueResponse>;
+
+    // Task outcomes, called by the frontend (tokens already decoded there are re-checked here).
+    async fn respond_workflow_task_completed(
+        &self,
+        namespace_id: &str,
+        request: ws::RespondWorkflowTaskCompletedRequest,
+    ) -> ApiResult<ws::RespondWorkflowTaskCompletedResponse>;
+    async fn respond_workflow_task_failed(&self, namespace_id: &str, request: ws::RespondWorkflowTaskFailedRequest) -> ApiResult<()>;
+    async fn respond_activity(&self, namespace_id: &str, outcome: ActivityOutcome) -> ApiResult<()>;
+    async fn record_activity_heartbeat(&self, namespace_id: &str, heartbeat: ActivityHeartbeat) -> ApiResult<bool>;
+}
+
+/// How an activity attempt ended, addressed by task token or by workflow and activity ID.
+#[derive(Clone, Debug)]
+pub struct ActivityOutcome {
+    pub target: ActivityTarget,
+    pub identity: String,
+    pub result: ActivityResult,
+}
+
+#[derive(Clone, Debug)]
+pub enum ActivityTarget {
+    Token(Vec<u8>),
+    ById { workflow_id: String, run_id: String, activity_id: String },
+}
+
+#[derive(Clone, Debug)]
+pub enum ActivityResult {
+    Completed(Option<chronicle_proto::temporal::api::common::v1::Payloads>),
+    Failed {
+        failure: Option<chronicle_proto::temporal::api::failure::v1::Failure>,
+        last_heartbeat_details: Option<chronicle_proto::temporal::api::common::v1::Payloads>,
+    },
+    Canceled(Option<chronicle_proto::temporal::api::common::v1::Payloads>),
+}
+
+#[derive(Clone, Debug)]
+pub struct ActivityHeartbeat {
+    pub target: ActivityTarget,
+    pub identity: String,
+    pub details: Option<chronicle_proto::temporal::api::common::v1::Payloads>,
+}
+
+/// A query waiting for a worker: the poll response to hand out (with `query` set).
+#[derive(Clone, Debug)]
+pub struct QueryTask {
+    pub query_id: String,
+    pub response: ws::PollWorkflowTaskQueueResponse,
+}
+
+#[async_trait]
+pub trait MatchingService: Send + Sync + 'static {
+    /// Adds a task to its queue (or hands it to a waiting poller). Idempotent per outbox row.
+    async fn add_task(&self, queue: TaskQueueKey, task: TaskRef) -> ApiResult<()>;
+    async fn poll_workflow_task(
+        &self,
+        namespace_id: &str,
+        request: ws::PollWorkflowTaskQueueRequest,
+    ) -> ApiResult<ws::PollWorkflowTaskQueueResponse>;
+    async fn poll_activity_task(
+        &self,
+        namespace_id: &str,
+        request: ws::PollActivityTaskQueueRequest,
+    ) -> ApiResult<ws::PollActivityTaskQueueResponse>;
+    /// Sends a query task to a workflow worker of `task_queue` and waits for its answer.
+    async fn query_workflow(
+        &self,
+        namespace_id: &str,
+        task_queue: &str,
+        task: QueryTask,
+        timeout: std::time::Duration,
+    ) -> ApiResult<ws::RespondQueryTaskCompletedRequest>;
+    async fn respond_query_task_completed(&self, namespace_id: &str, request: ws::RespondQueryTaskCompletedRequest) -> ApiResult<()>;
+    async fn describe_task_queue(&self, namespace_id: &str, name: &str, kind: TaskQueueKind) -> ApiResult<ws::DescribeTaskQueueResponse>;
+}

@@ -1,1 +1,22 @@
+//! The history role: owns shards. Each shard is a Raft group; its leader turns requests into
+//! commands, proposes them, and answers once they are committed and applied. The leader also
+//! runs the shard's timer and outbox processors.
+//!
+//! - [`engine`]: starting the shard groups, proposing commands, routing by workflow ID.
+//! - [`apply`]: the deterministic state machine logic, one module per kind of command.
+//! - [`mutable_state`]: a run's state and new events while a command is applied.
+//! - [`service`]: the `HistoryService` the frontend and matching call.
+//! - [`read`]: answers built from the shard's tables (history pages, describe, poll responses).
+//! - [`processors`]: the leader's timer queue and outbox dispatcher.
 
+pub mod apply;
+pub mod engine;
+mod metrics_names;
+pub mod mutable_state;
+pub mod notify;
+mod processors;
+mod read;
+mod service;
+pub mod tokens;
+
+pub use engine::{HistoryConfig, HistoryEngine};

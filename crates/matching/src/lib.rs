@@ -1,1 +1,278 @@
+//! Matching: task queues held in memory. A task from history is handed straight to a waiting
+//! poller (sync match) or queued; a poll waits up to 60 s. When a poller takes a task, matching
+//! asks history to record it as started, and only then answers the poll: a task history no
+//! longer wants (already started, run closed) is dropped and the poll goes on.
+//!
+//! Nothing here is durable by design: history's outbox keeps every task until it has started and
+//! re-dispatches what matching may have lost (restart, dropped poll), so matching nodes are
+//! stateless and restartable.
 
+mod metrics_names;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chronicle_cluster::{HistoryService, MatchingService, PollerInfo, QueryTask, TaskKind, TaskQueueKey, TaskRef};
+use chronicle_proto::chronicle::persistence::v1::TaskToken;
+use chronicle_proto::temporal::api::enums::v1::TaskQueueKind;
+use chronicle_proto::temporal::api::taskqueue::v1::PollerInfo as ApiPollerInfo;
+use chronicle_proto::temporal::api::workflowservice::v1 as ws;
+use chronicle_types::{ApiError, ApiResult};
+use prost::Message;
+use tokio::sync::oneshot;
+
+enum Dispatch {
+    Task(TaskRef),
+    Query(QueryTask),
+}
+
+#[derive(Default)]
+struct Queue {
+    tasks: VecDeque<TaskRef>,
+    /// (shard, outbox row) of queued tasks: a re-dispatched task is not queued twice.
+    queued: HashSet<(u32, u64)>,
+    queries: VecDeque<QueryTask>,
+    pollers: VecDeque<oneshot::Sender<Dispatch>>,
+    /// Identity -> last poll, for DescribeTaskQueue.
+    recent_pollers: HashMap<String, (Instant, std::time::SystemTime)>,
+}
+
+impl Queue {
+    /// Hands `dispatch` to a waiting poller, or gives it back when none is waiting.
+    fn offer(&mut self, mut dispatch: Dispatch) -> Option<Dispatch> {
+        while let Some(poller) = self.pollers.pop_front() {
+            match poller.send(dispatch) {
+                Ok(()) => return None,
+                // That poll was cancelled or timed out; try the next one.
+                Err(back) => dispatch = back,
+            }
+        }
+        Some(dispatch)
+    }
+}
+
+pub struct MatchingEngine {
+    history: OnceLock<Arc<dyn HistoryService>>,
+    queues: Mutex<HashMap<TaskQueueKey, Queue>>,
+    pending_queries: Mutex<HashMap<String, oneshot::Sender<ws::RespondQueryTaskCompletedRequest>>>,
+    max_poll_wait: Duration,
+}
+
+impl MatchingEngine {
+    pub fn new(max_poll_wait: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            history: OnceLock::new(),
+            queues: Mutex::new(HashMap::new()),
+            pending_queries: Mutex::new(HashMap::new()),
+            max_poll_wait,
+        })
+    }
+
+    /// Wires the history service (history and matching refer to each other).
+    pub fn set_history(&self, history: Arc<dyn HistoryService>) {
+        let _ = self.history.set(history);
+    }
+
+    fn history(&self) -> ApiResult<&Arc<dyn HistoryService>> {
+        self.history.get().ok_or_else(|| ApiError::unavailable("matching is not connected to history yet"))
+    }
+
+    /// Takes the next dispatch for `key`, waiting until `deadline`.
+    async fn next_dispatch(&self, key: &TaskQueueKey, identity: &str, deadline: Instant) -> Option<Dispatch> {
+        let receiver = {
+            let mut queues = self.queues.lock().expect("matching lock");
+            let queue = queues.entry(key.clone()).or_default();
+            queue.recent_pollers.insert(identity.to_string(), (Instant::now(), std::time::SystemTime::now()));
+            if let Some(query) = queue.queries.pop_front() {
+                return Some(Dispatch::Query(query));
+            }
+            let now_ms = chronicle_types::time::now_millis();
+            while let Some(task) = queue.tasks.pop_front() {
+                queue.queued.remove(&(task.shard, task.outbox_id));
+                if task.expires_at_ms == 0 || task.expires_at_ms > now_ms {
+                    return Some(Dispatch::Task(task));
+                }
+            }
+            let (tx, rx) = oneshot::channel();
+            queue.pollers.push_back(tx);
+            rx
+        };
+        match tokio::time::timeout_at(deadline.into(), receiver).await {
+            Ok(Ok(dispatch)) => Some(dispatch),
+            _ => None,
+        }
+    }
+
+    fn poll_deadline(&self) -> Instant {
+        Instant::now() + self.max_poll_wait
+    }
+}
+
+fn poller(request_id: String, identity: &str, task_queue: &Option<chronicle_proto::temporal::api::taskqueue::v1::TaskQueue>) -> PollerInfo {
+    PollerInfo {
+        identity: identity.to_string(),
+        request_id,
+        task_queue: task_queue.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
+        task_queue_kind: task_queue.as_ref().map(|t| t.kind).unwrap_or_default(),
+    }
+}
+
+/// Errors that mean "this task is gone, take the next one".
+fn task_is_stale(err: &ApiError) -> bool {
+    matches!(err.code, tonic::Code::NotFound | tonic::Code::AlreadyExists | tonic::Code::FailedPrecondition)
+}
+
+#[async_trait]
+impl MatchingService for MatchingEngine {
+    async fn add_task(&self, queue: TaskQueueKey, task: TaskRef) -> ApiResult<()> {
+        let mut queues = self.queues.lock().expect("matching lock");
+        let q = queues.entry(queue).or_default();
+        if q.queued.contains(&(task.shard, task.outbox_id)) {
+            return Ok(());
+        }
+        if let Some(Dispatch::Task(task)) = q.offer(Dispatch::Task(task)) {
+            q.queued.insert((task.shard, task.outbox_id));
+            q.tasks.push_back(task);
+            metrics::counter!(metrics_names::TASKS_QUEUED).increment(1);
+        } else {
+            metrics::counter!(metrics_names::SYNC_MATCH).increment(1);
+        }
+        Ok(())
+    }
+
+    async fn poll_workflow_task(
+        &self,
+        namespace_id: &str,
+        request: ws::PollWorkflowTaskQueueRequest,
+    ) -> ApiResult<ws::PollWorkflowTaskQueueResponse> {
+        let name = request.task_queue.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+        let key = TaskQueueKey { namespace_id: namespace_id.to_string(), name, kind: TaskKind::Workflow };
+        let deadline = self.poll_deadline();
+        loop {
+            let Some(dispatch) = self.next_dispatch(&key, &request.identity, deadline).await else {
+                return Ok(ws::PollWorkflowTaskQueueResponse::default());
+            };
+            match dispatch {
+                Dispatch::Query(query) => return Ok(query.response),
+                Dispatch::Task(task) => {
+                    let info = poller(uuid_like(&task), &request.identity, &request.task_queue);
+                    match self.history()?.record_workflow_task_started(&task, &info).await {
+                        Ok(response) => return Ok(response),
+                        Err(e) if task_is_stale(&e) => continue,
+                        Err(e) => {
+                            tracing::warn!(error = %e.message, "recording a workflow task as started failed; history will re-dispatch it");
+                            continue;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn poll_activity_task(
+        &self,
+        namespace_id: &str,
+        request: ws::PollActivityTaskQueueRequest,
+    ) -> ApiResult<ws::PollActivityTaskQueueResponse> {
+        let name = request.task_queue.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+        let key = TaskQueueKey { namespace_id: namespace_id.to_string(), name, kind: TaskKind::Activity };
+        let deadline = self.poll_deadline();
+        loop {
+            let Some(dispatch) = self.next_dispatch(&key, &request.identity, deadline).await else {
+                return Ok(ws::PollActivityTaskQueueResponse::default());
+            };
+            let Dispatch::Task(task) = dispatch else { continue };
+            let info = poller(uuid_like(&task), &request.identity, &request.task_queue);
+            match self.history()?.record_activity_task_started(&task, &info).await {
+                Ok(response) => return Ok(response),
+                Err(e) if task_is_stale(&e) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "recording an activity task as started failed; history will re-dispatch it");
+                    continue;
+                }
+            }
+        }
+    }
+
+    async fn query_workflow(
+        &self,
+        namespace_id: &str,
+        task_queue: &str,
+        task: QueryTask,
+        timeout: Duration,
+    ) -> ApiResult<ws::RespondQueryTaskCompletedRequest> {
+        let (tx, rx) = oneshot::channel();
+        let query_id = task.query_id.clone();
+        self.pending_queries.lock().expect("matching lock").insert(query_id.clone(), tx);
+        {
+            let key = TaskQueueKey { namespace_id: namespace_id.to_string(), name: task_queue.to_string(), kind: TaskKind::Workflow };
+            let mut queues = self.queues.lock().expect("matching lock");
+            let q = queues.entry(key).or_default();
+            if let Some(Dispatch::Query(query)) = q.offer(Dispatch::Query(task)) {
+                q.queries.push_back(query);
+            }
+        }
+        let outcome = tokio::time::timeout(timeout, rx).await;
+        self.pending_queries.lock().expect("matching lock").remove(&query_id);
+        // Drop the query task if no worker took it.
+        {
+            let key = TaskQueueKey { namespace_id: namespace_id.to_string(), name: task_queue.to_string(), kind: TaskKind::Workflow };
+            let mut queues = self.queues.lock().expect("matching lock");
+            if let Some(q) = queues.get_mut(&key) {
+                q.queries.retain(|t| t.query_id != query_id);
+            }
+        }
+        match outcome {
+            Ok(Ok(answer)) => Ok(answer),
+            _ => Err(ApiError::new(tonic::Code::DeadlineExceeded, "query timed out before a worker answered it")),
+        }
+    }
+
+    async fn respond_query_task_completed(&self, _namespace_id: &str, request: ws::RespondQueryTaskCompletedRequest) -> ApiResult<()> {
+        let token = TaskToken::decode(request.task_token.as_slice()).map_err(|_| ApiError::invalid_argument("invalid task token"))?;
+        if token.query_id.is_empty() {
+            return Err(ApiError::invalid_argument("task token is not a query task token"));
+        }
+        let sender = self.pending_queries.lock().expect("matching lock").remove(&token.query_id);
+        match sender {
+            Some(sender) => {
+                let _ = sender.send(request);
+                Ok(())
+            }
+            None => Err(ApiError::not_found("query does not exist or has already timed out")),
+        }
+    }
+
+    async fn describe_task_queue(&self, namespace_id: &str, name: &str, kind: TaskQueueKind) -> ApiResult<ws::DescribeTaskQueueResponse> {
+        let kind = if kind == TaskQueueKind::Unspecified { TaskKind::Workflow } else { TaskKind::Workflow };
+        let _ = kind;
+        let mut pollers = Vec::new();
+        let queues = self.queues.lock().expect("matching lock");
+        for k in [TaskKind::Workflow, TaskKind::Activity] {
+            let key = TaskQueueKey { namespace_id: namespace_id.to_string(), name: name.to_string(), kind: k };
+            if let Some(q) = queues.get(&key) {
+                for (identity, (seen, at)) in &q.recent_pollers {
+                    if seen.elapsed() < Duration::from_secs(300) {
+                        pollers.push(ApiPollerInfo {
+                            identity: identity.clone(),
+                            last_access_time: Some(chronicle_types::time::from_millis(
+                                at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
+                            )),
+                            rate_per_second: 0.0,
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+        }
+        Ok(ws::DescribeTaskQueueResponse { pollers, ..Default::default() })
+    }
+}
+
+/// A request ID for recording a task as started: the same task taken twice (re-dispatch) gets
+/// the same ID only if it is the same dispatch, which is what history's de-duplication needs.
+fn uuid_like(task: &TaskRef) -> String {
+    format!("{}-{}-{}-{}", task.shard, task.outbox_id, task.scheduled_event_id, task.attempt)
+}

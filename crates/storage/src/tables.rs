@@ -150,6 +150,12 @@ impl ShardTables {
     }
 }
 
+/// The writes of a [`ShardBatch`] at one point.
+pub struct Savepoint {
+    writes: BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>,
+    next_task_id: Option<u64>,
+}
+
 /// Writes of one apply call. Reads through it see its own pending writes first.
 pub struct ShardBatch {
     tables: ShardTables,
@@ -201,6 +207,17 @@ impl ShardBatch {
         };
         self.next_task_id = Some(current + 1);
         Ok(current)
+    }
+
+    /// Marks the current writes so a command that fails half-way can be undone
+    /// ([`ShardBatch::rollback`]) without affecting the commands applied before it.
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint { writes: self.writes.clone(), next_task_id: self.next_task_id }
+    }
+
+    pub fn rollback(&mut self, savepoint: Savepoint) {
+        self.writes = savepoint.writes;
+        self.next_task_id = savepoint.next_task_id;
     }
 
     pub fn put_meta(&mut self, kind: u8, value: Vec<u8>) {

@@ -40,6 +40,10 @@ impl ApiError {
     pub fn workflow_not_found() -> Self {
         Self::not_found("workflow execution not found")
     }
+    /// Temporal's wording, which SDKs and users grep for.
+    pub fn workflow_not_found_for(workflow_id: &str, _run_id: &str) -> Self {
+        Self::not_found(format!("workflow not found for ID: {workflow_id}"))
+    }
     pub fn namespace_not_found(name: &str) -> Self {
         Self::new(tonic::Code::NotFound, format!("Namespace {name} is not found."))
             .with_detail(&details::NamespaceNotFoundFailure { namespace: name.to_string() })

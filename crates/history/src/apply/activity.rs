@@ -1,0 +1,402 @@
+//! Activities: started by a poller, completed, failed (retried out of history, as Temporal
+//! does: one Started event, written when the activity finally closes, carrying the attempt and
+//! the last failure), canceled, heartbeats and the four timeouts.
+
+use chronicle_proto::chronicle::history::v1::{self as cmd, command_result, respond_activity};
+use chronicle_proto::chronicle::persistence::v1 as pb;
+use chronicle_proto::temporal::api::common::v1::{Payloads, RetryPolicy};
+use chronicle_proto::temporal::api::enums::v1::{EventType, RetryState, TimeoutType};
+use chronicle_proto::temporal::api::failure::v1::{Failure, TimeoutFailureInfo, failure::FailureInfo};
+use chronicle_proto::temporal::api::history::v1 as h;
+use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
+use chronicle_proto::wkt::Timestamp;
+use chronicle_storage::ShardBatch;
+use chronicle_types::ApiError;
+use chronicle_types::time::{duration_millis, from_millis, millis, opt_duration_millis};
+
+use super::{ApplyError, ApplyResult, load_run, load_token_run};
+use crate::mutable_state::{BUFFERED_ID, MutableState};
+
+fn stale() -> command_result::Result {
+    command_result::Result::ActivityTaskStarted(cmd::RecordActivityTaskStartedResult { stale: true, ..Default::default() })
+}
+
+fn not_found() -> ApplyError {
+    ApiError::not_found("Activity task not found.").into()
+}
+
+pub fn record_started(batch: &mut ShardBatch, now: Timestamp, c: cmd::RecordActivityTaskStarted) -> ApplyResult<command_result::Result> {
+    let mut ms = match load_run(batch, now, &c.namespace_id, &c.workflow_id, &c.run_id) {
+        Ok(ms) => ms,
+        Err(ApplyError::Rejected(_)) => {
+            batch.delete_outbox(c.outbox_id as u64);
+            return Ok(stale());
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(activity) = ms.state.activities.get(&c.scheduled_event_id).cloned().filter(|a| a.attempt == c.attempt && ms.is_running()) else {
+        batch.delete_outbox(c.outbox_id as u64);
+        return Ok(stale());
+    };
+    if activity.started {
+        if activity.started_request_id == c.request_id {
+            return Ok(started_result(&ms, &activity));
+        }
+        return Ok(stale());
+    }
+    batch.delete_outbox(activity.outbox_task_id as u64);
+    let now_ms = millis(&now);
+    let timer = |kind: TimeoutType| pb::TimerTask {
+        kind: pb::timer_task::Kind::ActivityTimeout as i32,
+        namespace_id: ms.state.namespace_id.clone(),
+        workflow_id: ms.state.workflow_id.clone(),
+        run_id: ms.state.run_id.clone(),
+        event_id: activity.scheduled_event_id,
+        attempt: activity.attempt,
+        timeout_type: kind as i32,
+        timer_id: String::new(),
+    };
+    let start_to_close = opt_duration_millis(activity.start_to_close_timeout.as_ref());
+    if start_to_close > 0 {
+        batch.put_timer(now_ms + start_to_close, &timer(TimeoutType::StartToClose))?;
+    }
+    let heartbeat = opt_duration_millis(activity.heartbeat_timeout.as_ref());
+    if heartbeat > 0 {
+        batch.put_timer(now_ms + heartbeat, &timer(TimeoutType::Heartbeat))?;
+    }
+    let activity = pb::ActivityInfo {
+        started: true,
+        started_time: Some(now),
+        started_identity: c.identity.clone(),
+        started_request_id: c.request_id,
+        last_worker_identity: c.identity,
+        outbox_task_id: 0,
+        ..activity
+    };
+    ms.state.activities.insert(activity.scheduled_event_id, activity.clone());
+    let result = started_result(&ms, &activity);
+    ms.persist(batch);
+    Ok(result)
+}
+
+fn started_result(ms: &MutableState, activity: &pb::ActivityInfo) -> command_result::Result {
+    command_result::Result::ActivityTaskStarted(cmd::RecordActivityTaskStartedResult {
+        activity: Some(activity.clone()),
+        workflow_type: ms.state.workflow_type.clone(),
+        stale: false,
+    })
+}
+
+/// Finds the activity a token (or a by-ID request: `scheduled_event_id` 0) names.
+fn token_activity(ms: &MutableState, token: &pb::TaskToken) -> ApplyResult<pb::ActivityInfo> {
+    if !ms.is_running() {
+        return Err(ApiError::not_found("workflow execution already completed").into());
+    }
+    if token.scheduled_event_id == 0 {
+        return ms.state.activities.values().find(|a| a.activity_id == token.activity_id).cloned().ok_or_else(not_found);
+    }
+    match ms.state.activities.get(&token.scheduled_event_id) {
+        Some(a) if a.attempt == token.attempt && a.started => Ok(a.clone()),
+        _ => Err(not_found()),
+    }
+}
+
+pub fn respond(batch: &mut ShardBatch, now: Timestamp, c: cmd::RespondActivity) -> ApplyResult<command_result::Result> {
+    let (token, mut ms) = load_token_run(batch, now, &c.token)?;
+    let activity = token_activity(&ms, &token)?;
+    match c.outcome {
+        Some(respond_activity::Outcome::Completed(r)) => {
+            finish(batch, &mut ms, &activity, true, |started_event_id| {
+                (
+                    EventType::ActivityTaskCompleted,
+                    Attributes::ActivityTaskCompletedEventAttributes(h::ActivityTaskCompletedEventAttributes {
+                        result: r.result.clone(),
+                        scheduled_event_id: activity.scheduled_event_id,
+                        started_event_id,
+                        identity: r.identity.clone(),
+                        ..Default::default()
+                    }),
+                )
+            })?;
+        }
+        Some(respond_activity::Outcome::Failed(r)) => {
+            let failure = r.failure.clone().unwrap_or_default();
+            let mut activity = activity;
+            if r.last_heartbeat_details.is_some() {
+                activity.heartbeat_details = r.last_heartbeat_details.clone();
+            }
+            match retry_decision(&activity, &failure, millis(&now)) {
+                Ok(delay_ms) => schedule_retry(batch, &mut ms, activity, failure, delay_ms)?,
+                Err(retry_state) => {
+                    finish(batch, &mut ms, &activity, true, |started_event_id| {
+                        (
+                            EventType::ActivityTaskFailed,
+                            Attributes::ActivityTaskFailedEventAttributes(h::ActivityTaskFailedEventAttributes {
+                                failure: Some(failure.clone()),
+                                scheduled_event_id: activity.scheduled_event_id,
+                                started_event_id,
+                                identity: r.identity.clone(),
+                                retry_state: retry_state as i32,
+                                ..Default::default()
+                            }),
+                        )
+                    })?;
+                }
+            }
+        }
+        Some(respond_activity::Outcome::Canceled(r)) => {
+            finish(batch, &mut ms, &activity, true, |started_event_id| {
+                (
+                    EventType::ActivityTaskCanceled,
+                    Attributes::ActivityTaskCanceledEventAttributes(h::ActivityTaskCanceledEventAttributes {
+                        details: r.details.clone(),
+                        latest_cancel_requested_event_id: activity.cancel_requested_event_id,
+                        scheduled_event_id: activity.scheduled_event_id,
+                        started_event_id,
+                        identity: r.identity.clone(),
+                        ..Default::default()
+                    }),
+                )
+            })?;
+        }
+        None => return Err(ApiError::invalid_argument("activity outcome missing").into()),
+    }
+    ms.persist(batch);
+    Ok(super::ok())
+}
+
+pub fn heartbeat(batch: &mut ShardBatch, now: Timestamp, c: cmd::RecordActivityHeartbeat) -> ApplyResult<command_result::Result> {
+    let (token, mut ms) = load_token_run(batch, now, &c.token)?;
+    let activity = token_activity(&ms, &token)?;
+    let entry = ms.state.activities.get_mut(&activity.scheduled_event_id).expect("found above");
+    entry.heartbeat_details = c.details;
+    entry.last_heartbeat_time = Some(now);
+    if !c.identity.is_empty() {
+        entry.last_worker_identity = c.identity;
+    }
+    let cancel_requested = entry.cancel_requested;
+    ms.persist(batch);
+    Ok(command_result::Result::Heartbeat(cmd::HeartbeatResult { cancel_requested }))
+}
+
+/// Closes an activity: its Started event (only now, with the final attempt) and `result`.
+fn finish(
+    batch: &mut ShardBatch,
+    ms: &mut MutableState,
+    activity: &pb::ActivityInfo,
+    write_started: bool,
+    result: impl Fn(i64) -> (EventType, Attributes),
+) -> ApplyResult<()> {
+    let buffered = ms.workflow_task_started();
+    // Completing by ID an attempt no worker polled still records a Started event, as Temporal does.
+    let started_event_id = if write_started {
+        let started = Attributes::ActivityTaskStartedEventAttributes(h::ActivityTaskStartedEventAttributes {
+            scheduled_event_id: activity.scheduled_event_id,
+            identity: activity.started_identity.clone(),
+            request_id: activity.started_request_id.clone(),
+            attempt: activity.attempt,
+            last_failure: activity.last_failure.clone(),
+            ..Default::default()
+        });
+        ms.add_or_buffer_event(EventType::ActivityTaskStarted, started).unwrap_or(BUFFERED_ID)
+    } else {
+        0
+    };
+    let (event_type, attributes) = result(if buffered && started_event_id != 0 { BUFFERED_ID } else { started_event_id });
+    ms.add_or_buffer_event(event_type, attributes);
+    ms.state.activities.remove(&activity.scheduled_event_id);
+    batch.delete_outbox(activity.outbox_task_id as u64);
+    ms.schedule_workflow_task_if_needed(batch)?;
+    Ok(())
+}
+
+/// `Ok(delay)` when the attempt is retried after `delay` ms; `Err(state)` when it is final.
+fn retry_decision(activity: &pb::ActivityInfo, failure: &Failure, now_ms: i64) -> Result<i64, RetryState> {
+    let policy = activity.retry_policy.clone().unwrap_or_default();
+    if policy.maximum_attempts > 0 && activity.attempt >= policy.maximum_attempts {
+        return Err(RetryState::MaximumAttemptsReached);
+    }
+    let mut explicit_delay = None;
+    if let Some(FailureInfo::ApplicationFailureInfo(info)) = &failure.failure_info {
+        if info.non_retryable || policy.non_retryable_error_types.iter().any(|t| *t == info.r#type) {
+            return Err(RetryState::NonRetryableFailure);
+        }
+        explicit_delay = info.next_retry_delay.as_ref().map(duration_millis).filter(|d| *d > 0);
+    }
+    if let Some(FailureInfo::TimeoutFailureInfo(info)) = &failure.failure_info {
+        let name = match TimeoutType::try_from(info.timeout_type).unwrap_or_default() {
+            TimeoutType::StartToClose => "TemporalTimeout:StartToClose",
+            TimeoutType::Heartbeat => "TemporalTimeout:Heartbeat",
+            TimeoutType::ScheduleToStart => "TemporalTimeout:ScheduleToStart",
+            _ => "TemporalTimeout:ScheduleToClose",
+        };
+        if policy.non_retryable_error_types.iter().any(|t| t == name) {
+            return Err(RetryState::NonRetryableFailure);
+        }
+    }
+    let delay = explicit_delay.unwrap_or_else(|| next_retry_delay_ms(&policy, activity.attempt));
+    let to_close = opt_duration_millis(activity.schedule_to_close_timeout.as_ref());
+    if to_close > 0 {
+        let expiration = activity.first_scheduled_time.as_ref().map(millis).unwrap_or(now_ms) + to_close;
+        if now_ms + delay >= expiration {
+            return Err(RetryState::Timeout);
+        }
+    }
+    Ok(delay)
+}
+
+/// Backoff before attempt `attempt + 1`: initial × coefficient^(attempt−1), capped.
+pub fn next_retry_delay_ms(policy: &RetryPolicy, attempt: i32) -> i64 {
+    let initial = opt_duration_millis(policy.initial_interval.as_ref()).max(1) as f64;
+    let coefficient = if policy.backoff_coefficient < 1.0 { 2.0 } else { policy.backoff_coefficient };
+    let max = opt_duration_millis(policy.maximum_interval.as_ref());
+    let delay = initial * coefficient.powi((attempt - 1).max(0));
+    let delay = if max > 0 { delay.min(max as f64) } else { delay };
+    delay.min(i64::MAX as f64 / 2.0) as i64
+}
+
+pub fn retry_state_for(final_attempt: bool) -> RetryState {
+    if final_attempt { RetryState::MaximumAttemptsReached } else { RetryState::InProgress }
+}
+
+fn schedule_retry(batch: &mut ShardBatch, ms: &mut MutableState, activity: pb::ActivityInfo, failure: Failure, delay_ms: i64) -> ApplyResult<()> {
+    let fire = ms.now_ms() + delay_ms;
+    let next = pb::ActivityInfo {
+        attempt: activity.attempt + 1,
+        started: false,
+        started_time: None,
+        started_request_id: String::new(),
+        started_identity: String::new(),
+        last_failure: Some(failure),
+        scheduled_time: Some(from_millis(fire)),
+        next_attempt_schedule_time: Some(from_millis(fire)),
+        outbox_task_id: 0,
+        ..activity
+    };
+    batch.put_timer(
+        fire,
+        &pb::TimerTask {
+            kind: pb::timer_task::Kind::ActivityRetry as i32,
+            namespace_id: ms.state.namespace_id.clone(),
+            workflow_id: ms.state.workflow_id.clone(),
+            run_id: ms.state.run_id.clone(),
+            event_id: next.scheduled_event_id,
+            attempt: next.attempt,
+            ..Default::default()
+        },
+    )?;
+    ms.state.activities.insert(next.scheduled_event_id, next);
+    Ok(())
+}
+
+/// The retry backoff of an attempt elapsed: hand the attempt to matching.
+pub fn retry_due(batch: &mut ShardBatch, ms: &mut MutableState, scheduled_event_id: i64, attempt: i32) -> ApplyResult<bool> {
+    let Some(activity) = ms.state.activities.get(&scheduled_event_id).cloned() else { return Ok(false) };
+    if activity.attempt != attempt || activity.started || !ms.is_running() {
+        return Ok(false);
+    }
+    let task_queue = activity.task_queue.clone().unwrap_or_default();
+    let outbox = batch.put_outbox(&pb::OutboxTask {
+        kind: pb::outbox_task::Kind::ActivityTask as i32,
+        namespace_id: ms.state.namespace_id.clone(),
+        workflow_id: ms.state.workflow_id.clone(),
+        run_id: ms.state.run_id.clone(),
+        task_queue: task_queue.name,
+        task_queue_kind: task_queue.kind,
+        scheduled_event_id,
+        attempt,
+        ..Default::default()
+    })?;
+    let to_start = opt_duration_millis(activity.schedule_to_start_timeout.as_ref());
+    if to_start > 0 {
+        batch.put_timer(
+            ms.now_ms() + to_start,
+            &pb::TimerTask {
+                kind: pb::timer_task::Kind::ActivityTimeout as i32,
+                namespace_id: ms.state.namespace_id.clone(),
+                workflow_id: ms.state.workflow_id.clone(),
+                run_id: ms.state.run_id.clone(),
+                event_id: scheduled_event_id,
+                attempt,
+                timeout_type: TimeoutType::ScheduleToStart as i32,
+                timer_id: String::new(),
+            },
+        )?;
+    }
+    ms.state.activities.get_mut(&scheduled_event_id).expect("present").outbox_task_id = outbox as i64;
+    Ok(true)
+}
+
+fn timeout_failure(kind: TimeoutType, details: Option<Payloads>) -> Failure {
+    let name = match kind {
+        TimeoutType::StartToClose => "StartToClose",
+        TimeoutType::ScheduleToStart => "ScheduleToStart",
+        TimeoutType::ScheduleToClose => "ScheduleToClose",
+        TimeoutType::Heartbeat => "Heartbeat",
+        TimeoutType::Unspecified => "Unspecified",
+    };
+    Failure {
+        message: format!("activity {name} timeout"),
+        source: "Server".into(),
+        failure_info: Some(FailureInfo::TimeoutFailureInfo(TimeoutFailureInfo { timeout_type: kind as i32, last_heartbeat_details: details })),
+        ..Default::default()
+    }
+}
+
+/// An activity timer fired. Returns whether anything changed.
+pub fn timed_out(batch: &mut ShardBatch, ms: &mut MutableState, task: &pb::TimerTask) -> ApplyResult<bool> {
+    let Some(activity) = ms.state.activities.get(&task.event_id).cloned() else { return Ok(false) };
+    let kind = TimeoutType::try_from(task.timeout_type).unwrap_or_default();
+    if !ms.is_running() || (kind != TimeoutType::ScheduleToClose && activity.attempt != task.attempt) {
+        return Ok(false);
+    }
+    let now_ms = ms.now_ms();
+    let retryable = match kind {
+        TimeoutType::ScheduleToStart => {
+            if activity.started {
+                return Ok(false);
+            }
+            false
+        }
+        TimeoutType::StartToClose => {
+            if !activity.started {
+                return Ok(false);
+            }
+            true
+        }
+        TimeoutType::Heartbeat => {
+            if !activity.started {
+                return Ok(false);
+            }
+            let last = activity.last_heartbeat_time.as_ref().or(activity.started_time.as_ref()).map(millis).unwrap_or(now_ms);
+            let deadline = last + opt_duration_millis(activity.heartbeat_timeout.as_ref());
+            if deadline > now_ms {
+                // Heartbeats arrived since this timer was set: check again at the new deadline.
+                batch.put_timer(deadline, task)?;
+                return Ok(false);
+            }
+            true
+        }
+        _ => false,
+    };
+    let failure = timeout_failure(kind, activity.heartbeat_details.clone());
+    let decision = if retryable { retry_decision(&activity, &failure, now_ms) } else { Err(RetryState::Timeout) };
+    match decision {
+        Ok(delay) => schedule_retry(batch, ms, activity, failure, delay)?,
+        Err(retry_state) => {
+            let retry_state = if retryable { retry_state } else { RetryState::Timeout };
+            finish(batch, ms, &activity, activity.started, |started_event_id| {
+                (
+                    EventType::ActivityTaskTimedOut,
+                    Attributes::ActivityTaskTimedOutEventAttributes(h::ActivityTaskTimedOutEventAttributes {
+                        failure: Some(failure.clone()),
+                        scheduled_event_id: activity.scheduled_event_id,
+                        started_event_id,
+                        retry_state: retry_state as i32,
+                    }),
+                )
+            })?;
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,165 @@
+//! The shard state machine's logic: one function per command kind. Each reads the run through
+//! the batch, validates, then writes. A command that is rejected leaves nothing behind: its
+//! writes are rolled back to a savepoint before the error is returned to the caller.
+
+mod activity;
+mod namespace;
+mod signal;
+mod start;
+mod timer;
+mod workflow_task;
+
+use chronicle_proto::chronicle::history::v1::{self as cmd, command_result, shard_command};
+use chronicle_proto::chronicle::persistence::v1 as pb;
+use chronicle_proto::wkt::Timestamp;
+use chronicle_raft::Applier;
+use chronicle_storage::{ShardBatch, StorageError};
+use chronicle_types::ApiError;
+use prost::Message;
+
+use crate::mutable_state::MutableState;
+use crate::notify::ShardNotifier;
+
+pub use activity::{next_retry_delay_ms, retry_state_for};
+
+pub enum ApplyError {
+    /// Refuse the command; undo its writes.
+    Rejected(ApiError),
+    /// Refuse the command but keep what it wrote (e.g. a workflow task failed for a bad command).
+    RejectedKeepWrites(ApiError),
+    Storage(StorageError),
+}
+
+impl From<StorageError> for ApplyError {
+    fn from(e: StorageError) -> Self {
+        ApplyError::Storage(e)
+    }
+}
+
+impl From<ApiError> for ApplyError {
+    fn from(e: ApiError) -> Self {
+        ApplyError::Rejected(e)
+    }
+}
+
+pub type ApplyResult<T> = Result<T, ApplyError>;
+
+/// The history engine's side of the Raft state machine.
+pub struct HistoryApplier {
+    pub notifier: ShardNotifier,
+}
+
+impl Applier for HistoryApplier {
+    fn apply(&self, batch: &mut ShardBatch, _log_index: u64, command: &[u8]) -> Result<Vec<u8>, StorageError> {
+        let result = match cmd::ShardCommand::decode(command) {
+            Err(e) => command_result::Result::Error(error_result(&ApiError::internal(format!("undecodable command: {e}")))),
+            Ok(command) => {
+                let savepoint = batch.savepoint();
+                match apply_command(batch, command) {
+                    Ok(result) => result,
+                    Err(ApplyError::Rejected(e)) => {
+                        batch.rollback(savepoint);
+                        command_result::Result::Error(error_result(&e))
+                    }
+                    Err(ApplyError::RejectedKeepWrites(e)) => command_result::Result::Error(error_result(&e)),
+                    Err(ApplyError::Storage(e)) => return Err(e),
+                }
+            }
+        };
+        Ok(cmd::CommandResult { result: Some(result) }.encode_to_vec())
+    }
+
+    fn applied(&self, group: u32, last_index: u64) {
+        self.notifier.notify(group, last_index);
+    }
+
+    fn state_replaced(&self, group: u32) {
+        self.notifier.notify(group, 0);
+    }
+}
+
+fn error_result(e: &ApiError) -> cmd::CommandError {
+    cmd::CommandError { code: e.code as i32, message: e.message.clone(), details: e.details_bytes() }
+}
+
+fn ok() -> command_result::Result {
+    command_result::Result::Ok(cmd::Empty {})
+}
+
+fn apply_command(batch: &mut ShardBatch, command: cmd::ShardCommand) -> ApplyResult<command_result::Result> {
+    let now = command.now.unwrap_or_default();
+    let Some(kind) = command.kind else {
+        return Err(ApiError::invalid_argument("empty command").into());
+    };
+    match kind {
+        shard_command::Kind::StartWorkflow(c) => start::start_workflow(batch, now, c),
+        shard_command::Kind::RecordWorkflowTaskStarted(c) => workflow_task::record_started(batch, now, c),
+        shard_command::Kind::CompleteWorkflowTask(c) => workflow_task::complete(batch, now, c),
+        shard_command::Kind::FailWorkflowTask(c) => workflow_task::fail(batch, now, c),
+        shard_command::Kind::RecordActivityTaskStarted(c) => activity::record_started(batch, now, c),
+        shard_command::Kind::RespondActivity(c) => activity::respond(batch, now, c),
+        shard_command::Kind::RecordActivityHeartbeat(c) => activity::heartbeat(batch, now, c),
+        shard_command::Kind::SignalWorkflow(c) => signal::signal(batch, now, c),
+        shard_command::Kind::TerminateWorkflow(c) => signal::terminate(batch, now, c),
+        shard_command::Kind::RequestCancelWorkflow(c) => signal::request_cancel(batch, now, c),
+        shard_command::Kind::FireTimer(c) => timer::fire(batch, now, c),
+        shard_command::Kind::UpsertNamespace(c) => namespace::upsert(batch, c),
+    }
+}
+
+/// Loads a run; an empty `run_id` means the current run of the workflow ID.
+pub fn load_run(
+    batch: &ShardBatch,
+    now: Timestamp,
+    namespace_id: &str,
+    workflow_id: &str,
+    run_id: &str,
+) -> ApplyResult<MutableState> {
+    let run_id = if run_id.is_empty() {
+        match batch.current(namespace_id, workflow_id)? {
+            Some(current) => current.run_id,
+            None => return Err(ApiError::workflow_not_found_for(workflow_id, "").into()),
+        }
+    } else {
+        run_id.to_string()
+    };
+    match batch.execution(namespace_id, workflow_id, &run_id)? {
+        Some(state) => Ok(MutableState::new(state, now)),
+        None => Err(ApiError::workflow_not_found_for(workflow_id, &run_id).into()),
+    }
+}
+
+/// Loads the run a task token names.
+pub fn load_token_run(batch: &ShardBatch, now: Timestamp, token: &Option<pb::TaskToken>) -> ApplyResult<(pb::TaskToken, MutableState)> {
+    let token = token.clone().ok_or_else(|| ApiError::invalid_argument("task token is missing"))?;
+    let ms = load_run(batch, now, &token.namespace_id, &token.workflow_id, &token.run_id)?;
+    Ok((token, ms))
+}
+
+/// Updates the current-run record after a run closed.
+pub fn record_close(batch: &mut ShardBatch, ms: &MutableState) -> ApplyResult<()> {
+    if let Some(mut current) = batch.current(&ms.state.namespace_id, &ms.state.workflow_id)? {
+        if current.run_id == ms.state.run_id {
+            current.status = ms.state.status;
+            batch.put_current(&ms.state.namespace_id, &ms.state.workflow_id, &current);
+        }
+    }
+    Ok(())
+}
+
+/// Marks a run closed: status, close time, and its pending tasks leave the outbox.
+pub fn close_run(batch: &mut ShardBatch, ms: &mut MutableState, status: chronicle_proto::temporal::api::enums::v1::WorkflowExecutionStatus, completion_event_id: i64) -> ApplyResult<()> {
+    ms.state.status = status as i32;
+    ms.state.close_time = Some(ms.now);
+    ms.state.completion_event_id = completion_event_id;
+    if let Some(task) = ms.state.workflow_task.take() {
+        batch.delete_outbox(task.outbox_task_id as u64);
+    }
+    for activity in ms.state.activities.values() {
+        batch.delete_outbox(activity.outbox_task_id as u64);
+    }
+    ms.state.activities.clear();
+    ms.state.timers.clear();
+    ms.state.buffered_events.clear();
+    record_close(batch, ms)
+}

@@ -1,0 +1,195 @@
+//! StartWorkflow: request-ID de-duplication, workflow-ID reuse and conflict policies, the first
+//! two events, run/execution timeout timers and the first workflow task.
+
+use chronicle_proto::chronicle::history::v1::{self as cmd, command_result};
+use chronicle_proto::chronicle::persistence::v1 as pb;
+use chronicle_proto::temporal::api::enums::v1::{EventType, WorkflowExecutionStatus, WorkflowIdConflictPolicy, WorkflowIdReusePolicy};
+use chronicle_proto::temporal::api::history::v1 as h;
+use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
+use chronicle_proto::wkt::Timestamp;
+use chronicle_storage::ShardBatch;
+use chronicle_types::ApiError;
+use chronicle_types::time::{duration_from_millis, millis, opt_duration_millis};
+
+use super::{ApplyResult, signal};
+use crate::mutable_state::MutableState;
+
+const DEFAULT_WORKFLOW_TASK_TIMEOUT_MS: i64 = 10_000;
+const MAX_WORKFLOW_TASK_TIMEOUT_MS: i64 = 120_000;
+
+fn started(run_id: String, started: bool) -> command_result::Result {
+    command_result::Result::StartWorkflow(cmd::StartWorkflowResult { run_id, started })
+}
+
+pub fn start_workflow(batch: &mut ShardBatch, now: Timestamp, c: cmd::StartWorkflow) -> ApplyResult<command_result::Result> {
+    let request = c.request.ok_or_else(|| ApiError::invalid_argument("start request missing"))?;
+    let ns = c.namespace_id;
+    let workflow_id = request.workflow_id.clone();
+
+    if let Some(current) = batch.current(&ns, &workflow_id)? {
+        let running = current.status == WorkflowExecutionStatus::Running as i32;
+        // The same request retried: answer what the first attempt did.
+        if !request.request_id.is_empty() && current.create_request_id == request.request_id {
+            return Ok(started(current.run_id, false));
+        }
+        if running {
+            let conflict = WorkflowIdConflictPolicy::try_from(request.workflow_id_conflict_policy).unwrap_or_default();
+            let reuse = WorkflowIdReusePolicy::try_from(request.workflow_id_reuse_policy).unwrap_or_default();
+            match conflict {
+                WorkflowIdConflictPolicy::UseExisting => return Ok(started(current.run_id, false)),
+                WorkflowIdConflictPolicy::TerminateExisting => {
+                    let mut ms = super::load_run(batch, now, &ns, &workflow_id, &current.run_id)?;
+                    signal::terminate_run(batch, &mut ms, "TerminateExisting WorkflowIdConflictPolicy", &request.identity, None)?;
+                    ms.persist(batch);
+                }
+                #[allow(deprecated)]
+                _ if reuse == WorkflowIdReusePolicy::TerminateIfRunning => {
+                    let mut ms = super::load_run(batch, now, &ns, &workflow_id, &current.run_id)?;
+                    signal::terminate_run(batch, &mut ms, "TerminateIfRunning WorkflowIdReusePolicy", &request.identity, None)?;
+                    ms.persist(batch);
+                }
+                _ => {
+                    return Err(ApiError::already_started(
+                        format!("Workflow execution is already running. WorkflowId: {workflow_id}, RunId: {}.", current.run_id),
+                        &current.create_request_id,
+                        &current.run_id,
+                    )
+                    .into());
+                }
+            }
+        } else {
+            let reuse = WorkflowIdReusePolicy::try_from(request.workflow_id_reuse_policy).unwrap_or_default();
+            let failed_like = [
+                WorkflowExecutionStatus::Failed,
+                WorkflowExecutionStatus::Canceled,
+                WorkflowExecutionStatus::Terminated,
+                WorkflowExecutionStatus::TimedOut,
+            ]
+            .iter()
+            .any(|s| *s as i32 == current.status);
+            let refused = match reuse {
+                WorkflowIdReusePolicy::RejectDuplicate => true,
+                WorkflowIdReusePolicy::AllowDuplicateFailedOnly => !failed_like,
+                _ => false,
+            };
+            if refused {
+                return Err(ApiError::already_started(
+                    format!(
+                        "Workflow execution already finished{}. Workflow ID reuse policy does not allow a new run. WorkflowId: {workflow_id}, RunId: {}.",
+                        if failed_like { "" } else { " successfully" },
+                        current.run_id
+                    ),
+                    &current.create_request_id,
+                    &current.run_id,
+                )
+                .into());
+            }
+        }
+    }
+
+    // Timeouts as Temporal normalises them: the run timeout never exceeds the execution timeout,
+    // the task timeout defaults to 10 s, is capped at 120 s and never exceeds the run timeout.
+    let execution_ms = opt_duration_millis(request.workflow_execution_timeout.as_ref()).max(0);
+    let mut run_ms = opt_duration_millis(request.workflow_run_timeout.as_ref()).max(0);
+    if run_ms == 0 || (execution_ms > 0 && run_ms > execution_ms) {
+        run_ms = execution_ms;
+    }
+    let mut task_ms = opt_duration_millis(request.workflow_task_timeout.as_ref());
+    if task_ms <= 0 {
+        task_ms = DEFAULT_WORKFLOW_TASK_TIMEOUT_MS;
+    }
+    task_ms = task_ms.min(MAX_WORKFLOW_TASK_TIMEOUT_MS);
+    if run_ms > 0 {
+        task_ms = task_ms.min(run_ms);
+    }
+    let now_ms = millis(&now);
+    let run_id = c.run_id;
+    let task_queue = request.task_queue.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+    let delay_ms = opt_duration_millis(request.workflow_start_delay.as_ref()).max(0);
+    let state = pb::WorkflowExecutionState {
+        namespace_id: ns.clone(),
+        workflow_id: workflow_id.clone(),
+        run_id: run_id.clone(),
+        workflow_type: request.workflow_type.clone(),
+        task_queue: task_queue.clone(),
+        status: WorkflowExecutionStatus::Running as i32,
+        next_event_id: 1,
+        start_time: Some(now),
+        execution_time: Some(chronicle_types::time::from_millis(now_ms + delay_ms)),
+        workflow_execution_timeout: (execution_ms > 0).then(|| duration_from_millis(execution_ms)),
+        workflow_run_timeout: (run_ms > 0).then(|| duration_from_millis(run_ms)),
+        workflow_task_timeout: Some(duration_from_millis(task_ms)),
+        first_run_id: run_id.clone(),
+        create_request_id: request.request_id.clone(),
+        retry_policy: request.retry_policy.clone(),
+        attempt: 1,
+        memo: request.memo.clone(),
+        search_attributes: request.search_attributes.clone(),
+        execution_expiration_time: (execution_ms > 0).then(|| chronicle_types::time::from_millis(now_ms + execution_ms)),
+        identity: request.identity.clone(),
+        ..Default::default()
+    };
+    let mut ms = MutableState::new(state, now);
+    ms.add_event(
+        EventType::WorkflowExecutionStarted,
+        Attributes::WorkflowExecutionStartedEventAttributes(h::WorkflowExecutionStartedEventAttributes {
+            workflow_type: request.workflow_type.clone(),
+            task_queue: request.task_queue.clone(),
+            input: request.input.clone(),
+            workflow_execution_timeout: ms.state.workflow_execution_timeout,
+            workflow_run_timeout: ms.state.workflow_run_timeout,
+            workflow_task_timeout: ms.state.workflow_task_timeout,
+            original_execution_run_id: run_id.clone(),
+            identity: request.identity.clone(),
+            first_execution_run_id: run_id.clone(),
+            retry_policy: request.retry_policy.clone(),
+            attempt: 1,
+            workflow_execution_expiration_time: ms.state.execution_expiration_time,
+            cron_schedule: request.cron_schedule.clone(),
+            first_workflow_task_backoff: (delay_ms > 0).then(|| duration_from_millis(delay_ms)),
+            memo: request.memo.clone(),
+            search_attributes: request.search_attributes.clone(),
+            header: request.header.clone(),
+            workflow_id: workflow_id.clone(),
+            ..Default::default()
+        }),
+    );
+    if delay_ms > 0 {
+        batch.put_timer(
+            now_ms + delay_ms,
+            &pb::TimerTask {
+                kind: pb::timer_task::Kind::WorkflowStartDelay as i32,
+                namespace_id: ns.clone(),
+                workflow_id: workflow_id.clone(),
+                run_id: run_id.clone(),
+                ..Default::default()
+            },
+        )?;
+    } else {
+        ms.schedule_workflow_task(batch, 1)?;
+    }
+    if run_ms > 0 {
+        batch.put_timer(
+            now_ms + delay_ms + run_ms,
+            &pb::TimerTask {
+                kind: pb::timer_task::Kind::WorkflowRunTimeout as i32,
+                namespace_id: ns.clone(),
+                workflow_id: workflow_id.clone(),
+                run_id: run_id.clone(),
+                ..Default::default()
+            },
+        )?;
+    }
+    batch.put_current(
+        &ns,
+        &workflow_id,
+        &pb::CurrentExecution {
+            run_id: run_id.clone(),
+            status: WorkflowExecutionStatus::Running as i32,
+            create_request_id: request.request_id.clone(),
+            start_time: Some(now),
+        },
+    );
+    ms.persist(batch);
+    Ok(started(run_id, true))
+}

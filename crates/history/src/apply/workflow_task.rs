@@ -1,0 +1,567 @@
+//! Workflow tasks: started by a poller, completed with commands, failed, or timed out.
+
+use chronicle_proto::chronicle::history::v1::{self as cmd, command_result};
+use chronicle_proto::chronicle::persistence::v1 as pb;
+use chronicle_proto::temporal::api::command::v1::{Command, command::Attributes as CommandAttributes};
+use chronicle_proto::temporal::api::common::v1::{RetryPolicy, SearchAttributes};
+use chronicle_proto::temporal::api::enums::v1::{EventType, TimeoutType, WorkflowExecutionStatus, WorkflowTaskFailedCause};
+use chronicle_proto::temporal::api::failure::v1::Failure;
+use chronicle_proto::temporal::api::history::v1 as h;
+use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
+use chronicle_proto::temporal::api::taskqueue::v1::TaskQueue;
+use chronicle_proto::wkt::Timestamp;
+use chronicle_storage::ShardBatch;
+use chronicle_types::ApiError;
+use chronicle_types::time::{duration_from_millis, millis, opt_duration_millis};
+
+use super::{ApplyError, ApplyResult, close_run, load_run, load_token_run};
+use crate::mutable_state::MutableState;
+
+fn stale_started() -> command_result::Result {
+    command_result::Result::WorkflowTaskStarted(cmd::RecordWorkflowTaskStartedResult { stale: true, ..Default::default() })
+}
+
+pub fn record_started(batch: &mut ShardBatch, now: Timestamp, c: cmd::RecordWorkflowTaskStarted) -> ApplyResult<command_result::Result> {
+    let mut ms = match load_run(batch, now, &c.namespace_id, &c.workflow_id, &c.run_id) {
+        Ok(ms) => ms,
+        Err(ApplyError::Rejected(_)) => {
+            batch.delete_outbox(c.outbox_id as u64);
+            return Ok(stale_started());
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(task) = ms.state.workflow_task.clone().filter(|t| t.scheduled_event_id == c.scheduled_event_id && ms.is_running()) else {
+        batch.delete_outbox(c.outbox_id as u64);
+        return Ok(stale_started());
+    };
+    if task.started_event_id > 0 {
+        // The same poll retried gets the same answer; anyone else gets nothing.
+        if task.started_request_id == c.request_id {
+            return Ok(started_result(&ms, &task));
+        }
+        return Ok(stale_started());
+    }
+    let started_event_id = ms.add_event(
+        EventType::WorkflowTaskStarted,
+        Attributes::WorkflowTaskStartedEventAttributes(h::WorkflowTaskStartedEventAttributes {
+            scheduled_event_id: task.scheduled_event_id,
+            identity: c.identity.clone(),
+            request_id: c.request_id.clone(),
+            history_size_bytes: ms.state.history_size_bytes,
+            ..Default::default()
+        }),
+    );
+    batch.delete_outbox(task.outbox_task_id as u64);
+    let timeout_ms = opt_duration_millis(task.start_to_close_timeout.as_ref()).max(1000);
+    batch.put_timer(
+        millis(&now) + timeout_ms,
+        &pb::TimerTask {
+            kind: pb::timer_task::Kind::WorkflowTaskTimeout as i32,
+            namespace_id: ms.state.namespace_id.clone(),
+            workflow_id: ms.state.workflow_id.clone(),
+            run_id: ms.state.run_id.clone(),
+            event_id: task.scheduled_event_id,
+            attempt: task.attempt,
+            timeout_type: TimeoutType::StartToClose as i32,
+            ..Default::default()
+        },
+    )?;
+    let task = pb::WorkflowTaskInfo {
+        started_event_id,
+        started_time: Some(now),
+        started_request_id: c.request_id,
+        started_identity: c.identity,
+        outbox_task_id: 0,
+        ..task
+    };
+    ms.state.workflow_task = Some(task.clone());
+    let result = started_result(&ms, &task);
+    ms.persist(batch);
+    Ok(result)
+}
+
+fn started_result(ms: &MutableState, task: &pb::WorkflowTaskInfo) -> command_result::Result {
+    command_result::Result::WorkflowTaskStarted(cmd::RecordWorkflowTaskStartedResult {
+        scheduled_event_id: task.scheduled_event_id,
+        started_event_id: task.started_event_id,
+        attempt: task.attempt,
+        scheduled_time: task.scheduled_time,
+        started_time: task.started_time,
+        previous_started_event_id: ms.state.last_completed_workflow_task_started_event_id,
+        workflow_type: ms.state.workflow_type.clone(),
+        transient_events: Vec::new(),
+        next_event_id: ms.state.next_event_id,
+        stale: false,
+    })
+}
+
+/// The workflow task a token names, if it is the one running now.
+fn running_task(ms: &MutableState, token: &pb::TaskToken) -> ApplyResult<pb::WorkflowTaskInfo> {
+    if !ms.is_running() {
+        return Err(ApiError::not_found("Workflow task not found.").into());
+    }
+    match &ms.state.workflow_task {
+        Some(t) if t.scheduled_event_id == token.scheduled_event_id && t.started_event_id > 0 && t.started_event_id == token.started_event_id => Ok(t.clone()),
+        _ => Err(ApiError::not_found("Workflow task not found.").into()),
+    }
+}
+
+pub fn complete(batch: &mut ShardBatch, now: Timestamp, c: cmd::CompleteWorkflowTask) -> ApplyResult<command_result::Result> {
+    let request = c.request.unwrap_or_default();
+    let (token, ms) = load_token_run(batch, now, &c.token)?;
+    let task = running_task(&ms, &token)?;
+    let savepoint = batch.savepoint();
+    let original = ms.state.clone();
+    let mut ms = ms;
+    match apply_completion(batch, &mut ms, &task, &request) {
+        Ok(()) => {
+            ms.persist(batch);
+            Ok(command_result::Result::CompleteWorkflowTask(cmd::CompleteWorkflowTaskResult {}))
+        }
+        Err(Rejection { cause, message }) => {
+            // Temporal's behaviour for a bad command: nothing of the completion is kept, the task
+            // is failed with the cause, a new one is scheduled, and the worker gets the error.
+            batch.rollback(savepoint);
+            let mut ms = MutableState::new(original, now);
+            let failure = Failure { message: message.clone(), ..Default::default() };
+            fail_task(batch, &mut ms, &task, cause, Some(failure), &request.identity)?;
+            ms.persist(batch);
+            Err(ApplyError::RejectedKeepWrites(ApiError::invalid_argument(message)))
+        }
+    }
+}
+
+struct Rejection {
+    cause: WorkflowTaskFailedCause,
+    message: String,
+}
+
+fn reject(cause: WorkflowTaskFailedCause, message: impl Into<String>) -> Rejection {
+    Rejection { cause, message: message.into() }
+}
+
+impl From<chronicle_storage::StorageError> for Rejection {
+    fn from(e: chronicle_storage::StorageError) -> Self {
+        // Storage failures cannot be turned into a failed task; surface them as such.
+        reject(WorkflowTaskFailedCause::Unspecified, format!("storage failure: {e}"))
+    }
+}
+
+fn apply_completion(
+    batch: &mut ShardBatch,
+    ms: &mut MutableState,
+    task: &pb::WorkflowTaskInfo,
+    request: &chronicle_proto::temporal::api::workflowservice::v1::RespondWorkflowTaskCompletedRequest,
+) -> Result<(), Rejection> {
+    let completed_id = ms.add_event(
+        EventType::WorkflowTaskCompleted,
+        Attributes::WorkflowTaskCompletedEventAttributes(h::WorkflowTaskCompletedEventAttributes {
+            scheduled_event_id: task.scheduled_event_id,
+            started_event_id: task.started_event_id,
+            identity: request.identity.clone(),
+            sdk_metadata: request.sdk_metadata.clone(),
+            metering_metadata: request.metering_metadata.clone(),
+            versioning_behavior: request.versioning_behavior,
+            ..Default::default()
+        }),
+    );
+    ms.state.workflow_task = None;
+    ms.state.last_completed_workflow_task_started_event_id = task.started_event_id;
+    let has_new_events = !ms.state.buffered_events.is_empty();
+    let mut closed = false;
+    for command in &request.commands {
+        if closed {
+            return Err(reject(WorkflowTaskFailedCause::BadCompleteWorkflowExecutionAttributes, "commands follow a command that closed the workflow"));
+        }
+        closed = apply_command(batch, ms, command, completed_id, has_new_events)?;
+    }
+    if !closed {
+        ms.flush_buffered_events();
+        if has_new_events || request.force_create_new_workflow_task || ms.force_new_workflow_task {
+            ms.schedule_workflow_task(batch, 1)?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies one command; returns whether it closed the workflow.
+fn apply_command(batch: &mut ShardBatch, ms: &mut MutableState, command: &Command, completed_id: i64, has_new_events: bool) -> Result<bool, Rejection> {
+    use WorkflowTaskFailedCause as Cause;
+    let Some(attributes) = &command.attributes else {
+        return Err(reject(Cause::BadBinary, "command has no attributes"));
+    };
+    let is_close = matches!(
+        attributes,
+        CommandAttributes::CompleteWorkflowExecutionCommandAttributes(_)
+            | CommandAttributes::FailWorkflowExecutionCommandAttributes(_)
+            | CommandAttributes::CancelWorkflowExecutionCommandAttributes(_)
+            | CommandAttributes::ContinueAsNewWorkflowExecutionCommandAttributes(_)
+    );
+    if is_close && has_new_events {
+        // New events arrived while the worker decided to close: it must see them first.
+        return Err(reject(Cause::UnhandledCommand, "UnhandledCommand: new events arrived while the workflow task was running"));
+    }
+    match attributes {
+        CommandAttributes::ScheduleActivityTaskCommandAttributes(a) => {
+            schedule_activity(batch, ms, a, completed_id)?;
+            Ok(false)
+        }
+        CommandAttributes::RequestCancelActivityTaskCommandAttributes(a) => {
+            let Some(activity) = ms.state.activities.get(&a.scheduled_event_id).cloned() else {
+                return Err(reject(Cause::BadRequestCancelActivityAttributes, format!("no pending activity with scheduled event ID {}", a.scheduled_event_id)));
+            };
+            let requested_id = ms.add_event(
+                EventType::ActivityTaskCancelRequested,
+                Attributes::ActivityTaskCancelRequestedEventAttributes(h::ActivityTaskCancelRequestedEventAttributes {
+                    scheduled_event_id: a.scheduled_event_id,
+                    workflow_task_completed_event_id: completed_id,
+                }),
+            );
+            if activity.started {
+                let entry = ms.state.activities.get_mut(&a.scheduled_event_id).expect("present");
+                entry.cancel_requested = true;
+                entry.cancel_requested_event_id = requested_id;
+            } else {
+                ms.state.activities.remove(&a.scheduled_event_id);
+                batch.delete_outbox(activity.outbox_task_id as u64);
+                ms.add_event(
+                    EventType::ActivityTaskCanceled,
+                    Attributes::ActivityTaskCanceledEventAttributes(h::ActivityTaskCanceledEventAttributes {
+                        latest_cancel_requested_event_id: requested_id,
+                        scheduled_event_id: a.scheduled_event_id,
+                        started_event_id: 0,
+                        ..Default::default()
+                    }),
+                );
+                // The worker learns of the cancellation from a new workflow task.
+                ms.force_new_workflow_task = true;
+            }
+            Ok(false)
+        }
+        CommandAttributes::StartTimerCommandAttributes(a) => {
+            if a.timer_id.is_empty() || ms.state.timers.contains_key(&a.timer_id) {
+                return Err(reject(Cause::BadStartTimerAttributes, format!("invalid or duplicate timer ID {:?}", a.timer_id)));
+            }
+            let fire_ms = opt_duration_millis(a.start_to_fire_timeout.as_ref());
+            if fire_ms <= 0 {
+                return Err(reject(Cause::BadStartTimerAttributes, "A valid StartToFireTimeout is not set on command."));
+            }
+            let started_id = ms.add_event(
+                EventType::TimerStarted,
+                Attributes::TimerStartedEventAttributes(h::TimerStartedEventAttributes {
+                    timer_id: a.timer_id.clone(),
+                    start_to_fire_timeout: a.start_to_fire_timeout,
+                    workflow_task_completed_event_id: completed_id,
+                }),
+            );
+            let expiry = ms.now_ms() + fire_ms;
+            ms.state.timers.insert(
+                a.timer_id.clone(),
+                pb::TimerInfo { timer_id: a.timer_id.clone(), started_event_id: started_id, expiry_time: Some(chronicle_types::time::from_millis(expiry)) },
+            );
+            batch.put_timer(
+                expiry,
+                &pb::TimerTask {
+                    kind: pb::timer_task::Kind::UserTimer as i32,
+                    namespace_id: ms.state.namespace_id.clone(),
+                    workflow_id: ms.state.workflow_id.clone(),
+                    run_id: ms.state.run_id.clone(),
+                    event_id: started_id,
+                    timer_id: a.timer_id.clone(),
+                    ..Default::default()
+                },
+            )?;
+            Ok(false)
+        }
+        CommandAttributes::CancelTimerCommandAttributes(a) => {
+            let Some(timer) = ms.state.timers.remove(&a.timer_id) else {
+                return Err(reject(Cause::BadCancelTimerAttributes, format!("no pending timer with ID {:?}", a.timer_id)));
+            };
+            ms.add_event(
+                EventType::TimerCanceled,
+                Attributes::TimerCanceledEventAttributes(h::TimerCanceledEventAttributes {
+                    timer_id: a.timer_id.clone(),
+                    started_event_id: timer.started_event_id,
+                    workflow_task_completed_event_id: completed_id,
+                    identity: String::new(),
+                }),
+            );
+            Ok(false)
+        }
+        CommandAttributes::CompleteWorkflowExecutionCommandAttributes(a) => {
+            let id = ms.add_event(
+                EventType::WorkflowExecutionCompleted,
+                Attributes::WorkflowExecutionCompletedEventAttributes(h::WorkflowExecutionCompletedEventAttributes {
+                    result: a.result.clone(),
+                    workflow_task_completed_event_id: completed_id,
+                    new_execution_run_id: String::new(),
+                }),
+            );
+            close_run(batch, ms, WorkflowExecutionStatus::Completed, id).map_err(storage_rejection)?;
+            Ok(true)
+        }
+        CommandAttributes::FailWorkflowExecutionCommandAttributes(a) => {
+            let id = ms.add_event(
+                EventType::WorkflowExecutionFailed,
+                Attributes::WorkflowExecutionFailedEventAttributes(h::WorkflowExecutionFailedEventAttributes {
+                    failure: a.failure.clone(),
+                    retry_state: chronicle_proto::temporal::api::enums::v1::RetryState::RetryPolicyNotSet as i32,
+                    workflow_task_completed_event_id: completed_id,
+                    new_execution_run_id: String::new(),
+                }),
+            );
+            close_run(batch, ms, WorkflowExecutionStatus::Failed, id).map_err(storage_rejection)?;
+            Ok(true)
+        }
+        CommandAttributes::CancelWorkflowExecutionCommandAttributes(a) => {
+            let id = ms.add_event(
+                EventType::WorkflowExecutionCanceled,
+                Attributes::WorkflowExecutionCanceledEventAttributes(h::WorkflowExecutionCanceledEventAttributes {
+                    workflow_task_completed_event_id: completed_id,
+                    details: a.details.clone(),
+                }),
+            );
+            close_run(batch, ms, WorkflowExecutionStatus::Canceled, id).map_err(storage_rejection)?;
+            Ok(true)
+        }
+        CommandAttributes::RecordMarkerCommandAttributes(a) => {
+            ms.add_event(
+                EventType::MarkerRecorded,
+                Attributes::MarkerRecordedEventAttributes(h::MarkerRecordedEventAttributes {
+                    marker_name: a.marker_name.clone(),
+                    details: a.details.clone(),
+                    workflow_task_completed_event_id: completed_id,
+                    header: a.header.clone(),
+                    failure: a.failure.clone(),
+                }),
+            );
+            Ok(false)
+        }
+        CommandAttributes::UpsertWorkflowSearchAttributesCommandAttributes(a) => {
+            let upsert = a.search_attributes.clone().unwrap_or_default();
+            let merged = ms.state.search_attributes.get_or_insert_with(SearchAttributes::default);
+            for (k, v) in &upsert.indexed_fields {
+                merged.indexed_fields.insert(k.clone(), v.clone());
+            }
+            ms.add_event(
+                EventType::UpsertWorkflowSearchAttributes,
+                Attributes::UpsertWorkflowSearchAttributesEventAttributes(h::UpsertWorkflowSearchAttributesEventAttributes {
+                    workflow_task_completed_event_id: completed_id,
+                    search_attributes: Some(upsert),
+                }),
+            );
+            Ok(false)
+        }
+        CommandAttributes::ModifyWorkflowPropertiesCommandAttributes(a) => {
+            if let Some(upsert) = &a.upserted_memo {
+                let memo = ms.state.memo.get_or_insert_with(Default::default);
+                for (k, v) in &upsert.fields {
+                    memo.fields.insert(k.clone(), v.clone());
+                }
+            }
+            ms.add_event(
+                EventType::WorkflowPropertiesModified,
+                Attributes::WorkflowPropertiesModifiedEventAttributes(h::WorkflowPropertiesModifiedEventAttributes {
+                    workflow_task_completed_event_id: completed_id,
+                    upserted_memo: a.upserted_memo.clone(),
+                }),
+            );
+            Ok(false)
+        }
+        _ => Err(reject(Cause::UnhandledCommand, "this command is not supported by Chronicle yet")),
+    }
+}
+
+fn storage_rejection(e: ApplyError) -> Rejection {
+    match e {
+        ApplyError::Rejected(e) | ApplyError::RejectedKeepWrites(e) => reject(WorkflowTaskFailedCause::Unspecified, e.message),
+        ApplyError::Storage(e) => e.into(),
+    }
+}
+
+/// Temporal's defaults for an activity retry policy.
+pub fn default_activity_retry_policy(given: Option<&RetryPolicy>) -> RetryPolicy {
+    let mut p = given.cloned().unwrap_or_default();
+    if opt_duration_millis(p.initial_interval.as_ref()) <= 0 {
+        p.initial_interval = Some(duration_from_millis(1000));
+    }
+    if p.backoff_coefficient < 1.0 {
+        p.backoff_coefficient = 2.0;
+    }
+    if opt_duration_millis(p.maximum_interval.as_ref()) <= 0 {
+        p.maximum_interval = Some(duration_from_millis(100 * opt_duration_millis(p.initial_interval.as_ref())));
+    }
+    p
+}
+
+fn schedule_activity(
+    batch: &mut ShardBatch,
+    ms: &mut MutableState,
+    a: &chronicle_proto::temporal::api::command::v1::ScheduleActivityTaskCommandAttributes,
+    completed_id: i64,
+) -> Result<(), Rejection> {
+    use WorkflowTaskFailedCause as Cause;
+    let bad = |m: &str| reject(Cause::BadScheduleActivityAttributes, m.to_string());
+    if a.activity_id.is_empty() {
+        return Err(bad("ActivityId is not set on ScheduleActivityTaskCommand."));
+    }
+    if a.activity_id.len() > chronicle_types::limits::MAX_ID_LENGTH {
+        return Err(bad("ActivityId exceeds length limit."));
+    }
+    if a.activity_type.as_ref().is_none_or(|t| t.name.is_empty()) {
+        return Err(bad("ActivityType is not set on ScheduleActivityTaskCommand."));
+    }
+    if ms.state.activities.values().any(|x| x.activity_id == a.activity_id) {
+        return Err(bad(&format!("Activity with ID {} is already pending.", a.activity_id)));
+    }
+    if ms.state.activities.len() >= chronicle_types::limits::MAX_PENDING_ACTIVITIES {
+        return Err(reject(Cause::PendingActivitiesLimitExceeded, "the number of pending activities exceeds the limit"));
+    }
+    let run_ms = opt_duration_millis(ms.state.workflow_run_timeout.as_ref());
+    let mut to_close = opt_duration_millis(a.schedule_to_close_timeout.as_ref()).max(0);
+    let mut to_start = opt_duration_millis(a.schedule_to_start_timeout.as_ref()).max(0);
+    let mut start_to_close = opt_duration_millis(a.start_to_close_timeout.as_ref()).max(0);
+    if to_close > 0 {
+        to_start = if to_start > 0 { to_start.min(to_close) } else { to_close };
+        start_to_close = if start_to_close > 0 { start_to_close.min(to_close) } else { to_close };
+    } else if start_to_close > 0 {
+        to_close = run_ms;
+        if to_start == 0 {
+            to_start = run_ms;
+        }
+    } else {
+        return Err(bad("A valid StartToClose or ScheduleToCloseTimeout is not set on ScheduleActivityTaskCommand."));
+    }
+    let heartbeat = opt_duration_millis(a.heartbeat_timeout.as_ref()).max(0).min(start_to_close);
+    let opt = |ms: i64| (ms > 0).then(|| duration_from_millis(ms));
+    let task_queue = match &a.task_queue {
+        Some(tq) if !tq.name.is_empty() => tq.clone(),
+        _ => TaskQueue { name: ms.state.task_queue.clone(), kind: 1, normal_name: String::new() },
+    };
+    let retry_policy = default_activity_retry_policy(a.retry_policy.as_ref());
+    let scheduled_id = ms.add_event(
+        EventType::ActivityTaskScheduled,
+        Attributes::ActivityTaskScheduledEventAttributes(h::ActivityTaskScheduledEventAttributes {
+            activity_id: a.activity_id.clone(),
+            activity_type: a.activity_type.clone(),
+            task_queue: Some(task_queue.clone()),
+            header: a.header.clone(),
+            input: a.input.clone(),
+            schedule_to_close_timeout: opt(to_close),
+            schedule_to_start_timeout: opt(to_start),
+            start_to_close_timeout: opt(start_to_close),
+            heartbeat_timeout: opt(heartbeat),
+            workflow_task_completed_event_id: completed_id,
+            retry_policy: Some(retry_policy.clone()),
+            ..Default::default()
+        }),
+    );
+    let now = ms.now;
+    let now_ms = ms.now_ms();
+    let outbox = batch.put_outbox(&pb::OutboxTask {
+        kind: pb::outbox_task::Kind::ActivityTask as i32,
+        namespace_id: ms.state.namespace_id.clone(),
+        workflow_id: ms.state.workflow_id.clone(),
+        run_id: ms.state.run_id.clone(),
+        task_queue: task_queue.name.clone(),
+        task_queue_kind: task_queue.kind,
+        scheduled_event_id: scheduled_id,
+        attempt: 1,
+        ..Default::default()
+    })?;
+    let timer = |kind: TimeoutType| pb::TimerTask {
+        kind: pb::timer_task::Kind::ActivityTimeout as i32,
+        namespace_id: ms.state.namespace_id.clone(),
+        workflow_id: ms.state.workflow_id.clone(),
+        run_id: ms.state.run_id.clone(),
+        event_id: scheduled_id,
+        attempt: 1,
+        timeout_type: kind as i32,
+        timer_id: String::new(),
+    };
+    if to_start > 0 {
+        batch.put_timer(now_ms + to_start, &timer(TimeoutType::ScheduleToStart))?;
+    }
+    if to_close > 0 {
+        batch.put_timer(now_ms + to_close, &timer(TimeoutType::ScheduleToClose))?;
+    }
+    ms.state.activities.insert(
+        scheduled_id,
+        pb::ActivityInfo {
+            scheduled_event_id: scheduled_id,
+            activity_id: a.activity_id.clone(),
+            activity_type: a.activity_type.clone(),
+            task_queue: Some(task_queue),
+            header: a.header.clone(),
+            input: a.input.clone(),
+            schedule_to_close_timeout: opt(to_close),
+            schedule_to_start_timeout: opt(to_start),
+            start_to_close_timeout: opt(start_to_close),
+            heartbeat_timeout: opt(heartbeat),
+            retry_policy: Some(retry_policy),
+            attempt: 1,
+            first_scheduled_time: Some(now),
+            scheduled_time: Some(now),
+            outbox_task_id: outbox as i64,
+            workflow_task_completed_event_id: completed_id,
+            ..Default::default()
+        },
+    );
+    Ok(())
+}
+
+pub fn fail(batch: &mut ShardBatch, now: Timestamp, c: cmd::FailWorkflowTask) -> ApplyResult<command_result::Result> {
+    let request = c.request.unwrap_or_default();
+    let (token, mut ms) = load_token_run(batch, now, &c.token)?;
+    let task = running_task(&ms, &token)?;
+    let cause = WorkflowTaskFailedCause::try_from(request.cause).unwrap_or(WorkflowTaskFailedCause::Unspecified);
+    fail_task(batch, &mut ms, &task, cause, request.failure.clone(), &request.identity)?;
+    ms.persist(batch);
+    Ok(super::ok())
+}
+
+/// Records a failed (or timed-out) attempt and schedules the next one.
+pub fn fail_task(
+    batch: &mut ShardBatch,
+    ms: &mut MutableState,
+    task: &pb::WorkflowTaskInfo,
+    cause: WorkflowTaskFailedCause,
+    failure: Option<Failure>,
+    identity: &str,
+) -> ApplyResult<()> {
+    ms.add_event(
+        EventType::WorkflowTaskFailed,
+        Attributes::WorkflowTaskFailedEventAttributes(h::WorkflowTaskFailedEventAttributes {
+            scheduled_event_id: task.scheduled_event_id,
+            started_event_id: task.started_event_id,
+            cause: cause as i32,
+            failure,
+            identity: identity.to_string(),
+            ..Default::default()
+        }),
+    );
+    ms.state.workflow_task = None;
+    ms.flush_buffered_events();
+    ms.schedule_workflow_task(batch, task.attempt + 1)?;
+    Ok(())
+}
+
+/// A workflow task's start-to-close timer fired.
+pub fn timed_out(batch: &mut ShardBatch, ms: &mut MutableState, scheduled_event_id: i64, attempt: i32) -> ApplyResult<bool> {
+    let Some(task) = ms.state.workflow_task.clone() else { return Ok(false) };
+    if task.scheduled_event_id != scheduled_event_id || task.attempt != attempt || task.started_event_id == 0 || !ms.is_running() {
+        return Ok(false);
+    }
+    ms.add_event(
+        EventType::WorkflowTaskTimedOut,
+        Attributes::WorkflowTaskTimedOutEventAttributes(h::WorkflowTaskTimedOutEventAttributes {
+            scheduled_event_id: task.scheduled_event_id,
+            started_event_id: task.started_event_id,
+            timeout_type: TimeoutType::StartToClose as i32,
+        }),
+    );
+    ms.state.workflow_task = None;
+    ms.flush_buffered_events();
+    ms.schedule_workflow_task(batch, task.attempt + 1)?;
+    Ok(true)
+}

@@ -1,0 +1,154 @@
+//! Starting a node's shard groups and proposing commands to them.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chronicle_cluster::MatchingService;
+use chronicle_proto::chronicle::history::v1::{self as cmd, command_result, shard_command};
+use chronicle_raft::{RaftError, ShardRaft};
+use chronicle_storage::{Db, ShardTables};
+use chronicle_types::shard::{METADATA_GROUP, ShardId, shard_for};
+use chronicle_types::{ApiError, ApiResult};
+use prost::Message;
+use tokio::sync::watch;
+
+use crate::apply::HistoryApplier;
+use crate::metrics_names;
+use crate::notify::ShardNotifier;
+
+#[derive(Clone, Debug)]
+pub struct HistoryConfig {
+    pub num_shards: u32,
+    pub node_id: u64,
+    pub node_addr: String,
+    /// Make this node the only voter of groups never initialised (start-dev).
+    pub bootstrap_single_voter: bool,
+}
+
+pub(crate) struct Shard {
+    pub id: ShardId,
+    pub raft: ShardRaft,
+    pub tables: ShardTables,
+    pub changes: watch::Receiver<u64>,
+}
+
+pub struct HistoryEngine {
+    pub(crate) config: HistoryConfig,
+    pub(crate) shards: Vec<Arc<Shard>>,
+    pub(crate) metadata: Arc<Shard>,
+    pub(crate) matching: Arc<dyn MatchingService>,
+    pub(crate) namespace_names: RwLock<std::collections::HashMap<String, String>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl HistoryEngine {
+    /// Opens every group of this node and starts the leader processors.
+    pub async fn start(db: Db, config: HistoryConfig, matching: Arc<dyn MatchingService>) -> Result<Arc<Self>, RaftError> {
+        let notifier = ShardNotifier::default();
+        let applier = Arc::new(HistoryApplier { notifier: notifier.clone() });
+        let mut shards = Vec::new();
+        for id in 0..config.num_shards {
+            shards.push(Arc::new(open_group(&db, id, &config, &applier, &notifier).await?));
+        }
+        let metadata = Arc::new(open_group(&db, METADATA_GROUP, &config, &applier, &notifier).await?);
+        let (shutdown, _) = watch::channel(false);
+        let engine = Arc::new(Self {
+            config,
+            shards,
+            metadata,
+            matching,
+            namespace_names: RwLock::new(Default::default()),
+            shutdown,
+        });
+        for group in engine.shards.iter().chain(std::iter::once(&engine.metadata)) {
+            wait_for_leader(&group.raft, engine.config.node_id, Duration::from_secs(10)).await;
+        }
+        for shard in &engine.shards {
+            crate::processors::spawn(engine.clone(), shard.clone(), engine.shutdown.subscribe());
+        }
+        Ok(engine)
+    }
+
+    /// Stops the processors and the Raft groups. Committed state is already durable.
+    pub async fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+        for group in self.shards.iter().chain(std::iter::once(&self.metadata)) {
+            if let Err(e) = group.raft.shutdown().await {
+                tracing::warn!(group = group.id, error = %e, "raft group did not stop cleanly");
+            }
+        }
+    }
+
+    pub fn num_shards(&self) -> u32 {
+        self.config.num_shards
+    }
+
+    pub(crate) fn shard_of(&self, namespace_id: &str, workflow_id: &str) -> &Arc<Shard> {
+        &self.shards[shard_for(namespace_id, workflow_id, self.config.num_shards) as usize]
+    }
+
+    /// Proposes a command to `shard` and returns what applying it answered.
+    pub(crate) async fn propose(&self, shard: &Shard, kind: shard_command::Kind) -> ApiResult<command_result::Result> {
+        let label = command_label(&kind);
+        let command = cmd::ShardCommand { now: Some(chronicle_types::time::now_timestamp()), kind: Some(kind) };
+        let started = Instant::now();
+        let bytes = chronicle_raft::propose(&shard.raft, shard.id, command.encode_to_vec()).await.map_err(|e| match e {
+            RaftError::NotLeader { .. } => ApiError::unavailable(format!("shard {} has no leader on this node; retry", shard.id)),
+            other => ApiError::unavailable(format!("shard {} is unavailable: {other}", shard.id)),
+        })?;
+        metrics::counter!(metrics_names::SHARD_COMMANDS, "command" => label).increment(1);
+        metrics::histogram!(metrics_names::SHARD_COMMAND_LATENCY).record(started.elapsed().as_secs_f64());
+        let result = cmd::CommandResult::decode(bytes.as_slice()).map_err(|e| ApiError::internal(format!("undecodable command result: {e}")))?;
+        match result.result {
+            Some(command_result::Result::Error(e)) => Err(ApiError::from_parts(e.code, e.message, &e.details)),
+            Some(other) => Ok(other),
+            None => Err(ApiError::internal("empty command result")),
+        }
+    }
+
+    pub(crate) fn is_leader(&self, shard: &Shard) -> bool {
+        shard.raft.metrics().borrow().current_leader == Some(self.config.node_id)
+    }
+}
+
+fn command_label(kind: &shard_command::Kind) -> &'static str {
+    use shard_command::Kind::*;
+    match kind {
+        StartWorkflow(_) => "start_workflow",
+        RecordWorkflowTaskStarted(_) => "record_workflow_task_started",
+        CompleteWorkflowTask(_) => "complete_workflow_task",
+        FailWorkflowTask(_) => "fail_workflow_task",
+        RecordActivityTaskStarted(_) => "record_activity_task_started",
+        RespondActivity(_) => "respond_activity",
+        RecordActivityHeartbeat(_) => "record_activity_heartbeat",
+        SignalWorkflow(_) => "signal_workflow",
+        TerminateWorkflow(_) => "terminate_workflow",
+        FireTimer(_) => "fire_timer",
+        UpsertNamespace(_) => "upsert_namespace",
+        RequestCancelWorkflow(_) => "request_cancel_workflow",
+    }
+}
+
+async fn open_group(
+    db: &Db,
+    id: ShardId,
+    config: &HistoryConfig,
+    applier: &Arc<HistoryApplier>,
+    notifier: &ShardNotifier,
+) -> Result<Shard, RaftError> {
+    let changes = notifier.subscribe(id);
+    let raft = chronicle_raft::start_group(
+        db.clone(),
+        id,
+        config.node_id,
+        config.node_addr.clone(),
+        applier.clone(),
+        config.bootstrap_single_voter,
+    )
+    .await?;
+    Ok(Shard { id, raft, tables: ShardTables::new(db.clone(), id), changes })
+}
+
+async fn wait_for_leader(raft: &ShardRaft, node_id: u64, timeout: Duration) {
+    let _ = raft.wait(Some(timeout)).current_leader(node_id, "shard leader elected").await;
+}

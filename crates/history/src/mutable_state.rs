@@ -1,0 +1,163 @@
+//! A run's mutable state while a command is applied: the stored `WorkflowExecutionState` plus
+//! the events the command adds. Events that arrive while a workflow task is running are
+//! buffered (no event ID yet) and flushed when that task ends, as Temporal does, so a worker
+//! never sees events appear in the middle of the task it is working on.
+
+use chronicle_proto::chronicle::persistence::v1 as pb;
+use chronicle_proto::temporal::api::enums::v1::{EventType, TaskQueueKind, WorkflowExecutionStatus};
+use chronicle_proto::temporal::api::history::v1::{HistoryEvent, history_event::Attributes};
+use chronicle_proto::temporal::api::history::v1 as h;
+use chronicle_proto::temporal::api::taskqueue::v1::TaskQueue;
+use chronicle_proto::wkt::Timestamp;
+use chronicle_storage::{ShardBatch, StorageResult};
+use prost::Message;
+
+pub struct MutableState {
+    pub state: pb::WorkflowExecutionState,
+    pub new_events: Vec<HistoryEvent>,
+    pub now: Timestamp,
+    /// Set by a command whose effect the worker must see in a new workflow task.
+    pub force_new_workflow_task: bool,
+}
+
+/// Event ID of a buffered event (assigned when flushed).
+const BUFFERED_EVENT_ID: i64 = -123;
+
+impl MutableState {
+    pub fn new(state: pb::WorkflowExecutionState, now: Timestamp) -> Self {
+        Self { state, new_events: Vec::new(), now, force_new_workflow_task: false }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        chronicle_types::time::millis(&self.now)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.state.status == WorkflowExecutionStatus::Running as i32
+    }
+
+    pub fn workflow_task_started(&self) -> bool {
+        self.state.workflow_task.as_ref().is_some_and(|t| t.started_event_id > 0)
+    }
+
+    fn make_event(&self, event_id: i64, event_type: EventType, attributes: Attributes) -> HistoryEvent {
+        HistoryEvent {
+            event_id,
+            event_time: Some(self.now),
+            event_type: event_type as i32,
+            version: 0,
+            task_id: 0,
+            attributes: Some(attributes),
+            ..Default::default()
+        }
+    }
+
+    /// Appends an event now and returns its ID.
+    pub fn add_event(&mut self, event_type: EventType, attributes: Attributes) -> i64 {
+        let id = self.state.next_event_id;
+        self.state.next_event_id += 1;
+        let event = self.make_event(id, event_type, attributes);
+        self.state.history_size_bytes += event.encoded_len() as i64;
+        self.new_events.push(event);
+        id
+    }
+
+    /// Appends an event, or buffers it while a workflow task is running. Returns its ID, or
+    /// `None` when buffered.
+    pub fn add_or_buffer_event(&mut self, event_type: EventType, attributes: Attributes) -> Option<i64> {
+        if self.workflow_task_started() {
+            let event = self.make_event(BUFFERED_EVENT_ID, event_type, attributes);
+            self.state.buffered_events.push(event);
+            None
+        } else {
+            Some(self.add_event(event_type, attributes))
+        }
+    }
+
+    /// Gives buffered events their IDs, in arrival order.
+    pub fn flush_buffered_events(&mut self) {
+        for mut event in std::mem::take(&mut self.state.buffered_events) {
+            event.event_id = self.state.next_event_id;
+            self.state.next_event_id += 1;
+            // Completion events refer to their Started event, which was buffered with them.
+            let previous_id = event.event_id - 1;
+            fix_started_reference(&mut event, previous_id);
+            self.state.history_size_bytes += event.encoded_len() as i64;
+            self.new_events.push(event);
+        }
+    }
+
+    /// Schedules a workflow task if the run is open and none is pending.
+    pub fn schedule_workflow_task_if_needed(&mut self, batch: &mut ShardBatch) -> StorageResult<()> {
+        if self.is_running() && self.state.workflow_task.is_none() {
+            self.schedule_workflow_task(batch, 1)?;
+        }
+        Ok(())
+    }
+
+    pub fn schedule_workflow_task(&mut self, batch: &mut ShardBatch, attempt: i32) -> StorageResult<()> {
+        let task_queue = self.state.task_queue.clone();
+        let timeout = self.state.workflow_task_timeout.or(Some(chronicle_types::time::duration_from_millis(10_000)));
+        let scheduled_event_id = self.add_event(
+            EventType::WorkflowTaskScheduled,
+            Attributes::WorkflowTaskScheduledEventAttributes(h::WorkflowTaskScheduledEventAttributes {
+                task_queue: Some(TaskQueue { name: task_queue.clone(), kind: TaskQueueKind::Normal as i32, normal_name: String::new() }),
+                start_to_close_timeout: timeout,
+                attempt,
+            }),
+        );
+        let outbox_task_id = batch.put_outbox(&pb::OutboxTask {
+            kind: pb::outbox_task::Kind::WorkflowTask as i32,
+            namespace_id: self.state.namespace_id.clone(),
+            workflow_id: self.state.workflow_id.clone(),
+            run_id: self.state.run_id.clone(),
+            task_queue: task_queue.clone(),
+            task_queue_kind: TaskQueueKind::Normal as i32,
+            scheduled_event_id,
+            attempt,
+            ..Default::default()
+        })?;
+        self.state.workflow_task = Some(pb::WorkflowTaskInfo {
+            scheduled_event_id,
+            started_event_id: 0,
+            attempt,
+            task_queue,
+            task_queue_kind: TaskQueueKind::Normal as i32,
+            scheduled_time: Some(self.now),
+            start_to_close_timeout: timeout,
+            outbox_task_id: outbox_task_id as i64,
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    /// Writes the state and the new events (one history batch per command).
+    pub fn persist(mut self, batch: &mut ShardBatch) {
+        self.state.state_transition_count += 1;
+        batch.put_execution(&self.state);
+        let events = std::mem::take(&mut self.new_events);
+        batch.append_history(&self.state.namespace_id, &self.state.workflow_id, &self.state.run_id, events);
+    }
+}
+
+/// Activity results are buffered together with their Started event; once IDs are assigned the
+/// result must point at the Started event just before it.
+fn fix_started_reference(event: &mut HistoryEvent, previous_id: i64) {
+    match event.attributes.as_mut() {
+        Some(Attributes::ActivityTaskCompletedEventAttributes(a)) if a.started_event_id == BUFFERED_EVENT_ID => {
+            a.started_event_id = previous_id
+        }
+        Some(Attributes::ActivityTaskFailedEventAttributes(a)) if a.started_event_id == BUFFERED_EVENT_ID => {
+            a.started_event_id = previous_id
+        }
+        Some(Attributes::ActivityTaskTimedOutEventAttributes(a)) if a.started_event_id == BUFFERED_EVENT_ID => {
+            a.started_event_id = previous_id
+        }
+        Some(Attributes::ActivityTaskCanceledEventAttributes(a)) if a.started_event_id == BUFFERED_EVENT_ID => {
+            a.started_event_id = previous_id
+        }
+        _ => {}
+    }
+}
+
+pub const BUFFERED_ID: i64 = BUFFERED_EVENT_ID;

@@ -1,0 +1,461 @@
+//! `HistoryService` on top of the engine: requests become shard commands; reads go to the
+//! shard's tables after the commands they depend on were applied.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chronicle_cluster::{ActivityHeartbeat, ActivityOutcome, ActivityResult, ActivityTarget, HistoryService, PollerInfo, QueryTask, TaskRef};
+use chronicle_proto::chronicle::history::v1::{self as cmd, command_result, respond_activity, shard_command::Kind};
+use chronicle_proto::chronicle::persistence::v1::{self as pb, NamespaceRecord};
+use chronicle_proto::temporal::api::enums::v1::{HistoryEventFilterType, QueryResultType};
+use chronicle_proto::temporal::api::errordetails::v1::QueryFailedFailure;
+use chronicle_proto::temporal::api::history::v1::History;
+use chronicle_proto::temporal::api::workflowservice::v1 as ws;
+use chronicle_types::{ApiError, ApiResult};
+
+use crate::engine::{HistoryEngine, Shard};
+use crate::read::{self, storage};
+use crate::tokens::{self, PageToken};
+
+/// Longest wait of a history long poll before it answers "nothing new yet".
+const HISTORY_LONG_POLL: Duration = Duration::from_secs(20);
+const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl HistoryEngine {
+    fn token_shard(&self, namespace_id: &str, token: &pb::TaskToken) -> ApiResult<&std::sync::Arc<Shard>> {
+        if token.namespace_id != namespace_id {
+            return Err(ApiError::invalid_argument("Task token does not belong to the request's namespace."));
+        }
+        Ok(self.shard_of(&token.namespace_id, &token.workflow_id))
+    }
+
+    async fn wait_for_change(&self, deadline: tokio::time::Instant, seen: &mut tokio::sync::watch::Receiver<u64>) -> bool {
+        tokio::time::timeout_at(deadline, seen.changed()).await.is_ok()
+    }
+
+    fn activity_target_token(&self, namespace_id: &str, target: &ActivityTarget) -> ApiResult<pb::TaskToken> {
+        match target {
+            ActivityTarget::Token(bytes) => {
+                let token = tokens::decode(bytes)?;
+                if token.namespace_id != namespace_id {
+                    return Err(ApiError::invalid_argument("Task token does not belong to the request's namespace."));
+                }
+                Ok(token)
+            }
+            ActivityTarget::ById { workflow_id, run_id, activity_id } => {
+                if workflow_id.is_empty() || activity_id.is_empty() {
+                    return Err(ApiError::invalid_argument("WorkflowId and ActivityId are required."));
+                }
+                Ok(pb::TaskToken {
+                    namespace_id: namespace_id.to_string(),
+                    workflow_id: workflow_id.clone(),
+                    run_id: run_id.clone(),
+                    activity_id: activity_id.clone(),
+                    is_activity: true,
+                    ..Default::default()
+                })
+            }
+        }
+    }
+
+    pub(crate) fn namespace_name(&self, namespace_id: &str) -> String {
+        if let Some(name) = self.namespace_names.read().expect("names lock").get(namespace_id) {
+            return name.clone();
+        }
+        let records = self.metadata.tables.namespaces().unwrap_or_default();
+        let mut names = self.namespace_names.write().expect("names lock");
+        for r in records {
+            if let Some(info) = r.info {
+                names.insert(info.id, info.name);
+            }
+        }
+        names.get(namespace_id).cloned().unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl HistoryService for HistoryEngine {
+    async fn register_namespace(&self, record: NamespaceRecord) -> ApiResult<()> {
+        self.propose(&self.metadata, Kind::UpsertNamespace(cmd::UpsertNamespace { record: Some(record), create: true })).await?;
+        Ok(())
+    }
+
+    async fn update_namespace(&self, record: NamespaceRecord) -> ApiResult<()> {
+        self.propose(&self.metadata, Kind::UpsertNamespace(cmd::UpsertNamespace { record: Some(record), create: false })).await?;
+        Ok(())
+    }
+
+    async fn namespace_by_name(&self, name: &str) -> ApiResult<NamespaceRecord> {
+        self.metadata.tables.namespace(name).map_err(storage)?.ok_or_else(|| ApiError::namespace_not_found(name))
+    }
+
+    async fn list_namespaces(&self) -> ApiResult<Vec<NamespaceRecord>> {
+        self.metadata.tables.namespaces().map_err(storage)
+    }
+
+    async fn start_workflow(&self, namespace_id: &str, request: ws::StartWorkflowExecutionRequest) -> ApiResult<ws::StartWorkflowExecutionResponse> {
+        let shard = self.shard_of(namespace_id, &request.workflow_id);
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let result = self
+            .propose(shard, Kind::StartWorkflow(cmd::StartWorkflow { namespace_id: namespace_id.to_string(), request: Some(request), run_id }))
+            .await?;
+        let command_result::Result::StartWorkflow(started) = result else {
+            return Err(ApiError::internal("unexpected start result"));
+        };
+        Ok(ws::StartWorkflowExecutionResponse {
+            run_id: started.run_id,
+            started: started.started,
+            status: chronicle_proto::temporal::api::enums::v1::WorkflowExecutionStatus::Running as i32,
+            ..Default::default()
+        })
+    }
+
+    async fn signal_workflow(&self, namespace_id: &str, request: ws::SignalWorkflowExecutionRequest) -> ApiResult<()> {
+        let workflow_id = request.workflow_execution.as_ref().map(|e| e.workflow_id.clone()).unwrap_or_default();
+        let shard = self.shard_of(namespace_id, &workflow_id);
+        self.propose(shard, Kind::SignalWorkflow(cmd::SignalWorkflow { namespace_id: namespace_id.to_string(), request: Some(request) })).await?;
+        Ok(())
+    }
+
+    async fn signal_with_start(
+        &self,
+        namespace_id: &str,
+        request: ws::SignalWithStartWorkflowExecutionRequest,
+    ) -> ApiResult<ws::SignalWithStartWorkflowExecutionResponse> {
+        let execution = chronicle_proto::temporal::api::common::v1::WorkflowExecution { workflow_id: request.workflow_id.clone(), run_id: String::new() };
+        let signal = ws::SignalWorkflowExecutionRequest {
+            namespace: request.namespace.clone(),
+            workflow_execution: Some(execution),
+            signal_name: request.signal_name.clone(),
+            input: request.signal_input.clone(),
+            identity: request.identity.clone(),
+            request_id: request.request_id.clone(),
+            header: request.header.clone(),
+            ..Default::default()
+        };
+        let shard = self.shard_of(namespace_id, &request.workflow_id);
+        let running = read::load_state(shard, namespace_id, &signal.workflow_execution).map(|s| !read::is_closed(&s)).unwrap_or(false);
+        let mut started = false;
+        if !running {
+            let start = ws::StartWorkflowExecutionRequest {
+                namespace: request.namespace.clone(),
+                workflow_id: request.workflow_id.clone(),
+                workflow_type: request.workflow_type.clone(),
+                task_queue: request.task_queue.clone(),
+                input: request.input.clone(),
+                workflow_execution_timeout: request.workflow_execution_timeout,
+                workflow_run_timeout: request.workflow_run_timeout,
+                workflow_task_timeout: request.workflow_task_timeout,
+                identity: request.identity.clone(),
+                request_id: request.request_id.clone(),
+                workflow_id_reuse_policy: request.workflow_id_reuse_policy,
+                workflow_id_conflict_policy: chronicle_proto::temporal::api::enums::v1::WorkflowIdConflictPolicy::UseExisting as i32,
+                retry_policy: request.retry_policy.clone(),
+                cron_schedule: request.cron_schedule.clone(),
+                memo: request.memo.clone(),
+                search_attributes: request.search_attributes.clone(),
+                header: request.header.clone(),
+                ..Default::default()
+            };
+            started = self.start_workflow(namespace_id, start).await?.started;
+        }
+        self.signal_workflow(namespace_id, signal).await?;
+        let state = read::load_state(shard, namespace_id, &Some(chronicle_proto::temporal::api::common::v1::WorkflowExecution {
+            workflow_id: request.workflow_id.clone(),
+            run_id: String::new(),
+        }))?;
+        Ok(ws::SignalWithStartWorkflowExecutionResponse { run_id: state.run_id, started, ..Default::default() })
+    }
+
+    async fn terminate_workflow(&self, namespace_id: &str, request: ws::TerminateWorkflowExecutionRequest) -> ApiResult<()> {
+        let workflow_id = request.workflow_execution.as_ref().map(|e| e.workflow_id.clone()).unwrap_or_default();
+        let shard = self.shard_of(namespace_id, &workflow_id);
+        self.propose(shard, Kind::TerminateWorkflow(cmd::TerminateWorkflow { namespace_id: namespace_id.to_string(), request: Some(request) })).await?;
+        Ok(())
+    }
+
+    async fn request_cancel_workflow(&self, namespace_id: &str, request: ws::RequestCancelWorkflowExecutionRequest) -> ApiResult<()> {
+        let workflow_id = request.workflow_execution.as_ref().map(|e| e.workflow_id.clone()).unwrap_or_default();
+        let shard = self.shard_of(namespace_id, &workflow_id);
+        self.propose(shard, Kind::RequestCancelWorkflow(cmd::RequestCancelWorkflow { namespace_id: namespace_id.to_string(), request: Some(request) }))
+            .await?;
+        Ok(())
+    }
+
+    async fn describe_workflow(&self, namespace_id: &str, request: ws::DescribeWorkflowExecutionRequest) -> ApiResult<ws::DescribeWorkflowExecutionResponse> {
+        let workflow_id = request.execution.as_ref().map(|e| e.workflow_id.clone()).unwrap_or_default();
+        let shard = self.shard_of(namespace_id, &workflow_id);
+        let state = read::load_state(shard, namespace_id, &request.execution)?;
+        Ok(read::describe(&state))
+    }
+
+    async fn get_history(&self, namespace_id: &str, request: ws::GetWorkflowExecutionHistoryRequest) -> ApiResult<ws::GetWorkflowExecutionHistoryResponse> {
+        let mut execution = request.execution.clone().unwrap_or_default();
+        let token = if request.next_page_token.is_empty() { None } else { Some(PageToken::decode(&request.next_page_token)?) };
+        if let Some(t) = &token {
+            execution.run_id = t.run_id.clone();
+        }
+        let shard = self.shard_of(namespace_id, &execution.workflow_id);
+        let close_only = request.history_event_filter_type == HistoryEventFilterType::CloseEvent as i32;
+        let page_size = if request.maximum_page_size > 0 { request.maximum_page_size as usize } else { read::MAX_PAGE_EVENTS };
+        let deadline = tokio::time::Instant::now() + HISTORY_LONG_POLL;
+        let mut changes = shard.changes.clone();
+        loop {
+            changes.borrow_and_update();
+            let state = read::load_state(shard, namespace_id, &Some(execution.clone()))?;
+            execution.run_id = state.run_id.clone();
+            let from = token.as_ref().map(|t| t.next_event_id).unwrap_or(1);
+            let to = token.as_ref().map(|t| t.last_event_id).unwrap_or(0);
+            if close_only {
+                if read::is_closed(&state) {
+                    let (events, _) = read::history_page(shard, &state, state.completion_event_id, state.completion_event_id, 1)?;
+                    return Ok(ws::GetWorkflowExecutionHistoryResponse { history: Some(History { events }), ..Default::default() });
+                }
+            } else {
+                let (events, next) = read::history_page(shard, &state, from, to, page_size)?;
+                let waiting = request.wait_new_event && events.is_empty() && !read::is_closed(&state);
+                if !waiting {
+                    // A long poller on an open run keeps a token to continue from.
+                    let next = if next.is_empty() && request.wait_new_event && !read::is_closed(&state) {
+                        PageToken { next_event_id: state.next_event_id, last_event_id: 0, run_id: state.run_id.clone() }.encode()
+                    } else {
+                        next
+                    };
+                    return Ok(ws::GetWorkflowExecutionHistoryResponse { history: Some(History { events }), next_page_token: next, ..Default::default() });
+                }
+            }
+            if !request.wait_new_event {
+                return Ok(ws::GetWorkflowExecutionHistoryResponse { history: Some(History::default()), ..Default::default() });
+            }
+            if !self.wait_for_change(deadline, &mut changes).await {
+                // Nothing new in time: an empty page and a token to poll again.
+                let next = PageToken { next_event_id: state.next_event_id.max(from), last_event_id: 0, run_id: state.run_id.clone() }.encode();
+                return Ok(ws::GetWorkflowExecutionHistoryResponse { history: Some(History::default()), next_page_token: next, ..Default::default() });
+            }
+        }
+    }
+
+    async fn get_history_reverse(
+        &self,
+        namespace_id: &str,
+        request: ws::GetWorkflowExecutionHistoryReverseRequest,
+    ) -> ApiResult<ws::GetWorkflowExecutionHistoryReverseResponse> {
+        let mut execution = request.execution.clone().unwrap_or_default();
+        let token = if request.next_page_token.is_empty() { None } else { Some(PageToken::decode(&request.next_page_token)?) };
+        if let Some(t) = &token {
+            execution.run_id = t.run_id.clone();
+        }
+        let shard = self.shard_of(namespace_id, &execution.workflow_id);
+        let state = read::load_state(shard, namespace_id, &Some(execution))?;
+        let page_size = if request.maximum_page_size > 0 { request.maximum_page_size as usize } else { read::MAX_PAGE_EVENTS }.min(read::MAX_PAGE_EVENTS);
+        let top = token.map(|t| t.next_event_id).unwrap_or(state.next_event_id - 1);
+        let bottom = (top - page_size as i64 + 1).max(1);
+        let (mut events, _) = read::history_page(shard, &state, bottom, top, page_size)?;
+        events.reverse();
+        let next_page_token = if bottom > 1 { PageToken { next_event_id: bottom - 1, last_event_id: 0, run_id: state.run_id.clone() }.encode() } else { Vec::new() };
+        Ok(ws::GetWorkflowExecutionHistoryReverseResponse { history: Some(History { events }), next_page_token })
+    }
+
+    async fn list_workflows(&self, namespace_id: &str, _query: &str, page_size: usize) -> ApiResult<Vec<ws::DescribeWorkflowExecutionResponse>> {
+        let mut all = Vec::new();
+        for shard in &self.shards {
+            for state in shard.tables.executions(usize::MAX).map_err(storage)? {
+                if state.namespace_id == namespace_id {
+                    all.push(state);
+                }
+            }
+        }
+        all.sort_by_key(|s| std::cmp::Reverse(s.start_time.as_ref().map(chronicle_types::time::millis).unwrap_or(0)));
+        all.truncate(page_size.max(1));
+        Ok(all.iter().map(read::describe).collect())
+    }
+
+    async fn query_workflow(&self, namespace_id: &str, request: ws::QueryWorkflowRequest) -> ApiResult<ws::QueryWorkflowResponse> {
+        let workflow_id = request.execution.as_ref().map(|e| e.workflow_id.clone()).unwrap_or_default();
+        let shard = self.shard_of(namespace_id, &workflow_id);
+        let state = read::load_state(shard, namespace_id, &request.execution)?;
+        if state.last_completed_workflow_task_started_event_id == 0 {
+            return Err(ApiError::failed_precondition("Cannot query workflow because the first workflow task has not completed yet."));
+        }
+        let query_id = uuid::Uuid::new_v4().to_string();
+        let token = pb::TaskToken {
+            namespace_id: namespace_id.to_string(),
+            workflow_id: state.workflow_id.clone(),
+            run_id: state.run_id.clone(),
+            query_id: query_id.clone(),
+            ..Default::default()
+        };
+        let last = state.last_completed_workflow_task_started_event_id.max(if read::is_closed(&state) { state.next_event_id - 1 } else { 0 });
+        let (events, next_page_token) = read::history_page(shard, &state, 1, last, read::MAX_PAGE_EVENTS)?;
+        let response = ws::PollWorkflowTaskQueueResponse {
+            task_token: tokens::encode(&token),
+            workflow_execution: Some(read::execution_of(&state)),
+            workflow_type: state.workflow_type.clone(),
+            previous_started_event_id: state.last_completed_workflow_task_started_event_id,
+            started_event_id: last,
+            history: Some(History { events }),
+            next_page_token,
+            query: request.query.clone(),
+            workflow_execution_task_queue: Some(chronicle_proto::temporal::api::taskqueue::v1::TaskQueue { name: state.task_queue.clone(), kind: 1, normal_name: String::new() }),
+            ..Default::default()
+        };
+        let answer = self.matching.query_workflow(namespace_id, &state.task_queue, QueryTask { query_id, response }, QUERY_TIMEOUT).await?;
+        if answer.completed_type == QueryResultType::Answered as i32 {
+            Ok(ws::QueryWorkflowResponse { query_result: answer.query_result, query_rejected: None, ..Default::default() })
+        } else {
+            Err(ApiError::invalid_argument(answer.error_message.clone()).with_detail(&QueryFailedFailure { failure: answer.failure.clone() }))
+        }
+    }
+
+    async fn record_workflow_task_started(&self, task: &TaskRef, poller: &PollerInfo) -> ApiResult<ws::PollWorkflowTaskQueueResponse> {
+        let shard = self.shard_of(&task.namespace_id, &task.workflow_id);
+        let result = self
+            .propose(
+                shard,
+                Kind::RecordWorkflowTaskStarted(cmd::RecordWorkflowTaskStarted {
+                    namespace_id: task.namespace_id.clone(),
+                    workflow_id: task.workflow_id.clone(),
+                    run_id: task.run_id.clone(),
+                    scheduled_event_id: task.scheduled_event_id,
+                    request_id: poller.request_id.clone(),
+                    identity: poller.identity.clone(),
+                    outbox_id: task.outbox_id as i64,
+                }),
+            )
+            .await?;
+        let command_result::Result::WorkflowTaskStarted(started) = result else {
+            return Err(ApiError::internal("unexpected record-started result"));
+        };
+        if started.stale {
+            return Err(ApiError::not_found("Workflow task not found."));
+        }
+        let state = shard
+            .tables
+            .execution(&task.namespace_id, &task.workflow_id, &task.run_id)
+            .map_err(storage)?
+            .ok_or_else(|| ApiError::workflow_not_found_for(&task.workflow_id, &task.run_id))?;
+        let token = pb::TaskToken {
+            namespace_id: task.namespace_id.clone(),
+            workflow_id: task.workflow_id.clone(),
+            run_id: task.run_id.clone(),
+            scheduled_event_id: started.scheduled_event_id,
+            attempt: started.attempt,
+            started_event_id: started.started_event_id,
+            ..Default::default()
+        };
+        read::workflow_task_response(shard, &state, &started, tokens::encode(&token))
+    }
+
+    async fn record_activity_task_started(&self, task: &TaskRef, poller: &PollerInfo) -> ApiResult<ws::PollActivityTaskQueueResponse> {
+        let shard = self.shard_of(&task.namespace_id, &task.workflow_id);
+        let result = self
+            .propose(
+                shard,
+                Kind::RecordActivityTaskStarted(cmd::RecordActivityTaskStarted {
+                    namespace_id: task.namespace_id.clone(),
+                    workflow_id: task.workflow_id.clone(),
+                    run_id: task.run_id.clone(),
+                    scheduled_event_id: task.scheduled_event_id,
+                    attempt: task.attempt,
+                    request_id: poller.request_id.clone(),
+                    identity: poller.identity.clone(),
+                    outbox_id: task.outbox_id as i64,
+                }),
+            )
+            .await?;
+        let command_result::Result::ActivityTaskStarted(started) = result else {
+            return Err(ApiError::internal("unexpected record-started result"));
+        };
+        let Some(activity) = started.activity.filter(|_| !started.stale) else {
+            return Err(ApiError::not_found("Activity task not found."));
+        };
+        let token = pb::TaskToken {
+            namespace_id: task.namespace_id.clone(),
+            workflow_id: task.workflow_id.clone(),
+            run_id: task.run_id.clone(),
+            scheduled_event_id: activity.scheduled_event_id,
+            attempt: activity.attempt,
+            is_activity: true,
+            activity_id: activity.activity_id.clone(),
+            ..Default::default()
+        };
+        Ok(ws::PollActivityTaskQueueResponse {
+            task_token: tokens::encode(&token),
+            workflow_namespace: self.namespace_name(&task.namespace_id),
+            workflow_type: started.workflow_type,
+            workflow_execution: Some(chronicle_proto::temporal::api::common::v1::WorkflowExecution {
+                workflow_id: task.workflow_id.clone(),
+                run_id: task.run_id.clone(),
+            }),
+            activity_type: activity.activity_type.clone(),
+            activity_id: activity.activity_id.clone(),
+            header: activity.header.clone(),
+            input: activity.input.clone(),
+            heartbeat_details: activity.heartbeat_details.clone(),
+            scheduled_time: activity.first_scheduled_time,
+            current_attempt_scheduled_time: activity.scheduled_time,
+            started_time: activity.started_time,
+            attempt: activity.attempt,
+            schedule_to_close_timeout: activity.schedule_to_close_timeout,
+            start_to_close_timeout: activity.start_to_close_timeout,
+            heartbeat_timeout: activity.heartbeat_timeout,
+            retry_policy: activity.retry_policy.clone(),
+            ..Default::default()
+        })
+    }
+
+    async fn respond_workflow_task_completed(
+        &self,
+        namespace_id: &str,
+        request: ws::RespondWorkflowTaskCompletedRequest,
+    ) -> ApiResult<ws::RespondWorkflowTaskCompletedResponse> {
+        let token = tokens::decode(&request.task_token)?;
+        let shard = self.token_shard(namespace_id, &token)?;
+        self.propose(shard, Kind::CompleteWorkflowTask(cmd::CompleteWorkflowTask { token: Some(token), request: Some(request) })).await?;
+        Ok(ws::RespondWorkflowTaskCompletedResponse::default())
+    }
+
+    async fn respond_workflow_task_failed(&self, namespace_id: &str, request: ws::RespondWorkflowTaskFailedRequest) -> ApiResult<()> {
+        let token = tokens::decode(&request.task_token)?;
+        let shard = self.token_shard(namespace_id, &token)?;
+        self.propose(shard, Kind::FailWorkflowTask(cmd::FailWorkflowTask { token: Some(token), request: Some(request) })).await?;
+        Ok(())
+    }
+
+    async fn respond_activity(&self, namespace_id: &str, outcome: ActivityOutcome) -> ApiResult<()> {
+        let token = self.activity_target_token(namespace_id, &outcome.target)?;
+        let shard = self.shard_of(namespace_id, &token.workflow_id);
+        let identity = outcome.identity.clone();
+        let outcome = match outcome.result {
+            ActivityResult::Completed(result) => {
+                respond_activity::Outcome::Completed(ws::RespondActivityTaskCompletedRequest { result, identity, ..Default::default() })
+            }
+            ActivityResult::Failed { failure, last_heartbeat_details } => respond_activity::Outcome::Failed(ws::RespondActivityTaskFailedRequest {
+                failure,
+                identity,
+                last_heartbeat_details,
+                ..Default::default()
+            }),
+            ActivityResult::Canceled(details) => {
+                respond_activity::Outcome::Canceled(ws::RespondActivityTaskCanceledRequest { details, identity, ..Default::default() })
+            }
+        };
+        self.propose(shard, Kind::RespondActivity(cmd::RespondActivity { token: Some(token), outcome: Some(outcome) })).await?;
+        Ok(())
+    }
+
+    async fn record_activity_heartbeat(&self, namespace_id: &str, heartbeat: ActivityHeartbeat) -> ApiResult<bool> {
+        let token = self.activity_target_token(namespace_id, &heartbeat.target)?;
+        let shard = self.shard_of(namespace_id, &token.workflow_id);
+        let result = self
+            .propose(
+                shard,
+                Kind::RecordActivityHeartbeat(cmd::RecordActivityHeartbeat { token: Some(token), details: heartbeat.details, identity: heartbeat.identity }),
+            )
+            .await?;
+        match result {
+            command_result::Result::Heartbeat(h) => Ok(h.cancel_requested),
+            _ => Err(ApiError::internal("unexpected heartbeat result")),
+        }
+    }
+}

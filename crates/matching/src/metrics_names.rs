@@ -1,0 +1,6 @@
+//! Metric names of the matching role (Temporal's server names where one exists).
+
+/// Tasks handed directly to a waiting poller.
+pub const SYNC_MATCH: &str = "poll_success_sync";
+/// Tasks queued because no poller was waiting.
+pub const TASKS_QUEUED: &str = "task_queue_backlog_added";
