@@ -1,1 +1,28 @@
+//! The frontend role: Temporal's public `WorkflowService` and `OperatorService` over gRPC. It
+//! validates requests, resolves namespaces, and forwards to history and matching through the
+//! internal service traits. It holds no state of its own beyond a namespace cache.
 
+mod namespaces;
+mod operator_service;
+mod validate;
+mod workflow_service;
+
+use std::sync::Arc;
+
+use chronicle_cluster::{HistoryService, MatchingService};
+
+pub use namespaces::{default_namespace_record, NamespaceCache};
+pub use operator_service::OperatorHandler;
+pub use workflow_service::WorkflowHandler;
+
+/// What the frontend needs from the rest of the node.
+#[derive(Clone)]
+pub struct FrontendContext {
+    pub history: Arc<dyn HistoryService>,
+    pub matching: Arc<dyn MatchingService>,
+    pub namespaces: Arc<NamespaceCache>,
+    pub num_shards: u32,
+    pub server_version: String,
+    /// Search attributes registered with `--search-attribute` (name -> type).
+    pub search_attributes: Arc<std::sync::RwLock<std::collections::BTreeMap<String, i32>>>,
+}

@@ -1,1 +1,76 @@
-fn main() {}
+use std::net::ToSocketAddrs;
+
+use anyhow::Context;
+use chronicle_server::cli::{Cli, Command, ServerCommand, StartDev, default_data_dir, parse_search_attribute};
+use chronicle_server::{Listeners, ServerConfig, run};
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(ServerCommand::StartDev(args)) => start_dev(args),
+    }
+}
+
+fn init_logging(args: &StartDev) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},openraft=warn", args.log_level)));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn start_dev(args: StartDev) -> anyhow::Result<()> {
+    init_logging(&args);
+    let search_attributes = args
+        .search_attributes
+        .iter()
+        .map(|s| parse_search_attribute(s).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ephemeral = if args.ephemeral { Some(tempfile::Builder::new().prefix("chronicle-").tempdir()?) } else { None };
+    let data_dir = match (&ephemeral, &args.data_dir) {
+        (Some(tmp), _) => tmp.path().to_path_buf(),
+        (None, Some(dir)) => dir.clone(),
+        (None, None) => default_data_dir(),
+    };
+    let mut config = ServerConfig::new(data_dir);
+    config.num_shards = args.num_shards;
+    config.namespaces = args.namespaces.clone();
+    config.search_attributes = search_attributes;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(async move {
+        let addr = (args.ip.as_str(), args.port)
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {}", args.ip))?
+            .next()
+            .context("no address to bind")?;
+        let grpc = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        if let Some(port) = args.metrics_port {
+            let metrics_addr = std::net::SocketAddr::new(addr.ip(), port);
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .with_http_listener(metrics_addr)
+                .install()
+                .with_context(|| format!("starting the metrics endpoint on {metrics_addr}"))?;
+        }
+        run(Listeners { grpc }, config, shutdown_signal()).await
+    });
+    drop(ephemeral);
+    if let Err(e) = &result {
+        eprintln!("chronicle: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested");
+}

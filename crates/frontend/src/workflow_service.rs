@@ -1,0 +1,423 @@
+//! `temporal.api.workflowservice.v1.WorkflowService`.
+
+use std::collections::HashMap;
+
+use chronicle_cluster::{ActivityHeartbeat, ActivityOutcome, ActivityResult, ActivityTarget};
+use chronicle_proto::temporal::api::enums::v1::TaskQueueKind;
+use chronicle_proto::temporal::api::namespace::v1::{NamespaceInfo, UpdateNamespaceInfo};
+use chronicle_proto::temporal::api::workflowservice::v1::{self as ws, workflow_service_server::WorkflowService};
+use chronicle_types::ApiError;
+use tonic::{Request, Response, Status};
+
+use crate::FrontendContext;
+use crate::namespaces::default_namespace_record;
+use crate::validate;
+
+pub struct WorkflowHandler {
+    ctx: FrontendContext,
+}
+
+impl WorkflowHandler {
+    pub fn new(ctx: FrontendContext) -> Self {
+        Self { ctx }
+    }
+
+    async fn ns(&self, name: &str) -> Result<String, Status> {
+        Ok(self.ctx.namespaces.id(name).await?)
+    }
+}
+
+type Res<T> = Result<Response<T>, Status>;
+
+fn ok<T>(t: T) -> Res<T> {
+    Ok(Response::new(t))
+}
+
+fn describe_namespace_response(record: chronicle_proto::chronicle::persistence::v1::NamespaceRecord) -> ws::DescribeNamespaceResponse {
+    ws::DescribeNamespaceResponse {
+        namespace_info: record.info.map(|mut info| {
+            info.capabilities = Some(chronicle_proto::temporal::api::namespace::v1::namespace_info::Capabilities {
+                eager_workflow_start: false,
+                sync_update: false,
+                async_update: false,
+                ..Default::default()
+            });
+            info
+        }),
+        config: record.config,
+        replication_config: record.replication_config,
+        failover_version: record.failover_version,
+        is_global_namespace: record.is_global_namespace,
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl WorkflowService for WorkflowHandler {
+    async fn get_system_info(&self, _request: Request<ws::GetSystemInfoRequest>) -> Res<ws::GetSystemInfoResponse> {
+        ok(ws::GetSystemInfoResponse {
+            server_version: self.ctx.server_version.clone(),
+            capabilities: Some(ws::get_system_info_response::Capabilities {
+                signal_and_query_header: true,
+                internal_error_differentiation: true,
+                activity_failure_include_heartbeat: true,
+                encoded_failure_attributes: true,
+                upsert_memo: true,
+                sdk_metadata: true,
+                ..Default::default()
+            }),
+        })
+    }
+
+    async fn get_cluster_info(&self, _request: Request<ws::GetClusterInfoRequest>) -> Res<ws::GetClusterInfoResponse> {
+        ok(ws::GetClusterInfoResponse {
+            supported_clients: HashMap::new(),
+            server_version: self.ctx.server_version.clone(),
+            cluster_id: "chronicle".into(),
+            cluster_name: crate::namespaces::CLUSTER_NAME.into(),
+            history_shard_count: self.ctx.num_shards as i32,
+            persistence_store: "rocksdb".into(),
+            visibility_store: "rocksdb".into(),
+            initial_failover_version: 1,
+            failover_version_increment: 10,
+            ..Default::default()
+        })
+    }
+
+    async fn register_namespace(&self, request: Request<ws::RegisterNamespaceRequest>) -> Res<ws::RegisterNamespaceResponse> {
+        let r = request.into_inner();
+        validate::required_id(&r.namespace, "Namespace")?;
+        let retention_days = r.workflow_execution_retention_period.as_ref().map(|d| d.seconds / 86_400).filter(|d| *d > 0).unwrap_or(3);
+        let mut record = default_namespace_record(&r.namespace, &r.description, retention_days);
+        if let Some(info) = record.info.as_mut() {
+            info.owner_email = r.owner_email.clone();
+            info.data = r.data.clone();
+        }
+        self.ctx.history.register_namespace(record).await?;
+        self.ctx.namespaces.invalidate(&r.namespace);
+        ok(ws::RegisterNamespaceResponse {})
+    }
+
+    async fn describe_namespace(&self, request: Request<ws::DescribeNamespaceRequest>) -> Res<ws::DescribeNamespaceResponse> {
+        let r = request.into_inner();
+        let record = if !r.namespace.is_empty() {
+            self.ctx.history.namespace_by_name(&r.namespace).await?
+        } else if !r.id.is_empty() {
+            self.ctx
+                .history
+                .list_namespaces()
+                .await?
+                .into_iter()
+                .find(|n| n.info.as_ref().is_some_and(|i| i.id == r.id))
+                .ok_or_else(|| ApiError::namespace_not_found(&r.id))?
+        } else {
+            return Err(ApiError::invalid_argument("Namespace not set on request.").into());
+        };
+        ok(describe_namespace_response(record))
+    }
+
+    async fn list_namespaces(&self, _request: Request<ws::ListNamespacesRequest>) -> Res<ws::ListNamespacesResponse> {
+        let namespaces = self.ctx.history.list_namespaces().await?.into_iter().map(describe_namespace_response).collect();
+        ok(ws::ListNamespacesResponse { namespaces, next_page_token: Vec::new() })
+    }
+
+    async fn update_namespace(&self, request: Request<ws::UpdateNamespaceRequest>) -> Res<ws::UpdateNamespaceResponse> {
+        let r = request.into_inner();
+        let mut record = self.ctx.history.namespace_by_name(&r.namespace).await?;
+        if let Some(UpdateNamespaceInfo { description, owner_email, data, state }) = r.update_info.clone() {
+            let info = record.info.get_or_insert_with(NamespaceInfo::default);
+            if !description.is_empty() {
+                info.description = description;
+            }
+            if !owner_email.is_empty() {
+                info.owner_email = owner_email;
+            }
+            info.data.extend(data);
+            if state != 0 {
+                info.state = state;
+            }
+        }
+        if let Some(config) = r.config.clone() {
+            let current = record.config.get_or_insert_with(Default::default);
+            if config.workflow_execution_retention_ttl.is_some() {
+                current.workflow_execution_retention_ttl = config.workflow_execution_retention_ttl;
+            }
+            current.custom_search_attribute_aliases.extend(config.custom_search_attribute_aliases);
+        }
+        self.ctx.history.update_namespace(record.clone()).await?;
+        self.ctx.namespaces.invalidate(&r.namespace);
+        let d = describe_namespace_response(record);
+        ok(ws::UpdateNamespaceResponse {
+            namespace_info: d.namespace_info,
+            config: d.config,
+            replication_config: d.replication_config,
+            failover_version: d.failover_version,
+            is_global_namespace: d.is_global_namespace,
+        })
+    }
+
+    async fn start_workflow_execution(&self, request: Request<ws::StartWorkflowExecutionRequest>) -> Res<ws::StartWorkflowExecutionResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        validate::required_id(&r.workflow_id, "WorkflowId")?;
+        validate::required_id(r.workflow_type.as_ref().map(|t| t.name.as_str()).unwrap_or(""), "WorkflowType")?;
+        validate::required_id(r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""), "TaskQueue")?;
+        validate::max_id(&r.request_id, "RequestId")?;
+        validate::payload_size(&r.input, "Input")?;
+        validate::non_negative(&r.workflow_execution_timeout, "WorkflowExecutionTimeout")?;
+        validate::non_negative(&r.workflow_run_timeout, "WorkflowRunTimeout")?;
+        validate::non_negative(&r.workflow_task_timeout, "WorkflowTaskTimeout")?;
+        if let Some(memo) = &r.memo {
+            validate::any_size(memo, "Memo")?;
+        }
+        ok(self.ctx.history.start_workflow(&ns, r).await?)
+    }
+
+    async fn signal_workflow_execution(&self, request: Request<ws::SignalWorkflowExecutionRequest>) -> Res<ws::SignalWorkflowExecutionResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        validate::required_id(r.workflow_execution.as_ref().map(|e| e.workflow_id.as_str()).unwrap_or(""), "WorkflowId")?;
+        validate::required_id(&r.signal_name, "SignalName")?;
+        validate::payload_size(&r.input, "Input")?;
+        self.ctx.history.signal_workflow(&ns, r).await?;
+        ok(ws::SignalWorkflowExecutionResponse::default())
+    }
+
+    async fn signal_with_start_workflow_execution(
+        &self,
+        request: Request<ws::SignalWithStartWorkflowExecutionRequest>,
+    ) -> Res<ws::SignalWithStartWorkflowExecutionResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        validate::required_id(&r.workflow_id, "WorkflowId")?;
+        validate::required_id(&r.signal_name, "SignalName")?;
+        validate::required_id(r.workflow_type.as_ref().map(|t| t.name.as_str()).unwrap_or(""), "WorkflowType")?;
+        validate::required_id(r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""), "TaskQueue")?;
+        validate::payload_size(&r.input, "Input")?;
+        validate::payload_size(&r.signal_input, "SignalInput")?;
+        ok(self.ctx.history.signal_with_start(&ns, r).await?)
+    }
+
+    async fn terminate_workflow_execution(&self, request: Request<ws::TerminateWorkflowExecutionRequest>) -> Res<ws::TerminateWorkflowExecutionResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        validate::required_id(r.workflow_execution.as_ref().map(|e| e.workflow_id.as_str()).unwrap_or(""), "WorkflowId")?;
+        self.ctx.history.terminate_workflow(&ns, r).await?;
+        ok(ws::TerminateWorkflowExecutionResponse::default())
+    }
+
+    async fn request_cancel_workflow_execution(
+        &self,
+        request: Request<ws::RequestCancelWorkflowExecutionRequest>,
+    ) -> Res<ws::RequestCancelWorkflowExecutionResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        validate::required_id(r.workflow_execution.as_ref().map(|e| e.workflow_id.as_str()).unwrap_or(""), "WorkflowId")?;
+        self.ctx.history.request_cancel_workflow(&ns, r).await?;
+        ok(ws::RequestCancelWorkflowExecutionResponse::default())
+    }
+
+    async fn describe_workflow_execution(&self, request: Request<ws::DescribeWorkflowExecutionRequest>) -> Res<ws::DescribeWorkflowExecutionResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        validate::required_id(r.execution.as_ref().map(|e| e.workflow_id.as_str()).unwrap_or(""), "WorkflowId")?;
+        ok(self.ctx.history.describe_workflow(&ns, r).await?)
+    }
+
+    async fn get_workflow_execution_history(
+        &self,
+        request: Request<ws::GetWorkflowExecutionHistoryRequest>,
+    ) -> Res<ws::GetWorkflowExecutionHistoryResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        validate::required_id(r.execution.as_ref().map(|e| e.workflow_id.as_str()).unwrap_or(""), "WorkflowId")?;
+        ok(self.ctx.history.get_history(&ns, r).await?)
+    }
+
+    async fn get_workflow_execution_history_reverse(
+        &self,
+        request: Request<ws::GetWorkflowExecutionHistoryReverseRequest>,
+    ) -> Res<ws::GetWorkflowExecutionHistoryReverseResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        validate::required_id(r.execution.as_ref().map(|e| e.workflow_id.as_str()).unwrap_or(""), "WorkflowId")?;
+        ok(self.ctx.history.get_history_reverse(&ns, r).await?)
+    }
+
+    async fn list_workflow_executions(&self, request: Request<ws::ListWorkflowExecutionsRequest>) -> Res<ws::ListWorkflowExecutionsResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        let page = if r.page_size > 0 { r.page_size as usize } else { 1000 };
+        let executions = self.ctx.history.list_workflows(&ns, &r.query, page).await?.into_iter().filter_map(|d| d.workflow_execution_info).collect();
+        ok(ws::ListWorkflowExecutionsResponse { executions, next_page_token: Vec::new() })
+    }
+
+    async fn count_workflow_executions(&self, request: Request<ws::CountWorkflowExecutionsRequest>) -> Res<ws::CountWorkflowExecutionsResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        let count = self.ctx.history.list_workflows(&ns, &r.query, usize::MAX).await?.len() as i64;
+        ok(ws::CountWorkflowExecutionsResponse { count, groups: Vec::new() })
+    }
+
+    async fn query_workflow(&self, request: Request<ws::QueryWorkflowRequest>) -> Res<ws::QueryWorkflowResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        validate::required_id(r.execution.as_ref().map(|e| e.workflow_id.as_str()).unwrap_or(""), "WorkflowId")?;
+        validate::required_id(r.query.as_ref().map(|q| q.query_type.as_str()).unwrap_or(""), "QueryType")?;
+        ok(self.ctx.history.query_workflow(&ns, r).await?)
+    }
+
+    async fn poll_workflow_task_queue(&self, request: Request<ws::PollWorkflowTaskQueueRequest>) -> Res<ws::PollWorkflowTaskQueueResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        validate::required_id(r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""), "TaskQueue")?;
+        validate::max_id(&r.identity, "Identity")?;
+        ok(self.ctx.matching.poll_workflow_task(&ns, r).await?)
+    }
+
+    async fn respond_workflow_task_completed(
+        &self,
+        request: Request<ws::RespondWorkflowTaskCompletedRequest>,
+    ) -> Res<ws::RespondWorkflowTaskCompletedResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(self.ctx.history.respond_workflow_task_completed(&ns, r).await?)
+    }
+
+    async fn respond_workflow_task_failed(&self, request: Request<ws::RespondWorkflowTaskFailedRequest>) -> Res<ws::RespondWorkflowTaskFailedResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        self.ctx.history.respond_workflow_task_failed(&ns, r).await?;
+        ok(ws::RespondWorkflowTaskFailedResponse::default())
+    }
+
+    async fn poll_activity_task_queue(&self, request: Request<ws::PollActivityTaskQueueRequest>) -> Res<ws::PollActivityTaskQueueResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        validate::required_id(r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""), "TaskQueue")?;
+        ok(self.ctx.matching.poll_activity_task(&ns, r).await?)
+    }
+
+    async fn respond_activity_task_completed(
+        &self,
+        request: Request<ws::RespondActivityTaskCompletedRequest>,
+    ) -> Res<ws::RespondActivityTaskCompletedResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        validate::payload_size(&r.result, "Result")?;
+        let outcome = ActivityOutcome { target: ActivityTarget::Token(r.task_token), identity: r.identity, result: ActivityResult::Completed(r.result) };
+        self.ctx.history.respond_activity(&ns, outcome).await?;
+        ok(ws::RespondActivityTaskCompletedResponse::default())
+    }
+
+    async fn respond_activity_task_completed_by_id(
+        &self,
+        request: Request<ws::RespondActivityTaskCompletedByIdRequest>,
+    ) -> Res<ws::RespondActivityTaskCompletedByIdResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        validate::payload_size(&r.result, "Result")?;
+        let target = ActivityTarget::ById { workflow_id: r.workflow_id, run_id: r.run_id, activity_id: r.activity_id };
+        self.ctx.history.respond_activity(&ns, ActivityOutcome { target, identity: r.identity, result: ActivityResult::Completed(r.result) }).await?;
+        ok(ws::RespondActivityTaskCompletedByIdResponse::default())
+    }
+
+    async fn respond_activity_task_failed(&self, request: Request<ws::RespondActivityTaskFailedRequest>) -> Res<ws::RespondActivityTaskFailedResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        let result = ActivityResult::Failed { failure: r.failure, last_heartbeat_details: r.last_heartbeat_details };
+        self.ctx.history.respond_activity(&ns, ActivityOutcome { target: ActivityTarget::Token(r.task_token), identity: r.identity, result }).await?;
+        ok(ws::RespondActivityTaskFailedResponse::default())
+    }
+
+    async fn respond_activity_task_failed_by_id(
+        &self,
+        request: Request<ws::RespondActivityTaskFailedByIdRequest>,
+    ) -> Res<ws::RespondActivityTaskFailedByIdResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        let target = ActivityTarget::ById { workflow_id: r.workflow_id, run_id: r.run_id, activity_id: r.activity_id };
+        let result = ActivityResult::Failed { failure: r.failure, last_heartbeat_details: r.last_heartbeat_details };
+        self.ctx.history.respond_activity(&ns, ActivityOutcome { target, identity: r.identity, result }).await?;
+        ok(ws::RespondActivityTaskFailedByIdResponse::default())
+    }
+
+    async fn respond_activity_task_canceled(
+        &self,
+        request: Request<ws::RespondActivityTaskCanceledRequest>,
+    ) -> Res<ws::RespondActivityTaskCanceledResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        let outcome = ActivityOutcome { target: ActivityTarget::Token(r.task_token), identity: r.identity, result: ActivityResult::Canceled(r.details) };
+        self.ctx.history.respond_activity(&ns, outcome).await?;
+        ok(ws::RespondActivityTaskCanceledResponse::default())
+    }
+
+    async fn respond_activity_task_canceled_by_id(
+        &self,
+        request: Request<ws::RespondActivityTaskCanceledByIdRequest>,
+    ) -> Res<ws::RespondActivityTaskCanceledByIdResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        let target = ActivityTarget::ById { workflow_id: r.workflow_id, run_id: r.run_id, activity_id: r.activity_id };
+        self.ctx.history.respond_activity(&ns, ActivityOutcome { target, identity: r.identity, result: ActivityResult::Canceled(r.details) }).await?;
+        ok(ws::RespondActivityTaskCanceledByIdResponse::default())
+    }
+
+    async fn record_activity_task_heartbeat(
+        &self,
+        request: Request<ws::RecordActivityTaskHeartbeatRequest>,
+    ) -> Res<ws::RecordActivityTaskHeartbeatResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        validate::payload_size(&r.details, "Details")?;
+        let heartbeat = ActivityHeartbeat { target: ActivityTarget::Token(r.task_token), identity: r.identity, details: r.details };
+        let cancel_requested = self.ctx.history.record_activity_heartbeat(&ns, heartbeat).await?;
+        ok(ws::RecordActivityTaskHeartbeatResponse { cancel_requested, activity_paused: false, activity_reset: false })
+    }
+
+    async fn record_activity_task_heartbeat_by_id(
+        &self,
+        request: Request<ws::RecordActivityTaskHeartbeatByIdRequest>,
+    ) -> Res<ws::RecordActivityTaskHeartbeatByIdResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        validate::payload_size(&r.details, "Details")?;
+        let target = ActivityTarget::ById { workflow_id: r.workflow_id, run_id: r.run_id, activity_id: r.activity_id };
+        let cancel_requested = self.ctx.history.record_activity_heartbeat(&ns, ActivityHeartbeat { target, identity: r.identity, details: r.details }).await?;
+        ok(ws::RecordActivityTaskHeartbeatByIdResponse { cancel_requested, activity_paused: false, activity_reset: false })
+    }
+
+    async fn respond_query_task_completed(&self, request: Request<ws::RespondQueryTaskCompletedRequest>) -> Res<ws::RespondQueryTaskCompletedResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        self.ctx.matching.respond_query_task_completed(&ns, r).await?;
+        ok(ws::RespondQueryTaskCompletedResponse::default())
+    }
+
+    async fn describe_task_queue(&self, request: Request<ws::DescribeTaskQueueRequest>) -> Res<ws::DescribeTaskQueueResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        let name = r.task_queue.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+        validate::required_id(&name, "TaskQueue")?;
+        ok(self.ctx.matching.describe_task_queue(&ns, &name, TaskQueueKind::Normal).await?)
+    }
+
+    async fn shutdown_worker(&self, request: Request<ws::ShutdownWorkerRequest>) -> Res<ws::ShutdownWorkerResponse> {
+        // Sticky queues are not used yet, so there is nothing to release.
+        let r = request.into_inner();
+        self.ns(&r.namespace).await?;
+        ok(ws::ShutdownWorkerResponse::default())
+    }
+
+    async fn record_worker_heartbeat(&self, request: Request<ws::RecordWorkerHeartbeatRequest>) -> Res<ws::RecordWorkerHeartbeatResponse> {
+        let r = request.into_inner();
+        self.ns(&r.namespace).await?;
+        ok(ws::RecordWorkerHeartbeatResponse::default())
+    }
+
+    async fn get_search_attributes(&self, _request: Request<ws::GetSearchAttributesRequest>) -> Res<ws::GetSearchAttributesResponse> {
+        let keys = self.ctx.search_attributes.read().expect("search attributes").iter().map(|(k, v)| (k.clone(), *v)).collect();
+        ok(ws::GetSearchAttributesResponse { keys })
+    }
+}

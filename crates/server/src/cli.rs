@@ -1,0 +1,92 @@
+//! Command line: `chronicle server start-dev`, with the flags of `temporal server start-dev`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "chronicle", version, about = "A durable-execution server that speaks Temporal's API")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run servers.
+    #[command(subcommand)]
+    Server(ServerCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServerCommand {
+    /// Start a single-node server for development: every role in one process, data in RocksDB.
+    StartDev(StartDev),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StartDev {
+    /// IP address to bind the frontend service to.
+    #[arg(long, default_value = "localhost")]
+    pub ip: String,
+    /// Port for the frontend gRPC service.
+    #[arg(short = 'p', long, default_value_t = 7233)]
+    pub port: u16,
+    /// Port for Temporal's HTTP API (not served yet; accepted for compatibility).
+    #[arg(long)]
+    pub http_port: Option<u16>,
+    /// Port for the Prometheus metrics endpoint (`/metrics`); none when unset.
+    #[arg(long)]
+    pub metrics_port: Option<u16>,
+    /// Port for the web UI (Chronicle has no UI yet; accepted for compatibility).
+    #[arg(long)]
+    pub ui_port: Option<u16>,
+    /// Disable the web UI (always the case for now).
+    #[arg(long)]
+    pub headless: bool,
+    /// Namespaces to create at start (repeatable); `default` always exists.
+    #[arg(short = 'n', long = "namespace")]
+    pub namespaces: Vec<String>,
+    /// Custom search attributes, KEY=TYPE (Text, Keyword, Int, Double, Bool, Datetime, KeywordList).
+    #[arg(long = "search-attribute")]
+    pub search_attributes: Vec<String>,
+    /// Log level: debug, info, warn, error.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
+    /// Directory of the durable RocksDB data (default: a per-user data directory).
+    #[arg(long, conflicts_with = "ephemeral")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep data in a temporary directory that is removed on exit.
+    #[arg(long)]
+    pub ephemeral: bool,
+    /// Number of history shards (fixed for the life of a data directory).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub num_shards: u32,
+}
+
+/// Parses `KEY=TYPE` into a search attribute name and Temporal's IndexedValueType.
+pub fn parse_search_attribute(spec: &str) -> Result<(String, i32), String> {
+    use chronicle_proto::temporal::api::enums::v1::IndexedValueType as T;
+    let (key, kind) = spec.split_once('=').ok_or_else(|| format!("search attribute {spec:?} is not KEY=TYPE"))?;
+    let kind = match kind.to_ascii_lowercase().as_str() {
+        "text" => T::Text,
+        "keyword" => T::Keyword,
+        "int" => T::Int,
+        "double" => T::Double,
+        "bool" => T::Bool,
+        "datetime" => T::Datetime,
+        "keywordlist" => T::KeywordList,
+        other => return Err(format!("unknown search attribute type {other:?}")),
+    };
+    if key.is_empty() {
+        return Err("search attribute name is empty".into());
+    }
+    Ok((key.to_string(), kind as i32))
+}
+
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_local_dir().unwrap_or_else(std::env::temp_dir).join("chronicle").join("start-dev")
+}
