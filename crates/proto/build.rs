@@ -6,7 +6,9 @@
 use std::{env, fs, path::PathBuf};
 
 use prost::Message;
-use protox::file::{ChainFileResolver, DescriptorSetFileResolver, GoogleFileResolver, IncludeFileResolver};
+use protox::file::{
+    ChainFileResolver, DescriptorSetFileResolver, GoogleFileResolver, IncludeFileResolver,
+};
 
 const TEMPORAL_SERVICES: &[&str] = &[
     "temporal/api/workflowservice/v1/service.proto",
@@ -19,7 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={descriptor_path}");
     let temporal_bytes = fs::read(&descriptor_path)?;
     // Kept for gRPC reflection of Temporal's services.
-    fs::write(PathBuf::from(env::var("OUT_DIR")?).join("temporal_descriptor.bin"), &temporal_bytes)?;
+    fs::write(
+        PathBuf::from(env::var("OUT_DIR")?).join("temporal_descriptor.bin"),
+        &temporal_bytes,
+    )?;
     let temporal = prost_types::FileDescriptorSet::decode(temporal_bytes.as_slice())?;
 
     // 1. Temporal's services only: every message comes from temporalio-protos.
@@ -31,7 +36,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .cloned()
             .collect(),
     };
-    assert_eq!(services.file.len(), TEMPORAL_SERVICES.len(), "service files missing from descriptor set");
+    assert_eq!(
+        services.file.len(),
+        TEMPORAL_SERVICES.len(),
+        "service files missing from descriptor set"
+    );
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
@@ -45,7 +54,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={}", proto_root.display());
     let mut resolver = ChainFileResolver::new();
     resolver.add(IncludeFileResolver::new(proto_root.clone()));
-    resolver.add(DescriptorSetFileResolver::decode(temporal_bytes.as_slice())?);
+    resolver.add(DescriptorSetFileResolver::decode(
+        temporal_bytes.as_slice(),
+    )?);
     resolver.add(GoogleFileResolver::new());
     let mut compiler = protox::Compiler::with_file_resolver(resolver);
     // prost needs every referenced message in the set; the Temporal and Google files it then
@@ -78,7 +89,12 @@ fn collect_protos(root: &PathBuf, dir: &PathBuf, out: &mut Vec<String>) -> std::
         if path.is_dir() {
             collect_protos(root, &path, out)?;
         } else if path.extension().is_some_and(|e| e == "proto") {
-            out.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            out.push(
+                path.strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
     }
     Ok(())

@@ -60,15 +60,26 @@ pub trait HistoryService: Send + Sync + 'static {
     async fn list_namespaces(&self) -> ApiResult<Vec<NamespaceRecord>>;
 
     // Workflow lifecycle.
-    async fn start_workflow(&self, namespace_id: &str, request: ws::StartWorkflowExecutionRequest)
-    -> ApiResult<ws::StartWorkflowExecutionResponse>;
-    async fn signal_workflow(&self, namespace_id: &str, request: ws::SignalWorkflowExecutionRequest) -> ApiResult<()>;
+    async fn start_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::StartWorkflowExecutionRequest,
+    ) -> ApiResult<ws::StartWorkflowExecutionResponse>;
+    async fn signal_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::SignalWorkflowExecutionRequest,
+    ) -> ApiResult<()>;
     async fn signal_with_start(
         &self,
         namespace_id: &str,
         request: ws::SignalWithStartWorkflowExecutionRequest,
     ) -> ApiResult<ws::SignalWithStartWorkflowExecutionResponse>;
-    async fn terminate_workflow(&self, namespace_id: &str, request: ws::TerminateWorkflowExecutionRequest) -> ApiResult<()>;
+    async fn terminate_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::TerminateWorkflowExecutionRequest,
+    ) -> ApiResult<()>;
     async fn request_cancel_workflow(
         &self,
         namespace_id: &str,
@@ -89,12 +100,29 @@ pub trait HistoryService: Send + Sync + 'static {
         namespace_id: &str,
         request: ws::GetWorkflowExecutionHistoryReverseRequest,
     ) -> ApiResult<ws::GetWorkflowExecutionHistoryReverseResponse>;
-    async fn list_workflows(&self, namespace_id: &str, query: &str, page_size: usize) -> ApiResult<Vec<ws::DescribeWorkflowExecutionResponse>>;
-    async fn query_workflow(&self, namespace_id: &str, request: ws::QueryWorkflowRequest) -> ApiResult<ws::QueryWorkflowResponse>;
+    async fn list_workflows(
+        &self,
+        namespace_id: &str,
+        query: &str,
+        page_size: usize,
+    ) -> ApiResult<Vec<ws::DescribeWorkflowExecutionResponse>>;
+    async fn query_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::QueryWorkflowRequest,
+    ) -> ApiResult<ws::QueryWorkflowResponse>;
 
     // Tasks, called by matching when a poller takes a task.
-    async fn record_workflow_task_started(&self, task: &TaskRef, poller: &PollerInfo) -> ApiResult<ws::PollWorkflowTaskQueueResponse>;
-    async fn record_activity_task_started(&self, task: &TaskRef, poller: &PollerInfo) -> ApiResult<ws::PollActivityTaskQueueResponse>;
+    async fn record_workflow_task_started(
+        &self,
+        task: &TaskRef,
+        poller: &PollerInfo,
+    ) -> ApiResult<ws::PollWorkflowTaskQueueResponse>;
+    async fn record_activity_task_started(
+        &self,
+        task: &TaskRef,
+        poller: &PollerInfo,
+    ) -> ApiResult<ws::PollActivityTaskQueueResponse>;
 
     // Task outcomes, called by the frontend (tokens already decoded there are re-checked here).
     async fn respond_workflow_task_completed(
@@ -102,9 +130,18 @@ pub trait HistoryService: Send + Sync + 'static {
         namespace_id: &str,
         request: ws::RespondWorkflowTaskCompletedRequest,
     ) -> ApiResult<ws::RespondWorkflowTaskCompletedResponse>;
-    async fn respond_workflow_task_failed(&self, namespace_id: &str, request: ws::RespondWorkflowTaskFailedRequest) -> ApiResult<()>;
-    async fn respond_activity(&self, namespace_id: &str, outcome: ActivityOutcome) -> ApiResult<()>;
-    async fn record_activity_heartbeat(&self, namespace_id: &str, heartbeat: ActivityHeartbeat) -> ApiResult<bool>;
+    async fn respond_workflow_task_failed(
+        &self,
+        namespace_id: &str,
+        request: ws::RespondWorkflowTaskFailedRequest,
+    ) -> ApiResult<()>;
+    async fn respond_activity(&self, namespace_id: &str, outcome: ActivityOutcome)
+    -> ApiResult<()>;
+    async fn record_activity_heartbeat(
+        &self,
+        namespace_id: &str,
+        heartbeat: ActivityHeartbeat,
+    ) -> ApiResult<bool>;
 }
 
 /// How an activity attempt ended, addressed by task token or by workflow and activity ID.
@@ -118,7 +155,11 @@ pub struct ActivityOutcome {
 #[derive(Clone, Debug)]
 pub enum ActivityTarget {
     Token(Vec<u8>),
-    ById { workflow_id: String, run_id: String, activity_id: String },
+    ById {
+        workflow_id: String,
+        run_id: String,
+        activity_id: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -167,6 +208,15 @@ pub trait MatchingService: Send + Sync + 'static {
         task: QueryTask,
         timeout: std::time::Duration,
     ) -> ApiResult<ws::RespondQueryTaskCompletedRequest>;
-    async fn respond_query_task_completed(&self, namespace_id: &str, request: ws::RespondQueryTaskCompletedRequest) -> ApiResult<()>;
-    async fn describe_task_queue(&self, namespace_id: &str, name: &str, kind: TaskQueueKind) -> ApiResult<ws::DescribeTaskQueueResponse>;
+    async fn respond_query_task_completed(
+        &self,
+        namespace_id: &str,
+        request: ws::RespondQueryTaskCompletedRequest,
+    ) -> ApiResult<()>;
+    async fn describe_task_queue(
+        &self,
+        namespace_id: &str,
+        name: &str,
+        kind: TaskQueueKind,
+    ) -> ApiResult<ws::DescribeTaskQueueResponse>;
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use chronicle_cluster::{HistoryService, MatchingService};
 
-pub use namespaces::{default_namespace_record, NamespaceCache};
+pub use namespaces::{NamespaceCache, default_namespace_record};
 pub use operator_service::OperatorHandler;
 pub use workflow_service::WorkflowHandler;
 

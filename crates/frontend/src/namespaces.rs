@@ -7,7 +7,9 @@ use chronicle_cluster::HistoryService;
 use chronicle_proto::chronicle::persistence::v1::NamespaceRecord;
 use chronicle_proto::temporal::api::enums::v1::{ArchivalState, NamespaceState};
 use chronicle_proto::temporal::api::namespace::v1::{NamespaceConfig, NamespaceInfo};
-use chronicle_proto::temporal::api::replication::v1::{ClusterReplicationConfig, NamespaceReplicationConfig};
+use chronicle_proto::temporal::api::replication::v1::{
+    ClusterReplicationConfig, NamespaceReplicationConfig,
+};
 use chronicle_types::{ApiError, ApiResult};
 
 pub const CLUSTER_NAME: &str = "active";
@@ -19,7 +21,10 @@ pub struct NamespaceCache {
 
 impl NamespaceCache {
     pub fn new(history: Arc<dyn HistoryService>) -> Self {
-        Self { history, by_name: RwLock::new(HashMap::new()) }
+        Self {
+            history,
+            by_name: RwLock::new(HashMap::new()),
+        }
     }
 
     pub async fn get(&self, name: &str) -> ApiResult<NamespaceRecord> {
@@ -30,7 +35,10 @@ impl NamespaceCache {
             return Ok(r.clone());
         }
         let record = self.history.namespace_by_name(name).await?;
-        self.by_name.write().expect("namespace cache").insert(name.to_string(), record.clone());
+        self.by_name
+            .write()
+            .expect("namespace cache")
+            .insert(name.to_string(), record.clone());
         Ok(record)
     }
 
@@ -45,7 +53,11 @@ impl NamespaceCache {
 }
 
 /// A new namespace record with Temporal's defaults.
-pub fn default_namespace_record(name: &str, description: &str, retention_days: i64) -> NamespaceRecord {
+pub fn default_namespace_record(
+    name: &str,
+    description: &str,
+    retention_days: i64,
+) -> NamespaceRecord {
     NamespaceRecord {
         info: Some(NamespaceInfo {
             name: name.to_string(),
@@ -55,14 +67,19 @@ pub fn default_namespace_record(name: &str, description: &str, retention_days: i
             ..Default::default()
         }),
         config: Some(NamespaceConfig {
-            workflow_execution_retention_ttl: Some(chronicle_types::time::duration_from_millis(retention_days * 86_400_000)),
+            workflow_execution_retention_ttl: Some(chronicle_types::time::duration_from_millis(
+                retention_days * 86_400_000,
+            )),
             history_archival_state: ArchivalState::Disabled as i32,
             visibility_archival_state: ArchivalState::Disabled as i32,
             ..Default::default()
         }),
         replication_config: Some(NamespaceReplicationConfig {
             active_cluster_name: CLUSTER_NAME.to_string(),
-            clusters: vec![ClusterReplicationConfig { cluster_name: CLUSTER_NAME.to_string(), ..Default::default() }],
+            clusters: vec![ClusterReplicationConfig {
+                cluster_name: CLUSTER_NAME.to_string(),
+                ..Default::default()
+            }],
             ..Default::default()
         }),
         failover_version: 0,

@@ -8,14 +8,18 @@ use prost::Message;
 
 pub fn required_id(value: &str, what: &str) -> ApiResult<()> {
     if value.is_empty() {
-        return Err(ApiError::invalid_argument(format!("{what} is not set on request.")));
+        return Err(ApiError::invalid_argument(format!(
+            "{what} is not set on request."
+        )));
     }
     max_id(value, what)
 }
 
 pub fn max_id(value: &str, what: &str) -> ApiResult<()> {
     if value.len() > MAX_ID_LENGTH {
-        return Err(ApiError::invalid_argument(format!("{what} exceeds length limit.")));
+        return Err(ApiError::invalid_argument(format!(
+            "{what} exceeds length limit."
+        )));
     }
     Ok(())
 }
@@ -23,7 +27,9 @@ pub fn max_id(value: &str, what: &str) -> ApiResult<()> {
 pub fn payload_size(payloads: &Option<Payloads>, what: &str) -> ApiResult<()> {
     if let Some(p) = payloads {
         if p.encoded_len() > MAX_PAYLOAD_BYTES {
-            return Err(ApiError::invalid_argument(format!("{what} exceeds size limit.")));
+            return Err(ApiError::invalid_argument(format!(
+                "{what} exceeds size limit."
+            )));
         }
     }
     Ok(())
@@ -31,7 +37,9 @@ pub fn payload_size(payloads: &Option<Payloads>, what: &str) -> ApiResult<()> {
 
 pub fn any_size<M: Message>(message: &M, what: &str) -> ApiResult<()> {
     if message.encoded_len() > MAX_PAYLOAD_BYTES {
-        return Err(ApiError::invalid_argument(format!("{what} exceeds size limit.")));
+        return Err(ApiError::invalid_argument(format!(
+            "{what} exceeds size limit."
+        )));
     }
     Ok(())
 }

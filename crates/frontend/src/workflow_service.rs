@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use chronicle_cluster::{ActivityHeartbeat, ActivityOutcome, ActivityResult, ActivityTarget};
 use chronicle_proto::temporal::api::enums::v1::TaskQueueKind;
 use chronicle_proto::temporal::api::namespace::v1::{NamespaceInfo, UpdateNamespaceInfo};
-use chronicle_proto::temporal::api::workflowservice::v1::{self as ws, workflow_service_server::WorkflowService};
+use chronicle_proto::temporal::api::workflowservice::v1::{
+    self as ws, workflow_service_server::WorkflowService,
+};
 use chronicle_types::ApiError;
 use tonic::{Request, Response, Status};
 
@@ -33,15 +35,19 @@ fn ok<T>(t: T) -> Res<T> {
     Ok(Response::new(t))
 }
 
-fn describe_namespace_response(record: chronicle_proto::chronicle::persistence::v1::NamespaceRecord) -> ws::DescribeNamespaceResponse {
+fn describe_namespace_response(
+    record: chronicle_proto::chronicle::persistence::v1::NamespaceRecord,
+) -> ws::DescribeNamespaceResponse {
     ws::DescribeNamespaceResponse {
         namespace_info: record.info.map(|mut info| {
-            info.capabilities = Some(chronicle_proto::temporal::api::namespace::v1::namespace_info::Capabilities {
-                eager_workflow_start: false,
-                sync_update: false,
-                async_update: false,
-                ..Default::default()
-            });
+            info.capabilities = Some(
+                chronicle_proto::temporal::api::namespace::v1::namespace_info::Capabilities {
+                    eager_workflow_start: false,
+                    sync_update: false,
+                    async_update: false,
+                    ..Default::default()
+                },
+            );
             info
         }),
         config: record.config,
@@ -54,7 +60,10 @@ fn describe_namespace_response(record: chronicle_proto::chronicle::persistence::
 
 #[tonic::async_trait]
 impl WorkflowService for WorkflowHandler {
-    async fn get_system_info(&self, _request: Request<ws::GetSystemInfoRequest>) -> Res<ws::GetSystemInfoResponse> {
+    async fn get_system_info(
+        &self,
+        _request: Request<ws::GetSystemInfoRequest>,
+    ) -> Res<ws::GetSystemInfoResponse> {
         ok(ws::GetSystemInfoResponse {
             server_version: self.ctx.server_version.clone(),
             capabilities: Some(ws::get_system_info_response::Capabilities {
@@ -69,7 +78,10 @@ impl WorkflowService for WorkflowHandler {
         })
     }
 
-    async fn get_cluster_info(&self, _request: Request<ws::GetClusterInfoRequest>) -> Res<ws::GetClusterInfoResponse> {
+    async fn get_cluster_info(
+        &self,
+        _request: Request<ws::GetClusterInfoRequest>,
+    ) -> Res<ws::GetClusterInfoResponse> {
         ok(ws::GetClusterInfoResponse {
             supported_clients: HashMap::new(),
             server_version: self.ctx.server_version.clone(),
@@ -84,10 +96,18 @@ impl WorkflowService for WorkflowHandler {
         })
     }
 
-    async fn register_namespace(&self, request: Request<ws::RegisterNamespaceRequest>) -> Res<ws::RegisterNamespaceResponse> {
+    async fn register_namespace(
+        &self,
+        request: Request<ws::RegisterNamespaceRequest>,
+    ) -> Res<ws::RegisterNamespaceResponse> {
         let r = request.into_inner();
         validate::required_id(&r.namespace, "Namespace")?;
-        let retention_days = r.workflow_execution_retention_period.as_ref().map(|d| d.seconds / 86_400).filter(|d| *d > 0).unwrap_or(3);
+        let retention_days = r
+            .workflow_execution_retention_period
+            .as_ref()
+            .map(|d| d.seconds / 86_400)
+            .filter(|d| *d > 0)
+            .unwrap_or(3);
         let mut record = default_namespace_record(&r.namespace, &r.description, retention_days);
         if let Some(info) = record.info.as_mut() {
             info.owner_email = r.owner_email.clone();
@@ -98,7 +118,10 @@ impl WorkflowService for WorkflowHandler {
         ok(ws::RegisterNamespaceResponse {})
     }
 
-    async fn describe_namespace(&self, request: Request<ws::DescribeNamespaceRequest>) -> Res<ws::DescribeNamespaceResponse> {
+    async fn describe_namespace(
+        &self,
+        request: Request<ws::DescribeNamespaceRequest>,
+    ) -> Res<ws::DescribeNamespaceResponse> {
         let r = request.into_inner();
         let record = if !r.namespace.is_empty() {
             self.ctx.history.namespace_by_name(&r.namespace).await?
@@ -116,15 +139,37 @@ impl WorkflowService for WorkflowHandler {
         ok(describe_namespace_response(record))
     }
 
-    async fn list_namespaces(&self, _request: Request<ws::ListNamespacesRequest>) -> Res<ws::ListNamespacesResponse> {
-        let namespaces = self.ctx.history.list_namespaces().await?.into_iter().map(describe_namespace_response).collect();
-        ok(ws::ListNamespacesResponse { namespaces, next_page_token: Vec::new() })
+    async fn list_namespaces(
+        &self,
+        _request: Request<ws::ListNamespacesRequest>,
+    ) -> Res<ws::ListNamespacesResponse> {
+        let namespaces = self
+            .ctx
+            .history
+            .list_namespaces()
+            .await?
+            .into_iter()
+            .map(describe_namespace_response)
+            .collect();
+        ok(ws::ListNamespacesResponse {
+            namespaces,
+            next_page_token: Vec::new(),
+        })
     }
 
-    async fn update_namespace(&self, request: Request<ws::UpdateNamespaceRequest>) -> Res<ws::UpdateNamespaceResponse> {
+    async fn update_namespace(
+        &self,
+        request: Request<ws::UpdateNamespaceRequest>,
+    ) -> Res<ws::UpdateNamespaceResponse> {
         let r = request.into_inner();
         let mut record = self.ctx.history.namespace_by_name(&r.namespace).await?;
-        if let Some(UpdateNamespaceInfo { description, owner_email, data, state }) = r.update_info.clone() {
+        if let Some(UpdateNamespaceInfo {
+            description,
+            owner_email,
+            data,
+            state,
+        }) = r.update_info.clone()
+        {
             let info = record.info.get_or_insert_with(NamespaceInfo::default);
             if !description.is_empty() {
                 info.description = description;
@@ -142,7 +187,9 @@ impl WorkflowService for WorkflowHandler {
             if config.workflow_execution_retention_ttl.is_some() {
                 current.workflow_execution_retention_ttl = config.workflow_execution_retention_ttl;
             }
-            current.custom_search_attribute_aliases.extend(config.custom_search_attribute_aliases);
+            current
+                .custom_search_attribute_aliases
+                .extend(config.custom_search_attribute_aliases);
         }
         self.ctx.history.update_namespace(record.clone()).await?;
         self.ctx.namespaces.invalidate(&r.namespace);
@@ -156,12 +203,24 @@ impl WorkflowService for WorkflowHandler {
         })
     }
 
-    async fn start_workflow_execution(&self, request: Request<ws::StartWorkflowExecutionRequest>) -> Res<ws::StartWorkflowExecutionResponse> {
+    async fn start_workflow_execution(
+        &self,
+        request: Request<ws::StartWorkflowExecutionRequest>,
+    ) -> Res<ws::StartWorkflowExecutionResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
         validate::required_id(&r.workflow_id, "WorkflowId")?;
-        validate::required_id(r.workflow_type.as_ref().map(|t| t.name.as_str()).unwrap_or(""), "WorkflowType")?;
-        validate::required_id(r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""), "TaskQueue")?;
+        validate::required_id(
+            r.workflow_type
+                .as_ref()
+                .map(|t| t.name.as_str())
+                .unwrap_or(""),
+            "WorkflowType",
+        )?;
+        validate::required_id(
+            r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""),
+            "TaskQueue",
+        )?;
         validate::max_id(&r.request_id, "RequestId")?;
         validate::payload_size(&r.input, "Input")?;
         validate::non_negative(&r.workflow_execution_timeout, "WorkflowExecutionTimeout")?;
@@ -173,10 +232,19 @@ impl WorkflowService for WorkflowHandler {
         ok(self.ctx.history.start_workflow(&ns, r).await?)
     }
 
-    async fn signal_workflow_execution(&self, request: Request<ws::SignalWorkflowExecutionRequest>) -> Res<ws::SignalWorkflowExecutionResponse> {
+    async fn signal_workflow_execution(
+        &self,
+        request: Request<ws::SignalWorkflowExecutionRequest>,
+    ) -> Res<ws::SignalWorkflowExecutionResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        validate::required_id(r.workflow_execution.as_ref().map(|e| e.workflow_id.as_str()).unwrap_or(""), "WorkflowId")?;
+        validate::required_id(
+            r.workflow_execution
+                .as_ref()
+                .map(|e| e.workflow_id.as_str())
+                .unwrap_or(""),
+            "WorkflowId",
+        )?;
         validate::required_id(&r.signal_name, "SignalName")?;
         validate::payload_size(&r.input, "Input")?;
         self.ctx.history.signal_workflow(&ns, r).await?;
@@ -191,17 +259,35 @@ impl WorkflowService for WorkflowHandler {
         let ns = self.ns(&r.namespace).await?;
         validate::required_id(&r.workflow_id, "WorkflowId")?;
         validate::required_id(&r.signal_name, "SignalName")?;
-        validate::required_id(r.workflow_type.as_ref().map(|t| t.name.as_str()).unwrap_or(""), "WorkflowType")?;
-        validate::required_id(r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""), "TaskQueue")?;
+        validate::required_id(
+            r.workflow_type
+                .as_ref()
+                .map(|t| t.name.as_str())
+                .unwrap_or(""),
+            "WorkflowType",
+        )?;
+        validate::required_id(
+            r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""),
+            "TaskQueue",
+        )?;
         validate::payload_size(&r.input, "Input")?;
         validate::payload_size(&r.signal_input, "SignalInput")?;
         ok(self.ctx.history.signal_with_start(&ns, r).await?)
     }
 
-    async fn terminate_workflow_execution(&self, request: Request<ws::TerminateWorkflowExecutionRequest>) -> Res<ws::TerminateWorkflowExecutionResponse> {
+    async fn terminate_workflow_execution(
+        &self,
+        request: Request<ws::TerminateWorkflowExecutionRequest>,
+    ) -> Res<ws::TerminateWorkflowExecutionResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        validate::required_id(r.workflow_execution.as_ref().map(|e| e.workflow_id.as_str()).unwrap_or(""), "WorkflowId")?;
+        validate::required_id(
+            r.workflow_execution
+                .as_ref()
+                .map(|e| e.workflow_id.as_str())
+                .unwrap_or(""),
+            "WorkflowId",
+        )?;
         self.ctx.history.terminate_workflow(&ns, r).await?;
         ok(ws::TerminateWorkflowExecutionResponse::default())
     }
@@ -212,15 +298,30 @@ impl WorkflowService for WorkflowHandler {
     ) -> Res<ws::RequestCancelWorkflowExecutionResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        validate::required_id(r.workflow_execution.as_ref().map(|e| e.workflow_id.as_str()).unwrap_or(""), "WorkflowId")?;
+        validate::required_id(
+            r.workflow_execution
+                .as_ref()
+                .map(|e| e.workflow_id.as_str())
+                .unwrap_or(""),
+            "WorkflowId",
+        )?;
         self.ctx.history.request_cancel_workflow(&ns, r).await?;
         ok(ws::RequestCancelWorkflowExecutionResponse::default())
     }
 
-    async fn describe_workflow_execution(&self, request: Request<ws::DescribeWorkflowExecutionRequest>) -> Res<ws::DescribeWorkflowExecutionResponse> {
+    async fn describe_workflow_execution(
+        &self,
+        request: Request<ws::DescribeWorkflowExecutionRequest>,
+    ) -> Res<ws::DescribeWorkflowExecutionResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        validate::required_id(r.execution.as_ref().map(|e| e.workflow_id.as_str()).unwrap_or(""), "WorkflowId")?;
+        validate::required_id(
+            r.execution
+                .as_ref()
+                .map(|e| e.workflow_id.as_str())
+                .unwrap_or(""),
+            "WorkflowId",
+        )?;
         ok(self.ctx.history.describe_workflow(&ns, r).await?)
     }
 
@@ -230,7 +331,13 @@ impl WorkflowService for WorkflowHandler {
     ) -> Res<ws::GetWorkflowExecutionHistoryResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        validate::required_id(r.execution.as_ref().map(|e| e.workflow_id.as_str()).unwrap_or(""), "WorkflowId")?;
+        validate::required_id(
+            r.execution
+                .as_ref()
+                .map(|e| e.workflow_id.as_str())
+                .unwrap_or(""),
+            "WorkflowId",
+        )?;
         ok(self.ctx.history.get_history(&ns, r).await?)
     }
 
@@ -240,37 +347,92 @@ impl WorkflowService for WorkflowHandler {
     ) -> Res<ws::GetWorkflowExecutionHistoryReverseResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        validate::required_id(r.execution.as_ref().map(|e| e.workflow_id.as_str()).unwrap_or(""), "WorkflowId")?;
+        validate::required_id(
+            r.execution
+                .as_ref()
+                .map(|e| e.workflow_id.as_str())
+                .unwrap_or(""),
+            "WorkflowId",
+        )?;
         ok(self.ctx.history.get_history_reverse(&ns, r).await?)
     }
 
-    async fn list_workflow_executions(&self, request: Request<ws::ListWorkflowExecutionsRequest>) -> Res<ws::ListWorkflowExecutionsResponse> {
+    async fn list_workflow_executions(
+        &self,
+        request: Request<ws::ListWorkflowExecutionsRequest>,
+    ) -> Res<ws::ListWorkflowExecutionsResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        let page = if r.page_size > 0 { r.page_size as usize } else { 1000 };
-        let executions = self.ctx.history.list_workflows(&ns, &r.query, page).await?.into_iter().filter_map(|d| d.workflow_execution_info).collect();
-        ok(ws::ListWorkflowExecutionsResponse { executions, next_page_token: Vec::new() })
+        let page = if r.page_size > 0 {
+            r.page_size as usize
+        } else {
+            1000
+        };
+        let executions = self
+            .ctx
+            .history
+            .list_workflows(&ns, &r.query, page)
+            .await?
+            .into_iter()
+            .filter_map(|d| d.workflow_execution_info)
+            .collect();
+        ok(ws::ListWorkflowExecutionsResponse {
+            executions,
+            next_page_token: Vec::new(),
+        })
     }
 
-    async fn count_workflow_executions(&self, request: Request<ws::CountWorkflowExecutionsRequest>) -> Res<ws::CountWorkflowExecutionsResponse> {
+    async fn count_workflow_executions(
+        &self,
+        request: Request<ws::CountWorkflowExecutionsRequest>,
+    ) -> Res<ws::CountWorkflowExecutionsResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        let count = self.ctx.history.list_workflows(&ns, &r.query, usize::MAX).await?.len() as i64;
-        ok(ws::CountWorkflowExecutionsResponse { count, groups: Vec::new() })
+        let count = self
+            .ctx
+            .history
+            .list_workflows(&ns, &r.query, usize::MAX)
+            .await?
+            .len() as i64;
+        ok(ws::CountWorkflowExecutionsResponse {
+            count,
+            groups: Vec::new(),
+        })
     }
 
-    async fn query_workflow(&self, request: Request<ws::QueryWorkflowRequest>) -> Res<ws::QueryWorkflowResponse> {
+    async fn query_workflow(
+        &self,
+        request: Request<ws::QueryWorkflowRequest>,
+    ) -> Res<ws::QueryWorkflowResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        validate::required_id(r.execution.as_ref().map(|e| e.workflow_id.as_str()).unwrap_or(""), "WorkflowId")?;
-        validate::required_id(r.query.as_ref().map(|q| q.query_type.as_str()).unwrap_or(""), "QueryType")?;
+        validate::required_id(
+            r.execution
+                .as_ref()
+                .map(|e| e.workflow_id.as_str())
+                .unwrap_or(""),
+            "WorkflowId",
+        )?;
+        validate::required_id(
+            r.query
+                .as_ref()
+                .map(|q| q.query_type.as_str())
+                .unwrap_or(""),
+            "QueryType",
+        )?;
         ok(self.ctx.history.query_workflow(&ns, r).await?)
     }
 
-    async fn poll_workflow_task_queue(&self, request: Request<ws::PollWorkflowTaskQueueRequest>) -> Res<ws::PollWorkflowTaskQueueResponse> {
+    async fn poll_workflow_task_queue(
+        &self,
+        request: Request<ws::PollWorkflowTaskQueueRequest>,
+    ) -> Res<ws::PollWorkflowTaskQueueResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        validate::required_id(r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""), "TaskQueue")?;
+        validate::required_id(
+            r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""),
+            "TaskQueue",
+        )?;
         validate::max_id(&r.identity, "Identity")?;
         ok(self.ctx.matching.poll_workflow_task(&ns, r).await?)
     }
@@ -281,20 +443,36 @@ impl WorkflowService for WorkflowHandler {
     ) -> Res<ws::RespondWorkflowTaskCompletedResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        ok(self.ctx.history.respond_workflow_task_completed(&ns, r).await?)
+        ok(self
+            .ctx
+            .history
+            .respond_workflow_task_completed(&ns, r)
+            .await?)
     }
 
-    async fn respond_workflow_task_failed(&self, request: Request<ws::RespondWorkflowTaskFailedRequest>) -> Res<ws::RespondWorkflowTaskFailedResponse> {
+    async fn respond_workflow_task_failed(
+        &self,
+        request: Request<ws::RespondWorkflowTaskFailedRequest>,
+    ) -> Res<ws::RespondWorkflowTaskFailedResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        self.ctx.history.respond_workflow_task_failed(&ns, r).await?;
+        self.ctx
+            .history
+            .respond_workflow_task_failed(&ns, r)
+            .await?;
         ok(ws::RespondWorkflowTaskFailedResponse::default())
     }
 
-    async fn poll_activity_task_queue(&self, request: Request<ws::PollActivityTaskQueueRequest>) -> Res<ws::PollActivityTaskQueueResponse> {
+    async fn poll_activity_task_queue(
+        &self,
+        request: Request<ws::PollActivityTaskQueueRequest>,
+    ) -> Res<ws::PollActivityTaskQueueResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        validate::required_id(r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""), "TaskQueue")?;
+        validate::required_id(
+            r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""),
+            "TaskQueue",
+        )?;
         ok(self.ctx.matching.poll_activity_task(&ns, r).await?)
     }
 
@@ -305,7 +483,11 @@ impl WorkflowService for WorkflowHandler {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
         validate::payload_size(&r.result, "Result")?;
-        let outcome = ActivityOutcome { target: ActivityTarget::Token(r.task_token), identity: r.identity, result: ActivityResult::Completed(r.result) };
+        let outcome = ActivityOutcome {
+            target: ActivityTarget::Token(r.task_token),
+            identity: r.identity,
+            result: ActivityResult::Completed(r.result),
+        };
         self.ctx.history.respond_activity(&ns, outcome).await?;
         ok(ws::RespondActivityTaskCompletedResponse::default())
     }
@@ -317,16 +499,46 @@ impl WorkflowService for WorkflowHandler {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
         validate::payload_size(&r.result, "Result")?;
-        let target = ActivityTarget::ById { workflow_id: r.workflow_id, run_id: r.run_id, activity_id: r.activity_id };
-        self.ctx.history.respond_activity(&ns, ActivityOutcome { target, identity: r.identity, result: ActivityResult::Completed(r.result) }).await?;
+        let target = ActivityTarget::ById {
+            workflow_id: r.workflow_id,
+            run_id: r.run_id,
+            activity_id: r.activity_id,
+        };
+        self.ctx
+            .history
+            .respond_activity(
+                &ns,
+                ActivityOutcome {
+                    target,
+                    identity: r.identity,
+                    result: ActivityResult::Completed(r.result),
+                },
+            )
+            .await?;
         ok(ws::RespondActivityTaskCompletedByIdResponse::default())
     }
 
-    async fn respond_activity_task_failed(&self, request: Request<ws::RespondActivityTaskFailedRequest>) -> Res<ws::RespondActivityTaskFailedResponse> {
+    async fn respond_activity_task_failed(
+        &self,
+        request: Request<ws::RespondActivityTaskFailedRequest>,
+    ) -> Res<ws::RespondActivityTaskFailedResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        let result = ActivityResult::Failed { failure: r.failure, last_heartbeat_details: r.last_heartbeat_details };
-        self.ctx.history.respond_activity(&ns, ActivityOutcome { target: ActivityTarget::Token(r.task_token), identity: r.identity, result }).await?;
+        let result = ActivityResult::Failed {
+            failure: r.failure,
+            last_heartbeat_details: r.last_heartbeat_details,
+        };
+        self.ctx
+            .history
+            .respond_activity(
+                &ns,
+                ActivityOutcome {
+                    target: ActivityTarget::Token(r.task_token),
+                    identity: r.identity,
+                    result,
+                },
+            )
+            .await?;
         ok(ws::RespondActivityTaskFailedResponse::default())
     }
 
@@ -336,9 +548,26 @@ impl WorkflowService for WorkflowHandler {
     ) -> Res<ws::RespondActivityTaskFailedByIdResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        let target = ActivityTarget::ById { workflow_id: r.workflow_id, run_id: r.run_id, activity_id: r.activity_id };
-        let result = ActivityResult::Failed { failure: r.failure, last_heartbeat_details: r.last_heartbeat_details };
-        self.ctx.history.respond_activity(&ns, ActivityOutcome { target, identity: r.identity, result }).await?;
+        let target = ActivityTarget::ById {
+            workflow_id: r.workflow_id,
+            run_id: r.run_id,
+            activity_id: r.activity_id,
+        };
+        let result = ActivityResult::Failed {
+            failure: r.failure,
+            last_heartbeat_details: r.last_heartbeat_details,
+        };
+        self.ctx
+            .history
+            .respond_activity(
+                &ns,
+                ActivityOutcome {
+                    target,
+                    identity: r.identity,
+                    result,
+                },
+            )
+            .await?;
         ok(ws::RespondActivityTaskFailedByIdResponse::default())
     }
 
@@ -348,7 +577,11 @@ impl WorkflowService for WorkflowHandler {
     ) -> Res<ws::RespondActivityTaskCanceledResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        let outcome = ActivityOutcome { target: ActivityTarget::Token(r.task_token), identity: r.identity, result: ActivityResult::Canceled(r.details) };
+        let outcome = ActivityOutcome {
+            target: ActivityTarget::Token(r.task_token),
+            identity: r.identity,
+            result: ActivityResult::Canceled(r.details),
+        };
         self.ctx.history.respond_activity(&ns, outcome).await?;
         ok(ws::RespondActivityTaskCanceledResponse::default())
     }
@@ -359,8 +592,22 @@ impl WorkflowService for WorkflowHandler {
     ) -> Res<ws::RespondActivityTaskCanceledByIdResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        let target = ActivityTarget::ById { workflow_id: r.workflow_id, run_id: r.run_id, activity_id: r.activity_id };
-        self.ctx.history.respond_activity(&ns, ActivityOutcome { target, identity: r.identity, result: ActivityResult::Canceled(r.details) }).await?;
+        let target = ActivityTarget::ById {
+            workflow_id: r.workflow_id,
+            run_id: r.run_id,
+            activity_id: r.activity_id,
+        };
+        self.ctx
+            .history
+            .respond_activity(
+                &ns,
+                ActivityOutcome {
+                    target,
+                    identity: r.identity,
+                    result: ActivityResult::Canceled(r.details),
+                },
+            )
+            .await?;
         ok(ws::RespondActivityTaskCanceledByIdResponse::default())
     }
 
@@ -371,9 +618,21 @@ impl WorkflowService for WorkflowHandler {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
         validate::payload_size(&r.details, "Details")?;
-        let heartbeat = ActivityHeartbeat { target: ActivityTarget::Token(r.task_token), identity: r.identity, details: r.details };
-        let cancel_requested = self.ctx.history.record_activity_heartbeat(&ns, heartbeat).await?;
-        ok(ws::RecordActivityTaskHeartbeatResponse { cancel_requested, activity_paused: false, activity_reset: false })
+        let heartbeat = ActivityHeartbeat {
+            target: ActivityTarget::Token(r.task_token),
+            identity: r.identity,
+            details: r.details,
+        };
+        let cancel_requested = self
+            .ctx
+            .history
+            .record_activity_heartbeat(&ns, heartbeat)
+            .await?;
+        ok(ws::RecordActivityTaskHeartbeatResponse {
+            cancel_requested,
+            activity_paused: false,
+            activity_reset: false,
+        })
     }
 
     async fn record_activity_task_heartbeat_by_id(
@@ -383,41 +642,93 @@ impl WorkflowService for WorkflowHandler {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
         validate::payload_size(&r.details, "Details")?;
-        let target = ActivityTarget::ById { workflow_id: r.workflow_id, run_id: r.run_id, activity_id: r.activity_id };
-        let cancel_requested = self.ctx.history.record_activity_heartbeat(&ns, ActivityHeartbeat { target, identity: r.identity, details: r.details }).await?;
-        ok(ws::RecordActivityTaskHeartbeatByIdResponse { cancel_requested, activity_paused: false, activity_reset: false })
+        let target = ActivityTarget::ById {
+            workflow_id: r.workflow_id,
+            run_id: r.run_id,
+            activity_id: r.activity_id,
+        };
+        let cancel_requested = self
+            .ctx
+            .history
+            .record_activity_heartbeat(
+                &ns,
+                ActivityHeartbeat {
+                    target,
+                    identity: r.identity,
+                    details: r.details,
+                },
+            )
+            .await?;
+        ok(ws::RecordActivityTaskHeartbeatByIdResponse {
+            cancel_requested,
+            activity_paused: false,
+            activity_reset: false,
+        })
     }
 
-    async fn respond_query_task_completed(&self, request: Request<ws::RespondQueryTaskCompletedRequest>) -> Res<ws::RespondQueryTaskCompletedResponse> {
+    async fn respond_query_task_completed(
+        &self,
+        request: Request<ws::RespondQueryTaskCompletedRequest>,
+    ) -> Res<ws::RespondQueryTaskCompletedResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        self.ctx.matching.respond_query_task_completed(&ns, r).await?;
+        self.ctx
+            .matching
+            .respond_query_task_completed(&ns, r)
+            .await?;
         ok(ws::RespondQueryTaskCompletedResponse::default())
     }
 
-    async fn describe_task_queue(&self, request: Request<ws::DescribeTaskQueueRequest>) -> Res<ws::DescribeTaskQueueResponse> {
+    async fn describe_task_queue(
+        &self,
+        request: Request<ws::DescribeTaskQueueRequest>,
+    ) -> Res<ws::DescribeTaskQueueResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        let name = r.task_queue.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+        let name = r
+            .task_queue
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
         validate::required_id(&name, "TaskQueue")?;
-        ok(self.ctx.matching.describe_task_queue(&ns, &name, TaskQueueKind::Normal).await?)
+        ok(self
+            .ctx
+            .matching
+            .describe_task_queue(&ns, &name, TaskQueueKind::Normal)
+            .await?)
     }
 
-    async fn shutdown_worker(&self, request: Request<ws::ShutdownWorkerRequest>) -> Res<ws::ShutdownWorkerResponse> {
+    async fn shutdown_worker(
+        &self,
+        request: Request<ws::ShutdownWorkerRequest>,
+    ) -> Res<ws::ShutdownWorkerResponse> {
         // Sticky queues are not used yet, so there is nothing to release.
         let r = request.into_inner();
         self.ns(&r.namespace).await?;
         ok(ws::ShutdownWorkerResponse::default())
     }
 
-    async fn record_worker_heartbeat(&self, request: Request<ws::RecordWorkerHeartbeatRequest>) -> Res<ws::RecordWorkerHeartbeatResponse> {
+    async fn record_worker_heartbeat(
+        &self,
+        request: Request<ws::RecordWorkerHeartbeatRequest>,
+    ) -> Res<ws::RecordWorkerHeartbeatResponse> {
         let r = request.into_inner();
         self.ns(&r.namespace).await?;
         ok(ws::RecordWorkerHeartbeatResponse::default())
     }
 
-    async fn get_search_attributes(&self, _request: Request<ws::GetSearchAttributesRequest>) -> Res<ws::GetSearchAttributesResponse> {
-        let keys = self.ctx.search_attributes.read().expect("search attributes").iter().map(|(k, v)| (k.clone(), *v)).collect();
+    async fn get_search_attributes(
+        &self,
+        _request: Request<ws::GetSearchAttributesRequest>,
+    ) -> Res<ws::GetSearchAttributesResponse> {
+        let keys = self
+            .ctx
+            .search_attributes
+            .read()
+            .expect("search attributes")
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         ok(ws::GetSearchAttributesResponse { keys })
     }
 }

@@ -43,14 +43,23 @@ pub struct HistoryEngine {
 
 impl HistoryEngine {
     /// Opens every group of this node and starts the leader processors.
-    pub async fn start(db: Db, config: HistoryConfig, matching: Arc<dyn MatchingService>) -> Result<Arc<Self>, RaftError> {
+    pub async fn start(
+        db: Db,
+        config: HistoryConfig,
+        matching: Arc<dyn MatchingService>,
+    ) -> Result<Arc<Self>, RaftError> {
         let notifier = ShardNotifier::default();
-        let applier = Arc::new(HistoryApplier { notifier: notifier.clone() });
+        let applier = Arc::new(HistoryApplier {
+            notifier: notifier.clone(),
+        });
         let mut shards = Vec::new();
         for id in 0..config.num_shards {
-            shards.push(Arc::new(open_group(&db, id, &config, &applier, &notifier).await?));
+            shards.push(Arc::new(
+                open_group(&db, id, &config, &applier, &notifier).await?,
+            ));
         }
-        let metadata = Arc::new(open_group(&db, METADATA_GROUP, &config, &applier, &notifier).await?);
+        let metadata =
+            Arc::new(open_group(&db, METADATA_GROUP, &config, &applier, &notifier).await?);
         let (shutdown, _) = watch::channel(false);
         let engine = Arc::new(Self {
             config,
@@ -60,7 +69,11 @@ impl HistoryEngine {
             namespace_names: RwLock::new(Default::default()),
             shutdown,
         });
-        for group in engine.shards.iter().chain(std::iter::once(&engine.metadata)) {
+        for group in engine
+            .shards
+            .iter()
+            .chain(std::iter::once(&engine.metadata))
+        {
             wait_for_leader(&group.raft, engine.config.node_id, Duration::from_secs(10)).await;
         }
         for shard in &engine.shards {
@@ -88,19 +101,37 @@ impl HistoryEngine {
     }
 
     /// Proposes a command to `shard` and returns what applying it answered.
-    pub(crate) async fn propose(&self, shard: &Shard, kind: shard_command::Kind) -> ApiResult<command_result::Result> {
+    pub(crate) async fn propose(
+        &self,
+        shard: &Shard,
+        kind: shard_command::Kind,
+    ) -> ApiResult<command_result::Result> {
         let label = command_label(&kind);
-        let command = cmd::ShardCommand { now: Some(chronicle_types::time::now_timestamp()), kind: Some(kind) };
+        let command = cmd::ShardCommand {
+            now: Some(chronicle_types::time::now_timestamp()),
+            kind: Some(kind),
+        };
         let started = Instant::now();
-        let bytes = chronicle_raft::propose(&shard.raft, shard.id, command.encode_to_vec()).await.map_err(|e| match e {
-            RaftError::NotLeader { .. } => ApiError::unavailable(format!("shard {} has no leader on this node; retry", shard.id)),
-            other => ApiError::unavailable(format!("shard {} is unavailable: {other}", shard.id)),
-        })?;
+        let bytes = chronicle_raft::propose(&shard.raft, shard.id, command.encode_to_vec())
+            .await
+            .map_err(|e| match e {
+                RaftError::NotLeader { .. } => ApiError::unavailable(format!(
+                    "shard {} has no leader on this node; retry",
+                    shard.id
+                )),
+                other => {
+                    ApiError::unavailable(format!("shard {} is unavailable: {other}", shard.id))
+                }
+            })?;
         metrics::counter!(metrics_names::SHARD_COMMANDS, "command" => label).increment(1);
-        metrics::histogram!(metrics_names::SHARD_COMMAND_LATENCY).record(started.elapsed().as_secs_f64());
-        let result = cmd::CommandResult::decode(bytes.as_slice()).map_err(|e| ApiError::internal(format!("undecodable command result: {e}")))?;
+        metrics::histogram!(metrics_names::SHARD_COMMAND_LATENCY)
+            .record(started.elapsed().as_secs_f64());
+        let result = cmd::CommandResult::decode(bytes.as_slice())
+            .map_err(|e| ApiError::internal(format!("undecodable command result: {e}")))?;
         match result.result {
-            Some(command_result::Result::Error(e)) => Err(ApiError::from_parts(e.code, e.message, &e.details)),
+            Some(command_result::Result::Error(e)) => {
+                Err(ApiError::from_parts(e.code, e.message, &e.details))
+            }
             Some(other) => Ok(other),
             None => Err(ApiError::internal("empty command result")),
         }
@@ -146,9 +177,17 @@ async fn open_group(
         config.bootstrap_single_voter,
     )
     .await?;
-    Ok(Shard { id, raft, tables: ShardTables::new(db.clone(), id), changes })
+    Ok(Shard {
+        id,
+        raft,
+        tables: ShardTables::new(db.clone(), id),
+        changes,
+    })
 }
 
 async fn wait_for_leader(raft: &ShardRaft, node_id: u64, timeout: Duration) {
-    let _ = raft.wait(Some(timeout)).current_leader(node_id, "shard leader elected").await;
+    let _ = raft
+        .wait(Some(timeout))
+        .current_leader(node_id, "shard leader elected")
+        .await;
 }

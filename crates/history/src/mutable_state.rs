@@ -4,9 +4,11 @@
 //! never sees events appear in the middle of the task it is working on.
 
 use chronicle_proto::chronicle::persistence::v1 as pb;
-use chronicle_proto::temporal::api::enums::v1::{EventType, TaskQueueKind, WorkflowExecutionStatus};
-use chronicle_proto::temporal::api::history::v1::{HistoryEvent, history_event::Attributes};
+use chronicle_proto::temporal::api::enums::v1::{
+    EventType, TaskQueueKind, WorkflowExecutionStatus,
+};
 use chronicle_proto::temporal::api::history::v1 as h;
+use chronicle_proto::temporal::api::history::v1::{HistoryEvent, history_event::Attributes};
 use chronicle_proto::temporal::api::taskqueue::v1::TaskQueue;
 use chronicle_proto::wkt::Timestamp;
 use chronicle_storage::{ShardBatch, StorageResult};
@@ -25,7 +27,12 @@ const BUFFERED_EVENT_ID: i64 = -123;
 
 impl MutableState {
     pub fn new(state: pb::WorkflowExecutionState, now: Timestamp) -> Self {
-        Self { state, new_events: Vec::new(), now, force_new_workflow_task: false }
+        Self {
+            state,
+            new_events: Vec::new(),
+            now,
+            force_new_workflow_task: false,
+        }
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -37,10 +44,18 @@ impl MutableState {
     }
 
     pub fn workflow_task_started(&self) -> bool {
-        self.state.workflow_task.as_ref().is_some_and(|t| t.started_event_id > 0)
+        self.state
+            .workflow_task
+            .as_ref()
+            .is_some_and(|t| t.started_event_id > 0)
     }
 
-    fn make_event(&self, event_id: i64, event_type: EventType, attributes: Attributes) -> HistoryEvent {
+    fn make_event(
+        &self,
+        event_id: i64,
+        event_type: EventType,
+        attributes: Attributes,
+    ) -> HistoryEvent {
         HistoryEvent {
             event_id,
             event_time: Some(self.now),
@@ -64,7 +79,11 @@ impl MutableState {
 
     /// Appends an event, or buffers it while a workflow task is running. Returns its ID, or
     /// `None` when buffered.
-    pub fn add_or_buffer_event(&mut self, event_type: EventType, attributes: Attributes) -> Option<i64> {
+    pub fn add_or_buffer_event(
+        &mut self,
+        event_type: EventType,
+        attributes: Attributes,
+    ) -> Option<i64> {
         if self.workflow_task_started() {
             let event = self.make_event(BUFFERED_EVENT_ID, event_type, attributes);
             self.state.buffered_events.push(event);
@@ -88,23 +107,39 @@ impl MutableState {
     }
 
     /// Schedules a workflow task if the run is open and none is pending.
-    pub fn schedule_workflow_task_if_needed(&mut self, batch: &mut ShardBatch) -> StorageResult<()> {
+    pub fn schedule_workflow_task_if_needed(
+        &mut self,
+        batch: &mut ShardBatch,
+    ) -> StorageResult<()> {
         if self.is_running() && self.state.workflow_task.is_none() {
             self.schedule_workflow_task(batch, 1)?;
         }
         Ok(())
     }
 
-    pub fn schedule_workflow_task(&mut self, batch: &mut ShardBatch, attempt: i32) -> StorageResult<()> {
+    pub fn schedule_workflow_task(
+        &mut self,
+        batch: &mut ShardBatch,
+        attempt: i32,
+    ) -> StorageResult<()> {
         let task_queue = self.state.task_queue.clone();
-        let timeout = self.state.workflow_task_timeout.or(Some(chronicle_types::time::duration_from_millis(10_000)));
+        let timeout = self
+            .state
+            .workflow_task_timeout
+            .or(Some(chronicle_types::time::duration_from_millis(10_000)));
         let scheduled_event_id = self.add_event(
             EventType::WorkflowTaskScheduled,
-            Attributes::WorkflowTaskScheduledEventAttributes(h::WorkflowTaskScheduledEventAttributes {
-                task_queue: Some(TaskQueue { name: task_queue.clone(), kind: TaskQueueKind::Normal as i32, normal_name: String::new() }),
-                start_to_close_timeout: timeout,
-                attempt,
-            }),
+            Attributes::WorkflowTaskScheduledEventAttributes(
+                h::WorkflowTaskScheduledEventAttributes {
+                    task_queue: Some(TaskQueue {
+                        name: task_queue.clone(),
+                        kind: TaskQueueKind::Normal as i32,
+                        normal_name: String::new(),
+                    }),
+                    start_to_close_timeout: timeout,
+                    attempt,
+                },
+            ),
         );
         let outbox_task_id = batch.put_outbox(&pb::OutboxTask {
             kind: pb::outbox_task::Kind::WorkflowTask as i32,
@@ -136,7 +171,12 @@ impl MutableState {
         self.state.state_transition_count += 1;
         batch.put_execution(&self.state);
         let events = std::mem::take(&mut self.new_events);
-        batch.append_history(&self.state.namespace_id, &self.state.workflow_id, &self.state.run_id, events);
+        batch.append_history(
+            &self.state.namespace_id,
+            &self.state.workflow_id,
+            &self.state.run_id,
+            events,
+        );
     }
 }
 
@@ -144,16 +184,24 @@ impl MutableState {
 /// result must point at the Started event just before it.
 fn fix_started_reference(event: &mut HistoryEvent, previous_id: i64) {
     match event.attributes.as_mut() {
-        Some(Attributes::ActivityTaskCompletedEventAttributes(a)) if a.started_event_id == BUFFERED_EVENT_ID => {
+        Some(Attributes::ActivityTaskCompletedEventAttributes(a))
+            if a.started_event_id == BUFFERED_EVENT_ID =>
+        {
             a.started_event_id = previous_id
         }
-        Some(Attributes::ActivityTaskFailedEventAttributes(a)) if a.started_event_id == BUFFERED_EVENT_ID => {
+        Some(Attributes::ActivityTaskFailedEventAttributes(a))
+            if a.started_event_id == BUFFERED_EVENT_ID =>
+        {
             a.started_event_id = previous_id
         }
-        Some(Attributes::ActivityTaskTimedOutEventAttributes(a)) if a.started_event_id == BUFFERED_EVENT_ID => {
+        Some(Attributes::ActivityTaskTimedOutEventAttributes(a))
+            if a.started_event_id == BUFFERED_EVENT_ID =>
+        {
             a.started_event_id = previous_id
         }
-        Some(Attributes::ActivityTaskCanceledEventAttributes(a)) if a.started_event_id == BUFFERED_EVENT_ID => {
+        Some(Attributes::ActivityTaskCanceledEventAttributes(a))
+            if a.started_event_id == BUFFERED_EVENT_ID =>
+        {
             a.started_event_id = previous_id
         }
         _ => {}

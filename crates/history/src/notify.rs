@@ -15,7 +15,10 @@ pub struct ShardNotifier {
 impl ShardNotifier {
     pub fn subscribe(&self, group: u32) -> watch::Receiver<u64> {
         let mut senders = self.senders.write().expect("notifier lock");
-        senders.entry(group).or_insert_with(|| watch::channel(0).0).subscribe()
+        senders
+            .entry(group)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     pub fn notify(&self, group: u32, index: u64) {

@@ -26,12 +26,20 @@ const IDLE_WAIT: Duration = Duration::from_millis(500);
 const TIMER_BATCH: usize = 256;
 const OUTBOX_BATCH: usize = 1000;
 
-pub(crate) fn spawn(engine: Arc<HistoryEngine>, shard: Arc<Shard>, shutdown: watch::Receiver<bool>) {
+pub(crate) fn spawn(
+    engine: Arc<HistoryEngine>,
+    shard: Arc<Shard>,
+    shutdown: watch::Receiver<bool>,
+) {
     tokio::spawn(timer_loop(engine.clone(), shard.clone(), shutdown.clone()));
     tokio::spawn(outbox_loop(engine, shard, shutdown));
 }
 
-async fn wait_for_change(changes: &mut watch::Receiver<u64>, shutdown: &mut watch::Receiver<bool>, max: Duration) {
+async fn wait_for_change(
+    changes: &mut watch::Receiver<u64>,
+    shutdown: &mut watch::Receiver<bool>,
+    max: Duration,
+) {
     tokio::select! {
         _ = changes.changed() => {}
         _ = shutdown.changed() => {}
@@ -39,7 +47,11 @@ async fn wait_for_change(changes: &mut watch::Receiver<u64>, shutdown: &mut watc
     }
 }
 
-async fn timer_loop(engine: Arc<HistoryEngine>, shard: Arc<Shard>, mut shutdown: watch::Receiver<bool>) {
+async fn timer_loop(
+    engine: Arc<HistoryEngine>,
+    shard: Arc<Shard>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut changes = shard.changes.clone();
     loop {
         if *shutdown.borrow() {
@@ -81,21 +93,29 @@ async fn timer_loop(engine: Arc<HistoryEngine>, shard: Arc<Shard>, mut shutdown:
             continue;
         }
         let wait = match shard.tables.next_timer_time() {
-            Ok(Some(next)) => Duration::from_millis((next - now_millis()).clamp(0, IDLE_WAIT.as_millis() as i64) as u64),
+            Ok(Some(next)) => Duration::from_millis(
+                (next - now_millis()).clamp(0, IDLE_WAIT.as_millis() as i64) as u64,
+            ),
             _ => IDLE_WAIT,
         };
         wait_for_change(&mut changes, &mut shutdown, wait).await;
     }
 }
 
-async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(futures: impl Iterator<Item = F>) {
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();
     for h in handles {
         let _ = h.await;
     }
 }
 
-async fn outbox_loop(engine: Arc<HistoryEngine>, shard: Arc<Shard>, mut shutdown: watch::Receiver<bool>) {
+async fn outbox_loop(
+    engine: Arc<HistoryEngine>,
+    shard: Arc<Shard>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut changes = shard.changes.clone();
     // Outbox key -> when it was last handed to matching (this leadership term only).
     let mut handed: HashMap<Vec<u8>, Instant> = HashMap::new();
@@ -126,13 +146,24 @@ async fn outbox_loop(engine: Arc<HistoryEngine>, shard: Arc<Shard>, mut shutdown
         let present: std::collections::HashSet<&Vec<u8>> = rows.iter().map(|(k, _)| k).collect();
         handed.retain(|k, _| present.contains(k));
         for (key, task) in &rows {
-            if handed.get(key).is_some_and(|at| at.elapsed() < REDISPATCH_AFTER) {
+            if handed
+                .get(key)
+                .is_some_and(|at| at.elapsed() < REDISPATCH_AFTER)
+            {
                 continue;
             }
             let outbox_id = u64::from_be_bytes(key[key.len() - 8..].try_into().unwrap_or([0; 8]));
-            let kind = if task.kind == pb::outbox_task::Kind::ActivityTask as i32 { TaskKind::Activity } else { TaskKind::Workflow };
+            let kind = if task.kind == pb::outbox_task::Kind::ActivityTask as i32 {
+                TaskKind::Activity
+            } else {
+                TaskKind::Workflow
+            };
             let to_start = opt_duration_millis(task.schedule_to_start_timeout.as_ref());
-            let queue = TaskQueueKey { namespace_id: task.namespace_id.clone(), name: task.task_queue.clone(), kind };
+            let queue = TaskQueueKey {
+                namespace_id: task.namespace_id.clone(),
+                name: task.task_queue.clone(),
+                kind,
+            };
             let task_ref = TaskRef {
                 namespace_id: task.namespace_id.clone(),
                 workflow_id: task.workflow_id.clone(),
@@ -141,18 +172,34 @@ async fn outbox_loop(engine: Arc<HistoryEngine>, shard: Arc<Shard>, mut shutdown
                 attempt: task.attempt,
                 outbox_id,
                 shard: shard.id,
-                expires_at_ms: if to_start > 0 { task.visibility_time.as_ref().map(millis).unwrap_or(0) + to_start } else { 0 },
+                expires_at_ms: if to_start > 0 {
+                    task.visibility_time.as_ref().map(millis).unwrap_or(0) + to_start
+                } else {
+                    0
+                },
             };
             match engine.matching.add_task(queue, task_ref).await {
                 Ok(()) => {
                     metrics::counter!(metrics_names::TRANSFER_TASKS_DISPATCHED).increment(1);
                     handed.insert(key.clone(), Instant::now());
                 }
-                Err(e) => tracing::warn!(shard = shard.id, error = %e.message, "handing a task to matching failed; will retry"),
+                Err(e) => {
+                    tracing::warn!(shard = shard.id, error = %e.message, "handing a task to matching failed; will retry")
+                }
             }
         }
         // Wake on new rows, or when the oldest handed-over row is due to be handed over again.
-        let wait = handed.values().map(|at| REDISPATCH_AFTER.saturating_sub(at.elapsed())).min().unwrap_or(REDISPATCH_AFTER).min(Duration::from_secs(2));
-        wait_for_change(&mut changes, &mut shutdown, wait.max(Duration::from_millis(50))).await;
+        let wait = handed
+            .values()
+            .map(|at| REDISPATCH_AFTER.saturating_sub(at.elapsed()))
+            .min()
+            .unwrap_or(REDISPATCH_AFTER)
+            .min(Duration::from_secs(2));
+        wait_for_change(
+            &mut changes,
+            &mut shutdown,
+            wait.max(Duration::from_millis(50)),
+        )
+        .await;
     }
 }

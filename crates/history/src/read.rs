@@ -2,7 +2,9 @@
 
 use chronicle_proto::chronicle::persistence::v1 as pb;
 use chronicle_proto::temporal::api::common::v1::{WorkflowExecution, WorkflowType};
-use chronicle_proto::temporal::api::enums::v1::{PendingActivityState, PendingWorkflowTaskState, TaskQueueKind, WorkflowExecutionStatus};
+use chronicle_proto::temporal::api::enums::v1::{
+    PendingActivityState, PendingWorkflowTaskState, TaskQueueKind, WorkflowExecutionStatus,
+};
 use chronicle_proto::temporal::api::history::v1::{History, HistoryEvent};
 use chronicle_proto::temporal::api::taskqueue::v1::TaskQueue;
 use chronicle_proto::temporal::api::workflow::v1 as wf;
@@ -20,13 +22,23 @@ pub fn storage(e: chronicle_storage::StorageError) -> ApiError {
 }
 
 /// The run an execution names (the current run when `run_id` is empty).
-pub fn load_state(shard: &Shard, namespace_id: &str, execution: &Option<WorkflowExecution>) -> ApiResult<pb::WorkflowExecutionState> {
+pub fn load_state(
+    shard: &Shard,
+    namespace_id: &str,
+    execution: &Option<WorkflowExecution>,
+) -> ApiResult<pb::WorkflowExecutionState> {
     let execution = execution.clone().unwrap_or_default();
     if execution.workflow_id.is_empty() {
-        return Err(ApiError::invalid_argument("WorkflowId is not set on request."));
+        return Err(ApiError::invalid_argument(
+            "WorkflowId is not set on request.",
+        ));
     }
     let run_id = if execution.run_id.is_empty() {
-        match shard.tables.current(namespace_id, &execution.workflow_id).map_err(storage)? {
+        match shard
+            .tables
+            .current(namespace_id, &execution.workflow_id)
+            .map_err(storage)?
+        {
             Some(c) => c.run_id,
             None => return Err(ApiError::workflow_not_found_for(&execution.workflow_id, "")),
         }
@@ -56,11 +68,22 @@ pub fn history_page(
     let wanted = ((last - from + 1) as usize).min(page_size);
     let events = shard
         .tables
-        .history(&state.namespace_id, &state.workflow_id, &state.run_id, from, wanted)
+        .history(
+            &state.namespace_id,
+            &state.workflow_id,
+            &state.run_id,
+            from,
+            wanted,
+        )
         .map_err(storage)?;
     let next = events.last().map(|e| e.event_id + 1).unwrap_or(from);
     let token = if next <= last {
-        PageToken { next_event_id: next, last_event_id: to, run_id: state.run_id.clone() }.encode()
+        PageToken {
+            next_event_id: next,
+            last_event_id: to,
+            run_id: state.run_id.clone(),
+        }
+        .encode()
     } else {
         Vec::new()
     };
@@ -68,7 +91,10 @@ pub fn history_page(
 }
 
 pub fn execution_of(state: &pb::WorkflowExecutionState) -> WorkflowExecution {
-    WorkflowExecution { workflow_id: state.workflow_id.clone(), run_id: state.run_id.clone() }
+    WorkflowExecution {
+        workflow_id: state.workflow_id.clone(),
+        run_id: state.run_id.clone(),
+    }
 }
 
 /// The poll answer for a workflow task that was just recorded as started.
@@ -78,18 +104,26 @@ pub fn workflow_task_response(
     started: &chronicle_proto::chronicle::history::v1::RecordWorkflowTaskStartedResult,
     task_token: Vec<u8>,
 ) -> ApiResult<ws::PollWorkflowTaskQueueResponse> {
-    let (events, next_page_token) = history_page(shard, state, 1, started.started_event_id, MAX_PAGE_EVENTS)?;
+    let (events, next_page_token) =
+        history_page(shard, state, 1, started.started_event_id, MAX_PAGE_EVENTS)?;
     Ok(ws::PollWorkflowTaskQueueResponse {
         task_token,
         workflow_execution: Some(execution_of(state)),
-        workflow_type: started.workflow_type.clone().or_else(|| state.workflow_type.clone()),
+        workflow_type: started
+            .workflow_type
+            .clone()
+            .or_else(|| state.workflow_type.clone()),
         previous_started_event_id: started.previous_started_event_id,
         started_event_id: started.started_event_id,
         attempt: started.attempt,
         backlog_count_hint: 0,
         history: Some(History { events }),
         next_page_token,
-        workflow_execution_task_queue: Some(TaskQueue { name: state.task_queue.clone(), kind: TaskQueueKind::Normal as i32, normal_name: String::new() }),
+        workflow_execution_task_queue: Some(TaskQueue {
+            name: state.task_queue.clone(),
+            kind: TaskQueueKind::Normal as i32,
+            normal_name: String::new(),
+        }),
         scheduled_time: started.scheduled_time,
         started_time: started.started_time,
         ..Default::default()
@@ -98,14 +132,17 @@ pub fn workflow_task_response(
 
 pub fn execution_info(state: &pb::WorkflowExecutionState) -> wf::WorkflowExecutionInfo {
     let duration = match (&state.close_time, &state.execution_time) {
-        (Some(close), Some(exec)) => {
-            Some(chronicle_types::time::duration_from_millis(chronicle_types::time::millis(close) - chronicle_types::time::millis(exec)))
-        }
+        (Some(close), Some(exec)) => Some(chronicle_types::time::duration_from_millis(
+            chronicle_types::time::millis(close) - chronicle_types::time::millis(exec),
+        )),
         _ => None,
     };
     wf::WorkflowExecutionInfo {
         execution: Some(execution_of(state)),
-        r#type: state.workflow_type.clone().or(Some(WorkflowType::default())),
+        r#type: state
+            .workflow_type
+            .clone()
+            .or(Some(WorkflowType::default())),
         start_time: state.start_time,
         close_time: state.close_time,
         status: state.status,
@@ -134,7 +171,8 @@ pub fn describe(state: &pb::WorkflowExecutionState) -> ws::DescribeWorkflowExecu
             } else {
                 PendingActivityState::Scheduled
             };
-            let to_close = chronicle_types::time::opt_duration_millis(a.schedule_to_close_timeout.as_ref());
+            let to_close =
+                chronicle_types::time::opt_duration_millis(a.schedule_to_close_timeout.as_ref());
             wf::PendingActivityInfo {
                 activity_id: a.activity_id.clone(),
                 activity_type: a.activity_type.clone(),
@@ -143,28 +181,53 @@ pub fn describe(state: &pb::WorkflowExecutionState) -> ws::DescribeWorkflowExecu
                 last_heartbeat_time: a.last_heartbeat_time,
                 last_started_time: a.started_time,
                 attempt: a.attempt,
-                maximum_attempts: a.retry_policy.as_ref().map(|p| p.maximum_attempts).unwrap_or(0),
+                maximum_attempts: a
+                    .retry_policy
+                    .as_ref()
+                    .map(|p| p.maximum_attempts)
+                    .unwrap_or(0),
                 scheduled_time: a.scheduled_time,
                 expiration_time: (to_close > 0).then(|| {
-                    chronicle_types::time::from_millis(a.first_scheduled_time.as_ref().map(chronicle_types::time::millis).unwrap_or(0) + to_close)
+                    chronicle_types::time::from_millis(
+                        a.first_scheduled_time
+                            .as_ref()
+                            .map(chronicle_types::time::millis)
+                            .unwrap_or(0)
+                            + to_close,
+                    )
                 }),
                 last_failure: a.last_failure.clone(),
                 last_worker_identity: a.last_worker_identity.clone(),
-                next_attempt_schedule_time: if a.started { None } else { a.next_attempt_schedule_time },
+                next_attempt_schedule_time: if a.started {
+                    None
+                } else {
+                    a.next_attempt_schedule_time
+                },
                 ..Default::default()
             }
         })
         .collect();
-    let pending_workflow_task = state.workflow_task.as_ref().map(|t| wf::PendingWorkflowTaskInfo {
-        state: if t.started_event_id > 0 { PendingWorkflowTaskState::Started } else { PendingWorkflowTaskState::Scheduled } as i32,
-        scheduled_time: t.scheduled_time,
-        original_scheduled_time: t.scheduled_time,
-        started_time: t.started_time,
-        attempt: t.attempt,
-    });
+    let pending_workflow_task = state
+        .workflow_task
+        .as_ref()
+        .map(|t| wf::PendingWorkflowTaskInfo {
+            state: if t.started_event_id > 0 {
+                PendingWorkflowTaskState::Started
+            } else {
+                PendingWorkflowTaskState::Scheduled
+            } as i32,
+            scheduled_time: t.scheduled_time,
+            original_scheduled_time: t.scheduled_time,
+            started_time: t.started_time,
+            attempt: t.attempt,
+        });
     ws::DescribeWorkflowExecutionResponse {
         execution_config: Some(wf::WorkflowExecutionConfig {
-            task_queue: Some(TaskQueue { name: state.task_queue.clone(), kind: TaskQueueKind::Normal as i32, normal_name: String::new() }),
+            task_queue: Some(TaskQueue {
+                name: state.task_queue.clone(),
+                kind: TaskQueueKind::Normal as i32,
+                normal_name: String::new(),
+            }),
             workflow_execution_timeout: state.workflow_execution_timeout,
             workflow_run_timeout: state.workflow_run_timeout,
             default_workflow_task_timeout: state.workflow_task_timeout,

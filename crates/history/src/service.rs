@@ -4,8 +4,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chronicle_cluster::{ActivityHeartbeat, ActivityOutcome, ActivityResult, ActivityTarget, HistoryService, PollerInfo, QueryTask, TaskRef};
-use chronicle_proto::chronicle::history::v1::{self as cmd, command_result, respond_activity, shard_command::Kind};
+use chronicle_cluster::{
+    ActivityHeartbeat, ActivityOutcome, ActivityResult, ActivityTarget, HistoryService, PollerInfo,
+    QueryTask, TaskRef,
+};
+use chronicle_proto::chronicle::history::v1::{
+    self as cmd, command_result, respond_activity, shard_command::Kind,
+};
 use chronicle_proto::chronicle::persistence::v1::{self as pb, NamespaceRecord};
 use chronicle_proto::temporal::api::enums::v1::{HistoryEventFilterType, QueryResultType};
 use chronicle_proto::temporal::api::errordetails::v1::QueryFailedFailure;
@@ -22,29 +27,53 @@ const HISTORY_LONG_POLL: Duration = Duration::from_secs(20);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl HistoryEngine {
-    fn token_shard(&self, namespace_id: &str, token: &pb::TaskToken) -> ApiResult<&std::sync::Arc<Shard>> {
+    fn token_shard(
+        &self,
+        namespace_id: &str,
+        token: &pb::TaskToken,
+    ) -> ApiResult<&std::sync::Arc<Shard>> {
         if token.namespace_id != namespace_id {
-            return Err(ApiError::invalid_argument("Task token does not belong to the request's namespace."));
+            return Err(ApiError::invalid_argument(
+                "Task token does not belong to the request's namespace.",
+            ));
         }
         Ok(self.shard_of(&token.namespace_id, &token.workflow_id))
     }
 
-    async fn wait_for_change(&self, deadline: tokio::time::Instant, seen: &mut tokio::sync::watch::Receiver<u64>) -> bool {
-        tokio::time::timeout_at(deadline, seen.changed()).await.is_ok()
+    async fn wait_for_change(
+        &self,
+        deadline: tokio::time::Instant,
+        seen: &mut tokio::sync::watch::Receiver<u64>,
+    ) -> bool {
+        tokio::time::timeout_at(deadline, seen.changed())
+            .await
+            .is_ok()
     }
 
-    fn activity_target_token(&self, namespace_id: &str, target: &ActivityTarget) -> ApiResult<pb::TaskToken> {
+    fn activity_target_token(
+        &self,
+        namespace_id: &str,
+        target: &ActivityTarget,
+    ) -> ApiResult<pb::TaskToken> {
         match target {
             ActivityTarget::Token(bytes) => {
                 let token = tokens::decode(bytes)?;
                 if token.namespace_id != namespace_id {
-                    return Err(ApiError::invalid_argument("Task token does not belong to the request's namespace."));
+                    return Err(ApiError::invalid_argument(
+                        "Task token does not belong to the request's namespace.",
+                    ));
                 }
                 Ok(token)
             }
-            ActivityTarget::ById { workflow_id, run_id, activity_id } => {
+            ActivityTarget::ById {
+                workflow_id,
+                run_id,
+                activity_id,
+            } => {
                 if workflow_id.is_empty() || activity_id.is_empty() {
-                    return Err(ApiError::invalid_argument("WorkflowId and ActivityId are required."));
+                    return Err(ApiError::invalid_argument(
+                        "WorkflowId and ActivityId are required.",
+                    ));
                 }
                 Ok(pb::TaskToken {
                     namespace_id: namespace_id.to_string(),
@@ -59,7 +88,12 @@ impl HistoryEngine {
     }
 
     pub(crate) fn namespace_name(&self, namespace_id: &str) -> String {
-        if let Some(name) = self.namespace_names.read().expect("names lock").get(namespace_id) {
+        if let Some(name) = self
+            .namespace_names
+            .read()
+            .expect("names lock")
+            .get(namespace_id)
+        {
             return name.clone();
         }
         let records = self.metadata.tables.namespaces().unwrap_or_default();
@@ -76,28 +110,57 @@ impl HistoryEngine {
 #[async_trait]
 impl HistoryService for HistoryEngine {
     async fn register_namespace(&self, record: NamespaceRecord) -> ApiResult<()> {
-        self.propose(&self.metadata, Kind::UpsertNamespace(cmd::UpsertNamespace { record: Some(record), create: true })).await?;
+        self.propose(
+            &self.metadata,
+            Kind::UpsertNamespace(cmd::UpsertNamespace {
+                record: Some(record),
+                create: true,
+            }),
+        )
+        .await?;
         Ok(())
     }
 
     async fn update_namespace(&self, record: NamespaceRecord) -> ApiResult<()> {
-        self.propose(&self.metadata, Kind::UpsertNamespace(cmd::UpsertNamespace { record: Some(record), create: false })).await?;
+        self.propose(
+            &self.metadata,
+            Kind::UpsertNamespace(cmd::UpsertNamespace {
+                record: Some(record),
+                create: false,
+            }),
+        )
+        .await?;
         Ok(())
     }
 
     async fn namespace_by_name(&self, name: &str) -> ApiResult<NamespaceRecord> {
-        self.metadata.tables.namespace(name).map_err(storage)?.ok_or_else(|| ApiError::namespace_not_found(name))
+        self.metadata
+            .tables
+            .namespace(name)
+            .map_err(storage)?
+            .ok_or_else(|| ApiError::namespace_not_found(name))
     }
 
     async fn list_namespaces(&self) -> ApiResult<Vec<NamespaceRecord>> {
         self.metadata.tables.namespaces().map_err(storage)
     }
 
-    async fn start_workflow(&self, namespace_id: &str, request: ws::StartWorkflowExecutionRequest) -> ApiResult<ws::StartWorkflowExecutionResponse> {
+    async fn start_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::StartWorkflowExecutionRequest,
+    ) -> ApiResult<ws::StartWorkflowExecutionResponse> {
         let shard = self.shard_of(namespace_id, &request.workflow_id);
         let run_id = uuid::Uuid::new_v4().to_string();
         let result = self
-            .propose(shard, Kind::StartWorkflow(cmd::StartWorkflow { namespace_id: namespace_id.to_string(), request: Some(request), run_id }))
+            .propose(
+                shard,
+                Kind::StartWorkflow(cmd::StartWorkflow {
+                    namespace_id: namespace_id.to_string(),
+                    request: Some(request),
+                    run_id,
+                }),
+            )
             .await?;
         let command_result::Result::StartWorkflow(started) = result else {
             return Err(ApiError::internal("unexpected start result"));
@@ -105,15 +168,31 @@ impl HistoryService for HistoryEngine {
         Ok(ws::StartWorkflowExecutionResponse {
             run_id: started.run_id,
             started: started.started,
-            status: chronicle_proto::temporal::api::enums::v1::WorkflowExecutionStatus::Running as i32,
+            status: chronicle_proto::temporal::api::enums::v1::WorkflowExecutionStatus::Running
+                as i32,
             ..Default::default()
         })
     }
 
-    async fn signal_workflow(&self, namespace_id: &str, request: ws::SignalWorkflowExecutionRequest) -> ApiResult<()> {
-        let workflow_id = request.workflow_execution.as_ref().map(|e| e.workflow_id.clone()).unwrap_or_default();
+    async fn signal_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::SignalWorkflowExecutionRequest,
+    ) -> ApiResult<()> {
+        let workflow_id = request
+            .workflow_execution
+            .as_ref()
+            .map(|e| e.workflow_id.clone())
+            .unwrap_or_default();
         let shard = self.shard_of(namespace_id, &workflow_id);
-        self.propose(shard, Kind::SignalWorkflow(cmd::SignalWorkflow { namespace_id: namespace_id.to_string(), request: Some(request) })).await?;
+        self.propose(
+            shard,
+            Kind::SignalWorkflow(cmd::SignalWorkflow {
+                namespace_id: namespace_id.to_string(),
+                request: Some(request),
+            }),
+        )
+        .await?;
         Ok(())
     }
 
@@ -122,7 +201,10 @@ impl HistoryService for HistoryEngine {
         namespace_id: &str,
         request: ws::SignalWithStartWorkflowExecutionRequest,
     ) -> ApiResult<ws::SignalWithStartWorkflowExecutionResponse> {
-        let execution = chronicle_proto::temporal::api::common::v1::WorkflowExecution { workflow_id: request.workflow_id.clone(), run_id: String::new() };
+        let execution = chronicle_proto::temporal::api::common::v1::WorkflowExecution {
+            workflow_id: request.workflow_id.clone(),
+            run_id: String::new(),
+        };
         let signal = ws::SignalWorkflowExecutionRequest {
             namespace: request.namespace.clone(),
             workflow_execution: Some(execution),
@@ -134,7 +216,9 @@ impl HistoryService for HistoryEngine {
             ..Default::default()
         };
         let shard = self.shard_of(namespace_id, &request.workflow_id);
-        let running = read::load_state(shard, namespace_id, &signal.workflow_execution).map(|s| !read::is_closed(&s)).unwrap_or(false);
+        let running = read::load_state(shard, namespace_id, &signal.workflow_execution)
+            .map(|s| !read::is_closed(&s))
+            .unwrap_or(false);
         let mut started = false;
         if !running {
             let start = ws::StartWorkflowExecutionRequest {
@@ -149,7 +233,9 @@ impl HistoryService for HistoryEngine {
                 identity: request.identity.clone(),
                 request_id: request.request_id.clone(),
                 workflow_id_reuse_policy: request.workflow_id_reuse_policy,
-                workflow_id_conflict_policy: chronicle_proto::temporal::api::enums::v1::WorkflowIdConflictPolicy::UseExisting as i32,
+                workflow_id_conflict_policy:
+                    chronicle_proto::temporal::api::enums::v1::WorkflowIdConflictPolicy::UseExisting
+                        as i32,
                 retry_policy: request.retry_policy.clone(),
                 cron_schedule: request.cron_schedule.clone(),
                 memo: request.memo.clone(),
@@ -160,44 +246,104 @@ impl HistoryService for HistoryEngine {
             started = self.start_workflow(namespace_id, start).await?.started;
         }
         self.signal_workflow(namespace_id, signal).await?;
-        let state = read::load_state(shard, namespace_id, &Some(chronicle_proto::temporal::api::common::v1::WorkflowExecution {
-            workflow_id: request.workflow_id.clone(),
-            run_id: String::new(),
-        }))?;
-        Ok(ws::SignalWithStartWorkflowExecutionResponse { run_id: state.run_id, started, ..Default::default() })
+        let state = read::load_state(
+            shard,
+            namespace_id,
+            &Some(
+                chronicle_proto::temporal::api::common::v1::WorkflowExecution {
+                    workflow_id: request.workflow_id.clone(),
+                    run_id: String::new(),
+                },
+            ),
+        )?;
+        Ok(ws::SignalWithStartWorkflowExecutionResponse {
+            run_id: state.run_id,
+            started,
+            ..Default::default()
+        })
     }
 
-    async fn terminate_workflow(&self, namespace_id: &str, request: ws::TerminateWorkflowExecutionRequest) -> ApiResult<()> {
-        let workflow_id = request.workflow_execution.as_ref().map(|e| e.workflow_id.clone()).unwrap_or_default();
+    async fn terminate_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::TerminateWorkflowExecutionRequest,
+    ) -> ApiResult<()> {
+        let workflow_id = request
+            .workflow_execution
+            .as_ref()
+            .map(|e| e.workflow_id.clone())
+            .unwrap_or_default();
         let shard = self.shard_of(namespace_id, &workflow_id);
-        self.propose(shard, Kind::TerminateWorkflow(cmd::TerminateWorkflow { namespace_id: namespace_id.to_string(), request: Some(request) })).await?;
+        self.propose(
+            shard,
+            Kind::TerminateWorkflow(cmd::TerminateWorkflow {
+                namespace_id: namespace_id.to_string(),
+                request: Some(request),
+            }),
+        )
+        .await?;
         Ok(())
     }
 
-    async fn request_cancel_workflow(&self, namespace_id: &str, request: ws::RequestCancelWorkflowExecutionRequest) -> ApiResult<()> {
-        let workflow_id = request.workflow_execution.as_ref().map(|e| e.workflow_id.clone()).unwrap_or_default();
+    async fn request_cancel_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::RequestCancelWorkflowExecutionRequest,
+    ) -> ApiResult<()> {
+        let workflow_id = request
+            .workflow_execution
+            .as_ref()
+            .map(|e| e.workflow_id.clone())
+            .unwrap_or_default();
         let shard = self.shard_of(namespace_id, &workflow_id);
-        self.propose(shard, Kind::RequestCancelWorkflow(cmd::RequestCancelWorkflow { namespace_id: namespace_id.to_string(), request: Some(request) }))
-            .await?;
+        self.propose(
+            shard,
+            Kind::RequestCancelWorkflow(cmd::RequestCancelWorkflow {
+                namespace_id: namespace_id.to_string(),
+                request: Some(request),
+            }),
+        )
+        .await?;
         Ok(())
     }
 
-    async fn describe_workflow(&self, namespace_id: &str, request: ws::DescribeWorkflowExecutionRequest) -> ApiResult<ws::DescribeWorkflowExecutionResponse> {
-        let workflow_id = request.execution.as_ref().map(|e| e.workflow_id.clone()).unwrap_or_default();
+    async fn describe_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::DescribeWorkflowExecutionRequest,
+    ) -> ApiResult<ws::DescribeWorkflowExecutionResponse> {
+        let workflow_id = request
+            .execution
+            .as_ref()
+            .map(|e| e.workflow_id.clone())
+            .unwrap_or_default();
         let shard = self.shard_of(namespace_id, &workflow_id);
         let state = read::load_state(shard, namespace_id, &request.execution)?;
         Ok(read::describe(&state))
     }
 
-    async fn get_history(&self, namespace_id: &str, request: ws::GetWorkflowExecutionHistoryRequest) -> ApiResult<ws::GetWorkflowExecutionHistoryResponse> {
+    async fn get_history(
+        &self,
+        namespace_id: &str,
+        request: ws::GetWorkflowExecutionHistoryRequest,
+    ) -> ApiResult<ws::GetWorkflowExecutionHistoryResponse> {
         let mut execution = request.execution.clone().unwrap_or_default();
-        let token = if request.next_page_token.is_empty() { None } else { Some(PageToken::decode(&request.next_page_token)?) };
+        let token = if request.next_page_token.is_empty() {
+            None
+        } else {
+            Some(PageToken::decode(&request.next_page_token)?)
+        };
         if let Some(t) = &token {
             execution.run_id = t.run_id.clone();
         }
         let shard = self.shard_of(namespace_id, &execution.workflow_id);
-        let close_only = request.history_event_filter_type == HistoryEventFilterType::CloseEvent as i32;
-        let page_size = if request.maximum_page_size > 0 { request.maximum_page_size as usize } else { read::MAX_PAGE_EVENTS };
+        let close_only =
+            request.history_event_filter_type == HistoryEventFilterType::CloseEvent as i32;
+        let page_size = if request.maximum_page_size > 0 {
+            request.maximum_page_size as usize
+        } else {
+            read::MAX_PAGE_EVENTS
+        };
         let deadline = tokio::time::Instant::now() + HISTORY_LONG_POLL;
         let mut changes = shard.changes.clone();
         loop {
@@ -208,29 +354,61 @@ impl HistoryService for HistoryEngine {
             let to = token.as_ref().map(|t| t.last_event_id).unwrap_or(0);
             if close_only {
                 if read::is_closed(&state) {
-                    let (events, _) = read::history_page(shard, &state, state.completion_event_id, state.completion_event_id, 1)?;
-                    return Ok(ws::GetWorkflowExecutionHistoryResponse { history: Some(History { events }), ..Default::default() });
+                    let (events, _) = read::history_page(
+                        shard,
+                        &state,
+                        state.completion_event_id,
+                        state.completion_event_id,
+                        1,
+                    )?;
+                    return Ok(ws::GetWorkflowExecutionHistoryResponse {
+                        history: Some(History { events }),
+                        ..Default::default()
+                    });
                 }
             } else {
                 let (events, next) = read::history_page(shard, &state, from, to, page_size)?;
-                let waiting = request.wait_new_event && events.is_empty() && !read::is_closed(&state);
+                let waiting =
+                    request.wait_new_event && events.is_empty() && !read::is_closed(&state);
                 if !waiting {
                     // A long poller on an open run keeps a token to continue from.
-                    let next = if next.is_empty() && request.wait_new_event && !read::is_closed(&state) {
-                        PageToken { next_event_id: state.next_event_id, last_event_id: 0, run_id: state.run_id.clone() }.encode()
-                    } else {
-                        next
-                    };
-                    return Ok(ws::GetWorkflowExecutionHistoryResponse { history: Some(History { events }), next_page_token: next, ..Default::default() });
+                    let next =
+                        if next.is_empty() && request.wait_new_event && !read::is_closed(&state) {
+                            PageToken {
+                                next_event_id: state.next_event_id,
+                                last_event_id: 0,
+                                run_id: state.run_id.clone(),
+                            }
+                            .encode()
+                        } else {
+                            next
+                        };
+                    return Ok(ws::GetWorkflowExecutionHistoryResponse {
+                        history: Some(History { events }),
+                        next_page_token: next,
+                        ..Default::default()
+                    });
                 }
             }
             if !request.wait_new_event {
-                return Ok(ws::GetWorkflowExecutionHistoryResponse { history: Some(History::default()), ..Default::default() });
+                return Ok(ws::GetWorkflowExecutionHistoryResponse {
+                    history: Some(History::default()),
+                    ..Default::default()
+                });
             }
             if !self.wait_for_change(deadline, &mut changes).await {
                 // Nothing new in time: an empty page and a token to poll again.
-                let next = PageToken { next_event_id: state.next_event_id.max(from), last_event_id: 0, run_id: state.run_id.clone() }.encode();
-                return Ok(ws::GetWorkflowExecutionHistoryResponse { history: Some(History::default()), next_page_token: next, ..Default::default() });
+                let next = PageToken {
+                    next_event_id: state.next_event_id.max(from),
+                    last_event_id: 0,
+                    run_id: state.run_id.clone(),
+                }
+                .encode();
+                return Ok(ws::GetWorkflowExecutionHistoryResponse {
+                    history: Some(History::default()),
+                    next_page_token: next,
+                    ..Default::default()
+                });
             }
         }
     }
@@ -241,22 +419,50 @@ impl HistoryService for HistoryEngine {
         request: ws::GetWorkflowExecutionHistoryReverseRequest,
     ) -> ApiResult<ws::GetWorkflowExecutionHistoryReverseResponse> {
         let mut execution = request.execution.clone().unwrap_or_default();
-        let token = if request.next_page_token.is_empty() { None } else { Some(PageToken::decode(&request.next_page_token)?) };
+        let token = if request.next_page_token.is_empty() {
+            None
+        } else {
+            Some(PageToken::decode(&request.next_page_token)?)
+        };
         if let Some(t) = &token {
             execution.run_id = t.run_id.clone();
         }
         let shard = self.shard_of(namespace_id, &execution.workflow_id);
         let state = read::load_state(shard, namespace_id, &Some(execution))?;
-        let page_size = if request.maximum_page_size > 0 { request.maximum_page_size as usize } else { read::MAX_PAGE_EVENTS }.min(read::MAX_PAGE_EVENTS);
-        let top = token.map(|t| t.next_event_id).unwrap_or(state.next_event_id - 1);
+        let page_size = if request.maximum_page_size > 0 {
+            request.maximum_page_size as usize
+        } else {
+            read::MAX_PAGE_EVENTS
+        }
+        .min(read::MAX_PAGE_EVENTS);
+        let top = token
+            .map(|t| t.next_event_id)
+            .unwrap_or(state.next_event_id - 1);
         let bottom = (top - page_size as i64 + 1).max(1);
         let (mut events, _) = read::history_page(shard, &state, bottom, top, page_size)?;
         events.reverse();
-        let next_page_token = if bottom > 1 { PageToken { next_event_id: bottom - 1, last_event_id: 0, run_id: state.run_id.clone() }.encode() } else { Vec::new() };
-        Ok(ws::GetWorkflowExecutionHistoryReverseResponse { history: Some(History { events }), next_page_token })
+        let next_page_token = if bottom > 1 {
+            PageToken {
+                next_event_id: bottom - 1,
+                last_event_id: 0,
+                run_id: state.run_id.clone(),
+            }
+            .encode()
+        } else {
+            Vec::new()
+        };
+        Ok(ws::GetWorkflowExecutionHistoryReverseResponse {
+            history: Some(History { events }),
+            next_page_token,
+        })
     }
 
-    async fn list_workflows(&self, namespace_id: &str, _query: &str, page_size: usize) -> ApiResult<Vec<ws::DescribeWorkflowExecutionResponse>> {
+    async fn list_workflows(
+        &self,
+        namespace_id: &str,
+        _query: &str,
+        page_size: usize,
+    ) -> ApiResult<Vec<ws::DescribeWorkflowExecutionResponse>> {
         let mut all = Vec::new();
         for shard in &self.shards {
             for state in shard.tables.executions(usize::MAX).map_err(storage)? {
@@ -265,17 +471,34 @@ impl HistoryService for HistoryEngine {
                 }
             }
         }
-        all.sort_by_key(|s| std::cmp::Reverse(s.start_time.as_ref().map(chronicle_types::time::millis).unwrap_or(0)));
+        all.sort_by_key(|s| {
+            std::cmp::Reverse(
+                s.start_time
+                    .as_ref()
+                    .map(chronicle_types::time::millis)
+                    .unwrap_or(0),
+            )
+        });
         all.truncate(page_size.max(1));
         Ok(all.iter().map(read::describe).collect())
     }
 
-    async fn query_workflow(&self, namespace_id: &str, request: ws::QueryWorkflowRequest) -> ApiResult<ws::QueryWorkflowResponse> {
-        let workflow_id = request.execution.as_ref().map(|e| e.workflow_id.clone()).unwrap_or_default();
+    async fn query_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::QueryWorkflowRequest,
+    ) -> ApiResult<ws::QueryWorkflowResponse> {
+        let workflow_id = request
+            .execution
+            .as_ref()
+            .map(|e| e.workflow_id.clone())
+            .unwrap_or_default();
         let shard = self.shard_of(namespace_id, &workflow_id);
         let state = read::load_state(shard, namespace_id, &request.execution)?;
         if state.last_completed_workflow_task_started_event_id == 0 {
-            return Err(ApiError::failed_precondition("Cannot query workflow because the first workflow task has not completed yet."));
+            return Err(ApiError::failed_precondition(
+                "Cannot query workflow because the first workflow task has not completed yet.",
+            ));
         }
         let query_id = uuid::Uuid::new_v4().to_string();
         let token = pb::TaskToken {
@@ -285,8 +508,16 @@ impl HistoryService for HistoryEngine {
             query_id: query_id.clone(),
             ..Default::default()
         };
-        let last = state.last_completed_workflow_task_started_event_id.max(if read::is_closed(&state) { state.next_event_id - 1 } else { 0 });
-        let (events, next_page_token) = read::history_page(shard, &state, 1, last, read::MAX_PAGE_EVENTS)?;
+        let last =
+            state
+                .last_completed_workflow_task_started_event_id
+                .max(if read::is_closed(&state) {
+                    state.next_event_id - 1
+                } else {
+                    0
+                });
+        let (events, next_page_token) =
+            read::history_page(shard, &state, 1, last, read::MAX_PAGE_EVENTS)?;
         let response = ws::PollWorkflowTaskQueueResponse {
             task_token: tokens::encode(&token),
             workflow_execution: Some(read::execution_of(&state)),
@@ -296,18 +527,46 @@ impl HistoryService for HistoryEngine {
             history: Some(History { events }),
             next_page_token,
             query: request.query.clone(),
-            workflow_execution_task_queue: Some(chronicle_proto::temporal::api::taskqueue::v1::TaskQueue { name: state.task_queue.clone(), kind: 1, normal_name: String::new() }),
+            workflow_execution_task_queue: Some(
+                chronicle_proto::temporal::api::taskqueue::v1::TaskQueue {
+                    name: state.task_queue.clone(),
+                    kind: 1,
+                    normal_name: String::new(),
+                },
+            ),
             ..Default::default()
         };
-        let answer = self.matching.query_workflow(namespace_id, &state.task_queue, QueryTask { query_id, response }, QUERY_TIMEOUT).await?;
+        let answer = self
+            .matching
+            .query_workflow(
+                namespace_id,
+                &state.task_queue,
+                QueryTask { query_id, response },
+                QUERY_TIMEOUT,
+            )
+            .await?;
         if answer.completed_type == QueryResultType::Answered as i32 {
-            Ok(ws::QueryWorkflowResponse { query_result: answer.query_result, query_rejected: None, ..Default::default() })
+            Ok(ws::QueryWorkflowResponse {
+                query_result: answer.query_result,
+                query_rejected: None,
+                ..Default::default()
+            })
         } else {
-            Err(ApiError::invalid_argument(answer.error_message.clone()).with_detail(&QueryFailedFailure { failure: answer.failure.clone() }))
+            Err(
+                ApiError::invalid_argument(answer.error_message.clone()).with_detail(
+                    &QueryFailedFailure {
+                        failure: answer.failure.clone(),
+                    },
+                ),
+            )
         }
     }
 
-    async fn record_workflow_task_started(&self, task: &TaskRef, poller: &PollerInfo) -> ApiResult<ws::PollWorkflowTaskQueueResponse> {
+    async fn record_workflow_task_started(
+        &self,
+        task: &TaskRef,
+        poller: &PollerInfo,
+    ) -> ApiResult<ws::PollWorkflowTaskQueueResponse> {
         let shard = self.shard_of(&task.namespace_id, &task.workflow_id);
         let result = self
             .propose(
@@ -346,7 +605,11 @@ impl HistoryService for HistoryEngine {
         read::workflow_task_response(shard, &state, &started, tokens::encode(&token))
     }
 
-    async fn record_activity_task_started(&self, task: &TaskRef, poller: &PollerInfo) -> ApiResult<ws::PollActivityTaskQueueResponse> {
+    async fn record_activity_task_started(
+        &self,
+        task: &TaskRef,
+        poller: &PollerInfo,
+    ) -> ApiResult<ws::PollActivityTaskQueueResponse> {
         let shard = self.shard_of(&task.namespace_id, &task.workflow_id);
         let result = self
             .propose(
@@ -383,10 +646,12 @@ impl HistoryService for HistoryEngine {
             task_token: tokens::encode(&token),
             workflow_namespace: self.namespace_name(&task.namespace_id),
             workflow_type: started.workflow_type,
-            workflow_execution: Some(chronicle_proto::temporal::api::common::v1::WorkflowExecution {
-                workflow_id: task.workflow_id.clone(),
-                run_id: task.run_id.clone(),
-            }),
+            workflow_execution: Some(
+                chronicle_proto::temporal::api::common::v1::WorkflowExecution {
+                    workflow_id: task.workflow_id.clone(),
+                    run_id: task.run_id.clone(),
+                },
+            ),
             activity_type: activity.activity_type.clone(),
             activity_id: activity.activity_id.clone(),
             header: activity.header.clone(),
@@ -411,46 +676,94 @@ impl HistoryService for HistoryEngine {
     ) -> ApiResult<ws::RespondWorkflowTaskCompletedResponse> {
         let token = tokens::decode(&request.task_token)?;
         let shard = self.token_shard(namespace_id, &token)?;
-        self.propose(shard, Kind::CompleteWorkflowTask(cmd::CompleteWorkflowTask { token: Some(token), request: Some(request) })).await?;
+        self.propose(
+            shard,
+            Kind::CompleteWorkflowTask(cmd::CompleteWorkflowTask {
+                token: Some(token),
+                request: Some(request),
+            }),
+        )
+        .await?;
         Ok(ws::RespondWorkflowTaskCompletedResponse::default())
     }
 
-    async fn respond_workflow_task_failed(&self, namespace_id: &str, request: ws::RespondWorkflowTaskFailedRequest) -> ApiResult<()> {
+    async fn respond_workflow_task_failed(
+        &self,
+        namespace_id: &str,
+        request: ws::RespondWorkflowTaskFailedRequest,
+    ) -> ApiResult<()> {
         let token = tokens::decode(&request.task_token)?;
         let shard = self.token_shard(namespace_id, &token)?;
-        self.propose(shard, Kind::FailWorkflowTask(cmd::FailWorkflowTask { token: Some(token), request: Some(request) })).await?;
+        self.propose(
+            shard,
+            Kind::FailWorkflowTask(cmd::FailWorkflowTask {
+                token: Some(token),
+                request: Some(request),
+            }),
+        )
+        .await?;
         Ok(())
     }
 
-    async fn respond_activity(&self, namespace_id: &str, outcome: ActivityOutcome) -> ApiResult<()> {
+    async fn respond_activity(
+        &self,
+        namespace_id: &str,
+        outcome: ActivityOutcome,
+    ) -> ApiResult<()> {
         let token = self.activity_target_token(namespace_id, &outcome.target)?;
         let shard = self.shard_of(namespace_id, &token.workflow_id);
         let identity = outcome.identity.clone();
         let outcome = match outcome.result {
             ActivityResult::Completed(result) => {
-                respond_activity::Outcome::Completed(ws::RespondActivityTaskCompletedRequest { result, identity, ..Default::default() })
+                respond_activity::Outcome::Completed(ws::RespondActivityTaskCompletedRequest {
+                    result,
+                    identity,
+                    ..Default::default()
+                })
             }
-            ActivityResult::Failed { failure, last_heartbeat_details } => respond_activity::Outcome::Failed(ws::RespondActivityTaskFailedRequest {
+            ActivityResult::Failed {
+                failure,
+                last_heartbeat_details,
+            } => respond_activity::Outcome::Failed(ws::RespondActivityTaskFailedRequest {
                 failure,
                 identity,
                 last_heartbeat_details,
                 ..Default::default()
             }),
             ActivityResult::Canceled(details) => {
-                respond_activity::Outcome::Canceled(ws::RespondActivityTaskCanceledRequest { details, identity, ..Default::default() })
+                respond_activity::Outcome::Canceled(ws::RespondActivityTaskCanceledRequest {
+                    details,
+                    identity,
+                    ..Default::default()
+                })
             }
         };
-        self.propose(shard, Kind::RespondActivity(cmd::RespondActivity { token: Some(token), outcome: Some(outcome) })).await?;
+        self.propose(
+            shard,
+            Kind::RespondActivity(cmd::RespondActivity {
+                token: Some(token),
+                outcome: Some(outcome),
+            }),
+        )
+        .await?;
         Ok(())
     }
 
-    async fn record_activity_heartbeat(&self, namespace_id: &str, heartbeat: ActivityHeartbeat) -> ApiResult<bool> {
+    async fn record_activity_heartbeat(
+        &self,
+        namespace_id: &str,
+        heartbeat: ActivityHeartbeat,
+    ) -> ApiResult<bool> {
         let token = self.activity_target_token(namespace_id, &heartbeat.target)?;
         let shard = self.shard_of(namespace_id, &token.workflow_id);
         let result = self
             .propose(
                 shard,
-                Kind::RecordActivityHeartbeat(cmd::RecordActivityHeartbeat { token: Some(token), details: heartbeat.details, identity: heartbeat.identity }),
+                Kind::RecordActivityHeartbeat(cmd::RecordActivityHeartbeat {
+                    token: Some(token),
+                    details: heartbeat.details,
+                    identity: heartbeat.identity,
+                }),
             )
             .await?;
         match result {

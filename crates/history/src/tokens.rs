@@ -12,9 +12,12 @@ pub fn decode(bytes: &[u8]) -> Result<TaskToken, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::invalid_argument("Task token not set on request."));
     }
-    let token = TaskToken::decode(bytes).map_err(|_| ApiError::invalid_argument("Error deserializing task token."))?;
+    let token = TaskToken::decode(bytes)
+        .map_err(|_| ApiError::invalid_argument("Error deserializing task token."))?;
     if token.workflow_id.is_empty() || token.namespace_id.is_empty() {
-        return Err(ApiError::invalid_argument("Error deserializing task token."));
+        return Err(ApiError::invalid_argument(
+            "Error deserializing task token.",
+        ));
     }
     Ok(token)
 }
@@ -44,6 +47,10 @@ impl PageToken {
         let next_event_id = i64::from_be_bytes(bytes[0..8].try_into().map_err(|_| bad())?);
         let last_event_id = i64::from_be_bytes(bytes[8..16].try_into().map_err(|_| bad())?);
         let run_id = String::from_utf8(bytes[16..].to_vec()).map_err(|_| bad())?;
-        Ok(Self { next_event_id, last_event_id, run_id })
+        Ok(Self {
+            next_event_id,
+            last_event_id,
+            run_id,
+        })
     }
 }

@@ -10,11 +10,13 @@
 mod metrics_names;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chronicle_cluster::{HistoryService, MatchingService, PollerInfo, QueryTask, TaskKind, TaskQueueKey, TaskRef};
+use chronicle_cluster::{
+    HistoryService, MatchingService, PollerInfo, QueryTask, TaskKind, TaskQueueKey, TaskRef,
+};
 use chronicle_proto::chronicle::persistence::v1::TaskToken;
 use chronicle_proto::temporal::api::enums::v1::TaskQueueKind;
 use chronicle_proto::temporal::api::taskqueue::v1::PollerInfo as ApiPollerInfo;
@@ -54,7 +56,8 @@ impl Queue {
 }
 
 pub struct MatchingEngine {
-    history: OnceLock<Arc<dyn HistoryService>>,
+    /// Weak: history holds matching, and the node must be able to drop both at shutdown.
+    history: OnceLock<Weak<dyn HistoryService>>,
     queues: Mutex<HashMap<TaskQueueKey, Queue>>,
     pending_queries: Mutex<HashMap<String, oneshot::Sender<ws::RespondQueryTaskCompletedRequest>>>,
     max_poll_wait: Duration,
@@ -71,20 +74,31 @@ impl MatchingEngine {
     }
 
     /// Wires the history service (history and matching refer to each other).
-    pub fn set_history(&self, history: Arc<dyn HistoryService>) {
-        let _ = self.history.set(history);
+    pub fn set_history(&self, history: &Arc<dyn HistoryService>) {
+        let _ = self.history.set(Arc::downgrade(history));
     }
 
-    fn history(&self) -> ApiResult<&Arc<dyn HistoryService>> {
-        self.history.get().ok_or_else(|| ApiError::unavailable("matching is not connected to history yet"))
+    fn history(&self) -> ApiResult<Arc<dyn HistoryService>> {
+        self.history
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| ApiError::unavailable("matching is not connected to history"))
     }
 
     /// Takes the next dispatch for `key`, waiting until `deadline`.
-    async fn next_dispatch(&self, key: &TaskQueueKey, identity: &str, deadline: Instant) -> Option<Dispatch> {
+    async fn next_dispatch(
+        &self,
+        key: &TaskQueueKey,
+        identity: &str,
+        deadline: Instant,
+    ) -> Option<Dispatch> {
         let receiver = {
             let mut queues = self.queues.lock().expect("matching lock");
             let queue = queues.entry(key.clone()).or_default();
-            queue.recent_pollers.insert(identity.to_string(), (Instant::now(), std::time::SystemTime::now()));
+            queue.recent_pollers.insert(
+                identity.to_string(),
+                (Instant::now(), std::time::SystemTime::now()),
+            );
             if let Some(query) = queue.queries.pop_front() {
                 return Some(Dispatch::Query(query));
             }
@@ -110,18 +124,28 @@ impl MatchingEngine {
     }
 }
 
-fn poller(request_id: String, identity: &str, task_queue: &Option<chronicle_proto::temporal::api::taskqueue::v1::TaskQueue>) -> PollerInfo {
+fn poller(
+    request_id: String,
+    identity: &str,
+    task_queue: &Option<chronicle_proto::temporal::api::taskqueue::v1::TaskQueue>,
+) -> PollerInfo {
     PollerInfo {
         identity: identity.to_string(),
         request_id,
-        task_queue: task_queue.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
+        task_queue: task_queue
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default(),
         task_queue_kind: task_queue.as_ref().map(|t| t.kind).unwrap_or_default(),
     }
 }
 
 /// Errors that mean "this task is gone, take the next one".
 fn task_is_stale(err: &ApiError) -> bool {
-    matches!(err.code, tonic::Code::NotFound | tonic::Code::AlreadyExists | tonic::Code::FailedPrecondition)
+    matches!(
+        err.code,
+        tonic::Code::NotFound | tonic::Code::AlreadyExists | tonic::Code::FailedPrecondition
+    )
 }
 
 #[async_trait]
@@ -147,8 +171,16 @@ impl MatchingService for MatchingEngine {
         namespace_id: &str,
         request: ws::PollWorkflowTaskQueueRequest,
     ) -> ApiResult<ws::PollWorkflowTaskQueueResponse> {
-        let name = request.task_queue.as_ref().map(|t| t.name.clone()).unwrap_or_default();
-        let key = TaskQueueKey { namespace_id: namespace_id.to_string(), name, kind: TaskKind::Workflow };
+        let name = request
+            .task_queue
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        let key = TaskQueueKey {
+            namespace_id: namespace_id.to_string(),
+            name,
+            kind: TaskKind::Workflow,
+        };
         let deadline = self.poll_deadline();
         loop {
             let Some(dispatch) = self.next_dispatch(&key, &request.identity, deadline).await else {
@@ -158,7 +190,11 @@ impl MatchingService for MatchingEngine {
                 Dispatch::Query(query) => return Ok(query.response),
                 Dispatch::Task(task) => {
                     let info = poller(uuid_like(&task), &request.identity, &request.task_queue);
-                    match self.history()?.record_workflow_task_started(&task, &info).await {
+                    match self
+                        .history()?
+                        .record_workflow_task_started(&task, &info)
+                        .await
+                    {
                         Ok(response) => return Ok(response),
                         Err(e) if task_is_stale(&e) => continue,
                         Err(e) => {
@@ -176,16 +212,30 @@ impl MatchingService for MatchingEngine {
         namespace_id: &str,
         request: ws::PollActivityTaskQueueRequest,
     ) -> ApiResult<ws::PollActivityTaskQueueResponse> {
-        let name = request.task_queue.as_ref().map(|t| t.name.clone()).unwrap_or_default();
-        let key = TaskQueueKey { namespace_id: namespace_id.to_string(), name, kind: TaskKind::Activity };
+        let name = request
+            .task_queue
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        let key = TaskQueueKey {
+            namespace_id: namespace_id.to_string(),
+            name,
+            kind: TaskKind::Activity,
+        };
         let deadline = self.poll_deadline();
         loop {
             let Some(dispatch) = self.next_dispatch(&key, &request.identity, deadline).await else {
                 return Ok(ws::PollActivityTaskQueueResponse::default());
             };
-            let Dispatch::Task(task) = dispatch else { continue };
+            let Dispatch::Task(task) = dispatch else {
+                continue;
+            };
             let info = poller(uuid_like(&task), &request.identity, &request.task_queue);
-            match self.history()?.record_activity_task_started(&task, &info).await {
+            match self
+                .history()?
+                .record_activity_task_started(&task, &info)
+                .await
+            {
                 Ok(response) => return Ok(response),
                 Err(e) if task_is_stale(&e) => continue,
                 Err(e) => {
@@ -205,9 +255,16 @@ impl MatchingService for MatchingEngine {
     ) -> ApiResult<ws::RespondQueryTaskCompletedRequest> {
         let (tx, rx) = oneshot::channel();
         let query_id = task.query_id.clone();
-        self.pending_queries.lock().expect("matching lock").insert(query_id.clone(), tx);
+        self.pending_queries
+            .lock()
+            .expect("matching lock")
+            .insert(query_id.clone(), tx);
         {
-            let key = TaskQueueKey { namespace_id: namespace_id.to_string(), name: task_queue.to_string(), kind: TaskKind::Workflow };
+            let key = TaskQueueKey {
+                namespace_id: namespace_id.to_string(),
+                name: task_queue.to_string(),
+                kind: TaskKind::Workflow,
+            };
             let mut queues = self.queues.lock().expect("matching lock");
             let q = queues.entry(key).or_default();
             if let Some(Dispatch::Query(query)) = q.offer(Dispatch::Query(task)) {
@@ -215,10 +272,17 @@ impl MatchingService for MatchingEngine {
             }
         }
         let outcome = tokio::time::timeout(timeout, rx).await;
-        self.pending_queries.lock().expect("matching lock").remove(&query_id);
+        self.pending_queries
+            .lock()
+            .expect("matching lock")
+            .remove(&query_id);
         // Drop the query task if no worker took it.
         {
-            let key = TaskQueueKey { namespace_id: namespace_id.to_string(), name: task_queue.to_string(), kind: TaskKind::Workflow };
+            let key = TaskQueueKey {
+                namespace_id: namespace_id.to_string(),
+                name: task_queue.to_string(),
+                kind: TaskKind::Workflow,
+            };
             let mut queues = self.queues.lock().expect("matching lock");
             if let Some(q) = queues.get_mut(&key) {
                 q.queries.retain(|t| t.query_id != query_id);
@@ -226,39 +290,65 @@ impl MatchingService for MatchingEngine {
         }
         match outcome {
             Ok(Ok(answer)) => Ok(answer),
-            _ => Err(ApiError::new(tonic::Code::DeadlineExceeded, "query timed out before a worker answered it")),
+            _ => Err(ApiError::new(
+                tonic::Code::DeadlineExceeded,
+                "query timed out before a worker answered it",
+            )),
         }
     }
 
-    async fn respond_query_task_completed(&self, _namespace_id: &str, request: ws::RespondQueryTaskCompletedRequest) -> ApiResult<()> {
-        let token = TaskToken::decode(request.task_token.as_slice()).map_err(|_| ApiError::invalid_argument("invalid task token"))?;
+    async fn respond_query_task_completed(
+        &self,
+        _namespace_id: &str,
+        request: ws::RespondQueryTaskCompletedRequest,
+    ) -> ApiResult<()> {
+        let token = TaskToken::decode(request.task_token.as_slice())
+            .map_err(|_| ApiError::invalid_argument("invalid task token"))?;
         if token.query_id.is_empty() {
-            return Err(ApiError::invalid_argument("task token is not a query task token"));
+            return Err(ApiError::invalid_argument(
+                "task token is not a query task token",
+            ));
         }
-        let sender = self.pending_queries.lock().expect("matching lock").remove(&token.query_id);
+        let sender = self
+            .pending_queries
+            .lock()
+            .expect("matching lock")
+            .remove(&token.query_id);
         match sender {
             Some(sender) => {
                 let _ = sender.send(request);
                 Ok(())
             }
-            None => Err(ApiError::not_found("query does not exist or has already timed out")),
+            None => Err(ApiError::not_found(
+                "query does not exist or has already timed out",
+            )),
         }
     }
 
-    async fn describe_task_queue(&self, namespace_id: &str, name: &str, kind: TaskQueueKind) -> ApiResult<ws::DescribeTaskQueueResponse> {
-        let kind = if kind == TaskQueueKind::Unspecified { TaskKind::Workflow } else { TaskKind::Workflow };
-        let _ = kind;
+    async fn describe_task_queue(
+        &self,
+        namespace_id: &str,
+        name: &str,
+        kind: TaskQueueKind,
+    ) -> ApiResult<ws::DescribeTaskQueueResponse> {
+        let _ = kind; // Both queues' pollers are reported, as `temporal task-queue describe` shows them.
         let mut pollers = Vec::new();
         let queues = self.queues.lock().expect("matching lock");
         for k in [TaskKind::Workflow, TaskKind::Activity] {
-            let key = TaskQueueKey { namespace_id: namespace_id.to_string(), name: name.to_string(), kind: k };
+            let key = TaskQueueKey {
+                namespace_id: namespace_id.to_string(),
+                name: name.to_string(),
+                kind: k,
+            };
             if let Some(q) = queues.get(&key) {
                 for (identity, (seen, at)) in &q.recent_pollers {
                     if seen.elapsed() < Duration::from_secs(300) {
                         pollers.push(ApiPollerInfo {
                             identity: identity.clone(),
                             last_access_time: Some(chronicle_types::time::from_millis(
-                                at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
+                                at.duration_since(std::time::UNIX_EPOCH)
+                                    .map(|d| d.as_millis() as i64)
+                                    .unwrap_or(0),
                             )),
                             rate_per_second: 0.0,
                             ..Default::default()
@@ -267,12 +357,18 @@ impl MatchingService for MatchingEngine {
                 }
             }
         }
-        Ok(ws::DescribeTaskQueueResponse { pollers, ..Default::default() })
+        Ok(ws::DescribeTaskQueueResponse {
+            pollers,
+            ..Default::default()
+        })
     }
 }
 
 /// A request ID for recording a task as started: the same task taken twice (re-dispatch) gets
 /// the same ID only if it is the same dispatch, which is what history's de-duplication needs.
 fn uuid_like(task: &TaskRef) -> String {
-    format!("{}-{}-{}-{}", task.shard, task.outbox_id, task.scheduled_event_id, task.attempt)
+    format!(
+        "{}-{}-{}-{}",
+        task.shard, task.outbox_id, task.scheduled_event_id, task.attempt
+    )
 }

@@ -7,9 +7,9 @@
 
 #![allow(clippy::all, missing_docs, unreachable_pub)]
 
-pub use temporalio_protos::google;
 /// Well-known types (`Timestamp`, `Duration`, `Any`...) as Temporal's messages embed them.
 pub use prost_wkt_types as wkt;
+pub use temporalio_protos::google;
 pub use temporalio_protos::temporal::api as temporal_api;
 
 /// Generated gRPC stubs for Temporal's services.
@@ -28,8 +28,8 @@ pub mod temporal {
             }
         }
         pub use temporalio_protos::temporal::api::{
-            command, common, enums, errordetails, failure, filter, history, namespace, protocol, query,
-            replication, sdk, taskqueue, update, version, workflow,
+            command, common, enums, errordetails, failure, filter, history, namespace, protocol,
+            query, replication, sdk, taskqueue, update, version, workflow,
         };
     }
 }
@@ -37,18 +37,26 @@ pub mod temporal {
 pub mod chronicle {
     pub mod persistence {
         pub mod v1 {
-            include!(concat!(env!("OUT_DIR"), "/internal/chronicle.persistence.v1.rs"));
+            include!(concat!(
+                env!("OUT_DIR"),
+                "/internal/chronicle.persistence.v1.rs"
+            ));
         }
     }
     pub mod history {
         pub mod v1 {
-            include!(concat!(env!("OUT_DIR"), "/internal/chronicle.history.v1.rs"));
+            include!(concat!(
+                env!("OUT_DIR"),
+                "/internal/chronicle.history.v1.rs"
+            ));
         }
     }
 }
 
 /// Descriptor set of Chronicle's internal protos (for gRPC reflection).
-pub const CHRONICLE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("chronicle_descriptor");
+pub const CHRONICLE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("chronicle_descriptor");
 
 /// Descriptor set of Temporal's API (for gRPC reflection).
-pub const TEMPORAL_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("temporal_descriptor");
+pub const TEMPORAL_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("temporal_descriptor");

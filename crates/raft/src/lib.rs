@@ -87,30 +87,58 @@ pub async fn start_group<A: Applier>(
     bootstrap_single_voter: bool,
 ) -> Result<ShardRaft, RaftError> {
     let config = Arc::new(
-        group_config(group).validate().map_err(|e| RaftError::Start { group, reason: e.to_string() })?,
+        group_config(group)
+            .validate()
+            .map_err(|e| RaftError::Start {
+                group,
+                reason: e.to_string(),
+            })?,
     );
     let log_store = LogStore::new(db.clone(), group);
     let state_machine = ShardStateMachine::open(ShardTables::new(db, group), applier)?;
     let raft = openraft::Raft::new(node_id, config, LocalOnlyNetwork, log_store, state_machine)
         .await
-        .map_err(|e| RaftError::Start { group, reason: e.to_string() })?;
-    if bootstrap_single_voter && !raft.is_initialized().await.map_err(|e| RaftError::Start { group, reason: e.to_string() })? {
+        .map_err(|e| RaftError::Start {
+            group,
+            reason: e.to_string(),
+        })?;
+    if bootstrap_single_voter
+        && !raft.is_initialized().await.map_err(|e| RaftError::Start {
+            group,
+            reason: e.to_string(),
+        })?
+    {
         let mut members = std::collections::BTreeMap::new();
         members.insert(node_id, openraft::BasicNode { addr: node_addr });
-        raft.initialize(members).await.map_err(|e| RaftError::Start { group, reason: e.to_string() })?;
+        raft.initialize(members)
+            .await
+            .map_err(|e| RaftError::Start {
+                group,
+                reason: e.to_string(),
+            })?;
     }
     Ok(raft)
 }
 
 /// Proposes `command` and waits until it is committed (fsynced on a quorum) and applied;
 /// returns what the applier answered.
-pub async fn propose(raft: &ShardRaft, group: ShardId, command: Vec<u8>) -> Result<Vec<u8>, RaftError> {
+pub async fn propose(
+    raft: &ShardRaft,
+    group: ShardId,
+    command: Vec<u8>,
+) -> Result<Vec<u8>, RaftError> {
     use openraft::error::{ClientWriteError, RaftError as OpenraftError};
     match raft.client_write(Command(command)).await {
         Ok(resp) => Ok(resp.data.0),
         Err(OpenraftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(RaftError::NotLeader { group, leader: f.leader_id })
+            Err(RaftError::NotLeader {
+                group,
+                leader: f.leader_id,
+            })
         }
-        Err(e) => Err(RaftError::Fatal { group, reason: e.to_string() }),
+        Err(e) => Err(RaftError::Fatal {
+            group,
+            reason: e.to_string(),
+        }),
     }
 }

@@ -2,13 +2,13 @@
 //! single-voter group; if openraft asks anyway, the target is reported unreachable. The cluster
 //! issue adds a gRPC network from `proto/`.
 
+use openraft::BasicNode;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 
 use crate::ShardRaftConfig;
 
@@ -16,7 +16,10 @@ use crate::ShardRaftConfig;
 pub struct LocalOnlyNetwork;
 
 fn unreachable<E: std::error::Error>(target: u64) -> RPCError<u64, BasicNode, E> {
-    let err = std::io::Error::new(std::io::ErrorKind::NotConnected, format!("node {target}: no peers in a single-node group"));
+    let err = std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        format!("node {target}: no peers in a single-node group"),
+    );
     RPCError::Unreachable(Unreachable::new(&err))
 }
 
@@ -45,7 +48,10 @@ impl RaftNetwork<ShardRaftConfig> for NoConnection {
         &mut self,
         _rpc: InstallSnapshotRequest<ShardRaftConfig>,
         _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
         Err(unreachable(self.target))
     }
 

@@ -9,8 +9,8 @@ use chronicle_storage::tables::META_APPLIED;
 use chronicle_storage::{ShardBatch, ShardTables, StorageError};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
-    AnyError, Entry, EntryPayload, LogId, RaftSnapshotBuilder, StorageError as RaftStorageError, StorageIOError,
-    StoredMembership,
+    AnyError, Entry, EntryPayload, LogId, RaftSnapshotBuilder, StorageError as RaftStorageError,
+    StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +21,12 @@ pub trait Applier: Send + Sync + 'static {
     /// Applies one command. Must be deterministic: the same command on the same state gives the
     /// same writes and the same answer on every replica. Errors the user should see are encoded
     /// in the answer; an `Err` means the shard's storage failed and stops the group.
-    fn apply(&self, batch: &mut ShardBatch, log_index: u64, command: &[u8]) -> Result<Vec<u8>, StorageError>;
+    fn apply(
+        &self,
+        batch: &mut ShardBatch,
+        log_index: u64,
+        command: &[u8],
+    ) -> Result<Vec<u8>, StorageError>;
 
     /// Called after applied writes are visible in RocksDB (wakes the shard's processors and long
     /// polls).
@@ -58,11 +63,18 @@ fn write_err(e: impl std::error::Error + 'static) -> RaftStorageError<u64> {
 impl<A: Applier> ShardStateMachine<A> {
     pub fn open(tables: ShardTables, applier: Arc<A>) -> Result<Self, StorageError> {
         let meta = match tables.get_meta(META_APPLIED)? {
-            Some(bytes) => postcard::from_bytes(&bytes)
-                .map_err(|e| StorageError::Corrupt { cf: "shard_meta", reason: e.to_string() })?,
+            Some(bytes) => postcard::from_bytes(&bytes).map_err(|e| StorageError::Corrupt {
+                cf: "shard_meta",
+                reason: e.to_string(),
+            })?,
             None => AppliedMeta::default(),
         };
-        Ok(Self { tables, applier, meta, current_snapshot: None })
+        Ok(Self {
+            tables,
+            applier,
+            meta,
+            current_snapshot: None,
+        })
     }
 
     fn encoded_meta(&self) -> Vec<u8> {
@@ -73,7 +85,12 @@ impl<A: Applier> ShardStateMachine<A> {
 impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
     type SnapshotBuilder = ShardSnapshotBuilder;
 
-    async fn applied_state(&mut self) -> SmResult<(Option<LogId<u64>>, StoredMembership<u64, openraft::BasicNode>)> {
+    async fn applied_state(
+        &mut self,
+    ) -> SmResult<(
+        Option<LogId<u64>>,
+        StoredMembership<u64, openraft::BasicNode>,
+    )> {
         Ok((self.meta.last_applied, self.meta.membership.clone()))
     }
 
@@ -88,9 +105,11 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
             self.meta.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => CommandResponse::default(),
-                EntryPayload::Normal(command) => {
-                    CommandResponse(self.applier.apply(&mut batch, entry.log_id.index, &command.0).map_err(write_err)?)
-                }
+                EntryPayload::Normal(command) => CommandResponse(
+                    self.applier
+                        .apply(&mut batch, entry.log_id.index, &command.0)
+                        .map_err(write_err)?,
+                ),
                 EntryPayload::Membership(membership) => {
                     self.meta.membership = StoredMembership::new(Some(entry.log_id), membership);
                     CommandResponse::default()
@@ -98,7 +117,9 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
             };
             responses.push(response);
         }
-        let Some(last) = self.meta.last_applied else { return Ok(responses) };
+        let Some(last) = self.meta.last_applied else {
+            return Ok(responses);
+        };
         batch.put_meta(META_APPLIED, self.encoded_meta());
         batch.commit().map_err(write_err)?;
         self.applier.applied(self.tables.shard(), last.index);
@@ -123,7 +144,8 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> SmResult<()> {
         let data = snapshot.into_inner();
-        chronicle_storage::snapshot::load_shard(self.tables.db(), self.tables.shard(), &data).map_err(write_err)?;
+        chronicle_storage::snapshot::load_shard(self.tables.db(), self.tables.shard(), &data)
+            .map_err(write_err)?;
         // The loaded range includes the applied meta as of the snapshot; make it match `meta`.
         self.meta.last_applied = meta.last_log_id;
         self.meta.membership = meta.last_membership.clone();
@@ -154,17 +176,24 @@ impl RaftSnapshotBuilder<ShardRaftConfig> for ShardSnapshotBuilder {
     async fn build_snapshot(&mut self) -> SmResult<Snapshot<ShardRaftConfig>> {
         let tables = self.tables.clone();
         // One RocksDB snapshot for the dump so the meta and the state agree.
-        let (data, meta) = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, AppliedMeta), StorageError> {
-            let data = chronicle_storage::snapshot::dump_shard(tables.db(), tables.shard())?;
-            let meta = chronicle_storage::snapshot::meta_in_dump(&data, tables.shard(), META_APPLIED)?
-                .map(|b| postcard::from_bytes(&b).map_err(|e| StorageError::Corrupt { cf: "shard_meta", reason: e.to_string() }))
-                .transpose()?
-                .unwrap_or_default();
-            Ok((data, meta))
-        })
-        .await
-        .map_err(read_err)?
-        .map_err(read_err)?;
+        let (data, meta) =
+            tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, AppliedMeta), StorageError> {
+                let data = chronicle_storage::snapshot::dump_shard(tables.db(), tables.shard())?;
+                let meta =
+                    chronicle_storage::snapshot::meta_in_dump(&data, tables.shard(), META_APPLIED)?
+                        .map(|b| {
+                            postcard::from_bytes(&b).map_err(|e| StorageError::Corrupt {
+                                cf: "shard_meta",
+                                reason: e.to_string(),
+                            })
+                        })
+                        .transpose()?
+                        .unwrap_or_default();
+                Ok((data, meta))
+            })
+            .await
+            .map_err(read_err)?
+            .map_err(read_err)?;
         let snapshot_id = match meta.last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, self.snapshot_seq),
             None => format!("none-{}", self.snapshot_seq),
@@ -174,6 +203,9 @@ impl RaftSnapshotBuilder<ShardRaftConfig> for ShardSnapshotBuilder {
             last_membership: meta.membership,
             snapshot_id,
         };
-        Ok(Snapshot { meta: snapshot_meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta: snapshot_meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }

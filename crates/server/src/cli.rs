@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "chronicle", version, about = "A durable-execution server that speaks Temporal's API")]
+#[command(
+    name = "chronicle",
+    version,
+    about = "A durable-execution server that speaks Temporal's API"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -70,7 +74,9 @@ pub struct StartDev {
 /// Parses `KEY=TYPE` into a search attribute name and Temporal's IndexedValueType.
 pub fn parse_search_attribute(spec: &str) -> Result<(String, i32), String> {
     use chronicle_proto::temporal::api::enums::v1::IndexedValueType as T;
-    let (key, kind) = spec.split_once('=').ok_or_else(|| format!("search attribute {spec:?} is not KEY=TYPE"))?;
+    let (key, kind) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("search attribute {spec:?} is not KEY=TYPE"))?;
     let kind = match kind.to_ascii_lowercase().as_str() {
         "text" => T::Text,
         "keyword" => T::Keyword,
@@ -88,5 +94,8 @@ pub fn parse_search_attribute(spec: &str) -> Result<(String, i32), String> {
 }
 
 pub fn default_data_dir() -> PathBuf {
-    dirs::data_local_dir().unwrap_or_else(std::env::temp_dir).join("chronicle").join("start-dev")
+    dirs::data_local_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("chronicle")
+        .join("start-dev")
 }

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chronicle_cluster::{HistoryService, MatchingService};
-use chronicle_frontend::{FrontendContext, NamespaceCache, OperatorHandler, WorkflowHandler, default_namespace_record};
+use chronicle_frontend::{
+    FrontendContext, NamespaceCache, OperatorHandler, WorkflowHandler, default_namespace_record,
+};
 use chronicle_history::{HistoryConfig, HistoryEngine};
 use chronicle_matching::MatchingEngine;
 use chronicle_proto::temporal::api::operatorservice::v1::operator_service_server::OperatorServiceServer;
@@ -58,17 +60,32 @@ pub struct Listeners {
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish, stops
 /// the shard groups and flushes RocksDB.
-pub async fn run(listeners: Listeners, config: ServerConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    listeners: Listeners,
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let grpc_addr = listeners.grpc.local_addr()?;
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let db_options = DbOptions { sync_writes: config.sync_writes, ..Default::default() };
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let db_options = DbOptions {
+        sync_writes: config.sync_writes,
+        ..Default::default()
+    };
     let data_dir = config.data_dir.clone();
-    let db = tokio::task::spawn_blocking(move || Db::open(&data_dir, db_options)).await?.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let db = tokio::task::spawn_blocking(move || Db::open(&data_dir, db_options))
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let matching = MatchingEngine::new(config.max_poll_wait);
     let history = HistoryEngine::start(
         db.clone(),
-        HistoryConfig { num_shards: config.num_shards, node_id: 1, node_addr: grpc_addr.to_string(), bootstrap_single_voter: true },
+        HistoryConfig {
+            num_shards: config.num_shards,
+            node_id: 1,
+            node_addr: grpc_addr.to_string(),
+            bootstrap_single_voter: true,
+        },
         matching.clone() as Arc<dyn MatchingService>,
     )
     .await
@@ -77,7 +94,8 @@ pub async fn run(listeners: Listeners, config: ServerConfig, shutdown: impl std:
         history.num_shards() == config.num_shards,
         "the data directory was created with a different number of shards"
     );
-    matching.set_history(history.clone() as Arc<dyn HistoryService>);
+    let history_service: Arc<dyn HistoryService> = history.clone();
+    matching.set_history(&history_service);
 
     let mut wanted = vec!["default".to_string()];
     wanted.extend(config.namespaces.iter().cloned());
@@ -90,7 +108,8 @@ pub async fn run(listeners: Listeners, config: ServerConfig, shutdown: impl std:
         }
     }
 
-    let search_attributes: BTreeMap<String, i32> = config.search_attributes.iter().cloned().collect();
+    let search_attributes: BTreeMap<String, i32> =
+        config.search_attributes.iter().cloned().collect();
     let ctx = FrontendContext {
         history: history.clone(),
         matching: matching.clone(),
@@ -110,8 +129,12 @@ pub async fn run(listeners: Listeners, config: ServerConfig, shutdown: impl std:
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max_message);
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<WorkflowServiceServer<WorkflowHandler>>().await;
-    health_reporter.set_serving::<OperatorServiceServer<OperatorHandler>>().await;
+    health_reporter
+        .set_serving::<WorkflowServiceServer<WorkflowHandler>>()
+        .await;
+    health_reporter
+        .set_serving::<OperatorServiceServer<OperatorHandler>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(chronicle_proto::TEMPORAL_DESCRIPTOR_SET)
         .build_v1()
@@ -159,18 +182,37 @@ impl RunningServer {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if task.is_finished() {
-                return Err(task.await?.err().unwrap_or_else(|| anyhow::anyhow!("server exited at start")));
+                return Err(task
+                    .await?
+                    .err()
+                    .unwrap_or_else(|| anyhow::anyhow!("server exited at start")));
             }
-            if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await {
+            if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                .connect()
+                .await
+            {
                 let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-                if client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.is_ok() {
+                if client
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .is_ok()
+                {
                     break;
                 }
             }
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "server did not become ready");
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "server did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(Self { addr, stop: Some(stop), task })
+        Ok(Self {
+            addr,
+            stop: Some(stop),
+            task,
+        })
     }
 
     pub fn url(&self) -> String {

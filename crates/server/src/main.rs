@@ -1,7 +1,9 @@
 use std::net::ToSocketAddrs;
 
 use anyhow::Context;
-use chronicle_server::cli::{Cli, Command, ServerCommand, StartDev, default_data_dir, parse_search_attribute};
+use chronicle_server::cli::{
+    Cli, Command, ServerCommand, StartDev, default_data_dir, parse_search_attribute,
+};
 use chronicle_server::{Listeners, ServerConfig, run};
 use clap::Parser;
 
@@ -13,9 +15,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn init_logging(args: &StartDev) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},openraft=warn", args.log_level)));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{},openraft=warn", args.log_level))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if args.log_format == "json" {
         builder.json().init();
     } else {
@@ -30,7 +35,11 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
         .iter()
         .map(|s| parse_search_attribute(s).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let ephemeral = if args.ephemeral { Some(tempfile::Builder::new().prefix("chronicle-").tempdir()?) } else { None };
+    let ephemeral = if args.ephemeral {
+        Some(tempfile::Builder::new().prefix("chronicle-").tempdir()?)
+    } else {
+        None
+    };
     let data_dir = match (&ephemeral, &args.data_dir) {
         (Some(tmp), _) => tmp.path().to_path_buf(),
         (None, Some(dir)) => dir.clone(),
@@ -41,14 +50,18 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
     config.namespaces = args.namespaces.clone();
     config.search_attributes = search_attributes;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let result = runtime.block_on(async move {
         let addr = (args.ip.as_str(), args.port)
             .to_socket_addrs()
             .with_context(|| format!("resolving {}", args.ip))?
             .next()
             .context("no address to bind")?;
-        let grpc = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let grpc = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
         if let Some(port) = args.metrics_port {
             let metrics_addr = std::net::SocketAddr::new(addr.ip(), port);
             metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -67,7 +80,8 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

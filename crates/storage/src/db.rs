@@ -25,10 +25,27 @@ pub enum Cf {
 }
 
 impl Cf {
-    pub const ALL: [Cf; 9] =
-        [Cf::RaftLog, Cf::RaftMeta, Cf::ShardMeta, Cf::Executions, Cf::Current, Cf::History, Cf::Timers, Cf::Outbox, Cf::Namespaces];
+    pub const ALL: [Cf; 9] = [
+        Cf::RaftLog,
+        Cf::RaftMeta,
+        Cf::ShardMeta,
+        Cf::Executions,
+        Cf::Current,
+        Cf::History,
+        Cf::Timers,
+        Cf::Outbox,
+        Cf::Namespaces,
+    ];
     /// Families that belong to the state machine (and so to snapshots).
-    pub const STATE: [Cf; 7] = [Cf::ShardMeta, Cf::Executions, Cf::Current, Cf::History, Cf::Timers, Cf::Outbox, Cf::Namespaces];
+    pub const STATE: [Cf; 7] = [
+        Cf::ShardMeta,
+        Cf::Executions,
+        Cf::Current,
+        Cf::History,
+        Cf::Timers,
+        Cf::Outbox,
+        Cf::Namespaces,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -92,7 +109,14 @@ impl Db {
             ColumnFamilyDescriptor::new(cf.name(), o)
         });
         let rocks = Rocks::open_cf_descriptors(&opts, path.join("rocksdb"), cfs)?;
-        Ok(Self { inner: Arc::new(DbInner { rocks, options, path: path.to_path_buf(), _lock: lock }) })
+        Ok(Self {
+            inner: Arc::new(DbInner {
+                rocks,
+                options,
+                path: path.to_path_buf(),
+                _lock: lock,
+            }),
+        })
     }
 
     pub fn rocks(&self) -> &Rocks {
@@ -101,7 +125,10 @@ impl Db {
 
     pub fn cf(&self, cf: Cf) -> &ColumnFamily {
         // Every family is created at open, so this cannot fail.
-        self.inner.rocks.cf_handle(cf.name()).expect("column family exists")
+        self.inner
+            .rocks
+            .cf_handle(cf.name())
+            .expect("column family exists")
     }
 
     pub fn options(&self) -> &DbOptions {
@@ -139,12 +166,24 @@ impl Db {
 
 fn lock_dir(path: &Path) -> StorageResult<File> {
     let lock_path = path.join("chronicle.lock");
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
     #[allow(unsafe_code)]
     // SAFETY: flock on a file descriptor we own; no memory is shared with the call.
-    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) };
+    let rc = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
     if rc != 0 {
-        return Err(StorageError::Locked { path: path.display().to_string(), lock: lock_path.display().to_string() });
+        return Err(StorageError::Locked {
+            path: path.display().to_string(),
+            lock: lock_path.display().to_string(),
+        });
     }
     Ok(file)
 }

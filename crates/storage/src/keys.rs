@@ -57,21 +57,48 @@ pub fn shard_meta(shard: ShardId, kind: u8) -> Vec<u8> {
 
 /// `executions`: shard, namespace, workflow ID, run ID.
 pub fn execution(shard: ShardId, namespace_id: &str, workflow_id: &str, run_id: &str) -> Vec<u8> {
-    KeyBuf::shard(shard).str(namespace_id).str(workflow_id).str(run_id).build()
+    KeyBuf::shard(shard)
+        .str(namespace_id)
+        .str(workflow_id)
+        .str(run_id)
+        .build()
 }
 
 /// `current`: shard, namespace, workflow ID.
 pub fn current(shard: ShardId, namespace_id: &str, workflow_id: &str) -> Vec<u8> {
-    KeyBuf::shard(shard).str(namespace_id).str(workflow_id).build()
+    KeyBuf::shard(shard)
+        .str(namespace_id)
+        .str(workflow_id)
+        .build()
 }
 
 /// `history`: shard, namespace, workflow ID, run ID, first event ID of the batch.
-pub fn history(shard: ShardId, namespace_id: &str, workflow_id: &str, run_id: &str, first_event_id: i64) -> Vec<u8> {
-    KeyBuf::shard(shard).str(namespace_id).str(workflow_id).str(run_id).i64(first_event_id).build()
+pub fn history(
+    shard: ShardId,
+    namespace_id: &str,
+    workflow_id: &str,
+    run_id: &str,
+    first_event_id: i64,
+) -> Vec<u8> {
+    KeyBuf::shard(shard)
+        .str(namespace_id)
+        .str(workflow_id)
+        .str(run_id)
+        .i64(first_event_id)
+        .build()
 }
 
-pub fn history_prefix(shard: ShardId, namespace_id: &str, workflow_id: &str, run_id: &str) -> Vec<u8> {
-    KeyBuf::shard(shard).str(namespace_id).str(workflow_id).str(run_id).build()
+pub fn history_prefix(
+    shard: ShardId,
+    namespace_id: &str,
+    workflow_id: &str,
+    run_id: &str,
+) -> Vec<u8> {
+    KeyBuf::shard(shard)
+        .str(namespace_id)
+        .str(workflow_id)
+        .str(run_id)
+        .build()
 }
 
 /// `timers`: shard, fire time (ms), task ID.

@@ -7,7 +7,9 @@ use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{AnyError, LogId, OptionalSend, RaftLogId, RaftTypeConfig, StorageError, StorageIOError, Vote};
+use openraft::{
+    AnyError, LogId, OptionalSend, RaftLogId, RaftTypeConfig, StorageError, StorageIOError, Vote,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -26,7 +28,11 @@ pub struct RocksLogStore<C> {
 
 impl<C> Clone for RocksLogStore<C> {
     fn clone(&self) -> Self {
-        Self { db: self.db.clone(), group: self.group, _config: PhantomData }
+        Self {
+            db: self.db.clone(),
+            group: self.group,
+            _config: PhantomData,
+        }
     }
 }
 
@@ -37,13 +43,23 @@ where
     C::Entry: Serialize + DeserializeOwned,
 {
     pub fn new(db: Db, group: ShardId) -> Self {
-        Self { db, group, _config: PhantomData }
+        Self {
+            db,
+            group,
+            _config: PhantomData,
+        }
     }
 
     fn get_meta<T: DeserializeOwned>(&self, kind: u8) -> Result<Option<T>, AnyError> {
-        match self.db.get(Cf::RaftMeta, &keys::raft_meta(self.group, kind)).map_err(|e| AnyError::new(&e))? {
+        match self
+            .db
+            .get(Cf::RaftMeta, &keys::raft_meta(self.group, kind))
+            .map_err(|e| AnyError::new(&e))?
+        {
             None => Ok(None),
-            Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(|e| AnyError::new(&e)),
+            Some(bytes) => postcard::from_bytes(&bytes)
+                .map(Some)
+                .map_err(|e| AnyError::new(&e)),
         }
     }
 
@@ -55,7 +71,12 @@ where
         }
         self.db
             .rocks()
-            .put_cf_opt(self.db.cf(Cf::RaftMeta), keys::raft_meta(self.group, kind), bytes, &opts)
+            .put_cf_opt(
+                self.db.cf(Cf::RaftMeta),
+                keys::raft_meta(self.group, kind),
+                bytes,
+                &opts,
+            )
             .map_err(|e| AnyError::new(&e))
     }
 
@@ -65,7 +86,9 @@ where
         iter.seek_for_prev(&end);
         if let (Some(k), Some(v)) = (iter.key(), iter.value()) {
             if k.starts_with(&keys::shard_prefix(self.group)) {
-                return postcard::from_bytes(v).map(Some).map_err(|e| AnyError::new(&e));
+                return postcard::from_bytes(v)
+                    .map(Some)
+                    .map_err(|e| AnyError::new(&e));
             }
         }
         iter.status().map_err(|e| AnyError::new(&e))?;
@@ -74,8 +97,15 @@ where
 
     fn delete_range(&self, from: u64, to_exclusive: u64) -> Result<(), AnyError> {
         let mut batch = rocksdb::WriteBatch::default();
-        batch.delete_range_cf(self.db.cf(Cf::RaftLog), keys::raft_log(self.group, from), keys::raft_log(self.group, to_exclusive));
-        self.db.rocks().write_opt(batch, &self.db.log_write_options()).map_err(|e| AnyError::new(&e))
+        batch.delete_range_cf(
+            self.db.cf(Cf::RaftLog),
+            keys::raft_log(self.group, from),
+            keys::raft_log(self.group, to_exclusive),
+        );
+        self.db
+            .rocks()
+            .write_opt(batch, &self.db.log_write_options())
+            .map_err(|e| AnyError::new(&e))
     }
 }
 
@@ -100,11 +130,13 @@ where
             if !k.starts_with(&prefix) || !range.contains(&keys::raft_log_index(k)) {
                 break;
             }
-            let entry: C::Entry = postcard::from_bytes(v).map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+            let entry: C::Entry = postcard::from_bytes(v)
+                .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
             out.push(entry);
             iter.next();
         }
-        iter.status().map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+        iter.status()
+            .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
         Ok(out)
     }
 }
@@ -116,9 +148,17 @@ where
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> SResult<LogState<C>, C> {
-        let last_purged: Option<LogId<C::NodeId>> = self.get_meta(META_PURGED).map_err(StorageIOError::read_logs)?;
-        let last = self.last_entry().map_err(StorageIOError::read_logs)?.map(|e| e.get_log_id().clone());
-        Ok(LogState { last_log_id: last.or(last_purged.clone()), last_purged_log_id: last_purged })
+        let last_purged: Option<LogId<C::NodeId>> = self
+            .get_meta(META_PURGED)
+            .map_err(StorageIOError::read_logs)?;
+        let last = self
+            .last_entry()
+            .map_err(StorageIOError::read_logs)?
+            .map(|e| e.get_log_id().clone());
+        Ok(LogState {
+            last_log_id: last.or(last_purged.clone()),
+            last_purged_log_id: last_purged,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -126,22 +166,29 @@ where
     }
 
     async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> SResult<(), C> {
-        self.put_meta(META_VOTE, vote, true).map_err(StorageIOError::write_vote)?;
+        self.put_meta(META_VOTE, vote, true)
+            .map_err(StorageIOError::write_vote)?;
         Ok(())
     }
 
     async fn read_vote(&mut self) -> SResult<Option<Vote<C::NodeId>>, C> {
-        Ok(self.get_meta(META_VOTE).map_err(StorageIOError::read_vote)?)
+        Ok(self
+            .get_meta(META_VOTE)
+            .map_err(StorageIOError::read_vote)?)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<C::NodeId>>) -> SResult<(), C> {
         // Not fsynced: losing it only means re-applying from the last applied index.
-        self.put_meta(META_COMMITTED, &committed, false).map_err(StorageIOError::write_logs)?;
+        self.put_meta(META_COMMITTED, &committed, false)
+            .map_err(StorageIOError::write_logs)?;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> SResult<Option<LogId<C::NodeId>>, C> {
-        Ok(self.get_meta::<Option<LogId<C::NodeId>>>(META_COMMITTED).map_err(StorageIOError::read_logs)?.flatten())
+        Ok(self
+            .get_meta::<Option<LogId<C::NodeId>>>(META_COMMITTED)
+            .map_err(StorageIOError::read_logs)?
+            .flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> SResult<(), C>
@@ -152,27 +199,38 @@ where
         let mut batch = rocksdb::WriteBatch::default();
         let cf = self.db.cf(Cf::RaftLog);
         for entry in entries {
-            let bytes = postcard::to_stdvec(&entry).map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
-            batch.put_cf(cf, keys::raft_log(self.group, entry.get_log_id().index), bytes);
+            let bytes = postcard::to_stdvec(&entry)
+                .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+            batch.put_cf(
+                cf,
+                keys::raft_log(self.group, entry.get_log_id().index),
+                bytes,
+            );
         }
         // The write (and its fsync) runs off the async runtime; RocksDB groups concurrent
         // synced writes of all groups into one WAL fsync.
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
-            let result = db.rocks().write_opt(batch, &db.log_write_options()).map_err(std::io::Error::other);
+            let result = db
+                .rocks()
+                .write_opt(batch, &db.log_write_options())
+                .map_err(std::io::Error::other);
             callback.log_io_completed(result);
         });
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> SResult<(), C> {
-        self.delete_range(log_id.index, u64::MAX).map_err(StorageIOError::write_logs)?;
+        self.delete_range(log_id.index, u64::MAX)
+            .map_err(StorageIOError::write_logs)?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<C::NodeId>) -> SResult<(), C> {
-        self.put_meta(META_PURGED, &Some(log_id.clone()), true).map_err(StorageIOError::write_logs)?;
-        self.delete_range(0, log_id.index + 1).map_err(StorageIOError::write_logs)?;
+        self.put_meta(META_PURGED, &Some(log_id.clone()), true)
+            .map_err(StorageIOError::write_logs)?;
+        self.delete_range(0, log_id.index + 1)
+            .map_err(StorageIOError::write_logs)?;
         Ok(())
     }
 }

@@ -39,7 +39,10 @@ pub fn load_shard(db: &Db, shard: ShardId, data: &[u8]) -> StorageResult<()> {
     for cf in Cf::STATE {
         batch.delete_range_cf(db.cf(cf), &prefix, &end);
     }
-    let corrupt = || StorageError::Corrupt { cf: "snapshot", reason: "truncated record".into() };
+    let corrupt = || StorageError::Corrupt {
+        cf: "snapshot",
+        reason: "truncated record".into(),
+    };
     let mut rest = data;
     let take = |rest: &mut &[u8], n: usize| -> StorageResult<Vec<u8>> {
         if rest.len() < n {
@@ -50,13 +53,20 @@ pub fn load_shard(db: &Db, shard: ShardId, data: &[u8]) -> StorageResult<()> {
         Ok(head.to_vec())
     };
     while !rest.is_empty() {
-        let cf = *Cf::STATE.get(usize::from(take(&mut rest, 1)?[0])).ok_or_else(corrupt)?;
-        let klen = u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| corrupt())?) as usize;
+        let cf = *Cf::STATE
+            .get(usize::from(take(&mut rest, 1)?[0]))
+            .ok_or_else(corrupt)?;
+        let klen =
+            u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| corrupt())?) as usize;
         let key = take(&mut rest, klen)?;
-        let vlen = u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| corrupt())?) as usize;
+        let vlen =
+            u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| corrupt())?) as usize;
         let value = take(&mut rest, vlen)?;
         if !key.starts_with(&prefix) {
-            return Err(StorageError::Corrupt { cf: "snapshot", reason: "key outside the shard".into() });
+            return Err(StorageError::Corrupt {
+                cf: "snapshot",
+                reason: "key outside the shard".into(),
+            });
         }
         batch.put_cf(db.cf(cf), key, value);
     }
@@ -68,7 +78,10 @@ pub fn load_shard(db: &Db, shard: ShardId, data: &[u8]) -> StorageResult<()> {
 pub fn meta_in_dump(data: &[u8], shard: ShardId, kind: u8) -> StorageResult<Option<Vec<u8>>> {
     let wanted_cf = Cf::STATE.iter().position(|c| *c == Cf::ShardMeta);
     let wanted_key = keys::shard_meta(shard, kind);
-    let corrupt = || StorageError::Corrupt { cf: "snapshot", reason: "truncated record".into() };
+    let corrupt = || StorageError::Corrupt {
+        cf: "snapshot",
+        reason: "truncated record".into(),
+    };
     let mut rest = data;
     let take = |rest: &mut &[u8], n: usize| -> StorageResult<Vec<u8>> {
         if rest.len() < n {
@@ -80,9 +93,11 @@ pub fn meta_in_dump(data: &[u8], shard: ShardId, kind: u8) -> StorageResult<Opti
     };
     while !rest.is_empty() {
         let cf = usize::from(take(&mut rest, 1)?[0]);
-        let klen = u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| corrupt())?) as usize;
+        let klen =
+            u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| corrupt())?) as usize;
         let key = take(&mut rest, klen)?;
-        let vlen = u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| corrupt())?) as usize;
+        let vlen =
+            u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| corrupt())?) as usize;
         let value = take(&mut rest, vlen)?;
         if Some(cf) == wanted_cf && key == wanted_key {
             return Ok(Some(value));

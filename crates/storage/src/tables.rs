@@ -17,7 +17,10 @@ pub const META_APPLIED: u8 = 1;
 pub const META_NEXT_TASK_ID: u8 = 2;
 
 fn decode<M: Message + Default>(cf: Cf, bytes: &[u8]) -> StorageResult<M> {
-    M::decode(bytes).map_err(|e| StorageError::Corrupt { cf: cf.name(), reason: e.to_string() })
+    M::decode(bytes).map_err(|e| StorageError::Corrupt {
+        cf: cf.name(),
+        reason: e.to_string(),
+    })
 }
 
 /// Read access to one shard (or the metadata group) of a node's database.
@@ -41,18 +44,37 @@ impl ShardTables {
     }
 
     pub fn get_meta(&self, kind: u8) -> StorageResult<Option<Vec<u8>>> {
-        self.db.get(Cf::ShardMeta, &keys::shard_meta(self.shard, kind))
+        self.db
+            .get(Cf::ShardMeta, &keys::shard_meta(self.shard, kind))
     }
 
-    pub fn execution(&self, namespace_id: &str, workflow_id: &str, run_id: &str) -> StorageResult<Option<pb::WorkflowExecutionState>> {
+    pub fn execution(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+        run_id: &str,
+    ) -> StorageResult<Option<pb::WorkflowExecutionState>> {
         self.db
-            .get(Cf::Executions, &keys::execution(self.shard, namespace_id, workflow_id, run_id))?
+            .get(
+                Cf::Executions,
+                &keys::execution(self.shard, namespace_id, workflow_id, run_id),
+            )?
             .map(|b| decode(Cf::Executions, &b))
             .transpose()
     }
 
-    pub fn current(&self, namespace_id: &str, workflow_id: &str) -> StorageResult<Option<pb::CurrentExecution>> {
-        self.db.get(Cf::Current, &keys::current(self.shard, namespace_id, workflow_id))?.map(|b| decode(Cf::Current, &b)).transpose()
+    pub fn current(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+    ) -> StorageResult<Option<pb::CurrentExecution>> {
+        self.db
+            .get(
+                Cf::Current,
+                &keys::current(self.shard, namespace_id, workflow_id),
+            )?
+            .map(|b| decode(Cf::Current, &b))
+            .transpose()
     }
 
     /// Events of a run from `first_event_id` on, at most `max_events`, in order.
@@ -67,7 +89,13 @@ impl ShardTables {
         let prefix = keys::history_prefix(self.shard, namespace_id, workflow_id, run_id);
         let mut iter = self.db.rocks().raw_iterator_cf(self.db.cf(Cf::History));
         // The batch holding `first_event_id` starts at or before it.
-        iter.seek_for_prev(keys::history(self.shard, namespace_id, workflow_id, run_id, first_event_id));
+        iter.seek_for_prev(keys::history(
+            self.shard,
+            namespace_id,
+            workflow_id,
+            run_id,
+            first_event_id,
+        ));
         if !iter.valid() || !iter.key().is_some_and(|k| k.starts_with(&prefix)) {
             iter.seek(&prefix);
         }
@@ -89,20 +117,31 @@ impl ShardTables {
     }
 
     /// Due timers: every timer task firing at or before `until_ms`, at most `limit`.
-    pub fn timers_until(&self, until_ms: i64, limit: usize) -> StorageResult<Vec<(Vec<u8>, pb::TimerTask)>> {
+    pub fn timers_until(
+        &self,
+        until_ms: i64,
+        limit: usize,
+    ) -> StorageResult<Vec<(Vec<u8>, pb::TimerTask)>> {
         self.scan(Cf::Timers, limit, |k| keys::timer_fire_time(k) <= until_ms)
     }
 
     /// The fire time of the earliest timer of this shard.
     pub fn next_timer_time(&self) -> StorageResult<Option<i64>> {
-        Ok(self.scan::<pb::TimerTask>(Cf::Timers, 1, |_| true)?.first().map(|(k, _)| keys::timer_fire_time(k)))
+        Ok(self
+            .scan::<pb::TimerTask>(Cf::Timers, 1, |_| true)?
+            .first()
+            .map(|(k, _)| keys::timer_fire_time(k)))
     }
 
     pub fn outbox(&self, limit: usize) -> StorageResult<Vec<(Vec<u8>, pb::OutboxTask)>> {
         self.scan(Cf::Outbox, limit, |_| true)
     }
 
-    pub fn outbox_after(&self, after_key: &[u8], limit: usize) -> StorageResult<Vec<(Vec<u8>, pb::OutboxTask)>> {
+    pub fn outbox_after(
+        &self,
+        after_key: &[u8],
+        limit: usize,
+    ) -> StorageResult<Vec<(Vec<u8>, pb::OutboxTask)>> {
         let mut out = Vec::new();
         let prefix = keys::shard_prefix(self.shard);
         let mut iter = self.db.rocks().raw_iterator_cf(self.db.cf(Cf::Outbox));
@@ -121,19 +160,35 @@ impl ShardTables {
     }
 
     pub fn namespace(&self, name: &str) -> StorageResult<Option<pb::NamespaceRecord>> {
-        self.db.get(Cf::Namespaces, &keys::namespace(self.shard, name))?.map(|b| decode(Cf::Namespaces, &b)).transpose()
+        self.db
+            .get(Cf::Namespaces, &keys::namespace(self.shard, name))?
+            .map(|b| decode(Cf::Namespaces, &b))
+            .transpose()
     }
 
     pub fn namespaces(&self) -> StorageResult<Vec<pb::NamespaceRecord>> {
-        Ok(self.scan(Cf::Namespaces, usize::MAX, |_| true)?.into_iter().map(|(_, v)| v).collect())
+        Ok(self
+            .scan(Cf::Namespaces, usize::MAX, |_| true)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
     }
 
     /// Executions of this shard (for describe/list until visibility has its own index).
     pub fn executions(&self, limit: usize) -> StorageResult<Vec<pb::WorkflowExecutionState>> {
-        Ok(self.scan(Cf::Executions, limit, |_| true)?.into_iter().map(|(_, v)| v).collect())
+        Ok(self
+            .scan(Cf::Executions, limit, |_| true)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
     }
 
-    fn scan<M: Message + Default>(&self, cf: Cf, limit: usize, keep: impl Fn(&[u8]) -> bool) -> StorageResult<Vec<(Vec<u8>, M)>> {
+    fn scan<M: Message + Default>(
+        &self,
+        cf: Cf,
+        limit: usize,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> StorageResult<Vec<(Vec<u8>, M)>> {
         let prefix = keys::shard_prefix(self.shard);
         let mut iter = self.db.rocks().raw_iterator_cf(self.db.cf(cf));
         iter.seek(&prefix);
@@ -169,7 +224,11 @@ fn cf_index(cf: Cf) -> u8 {
 
 impl ShardBatch {
     pub fn new(tables: ShardTables) -> Self {
-        Self { tables, writes: BTreeMap::new(), next_task_id: None }
+        Self {
+            tables,
+            writes: BTreeMap::new(),
+            next_task_id: None,
+        }
     }
 
     pub fn tables(&self) -> &ShardTables {
@@ -212,7 +271,10 @@ impl ShardBatch {
     /// Marks the current writes so a command that fails half-way can be undone
     /// ([`ShardBatch::rollback`]) without affecting the commands applied before it.
     pub fn savepoint(&self) -> Savepoint {
-        Savepoint { writes: self.writes.clone(), next_task_id: self.next_task_id }
+        Savepoint {
+            writes: self.writes.clone(),
+            next_task_id: self.next_task_id,
+        }
     }
 
     pub fn rollback(&mut self, savepoint: Savepoint) {
@@ -225,28 +287,65 @@ impl ShardBatch {
         self.put(Cf::ShardMeta, key, value);
     }
 
-    pub fn execution(&self, namespace_id: &str, workflow_id: &str, run_id: &str) -> StorageResult<Option<pb::WorkflowExecutionState>> {
-        self.get_msg(Cf::Executions, &keys::execution(self.tables.shard, namespace_id, workflow_id, run_id))
+    pub fn execution(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+        run_id: &str,
+    ) -> StorageResult<Option<pb::WorkflowExecutionState>> {
+        self.get_msg(
+            Cf::Executions,
+            &keys::execution(self.tables.shard, namespace_id, workflow_id, run_id),
+        )
     }
 
     pub fn put_execution(&mut self, state: &pb::WorkflowExecutionState) {
-        let key = keys::execution(self.tables.shard, &state.namespace_id, &state.workflow_id, &state.run_id);
+        let key = keys::execution(
+            self.tables.shard,
+            &state.namespace_id,
+            &state.workflow_id,
+            &state.run_id,
+        );
         self.put(Cf::Executions, key, state.encode_to_vec());
     }
 
-    pub fn current(&self, namespace_id: &str, workflow_id: &str) -> StorageResult<Option<pb::CurrentExecution>> {
-        self.get_msg(Cf::Current, &keys::current(self.tables.shard, namespace_id, workflow_id))
+    pub fn current(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+    ) -> StorageResult<Option<pb::CurrentExecution>> {
+        self.get_msg(
+            Cf::Current,
+            &keys::current(self.tables.shard, namespace_id, workflow_id),
+        )
     }
 
-    pub fn put_current(&mut self, namespace_id: &str, workflow_id: &str, current: &pb::CurrentExecution) {
+    pub fn put_current(
+        &mut self,
+        namespace_id: &str,
+        workflow_id: &str,
+        current: &pb::CurrentExecution,
+    ) {
         let key = keys::current(self.tables.shard, namespace_id, workflow_id);
         self.put(Cf::Current, key, current.encode_to_vec());
     }
 
-    pub fn append_history(&mut self, namespace_id: &str, workflow_id: &str, run_id: &str, events: Vec<HistoryEvent>) {
-        let Some(first) = events.first().map(|e| e.event_id) else { return };
+    pub fn append_history(
+        &mut self,
+        namespace_id: &str,
+        workflow_id: &str,
+        run_id: &str,
+        events: Vec<HistoryEvent>,
+    ) {
+        let Some(first) = events.first().map(|e| e.event_id) else {
+            return;
+        };
         let key = keys::history(self.tables.shard, namespace_id, workflow_id, run_id, first);
-        self.put(Cf::History, key, pb::HistoryBatch { events }.encode_to_vec());
+        self.put(
+            Cf::History,
+            key,
+            pb::HistoryBatch { events }.encode_to_vec(),
+        );
     }
 
     pub fn put_timer(&mut self, fire_time_ms: i64, task: &pb::TimerTask) -> StorageResult<Vec<u8>> {
@@ -266,7 +365,11 @@ impl ShardBatch {
 
     pub fn put_outbox(&mut self, task: &pb::OutboxTask) -> StorageResult<u64> {
         let id = self.next_task_id()?;
-        self.put(Cf::Outbox, keys::outbox(self.tables.shard, id), task.encode_to_vec());
+        self.put(
+            Cf::Outbox,
+            keys::outbox(self.tables.shard, id),
+            task.encode_to_vec(),
+        );
         Ok(id)
     }
 

@@ -17,12 +17,19 @@ pub struct ApiError {
 }
 
 fn pack<M: Message + Name>(m: &M) -> chronicle_proto::wkt::Any {
-    chronicle_proto::wkt::Any { type_url: M::type_url(), value: m.encode_to_vec() }
+    chronicle_proto::wkt::Any {
+        type_url: M::type_url(),
+        value: m.encode_to_vec(),
+    }
 }
 
 impl ApiError {
     pub fn new(code: tonic::Code, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), detail: None }
+        Self {
+            code,
+            message: message.into(),
+            detail: None,
+        }
     }
     pub fn with_detail<M: Message + Name>(mut self, detail: &M) -> Self {
         self.detail = Some(pack(detail));
@@ -45,19 +52,33 @@ impl ApiError {
         Self::not_found(format!("workflow not found for ID: {workflow_id}"))
     }
     pub fn namespace_not_found(name: &str) -> Self {
-        Self::new(tonic::Code::NotFound, format!("Namespace {name} is not found."))
-            .with_detail(&details::NamespaceNotFoundFailure { namespace: name.to_string() })
+        Self::new(
+            tonic::Code::NotFound,
+            format!("Namespace {name} is not found."),
+        )
+        .with_detail(&details::NamespaceNotFoundFailure {
+            namespace: name.to_string(),
+        })
     }
     pub fn namespace_already_exists(name: &str) -> Self {
-        Self::new(tonic::Code::AlreadyExists, format!("Namespace {name} already exists."))
-            .with_detail(&details::NamespaceAlreadyExistsFailure {})
+        Self::new(
+            tonic::Code::AlreadyExists,
+            format!("Namespace {name} already exists."),
+        )
+        .with_detail(&details::NamespaceAlreadyExistsFailure {})
     }
-    pub fn already_started(message: impl Into<String>, start_request_id: &str, run_id: &str) -> Self {
-        Self::new(tonic::Code::AlreadyExists, message).with_detail(&details::WorkflowExecutionAlreadyStartedFailure {
-            start_request_id: start_request_id.to_string(),
-            run_id: run_id.to_string(),
-            ..Default::default()
-        })
+    pub fn already_started(
+        message: impl Into<String>,
+        start_request_id: &str,
+        run_id: &str,
+    ) -> Self {
+        Self::new(tonic::Code::AlreadyExists, message).with_detail(
+            &details::WorkflowExecutionAlreadyStartedFailure {
+                start_request_id: start_request_id.to_string(),
+                run_id: run_id.to_string(),
+                ..Default::default()
+            },
+        )
     }
     pub fn already_completed() -> Self {
         Self::not_found("workflow execution already completed")
@@ -79,15 +100,25 @@ impl ApiError {
     pub fn details_bytes(&self) -> Vec<u8> {
         match &self.detail {
             None => Vec::new(),
-            Some(any) => RpcStatus { code: self.code as i32, message: self.message.clone(), details: vec![any.clone()] }
-                .encode_to_vec(),
+            Some(any) => RpcStatus {
+                code: self.code as i32,
+                message: self.message.clone(),
+                details: vec![any.clone()],
+            }
+            .encode_to_vec(),
         }
     }
 
     /// Rebuilds an error from `code`, `message` and encoded details (as carried in a Raft result).
     pub fn from_parts(code: i32, message: String, details: &[u8]) -> Self {
-        let detail = RpcStatus::decode(details).ok().and_then(|s| s.details.into_iter().next());
-        Self { code: tonic::Code::from_i32(code), message, detail }
+        let detail = RpcStatus::decode(details)
+            .ok()
+            .and_then(|s| s.details.into_iter().next());
+        Self {
+            code: tonic::Code::from_i32(code),
+            message,
+            detail,
+        }
     }
 }
 

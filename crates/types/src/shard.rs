@@ -26,7 +26,9 @@ mod tests {
         assert_eq!(a, shard_for("ns", "order-1", 4));
         assert!(a < 4);
         // The separator keeps ("ab","c") and ("a","bc") apart.
-        let spread: std::collections::HashSet<_> = (0..200).map(|i| shard_for("ns", &format!("wf-{i}"), 8)).collect();
+        let spread: std::collections::HashSet<_> = (0..200)
+            .map(|i| shard_for("ns", &format!("wf-{i}"), 8))
+            .collect();
         assert_eq!(spread.len(), 8, "200 IDs must reach all 8 shards");
     }
 }

@@ -18,7 +18,10 @@ pub fn millis(ts: &Timestamp) -> i64 {
 }
 
 pub fn from_millis(ms: i64) -> Timestamp {
-    Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
 }
 
 pub fn duration_millis(d: &Duration) -> i64 {
@@ -30,5 +33,8 @@ pub fn opt_duration_millis(d: Option<&Duration>) -> i64 {
 }
 
 pub fn duration_from_millis(ms: i64) -> Duration {
-    Duration { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+    Duration {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
 }

@@ -6,7 +6,9 @@ use chronicle_proto::chronicle::history::v1::{self as cmd, command_result, respo
 use chronicle_proto::chronicle::persistence::v1 as pb;
 use chronicle_proto::temporal::api::common::v1::{Payloads, RetryPolicy};
 use chronicle_proto::temporal::api::enums::v1::{EventType, RetryState, TimeoutType};
-use chronicle_proto::temporal::api::failure::v1::{Failure, TimeoutFailureInfo, failure::FailureInfo};
+use chronicle_proto::temporal::api::failure::v1::{
+    Failure, TimeoutFailureInfo, failure::FailureInfo,
+};
 use chronicle_proto::temporal::api::history::v1 as h;
 use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
 use chronicle_proto::wkt::Timestamp;
@@ -18,14 +20,21 @@ use super::{ApplyError, ApplyResult, load_run, load_token_run};
 use crate::mutable_state::{BUFFERED_ID, MutableState};
 
 fn stale() -> command_result::Result {
-    command_result::Result::ActivityTaskStarted(cmd::RecordActivityTaskStartedResult { stale: true, ..Default::default() })
+    command_result::Result::ActivityTaskStarted(cmd::RecordActivityTaskStartedResult {
+        stale: true,
+        ..Default::default()
+    })
 }
 
 fn not_found() -> ApplyError {
     ApiError::not_found("Activity task not found.").into()
 }
 
-pub fn record_started(batch: &mut ShardBatch, now: Timestamp, c: cmd::RecordActivityTaskStarted) -> ApplyResult<command_result::Result> {
+pub fn record_started(
+    batch: &mut ShardBatch,
+    now: Timestamp,
+    c: cmd::RecordActivityTaskStarted,
+) -> ApplyResult<command_result::Result> {
     let mut ms = match load_run(batch, now, &c.namespace_id, &c.workflow_id, &c.run_id) {
         Ok(ms) => ms,
         Err(ApplyError::Rejected(_)) => {
@@ -34,7 +43,13 @@ pub fn record_started(batch: &mut ShardBatch, now: Timestamp, c: cmd::RecordActi
         }
         Err(e) => return Err(e),
     };
-    let Some(activity) = ms.state.activities.get(&c.scheduled_event_id).cloned().filter(|a| a.attempt == c.attempt && ms.is_running()) else {
+    let Some(activity) = ms
+        .state
+        .activities
+        .get(&c.scheduled_event_id)
+        .cloned()
+        .filter(|a| a.attempt == c.attempt && ms.is_running())
+    else {
         batch.delete_outbox(c.outbox_id as u64);
         return Ok(stale());
     };
@@ -73,7 +88,9 @@ pub fn record_started(batch: &mut ShardBatch, now: Timestamp, c: cmd::RecordActi
         outbox_task_id: 0,
         ..activity
     };
-    ms.state.activities.insert(activity.scheduled_event_id, activity.clone());
+    ms.state
+        .activities
+        .insert(activity.scheduled_event_id, activity.clone());
     let result = started_result(&ms, &activity);
     ms.persist(batch);
     Ok(result)
@@ -93,7 +110,13 @@ fn token_activity(ms: &MutableState, token: &pb::TaskToken) -> ApplyResult<pb::A
         return Err(ApiError::not_found("workflow execution already completed").into());
     }
     if token.scheduled_event_id == 0 {
-        return ms.state.activities.values().find(|a| a.activity_id == token.activity_id).cloned().ok_or_else(not_found);
+        return ms
+            .state
+            .activities
+            .values()
+            .find(|a| a.activity_id == token.activity_id)
+            .cloned()
+            .ok_or_else(not_found);
     }
     match ms.state.activities.get(&token.scheduled_event_id) {
         Some(a) if a.attempt == token.attempt && a.started => Ok(a.clone()),
@@ -101,7 +124,11 @@ fn token_activity(ms: &MutableState, token: &pb::TaskToken) -> ApplyResult<pb::A
     }
 }
 
-pub fn respond(batch: &mut ShardBatch, now: Timestamp, c: cmd::RespondActivity) -> ApplyResult<command_result::Result> {
+pub fn respond(
+    batch: &mut ShardBatch,
+    now: Timestamp,
+    c: cmd::RespondActivity,
+) -> ApplyResult<command_result::Result> {
     let (token, mut ms) = load_token_run(batch, now, &c.token)?;
     let activity = token_activity(&ms, &token)?;
     match c.outcome {
@@ -109,13 +136,15 @@ pub fn respond(batch: &mut ShardBatch, now: Timestamp, c: cmd::RespondActivity) 
             finish(batch, &mut ms, &activity, true, |started_event_id| {
                 (
                     EventType::ActivityTaskCompleted,
-                    Attributes::ActivityTaskCompletedEventAttributes(h::ActivityTaskCompletedEventAttributes {
-                        result: r.result.clone(),
-                        scheduled_event_id: activity.scheduled_event_id,
-                        started_event_id,
-                        identity: r.identity.clone(),
-                        ..Default::default()
-                    }),
+                    Attributes::ActivityTaskCompletedEventAttributes(
+                        h::ActivityTaskCompletedEventAttributes {
+                            result: r.result.clone(),
+                            scheduled_event_id: activity.scheduled_event_id,
+                            started_event_id,
+                            identity: r.identity.clone(),
+                            ..Default::default()
+                        },
+                    ),
                 )
             })?;
         }
@@ -131,14 +160,16 @@ pub fn respond(batch: &mut ShardBatch, now: Timestamp, c: cmd::RespondActivity) 
                     finish(batch, &mut ms, &activity, true, |started_event_id| {
                         (
                             EventType::ActivityTaskFailed,
-                            Attributes::ActivityTaskFailedEventAttributes(h::ActivityTaskFailedEventAttributes {
-                                failure: Some(failure.clone()),
-                                scheduled_event_id: activity.scheduled_event_id,
-                                started_event_id,
-                                identity: r.identity.clone(),
-                                retry_state: retry_state as i32,
-                                ..Default::default()
-                            }),
+                            Attributes::ActivityTaskFailedEventAttributes(
+                                h::ActivityTaskFailedEventAttributes {
+                                    failure: Some(failure.clone()),
+                                    scheduled_event_id: activity.scheduled_event_id,
+                                    started_event_id,
+                                    identity: r.identity.clone(),
+                                    retry_state: retry_state as i32,
+                                    ..Default::default()
+                                },
+                            ),
                         )
                     })?;
                 }
@@ -148,14 +179,16 @@ pub fn respond(batch: &mut ShardBatch, now: Timestamp, c: cmd::RespondActivity) 
             finish(batch, &mut ms, &activity, true, |started_event_id| {
                 (
                     EventType::ActivityTaskCanceled,
-                    Attributes::ActivityTaskCanceledEventAttributes(h::ActivityTaskCanceledEventAttributes {
-                        details: r.details.clone(),
-                        latest_cancel_requested_event_id: activity.cancel_requested_event_id,
-                        scheduled_event_id: activity.scheduled_event_id,
-                        started_event_id,
-                        identity: r.identity.clone(),
-                        ..Default::default()
-                    }),
+                    Attributes::ActivityTaskCanceledEventAttributes(
+                        h::ActivityTaskCanceledEventAttributes {
+                            details: r.details.clone(),
+                            latest_cancel_requested_event_id: activity.cancel_requested_event_id,
+                            scheduled_event_id: activity.scheduled_event_id,
+                            started_event_id,
+                            identity: r.identity.clone(),
+                            ..Default::default()
+                        },
+                    ),
                 )
             })?;
         }
@@ -165,10 +198,18 @@ pub fn respond(batch: &mut ShardBatch, now: Timestamp, c: cmd::RespondActivity) 
     Ok(super::ok())
 }
 
-pub fn heartbeat(batch: &mut ShardBatch, now: Timestamp, c: cmd::RecordActivityHeartbeat) -> ApplyResult<command_result::Result> {
+pub fn heartbeat(
+    batch: &mut ShardBatch,
+    now: Timestamp,
+    c: cmd::RecordActivityHeartbeat,
+) -> ApplyResult<command_result::Result> {
     let (token, mut ms) = load_token_run(batch, now, &c.token)?;
     let activity = token_activity(&ms, &token)?;
-    let entry = ms.state.activities.get_mut(&activity.scheduled_event_id).expect("found above");
+    let entry = ms
+        .state
+        .activities
+        .get_mut(&activity.scheduled_event_id)
+        .expect("found above");
     entry.heartbeat_details = c.details;
     entry.last_heartbeat_time = Some(now);
     if !c.identity.is_empty() {
@@ -176,7 +217,9 @@ pub fn heartbeat(batch: &mut ShardBatch, now: Timestamp, c: cmd::RecordActivityH
     }
     let cancel_requested = entry.cancel_requested;
     ms.persist(batch);
-    Ok(command_result::Result::Heartbeat(cmd::HeartbeatResult { cancel_requested }))
+    Ok(command_result::Result::Heartbeat(cmd::HeartbeatResult {
+        cancel_requested,
+    }))
 }
 
 /// Closes an activity: its Started event (only now, with the final attempt) and `result`.
@@ -190,19 +233,25 @@ fn finish(
     let buffered = ms.workflow_task_started();
     // Completing by ID an attempt no worker polled still records a Started event, as Temporal does.
     let started_event_id = if write_started {
-        let started = Attributes::ActivityTaskStartedEventAttributes(h::ActivityTaskStartedEventAttributes {
-            scheduled_event_id: activity.scheduled_event_id,
-            identity: activity.started_identity.clone(),
-            request_id: activity.started_request_id.clone(),
-            attempt: activity.attempt,
-            last_failure: activity.last_failure.clone(),
-            ..Default::default()
-        });
-        ms.add_or_buffer_event(EventType::ActivityTaskStarted, started).unwrap_or(BUFFERED_ID)
+        let started =
+            Attributes::ActivityTaskStartedEventAttributes(h::ActivityTaskStartedEventAttributes {
+                scheduled_event_id: activity.scheduled_event_id,
+                identity: activity.started_identity.clone(),
+                request_id: activity.started_request_id.clone(),
+                attempt: activity.attempt,
+                last_failure: activity.last_failure.clone(),
+                ..Default::default()
+            });
+        ms.add_or_buffer_event(EventType::ActivityTaskStarted, started)
+            .unwrap_or(BUFFERED_ID)
     } else {
         0
     };
-    let (event_type, attributes) = result(if buffered && started_event_id != 0 { BUFFERED_ID } else { started_event_id });
+    let (event_type, attributes) = result(if buffered && started_event_id != 0 {
+        BUFFERED_ID
+    } else {
+        started_event_id
+    });
     ms.add_or_buffer_event(event_type, attributes);
     ms.state.activities.remove(&activity.scheduled_event_id);
     batch.delete_outbox(activity.outbox_task_id as u64);
@@ -211,17 +260,30 @@ fn finish(
 }
 
 /// `Ok(delay)` when the attempt is retried after `delay` ms; `Err(state)` when it is final.
-fn retry_decision(activity: &pb::ActivityInfo, failure: &Failure, now_ms: i64) -> Result<i64, RetryState> {
+fn retry_decision(
+    activity: &pb::ActivityInfo,
+    failure: &Failure,
+    now_ms: i64,
+) -> Result<i64, RetryState> {
     let policy = activity.retry_policy.clone().unwrap_or_default();
     if policy.maximum_attempts > 0 && activity.attempt >= policy.maximum_attempts {
         return Err(RetryState::MaximumAttemptsReached);
     }
     let mut explicit_delay = None;
     if let Some(FailureInfo::ApplicationFailureInfo(info)) = &failure.failure_info {
-        if info.non_retryable || policy.non_retryable_error_types.iter().any(|t| *t == info.r#type) {
+        if info.non_retryable
+            || policy
+                .non_retryable_error_types
+                .iter()
+                .any(|t| *t == info.r#type)
+        {
             return Err(RetryState::NonRetryableFailure);
         }
-        explicit_delay = info.next_retry_delay.as_ref().map(duration_millis).filter(|d| *d > 0);
+        explicit_delay = info
+            .next_retry_delay
+            .as_ref()
+            .map(duration_millis)
+            .filter(|d| *d > 0);
     }
     if let Some(FailureInfo::TimeoutFailureInfo(info)) = &failure.failure_info {
         let name = match TimeoutType::try_from(info.timeout_type).unwrap_or_default() {
@@ -237,7 +299,12 @@ fn retry_decision(activity: &pb::ActivityInfo, failure: &Failure, now_ms: i64) -
     let delay = explicit_delay.unwrap_or_else(|| next_retry_delay_ms(&policy, activity.attempt));
     let to_close = opt_duration_millis(activity.schedule_to_close_timeout.as_ref());
     if to_close > 0 {
-        let expiration = activity.first_scheduled_time.as_ref().map(millis).unwrap_or(now_ms) + to_close;
+        let expiration = activity
+            .first_scheduled_time
+            .as_ref()
+            .map(millis)
+            .unwrap_or(now_ms)
+            + to_close;
         if now_ms + delay >= expiration {
             return Err(RetryState::Timeout);
         }
@@ -248,18 +315,36 @@ fn retry_decision(activity: &pb::ActivityInfo, failure: &Failure, now_ms: i64) -
 /// Backoff before attempt `attempt + 1`: initial × coefficient^(attempt−1), capped.
 pub fn next_retry_delay_ms(policy: &RetryPolicy, attempt: i32) -> i64 {
     let initial = opt_duration_millis(policy.initial_interval.as_ref()).max(1) as f64;
-    let coefficient = if policy.backoff_coefficient < 1.0 { 2.0 } else { policy.backoff_coefficient };
+    let coefficient = if policy.backoff_coefficient < 1.0 {
+        2.0
+    } else {
+        policy.backoff_coefficient
+    };
     let max = opt_duration_millis(policy.maximum_interval.as_ref());
     let delay = initial * coefficient.powi((attempt - 1).max(0));
-    let delay = if max > 0 { delay.min(max as f64) } else { delay };
+    let delay = if max > 0 {
+        delay.min(max as f64)
+    } else {
+        delay
+    };
     delay.min(i64::MAX as f64 / 2.0) as i64
 }
 
 pub fn retry_state_for(final_attempt: bool) -> RetryState {
-    if final_attempt { RetryState::MaximumAttemptsReached } else { RetryState::InProgress }
+    if final_attempt {
+        RetryState::MaximumAttemptsReached
+    } else {
+        RetryState::InProgress
+    }
 }
 
-fn schedule_retry(batch: &mut ShardBatch, ms: &mut MutableState, activity: pb::ActivityInfo, failure: Failure, delay_ms: i64) -> ApplyResult<()> {
+fn schedule_retry(
+    batch: &mut ShardBatch,
+    ms: &mut MutableState,
+    activity: pb::ActivityInfo,
+    failure: Failure,
+    delay_ms: i64,
+) -> ApplyResult<()> {
     let fire = ms.now_ms() + delay_ms;
     let next = pb::ActivityInfo {
         attempt: activity.attempt + 1,
@@ -290,8 +375,15 @@ fn schedule_retry(batch: &mut ShardBatch, ms: &mut MutableState, activity: pb::A
 }
 
 /// The retry backoff of an attempt elapsed: hand the attempt to matching.
-pub fn retry_due(batch: &mut ShardBatch, ms: &mut MutableState, scheduled_event_id: i64, attempt: i32) -> ApplyResult<bool> {
-    let Some(activity) = ms.state.activities.get(&scheduled_event_id).cloned() else { return Ok(false) };
+pub fn retry_due(
+    batch: &mut ShardBatch,
+    ms: &mut MutableState,
+    scheduled_event_id: i64,
+    attempt: i32,
+) -> ApplyResult<bool> {
+    let Some(activity) = ms.state.activities.get(&scheduled_event_id).cloned() else {
+        return Ok(false);
+    };
     if activity.attempt != attempt || activity.started || !ms.is_running() {
         return Ok(false);
     }
@@ -323,7 +415,11 @@ pub fn retry_due(batch: &mut ShardBatch, ms: &mut MutableState, scheduled_event_
             },
         )?;
     }
-    ms.state.activities.get_mut(&scheduled_event_id).expect("present").outbox_task_id = outbox as i64;
+    ms.state
+        .activities
+        .get_mut(&scheduled_event_id)
+        .expect("present")
+        .outbox_task_id = outbox as i64;
     Ok(true)
 }
 
@@ -338,16 +434,27 @@ fn timeout_failure(kind: TimeoutType, details: Option<Payloads>) -> Failure {
     Failure {
         message: format!("activity {name} timeout"),
         source: "Server".into(),
-        failure_info: Some(FailureInfo::TimeoutFailureInfo(TimeoutFailureInfo { timeout_type: kind as i32, last_heartbeat_details: details })),
+        failure_info: Some(FailureInfo::TimeoutFailureInfo(TimeoutFailureInfo {
+            timeout_type: kind as i32,
+            last_heartbeat_details: details,
+        })),
         ..Default::default()
     }
 }
 
 /// An activity timer fired. Returns whether anything changed.
-pub fn timed_out(batch: &mut ShardBatch, ms: &mut MutableState, task: &pb::TimerTask) -> ApplyResult<bool> {
-    let Some(activity) = ms.state.activities.get(&task.event_id).cloned() else { return Ok(false) };
+pub fn timed_out(
+    batch: &mut ShardBatch,
+    ms: &mut MutableState,
+    task: &pb::TimerTask,
+) -> ApplyResult<bool> {
+    let Some(activity) = ms.state.activities.get(&task.event_id).cloned() else {
+        return Ok(false);
+    };
     let kind = TimeoutType::try_from(task.timeout_type).unwrap_or_default();
-    if !ms.is_running() || (kind != TimeoutType::ScheduleToClose && activity.attempt != task.attempt) {
+    if !ms.is_running()
+        || (kind != TimeoutType::ScheduleToClose && activity.attempt != task.attempt)
+    {
         return Ok(false);
     }
     let now_ms = ms.now_ms();
@@ -368,7 +475,12 @@ pub fn timed_out(batch: &mut ShardBatch, ms: &mut MutableState, task: &pb::Timer
             if !activity.started {
                 return Ok(false);
             }
-            let last = activity.last_heartbeat_time.as_ref().or(activity.started_time.as_ref()).map(millis).unwrap_or(now_ms);
+            let last = activity
+                .last_heartbeat_time
+                .as_ref()
+                .or(activity.started_time.as_ref())
+                .map(millis)
+                .unwrap_or(now_ms);
             let deadline = last + opt_duration_millis(activity.heartbeat_timeout.as_ref());
             if deadline > now_ms {
                 // Heartbeats arrived since this timer was set: check again at the new deadline.
@@ -380,20 +492,30 @@ pub fn timed_out(batch: &mut ShardBatch, ms: &mut MutableState, task: &pb::Timer
         _ => false,
     };
     let failure = timeout_failure(kind, activity.heartbeat_details.clone());
-    let decision = if retryable { retry_decision(&activity, &failure, now_ms) } else { Err(RetryState::Timeout) };
+    let decision = if retryable {
+        retry_decision(&activity, &failure, now_ms)
+    } else {
+        Err(RetryState::Timeout)
+    };
     match decision {
         Ok(delay) => schedule_retry(batch, ms, activity, failure, delay)?,
         Err(retry_state) => {
-            let retry_state = if retryable { retry_state } else { RetryState::Timeout };
+            let retry_state = if retryable {
+                retry_state
+            } else {
+                RetryState::Timeout
+            };
             finish(batch, ms, &activity, activity.started, |started_event_id| {
                 (
                     EventType::ActivityTaskTimedOut,
-                    Attributes::ActivityTaskTimedOutEventAttributes(h::ActivityTaskTimedOutEventAttributes {
-                        failure: Some(failure.clone()),
-                        scheduled_event_id: activity.scheduled_event_id,
-                        started_event_id,
-                        retry_state: retry_state as i32,
-                    }),
+                    Attributes::ActivityTaskTimedOutEventAttributes(
+                        h::ActivityTaskTimedOutEventAttributes {
+                            failure: Some(failure.clone()),
+                            scheduled_event_id: activity.scheduled_event_id,
+                            started_event_id,
+                            retry_state: retry_state as i32,
+                        },
+                    ),
                 )
             })?;
         }

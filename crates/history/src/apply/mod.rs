@@ -50,9 +50,16 @@ pub struct HistoryApplier {
 }
 
 impl Applier for HistoryApplier {
-    fn apply(&self, batch: &mut ShardBatch, _log_index: u64, command: &[u8]) -> Result<Vec<u8>, StorageError> {
+    fn apply(
+        &self,
+        batch: &mut ShardBatch,
+        _log_index: u64,
+        command: &[u8],
+    ) -> Result<Vec<u8>, StorageError> {
         let result = match cmd::ShardCommand::decode(command) {
-            Err(e) => command_result::Result::Error(error_result(&ApiError::internal(format!("undecodable command: {e}")))),
+            Err(e) => command_result::Result::Error(error_result(&ApiError::internal(format!(
+                "undecodable command: {e}"
+            )))),
             Ok(command) => {
                 let savepoint = batch.savepoint();
                 match apply_command(batch, command) {
@@ -61,12 +68,17 @@ impl Applier for HistoryApplier {
                         batch.rollback(savepoint);
                         command_result::Result::Error(error_result(&e))
                     }
-                    Err(ApplyError::RejectedKeepWrites(e)) => command_result::Result::Error(error_result(&e)),
+                    Err(ApplyError::RejectedKeepWrites(e)) => {
+                        command_result::Result::Error(error_result(&e))
+                    }
                     Err(ApplyError::Storage(e)) => return Err(e),
                 }
             }
         };
-        Ok(cmd::CommandResult { result: Some(result) }.encode_to_vec())
+        Ok(cmd::CommandResult {
+            result: Some(result),
+        }
+        .encode_to_vec())
     }
 
     fn applied(&self, group: u32, last_index: u64) {
@@ -79,24 +91,35 @@ impl Applier for HistoryApplier {
 }
 
 fn error_result(e: &ApiError) -> cmd::CommandError {
-    cmd::CommandError { code: e.code as i32, message: e.message.clone(), details: e.details_bytes() }
+    cmd::CommandError {
+        code: e.code as i32,
+        message: e.message.clone(),
+        details: e.details_bytes(),
+    }
 }
 
 fn ok() -> command_result::Result {
     command_result::Result::Ok(cmd::Empty {})
 }
 
-fn apply_command(batch: &mut ShardBatch, command: cmd::ShardCommand) -> ApplyResult<command_result::Result> {
+fn apply_command(
+    batch: &mut ShardBatch,
+    command: cmd::ShardCommand,
+) -> ApplyResult<command_result::Result> {
     let now = command.now.unwrap_or_default();
     let Some(kind) = command.kind else {
         return Err(ApiError::invalid_argument("empty command").into());
     };
     match kind {
         shard_command::Kind::StartWorkflow(c) => start::start_workflow(batch, now, c),
-        shard_command::Kind::RecordWorkflowTaskStarted(c) => workflow_task::record_started(batch, now, c),
+        shard_command::Kind::RecordWorkflowTaskStarted(c) => {
+            workflow_task::record_started(batch, now, c)
+        }
         shard_command::Kind::CompleteWorkflowTask(c) => workflow_task::complete(batch, now, c),
         shard_command::Kind::FailWorkflowTask(c) => workflow_task::fail(batch, now, c),
-        shard_command::Kind::RecordActivityTaskStarted(c) => activity::record_started(batch, now, c),
+        shard_command::Kind::RecordActivityTaskStarted(c) => {
+            activity::record_started(batch, now, c)
+        }
         shard_command::Kind::RespondActivity(c) => activity::respond(batch, now, c),
         shard_command::Kind::RecordActivityHeartbeat(c) => activity::heartbeat(batch, now, c),
         shard_command::Kind::SignalWorkflow(c) => signal::signal(batch, now, c),
@@ -130,9 +153,21 @@ pub fn load_run(
 }
 
 /// Loads the run a task token names.
-pub fn load_token_run(batch: &ShardBatch, now: Timestamp, token: &Option<pb::TaskToken>) -> ApplyResult<(pb::TaskToken, MutableState)> {
-    let token = token.clone().ok_or_else(|| ApiError::invalid_argument("task token is missing"))?;
-    let ms = load_run(batch, now, &token.namespace_id, &token.workflow_id, &token.run_id)?;
+pub fn load_token_run(
+    batch: &ShardBatch,
+    now: Timestamp,
+    token: &Option<pb::TaskToken>,
+) -> ApplyResult<(pb::TaskToken, MutableState)> {
+    let token = token
+        .clone()
+        .ok_or_else(|| ApiError::invalid_argument("task token is missing"))?;
+    let ms = load_run(
+        batch,
+        now,
+        &token.namespace_id,
+        &token.workflow_id,
+        &token.run_id,
+    )?;
     Ok((token, ms))
 }
 
@@ -148,7 +183,12 @@ pub fn record_close(batch: &mut ShardBatch, ms: &MutableState) -> ApplyResult<()
 }
 
 /// Marks a run closed: status, close time, and its pending tasks leave the outbox.
-pub fn close_run(batch: &mut ShardBatch, ms: &mut MutableState, status: chronicle_proto::temporal::api::enums::v1::WorkflowExecutionStatus, completion_event_id: i64) -> ApplyResult<()> {
+pub fn close_run(
+    batch: &mut ShardBatch,
+    ms: &mut MutableState,
+    status: chronicle_proto::temporal::api::enums::v1::WorkflowExecutionStatus,
+    completion_event_id: i64,
+) -> ApplyResult<()> {
     ms.state.status = status as i32;
     ms.state.close_time = Some(ms.now);
     ms.state.completion_event_id = completion_event_id;

@@ -6,9 +6,18 @@ use chronicle_types::ApiError;
 
 use super::ApplyResult;
 
-pub fn upsert(batch: &mut ShardBatch, c: cmd::UpsertNamespace) -> ApplyResult<command_result::Result> {
-    let record = c.record.ok_or_else(|| ApiError::invalid_argument("namespace record missing"))?;
-    let name = record.info.as_ref().map(|i| i.name.clone()).unwrap_or_default();
+pub fn upsert(
+    batch: &mut ShardBatch,
+    c: cmd::UpsertNamespace,
+) -> ApplyResult<command_result::Result> {
+    let record = c
+        .record
+        .ok_or_else(|| ApiError::invalid_argument("namespace record missing"))?;
+    let name = record
+        .info
+        .as_ref()
+        .map(|i| i.name.clone())
+        .unwrap_or_default();
     if name.is_empty() {
         return Err(ApiError::invalid_argument("Namespace is not set on request.").into());
     }

@@ -1,10 +1,10 @@
 //! Requests from outside the run: signals, termination, cancellation requests.
 
 use chronicle_proto::chronicle::history::v1::{self as cmd, command_result};
+use chronicle_proto::temporal::api::common::v1::Payloads;
 use chronicle_proto::temporal::api::enums::v1::{EventType, WorkflowExecutionStatus};
 use chronicle_proto::temporal::api::history::v1 as h;
 use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
-use chronicle_proto::temporal::api::common::v1::Payloads;
 use chronicle_proto::wkt::Timestamp;
 use chronicle_storage::ShardBatch;
 use chronicle_types::ApiError;
@@ -19,10 +19,20 @@ fn closed_error() -> ApiError {
     ApiError::not_found("workflow execution already completed")
 }
 
-pub fn signal(batch: &mut ShardBatch, now: Timestamp, c: cmd::SignalWorkflow) -> ApplyResult<command_result::Result> {
+pub fn signal(
+    batch: &mut ShardBatch,
+    now: Timestamp,
+    c: cmd::SignalWorkflow,
+) -> ApplyResult<command_result::Result> {
     let request = c.request.unwrap_or_default();
     let execution = request.workflow_execution.clone().unwrap_or_default();
-    let mut ms = load_run(batch, now, &c.namespace_id, &execution.workflow_id, &execution.run_id)?;
+    let mut ms = load_run(
+        batch,
+        now,
+        &c.namespace_id,
+        &execution.workflow_id,
+        &execution.run_id,
+    )?;
     if !ms.is_running() {
         return Err(closed_error().into());
     }
@@ -37,35 +47,64 @@ pub fn signal(batch: &mut ShardBatch, now: Timestamp, c: cmd::SignalWorkflow) ->
     }
     ms.add_or_buffer_event(
         EventType::WorkflowExecutionSignaled,
-        Attributes::WorkflowExecutionSignaledEventAttributes(h::WorkflowExecutionSignaledEventAttributes {
-            signal_name: request.signal_name.clone(),
-            input: request.input.clone(),
-            identity: request.identity.clone(),
-            header: request.header.clone(),
-            ..Default::default()
-        }),
+        Attributes::WorkflowExecutionSignaledEventAttributes(
+            h::WorkflowExecutionSignaledEventAttributes {
+                signal_name: request.signal_name.clone(),
+                input: request.input.clone(),
+                identity: request.identity.clone(),
+                header: request.header.clone(),
+                ..Default::default()
+            },
+        ),
     );
     ms.schedule_workflow_task_if_needed(batch)?;
     ms.persist(batch);
     Ok(super::ok())
 }
 
-pub fn terminate(batch: &mut ShardBatch, now: Timestamp, c: cmd::TerminateWorkflow) -> ApplyResult<command_result::Result> {
+pub fn terminate(
+    batch: &mut ShardBatch,
+    now: Timestamp,
+    c: cmd::TerminateWorkflow,
+) -> ApplyResult<command_result::Result> {
     let request = c.request.unwrap_or_default();
     let execution = request.workflow_execution.clone().unwrap_or_default();
-    let mut ms = load_run(batch, now, &c.namespace_id, &execution.workflow_id, &execution.run_id)?;
+    let mut ms = load_run(
+        batch,
+        now,
+        &c.namespace_id,
+        &execution.workflow_id,
+        &execution.run_id,
+    )?;
     if !ms.is_running() {
         return Err(closed_error().into());
     }
-    terminate_run(batch, &mut ms, &request.reason, &request.identity, request.details.clone())?;
+    terminate_run(
+        batch,
+        &mut ms,
+        &request.reason,
+        &request.identity,
+        request.details.clone(),
+    )?;
     ms.persist(batch);
     Ok(super::ok())
 }
 
 /// Terminates a running run: a running workflow task is failed first so that the history stays
 /// a valid sequence, then the Terminated event closes the run.
-pub fn terminate_run(batch: &mut ShardBatch, ms: &mut MutableState, reason: &str, identity: &str, details: Option<Payloads>) -> ApplyResult<()> {
-    if let Some(task) = ms.state.workflow_task.clone().filter(|t| t.started_event_id > 0) {
+pub fn terminate_run(
+    batch: &mut ShardBatch,
+    ms: &mut MutableState,
+    reason: &str,
+    identity: &str,
+    details: Option<Payloads>,
+) -> ApplyResult<()> {
+    if let Some(task) = ms
+        .state
+        .workflow_task
+        .clone()
+        .filter(|t| t.started_event_id > 0)
+    {
         ms.add_event(
             EventType::WorkflowTaskFailed,
             Attributes::WorkflowTaskFailedEventAttributes(h::WorkflowTaskFailedEventAttributes {
@@ -81,30 +120,44 @@ pub fn terminate_run(batch: &mut ShardBatch, ms: &mut MutableState, reason: &str
     ms.flush_buffered_events();
     let id = ms.add_event(
         EventType::WorkflowExecutionTerminated,
-        Attributes::WorkflowExecutionTerminatedEventAttributes(h::WorkflowExecutionTerminatedEventAttributes {
-            reason: reason.to_string(),
-            details,
-            identity: identity.to_string(),
-            ..Default::default()
-        }),
+        Attributes::WorkflowExecutionTerminatedEventAttributes(
+            h::WorkflowExecutionTerminatedEventAttributes {
+                reason: reason.to_string(),
+                details,
+                identity: identity.to_string(),
+                ..Default::default()
+            },
+        ),
     );
     close_run(batch, ms, WorkflowExecutionStatus::Terminated, id)
 }
 
-pub fn request_cancel(batch: &mut ShardBatch, now: Timestamp, c: cmd::RequestCancelWorkflow) -> ApplyResult<command_result::Result> {
+pub fn request_cancel(
+    batch: &mut ShardBatch,
+    now: Timestamp,
+    c: cmd::RequestCancelWorkflow,
+) -> ApplyResult<command_result::Result> {
     let request = c.request.unwrap_or_default();
     let execution = request.workflow_execution.clone().unwrap_or_default();
-    let mut ms = load_run(batch, now, &c.namespace_id, &execution.workflow_id, &execution.run_id)?;
+    let mut ms = load_run(
+        batch,
+        now,
+        &c.namespace_id,
+        &execution.workflow_id,
+        &execution.run_id,
+    )?;
     if !ms.is_running() {
         return Err(closed_error().into());
     }
     ms.add_or_buffer_event(
         EventType::WorkflowExecutionCancelRequested,
-        Attributes::WorkflowExecutionCancelRequestedEventAttributes(h::WorkflowExecutionCancelRequestedEventAttributes {
-            cause: request.reason.clone(),
-            identity: request.identity.clone(),
-            ..Default::default()
-        }),
+        Attributes::WorkflowExecutionCancelRequestedEventAttributes(
+            h::WorkflowExecutionCancelRequestedEventAttributes {
+                cause: request.reason.clone(),
+                identity: request.identity.clone(),
+                ..Default::default()
+            },
+        ),
     );
     ms.schedule_workflow_task_if_needed(batch)?;
     ms.persist(batch);

@@ -3,7 +3,9 @@
 
 use chronicle_proto::chronicle::history::v1::{self as cmd, command_result};
 use chronicle_proto::chronicle::persistence::v1 as pb;
-use chronicle_proto::temporal::api::enums::v1::{EventType, WorkflowExecutionStatus, WorkflowIdConflictPolicy, WorkflowIdReusePolicy};
+use chronicle_proto::temporal::api::enums::v1::{
+    EventType, WorkflowExecutionStatus, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+};
 use chronicle_proto::temporal::api::history::v1 as h;
 use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
 use chronicle_proto::wkt::Timestamp;
@@ -21,8 +23,14 @@ fn started(run_id: String, started: bool) -> command_result::Result {
     command_result::Result::StartWorkflow(cmd::StartWorkflowResult { run_id, started })
 }
 
-pub fn start_workflow(batch: &mut ShardBatch, now: Timestamp, c: cmd::StartWorkflow) -> ApplyResult<command_result::Result> {
-    let request = c.request.ok_or_else(|| ApiError::invalid_argument("start request missing"))?;
+pub fn start_workflow(
+    batch: &mut ShardBatch,
+    now: Timestamp,
+    c: cmd::StartWorkflow,
+) -> ApplyResult<command_result::Result> {
+    let request = c
+        .request
+        .ok_or_else(|| ApiError::invalid_argument("start request missing"))?;
     let ns = c.namespace_id;
     let workflow_id = request.workflow_id.clone();
 
@@ -33,19 +41,33 @@ pub fn start_workflow(batch: &mut ShardBatch, now: Timestamp, c: cmd::StartWorkf
             return Ok(started(current.run_id, false));
         }
         if running {
-            let conflict = WorkflowIdConflictPolicy::try_from(request.workflow_id_conflict_policy).unwrap_or_default();
-            let reuse = WorkflowIdReusePolicy::try_from(request.workflow_id_reuse_policy).unwrap_or_default();
+            let conflict = WorkflowIdConflictPolicy::try_from(request.workflow_id_conflict_policy)
+                .unwrap_or_default();
+            let reuse = WorkflowIdReusePolicy::try_from(request.workflow_id_reuse_policy)
+                .unwrap_or_default();
             match conflict {
                 WorkflowIdConflictPolicy::UseExisting => return Ok(started(current.run_id, false)),
                 WorkflowIdConflictPolicy::TerminateExisting => {
                     let mut ms = super::load_run(batch, now, &ns, &workflow_id, &current.run_id)?;
-                    signal::terminate_run(batch, &mut ms, "TerminateExisting WorkflowIdConflictPolicy", &request.identity, None)?;
+                    signal::terminate_run(
+                        batch,
+                        &mut ms,
+                        "TerminateExisting WorkflowIdConflictPolicy",
+                        &request.identity,
+                        None,
+                    )?;
                     ms.persist(batch);
                 }
                 #[allow(deprecated)]
                 _ if reuse == WorkflowIdReusePolicy::TerminateIfRunning => {
                     let mut ms = super::load_run(batch, now, &ns, &workflow_id, &current.run_id)?;
-                    signal::terminate_run(batch, &mut ms, "TerminateIfRunning WorkflowIdReusePolicy", &request.identity, None)?;
+                    signal::terminate_run(
+                        batch,
+                        &mut ms,
+                        "TerminateIfRunning WorkflowIdReusePolicy",
+                        &request.identity,
+                        None,
+                    )?;
                     ms.persist(batch);
                 }
                 _ => {
@@ -58,7 +80,8 @@ pub fn start_workflow(batch: &mut ShardBatch, now: Timestamp, c: cmd::StartWorkf
                 }
             }
         } else {
-            let reuse = WorkflowIdReusePolicy::try_from(request.workflow_id_reuse_policy).unwrap_or_default();
+            let reuse = WorkflowIdReusePolicy::try_from(request.workflow_id_reuse_policy)
+                .unwrap_or_default();
             let failed_like = [
                 WorkflowExecutionStatus::Failed,
                 WorkflowExecutionStatus::Canceled,
@@ -104,7 +127,11 @@ pub fn start_workflow(batch: &mut ShardBatch, now: Timestamp, c: cmd::StartWorkf
     }
     let now_ms = millis(&now);
     let run_id = c.run_id;
-    let task_queue = request.task_queue.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+    let task_queue = request
+        .task_queue
+        .as_ref()
+        .map(|t| t.name.clone())
+        .unwrap_or_default();
     let delay_ms = opt_duration_millis(request.workflow_start_delay.as_ref()).max(0);
     let state = pb::WorkflowExecutionState {
         namespace_id: ns.clone(),
@@ -125,34 +152,37 @@ pub fn start_workflow(batch: &mut ShardBatch, now: Timestamp, c: cmd::StartWorkf
         attempt: 1,
         memo: request.memo.clone(),
         search_attributes: request.search_attributes.clone(),
-        execution_expiration_time: (execution_ms > 0).then(|| chronicle_types::time::from_millis(now_ms + execution_ms)),
+        execution_expiration_time: (execution_ms > 0)
+            .then(|| chronicle_types::time::from_millis(now_ms + execution_ms)),
         identity: request.identity.clone(),
         ..Default::default()
     };
     let mut ms = MutableState::new(state, now);
     ms.add_event(
         EventType::WorkflowExecutionStarted,
-        Attributes::WorkflowExecutionStartedEventAttributes(h::WorkflowExecutionStartedEventAttributes {
-            workflow_type: request.workflow_type.clone(),
-            task_queue: request.task_queue.clone(),
-            input: request.input.clone(),
-            workflow_execution_timeout: ms.state.workflow_execution_timeout,
-            workflow_run_timeout: ms.state.workflow_run_timeout,
-            workflow_task_timeout: ms.state.workflow_task_timeout,
-            original_execution_run_id: run_id.clone(),
-            identity: request.identity.clone(),
-            first_execution_run_id: run_id.clone(),
-            retry_policy: request.retry_policy.clone(),
-            attempt: 1,
-            workflow_execution_expiration_time: ms.state.execution_expiration_time,
-            cron_schedule: request.cron_schedule.clone(),
-            first_workflow_task_backoff: (delay_ms > 0).then(|| duration_from_millis(delay_ms)),
-            memo: request.memo.clone(),
-            search_attributes: request.search_attributes.clone(),
-            header: request.header.clone(),
-            workflow_id: workflow_id.clone(),
-            ..Default::default()
-        }),
+        Attributes::WorkflowExecutionStartedEventAttributes(
+            h::WorkflowExecutionStartedEventAttributes {
+                workflow_type: request.workflow_type.clone(),
+                task_queue: request.task_queue.clone(),
+                input: request.input.clone(),
+                workflow_execution_timeout: ms.state.workflow_execution_timeout,
+                workflow_run_timeout: ms.state.workflow_run_timeout,
+                workflow_task_timeout: ms.state.workflow_task_timeout,
+                original_execution_run_id: run_id.clone(),
+                identity: request.identity.clone(),
+                first_execution_run_id: run_id.clone(),
+                retry_policy: request.retry_policy.clone(),
+                attempt: 1,
+                workflow_execution_expiration_time: ms.state.execution_expiration_time,
+                cron_schedule: request.cron_schedule.clone(),
+                first_workflow_task_backoff: (delay_ms > 0).then(|| duration_from_millis(delay_ms)),
+                memo: request.memo.clone(),
+                search_attributes: request.search_attributes.clone(),
+                header: request.header.clone(),
+                workflow_id: workflow_id.clone(),
+                ..Default::default()
+            },
+        ),
     );
     if delay_ms > 0 {
         batch.put_timer(

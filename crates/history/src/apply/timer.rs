@@ -12,13 +12,25 @@ use chronicle_storage::ShardBatch;
 
 use super::{ApplyError, ApplyResult, activity, close_run, load_run, workflow_task};
 
-pub fn fire(batch: &mut ShardBatch, now: Timestamp, c: cmd::FireTimer) -> ApplyResult<command_result::Result> {
+pub fn fire(
+    batch: &mut ShardBatch,
+    now: Timestamp,
+    c: cmd::FireTimer,
+) -> ApplyResult<command_result::Result> {
     if !batch.timer_exists(&c.key)? {
         return Ok(super::ok());
     }
     batch.delete_timer(&c.key);
-    let Some(task) = c.task else { return Ok(super::ok()) };
-    let mut ms = match load_run(batch, now, &task.namespace_id, &task.workflow_id, &task.run_id) {
+    let Some(task) = c.task else {
+        return Ok(super::ok());
+    };
+    let mut ms = match load_run(
+        batch,
+        now,
+        &task.namespace_id,
+        &task.workflow_id,
+        &task.run_id,
+    ) {
         Ok(ms) => ms,
         Err(ApplyError::Rejected(_)) => return Ok(super::ok()),
         Err(e) => return Err(e),
@@ -42,16 +54,20 @@ pub fn fire(batch: &mut ShardBatch, now: Timestamp, c: cmd::FireTimer) -> ApplyR
             }
             _ => false,
         },
-        Kind::WorkflowTaskTimeout => workflow_task::timed_out(batch, &mut ms, task.event_id, task.attempt)?,
+        Kind::WorkflowTaskTimeout => {
+            workflow_task::timed_out(batch, &mut ms, task.event_id, task.attempt)?
+        }
         Kind::ActivityTimeout => activity::timed_out(batch, &mut ms, &task)?,
         Kind::ActivityRetry => activity::retry_due(batch, &mut ms, task.event_id, task.attempt)?,
         Kind::WorkflowRunTimeout | Kind::WorkflowExecutionTimeout => {
             let id = ms.add_event(
                 EventType::WorkflowExecutionTimedOut,
-                Attributes::WorkflowExecutionTimedOutEventAttributes(h::WorkflowExecutionTimedOutEventAttributes {
-                    retry_state: RetryState::Timeout as i32,
-                    new_execution_run_id: String::new(),
-                }),
+                Attributes::WorkflowExecutionTimedOutEventAttributes(
+                    h::WorkflowExecutionTimedOutEventAttributes {
+                        retry_state: RetryState::Timeout as i32,
+                        new_execution_run_id: String::new(),
+                    },
+                ),
             );
             close_run(batch, &mut ms, WorkflowExecutionStatus::TimedOut, id)?;
             true

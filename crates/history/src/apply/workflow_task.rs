@@ -2,9 +2,13 @@
 
 use chronicle_proto::chronicle::history::v1::{self as cmd, command_result};
 use chronicle_proto::chronicle::persistence::v1 as pb;
-use chronicle_proto::temporal::api::command::v1::{Command, command::Attributes as CommandAttributes};
+use chronicle_proto::temporal::api::command::v1::{
+    Command, command::Attributes as CommandAttributes,
+};
 use chronicle_proto::temporal::api::common::v1::{RetryPolicy, SearchAttributes};
-use chronicle_proto::temporal::api::enums::v1::{EventType, TimeoutType, WorkflowExecutionStatus, WorkflowTaskFailedCause};
+use chronicle_proto::temporal::api::enums::v1::{
+    EventType, TimeoutType, WorkflowExecutionStatus, WorkflowTaskFailedCause,
+};
 use chronicle_proto::temporal::api::failure::v1::Failure;
 use chronicle_proto::temporal::api::history::v1 as h;
 use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
@@ -18,10 +22,17 @@ use super::{ApplyError, ApplyResult, close_run, load_run, load_token_run};
 use crate::mutable_state::MutableState;
 
 fn stale_started() -> command_result::Result {
-    command_result::Result::WorkflowTaskStarted(cmd::RecordWorkflowTaskStartedResult { stale: true, ..Default::default() })
+    command_result::Result::WorkflowTaskStarted(cmd::RecordWorkflowTaskStartedResult {
+        stale: true,
+        ..Default::default()
+    })
 }
 
-pub fn record_started(batch: &mut ShardBatch, now: Timestamp, c: cmd::RecordWorkflowTaskStarted) -> ApplyResult<command_result::Result> {
+pub fn record_started(
+    batch: &mut ShardBatch,
+    now: Timestamp,
+    c: cmd::RecordWorkflowTaskStarted,
+) -> ApplyResult<command_result::Result> {
     let mut ms = match load_run(batch, now, &c.namespace_id, &c.workflow_id, &c.run_id) {
         Ok(ms) => ms,
         Err(ApplyError::Rejected(_)) => {
@@ -30,7 +41,12 @@ pub fn record_started(batch: &mut ShardBatch, now: Timestamp, c: cmd::RecordWork
         }
         Err(e) => return Err(e),
     };
-    let Some(task) = ms.state.workflow_task.clone().filter(|t| t.scheduled_event_id == c.scheduled_event_id && ms.is_running()) else {
+    let Some(task) = ms
+        .state
+        .workflow_task
+        .clone()
+        .filter(|t| t.scheduled_event_id == c.scheduled_event_id && ms.is_running())
+    else {
         batch.delete_outbox(c.outbox_id as u64);
         return Ok(stale_started());
     };
@@ -101,12 +117,22 @@ fn running_task(ms: &MutableState, token: &pb::TaskToken) -> ApplyResult<pb::Wor
         return Err(ApiError::not_found("Workflow task not found.").into());
     }
     match &ms.state.workflow_task {
-        Some(t) if t.scheduled_event_id == token.scheduled_event_id && t.started_event_id > 0 && t.started_event_id == token.started_event_id => Ok(t.clone()),
+        Some(t)
+            if t.scheduled_event_id == token.scheduled_event_id
+                && t.started_event_id > 0
+                && t.started_event_id == token.started_event_id =>
+        {
+            Ok(t.clone())
+        }
         _ => Err(ApiError::not_found("Workflow task not found.").into()),
     }
 }
 
-pub fn complete(batch: &mut ShardBatch, now: Timestamp, c: cmd::CompleteWorkflowTask) -> ApplyResult<command_result::Result> {
+pub fn complete(
+    batch: &mut ShardBatch,
+    now: Timestamp,
+    c: cmd::CompleteWorkflowTask,
+) -> ApplyResult<command_result::Result> {
     let request = c.request.unwrap_or_default();
     let (token, ms) = load_token_run(batch, now, &c.token)?;
     let task = running_task(&ms, &token)?;
@@ -116,17 +142,31 @@ pub fn complete(batch: &mut ShardBatch, now: Timestamp, c: cmd::CompleteWorkflow
     match apply_completion(batch, &mut ms, &task, &request) {
         Ok(()) => {
             ms.persist(batch);
-            Ok(command_result::Result::CompleteWorkflowTask(cmd::CompleteWorkflowTaskResult {}))
+            Ok(command_result::Result::CompleteWorkflowTask(
+                cmd::CompleteWorkflowTaskResult {},
+            ))
         }
         Err(Rejection { cause, message }) => {
             // Temporal's behaviour for a bad command: nothing of the completion is kept, the task
             // is failed with the cause, a new one is scheduled, and the worker gets the error.
             batch.rollback(savepoint);
             let mut ms = MutableState::new(original, now);
-            let failure = Failure { message: message.clone(), ..Default::default() };
-            fail_task(batch, &mut ms, &task, cause, Some(failure), &request.identity)?;
+            let failure = Failure {
+                message: message.clone(),
+                ..Default::default()
+            };
+            fail_task(
+                batch,
+                &mut ms,
+                &task,
+                cause,
+                Some(failure),
+                &request.identity,
+            )?;
             ms.persist(batch);
-            Err(ApplyError::RejectedKeepWrites(ApiError::invalid_argument(message)))
+            Err(ApplyError::RejectedKeepWrites(ApiError::invalid_argument(
+                message,
+            )))
         }
     }
 }
@@ -137,13 +177,19 @@ struct Rejection {
 }
 
 fn reject(cause: WorkflowTaskFailedCause, message: impl Into<String>) -> Rejection {
-    Rejection { cause, message: message.into() }
+    Rejection {
+        cause,
+        message: message.into(),
+    }
 }
 
 impl From<chronicle_storage::StorageError> for Rejection {
     fn from(e: chronicle_storage::StorageError) -> Self {
         // Storage failures cannot be turned into a failed task; surface them as such.
-        reject(WorkflowTaskFailedCause::Unspecified, format!("storage failure: {e}"))
+        reject(
+            WorkflowTaskFailedCause::Unspecified,
+            format!("storage failure: {e}"),
+        )
     }
 }
 
@@ -171,7 +217,10 @@ fn apply_completion(
     let mut closed = false;
     for command in &request.commands {
         if closed {
-            return Err(reject(WorkflowTaskFailedCause::BadCompleteWorkflowExecutionAttributes, "commands follow a command that closed the workflow"));
+            return Err(reject(
+                WorkflowTaskFailedCause::BadCompleteWorkflowExecutionAttributes,
+                "commands follow a command that closed the workflow",
+            ));
         }
         closed = apply_command(batch, ms, command, completed_id, has_new_events)?;
     }
@@ -185,7 +234,13 @@ fn apply_completion(
 }
 
 /// Applies one command; returns whether it closed the workflow.
-fn apply_command(batch: &mut ShardBatch, ms: &mut MutableState, command: &Command, completed_id: i64, has_new_events: bool) -> Result<bool, Rejection> {
+fn apply_command(
+    batch: &mut ShardBatch,
+    ms: &mut MutableState,
+    command: &Command,
+    completed_id: i64,
+    has_new_events: bool,
+) -> Result<bool, Rejection> {
     use WorkflowTaskFailedCause as Cause;
     let Some(attributes) = &command.attributes else {
         return Err(reject(Cause::BadBinary, "command has no attributes"));
@@ -199,7 +254,10 @@ fn apply_command(batch: &mut ShardBatch, ms: &mut MutableState, command: &Comman
     );
     if is_close && has_new_events {
         // New events arrived while the worker decided to close: it must see them first.
-        return Err(reject(Cause::UnhandledCommand, "UnhandledCommand: new events arrived while the workflow task was running"));
+        return Err(reject(
+            Cause::UnhandledCommand,
+            "UnhandledCommand: new events arrived while the workflow task was running",
+        ));
     }
     match attributes {
         CommandAttributes::ScheduleActivityTaskCommandAttributes(a) => {
@@ -208,17 +266,29 @@ fn apply_command(batch: &mut ShardBatch, ms: &mut MutableState, command: &Comman
         }
         CommandAttributes::RequestCancelActivityTaskCommandAttributes(a) => {
             let Some(activity) = ms.state.activities.get(&a.scheduled_event_id).cloned() else {
-                return Err(reject(Cause::BadRequestCancelActivityAttributes, format!("no pending activity with scheduled event ID {}", a.scheduled_event_id)));
+                return Err(reject(
+                    Cause::BadRequestCancelActivityAttributes,
+                    format!(
+                        "no pending activity with scheduled event ID {}",
+                        a.scheduled_event_id
+                    ),
+                ));
             };
             let requested_id = ms.add_event(
                 EventType::ActivityTaskCancelRequested,
-                Attributes::ActivityTaskCancelRequestedEventAttributes(h::ActivityTaskCancelRequestedEventAttributes {
-                    scheduled_event_id: a.scheduled_event_id,
-                    workflow_task_completed_event_id: completed_id,
-                }),
+                Attributes::ActivityTaskCancelRequestedEventAttributes(
+                    h::ActivityTaskCancelRequestedEventAttributes {
+                        scheduled_event_id: a.scheduled_event_id,
+                        workflow_task_completed_event_id: completed_id,
+                    },
+                ),
             );
             if activity.started {
-                let entry = ms.state.activities.get_mut(&a.scheduled_event_id).expect("present");
+                let entry = ms
+                    .state
+                    .activities
+                    .get_mut(&a.scheduled_event_id)
+                    .expect("present");
                 entry.cancel_requested = true;
                 entry.cancel_requested_event_id = requested_id;
             } else {
@@ -226,12 +296,14 @@ fn apply_command(batch: &mut ShardBatch, ms: &mut MutableState, command: &Comman
                 batch.delete_outbox(activity.outbox_task_id as u64);
                 ms.add_event(
                     EventType::ActivityTaskCanceled,
-                    Attributes::ActivityTaskCanceledEventAttributes(h::ActivityTaskCanceledEventAttributes {
-                        latest_cancel_requested_event_id: requested_id,
-                        scheduled_event_id: a.scheduled_event_id,
-                        started_event_id: 0,
-                        ..Default::default()
-                    }),
+                    Attributes::ActivityTaskCanceledEventAttributes(
+                        h::ActivityTaskCanceledEventAttributes {
+                            latest_cancel_requested_event_id: requested_id,
+                            scheduled_event_id: a.scheduled_event_id,
+                            started_event_id: 0,
+                            ..Default::default()
+                        },
+                    ),
                 );
                 // The worker learns of the cancellation from a new workflow task.
                 ms.force_new_workflow_task = true;
@@ -240,11 +312,17 @@ fn apply_command(batch: &mut ShardBatch, ms: &mut MutableState, command: &Comman
         }
         CommandAttributes::StartTimerCommandAttributes(a) => {
             if a.timer_id.is_empty() || ms.state.timers.contains_key(&a.timer_id) {
-                return Err(reject(Cause::BadStartTimerAttributes, format!("invalid or duplicate timer ID {:?}", a.timer_id)));
+                return Err(reject(
+                    Cause::BadStartTimerAttributes,
+                    format!("invalid or duplicate timer ID {:?}", a.timer_id),
+                ));
             }
             let fire_ms = opt_duration_millis(a.start_to_fire_timeout.as_ref());
             if fire_ms <= 0 {
-                return Err(reject(Cause::BadStartTimerAttributes, "A valid StartToFireTimeout is not set on command."));
+                return Err(reject(
+                    Cause::BadStartTimerAttributes,
+                    "A valid StartToFireTimeout is not set on command.",
+                ));
             }
             let started_id = ms.add_event(
                 EventType::TimerStarted,
@@ -257,7 +335,11 @@ fn apply_command(batch: &mut ShardBatch, ms: &mut MutableState, command: &Comman
             let expiry = ms.now_ms() + fire_ms;
             ms.state.timers.insert(
                 a.timer_id.clone(),
-                pb::TimerInfo { timer_id: a.timer_id.clone(), started_event_id: started_id, expiry_time: Some(chronicle_types::time::from_millis(expiry)) },
+                pb::TimerInfo {
+                    timer_id: a.timer_id.clone(),
+                    started_event_id: started_id,
+                    expiry_time: Some(chronicle_types::time::from_millis(expiry)),
+                },
             );
             batch.put_timer(
                 expiry,
@@ -275,7 +357,10 @@ fn apply_command(batch: &mut ShardBatch, ms: &mut MutableState, command: &Comman
         }
         CommandAttributes::CancelTimerCommandAttributes(a) => {
             let Some(timer) = ms.state.timers.remove(&a.timer_id) else {
-                return Err(reject(Cause::BadCancelTimerAttributes, format!("no pending timer with ID {:?}", a.timer_id)));
+                return Err(reject(
+                    Cause::BadCancelTimerAttributes,
+                    format!("no pending timer with ID {:?}", a.timer_id),
+                ));
             };
             ms.add_event(
                 EventType::TimerCanceled,
@@ -291,24 +376,31 @@ fn apply_command(batch: &mut ShardBatch, ms: &mut MutableState, command: &Comman
         CommandAttributes::CompleteWorkflowExecutionCommandAttributes(a) => {
             let id = ms.add_event(
                 EventType::WorkflowExecutionCompleted,
-                Attributes::WorkflowExecutionCompletedEventAttributes(h::WorkflowExecutionCompletedEventAttributes {
-                    result: a.result.clone(),
-                    workflow_task_completed_event_id: completed_id,
-                    new_execution_run_id: String::new(),
-                }),
+                Attributes::WorkflowExecutionCompletedEventAttributes(
+                    h::WorkflowExecutionCompletedEventAttributes {
+                        result: a.result.clone(),
+                        workflow_task_completed_event_id: completed_id,
+                        new_execution_run_id: String::new(),
+                    },
+                ),
             );
-            close_run(batch, ms, WorkflowExecutionStatus::Completed, id).map_err(storage_rejection)?;
+            close_run(batch, ms, WorkflowExecutionStatus::Completed, id)
+                .map_err(storage_rejection)?;
             Ok(true)
         }
         CommandAttributes::FailWorkflowExecutionCommandAttributes(a) => {
             let id = ms.add_event(
                 EventType::WorkflowExecutionFailed,
-                Attributes::WorkflowExecutionFailedEventAttributes(h::WorkflowExecutionFailedEventAttributes {
-                    failure: a.failure.clone(),
-                    retry_state: chronicle_proto::temporal::api::enums::v1::RetryState::RetryPolicyNotSet as i32,
-                    workflow_task_completed_event_id: completed_id,
-                    new_execution_run_id: String::new(),
-                }),
+                Attributes::WorkflowExecutionFailedEventAttributes(
+                    h::WorkflowExecutionFailedEventAttributes {
+                        failure: a.failure.clone(),
+                        retry_state:
+                            chronicle_proto::temporal::api::enums::v1::RetryState::RetryPolicyNotSet
+                                as i32,
+                        workflow_task_completed_event_id: completed_id,
+                        new_execution_run_id: String::new(),
+                    },
+                ),
             );
             close_run(batch, ms, WorkflowExecutionStatus::Failed, id).map_err(storage_rejection)?;
             Ok(true)
@@ -316,12 +408,15 @@ fn apply_command(batch: &mut ShardBatch, ms: &mut MutableState, command: &Comman
         CommandAttributes::CancelWorkflowExecutionCommandAttributes(a) => {
             let id = ms.add_event(
                 EventType::WorkflowExecutionCanceled,
-                Attributes::WorkflowExecutionCanceledEventAttributes(h::WorkflowExecutionCanceledEventAttributes {
-                    workflow_task_completed_event_id: completed_id,
-                    details: a.details.clone(),
-                }),
+                Attributes::WorkflowExecutionCanceledEventAttributes(
+                    h::WorkflowExecutionCanceledEventAttributes {
+                        workflow_task_completed_event_id: completed_id,
+                        details: a.details.clone(),
+                    },
+                ),
             );
-            close_run(batch, ms, WorkflowExecutionStatus::Canceled, id).map_err(storage_rejection)?;
+            close_run(batch, ms, WorkflowExecutionStatus::Canceled, id)
+                .map_err(storage_rejection)?;
             Ok(true)
         }
         CommandAttributes::RecordMarkerCommandAttributes(a) => {
@@ -339,16 +434,21 @@ fn apply_command(batch: &mut ShardBatch, ms: &mut MutableState, command: &Comman
         }
         CommandAttributes::UpsertWorkflowSearchAttributesCommandAttributes(a) => {
             let upsert = a.search_attributes.clone().unwrap_or_default();
-            let merged = ms.state.search_attributes.get_or_insert_with(SearchAttributes::default);
+            let merged = ms
+                .state
+                .search_attributes
+                .get_or_insert_with(SearchAttributes::default);
             for (k, v) in &upsert.indexed_fields {
                 merged.indexed_fields.insert(k.clone(), v.clone());
             }
             ms.add_event(
                 EventType::UpsertWorkflowSearchAttributes,
-                Attributes::UpsertWorkflowSearchAttributesEventAttributes(h::UpsertWorkflowSearchAttributesEventAttributes {
-                    workflow_task_completed_event_id: completed_id,
-                    search_attributes: Some(upsert),
-                }),
+                Attributes::UpsertWorkflowSearchAttributesEventAttributes(
+                    h::UpsertWorkflowSearchAttributesEventAttributes {
+                        workflow_task_completed_event_id: completed_id,
+                        search_attributes: Some(upsert),
+                    },
+                ),
             );
             Ok(false)
         }
@@ -361,20 +461,27 @@ fn apply_command(batch: &mut ShardBatch, ms: &mut MutableState, command: &Comman
             }
             ms.add_event(
                 EventType::WorkflowPropertiesModified,
-                Attributes::WorkflowPropertiesModifiedEventAttributes(h::WorkflowPropertiesModifiedEventAttributes {
-                    workflow_task_completed_event_id: completed_id,
-                    upserted_memo: a.upserted_memo.clone(),
-                }),
+                Attributes::WorkflowPropertiesModifiedEventAttributes(
+                    h::WorkflowPropertiesModifiedEventAttributes {
+                        workflow_task_completed_event_id: completed_id,
+                        upserted_memo: a.upserted_memo.clone(),
+                    },
+                ),
             );
             Ok(false)
         }
-        _ => Err(reject(Cause::UnhandledCommand, "this command is not supported by Chronicle yet")),
+        _ => Err(reject(
+            Cause::UnhandledCommand,
+            "this command is not supported by Chronicle yet",
+        )),
     }
 }
 
 fn storage_rejection(e: ApplyError) -> Rejection {
     match e {
-        ApplyError::Rejected(e) | ApplyError::RejectedKeepWrites(e) => reject(WorkflowTaskFailedCause::Unspecified, e.message),
+        ApplyError::Rejected(e) | ApplyError::RejectedKeepWrites(e) => {
+            reject(WorkflowTaskFailedCause::Unspecified, e.message)
+        }
         ApplyError::Storage(e) => e.into(),
     }
 }
@@ -389,7 +496,9 @@ pub fn default_activity_retry_policy(given: Option<&RetryPolicy>) -> RetryPolicy
         p.backoff_coefficient = 2.0;
     }
     if opt_duration_millis(p.maximum_interval.as_ref()) <= 0 {
-        p.maximum_interval = Some(duration_from_millis(100 * opt_duration_millis(p.initial_interval.as_ref())));
+        p.maximum_interval = Some(duration_from_millis(
+            100 * opt_duration_millis(p.initial_interval.as_ref()),
+        ));
     }
     p
 }
@@ -409,34 +518,63 @@ fn schedule_activity(
         return Err(bad("ActivityId exceeds length limit."));
     }
     if a.activity_type.as_ref().is_none_or(|t| t.name.is_empty()) {
-        return Err(bad("ActivityType is not set on ScheduleActivityTaskCommand."));
+        return Err(bad(
+            "ActivityType is not set on ScheduleActivityTaskCommand.",
+        ));
     }
-    if ms.state.activities.values().any(|x| x.activity_id == a.activity_id) {
-        return Err(bad(&format!("Activity with ID {} is already pending.", a.activity_id)));
+    if ms
+        .state
+        .activities
+        .values()
+        .any(|x| x.activity_id == a.activity_id)
+    {
+        return Err(bad(&format!(
+            "Activity with ID {} is already pending.",
+            a.activity_id
+        )));
     }
     if ms.state.activities.len() >= chronicle_types::limits::MAX_PENDING_ACTIVITIES {
-        return Err(reject(Cause::PendingActivitiesLimitExceeded, "the number of pending activities exceeds the limit"));
+        return Err(reject(
+            Cause::PendingActivitiesLimitExceeded,
+            "the number of pending activities exceeds the limit",
+        ));
     }
     let run_ms = opt_duration_millis(ms.state.workflow_run_timeout.as_ref());
     let mut to_close = opt_duration_millis(a.schedule_to_close_timeout.as_ref()).max(0);
     let mut to_start = opt_duration_millis(a.schedule_to_start_timeout.as_ref()).max(0);
     let mut start_to_close = opt_duration_millis(a.start_to_close_timeout.as_ref()).max(0);
     if to_close > 0 {
-        to_start = if to_start > 0 { to_start.min(to_close) } else { to_close };
-        start_to_close = if start_to_close > 0 { start_to_close.min(to_close) } else { to_close };
+        to_start = if to_start > 0 {
+            to_start.min(to_close)
+        } else {
+            to_close
+        };
+        start_to_close = if start_to_close > 0 {
+            start_to_close.min(to_close)
+        } else {
+            to_close
+        };
     } else if start_to_close > 0 {
         to_close = run_ms;
         if to_start == 0 {
             to_start = run_ms;
         }
     } else {
-        return Err(bad("A valid StartToClose or ScheduleToCloseTimeout is not set on ScheduleActivityTaskCommand."));
+        return Err(bad(
+            "A valid StartToClose or ScheduleToCloseTimeout is not set on ScheduleActivityTaskCommand.",
+        ));
     }
-    let heartbeat = opt_duration_millis(a.heartbeat_timeout.as_ref()).max(0).min(start_to_close);
+    let heartbeat = opt_duration_millis(a.heartbeat_timeout.as_ref())
+        .max(0)
+        .min(start_to_close);
     let opt = |ms: i64| (ms > 0).then(|| duration_from_millis(ms));
     let task_queue = match &a.task_queue {
         Some(tq) if !tq.name.is_empty() => tq.clone(),
-        _ => TaskQueue { name: ms.state.task_queue.clone(), kind: 1, normal_name: String::new() },
+        _ => TaskQueue {
+            name: ms.state.task_queue.clone(),
+            kind: 1,
+            normal_name: String::new(),
+        },
     };
     let retry_policy = default_activity_retry_policy(a.retry_policy.as_ref());
     let scheduled_id = ms.add_event(
@@ -510,12 +648,24 @@ fn schedule_activity(
     Ok(())
 }
 
-pub fn fail(batch: &mut ShardBatch, now: Timestamp, c: cmd::FailWorkflowTask) -> ApplyResult<command_result::Result> {
+pub fn fail(
+    batch: &mut ShardBatch,
+    now: Timestamp,
+    c: cmd::FailWorkflowTask,
+) -> ApplyResult<command_result::Result> {
     let request = c.request.unwrap_or_default();
     let (token, mut ms) = load_token_run(batch, now, &c.token)?;
     let task = running_task(&ms, &token)?;
-    let cause = WorkflowTaskFailedCause::try_from(request.cause).unwrap_or(WorkflowTaskFailedCause::Unspecified);
-    fail_task(batch, &mut ms, &task, cause, request.failure.clone(), &request.identity)?;
+    let cause = WorkflowTaskFailedCause::try_from(request.cause)
+        .unwrap_or(WorkflowTaskFailedCause::Unspecified);
+    fail_task(
+        batch,
+        &mut ms,
+        &task,
+        cause,
+        request.failure.clone(),
+        &request.identity,
+    )?;
     ms.persist(batch);
     Ok(super::ok())
 }
@@ -547,9 +697,20 @@ pub fn fail_task(
 }
 
 /// A workflow task's start-to-close timer fired.
-pub fn timed_out(batch: &mut ShardBatch, ms: &mut MutableState, scheduled_event_id: i64, attempt: i32) -> ApplyResult<bool> {
-    let Some(task) = ms.state.workflow_task.clone() else { return Ok(false) };
-    if task.scheduled_event_id != scheduled_event_id || task.attempt != attempt || task.started_event_id == 0 || !ms.is_running() {
+pub fn timed_out(
+    batch: &mut ShardBatch,
+    ms: &mut MutableState,
+    scheduled_event_id: i64,
+    attempt: i32,
+) -> ApplyResult<bool> {
+    let Some(task) = ms.state.workflow_task.clone() else {
+        return Ok(false);
+    };
+    if task.scheduled_event_id != scheduled_event_id
+        || task.attempt != attempt
+        || task.started_event_id == 0
+        || !ms.is_running()
+    {
         return Ok(false);
     }
     ms.add_event(

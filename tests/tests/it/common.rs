@@ -1,0 +1,64 @@
+use std::time::Duration;
+
+use chronicle_proto::temporal::api::workflowservice::v1::workflow_service_client::WorkflowServiceClient;
+use chronicle_server::{RunningServer, ServerConfig};
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url};
+use temporalio_common::worker::WorkerDeploymentOptions;
+use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+
+use tonic::transport::Channel;
+
+pub struct TestServer {
+    pub server: RunningServer,
+    /// Kept alive for the server's lifetime (removed on drop).
+    _dir: tempfile::TempDir,
+}
+
+pub async fn start_server() -> TestServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = RunningServer::start(config_for(dir.path()))
+        .await
+        .expect("server starts");
+    TestServer { server, _dir: dir }
+}
+
+pub fn config_for(path: &std::path::Path) -> ServerConfig {
+    let mut config = ServerConfig::new(path.to_path_buf());
+    // Polls end sooner than in production so a stopping worker is not held for a minute.
+    config.max_poll_wait = Duration::from_secs(5);
+    config
+}
+
+pub async fn sdk_client(url: &str) -> Client {
+    let options = ConnectionOptions::new(Url::parse(url).expect("url"))
+        .identity("chronicle-it".to_string())
+        .build();
+    let connection = Connection::connect(options).await.expect("connect");
+    Client::new(connection, ClientOptions::new("default").build()).expect("client")
+}
+
+pub async fn raw_client(url: &str) -> WorkflowServiceClient<Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    WorkflowServiceClient::new(channel)
+}
+
+/// A fixed build ID: without one the SDK checksums the (large) test binary at every worker start.
+pub fn deployment() -> WorkerDeploymentOptions {
+    WorkerDeploymentOptions::from_build_id("chronicle-it".into())
+}
+
+pub fn runtime() -> Runtime {
+    Runtime::from_current_tokio(Default::default()).expect("runtime")
+}
+
+pub fn new_worker(runtime: &Runtime, client: Client, options: WorkerOptions) -> Worker {
+    Worker::new(runtime, client, options).expect("worker")
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4())
+}

@@ -1,0 +1,253 @@
+//! The raw workflow-task protocol and history reads, without an SDK in between.
+
+use std::time::Duration;
+
+use chronicle_proto::temporal::api::command::v1::ScheduleActivityTaskCommandAttributes;
+use chronicle_proto::temporal::api::command::v1::{Command, StartTimerCommandAttributes, command};
+use chronicle_proto::temporal::api::common::v1::{ActivityType, WorkflowExecution, WorkflowType};
+use chronicle_proto::temporal::api::enums::v1::{CommandType, EventType, HistoryEventFilterType};
+use chronicle_proto::temporal::api::taskqueue::v1::TaskQueue;
+use chronicle_proto::temporal::api::workflowservice::v1 as ws;
+use tonic::Code;
+
+use crate::common::*;
+
+fn poll(task_queue: &str) -> ws::PollWorkflowTaskQueueRequest {
+    ws::PollWorkflowTaskQueueRequest {
+        namespace: "default".into(),
+        task_queue: Some(TaskQueue {
+            name: task_queue.into(),
+            ..Default::default()
+        }),
+        identity: "raw-test".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_task_protocol_timers_and_history_reads() {
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let task_queue = unique("raw");
+    let workflow_id = unique("raw");
+    let execution = WorkflowExecution {
+        workflow_id: workflow_id.clone(),
+        run_id: String::new(),
+    };
+    raw.start_workflow_execution(ws::StartWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_id: workflow_id.clone(),
+        workflow_type: Some(WorkflowType { name: "Raw".into() }),
+        task_queue: Some(TaskQueue {
+            name: task_queue.clone(),
+            ..Default::default()
+        }),
+        request_id: "raw-1".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("start");
+
+    let task = raw
+        .poll_workflow_task_queue(poll(&task_queue))
+        .await
+        .expect("poll")
+        .into_inner();
+    assert_eq!(task.started_event_id, 3);
+    let events: Vec<i32> = task
+        .history
+        .as_ref()
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            EventType::WorkflowExecutionStarted as i32,
+            EventType::WorkflowTaskScheduled as i32,
+            EventType::WorkflowTaskStarted as i32
+        ]
+    );
+
+    // A bad command fails the task (WorkflowTaskFailed) and the worker gets InvalidArgument.
+    let bad = Command {
+        command_type: CommandType::ScheduleActivityTask as i32,
+        attributes: Some(command::Attributes::ScheduleActivityTaskCommandAttributes(
+            ScheduleActivityTaskCommandAttributes {
+                activity_id: "a".into(),
+                activity_type: Some(ActivityType { name: "A".into() }),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    let err = raw
+        .respond_workflow_task_completed(ws::RespondWorkflowTaskCompletedRequest {
+            namespace: "default".into(),
+            task_token: task.task_token.clone(),
+            commands: vec![bad],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // The failed attempt's token is now stale.
+    let err = raw
+        .respond_workflow_task_completed(ws::RespondWorkflowTaskCompletedRequest {
+            namespace: "default".into(),
+            task_token: task.task_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // Attempt 2 starts a 300 ms timer.
+    let task = raw
+        .poll_workflow_task_queue(poll(&task_queue))
+        .await
+        .expect("poll")
+        .into_inner();
+    assert_eq!(task.attempt, 2);
+    let timer = Command {
+        command_type: CommandType::StartTimer as i32,
+        attributes: Some(command::Attributes::StartTimerCommandAttributes(
+            StartTimerCommandAttributes {
+                timer_id: "t1".into(),
+                start_to_fire_timeout: Some(chronicle_types::time::duration_from_millis(300)),
+            },
+        )),
+        ..Default::default()
+    };
+    raw.respond_workflow_task_completed(ws::RespondWorkflowTaskCompletedRequest {
+        namespace: "default".into(),
+        task_token: task.task_token.clone(),
+        commands: vec![timer],
+        ..Default::default()
+    })
+    .await
+    .expect("complete");
+    let fired_at = std::time::Instant::now();
+    let task = raw
+        .poll_workflow_task_queue(poll(&task_queue))
+        .await
+        .expect("poll")
+        .into_inner();
+    assert!(fired_at.elapsed() < Duration::from_secs(3));
+    let last_types: Vec<i32> = task
+        .history
+        .as_ref()
+        .unwrap()
+        .events
+        .iter()
+        .rev()
+        .take(3)
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(
+        last_types,
+        vec![
+            EventType::WorkflowTaskStarted as i32,
+            EventType::WorkflowTaskScheduled as i32,
+            EventType::TimerFired as i32
+        ]
+    );
+
+    // Complete the workflow.
+    let complete = Command {
+        command_type: CommandType::CompleteWorkflowExecution as i32,
+        attributes: Some(
+            command::Attributes::CompleteWorkflowExecutionCommandAttributes(Default::default()),
+        ),
+        ..Default::default()
+    };
+    raw.respond_workflow_task_completed(ws::RespondWorkflowTaskCompletedRequest {
+        namespace: "default".into(),
+        task_token: task.task_token.clone(),
+        commands: vec![complete],
+        ..Default::default()
+    })
+    .await
+    .expect("complete");
+
+    // Paginated history: pages of 2 cover every event exactly once, in order.
+    let mut token = Vec::new();
+    let mut ids = Vec::new();
+    loop {
+        let page = raw
+            .get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
+                namespace: "default".into(),
+                execution: Some(execution.clone()),
+                maximum_page_size: 2,
+                next_page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("page")
+            .into_inner();
+        let events = page.history.unwrap().events;
+        assert!(events.len() <= 2);
+        ids.extend(events.iter().map(|e| e.event_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>());
+    assert!(ids.len() >= 12, "whole history read: {ids:?}");
+
+    // Reverse order.
+    let reverse = raw
+        .get_workflow_execution_history_reverse(ws::GetWorkflowExecutionHistoryReverseRequest {
+            namespace: "default".into(),
+            execution: Some(execution.clone()),
+            maximum_page_size: 3,
+            next_page_token: Vec::new(),
+        })
+        .await
+        .expect("reverse")
+        .into_inner();
+    let rev_ids: Vec<i64> = reverse
+        .history
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    let n = ids.len() as i64;
+    assert_eq!(rev_ids, vec![n, n - 1, n - 2]);
+
+    // Close-event filter returns only the completion event.
+    let close = raw
+        .get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
+            namespace: "default".into(),
+            execution: Some(execution.clone()),
+            wait_new_event: true,
+            history_event_filter_type: HistoryEventFilterType::CloseEvent as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("close event")
+        .into_inner();
+    let events = close.history.unwrap().events;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].event_type,
+        EventType::WorkflowExecutionCompleted as i32
+    );
+
+    let described = raw
+        .describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
+            namespace: "default".into(),
+            execution: Some(execution),
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    let info = described.workflow_execution_info.unwrap();
+    assert_eq!(info.history_length, n);
+    assert!(info.close_time.is_some());
+    server.server.stop().await.expect("clean stop");
+}

@@ -1,0 +1,9 @@
+//! Integration tests: a real Chronicle server (in-process, port 0, RocksDB in a temp dir) driven
+//! by the official Rust SDK and by raw generated gRPC clients. One test binary, so the SDK is
+//! linked once.
+
+mod bad_input;
+mod common;
+mod history_api;
+mod restart;
+mod sdk_workflows;
