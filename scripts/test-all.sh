@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test: the Rust unit and integration tests (real servers on free ports, driven by the
+# official Rust SDK), then the Python compatibility suite and the `temporal` CLI tests against a
+# real `chronicle server start-dev`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+VENV="${CHRONICLE_VENV:-$HOME/.cache/chronicle-venv}"
+TARGET="${CARGO_TARGET_DIR:-target}"
+
+cargo build -p chronicle-server
+cargo nextest run --workspace --no-fail-fast
+
+CHRONICLE_BIN="$PWD/$TARGET/debug/chronicle"
+[ -x "$CHRONICLE_BIN" ] || CHRONICLE_BIN="$TARGET/debug/chronicle"
+export CHRONICLE_BIN COMPAT_SERVER=chronicle
+PATH="$VENV/bin:$PATH" "$VENV/bin/python" -m pytest -q tests/compat
