@@ -11,6 +11,7 @@
 
 pub mod apply;
 pub mod engine;
+mod list_query;
 mod metrics_names;
 pub mod mutable_state;
 pub mod notify;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chronicle_cluster::{TaskKind, TaskQueueKey, TaskRef};
 use chronicle_proto::chronicle::history::v1::{self as cmd, shard_command};
 use chronicle_proto::chronicle::persistence::v1 as pb;
-use chronicle_types::time::{millis, now_millis, opt_duration_millis};
+use chronicle_types::time::now_millis;
 use tokio::sync::watch;
 
 use crate::engine::{HistoryEngine, Shard};
@@ -158,7 +158,6 @@ async fn outbox_loop(
             } else {
                 TaskKind::Workflow
             };
-            let to_start = opt_duration_millis(task.schedule_to_start_timeout.as_ref());
             let queue = TaskQueueKey {
                 namespace_id: task.namespace_id.clone(),
                 name: task.task_queue.clone(),
@@ -172,11 +171,8 @@ async fn outbox_loop(
                 attempt: task.attempt,
                 outbox_id,
                 shard: shard.id,
-                expires_at_ms: if to_start > 0 {
-                    task.visibility_time.as_ref().map(millis).unwrap_or(0) + to_start
-                } else {
-                    0
-                },
+                // Schedule-to-start is enforced by a history timer, not by matching.
+                expires_at_ms: 0,
             };
             match engine.matching.add_task(queue, task_ref).await {
                 Ok(()) => {

@@ -460,13 +460,14 @@ impl HistoryService for HistoryEngine {
     async fn list_workflows(
         &self,
         namespace_id: &str,
-        _query: &str,
+        query: &str,
         page_size: usize,
     ) -> ApiResult<Vec<ws::DescribeWorkflowExecutionResponse>> {
+        let filter = crate::list_query::ListFilter::parse(query)?;
         let mut all = Vec::new();
         for shard in &self.shards {
             for state in shard.tables.executions(usize::MAX).map_err(storage)? {
-                if state.namespace_id == namespace_id {
+                if state.namespace_id == namespace_id && filter.matches(&state) {
                     all.push(state);
                 }
             }
