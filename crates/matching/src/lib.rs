@@ -189,7 +189,7 @@ impl MatchingService for MatchingEngine {
             match dispatch {
                 Dispatch::Query(query) => return Ok(query.response),
                 Dispatch::Task(task) => {
-                    let info = poller(uuid_like(&task), &request.identity, &request.task_queue);
+                    let info = poller(start_request_id(), &request.identity, &request.task_queue);
                     match self
                         .history()?
                         .record_workflow_task_started(&task, &info)
@@ -230,7 +230,7 @@ impl MatchingService for MatchingEngine {
             let Dispatch::Task(task) = dispatch else {
                 continue;
             };
-            let info = poller(uuid_like(&task), &request.identity, &request.task_queue);
+            let info = poller(start_request_id(), &request.identity, &request.task_queue);
             match self
                 .history()?
                 .record_activity_task_started(&task, &info)
@@ -364,11 +364,9 @@ impl MatchingService for MatchingEngine {
     }
 }
 
-/// A request ID for recording a task as started: the same task taken twice (re-dispatch) gets
-/// the same ID only if it is the same dispatch, which is what history's de-duplication needs.
-fn uuid_like(task: &TaskRef) -> String {
-    format!(
-        "{}-{}-{}-{}",
-        task.shard, task.outbox_id, task.scheduled_event_id, task.attempt
-    )
+/// A request ID for recording a task as started: unique per attempt, so that a task handed out
+/// twice (re-dispatch) can never be started by two pollers, while a retried record with the
+/// same ID gets the same answer.
+fn start_request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }

@@ -475,12 +475,14 @@ pub fn timed_out(
             if !activity.started {
                 return Ok(false);
             }
+            // Heartbeats of an earlier attempt do not count for this one.
+            let started = activity.started_time.as_ref().map(millis).unwrap_or(now_ms);
             let last = activity
                 .last_heartbeat_time
                 .as_ref()
-                .or(activity.started_time.as_ref())
                 .map(millis)
-                .unwrap_or(now_ms);
+                .unwrap_or(0)
+                .max(started);
             let deadline = last + opt_duration_millis(activity.heartbeat_timeout.as_ref());
             if deadline > now_ms {
                 // Heartbeats arrived since this timer was set: check again at the new deadline.
