@@ -22,6 +22,9 @@ pub struct MutableState {
     pub force_new_workflow_task: bool,
 }
 
+/// How long a workflow task waits on a sticky queue when the worker did not say.
+const DEFAULT_STICKY_SCHEDULE_TO_START_MS: i64 = 5_000;
+
 /// Event ID of a buffered event (assigned when flushed).
 const BUFFERED_EVENT_ID: i64 = -123;
 
@@ -117,12 +120,21 @@ impl MutableState {
         Ok(())
     }
 
+    /// Schedules a workflow task: on the worker's sticky queue when the last completion asked
+    /// for one (the worker has the run cached and gets only new events), else on the normal
+    /// queue. A sticky task not picked up within its schedule-to-start timeout moves to the
+    /// normal queue.
     pub fn schedule_workflow_task(
         &mut self,
         batch: &mut ShardBatch,
         attempt: i32,
     ) -> StorageResult<()> {
-        let task_queue = self.state.task_queue.clone();
+        let sticky = !self.state.sticky_task_queue.is_empty();
+        let (task_queue, kind) = if sticky {
+            (self.state.sticky_task_queue.clone(), TaskQueueKind::Sticky)
+        } else {
+            (self.state.task_queue.clone(), TaskQueueKind::Normal)
+        };
         let timeout = self
             .state
             .workflow_task_timeout
@@ -133,8 +145,12 @@ impl MutableState {
                 h::WorkflowTaskScheduledEventAttributes {
                     task_queue: Some(TaskQueue {
                         name: task_queue.clone(),
-                        kind: TaskQueueKind::Normal as i32,
-                        normal_name: String::new(),
+                        kind: kind as i32,
+                        normal_name: if sticky {
+                            self.state.task_queue.clone()
+                        } else {
+                            String::new()
+                        },
                     }),
                     start_to_close_timeout: timeout,
                     attempt,
@@ -147,23 +163,53 @@ impl MutableState {
             workflow_id: self.state.workflow_id.clone(),
             run_id: self.state.run_id.clone(),
             task_queue: task_queue.clone(),
-            task_queue_kind: TaskQueueKind::Normal as i32,
+            task_queue_kind: kind as i32,
             scheduled_event_id,
             attempt,
+            normal_task_queue: self.state.task_queue.clone(),
             ..Default::default()
         })?;
+        if sticky {
+            let wait = chronicle_types::time::opt_duration_millis(
+                self.state.sticky_schedule_to_start_timeout.as_ref(),
+            );
+            let wait = if wait > 0 {
+                wait
+            } else {
+                DEFAULT_STICKY_SCHEDULE_TO_START_MS
+            };
+            batch.put_timer(
+                self.now_ms() + wait,
+                &pb::TimerTask {
+                    kind: pb::timer_task::Kind::WorkflowTaskScheduleToStartTimeout as i32,
+                    namespace_id: self.state.namespace_id.clone(),
+                    workflow_id: self.state.workflow_id.clone(),
+                    run_id: self.state.run_id.clone(),
+                    event_id: scheduled_event_id,
+                    attempt,
+                    ..Default::default()
+                },
+            )?;
+        }
         self.state.workflow_task = Some(pb::WorkflowTaskInfo {
             scheduled_event_id,
             started_event_id: 0,
             attempt,
             task_queue,
-            task_queue_kind: TaskQueueKind::Normal as i32,
+            task_queue_kind: kind as i32,
             scheduled_time: Some(self.now),
             start_to_close_timeout: timeout,
             outbox_task_id: outbox_task_id as i64,
             ..Default::default()
         });
         Ok(())
+    }
+
+    /// Forgets the worker's sticky queue: the next workflow task goes to the normal queue with
+    /// the full history.
+    pub fn clear_sticky(&mut self) {
+        self.state.sticky_task_queue.clear();
+        self.state.sticky_schedule_to_start_timeout = None;
     }
 
     /// Writes the state and the new events (one history batch per command).

@@ -104,8 +104,23 @@ pub fn workflow_task_response(
     started: &chronicle_proto::chronicle::history::v1::RecordWorkflowTaskStartedResult,
     task_token: Vec<u8>,
 ) -> ApiResult<ws::PollWorkflowTaskQueueResponse> {
-    let (events, next_page_token) =
-        history_page(shard, state, 1, started.started_event_id, MAX_PAGE_EVENTS)?;
+    // A sticky worker has the run cached: it gets only the events after its last task.
+    let sticky = state.workflow_task.as_ref().is_some_and(|t| {
+        t.task_queue_kind == TaskQueueKind::Sticky as i32
+            && t.started_event_id == started.started_event_id
+    });
+    let from = if sticky && started.previous_started_event_id > 0 {
+        started.previous_started_event_id + 1
+    } else {
+        1
+    };
+    let (events, next_page_token) = history_page(
+        shard,
+        state,
+        from,
+        started.started_event_id,
+        MAX_PAGE_EVENTS,
+    )?;
     Ok(ws::PollWorkflowTaskQueueResponse {
         task_token,
         workflow_execution: Some(execution_of(state)),

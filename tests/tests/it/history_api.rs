@@ -251,3 +251,123 @@ async fn workflow_task_protocol_timers_and_history_reads() {
     assert!(info.close_time.is_some());
     server.server.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_queue_gets_new_events_and_falls_back_to_the_normal_queue() {
+    use chronicle_proto::temporal::api::enums::v1::{TaskQueueKind, TimeoutType};
+    use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
+    use chronicle_proto::temporal::api::taskqueue::v1::StickyExecutionAttributes;
+
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let task_queue = unique("normal");
+    let sticky_queue = unique("sticky");
+    let workflow_id = unique("sticky");
+    raw.start_workflow_execution(ws::StartWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_id: workflow_id.clone(),
+        workflow_type: Some(WorkflowType {
+            name: "Sticky".into(),
+        }),
+        task_queue: Some(TaskQueue {
+            name: task_queue.clone(),
+            ..Default::default()
+        }),
+        request_id: "s-1".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("start");
+    let sticky = |seconds: i64| {
+        Some(StickyExecutionAttributes {
+            worker_task_queue: Some(TaskQueue {
+                name: sticky_queue.clone(),
+                kind: TaskQueueKind::Sticky as i32,
+                normal_name: task_queue.clone(),
+            }),
+            schedule_to_start_timeout: Some(chronicle_types::time::duration_from_millis(
+                seconds * 1000,
+            )),
+        })
+    };
+    let signal = |n: &str| ws::SignalWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_execution: Some(WorkflowExecution {
+            workflow_id: workflow_id.clone(),
+            run_id: String::new(),
+        }),
+        signal_name: n.into(),
+        ..Default::default()
+    };
+    let task = raw
+        .poll_workflow_task_queue(poll(&task_queue))
+        .await
+        .expect("poll")
+        .into_inner();
+    raw.respond_workflow_task_completed(ws::RespondWorkflowTaskCompletedRequest {
+        namespace: "default".into(),
+        task_token: task.task_token,
+        sticky_attributes: sticky(30),
+        ..Default::default()
+    })
+    .await
+    .expect("complete");
+
+    // The next task goes to the sticky queue and carries only the events after the last task.
+    raw.signal_workflow_execution(signal("one"))
+        .await
+        .expect("signal");
+    let task = raw
+        .poll_workflow_task_queue(poll(&sticky_queue))
+        .await
+        .expect("sticky poll")
+        .into_inner();
+    let ids: Vec<i64> = task
+        .history
+        .as_ref()
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(task.previous_started_event_id, 3);
+    assert_eq!(
+        ids,
+        vec![4, 5, 6, 7],
+        "completed, signal, scheduled, started only"
+    );
+    raw.respond_workflow_task_completed(ws::RespondWorkflowTaskCompletedRequest {
+        namespace: "default".into(),
+        task_token: task.task_token,
+        sticky_attributes: sticky(1),
+        ..Default::default()
+    })
+    .await
+    .expect("complete");
+
+    // Nobody polls the sticky queue: after its 1 s schedule-to-start timeout the task moves to
+    // the normal queue, with the full history.
+    raw.signal_workflow_execution(signal("two"))
+        .await
+        .expect("signal");
+    let task = raw
+        .poll_workflow_task_queue(poll(&task_queue))
+        .await
+        .expect("normal poll")
+        .into_inner();
+    let events = task.history.unwrap().events;
+    assert_eq!(
+        events.first().unwrap().event_id,
+        1,
+        "full history after falling back"
+    );
+    let timed_out = events
+        .iter()
+        .find(|e| e.event_type == EventType::WorkflowTaskTimedOut as i32)
+        .expect("timed out event");
+    let Some(Attributes::WorkflowTaskTimedOutEventAttributes(a)) = &timed_out.attributes else {
+        panic!("attributes")
+    };
+    assert_eq!(a.timeout_type, TimeoutType::ScheduleToStart as i32);
+    server.server.stop().await.expect("clean stop");
+}

@@ -76,7 +76,10 @@ pub fn fire(
             ms.schedule_workflow_task_if_needed(batch)?;
             true
         }
-        Kind::WorkflowTaskScheduleToStartTimeout | Kind::Unspecified => false,
+        Kind::WorkflowTaskScheduleToStartTimeout => {
+            workflow_task::sticky_timed_out(batch, &mut ms, task.event_id, task.attempt)?
+        }
+        Kind::Unspecified => false,
     };
     if changed {
         ms.persist(batch);

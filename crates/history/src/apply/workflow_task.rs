@@ -213,6 +213,17 @@ fn apply_completion(
     );
     ms.state.workflow_task = None;
     ms.state.last_completed_workflow_task_started_event_id = task.started_event_id;
+    match request.sticky_attributes.as_ref().and_then(|a| {
+        a.worker_task_queue
+            .as_ref()
+            .map(|q| (q.name.clone(), a.schedule_to_start_timeout))
+    }) {
+        Some((name, timeout)) if !name.is_empty() => {
+            ms.state.sticky_task_queue = name;
+            ms.state.sticky_schedule_to_start_timeout = timeout;
+        }
+        _ => ms.clear_sticky(),
+    }
     let has_new_events = !ms.state.buffered_events.is_empty();
     let mut closed = false;
     for command in &request.commands {
@@ -691,6 +702,8 @@ pub fn fail_task(
         }),
     );
     ms.state.workflow_task = None;
+    // The worker's cached state is suspect: the retry goes to the normal queue, full history.
+    ms.clear_sticky();
     ms.flush_buffered_events();
     ms.schedule_workflow_task(batch, task.attempt + 1)?;
     Ok(())
@@ -722,7 +735,43 @@ pub fn timed_out(
         }),
     );
     ms.state.workflow_task = None;
+    ms.clear_sticky();
     ms.flush_buffered_events();
     ms.schedule_workflow_task(batch, task.attempt + 1)?;
+    Ok(true)
+}
+
+/// A workflow task waited on a sticky queue too long (the worker is gone): Temporal's
+/// ScheduleToStart timeout, then the task is scheduled again on the normal queue.
+pub fn sticky_timed_out(
+    batch: &mut ShardBatch,
+    ms: &mut MutableState,
+    scheduled_event_id: i64,
+    attempt: i32,
+) -> ApplyResult<bool> {
+    let Some(task) = ms.state.workflow_task.clone() else {
+        return Ok(false);
+    };
+    if task.scheduled_event_id != scheduled_event_id
+        || task.attempt != attempt
+        || task.started_event_id != 0
+        || task.task_queue_kind
+            != chronicle_proto::temporal::api::enums::v1::TaskQueueKind::Sticky as i32
+        || !ms.is_running()
+    {
+        return Ok(false);
+    }
+    ms.add_event(
+        EventType::WorkflowTaskTimedOut,
+        Attributes::WorkflowTaskTimedOutEventAttributes(h::WorkflowTaskTimedOutEventAttributes {
+            scheduled_event_id: task.scheduled_event_id,
+            started_event_id: 0,
+            timeout_type: TimeoutType::ScheduleToStart as i32,
+        }),
+    );
+    batch.delete_outbox(task.outbox_task_id as u64);
+    ms.state.workflow_task = None;
+    ms.clear_sticky();
+    ms.schedule_workflow_task(batch, task.attempt)?;
     Ok(true)
 }
