@@ -682,6 +682,7 @@ impl HistoryService for HistoryEngine {
             Kind::CompleteWorkflowTask(cmd::CompleteWorkflowTask {
                 token: Some(token),
                 request: Some(request),
+                new_run_id: uuid::Uuid::new_v4().to_string(),
             }),
         )
         .await?;

@@ -4,6 +4,7 @@
 
 mod activity;
 mod namespace;
+mod new_run;
 mod signal;
 mod start;
 mod timer;

@@ -3,11 +3,15 @@
 
 use chronicle_proto::chronicle::history::v1::{self as cmd, command_result};
 use chronicle_proto::chronicle::persistence::v1 as pb;
+use chronicle_proto::temporal::api::common::v1::Payloads;
 use chronicle_proto::temporal::api::enums::v1::{
-    EventType, WorkflowExecutionStatus, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+    ContinueAsNewInitiator, EventType, WorkflowExecutionStatus, WorkflowIdConflictPolicy,
+    WorkflowIdReusePolicy,
 };
+use chronicle_proto::temporal::api::failure::v1::Failure;
 use chronicle_proto::temporal::api::history::v1 as h;
 use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
+use chronicle_proto::temporal::api::workflowservice::v1::StartWorkflowExecutionRequest;
 use chronicle_proto::wkt::Timestamp;
 use chronicle_storage::ShardBatch;
 use chronicle_types::ApiError;
@@ -110,9 +114,56 @@ pub fn start_workflow(
         }
     }
 
+    let run_id = c.run_id;
+    create_run(batch, now, &ns, &run_id, &request, Lineage::first(&run_id))?;
+    Ok(started(run_id, true))
+}
+
+/// Where a new run comes from: a client's start, a workflow retry or a continue-as-new.
+pub struct Lineage {
+    pub attempt: i32,
+    pub first_run_id: String,
+    pub continued_execution_run_id: String,
+    pub initiator: ContinueAsNewInitiator,
+    pub continued_failure: Option<Failure>,
+    pub last_completion_result: Option<Payloads>,
+    /// Absolute deadline of the whole execution (kept across retries and continue-as-new).
+    pub execution_expiration_ms: Option<i64>,
+}
+
+impl Lineage {
+    pub fn first(run_id: &str) -> Self {
+        Self {
+            attempt: 1,
+            first_run_id: run_id.to_string(),
+            continued_execution_run_id: String::new(),
+            initiator: ContinueAsNewInitiator::Unspecified,
+            continued_failure: None,
+            last_completion_result: None,
+            execution_expiration_ms: None,
+        }
+    }
+}
+
+/// Creates a run: its first event, the first workflow task (or the timer that delays it), the
+/// run timeout timer and the current-run record.
+pub fn create_run(
+    batch: &mut ShardBatch,
+    now: Timestamp,
+    ns: &str,
+    run_id: &str,
+    request: &StartWorkflowExecutionRequest,
+    lineage: Lineage,
+) -> ApplyResult<()> {
+    let workflow_id = request.workflow_id.clone();
+    let run_id = run_id.to_string();
     // Timeouts as Temporal normalises them: the run timeout never exceeds the execution timeout,
     // the task timeout defaults to 10 s, is capped at 120 s and never exceeds the run timeout.
     let execution_ms = opt_duration_millis(request.workflow_execution_timeout.as_ref()).max(0);
+    let now_ms = millis(&now);
+    let execution_expiration_ms = lineage
+        .execution_expiration_ms
+        .or((execution_ms > 0).then_some(now_ms + execution_ms));
     let mut run_ms = opt_duration_millis(request.workflow_run_timeout.as_ref()).max(0);
     if run_ms == 0 || (execution_ms > 0 && run_ms > execution_ms) {
         run_ms = execution_ms;
@@ -125,8 +176,6 @@ pub fn start_workflow(
     if run_ms > 0 {
         task_ms = task_ms.min(run_ms);
     }
-    let now_ms = millis(&now);
-    let run_id = c.run_id;
     let task_queue = request
         .task_queue
         .as_ref()
@@ -134,7 +183,7 @@ pub fn start_workflow(
         .unwrap_or_default();
     let delay_ms = opt_duration_millis(request.workflow_start_delay.as_ref()).max(0);
     let state = pb::WorkflowExecutionState {
-        namespace_id: ns.clone(),
+        namespace_id: ns.to_string(),
         workflow_id: workflow_id.clone(),
         run_id: run_id.clone(),
         workflow_type: request.workflow_type.clone(),
@@ -146,14 +195,13 @@ pub fn start_workflow(
         workflow_execution_timeout: (execution_ms > 0).then(|| duration_from_millis(execution_ms)),
         workflow_run_timeout: (run_ms > 0).then(|| duration_from_millis(run_ms)),
         workflow_task_timeout: Some(duration_from_millis(task_ms)),
-        first_run_id: run_id.clone(),
+        first_run_id: lineage.first_run_id.clone(),
         create_request_id: request.request_id.clone(),
         retry_policy: request.retry_policy.clone(),
-        attempt: 1,
+        attempt: lineage.attempt,
         memo: request.memo.clone(),
         search_attributes: request.search_attributes.clone(),
-        execution_expiration_time: (execution_ms > 0)
-            .then(|| chronicle_types::time::from_millis(now_ms + execution_ms)),
+        execution_expiration_time: execution_expiration_ms.map(chronicle_types::time::from_millis),
         identity: request.identity.clone(),
         ..Default::default()
     };
@@ -170,9 +218,13 @@ pub fn start_workflow(
                 workflow_task_timeout: ms.state.workflow_task_timeout,
                 original_execution_run_id: run_id.clone(),
                 identity: request.identity.clone(),
-                first_execution_run_id: run_id.clone(),
+                first_execution_run_id: lineage.first_run_id.clone(),
+                continued_execution_run_id: lineage.continued_execution_run_id.clone(),
+                initiator: lineage.initiator as i32,
+                continued_failure: lineage.continued_failure.clone(),
+                last_completion_result: lineage.last_completion_result.clone(),
                 retry_policy: request.retry_policy.clone(),
-                attempt: 1,
+                attempt: lineage.attempt,
                 workflow_execution_expiration_time: ms.state.execution_expiration_time,
                 cron_schedule: request.cron_schedule.clone(),
                 first_workflow_task_backoff: (delay_ms > 0).then(|| duration_from_millis(delay_ms)),
@@ -189,7 +241,7 @@ pub fn start_workflow(
             now_ms + delay_ms,
             &pb::TimerTask {
                 kind: pb::timer_task::Kind::WorkflowStartDelay as i32,
-                namespace_id: ns.clone(),
+                namespace_id: ns.to_string(),
                 workflow_id: workflow_id.clone(),
                 run_id: run_id.clone(),
                 ..Default::default()
@@ -203,7 +255,7 @@ pub fn start_workflow(
             now_ms + delay_ms + run_ms,
             &pb::TimerTask {
                 kind: pb::timer_task::Kind::WorkflowRunTimeout as i32,
-                namespace_id: ns.clone(),
+                namespace_id: ns.to_string(),
                 workflow_id: workflow_id.clone(),
                 run_id: run_id.clone(),
                 ..Default::default()
@@ -211,7 +263,7 @@ pub fn start_workflow(
         )?;
     }
     batch.put_current(
-        &ns,
+        ns,
         &workflow_id,
         &pb::CurrentExecution {
             run_id: run_id.clone(),
@@ -221,5 +273,5 @@ pub fn start_workflow(
         },
     );
     ms.persist(batch);
-    Ok(started(run_id, true))
+    Ok(())
 }

@@ -60,16 +60,28 @@ pub fn fire(
         Kind::ActivityTimeout => activity::timed_out(batch, &mut ms, &task)?,
         Kind::ActivityRetry => activity::retry_due(batch, &mut ms, task.event_id, task.attempt)?,
         Kind::WorkflowRunTimeout | Kind::WorkflowExecutionTimeout => {
+            let retry = super::new_run::workflow_retry_delay(&ms, None);
             let id = ms.add_event(
                 EventType::WorkflowExecutionTimedOut,
                 Attributes::WorkflowExecutionTimedOutEventAttributes(
                     h::WorkflowExecutionTimedOutEventAttributes {
-                        retry_state: RetryState::Timeout as i32,
-                        new_execution_run_id: String::new(),
+                        retry_state: match retry {
+                            Ok(_) => RetryState::InProgress,
+                            Err(RetryState::RetryPolicyNotSet) => RetryState::Timeout,
+                            Err(state) => state,
+                        } as i32,
+                        new_execution_run_id: if retry.is_ok() {
+                            c.new_run_id.clone()
+                        } else {
+                            String::new()
+                        },
                     },
                 ),
             );
             close_run(batch, &mut ms, WorkflowExecutionStatus::TimedOut, id)?;
+            if let Ok(delay) = retry {
+                super::new_run::start_retry(batch, &ms, &c.new_run_id, None, delay)?;
+            }
             true
         }
         Kind::WorkflowStartDelay => {

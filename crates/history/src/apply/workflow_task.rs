@@ -139,7 +139,7 @@ pub fn complete(
     let savepoint = batch.savepoint();
     let original = ms.state.clone();
     let mut ms = ms;
-    match apply_completion(batch, &mut ms, &task, &request) {
+    match apply_completion(batch, &mut ms, &task, &request, &c.new_run_id) {
         Ok(()) => {
             ms.persist(batch);
             Ok(command_result::Result::CompleteWorkflowTask(
@@ -198,6 +198,7 @@ fn apply_completion(
     ms: &mut MutableState,
     task: &pb::WorkflowTaskInfo,
     request: &chronicle_proto::temporal::api::workflowservice::v1::RespondWorkflowTaskCompletedRequest,
+    new_run_id: &str,
 ) -> Result<(), Rejection> {
     let completed_id = ms.add_event(
         EventType::WorkflowTaskCompleted,
@@ -233,7 +234,7 @@ fn apply_completion(
                 "commands follow a command that closed the workflow",
             ));
         }
-        closed = apply_command(batch, ms, command, completed_id, has_new_events)?;
+        closed = apply_command(batch, ms, command, completed_id, has_new_events, new_run_id)?;
     }
     if !closed {
         ms.flush_buffered_events();
@@ -251,6 +252,7 @@ fn apply_command(
     command: &Command,
     completed_id: i64,
     has_new_events: bool,
+    new_run_id: &str,
 ) -> Result<bool, Rejection> {
     use WorkflowTaskFailedCause as Cause;
     let Some(attributes) = &command.attributes else {
@@ -400,20 +402,74 @@ fn apply_command(
             Ok(true)
         }
         CommandAttributes::FailWorkflowExecutionCommandAttributes(a) => {
+            // A run with a retry policy is retried as a new run, as in Temporal.
+            let retry = super::new_run::workflow_retry_delay(ms, a.failure.as_ref());
+            let retry_state = match retry {
+                Ok(_) => chronicle_proto::temporal::api::enums::v1::RetryState::InProgress,
+                Err(state) => state,
+            };
             let id = ms.add_event(
                 EventType::WorkflowExecutionFailed,
                 Attributes::WorkflowExecutionFailedEventAttributes(
                     h::WorkflowExecutionFailedEventAttributes {
                         failure: a.failure.clone(),
-                        retry_state:
-                            chronicle_proto::temporal::api::enums::v1::RetryState::RetryPolicyNotSet
-                                as i32,
+                        retry_state: retry_state as i32,
                         workflow_task_completed_event_id: completed_id,
-                        new_execution_run_id: String::new(),
+                        new_execution_run_id: if retry.is_ok() {
+                            new_run_id.to_string()
+                        } else {
+                            String::new()
+                        },
                     },
                 ),
             );
             close_run(batch, ms, WorkflowExecutionStatus::Failed, id).map_err(storage_rejection)?;
+            if let Ok(delay) = retry {
+                super::new_run::start_retry(batch, ms, new_run_id, a.failure.clone(), delay)
+                    .map_err(storage_rejection)?;
+            }
+            Ok(true)
+        }
+        CommandAttributes::ContinueAsNewWorkflowExecutionCommandAttributes(a) => {
+            let id = ms.add_event(
+                EventType::WorkflowExecutionContinuedAsNew,
+                Attributes::WorkflowExecutionContinuedAsNewEventAttributes(
+                    h::WorkflowExecutionContinuedAsNewEventAttributes {
+                        new_execution_run_id: new_run_id.to_string(),
+                        workflow_type: a
+                            .workflow_type
+                            .clone()
+                            .or_else(|| ms.state.workflow_type.clone()),
+                        task_queue: a.task_queue.clone().filter(|t| !t.name.is_empty()).or_else(
+                            || {
+                                Some(TaskQueue {
+                                    name: ms.state.task_queue.clone(),
+                                    kind: 1,
+                                    normal_name: String::new(),
+                                })
+                            },
+                        ),
+                        input: a.input.clone(),
+                        workflow_run_timeout: a
+                            .workflow_run_timeout
+                            .or(ms.state.workflow_run_timeout),
+                        workflow_task_timeout: a
+                            .workflow_task_timeout
+                            .or(ms.state.workflow_task_timeout),
+                        workflow_task_completed_event_id: completed_id,
+                        backoff_start_interval: a.backoff_start_interval,
+                        initiator: a.initiator,
+                        last_completion_result: a.last_completion_result.clone(),
+                        header: a.header.clone(),
+                        memo: a.memo.clone(),
+                        search_attributes: a.search_attributes.clone(),
+                        ..Default::default()
+                    },
+                ),
+            );
+            close_run(batch, ms, WorkflowExecutionStatus::ContinuedAsNew, id)
+                .map_err(storage_rejection)?;
+            super::new_run::continue_as_new(batch, ms, a, new_run_id).map_err(storage_rejection)?;
             Ok(true)
         }
         CommandAttributes::CancelWorkflowExecutionCommandAttributes(a) => {

@@ -1,0 +1,163 @@
+//! Runs that follow a run: continue-as-new and workflow retries. The closing run's last event
+//! names the new run; the new run's first event names where it came from.
+
+use chronicle_proto::temporal::api::command::v1::ContinueAsNewWorkflowExecutionCommandAttributes;
+use chronicle_proto::temporal::api::enums::v1::{ContinueAsNewInitiator, RetryState};
+use chronicle_proto::temporal::api::failure::v1::{Failure, failure::FailureInfo};
+use chronicle_proto::temporal::api::workflowservice::v1::StartWorkflowExecutionRequest;
+use chronicle_storage::ShardBatch;
+use chronicle_types::time::{duration_from_millis, millis};
+
+use super::start::{Lineage, create_run};
+use super::workflow_task::default_activity_retry_policy;
+use super::{ApplyResult, activity};
+use crate::mutable_state::MutableState;
+
+/// The start request a following run is created from: the closing run's settings.
+fn next_request(ms: &MutableState) -> StartWorkflowExecutionRequest {
+    StartWorkflowExecutionRequest {
+        workflow_id: ms.state.workflow_id.clone(),
+        workflow_type: ms.state.workflow_type.clone(),
+        task_queue: Some(chronicle_proto::temporal::api::taskqueue::v1::TaskQueue {
+            name: ms.state.task_queue.clone(),
+            kind: 1,
+            normal_name: String::new(),
+        }),
+        workflow_execution_timeout: ms.state.workflow_execution_timeout,
+        workflow_run_timeout: ms.state.workflow_run_timeout,
+        workflow_task_timeout: ms.state.workflow_task_timeout,
+        retry_policy: ms.state.retry_policy.clone(),
+        memo: ms.state.memo.clone(),
+        search_attributes: ms.state.search_attributes.clone(),
+        ..Default::default()
+    }
+}
+
+/// Whether a failed (or timed-out) run is retried under its retry policy: `Ok(delay)` or the
+/// final retry state.
+pub fn workflow_retry_delay(
+    ms: &MutableState,
+    failure: Option<&Failure>,
+) -> Result<i64, RetryState> {
+    let Some(given) = ms.state.retry_policy.as_ref() else {
+        return Err(RetryState::RetryPolicyNotSet);
+    };
+    let policy = default_activity_retry_policy(Some(given));
+    if policy.maximum_attempts > 0 && ms.state.attempt >= policy.maximum_attempts {
+        return Err(RetryState::MaximumAttemptsReached);
+    }
+    if let Some(FailureInfo::ApplicationFailureInfo(info)) =
+        failure.and_then(|f| f.failure_info.as_ref())
+    {
+        if info.non_retryable
+            || policy
+                .non_retryable_error_types
+                .iter()
+                .any(|t| *t == info.r#type)
+        {
+            return Err(RetryState::NonRetryableFailure);
+        }
+    }
+    let delay = activity::next_retry_delay_ms(&policy, ms.state.attempt);
+    if let Some(expiration) = ms.state.execution_expiration_time.as_ref().map(millis) {
+        if ms.now_ms() + delay >= expiration {
+            return Err(RetryState::Timeout);
+        }
+    }
+    Ok(delay)
+}
+
+/// Creates the retry run of `ms` (already closed by the caller).
+pub fn start_retry(
+    batch: &mut ShardBatch,
+    ms: &MutableState,
+    new_run_id: &str,
+    failure: Option<Failure>,
+    delay_ms: i64,
+) -> ApplyResult<()> {
+    let mut request = next_request(ms);
+    request.workflow_start_delay = Some(duration_from_millis(delay_ms));
+    let lineage = Lineage {
+        attempt: ms.state.attempt + 1,
+        first_run_id: ms.state.first_run_id.clone(),
+        continued_execution_run_id: ms.state.run_id.clone(),
+        initiator: ContinueAsNewInitiator::Retry,
+        continued_failure: failure,
+        last_completion_result: None,
+        execution_expiration_ms: ms.state.execution_expiration_time.as_ref().map(millis),
+    };
+    create_run(
+        batch,
+        ms.now,
+        &ms.state.namespace_id,
+        new_run_id,
+        &request,
+        lineage,
+    )
+}
+
+/// Creates the run a continue-as-new command asks for (the caller closed the current one).
+pub fn continue_as_new(
+    batch: &mut ShardBatch,
+    ms: &MutableState,
+    attrs: &ContinueAsNewWorkflowExecutionCommandAttributes,
+    new_run_id: &str,
+) -> ApplyResult<()> {
+    let mut request = next_request(ms);
+    if attrs
+        .workflow_type
+        .as_ref()
+        .is_some_and(|t| !t.name.is_empty())
+    {
+        request.workflow_type = attrs.workflow_type.clone();
+    }
+    if let Some(tq) = attrs.task_queue.as_ref().filter(|t| !t.name.is_empty()) {
+        request.task_queue = Some(tq.clone());
+    }
+    request.input = attrs.input.clone();
+    if attrs.workflow_run_timeout.is_some() {
+        request.workflow_run_timeout = attrs.workflow_run_timeout;
+    }
+    if attrs.workflow_task_timeout.is_some() {
+        request.workflow_task_timeout = attrs.workflow_task_timeout;
+    }
+    if attrs.retry_policy.is_some() {
+        request.retry_policy = attrs.retry_policy.clone();
+    }
+    if attrs.memo.is_some() {
+        request.memo = attrs.memo.clone();
+    }
+    if attrs.search_attributes.is_some() {
+        request.search_attributes = attrs.search_attributes.clone();
+    }
+    request.header = attrs.header.clone();
+    request.workflow_start_delay = attrs.backoff_start_interval;
+    let initiator = ContinueAsNewInitiator::try_from(attrs.initiator)
+        .unwrap_or(ContinueAsNewInitiator::Workflow);
+    let lineage = Lineage {
+        // A retry-initiated continuation counts attempts; any other starts over.
+        attempt: if initiator == ContinueAsNewInitiator::Retry {
+            ms.state.attempt + 1
+        } else {
+            1
+        },
+        first_run_id: ms.state.first_run_id.clone(),
+        continued_execution_run_id: ms.state.run_id.clone(),
+        initiator: if initiator == ContinueAsNewInitiator::Unspecified {
+            ContinueAsNewInitiator::Workflow
+        } else {
+            initiator
+        },
+        continued_failure: attrs.failure.clone(),
+        last_completion_result: attrs.last_completion_result.clone(),
+        execution_expiration_ms: ms.state.execution_expiration_time.as_ref().map(millis),
+    };
+    create_run(
+        batch,
+        ms.now,
+        &ms.state.namespace_id,
+        new_run_id,
+        &request,
+        lineage,
+    )
+}
