@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use temporalio_sdk::ContinueAsNewOptions;
+
 use chronicle_proto::temporal::api::enums::v1::EventType;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use temporalio_client::{
@@ -285,5 +287,88 @@ async fn activity_retries_stay_out_of_history() {
         "last failure carried: {:?}",
         a.last_failure
     );
+    server.server.stop().await.expect("clean stop");
+}
+
+#[workflow]
+#[derive(Default)]
+pub struct LoopWorkflow;
+
+#[workflow_methods]
+impl LoopWorkflow {
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, input: (u32, u32)) -> WorkflowResult<u32> {
+        let (iteration, last) = input;
+        ctx.timer(Duration::from_millis(50)).await;
+        if iteration < last {
+            ctx.continue_as_new((iteration + 1, last), ContinueAsNewOptions::default())?;
+        }
+        Ok(iteration)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continue_as_new_chains_runs() {
+    use chronicle_proto::temporal::api::enums::v1::WorkflowExecutionStatus;
+    let server = start_server().await;
+    let url = server.server.url();
+    let client = sdk_client(&url).await;
+    let task_queue = unique("loop");
+    let workflow_id = unique("loop");
+    let runtime = runtime();
+    let options = temporalio_sdk::WorkerOptions::new(&task_queue)
+        .deployment_options(deployment())
+        .register_workflow::<LoopWorkflow>()
+        .expect("register")
+        .build();
+    let mut worker = new_worker(&runtime, client.clone(), options);
+    let stop = worker.shutdown_handle();
+    let (run, result) = tokio::join!(worker.run(), async {
+        let handle = client
+            .start_workflow(
+                LoopWorkflow::run,
+                (0u32, 3u32),
+                WorkflowStartOptions::new(task_queue.clone(), workflow_id.clone()).build(),
+            )
+            .await
+            .expect("start");
+        let result = handle.get_result(WorkflowGetResultOptions::default()).await;
+        stop();
+        result
+    });
+    run.expect("worker ran");
+    assert_eq!(result.expect("result follows the chain"), 3);
+
+    // Four runs under one workflow ID: three continued-as-new, the current one completed.
+    let mut raw = raw_client(&url).await;
+    let listed = raw
+        .list_workflow_executions(ws::ListWorkflowExecutionsRequest {
+            namespace: "default".into(),
+            query: format!("WorkflowId = '{workflow_id}'"),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .executions;
+    let statuses: Vec<i32> = listed.iter().map(|e| e.status).collect();
+    assert_eq!(statuses.len(), 4, "{statuses:?}");
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == WorkflowExecutionStatus::ContinuedAsNew as i32)
+            .count(),
+        3
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == WorkflowExecutionStatus::Completed as i32)
+            .count(),
+        1
+    );
+    let first_run_ids: std::collections::HashSet<&str> =
+        listed.iter().map(|e| e.first_run_id.as_str()).collect();
+    assert_eq!(first_run_ids.len(), 1, "every run shares the first run ID");
     server.server.stop().await.expect("clean stop");
 }
