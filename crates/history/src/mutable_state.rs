@@ -53,7 +53,16 @@ impl MutableState {
             .is_some_and(|t| t.started_event_id > 0)
     }
 
-    fn make_event(
+    /// Whether new events must wait: a workflow task is running, or a transient attempt (whose
+    /// events are not written yet) holds the next event IDs.
+    pub fn buffers_events(&self) -> bool {
+        self.state
+            .workflow_task
+            .as_ref()
+            .is_some_and(|t| t.started_event_id > 0 || t.transient)
+    }
+
+    pub(crate) fn make_event(
         &self,
         event_id: i64,
         event_type: EventType,
@@ -87,7 +96,7 @@ impl MutableState {
         event_type: EventType,
         attributes: Attributes,
     ) -> Option<i64> {
-        if self.workflow_task_started() {
+        if self.buffers_events() {
             let event = self.make_event(BUFFERED_EVENT_ID, event_type, attributes);
             self.state.buffered_events.push(event);
             None
@@ -139,24 +148,30 @@ impl MutableState {
             .state
             .workflow_task_timeout
             .or(Some(chronicle_types::time::duration_from_millis(10_000)));
-        let scheduled_event_id = self.add_event(
-            EventType::WorkflowTaskScheduled,
-            Attributes::WorkflowTaskScheduledEventAttributes(
-                h::WorkflowTaskScheduledEventAttributes {
-                    task_queue: Some(TaskQueue {
-                        name: task_queue.clone(),
-                        kind: kind as i32,
-                        normal_name: if sticky {
-                            self.state.task_queue.clone()
-                        } else {
-                            String::new()
-                        },
-                    }),
-                    start_to_close_timeout: timeout,
-                    attempt,
-                },
-            ),
+        // Retries of a failed workflow task are transient, as in Temporal: their Scheduled and
+        // Started events are only written if the attempt completes, so a task failing in a loop
+        // does not grow the history. The attempt holds the next event IDs meanwhile.
+        let transient = attempt > 1;
+        let scheduled_attributes = Attributes::WorkflowTaskScheduledEventAttributes(
+            h::WorkflowTaskScheduledEventAttributes {
+                task_queue: Some(TaskQueue {
+                    name: task_queue.clone(),
+                    kind: kind as i32,
+                    normal_name: if sticky {
+                        self.state.task_queue.clone()
+                    } else {
+                        String::new()
+                    },
+                }),
+                start_to_close_timeout: timeout,
+                attempt,
+            },
         );
+        let scheduled_event_id = if transient {
+            self.state.next_event_id
+        } else {
+            self.add_event(EventType::WorkflowTaskScheduled, scheduled_attributes)
+        };
         let outbox_task_id = batch.put_outbox(&pb::OutboxTask {
             kind: pb::outbox_task::Kind::WorkflowTask as i32,
             namespace_id: self.state.namespace_id.clone(),
@@ -200,9 +215,63 @@ impl MutableState {
             scheduled_time: Some(self.now),
             start_to_close_timeout: timeout,
             outbox_task_id: outbox_task_id as i64,
+            transient,
             ..Default::default()
         });
         Ok(())
+    }
+
+    /// The Scheduled and Started events of a transient attempt, with the IDs it holds.
+    pub fn transient_events(&self, task: &pb::WorkflowTaskInfo) -> Vec<HistoryEvent> {
+        let queue = TaskQueue {
+            name: task.task_queue.clone(),
+            kind: task.task_queue_kind,
+            normal_name: if task.task_queue_kind == TaskQueueKind::Sticky as i32 {
+                self.state.task_queue.clone()
+            } else {
+                String::new()
+            },
+        };
+        let mut scheduled = self.make_event(
+            task.scheduled_event_id,
+            EventType::WorkflowTaskScheduled,
+            Attributes::WorkflowTaskScheduledEventAttributes(
+                h::WorkflowTaskScheduledEventAttributes {
+                    task_queue: Some(queue),
+                    start_to_close_timeout: task.start_to_close_timeout,
+                    attempt: task.attempt,
+                },
+            ),
+        );
+        scheduled.event_time = task.scheduled_time;
+        let mut events = vec![scheduled];
+        if task.started_event_id > 0 {
+            let mut started = self.make_event(
+                task.started_event_id,
+                EventType::WorkflowTaskStarted,
+                Attributes::WorkflowTaskStartedEventAttributes(
+                    h::WorkflowTaskStartedEventAttributes {
+                        scheduled_event_id: task.scheduled_event_id,
+                        identity: task.started_identity.clone(),
+                        request_id: task.started_request_id.clone(),
+                        history_size_bytes: self.state.history_size_bytes,
+                        ..Default::default()
+                    },
+                ),
+            );
+            started.event_time = task.started_time;
+            events.push(started);
+        }
+        events
+    }
+
+    /// Writes a transient attempt's events when it completes.
+    pub fn write_transient_events(&mut self, task: &pb::WorkflowTaskInfo) {
+        for event in self.transient_events(task) {
+            self.state.next_event_id = event.event_id + 1;
+            self.state.history_size_bytes += event.encoded_len() as i64;
+            self.new_events.push(event);
+        }
     }
 
     /// Forgets the worker's sticky queue: the next workflow task goes to the normal queue with

@@ -114,13 +114,39 @@ pub fn workflow_task_response(
     } else {
         1
     };
-    let (events, next_page_token) = history_page(
-        shard,
-        state,
-        from,
-        started.started_event_id,
-        MAX_PAGE_EVENTS,
-    )?;
+    let transient = state
+        .workflow_task
+        .as_ref()
+        .filter(|t| t.transient && t.started_event_id == started.started_event_id);
+    let (events, next_page_token) = match transient {
+        None => history_page(
+            shard,
+            state,
+            from,
+            started.started_event_id,
+            MAX_PAGE_EVENTS,
+        )?,
+        Some(task) => {
+            // The attempt's own events are not stored yet; they end the history the worker gets.
+            // Sent in one page, since a later page request cannot know about them.
+            let mut events = shard
+                .tables
+                .history(
+                    &state.namespace_id,
+                    &state.workflow_id,
+                    &state.run_id,
+                    from,
+                    (task.scheduled_event_id - from).max(0) as usize,
+                )
+                .map_err(storage)?;
+            let ms = crate::mutable_state::MutableState::new(
+                state.clone(),
+                started.started_time.unwrap_or_default(),
+            );
+            events.extend(ms.transient_events(task));
+            (events, Vec::new())
+        }
+    };
     Ok(ws::PollWorkflowTaskQueueResponse {
         task_token,
         workflow_execution: Some(execution_of(state)),

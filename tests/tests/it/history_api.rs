@@ -12,6 +12,25 @@ use tonic::Code;
 
 use crate::common::*;
 
+async fn stored_len(
+    raw: &mut ws::workflow_service_client::WorkflowServiceClient<tonic::transport::Channel>,
+    execution: &WorkflowExecution,
+) -> usize {
+    let request = ws::GetWorkflowExecutionHistoryRequest {
+        namespace: "default".into(),
+        execution: Some(execution.clone()),
+        ..Default::default()
+    };
+    raw.get_workflow_execution_history(request)
+        .await
+        .expect("history")
+        .into_inner()
+        .history
+        .unwrap()
+        .events
+        .len()
+}
+
 fn poll(task_queue: &str) -> ws::PollWorkflowTaskQueueRequest {
     ws::PollWorkflowTaskQueueRequest {
         namespace: "default".into(),
@@ -104,13 +123,51 @@ async fn workflow_task_protocol_timers_and_history_reads() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
-    // Attempt 2 starts a 300 ms timer.
+    // Attempt 2 is transient: its Scheduled/Started events (5, 6) end the poll response but
+    // are not stored; failing it again adds nothing to the history.
     let task = raw
         .poll_workflow_task_queue(poll(&task_queue))
         .await
         .expect("poll")
         .into_inner();
     assert_eq!(task.attempt, 2);
+    let ids: Vec<i64> = task
+        .history
+        .as_ref()
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(task.started_event_id, 6);
+    assert_eq!(
+        stored_len(&mut raw, &execution).await,
+        4,
+        "WorkflowTaskFailed is the last stored event"
+    );
+    raw.respond_workflow_task_failed(ws::RespondWorkflowTaskFailedRequest {
+        namespace: "default".into(),
+        task_token: task.task_token.clone(),
+        identity: "raw-test".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("fail attempt 2");
+    assert_eq!(
+        stored_len(&mut raw, &execution).await,
+        4,
+        "a transient attempt's failure is not stored"
+    );
+
+    // Attempt 3 starts a 300 ms timer; completing it stores its Scheduled/Started events.
+    let task = raw
+        .poll_workflow_task_queue(poll(&task_queue))
+        .await
+        .expect("poll")
+        .into_inner();
+    assert_eq!(task.attempt, 3);
+    assert_eq!(task.started_event_id, 6);
     let timer = Command {
         command_type: CommandType::StartTimer as i32,
         attributes: Some(command::Attributes::StartTimerCommandAttributes(

@@ -230,7 +230,7 @@ fn finish(
     write_started: bool,
     result: impl Fn(i64) -> (EventType, Attributes),
 ) -> ApplyResult<()> {
-    let buffered = ms.workflow_task_started();
+    let buffered = ms.buffers_events();
     // Completing by ID an attempt no worker polled still records a Started event, as Temporal does.
     let started_event_id = if write_started {
         let started =

@@ -103,7 +103,7 @@ pub fn terminate_run(
         .state
         .workflow_task
         .clone()
-        .filter(|t| t.started_event_id > 0)
+        .filter(|t| t.started_event_id > 0 && !t.transient)
     {
         ms.add_event(
             EventType::WorkflowTaskFailed,

@@ -57,16 +57,21 @@ pub fn record_started(
         }
         return Ok(stale_started());
     }
-    let started_event_id = ms.add_event(
-        EventType::WorkflowTaskStarted,
-        Attributes::WorkflowTaskStartedEventAttributes(h::WorkflowTaskStartedEventAttributes {
-            scheduled_event_id: task.scheduled_event_id,
-            identity: c.identity.clone(),
-            request_id: c.request_id.clone(),
-            history_size_bytes: ms.state.history_size_bytes,
-            ..Default::default()
-        }),
-    );
+    let started_event_id = if task.transient {
+        // Written with the Scheduled event if this attempt completes.
+        task.scheduled_event_id + 1
+    } else {
+        ms.add_event(
+            EventType::WorkflowTaskStarted,
+            Attributes::WorkflowTaskStartedEventAttributes(h::WorkflowTaskStartedEventAttributes {
+                scheduled_event_id: task.scheduled_event_id,
+                identity: c.identity.clone(),
+                request_id: c.request_id.clone(),
+                history_size_bytes: ms.state.history_size_bytes,
+                ..Default::default()
+            }),
+        )
+    };
     batch.delete_outbox(task.outbox_task_id as u64);
     let timeout_ms = opt_duration_millis(task.start_to_close_timeout.as_ref()).max(1000);
     batch.put_timer(
@@ -200,6 +205,9 @@ fn apply_completion(
     request: &chronicle_proto::temporal::api::workflowservice::v1::RespondWorkflowTaskCompletedRequest,
     new_run_id: &str,
 ) -> Result<(), Rejection> {
+    if task.transient {
+        ms.write_transient_events(task);
+    }
     let completed_id = ms.add_event(
         EventType::WorkflowTaskCompleted,
         Attributes::WorkflowTaskCompletedEventAttributes(h::WorkflowTaskCompletedEventAttributes {
@@ -746,17 +754,19 @@ pub fn fail_task(
     failure: Option<Failure>,
     identity: &str,
 ) -> ApplyResult<()> {
-    ms.add_event(
-        EventType::WorkflowTaskFailed,
-        Attributes::WorkflowTaskFailedEventAttributes(h::WorkflowTaskFailedEventAttributes {
-            scheduled_event_id: task.scheduled_event_id,
-            started_event_id: task.started_event_id,
-            cause: cause as i32,
-            failure,
-            identity: identity.to_string(),
-            ..Default::default()
-        }),
-    );
+    if !task.transient {
+        ms.add_event(
+            EventType::WorkflowTaskFailed,
+            Attributes::WorkflowTaskFailedEventAttributes(h::WorkflowTaskFailedEventAttributes {
+                scheduled_event_id: task.scheduled_event_id,
+                started_event_id: task.started_event_id,
+                cause: cause as i32,
+                failure,
+                identity: identity.to_string(),
+                ..Default::default()
+            }),
+        );
+    }
     ms.state.workflow_task = None;
     // The worker's cached state is suspect: the retry goes to the normal queue, full history.
     ms.clear_sticky();
@@ -782,14 +792,18 @@ pub fn timed_out(
     {
         return Ok(false);
     }
-    ms.add_event(
-        EventType::WorkflowTaskTimedOut,
-        Attributes::WorkflowTaskTimedOutEventAttributes(h::WorkflowTaskTimedOutEventAttributes {
-            scheduled_event_id: task.scheduled_event_id,
-            started_event_id: task.started_event_id,
-            timeout_type: TimeoutType::StartToClose as i32,
-        }),
-    );
+    if !task.transient {
+        ms.add_event(
+            EventType::WorkflowTaskTimedOut,
+            Attributes::WorkflowTaskTimedOutEventAttributes(
+                h::WorkflowTaskTimedOutEventAttributes {
+                    scheduled_event_id: task.scheduled_event_id,
+                    started_event_id: task.started_event_id,
+                    timeout_type: TimeoutType::StartToClose as i32,
+                },
+            ),
+        );
+    }
     ms.state.workflow_task = None;
     ms.clear_sticky();
     ms.flush_buffered_events();
