@@ -3,7 +3,7 @@
 //! Snapshots are the shard's whole key range (see `chronicle_storage::snapshot`).
 
 use std::io::Cursor;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chronicle_storage::tables::META_APPLIED;
 use chronicle_storage::{ShardBatch, ShardTables, StorageError};
@@ -43,11 +43,20 @@ struct AppliedMeta {
     last_snapshot_id: u64,
 }
 
+/// A snapshot kept in memory: its meta and the dumped key range.
+type StoredSnapshot = (SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>);
+
+/// The snapshot `get_current_snapshot` serves: the last one built or installed.
+type CurrentSnapshot = Arc<Mutex<Option<StoredSnapshot>>>;
+
 pub struct ShardStateMachine<A> {
     tables: ShardTables,
     applier: Arc<A>,
     meta: AppliedMeta,
-    current_snapshot: Option<(SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>)>,
+    // Shared with the snapshot builders: openraft runs `build_snapshot` apart from the state
+    // machine, and expects the built snapshot to be the current one afterwards (it is what a
+    // leader sends to a follower that needs a snapshot).
+    current_snapshot: CurrentSnapshot,
 }
 
 type SmResult<T> = Result<T, RaftStorageError<u64>>;
@@ -73,7 +82,7 @@ impl<A: Applier> ShardStateMachine<A> {
             tables,
             applier,
             meta,
-            current_snapshot: None,
+            current_snapshot: Arc::default(),
         })
     }
 
@@ -131,6 +140,7 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
         ShardSnapshotBuilder {
             tables: self.tables.clone(),
             snapshot_seq: self.meta.last_snapshot_id,
+            current_snapshot: self.current_snapshot.clone(),
         }
     }
 
@@ -152,16 +162,18 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
         let mut batch = ShardBatch::new(self.tables.clone());
         batch.put_meta(META_APPLIED, self.encoded_meta());
         batch.commit().map_err(write_err)?;
-        self.current_snapshot = Some((meta.clone(), data));
+        *lock_current(&self.current_snapshot) = Some((meta.clone(), data));
         self.applier.state_replaced(self.tables.shard());
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> SmResult<Option<Snapshot<ShardRaftConfig>>> {
-        Ok(self.current_snapshot.as_ref().map(|(meta, data)| Snapshot {
-            meta: meta.clone(),
-            snapshot: Box::new(Cursor::new(data.clone())),
-        }))
+        Ok(lock_current(&self.current_snapshot)
+            .as_ref()
+            .map(|(meta, data)| Snapshot {
+                meta: meta.clone(),
+                snapshot: Box::new(Cursor::new(data.clone())),
+            }))
     }
 }
 
@@ -170,6 +182,14 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
 pub struct ShardSnapshotBuilder {
     tables: ShardTables,
     snapshot_seq: u64,
+    current_snapshot: CurrentSnapshot,
+}
+
+fn lock_current(current: &CurrentSnapshot) -> std::sync::MutexGuard<'_, Option<StoredSnapshot>> {
+    // The slot only ever holds a complete value, so a panic elsewhere cannot leave it torn.
+    current
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl RaftSnapshotBuilder<ShardRaftConfig> for ShardSnapshotBuilder {
@@ -203,6 +223,17 @@ impl RaftSnapshotBuilder<ShardRaftConfig> for ShardSnapshotBuilder {
             last_membership: meta.membership,
             snapshot_id,
         };
+        // Becomes the current snapshot unless one covering more of the log was installed while
+        // this one was being built.
+        {
+            let mut current = lock_current(&self.current_snapshot);
+            let newer_present = current
+                .as_ref()
+                .is_some_and(|(m, _)| m.last_log_id > snapshot_meta.last_log_id);
+            if !newer_present {
+                *current = Some((snapshot_meta.clone(), data.clone()));
+            }
+        }
         Ok(Snapshot {
             meta: snapshot_meta,
             snapshot: Box::new(Cursor::new(data)),

@@ -148,9 +148,13 @@ where
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> SResult<LogState<C>, C> {
+        // `purge` stores `Some(log_id)`, so it must be decoded as an `Option` too: decoding those
+        // bytes as a bare `LogId` reads the option tag as the term and shifts every field (the
+        // openraft conformance suite caught a wrong `last_purged_log_id` after any purge).
         let last_purged: Option<LogId<C::NodeId>> = self
-            .get_meta(META_PURGED)
-            .map_err(StorageIOError::read_logs)?;
+            .get_meta::<Option<LogId<C::NodeId>>>(META_PURGED)
+            .map_err(StorageIOError::read_logs)?
+            .flatten();
         let last = self
             .last_entry()
             .map_err(StorageIOError::read_logs)?
@@ -208,16 +212,28 @@ where
             );
         }
         // The write (and its fsync) runs off the async runtime; RocksDB groups concurrent
-        // synced writes of all groups into one WAL fsync.
+        // synced writes of all groups into one WAL fsync. It is awaited before returning:
+        // openraft requires appended entries to be readable once `append` returns and the
+        // group's log IO to be applied in order, and issues truncate/purge/save_vote (and
+        // replication reads) right after `append` without waiting for the callback. A detached
+        // write could land after a later truncate (resurrecting truncated entries) or be
+        // missing when a replication task reads it.
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = db
-                .rocks()
-                .write_opt(batch, &db.log_write_options())
-                .map_err(std::io::Error::other);
-            callback.log_io_completed(result);
-        });
-        Ok(())
+        let result = tokio::task::spawn_blocking(move || {
+            db.rocks().write_opt(batch, &db.log_write_options())
+        })
+        .await
+        .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(StorageIOError::write_logs(AnyError::new(&e)).into())
+            }
+        }
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> SResult<(), C> {

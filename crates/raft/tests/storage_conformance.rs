@@ -1,0 +1,269 @@
+//! openraft's storage conformance suite run against the RocksDB log store and the shard state
+//! machine, plus what the suite does not cover: normal (application) entries, which it cannot
+//! build, and the stores' state after the database is reopened.
+//!
+//! Every store the suite asks for lives in its own temporary directory with its own RocksDB
+//! instance; the directory is the suite's guard, so it is removed when a case ends.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chronicle_raft::{
+    Applier, Command, CommandResponse, LogStore, ShardRaftConfig, ShardStateMachine,
+};
+use chronicle_storage::{Db, DbOptions, ShardBatch, ShardTables, StorageError};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{
+    BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftSnapshotBuilder,
+    StorageError as RaftStorageError, StorageIOError,
+};
+use tempfile::TempDir;
+
+/// The group every store of the suite uses. Not 0, so that a key encoded without the group would
+/// not accidentally land in the right range.
+const GROUP: u32 = 7;
+
+/// `shard_meta` kind the test applier writes the last command to. Far from the kinds the
+/// storage crate uses itself.
+const META_LAST_COMMAND: u8 = 100;
+
+/// Applies a command by recording it in the shard's meta (so applied state is real RocksDB
+/// state that snapshots must carry) and answers with the command's bytes.
+struct TestApplier;
+
+impl Applier for TestApplier {
+    fn apply(
+        &self,
+        batch: &mut ShardBatch,
+        log_index: u64,
+        command: &[u8],
+    ) -> Result<Vec<u8>, StorageError> {
+        let mut value = log_index.to_be_bytes().to_vec();
+        value.extend_from_slice(command);
+        batch.put_meta(META_LAST_COMMAND, value);
+        Ok(command.to_vec())
+    }
+}
+
+type TestStateMachine = ShardStateMachine<TestApplier>;
+
+fn open_stores(dir: &TempDir) -> Result<(Db, LogStore, TestStateMachine), StorageError> {
+    let db = Db::open(dir.path(), DbOptions::default())?;
+    let log_store = LogStore::new(db.clone(), GROUP);
+    let sm = ShardStateMachine::open(ShardTables::new(db.clone(), GROUP), Arc::new(TestApplier))?;
+    Ok((db, log_store, sm))
+}
+
+fn to_raft_error(e: impl std::error::Error + 'static) -> RaftStorageError<u64> {
+    StorageIOError::write(&e).into()
+}
+
+struct RocksStoreBuilder;
+
+impl StoreBuilder<ShardRaftConfig, LogStore, TestStateMachine, TempDir> for RocksStoreBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore, TestStateMachine), RaftStorageError<u64>> {
+        let dir = tempfile::Builder::new()
+            .prefix("chronicle-raft-conformance-")
+            .tempdir()
+            .map_err(to_raft_error)?;
+        let (_db, log_store, sm) = open_stores(&dir).map_err(to_raft_error)?;
+        Ok((dir, log_store, sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite() {
+    // Each case panics on a failed assertion; a storage error ends the run here.
+    if let Err(e) = Suite::test_all(RocksStoreBuilder) {
+        panic!("storage error in the conformance suite: {e:?}");
+    }
+}
+
+fn log_id(term: u64, index: u64) -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+fn normal(term: u64, index: u64, command: &[u8]) -> Entry<ShardRaftConfig> {
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Normal(Command(command.to_vec())),
+    }
+}
+
+fn last_command(db: &Db) -> Option<Vec<u8>> {
+    ShardTables::new(db.clone(), GROUP)
+        .get_meta(META_LAST_COMMAND)
+        .expect("read shard meta")
+}
+
+fn expected_meta(index: u64, command: &[u8]) -> Vec<u8> {
+    let mut v = index.to_be_bytes().to_vec();
+    v.extend_from_slice(command);
+    v
+}
+
+/// The suite only applies blank and membership entries (it cannot build `C::D`). Normal entries
+/// must reach the applier, their writes must be in the snapshot a follower installs, and the
+/// applied state must survive reopening the database.
+#[tokio::test]
+async fn normal_entries_are_applied_snapshotted_and_durable() {
+    let leader_dir = TempDir::new().unwrap();
+    let follower_dir = TempDir::new().unwrap();
+    let (leader_db, _leader_log, mut leader) = open_stores(&leader_dir).unwrap();
+    let (follower_db, follower_log, mut follower) = open_stores(&follower_dir).unwrap();
+
+    let mut voters = std::collections::BTreeSet::new();
+    voters.insert(1u64);
+    let membership = Entry::<ShardRaftConfig> {
+        log_id: log_id(1, 1),
+        payload: EntryPayload::Membership(Membership::new(vec![voters], None)),
+    };
+    let responses = leader
+        .apply(vec![
+            membership,
+            normal(1, 2, b"first"),
+            Entry {
+                log_id: log_id(1, 3),
+                payload: EntryPayload::Blank,
+            },
+            normal(1, 4, b"second"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        responses,
+        vec![
+            CommandResponse::default(),
+            CommandResponse(b"first".to_vec()),
+            CommandResponse::default(),
+            CommandResponse(b"second".to_vec()),
+        ]
+    );
+    assert_eq!(last_command(&leader_db), Some(expected_meta(4, b"second")));
+    let (applied, leader_membership) = leader.applied_state().await.unwrap();
+    assert_eq!(applied, Some(log_id(1, 4)));
+    assert_eq!(leader_membership.log_id(), &Some(log_id(1, 1)));
+
+    // Build on the leader; the built snapshot becomes the current one.
+    let built = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(built.meta.last_log_id, Some(log_id(1, 4)));
+    let current: Snapshot<ShardRaftConfig> = leader
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("current snapshot after build");
+    assert_eq!(current.meta, built.meta);
+
+    // The follower had state of its own that the snapshot must replace, not merge into.
+    follower.apply(vec![normal(1, 1, b"stale")]).await.unwrap();
+    let mut receiving = follower.begin_receiving_snapshot().await.unwrap();
+    *receiving = *current.snapshot;
+    follower
+        .install_snapshot(&current.meta, receiving)
+        .await
+        .unwrap();
+    assert_eq!(
+        last_command(&follower_db),
+        Some(expected_meta(4, b"second"))
+    );
+    assert_eq!(
+        follower.applied_state().await.unwrap(),
+        leader.applied_state().await.unwrap()
+    );
+
+    // Later entries apply on top of the installed state.
+    let responses = follower.apply(vec![normal(2, 5, b"third")]).await.unwrap();
+    assert_eq!(responses, vec![CommandResponse(b"third".to_vec())]);
+
+    // Reopen the follower's database: the applied log ID, the membership and the applier's
+    // writes are all still there.
+    let expected_state = follower.applied_state().await.unwrap();
+    drop(follower);
+    drop(follower_log);
+    drop(follower_db);
+    let (reopened_db, _log, mut reopened) = open_stores(&follower_dir).unwrap();
+    assert_eq!(reopened.applied_state().await.unwrap(), expected_state);
+    assert_eq!(last_command(&reopened_db), Some(expected_meta(5, b"third")));
+    let nodes: BTreeMap<u64, BasicNode> = expected_state
+        .1
+        .membership()
+        .nodes()
+        .map(|(id, n)| (*id, n.clone()))
+        .collect();
+    assert_eq!(nodes.keys().copied().collect::<Vec<_>>(), vec![1]);
+}
+
+/// What a running group leaves in the log store must survive reopening the database: the vote,
+/// the purge point and the entries after it, and the state machine's applied state.
+#[tokio::test]
+async fn log_state_survives_reopen() {
+    use openraft::RaftLogId;
+    use openraft::storage::{RaftLogReader, RaftLogStorage};
+
+    let dir = TempDir::new().unwrap();
+    {
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let raft = chronicle_raft::start_group(
+            db.clone(),
+            GROUP,
+            1,
+            "127.0.0.1:0".into(),
+            Arc::new(TestApplier),
+            true,
+        )
+        .await
+        .unwrap();
+        raft.wait(Some(std::time::Duration::from_secs(10)))
+            .current_leader(1, "single voter elects itself")
+            .await
+            .unwrap();
+        for i in 0..5u8 {
+            let resp = chronicle_raft::propose(&raft, GROUP, vec![i])
+                .await
+                .unwrap();
+            assert_eq!(resp, vec![i]);
+        }
+        raft.shutdown().await.unwrap();
+        drop(raft);
+
+        let mut log = LogStore::new(db, GROUP);
+        let last = log
+            .get_log_state()
+            .await
+            .unwrap()
+            .last_log_id
+            .expect("entries were appended");
+        log.purge(LogId::new(last.leader_id, last.index - 2))
+            .await
+            .unwrap();
+    }
+
+    let (db, mut log, mut sm) = open_stores(&dir).unwrap();
+    let state = log.get_log_state().await.unwrap();
+    let purged = state.last_purged_log_id.expect("purge point is stored");
+    let last = state
+        .last_log_id
+        .expect("entries after the purge point remain");
+    assert_eq!(purged.index + 2, last.index);
+    assert_eq!(purged.leader_id, last.leader_id);
+    let entries = log.try_get_log_entries(0..u64::MAX).await.unwrap();
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| e.get_log_id().index)
+            .collect::<Vec<_>>(),
+        vec![purged.index + 1, last.index]
+    );
+    let vote = log.read_vote().await.unwrap().expect("vote is stored");
+    assert!(vote.is_committed());
+    assert_eq!(vote.leader_id().voted_for(), Some(1));
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied, Some(last));
+    assert_eq!(last_command(&db), Some(expected_meta(last.index, &[4])));
+}
