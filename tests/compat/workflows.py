@@ -1,6 +1,12 @@
-"""Workflows and activities of the compatibility suite (imported by tests and worker processes)."""
+"""Workflows and activities of the compatibility suite.
+
+Imported by the tests (in-process workers) and by worker_main.py (workers in their own process).
+Activities record what they did in ``activities_state`` (process-local) or in files (across
+processes), so tests can assert on what really ran, how often and when.
+"""
 
 import asyncio
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import List, Optional
@@ -10,73 +16,92 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    import activities_state  # noqa: F401  (shared, process-local call records)
+    import activities_state
+
+FAST_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=100), backoff_coefficient=1.0)
 
 
-# --- order: three sequential activities -----------------------------------------------------
+# --- order: three sequential activities ----------------------------------------------------
+
+@dataclass
+class Order:
+    order_id: str
+    quantity: int
+    unit_price_cents: int
+
 
 @activity.defn
-async def reserve_stock(order: str) -> str:
-    return f"{order}:reserved"
+async def reserve_stock(order: Order) -> str:
+    return f"reserved {order.quantity} for {order.order_id}"
 
 
 @activity.defn
-async def charge_card(step: str) -> str:
-    return f"{step}:charged"
+async def charge_payment(order: Order) -> int:
+    return order.quantity * order.unit_price_cents
 
 
 @activity.defn
-async def ship_order(step: str) -> str:
-    return f"{step}:shipped"
+async def ship_order(order: Order) -> str:
+    return f"tracking-{order.order_id}"
+
+
+@dataclass
+class OrderResult:
+    reservation: str
+    charged_cents: int
+    tracking: str
 
 
 @workflow.defn
 class OrderWorkflow:
     @workflow.run
-    async def run(self, order: str) -> str:
-        opts = dict(start_to_close_timeout=timedelta(seconds=10))
-        step = await workflow.execute_activity(reserve_stock, order, **opts)
-        step = await workflow.execute_activity(charge_card, step, **opts)
-        return await workflow.execute_activity(ship_order, step, **opts)
+    async def run(self, order: Order) -> OrderResult:
+        opts = dict(start_to_close_timeout=timedelta(seconds=10), retry_policy=FAST_RETRY)
+        reservation = await workflow.execute_activity(reserve_stock, order, **opts)
+        charged = await workflow.execute_activity(charge_payment, order, **opts)
+        tracking = await workflow.execute_activity(ship_order, order, **opts)
+        return OrderResult(reservation, charged, tracking)
 
 
-# --- saga with compensations ------------------------------------------------------------------
+# --- saga with compensations in reverse order ---------------------------------------------------
 
-@activity.defn(name="saga_step")
-async def saga_step(name: str) -> str:
-    activities_state.record("saga", name)
-    if name == "ship":
+@activity.defn
+async def saga_step(key: str, step: str) -> str:
+    activities_state.record(key, step)
+    if step == "ship":
         raise ApplicationError("carrier refused the parcel", type="ShipmentRefused", non_retryable=True)
-    return name
+    return step
 
 
 @workflow.defn
 class SagaWorkflow:
     @workflow.run
-    async def run(self) -> List[str]:
-        opts = dict(start_to_close_timeout=timedelta(seconds=10))
+    async def run(self, key: str) -> List[str]:
+        opts = dict(start_to_close_timeout=timedelta(seconds=10), retry_policy=FAST_RETRY)
         compensations: List[str] = []
         done: List[str] = []
         try:
-            for step, undo in (("reserve", "release"), ("charge", "refund"), ("ship", None)):
-                done.append(await workflow.execute_activity(saga_step, step, **opts))
-                if undo:
-                    compensations.append(undo)
-        except ActivityError:
+            for step, undo in (("reserve", "release"), ("charge", "refund"), ("ship", "recall")):
+                done.append(await workflow.execute_activity(saga_step, args=[key, step], **opts))
+                compensations.append(undo)
+        except ActivityError as err:
+            cause_type = err.cause.type if isinstance(err.cause, ApplicationError) else repr(err.cause)
             for undo in reversed(compensations):
-                done.append(await workflow.execute_activity(saga_step, undo, **opts))
-            raise ApplicationError("order failed and was compensated", done, non_retryable=True)
+                done.append(await workflow.execute_activity(saga_step, args=[key, undo], **opts))
+            raise ApplicationError("order failed and was compensated", done, cause_type,
+                                   type="SagaCompensated", non_retryable=True)
         return done
 
 
-# --- retries ----------------------------------------------------------------------------------
+# --- retries --------------------------------------------------------------------------------
 
 @activity.defn
 async def fails_twice(key: str) -> int:
-    activities_state.record(key, activity.info().attempt)
-    if activity.info().attempt < 3:
-        raise ApplicationError(f"attempt {activity.info().attempt} failed", type="Transient")
-    return activity.info().attempt
+    attempt = activity.info().attempt
+    activities_state.record(key, attempt)
+    if attempt < 3:
+        raise ApplicationError(f"attempt {attempt} failed", type="Transient")
+    return attempt
 
 
 @workflow.defn
@@ -85,12 +110,14 @@ class RetryWorkflow:
     async def run(self, key: str) -> int:
         return await workflow.execute_activity(
             fails_twice, key, start_to_close_timeout=timedelta(seconds=10),
-            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=5))
+            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                                     maximum_interval=timedelta(seconds=10), maximum_attempts=5))
 
 
 @activity.defn
-async def bad_input(key: str) -> str:
+async def rejects_input(key: str) -> str:
     activities_state.record(key, activity.info().attempt)
+    # Not marked non-retryable here: the retry policy's non_retryable_error_types must stop it.
     raise ApplicationError("the input is wrong", type="BadInput")
 
 
@@ -99,18 +126,20 @@ class NonRetryableWorkflow:
     @workflow.run
     async def run(self, key: str) -> str:
         return await workflow.execute_activity(
-            bad_input, key, start_to_close_timeout=timedelta(seconds=10),
-            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100), non_retryable_error_types=["BadInput"]))
+            rejects_input, key, start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=0,
+                                     non_retryable_error_types=["BadInput"]))
 
 
-# --- timeouts ---------------------------------------------------------------------------------
+# --- timeouts -------------------------------------------------------------------------------
 
 @activity.defn
 async def slow_first_attempt(key: str) -> int:
-    activities_state.record(key, activity.info().attempt)
-    if activity.info().attempt == 1:
-        await asyncio.sleep(3)
-    return activity.info().attempt
+    attempt = activity.info().attempt
+    activities_state.record(key, attempt)
+    if attempt == 1:
+        await asyncio.sleep(30)  # far past start_to_close; the server times this attempt out
+    return attempt
 
 
 @workflow.defn
@@ -119,20 +148,26 @@ class StartToCloseWorkflow:
     async def run(self, key: str) -> int:
         return await workflow.execute_activity(
             slow_first_attempt, key, start_to_close_timeout=timedelta(seconds=1),
-            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100)))
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=3))
+
+
+HEARTBEAT_STALL_AT = 4
 
 
 @activity.defn
 async def resumable_count(key: str) -> int:
-    """Counts to 10, heartbeating progress; the first attempt stops heartbeating at 4."""
-    start = activity.info().heartbeat_details[0] if activity.info().heartbeat_details else 0
-    activities_state.record(key, (activity.info().attempt, start))
-    for i in range(start, 10):
+    """Counts 0..9, heartbeating progress; attempt 1 stalls (no more heartbeats) at HEARTBEAT_STALL_AT.
+
+    A retry resumes from the last heartbeat the server recorded and returns where it resumed."""
+    info = activity.info()
+    resumed = info.heartbeat_details[0] if info.heartbeat_details else 0
+    activities_state.record(key, (info.attempt, resumed))
+    for i in range(resumed, 10):
         activity.heartbeat(i)
-        if activity.info().attempt == 1 and i == 4:
-            await asyncio.sleep(5)  # hangs without heartbeats: the heartbeat timeout fires
+        if info.attempt == 1 and i == HEARTBEAT_STALL_AT:
+            await asyncio.sleep(60)  # hangs: the heartbeat timeout fires
         await asyncio.sleep(0.05)
-    return start
+    return resumed
 
 
 @workflow.defn
@@ -141,10 +176,10 @@ class HeartbeatWorkflow:
     async def run(self, key: str) -> int:
         return await workflow.execute_activity(
             resumable_count, key, start_to_close_timeout=timedelta(seconds=30), heartbeat_timeout=timedelta(seconds=1),
-            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100)))
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=3))
 
 
-# --- signals, queries, conditions, timers -----------------------------------------------------
+# --- signals, queries, conditions, timers ----------------------------------------------------
 
 @dataclass
 class Approval:
@@ -160,7 +195,8 @@ class ExpenseWorkflow:
     @workflow.run
     async def run(self, timeout_seconds: float) -> str:
         try:
-            await workflow.wait_condition(lambda: self.approver is not None, timeout=timedelta(seconds=timeout_seconds))
+            await workflow.wait_condition(lambda: self.approver is not None,
+                                          timeout=timedelta(seconds=timeout_seconds))
             self.state = f"approved by {self.approver}"
         except asyncio.TimeoutError:
             self.state = "expired"
@@ -190,17 +226,16 @@ class WaitForeverWorkflow:
         await workflow.wait_condition(lambda: False)
 
 
-# --- a workflow whose worker is killed ----------------------------------------------------------
+# --- a workflow whose worker process is killed -------------------------------------------------
 
 @activity.defn
-async def journal_step(args: List[str]) -> str:
-    """Appends to a journal file; step 'two' blocks on the first worker until it is killed."""
-    journal, step = args
+async def journal_step(journal: str, step: str) -> str:
+    """Appends ``step`` to the journal file; step "two" blocks forever on its first attempt."""
     with open(journal, "a") as f:
-        f.write(f"{step}\n")
+        f.write(f"{step} attempt={activity.info().attempt}\n")
     if step == "two" and activity.info().attempt == 1:
         await asyncio.sleep(3600)
-    return step
+    return f"{step} done"
 
 
 @workflow.defn
@@ -210,31 +245,60 @@ class JournalWorkflow:
         out = []
         for step in ("one", "two", "three"):
             out.append(await workflow.execute_activity(
-                journal_step, [journal, step], start_to_close_timeout=timedelta(seconds=3),
-                retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100))))
+                journal_step, args=[journal, step], start_to_close_timeout=timedelta(seconds=3),
+                retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=1.0)))
         return out
 
 
-# --- durability -----------------------------------------------------------------------------
+# --- durability: timers and activities across a server crash -------------------------------------
+
+def _bump_counter(directory: str, workflow_id: str, step: str) -> int:
+    """Counts executions of one activity of one workflow in a file (os.O_APPEND, one line each)."""
+    path = os.path.join(directory, f"{workflow_id}.{step}")
+    with open(path, "a") as f:
+        f.write("x\n")
+    with open(path) as f:
+        return len(f.read().split())
+
 
 @activity.defn
-async def double(x: int) -> int:
-    return x * 2
+async def add_tax(directory: str, workflow_id: str, amount: int) -> int:
+    _bump_counter(directory, workflow_id, "add_tax")
+    return amount + amount // 10
+
+
+@activity.defn
+async def add_shipping(directory: str, workflow_id: str, amount: int) -> int:
+    _bump_counter(directory, workflow_id, "add_shipping")
+    return amount + 500
+
+
+@dataclass
+class DurableInput:
+    directory: str
+    amount: int
+    timer_ms: int
+
+
+def durable_expected(amount: int) -> int:
+    return amount + amount // 10 + 500
 
 
 @workflow.defn
 class DurableWorkflow:
     @workflow.run
-    async def run(self, args: List[int]) -> int:
-        x, sleep_ms = args
-        x = await workflow.execute_activity(double, x, start_to_close_timeout=timedelta(seconds=5),
-                                            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200)))
-        await workflow.sleep(timedelta(milliseconds=sleep_ms))
-        return await workflow.execute_activity(double, x, start_to_close_timeout=timedelta(seconds=5),
-                                               retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200)))
+    async def run(self, inp: DurableInput) -> int:
+        wid = workflow.info().workflow_id
+        opts = dict(start_to_close_timeout=timedelta(seconds=5),
+                    retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=1.5,
+                                             maximum_interval=timedelta(seconds=2)))
+        taxed = await workflow.execute_activity(add_tax, args=[inp.directory, wid, inp.amount], **opts)
+        await workflow.sleep(timedelta(milliseconds=inp.timer_ms))
+        return await workflow.execute_activity(add_shipping, args=[inp.directory, wid, taxed], **opts)
 
 
 ALL_WORKFLOWS = [OrderWorkflow, SagaWorkflow, RetryWorkflow, NonRetryableWorkflow, StartToCloseWorkflow,
-                 HeartbeatWorkflow, ExpenseWorkflow, TimerWorkflow, WaitForeverWorkflow, JournalWorkflow, DurableWorkflow]
-ALL_ACTIVITIES = [reserve_stock, charge_card, ship_order, saga_step, fails_twice, bad_input, slow_first_attempt,
-                  resumable_count, journal_step, double]
+                 HeartbeatWorkflow, ExpenseWorkflow, TimerWorkflow, WaitForeverWorkflow, JournalWorkflow,
+                 DurableWorkflow]
+ALL_ACTIVITIES = [reserve_stock, charge_payment, ship_order, saga_step, fails_twice, rejects_input,
+                  slow_first_attempt, resumable_count, journal_step, add_tax, add_shipping]
