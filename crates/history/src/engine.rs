@@ -38,6 +38,7 @@ pub struct HistoryEngine {
     pub(crate) metadata: Arc<Shard>,
     pub(crate) matching: Arc<dyn MatchingService>,
     pub(crate) namespace_names: RwLock<std::collections::HashMap<String, String>>,
+    pub(crate) queries: crate::queries::QueryRegistry,
     shutdown: watch::Sender<bool>,
 }
 
@@ -67,6 +68,7 @@ impl HistoryEngine {
             metadata,
             matching,
             namespace_names: RwLock::new(Default::default()),
+            queries: Default::default(),
             shutdown,
         });
         for group in engine

@@ -16,6 +16,7 @@ mod metrics_names;
 pub mod mutable_state;
 pub mod notify;
 mod processors;
+mod queries;
 mod read;
 mod service;
 pub mod tokens;

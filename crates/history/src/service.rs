@@ -19,8 +19,10 @@ use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_types::{ApiError, ApiResult};
 
 use crate::engine::{HistoryEngine, Shard};
+use crate::queries::{Registration, RunKey};
 use crate::read::{self, storage};
 use crate::tokens::{self, PageToken};
+use chronicle_proto::temporal::api::query::v1::{WorkflowQuery, WorkflowQueryResult};
 
 /// Longest wait of a history long poll before it answers "nothing new yet".
 const HISTORY_LONG_POLL: Duration = Duration::from_secs(20);
@@ -104,6 +106,121 @@ impl HistoryEngine {
             }
         }
         names.get(namespace_id).cloned().unwrap_or_default()
+    }
+
+    /// Sends a query to a worker as a query task: the run has no workflow task pending, so the
+    /// worker's view (its last completed task) is the run's current state.
+    async fn query_directly(
+        &self,
+        namespace_id: &str,
+        shard: &Shard,
+        execution: &Option<chronicle_proto::temporal::api::common::v1::WorkflowExecution>,
+        query_id: String,
+        query: WorkflowQuery,
+    ) -> ApiResult<ws::QueryWorkflowResponse> {
+        let state = read::load_state(shard, namespace_id, execution)?;
+        if state.last_completed_workflow_task_started_event_id == 0 {
+            return Err(ApiError::failed_precondition(
+                "Cannot query workflow because the first workflow task has not completed yet.",
+            ));
+        }
+        let token = pb::TaskToken {
+            namespace_id: namespace_id.to_string(),
+            workflow_id: state.workflow_id.clone(),
+            run_id: state.run_id.clone(),
+            query_id: query_id.clone(),
+            ..Default::default()
+        };
+        let last =
+            state
+                .last_completed_workflow_task_started_event_id
+                .max(if read::is_closed(&state) {
+                    state.next_event_id - 1
+                } else {
+                    0
+                });
+        let (events, next_page_token) =
+            read::history_page(shard, &state, 1, last, read::MAX_PAGE_EVENTS)?;
+        let response = ws::PollWorkflowTaskQueueResponse {
+            task_token: tokens::encode(&token),
+            workflow_execution: Some(read::execution_of(&state)),
+            workflow_type: state.workflow_type.clone(),
+            previous_started_event_id: state.last_completed_workflow_task_started_event_id,
+            started_event_id: last,
+            history: Some(History { events }),
+            next_page_token,
+            query: Some(query),
+            workflow_execution_task_queue: Some(
+                chronicle_proto::temporal::api::taskqueue::v1::TaskQueue {
+                    name: state.task_queue.clone(),
+                    kind: 1,
+                    normal_name: String::new(),
+                },
+            ),
+            ..Default::default()
+        };
+        let answer = self
+            .matching
+            .query_workflow(
+                namespace_id,
+                &state.task_queue,
+                QueryTask { query_id, response },
+                QUERY_TIMEOUT,
+            )
+            .await?;
+        query_result_response(WorkflowQueryResult {
+            result_type: answer.completed_type,
+            answer: answer.query_result,
+            error_message: answer.error_message,
+            failure: answer.failure,
+        })
+    }
+}
+
+/// True while the run has a workflow task scheduled or running: a query must then wait for it.
+fn must_buffer(state: &pb::WorkflowExecutionState) -> bool {
+    !read::is_closed(state) && state.workflow_task.is_some()
+}
+
+/// Temporal's `QueryRejectCondition`: a closed run can refuse queries instead of answering them.
+fn query_rejection(
+    state: &pb::WorkflowExecutionState,
+    condition: i32,
+) -> Option<chronicle_proto::temporal::api::query::v1::QueryRejected> {
+    use chronicle_proto::temporal::api::enums::v1::{
+        QueryRejectCondition, WorkflowExecutionStatus,
+    };
+    let closed = read::is_closed(state);
+    let reject =
+        match QueryRejectCondition::try_from(condition).unwrap_or(QueryRejectCondition::None) {
+            QueryRejectCondition::NotOpen => closed,
+            QueryRejectCondition::NotCompletedCleanly => {
+                closed && state.status != WorkflowExecutionStatus::Completed as i32
+            }
+            _ => false,
+        };
+    reject.then(
+        || chronicle_proto::temporal::api::query::v1::QueryRejected {
+            status: state.status,
+        },
+    )
+}
+
+fn query_result_response(result: WorkflowQueryResult) -> ApiResult<ws::QueryWorkflowResponse> {
+    if result.result_type == QueryResultType::Answered as i32 {
+        Ok(ws::QueryWorkflowResponse {
+            query_result: result.answer,
+            query_rejected: None,
+            ..Default::default()
+        })
+    } else {
+        Err(
+            ApiError::invalid_argument(result.error_message.clone()).with_detail(
+                &QueryFailedFailure {
+                    failure: result.failure.clone(),
+                },
+            ),
+        )
     }
 }
 
@@ -496,70 +613,90 @@ impl HistoryService for HistoryEngine {
             .unwrap_or_default();
         let shard = self.shard_of(namespace_id, &workflow_id);
         let state = read::load_state(shard, namespace_id, &request.execution)?;
-        if state.last_completed_workflow_task_started_event_id == 0 {
-            return Err(ApiError::failed_precondition(
-                "Cannot query workflow because the first workflow task has not completed yet.",
-            ));
-        }
-        let query_id = uuid::Uuid::new_v4().to_string();
-        let token = pb::TaskToken {
-            namespace_id: namespace_id.to_string(),
-            workflow_id: state.workflow_id.clone(),
-            run_id: state.run_id.clone(),
-            query_id: query_id.clone(),
-            ..Default::default()
-        };
-        let last =
-            state
-                .last_completed_workflow_task_started_event_id
-                .max(if read::is_closed(&state) {
-                    state.next_event_id - 1
-                } else {
-                    0
-                });
-        let (events, next_page_token) =
-            read::history_page(shard, &state, 1, last, read::MAX_PAGE_EVENTS)?;
-        let response = ws::PollWorkflowTaskQueueResponse {
-            task_token: tokens::encode(&token),
-            workflow_execution: Some(read::execution_of(&state)),
-            workflow_type: state.workflow_type.clone(),
-            previous_started_event_id: state.last_completed_workflow_task_started_event_id,
-            started_event_id: last,
-            history: Some(History { events }),
-            next_page_token,
-            query: request.query.clone(),
-            workflow_execution_task_queue: Some(
-                chronicle_proto::temporal::api::taskqueue::v1::TaskQueue {
-                    name: state.task_queue.clone(),
-                    kind: 1,
-                    normal_name: String::new(),
-                },
-            ),
-            ..Default::default()
-        };
-        let answer = self
-            .matching
-            .query_workflow(
-                namespace_id,
-                &state.task_queue,
-                QueryTask { query_id, response },
-                QUERY_TIMEOUT,
-            )
-            .await?;
-        if answer.completed_type == QueryResultType::Answered as i32 {
-            Ok(ws::QueryWorkflowResponse {
-                query_result: answer.query_result,
-                query_rejected: None,
+        if let Some(rejected) = query_rejection(&state, request.query_reject_condition) {
+            return Ok(ws::QueryWorkflowResponse {
+                query_result: None,
+                query_rejected: Some(rejected),
                 ..Default::default()
-            })
-        } else {
-            Err(
-                ApiError::invalid_argument(answer.error_message.clone()).with_detail(
-                    &QueryFailedFailure {
-                        failure: answer.failure.clone(),
-                    },
-                ),
-            )
+            });
+        }
+        let Some(query) = request.query.clone() else {
+            return Err(ApiError::invalid_argument("Query is not set on request."));
+        };
+        let key: RunKey = (
+            namespace_id.to_string(),
+            state.workflow_id.clone(),
+            state.run_id.clone(),
+        );
+        let execution = Some(read::execution_of(&state));
+        let query_id = uuid::Uuid::new_v4().to_string();
+        let mut must_buffer_error = None;
+        let registration = self.queries.register(&key, &query_id, query.clone(), || {
+            match read::load_state(shard, namespace_id, &execution) {
+                Ok(current) => must_buffer(&current),
+                Err(e) => {
+                    must_buffer_error = Some(e);
+                    false
+                }
+            }
+        });
+        if let Some(e) = must_buffer_error {
+            return Err(e);
+        }
+        let mut answer = match registration {
+            Registration::Direct => {
+                return self
+                    .query_directly(namespace_id, shard, &execution, query_id, query)
+                    .await;
+            }
+            Registration::Full => {
+                return Err(ApiError::resource_exhausted(format!(
+                    "Too many queries are waiting for this workflow's next workflow task (limit {}).",
+                    crate::queries::MAX_BUFFERED_QUERIES_PER_RUN
+                )));
+            }
+            Registration::Buffered(rx) => rx,
+        };
+        // Wait for the answer on a workflow task; re-check on every change of the shard (and
+        // now and then, should a completion that carried the answer have failed) whether the run
+        // reached a point where the query can go to a worker directly instead.
+        let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
+        let mut changes = shard.changes.clone();
+        let mut recheck = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                result = &mut answer => {
+                    return match result {
+                        Ok(result) => query_result_response(result),
+                        // The sender is only dropped with its entry; treat as "ask directly".
+                        Err(_) => self.query_directly(namespace_id, shard, &execution, query_id, query).await,
+                    };
+                }
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        // No more change notifications (shutting down); rely on the timer.
+                        changes = shard.changes.clone();
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                _ = recheck.tick() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.queries.remove(&key, &query_id);
+                    return Err(ApiError::deadline_exceeded(
+                        "query timed out waiting for the workflow's next workflow task",
+                    ));
+                }
+            }
+            let safe = || {
+                read::load_state(shard, namespace_id, &execution)
+                    .map(|current| !must_buffer(&current))
+                    .unwrap_or(true)
+            };
+            if self.queries.take_if(&key, &query_id, safe) {
+                return self
+                    .query_directly(namespace_id, shard, &execution, query_id, query)
+                    .await;
+            }
         }
     }
 
@@ -603,7 +740,14 @@ impl HistoryService for HistoryEngine {
             started_event_id: started.started_event_id,
             ..Default::default()
         };
-        read::workflow_task_response(shard, &state, &started, tokens::encode(&token))
+        let mut response =
+            read::workflow_task_response(shard, &state, &started, tokens::encode(&token))?;
+        response.queries = self.queries.attach(&(
+            task.namespace_id.clone(),
+            task.workflow_id.clone(),
+            task.run_id.clone(),
+        ));
+        Ok(response)
     }
 
     async fn record_activity_task_started(
@@ -677,15 +821,32 @@ impl HistoryService for HistoryEngine {
     ) -> ApiResult<ws::RespondWorkflowTaskCompletedResponse> {
         let token = tokens::decode(&request.task_token)?;
         let shard = self.token_shard(namespace_id, &token)?;
-        self.propose(
-            shard,
-            Kind::CompleteWorkflowTask(cmd::CompleteWorkflowTask {
-                token: Some(token),
-                request: Some(request),
-                new_run_id: uuid::Uuid::new_v4().to_string(),
-            }),
-        )
-        .await?;
+        let key: RunKey = (
+            token.namespace_id.clone(),
+            token.workflow_id.clone(),
+            token.run_id.clone(),
+        );
+        let query_results = request.query_results.clone();
+        // Query results count only once the completion commits (a stale task's do not).
+        self.queries.set_answering(&key, query_results.keys(), true);
+        let committed = self
+            .propose(
+                shard,
+                Kind::CompleteWorkflowTask(cmd::CompleteWorkflowTask {
+                    token: Some(token),
+                    request: Some(request),
+                    new_run_id: uuid::Uuid::new_v4().to_string(),
+                }),
+            )
+            .await;
+        match committed {
+            Ok(_) => self.queries.answer(&key, query_results),
+            Err(e) => {
+                self.queries
+                    .set_answering(&key, query_results.keys(), false);
+                return Err(e);
+            }
+        }
         Ok(ws::RespondWorkflowTaskCompletedResponse::default())
     }
 

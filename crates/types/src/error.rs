@@ -95,6 +95,9 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(tonic::Code::Unavailable, message)
     }
+    pub fn deadline_exceeded(message: impl Into<String>) -> Self {
+        Self::new(tonic::Code::DeadlineExceeded, message)
+    }
 
     /// Encoded `google.rpc.Status` for `grpc-status-details-bin`.
     pub fn details_bytes(&self) -> Vec<u8> {
