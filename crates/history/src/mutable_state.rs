@@ -79,6 +79,25 @@ impl MutableState {
         }
     }
 
+    /// Whether the worker should continue the run as new: its history is past Temporal's
+    /// suggestion thresholds.
+    pub fn suggest_continue_as_new(&self) -> bool {
+        self.state.next_event_id - 1 >= chronicle_types::limits::SUGGEST_CONTINUE_AS_NEW_EVENTS
+            || self.state.history_size_bytes
+                >= chronicle_types::limits::SUGGEST_CONTINUE_AS_NEW_BYTES
+    }
+
+    /// The reason to terminate a run whose history reached a hard limit, if it did.
+    pub fn history_limit_exceeded(&self) -> Option<&'static str> {
+        if self.state.next_event_id - 1 >= chronicle_types::limits::MAX_HISTORY_EVENTS {
+            Some("Workflow history count exceeds limit.")
+        } else if self.state.history_size_bytes >= chronicle_types::limits::MAX_HISTORY_BYTES {
+            Some("Workflow history size exceeds limit.")
+        } else {
+            None
+        }
+    }
+
     /// Appends an event now and returns its ID.
     pub fn add_event(&mut self, event_type: EventType, attributes: Attributes) -> i64 {
         let id = self.state.next_event_id;
@@ -255,6 +274,7 @@ impl MutableState {
                         identity: task.started_identity.clone(),
                         request_id: task.started_request_id.clone(),
                         history_size_bytes: self.state.history_size_bytes,
+                        suggest_continue_as_new: self.suggest_continue_as_new(),
                         ..Default::default()
                     },
                 ),

@@ -7,6 +7,9 @@ pub const MAX_ID_LENGTH: usize = 1000;
 /// History limits: the run is terminated when it would exceed either.
 pub const MAX_HISTORY_EVENTS: i64 = 51_200;
 pub const MAX_HISTORY_BYTES: i64 = 50 * 1024 * 1024;
+/// Past these, WorkflowTaskStarted events carry `suggest_continue_as_new` (Temporal's defaults).
+pub const SUGGEST_CONTINUE_AS_NEW_EVENTS: i64 = 4 * 1024;
+pub const SUGGEST_CONTINUE_AS_NEW_BYTES: i64 = 4 * 1024 * 1024;
 /// Pending activities a run may have at once.
 pub const MAX_PENDING_ACTIVITIES: usize = 2_000;
 /// Longest long poll of a task queue.

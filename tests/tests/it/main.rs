@@ -5,5 +5,7 @@
 mod bad_input;
 mod common;
 mod history_api;
+mod history_limits;
+mod queries;
 mod restart;
 mod sdk_workflows;

@@ -21,6 +21,9 @@ use chronicle_types::time::{duration_from_millis, millis, opt_duration_millis};
 use super::{ApplyError, ApplyResult, close_run, load_run, load_token_run};
 use crate::mutable_state::MutableState;
 
+/// The identity Temporal's server puts on events it adds on its own.
+const HISTORY_SERVICE_IDENTITY: &str = "history-service";
+
 fn stale_started() -> command_result::Result {
     command_result::Result::WorkflowTaskStarted(cmd::RecordWorkflowTaskStartedResult {
         stale: true,
@@ -68,6 +71,7 @@ pub fn record_started(
                 identity: c.identity.clone(),
                 request_id: c.request_id.clone(),
                 history_size_bytes: ms.state.history_size_bytes,
+                suggest_continue_as_new: ms.suggest_continue_as_new(),
                 ..Default::default()
             }),
         )
@@ -146,6 +150,19 @@ pub fn complete(
     let mut ms = ms;
     match apply_completion(batch, &mut ms, &task, &request, &c.new_run_id) {
         Ok(()) => {
+            // Temporal's hard history limits: a run that reached one is terminated rather than
+            // allowed to grow a history no worker could replay.
+            if ms.is_running()
+                && let Some(reason) = ms.history_limit_exceeded()
+            {
+                super::signal::terminate_run(
+                    batch,
+                    &mut ms,
+                    reason,
+                    HISTORY_SERVICE_IDENTITY,
+                    None,
+                )?;
+            }
             ms.persist(batch);
             Ok(command_result::Result::CompleteWorkflowTask(
                 cmd::CompleteWorkflowTaskResult {},

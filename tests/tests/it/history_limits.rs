@@ -1,0 +1,157 @@
+//! Temporal's history limits: past 4,096 events workflow tasks suggest continue-as-new; at
+//! 51,200 events the run is terminated instead of growing a history no worker could replay.
+
+use chronicle_proto::temporal::api::command::v1::{
+    Command, RecordMarkerCommandAttributes, command,
+};
+use chronicle_proto::temporal::api::common::v1::{WorkflowExecution, WorkflowType};
+use chronicle_proto::temporal::api::enums::v1::{CommandType, EventType, WorkflowExecutionStatus};
+use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
+use chronicle_proto::temporal::api::taskqueue::v1::TaskQueue;
+use chronicle_proto::temporal::api::workflowservice::v1 as ws;
+
+use crate::common::*;
+
+const MARKERS_PER_TASK: usize = 1000;
+
+fn marker() -> Command {
+    Command {
+        command_type: CommandType::RecordMarker as i32,
+        attributes: Some(command::Attributes::RecordMarkerCommandAttributes(
+            RecordMarkerCommandAttributes {
+                marker_name: "m".into(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_count_limit_terminates_the_run() {
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let task_queue = unique("limits");
+    let workflow_id = unique("limits");
+    let execution = WorkflowExecution {
+        workflow_id: workflow_id.clone(),
+        run_id: String::new(),
+    };
+    raw.start_workflow_execution(ws::StartWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_id: workflow_id.clone(),
+        workflow_type: Some(WorkflowType { name: "Big".into() }),
+        task_queue: Some(TaskQueue {
+            name: task_queue.clone(),
+            ..Default::default()
+        }),
+        request_id: unique("req"),
+        ..Default::default()
+    })
+    .await
+    .expect("start");
+
+    let mut suggested_at = None;
+    let mut tasks = 0;
+    loop {
+        let task = raw
+            .poll_workflow_task_queue(ws::PollWorkflowTaskQueueRequest {
+                namespace: "default".into(),
+                task_queue: Some(TaskQueue {
+                    name: task_queue.clone(),
+                    ..Default::default()
+                }),
+                identity: "limits-test".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("poll")
+            .into_inner();
+        tasks += 1;
+        // The task's history pages are not needed: the started event is the last one.
+        let described = raw
+            .get_workflow_execution_history_reverse(ws::GetWorkflowExecutionHistoryReverseRequest {
+                namespace: "default".into(),
+                execution: Some(execution.clone()),
+                maximum_page_size: 1,
+                ..Default::default()
+            })
+            .await
+            .expect("history")
+            .into_inner();
+        let last = &described.history.unwrap().events[0];
+        assert_eq!(last.event_type, EventType::WorkflowTaskStarted as i32);
+        let Some(Attributes::WorkflowTaskStartedEventAttributes(started)) = &last.attributes else {
+            panic!("started event without attributes");
+        };
+        if started.suggest_continue_as_new && suggested_at.is_none() {
+            suggested_at = Some(last.event_id);
+        }
+        if !started.suggest_continue_as_new {
+            assert!(
+                last.event_id <= 4096,
+                "no suggestion at event {}",
+                last.event_id
+            );
+        }
+        raw.respond_workflow_task_completed(ws::RespondWorkflowTaskCompletedRequest {
+            namespace: "default".into(),
+            task_token: task.task_token,
+            commands: vec![marker(); MARKERS_PER_TASK],
+            ..Default::default()
+        })
+        .await
+        .expect("complete");
+        let described = raw
+            .describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
+                namespace: "default".into(),
+                execution: Some(execution.clone()),
+            })
+            .await
+            .expect("describe")
+            .into_inner();
+        let info = described.workflow_execution_info.unwrap();
+        if info.status != WorkflowExecutionStatus::Running as i32 {
+            assert_eq!(info.status, WorkflowExecutionStatus::Terminated as i32);
+            assert!(info.history_length >= 51_200, "{}", info.history_length);
+            break;
+        }
+        assert!(tasks < 60, "the run should have hit the limit by now");
+        raw.signal_workflow_execution(ws::SignalWorkflowExecutionRequest {
+            namespace: "default".into(),
+            workflow_execution: Some(execution.clone()),
+            signal_name: "more".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("signal");
+    }
+    assert!(
+        suggested_at.is_some(),
+        "continue-as-new was never suggested"
+    );
+
+    let last = raw
+        .get_workflow_execution_history_reverse(ws::GetWorkflowExecutionHistoryReverseRequest {
+            namespace: "default".into(),
+            execution: Some(execution.clone()),
+            maximum_page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .history
+        .unwrap()
+        .events
+        .remove(0);
+    let Some(Attributes::WorkflowExecutionTerminatedEventAttributes(terminated)) = last.attributes
+    else {
+        panic!(
+            "last event is not WorkflowExecutionTerminated: {:?}",
+            last.event_type
+        );
+    };
+    assert_eq!(terminated.reason, "Workflow history count exceeds limit.");
+    assert_eq!(terminated.identity, "history-service");
+}
