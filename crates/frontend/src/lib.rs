@@ -4,6 +4,7 @@
 
 mod namespaces;
 mod operator_service;
+mod status_compat;
 mod validate;
 mod workflow_service;
 
@@ -13,6 +14,7 @@ use chronicle_cluster::{HistoryService, MatchingService};
 
 pub use namespaces::{NamespaceCache, default_namespace_record};
 pub use operator_service::OperatorHandler;
+pub use status_compat::StatusCompatLayer;
 pub use workflow_service::WorkflowHandler;
 
 /// What the frontend needs from the rest of the node.

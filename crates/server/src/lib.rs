@@ -149,6 +149,7 @@ pub async fn run(
     );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
     let served = tonic::transport::Server::builder()
+        .layer(chronicle_frontend::StatusCompatLayer)
         .add_service(workflow)
         .add_service(operator)
         .add_service(health)

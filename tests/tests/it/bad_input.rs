@@ -217,3 +217,101 @@ async fn bad_requests_get_temporal_errors_and_change_nothing() {
     assert_eq!(err.code(), Code::AlreadyExists);
     server.server.stop().await.expect("clean stop");
 }
+
+/// Sends raw bytes as a gRPC request body, bypassing the generated message types.
+#[derive(Clone, Copy, Default)]
+struct RawBytesCodec;
+
+struct RawBytesEncoder;
+struct RawBytesDecoder;
+
+impl tonic::codec::Codec for RawBytesCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytesEncoder;
+    type Decoder = RawBytesDecoder;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawBytesEncoder
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawBytesDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawBytesEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytesDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let mut out = vec![0; bytes::Buf::remaining(src)];
+        bytes::Buf::copy_to_slice(src, &mut out);
+        Ok(Some(out))
+    }
+}
+
+async fn send_raw(url: &str, method: &'static str, body: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
+    grpc.unary(tonic::Request::new(body), path, RawBytesCodec)
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_messages_are_refused_and_the_server_keeps_serving() {
+    const START: &str = "/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution";
+    let server = start_server().await;
+    let url = server.server.url();
+
+    // Bytes that are not a protobuf message (a truncated length-delimited field): refused the
+    // way Temporal's (grpc-go) server refuses an undecodable request, with Internal.
+    let err = send_raw(&url, START, vec![0x0a, 0xff, 0xff, 0xff, 0x0f, b'x'])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+
+    // A well-formed message whose fields are nonsense for the RPC: InvalidArgument.
+    let err = send_raw(&url, START, ws::StartWorkflowExecutionRequest::default().encode_to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    // A message over the frontend's 128 MiB limit: ResourceExhausted, without being decoded.
+    let mut huge = start_request("default", "huge", "huge-1");
+    huge.input = Some(Payloads {
+        payloads: vec![Payload {
+            data: vec![7; chronicle_types::limits::MAX_GRPC_MESSAGE_BYTES + 1024],
+            ..Default::default()
+        }],
+    });
+    let err = send_raw(&url, START, huge.encode_to_vec()).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+
+    // None of it created anything, and the server still serves.
+    let mut raw = raw_client(&url).await;
+    assert_eq!(describe_status(&mut raw, "huge").await, Err(Code::NotFound));
+    raw.start_workflow_execution(start_request("default", "after-bad-input", "ok-1"))
+        .await
+        .expect("the server still serves");
+}

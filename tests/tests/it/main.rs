@@ -8,4 +8,5 @@ mod history_api;
 mod history_limits;
 mod queries;
 mod restart;
+mod start_and_activities;
 mod sdk_workflows;
