@@ -264,7 +264,11 @@ impl tonic::codec::Decoder for RawBytesDecoder {
     }
 }
 
-async fn send_raw(url: &str, method: &'static str, body: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+async fn send_raw(
+    url: &str,
+    method: &'static str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
     let channel = tonic::transport::Endpoint::from_shared(url.to_string())
         .expect("endpoint")
         .connect()
@@ -292,9 +296,13 @@ async fn malformed_and_oversized_messages_are_refused_and_the_server_keeps_servi
     assert_eq!(err.code(), Code::Internal, "{err:?}");
 
     // A well-formed message whose fields are nonsense for the RPC: InvalidArgument.
-    let err = send_raw(&url, START, ws::StartWorkflowExecutionRequest::default().encode_to_vec())
-        .await
-        .unwrap_err();
+    let err = send_raw(
+        &url,
+        START,
+        ws::StartWorkflowExecutionRequest::default().encode_to_vec(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
     // A message over the frontend's 128 MiB limit: ResourceExhausted, without being decoded.
@@ -305,7 +313,9 @@ async fn malformed_and_oversized_messages_are_refused_and_the_server_keeps_servi
             ..Default::default()
         }],
     });
-    let err = send_raw(&url, START, huge.encode_to_vec()).await.unwrap_err();
+    let err = send_raw(&url, START, huge.encode_to_vec())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
 
     // None of it created anything, and the server still serves.

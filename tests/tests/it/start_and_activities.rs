@@ -59,7 +59,11 @@ fn payloads(text: &str) -> Option<Payloads> {
     })
 }
 
-async fn status_of(raw: &mut WorkflowServiceClient<Channel>, workflow_id: &str, run_id: &str) -> i32 {
+async fn status_of(
+    raw: &mut WorkflowServiceClient<Channel>,
+    workflow_id: &str,
+    run_id: &str,
+) -> i32 {
     raw.describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
         namespace: "default".into(),
         execution: execution(workflow_id, run_id),
@@ -90,11 +94,18 @@ async fn workflow_id_conflict_and_reuse_policies() {
     let tq = unique("tq");
     let id = unique("policy");
 
-    let first = raw.start_workflow_execution(start(&id, &tq)).await.expect("start").into_inner();
+    let first = raw
+        .start_workflow_execution(start(&id, &tq))
+        .await
+        .expect("start")
+        .into_inner();
     assert!(first.started);
 
     // Running: FAIL (the default) refuses, USE_EXISTING answers the running run.
-    let err = raw.start_workflow_execution(start(&id, &tq)).await.unwrap_err();
+    let err = raw
+        .start_workflow_execution(start(&id, &tq))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
     let mut use_existing = start(&id, &tq);
     use_existing.workflow_id_conflict_policy = WorkflowIdConflictPolicy::UseExisting as i32;
@@ -148,15 +159,18 @@ async fn workflow_id_conflict_and_reuse_policies() {
         .await
         .expect("poll")
         .into_inner();
-    assert_eq!(task.workflow_execution.as_ref().unwrap().run_id, third.run_id);
+    assert_eq!(
+        task.workflow_execution.as_ref().unwrap().run_id,
+        third.run_id
+    );
     raw.respond_workflow_task_completed(ws::RespondWorkflowTaskCompletedRequest {
         namespace: "default".into(),
         task_token: task.task_token,
         commands: vec![Command {
             command_type: CommandType::CompleteWorkflowExecution as i32,
-            attributes: Some(command::Attributes::CompleteWorkflowExecutionCommandAttributes(
-                Default::default(),
-            )),
+            attributes: Some(
+                command::Attributes::CompleteWorkflowExecutionCommandAttributes(Default::default()),
+            ),
             ..Default::default()
         }],
         ..Default::default()
@@ -172,7 +186,11 @@ async fn workflow_id_conflict_and_reuse_policies() {
     let err = raw.start_workflow_execution(reject).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
     // ALLOW_DUPLICATE (the default) admits it.
-    let fourth = raw.start_workflow_execution(start(&id, &tq)).await.expect("allow").into_inner();
+    let fourth = raw
+        .start_workflow_execution(start(&id, &tq))
+        .await
+        .expect("allow")
+        .into_inner();
     assert!(fourth.started);
 
     // The deprecated TERMINATE_IF_RUNNING reuse policy terminates the running run.
@@ -198,7 +216,9 @@ fn schedule(activity_id: &str, task_queue: &str) -> Command {
         attributes: Some(command::Attributes::ScheduleActivityTaskCommandAttributes(
             ScheduleActivityTaskCommandAttributes {
                 activity_id: activity_id.into(),
-                activity_type: Some(ActivityType { name: "Work".into() }),
+                activity_type: Some(ActivityType {
+                    name: "Work".into(),
+                }),
                 task_queue: queue(task_queue),
                 start_to_close_timeout: Some(prost_wkt_types_duration(30)),
                 retry_policy: Some(RetryPolicy {
@@ -222,7 +242,11 @@ async fn activities_by_id_heartbeat_complete_and_fail() {
     let mut raw = raw_client(&server.server.url()).await;
     let tq = unique("tq");
     let id = unique("byid");
-    let started = raw.start_workflow_execution(start(&id, &tq)).await.expect("start").into_inner();
+    let started = raw
+        .start_workflow_execution(start(&id, &tq))
+        .await
+        .expect("start")
+        .into_inner();
     let task = raw
         .poll_workflow_task_queue(ws::PollWorkflowTaskQueueRequest {
             namespace: "default".into(),
