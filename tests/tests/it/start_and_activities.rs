@@ -397,3 +397,80 @@ async fn activities_by_id_heartbeat_complete_and_fail() {
     };
     assert_eq!(a.failure.as_ref().unwrap().message, "broken");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_timeout_closes_the_run_and_memo_and_search_attributes_are_kept() {
+    use chronicle_proto::temporal::api::common::v1::{Memo, SearchAttributes};
+    use chronicle_proto::temporal::api::enums::v1::{HistoryEventFilterType, RetryState};
+
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let id = unique("timeout");
+    let mut request = start(&id, &unique("tq"));
+    request.workflow_run_timeout = Some(prost_wkt_types_duration(1));
+    request.memo = Some(Memo {
+        fields: HashMap::from([(
+            "owner".to_string(),
+            payloads("ops").unwrap().payloads[0].clone(),
+        )]),
+    });
+    let mut keyword = payloads("\"gold\"").unwrap().payloads[0].clone();
+    keyword
+        .metadata
+        .insert("encoding".into(), b"json/plain".to_vec());
+    request.search_attributes = Some(SearchAttributes {
+        indexed_fields: HashMap::from([("CustomKeywordField".to_string(), keyword.clone())]),
+    });
+    let started = raw
+        .start_workflow_execution(request)
+        .await
+        .expect("start")
+        .into_inner();
+
+    // Nobody polls: the run times out after one second. Wait for the close event.
+    let closed = tokio::time::timeout(
+        Duration::from_secs(20),
+        raw.get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
+            namespace: "default".into(),
+            execution: execution(&id, &started.run_id),
+            wait_new_event: true,
+            history_event_filter_type: HistoryEventFilterType::CloseEvent as i32,
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("closed in time")
+    .expect("history")
+    .into_inner()
+    .history
+    .unwrap()
+    .events;
+    assert_eq!(closed.len(), 1);
+    assert_eq!(
+        closed[0].event_type,
+        EventType::WorkflowExecutionTimedOut as i32
+    );
+    let Some(Attributes::WorkflowExecutionTimedOutEventAttributes(a)) = &closed[0].attributes
+    else {
+        panic!("timed-out event without attributes");
+    };
+    assert_eq!(a.retry_state, RetryState::RetryPolicyNotSet as i32);
+    assert!(a.new_execution_run_id.is_empty());
+
+    let described = raw
+        .describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
+            namespace: "default".into(),
+            execution: execution(&id, ""),
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    let info = described.workflow_execution_info.unwrap();
+    assert_eq!(info.status, WorkflowExecutionStatus::TimedOut as i32);
+    assert!(info.close_time.is_some());
+    assert_eq!(info.memo.unwrap().fields["owner"].data, b"ops".to_vec());
+    assert_eq!(
+        info.search_attributes.unwrap().indexed_fields["CustomKeywordField"].data,
+        keyword.data
+    );
+}

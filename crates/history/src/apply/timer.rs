@@ -59,15 +59,21 @@ pub fn fire(
         }
         Kind::ActivityTimeout => activity::timed_out(batch, &mut ms, &task)?,
         Kind::ActivityRetry => activity::retry_due(batch, &mut ms, task.event_id, task.attempt)?,
-        Kind::WorkflowRunTimeout | Kind::WorkflowExecutionTimeout => {
-            let retry = super::new_run::workflow_retry_delay(&ms, None);
+        kind @ (Kind::WorkflowRunTimeout | Kind::WorkflowExecutionTimeout) => {
+            // As Temporal: a run timeout may be retried under the workflow's retry policy (and
+            // reports why not otherwise, e.g. RetryPolicyNotSet); once the whole execution's
+            // time is up there is no retry and the state is Timeout.
+            let retry = if kind == Kind::WorkflowExecutionTimeout {
+                Err(RetryState::Timeout)
+            } else {
+                super::new_run::workflow_retry_delay(&ms, None)
+            };
             let id = ms.add_event(
                 EventType::WorkflowExecutionTimedOut,
                 Attributes::WorkflowExecutionTimedOutEventAttributes(
                     h::WorkflowExecutionTimedOutEventAttributes {
                         retry_state: match retry {
                             Ok(_) => RetryState::InProgress,
-                            Err(RetryState::RetryPolicyNotSet) => RetryState::Timeout,
                             Err(state) => state,
                         } as i32,
                         new_execution_run_id: if retry.is_ok() {
