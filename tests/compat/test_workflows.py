@@ -10,7 +10,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType, TimeoutType, WorkflowExecutionStatus
 from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, ApplicationError, RetryState, TerminatedError, \
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState, TerminatedError, \
     WorkflowAlreadyStartedError
 from temporalio.worker import Worker
 
@@ -291,3 +291,28 @@ async def test_history_event_ids_are_contiguous(client, task_queue):
             assert a.task_queue.name == task_queue
     completed = events[-1].workflow_execution_completed_event_attributes
     assert completed.workflow_task_completed_event_id == events[-2].event_id
+
+
+async def test_cancel_reaches_the_running_activity_and_cleanup_runs(client, task_queue):
+    key = new_id("cancel")
+    async with worker(client, task_queue):
+        handle = await client.start_workflow(wf.CancellableWorkflow.run, key, id=new_id("cancel"),
+                                             task_queue=task_queue)
+        deadline = time.monotonic() + 10
+        while "started" not in activities_state.values(key):
+            assert time.monotonic() < deadline, "activity never started"
+            await asyncio.sleep(0.05)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as failure:
+            await result_of(handle)
+    assert isinstance(failure.value.cause, CancelledError), failure.value.cause
+    assert activities_state.values(key) == ["started", "activity cancelled", "cleanup"]
+    description = await handle.describe()
+    assert description.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_CANCELED
+    types = types_of(await history_events(handle))
+    for expected in ["EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED", "EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED",
+                     "EVENT_TYPE_ACTIVITY_TASK_CANCELED", "EVENT_TYPE_ACTIVITY_TASK_COMPLETED"]:
+        assert expected in types, types
+    assert types.index("EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED") < \
+        types.index("EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED") < types.index("EVENT_TYPE_ACTIVITY_TASK_CANCELED")
+    assert types[-1] == "EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED"

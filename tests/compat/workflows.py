@@ -297,8 +297,46 @@ class DurableWorkflow:
         return await workflow.execute_activity(add_shipping, args=[inp.directory, wid, taxed], **opts)
 
 
+# --- cancellation: a workflow cancelled while its heartbeating activity runs -----------------
+
+@activity.defn
+async def heartbeat_until_cancelled(key: str) -> str:
+    activities_state.record(key, "started")
+    try:
+        while True:
+            activity.heartbeat("alive")
+            await asyncio.sleep(0.1)
+    except asyncio.CancelledError:
+        activities_state.record(key, "activity cancelled")
+        raise
+
+
+@activity.defn
+async def release_hold(key: str) -> str:
+    activities_state.record(key, "cleanup")
+    return "released"
+
+
+@workflow.defn
+class CancellableWorkflow:
+    @workflow.run
+    async def run(self, key: str) -> str:
+        try:
+            await workflow.execute_activity(
+                heartbeat_until_cancelled, key, start_to_close_timeout=timedelta(seconds=60),
+                heartbeat_timeout=timedelta(seconds=1),
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
+            return "not cancelled"
+        except ActivityError:
+            # the activity's cancellation surfaces as an ActivityError once the workflow is cancelled;
+            # clean-up still runs activities, then the workflow reports itself cancelled
+            await workflow.execute_activity(release_hold, key, start_to_close_timeout=timedelta(seconds=10))
+            raise asyncio.CancelledError()
+
+
 ALL_WORKFLOWS = [OrderWorkflow, SagaWorkflow, RetryWorkflow, NonRetryableWorkflow, StartToCloseWorkflow,
                  HeartbeatWorkflow, ExpenseWorkflow, TimerWorkflow, WaitForeverWorkflow, JournalWorkflow,
-                 DurableWorkflow]
+                 DurableWorkflow, CancellableWorkflow]
 ALL_ACTIVITIES = [reserve_stock, charge_payment, ship_order, saga_step, fails_twice, rejects_input,
-                  slow_first_attempt, resumable_count, journal_step, add_tax, add_shipping]
+                  slow_first_attempt, resumable_count, journal_step, add_tax, add_shipping,
+                  heartbeat_until_cancelled, release_hold]
