@@ -123,6 +123,9 @@ pub trait HistoryService: Send + Sync + 'static {
         task: &TaskRef,
         poller: &PollerInfo,
     ) -> ApiResult<ws::PollActivityTaskQueueResponse>;
+    /// The worker of the sticky queue `task` was sent to is gone: move the workflow task to the
+    /// run's normal queue.
+    async fn sticky_worker_unavailable(&self, task: &TaskRef) -> ApiResult<()>;
 
     // Task outcomes, called by the frontend (tokens already decoded there are re-checked here).
     async fn respond_workflow_task_completed(
@@ -219,4 +222,7 @@ pub trait MatchingService: Send + Sync + 'static {
         name: &str,
         kind: TaskQueueKind,
     ) -> ApiResult<ws::DescribeTaskQueueResponse>;
+    /// A worker shut down (`ShutdownWorker`): its sticky queue gets no more polls, so the tasks
+    /// waiting there, and any sent there later, go back to history for the normal queue.
+    async fn shutdown_sticky_queue(&self, namespace_id: &str, sticky_queue: &str) -> ApiResult<()>;
 }

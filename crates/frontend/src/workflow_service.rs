@@ -702,9 +702,17 @@ impl WorkflowService for WorkflowHandler {
         &self,
         request: Request<ws::ShutdownWorkerRequest>,
     ) -> Res<ws::ShutdownWorkerResponse> {
-        // Sticky queues are not used yet, so there is nothing to release.
+        // The worker's sticky queue will not be polled again: its cached runs' next workflow
+        // tasks go to the normal queue at once instead of after the sticky schedule-to-start
+        // timeout.
         let r = request.into_inner();
-        self.ns(&r.namespace).await?;
+        let ns = self.ns(&r.namespace).await?;
+        if !r.sticky_task_queue.is_empty() {
+            self.ctx
+                .matching
+                .shutdown_sticky_queue(&ns, &r.sticky_task_queue)
+                .await?;
+        }
         ok(ws::ShutdownWorkerResponse::default())
     }
 

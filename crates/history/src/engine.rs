@@ -159,6 +159,7 @@ fn command_label(kind: &shard_command::Kind) -> &'static str {
         FireTimer(_) => "fire_timer",
         UpsertNamespace(_) => "upsert_namespace",
         RequestCancelWorkflow(_) => "request_cancel_workflow",
+        StickyWorkerUnavailable(_) => "sticky_worker_unavailable",
     }
 }
 

@@ -814,6 +814,21 @@ impl HistoryService for HistoryEngine {
         })
     }
 
+    async fn sticky_worker_unavailable(&self, task: &TaskRef) -> ApiResult<()> {
+        let shard = self.shard_of(&task.namespace_id, &task.workflow_id);
+        self.propose(
+            shard,
+            Kind::StickyWorkerUnavailable(cmd::StickyWorkerUnavailable {
+                namespace_id: task.namespace_id.clone(),
+                workflow_id: task.workflow_id.clone(),
+                run_id: task.run_id.clone(),
+                scheduled_event_id: task.scheduled_event_id,
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn respond_workflow_task_completed(
         &self,
         namespace_id: &str,

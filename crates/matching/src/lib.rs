@@ -60,8 +60,13 @@ pub struct MatchingEngine {
     history: OnceLock<Weak<dyn HistoryService>>,
     queues: Mutex<HashMap<TaskQueueKey, Queue>>,
     pending_queries: Mutex<HashMap<String, oneshot::Sender<ws::RespondQueryTaskCompletedRequest>>>,
+    /// Sticky queues whose worker shut down, and when: tasks sent there go back to history.
+    closed_sticky: Mutex<HashMap<TaskQueueKey, Instant>>,
     max_poll_wait: Duration,
 }
+
+/// How long a shut-down sticky queue is remembered (history stops using it at the first task).
+const CLOSED_STICKY_MEMORY: Duration = Duration::from_secs(600);
 
 impl MatchingEngine {
     pub fn new(max_poll_wait: Duration) -> Arc<Self> {
@@ -69,6 +74,7 @@ impl MatchingEngine {
             history: OnceLock::new(),
             queues: Mutex::new(HashMap::new()),
             pending_queries: Mutex::new(HashMap::new()),
+            closed_sticky: Mutex::new(HashMap::new()),
             max_poll_wait,
         })
     }
@@ -92,6 +98,10 @@ impl MatchingEngine {
         identity: &str,
         deadline: Instant,
     ) -> Option<Dispatch> {
+        self.closed_sticky
+            .lock()
+            .expect("matching lock")
+            .remove(key);
         let receiver = {
             let mut queues = self.queues.lock().expect("matching lock");
             let queue = queues.entry(key.clone()).or_default();
@@ -151,6 +161,14 @@ fn task_is_stale(err: &ApiError) -> bool {
 #[async_trait]
 impl MatchingService for MatchingEngine {
     async fn add_task(&self, queue: TaskQueueKey, task: TaskRef) -> ApiResult<()> {
+        if self
+            .closed_sticky
+            .lock()
+            .expect("matching lock")
+            .contains_key(&queue)
+        {
+            return self.history()?.sticky_worker_unavailable(&task).await;
+        }
         let mut queues = self.queues.lock().expect("matching lock");
         let q = queues.entry(queue).or_default();
         if q.queued.contains(&(task.shard, task.outbox_id)) {
@@ -323,6 +341,34 @@ impl MatchingService for MatchingEngine {
                 "query does not exist or has already timed out",
             )),
         }
+    }
+
+    async fn shutdown_sticky_queue(&self, namespace_id: &str, sticky_queue: &str) -> ApiResult<()> {
+        let key = TaskQueueKey {
+            namespace_id: namespace_id.to_string(),
+            name: sticky_queue.to_string(),
+            kind: TaskKind::Workflow,
+        };
+        {
+            let mut closed = self.closed_sticky.lock().expect("matching lock");
+            closed.retain(|_, at| at.elapsed() < CLOSED_STICKY_MEMORY);
+            closed.insert(key.clone(), Instant::now());
+        }
+        let waiting = self
+            .queues
+            .lock()
+            .expect("matching lock")
+            .remove(&key)
+            .map(|q| q.tasks)
+            .unwrap_or_default();
+        let history = self.history()?;
+        for task in waiting {
+            if let Err(e) = history.sticky_worker_unavailable(&task).await {
+                // The sticky schedule-to-start timeout still moves it, a little later.
+                tracing::warn!(error = %e.message, "moving a task off a closed sticky queue failed");
+            }
+        }
+        Ok(())
     }
 
     async fn describe_task_queue(

@@ -428,3 +428,121 @@ async fn sticky_queue_gets_new_events_and_falls_back_to_the_normal_queue() {
     assert_eq!(a.timeout_type, TimeoutType::ScheduleToStart as i32);
     server.server.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_worker_moves_sticky_tasks_to_the_normal_queue_at_once() {
+    use chronicle_proto::temporal::api::enums::v1::TaskQueueKind;
+    use chronicle_proto::temporal::api::taskqueue::v1::StickyExecutionAttributes;
+
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let task_queue = unique("normal");
+    let workflow_id = unique("sticky-shutdown");
+    raw.start_workflow_execution(ws::StartWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_id: workflow_id.clone(),
+        workflow_type: Some(WorkflowType { name: "S".into() }),
+        task_queue: Some(TaskQueue {
+            name: task_queue.clone(),
+            ..Default::default()
+        }),
+        request_id: unique("req"),
+        ..Default::default()
+    })
+    .await
+    .expect("start");
+    // Stickiness with a schedule-to-start timeout far longer than the test may take: only
+    // ShutdownWorker can move the tasks in time.
+    let sticky = |queue: &str| {
+        Some(StickyExecutionAttributes {
+            worker_task_queue: Some(TaskQueue {
+                name: queue.to_string(),
+                kind: TaskQueueKind::Sticky as i32,
+                normal_name: task_queue.clone(),
+            }),
+            schedule_to_start_timeout: Some(chronicle_types::time::duration_from_millis(600_000)),
+        })
+    };
+    let signal = || ws::SignalWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_execution: Some(WorkflowExecution {
+            workflow_id: workflow_id.clone(),
+            run_id: String::new(),
+        }),
+        signal_name: "poke".into(),
+        ..Default::default()
+    };
+    let shutdown = |queue: &str| ws::ShutdownWorkerRequest {
+        namespace: "default".into(),
+        sticky_task_queue: queue.to_string(),
+        identity: "raw-test".into(),
+        reason: "test".into(),
+        ..Default::default()
+    };
+    let poll_normal_quickly =
+        |mut raw: ws::workflow_service_client::WorkflowServiceClient<tonic::transport::Channel>,
+         queue: String| async move {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                raw.poll_workflow_task_queue(poll(&queue)),
+            )
+            .await
+            .expect("the task reached the normal queue without waiting for the sticky timeout")
+            .expect("poll")
+            .into_inner()
+        };
+
+    // 1. A task already waiting on the sticky queue when the worker shuts down.
+    let first_sticky = unique("sticky-a");
+    let task = raw
+        .poll_workflow_task_queue(poll(&task_queue))
+        .await
+        .expect("poll")
+        .into_inner();
+    raw.respond_workflow_task_completed(ws::RespondWorkflowTaskCompletedRequest {
+        namespace: "default".into(),
+        task_token: task.task_token,
+        sticky_attributes: sticky(&first_sticky),
+        ..Default::default()
+    })
+    .await
+    .expect("complete");
+    raw.signal_workflow_execution(signal())
+        .await
+        .expect("signal");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    raw.shutdown_worker(shutdown(&first_sticky))
+        .await
+        .expect("shutdown worker");
+    let task = poll_normal_quickly(raw.clone(), task_queue.clone()).await;
+    let events = task.history.as_ref().unwrap().events.clone();
+    assert_eq!(
+        events[0].event_id, 1,
+        "the full history on the normal queue"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.event_type == EventType::WorkflowTaskTimedOut as i32),
+        "moved, not timed out"
+    );
+
+    // 2. A worker that shut down before its next task was even scheduled.
+    let second_sticky = unique("sticky-b");
+    raw.respond_workflow_task_completed(ws::RespondWorkflowTaskCompletedRequest {
+        namespace: "default".into(),
+        task_token: task.task_token,
+        sticky_attributes: sticky(&second_sticky),
+        ..Default::default()
+    })
+    .await
+    .expect("complete");
+    raw.shutdown_worker(shutdown(&second_sticky))
+        .await
+        .expect("shutdown worker");
+    raw.signal_workflow_execution(signal())
+        .await
+        .expect("signal");
+    let task = poll_normal_quickly(raw.clone(), task_queue.clone()).await;
+    assert_eq!(task.history.as_ref().unwrap().events[0].event_id, 1);
+}

@@ -127,6 +127,9 @@ fn apply_command(
         shard_command::Kind::TerminateWorkflow(c) => signal::terminate(batch, now, c),
         shard_command::Kind::RequestCancelWorkflow(c) => signal::request_cancel(batch, now, c),
         shard_command::Kind::FireTimer(c) => timer::fire(batch, now, c),
+        shard_command::Kind::StickyWorkerUnavailable(c) => {
+            workflow_task::sticky_worker_unavailable(batch, now, c)
+        }
         shard_command::Kind::UpsertNamespace(c) => namespace::upsert(batch, c),
     }
 }

@@ -862,3 +862,49 @@ pub fn sticky_timed_out(
     ms.schedule_workflow_task(batch, task.attempt)?;
     Ok(true)
 }
+
+/// Moves a workflow task waiting on a sticky queue whose worker is gone to the run's normal
+/// queue, as Temporal does when matching reports the sticky worker unavailable: no event is
+/// added (the Scheduled event keeps naming the sticky queue), the task is dispatched again on
+/// the normal queue, and stickiness is cleared so the next poller gets the full history.
+pub fn sticky_worker_unavailable(
+    batch: &mut ShardBatch,
+    now: Timestamp,
+    c: cmd::StickyWorkerUnavailable,
+) -> ApplyResult<command_result::Result> {
+    let mut ms = super::load_run(batch, now, &c.namespace_id, &c.workflow_id, &c.run_id)?;
+    let Some(task) = ms.state.workflow_task.clone() else {
+        return Ok(super::ok());
+    };
+    if !ms.is_running()
+        || task.scheduled_event_id != c.scheduled_event_id
+        || task.started_event_id != 0
+        || task.task_queue_kind
+            != chronicle_proto::temporal::api::enums::v1::TaskQueueKind::Sticky as i32
+    {
+        return Ok(super::ok());
+    }
+    batch.delete_outbox(task.outbox_task_id as u64);
+    ms.clear_sticky();
+    let normal = ms.state.task_queue.clone();
+    let outbox_task_id = batch.put_outbox(&pb::OutboxTask {
+        kind: pb::outbox_task::Kind::WorkflowTask as i32,
+        namespace_id: ms.state.namespace_id.clone(),
+        workflow_id: ms.state.workflow_id.clone(),
+        run_id: ms.state.run_id.clone(),
+        task_queue: normal.clone(),
+        task_queue_kind: chronicle_proto::temporal::api::enums::v1::TaskQueueKind::Normal as i32,
+        scheduled_event_id: task.scheduled_event_id,
+        attempt: task.attempt,
+        normal_task_queue: normal.clone(),
+        ..Default::default()
+    })?;
+    ms.state.workflow_task = Some(pb::WorkflowTaskInfo {
+        task_queue: normal,
+        task_queue_kind: chronicle_proto::temporal::api::enums::v1::TaskQueueKind::Normal as i32,
+        outbox_task_id: outbox_task_id as i64,
+        ..task
+    });
+    ms.persist(batch);
+    Ok(super::ok())
+}
