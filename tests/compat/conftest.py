@@ -42,6 +42,10 @@ if SERVER_KIND not in ("chronicle", "temporal"):
     raise pytest.UsageError(f"COMPAT_SERVER must be 'chronicle' or 'temporal', not {SERVER_KIND!r}")
 
 
+# Custom search attributes registered at start-up, the same way on both servers.
+SEARCH_ATTRIBUTE_FLAGS = ["--search-attribute", "OrderRegion=Keyword", "--search-attribute", "OrderTotal=Int"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -114,12 +118,12 @@ class ServerProcess:
         if SERVER_KIND == "temporal":
             cmd = [temporal_cli(), "server", "start-dev", "--headless", "--ip", self.host, "--port", str(self.port),
                    "--ui-port", str(free_port()), "--http-port", str(free_port()),
-                   "--metrics-port", str(free_port()), "--log-level", "warn"]
+                   "--metrics-port", str(free_port()), "--log-level", "warn"] + SEARCH_ATTRIBUTE_FLAGS
             if self.durable:
                 cmd += ["--db-filename", os.path.join(self.data_dir, "temporal.db")]
             return cmd
         cmd = [chronicle_bin(), "server", "start-dev", "--headless", "--ip", self.host, "-p", str(self.port),
-               "--log-level", "warn"]
+               "--log-level", "warn"] + SEARCH_ATTRIBUTE_FLAGS
         cmd += ["--data-dir", self.data_dir] if self.durable else ["--ephemeral"]
         return cmd
 

@@ -316,3 +316,43 @@ async def test_cancel_reaches_the_running_activity_and_cleanup_runs(client, task
     assert types.index("EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED") < \
         types.index("EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED") < types.index("EVENT_TYPE_ACTIVITY_TASK_CANCELED")
     assert types[-1] == "EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED"
+
+
+async def test_activity_timeouts_that_end_the_activity(client, task_queue):
+    key = new_id("timeouts")
+    async with worker(client, task_queue):
+        handle = await client.start_workflow(wf.ActivityTimeoutsWorkflow.run, args=[key, new_id("unpolled")],
+                                             id=new_id("timeouts"), task_queue=task_queue)
+        summaries = await result_of(handle)
+    # schedule-to-start: never retried
+    assert summaries[0] == ["TIMEOUT", "TimeoutError", "SCHEDULE_TO_START", ""], summaries
+    # schedule-to-close ends the retries with retry state TIMEOUT. Which event ends it depends on
+    # timing, in Temporal's server as in Chronicle: a failure whose next retry would start after
+    # the deadline is final (ActivityTaskFailed, the application error); if the schedule-to-close
+    # timer fires first (Temporal's dev server fires timers up to ~1 s late, so there it usually
+    # does) it is ActivityTaskTimedOut with the last failure as cause.
+    assert summaries[1] in (["TIMEOUT", "TimeoutError", "SCHEDULE_TO_CLOSE", "ApplicationError"],
+                            ["TIMEOUT", "ApplicationError", "", ""]), summaries
+    attempts = activities_state.values(key)
+    # (Temporal's dev server fires retry timers up to ~1 s late, so only a few attempts fit there)
+    assert len(attempts) >= 2 and attempts == list(range(1, len(attempts) + 1)), attempts
+
+
+async def test_search_attributes_and_memo_upserts(client, task_queue):
+    async with worker(client, task_queue):
+        handle = await client.start_workflow(wf.TaggingWorkflow.run, id=new_id("tagging"), task_queue=task_queue)
+        deadline = time.monotonic() + 10
+        while True:
+            description = await handle.describe()
+            if description.typed_search_attributes.get(wf.ORDER_REGION) is not None:
+                break
+            assert time.monotonic() < deadline, "search attributes never appeared"
+            await asyncio.sleep(0.1)
+        assert description.typed_search_attributes.get(wf.ORDER_REGION) == "eu-west"
+        assert description.typed_search_attributes.get(wf.ORDER_TOTAL) == 42
+        assert await description.memo_value("note") == "priority"
+        await handle.signal(wf.TaggingWorkflow.finish)
+        assert await result_of(handle) == "tagged"
+    types = types_of(await history_events(handle))
+    assert "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES" in types
+    assert "EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED" in types

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import List, Optional
 
 from temporalio import activity, workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -334,9 +334,65 @@ class CancellableWorkflow:
             raise asyncio.CancelledError()
 
 
+# --- activity timeouts that end an activity for good; search attributes and memo ------------
+
+ORDER_REGION = SearchAttributeKey.for_keyword("OrderRegion")
+ORDER_TOTAL = SearchAttributeKey.for_int("OrderTotal")
+
+
+@activity.defn
+async def always_fails(key: str) -> str:
+    activities_state.record(key, activity.info().attempt)
+    raise ApplicationError("still broken")
+
+
+def _timeout_summary(error: ActivityError) -> List[str]:
+    cause = error.cause
+    return [error.retry_state.name if error.retry_state is not None else "",
+            type(cause).__name__, getattr(cause, "type", None).name if getattr(cause, "type", None) else "",
+            type(cause.cause).__name__ if cause.cause is not None else ""]
+
+
+@workflow.defn
+class ActivityTimeoutsWorkflow:
+    @workflow.run
+    async def run(self, key: str, unpolled_queue: str) -> List[List[str]]:
+        summaries = []
+        try:
+            await workflow.execute_activity("never_polled", key, task_queue=unpolled_queue,
+                                            schedule_to_start_timeout=timedelta(seconds=1),
+                                            start_to_close_timeout=timedelta(seconds=10))
+        except ActivityError as e:
+            summaries.append(_timeout_summary(e))
+        try:
+            await workflow.execute_activity(always_fails, key, schedule_to_close_timeout=timedelta(seconds=2),
+                                            retry_policy=FAST_RETRY)
+        except ActivityError as e:
+            summaries.append(_timeout_summary(e))
+        return summaries
+
+
+@workflow.defn
+class TaggingWorkflow:
+    def __init__(self) -> None:
+        self.done = False
+
+    @workflow.run
+    async def run(self) -> str:
+        workflow.upsert_search_attributes([ORDER_REGION.value_set("eu-west"), ORDER_TOTAL.value_set(42)])
+        workflow.upsert_memo({"note": "priority"})
+        await workflow.wait_condition(lambda: self.done)
+        return "tagged"
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.done = True
+
+
 ALL_WORKFLOWS = [OrderWorkflow, SagaWorkflow, RetryWorkflow, NonRetryableWorkflow, StartToCloseWorkflow,
                  HeartbeatWorkflow, ExpenseWorkflow, TimerWorkflow, WaitForeverWorkflow, JournalWorkflow,
-                 DurableWorkflow, CancellableWorkflow]
+                 DurableWorkflow, CancellableWorkflow,
+                 ActivityTimeoutsWorkflow, TaggingWorkflow]
 ALL_ACTIVITIES = [reserve_stock, charge_payment, ship_order, saga_step, fails_twice, rejects_input,
                   slow_first_attempt, resumable_count, journal_step, add_tax, add_shipping,
-                  heartbeat_until_cancelled, release_hold]
+                  heartbeat_until_cancelled, release_hold, always_fails]
