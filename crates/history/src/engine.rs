@@ -160,6 +160,7 @@ fn command_label(kind: &shard_command::Kind) -> &'static str {
         UpsertNamespace(_) => "upsert_namespace",
         RequestCancelWorkflow(_) => "request_cancel_workflow",
         StickyWorkerUnavailable(_) => "sticky_worker_unavailable",
+        SignalWithStart(_) => "signal_with_start",
     }
 }
 

@@ -318,64 +318,23 @@ impl HistoryService for HistoryEngine {
         namespace_id: &str,
         request: ws::SignalWithStartWorkflowExecutionRequest,
     ) -> ApiResult<ws::SignalWithStartWorkflowExecutionResponse> {
-        let execution = chronicle_proto::temporal::api::common::v1::WorkflowExecution {
-            workflow_id: request.workflow_id.clone(),
-            run_id: String::new(),
-        };
-        let signal = ws::SignalWorkflowExecutionRequest {
-            namespace: request.namespace.clone(),
-            workflow_execution: Some(execution),
-            signal_name: request.signal_name.clone(),
-            input: request.signal_input.clone(),
-            identity: request.identity.clone(),
-            request_id: request.request_id.clone(),
-            header: request.header.clone(),
-            ..Default::default()
-        };
         let shard = self.shard_of(namespace_id, &request.workflow_id);
-        let running = read::load_state(shard, namespace_id, &signal.workflow_execution)
-            .map(|s| !read::is_closed(&s))
-            .unwrap_or(false);
-        let mut started = false;
-        if !running {
-            let start = ws::StartWorkflowExecutionRequest {
-                namespace: request.namespace.clone(),
-                workflow_id: request.workflow_id.clone(),
-                workflow_type: request.workflow_type.clone(),
-                task_queue: request.task_queue.clone(),
-                input: request.input.clone(),
-                workflow_execution_timeout: request.workflow_execution_timeout,
-                workflow_run_timeout: request.workflow_run_timeout,
-                workflow_task_timeout: request.workflow_task_timeout,
-                identity: request.identity.clone(),
-                request_id: request.request_id.clone(),
-                workflow_id_reuse_policy: request.workflow_id_reuse_policy,
-                workflow_id_conflict_policy:
-                    chronicle_proto::temporal::api::enums::v1::WorkflowIdConflictPolicy::UseExisting
-                        as i32,
-                retry_policy: request.retry_policy.clone(),
-                cron_schedule: request.cron_schedule.clone(),
-                memo: request.memo.clone(),
-                search_attributes: request.search_attributes.clone(),
-                header: request.header.clone(),
-                ..Default::default()
-            };
-            started = self.start_workflow(namespace_id, start).await?.started;
-        }
-        self.signal_workflow(namespace_id, signal).await?;
-        let state = read::load_state(
-            shard,
-            namespace_id,
-            &Some(
-                chronicle_proto::temporal::api::common::v1::WorkflowExecution {
-                    workflow_id: request.workflow_id.clone(),
-                    run_id: String::new(),
-                },
-            ),
-        )?;
+        let result = self
+            .propose(
+                shard,
+                Kind::SignalWithStart(cmd::SignalWithStart {
+                    namespace_id: namespace_id.to_string(),
+                    request: Some(request),
+                    run_id: uuid::Uuid::new_v4().to_string(),
+                }),
+            )
+            .await?;
+        let command_result::Result::StartWorkflow(started) = result else {
+            return Err(ApiError::internal("unexpected signal-with-start result"));
+        };
         Ok(ws::SignalWithStartWorkflowExecutionResponse {
-            run_id: state.run_id,
-            started,
+            run_id: started.run_id,
+            started: started.started,
             ..Default::default()
         })
     }

@@ -474,3 +474,113 @@ async fn run_timeout_closes_the_run_and_memo_and_search_attributes_are_kept() {
         keyword.data
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_with_start_is_one_atomic_step() {
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let tq = unique("tq");
+    let id = unique("sws");
+    let sws = |request_id: &str, signal: &str| ws::SignalWithStartWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_id: id.clone(),
+        workflow_type: Some(WorkflowType { name: "Sws".into() }),
+        task_queue: queue(&tq),
+        signal_name: signal.into(),
+        signal_input: payloads(signal),
+        request_id: request_id.into(),
+        identity: "sws-test".into(),
+        ..Default::default()
+    };
+
+    let first = raw
+        .signal_with_start_workflow_execution(sws("sws-1", "first"))
+        .await
+        .expect("signal with start")
+        .into_inner();
+    assert!(first.started);
+    // The same request again (a client retry): the same run, and no second signal.
+    let retried = raw
+        .signal_with_start_workflow_execution(sws("sws-1", "first"))
+        .await
+        .expect("retried")
+        .into_inner();
+    assert_eq!(retried.run_id, first.run_id);
+    assert!(!retried.started);
+
+    // The first workflow task already holds the signal, between Started and TaskScheduled.
+    let task = raw
+        .poll_workflow_task_queue(ws::PollWorkflowTaskQueueRequest {
+            namespace: "default".into(),
+            task_queue: queue(&tq),
+            identity: "sws-test".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("poll")
+        .into_inner();
+    let types: Vec<i32> = task
+        .history
+        .as_ref()
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            EventType::WorkflowExecutionStarted as i32,
+            EventType::WorkflowExecutionSignaled as i32,
+            EventType::WorkflowTaskScheduled as i32,
+            EventType::WorkflowTaskStarted as i32,
+        ]
+    );
+
+    // A running run just gets the signal.
+    let second = raw
+        .signal_with_start_workflow_execution(sws("sws-2", "second"))
+        .await
+        .expect("signal running")
+        .into_inner();
+    assert_eq!(second.run_id, first.run_id);
+    assert!(!second.started);
+    raw.respond_workflow_task_completed(ws::RespondWorkflowTaskCompletedRequest {
+        namespace: "default".into(),
+        task_token: task.task_token,
+        ..Default::default()
+    })
+    .await
+    .expect("complete");
+    let events = raw
+        .get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
+            namespace: "default".into(),
+            execution: execution(&id, ""),
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .history
+        .unwrap()
+        .events;
+    let signals: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.attributes {
+            Some(Attributes::WorkflowExecutionSignaledEventAttributes(a)) => {
+                Some(a.signal_name.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(signals, vec!["first".to_string(), "second".to_string()]);
+
+    // Conflict policy FAIL makes no sense for signal-with-start: refused, nothing changes.
+    let mut fail = sws("sws-3", "third");
+    fail.workflow_id_conflict_policy = WorkflowIdConflictPolicy::Fail as i32;
+    let err = raw
+        .signal_with_start_workflow_execution(fail)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}

@@ -113,6 +113,7 @@ fn apply_command(
     };
     match kind {
         shard_command::Kind::StartWorkflow(c) => start::start_workflow(batch, now, c),
+        shard_command::Kind::SignalWithStart(c) => start::signal_with_start(batch, now, c),
         shard_command::Kind::RecordWorkflowTaskStarted(c) => {
             workflow_task::record_started(batch, now, c)
         }

@@ -93,6 +93,7 @@ pub fn start_retry(
         new_run_id,
         &request,
         lineage,
+        None,
     )
 }
 
@@ -159,5 +160,6 @@ pub fn continue_as_new(
         new_run_id,
         &request,
         lineage,
+        None,
     )
 }

@@ -4,6 +4,7 @@
 use chronicle_proto::chronicle::history::v1::{self as cmd, command_result};
 use chronicle_proto::chronicle::persistence::v1 as pb;
 use chronicle_proto::temporal::api::common::v1::Payloads;
+use chronicle_proto::temporal::api::common::v1::WorkflowExecution;
 use chronicle_proto::temporal::api::enums::v1::{
     ContinueAsNewInitiator, EventType, WorkflowExecutionStatus, WorkflowIdConflictPolicy,
     WorkflowIdReusePolicy,
@@ -11,7 +12,9 @@ use chronicle_proto::temporal::api::enums::v1::{
 use chronicle_proto::temporal::api::failure::v1::Failure;
 use chronicle_proto::temporal::api::history::v1 as h;
 use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
-use chronicle_proto::temporal::api::workflowservice::v1::StartWorkflowExecutionRequest;
+use chronicle_proto::temporal::api::workflowservice::v1::{
+    SignalWorkflowExecutionRequest, StartWorkflowExecutionRequest,
+};
 use chronicle_proto::wkt::Timestamp;
 use chronicle_storage::ShardBatch;
 use chronicle_types::ApiError;
@@ -31,6 +34,98 @@ pub fn start_workflow(
     batch: &mut ShardBatch,
     now: Timestamp,
     c: cmd::StartWorkflow,
+) -> ApplyResult<command_result::Result> {
+    start_with_signal(batch, now, c, None)
+}
+
+/// SignalWithStartWorkflowExecution: the running run gets the signal; otherwise a new run starts
+/// (under the reuse policy) with the signal in its history before its first workflow task.
+pub fn signal_with_start(
+    batch: &mut ShardBatch,
+    now: Timestamp,
+    c: cmd::SignalWithStart,
+) -> ApplyResult<command_result::Result> {
+    let request = c
+        .request
+        .ok_or_else(|| ApiError::invalid_argument("signal-with-start request missing"))?;
+    let ns = c.namespace_id;
+    let signal = SignalWorkflowExecutionRequest {
+        namespace: request.namespace.clone(),
+        workflow_execution: Some(WorkflowExecution {
+            workflow_id: request.workflow_id.clone(),
+            run_id: String::new(),
+        }),
+        signal_name: request.signal_name.clone(),
+        input: request.signal_input.clone(),
+        identity: request.identity.clone(),
+        request_id: request.request_id.clone(),
+        header: request.header.clone(),
+        links: request.links.clone(),
+        ..Default::default()
+    };
+    let conflict =
+        WorkflowIdConflictPolicy::try_from(request.workflow_id_conflict_policy).unwrap_or_default();
+    if conflict == WorkflowIdConflictPolicy::Fail {
+        return Err(ApiError::invalid_argument(
+            "SignalWithStartWorkflowExecution does not support WorkflowIdConflictPolicy FAIL.",
+        )
+        .into());
+    }
+    if let Some(current) = batch.current(&ns, &request.workflow_id)? {
+        let running = current.status == WorkflowExecutionStatus::Running as i32;
+        if running && conflict != WorkflowIdConflictPolicy::TerminateExisting {
+            signal::signal(
+                batch,
+                now,
+                cmd::SignalWorkflow {
+                    namespace_id: ns.clone(),
+                    request: Some(signal),
+                },
+            )?;
+            return Ok(started(current.run_id, false));
+        }
+    }
+    let start = StartWorkflowExecutionRequest {
+        namespace: request.namespace.clone(),
+        workflow_id: request.workflow_id.clone(),
+        workflow_type: request.workflow_type.clone(),
+        task_queue: request.task_queue.clone(),
+        input: request.input.clone(),
+        workflow_execution_timeout: request.workflow_execution_timeout,
+        workflow_run_timeout: request.workflow_run_timeout,
+        workflow_task_timeout: request.workflow_task_timeout,
+        identity: request.identity.clone(),
+        request_id: request.request_id.clone(),
+        workflow_id_reuse_policy: request.workflow_id_reuse_policy,
+        workflow_id_conflict_policy: request.workflow_id_conflict_policy,
+        retry_policy: request.retry_policy.clone(),
+        cron_schedule: request.cron_schedule.clone(),
+        memo: request.memo.clone(),
+        search_attributes: request.search_attributes.clone(),
+        header: request.header.clone(),
+        workflow_start_delay: request.workflow_start_delay,
+        user_metadata: request.user_metadata.clone(),
+        links: request.links.clone(),
+        priority: request.priority.clone(),
+        ..Default::default()
+    };
+    start_with_signal(
+        batch,
+        now,
+        cmd::StartWorkflow {
+            namespace_id: ns,
+            request: Some(start),
+            run_id: c.run_id,
+        },
+        Some(&signal),
+    )
+}
+
+fn start_with_signal(
+    batch: &mut ShardBatch,
+    now: Timestamp,
+    c: cmd::StartWorkflow,
+    signal: Option<&SignalWorkflowExecutionRequest>,
 ) -> ApplyResult<command_result::Result> {
     let request = c
         .request
@@ -115,7 +210,15 @@ pub fn start_workflow(
     }
 
     let run_id = c.run_id;
-    create_run(batch, now, &ns, &run_id, &request, Lineage::first(&run_id))?;
+    create_run(
+        batch,
+        now,
+        &ns,
+        &run_id,
+        &request,
+        Lineage::first(&run_id),
+        signal,
+    )?;
     Ok(started(run_id, true))
 }
 
@@ -154,6 +257,7 @@ pub fn create_run(
     run_id: &str,
     request: &StartWorkflowExecutionRequest,
     lineage: Lineage,
+    signal: Option<&SignalWorkflowExecutionRequest>,
 ) -> ApplyResult<()> {
     let workflow_id = request.workflow_id.clone();
     let run_id = run_id.to_string();
@@ -236,6 +340,25 @@ pub fn create_run(
             },
         ),
     );
+    if let Some(signal) = signal {
+        // Remembered like any signal's request ID, so a retried signal-with-start that reaches
+        // the run it created does not deliver the signal twice.
+        if !signal.request_id.is_empty() {
+            ms.state.signal_request_ids.push(signal.request_id.clone());
+        }
+        ms.add_event(
+            EventType::WorkflowExecutionSignaled,
+            Attributes::WorkflowExecutionSignaledEventAttributes(
+                h::WorkflowExecutionSignaledEventAttributes {
+                    signal_name: signal.signal_name.clone(),
+                    input: signal.input.clone(),
+                    identity: signal.identity.clone(),
+                    header: signal.header.clone(),
+                    ..Default::default()
+                },
+            ),
+        );
+    }
     if delay_ms > 0 {
         batch.put_timer(
             now_ms + delay_ms,
