@@ -30,6 +30,7 @@ pub(crate) struct Shard {
     pub raft: ShardRaft,
     pub tables: ShardTables,
     pub changes: watch::Receiver<u64>,
+    pub notifier: ShardNotifier,
 }
 
 pub struct HistoryEngine {
@@ -186,6 +187,7 @@ async fn open_group(
         raft,
         tables: ShardTables::new(db.clone(), id),
         changes,
+        notifier: notifier.clone(),
     })
 }
 

@@ -3,6 +3,7 @@
 //! polling RocksDB.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
@@ -10,6 +11,8 @@ use tokio::sync::watch;
 #[derive(Clone, Default)]
 pub struct ShardNotifier {
     senders: Arc<RwLock<HashMap<u32, watch::Sender<u64>>>>,
+    /// Per group: the earliest fire time of timers added since the timer loop last looked.
+    timer_floors: Arc<RwLock<HashMap<u32, Arc<AtomicI64>>>>,
 }
 
 impl ShardNotifier {
@@ -19,6 +22,28 @@ impl ShardNotifier {
             .entry(group)
             .or_insert_with(|| watch::channel(0).0)
             .subscribe()
+    }
+
+    /// Records that timers firing at `fire_ms` or later were added to `group`.
+    pub fn timer_added(&self, group: u32, fire_ms: i64) {
+        self.timer_floor(group).fetch_min(fire_ms, Ordering::SeqCst);
+    }
+
+    /// The earliest fire time of timers added since the last call (`i64::MAX`: none).
+    pub fn take_timer_floor(&self, group: u32) -> i64 {
+        self.timer_floor(group).swap(i64::MAX, Ordering::SeqCst)
+    }
+
+    fn timer_floor(&self, group: u32) -> Arc<AtomicI64> {
+        if let Some(floor) = self.timer_floors.read().expect("notifier lock").get(&group) {
+            return floor.clone();
+        }
+        self.timer_floors
+            .write()
+            .expect("notifier lock")
+            .entry(group)
+            .or_insert_with(|| Arc::new(AtomicI64::new(i64::MAX)))
+            .clone()
     }
 
     pub fn notify(&self, group: u32, index: u64) {

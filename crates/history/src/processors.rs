@@ -25,6 +25,8 @@ const REDISPATCH_AFTER: Duration = Duration::from_secs(10);
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 const TIMER_BATCH: usize = 256;
 const OUTBOX_BATCH: usize = 1000;
+/// How often the outbox is swept for tasks to hand over again.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 pub(crate) fn spawn(
     engine: Arc<HistoryEngine>,
@@ -53,17 +55,29 @@ async fn timer_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut changes = shard.changes.clone();
+    // No timer fires before `floor`: fired timers leave deletion tombstones at the front of the
+    // timers range, and seeking past them keeps each look at the queue cheap. It starts at the
+    // beginning whenever this node (again) leads the shard, and drops to the fire time of any
+    // timer added since the last look (the applier reports them).
+    let mut floor = i64::MIN;
+    let mut was_leader = false;
     loop {
         if *shutdown.borrow() {
             return;
         }
         if !engine.is_leader(&shard) {
+            was_leader = false;
             wait_for_change(&mut changes, &mut shutdown, IDLE_WAIT).await;
             continue;
         }
+        if !was_leader {
+            was_leader = true;
+            floor = i64::MIN;
+        }
         changes.borrow_and_update();
+        floor = floor.min(shard.notifier.take_timer_floor(shard.id));
         let now = now_millis();
-        let due = match shard.tables.timers_until(now, TIMER_BATCH) {
+        let due = match shard.tables.timers_between(floor, now, TIMER_BATCH) {
             Ok(due) => due,
             Err(e) => {
                 tracing::error!(shard = shard.id, error = %e, "reading due timers failed");
@@ -71,6 +85,12 @@ async fn timer_loop(
                 continue;
             }
         };
+        // Everything before the first due timer is gone; when nothing is due, everything up to
+        // now is (timers added meanwhile lower the floor again through the notifier).
+        floor = due
+            .first()
+            .map(|(key, _)| chronicle_storage::keys::timer_fire_time(key))
+            .unwrap_or(now + 1);
         if !due.is_empty() {
             // Fired concurrently so that their log appends share fsyncs.
             let fires = due.into_iter().map(|(key, task)| {
@@ -92,7 +112,7 @@ async fn timer_loop(
             futures_join_all(fires).await;
             continue;
         }
-        let wait = match shard.tables.next_timer_time() {
+        let wait = match shard.tables.next_timer_time_from(floor) {
             Ok(Some(next)) => Duration::from_millis(
                 (next - now_millis()).clamp(0, IDLE_WAIT.as_millis() as i64) as u64,
             ),
@@ -120,22 +140,36 @@ async fn outbox_loop(
     // Outbox key -> when it was last handed to matching (this leadership term only).
     let mut handed: HashMap<Vec<u8>, Instant> = HashMap::new();
     let mut was_leader = false;
+    // Two cursors over the outbox. Task IDs only grow and rows are only ever deleted, so
+    // - `next_new` is the first ID not looked at yet: each wake-up reads only rows added since,
+    //   which keeps the cost per applied command independent of how many rows are waiting;
+    // - `floor` is the first row still present at the last sweep: the periodic sweep that hands
+    //   over again what matching may have lost starts there, skipping the deletion tombstones of
+    //   started tasks below it.
+    let mut next_new: u64 = 0;
+    let mut floor: u64 = 0;
+    let mut last_sweep = Instant::now();
     loop {
         if *shutdown.borrow() {
             return;
         }
-        let leader = engine.is_leader(&shard);
-        if !leader {
+        if !engine.is_leader(&shard) {
             was_leader = false;
             handed.clear();
             wait_for_change(&mut changes, &mut shutdown, IDLE_WAIT).await;
             continue;
         }
         if !was_leader {
+            // A new term: everything present is handed over (again).
             was_leader = true;
+            next_new = 0;
+            floor = 0;
+            last_sweep = Instant::now();
         }
         changes.borrow_and_update();
-        let rows = match shard.tables.outbox(OUTBOX_BATCH) {
+        let sweep = last_sweep.elapsed() >= SWEEP_EVERY;
+        let from = if sweep { floor } else { next_new };
+        let rows = match shard.tables.outbox_from(from, OUTBOX_BATCH) {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(shard = shard.id, error = %e, "reading the outbox failed");
@@ -143,8 +177,20 @@ async fn outbox_loop(
                 continue;
             }
         };
-        let present: std::collections::HashSet<&Vec<u8>> = rows.iter().map(|(k, _)| k).collect();
-        handed.retain(|k, _| present.contains(k));
+        if let Some((key, _)) = rows.last() {
+            next_new = next_new.max(outbox_id_of(key) + 1);
+        }
+        if sweep {
+            last_sweep = Instant::now();
+            floor = rows.first().map_or(next_new, |(key, _)| outbox_id_of(key));
+            if rows.len() < OUTBOX_BATCH {
+                // A complete sweep: forget rows that are gone (their tasks started).
+                let present: std::collections::HashSet<&Vec<u8>> =
+                    rows.iter().map(|(k, _)| k).collect();
+                handed.retain(|k, _| present.contains(k));
+            }
+        }
+        let more = rows.len() >= OUTBOX_BATCH;
         for (key, task) in &rows {
             if handed
                 .get(key)
@@ -152,7 +198,6 @@ async fn outbox_loop(
             {
                 continue;
             }
-            let outbox_id = u64::from_be_bytes(key[key.len() - 8..].try_into().unwrap_or([0; 8]));
             let kind = if task.kind == pb::outbox_task::Kind::ActivityTask as i32 {
                 TaskKind::Activity
             } else {
@@ -169,7 +214,7 @@ async fn outbox_loop(
                 run_id: task.run_id.clone(),
                 scheduled_event_id: task.scheduled_event_id,
                 attempt: task.attempt,
-                outbox_id,
+                outbox_id: outbox_id_of(key),
                 shard: shard.id,
                 // Schedule-to-start is enforced by a history timer, not by matching.
                 expires_at_ms: 0,
@@ -180,22 +225,30 @@ async fn outbox_loop(
                     handed.insert(key.clone(), Instant::now());
                 }
                 Err(e) => {
+                    // Not in `handed`: the next sweep hands it over again.
                     tracing::warn!(shard = shard.id, error = %e.message, "handing a task to matching failed; will retry")
                 }
             }
         }
-        // Wake on new rows, or when the oldest handed-over row is due to be handed over again.
-        let wait = handed
-            .values()
-            .map(|at| REDISPATCH_AFTER.saturating_sub(at.elapsed()))
-            .min()
-            .unwrap_or(REDISPATCH_AFTER)
-            .min(Duration::from_secs(2));
+        if more {
+            continue;
+        }
+        // Wake on new rows, or for the next sweep.
         wait_for_change(
             &mut changes,
             &mut shutdown,
-            wait.max(Duration::from_millis(50)),
+            SWEEP_EVERY
+                .saturating_sub(last_sweep.elapsed())
+                .max(Duration::from_millis(10)),
         )
         .await;
     }
+}
+
+/// The task ID at the end of an outbox key.
+fn outbox_id_of(key: &[u8]) -> u64 {
+    key.len()
+        .checked_sub(8)
+        .and_then(|start| key[start..].try_into().ok())
+        .map_or(0, u64::from_be_bytes)
 }

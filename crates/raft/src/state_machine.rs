@@ -30,7 +30,14 @@ pub trait Applier: Send + Sync + 'static {
 
     /// Called after applied writes are visible in RocksDB (wakes the shard's processors and long
     /// polls).
-    fn applied(&self, _group: chronicle_types::shard::ShardId, _last_index: u64) {}
+    /// `earliest_new_timer`: the earliest fire time of the timers the batch added, if any.
+    fn applied(
+        &self,
+        _group: chronicle_types::shard::ShardId,
+        _last_index: u64,
+        _earliest_new_timer: Option<i64>,
+    ) {
+    }
 
     /// Called after a snapshot replaced the shard's state.
     fn state_replaced(&self, _group: chronicle_types::shard::ShardId) {}
@@ -130,8 +137,10 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
             return Ok(responses);
         };
         batch.put_meta(META_APPLIED, self.encoded_meta());
+        let earliest_new_timer = batch.min_timer_fire_time();
         batch.commit().map_err(write_err)?;
-        self.applier.applied(self.tables.shard(), last.index);
+        self.applier
+            .applied(self.tables.shard(), last.index, earliest_new_timer);
         Ok(responses)
     }
 

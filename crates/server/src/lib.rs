@@ -147,7 +147,18 @@ pub async fn run(
         "Chronicle is serving Temporal's API on {grpc_addr}; data in {}",
         config.data_dir.display()
     );
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
+    // Nagle's algorithm off on every connection: gRPC answers are small writes, and with Nagle
+    // plus the client's delayed ACK a reply can sit ~40 ms in the kernel.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
+        |conn| {
+            conn.inspect(|stream| {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not disable Nagle's algorithm");
+                }
+            })
+        },
+    );
     let served = tonic::transport::Server::builder()
         .layer(chronicle_frontend::StatusCompatLayer)
         .add_service(workflow)

@@ -123,6 +123,24 @@ impl Db {
         &self.inner.rocks
     }
 
+    /// An iterator confined to the keys starting with `prefix`. The bounds matter beyond
+    /// correctness: without an upper bound, a seek past a range's last live key walks on through
+    /// the next range's deletion tombstones (queue-like families such as the outbox and timers
+    /// are full of them) before it can report the end.
+    pub fn prefix_iterator(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+    ) -> rocksdb::DBRawIteratorWithThreadMode<'_, Rocks> {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_lower_bound(prefix.to_vec());
+        if prefix.iter().any(|b| *b != u8::MAX) {
+            // (A prefix of only 0xff bytes has no finite end; the lower bound alone applies.)
+            opts.set_iterate_upper_bound(crate::keys::prefix_end(prefix));
+        }
+        self.rocks().raw_iterator_cf_opt(self.cf(cf), opts)
+    }
+
     pub fn cf(&self, cf: Cf) -> &ColumnFamily {
         // Every family is created at open, so this cannot fail.
         self.inner

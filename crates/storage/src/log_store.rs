@@ -82,7 +82,9 @@ where
 
     fn last_entry(&self) -> Result<Option<C::Entry>, AnyError> {
         let end = keys::raft_log(self.group, u64::MAX);
-        let mut iter = self.db.rocks().raw_iterator_cf(self.db.cf(Cf::RaftLog));
+        let mut iter = self
+            .db
+            .prefix_iterator(Cf::RaftLog, &keys::shard_prefix(self.group));
         iter.seek_for_prev(&end);
         if let (Some(k), Some(v)) = (iter.key(), iter.value()) {
             if k.starts_with(&keys::shard_prefix(self.group)) {
@@ -123,7 +125,9 @@ where
             Bound::Unbounded => 0,
         };
         let mut out = Vec::new();
-        let mut iter = self.db.rocks().raw_iterator_cf(self.db.cf(Cf::RaftLog));
+        let mut iter = self
+            .db
+            .prefix_iterator(Cf::RaftLog, &keys::shard_prefix(self.group));
         iter.seek(keys::raft_log(self.group, start));
         let prefix = keys::shard_prefix(self.group);
         while let (Some(k), Some(v)) = (iter.key(), iter.value()) {

@@ -87,7 +87,7 @@ impl ShardTables {
         max_events: usize,
     ) -> StorageResult<Vec<HistoryEvent>> {
         let prefix = keys::history_prefix(self.shard, namespace_id, workflow_id, run_id);
-        let mut iter = self.db.rocks().raw_iterator_cf(self.db.cf(Cf::History));
+        let mut iter = self.db.prefix_iterator(Cf::History, &prefix);
         // The batch holding `first_event_id` starts at or before it.
         iter.seek_for_prev(keys::history(
             self.shard,
@@ -137,6 +137,51 @@ impl ShardTables {
         self.scan(Cf::Outbox, limit, |_| true)
     }
 
+    /// Timers due by `until_ms` with a fire time of at least `from_ms`. Starting the seek at a
+    /// known floor skips the deletion tombstones that fired timers leave at the front of the
+    /// range, which a scan from the shard's first key would step over one by one.
+    pub fn timers_between(
+        &self,
+        from_ms: i64,
+        until_ms: i64,
+        limit: usize,
+    ) -> StorageResult<Vec<(Vec<u8>, pb::TimerTask)>> {
+        self.scan_from(
+            Cf::Timers,
+            &keys::timer(self.shard, from_ms, 0),
+            limit,
+            |k| keys::timer_fire_time(k) <= until_ms,
+        )
+    }
+
+    /// The fire time of the earliest timer at or after `from_ms`.
+    pub fn next_timer_time_from(&self, from_ms: i64) -> StorageResult<Option<i64>> {
+        Ok(self
+            .scan_from::<pb::TimerTask>(
+                Cf::Timers,
+                &keys::timer(self.shard, from_ms, 0),
+                1,
+                |_| true,
+            )?
+            .first()
+            .map(|(k, _)| keys::timer_fire_time(k)))
+    }
+
+    /// Outbox rows with a task ID of at least `from_id` (IDs only grow, and rows are only ever
+    /// deleted, so a processor can skip what it knows is gone).
+    pub fn outbox_from(
+        &self,
+        from_id: u64,
+        limit: usize,
+    ) -> StorageResult<Vec<(Vec<u8>, pb::OutboxTask)>> {
+        self.scan_from(
+            Cf::Outbox,
+            &keys::outbox(self.shard, from_id),
+            limit,
+            |_| true,
+        )
+    }
+
     pub fn outbox_after(
         &self,
         after_key: &[u8],
@@ -144,7 +189,7 @@ impl ShardTables {
     ) -> StorageResult<Vec<(Vec<u8>, pb::OutboxTask)>> {
         let mut out = Vec::new();
         let prefix = keys::shard_prefix(self.shard);
-        let mut iter = self.db.rocks().raw_iterator_cf(self.db.cf(Cf::Outbox));
+        let mut iter = self.db.prefix_iterator(Cf::Outbox, &prefix);
         iter.seek(after_key);
         while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
             if !k.starts_with(&prefix) || out.len() >= limit {
@@ -189,9 +234,20 @@ impl ShardTables {
         limit: usize,
         keep: impl Fn(&[u8]) -> bool,
     ) -> StorageResult<Vec<(Vec<u8>, M)>> {
+        self.scan_from(cf, &keys::shard_prefix(self.shard), limit, keep)
+    }
+
+    /// Rows of this shard from `start` on, while `keep` holds.
+    fn scan_from<M: Message + Default>(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        limit: usize,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> StorageResult<Vec<(Vec<u8>, M)>> {
         let prefix = keys::shard_prefix(self.shard);
-        let mut iter = self.db.rocks().raw_iterator_cf(self.db.cf(cf));
-        iter.seek(&prefix);
+        let mut iter = self.db.prefix_iterator(cf, &prefix);
+        iter.seek(start);
         let mut out = Vec::new();
         while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
             if !k.starts_with(&prefix) || out.len() >= limit || !keep(k) {
@@ -216,6 +272,8 @@ pub struct ShardBatch {
     tables: ShardTables,
     writes: BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>,
     next_task_id: Option<u64>,
+    /// Earliest fire time of the timers this batch added (a hint for the timer processor).
+    min_timer_fire_ms: Option<i64>,
 }
 
 fn cf_index(cf: Cf) -> u8 {
@@ -228,7 +286,13 @@ impl ShardBatch {
             tables,
             writes: BTreeMap::new(),
             next_task_id: None,
+            min_timer_fire_ms: None,
         }
+    }
+
+    /// Earliest fire time of the timers added through this batch (rolled-back ones included).
+    pub fn min_timer_fire_time(&self) -> Option<i64> {
+        self.min_timer_fire_ms
     }
 
     pub fn tables(&self) -> &ShardTables {
@@ -351,6 +415,10 @@ impl ShardBatch {
     pub fn put_timer(&mut self, fire_time_ms: i64, task: &pb::TimerTask) -> StorageResult<Vec<u8>> {
         let id = self.next_task_id()?;
         let key = keys::timer(self.tables.shard, fire_time_ms, id);
+        self.min_timer_fire_ms = Some(
+            self.min_timer_fire_ms
+                .map_or(fire_time_ms, |m| m.min(fire_time_ms)),
+        );
         self.put(Cf::Timers, key.clone(), task.encode_to_vec());
         Ok(key)
     }

@@ -82,11 +82,16 @@ impl Applier for HistoryApplier {
         .encode_to_vec())
     }
 
-    fn applied(&self, group: u32, last_index: u64) {
+    fn applied(&self, group: u32, last_index: u64, earliest_new_timer: Option<i64>) {
+        // The timer floor is lowered before the wake-up, so the woken timer loop sees it.
+        if let Some(fire_ms) = earliest_new_timer {
+            self.notifier.timer_added(group, fire_ms);
+        }
         self.notifier.notify(group, last_index);
     }
 
     fn state_replaced(&self, group: u32) {
+        self.notifier.timer_added(group, i64::MIN);
         self.notifier.notify(group, 0);
     }
 }
