@@ -20,6 +20,9 @@ pub struct MutableState {
     pub now: Timestamp,
     /// Set by a command whose effect the worker must see in a new workflow task.
     pub force_new_workflow_task: bool,
+    /// Timer keys of the workflow task as loaded: those the task no longer holds at `persist`
+    /// are deleted.
+    loaded_task_timers: Vec<Vec<u8>>,
 }
 
 /// How long a workflow task waits on a sticky queue when the worker did not say.
@@ -30,11 +33,17 @@ const BUFFERED_EVENT_ID: i64 = -123;
 
 impl MutableState {
     pub fn new(state: pb::WorkflowExecutionState, now: Timestamp) -> Self {
+        let loaded_task_timers = state
+            .workflow_task
+            .as_ref()
+            .map(|t| t.timer_keys.clone())
+            .unwrap_or_default();
         Self {
             state,
             new_events: Vec::new(),
             now,
             force_new_workflow_task: false,
+            loaded_task_timers,
         }
     }
 
@@ -203,6 +212,7 @@ impl MutableState {
             normal_task_queue: self.state.task_queue.clone(),
             ..Default::default()
         })?;
+        let mut timer_keys = Vec::new();
         if sticky {
             let wait = chronicle_types::time::opt_duration_millis(
                 self.state.sticky_schedule_to_start_timeout.as_ref(),
@@ -212,7 +222,7 @@ impl MutableState {
             } else {
                 DEFAULT_STICKY_SCHEDULE_TO_START_MS
             };
-            batch.put_timer(
+            let key = batch.put_timer(
                 self.now_ms() + wait,
                 &pb::TimerTask {
                     kind: pb::timer_task::Kind::WorkflowTaskScheduleToStartTimeout as i32,
@@ -224,6 +234,7 @@ impl MutableState {
                     ..Default::default()
                 },
             )?;
+            timer_keys.push(key);
         }
         self.state.workflow_task = Some(pb::WorkflowTaskInfo {
             scheduled_event_id,
@@ -235,6 +246,7 @@ impl MutableState {
             start_to_close_timeout: timeout,
             outbox_task_id: outbox_task_id as i64,
             transient,
+            timer_keys,
             ..Default::default()
         });
         Ok(())
@@ -303,6 +315,19 @@ impl MutableState {
 
     /// Writes the state and the new events (one history batch per command).
     pub fn persist(mut self, batch: &mut ShardBatch) {
+        // Timers of a workflow task that ended (completed, failed, timed out, run closed) go
+        // with it.
+        let current = self
+            .state
+            .workflow_task
+            .as_ref()
+            .map(|t| t.timer_keys.as_slice())
+            .unwrap_or_default();
+        for key in &self.loaded_task_timers {
+            if !current.contains(key) {
+                batch.delete_timer(key);
+            }
+        }
         self.state.state_transition_count += 1;
         batch.put_execution(&self.state);
         let events = std::mem::take(&mut self.new_events);

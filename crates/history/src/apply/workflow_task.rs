@@ -78,7 +78,7 @@ pub fn record_started(
     };
     batch.delete_outbox(task.outbox_task_id as u64);
     let timeout_ms = opt_duration_millis(task.start_to_close_timeout.as_ref()).max(1000);
-    batch.put_timer(
+    let timeout_timer = batch.put_timer(
         millis(&now) + timeout_ms,
         &pb::TimerTask {
             kind: pb::timer_task::Kind::WorkflowTaskTimeout as i32,
@@ -97,6 +97,8 @@ pub fn record_started(
         started_request_id: c.request_id,
         started_identity: c.identity,
         outbox_task_id: 0,
+        // The start-to-close timeout replaces a sticky schedule-to-start timer: the task started.
+        timer_keys: vec![timeout_timer],
         ..task
     };
     ms.state.workflow_task = Some(task.clone());
@@ -903,6 +905,8 @@ pub fn sticky_worker_unavailable(
         task_queue: normal,
         task_queue_kind: chronicle_proto::temporal::api::enums::v1::TaskQueueKind::Normal as i32,
         outbox_task_id: outbox_task_id as i64,
+        // The sticky schedule-to-start timer has nothing left to do.
+        timer_keys: Vec::new(),
         ..task
     });
     ms.persist(batch);
