@@ -10,7 +10,7 @@ use chronicle_storage::{Db, ShardTables};
 use chronicle_types::shard::{METADATA_GROUP, ShardId, shard_for};
 use chronicle_types::{ApiError, ApiResult};
 use prost::Message;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::apply::HistoryApplier;
 use crate::metrics_names;
@@ -31,7 +31,20 @@ pub(crate) struct Shard {
     pub tables: ShardTables,
     pub changes: watch::Receiver<u64>,
     pub notifier: ShardNotifier,
+    /// Commands waiting to be proposed; see [`proposal_loop`].
+    proposals: mpsc::UnboundedSender<PendingCommand>,
 }
+
+/// A command on its way into the shard's log, and who waits for its result.
+struct PendingCommand {
+    command: cmd::ShardCommand,
+    reply: oneshot::Sender<ApiResult<cmd::CommandResult>>,
+}
+
+/// Most commands in one log entry.
+const MAX_COMMANDS_PER_ENTRY: usize = 256;
+/// Log entries of one shard being committed at once.
+const ENTRIES_IN_FLIGHT: usize = 2;
 
 pub struct HistoryEngine {
     pub(crate) config: HistoryConfig,
@@ -113,24 +126,20 @@ impl HistoryEngine {
         let command = cmd::ShardCommand {
             now: Some(chronicle_types::time::now_timestamp()),
             kind: Some(kind),
+            batch: Vec::new(),
         };
         let started = Instant::now();
-        let bytes = chronicle_raft::propose(&shard.raft, shard.id, command.encode_to_vec())
-            .await
-            .map_err(|e| match e {
-                RaftError::NotLeader { .. } => ApiError::unavailable(format!(
-                    "shard {} has no leader on this node; retry",
-                    shard.id
-                )),
-                other => {
-                    ApiError::unavailable(format!("shard {} is unavailable: {other}", shard.id))
-                }
-            })?;
+        let (reply, answer) = oneshot::channel();
+        shard
+            .proposals
+            .send(PendingCommand { command, reply })
+            .map_err(|_| ApiError::unavailable(format!("shard {} is shutting down", shard.id)))?;
+        let result = answer.await.map_err(|_| {
+            ApiError::unavailable(format!("shard {} stopped before answering", shard.id))
+        })??;
         metrics::counter!(metrics_names::SHARD_COMMANDS, "command" => label).increment(1);
         metrics::histogram!(metrics_names::SHARD_COMMAND_LATENCY)
             .record(started.elapsed().as_secs_f64());
-        let result = cmd::CommandResult::decode(bytes.as_slice())
-            .map_err(|e| ApiError::internal(format!("undecodable command result: {e}")))?;
         match result.result {
             Some(command_result::Result::Error(e)) => {
                 Err(ApiError::from_parts(e.code, e.message, &e.details))
@@ -182,13 +191,95 @@ async fn open_group(
         config.bootstrap_single_voter,
     )
     .await?;
+    let (proposals, queue) = mpsc::unbounded_channel();
+    tokio::spawn(proposal_loop(raft.clone(), id, queue));
     Ok(Shard {
         id,
         raft,
         tables: ShardTables::new(db.clone(), id),
         changes,
         notifier: notifier.clone(),
+        proposals,
     })
+}
+
+/// Group commit. openraft turns every `client_write` into its own log append, and each append
+/// waits for its fsync, so a shard proposing commands one by one commits about one command per
+/// fsync however many callers wait. Here the commands that queue up while earlier entries are
+/// being committed go into the next entry together: one append, one fsync, one apply batch for
+/// all of them, and the batch grows with the load.
+async fn proposal_loop(
+    raft: ShardRaft,
+    group: ShardId,
+    mut queue: mpsc::UnboundedReceiver<PendingCommand>,
+) {
+    let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut pending = vec![first];
+        while pending.len() < MAX_COMMANDS_PER_ENTRY {
+            match queue.try_recv() {
+                Ok(next) => pending.push(next),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            propose_entry(&raft, group, pending).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn propose_entry(raft: &ShardRaft, group: ShardId, pending: Vec<PendingCommand>) {
+    metrics::histogram!(metrics_names::SHARD_COMMAND_BATCH_SIZE).record(pending.len() as f64);
+    let (commands, replies): (Vec<_>, Vec<_>) =
+        pending.into_iter().map(|p| (p.command, p.reply)).unzip();
+    let batched = commands.len() > 1;
+    let entry = if batched {
+        cmd::ShardCommand {
+            batch: commands,
+            ..Default::default()
+        }
+    } else {
+        commands.into_iter().next().unwrap_or_default()
+    };
+    let outcome = chronicle_raft::propose(raft, group, entry.encode_to_vec())
+        .await
+        .map_err(|e| match e {
+            RaftError::NotLeader { .. } => {
+                ApiError::unavailable(format!("shard {group} has no leader on this node; retry"))
+            }
+            other => ApiError::unavailable(format!("shard {group} is unavailable: {other}")),
+        })
+        .and_then(|bytes| {
+            cmd::CommandResult::decode(bytes.as_slice())
+                .map_err(|e| ApiError::internal(format!("undecodable command result: {e}")))
+        });
+    match outcome {
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+        Ok(result) if !batched => {
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Ok(result) => {
+            let mut results = result.batch.into_iter();
+            for reply in replies {
+                let _ = reply.send(
+                    results
+                        .next()
+                        .ok_or_else(|| ApiError::internal("a batched command got no result")),
+                );
+            }
+        }
+    }
 }
 
 async fn wait_for_leader(raft: &ShardRaft, node_id: u64, timeout: Duration) {

@@ -10,3 +10,5 @@ pub const TRANSFER_TASKS_DISPATCHED: &str = "transfer_task_dispatched";
 pub const SHARD_COMMANDS: &str = "history_shard_commands";
 /// Time from proposing a command until it was applied, in seconds.
 pub const SHARD_COMMAND_LATENCY: &str = "history_shard_command_latency";
+/// Commands per Raft log entry (group commit), per entry.
+pub const SHARD_COMMAND_BATCH_SIZE: &str = "history_shard_command_batch_size";

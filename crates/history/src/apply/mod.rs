@@ -58,28 +58,25 @@ impl Applier for HistoryApplier {
         command: &[u8],
     ) -> Result<Vec<u8>, StorageError> {
         let result = match cmd::ShardCommand::decode(command) {
-            Err(e) => command_result::Result::Error(error_result(&ApiError::internal(format!(
-                "undecodable command: {e}"
-            )))),
-            Ok(command) => {
-                let savepoint = batch.savepoint();
-                match apply_command(batch, command) {
-                    Ok(result) => result,
-                    Err(ApplyError::Rejected(e)) => {
-                        batch.rollback(savepoint);
-                        command_result::Result::Error(error_result(&e))
-                    }
-                    Err(ApplyError::RejectedKeepWrites(e)) => {
-                        command_result::Result::Error(error_result(&e))
-                    }
-                    Err(ApplyError::Storage(e)) => return Err(e),
+            Err(e) => cmd::CommandResult {
+                result: Some(command_result::Result::Error(error_result(
+                    &ApiError::internal(format!("undecodable command: {e}")),
+                ))),
+                ..Default::default()
+            },
+            Ok(command) if !command.batch.is_empty() => {
+                let mut results = Vec::with_capacity(command.batch.len());
+                for one in command.batch {
+                    results.push(apply_one(batch, one)?);
+                }
+                cmd::CommandResult {
+                    result: None,
+                    batch: results,
                 }
             }
+            Ok(command) => apply_one(batch, command)?,
         };
-        Ok(cmd::CommandResult {
-            result: Some(result),
-        }
-        .encode_to_vec())
+        Ok(result.encode_to_vec())
     }
 
     fn applied(&self, group: u32, last_index: u64, earliest_new_timer: Option<i64>) {
@@ -94,6 +91,28 @@ impl Applier for HistoryApplier {
         self.notifier.timer_added(group, i64::MIN);
         self.notifier.notify(group, 0);
     }
+}
+
+/// Applies one command: a refused command leaves nothing behind (rolled back to a savepoint);
+/// only a storage failure is an `Err`, and stops the group.
+fn apply_one(
+    batch: &mut ShardBatch,
+    command: cmd::ShardCommand,
+) -> Result<cmd::CommandResult, StorageError> {
+    let savepoint = batch.savepoint();
+    let result = match apply_command(batch, command) {
+        Ok(result) => result,
+        Err(ApplyError::Rejected(e)) => {
+            batch.rollback(savepoint);
+            command_result::Result::Error(error_result(&e))
+        }
+        Err(ApplyError::RejectedKeepWrites(e)) => command_result::Result::Error(error_result(&e)),
+        Err(ApplyError::Storage(e)) => return Err(e),
+    };
+    Ok(cmd::CommandResult {
+        result: Some(result),
+        ..Default::default()
+    })
 }
 
 fn error_result(e: &ApiError) -> cmd::CommandError {
