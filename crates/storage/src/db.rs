@@ -78,6 +78,9 @@ impl Default for DbOptions {
 /// handles, no per-call Arc) is enough; the DB itself is still shared across threads.
 pub type Rocks = DBWithThreadMode<SingleThreaded>;
 
+/// Memory for memtables across all column families.
+const DB_WRITE_BUFFER_BYTES: usize = 64 * 1024 * 1024;
+
 /// A shared handle to the instance.
 #[derive(Clone)]
 pub struct Db {
@@ -100,6 +103,10 @@ impl Db {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.increase_parallelism(2);
+        // Memtables of all column families together stay under this; beyond it the largest is
+        // flushed. Without the cap each family may hold up to two 64 MiB memtables, so memory
+        // grows with the data written (every open workflow's state), not with the work in hand.
+        opts.set_db_write_buffer_size(DB_WRITE_BUFFER_BYTES);
         opts.set_max_background_jobs(2);
         let cfs = Cf::ALL.iter().map(|cf| {
             let mut o = Options::default();
