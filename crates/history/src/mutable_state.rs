@@ -20,9 +20,9 @@ pub struct MutableState {
     pub now: Timestamp,
     /// Set by a command whose effect the worker must see in a new workflow task.
     pub force_new_workflow_task: bool,
-    /// Timer keys of the workflow task as loaded: those the task no longer holds at `persist`
-    /// are deleted.
-    loaded_task_timers: Vec<Vec<u8>>,
+    /// Keys of the timers the run's workflow task and activities held when loaded: those no
+    /// longer held at `persist` (their task, activity or attempt ended) are deleted.
+    loaded_timers: Vec<Vec<u8>>,
 }
 
 /// How long a workflow task waits on a sticky queue when the worker did not say.
@@ -33,17 +33,13 @@ const BUFFERED_EVENT_ID: i64 = -123;
 
 impl MutableState {
     pub fn new(state: pb::WorkflowExecutionState, now: Timestamp) -> Self {
-        let loaded_task_timers = state
-            .workflow_task
-            .as_ref()
-            .map(|t| t.timer_keys.clone())
-            .unwrap_or_default();
+        let loaded_timers = owned_timers(&state).cloned().collect();
         Self {
             state,
             new_events: Vec::new(),
             now,
             force_new_workflow_task: false,
-            loaded_task_timers,
+            loaded_timers,
         }
     }
 
@@ -315,17 +311,14 @@ impl MutableState {
 
     /// Writes the state and the new events (one history batch per command).
     pub fn persist(mut self, batch: &mut ShardBatch) {
-        // Timers of a workflow task that ended (completed, failed, timed out, run closed) go
+        // Timers of a workflow task, activity or attempt that ended (or of a closed run) go
         // with it.
-        let current = self
-            .state
-            .workflow_task
-            .as_ref()
-            .map(|t| t.timer_keys.as_slice())
-            .unwrap_or_default();
-        for key in &self.loaded_task_timers {
-            if !current.contains(key) {
-                batch.delete_timer(key);
+        if !self.loaded_timers.is_empty() {
+            let current: std::collections::HashSet<&Vec<u8>> = owned_timers(&self.state).collect();
+            for key in &self.loaded_timers {
+                if !current.contains(key) {
+                    batch.delete_timer(key);
+                }
             }
         }
         self.state.state_transition_count += 1;
@@ -338,6 +331,19 @@ impl MutableState {
             events,
         );
     }
+}
+
+/// The timers a run's state holds on to: its workflow task's and its activities'.
+fn owned_timers(state: &pb::WorkflowExecutionState) -> impl Iterator<Item = &Vec<u8>> {
+    state
+        .workflow_task
+        .iter()
+        .flat_map(|t| t.timer_keys.iter())
+        .chain(state.activities.values().flat_map(|a| {
+            a.schedule_timer_keys
+                .iter()
+                .chain(a.attempt_timer_keys.iter())
+        }))
 }
 
 /// Activity results are buffered together with their Started event; once IDs are assigned the

@@ -11,3 +11,4 @@ mod queries;
 mod restart;
 mod sdk_workflows;
 mod start_and_activities;
+mod timer_cleanup;

@@ -71,13 +71,17 @@ pub fn record_started(
         timeout_type: kind as i32,
         timer_id: String::new(),
     };
+    // The attempt's timers replace its schedule-to-start timer (it started).
+    let mut attempt_timer_keys = Vec::new();
     let start_to_close = opt_duration_millis(activity.start_to_close_timeout.as_ref());
     if start_to_close > 0 {
-        batch.put_timer(now_ms + start_to_close, &timer(TimeoutType::StartToClose))?;
+        attempt_timer_keys
+            .push(batch.put_timer(now_ms + start_to_close, &timer(TimeoutType::StartToClose))?);
     }
     let heartbeat = opt_duration_millis(activity.heartbeat_timeout.as_ref());
     if heartbeat > 0 {
-        batch.put_timer(now_ms + heartbeat, &timer(TimeoutType::Heartbeat))?;
+        attempt_timer_keys
+            .push(batch.put_timer(now_ms + heartbeat, &timer(TimeoutType::Heartbeat))?);
     }
     let activity = pb::ActivityInfo {
         started: true,
@@ -86,6 +90,7 @@ pub fn record_started(
         started_request_id: c.request_id,
         last_worker_identity: c.identity,
         outbox_task_id: 0,
+        attempt_timer_keys,
         ..activity
     };
     ms.state
@@ -356,6 +361,8 @@ fn schedule_retry(
         scheduled_time: Some(from_millis(fire)),
         next_attempt_schedule_time: Some(from_millis(fire)),
         outbox_task_id: 0,
+        // The ended attempt's timers have nothing left to do.
+        attempt_timer_keys: Vec::new(),
         ..activity
     };
     batch.put_timer(

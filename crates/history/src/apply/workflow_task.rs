@@ -711,11 +711,15 @@ fn schedule_activity(
         timeout_type: kind as i32,
         timer_id: String::new(),
     };
+    let mut attempt_timer_keys = Vec::new();
+    let mut schedule_timer_keys = Vec::new();
     if to_start > 0 {
-        batch.put_timer(now_ms + to_start, &timer(TimeoutType::ScheduleToStart))?;
+        attempt_timer_keys
+            .push(batch.put_timer(now_ms + to_start, &timer(TimeoutType::ScheduleToStart))?);
     }
     if to_close > 0 {
-        batch.put_timer(now_ms + to_close, &timer(TimeoutType::ScheduleToClose))?;
+        schedule_timer_keys
+            .push(batch.put_timer(now_ms + to_close, &timer(TimeoutType::ScheduleToClose))?);
     }
     ms.state.activities.insert(
         scheduled_id,
@@ -736,6 +740,8 @@ fn schedule_activity(
             scheduled_time: Some(now),
             outbox_task_id: outbox as i64,
             workflow_task_completed_event_id: completed_id,
+            schedule_timer_keys,
+            attempt_timer_keys,
             ..Default::default()
         },
     );
