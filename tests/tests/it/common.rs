@@ -1,5 +1,8 @@
 use std::time::Duration;
 
+use chronicle_proto::temporal::api::common::v1::{Payload, Payloads, WorkflowExecution};
+use chronicle_proto::temporal::api::taskqueue::v1::TaskQueue;
+use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_proto::temporal::api::workflowservice::v1::workflow_service_client::WorkflowServiceClient;
 use chronicle_server::{RunningServer, ServerConfig};
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url};
@@ -61,4 +64,42 @@ pub fn new_worker(runtime: &Runtime, client: Client, options: WorkerOptions) -> 
 
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4())
+}
+
+pub fn queue(name: &str) -> Option<TaskQueue> {
+    Some(TaskQueue {
+        name: name.into(),
+        ..Default::default()
+    })
+}
+
+pub fn execution(workflow_id: &str, run_id: &str) -> Option<WorkflowExecution> {
+    Some(WorkflowExecution {
+        workflow_id: workflow_id.into(),
+        run_id: run_id.into(),
+    })
+}
+
+/// One plain-text payload.
+pub fn payloads(text: &str) -> Option<Payloads> {
+    Some(Payloads {
+        payloads: vec![Payload {
+            metadata: std::collections::HashMap::from([(
+                "encoding".to_string(),
+                b"binary/plain".to_vec(),
+            )]),
+            data: text.as_bytes().to_vec(),
+            ..Default::default()
+        }],
+    })
+}
+
+/// A workflow-task poll of `task_queue` in the default namespace.
+pub fn poll(task_queue: &str) -> ws::PollWorkflowTaskQueueRequest {
+    ws::PollWorkflowTaskQueueRequest {
+        namespace: "default".into(),
+        task_queue: queue(task_queue),
+        identity: "raw-test".into(),
+        ..Default::default()
+    }
 }

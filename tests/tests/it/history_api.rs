@@ -31,18 +31,6 @@ async fn stored_len(
         .len()
 }
 
-fn poll(task_queue: &str) -> ws::PollWorkflowTaskQueueRequest {
-    ws::PollWorkflowTaskQueueRequest {
-        namespace: "default".into(),
-        task_queue: Some(TaskQueue {
-            name: task_queue.into(),
-            ..Default::default()
-        }),
-        identity: "raw-test".into(),
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workflow_task_protocol_timers_and_history_reads() {
     let server = start_server().await;

@@ -5,9 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chronicle_proto::temporal::api::common::v1::{
-    Payload, Payloads, WorkflowExecution, WorkflowType,
-};
+use chronicle_proto::temporal::api::common::v1::{Payloads, WorkflowExecution, WorkflowType};
 use chronicle_proto::temporal::api::enums::v1::{
     QueryRejectCondition, QueryResultType, WorkflowExecutionStatus,
 };
@@ -19,30 +17,8 @@ use tonic::transport::Channel;
 
 use crate::common::*;
 
-fn payloads(text: &str) -> Option<Payloads> {
-    Some(Payloads {
-        payloads: vec![Payload {
-            metadata: HashMap::from([("encoding".to_string(), b"binary/plain".to_vec())]),
-            data: text.as_bytes().to_vec(),
-            ..Default::default()
-        }],
-    })
-}
-
 fn text_of(p: &Option<Payloads>) -> String {
     String::from_utf8(p.as_ref().expect("payloads").payloads[0].data.clone()).unwrap()
-}
-
-fn poll(task_queue: &str) -> ws::PollWorkflowTaskQueueRequest {
-    ws::PollWorkflowTaskQueueRequest {
-        namespace: "default".into(),
-        task_queue: Some(TaskQueue {
-            name: task_queue.into(),
-            ..Default::default()
-        }),
-        identity: "query-test".into(),
-        ..Default::default()
-    }
 }
 
 fn query_request(workflow_id: &str, condition: QueryRejectCondition) -> ws::QueryWorkflowRequest {

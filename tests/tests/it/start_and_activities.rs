@@ -7,29 +7,19 @@ use std::time::Duration;
 use chronicle_proto::temporal::api::command::v1::{
     Command, ScheduleActivityTaskCommandAttributes, command,
 };
-use chronicle_proto::temporal::api::common::v1::{
-    ActivityType, Payload, Payloads, RetryPolicy, WorkflowExecution, WorkflowType,
-};
+use chronicle_proto::temporal::api::common::v1::{ActivityType, RetryPolicy, WorkflowType};
 use chronicle_proto::temporal::api::enums::v1::{
     CommandType, EventType, WorkflowExecutionStatus, WorkflowIdConflictPolicy,
     WorkflowIdReusePolicy,
 };
 use chronicle_proto::temporal::api::failure::v1::Failure;
 use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
-use chronicle_proto::temporal::api::taskqueue::v1::TaskQueue;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_proto::temporal::api::workflowservice::v1::workflow_service_client::WorkflowServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::common::*;
-
-fn queue(name: &str) -> Option<TaskQueue> {
-    Some(TaskQueue {
-        name: name.into(),
-        ..Default::default()
-    })
-}
 
 fn start(workflow_id: &str, task_queue: &str) -> ws::StartWorkflowExecutionRequest {
     ws::StartWorkflowExecutionRequest {
@@ -40,23 +30,6 @@ fn start(workflow_id: &str, task_queue: &str) -> ws::StartWorkflowExecutionReque
         request_id: unique("req"),
         ..Default::default()
     }
-}
-
-fn execution(workflow_id: &str, run_id: &str) -> Option<WorkflowExecution> {
-    Some(WorkflowExecution {
-        workflow_id: workflow_id.into(),
-        run_id: run_id.into(),
-    })
-}
-
-fn payloads(text: &str) -> Option<Payloads> {
-    Some(Payloads {
-        payloads: vec![Payload {
-            metadata: HashMap::from([("encoding".to_string(), b"binary/plain".to_vec())]),
-            data: text.as_bytes().to_vec(),
-            ..Default::default()
-        }],
-    })
 }
 
 async fn status_of(

@@ -8,19 +8,11 @@ use chronicle_proto::temporal::api::command::v1::{
 };
 use chronicle_proto::temporal::api::common::v1::{ActivityType, WorkflowType};
 use chronicle_proto::temporal::api::enums::v1::CommandType;
-use chronicle_proto::temporal::api::taskqueue::v1::TaskQueue;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_server::RunningServer;
 use chronicle_storage::{Db, DbOptions, ShardTables};
 
 use crate::common::*;
-
-fn queue(name: &str) -> Option<TaskQueue> {
-    Some(TaskQueue {
-        name: name.into(),
-        ..Default::default()
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_workflow_leaves_no_timers_behind() {
