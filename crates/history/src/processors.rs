@@ -24,6 +24,8 @@ const REDISPATCH_AFTER: Duration = Duration::from_secs(10);
 /// Longest sleep of an idle processor (leadership changes are noticed within this).
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 const TIMER_BATCH: usize = 256;
+/// Pause after a round in which no due timer could be fired.
+const FIRE_RETRY_PAUSE: Duration = Duration::from_millis(100);
 const OUTBOX_BATCH: usize = 1000;
 /// How often the outbox is swept for tasks to hand over again.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
@@ -118,12 +120,20 @@ async fn timer_loop(
                         Ok(_) => {
                             metrics::counter!(metrics_names::TIMER_TASKS_FIRED, "kind" => kind).increment(1);
                             metrics::histogram!(metrics_names::TIMER_TASK_LATENCY).record((now_millis() - deadline).max(0) as f64 / 1000.0);
+                            true
                         }
-                        Err(e) => tracing::debug!(shard = shard.id, error = %e.message, "firing a timer failed; it stays due"),
+                        Err(e) => {
+                            tracing::debug!(shard = shard.id, error = %e.message, "firing a timer failed; it stays due");
+                            false
+                        }
                     }
                 }
             });
-            futures_join_all(fires).await;
+            let fired = futures_join_all(fires).await;
+            if fired == 0 {
+                // Every fire failed (no leader, shutting down): they stay due; do not spin.
+                tokio::time::sleep(FIRE_RETRY_PAUSE).await;
+            }
             // Read again at once: more may be due (or a fire failed and stays due).
             next_read = i64::MIN;
             continue;
@@ -142,13 +152,18 @@ async fn timer_loop(
     }
 }
 
-async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
+/// Runs the futures concurrently; how many of them returned `true`.
+async fn futures_join_all<F: std::future::Future<Output = bool> + Send + 'static>(
     futures: impl Iterator<Item = F>,
-) {
+) -> usize {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut succeeded = 0;
     for h in handles {
-        let _ = h.await;
+        if matches!(h.await, Ok(true)) {
+            succeeded += 1;
+        }
     }
+    succeeded
 }
 
 async fn outbox_loop(
