@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 VENV="${CHRONICLE_VENV:-$HOME/.cache/chronicle-venv}"
-TARGET="${CARGO_TARGET_DIR:-target}"
+# Builds outside the clone by default (as CI does), shared with scripts/start-dev.sh.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chronicle-target}"
+TARGET="$CARGO_TARGET_DIR"
 
 cargo build -p chronicle-server
 cargo nextest run --workspace --no-fail-fast
