@@ -30,7 +30,9 @@ pub(crate) struct Shard {
     pub raft: ShardRaft,
     pub tables: ShardTables,
     pub changes: watch::Receiver<u64>,
-    pub notifier: ShardNotifier,
+    /// Earliest fire time of the timers applied since the timer loop last looked (`i64::MAX`:
+    /// none); see [`ShardNotifier::timer_floor`].
+    pub timer_floor: Arc<std::sync::atomic::AtomicI64>,
     /// Commands waiting to be proposed; see [`proposal_loop`].
     proposals: mpsc::UnboundedSender<PendingCommand>,
 }
@@ -198,7 +200,7 @@ async fn open_group(
         raft,
         tables: ShardTables::new(db.clone(), id),
         changes,
-        notifier: notifier.clone(),
+        timer_floor: notifier.timer_floor(id),
         proposals,
     })
 }

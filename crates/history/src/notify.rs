@@ -29,12 +29,9 @@ impl ShardNotifier {
         self.timer_floor(group).fetch_min(fire_ms, Ordering::SeqCst);
     }
 
-    /// The earliest fire time of timers added since the last call (`i64::MAX`: none).
-    pub fn take_timer_floor(&self, group: u32) -> i64 {
-        self.timer_floor(group).swap(i64::MAX, Ordering::SeqCst)
-    }
-
-    fn timer_floor(&self, group: u32) -> Arc<AtomicI64> {
+    /// The group's "earliest timer added" cell: the timer loop swaps `i64::MAX` into it to take
+    /// what was added since its last look.
+    pub fn timer_floor(&self, group: u32) -> Arc<AtomicI64> {
         if let Some(floor) = self.timer_floors.read().expect("notifier lock").get(&group) {
             return floor.clone();
         }

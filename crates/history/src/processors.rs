@@ -83,7 +83,9 @@ async fn timer_loop(
             next_read = i64::MIN;
         }
         changes.borrow_and_update();
-        let added = shard.notifier.take_timer_floor(shard.id);
+        let added = shard
+            .timer_floor
+            .swap(i64::MAX, std::sync::atomic::Ordering::SeqCst);
         floor = floor.min(added);
         next_read = next_read.min(added);
         let now = now_millis();

@@ -116,27 +116,6 @@ impl ShardTables {
         Ok(out)
     }
 
-    /// Due timers: every timer task firing at or before `until_ms`, at most `limit`.
-    pub fn timers_until(
-        &self,
-        until_ms: i64,
-        limit: usize,
-    ) -> StorageResult<Vec<(Vec<u8>, pb::TimerTask)>> {
-        self.scan(Cf::Timers, limit, |k| keys::timer_fire_time(k) <= until_ms)
-    }
-
-    /// The fire time of the earliest timer of this shard.
-    pub fn next_timer_time(&self) -> StorageResult<Option<i64>> {
-        Ok(self
-            .scan::<pb::TimerTask>(Cf::Timers, 1, |_| true)?
-            .first()
-            .map(|(k, _)| keys::timer_fire_time(k)))
-    }
-
-    pub fn outbox(&self, limit: usize) -> StorageResult<Vec<(Vec<u8>, pb::OutboxTask)>> {
-        self.scan(Cf::Outbox, limit, |_| true)
-    }
-
     /// Timers due by `until_ms` with a fire time of at least `from_ms`. Starting the seek at a
     /// known floor skips the deletion tombstones that fired timers leave at the front of the
     /// range, which a scan from the shard's first key would step over one by one.
@@ -180,28 +159,6 @@ impl ShardTables {
             limit,
             |_| true,
         )
-    }
-
-    pub fn outbox_after(
-        &self,
-        after_key: &[u8],
-        limit: usize,
-    ) -> StorageResult<Vec<(Vec<u8>, pb::OutboxTask)>> {
-        let mut out = Vec::new();
-        let prefix = keys::shard_prefix(self.shard);
-        let mut iter = self.db.prefix_iterator(Cf::Outbox, &prefix);
-        iter.seek(after_key);
-        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
-            if !k.starts_with(&prefix) || out.len() >= limit {
-                break;
-            }
-            if k != after_key {
-                out.push((k.to_vec(), decode(Cf::Outbox, v)?));
-            }
-            iter.next();
-        }
-        iter.status()?;
-        Ok(out)
     }
 
     pub fn namespace(&self, name: &str) -> StorageResult<Option<pb::NamespaceRecord>> {
