@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::BenchError;
 use crate::connection::{ServerTarget, TlsOptions};
 use crate::driver::{LoadMode, LoadPlan};
-use crate::run::{DescribeSampling, RunConfig};
+use crate::python::{self, PythonWorkerConfig};
+use crate::run::{DescribeSampling, RunConfig, WorkerSetup};
 use crate::scenario::Scenario;
 
 /// Bound of a run given neither --count nor --duration.
@@ -145,8 +146,24 @@ pub struct BenchArgs {
     #[arg(long)]
     pub duration: Option<humantime::Duration>,
 
+    /// Who answers the workflow and activity tasks: the built-in raw-RPC pollers (no SDK in the
+    /// loop: the server is what is measured) or real Temporal Python SDK workers (end to end).
+    #[arg(long, value_enum, default_value_t = WorkerChoice::Builtin)]
+    pub workers: WorkerChoice,
+    /// Python with the `temporalio` SDK, for --workers python [default: $CHRONICLE_VENV/bin/python,
+    /// else ~/.cache/chronicle-venv/bin/python, else python3].
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+    /// Python worker processes, for --workers python [default: 1]. Each gets the limits of
+    /// --workflow-pollers and --activity-pollers.
+    #[arg(long, value_name = "N")]
+    pub python_workers: Option<usize>,
+    /// Built-in workers: workflow-task pollers (each answers one task at a time). Python workers:
+    /// workflow tasks each process handles at once (max_concurrent_workflow_tasks).
     #[arg(long, default_value_t = 8)]
     pub workflow_pollers: usize,
+    /// Built-in workers: activity pollers. Python workers: activities each process runs at once
+    /// (max_concurrent_activities).
     #[arg(long, default_value_t = 8)]
     pub activity_pollers: usize,
     /// How long one workflow may take before it counts as failed.
@@ -182,6 +199,15 @@ pub enum ScenarioName {
     Signal,
     Child,
     Mixed,
+}
+
+/// `--workers`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WorkerChoice {
+    /// The harness's raw-RPC pollers.
+    Builtin,
+    /// Temporal Python SDK worker processes.
+    Python,
 }
 
 /// `NAME=ADDR[,pid=PID...]` of `compare --target`.
@@ -282,6 +308,24 @@ impl BenchArgs {
         })
     }
 
+    /// The worker setup of --workers, --python and --python-workers.
+    pub fn worker_setup(&self) -> Result<WorkerSetup, BenchError> {
+        match self.workers {
+            WorkerChoice::Builtin => {
+                if self.python.is_some() || self.python_workers.is_some() {
+                    return Err(BenchError::Config(
+                        "--python and --python-workers need --workers python".into(),
+                    ));
+                }
+                Ok(WorkerSetup::Builtin)
+            }
+            WorkerChoice::Python => Ok(WorkerSetup::Python(PythonWorkerConfig {
+                python: self.python.clone().unwrap_or_else(python::default_python),
+                processes: self.python_workers.unwrap_or(1),
+            })),
+        }
+    }
+
     /// The run against `address` these arguments describe.
     pub fn run_config(
         &self,
@@ -297,6 +341,7 @@ impl BenchArgs {
         };
         let mut config = RunConfig::new(target, self.scenario(), self.load());
         config.label = label;
+        config.workers = self.worker_setup()?;
         config.workflow_pollers = self.workflow_pollers;
         config.activity_pollers = self.activity_pollers;
         config.workflow_timeout = self.workflow_timeout.map(Duration::from);
@@ -393,5 +438,61 @@ mod tests {
             }
         );
         assert!(args.bench.tls().is_some(), "a TLS option implies --tls");
+    }
+
+    fn bench_args(extra: &[&str]) -> Result<BenchArgs, clap::Error> {
+        let mut argv = vec!["chronicle-bench", "run"];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv)?;
+        let Command::Run(args) = cli.command else {
+            panic!("run expected");
+        };
+        Ok(args.bench)
+    }
+
+    #[test]
+    fn worker_mode_options_become_a_worker_setup() {
+        let builtin = bench_args(&[]).unwrap();
+        assert_eq!(builtin.worker_setup().unwrap(), WorkerSetup::Builtin);
+        assert!(
+            bench_args(&["--python-workers", "2"])
+                .unwrap()
+                .worker_setup()
+                .is_err(),
+            "Python options without --workers python"
+        );
+        assert!(bench_args(&["--workers", "rust"]).is_err());
+
+        let python = bench_args(&[
+            "--workers",
+            "python",
+            "--python",
+            "/opt/py/bin/python",
+            "--python-workers",
+            "3",
+            "--workflow-pollers",
+            "16",
+        ])
+        .unwrap();
+        let config = python
+            .run_config("127.0.0.1:7233", None, Vec::new())
+            .unwrap();
+        assert_eq!(
+            config.workers,
+            WorkerSetup::Python(PythonWorkerConfig {
+                python: "/opt/py/bin/python".into(),
+                processes: 3,
+            })
+        );
+        assert_eq!(config.workflow_pollers, 16);
+
+        let defaults = bench_args(&["--workers", "python"]).unwrap();
+        assert_eq!(
+            defaults.worker_setup().unwrap(),
+            WorkerSetup::Python(PythonWorkerConfig {
+                python: python::default_python(),
+                processes: 1,
+            })
+        );
     }
 }

@@ -10,13 +10,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::BenchError;
-use crate::cli::{BenchArgs, TargetSpec};
+use crate::cli::{BenchArgs, TargetSpec, WorkerChoice};
 use crate::plot::{self, PlotSeries};
 use crate::report::{self, RunReport};
 use crate::run;
 
 /// The compared figures, in table order: (key, label, whether lower is better).
-pub const METRICS: [(&str, &str, bool); 11] = [
+pub const METRICS: [(&str, &str, bool); 12] = [
     ("workflows_per_second", "workflows/s", false),
     ("state_transitions_per_second", "state transitions/s", false),
     ("latency_p50_ms", "latency p50 (ms)", true),
@@ -29,6 +29,12 @@ pub const METRICS: [(&str, &str, bool); 11] = [
     (
         "server_kib_written_per_workflow",
         "server KiB written/workflow",
+        true,
+    ),
+    // End-to-end mode only: the Python SDK workers, apart from the server.
+    (
+        "python_worker_cpu_ms_per_workflow",
+        "python worker CPU ms/workflow",
         true,
     ),
     ("errors", "errors (failed + RPC)", true),
@@ -69,6 +75,9 @@ pub fn run_metrics(run: &RunReport) -> BTreeMap<String, f64> {
                 bytes as f64 / 1024.0 / run.completed as f64,
             );
         }
+    }
+    if let Some(cpu) = run.worker_cpu_ms_per_workflow() {
+        put("python_worker_cpu_ms_per_workflow", cpu);
     }
     put("errors", (run.failed + run.total_rpc_errors()) as f64);
     m
@@ -131,6 +140,12 @@ impl CompareReport {
         }
         let _ = writeln!(out);
         for (key, label, _) in METRICS {
+            if key == "python_worker_cpu_ms_per_workflow"
+                && self.targets.iter().all(|t| !t.medians.contains_key(key))
+            {
+                // Built-in workers: there are no worker processes to report on.
+                continue;
+            }
             let _ = write!(out, "  {label:<30}");
             for target in &self.targets {
                 let cell = target
@@ -229,12 +244,11 @@ pub async fn compare(
             runs[index].push(report);
         }
     }
-    Ok(assemble(
-        targets,
-        repeat.max(1),
-        &bench.scenario().describe(),
-        runs,
-    ))
+    let mut scenario = bench.scenario().describe();
+    if bench.workers == WorkerChoice::Python {
+        scenario.push_str(", Python SDK workers");
+    }
+    Ok(assemble(targets, repeat.max(1), &scenario, runs))
 }
 
 /// Medians and ratios from the runs of each target.
@@ -324,6 +338,7 @@ mod tests {
         assert!(compared.is_clean());
         let table = compared.table();
         assert!(table.contains("2.40x"), "{table}");
+        assert!(!table.contains("python worker"), "{table}");
     }
 
     #[test]

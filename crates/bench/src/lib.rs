@@ -4,10 +4,12 @@
 //! The harness brings its own workers, which answer workflow and activity tasks with raw
 //! WorkflowService RPCs (no SDK in the loop), drives one of several [`scenario`]s in a closed or
 //! open loop, verifies every workflow's result, and reports throughput, latency percentiles,
-//! errors and the server process's CPU, memory and disk writes.
+//! errors and the server process's CPU, memory and disk writes. The end-to-end mode runs the
+//! same scenarios on real Temporal Python SDK workers instead ([`python`]).
 //!
-//! Module map: [`cli`] (arguments) -> [`run`] (one run: [`connection`], [`worker`], [`driver`],
-//! [`metrics`], [`procfs`]) -> [`report`] and [`plot`]; [`compare`] repeats runs across targets, [`ramp`] raises the rate step by step.
+//! Module map: [`cli`] (arguments) -> [`run`] (one run: [`connection`], [`worker`] or
+//! [`python`], [`driver`], [`metrics`], [`procfs`]) -> [`report`] and [`plot`]; [`compare`]
+//! repeats runs across targets, [`ramp`] raises the rate step by step.
 
 pub mod cli;
 pub mod compare;
@@ -17,6 +19,7 @@ pub mod metrics;
 pub mod plot;
 pub mod procfs;
 mod progress;
+pub mod python;
 pub mod ramp;
 pub mod report;
 pub mod run;
@@ -28,8 +31,9 @@ use std::path::PathBuf;
 
 pub use connection::{ServerTarget, TlsOptions};
 pub use driver::{LoadMode, LoadPlan};
-pub use report::RunReport;
-pub use run::{DescribeSampling, RunConfig, run};
+pub use python::PythonWorkerConfig;
+pub use report::{RunReport, WorkerMode};
+pub use run::{DescribeSampling, RunConfig, WorkerSetup, run};
 pub use scenario::Scenario;
 
 /// Why the harness could not do what it was asked (as opposed to workflows failing, which a
@@ -54,6 +58,8 @@ pub enum BenchError {
         #[source]
         source: std::io::Error,
     },
+    #[error("Python workers: {0}")]
+    PythonWorker(String),
     #[error("cannot write {path}: {reason}")]
     Output { path: PathBuf, reason: String },
 }

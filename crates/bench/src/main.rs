@@ -23,11 +23,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(execute(cli.command)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
+    // On Ctrl-C the command's future is dropped, and with it any Python worker processes, which
+    // are killed on drop: nothing is left running.
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            result = execute(cli.command) => result.map(Some),
+            _ = tokio::signal::ctrl_c() => Ok(None),
+        }
+    });
+    match outcome {
+        Ok(Some(true)) => ExitCode::SUCCESS,
+        Ok(Some(false)) => {
             eprintln!("chronicle-bench: THE RUN HAD ERRORS (see above)");
             ExitCode::from(1)
+        }
+        Ok(None) => {
+            eprintln!("chronicle-bench: interrupted");
+            // 128 + SIGINT, as shells report a process ended by Ctrl-C.
+            ExitCode::from(130)
         }
         Err(e) => {
             eprintln!("chronicle-bench: {e:#}");

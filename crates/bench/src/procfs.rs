@@ -1,8 +1,10 @@
 //! Resource use of server processes on this machine, from /proc: CPU time, resident memory and
 //! bytes written to storage over a run.
 //!
-//! CPU time is the process's own user + system time, which covers all of its threads. Children
-//! are not added: both Chronicle and `temporal server start-dev` are single processes.
+//! CPU time is the process's own user + system time, which covers all of its threads. For servers
+//! children are not added: both Chronicle and `temporal server start-dev` are single processes.
+//! The Python SDK workers of the end-to-end mode are sampled with their children
+//! ([`ProcessSampler::start_with_children`]), so nothing they spawn escapes the count.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,14 +52,12 @@ fn proc_path(pid: u32, file: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{file}"))
 }
 
-fn read_counters(pid: u32) -> std::io::Result<Counters> {
-    let stat = std::fs::read_to_string(proc_path(pid, "stat"))?;
-    let cpu_ticks = parse_cpu_ticks(&stat).ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "unexpected /proc/PID/stat layout",
-        )
-    })?;
+fn read_counters(pid: u32, with_children: bool) -> std::io::Result<Counters> {
+    let cpu_ticks = if with_children {
+        tree_cpu_ticks(pid)?
+    } else {
+        parse_cpu_ticks(&read_stat(pid)?).ok_or_else(bad_stat)?
+    };
     let write_bytes = std::fs::read_to_string(proc_path(pid, "io"))
         .ok()
         .and_then(|io| status_field(&io, "write_bytes:"));
@@ -65,6 +65,48 @@ fn read_counters(pid: u32) -> std::io::Result<Counters> {
         cpu_ticks,
         write_bytes,
     })
+}
+
+fn read_stat(pid: u32) -> std::io::Result<String> {
+    std::fs::read_to_string(proc_path(pid, "stat"))
+}
+
+fn bad_stat() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "unexpected /proc/PID/stat layout",
+    )
+}
+
+/// CPU ticks of `pid` and all its descendants: its own utime + stime, the cutime + cstime of the
+/// children it has reaped, and, recursively, the same for the children still alive. A child that
+/// exits between two readings moves from the live sum into its parent's cutime/cstime, so the
+/// difference of two readings stays right.
+fn tree_cpu_ticks(pid: u32) -> std::io::Result<u64> {
+    let stat = read_stat(pid)?;
+    let mut ticks = parse_cpu_ticks(&stat).ok_or_else(bad_stat)?
+        + parse_reaped_children_ticks(&stat).ok_or_else(bad_stat)?;
+    for child in live_children(pid) {
+        // A child may exit while it is being read; it is then counted in our cutime next time.
+        ticks += tree_cpu_ticks(child).unwrap_or(0);
+    }
+    Ok(ticks)
+}
+
+/// Children of every thread of `pid` (/proc/PID/task/TID/children).
+fn live_children(pid: u32) -> Vec<u32> {
+    let Ok(threads) = std::fs::read_dir(proc_path(pid, "task")) else {
+        return Vec::new();
+    };
+    threads
+        .flatten()
+        .filter_map(|thread| std::fs::read_to_string(thread.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 /// utime + stime from a /proc/PID/stat line. The command name (field 2) may contain spaces and
@@ -76,6 +118,16 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// cutime + cstime (fields 16 and 17: children waited for) from a /proc/PID/stat line.
+fn parse_reaped_children_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // cutime and cstime are signed in the kernel ABI; they are never negative in practice.
+    let cutime: i64 = fields.get(13)?.parse().ok()?;
+    let cstime: i64 = fields.get(14)?.parse().ok()?;
+    Some((cutime + cstime).max(0) as u64)
 }
 
 /// A numeric field of /proc/PID/status or /proc/PID/io (`VmRSS:   1234 kB` -> 1234).
@@ -99,6 +151,8 @@ fn memory_kb(pid: u32) -> (Option<u64>, Option<u64>) {
 /// Samples one process from [`ProcessSampler::start`] until [`ProcessSampler::finish`].
 pub struct ProcessSampler {
     pid: u32,
+    /// CPU of the whole process tree (see [`tree_cpu_ticks`]).
+    with_children: bool,
     name: String,
     at_start: Counters,
     peak_rss_kb: Arc<AtomicU64>,
@@ -107,8 +161,19 @@ pub struct ProcessSampler {
 }
 
 impl ProcessSampler {
+    /// Samples one process (CPU of all its threads).
     pub fn start(pid: u32) -> Result<Self, BenchError> {
-        let at_start = read_counters(pid).map_err(|source| BenchError::Process { pid, source })?;
+        Self::start_sampling(pid, false)
+    }
+
+    /// Samples a process whose CPU counts with that of its children (reaped or alive).
+    pub fn start_with_children(pid: u32) -> Result<Self, BenchError> {
+        Self::start_sampling(pid, true)
+    }
+
+    fn start_sampling(pid: u32, with_children: bool) -> Result<Self, BenchError> {
+        let at_start = read_counters(pid, with_children)
+            .map_err(|source| BenchError::Process { pid, source })?;
         let name = std::fs::read_to_string(proc_path(pid, "comm"))
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
@@ -130,6 +195,7 @@ impl ProcessSampler {
         });
         Ok(Self {
             pid,
+            with_children,
             name,
             at_start,
             peak_rss_kb,
@@ -147,7 +213,7 @@ impl ProcessSampler {
         }
         let mb = |kb: u64| kb as f64 / 1024.0;
         // A process that exited during the run reports what was seen until then.
-        let at_end = read_counters(self.pid).unwrap_or(self.at_start);
+        let at_end = read_counters(self.pid, self.with_children).unwrap_or(self.at_start);
         ProcessReport {
             pid: self.pid,
             name: self.name,
@@ -163,6 +229,14 @@ impl ProcessSampler {
             },
         }
     }
+}
+
+/// CPU seconds used so far by `pid` and its descendants (for one-off readings such as "has the
+/// worker gone idle").
+pub fn tree_cpu_seconds(pid: u32) -> Option<f64> {
+    tree_cpu_ticks(pid)
+        .ok()
+        .map(|ticks| ticks as f64 / TICKS_PER_SECOND)
 }
 
 /// Current resident set of `pid` in MiB (for one-off readings such as RSS vs open workflows).
@@ -182,6 +256,42 @@ mod tests {
     }
 
     #[test]
+    fn reaped_children_ticks_are_fields_16_and_17() {
+        let stat = "4242 (py) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 30 4 20 0 9 0 \
+                    100 1000 200 18446744073709551615";
+        assert_eq!(parse_reaped_children_ticks(stat), Some(34));
+    }
+
+    #[test]
+    fn a_process_tree_counts_live_and_reaped_children() {
+        let pid = std::process::id();
+        let own = |stat: &str| parse_cpu_ticks(stat).unwrap();
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("sh runs");
+        // The spinning child shows up in the tree's ticks while it lives...
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let stat = read_stat(pid).unwrap();
+            let tree = tree_cpu_ticks(pid).unwrap();
+            if tree >= own(&stat) + parse_reaped_children_ticks(&stat).unwrap() + 10 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child's CPU never showed"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // ...and in our cutime + cstime once it is reaped.
+        assert!(parse_reaped_children_ticks(&read_stat(pid).unwrap()).unwrap() >= 10);
+        assert!(tree_cpu_seconds(pid).unwrap() >= 0.1);
+    }
+
+    #[test]
     fn status_fields_parse_numbers() {
         let status = "Name:\tchronicle\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n";
         assert_eq!(status_field(status, "VmRSS:"), Some(102_400));
@@ -195,9 +305,9 @@ mod tests {
         let sampler = ProcessSampler::start(pid).expect("own /proc entry");
         // Burn CPU until the kernel has charged 20 ticks (0.2 s) to this process; on a busy
         // machine that takes longer than 0.2 s of wall time, so count ticks, not time.
-        let before = read_counters(pid).unwrap().cpu_ticks;
+        let before = read_counters(pid, false).unwrap().cpu_ticks;
         let mut x = 0u64;
-        while read_counters(pid).unwrap().cpu_ticks < before + 20 {
+        while read_counters(pid, false).unwrap().cpu_ticks < before + 20 {
             for _ in 0..100_000 {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
             }

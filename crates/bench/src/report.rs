@@ -30,6 +30,21 @@ pub struct TransitionsReport {
     pub describe_errors: u64,
 }
 
+/// Who answered the workflow and activity tasks of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum WorkerMode {
+    /// The harness's raw-RPC pollers (no SDK in the loop).
+    #[default]
+    Builtin,
+    /// Temporal Python SDK worker processes (end to end).
+    Python {
+        processes: usize,
+        /// SDK and Python versions, e.g. `temporalio 1.35.0, Python 3.11.7`.
+        sdk: String,
+    },
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
     /// Name of the target in a comparison, or its address.
@@ -40,6 +55,10 @@ pub struct RunReport {
     pub server_version: String,
     pub scenario: Scenario,
     pub load: LoadPlan,
+    /// Built-in pollers or Python SDK workers (reports from before the mode existed: built-in).
+    #[serde(default)]
+    pub workers: WorkerMode,
+    /// Built-in: pollers. Python: task slots of each worker process.
     pub workflow_pollers: usize,
     pub activity_pollers: usize,
     /// Whether the harness waited for and verified each result.
@@ -65,6 +84,14 @@ pub struct RunReport {
     /// A few distinct failure messages.
     pub failure_samples: Vec<String>,
     pub servers: Vec<ProcessReport>,
+    /// The Python worker processes (CPU with their children), apart from `servers` so that
+    /// server CPU per workflow means the same in both modes. Empty with built-in workers, whose
+    /// CPU is the harness's own.
+    #[serde(default)]
+    pub worker_processes: Vec<ProcessReport>,
+    /// The last lines the Python workers wrote (SDK warnings and errors), if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub worker_output: Vec<String>,
     pub timeline: Vec<SecondPoint>,
 }
 
@@ -102,11 +129,10 @@ impl RunReport {
         );
         let _ = writeln!(
             out,
-            "scenario {}, {load}, {bound}, {} workflow / {} activity pollers",
-            self.scenario.describe(),
-            self.workflow_pollers,
-            self.activity_pollers
+            "scenario {}, {load}, {bound}",
+            self.scenario.describe()
         );
+        let _ = writeln!(out, "workers: {}", self.describe_workers());
         let _ = writeln!(out);
         let mut row = |name: &str, value: String| {
             let _ = writeln!(out, "  {name:<28} {value}");
@@ -154,14 +180,33 @@ impl RunReport {
                 format!(
                     "CPU {:.2} s ({} ms/workflow), peak RSS {:.0} MiB (VmHWM {:.0} MiB), written {}",
                     server.cpu_seconds,
-                    server
-                        .cpu_ms_per_workflow
-                        .map_or("-".into(), |v| format!("{v:.2}")),
+                    per_workflow(server.cpu_ms_per_workflow),
                     server.peak_rss_mb,
                     server.vm_hwm_mb,
                     server
                         .bytes_written
                         .map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
+                ),
+            );
+        }
+        for worker in &self.worker_processes {
+            row(
+                &format!("python worker pid {}", worker.pid),
+                format!(
+                    "CPU {:.2} s ({} ms/workflow), peak RSS {:.0} MiB",
+                    worker.cpu_seconds,
+                    per_workflow(worker.cpu_ms_per_workflow),
+                    worker.peak_rss_mb,
+                ),
+            );
+        }
+        if self.worker_processes.len() > 1 {
+            row(
+                "python workers, all",
+                format!(
+                    "CPU {:.2} s ({} ms/workflow)",
+                    self.worker_cpu_seconds(),
+                    per_workflow(self.worker_cpu_ms_per_workflow())
                 ),
             );
         }
@@ -198,9 +243,50 @@ impl RunReport {
             if self.completed == 0 {
                 let _ = writeln!(out, "  !!!   no workflow completed");
             }
+            if !self.worker_output.is_empty() {
+                // The JSON report has more; the end is what explains a failure.
+                const SHOWN: usize = 12;
+                let skip = self.worker_output.len().saturating_sub(SHOWN);
+                let _ = writeln!(out, "  !!!   last output of the Python workers:");
+                for line in &self.worker_output[skip..] {
+                    let _ = writeln!(out, "  !!!     {line}");
+                }
+            }
         }
         out
     }
+
+    /// The worker line of the summary.
+    pub fn describe_workers(&self) -> String {
+        match &self.workers {
+            WorkerMode::Builtin => format!(
+                "built-in, {} workflow / {} activity pollers",
+                self.workflow_pollers, self.activity_pollers
+            ),
+            WorkerMode::Python { processes, sdk } => format!(
+                "Python SDK ({sdk}), {processes} process{}, each up to {} workflow tasks / {} \
+                 activities at once",
+                if *processes == 1 { "" } else { "es" },
+                self.workflow_pollers,
+                self.activity_pollers
+            ),
+        }
+    }
+
+    /// CPU seconds of all Python worker processes (0 with built-in workers).
+    pub fn worker_cpu_seconds(&self) -> f64 {
+        self.worker_processes.iter().map(|w| w.cpu_seconds).sum()
+    }
+
+    /// Python workers' CPU per verified workflow; `None` with built-in workers.
+    pub fn worker_cpu_ms_per_workflow(&self) -> Option<f64> {
+        (!self.worker_processes.is_empty() && self.completed > 0)
+            .then(|| self.worker_cpu_seconds() * 1000.0 / self.completed as f64)
+    }
+}
+
+fn per_workflow(ms: Option<f64>) -> String {
+    ms.map_or("-".into(), |v| format!("{v:.2}"))
 }
 
 /// Writes any report as pretty JSON.
@@ -229,6 +315,7 @@ pub(crate) mod test_support {
                 count: Some(10),
                 duration: None,
             },
+            workers: WorkerMode::Builtin,
             workflow_pollers: 1,
             activity_pollers: 1,
             verified_results: true,
@@ -250,7 +337,68 @@ pub(crate) mod test_support {
             workflow_failures: BTreeMap::new(),
             failure_samples: Vec::new(),
             servers: Vec::new(),
+            worker_processes: Vec::new(),
+            worker_output: Vec::new(),
             timeline: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::report;
+    use super::*;
+
+    #[test]
+    fn the_summary_names_the_worker_mode_and_python_worker_cpu_apart() {
+        let builtin = report(100.0, 10.0);
+        assert!(
+            builtin
+                .summary()
+                .contains("workers: built-in, 1 workflow / 1 activity pollers"),
+            "{}",
+            builtin.summary()
+        );
+        assert_eq!(builtin.worker_cpu_ms_per_workflow(), None);
+
+        let mut python = report(100.0, 10.0);
+        python.workers = WorkerMode::Python {
+            processes: 2,
+            sdk: "temporalio 1.35.0, Python 3.11.7".into(),
+        };
+        python.worker_processes = [(11, 0.25), (12, 0.05)]
+            .into_iter()
+            .map(|(pid, cpu_seconds)| ProcessReport {
+                pid,
+                cpu_seconds,
+                ..Default::default()
+            })
+            .collect();
+        let summary = python.summary();
+        assert!(
+            summary.contains("workers: Python SDK (temporalio 1.35.0, Python 3.11.7), 2 processes"),
+            "{summary}"
+        );
+        assert!(summary.contains("python worker pid 11"), "{summary}");
+        // 0.3 s over 10 workflows.
+        assert!(
+            summary.contains("CPU 0.30 s (30.00 ms/workflow)"),
+            "{summary}"
+        );
+
+        let json = serde_json::to_value(&python).unwrap();
+        assert_eq!(json["workers"]["mode"], "python");
+        assert_eq!(json["workers"]["processes"], 2);
+        assert_eq!(json["worker_processes"][1]["pid"], 12);
+        let back: RunReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, python);
+
+        // A report written before the worker mode existed reads as built-in.
+        let mut old = serde_json::to_value(&builtin).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("workers");
+        fields.remove("worker_processes");
+        let old: RunReport = serde_json::from_value(old).unwrap();
+        assert_eq!(old.workers, WorkerMode::Builtin);
     }
 }

@@ -1,5 +1,6 @@
-//! One benchmark run against one server: connect, start the workers, apply the load, sample
-//! the server processes, and assemble the report.
+//! One benchmark run against one server: connect, start the workers (built-in pollers or Python
+//! SDK processes), apply the load, sample the server processes (and the Python workers), and
+//! assemble the report.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,9 +15,10 @@ use crate::BenchError;
 use crate::connection::{Clients, ServerTarget};
 use crate::driver::{Driver, LoadMode, LoadPlan, VerifiedWorkflow};
 use crate::metrics::{Metrics, Rpc};
-use crate::procfs::ProcessSampler;
+use crate::procfs::{self, ProcessReport, ProcessSampler};
 use crate::progress::Progress;
-use crate::report::{RunReport, TransitionsReport};
+use crate::python::{PythonWorkerConfig, PythonWorkers, WorkerAssignment};
+use crate::report::{RunReport, TransitionsReport, WorkerMode};
 use crate::scenario::Scenario;
 use crate::worker::{WorkerContext, Workers};
 
@@ -35,6 +37,16 @@ pub enum DescribeSampling {
     All,
 }
 
+/// Who answers the run's workflow and activity tasks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum WorkerSetup {
+    /// The harness's own raw-RPC pollers: no SDK in the loop, so the server is what is measured.
+    #[default]
+    Builtin,
+    /// Real Temporal Python SDK workers in separate processes (end to end).
+    Python(PythonWorkerConfig),
+}
+
 /// Everything one run needs.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
@@ -43,7 +55,11 @@ pub struct RunConfig {
     pub label: Option<String>,
     pub scenario: Scenario,
     pub load: LoadPlan,
+    pub workers: WorkerSetup,
+    /// Built-in workers: workflow-task pollers, each answering one task at a time. Python
+    /// workers: workflow tasks each process handles at once.
     pub workflow_pollers: usize,
+    /// Built-in workers: activity pollers. Python workers: activities each process runs at once.
     pub activity_pollers: usize,
     /// How long one workflow may take before it counts as failed (default: two minutes plus the
     /// scenario's timers).
@@ -63,6 +79,7 @@ impl RunConfig {
             label: None,
             scenario,
             load,
+            workers: WorkerSetup::Builtin,
             workflow_pollers: 8,
             activity_pollers: 8,
             workflow_timeout: None,
@@ -84,6 +101,39 @@ impl RunConfig {
                 invalid("the rate must be a positive number of starts per second")
             }
             _ => Ok(()),
+        }?;
+        match &self.workers {
+            WorkerSetup::Python(python) if python.processes == 0 => {
+                invalid("at least one Python worker process is needed")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The workers of a running benchmark.
+enum RunningWorkers {
+    Builtin(Workers),
+    Python(PythonWorkers),
+}
+
+impl RunningWorkers {
+    /// Resolves only if a worker process dies during the run (built-in workers cannot).
+    async fn exited(&mut self) -> BenchError {
+        match self {
+            RunningWorkers::Builtin(_) => std::future::pending().await,
+            RunningWorkers::Python(python) => python.exited().await,
+        }
+    }
+
+    /// Stops the workers; returns the Python workers' last output lines.
+    async fn stop(self) -> Vec<String> {
+        match self {
+            RunningWorkers::Builtin(workers) => {
+                workers.stop().await;
+                Vec::new()
+            }
+            RunningWorkers::Python(python) => python.stop().await,
         }
     }
 }
@@ -104,24 +154,55 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, BenchError> {
         .clone()
         .unwrap_or_else(|| target.address.clone());
 
+    // Python workers start first, and their start-up (imports, connecting, the SDK's namespace
+    // check) happens before the server is sampled: neither is part of the measured window.
+    let python = match &config.workers {
+        WorkerSetup::Builtin => None,
+        WorkerSetup::Python(python) => {
+            let assignment = WorkerAssignment {
+                task_queue: &task_queue,
+                identity: &identity,
+                max_concurrent_workflow_tasks: config.workflow_pollers,
+                max_concurrent_activities: config.activity_pollers,
+            };
+            Some(PythonWorkers::start(python, target, &assignment).await?)
+        }
+    };
+    let worker_mode = match &python {
+        None => WorkerMode::Builtin,
+        Some(python) => WorkerMode::Python {
+            processes: python.process_count(),
+            sdk: python.sdk().to_string(),
+        },
+    };
+    let python_pids = python.as_ref().map(PythonWorkers::pids).unwrap_or_default();
+
     let samplers = config
         .server_pids
         .iter()
         .map(|&pid| ProcessSampler::start(pid))
         .collect::<Result<Vec<_>, _>>()?;
+    // The workers' CPU is reported apart from the server's, with anything they spawn.
+    let worker_samplers = python_pids
+        .iter()
+        .map(|&pid| ProcessSampler::start_with_children(pid))
+        .collect::<Result<Vec<_>, _>>()?;
     let origin = Instant::now();
     let metrics = Arc::new(Metrics::new(origin.into_std()));
-    let workers = Workers::spawn(
-        Arc::new(WorkerContext {
-            clients: clients.clone(),
-            metrics: metrics.clone(),
-            namespace: target.namespace.clone(),
-            task_queue: task_queue.clone(),
-            identity: identity.clone(),
-        }),
-        config.workflow_pollers,
-        config.activity_pollers,
-    );
+    let mut workers = match python {
+        Some(python) => RunningWorkers::Python(python),
+        None => RunningWorkers::Builtin(Workers::spawn(
+            Arc::new(WorkerContext {
+                clients: clients.clone(),
+                metrics: metrics.clone(),
+                namespace: target.namespace.clone(),
+                task_queue: task_queue.clone(),
+                identity: identity.clone(),
+            }),
+            config.workflow_pollers,
+            config.activity_pollers,
+        )),
+    };
     let driver = Arc::new(Driver {
         clients: clients.clone(),
         metrics: metrics.clone(),
@@ -138,11 +219,27 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, BenchError> {
     });
     let progress = Progress::start(metrics.clone(), &config.load, &label, config.progress);
 
-    driver.apply(&config.load, origin).await;
-    if !config.wait_for_results {
-        // Nothing waited for the workflows: let the workers answer their pending tasks (e.g.
-        // start the long timers the workflows are meant to park on) before stopping them.
-        settle(&metrics).await;
+    let load = async {
+        driver.apply(&config.load, origin).await;
+        if !config.wait_for_results {
+            // Nothing waited for the workflows: let the workers answer their pending tasks
+            // (e.g. start the long timers the workflows are meant to park on) before stopping.
+            if python_pids.is_empty() {
+                settle(&metrics).await;
+            } else {
+                settle_python(&python_pids).await;
+            }
+        }
+    };
+    // A worker process that dies ends the run at once: its workflows would only time out.
+    let worker_died = tokio::select! {
+        _ = load => None,
+        error = workers.exited() => Some(error),
+    };
+    if let Some(error) = worker_died {
+        progress.finish().await;
+        workers.stop().await;
+        return Err(error);
     }
 
     let elapsed = origin.elapsed();
@@ -150,18 +247,19 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, BenchError> {
     for sampler in samplers {
         servers.push(sampler.finish().await);
     }
+    let mut worker_processes = Vec::new();
+    for sampler in worker_samplers {
+        worker_processes.push(sampler.finish().await);
+    }
     progress.finish().await;
-    workers.stop().await;
+    let worker_output = workers.stop().await;
 
     // Taken before the describe calls below, which are not part of the measured window.
     let snapshot = metrics.snapshot();
     let elapsed_seconds = elapsed.as_secs_f64();
     let workflows_per_second = snapshot.completed as f64 / elapsed_seconds.max(1e-9);
-    for server in &mut servers {
-        if snapshot.completed > 0 {
-            server.cpu_ms_per_workflow =
-                Some(server.cpu_seconds * 1000.0 / snapshot.completed as f64);
-        }
+    for process in servers.iter_mut().chain(worker_processes.iter_mut()) {
+        set_cpu_per_workflow(process, snapshot.completed);
     }
     let verified = std::mem::take(&mut *driver.verified.lock().unwrap_or_else(|e| e.into_inner()));
     let state_transitions = sample_transitions(
@@ -181,6 +279,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, BenchError> {
         server_version,
         scenario: config.scenario.clone(),
         load: config.load.clone(),
+        workers: worker_mode,
         workflow_pollers: config.workflow_pollers,
         activity_pollers: config.activity_pollers,
         verified_results: config.wait_for_results,
@@ -197,8 +296,16 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, BenchError> {
         workflow_failures: snapshot.failures,
         failure_samples: snapshot.failure_samples,
         servers,
+        worker_processes,
+        worker_output,
         timeline: snapshot.timeline,
     })
+}
+
+fn set_cpu_per_workflow(process: &mut ProcessReport, completed: u64) {
+    if completed > 0 {
+        process.cpu_ms_per_workflow = Some(process.cpu_seconds * 1000.0 / completed as f64);
+    }
 }
 
 /// Returns once every started workflow had a workflow task answered and the workers have been
@@ -221,6 +328,30 @@ async fn settle(metrics: &Metrics) {
             rounds_without_progress = 0;
         }
         answered = now;
+    }
+}
+
+/// `settle` for Python workers, whose RPCs the harness does not see: returns once the worker
+/// processes have been close to idle for a moment (they then have no task left to answer), or
+/// after a minute and a half.
+async fn settle_python(pids: &[u32]) {
+    const QUIET: Duration = Duration::from_secs(2);
+    /// Below this the workers only wait on their long polls (a few ticks per second at most).
+    const IDLE_CPU_SECONDS: f64 = 0.05;
+    const MAX_ROUNDS: u32 = 45;
+    let cpu = || -> f64 {
+        pids.iter()
+            .filter_map(|&pid| procfs::tree_cpu_seconds(pid))
+            .sum()
+    };
+    let mut before = cpu();
+    for _ in 0..MAX_ROUNDS {
+        tokio::time::sleep(QUIET).await;
+        let now = cpu();
+        if now - before < IDLE_CPU_SECONDS {
+            return;
+        }
+        before = now;
     }
 }
 

@@ -191,7 +191,7 @@ pub enum WorkflowKind {
 }
 
 impl WorkflowKind {
-    const ALL: [WorkflowKind; 8] = [
+    pub const ALL: [WorkflowKind; 8] = [
         WorkflowKind::Echo,
         WorkflowKind::Sequential,
         WorkflowKind::Fanout,
