@@ -14,7 +14,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::apply::HistoryApplier;
 use crate::metrics_names;
-use crate::notify::ShardNotifier;
+use crate::notify::{ShardNotifier, WorkflowWatch};
 
 #[derive(Clone, Debug)]
 pub struct HistoryConfig {
@@ -33,8 +33,17 @@ pub(crate) struct Shard {
     /// Earliest fire time of the timers applied since the timer loop last looked (`i64::MAX`:
     /// none); see [`ShardNotifier::timer_floor`].
     pub timer_floor: Arc<std::sync::atomic::AtomicI64>,
+    notifier: ShardNotifier,
     /// Commands waiting to be proposed; see [`proposal_loop`].
     proposals: mpsc::UnboundedSender<PendingCommand>,
+}
+
+impl Shard {
+    /// Subscribes to changes of one workflow of this shard (for long polls).
+    pub fn watch_workflow(&self, namespace_id: &str, workflow_id: &str) -> WorkflowWatch {
+        self.notifier
+            .watch_workflow(self.id, namespace_id, workflow_id)
+    }
 }
 
 /// A command on its way into the shard's log, and who waits for its result.
@@ -201,6 +210,7 @@ async fn open_group(
         tables: ShardTables::new(db.clone(), id),
         changes,
         timer_floor: notifier.timer_floor(id),
+        notifier: notifier.clone(),
         proposals,
     })
 }

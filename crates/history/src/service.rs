@@ -45,9 +45,9 @@ impl HistoryEngine {
     async fn wait_for_change(
         &self,
         deadline: tokio::time::Instant,
-        seen: &mut tokio::sync::watch::Receiver<u64>,
+        watch: &mut crate::notify::WorkflowWatch,
     ) -> bool {
-        tokio::time::timeout_at(deadline, seen.changed())
+        tokio::time::timeout_at(deadline, watch.changed())
             .await
             .is_ok()
     }
@@ -421,9 +421,9 @@ impl HistoryService for HistoryEngine {
             read::MAX_PAGE_EVENTS
         };
         let deadline = tokio::time::Instant::now() + HISTORY_LONG_POLL;
-        let mut changes = shard.changes.clone();
+        let mut changes = shard.watch_workflow(namespace_id, &execution.workflow_id);
         loop {
-            changes.borrow_and_update();
+            changes.mark_seen();
             let state = read::load_state(shard, namespace_id, &Some(execution.clone()))?;
             execution.run_id = state.run_id.clone();
             let from = token.as_ref().map(|t| t.next_event_id).unwrap_or(1);
@@ -589,6 +589,8 @@ impl HistoryService for HistoryEngine {
         );
         let execution = Some(read::execution_of(&state));
         let query_id = uuid::Uuid::new_v4().to_string();
+        // Subscribed before registering, so no change between the two goes unseen.
+        let mut changes = shard.watch_workflow(namespace_id, &workflow_id);
         let mut must_buffer_error = None;
         let registration = self.queries.register(&key, &query_id, query.clone(), || {
             match read::load_state(shard, namespace_id, &execution) {
@@ -620,7 +622,6 @@ impl HistoryService for HistoryEngine {
         // now and then, should a completion that carried the answer have failed) whether the run
         // reached a point where the query can go to a worker directly instead.
         let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
-        let mut changes = shard.changes.clone();
         let mut recheck = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
@@ -631,13 +632,7 @@ impl HistoryService for HistoryEngine {
                         Err(_) => self.query_directly(namespace_id, shard, &execution, query_id, query).await,
                     };
                 }
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        // No more change notifications (shutting down); rely on the timer.
-                        changes = shard.changes.clone();
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
+                _ = changes.changed() => {}
                 _ = recheck.tick() => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     self.queries.remove(&key, &query_id);

@@ -30,12 +30,14 @@ pub trait Applier: Send + Sync + 'static {
 
     /// Called after applied writes are visible in RocksDB (wakes the shard's processors and long
     /// polls).
-    /// `earliest_new_timer`: the earliest fire time of the timers the batch added, if any.
+    /// `earliest_new_timer`: the earliest fire time of the timers the batch added, if any;
+    /// `changed_workflows`: (namespace ID, workflow ID) of the executions the batch wrote.
     fn applied(
         &self,
         _group: chronicle_types::shard::ShardId,
         _last_index: u64,
         _earliest_new_timer: Option<i64>,
+        _changed_workflows: &[(String, String)],
     ) {
     }
 
@@ -138,9 +140,14 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
         };
         batch.put_meta(META_APPLIED, self.encoded_meta());
         let earliest_new_timer = batch.min_timer_fire_time();
+        let changed_workflows = batch.take_changed_workflows();
         batch.commit().map_err(write_err)?;
-        self.applier
-            .applied(self.tables.shard(), last.index, earliest_new_timer);
+        self.applier.applied(
+            self.tables.shard(),
+            last.index,
+            earliest_new_timer,
+            &changed_workflows,
+        );
         Ok(responses)
     }
 

@@ -66,9 +66,14 @@ pub struct StartDev {
     /// Keep data in a temporary directory that is removed on exit.
     #[arg(long)]
     pub ephemeral: bool,
-    /// Number of history shards (fixed for the life of a data directory).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub num_shards: u32,
+    /// Number of history shards of a new data directory [default: 1]. Fixed for the life of a
+    /// data directory: an existing one keeps its count, and asking for another is an error.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub num_shards: Option<u32>,
+    /// Relaxed durability: acknowledge writes before the Raft log is fsynced. A crash of the
+    /// machine (not just the process) can then lose the last acknowledged writes. Off by default.
+    #[arg(long)]
+    pub no_fsync: bool,
 }
 
 /// Parses `KEY=TYPE` into a search attribute name and Temporal's IndexedValueType.

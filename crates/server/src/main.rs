@@ -49,6 +49,10 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
     };
     let mut config = ServerConfig::new(data_dir);
     config.num_shards = args.num_shards;
+    config.sync_writes = !args.no_fsync;
+    if args.no_fsync {
+        tracing::warn!("--no-fsync: writes are acknowledged before they reach the disk");
+    }
     config.namespaces = args.namespaces.clone();
     config.search_attributes = search_attributes;
 

@@ -2,9 +2,11 @@
 //! the same `raft_log`/`raft_meta` families. Appends are fsynced (the durability point of every
 //! acknowledged write); concurrent appends of many groups share RocksDB's group commit.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{
@@ -16,23 +18,120 @@ use serde::de::DeserializeOwned;
 use crate::db::{Cf, Db};
 use crate::keys::{self, ShardId};
 
-const META_VOTE: u8 = 1;
-const META_COMMITTED: u8 = 2;
+pub(crate) const META_VOTE: u8 = 1;
+// 2 held the committed log ID, which is no longer stored.
 const META_PURGED: u8 = 3;
 
-pub struct RocksLogStore<C> {
+pub struct RocksLogStore<C: RaftTypeConfig> {
     db: Db,
     group: ShardId,
+    /// The newest entries, shared with the readers cloned from this store.
+    recent: Arc<Mutex<RecentEntries<C::Entry>>>,
     _config: PhantomData<C>,
 }
 
-impl<C> Clone for RocksLogStore<C> {
+impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
     fn clone(&self) -> Self {
         Self {
             db: self.db.clone(),
             group: self.group,
+            recent: self.recent.clone(),
             _config: PhantomData,
         }
+    }
+}
+
+/// Most entries and bytes kept by [`RecentEntries`] per group.
+const RECENT_MAX_ENTRIES: usize = 1024;
+const RECENT_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// The tail of the log, in memory: openraft reads every committed entry back to apply it, a
+/// moment after appending it, and serving that from here saves a RocksDB seek and a decode
+/// per entry. Invariant: when not empty, it holds exactly the log's entries from its first
+/// index to the log's last index, without gaps.
+struct RecentEntries<E> {
+    entries: VecDeque<(u64, E, usize)>,
+    bytes: usize,
+}
+
+impl<E: Clone> RecentEntries<E> {
+    fn new() -> Self {
+        Self {
+            entries: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Records appended entries (`index`, entry, encoded size), in order.
+    fn appended(&mut self, appended: Vec<(u64, E, usize)>) {
+        for (index, entry, size) in appended {
+            if self
+                .entries
+                .back()
+                .is_some_and(|(last, _, _)| *last + 1 != index)
+            {
+                // Not a continuation of what is held: start over from here.
+                self.clear();
+            }
+            self.bytes += size;
+            self.entries.push_back((index, entry, size));
+        }
+        while self.entries.len() > RECENT_MAX_ENTRIES
+            || (self.bytes > RECENT_MAX_BYTES && self.entries.len() > 1)
+        {
+            if let Some((_, _, size)) = self.entries.pop_front() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Entries from `index` on were deleted.
+    fn truncated(&mut self, index: u64) {
+        while self
+            .entries
+            .back()
+            .is_some_and(|(last, _, _)| *last >= index)
+        {
+            if let Some((_, _, size)) = self.entries.pop_back() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Entries up to `index` were deleted.
+    fn purged(&mut self, index: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|(first, _, _)| *first <= index)
+        {
+            if let Some((_, _, size)) = self.entries.pop_front() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// The entries of `start..end` if all of them are held (`end == u64::MAX`: to the end).
+    fn get(&self, start: u64, end: u64) -> Option<Vec<E>> {
+        let (first, _, _) = self.entries.front()?;
+        let (last, _, _) = self.entries.back()?;
+        if start < *first || (end != u64::MAX && end > last + 1) {
+            return None;
+        }
+        let skip = usize::try_from(start - first).ok()?;
+        Some(
+            self.entries
+                .iter()
+                .skip(skip)
+                .take_while(|(index, _, _)| *index < end)
+                .map(|(_, entry, _)| entry.clone())
+                .collect(),
+        )
     }
 }
 
@@ -40,14 +139,22 @@ type SResult<T, C> = Result<T, StorageError<<C as RaftTypeConfig>::NodeId>>;
 
 impl<C: RaftTypeConfig> RocksLogStore<C>
 where
-    C::Entry: Serialize + DeserializeOwned,
+    C::Entry: Serialize + DeserializeOwned + Clone,
 {
     pub fn new(db: Db, group: ShardId) -> Self {
         Self {
             db,
             group,
+            recent: Arc::new(Mutex::new(RecentEntries::new())),
             _config: PhantomData,
         }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries<C::Entry>> {
+        // Every critical section leaves the deque whole, so a poisoned lock is still consistent.
+        self.recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn get_meta<T: DeserializeOwned>(&self, kind: u8) -> Result<Option<T>, AnyError> {
@@ -113,7 +220,7 @@ where
 
 impl<C: RaftTypeConfig> RaftLogReader<C> for RocksLogStore<C>
 where
-    C::Entry: Serialize + DeserializeOwned,
+    C::Entry: Serialize + DeserializeOwned + Clone,
 {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -124,6 +231,14 @@ where
             Bound::Excluded(i) => i + 1,
             Bound::Unbounded => 0,
         };
+        let end = match range.end_bound() {
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
+        };
+        if let Some(entries) = self.recent().get(start, end) {
+            return Ok(entries);
+        }
         let mut out = Vec::new();
         let mut iter = self
             .db
@@ -147,7 +262,7 @@ where
 
 impl<C: RaftTypeConfig> RaftLogStorage<C> for RocksLogStore<C>
 where
-    C::Entry: Serialize + DeserializeOwned,
+    C::Entry: Serialize + DeserializeOwned + Clone,
 {
     type LogReader = Self;
 
@@ -185,18 +300,16 @@ where
             .map_err(StorageIOError::read_vote)?)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<C::NodeId>>) -> SResult<(), C> {
-        // Not fsynced: losing it only means re-applying from the last applied index.
-        self.put_meta(META_COMMITTED, &committed, false)
-            .map_err(StorageIOError::write_logs)?;
+    async fn save_committed(&mut self, _committed: Option<LogId<C::NodeId>>) -> SResult<(), C> {
+        // Not stored. The state machine keeps its applied log ID in the same write batch as the
+        // state, and a restarted group re-commits (and so re-applies) the rest of its log once a
+        // leader is elected. Storing the committed ID cost one RocksDB write per commit, queued
+        // behind the log's fsync like every other write.
         Ok(())
     }
 
     async fn read_committed(&mut self) -> SResult<Option<LogId<C::NodeId>>, C> {
-        Ok(self
-            .get_meta::<Option<LogId<C::NodeId>>>(META_COMMITTED)
-            .map_err(StorageIOError::read_logs)?
-            .flatten())
+        Ok(None)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> SResult<(), C>
@@ -206,14 +319,13 @@ where
     {
         let mut batch = rocksdb::WriteBatch::default();
         let cf = self.db.cf(Cf::RaftLog);
+        let mut appended = Vec::new();
         for entry in entries {
             let bytes = postcard::to_stdvec(&entry)
                 .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
-            batch.put_cf(
-                cf,
-                keys::raft_log(self.group, entry.get_log_id().index),
-                bytes,
-            );
+            let index = entry.get_log_id().index;
+            batch.put_cf(cf, keys::raft_log(self.group, index), &bytes);
+            appended.push((index, entry, bytes.len()));
         }
         // The write (and its fsync) runs off the async runtime; RocksDB groups concurrent
         // synced writes of all groups into one WAL fsync. It is awaited before returning:
@@ -230,6 +342,7 @@ where
         .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
         match result {
             Ok(()) => {
+                self.recent().appended(appended);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -241,16 +354,76 @@ where
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> SResult<(), C> {
+        self.recent().truncated(log_id.index);
         self.delete_range(log_id.index, u64::MAX)
             .map_err(StorageIOError::write_logs)?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<C::NodeId>) -> SResult<(), C> {
+        self.recent().purged(log_id.index);
         self.put_meta(META_PURGED, &Some(log_id.clone()), true)
             .map_err(StorageIOError::write_logs)?;
         self.delete_range(0, log_id.index + 1)
             .map_err(StorageIOError::write_logs)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecentEntries;
+
+    fn filled(indexes: std::ops::RangeInclusive<u64>) -> RecentEntries<u64> {
+        let mut recent = RecentEntries::new();
+        recent.appended(indexes.map(|i| (i, i * 10, 1)).collect());
+        recent
+    }
+
+    #[test]
+    fn serves_only_ranges_it_holds_whole() {
+        let recent = filled(5..=9);
+        assert_eq!(recent.get(5, 10), Some(vec![50, 60, 70, 80, 90]));
+        assert_eq!(recent.get(7, 9), Some(vec![70, 80]));
+        assert_eq!(recent.get(8, u64::MAX), Some(vec![80, 90]));
+        assert_eq!(
+            recent.get(10, u64::MAX),
+            Some(vec![]),
+            "past the end: nothing"
+        );
+        assert_eq!(recent.get(4, 7), None, "starts before the first held entry");
+        assert_eq!(recent.get(6, 12), None, "ends after the last held entry");
+    }
+
+    #[test]
+    fn truncate_purge_and_gaps_keep_it_a_contiguous_tail() {
+        let mut recent = filled(1..=10);
+        recent.truncated(8);
+        assert_eq!(recent.get(6, u64::MAX), Some(vec![60, 70]));
+        recent.purged(3);
+        assert_eq!(recent.get(3, 5), None);
+        assert_eq!(recent.get(4, 6), Some(vec![40, 50]));
+        // An append that does not continue the tail replaces it.
+        recent.appended(vec![(20, 200, 1)]);
+        assert_eq!(recent.get(4, 6), None);
+        assert_eq!(recent.get(20, 21), Some(vec![200]));
+    }
+
+    #[test]
+    fn bounded_by_entries_and_bytes() {
+        let mut recent = filled(1..=(super::RECENT_MAX_ENTRIES as u64 + 10));
+        assert_eq!(recent.entries.len(), super::RECENT_MAX_ENTRIES);
+        assert_eq!(recent.get(1, 2), None);
+        recent.appended(vec![(
+            super::RECENT_MAX_ENTRIES as u64 + 11,
+            7,
+            super::RECENT_MAX_BYTES + 1,
+        )]);
+        assert_eq!(
+            recent.entries.len(),
+            1,
+            "one oversized entry pushes out the rest"
+        );
+        assert_eq!(recent.bytes, super::RECENT_MAX_BYTES + 1);
     }
 }

@@ -237,6 +237,9 @@ pub struct ShardBatch {
     next_task_id: Option<u64>,
     /// Earliest fire time of the timers this batch added (a hint for the timer processor).
     min_timer_fire_ms: Option<i64>,
+    /// (namespace ID, workflow ID) of every execution this batch wrote, so that only the long
+    /// polls waiting on those workflows wake once the batch is applied.
+    changed_workflows: Vec<(String, String)>,
 }
 
 fn cf_index(cf: Cf) -> u8 {
@@ -251,7 +254,14 @@ impl ShardBatch {
             undo: Vec::new(),
             next_task_id: None,
             min_timer_fire_ms: None,
+            changed_workflows: Vec::new(),
         }
+    }
+
+    /// The workflows whose execution state this batch wrote (a rolled-back write may be listed:
+    /// the list is for waking waiters, who re-read the state).
+    pub fn take_changed_workflows(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.changed_workflows)
     }
 
     /// Earliest fire time of the timers added through this batch (rolled-back ones included).
@@ -353,6 +363,8 @@ impl ShardBatch {
             &state.run_id,
         );
         self.put(Cf::Executions, key, state.encode_to_vec());
+        self.changed_workflows
+            .push((state.namespace_id.clone(), state.workflow_id.clone()));
     }
 
     pub fn current(

@@ -29,6 +29,8 @@ pub fn config_for(path: &std::path::Path) -> ServerConfig {
     let mut config = ServerConfig::new(path.to_path_buf());
     // Polls end sooner than in production so a stopping worker is not held for a minute.
     config.max_poll_wait = Duration::from_secs(5);
+    // Several shards, so the tests cross shard boundaries (start-dev's default is one).
+    config.num_shards = Some(4);
     config
 }
 

@@ -126,3 +126,62 @@ async fn timers_and_pending_tasks_survive_a_restart() {
     );
     server.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_keeps_the_shard_count_it_was_created_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(dir.path());
+    config.num_shards = None;
+    let server = RunningServer::start(config.clone()).await.expect("start");
+    // Workflows written with the default count must be found after restarts.
+    let mut raw = raw_client(&server.url()).await;
+    let workflow_ids: Vec<String> = (0..8).map(|i| unique(&format!("shards-{i}"))).collect();
+    for workflow_id in &workflow_ids {
+        raw.start_workflow_execution(ws::StartWorkflowExecutionRequest {
+            namespace: "default".into(),
+            workflow_id: workflow_id.clone(),
+            workflow_type: Some(WorkflowType {
+                name: "Counted".into(),
+            }),
+            task_queue: Some(TaskQueue {
+                name: unique("shards"),
+                ..Default::default()
+            }),
+            request_id: unique("req"),
+            ..Default::default()
+        })
+        .await
+        .expect("start workflow");
+    }
+    server.stop().await.expect("stop");
+
+    // Asking for another count is refused with a message that says why.
+    let mut other = config.clone();
+    other.num_shards = Some(4);
+    let refused = RunningServer::start(other).await;
+    let message = format!("{:#}", refused.err().expect("a different count is refused"));
+    assert!(
+        message.contains("created with 1 history shards, not 4"),
+        "clear message: {message}"
+    );
+
+    // Without a count, and with the same count, the directory opens and every workflow is found.
+    for num_shards in [None, Some(1)] {
+        let mut again = config.clone();
+        again.num_shards = num_shards;
+        let server = RunningServer::start(again).await.expect("restart");
+        let mut raw = raw_client(&server.url()).await;
+        for workflow_id in &workflow_ids {
+            raw.describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
+                namespace: "default".into(),
+                execution: Some(WorkflowExecution {
+                    workflow_id: workflow_id.clone(),
+                    run_id: String::new(),
+                }),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{workflow_id} found after restart: {e}"));
+        }
+        server.stop().await.expect("stop");
+    }
+}

@@ -18,7 +18,9 @@ use crate::common::*;
 async fn a_finished_workflow_leaves_no_timers_behind() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_for(dir.path());
-    let num_shards = config.num_shards;
+    let num_shards = config
+        .num_shards
+        .expect("the tests' config sets a shard count");
     let server = RunningServer::start(config).await.expect("start");
     let mut raw = raw_client(&server.url()).await;
     let tq = unique("timers");

@@ -79,17 +79,25 @@ impl Applier for HistoryApplier {
         Ok(result.encode_to_vec())
     }
 
-    fn applied(&self, group: u32, last_index: u64, earliest_new_timer: Option<i64>) {
+    fn applied(
+        &self,
+        group: u32,
+        last_index: u64,
+        earliest_new_timer: Option<i64>,
+        changed_workflows: &[(String, String)],
+    ) {
         // The timer floor is lowered before the wake-up, so the woken timer loop sees it.
         if let Some(fire_ms) = earliest_new_timer {
             self.notifier.timer_added(group, fire_ms);
         }
         self.notifier.notify(group, last_index);
+        self.notifier.workflows_changed(group, changed_workflows);
     }
 
     fn state_replaced(&self, group: u32) {
         self.notifier.timer_added(group, i64::MIN);
         self.notifier.notify(group, 0);
+        self.notifier.all_workflows_changed(group);
     }
 }
 
