@@ -52,11 +52,66 @@ struct AppliedMeta {
     last_snapshot_id: u64,
 }
 
-/// A snapshot kept in memory: its meta and the dumped key range.
-type StoredSnapshot = (SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>);
+type Meta = SnapshotMeta<u64, openraft::BasicNode>;
 
-/// The snapshot `get_current_snapshot` serves: the last one built or installed.
-type CurrentSnapshot = Arc<Mutex<Option<StoredSnapshot>>>;
+/// The snapshot `get_current_snapshot` serves: the last one built or installed. Only its meta is
+/// in memory; the data is in the group's snapshot file (see [`SnapshotFile`]), so a snapshot of a
+/// large shard costs disk, not memory, between the moments it is built, installed or sent.
+type CurrentSnapshot = Arc<Mutex<Option<Meta>>>;
+
+/// `<data dir>/snapshots/group-<id>.snap`: the meta's length (u32 BE), the meta (postcard), then
+/// the dumped key range. Written to a temporary file, fsynced and renamed into place.
+struct SnapshotFile {
+    path: std::path::PathBuf,
+}
+
+impl SnapshotFile {
+    fn of(tables: &ShardTables) -> Self {
+        Self {
+            path: tables
+                .db()
+                .path()
+                .join("snapshots")
+                .join(format!("group-{}.snap", tables.shard())),
+        }
+    }
+
+    fn write(&self, meta: &Meta, data: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let meta_bytes = postcard::to_stdvec(meta).map_err(std::io::Error::other)?;
+        let meta_len = u32::try_from(meta_bytes.len()).map_err(std::io::Error::other)?;
+        let tmp = self
+            .path
+            .with_extension(format!("tmp-{}", std::process::id()));
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&meta_len.to_be_bytes())?;
+        file.write_all(&meta_bytes)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+
+    fn read(&self) -> std::io::Result<Option<(Meta, Vec<u8>)>> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let corrupt = || std::io::Error::other(format!("{} is corrupt", self.path.display()));
+        let meta_len = bytes
+            .get(..4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(corrupt)? as usize;
+        let meta_end = 4usize.checked_add(meta_len).ok_or_else(corrupt)?;
+        let meta: Meta = postcard::from_bytes(bytes.get(4..meta_end).ok_or_else(corrupt)?)
+            .map_err(|_| corrupt())?;
+        Ok(Some((meta, bytes[meta_end..].to_vec())))
+    }
+}
 
 pub struct ShardStateMachine<A> {
     tables: ShardTables,
@@ -87,11 +142,17 @@ impl<A: Applier> ShardStateMachine<A> {
             })?,
             None => AppliedMeta::default(),
         };
+        // The last snapshot survives restarts: openraft asks for it at start, and the log before
+        // it may already be purged.
+        let current = SnapshotFile::of(&tables)
+            .read()
+            .map_err(StorageError::Io)?
+            .map(|(meta, _)| meta);
         Ok(Self {
             tables,
             applier,
             meta,
-            current_snapshot: Arc::default(),
+            current_snapshot: Arc::new(Mutex::new(current)),
         })
     }
 
@@ -178,17 +239,29 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
         let mut batch = ShardBatch::new(self.tables.clone());
         batch.put_meta(META_APPLIED, self.encoded_meta());
         batch.commit().map_err(write_err)?;
-        *lock_current(&self.current_snapshot) = Some((meta.clone(), data));
+        {
+            let mut current = lock_current(&self.current_snapshot);
+            SnapshotFile::of(&self.tables)
+                .write(meta, &data)
+                .map_err(write_err)?;
+            *current = Some(meta.clone());
+        }
         self.applier.state_replaced(self.tables.shard());
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> SmResult<Option<Snapshot<ShardRaftConfig>>> {
-        Ok(lock_current(&self.current_snapshot)
-            .as_ref()
+        // Under the lock, so a snapshot being renamed into place is read whole.
+        let current = lock_current(&self.current_snapshot);
+        if current.is_none() {
+            return Ok(None);
+        }
+        Ok(SnapshotFile::of(&self.tables)
+            .read()
+            .map_err(read_err)?
             .map(|(meta, data)| Snapshot {
-                meta: meta.clone(),
-                snapshot: Box::new(Cursor::new(data.clone())),
+                meta,
+                snapshot: Box::new(Cursor::new(data)),
             }))
     }
 }
@@ -201,7 +274,7 @@ pub struct ShardSnapshotBuilder {
     current_snapshot: CurrentSnapshot,
 }
 
-fn lock_current(current: &CurrentSnapshot) -> std::sync::MutexGuard<'_, Option<StoredSnapshot>> {
+fn lock_current(current: &CurrentSnapshot) -> std::sync::MutexGuard<'_, Option<Meta>> {
     // The slot only ever holds a complete value, so a panic elsewhere cannot leave it torn.
     current
         .lock()
@@ -211,45 +284,53 @@ fn lock_current(current: &CurrentSnapshot) -> std::sync::MutexGuard<'_, Option<S
 impl RaftSnapshotBuilder<ShardRaftConfig> for ShardSnapshotBuilder {
     async fn build_snapshot(&mut self) -> SmResult<Snapshot<ShardRaftConfig>> {
         let tables = self.tables.clone();
-        // One RocksDB snapshot for the dump so the meta and the state agree.
-        let (data, meta) =
-            tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, AppliedMeta), StorageError> {
-                let data = chronicle_storage::snapshot::dump_shard(tables.db(), tables.shard())?;
-                let meta =
-                    chronicle_storage::snapshot::meta_in_dump(&data, tables.shard(), META_APPLIED)?
+        let snapshot_seq = self.snapshot_seq;
+        let current_snapshot = self.current_snapshot.clone();
+        // Dumping and writing a large shard blocks, so both run off the async runtime. One
+        // RocksDB snapshot for the dump, so the meta and the state agree.
+        let (snapshot_meta, data) = tokio::task::spawn_blocking(
+            move || -> Result<(Meta, Vec<u8>), RaftStorageError<u64>> {
+                let data = chronicle_storage::snapshot::dump_shard(tables.db(), tables.shard())
+                    .map_err(read_err)?;
+                let meta: AppliedMeta =
+                    chronicle_storage::snapshot::meta_in_dump(&data, tables.shard(), META_APPLIED)
+                        .map_err(read_err)?
                         .map(|b| {
-                            postcard::from_bytes(&b).map_err(|e| StorageError::Corrupt {
-                                cf: "shard_meta",
-                                reason: e.to_string(),
+                            postcard::from_bytes(&b).map_err(|e| {
+                                read_err(StorageError::Corrupt {
+                                    cf: "shard_meta",
+                                    reason: e.to_string(),
+                                })
                             })
                         })
                         .transpose()?
                         .unwrap_or_default();
-                Ok((data, meta))
-            })
-            .await
-            .map_err(read_err)?
-            .map_err(read_err)?;
-        let snapshot_id = match meta.last_applied {
-            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, self.snapshot_seq),
-            None => format!("none-{}", self.snapshot_seq),
-        };
-        let snapshot_meta = SnapshotMeta {
-            last_log_id: meta.last_applied,
-            last_membership: meta.membership,
-            snapshot_id,
-        };
-        // Becomes the current snapshot unless one covering more of the log was installed while
-        // this one was being built.
-        {
-            let mut current = lock_current(&self.current_snapshot);
-            let newer_present = current
-                .as_ref()
-                .is_some_and(|(m, _)| m.last_log_id > snapshot_meta.last_log_id);
-            if !newer_present {
-                *current = Some((snapshot_meta.clone(), data.clone()));
-            }
-        }
+                let snapshot_id = match meta.last_applied {
+                    Some(id) => format!("{}-{}-{}", id.leader_id, id.index, snapshot_seq),
+                    None => format!("none-{snapshot_seq}"),
+                };
+                let snapshot_meta = SnapshotMeta {
+                    last_log_id: meta.last_applied,
+                    last_membership: meta.membership,
+                    snapshot_id,
+                };
+                // Becomes the current snapshot unless one covering more of the log was installed
+                // while this one was being built.
+                let mut current = lock_current(&current_snapshot);
+                let newer_present = current
+                    .as_ref()
+                    .is_some_and(|m| m.last_log_id > snapshot_meta.last_log_id);
+                if !newer_present {
+                    SnapshotFile::of(&tables)
+                        .write(&snapshot_meta, &data)
+                        .map_err(write_err)?;
+                    *current = Some(snapshot_meta.clone());
+                }
+                Ok((snapshot_meta, data))
+            },
+        )
+        .await
+        .map_err(read_err)??;
         Ok(Snapshot {
             meta: snapshot_meta,
             snapshot: Box::new(Cursor::new(data)),

@@ -190,6 +190,21 @@ async fn normal_entries_are_applied_snapshotted_and_durable() {
     let (reopened_db, _log, mut reopened) = open_stores(&follower_dir).unwrap();
     assert_eq!(reopened.applied_state().await.unwrap(), expected_state);
     assert_eq!(last_command(&reopened_db), Some(expected_meta(5, b"third")));
+    // The installed snapshot is still the current one (it lives in a file, not in memory): a
+    // restarted node can serve it, and openraft knows where the purged log ends.
+    let mut after_reopen = reopened
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("current snapshot after reopen");
+    assert_eq!(after_reopen.meta, current.meta);
+    let mut leader_copy = Vec::new();
+    std::io::Read::read_to_end(&mut *after_reopen.snapshot, &mut leader_copy).unwrap();
+    assert_eq!(
+        leader_copy,
+        built.snapshot.into_inner(),
+        "the same bytes as built"
+    );
     let nodes: BTreeMap<u64, BasicNode> = expected_state
         .1
         .membership()

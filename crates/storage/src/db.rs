@@ -80,6 +80,8 @@ pub type Rocks = DBWithThreadMode<SingleThreaded>;
 
 /// Memory for memtables across all column families.
 const DB_WRITE_BUFFER_BYTES: usize = 64 * 1024 * 1024;
+/// Block cache (data, index and filter blocks) shared by all column families.
+const BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A shared handle to the instance.
 #[derive(Clone)]
@@ -114,8 +116,18 @@ impl Db {
         // Writers waiting for a write group block instead of spinning and yielding: on a small
         // machine the spinning threads take the cores the write group's leader needs.
         opts.set_enable_write_thread_adaptive_yield(false);
+        // One block cache for every family, holding the index and filter blocks too: without
+        // it each SST file's index and filters sit in memory outside any bound, so RSS grew with
+        // the data (about 1.1 KiB per open workflow) instead of staying flat.
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        table.set_bloom_filter(10.0, false);
         let cfs = Cf::ALL.iter().map(|cf| {
             let mut o = Options::default();
+            o.set_block_based_table_factory(&table);
             if matches!(cf, Cf::RaftLog | Cf::History) {
                 o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             }
