@@ -356,3 +356,175 @@ async def test_search_attributes_and_memo_upserts(client, task_queue):
     types = types_of(await history_events(handle))
     assert "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES" in types
     assert "EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED" in types
+
+
+# --- child workflows -----------------------------------------------------------------------------
+
+async def wait_for_status(client, workflow_id, status, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        description = await client.get_workflow_handle(workflow_id).describe()
+        if description.status == status:
+            return description
+        assert time.monotonic() < deadline, (workflow_id, description.status, status)
+        await asyncio.sleep(0.1)
+
+
+async def test_child_workflows_run_and_report_to_the_parent(client, task_queue):
+    parent_id = new_id("family")
+    child_ids = [f"{parent_id}-child-{i}" for i in range(4)]
+    async with worker(client, task_queue):
+        handle = await client.start_workflow(wf.FamilyWorkflow.run, child_ids, id=parent_id, task_queue=task_queue)
+        assert await result_of(handle) == 2 * (1 + 2 + 3 + 4)
+    events = await history_events(handle)
+    types = types_of(events)
+    assert types.count("EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED") == 4
+    assert types.count("EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED") == 4
+    assert types.count("EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED") == 4
+    by_id = {e.event_id: e for e in events}
+    for e in events:
+        if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+            a = e.start_child_workflow_execution_initiated_event_attributes
+            assert a.namespace == "default"
+            assert a.task_queue.name == task_queue  # inherited from the parent
+            assert a.parent_close_policy == 1  # TERMINATE, the default
+            assert by_id[a.workflow_task_completed_event_id].event_type == \
+                EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+        if e.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED:
+            a = e.child_workflow_execution_completed_event_attributes
+            started = by_id[a.started_event_id]
+            assert started.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED
+            assert started.child_workflow_execution_started_event_attributes.initiated_event_id == \
+                a.initiated_event_id
+            assert by_id[a.initiated_event_id].event_type == \
+                EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+            assert a.workflow_type.name == "DoublerChild"
+    # the first child is awaited before the others start
+    assert types.index("EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED") < \
+        [i for i, t in enumerate(types) if t == "EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED"][1]
+    # a top-level workflow is its own root; its children have it as root
+    root = (await handle.describe()).raw_description.workflow_execution_info.root_execution
+    assert (root.workflow_id, root.run_id) == (parent_id, handle.result_run_id)
+    for child_id in child_ids:
+        child = client.get_workflow_handle(child_id)
+        description = await child.describe()
+        assert description.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_COMPLETED
+        assert description.parent_id == parent_id
+        assert description.parent_run_id == handle.result_run_id
+        root = description.raw_description.workflow_execution_info.root_execution
+        assert (root.workflow_id, root.run_id) == (parent_id, handle.result_run_id)
+        first = (await history_events(child))[0].workflow_execution_started_event_attributes
+        assert first.parent_workflow_execution.workflow_id == parent_id
+        assert first.parent_workflow_namespace == "default"
+        assert first.parent_initiated_event_id > 0
+        assert first.root_workflow_execution.workflow_id == parent_id
+
+
+async def test_child_failure_and_child_id_in_use(client, task_queue):
+    parent_id = new_id("failing-family")
+    taken_id = new_id("taken")
+    async with worker(client, task_queue):
+        taken = await client.start_workflow(wf.WaitingChild.run, id=taken_id, task_queue=task_queue)
+        handle = await client.start_workflow(wf.FailingFamilyWorkflow.run, args=[f"{parent_id}-child", taken_id],
+                                             id=parent_id, task_queue=task_queue)
+        out = await result_of(handle)
+        await taken.terminate("cleanup")
+    assert out == ["ApplicationError|ChildBroke|child broke|RETRY_POLICY_NOT_SET",
+                   f"already started: {taken_id}"], out
+    events = await history_events(handle)
+    failed = [e.child_workflow_execution_failed_event_attributes for e in events
+              if e.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED]
+    assert len(failed) == 1
+    assert failed[0].failure.message == "child broke"
+    assert failed[0].failure.application_failure_info.type == "ChildBroke"
+    start_failed = [e.start_child_workflow_execution_failed_event_attributes for e in events
+                    if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED]
+    assert len(start_failed) == 1
+    assert start_failed[0].workflow_id == taken_id
+    assert start_failed[0].cause == 1  # WORKFLOW_ALREADY_EXISTS
+
+
+async def test_parent_close_policies(client, task_queue):
+    parent_id = new_id("policies")
+    children = {policy: f"{parent_id}-{policy.lower()}" for policy in ("TERMINATE", "ABANDON", "REQUEST_CANCEL")}
+    async with worker(client, task_queue):
+        handle = await client.start_workflow(wf.PolicyFamilyWorkflow.run,
+                                             [[child_id, policy] for policy, child_id in children.items()],
+                                             id=parent_id, task_queue=task_queue)
+        deadline = time.monotonic() + 15
+        while True:
+            pending = (await handle.describe()).raw_description.pending_children
+            if len(pending) == 3 and all(p.run_id for p in pending):
+                break
+            assert time.monotonic() < deadline, pending
+            await asyncio.sleep(0.1)
+        assert sorted(p.parent_close_policy for p in pending) == [1, 2, 3]
+        await handle.terminate("parent done")
+        await wait_for_status(client, children["TERMINATE"],
+                              WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_TERMINATED)
+        await wait_for_status(client, children["REQUEST_CANCEL"],
+                              WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_CANCELED)
+        await asyncio.sleep(0.5)
+        abandoned = client.get_workflow_handle(children["ABANDON"])
+        assert (await abandoned.describe()).status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
+        await abandoned.terminate("cleanup")
+    terminated = (await history_events(client.get_workflow_handle(children["TERMINATE"])))[-1]
+    assert terminated.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED
+    assert terminated.workflow_execution_terminated_event_attributes.reason == "by parent close policy"
+    cancelled = await history_events(client.get_workflow_handle(children["REQUEST_CANCEL"]))
+    requested = [e.workflow_execution_cancel_requested_event_attributes for e in cancelled
+                 if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED]
+    assert len(requested) == 1
+    assert requested[0].external_workflow_execution.workflow_id == parent_id
+    # the terminated parent records nothing after its termination
+    assert (await history_events(handle))[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED
+
+
+async def test_parent_cancels_its_child(client, task_queue):
+    parent_id = new_id("canceller")
+    child_id = f"{parent_id}-child"
+    async with worker(client, task_queue):
+        handle = await client.start_workflow(wf.CancelChildWorkflow.run, child_id, id=parent_id,
+                                             task_queue=task_queue)
+        assert await result_of(handle) == "CancelledError"
+    description = await client.get_workflow_handle(child_id).describe()
+    assert description.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_CANCELED
+    types = types_of(await history_events(handle))
+    for expected in ["EVENT_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED",
+                     "EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_CANCEL_REQUESTED",
+                     "EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_CANCELED"]:
+        assert types.count(expected) == 1, types
+    assert types.index("EVENT_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED") < \
+        types.index("EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_CANCEL_REQUESTED")
+
+
+async def test_signal_and_cancel_external_workflows(client, task_queue):
+    target_id, missing_id = new_id("target"), new_id("missing")
+    async with worker(client, task_queue):
+        target = await client.start_workflow(wf.WaitingChild.run, id=target_id, task_queue=task_queue)
+        handle = await client.start_workflow(wf.SignallerWorkflow.run, args=[target_id, missing_id],
+                                             id=new_id("signaller"), task_queue=task_queue)
+        out = await result_of(handle)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await result_of(target)
+    assert out[0] == "signalled" and out[2] == "cancel requested", out
+    assert out[1].startswith("ApplicationError: ExternalWorkflowExecutionNotFound"), out
+    assert out[3].startswith("ApplicationError: ExternalWorkflowExecutionNotFound"), out
+    assert isinstance(failure.value.cause, CancelledError), failure.value.cause
+    types = types_of(await history_events(handle))
+    for expected in ["EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED",
+                     "EVENT_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED"]:
+        assert types.count(expected) == 2, types
+    for expected in ["EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED",
+                     "EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED",
+                     "EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_CANCEL_REQUESTED",
+                     "EVENT_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_FAILED"]:
+        assert types.count(expected) == 1, types
+    target_events = await history_events(target)
+    signaled = [e.workflow_execution_signaled_event_attributes for e in target_events
+                if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+    assert len(signaled) == 1 and signaled[0].signal_name == "poke"
+    assert signaled[0].external_workflow_execution.workflow_id == handle.id
+    requested = [e.workflow_execution_cancel_requested_event_attributes for e in target_events
+                 if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED]
+    assert len(requested) == 1 and requested[0].external_workflow_execution.workflow_id == handle.id

@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     import activities_state
@@ -389,10 +389,126 @@ class TaggingWorkflow:
         self.done = True
 
 
+# --- child workflows -----------------------------------------------------------------------------
+
+@workflow.defn
+class DoublerChild:
+    @workflow.run
+    async def run(self, x: int) -> int:
+        await workflow.sleep(0.1)
+        return 2 * x
+
+
+@workflow.defn
+class FailingChild:
+    @workflow.run
+    async def run(self, message: str) -> None:
+        raise ApplicationError(message, type="ChildBroke", non_retryable=True)
+
+
+@workflow.defn
+class WaitingChild:
+    """Runs until cancelled (then reports itself cancelled) or terminated."""
+
+    @workflow.run
+    async def run(self) -> str:
+        await workflow.wait_condition(lambda: False)
+        return "never"
+
+
+@workflow.defn
+class FamilyWorkflow:
+    """One child through execute_child_workflow, the others started together, results summed."""
+
+    @workflow.run
+    async def run(self, child_ids: List[str]) -> int:
+        total = await workflow.execute_child_workflow(DoublerChild.run, 1, id=child_ids[0])
+        handles = [await workflow.start_child_workflow(DoublerChild.run, i + 2, id=child_id)
+                   for i, child_id in enumerate(child_ids[1:])]
+        for handle in handles:
+            total += await handle
+        return total
+
+
+@workflow.defn
+class FailingFamilyWorkflow:
+    """Reports how a failing child and a child whose workflow ID is taken surfaced."""
+
+    @workflow.run
+    async def run(self, failing_id: str, taken_id: str) -> List[str]:
+        out = []
+        try:
+            await workflow.execute_child_workflow(FailingChild.run, "child broke", id=failing_id)
+            out.append("no failure")
+        except ChildWorkflowError as err:
+            cause = err.cause
+            out.append(f"{type(cause).__name__}|{getattr(cause, 'type', '')}|{cause.message}|"
+                       f"{err.retry_state.name if err.retry_state is not None else ''}")
+        try:
+            await workflow.start_child_workflow(WaitingChild.run, id=taken_id)
+            out.append("started")
+        except WorkflowAlreadyStartedError as err:
+            out.append(f"already started: {err.workflow_id}")
+        return out
+
+
+@workflow.defn
+class PolicyFamilyWorkflow:
+    """Starts a WaitingChild per (id, policy name), then waits until cancelled or terminated."""
+
+    @workflow.run
+    async def run(self, children: List[List[str]]) -> None:
+        for child_id, policy in children:
+            await workflow.start_child_workflow(WaitingChild.run, id=child_id,
+                                                parent_close_policy=workflow.ParentClosePolicy[policy])
+        await workflow.wait_condition(lambda: False)
+
+
+@workflow.defn
+class CancelChildWorkflow:
+    """Starts a WaitingChild, cancels it, and reports how the child ended."""
+
+    @workflow.run
+    async def run(self, child_id: str) -> str:
+        handle = await workflow.start_child_workflow(WaitingChild.run, id=child_id)
+        await workflow.sleep(0.2)
+        handle.cancel()
+        try:
+            await handle
+            return "completed"
+        except ChildWorkflowError as err:
+            return type(err.cause).__name__
+
+
+@workflow.defn
+class SignallerWorkflow:
+    """Signals a workflow by ID and one that does not exist, then asks for the cancellation of
+    both; reports the four outcomes."""
+
+    @workflow.run
+    async def run(self, target_id: str, missing_id: str) -> List[str]:
+        out = []
+        for workflow_id in (target_id, missing_id):
+            try:
+                await workflow.get_external_workflow_handle(workflow_id).signal("poke", "hello")
+                out.append("signalled")
+            except Exception as err:
+                out.append(f"{type(err).__name__}: {err}")
+        for workflow_id in (target_id, missing_id):
+            try:
+                await workflow.get_external_workflow_handle(workflow_id).cancel()
+                out.append("cancel requested")
+            except Exception as err:
+                out.append(f"{type(err).__name__}: {err}")
+        return out
+
+
 ALL_WORKFLOWS = [OrderWorkflow, SagaWorkflow, RetryWorkflow, NonRetryableWorkflow, StartToCloseWorkflow,
                  HeartbeatWorkflow, ExpenseWorkflow, TimerWorkflow, WaitForeverWorkflow, JournalWorkflow,
                  DurableWorkflow, CancellableWorkflow,
-                 ActivityTimeoutsWorkflow, TaggingWorkflow]
+                 ActivityTimeoutsWorkflow, TaggingWorkflow, DoublerChild, FailingChild, WaitingChild,
+                 FamilyWorkflow, FailingFamilyWorkflow, PolicyFamilyWorkflow, CancelChildWorkflow,
+                 SignallerWorkflow]
 ALL_ACTIVITIES = [reserve_stock, charge_payment, ship_order, saga_step, fails_twice, rejects_input,
                   slow_first_attempt, resumable_count, journal_step, add_tax, add_shipping,
                   heartbeat_until_cancelled, release_hold, always_fails]

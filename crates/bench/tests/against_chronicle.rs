@@ -147,6 +147,26 @@ async fn open_loop_signals_and_mixed_scenario_verify() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_scenario_verifies_across_shards() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server_config = ServerConfig::new(dir.path().to_path_buf());
+    server_config.max_poll_wait = Duration::from_secs(5);
+    // Children hash to other shards than their parents.
+    server_config.num_shards = Some(4);
+    let server = Server {
+        server: RunningServer::start(server_config)
+            .await
+            .expect("server starts"),
+        _dir: dir,
+    };
+    let report = chronicle_bench::run(&config(&server, Scenario::Child { children: 3 }, 10))
+        .await
+        .expect("child runs");
+    assert_clean(&report, 10);
+    server.server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_namespace_is_a_clear_error() {
     let server = start_chronicle().await;
     let mut config = config(&server, Scenario::Echo, 1);

@@ -182,6 +182,12 @@ fn command_label(kind: &shard_command::Kind) -> &'static str {
         RequestCancelWorkflow(_) => "request_cancel_workflow",
         StickyWorkerUnavailable(_) => "sticky_worker_unavailable",
         SignalWithStart(_) => "signal_with_start",
+        StartChildWorkflow(_) => "start_child_workflow",
+        RecordChildStartOutcome(_) => "record_child_start_outcome",
+        RecordChildClosed(_) => "record_child_closed",
+        ApplyParentClosePolicy(_) => "apply_parent_close_policy",
+        RecordExternalOutcome(_) => "record_external_outcome",
+        CompleteTransferTask(_) => "complete_transfer_task",
     }
 }
 

@@ -8,6 +8,8 @@
 //! - [`service`]: the `HistoryService` the frontend and matching call.
 //! - [`read`]: answers built from the shard's tables (history pages, describe, poll responses).
 //! - [`processors`]: the leader's timer queue and outbox dispatcher.
+//! - [`transfer`]: the outbox's transfer tasks, which reach other workflows (children, parent
+//!   close policies, external signals and cancellations), possibly on other shards.
 
 pub mod apply;
 pub mod engine;
@@ -20,5 +22,6 @@ mod queries;
 mod read;
 mod service;
 pub mod tokens;
+mod transfer;
 
 pub use engine::{HistoryConfig, HistoryEngine};

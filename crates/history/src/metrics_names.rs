@@ -12,3 +12,6 @@ pub const SHARD_COMMANDS: &str = "history_shard_commands";
 pub const SHARD_COMMAND_LATENCY: &str = "history_shard_command_latency";
 /// Commands per Raft log entry (group commit), per entry.
 pub const SHARD_COMMAND_BATCH_SIZE: &str = "history_shard_command_batch_size";
+/// Transfer tasks (children, parent close policies, external signals and cancellations) run by
+/// a shard leader, by outcome (`ok`, or `retry` when one failed and runs again).
+pub const TRANSFER_TASKS_EXECUTED: &str = "transfer_task_executed";

@@ -131,14 +131,58 @@ impl MutableState {
 
     /// Gives buffered events their IDs, in arrival order.
     pub fn flush_buffered_events(&mut self) {
+        // Child Started events flushed so far, by initiated event ID.
+        let mut child_started = std::collections::HashMap::new();
         for mut event in std::mem::take(&mut self.state.buffered_events) {
             event.event_id = self.state.next_event_id;
             self.state.next_event_id += 1;
             // Completion events refer to their Started event, which was buffered with them.
             let previous_id = event.event_id - 1;
             fix_started_reference(&mut event, previous_id);
+            self.fix_child_started_reference(&mut event, &mut child_started);
             self.state.history_size_bytes += event.encoded_len() as i64;
             self.new_events.push(event);
+        }
+    }
+
+    /// A child's Started event gets its ID when flushed: the pending child learns it, and a
+    /// close event of the same child buffered after it refers to it.
+    fn fix_child_started_reference(
+        &mut self,
+        event: &mut HistoryEvent,
+        started: &mut std::collections::HashMap<i64, i64>,
+    ) {
+        let id = event.event_id;
+        let reference = match event.attributes.as_mut() {
+            Some(Attributes::ChildWorkflowExecutionStartedEventAttributes(a)) => {
+                started.insert(a.initiated_event_id, id);
+                if let Some(child) = self.state.children.get_mut(&a.initiated_event_id) {
+                    child.started_event_id = id;
+                }
+                return;
+            }
+            Some(Attributes::ChildWorkflowExecutionCompletedEventAttributes(a)) => {
+                (a.initiated_event_id, &mut a.started_event_id)
+            }
+            Some(Attributes::ChildWorkflowExecutionFailedEventAttributes(a)) => {
+                (a.initiated_event_id, &mut a.started_event_id)
+            }
+            Some(Attributes::ChildWorkflowExecutionCanceledEventAttributes(a)) => {
+                (a.initiated_event_id, &mut a.started_event_id)
+            }
+            Some(Attributes::ChildWorkflowExecutionTerminatedEventAttributes(a)) => {
+                (a.initiated_event_id, &mut a.started_event_id)
+            }
+            Some(Attributes::ChildWorkflowExecutionTimedOutEventAttributes(a)) => {
+                (a.initiated_event_id, &mut a.started_event_id)
+            }
+            _ => return,
+        };
+        let (initiated, started_event_id) = reference;
+        if *started_event_id == BUFFERED_EVENT_ID
+            && let Some(id) = started.get(&initiated)
+        {
+            *started_event_id = *id;
         }
     }
 

@@ -5,6 +5,9 @@
 //!   a few milliseconds of their deadline.
 //! - Outbox: hands workflow and activity tasks to matching. A row stays until its task starts,
 //!   so tasks matching lost (restart, a dropped poll) are handed over again after a while.
+//!   Transfer tasks (children, parent close policies, external signals and cancellations) are
+//!   run here instead, concurrently (see `crate::transfer`); one that fails runs again at the
+//!   next sweep.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -186,6 +189,7 @@ async fn outbox_loop(
     let mut next_new: u64 = 0;
     let mut floor: u64 = 0;
     let mut last_sweep = Instant::now();
+    let transfers = Arc::new(crate::transfer::TransferTracker::default());
     loop {
         if *shutdown.borrow() {
             return;
@@ -193,6 +197,7 @@ async fn outbox_loop(
         if !engine.is_leader(&shard) {
             was_leader = false;
             handed.clear();
+            transfers.clear();
             wait_for_change(&mut changes, &mut shutdown, IDLE_WAIT).await;
             continue;
         }
@@ -225,10 +230,28 @@ async fn outbox_loop(
                 let present: std::collections::HashSet<&Vec<u8>> =
                     rows.iter().map(|(k, _)| k).collect();
                 handed.retain(|k, _| present.contains(k));
+                transfers.forget_absent(&rows.iter().map(|(k, _)| outbox_id_of(k)).collect());
             }
         }
         let more = rows.len() >= OUTBOX_BATCH;
         for (key, task) in &rows {
+            if crate::transfer::is_transfer(task.kind) {
+                let id = outbox_id_of(key);
+                if transfers.begin(id) {
+                    let (engine, shard, transfers) =
+                        (engine.clone(), shard.clone(), transfers.clone());
+                    let task = task.clone();
+                    tokio::spawn(async move {
+                        let result = crate::transfer::execute(&engine, &shard, id, &task).await;
+                        if let Err(e) = &result {
+                            tracing::debug!(shard = shard.id, error = %e.message, "transfer task failed; it runs again at the next sweep");
+                        }
+                        metrics::counter!(metrics_names::TRANSFER_TASKS_EXECUTED, "outcome" => if result.is_ok() { "ok" } else { "retry" }).increment(1);
+                        transfers.finish(id, result.is_ok());
+                    });
+                }
+                continue;
+            }
             if handed
                 .get(key)
                 .is_some_and(|at| at.elapsed() < REDISPATCH_AFTER)

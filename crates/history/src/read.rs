@@ -196,6 +196,16 @@ pub fn execution_info(state: &pb::WorkflowExecutionState) -> wf::WorkflowExecuti
         history_size_bytes: state.history_size_bytes,
         execution_duration: duration,
         first_run_id: state.first_run_id.clone(),
+        parent_namespace_id: state
+            .parent
+            .as_ref()
+            .map(|p| p.namespace_id.clone())
+            .unwrap_or_default(),
+        parent_execution: state.parent.as_ref().and_then(|p| p.execution.clone()),
+        root_execution: state
+            .root_execution
+            .clone()
+            .or_else(|| Some(execution_of(state))),
         ..Default::default()
     }
 }
@@ -262,7 +272,24 @@ pub fn describe(state: &pb::WorkflowExecutionState) -> ws::DescribeWorkflowExecu
             started_time: t.started_time,
             attempt: t.attempt,
         });
+    let mut children: Vec<&pb::ChildExecutionInfo> = state.children.values().collect();
+    children.sort_by_key(|c| c.initiated_event_id);
+    let pending_children = children
+        .into_iter()
+        .map(|c| wf::PendingChildExecutionInfo {
+            workflow_id: c.workflow_id.clone(),
+            run_id: c.started_run_id.clone(),
+            workflow_type_name: c
+                .workflow_type
+                .as_ref()
+                .map(|t| t.name.clone())
+                .unwrap_or_default(),
+            initiated_id: c.initiated_event_id,
+            parent_close_policy: c.parent_close_policy,
+        })
+        .collect();
     ws::DescribeWorkflowExecutionResponse {
+        pending_children,
         execution_config: Some(wf::WorkflowExecutionConfig {
             task_queue: Some(TaskQueue {
                 name: state.task_queue.clone(),

@@ -307,6 +307,7 @@ impl HistoryService for HistoryEngine {
             Kind::SignalWorkflow(cmd::SignalWorkflow {
                 namespace_id: namespace_id.to_string(),
                 request: Some(request),
+                external: None,
             }),
         )
         .await?;
@@ -377,6 +378,7 @@ impl HistoryService for HistoryEngine {
             Kind::RequestCancelWorkflow(cmd::RequestCancelWorkflow {
                 namespace_id: namespace_id.to_string(),
                 request: Some(request),
+                external: None,
             }),
         )
         .await?;

@@ -99,6 +99,15 @@ impl ApiError {
         Self::new(tonic::Code::DeadlineExceeded, message)
     }
 
+    /// NotFound: the workflow, run or namespace does not exist (or the run is closed).
+    pub fn is_not_found(&self) -> bool {
+        self.code == tonic::Code::NotFound
+    }
+    /// AlreadyExists: e.g. a workflow with the ID is running (`already_started`).
+    pub fn is_already_exists(&self) -> bool {
+        self.code == tonic::Code::AlreadyExists
+    }
+
     /// Encoded `google.rpc.Status` for `grpc-status-details-bin`.
     pub fn details_bytes(&self) -> Vec<u8> {
         match &self.detail {

@@ -18,3 +18,8 @@ pub const MAX_POLL_WAIT: std::time::Duration = std::time::Duration::from_secs(60
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 128 * 1024 * 1024;
 /// Page size of history in poll responses and GetWorkflowExecutionHistory when none is asked.
 pub const DEFAULT_HISTORY_PAGE_SIZE: usize = 256;
+/// Pending child workflows, cancellation requests and signals to other workflows a run may
+/// have at once (Temporal's defaults).
+pub const MAX_PENDING_CHILDREN: usize = 2_000;
+pub const MAX_PENDING_REQUEST_CANCELS: usize = 2_000;
+pub const MAX_PENDING_EXTERNAL_SIGNALS: usize = 2_000;

@@ -3,6 +3,7 @@
 //! linked once.
 
 mod bad_input;
+mod child_workflows;
 mod common;
 mod history_api;
 mod history_limits;

@@ -3,6 +3,10 @@
 //! writes are rolled back to a savepoint before the error is returned to the caller.
 
 mod activity;
+pub mod child;
+#[cfg(test)]
+mod child_tests;
+mod external;
 mod namespace;
 mod new_run;
 mod signal;
@@ -164,6 +168,16 @@ fn apply_command(
             workflow_task::sticky_worker_unavailable(batch, now, c)
         }
         shard_command::Kind::UpsertNamespace(c) => namespace::upsert(batch, c),
+        shard_command::Kind::StartChildWorkflow(c) => start::start_child(batch, now, c),
+        shard_command::Kind::RecordChildStartOutcome(c) => {
+            child::record_start_outcome(batch, now, c)
+        }
+        shard_command::Kind::RecordChildClosed(c) => child::record_child_closed(batch, now, c),
+        shard_command::Kind::ApplyParentClosePolicy(c) => {
+            child::apply_parent_close_policy(batch, now, c)
+        }
+        shard_command::Kind::RecordExternalOutcome(c) => external::record_outcome(batch, now, c),
+        shard_command::Kind::CompleteTransferTask(c) => external::complete_transfer_task(batch, c),
     }
 }
 
@@ -219,7 +233,9 @@ pub fn record_close(batch: &mut ShardBatch, ms: &MutableState) -> ApplyResult<()
     Ok(())
 }
 
-/// Marks a run closed: status, close time, and its pending tasks leave the outbox.
+/// Marks a run closed: status, close time, and its pending tasks leave the outbox. A child's
+/// chain that ends reports to its parent, and the run's started children get their parent
+/// close policy (both through transfer tasks). Callers add the close event first.
 pub fn close_run(
     batch: &mut ShardBatch,
     ms: &mut MutableState,
@@ -238,5 +254,6 @@ pub fn close_run(
     ms.state.activities.clear();
     ms.state.timers.clear();
     ms.state.buffered_events.clear();
-    record_close(batch, ms)
+    record_close(batch, ms)?;
+    child::on_close(batch, ms)
 }

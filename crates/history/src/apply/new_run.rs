@@ -85,6 +85,13 @@ pub fn start_retry(
         continued_failure: failure,
         last_completion_result: None,
         execution_expiration_ms: ms.state.execution_expiration_time.as_ref().map(millis),
+        // A child's chain keeps its parent: the chain's last run reports to it.
+        parent: ms.state.parent.clone(),
+        root_execution: ms
+            .state
+            .parent
+            .as_ref()
+            .and(ms.state.root_execution.clone()),
     };
     create_run(
         batch,
@@ -152,6 +159,13 @@ pub fn continue_as_new(
         continued_failure: attrs.failure.clone(),
         last_completion_result: attrs.last_completion_result.clone(),
         execution_expiration_ms: ms.state.execution_expiration_time.as_ref().map(millis),
+        // A child's chain keeps its parent: the chain's last run reports to it.
+        parent: ms.state.parent.clone(),
+        root_execution: ms
+            .state
+            .parent
+            .as_ref()
+            .and(ms.state.root_execution.clone()),
     };
     create_run(
         batch,

@@ -36,6 +36,7 @@ pub fn signal(
     if !ms.is_running() {
         return Err(closed_error().into());
     }
+    check_child_only(&ms, c.external.as_ref())?;
     if !request.request_id.is_empty() {
         if ms.state.signal_request_ids.contains(&request.request_id) {
             return Ok(super::ok());
@@ -53,6 +54,7 @@ pub fn signal(
                 input: request.input.clone(),
                 identity: request.identity.clone(),
                 header: request.header.clone(),
+                external_workflow_execution: c.external.as_ref().and_then(|e| e.execution.clone()),
                 ..Default::default()
             },
         ),
@@ -60,6 +62,26 @@ pub fn signal(
     ms.schedule_workflow_task_if_needed(batch)?;
     ms.persist(batch);
     Ok(super::ok())
+}
+
+/// A request another workflow sends to its child only: refused unless the target is that
+/// workflow's child (Temporal's "Workflow parent does not match.").
+fn check_child_only(ms: &MutableState, external: Option<&cmd::ExternalSource>) -> ApplyResult<()> {
+    let Some(external) = external.filter(|e| e.child_workflow_only) else {
+        return Ok(());
+    };
+    let source = external.execution.clone().unwrap_or_default();
+    let is_child = ms.state.parent.as_ref().is_some_and(|p| {
+        p.execution.as_ref().is_some_and(|e| {
+            e.workflow_id == source.workflow_id
+                && (source.run_id.is_empty() || e.run_id == source.run_id)
+        })
+    });
+    if is_child {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("Workflow parent does not match.").into())
+    }
 }
 
 pub fn terminate(
@@ -149,17 +171,49 @@ pub fn request_cancel(
     if !ms.is_running() {
         return Err(closed_error().into());
     }
+    check_child_only(&ms, c.external.as_ref())?;
+    let external = c.external.unwrap_or_default();
+    if add_cancel_request(
+        batch,
+        &mut ms,
+        request.reason,
+        request.identity,
+        external.initiated_event_id,
+        external.execution,
+    )? {
+        ms.persist(batch);
+    }
+    Ok(super::ok())
+}
+
+/// Records a cancellation request on a running run and schedules a workflow task for it. As in
+/// Temporal, cancellation is idempotent: once requested, later requests change nothing
+/// (returns false).
+pub fn add_cancel_request(
+    batch: &mut ShardBatch,
+    ms: &mut MutableState,
+    cause: String,
+    identity: String,
+    external_initiated_event_id: i64,
+    external_workflow_execution: Option<
+        chronicle_proto::temporal::api::common::v1::WorkflowExecution,
+    >,
+) -> ApplyResult<bool> {
+    if ms.state.cancel_requested {
+        return Ok(false);
+    }
+    ms.state.cancel_requested = true;
     ms.add_or_buffer_event(
         EventType::WorkflowExecutionCancelRequested,
         Attributes::WorkflowExecutionCancelRequestedEventAttributes(
             h::WorkflowExecutionCancelRequestedEventAttributes {
-                cause: request.reason.clone(),
-                identity: request.identity.clone(),
-                ..Default::default()
+                cause,
+                identity,
+                external_initiated_event_id,
+                external_workflow_execution,
             },
         ),
     );
     ms.schedule_workflow_task_if_needed(batch)?;
-    ms.persist(batch);
-    Ok(super::ok())
+    Ok(true)
 }

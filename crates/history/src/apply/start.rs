@@ -35,7 +35,47 @@ pub fn start_workflow(
     now: Timestamp,
     c: cmd::StartWorkflow,
 ) -> ApplyResult<command_result::Result> {
-    start_with_signal(batch, now, c, None)
+    start_with_signal(batch, now, c, None, None)
+}
+
+/// Starts a child workflow for its parent: a start under the workflow ID's reuse policy (a
+/// running workflow with the ID makes it fail), whose runs know their parent.
+pub fn start_child(
+    batch: &mut ShardBatch,
+    now: Timestamp,
+    c: cmd::StartChildWorkflow,
+) -> ApplyResult<command_result::Result> {
+    let parent = c
+        .parent
+        .ok_or_else(|| ApiError::invalid_argument("child start without its parent"))?;
+    let mut request = c
+        .request
+        .ok_or_else(|| ApiError::invalid_argument("start request missing"))?;
+    // A chain this parent's initiated event already started (maybe continued or retried since,
+    // maybe closed) answers a retried start: a child starts once.
+    if let Some(current) = batch.current(&c.namespace_id, &request.workflow_id)?
+        && let Some(state) =
+            batch.execution(&c.namespace_id, &request.workflow_id, &current.run_id)?
+        && state
+            .parent
+            .as_ref()
+            .is_some_and(|p| super::child::same_parent(p, &parent))
+    {
+        return Ok(started(state.first_run_id, false));
+    }
+    // A running workflow with the ID is a conflict, whatever the caller's conflict policy.
+    request.workflow_id_conflict_policy = WorkflowIdConflictPolicy::Fail as i32;
+    start_with_signal(
+        batch,
+        now,
+        cmd::StartWorkflow {
+            namespace_id: c.namespace_id,
+            request: Some(request),
+            run_id: c.run_id,
+        },
+        None,
+        Some((parent, c.root_execution)),
+    )
 }
 
 /// SignalWithStartWorkflowExecution: the running run gets the signal; otherwise a new run starts
@@ -80,6 +120,7 @@ pub fn signal_with_start(
                 cmd::SignalWorkflow {
                     namespace_id: ns.clone(),
                     request: Some(signal),
+                    external: None,
                 },
             )?;
             return Ok(started(current.run_id, false));
@@ -118,6 +159,7 @@ pub fn signal_with_start(
             run_id: c.run_id,
         },
         Some(&signal),
+        None,
     )
 }
 
@@ -126,6 +168,7 @@ fn start_with_signal(
     now: Timestamp,
     c: cmd::StartWorkflow,
     signal: Option<&SignalWorkflowExecutionRequest>,
+    parent: Option<(pb::ParentExecutionInfo, Option<WorkflowExecution>)>,
 ) -> ApplyResult<command_result::Result> {
     let request = c
         .request
@@ -210,15 +253,12 @@ fn start_with_signal(
     }
 
     let run_id = c.run_id;
-    create_run(
-        batch,
-        now,
-        &ns,
-        &run_id,
-        &request,
-        Lineage::first(&run_id),
-        signal,
-    )?;
+    let mut lineage = Lineage::first(&run_id);
+    if let Some((parent, root)) = parent {
+        lineage.parent = Some(parent);
+        lineage.root_execution = root;
+    }
+    create_run(batch, now, &ns, &run_id, &request, lineage, signal)?;
     Ok(started(run_id, true))
 }
 
@@ -232,6 +272,10 @@ pub struct Lineage {
     pub last_completion_result: Option<Payloads>,
     /// Absolute deadline of the whole execution (kept across retries and continue-as-new).
     pub execution_expiration_ms: Option<i64>,
+    /// A child workflow's parent (every run of the child's chain keeps it).
+    pub parent: Option<pb::ParentExecutionInfo>,
+    /// The top of the parent chain; `None`: the new run is its own root.
+    pub root_execution: Option<WorkflowExecution>,
 }
 
 impl Lineage {
@@ -244,8 +288,14 @@ impl Lineage {
             continued_failure: None,
             last_completion_result: None,
             execution_expiration_ms: None,
+            parent: None,
+            root_execution: None,
         }
     }
+}
+
+fn parent_field<T: Default>(lineage: &Lineage, f: impl Fn(&pb::ParentExecutionInfo) -> T) -> T {
+    lineage.parent.as_ref().map(f).unwrap_or_default()
 }
 
 /// Creates a run: its first event, the first workflow task (or the timer that delays it), the
@@ -307,6 +357,11 @@ pub fn create_run(
         search_attributes: request.search_attributes.clone(),
         execution_expiration_time: execution_expiration_ms.map(chronicle_types::time::from_millis),
         identity: request.identity.clone(),
+        parent: lineage.parent.clone(),
+        root_execution: Some(lineage.root_execution.clone().unwrap_or(WorkflowExecution {
+            workflow_id: workflow_id.clone(),
+            run_id: run_id.clone(),
+        })),
         ..Default::default()
     };
     let mut ms = MutableState::new(state, now);
@@ -336,6 +391,17 @@ pub fn create_run(
                 search_attributes: request.search_attributes.clone(),
                 header: request.header.clone(),
                 workflow_id: workflow_id.clone(),
+                parent_workflow_namespace: parent_field(&lineage, |p| p.namespace.clone()),
+                parent_workflow_namespace_id: parent_field(&lineage, |p| p.namespace_id.clone()),
+                parent_workflow_execution: lineage
+                    .parent
+                    .as_ref()
+                    .and_then(|p| p.execution.clone()),
+                parent_initiated_event_id: parent_field(&lineage, |p| p.initiated_event_id),
+                root_workflow_execution: lineage
+                    .parent
+                    .as_ref()
+                    .and(ms.state.root_execution.clone()),
                 ..Default::default()
             },
         ),

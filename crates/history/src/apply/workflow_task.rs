@@ -21,8 +21,7 @@ use chronicle_types::time::{duration_from_millis, millis, opt_duration_millis};
 use super::{ApplyError, ApplyResult, close_run, load_run, load_token_run};
 use crate::mutable_state::MutableState;
 
-/// The identity Temporal's server puts on events it adds on its own.
-const HISTORY_SERVICE_IDENTITY: &str = "history-service";
+use super::child::HISTORY_SERVICE_IDENTITY;
 
 fn stale_started() -> command_result::Result {
     command_result::Result::WorkflowTaskStarted(cmd::RecordWorkflowTaskStartedResult {
@@ -195,12 +194,12 @@ pub fn complete(
     }
 }
 
-struct Rejection {
+pub(super) struct Rejection {
     cause: WorkflowTaskFailedCause,
     message: String,
 }
 
-fn reject(cause: WorkflowTaskFailedCause, message: impl Into<String>) -> Rejection {
+pub(super) fn reject(cause: WorkflowTaskFailedCause, message: impl Into<String>) -> Rejection {
     Rejection {
         cause,
         message: message.into(),
@@ -254,6 +253,11 @@ fn apply_completion(
     }
     let has_new_events = !ms.state.buffered_events.is_empty();
     let mut closed = false;
+    let mut ctx = CommandContext {
+        completed_id,
+        namespace: &request.namespace,
+        initiated_children: Default::default(),
+    };
     for command in &request.commands {
         if closed {
             return Err(reject(
@@ -261,7 +265,7 @@ fn apply_completion(
                 "commands follow a command that closed the workflow",
             ));
         }
-        closed = apply_command(batch, ms, command, completed_id, has_new_events, new_run_id)?;
+        closed = apply_command(batch, ms, command, &mut ctx, has_new_events, new_run_id)?;
     }
     if !closed {
         ms.flush_buffered_events();
@@ -272,16 +276,28 @@ fn apply_completion(
     Ok(())
 }
 
+/// What the commands of one workflow task completion share.
+pub(super) struct CommandContext<'a> {
+    /// ID of the task's WorkflowTaskCompleted event.
+    pub completed_id: i64,
+    /// The run's namespace (name), as the worker's request named it.
+    pub namespace: &'a str,
+    /// Workflow IDs of the children this task starts: cancelling one of them in the same task
+    /// is refused, as in Temporal.
+    pub initiated_children: std::collections::HashSet<String>,
+}
+
 /// Applies one command; returns whether it closed the workflow.
 fn apply_command(
     batch: &mut ShardBatch,
     ms: &mut MutableState,
     command: &Command,
-    completed_id: i64,
+    ctx: &mut CommandContext,
     has_new_events: bool,
     new_run_id: &str,
 ) -> Result<bool, Rejection> {
     use WorkflowTaskFailedCause as Cause;
+    let completed_id = ctx.completed_id;
     let Some(attributes) = &command.attributes else {
         return Err(reject(Cause::BadBinary, "command has no attributes"));
     };
@@ -562,6 +578,18 @@ fn apply_command(
                     },
                 ),
             );
+            Ok(false)
+        }
+        CommandAttributes::StartChildWorkflowExecutionCommandAttributes(a) => {
+            super::child::initiate(batch, ms, a, ctx)?;
+            Ok(false)
+        }
+        CommandAttributes::RequestCancelExternalWorkflowExecutionCommandAttributes(a) => {
+            super::external::initiate_cancel(batch, ms, a, ctx)?;
+            Ok(false)
+        }
+        CommandAttributes::SignalExternalWorkflowExecutionCommandAttributes(a) => {
+            super::external::initiate_signal(batch, ms, a, ctx)?;
             Ok(false)
         }
         _ => Err(reject(
