@@ -250,6 +250,7 @@ impl WorkflowScript {
                 ..Default::default()
             }),
             new_run_id: String::new(),
+            eager_activities: false,
         })
     }
 

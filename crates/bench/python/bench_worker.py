@@ -198,6 +198,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tls-server-name")
     parser.add_argument("--max-concurrent-workflow-tasks", type=int, required=True)
     parser.add_argument("--max-concurrent-activities", type=int, required=True)
+    parser.add_argument(
+        "--no-eager-activities",
+        action="store_true",
+        help="do not request eager activity execution (the SDK's default is to request it)",
+    )
     return parser.parse_args()
 
 
@@ -258,6 +263,7 @@ async def main() -> None:
         identity=args.identity,
         max_concurrent_workflow_tasks=workflow_slots,
         max_concurrent_activities=activity_slots,
+        disable_eager_activity_execution=args.no_eager_activities,
         workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(
             min(SDK_DEFAULT_POLLS, workflow_slots)
         ),

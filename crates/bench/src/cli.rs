@@ -166,6 +166,10 @@ pub struct BenchArgs {
     /// (max_concurrent_activities).
     #[arg(long, default_value_t = 8)]
     pub activity_pollers: usize,
+    /// Do not request eager activity execution (every activity then comes through an activity
+    /// poll), for the built-in and the Python workers.
+    #[arg(long)]
+    pub no_eager_activities: bool,
     /// How long one workflow may take before it counts as failed.
     #[arg(long, value_name = "DURATION")]
     pub workflow_timeout: Option<humantime::Duration>,
@@ -344,6 +348,7 @@ impl BenchArgs {
         config.workers = self.worker_setup()?;
         config.workflow_pollers = self.workflow_pollers;
         config.activity_pollers = self.activity_pollers;
+        config.eager_activities = !self.no_eager_activities;
         config.workflow_timeout = self.workflow_timeout.map(Duration::from);
         config.wait_for_results = !self.no_wait;
         config.describe = if self.describe_all {

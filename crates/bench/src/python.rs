@@ -98,6 +98,9 @@ pub struct WorkerAssignment<'a> {
     pub max_concurrent_workflow_tasks: usize,
     /// Activities one process runs at once (`max_concurrent_activities`).
     pub max_concurrent_activities: usize,
+    /// Request eager activity execution (the SDK's default; off: the SDK's
+    /// `disable_eager_activity_execution`).
+    pub eager_activities: bool,
 }
 
 /// The last lines a worker wrote (stdout apart from the ready line, and stderr), without
@@ -493,6 +496,9 @@ fn worker_arguments(
         "--max-concurrent-activities".into(),
         assignment.max_concurrent_activities.to_string().into(),
     ];
+    if !assignment.eager_activities {
+        arguments.push("--no-eager-activities".into());
+    }
     if https || target.tls.is_some() {
         arguments.push("--tls".into());
     }
@@ -526,6 +532,7 @@ mod tests {
         identity: "bench@1",
         max_concurrent_workflow_tasks: 8,
         max_concurrent_activities: 4,
+        eager_activities: true,
     };
 
     fn strings(arguments: &[OsString]) -> Vec<String> {

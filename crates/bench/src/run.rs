@@ -61,6 +61,11 @@ pub struct RunConfig {
     pub workflow_pollers: usize,
     /// Built-in workers: activity pollers. Python workers: activities each process runs at once.
     pub activity_pollers: usize,
+    /// Request eager activity execution (the server starts activities a workflow task schedules
+    /// on the run's queue and returns them with the completion). Built-in workers have as many
+    /// eager slots as activity pollers; Python workers use the SDK's own (its default is on). A
+    /// server without it still works.
+    pub eager_activities: bool,
     /// How long one workflow may take before it counts as failed (default: two minutes plus the
     /// scenario's timers).
     pub workflow_timeout: Option<Duration>,
@@ -82,6 +87,7 @@ impl RunConfig {
             workers: WorkerSetup::Builtin,
             workflow_pollers: 8,
             activity_pollers: 8,
+            eager_activities: true,
             workflow_timeout: None,
             wait_for_results: true,
             describe: DescribeSampling::Sample(100),
@@ -164,6 +170,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, BenchError> {
                 identity: &identity,
                 max_concurrent_workflow_tasks: config.workflow_pollers,
                 max_concurrent_activities: config.activity_pollers,
+                eager_activities: config.eager_activities,
             };
             Some(PythonWorkers::start(python, target, &assignment).await?)
         }
@@ -198,6 +205,8 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, BenchError> {
                 namespace: target.namespace.clone(),
                 task_queue: task_queue.clone(),
                 identity: identity.clone(),
+                eager_activity_slots: (config.eager_activities && config.activity_pollers > 0)
+                    .then(|| Arc::new(tokio::sync::Semaphore::new(config.activity_pollers))),
             }),
             config.workflow_pollers,
             config.activity_pollers,

@@ -11,7 +11,7 @@ use chronicle_proto::temporal::api::failure::v1::Failure;
 use chronicle_proto::temporal::api::history::v1::HistoryEvent;
 use chronicle_proto::temporal::api::query::v1::WorkflowQueryResult;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tonic::{Code, Request, Status};
 
@@ -24,6 +24,9 @@ use crate::scenario::{self, DecisionContext, WorkflowKind};
 const POLL_DEADLINE: Duration = Duration::from_secs(70);
 /// Pause after a failed poll so a down server is not hammered.
 const POLL_ERROR_BACKOFF: Duration = Duration::from_millis(200);
+/// Activities one workflow task completion asks to run eagerly at most, as the SDKs do
+/// (`max_eager_activity_reservations_per_workflow_task`).
+const MAX_EAGER_ACTIVITIES_PER_TASK: usize = 3;
 
 /// What the workers of one run share.
 pub struct WorkerContext {
@@ -32,6 +35,10 @@ pub struct WorkerContext {
     pub namespace: String,
     pub task_queue: String,
     pub identity: String,
+    /// Slots for eager activities (`None`: eager execution is not requested). A completion asks
+    /// the server to start an activity for this worker only with a free slot, which the activity
+    /// holds while it runs.
+    pub eager_activity_slots: Option<Arc<Semaphore>>,
 }
 
 /// The workers' tasks and the switch that stops them.
@@ -141,7 +148,10 @@ async fn workflow_poller(context: Arc<WorkerContext>, mut stopped: watch::Receiv
     }
 }
 
-async fn handle_workflow_task(context: &WorkerContext, task: ws::PollWorkflowTaskQueueResponse) {
+async fn handle_workflow_task(
+    context: &Arc<WorkerContext>,
+    task: ws::PollWorkflowTaskQueueResponse,
+) {
     let metrics = &context.metrics;
     let execution = task.workflow_execution.clone().unwrap_or_default();
     let type_name = task
@@ -192,7 +202,8 @@ async fn handle_workflow_task(context: &WorkerContext, task: ws::PollWorkflowTas
         task_queue: &context.task_queue,
         workflow_id: &execution.workflow_id,
     };
-    let commands = scenario::decide(kind, &events, &decision_context);
+    let mut commands = scenario::decide(kind, &events, &decision_context);
+    let mut eager_permits = request_eager_activities(context, &mut commands);
     let query_results: HashMap<String, WorkflowQueryResult> = task
         .queries
         .iter()
@@ -229,9 +240,24 @@ async fn handle_workflow_task(context: &WorkerContext, task: ws::PollWorkflowTas
                 .respond_workflow_task_completed(request),
         )
         .await;
-    if let Err(status) = result
-        && server_refused_commands(&status)
-    {
+    let status = match result {
+        Ok(response) => {
+            // Activities the server started for this worker run here, as polled ones do. A
+            // server without eager execution returns none: they come through the pollers.
+            for activity in response.into_inner().activity_tasks {
+                let permit = eager_permits.pop();
+                let context = context.clone();
+                tokio::spawn(async move {
+                    run_activity(&context, activity).await;
+                    drop(permit);
+                });
+            }
+            return;
+        }
+        Err(status) => status,
+    };
+    drop(eager_permits);
+    if server_refused_commands(&status) {
         // The server will never accept what this scenario needs (e.g. a command it does not
         // implement). Retrying would loop until the driver's deadline; end the workflow with the
         // server's own words so the run reports them.
@@ -246,6 +272,41 @@ async fn handle_workflow_task(context: &WorkerContext, task: ws::PollWorkflowTas
         )
         .await;
     }
+}
+
+/// Marks up to [`MAX_EAGER_ACTIVITIES_PER_TASK`] activities scheduled on this worker's task
+/// queue for eager execution, one free slot each; returns the slots taken.
+fn request_eager_activities(
+    context: &WorkerContext,
+    commands: &mut [chronicle_proto::temporal::api::command::v1::Command],
+) -> Vec<OwnedSemaphorePermit> {
+    use chronicle_proto::temporal::api::command::v1::command::Attributes;
+    let mut permits = Vec::new();
+    let Some(slots) = &context.eager_activity_slots else {
+        return permits;
+    };
+    for command in commands {
+        if permits.len() >= MAX_EAGER_ACTIVITIES_PER_TASK {
+            break;
+        }
+        let Some(Attributes::ScheduleActivityTaskCommandAttributes(a)) = &mut command.attributes
+        else {
+            continue;
+        };
+        let same_queue = a
+            .task_queue
+            .as_ref()
+            .is_none_or(|q| q.name.is_empty() || q.name == context.task_queue);
+        if !same_queue {
+            continue;
+        }
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            break;
+        };
+        a.request_eager_execution = true;
+        permits.push(permit);
+    }
+    permits
 }
 
 /// Codes with which a server says the commands themselves are unacceptable (not a transient or

@@ -88,6 +88,17 @@ async fn echo_and_sequential_verify_every_workflow() {
         "two activities per workflow"
     );
 
+    // The built-in workers request eager activities by default; without that every activity
+    // comes through a poll, with the same results.
+    let mut polled_config = config(&server, Scenario::Sequential { activities: 2 }, 20);
+    polled_config.eager_activities = false;
+    let polled = chronicle_bench::run(&polled_config)
+        .await
+        .expect("sequential without eager activities runs");
+    assert_clean(&polled, 20);
+    assert_eq!(polled.rpc_latency["RespondActivityTaskCompleted"].count, 40);
+    assert!(polled.rpc_latency["PollActivityTaskQueue"].count >= 40);
+
     // The JSON report round-trips and has the fields tools read.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("report.json");

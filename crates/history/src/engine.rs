@@ -23,6 +23,10 @@ pub struct HistoryConfig {
     pub node_addr: String,
     /// Make this node the only voter of groups never initialised (start-dev).
     pub bootstrap_single_voter: bool,
+    /// Start activities whose ScheduleActivityTask command requests eager execution and hand
+    /// them back in the workflow task completion's answer (Temporal's
+    /// `system.enableActivityEagerExecution`).
+    pub eager_activities: bool,
 }
 
 pub(crate) struct Shard {

@@ -89,6 +89,55 @@ impl HistoryEngine {
         }
     }
 
+    /// The activity task a worker gets for a started attempt: a poll's answer, or an eager
+    /// activity in a workflow task completion's answer.
+    fn activity_task_response(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+        run_id: &str,
+        started: cmd::RecordActivityTaskStartedResult,
+    ) -> ApiResult<ws::PollActivityTaskQueueResponse> {
+        let Some(activity) = started.activity else {
+            return Err(ApiError::not_found("Activity task not found."));
+        };
+        let token = pb::TaskToken {
+            namespace_id: namespace_id.to_string(),
+            workflow_id: workflow_id.to_string(),
+            run_id: run_id.to_string(),
+            scheduled_event_id: activity.scheduled_event_id,
+            attempt: activity.attempt,
+            is_activity: true,
+            activity_id: activity.activity_id.clone(),
+            ..Default::default()
+        };
+        Ok(ws::PollActivityTaskQueueResponse {
+            task_token: tokens::encode(&token),
+            workflow_namespace: self.namespace_name(namespace_id),
+            workflow_type: started.workflow_type,
+            workflow_execution: Some(
+                chronicle_proto::temporal::api::common::v1::WorkflowExecution {
+                    workflow_id: workflow_id.to_string(),
+                    run_id: run_id.to_string(),
+                },
+            ),
+            activity_type: activity.activity_type,
+            activity_id: activity.activity_id,
+            header: activity.header,
+            input: activity.input,
+            heartbeat_details: activity.heartbeat_details,
+            scheduled_time: activity.first_scheduled_time,
+            current_attempt_scheduled_time: activity.scheduled_time,
+            started_time: activity.started_time,
+            attempt: activity.attempt,
+            schedule_to_close_timeout: activity.schedule_to_close_timeout,
+            start_to_close_timeout: activity.start_to_close_timeout,
+            heartbeat_timeout: activity.heartbeat_timeout,
+            retry_policy: activity.retry_policy,
+            ..Default::default()
+        })
+    }
+
     pub(crate) fn namespace_name(&self, namespace_id: &str) -> String {
         if let Some(name) = self
             .namespace_names
@@ -730,44 +779,10 @@ impl HistoryService for HistoryEngine {
         let command_result::Result::ActivityTaskStarted(started) = result else {
             return Err(ApiError::internal("unexpected record-started result"));
         };
-        let Some(activity) = started.activity.filter(|_| !started.stale) else {
+        if started.stale {
             return Err(ApiError::not_found("Activity task not found."));
-        };
-        let token = pb::TaskToken {
-            namespace_id: task.namespace_id.clone(),
-            workflow_id: task.workflow_id.clone(),
-            run_id: task.run_id.clone(),
-            scheduled_event_id: activity.scheduled_event_id,
-            attempt: activity.attempt,
-            is_activity: true,
-            activity_id: activity.activity_id.clone(),
-            ..Default::default()
-        };
-        Ok(ws::PollActivityTaskQueueResponse {
-            task_token: tokens::encode(&token),
-            workflow_namespace: self.namespace_name(&task.namespace_id),
-            workflow_type: started.workflow_type,
-            workflow_execution: Some(
-                chronicle_proto::temporal::api::common::v1::WorkflowExecution {
-                    workflow_id: task.workflow_id.clone(),
-                    run_id: task.run_id.clone(),
-                },
-            ),
-            activity_type: activity.activity_type.clone(),
-            activity_id: activity.activity_id.clone(),
-            header: activity.header.clone(),
-            input: activity.input.clone(),
-            heartbeat_details: activity.heartbeat_details.clone(),
-            scheduled_time: activity.first_scheduled_time,
-            current_attempt_scheduled_time: activity.scheduled_time,
-            started_time: activity.started_time,
-            attempt: activity.attempt,
-            schedule_to_close_timeout: activity.schedule_to_close_timeout,
-            start_to_close_timeout: activity.start_to_close_timeout,
-            heartbeat_timeout: activity.heartbeat_timeout,
-            retry_policy: activity.retry_policy.clone(),
-            ..Default::default()
-        })
+        }
+        self.activity_task_response(&task.namespace_id, &task.workflow_id, &task.run_id, started)
     }
 
     async fn sticky_worker_unavailable(&self, task: &TaskRef) -> ApiResult<()> {
@@ -807,18 +822,30 @@ impl HistoryService for HistoryEngine {
                     token: Some(token),
                     request: Some(request),
                     new_run_id: uuid::Uuid::new_v4().to_string(),
+                    eager_activities: self.config.eager_activities,
                 }),
             )
             .await;
-        match committed {
-            Ok(_) => self.queries.answer(&key, query_results),
+        let result = match committed {
+            Ok(result) => {
+                self.queries.answer(&key, query_results);
+                result
+            }
             Err(e) => {
                 self.queries
                     .set_answering(&key, query_results.keys(), false);
                 return Err(e);
             }
+        };
+        let mut response = ws::RespondWorkflowTaskCompletedResponse::default();
+        if let command_result::Result::CompleteWorkflowTask(completed) = result {
+            for started in completed.eager_activities {
+                response
+                    .activity_tasks
+                    .push(self.activity_task_response(&key.0, &key.1, &key.2, started)?);
+            }
         }
-        Ok(ws::RespondWorkflowTaskCompletedResponse::default())
+        Ok(response)
     }
 
     async fn respond_workflow_task_failed(

@@ -74,6 +74,9 @@ pub struct StartDev {
     /// machine (not just the process) can then lose the last acknowledged writes. Off by default.
     #[arg(long)]
     pub no_fsync: bool,
+    /// Turn off eager activity execution (activities requesting it then go through matching).
+    #[arg(long)]
+    pub no_eager_activities: bool,
 }
 
 /// Parses `KEY=TYPE` into a search attribute name and Temporal's IndexedValueType.

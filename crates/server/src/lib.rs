@@ -46,6 +46,10 @@ pub struct ServerConfig {
     /// fsync every Raft log append (the durability guarantee). Only tests of non-durable
     /// behaviour turn it off.
     pub sync_writes: bool,
+    /// Eager activity execution: activities a workflow task completion schedules with
+    /// `request_eager_execution` on the run's task queue are started for the completing worker
+    /// and returned in the completion's answer. On by default.
+    pub eager_activities: bool,
 }
 
 impl ServerConfig {
@@ -57,6 +61,7 @@ impl ServerConfig {
             search_attributes: Vec::new(),
             max_poll_wait: chronicle_types::limits::MAX_POLL_WAIT,
             sync_writes: true,
+            eager_activities: true,
         }
     }
 }
@@ -117,6 +122,7 @@ pub async fn run(
             node_id: 1,
             node_addr: grpc_addr.to_string(),
             bootstrap_single_voter: true,
+            eager_activities: config.eager_activities,
         },
         matching.clone() as Arc<dyn MatchingService>,
     )

@@ -50,6 +50,7 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
     let mut config = ServerConfig::new(data_dir);
     config.num_shards = args.num_shards;
     config.sync_writes = !args.no_fsync;
+    config.eager_activities = !args.no_eager_activities;
     if args.no_fsync {
         tracing::warn!("--no-fsync: writes are acknowledged before they reach the disk");
     }

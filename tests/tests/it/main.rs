@@ -5,6 +5,7 @@
 mod bad_input;
 mod child_workflows;
 mod common;
+mod eager_activities;
 mod history_api;
 mod history_limits;
 mod namespaces;

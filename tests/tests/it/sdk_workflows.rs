@@ -102,6 +102,28 @@ impl RetryWorkflow {
     }
 }
 
+#[workflow]
+#[derive(Default)]
+pub struct ChainWorkflow;
+
+#[workflow_methods]
+impl ChainWorkflow {
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, start: i64) -> WorkflowResult<i64> {
+        let mut x = start;
+        for _ in 0..4 {
+            x = ctx
+                .execute_activity(
+                    Steps::add_one,
+                    x,
+                    ActivityOptions::start_to_close_timeout(Duration::from_secs(10)),
+                )
+                .await?;
+        }
+        Ok(x)
+    }
+}
+
 async fn history_events(
     url: &str,
     workflow_id: &str,
@@ -370,5 +392,65 @@ async fn continue_as_new_chains_runs() {
     let first_run_ids: std::collections::HashSet<&str> =
         listed.iter().map(|e| e.first_run_id.as_str()).collect();
     assert_eq!(first_run_ids.len(), 1, "every run shares the first run ID");
+    server.server.stop().await.expect("clean stop");
+}
+
+/// The SDK asks for eager execution of activities on its own task queue by default: the
+/// activities come back with the workflow task completions and the workflow completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_worker_runs_eager_activities() {
+    let server = start_server().await;
+    let url = server.server.url();
+    let client = sdk_client(&url).await;
+    let task_queue = unique("eager");
+    let workflow_id = unique("chain");
+    let runtime = runtime();
+    let options = temporalio_sdk::WorkerOptions::new(&task_queue)
+        .deployment_options(deployment())
+        .register_activities(Steps {
+            flaky_calls: Arc::default(),
+        })
+        .register_workflow::<ChainWorkflow>()
+        .expect("register")
+        .build();
+    let mut worker = new_worker(&runtime, client.clone(), options);
+    let stop = worker.shutdown_handle();
+    let (run, result) = tokio::join!(worker.run(), async {
+        let handle = client
+            .start_workflow(
+                ChainWorkflow::run,
+                1,
+                WorkflowStartOptions::new(task_queue.clone(), workflow_id.clone()).build(),
+            )
+            .await
+            .expect("start");
+        let result = handle.get_result(WorkflowGetResultOptions::default()).await;
+        stop();
+        result
+    });
+    run.expect("worker ran");
+    assert_eq!(result.expect("result"), 5);
+
+    let events = history_events(&url, &workflow_id).await;
+    let started: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.attributes {
+            Some(
+                chronicle_proto::temporal::api::history::v1::history_event::Attributes::ActivityTaskStartedEventAttributes(a),
+            ) => Some(a.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 4);
+    assert!(started.iter().all(|a| a.attempt == 1));
+    // Chronicle names an eager start's request "<run>:eager:<scheduled event ID>".
+    let eager = started
+        .iter()
+        .filter(|a| a.request_id.contains(":eager:"))
+        .count();
+    assert!(
+        eager > 0,
+        "the SDK's activities were started eagerly: {started:?}"
+    );
     server.server.stop().await.expect("clean stop");
 }

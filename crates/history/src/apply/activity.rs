@@ -60,6 +60,23 @@ pub fn record_started(
         return Ok(stale());
     }
     batch.delete_outbox(activity.outbox_task_id as u64);
+    let activity = start_attempt(batch, &mut ms, activity, c.identity, c.request_id)?;
+    let result = started_result(&ms, &activity);
+    ms.persist(batch);
+    Ok(result)
+}
+
+/// Records an attempt of a scheduled activity as started by `identity` (a poll, or the worker
+/// that completed the workflow task for an eager activity) and arms the attempt's start-to-close
+/// and heartbeat timers, which replace its schedule-to-start timer.
+pub(super) fn start_attempt(
+    batch: &mut ShardBatch,
+    ms: &mut MutableState,
+    activity: pb::ActivityInfo,
+    identity: String,
+    request_id: String,
+) -> ApplyResult<pb::ActivityInfo> {
+    let now = ms.now;
     let now_ms = millis(&now);
     let timer = |kind: TimeoutType| pb::TimerTask {
         kind: pb::timer_task::Kind::ActivityTimeout as i32,
@@ -71,7 +88,6 @@ pub fn record_started(
         timeout_type: kind as i32,
         timer_id: String::new(),
     };
-    // The attempt's timers replace its schedule-to-start timer (it started).
     let mut attempt_timer_keys = Vec::new();
     let start_to_close = opt_duration_millis(activity.start_to_close_timeout.as_ref());
     if start_to_close > 0 {
@@ -86,9 +102,9 @@ pub fn record_started(
     let activity = pb::ActivityInfo {
         started: true,
         started_time: Some(now),
-        started_identity: c.identity.clone(),
-        started_request_id: c.request_id,
-        last_worker_identity: c.identity,
+        started_identity: identity.clone(),
+        started_request_id: request_id,
+        last_worker_identity: identity,
         outbox_task_id: 0,
         attempt_timer_keys,
         ..activity
@@ -96,17 +112,24 @@ pub fn record_started(
     ms.state
         .activities
         .insert(activity.scheduled_event_id, activity.clone());
-    let result = started_result(&ms, &activity);
-    ms.persist(batch);
-    Ok(result)
+    Ok(activity)
 }
 
-fn started_result(ms: &MutableState, activity: &pb::ActivityInfo) -> command_result::Result {
-    command_result::Result::ActivityTaskStarted(cmd::RecordActivityTaskStartedResult {
+/// What `RecordActivityTaskStarted` answers for a started attempt (also an eager activity's
+/// entry in a workflow task completion's result).
+pub(super) fn started_attempt(
+    ms: &MutableState,
+    activity: &pb::ActivityInfo,
+) -> cmd::RecordActivityTaskStartedResult {
+    cmd::RecordActivityTaskStartedResult {
         activity: Some(activity.clone()),
         workflow_type: ms.state.workflow_type.clone(),
         stale: false,
-    })
+    }
+}
+
+fn started_result(ms: &MutableState, activity: &pb::ActivityInfo) -> command_result::Result {
+    command_result::Result::ActivityTaskStarted(started_attempt(ms, activity))
 }
 
 /// Finds the activity a token (or a by-ID request: `scheduled_event_id` 0) names.

@@ -186,6 +186,7 @@ impl Harness {
                     ..Default::default()
                 }),
                 new_run_id: uuid::Uuid::new_v4().to_string(),
+                eager_activities: true,
             }),
         )
     }

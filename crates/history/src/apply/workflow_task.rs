@@ -149,8 +149,15 @@ pub fn complete(
     let savepoint = batch.savepoint();
     let original = ms.state.clone();
     let mut ms = ms;
-    match apply_completion(batch, &mut ms, &task, &request, &c.new_run_id) {
-        Ok(()) => {
+    match apply_completion(
+        batch,
+        &mut ms,
+        &task,
+        &request,
+        &c.new_run_id,
+        c.eager_activities,
+    ) {
+        Ok(eager_activities) => {
             // Temporal's hard history limits: a run that reached one is terminated rather than
             // allowed to grow a history no worker could replay.
             if ms.is_running()
@@ -164,9 +171,15 @@ pub fn complete(
                     None,
                 )?;
             }
+            // A run closed by this completion hands out no activity tasks.
+            let eager_activities = if ms.is_running() {
+                eager_activities
+            } else {
+                Vec::new()
+            };
             ms.persist(batch);
             Ok(command_result::Result::CompleteWorkflowTask(
-                cmd::CompleteWorkflowTaskResult {},
+                cmd::CompleteWorkflowTaskResult { eager_activities },
             ))
         }
         Err(Rejection { cause, message }) => {
@@ -222,7 +235,8 @@ fn apply_completion(
     task: &pb::WorkflowTaskInfo,
     request: &chronicle_proto::temporal::api::workflowservice::v1::RespondWorkflowTaskCompletedRequest,
     new_run_id: &str,
-) -> Result<(), Rejection> {
+    eager_activities: bool,
+) -> Result<Vec<cmd::RecordActivityTaskStartedResult>, Rejection> {
     if task.transient {
         ms.write_transient_events(task);
     }
@@ -257,6 +271,8 @@ fn apply_completion(
         completed_id,
         namespace: &request.namespace,
         initiated_children: Default::default(),
+        eager_activities,
+        eager_scheduled: Vec::new(),
     };
     for command in &request.commands {
         if closed {
@@ -267,13 +283,38 @@ fn apply_completion(
         }
         closed = apply_command(batch, ms, command, &mut ctx, has_new_events, new_run_id)?;
     }
-    if !closed {
-        ms.flush_buffered_events();
-        if has_new_events || request.force_create_new_workflow_task || ms.force_new_workflow_task {
-            ms.schedule_workflow_task(batch, 1)?;
-        }
+    if closed {
+        return Ok(Vec::new());
     }
-    Ok(())
+    ms.flush_buffered_events();
+    if has_new_events || request.force_create_new_workflow_task || ms.force_new_workflow_task {
+        ms.schedule_workflow_task(batch, 1)?;
+    }
+    // Eager activities start once every command applied, as in Temporal: one canceled by a
+    // later command of the same task is gone and gets no task.
+    let mut started = Vec::with_capacity(ctx.eager_scheduled.len());
+    for scheduled_id in std::mem::take(&mut ctx.eager_scheduled) {
+        let Some(activity) = ms
+            .state
+            .activities
+            .get(&scheduled_id)
+            .filter(|a| !a.started)
+            .cloned()
+        else {
+            continue;
+        };
+        let request_id = format!("{}:eager:{scheduled_id}", ms.state.run_id);
+        let activity = super::activity::start_attempt(
+            batch,
+            ms,
+            activity,
+            request.identity.clone(),
+            request_id,
+        )
+        .map_err(storage_rejection)?;
+        started.push(super::activity::started_attempt(ms, &activity));
+    }
+    Ok(started)
 }
 
 /// What the commands of one workflow task completion share.
@@ -285,6 +326,11 @@ pub(super) struct CommandContext<'a> {
     /// Workflow IDs of the children this task starts: cancelling one of them in the same task
     /// is refused, as in Temporal.
     pub initiated_children: std::collections::HashSet<String>,
+    /// This server starts activities that request eager execution ([`cmd::CompleteWorkflowTask`]).
+    pub eager_activities: bool,
+    /// Scheduled event IDs of the activities to start for the completing worker once every
+    /// command applied.
+    pub eager_scheduled: Vec<i64>,
 }
 
 /// Applies one command; returns whether it closed the workflow.
@@ -317,7 +363,16 @@ fn apply_command(
     }
     match attributes {
         CommandAttributes::ScheduleActivityTaskCommandAttributes(a) => {
-            schedule_activity(batch, ms, a, completed_id)?;
+            // Eager only on the run's own (normal) task queue, where the completing worker polls.
+            let eager = ctx.eager_activities
+                && a.request_eager_execution
+                && a.task_queue
+                    .as_ref()
+                    .is_none_or(|q| q.name.is_empty() || q.name == ms.state.task_queue);
+            let scheduled_id = schedule_activity(batch, ms, a, completed_id, eager)?;
+            if eager {
+                ctx.eager_scheduled.push(scheduled_id);
+            }
             Ok(false)
         }
         CommandAttributes::RequestCancelActivityTaskCommandAttributes(a) => {
@@ -349,7 +404,10 @@ fn apply_command(
                 entry.cancel_requested_event_id = requested_id;
             } else {
                 ms.state.activities.remove(&a.scheduled_event_id);
-                batch.delete_outbox(activity.outbox_task_id as u64);
+                if activity.outbox_task_id != 0 {
+                    // (An eager activity of this same task has no row.)
+                    batch.delete_outbox(activity.outbox_task_id as u64);
+                }
                 ms.add_event(
                     EventType::ActivityTaskCanceled,
                     Attributes::ActivityTaskCanceledEventAttributes(
@@ -630,7 +688,8 @@ fn schedule_activity(
     ms: &mut MutableState,
     a: &chronicle_proto::temporal::api::command::v1::ScheduleActivityTaskCommandAttributes,
     completed_id: i64,
-) -> Result<(), Rejection> {
+    eager: bool,
+) -> Result<i64, Rejection> {
     use WorkflowTaskFailedCause as Cause;
     let bad = |m: &str| reject(Cause::BadScheduleActivityAttributes, m.to_string());
     if a.activity_id.is_empty() {
@@ -718,17 +777,23 @@ fn schedule_activity(
     );
     let now = ms.now;
     let now_ms = ms.now_ms();
-    let outbox = batch.put_outbox(&pb::OutboxTask {
-        kind: pb::outbox_task::Kind::ActivityTask as i32,
-        namespace_id: ms.state.namespace_id.clone(),
-        workflow_id: ms.state.workflow_id.clone(),
-        run_id: ms.state.run_id.clone(),
-        task_queue: task_queue.name.clone(),
-        task_queue_kind: task_queue.kind,
-        scheduled_event_id: scheduled_id,
-        attempt: 1,
-        ..Default::default()
-    })?;
+    // An eager activity is started in this same apply: no task for matching, and no
+    // schedule-to-start timeout.
+    let outbox = if eager {
+        0
+    } else {
+        batch.put_outbox(&pb::OutboxTask {
+            kind: pb::outbox_task::Kind::ActivityTask as i32,
+            namespace_id: ms.state.namespace_id.clone(),
+            workflow_id: ms.state.workflow_id.clone(),
+            run_id: ms.state.run_id.clone(),
+            task_queue: task_queue.name.clone(),
+            task_queue_kind: task_queue.kind,
+            scheduled_event_id: scheduled_id,
+            attempt: 1,
+            ..Default::default()
+        })?
+    };
     let timer = |kind: TimeoutType| pb::TimerTask {
         kind: pb::timer_task::Kind::ActivityTimeout as i32,
         namespace_id: ms.state.namespace_id.clone(),
@@ -741,7 +806,7 @@ fn schedule_activity(
     };
     let mut attempt_timer_keys = Vec::new();
     let mut schedule_timer_keys = Vec::new();
-    if to_start > 0 {
+    if to_start > 0 && !eager {
         attempt_timer_keys
             .push(batch.put_timer(now_ms + to_start, &timer(TimeoutType::ScheduleToStart))?);
     }
@@ -773,7 +838,7 @@ fn schedule_activity(
             ..Default::default()
         },
     );
-    Ok(())
+    Ok(scheduled_id)
 }
 
 pub fn fail(
