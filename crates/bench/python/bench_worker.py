@@ -174,6 +174,14 @@ class Mixed(BenchWorkflow):
             # The continued run: one more activity, then done.
             return await increments_in_a_row(input["seed"], 1)
         value = await increments_in_a_row(input["seed"], input["count"])
+        # Then one child, from the activities' result; it answers that plus one.
+        value = await workflow.execute_child_workflow(
+            "bench-child-leaf",
+            {**input, "seed": value, "count": 0},
+            id=f"{workflow.info().workflow_id}-child-0",
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
+            result_type=int,
+        )
         await workflow.sleep(timedelta(milliseconds=max(input["timer_ms"], 1)))
         await workflow.wait_condition(lambda: len(self.signals) > 0)
         workflow.continue_as_new(

@@ -123,8 +123,9 @@ impl Scenario {
                 (seed + n * (n + 1) / 2).into()
             }
             Scenario::Mixed { activities, .. } => {
-                // First run: `activities` increments and the signal; second run: one increment.
-                (seed + i64::from(activities) + MIXED_SIGNAL_VALUE + 1).into()
+                // First run: `activities` increments, a child's increment and the signal;
+                // second run: one increment.
+                (seed + i64::from(activities) + 1 + MIXED_SIGNAL_VALUE + 1).into()
             }
         }
     }
@@ -462,19 +463,30 @@ fn mixed_step(
     if completed < input.count {
         return sequential_step(input.seed, input.count, summary, ctx, complete_command);
     }
+    let after_activities = summary
+        .activity_results
+        .last()
+        .copied()
+        .unwrap_or(input.seed);
+    // Then one child, from the activities' result; it answers that plus one.
+    if summary.children_initiated == 0 {
+        let from = WorkflowInput {
+            seed: after_activities,
+            ..input.clone()
+        };
+        return vec![start_child(0, &from, ctx)];
+    }
+    let Some(after_child) = summary.child_results.first().copied() else {
+        return Vec::new();
+    };
     if summary.timers_started == 0 {
         return vec![start_timer("mixed-timer", input.timer_ms)];
     }
     if summary.timers_fired == 0 || summary.signal_values.is_empty() {
         return Vec::new();
     }
-    let after_activities = summary
-        .activity_results
-        .last()
-        .copied()
-        .unwrap_or(input.seed);
     let next = WorkflowInput {
-        seed: after_activities + summary.signal_values[0],
+        seed: after_child + summary.signal_values[0],
         generation: input.generation + 1,
         ..input.clone()
     };
@@ -617,8 +629,9 @@ mod tests {
     use super::*;
     use chronicle_proto::temporal::api::history::v1::{
         ActivityTaskCompletedEventAttributes, ActivityTaskScheduledEventAttributes,
-        TimerFiredEventAttributes, TimerStartedEventAttributes,
-        WorkflowExecutionSignaledEventAttributes, WorkflowExecutionStartedEventAttributes,
+        ChildWorkflowExecutionCompletedEventAttributes, TimerFiredEventAttributes,
+        TimerStartedEventAttributes, WorkflowExecutionSignaledEventAttributes,
+        WorkflowExecutionStartedEventAttributes,
     };
 
     const CTX: DecisionContext<'static> = DecisionContext {
@@ -707,13 +720,39 @@ mod tests {
     }
 
     #[test]
-    fn mixed_continues_as_new_after_timer_and_signal() {
+    fn mixed_runs_a_child_then_continues_as_new_after_timer_and_signal() {
         let scenario = Scenario::Mixed {
             activities: 1,
             timer_ms: 10,
         };
         let input = scenario.input(5);
         let mut history = vec![started(&input), scheduled(), completed(6)];
+        let commands = decide(WorkflowKind::Mixed, &history, &CTX);
+        let Some(command::Attributes::StartChildWorkflowExecutionCommandAttributes(child)) =
+            &commands[0].attributes
+        else {
+            panic!("expected a child: {commands:?}");
+        };
+        let child_input: WorkflowInput = decode_json(child.input.as_ref()).unwrap();
+        assert_eq!(
+            child_input.seed, 6,
+            "the child starts from the activities' result"
+        );
+        history.push(event(
+            Attributes::StartChildWorkflowExecutionInitiatedEventAttributes(Default::default()),
+        ));
+        assert!(
+            decide(WorkflowKind::Mixed, &history, &CTX).is_empty(),
+            "waits for the child"
+        );
+        history.push(event(
+            Attributes::ChildWorkflowExecutionCompletedEventAttributes(
+                ChildWorkflowExecutionCompletedEventAttributes {
+                    result: Some(json_payloads(&7)),
+                    ..Default::default()
+                },
+            ),
+        ));
         let commands = decide(WorkflowKind::Mixed, &history, &CTX);
         assert_eq!(commands[0].command_type, CommandType::StartTimer as i32);
         history.push(event(Attributes::TimerStartedEventAttributes(
