@@ -27,6 +27,9 @@ pub struct TaskRef {
     pub shard: u32,
     /// Milliseconds since the epoch after which the task is dropped (schedule-to-start), 0 = never.
     pub expires_at_ms: i64,
+    /// A workflow task for a worker's sticky queue (it falls back to the normal queue when that
+    /// worker is not polling).
+    pub sticky: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

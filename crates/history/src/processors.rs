@@ -278,6 +278,8 @@ async fn outbox_loop(
                 shard: shard.id,
                 // Schedule-to-start is enforced by a history timer, not by matching.
                 expires_at_ms: 0,
+                sticky: task.task_queue_kind
+                    == chronicle_proto::temporal::api::enums::v1::TaskQueueKind::Sticky as i32,
             };
             match engine.matching.add_task(queue, task_ref).await {
                 Ok(()) => {

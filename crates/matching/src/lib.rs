@@ -41,7 +41,19 @@ struct Queue {
     recent_pollers: HashMap<String, (Instant, std::time::SystemTime)>,
 }
 
+/// A sticky queue with no poll for this long has no worker (Temporal's window is the same).
+const STICKY_POLLER_WINDOW: Duration = Duration::from_secs(10);
+
 impl Queue {
+    /// Whether a poller waits now or polled within [`STICKY_POLLER_WINDOW`].
+    fn has_recent_poller(&self) -> bool {
+        self.pollers.iter().any(|p| !p.is_closed())
+            || self
+                .recent_pollers
+                .values()
+                .any(|(at, _)| at.elapsed() < STICKY_POLLER_WINDOW)
+    }
+
     /// Hands `dispatch` to a waiting poller, or gives it back when none is waiting.
     fn offer(&mut self, mut dispatch: Dispatch) -> Option<Dispatch> {
         while let Some(poller) = self.pollers.pop_front() {
@@ -169,17 +181,31 @@ impl MatchingService for MatchingEngine {
         {
             return self.history()?.sticky_worker_unavailable(&task).await;
         }
-        let mut queues = self.queues.lock().expect("matching lock");
-        let q = queues.entry(queue).or_default();
-        if q.queued.contains(&(task.shard, task.outbox_id)) {
-            return Ok(());
-        }
-        if let Some(Dispatch::Task(task)) = q.offer(Dispatch::Task(task)) {
-            q.queued.insert((task.shard, task.outbox_id));
-            q.tasks.push_back(task);
-            metrics::counter!(metrics_names::TASKS_QUEUED).increment(1);
-        } else {
-            metrics::counter!(metrics_names::SYNC_MATCH).increment(1);
+        let back_to_history = {
+            let mut queues = self.queues.lock().expect("matching lock");
+            let q = queues.entry(queue).or_default();
+            if q.queued.contains(&(task.shard, task.outbox_id)) {
+                return Ok(());
+            }
+            // A sticky queue nobody polls (its worker is gone, or this node restarted and has
+            // not seen it since): the task goes back to history for the normal queue now rather
+            // than after the sticky schedule-to-start timeout, as in Temporal.
+            if task.sticky && !q.has_recent_poller() {
+                Some(task)
+            } else {
+                if let Some(Dispatch::Task(task)) = q.offer(Dispatch::Task(task)) {
+                    q.queued.insert((task.shard, task.outbox_id));
+                    q.tasks.push_back(task);
+                    metrics::counter!(metrics_names::TASKS_QUEUED).increment(1);
+                } else {
+                    metrics::counter!(metrics_names::SYNC_MATCH).increment(1);
+                }
+                None
+            }
+        };
+        if let Some(task) = back_to_history {
+            metrics::counter!(metrics_names::STICKY_WORKER_UNAVAILABLE).increment(1);
+            return self.history()?.sticky_worker_unavailable(&task).await;
         }
         Ok(())
     }

@@ -359,12 +359,20 @@ async fn sticky_queue_gets_new_events_and_falls_back_to_the_normal_queue() {
     .expect("complete");
 
     // The next task goes to the sticky queue and carries only the events after the last task.
+    // The worker polls its sticky queue before the task exists, as SDK workers do (a sticky
+    // queue nobody polls is treated as gone).
+    let mut sticky_poller = raw.clone();
+    let sticky_poll = {
+        let request = poll(&sticky_queue);
+        tokio::spawn(async move { sticky_poller.poll_workflow_task_queue(request).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
     raw.signal_workflow_execution(signal("one"))
         .await
         .expect("signal");
-    let task = raw
-        .poll_workflow_task_queue(poll(&sticky_queue))
+    let task = sticky_poll
         .await
+        .expect("poll task")
         .expect("sticky poll")
         .into_inner();
     let ids: Vec<i64> = task
@@ -414,6 +422,87 @@ async fn sticky_queue_gets_new_events_and_falls_back_to_the_normal_queue() {
         panic!("attributes")
     };
     assert_eq!(a.timeout_type, TimeoutType::ScheduleToStart as i32);
+    server.server.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_queue_nobody_polls_sends_its_task_to_the_normal_queue_at_once() {
+    use chronicle_proto::temporal::api::enums::v1::TaskQueueKind;
+    use chronicle_proto::temporal::api::taskqueue::v1::StickyExecutionAttributes;
+
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let task_queue = unique("normal");
+    let workflow_id = unique("sticky-gone");
+    raw.start_workflow_execution(ws::StartWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_id: workflow_id.clone(),
+        workflow_type: Some(WorkflowType {
+            name: "Sticky".into(),
+        }),
+        task_queue: Some(TaskQueue {
+            name: task_queue.clone(),
+            ..Default::default()
+        }),
+        request_id: unique("req"),
+        ..Default::default()
+    })
+    .await
+    .expect("start");
+    let task = raw
+        .poll_workflow_task_queue(poll(&task_queue))
+        .await
+        .expect("poll")
+        .into_inner();
+    // The worker names a sticky queue it never polls (it died, or the server restarted and has
+    // not heard from it), with a long schedule-to-start timeout.
+    raw.respond_workflow_task_completed(ws::RespondWorkflowTaskCompletedRequest {
+        namespace: "default".into(),
+        task_token: task.task_token,
+        sticky_attributes: Some(StickyExecutionAttributes {
+            worker_task_queue: Some(TaskQueue {
+                name: unique("sticky-never-polled"),
+                kind: TaskQueueKind::Sticky as i32,
+                normal_name: task_queue.clone(),
+            }),
+            schedule_to_start_timeout: Some(chronicle_types::time::duration_from_millis(60_000)),
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("complete");
+    raw.signal_workflow_execution(ws::SignalWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_execution: Some(WorkflowExecution {
+            workflow_id: workflow_id.clone(),
+            run_id: String::new(),
+        }),
+        signal_name: "wake".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("signal");
+    // The task is on the normal queue at once (the poll would otherwise end empty after the
+    // server's 5 s poll wait), with the full history and no timeout event.
+    let task = raw
+        .poll_workflow_task_queue(poll(&task_queue))
+        .await
+        .expect("normal poll")
+        .into_inner();
+    let events = task.history.expect("history").events;
+    assert_eq!(events.first().map(|e| e.event_id), Some(1), "full history");
+    assert!(
+        events
+            .iter()
+            .all(|e| e.event_type != EventType::WorkflowTaskTimedOut as i32),
+        "moved without a timeout: {events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event_type == EventType::WorkflowExecutionSignaled as i32),
+        "the signal is in the task"
+    );
     server.server.stop().await.expect("clean stop");
 }
 
