@@ -10,6 +10,15 @@ pub mod history;
 pub mod scratch;
 pub mod workload;
 
+/// Criterion settings shared by every bench: short runs, so that the whole suite finishes in a
+/// few minutes on a 2-core machine.
+pub fn quick_criterion() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3))
+        .sample_size(20)
+}
+
 #[cfg(test)]
 mod tests {
     use chronicle_storage::ShardTables;
@@ -57,13 +66,4 @@ mod tests {
             assert_eq!(history::read_run_paged(&tables, &run, 7), total);
         }
     }
-}
-
-/// Criterion settings shared by every bench: short runs, so that the whole suite finishes in a
-/// few minutes on a 2-core machine.
-pub fn quick_criterion() -> criterion::Criterion {
-    criterion::Criterion::default()
-        .warm_up_time(std::time::Duration::from_secs(1))
-        .measurement_time(std::time::Duration::from_secs(3))
-        .sample_size(20)
 }

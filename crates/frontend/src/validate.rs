@@ -25,12 +25,12 @@ pub fn max_id(value: &str, what: &str) -> ApiResult<()> {
 }
 
 pub fn payload_size(payloads: &Option<Payloads>, what: &str) -> ApiResult<()> {
-    if let Some(p) = payloads {
-        if p.encoded_len() > MAX_PAYLOAD_BYTES {
-            return Err(ApiError::invalid_argument(format!(
-                "{what} exceeds size limit."
-            )));
-        }
+    if let Some(p) = payloads
+        && p.encoded_len() > MAX_PAYLOAD_BYTES
+    {
+        return Err(ApiError::invalid_argument(format!(
+            "{what} exceeds size limit."
+        )));
     }
     Ok(())
 }
@@ -45,10 +45,10 @@ pub fn any_size<M: Message>(message: &M, what: &str) -> ApiResult<()> {
 }
 
 pub fn non_negative(d: &Option<chronicle_proto::wkt::Duration>, what: &str) -> ApiResult<()> {
-    if let Some(d) = d {
-        if d.seconds < 0 || d.nanos < 0 {
-            return Err(ApiError::invalid_argument(format!("Invalid {what}.")));
-        }
+    if let Some(d) = d
+        && (d.seconds < 0 || d.nanos < 0)
+    {
+        return Err(ApiError::invalid_argument(format!("Invalid {what}.")));
     }
     Ok(())
 }

@@ -87,14 +87,14 @@ impl MutableState {
     /// Whether the worker should continue the run as new: its history is past Temporal's
     /// suggestion thresholds.
     pub fn suggest_continue_as_new(&self) -> bool {
-        self.state.next_event_id - 1 >= chronicle_types::limits::SUGGEST_CONTINUE_AS_NEW_EVENTS
+        self.state.next_event_id > chronicle_types::limits::SUGGEST_CONTINUE_AS_NEW_EVENTS
             || self.state.history_size_bytes
                 >= chronicle_types::limits::SUGGEST_CONTINUE_AS_NEW_BYTES
     }
 
     /// The reason to terminate a run whose history reached a hard limit, if it did.
     pub fn history_limit_exceeded(&self) -> Option<&'static str> {
-        if self.state.next_event_id - 1 >= chronicle_types::limits::MAX_HISTORY_EVENTS {
+        if self.state.next_event_id > chronicle_types::limits::MAX_HISTORY_EVENTS {
             Some("Workflow history count exceeds limit.")
         } else if self.state.history_size_bytes >= chronicle_types::limits::MAX_HISTORY_BYTES {
             Some("Workflow history size exceeds limit.")

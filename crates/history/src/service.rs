@@ -248,11 +248,9 @@ fn query_rejection(
             }
             _ => false,
         };
-    reject.then(
-        || chronicle_proto::temporal::api::query::v1::QueryRejected {
-            status: state.status,
-        },
-    )
+    reject.then_some(chronicle_proto::temporal::api::query::v1::QueryRejected {
+        status: state.status,
+    })
 }
 
 fn query_result_response(result: WorkflowQueryResult) -> ApiResult<ws::QueryWorkflowResponse> {

@@ -105,7 +105,6 @@ pub async fn run(
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let db_options = DbOptions {
         sync_writes: config.sync_writes,
-        ..Default::default()
     };
     let data_dir = config.data_dir.clone();
     let db = tokio::task::spawn_blocking(move || Db::open(&data_dir, db_options))

@@ -193,12 +193,12 @@ where
             .db
             .prefix_iterator(Cf::RaftLog, &keys::shard_prefix(self.group));
         iter.seek_for_prev(&end);
-        if let (Some(k), Some(v)) = (iter.key(), iter.value()) {
-            if k.starts_with(&keys::shard_prefix(self.group)) {
-                return postcard::from_bytes(v)
-                    .map(Some)
-                    .map_err(|e| AnyError::new(&e));
-            }
+        if let (Some(k), Some(v)) = (iter.key(), iter.value())
+            && k.starts_with(&keys::shard_prefix(self.group))
+        {
+            return postcard::from_bytes(v)
+                .map(Some)
+                .map_err(|e| AnyError::new(&e));
         }
         iter.status().map_err(|e| AnyError::new(&e))?;
         Ok(None)

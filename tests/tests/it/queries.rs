@@ -33,7 +33,6 @@ fn query_request(workflow_id: &str, condition: QueryRejectCondition) -> ws::Quer
             ..Default::default()
         }),
         query_reject_condition: condition as i32,
-        ..Default::default()
     }
 }
 

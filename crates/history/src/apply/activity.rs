@@ -299,12 +299,7 @@ fn retry_decision(
     }
     let mut explicit_delay = None;
     if let Some(FailureInfo::ApplicationFailureInfo(info)) = &failure.failure_info {
-        if info.non_retryable
-            || policy
-                .non_retryable_error_types
-                .iter()
-                .any(|t| *t == info.r#type)
-        {
+        if info.non_retryable || policy.non_retryable_error_types.contains(&info.r#type) {
             return Err(RetryState::NonRetryableFailure);
         }
         explicit_delay = info

@@ -224,11 +224,11 @@ pub fn load_token_run(
 
 /// Updates the current-run record after a run closed.
 pub fn record_close(batch: &mut ShardBatch, ms: &MutableState) -> ApplyResult<()> {
-    if let Some(mut current) = batch.current(&ms.state.namespace_id, &ms.state.workflow_id)? {
-        if current.run_id == ms.state.run_id {
-            current.status = ms.state.status;
-            batch.put_current(&ms.state.namespace_id, &ms.state.workflow_id, &current);
-        }
+    if let Some(mut current) = batch.current(&ms.state.namespace_id, &ms.state.workflow_id)?
+        && current.run_id == ms.state.run_id
+    {
+        current.status = ms.state.status;
+        batch.put_current(&ms.state.namespace_id, &ms.state.workflow_id, &current);
     }
     Ok(())
 }

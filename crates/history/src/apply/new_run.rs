@@ -48,21 +48,15 @@ pub fn workflow_retry_delay(
     }
     if let Some(FailureInfo::ApplicationFailureInfo(info)) =
         failure.and_then(|f| f.failure_info.as_ref())
+        && (info.non_retryable || policy.non_retryable_error_types.contains(&info.r#type))
     {
-        if info.non_retryable
-            || policy
-                .non_retryable_error_types
-                .iter()
-                .any(|t| *t == info.r#type)
-        {
-            return Err(RetryState::NonRetryableFailure);
-        }
+        return Err(RetryState::NonRetryableFailure);
     }
     let delay = activity::next_retry_delay_ms(&policy, ms.state.attempt);
-    if let Some(expiration) = ms.state.execution_expiration_time.as_ref().map(millis) {
-        if ms.now_ms() + delay >= expiration {
-            return Err(RetryState::Timeout);
-        }
+    if let Some(expiration) = ms.state.execution_expiration_time.as_ref().map(millis)
+        && ms.now_ms() + delay >= expiration
+    {
+        return Err(RetryState::Timeout);
     }
     Ok(delay)
 }

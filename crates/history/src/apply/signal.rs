@@ -147,7 +147,6 @@ pub fn terminate_run(
                 reason: reason.to_string(),
                 details,
                 identity: identity.to_string(),
-                ..Default::default()
             },
         ),
     );

@@ -247,7 +247,7 @@ fn apply_completion(
             started_event_id: task.started_event_id,
             identity: request.identity.clone(),
             sdk_metadata: request.sdk_metadata.clone(),
-            metering_metadata: request.metering_metadata.clone(),
+            metering_metadata: request.metering_metadata,
             versioning_behavior: request.versioning_behavior,
             ..Default::default()
         }),
