@@ -280,3 +280,34 @@ impl Db {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_count_is_stored_or_inferred_from_the_groups_votes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        assert_eq!(db.shard_count().unwrap(), None, "a new directory has none");
+
+        // A directory from before the count was stored: groups 0..3 voted (the metadata group,
+        // u32::MAX, does not count).
+        for group in [0, 1, 2, u32::MAX] {
+            db.rocks()
+                .put_cf(
+                    db.cf(Cf::RaftMeta),
+                    crate::keys::raft_meta(group, crate::log_store::META_VOTE),
+                    b"vote",
+                )
+                .unwrap();
+        }
+        assert_eq!(db.shard_count().unwrap(), Some(3));
+
+        // A stored count wins, and survives a reopen.
+        db.set_shard_count(8).unwrap();
+        drop(db);
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        assert_eq!(db.shard_count().unwrap(), Some(8));
+    }
+}
