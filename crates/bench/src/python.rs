@@ -535,6 +535,15 @@ mod tests {
         eager_activities: true,
     };
 
+    /// An executable shell script at `<dir>/python` that stands in for the interpreter.
+    fn fake_python(dir: &tempfile::TempDir, script: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.path().join("python");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
     fn strings(arguments: &[OsString]) -> Vec<String> {
         arguments
             .iter()
@@ -663,18 +672,10 @@ mod tests {
         // A shell script stands in for a Python without the SDK: it exits as the worker script
         // does when the import fails.
         let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("python");
-        std::fs::write(
-            &fake,
+        let fake = fake_python(
+            &dir,
             "#!/bin/sh\necho \"No module named 'temporalio'\" >&2\nexit 3\n",
-        )
-        .unwrap();
-        let status = std::process::Command::new("chmod")
-            .arg("+x")
-            .arg(&fake)
-            .status()
-            .unwrap();
-        assert!(status.success());
+        );
         let config = PythonWorkerConfig {
             python: fake,
             processes: 2,
@@ -695,17 +696,10 @@ mod tests {
     async fn a_worker_that_dies_is_reported_with_its_output() {
         // Ready, then dead: the harness must notice and show what it wrote.
         let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("python");
-        std::fs::write(
-            &fake,
+        let fake = fake_python(
+            &dir,
             "#!/bin/sh\necho 'READY temporalio=0 python=0'\nsleep 0.2\necho 'boom' >&2\nexit 7\n",
-        )
-        .unwrap();
-        std::process::Command::new("chmod")
-            .arg("+x")
-            .arg(&fake)
-            .status()
-            .unwrap();
+        );
         let config = PythonWorkerConfig {
             python: fake,
             processes: 1,
@@ -728,18 +722,11 @@ mod tests {
     #[tokio::test]
     async fn stopping_kills_a_worker_that_ignores_stdin() {
         let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("python");
         // Ignores end of stdin and SIGTERM alike; only the kill after the grace ends it.
-        std::fs::write(
-            &fake,
+        let fake = fake_python(
+            &dir,
             "#!/bin/sh\ntrap '' TERM\necho READY\nexec sleep 600\n",
-        )
-        .unwrap();
-        std::process::Command::new("chmod")
-            .arg("+x")
-            .arg(&fake)
-            .status()
-            .unwrap();
+        );
         let config = PythonWorkerConfig {
             python: fake,
             processes: 2,

@@ -16,9 +16,7 @@ use chronicle_proto::chronicle::history::v1::{
 };
 use chronicle_proto::chronicle::persistence::v1::{self as pb, outbox_task::Kind as TaskKind};
 use chronicle_proto::temporal::api::common::v1::WorkflowExecution;
-use chronicle_proto::temporal::api::enums::v1::{
-    StartChildWorkflowExecutionFailedCause, WorkflowExecutionStatus,
-};
+use chronicle_proto::temporal::api::enums::v1::StartChildWorkflowExecutionFailedCause;
 use chronicle_proto::temporal::api::history::v1::HistoryEvent;
 use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
@@ -26,7 +24,7 @@ use chronicle_types::{ApiError, ApiResult};
 
 use crate::apply::child::HISTORY_SERVICE_IDENTITY;
 use crate::engine::{HistoryEngine, Shard};
-use crate::read::storage;
+use crate::read::{execution_of, is_closed, storage};
 
 /// Whether an outbox row is a transfer task (not a task for matching).
 pub(crate) fn is_transfer(kind: i32) -> bool {
@@ -116,17 +114,6 @@ fn load(shard: &Shard, task: &pb::OutboxTask) -> ApiResult<Option<pb::WorkflowEx
         .map_err(storage)
 }
 
-fn execution_of(state: &pb::WorkflowExecutionState) -> WorkflowExecution {
-    WorkflowExecution {
-        workflow_id: state.workflow_id.clone(),
-        run_id: state.run_id.clone(),
-    }
-}
-
-fn is_running(state: &pb::WorkflowExecutionState) -> bool {
-    state.status == WorkflowExecutionStatus::Running as i32
-}
-
 /// One event of a run's history.
 fn read_event(
     shard: &Shard,
@@ -189,7 +176,7 @@ async fn start_child(
     let pending = parent.as_ref().and_then(|p| {
         p.children
             .get(&initiated_event_id)
-            .filter(|c| !c.started && is_running(p))
+            .filter(|c| !c.started && !is_closed(p))
             .map(|c| (p, c))
     });
     // A closed parent starts no child (its record command applies the close policy to one an
@@ -352,7 +339,7 @@ async fn deliver_external(
         })
     };
     let source = load(shard, task)?;
-    let pending = source.as_ref().filter(|s| is_running(s)).and_then(|s| {
+    let pending = source.as_ref().filter(|s| !is_closed(s)).and_then(|s| {
         let requests = if signal {
             &s.external_signals
         } else {

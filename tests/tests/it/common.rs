@@ -1,6 +1,8 @@
 use std::time::Duration;
 
-use chronicle_proto::temporal::api::common::v1::{Payload, Payloads, WorkflowExecution};
+use chronicle_proto::temporal::api::common::v1::{
+    Payload, Payloads, WorkflowExecution, WorkflowType,
+};
 use chronicle_proto::temporal::api::taskqueue::v1::TaskQueue;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_proto::temporal::api::workflowservice::v1::workflow_service_client::WorkflowServiceClient;
@@ -94,6 +96,24 @@ pub fn payloads(text: &str) -> Option<Payloads> {
             ..Default::default()
         }],
     })
+}
+
+/// A start of `workflow_type` on `task_queue` in the default namespace, with a fresh request ID.
+pub fn start_request(
+    workflow_id: &str,
+    workflow_type: &str,
+    task_queue: &str,
+) -> ws::StartWorkflowExecutionRequest {
+    ws::StartWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_id: workflow_id.into(),
+        workflow_type: Some(WorkflowType {
+            name: workflow_type.into(),
+        }),
+        task_queue: queue(task_queue),
+        request_id: unique("req"),
+        ..Default::default()
+    }
 }
 
 /// A workflow-task poll of `task_queue` in the default namespace.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chronicle_proto::temporal::api::command::v1::{
     Command, ScheduleActivityTaskCommandAttributes, command,
 };
-use chronicle_proto::temporal::api::common::v1::{ActivityType, RetryPolicy, WorkflowType};
+use chronicle_proto::temporal::api::common::v1::{ActivityType, RetryPolicy};
 use chronicle_proto::temporal::api::enums::v1::{
     CommandType, EventType, PendingActivityState, WorkflowExecutionStatus,
 };
@@ -75,18 +75,11 @@ fn complete_workflow() -> Command {
 }
 
 async fn start(raw: &mut WorkflowServiceClient<Channel>, workflow_id: &str, tq: &str) -> String {
-    raw.start_workflow_execution(ws::StartWorkflowExecutionRequest {
-        namespace: "default".into(),
-        workflow_id: workflow_id.into(),
-        workflow_type: Some(WorkflowType { name: "P".into() }),
-        task_queue: queue(tq),
-        request_id: unique("req"),
-        ..Default::default()
-    })
-    .await
-    .expect("start")
-    .into_inner()
-    .run_id
+    raw.start_workflow_execution(start_request(workflow_id, "P", tq))
+        .await
+        .expect("start")
+        .into_inner()
+        .run_id
 }
 
 /// Polls the next workflow task and answers it with `commands`.

@@ -434,21 +434,9 @@ async fn a_sticky_queue_nobody_polls_sends_its_task_to_the_normal_queue_at_once(
     let mut raw = raw_client(&server.server.url()).await;
     let task_queue = unique("normal");
     let workflow_id = unique("sticky-gone");
-    raw.start_workflow_execution(ws::StartWorkflowExecutionRequest {
-        namespace: "default".into(),
-        workflow_id: workflow_id.clone(),
-        workflow_type: Some(WorkflowType {
-            name: "Sticky".into(),
-        }),
-        task_queue: Some(TaskQueue {
-            name: task_queue.clone(),
-            ..Default::default()
-        }),
-        request_id: unique("req"),
-        ..Default::default()
-    })
-    .await
-    .expect("start");
+    raw.start_workflow_execution(start_request(&workflow_id, "Sticky", &task_queue))
+        .await
+        .expect("start");
     let task = raw
         .poll_workflow_task_queue(poll(&task_queue))
         .await
@@ -473,10 +461,7 @@ async fn a_sticky_queue_nobody_polls_sends_its_task_to_the_normal_queue_at_once(
     .expect("complete");
     raw.signal_workflow_execution(ws::SignalWorkflowExecutionRequest {
         namespace: "default".into(),
-        workflow_execution: Some(WorkflowExecution {
-            workflow_id: workflow_id.clone(),
-            run_id: String::new(),
-        }),
+        workflow_execution: execution(&workflow_id, ""),
         signal_name: "wake".into(),
         ..Default::default()
     })

@@ -137,21 +137,9 @@ async fn a_data_directory_keeps_the_shard_count_it_was_created_with() {
     let mut raw = raw_client(&server.url()).await;
     let workflow_ids: Vec<String> = (0..8).map(|i| unique(&format!("shards-{i}"))).collect();
     for workflow_id in &workflow_ids {
-        raw.start_workflow_execution(ws::StartWorkflowExecutionRequest {
-            namespace: "default".into(),
-            workflow_id: workflow_id.clone(),
-            workflow_type: Some(WorkflowType {
-                name: "Counted".into(),
-            }),
-            task_queue: Some(TaskQueue {
-                name: unique("shards"),
-                ..Default::default()
-            }),
-            request_id: unique("req"),
-            ..Default::default()
-        })
-        .await
-        .expect("start workflow");
+        raw.start_workflow_execution(start_request(workflow_id, "Counted", &unique("shards")))
+            .await
+            .expect("start workflow");
     }
     server.stop().await.expect("stop");
 
@@ -174,10 +162,7 @@ async fn a_data_directory_keeps_the_shard_count_it_was_created_with() {
         for workflow_id in &workflow_ids {
             raw.describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
                 namespace: "default".into(),
-                execution: Some(WorkflowExecution {
-                    workflow_id: workflow_id.clone(),
-                    run_id: String::new(),
-                }),
+                execution: execution(workflow_id, ""),
             })
             .await
             .unwrap_or_else(|e| panic!("{workflow_id} found after restart: {e}"));
