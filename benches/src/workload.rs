@@ -362,6 +362,7 @@ impl CommandStream {
 pub fn history_applier() -> HistoryApplier {
     HistoryApplier {
         notifier: ShardNotifier::default(),
+        namespace_names: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! validates requests, resolves namespaces, and forwards to history and matching through the
 //! internal service traits. It holds no state of its own beyond a namespace cache.
 
+pub mod metric_defs;
 mod namespaces;
 mod operator_service;
 mod status_compat;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use chronicle_cluster::{HistoryService, MatchingService};
 
+pub use metric_defs::ServiceMetricsLayer;
 pub use namespaces::{NamespaceCache, default_namespace_record};
 pub use operator_service::OperatorHandler;
 pub use status_compat::StatusCompatLayer;

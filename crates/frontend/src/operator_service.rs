@@ -42,6 +42,7 @@ impl OperatorService for OperatorHandler {
         request: Request<os::ListSearchAttributesRequest>,
     ) -> Result<Response<os::ListSearchAttributesResponse>, Status> {
         let r = request.into_inner();
+        crate::metric_defs::set_namespace(&r.namespace);
         if !r.namespace.is_empty() {
             self.ctx.namespaces.id(&r.namespace).await?;
         }

@@ -25,6 +25,7 @@ impl WorkflowHandler {
     }
 
     async fn ns(&self, name: &str) -> Result<String, Status> {
+        crate::metric_defs::set_namespace(name);
         Ok(self.ctx.namespaces.id(name).await?)
     }
 }
@@ -101,6 +102,7 @@ impl WorkflowService for WorkflowHandler {
         request: Request<ws::RegisterNamespaceRequest>,
     ) -> Res<ws::RegisterNamespaceResponse> {
         let r = request.into_inner();
+        crate::metric_defs::set_namespace(&r.namespace);
         validate::required_id(&r.namespace, "Namespace")?;
         let retention_days = r
             .workflow_execution_retention_period
@@ -123,6 +125,7 @@ impl WorkflowService for WorkflowHandler {
         request: Request<ws::DescribeNamespaceRequest>,
     ) -> Res<ws::DescribeNamespaceResponse> {
         let r = request.into_inner();
+        crate::metric_defs::set_namespace(&r.namespace);
         let record = if !r.namespace.is_empty() {
             self.ctx.history.namespace_by_name(&r.namespace).await?
         } else if !r.id.is_empty() {
@@ -162,6 +165,7 @@ impl WorkflowService for WorkflowHandler {
         request: Request<ws::UpdateNamespaceRequest>,
     ) -> Res<ws::UpdateNamespaceResponse> {
         let r = request.into_inner();
+        crate::metric_defs::set_namespace(&r.namespace);
         let mut record = self.ctx.history.namespace_by_name(&r.namespace).await?;
         if let Some(UpdateNamespaceInfo {
             description,
@@ -330,6 +334,9 @@ impl WorkflowService for WorkflowHandler {
         request: Request<ws::GetWorkflowExecutionHistoryRequest>,
     ) -> Res<ws::GetWorkflowExecutionHistoryResponse> {
         let r = request.into_inner();
+        if r.wait_new_event {
+            crate::metric_defs::set_operation("PollWorkflowExecutionHistory");
+        }
         let ns = self.ns(&r.namespace).await?;
         validate::required_id(
             r.execution

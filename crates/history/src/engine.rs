@@ -1,6 +1,7 @@
 //! Starting a node's shard groups and proposing commands to them.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chronicle_cluster::MatchingService;
@@ -13,7 +14,8 @@ use prost::Message;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::apply::HistoryApplier;
-use crate::metrics_names;
+use crate::metric_defs;
+use crate::namespace_names::NamespaceNames;
 use crate::notify::{ShardNotifier, WorkflowWatch};
 
 #[derive(Clone, Debug)]
@@ -40,6 +42,9 @@ pub(crate) struct Shard {
     notifier: ShardNotifier,
     /// Commands waiting to be proposed; see [`proposal_loop`].
     proposals: mpsc::UnboundedSender<PendingCommand>,
+    /// The last log index the group had when it opened: it has caught up once it applied it.
+    start_log_index: u64,
+    caught_up: AtomicBool,
 }
 
 impl Shard {
@@ -66,7 +71,7 @@ pub struct HistoryEngine {
     pub(crate) shards: Vec<Arc<Shard>>,
     pub(crate) metadata: Arc<Shard>,
     pub(crate) matching: Arc<dyn MatchingService>,
-    pub(crate) namespace_names: RwLock<std::collections::HashMap<String, String>>,
+    pub(crate) namespace_names: Arc<NamespaceNames>,
     pub(crate) queries: crate::queries::QueryRegistry,
     shutdown: watch::Sender<bool>,
 }
@@ -79,8 +84,13 @@ impl HistoryEngine {
         matching: Arc<dyn MatchingService>,
     ) -> Result<Arc<Self>, RaftError> {
         let notifier = ShardNotifier::default();
+        let namespace_names = Arc::new(NamespaceNames::new(ShardTables::new(
+            db.clone(),
+            METADATA_GROUP,
+        )));
         let applier = Arc::new(HistoryApplier {
             notifier: notifier.clone(),
+            namespace_names: Some(namespace_names.clone()),
         });
         let mut shards = Vec::new();
         for id in 0..config.num_shards {
@@ -96,7 +106,7 @@ impl HistoryEngine {
             shards,
             metadata,
             matching,
-            namespace_names: RwLock::new(Default::default()),
+            namespace_names,
             queries: Default::default(),
             shutdown,
         });
@@ -138,23 +148,41 @@ impl HistoryEngine {
         kind: shard_command::Kind,
     ) -> ApiResult<command_result::Result> {
         let label = command_label(&kind);
+        let operation = metric_defs::persistence_operation(&kind);
         let command = cmd::ShardCommand {
             now: Some(chronicle_types::time::now_timestamp()),
             kind: Some(kind),
             batch: Vec::new(),
         };
         let started = Instant::now();
-        let (reply, answer) = oneshot::channel();
-        shard
-            .proposals
-            .send(PendingCommand { command, reply })
-            .map_err(|_| ApiError::unavailable(format!("shard {} is shutting down", shard.id)))?;
-        let result = answer.await.map_err(|_| {
-            ApiError::unavailable(format!("shard {} stopped before answering", shard.id))
-        })??;
-        metrics::counter!(metrics_names::SHARD_COMMANDS, "command" => label).increment(1);
-        metrics::histogram!(metrics_names::SHARD_COMMAND_LATENCY)
-            .record(started.elapsed().as_secs_f64());
+        let persistence = [
+            ("service_name", metric_defs::SERVICE_NAME),
+            ("operation", operation),
+        ];
+        metrics::counter!(metric_defs::PERSISTENCE_REQUESTS, &persistence[..]).increment(1);
+        let committed = async {
+            let (reply, answer) = oneshot::channel();
+            shard
+                .proposals
+                .send(PendingCommand { command, reply })
+                .map_err(|_| {
+                    ApiError::unavailable(format!("shard {} is shutting down", shard.id))
+                })?;
+            answer.await.map_err(|_| {
+                ApiError::unavailable(format!("shard {} stopped before answering", shard.id))
+            })?
+        };
+        let result = match committed.await {
+            Ok(result) => result,
+            Err(e) => {
+                metrics::counter!(metric_defs::PERSISTENCE_ERRORS, &persistence[..]).increment(1);
+                return Err(e);
+            }
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        metrics::histogram!(metric_defs::PERSISTENCE_LATENCY, &persistence[..]).record(elapsed);
+        metrics::counter!(metric_defs::SHARD_COMMANDS, "command" => label).increment(1);
+        metrics::histogram!(metric_defs::SHARD_COMMAND_LATENCY).record(elapsed);
         match result.result {
             Some(command_result::Result::Error(e)) => {
                 Err(ApiError::from_parts(e.code, e.message, &e.details))
@@ -162,6 +190,38 @@ impl HistoryEngine {
             Some(other) => Ok(other),
             None => Err(ApiError::internal("empty command result")),
         }
+    }
+
+    /// Whether this node serves: every group it hosts has a leader and has applied the log it
+    /// found when it opened. `Err` says which group is not there yet. Once caught up, a group
+    /// stays caught up (later entries are load, not recovery); a group without a leader makes
+    /// the node unready again.
+    pub fn readiness(&self) -> Result<(), String> {
+        for shard in self.shards.iter().chain(std::iter::once(&self.metadata)) {
+            let metrics = shard.raft.metrics().borrow().clone();
+            let group = if shard.id == METADATA_GROUP {
+                "the metadata group".to_string()
+            } else {
+                format!("shard {}", shard.id)
+            };
+            if let Err(e) = &metrics.running_state {
+                return Err(format!("{group} stopped: {e}"));
+            }
+            if metrics.current_leader.is_none() {
+                return Err(format!("{group} has no leader"));
+            }
+            if !shard.caught_up.load(Ordering::Relaxed) {
+                let applied = metrics.last_applied.map(|l| l.index).unwrap_or(0);
+                if applied < shard.start_log_index {
+                    return Err(format!(
+                        "{group} is applying its log ({applied} of {})",
+                        shard.start_log_index
+                    ));
+                }
+                shard.caught_up.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn is_leader(&self, shard: &Shard) -> bool {
@@ -214,7 +274,10 @@ async fn open_group(
     .await?;
     let (proposals, queue) = mpsc::unbounded_channel();
     tokio::spawn(proposal_loop(raft.clone(), id, queue));
+    let start_log_index = raft.metrics().borrow().last_log_index.unwrap_or(0);
     Ok(Shard {
+        start_log_index,
+        caught_up: AtomicBool::new(false),
         id,
         raft,
         tables: ShardTables::new(db.clone(), id),
@@ -256,7 +319,7 @@ async fn proposal_loop(
 }
 
 async fn propose_entry(raft: &ShardRaft, group: ShardId, pending: Vec<PendingCommand>) {
-    metrics::histogram!(metrics_names::SHARD_COMMAND_BATCH_SIZE).record(pending.len() as f64);
+    metrics::histogram!(metric_defs::SHARD_COMMAND_BATCH_SIZE).record(pending.len() as f64);
     let (commands, replies): (Vec<_>, Vec<_>) =
         pending.into_iter().map(|p| (p.command, p.reply)).unzip();
     let batched = commands.len() > 1;

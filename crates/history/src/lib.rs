@@ -14,8 +14,9 @@
 pub mod apply;
 pub mod engine;
 mod list_query;
-mod metrics_names;
+pub mod metric_defs;
 pub mod mutable_state;
+pub mod namespace_names;
 pub mod notify;
 mod processors;
 mod queries;

@@ -366,6 +366,7 @@ impl MutableState {
             }
         }
         self.state.state_transition_count += 1;
+        crate::metric_defs::observe_persist(&self.state);
         batch.put_execution(&self.state);
         let events = std::mem::take(&mut self.new_events);
         batch.append_history(

@@ -20,7 +20,7 @@ use chronicle_types::time::now_millis;
 use tokio::sync::watch;
 
 use crate::engine::{HistoryEngine, Shard};
-use crate::metrics_names;
+use crate::metric_defs;
 
 /// How long a handed-over task may stay unstarted before it is handed over again.
 const REDISPATCH_AFTER: Duration = Duration::from_secs(10);
@@ -123,8 +123,8 @@ async fn timer_loop(
                     let fire = cmd::FireTimer { key, task: Some(task), new_run_id: uuid::Uuid::new_v4().to_string() };
                     match engine.propose(&shard, shard_command::Kind::FireTimer(fire)).await {
                         Ok(_) => {
-                            metrics::counter!(metrics_names::TIMER_TASKS_FIRED, "kind" => kind).increment(1);
-                            metrics::histogram!(metrics_names::TIMER_TASK_LATENCY).record((now_millis() - deadline).max(0) as f64 / 1000.0);
+                            metrics::counter!(metric_defs::TIMER_TASKS_FIRED, "kind" => kind).increment(1);
+                            metrics::histogram!(metric_defs::TIMER_TASK_LATENCY).record((now_millis() - deadline).max(0) as f64 / 1000.0);
                             true
                         }
                         Err(e) => {
@@ -246,7 +246,7 @@ async fn outbox_loop(
                         if let Err(e) = &result {
                             tracing::debug!(shard = shard.id, error = %e.message, "transfer task failed; it runs again at the next sweep");
                         }
-                        metrics::counter!(metrics_names::TRANSFER_TASKS_EXECUTED, "outcome" => if result.is_ok() { "ok" } else { "retry" }).increment(1);
+                        metrics::counter!(metric_defs::TRANSFER_TASKS_EXECUTED, "outcome" => if result.is_ok() { "ok" } else { "retry" }).increment(1);
                         transfers.finish(id, result.is_ok());
                     });
                 }
@@ -283,7 +283,7 @@ async fn outbox_loop(
             };
             match engine.matching.add_task(queue, task_ref).await {
                 Ok(()) => {
-                    metrics::counter!(metrics_names::TRANSFER_TASKS_DISPATCHED).increment(1);
+                    metrics::counter!(metric_defs::TRANSFER_TASKS_DISPATCHED).increment(1);
                     handed.insert(key.clone(), Instant::now());
                 }
                 Err(e) => {

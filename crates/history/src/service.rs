@@ -138,23 +138,37 @@ impl HistoryEngine {
         })
     }
 
+    /// Temporal's `task_schedule_to_start_latency` of a task that just started.
+    #[allow(clippy::too_many_arguments)]
+    fn record_schedule_to_start(
+        &self,
+        operation: &'static str,
+        task_type: &'static str,
+        namespace_id: &str,
+        task_queue: &str,
+        sticky: bool,
+        scheduled: Option<&chronicle_proto::wkt::Timestamp>,
+        started: Option<&chronicle_proto::wkt::Timestamp>,
+    ) {
+        let (Some(scheduled), Some(started)) = (scheduled, started) else {
+            return;
+        };
+        let millis =
+            chronicle_types::time::millis(started) - chronicle_types::time::millis(scheduled);
+        metrics::histogram!(
+            crate::metric_defs::TASK_SCHEDULE_TO_START_LATENCY,
+            "service_name" => crate::metric_defs::SERVICE_NAME,
+            "operation" => operation,
+            "namespace" => self.namespace_name(namespace_id),
+            "task_type" => task_type,
+            "taskqueue" => task_queue.to_string(),
+            "partition" => if sticky { "__sticky__" } else { "__normal__" },
+        )
+        .record(millis.max(0) as f64 / 1000.0);
+    }
+
     pub(crate) fn namespace_name(&self, namespace_id: &str) -> String {
-        if let Some(name) = self
-            .namespace_names
-            .read()
-            .expect("names lock")
-            .get(namespace_id)
-        {
-            return name.clone();
-        }
-        let records = self.metadata.tables.namespaces().unwrap_or_default();
-        let mut names = self.namespace_names.write().expect("names lock");
-        for r in records {
-            if let Some(info) = r.info {
-                names.insert(info.id, info.name);
-            }
-        }
-        names.get(namespace_id).cloned().unwrap_or_default()
+        self.namespace_names.name(namespace_id)
     }
 
     /// Sends a query to a worker as a query task: the run has no workflow task pending, so the
@@ -734,6 +748,15 @@ impl HistoryService for HistoryEngine {
             .execution(&task.namespace_id, &task.workflow_id, &task.run_id)
             .map_err(storage)?
             .ok_or_else(|| ApiError::workflow_not_found_for(&task.workflow_id, &task.run_id))?;
+        self.record_schedule_to_start(
+            "RecordWorkflowTaskStarted",
+            "Workflow",
+            &task.namespace_id,
+            &state.task_queue,
+            task.sticky,
+            started.scheduled_time.as_ref(),
+            started.started_time.as_ref(),
+        );
         let token = pb::TaskToken {
             namespace_id: task.namespace_id.clone(),
             workflow_id: task.workflow_id.clone(),
@@ -779,6 +802,21 @@ impl HistoryService for HistoryEngine {
         };
         if started.stale {
             return Err(ApiError::not_found("Activity task not found."));
+        }
+        if let Some(activity) = &started.activity {
+            self.record_schedule_to_start(
+                "RecordActivityTaskStarted",
+                "Activity",
+                &task.namespace_id,
+                activity
+                    .task_queue
+                    .as_ref()
+                    .map(|q| q.name.as_str())
+                    .unwrap_or_default(),
+                false,
+                activity.scheduled_time.as_ref(),
+                activity.started_time.as_ref(),
+            );
         }
         self.activity_task_response(&task.namespace_id, &task.workflow_id, &task.run_id, started)
     }

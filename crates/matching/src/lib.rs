@@ -7,7 +7,7 @@
 //! re-dispatches what matching may have lost (restart, dropped poll), so matching nodes are
 //! stateless and restartable.
 
-mod metrics_names;
+pub mod metric_defs;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -24,6 +24,8 @@ use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_types::{ApiError, ApiResult};
 use prost::Message;
 use tokio::sync::oneshot;
+
+use crate::metric_defs::PollOutcome;
 
 enum Dispatch {
     Task(TaskRef),
@@ -109,7 +111,7 @@ impl MatchingEngine {
         key: &TaskQueueKey,
         identity: &str,
         deadline: Instant,
-    ) -> Option<Dispatch> {
+    ) -> Option<(Dispatch, PollOutcome)> {
         self.closed_sticky
             .lock()
             .expect("matching lock")
@@ -122,13 +124,13 @@ impl MatchingEngine {
                 (Instant::now(), std::time::SystemTime::now()),
             );
             if let Some(query) = queue.queries.pop_front() {
-                return Some(Dispatch::Query(query));
+                return Some((Dispatch::Query(query), PollOutcome::Backlog));
             }
             let now_ms = chronicle_types::time::now_millis();
             while let Some(task) = queue.tasks.pop_front() {
                 queue.queued.remove(&(task.shard, task.outbox_id));
                 if task.expires_at_ms == 0 || task.expires_at_ms > now_ms {
-                    return Some(Dispatch::Task(task));
+                    return Some((Dispatch::Task(task), PollOutcome::Backlog));
                 }
             }
             let (tx, rx) = oneshot::channel();
@@ -136,7 +138,7 @@ impl MatchingEngine {
             rx
         };
         match tokio::time::timeout_at(deadline.into(), receiver).await {
-            Ok(Ok(dispatch)) => Some(dispatch),
+            Ok(Ok(dispatch)) => Some((dispatch, PollOutcome::Sync)),
             _ => None,
         }
     }
@@ -196,15 +198,13 @@ impl MatchingService for MatchingEngine {
                 if let Some(Dispatch::Task(task)) = q.offer(Dispatch::Task(task)) {
                     q.queued.insert((task.shard, task.outbox_id));
                     q.tasks.push_back(task);
-                    metrics::counter!(metrics_names::TASKS_QUEUED).increment(1);
-                } else {
-                    metrics::counter!(metrics_names::SYNC_MATCH).increment(1);
+                    metrics::counter!(metric_defs::TASKS_QUEUED).increment(1);
                 }
                 None
             }
         };
         if let Some(task) = back_to_history {
-            metrics::counter!(metrics_names::STICKY_WORKER_UNAVAILABLE).increment(1);
+            metrics::counter!(metric_defs::STICKY_WORKER_UNAVAILABLE).increment(1);
             return self.history()?.sticky_worker_unavailable(&task).await;
         }
         Ok(())
@@ -226,12 +226,26 @@ impl MatchingService for MatchingEngine {
             kind: TaskKind::Workflow,
         };
         let deadline = self.poll_deadline();
+        let record = |outcome| {
+            metric_defs::record_poll(
+                &request.namespace,
+                request.task_queue.as_ref(),
+                "Workflow",
+                outcome,
+            )
+        };
         loop {
-            let Some(dispatch) = self.next_dispatch(&key, &request.identity, deadline).await else {
+            let Some((dispatch, outcome)) =
+                self.next_dispatch(&key, &request.identity, deadline).await
+            else {
+                record(PollOutcome::Timeout);
                 return Ok(ws::PollWorkflowTaskQueueResponse::default());
             };
             match dispatch {
-                Dispatch::Query(query) => return Ok(query.response),
+                Dispatch::Query(query) => {
+                    record(outcome);
+                    return Ok(query.response);
+                }
                 Dispatch::Task(task) => {
                     let info = poller(start_request_id(), &request.identity, &request.task_queue);
                     match self
@@ -239,7 +253,10 @@ impl MatchingService for MatchingEngine {
                         .record_workflow_task_started(&task, &info)
                         .await
                     {
-                        Ok(response) => return Ok(response),
+                        Ok(response) => {
+                            record(outcome);
+                            return Ok(response);
+                        }
                         Err(e) if task_is_stale(&e) => continue,
                         Err(e) => {
                             tracing::warn!(error = %e.message, "recording a workflow task as started failed; history will re-dispatch it");
@@ -267,8 +284,19 @@ impl MatchingService for MatchingEngine {
             kind: TaskKind::Activity,
         };
         let deadline = self.poll_deadline();
+        let record = |outcome| {
+            metric_defs::record_poll(
+                &request.namespace,
+                request.task_queue.as_ref(),
+                "Activity",
+                outcome,
+            )
+        };
         loop {
-            let Some(dispatch) = self.next_dispatch(&key, &request.identity, deadline).await else {
+            let Some((dispatch, outcome)) =
+                self.next_dispatch(&key, &request.identity, deadline).await
+            else {
+                record(PollOutcome::Timeout);
                 return Ok(ws::PollActivityTaskQueueResponse::default());
             };
             let Dispatch::Task(task) = dispatch else {
@@ -280,7 +308,10 @@ impl MatchingService for MatchingEngine {
                 .record_activity_task_started(&task, &info)
                 .await
             {
-                Ok(response) => return Ok(response),
+                Ok(response) => {
+                    record(outcome);
+                    return Ok(response);
+                }
                 Err(e) if task_is_stale(&e) => continue,
                 Err(e) => {
                     tracing::warn!(error = %e.message, "recording an activity task as started failed; history will re-dispatch it");

@@ -4,6 +4,7 @@
 //! servers on port 0 in-process and the binary is a thin CLI around it.
 
 pub mod cli;
+pub mod observability;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -68,6 +69,17 @@ impl ServerConfig {
 
 pub struct Listeners {
     pub grpc: tokio::net::TcpListener,
+    /// The metrics port: Prometheus `/metrics`, `/health/live` and `/health/ready`.
+    pub metrics: Option<tokio::net::TcpListener>,
+}
+
+impl Listeners {
+    pub fn grpc_only(grpc: tokio::net::TcpListener) -> Self {
+        Self {
+            grpc,
+            metrics: None,
+        }
+    }
 }
 
 /// The data directory's shard count; a new directory gets `requested` (or the default). The
@@ -101,6 +113,20 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let grpc_addr = listeners.grpc.local_addr()?;
+    // The metrics port answers from the start: live at once, ready once the shards caught up
+    // and the gRPC listener serves.
+    let readiness = Arc::new(observability::Readiness::default());
+    let (metrics_stop, metrics_stopped) = tokio::sync::watch::channel(false);
+    if let Some(listener) = listeners.metrics {
+        let handle = observability::prometheus()?;
+        tracing::info!(metrics = %listener.local_addr()?, "serving /metrics, /health/live and /health/ready");
+        tokio::spawn(observability::serve(
+            listener,
+            handle,
+            readiness.clone(),
+            metrics_stopped,
+        ));
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let db_options = DbOptions {
@@ -127,6 +153,7 @@ pub async fn run(
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    readiness.set_history(history.clone());
     let history_service: Arc<dyn HistoryService> = history.clone();
     matching.set_history(&history_service);
 
@@ -192,8 +219,15 @@ pub async fn run(
             })
         },
     );
+    readiness.set_serving(true);
+    let not_ready = readiness.clone();
+    let shutdown = async move {
+        shutdown.await;
+        not_ready.set_serving(false);
+    };
     let served = tonic::transport::Server::builder()
         .layer(chronicle_frontend::StatusCompatLayer)
+        .layer(chronicle_frontend::ServiceMetricsLayer)
         .add_service(workflow)
         .add_service(operator)
         .add_service(health)
@@ -203,6 +237,7 @@ pub async fn run(
     tracing::info!("stopping: shard groups and storage");
     history.shutdown().await;
     db.flush().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let _ = metrics_stop.send(true);
     served.context("gRPC server failed")?;
     Ok(())
 }
@@ -210,6 +245,8 @@ pub async fn run(
 /// A server started in the background (tests, benchmarks).
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The metrics port, when started with [`RunningServer::start_with_metrics`].
+    pub metrics_addr: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -217,10 +254,29 @@ pub struct RunningServer {
 impl RunningServer {
     /// Binds `127.0.0.1:0` and serves `config` until [`RunningServer::stop`].
     pub async fn start(config: ServerConfig) -> anyhow::Result<Self> {
+        Self::start_inner(config, false).await
+    }
+
+    /// As [`RunningServer::start`], with a metrics port on `127.0.0.1:0` too.
+    pub async fn start_with_metrics(config: ServerConfig) -> anyhow::Result<Self> {
+        Self::start_inner(config, true).await
+    }
+
+    async fn start_inner(config: ServerConfig, with_metrics: bool) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let metrics = if with_metrics {
+            Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?)
+        } else {
+            None
+        };
+        let metrics_addr = metrics.as_ref().map(|l| l.local_addr()).transpose()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(Listeners { grpc: listener }, config, async move {
+        let listeners = Listeners {
+            grpc: listener,
+            metrics,
+        };
+        let task = tokio::spawn(run(listeners, config, async move {
             let _ = stopped.await;
         }));
         // Ready when the port answers gRPC health.
@@ -255,6 +311,7 @@ impl RunningServer {
         }
         Ok(Self {
             addr,
+            metrics_addr,
             stop: Some(stop),
             task,
         })

@@ -69,14 +69,18 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
         let grpc = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        if let Some(port) = args.metrics_port {
-            let metrics_addr = std::net::SocketAddr::new(addr.ip(), port);
-            metrics_exporter_prometheus::PrometheusBuilder::new()
-                .with_http_listener(metrics_addr)
-                .install()
-                .with_context(|| format!("starting the metrics endpoint on {metrics_addr}"))?;
-        }
-        run(Listeners { grpc }, config, shutdown_signal()).await
+        let metrics = match args.metrics_port {
+            Some(port) => {
+                let metrics_addr = std::net::SocketAddr::new(addr.ip(), port);
+                Some(
+                    tokio::net::TcpListener::bind(metrics_addr)
+                        .await
+                        .with_context(|| format!("binding the metrics port {metrics_addr}"))?,
+                )
+            }
+            None => None,
+        };
+        run(Listeners { grpc, metrics }, config, shutdown_signal()).await
     });
     drop(ephemeral);
     if let Err(e) = &result {

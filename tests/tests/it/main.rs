@@ -8,6 +8,7 @@ mod common;
 mod eager_activities;
 mod history_api;
 mod history_limits;
+mod metrics;
 mod namespaces;
 mod queries;
 mod restart;

@@ -22,6 +22,7 @@ use chronicle_storage::{ShardBatch, StorageError};
 use chronicle_types::ApiError;
 use prost::Message;
 
+use crate::metric_defs;
 use crate::mutable_state::MutableState;
 use crate::notify::ShardNotifier;
 
@@ -52,6 +53,20 @@ pub type ApplyResult<T> = Result<T, ApplyError>;
 /// The history engine's side of the Raft state machine.
 pub struct HistoryApplier {
     pub notifier: ShardNotifier,
+    /// Names for metric labels (without: namespace IDs).
+    pub namespace_names: Option<std::sync::Arc<crate::namespace_names::NamespaceNames>>,
+}
+
+impl HistoryApplier {
+    /// Records the metrics of the command applied last (workflow closes, state transitions).
+    fn record_metrics(&self) {
+        metric_defs::record(metric_defs::take_observations(), |id| {
+            match self.namespace_names.as_ref().map(|names| names.name(id)) {
+                Some(name) if !name.is_empty() => name,
+                _ => id.to_string(),
+            }
+        });
+    }
 }
 
 impl Applier for HistoryApplier {
@@ -72,13 +87,18 @@ impl Applier for HistoryApplier {
                 let mut results = Vec::with_capacity(command.batch.len());
                 for one in command.batch {
                     results.push(apply_one(batch, one)?);
+                    self.record_metrics();
                 }
                 cmd::CommandResult {
                     result: None,
                     batch: results,
                 }
             }
-            Ok(command) => apply_one(batch, command)?,
+            Ok(command) => {
+                let result = apply_one(batch, command)?;
+                self.record_metrics();
+                result
+            }
         };
         Ok(result.encode_to_vec())
     }
@@ -111,15 +131,20 @@ fn apply_one(
     batch: &mut ShardBatch,
     command: cmd::ShardCommand,
 ) -> Result<cmd::CommandResult, StorageError> {
+    drop(metric_defs::take_observations());
     let savepoint = batch.savepoint();
     let result = match apply_command(batch, command) {
         Ok(result) => result,
         Err(ApplyError::Rejected(e)) => {
             batch.rollback(savepoint);
+            drop(metric_defs::take_observations());
             command_result::Result::Error(error_result(&e))
         }
         Err(ApplyError::RejectedKeepWrites(e)) => command_result::Result::Error(error_result(&e)),
-        Err(ApplyError::Storage(e)) => return Err(e),
+        Err(ApplyError::Storage(e)) => {
+            drop(metric_defs::take_observations());
+            return Err(e);
+        }
     };
     Ok(cmd::CommandResult {
         result: Some(result),
@@ -244,6 +269,7 @@ pub fn close_run(
 ) -> ApplyResult<()> {
     ms.state.status = status as i32;
     ms.state.close_time = Some(ms.now);
+    metric_defs::observe_close(&ms.state, status);
     ms.state.completion_event_id = completion_event_id;
     if let Some(task) = ms.state.workflow_task.take() {
         batch.delete_outbox(task.outbox_task_id as u64);

@@ -1,0 +1,223 @@
+//! Metrics of the history role: the names, labels and values Temporal's history service exports
+//! (so its dashboards work), plus Chronicle's own, prefixed `chronicle_`.
+//!
+//! Timers are recorded in seconds; the exporter gives every histogram Temporal's timer buckets,
+//! except those listed in [`DIMENSIONLESS_HISTOGRAMS`].
+
+use std::cell::RefCell;
+
+use chronicle_proto::chronicle::persistence::v1 as pb;
+use chronicle_proto::temporal::api::enums::v1::WorkflowExecutionStatus;
+
+/// Temporal's `service_name` of this role.
+pub const SERVICE_NAME: &str = "history";
+
+// Temporal's names.
+
+/// Runs closed, by how they closed (labels: namespace, namespace_state, operation
+/// `CompletionStats`, taskqueue, workflowType).
+pub const WORKFLOW_SUCCESS: &str = "workflow_success";
+pub const WORKFLOW_FAILED: &str = "workflow_failed";
+pub const WORKFLOW_CANCEL: &str = "workflow_cancel";
+pub const WORKFLOW_TERMINATE: &str = "workflow_terminate";
+pub const WORKFLOW_TIMEOUT: &str = "workflow_timeout";
+pub const WORKFLOW_CONTINUED_AS_NEW: &str = "workflow_continued_as_new";
+/// Time from a task's scheduling to its start, in seconds (labels: namespace, operation
+/// `RecordWorkflowTaskStarted` / `RecordActivityTaskStarted`, task_type, taskqueue, partition).
+pub const TASK_SCHEDULE_TO_START_LATENCY: &str = "task_schedule_to_start_latency";
+/// A run's state transitions so far, each time its state is written (dimensionless).
+pub const STATE_TRANSITION_COUNT: &str = "state_transition_count";
+/// Writes to the shard (each a Raft log entry, fsynced, then applied to RocksDB), by
+/// Temporal's persistence operation name.
+pub const PERSISTENCE_REQUESTS: &str = "persistence_requests";
+/// Writes that failed for a storage or replication reason (not a refused command).
+pub const PERSISTENCE_ERRORS: &str = "persistence_errors";
+/// Time of a write from proposal until applied, in seconds.
+pub const PERSISTENCE_LATENCY: &str = "persistence_latency";
+
+// Chronicle's own.
+
+/// Timers fired, by kind.
+pub const TIMER_TASKS_FIRED: &str = "chronicle_timer_task_fired";
+/// Lateness of a fired timer behind its deadline, in seconds.
+pub const TIMER_TASK_LATENCY: &str = "chronicle_timer_task_schedule_latency";
+/// Tasks handed from the outbox to matching.
+pub const TRANSFER_TASKS_DISPATCHED: &str = "chronicle_transfer_task_dispatched";
+/// Commands proposed to shard groups, by kind.
+pub const SHARD_COMMANDS: &str = "chronicle_history_shard_commands";
+/// Time from proposing a command until it was applied, in seconds.
+pub const SHARD_COMMAND_LATENCY: &str = "chronicle_history_shard_command_latency";
+/// Commands per Raft log entry (group commit), per entry.
+pub const SHARD_COMMAND_BATCH_SIZE: &str = "chronicle_history_shard_command_batch_size";
+/// Transfer tasks (children, parent close policies, external signals and cancellations) run by
+/// a shard leader, by outcome (`ok`, or `retry` when one failed and runs again).
+pub const TRANSFER_TASKS_EXECUTED: &str = "chronicle_transfer_task_executed";
+
+/// Histograms of counts, not durations: they get dimensionless buckets.
+pub const DIMENSIONLESS_HISTOGRAMS: &[&str] = &[STATE_TRANSITION_COUNT, SHARD_COMMAND_BATCH_SIZE];
+
+/// Describes every metric of the role (the exporter's `# HELP` lines).
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    for (name, help) in [
+        (WORKFLOW_SUCCESS, "Workflow runs completed."),
+        (WORKFLOW_FAILED, "Workflow runs failed."),
+        (WORKFLOW_CANCEL, "Workflow runs canceled."),
+        (WORKFLOW_TERMINATE, "Workflow runs terminated."),
+        (WORKFLOW_TIMEOUT, "Workflow runs timed out."),
+        (
+            WORKFLOW_CONTINUED_AS_NEW,
+            "Workflow runs closed by continue-as-new.",
+        ),
+        (PERSISTENCE_REQUESTS, "Shard writes (Raft entries applied)."),
+        (
+            PERSISTENCE_ERRORS,
+            "Shard writes failed by storage or replication.",
+        ),
+        (TIMER_TASKS_FIRED, "Timers fired, by kind."),
+        (
+            TRANSFER_TASKS_DISPATCHED,
+            "Tasks handed from the outbox to matching.",
+        ),
+        (
+            SHARD_COMMANDS,
+            "Commands proposed to shard groups, by kind.",
+        ),
+        (TRANSFER_TASKS_EXECUTED, "Transfer tasks run, by outcome."),
+    ] {
+        describe_counter!(name, help);
+    }
+    for (name, help) in [
+        (
+            TASK_SCHEDULE_TO_START_LATENCY,
+            "Time from a task's scheduling to its start.",
+        ),
+        (PERSISTENCE_LATENCY, "Time of a shard write."),
+        (TIMER_TASK_LATENCY, "Lateness of fired timers."),
+        (SHARD_COMMAND_LATENCY, "Time from proposal to apply."),
+    ] {
+        describe_histogram!(name, Unit::Seconds, help);
+    }
+    describe_histogram!(
+        STATE_TRANSITION_COUNT,
+        Unit::Count,
+        "A run's state transitions, at each write of its state."
+    );
+    describe_histogram!(
+        SHARD_COMMAND_BATCH_SIZE,
+        Unit::Count,
+        "Commands per Raft log entry."
+    );
+}
+
+/// Temporal's persistence operation for a command.
+pub(crate) fn persistence_operation(
+    kind: &chronicle_proto::chronicle::history::v1::shard_command::Kind,
+) -> &'static str {
+    use chronicle_proto::chronicle::history::v1::shard_command::Kind::*;
+    match kind {
+        StartWorkflow(_) | SignalWithStart(_) | StartChildWorkflow(_) => "CreateWorkflowExecution",
+        UpsertNamespace(c) if c.create => "CreateNamespace",
+        UpsertNamespace(_) => "UpdateNamespace",
+        _ => "UpdateWorkflowExecution",
+    }
+}
+
+/// What applying a command observed, reported once the command is kept (a refused command's
+/// writes are rolled back, and so are its observations).
+pub(crate) enum Observation {
+    Closed {
+        namespace_id: String,
+        workflow_type: String,
+        task_queue: String,
+        status: WorkflowExecutionStatus,
+    },
+    Transitions {
+        namespace_id: String,
+        count: i64,
+    },
+}
+
+thread_local! {
+    // Apply is synchronous, one command at a time on a thread: the buffer holds the current
+    // command's observations only.
+    static OBSERVED: RefCell<Vec<Observation>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A run closed with `status` (called where the run's state is closed).
+pub(crate) fn observe_close(state: &pb::WorkflowExecutionState, status: WorkflowExecutionStatus) {
+    OBSERVED.with(|o| {
+        o.borrow_mut().push(Observation::Closed {
+            namespace_id: state.namespace_id.clone(),
+            workflow_type: state
+                .workflow_type
+                .as_ref()
+                .map(|t| t.name.clone())
+                .unwrap_or_default(),
+            task_queue: state.task_queue.clone(),
+            status,
+        })
+    });
+}
+
+/// A run's state was written.
+pub(crate) fn observe_persist(state: &pb::WorkflowExecutionState) {
+    OBSERVED.with(|o| {
+        o.borrow_mut().push(Observation::Transitions {
+            namespace_id: state.namespace_id.clone(),
+            count: state.state_transition_count,
+        })
+    });
+}
+
+/// Takes the observations of the command applied last.
+pub(crate) fn take_observations() -> Vec<Observation> {
+    OBSERVED.with(|o| std::mem::take(&mut *o.borrow_mut()))
+}
+
+/// Records observations; `namespace_name` resolves a namespace ID to its name.
+pub(crate) fn record(observations: Vec<Observation>, namespace_name: impl Fn(&str) -> String) {
+    for observation in observations {
+        match observation {
+            Observation::Closed {
+                namespace_id,
+                workflow_type,
+                task_queue,
+                status,
+            } => {
+                let name = match status {
+                    WorkflowExecutionStatus::Completed => WORKFLOW_SUCCESS,
+                    WorkflowExecutionStatus::Failed => WORKFLOW_FAILED,
+                    WorkflowExecutionStatus::Canceled => WORKFLOW_CANCEL,
+                    WorkflowExecutionStatus::Terminated => WORKFLOW_TERMINATE,
+                    WorkflowExecutionStatus::TimedOut => WORKFLOW_TIMEOUT,
+                    WorkflowExecutionStatus::ContinuedAsNew => WORKFLOW_CONTINUED_AS_NEW,
+                    _ => continue,
+                };
+                metrics::counter!(
+                    name,
+                    "service_name" => SERVICE_NAME,
+                    "operation" => "CompletionStats",
+                    "namespace" => namespace_name(&namespace_id),
+                    "namespace_state" => "active",
+                    "taskqueue" => task_queue,
+                    "workflowType" => workflow_type,
+                )
+                .increment(1);
+            }
+            Observation::Transitions {
+                namespace_id,
+                count,
+            } => {
+                metrics::histogram!(
+                    STATE_TRANSITION_COUNT,
+                    "service_name" => SERVICE_NAME,
+                    "operation" => "WorkflowContext",
+                    "namespace" => namespace_name(&namespace_id),
+                    "namespace_state" => "active",
+                )
+                .record(count as f64);
+            }
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Metrics of the matching role: Temporal's matching-service names and labels where one exists,
+//! Chronicle's own prefixed `chronicle_`.
+
+use chronicle_proto::temporal::api::enums::v1::TaskQueueKind;
+use chronicle_proto::temporal::api::taskqueue::v1::TaskQueue;
+
+/// Temporal's `service_name` of this role.
+pub const SERVICE_NAME: &str = "matching";
+
+/// Polls that returned a task.
+pub const POLL_SUCCESS: &str = "poll_success";
+/// Polls that returned a task handed over directly by its producer (sync match).
+pub const POLL_SUCCESS_SYNC: &str = "poll_success_sync";
+/// Polls that ended without a task.
+pub const POLL_TIMEOUTS: &str = "poll_timeouts";
+
+/// Tasks queued because no poller was waiting.
+pub const TASKS_QUEUED: &str = "chronicle_task_queue_backlog_added";
+/// Workflow tasks for a sticky queue nobody polls, sent back to history for the normal queue.
+pub const STICKY_WORKER_UNAVAILABLE: &str = "chronicle_sticky_worker_unavailable";
+
+/// Describes the role's metrics (the exporter's `# HELP` lines).
+pub fn describe() {
+    use metrics::describe_counter;
+    describe_counter!(POLL_SUCCESS, "Polls that returned a task.");
+    describe_counter!(
+        POLL_SUCCESS_SYNC,
+        "Polls that returned a sync-matched task."
+    );
+    describe_counter!(POLL_TIMEOUTS, "Polls that ended without a task.");
+    describe_counter!(TASKS_QUEUED, "Tasks queued because no poller was waiting.");
+    describe_counter!(
+        STICKY_WORKER_UNAVAILABLE,
+        "Sticky workflow tasks sent back to the normal queue."
+    );
+}
+
+/// How a poll ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PollOutcome {
+    /// A task from the backlog.
+    Backlog,
+    /// A task handed to the waiting poll.
+    Sync,
+    /// No task until the poll's deadline.
+    Timeout,
+}
+
+/// Counts a poll the way Temporal's matching does (labels: namespace, taskqueue, task_type,
+/// partition, operation `TaskQueueMgr`). Sticky queues are reported under their normal queue's
+/// name with partition `__sticky__`, as Temporal does.
+pub(crate) fn record_poll(
+    namespace: &str,
+    task_queue: Option<&TaskQueue>,
+    task_type: &'static str,
+    outcome: PollOutcome,
+) {
+    let (name, partition) = match task_queue {
+        Some(q) if q.kind == TaskQueueKind::Sticky as i32 => (
+            if q.normal_name.is_empty() {
+                q.name.clone()
+            } else {
+                q.normal_name.clone()
+            },
+            "__sticky__",
+        ),
+        Some(q) => (q.name.clone(), "0"),
+        None => (String::new(), "0"),
+    };
+    let labels = [
+        ("service_name", SERVICE_NAME.to_string()),
+        ("operation", "TaskQueueMgr".to_string()),
+        ("namespace", namespace.to_string()),
+        ("taskqueue", name),
+        ("task_type", task_type.to_string()),
+        ("partition", partition.to_string()),
+    ];
+    match outcome {
+        PollOutcome::Timeout => metrics::counter!(POLL_TIMEOUTS, &labels[..]).increment(1),
+        PollOutcome::Backlog => metrics::counter!(POLL_SUCCESS, &labels[..]).increment(1),
+        PollOutcome::Sync => {
+            metrics::counter!(POLL_SUCCESS, &labels[..]).increment(1);
+            metrics::counter!(POLL_SUCCESS_SYNC, &labels[..]).increment(1);
+        }
+    }
+}

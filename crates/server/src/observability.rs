@@ -1,0 +1,188 @@
+//! The metrics port: Prometheus' `/metrics` and the health probes `/health/live` and
+//! `/health/ready`, served by a small HTTP/1.1 server next to the gRPC listener.
+//!
+//! Metrics follow the conventions of Temporal's default (tally) Prometheus reporter, so Temporal's
+//! dashboards read them: counters without a `_total` suffix, timers as histograms in seconds with
+//! Temporal's default boundaries, dimensionless histograms with its dimensionless boundaries.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chronicle_history::HistoryEngine;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Boundaries of every timer histogram, in seconds: Temporal's default timer boundaries (1 ms to
+/// 1000 s), which its reporter converts from milliseconds.
+pub const TIMER_BUCKETS_SECONDS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0,
+    200.0, 500.0, 1000.0,
+];
+
+/// Boundaries of histograms of counts (Temporal's dimensionless boundaries, 1 to 100 000).
+pub const DIMENSIONLESS_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1_000.0, 2_000.0, 5_000.0, 10_000.0,
+    20_000.0, 50_000.0, 100_000.0,
+];
+
+/// Histograms that count things rather than time them, across the roles.
+fn dimensionless_histograms() -> impl Iterator<Item = &'static str> {
+    chronicle_history::metric_defs::DIMENSIONLESS_HISTOGRAMS
+        .iter()
+        .copied()
+}
+
+static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+
+/// The process' Prometheus recorder, installed on first use (a process has one global recorder;
+/// servers started in the same process, as in tests, share it).
+pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let mut builder = PrometheusBuilder::new()
+                .set_buckets(TIMER_BUCKETS_SECONDS)
+                .map_err(|e| e.to_string())?;
+            for name in dimensionless_histograms() {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Full(name.to_string()), DIMENSIONLESS_BUCKETS)
+                    .map_err(|e| e.to_string())?;
+            }
+            let handle = builder.install_recorder().map_err(|e| e.to_string())?;
+            chronicle_frontend::metric_defs::describe();
+            chronicle_matching::metric_defs::describe();
+            chronicle_history::metric_defs::describe();
+            Ok(handle)
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))
+}
+
+/// What `/health/ready` looks at. The node is ready once its gRPC listener serves and every
+/// shard group it hosts has a leader and has applied the log it found at start.
+#[derive(Default)]
+pub struct Readiness {
+    serving: AtomicBool,
+    history: OnceLock<Arc<HistoryEngine>>,
+}
+
+impl Readiness {
+    pub fn set_history(&self, history: Arc<HistoryEngine>) {
+        let _ = self.history.set(history);
+    }
+
+    pub fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::SeqCst);
+    }
+
+    /// `Ok` when ready, else why not.
+    pub fn check(&self) -> Result<(), String> {
+        let Some(history) = self.history.get() else {
+            return Err("history shards are starting".into());
+        };
+        if !self.serving.load(Ordering::SeqCst) {
+            return Err("the gRPC listener is not serving".into());
+        }
+        history.readiness()
+    }
+}
+
+/// Serves `/metrics`, `/health/live` and `/health/ready` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: PrometheusHandle,
+    readiness: Arc<Readiness>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    // Histograms are drained into their buckets by upkeep; scrapes do it too, this bounds the
+    // memory between scrapes.
+    let upkeep = {
+        let handle = handle.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => handle.run_upkeep(),
+                    _ = shutdown.changed() => return,
+                }
+            }
+        })
+    };
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, "metrics listener accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let handle = handle.clone();
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let response = respond(&request, &handle, &readiness);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "metrics connection ended with an error");
+            }
+        });
+    }
+    upkeep.abort();
+}
+
+fn respond<B>(
+    request: &Request<B>,
+    handle: &PrometheusHandle,
+    readiness: &Readiness,
+) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+    }
+    match request.uri().path() {
+        "/metrics" => {
+            handle.run_upkeep();
+            let mut response = text(StatusCode::OK, handle.render());
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            response
+        }
+        "/health/live" => health(StatusCode::OK, "live", None),
+        "/health/ready" => match readiness.check() {
+            Ok(()) => health(StatusCode::OK, "ready", None),
+            Err(reason) => health(StatusCode::SERVICE_UNAVAILABLE, "not ready", Some(&reason)),
+        },
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+fn health(status: StatusCode, state: &str, reason: Option<&str>) -> Response<Full<Bytes>> {
+    let mut body = serde_json::json!({ "status": state });
+    if let Some(reason) = reason {
+        body["reason"] = reason.into();
+    }
+    let mut response = text(status, format!("{body}\n"));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}

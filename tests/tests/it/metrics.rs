@@ -1,0 +1,440 @@
+//! The metrics port: health probes, and Temporal's metric names, types and labels in the
+//! Prometheus exposition after a workflow ran to completion.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chronicle_proto::temporal::api::command::v1::{Command, command};
+use chronicle_proto::temporal::api::enums::v1::CommandType;
+use chronicle_proto::temporal::api::workflowservice::v1 as ws;
+use chronicle_server::RunningServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+
+use crate::common::{config_for, execution, poll, queue, raw_client, start_request, unique};
+
+/// A GET over a fresh HTTP/1.1 connection: (status, body).
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8(raw).expect("utf-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    (status, body.to_string())
+}
+
+/// One sample line of the exposition.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+struct Scrape {
+    types: BTreeMap<String, String>,
+    samples: Vec<Sample>,
+}
+
+fn parse(text: &str) -> Scrape {
+    let mut types = BTreeMap::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE line");
+            types.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect("closing brace");
+                let labels = body
+                    .split("\",")
+                    .filter(|kv| !kv.is_empty())
+                    .map(|kv| {
+                        let (k, v) = kv.split_once("=\"").expect("label");
+                        (k.to_string(), v.trim_end_matches('"').to_string())
+                    })
+                    .collect();
+                (name.to_string(), labels)
+            }
+            None => (series.to_string(), BTreeMap::new()),
+        };
+        samples.push(Sample {
+            name,
+            labels,
+            value: value.parse().expect("sample value"),
+        });
+    }
+    Scrape { types, samples }
+}
+
+impl Scrape {
+    /// Samples of `name` whose labels include every pair of `with`.
+    fn find(&self, name: &str, with: &[(&str, &str)]) -> Vec<&Sample> {
+        self.samples
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && with
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .collect()
+    }
+
+    /// The one sample of `name` with those labels; asserts its exact label names.
+    fn one(&self, name: &str, with: &[(&str, &str)], label_names: &[&str]) -> &Sample {
+        let found = self.find(name, with);
+        assert_eq!(
+            found.len(),
+            1,
+            "one {name} series with {with:?}, found {found:?}"
+        );
+        let names: BTreeSet<&str> = found[0].labels.keys().map(String::as_str).collect();
+        let expected: BTreeSet<&str> = label_names.iter().copied().collect();
+        assert_eq!(names, expected, "labels of {name}");
+        found[0]
+    }
+
+    fn assert_type(&self, name: &str, kind: &str) {
+        assert_eq!(
+            self.types.get(name).map(String::as_str),
+            Some(kind),
+            "# TYPE of {name}"
+        );
+    }
+
+    /// A histogram with Temporal's bucket boundaries (`first` to `last`, then `+Inf`) for the
+    /// series with `with`, and `_sum` / `_count`.
+    fn assert_histogram(&self, name: &str, with: &[(&str, &str)], first: &str, last: &str) {
+        self.assert_type(name, "histogram");
+        let buckets = self.find(&format!("{name}_bucket"), with);
+        let bounds: Vec<&str> = buckets
+            .iter()
+            .filter_map(|s| s.labels.get("le").map(String::as_str))
+            .collect();
+        assert!(bounds.contains(&first), "{name} buckets {bounds:?}");
+        assert!(bounds.contains(&last), "{name} buckets {bounds:?}");
+        assert!(bounds.contains(&"+Inf"), "{name} buckets {bounds:?}");
+        let count = self.find(&format!("{name}_count"), with);
+        assert!(!count.is_empty(), "{name}_count with {with:?}");
+        assert!(count.iter().all(|c| c.value >= 1.0));
+        assert!(!self.find(&format!("{name}_sum"), with).is_empty());
+    }
+}
+
+const FRONTEND_LABELS: &[&str] = &["service_name", "operation", "namespace"];
+const CLOSE_LABELS: &[&str] = &[
+    "service_name",
+    "operation",
+    "namespace",
+    "namespace_state",
+    "taskqueue",
+    "workflowType",
+];
+const POLL_LABELS: &[&str] = &[
+    "service_name",
+    "operation",
+    "namespace",
+    "taskqueue",
+    "task_type",
+    "partition",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_port_serves_health_and_temporal_metrics() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config_for(dir.path());
+    config.max_poll_wait = Duration::from_secs(1);
+    let server = RunningServer::start_with_metrics(config)
+        .await
+        .expect("server starts");
+    let metrics = server.metrics_addr.expect("metrics port");
+
+    // Health: live at once; ready once every shard group leads and caught up.
+    let (status, body) = get(metrics, "/health/live").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"live\""), "{body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = get(metrics, "/health/ready").await;
+        if status == 200 {
+            assert!(body.contains("\"ready\""), "{body}");
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(metrics, "/nowhere").await.0, 404);
+
+    // A workflow run to completion through raw gRPC, a duplicate start (a client error), a
+    // terminated run and an activity poll that times out.
+    let mut raw = raw_client(&server.url()).await;
+    let task_queue = unique("metrics-queue");
+    let workflow_id = unique("metrics-wf");
+    let started = raw
+        .start_workflow_execution(start_request(&workflow_id, "MetricsWorkflow", &task_queue))
+        .await
+        .expect("start")
+        .into_inner();
+    let err = raw
+        .start_workflow_execution(start_request(&workflow_id, "MetricsWorkflow", &task_queue))
+        .await
+        .expect_err("a running workflow's ID is taken");
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let task = raw
+        .poll_workflow_task_queue(poll(&task_queue))
+        .await
+        .expect("poll")
+        .into_inner();
+    assert!(!task.task_token.is_empty(), "a workflow task");
+    let complete = Command {
+        command_type: CommandType::CompleteWorkflowExecution as i32,
+        attributes: Some(
+            command::Attributes::CompleteWorkflowExecutionCommandAttributes(Default::default()),
+        ),
+        ..Default::default()
+    };
+    raw.respond_workflow_task_completed(ws::RespondWorkflowTaskCompletedRequest {
+        namespace: "default".into(),
+        task_token: task.task_token,
+        commands: vec![complete],
+        identity: "metrics-test".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("complete");
+    let history = raw
+        .get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
+            namespace: "default".into(),
+            execution: execution(&workflow_id, &started.run_id),
+            wait_new_event: true,
+            history_event_filter_type: 2, // the close event
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner();
+    assert_eq!(history.history.map(|h| h.events.len()), Some(1));
+
+    let terminated_id = unique("metrics-terminated");
+    raw.start_workflow_execution(start_request(
+        &terminated_id,
+        "MetricsWorkflow",
+        &task_queue,
+    ))
+    .await
+    .expect("start");
+    raw.terminate_workflow_execution(ws::TerminateWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_execution: execution(&terminated_id, ""),
+        reason: "test".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("terminate");
+
+    let empty = raw
+        .poll_activity_task_queue(ws::PollActivityTaskQueueRequest {
+            namespace: "default".into(),
+            task_queue: queue(&task_queue),
+            identity: "metrics-test".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("poll")
+        .into_inner();
+    assert!(empty.task_token.is_empty(), "no activity task");
+
+    let (status, text) = get(metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    let scrape = parse(&text);
+
+    // Temporal's conventions: counters without `_total`, no summaries.
+    for (name, kind) in &scrape.types {
+        assert_ne!(
+            kind, "summary",
+            "{name} is a summary: its buckets are not configured"
+        );
+        assert!(!name.ends_with("_total"), "{name}");
+    }
+
+    // Frontend, per operation and namespace.
+    scrape.assert_type("service_requests", "counter");
+    let start = [
+        ("service_name", "frontend"),
+        ("operation", "StartWorkflowExecution"),
+        ("namespace", "default"),
+    ];
+    assert!(
+        scrape
+            .one("service_requests", &start, FRONTEND_LABELS)
+            .value
+            >= 3.0
+    );
+    scrape.assert_histogram("service_latency", &start, "0.001", "1000");
+    for operation in [
+        "PollWorkflowTaskQueue",
+        "RespondWorkflowTaskCompleted",
+        "TerminateWorkflowExecution",
+        "PollActivityTaskQueue",
+        "PollWorkflowExecutionHistory",
+    ] {
+        scrape.one(
+            "service_requests",
+            &[("operation", operation), ("namespace", "default")],
+            FRONTEND_LABELS,
+        );
+    }
+    scrape.assert_type("service_error_with_type", "counter");
+    let already_started = scrape.one(
+        "service_error_with_type",
+        &[
+            ("operation", "StartWorkflowExecution"),
+            ("error_type", "serviceerror.WorkflowExecutionAlreadyStarted"),
+        ],
+        &["service_name", "operation", "namespace", "error_type"],
+    );
+    assert!(already_started.value >= 1.0);
+    // A client's error is not a service error.
+    assert!(
+        scrape
+            .find("service_errors", &[("operation", "StartWorkflowExecution")])
+            .is_empty()
+    );
+
+    // History: closes, schedule-to-start, state transitions, persistence.
+    scrape.assert_type("workflow_success", "counter");
+    let by_queue = [
+        ("namespace", "default"),
+        ("taskqueue", task_queue.as_str()),
+        ("workflowType", "MetricsWorkflow"),
+        ("operation", "CompletionStats"),
+        ("service_name", "history"),
+    ];
+    assert_eq!(
+        scrape
+            .one("workflow_success", &by_queue, CLOSE_LABELS)
+            .value,
+        1.0
+    );
+    scrape.assert_type("workflow_terminate", "counter");
+    assert_eq!(
+        scrape
+            .one("workflow_terminate", &by_queue, CLOSE_LABELS)
+            .value,
+        1.0
+    );
+    scrape.assert_histogram(
+        "task_schedule_to_start_latency",
+        &[
+            ("service_name", "history"),
+            ("operation", "RecordWorkflowTaskStarted"),
+            ("namespace", "default"),
+            ("task_type", "Workflow"),
+            ("taskqueue", task_queue.as_str()),
+            ("partition", "__normal__"),
+        ],
+        "0.001",
+        "1000",
+    );
+    scrape.assert_histogram(
+        "state_transition_count",
+        &[
+            ("service_name", "history"),
+            ("operation", "WorkflowContext"),
+            ("namespace", "default"),
+        ],
+        "1",
+        "100000",
+    );
+    scrape.assert_type("persistence_requests", "counter");
+    let create = [
+        ("service_name", "history"),
+        ("operation", "CreateWorkflowExecution"),
+    ];
+    assert!(
+        scrape
+            .one(
+                "persistence_requests",
+                &create,
+                &["service_name", "operation"]
+            )
+            .value
+            >= 2.0
+    );
+    scrape.assert_histogram("persistence_latency", &create, "0.001", "1000");
+
+    // Matching: polls per task queue.
+    let workflow_polls = [
+        ("service_name", "matching"),
+        ("operation", "TaskQueueMgr"),
+        ("namespace", "default"),
+        ("taskqueue", task_queue.as_str()),
+        ("task_type", "Workflow"),
+        ("partition", "0"),
+    ];
+    scrape.assert_type("poll_success", "counter");
+    assert_eq!(
+        scrape
+            .one("poll_success", &workflow_polls, POLL_LABELS)
+            .value,
+        1.0
+    );
+    scrape.assert_type("poll_timeouts", "counter");
+    assert_eq!(
+        scrape
+            .one(
+                "poll_timeouts",
+                &[
+                    ("taskqueue", task_queue.as_str()),
+                    ("task_type", "Activity"),
+                ],
+                POLL_LABELS,
+            )
+            .value,
+        1.0
+    );
+    // A sync match is a success too (whether this one was depends on the outbox's timing).
+    let sync: f64 = scrape
+        .find("poll_success_sync", &workflow_polls)
+        .iter()
+        .map(|s| s.value)
+        .sum();
+    assert!(sync <= 1.0);
+    if sync > 0.0 {
+        scrape.assert_type("poll_success_sync", "counter");
+    }
+
+    // Chronicle's own metrics carry its prefix.
+    scrape.assert_type("chronicle_history_shard_commands", "counter");
+    scrape.assert_histogram(
+        "chronicle_history_shard_command_batch_size",
+        &[],
+        "1",
+        "100000",
+    );
+
+    server.stop().await.expect("stop");
+}
