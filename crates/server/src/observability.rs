@@ -152,7 +152,7 @@ fn respond<B>(
     match request.uri().path() {
         "/metrics" => {
             handle.run_upkeep();
-            let mut response = text(StatusCode::OK, handle.render());
+            let mut response = text(StatusCode::OK, restore_count_suffix(&handle.render()));
             response.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -166,6 +166,38 @@ fn respond<B>(
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
+}
+
+/// metrics-exporter-prometheus appends `_count` to a histogram's count series only when the
+/// name does not already end with it, so `state_transition_count` (a Temporal histogram) would
+/// lose the `state_transition_count_count` series Temporal's dashboards read. Puts it back.
+pub fn restore_count_suffix(rendered: &str) -> String {
+    let mut histograms_named_count = std::collections::HashSet::new();
+    for line in rendered.lines() {
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|rest| rest.strip_suffix(" histogram"))
+            .filter(|name| name.ends_with("_count"))
+        {
+            histograms_named_count.insert(name.to_string());
+        }
+    }
+    if histograms_named_count.is_empty() {
+        return rendered.to_string();
+    }
+    let mut out = String::with_capacity(rendered.len() + 64);
+    for line in rendered.lines() {
+        let series = line.split(['{', ' ']).next().unwrap_or_default();
+        if !line.starts_with('#') && histograms_named_count.contains(series) {
+            out.push_str(series);
+            out.push_str("_count");
+            out.push_str(&line[series.len()..]);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn health(status: StatusCode, state: &str, reason: Option<&str>) -> Response<Full<Bytes>> {
@@ -185,4 +217,24 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_histogram_named_count_gets_its_count_series_back() {
+        let rendered = "# TYPE state_transition_count histogram\n\
+            state_transition_count_bucket{le=\"1\"} 2\n\
+            state_transition_count_sum{a=\"b\"} 9\n\
+            state_transition_count{a=\"b\"} 5\n\
+            # TYPE service_requests counter\n\
+            service_requests{a=\"b\"} 3\n";
+        let fixed = restore_count_suffix(rendered);
+        assert!(fixed.contains("state_transition_count_count{a=\"b\"} 5\n"));
+        assert!(fixed.contains("state_transition_count_bucket{le=\"1\"} 2\n"));
+        assert!(fixed.contains("state_transition_count_sum{a=\"b\"} 9\n"));
+        assert!(fixed.contains("service_requests{a=\"b\"} 3\n"));
+    }
 }
