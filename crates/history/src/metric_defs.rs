@@ -35,6 +35,12 @@ pub const PERSISTENCE_ERRORS: &str = "persistence_errors";
 /// Time of a write from proposal until applied, in seconds.
 pub const PERSISTENCE_LATENCY: &str = "persistence_latency";
 
+/// Requests between roles, as Temporal's history and matching services count the RPCs they
+/// serve (labels: service_name, operation, namespace). Chronicle's roles call each other in
+/// process; the call is measured where it is made.
+pub const SERVICE_REQUESTS: &str = "service_requests";
+pub const SERVICE_LATENCY: &str = "service_latency";
+
 // Chronicle's own.
 
 /// Timers fired, by kind.
@@ -108,6 +114,37 @@ pub fn describe() {
         Unit::Count,
         "Commands per Raft log entry."
     );
+}
+
+/// Measures one request between roles from its creation until it is dropped.
+pub(crate) struct RequestTimer {
+    labels: [(&'static str, String); 3],
+    started: std::time::Instant,
+}
+
+impl RequestTimer {
+    pub(crate) fn new(
+        service_name: &'static str,
+        operation: &'static str,
+        namespace: String,
+    ) -> Self {
+        Self {
+            labels: [
+                ("service_name", service_name.to_string()),
+                ("operation", operation.to_string()),
+                ("namespace", namespace),
+            ],
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for RequestTimer {
+    fn drop(&mut self) {
+        metrics::counter!(SERVICE_REQUESTS, &self.labels[..]).increment(1);
+        metrics::histogram!(SERVICE_LATENCY, &self.labels[..])
+            .record(self.started.elapsed().as_secs_f64());
+    }
 }
 
 /// Temporal's persistence operation for a command.

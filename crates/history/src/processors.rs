@@ -281,7 +281,18 @@ async fn outbox_loop(
                 sticky: task.task_queue_kind
                     == chronicle_proto::temporal::api::enums::v1::TaskQueueKind::Sticky as i32,
             };
-            match engine.matching.add_task(queue, task_ref).await {
+            let measure = metric_defs::RequestTimer::new(
+                "matching",
+                if kind == TaskKind::Activity {
+                    "AddActivityTask"
+                } else {
+                    "AddWorkflowTask"
+                },
+                engine.namespace_name(&task.namespace_id),
+            );
+            let added = engine.matching.add_task(queue, task_ref).await;
+            drop(measure);
+            match added {
                 Ok(()) => {
                     metrics::counter!(metric_defs::TRANSFER_TASKS_DISPATCHED).increment(1);
                     handed.insert(key.clone(), Instant::now());

@@ -722,6 +722,11 @@ impl HistoryService for HistoryEngine {
         task: &TaskRef,
         poller: &PollerInfo,
     ) -> ApiResult<ws::PollWorkflowTaskQueueResponse> {
+        let _measure = crate::metric_defs::RequestTimer::new(
+            crate::metric_defs::SERVICE_NAME,
+            "RecordWorkflowTaskStarted",
+            self.namespace_name(&task.namespace_id),
+        );
         let shard = self.shard_of(&task.namespace_id, &task.workflow_id);
         let result = self
             .propose(
@@ -781,6 +786,11 @@ impl HistoryService for HistoryEngine {
         task: &TaskRef,
         poller: &PollerInfo,
     ) -> ApiResult<ws::PollActivityTaskQueueResponse> {
+        let _measure = crate::metric_defs::RequestTimer::new(
+            crate::metric_defs::SERVICE_NAME,
+            "RecordActivityTaskStarted",
+            self.namespace_name(&task.namespace_id),
+        );
         let shard = self.shard_of(&task.namespace_id, &task.workflow_id);
         let result = self
             .propose(

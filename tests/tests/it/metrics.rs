@@ -307,6 +307,19 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
             FRONTEND_LABELS,
         );
     }
+    // Requests between roles, under the serving role's name.
+    for (service, operation) in [
+        ("history", "RecordWorkflowTaskStarted"),
+        ("matching", "AddWorkflowTask"),
+    ] {
+        let labels = [
+            ("service_name", service),
+            ("operation", operation),
+            ("namespace", "default"),
+        ];
+        scrape.one("service_requests", &labels, FRONTEND_LABELS);
+        scrape.assert_histogram("service_latency", &labels, "0.001", "1000");
+    }
     scrape.assert_type("service_error_with_type", "counter");
     let already_started = scrape.one(
         "service_error_with_type",
