@@ -223,6 +223,40 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 mod tests {
     use super::*;
 
+    fn get(path: &str, readiness: &Readiness) -> (StatusCode, String) {
+        let handle = PrometheusBuilder::new().build_recorder().handle();
+        let request = Request::get(path).body(()).expect("request");
+        let response = respond(&request, &handle, readiness);
+        let status = response.status();
+        let body = response.into_body();
+        let bytes = body_bytes(body);
+        (status, String::from_utf8(bytes).expect("utf-8"))
+    }
+
+    fn body_bytes(body: Full<Bytes>) -> Vec<u8> {
+        use http_body_util::BodyExt;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime
+            .block_on(body.collect())
+            .expect("body")
+            .to_bytes()
+            .to_vec()
+    }
+
+    #[test]
+    fn not_ready_until_history_and_the_listener_are_there() {
+        let readiness = Readiness::default();
+        let (status, body) = get("/health/ready", &readiness);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("history shards are starting"), "{body}");
+        let (status, body) = get("/health/live", &readiness);
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "{\"status\":\"live\"}\n");
+        assert_eq!(get("/other", &readiness).0, StatusCode::NOT_FOUND);
+    }
+
     #[test]
     fn a_histogram_named_count_gets_its_count_series_back() {
         let rendered = "# TYPE state_transition_count histogram\n\
