@@ -95,22 +95,23 @@ pub fn is_expected(code: tonic::Code, error_type: &str) -> bool {
         | FailedPrecondition | OutOfRange | Unauthenticated => true,
         _ => matches!(
             error_type,
-            "serviceerror.WorkflowExecutionAlreadyStarted"
-                | "serviceerror.NamespaceNotActive"
-                | "serviceerror.NamespaceInvalidState"
-                | "serviceerror.QueryFailed"
-                | "serviceerror.WorkflowNotReady"
-                | "serviceerror.CancellationAlreadyRequested"
-                | "serviceerror.ClientVersionNotSupported"
-                | "serviceerror.ServerVersionNotSupported"
-                | "serviceerror.NewerBuildExists"
+            "serviceerror_WorkflowExecutionAlreadyStarted"
+                | "serviceerror_NamespaceNotActive"
+                | "serviceerror_NamespaceInvalidState"
+                | "serviceerror_QueryFailed"
+                | "serviceerror_WorkflowNotReady"
+                | "serviceerror_CancellationAlreadyRequested"
+                | "serviceerror_ClientVersionNotSupported"
+                | "serviceerror_ServerVersionNotSupported"
+                | "serviceerror_NewerBuildExists"
         ),
     }
 }
 
-/// Temporal's `error_type` of a status: the Go type name of the service error, which follows
-/// the name of the status' Temporal error detail (`...errordetails.v1.<Name>Failure`) or, without
-/// one, its code.
+/// Temporal's `error_type` of a status: the Go type name of the service error (`serviceerror.X`,
+/// exported as `serviceerror_X`: Temporal's reporter replaces `.` in label values), where `X`
+/// follows the status' Temporal error detail (`...errordetails.v1.<X>Failure`) or, without one,
+/// its code.
 pub fn error_type(status: &tonic::Status) -> String {
     const MARKER: &[u8] = b"errordetails.v1.";
     let details = status.details();
@@ -123,11 +124,11 @@ pub fn error_type(status: &tonic::Status) -> String {
         if let Ok(name) = std::str::from_utf8(&rest[..end]) {
             let name = name.strip_suffix("Failure").unwrap_or(name);
             if !name.is_empty() {
-                return format!("serviceerror.{name}");
+                return format!("serviceerror_{name}");
             }
         }
     }
-    format!("serviceerror.{}", code_name(status.code()))
+    format!("serviceerror_{}", code_name(status.code()))
 }
 
 fn code_name(code: tonic::Code) -> &'static str {
@@ -264,7 +265,7 @@ mod tests {
     #[test]
     fn error_types_follow_temporal_error_details_or_the_code() {
         let plain = tonic::Status::not_found("gone");
-        assert_eq!(error_type(&plain), "serviceerror.NotFound");
+        assert_eq!(error_type(&plain), "serviceerror_NotFound");
         let detailed = tonic::Status::with_details(
             tonic::Code::AlreadyExists,
             "started",
@@ -274,16 +275,16 @@ mod tests {
         );
         assert_eq!(
             error_type(&detailed),
-            "serviceerror.WorkflowExecutionAlreadyStarted"
+            "serviceerror_WorkflowExecutionAlreadyStarted"
         );
         assert!(is_expected(detailed.code(), &error_type(&detailed)));
         assert!(!is_expected(
             tonic::Code::Unavailable,
-            "serviceerror.Unavailable"
+            "serviceerror_Unavailable"
         ));
         assert!(!is_expected(
             tonic::Code::ResourceExhausted,
-            "serviceerror.ResourceExhausted"
+            "serviceerror_ResourceExhausted"
         ));
     }
 }

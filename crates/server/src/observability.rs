@@ -152,7 +152,8 @@ fn respond<B>(
     match request.uri().path() {
         "/metrics" => {
             handle.run_upkeep();
-            let mut response = text(StatusCode::OK, restore_count_suffix(&handle.render()));
+            let rendered = sanitize_label_values(&restore_count_suffix(&handle.render()));
+            let mut response = text(StatusCode::OK, rendered);
             response.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -198,6 +199,76 @@ pub fn restore_count_suffix(rendered: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Temporal's reporter keeps only ASCII letters, digits and `_` in label values and replaces
+/// every other character with `_` (namespace `temporal-system` is exported as
+/// `temporal_system`, error type `serviceerror.NotFound` as `serviceerror_NotFound`). Does the
+/// same to every label value except the bucket bounds (`le`).
+pub fn sanitize_label_values(rendered: &str) -> String {
+    let mut out = String::with_capacity(rendered.len());
+    for line in rendered.lines() {
+        match line.find('{') {
+            Some(open) if !line.starts_with('#') => {
+                out.push_str(&line[..=open]);
+                let rest = &line[open + 1..];
+                let consumed = sanitize_labels(rest, &mut out);
+                out.push_str(&rest[consumed..]);
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Copies `key="value",...` up to the closing brace into `out` with sanitized values; returns
+/// how many bytes of `labels` it consumed.
+fn sanitize_labels(labels: &str, out: &mut String) -> usize {
+    let bytes = labels.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() && bytes[at] != b'}' {
+        let Some(eq) = labels[at..].find("=\"") else {
+            return at;
+        };
+        let key = &labels[at..at + eq];
+        out.push_str(key);
+        out.push_str("=\"");
+        let mut value = String::new();
+        let mut i = at + eq + 2;
+        let mut chars = labels[i..].chars();
+        while let Some(c) = chars.next() {
+            i += c.len_utf8();
+            match c {
+                '"' => break,
+                '\\' => {
+                    if let Some(escaped) = chars.next() {
+                        i += escaped.len_utf8();
+                        value.push(if escaped == 'n' { '\n' } else { escaped });
+                    }
+                }
+                c => value.push(c),
+            }
+        }
+        if key == "le" {
+            out.push_str(&value);
+        } else {
+            out.extend(value.chars().map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            }));
+        }
+        out.push('"');
+        at = i;
+        if bytes.get(at) == Some(&b',') {
+            out.push(',');
+            at += 1;
+        }
+    }
+    at
 }
 
 fn health(status: StatusCode, state: &str, reason: Option<&str>) -> Response<Full<Bytes>> {
@@ -255,6 +326,21 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, "{\"status\":\"live\"}\n");
         assert_eq!(get("/other", &readiness).0, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn label_values_keep_letters_digits_and_underscores_only() {
+        let rendered = "# HELP x a-b.c\n\
+            x_bucket{namespace=\"temporal-system\",error_type=\"serviceerror.NotFound\",le=\"0.005\"} 1\n\
+            y{q=\"a\\\"b\",r=\"ok_1\"} 2.5\n\
+            z 3\n";
+        assert_eq!(
+            sanitize_label_values(rendered),
+            "# HELP x a-b.c\n\
+            x_bucket{namespace=\"temporal_system\",error_type=\"serviceerror_NotFound\",le=\"0.005\"} 1\n\
+            y{q=\"a_b\",r=\"ok_1\"} 2.5\n\
+            z 3\n"
+        );
     }
 
     #[test]

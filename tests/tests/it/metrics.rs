@@ -267,6 +267,8 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
         .into_inner();
     assert!(empty.task_token.is_empty(), "no activity task");
 
+    // Label values keep letters, digits and `_` only, as Temporal exports them.
+    let queue_label = task_queue.replace('-', "_");
     let (status, text) = get(metrics, "/metrics").await;
     assert_eq!(status, 200);
     let scrape = parse(&text);
@@ -325,7 +327,7 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
         "service_error_with_type",
         &[
             ("operation", "StartWorkflowExecution"),
-            ("error_type", "serviceerror.WorkflowExecutionAlreadyStarted"),
+            ("error_type", "serviceerror_WorkflowExecutionAlreadyStarted"),
         ],
         &["service_name", "operation", "namespace", "error_type"],
     );
@@ -341,7 +343,7 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
     scrape.assert_type("workflow_success", "counter");
     let by_queue = [
         ("namespace", "default"),
-        ("taskqueue", task_queue.as_str()),
+        ("taskqueue", queue_label.as_str()),
         ("workflowType", "MetricsWorkflow"),
         ("operation", "CompletionStats"),
         ("service_name", "history"),
@@ -366,7 +368,7 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
             ("operation", "RecordWorkflowTaskStarted"),
             ("namespace", "default"),
             ("task_type", "Workflow"),
-            ("taskqueue", task_queue.as_str()),
+            ("taskqueue", queue_label.as_str()),
             ("partition", "__normal__"),
         ],
         "0.001",
@@ -404,7 +406,7 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
         ("service_name", "matching"),
         ("operation", "TaskQueueMgr"),
         ("namespace", "default"),
-        ("taskqueue", task_queue.as_str()),
+        ("taskqueue", queue_label.as_str()),
         ("task_type", "Workflow"),
         ("partition", "0"),
     ];
@@ -421,7 +423,7 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
             .one(
                 "poll_timeouts",
                 &[
-                    ("taskqueue", task_queue.as_str()),
+                    ("taskqueue", queue_label.as_str()),
                     ("task_type", "Activity"),
                 ],
                 POLL_LABELS,
