@@ -149,6 +149,18 @@ impl HistoryEngine {
     ) -> ApiResult<command_result::Result> {
         let label = command_label(&kind);
         let operation = metric_defs::persistence_operation(&kind);
+        let namespace = match metric_defs::command_namespace(&kind) {
+            metric_defs::CommandNamespace::Id(id) => {
+                let name = self.namespace_name(id);
+                if name.is_empty() {
+                    "_unknown_".to_string()
+                } else {
+                    name
+                }
+            }
+            metric_defs::CommandNamespace::Name(name) => name.to_string(),
+            metric_defs::CommandNamespace::System => "system".to_string(),
+        };
         let command = cmd::ShardCommand {
             now: Some(chronicle_types::time::now_timestamp()),
             kind: Some(kind),
@@ -156,8 +168,9 @@ impl HistoryEngine {
         };
         let started = Instant::now();
         let persistence = [
-            ("service_name", metric_defs::SERVICE_NAME),
-            ("operation", operation),
+            ("service_name", metric_defs::SERVICE_NAME.to_string()),
+            ("operation", operation.to_string()),
+            ("namespace", namespace),
         ];
         metrics::counter!(metric_defs::PERSISTENCE_REQUESTS, &persistence[..]).increment(1);
         let committed = async {

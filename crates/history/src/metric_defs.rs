@@ -28,7 +28,7 @@ pub const TASK_SCHEDULE_TO_START_LATENCY: &str = "task_schedule_to_start_latency
 /// A run's state transitions so far, each time its state is written (dimensionless).
 pub const STATE_TRANSITION_COUNT: &str = "state_transition_count";
 /// Writes to the shard (each a Raft log entry, fsynced, then applied to RocksDB), by
-/// Temporal's persistence operation name.
+/// Temporal's persistence operation name and namespace.
 pub const PERSISTENCE_REQUESTS: &str = "persistence_requests";
 /// Writes that failed for a storage or replication reason (not a refused command).
 pub const PERSISTENCE_ERRORS: &str = "persistence_errors";
@@ -157,6 +157,61 @@ pub(crate) fn persistence_operation(
         UpsertNamespace(c) if c.create => "CreateNamespace",
         UpsertNamespace(_) => "UpdateNamespace",
         _ => "UpdateWorkflowExecution",
+    }
+}
+
+/// The namespace a command writes for: its ID, or its name (namespace commands), or neither
+/// (shard housekeeping, labelled `system` as Temporal labels shard-level operations).
+pub(crate) enum CommandNamespace<'a> {
+    Id(&'a str),
+    Name(&'a str),
+    System,
+}
+
+pub(crate) fn command_namespace(
+    kind: &chronicle_proto::chronicle::history::v1::shard_command::Kind,
+) -> CommandNamespace<'_> {
+    use chronicle_proto::chronicle::history::v1::shard_command::Kind::*;
+    let id = match kind {
+        StartWorkflow(c) => &c.namespace_id,
+        SignalWithStart(c) => &c.namespace_id,
+        RecordWorkflowTaskStarted(c) => &c.namespace_id,
+        RecordActivityTaskStarted(c) => &c.namespace_id,
+        SignalWorkflow(c) => &c.namespace_id,
+        TerminateWorkflow(c) => &c.namespace_id,
+        RequestCancelWorkflow(c) => &c.namespace_id,
+        StartChildWorkflow(c) => &c.namespace_id,
+        RecordChildStartOutcome(c) => &c.namespace_id,
+        ApplyParentClosePolicy(c) => &c.namespace_id,
+        RecordExternalOutcome(c) => &c.namespace_id,
+        StickyWorkerUnavailable(c) => &c.namespace_id,
+        CompleteWorkflowTask(c) => return token_namespace(&c.token),
+        FailWorkflowTask(c) => return token_namespace(&c.token),
+        RespondActivity(c) => return token_namespace(&c.token),
+        RecordActivityHeartbeat(c) => return token_namespace(&c.token),
+        RecordChildClosed(c) => match &c.parent {
+            Some(parent) => &parent.namespace_id,
+            None => return CommandNamespace::System,
+        },
+        FireTimer(c) => match &c.task {
+            Some(task) => &task.namespace_id,
+            None => return CommandNamespace::System,
+        },
+        UpsertNamespace(c) => {
+            return match c.record.as_ref().and_then(|r| r.info.as_ref()) {
+                Some(info) => CommandNamespace::Name(&info.name),
+                None => CommandNamespace::System,
+            };
+        }
+        CompleteTransferTask(_) => return CommandNamespace::System,
+    };
+    CommandNamespace::Id(id)
+}
+
+fn token_namespace(token: &Option<pb::TaskToken>) -> CommandNamespace<'_> {
+    match token {
+        Some(token) => CommandNamespace::Id(&token.namespace_id),
+        None => CommandNamespace::System,
     }
 }
 

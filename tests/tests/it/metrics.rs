@@ -140,7 +140,8 @@ impl Scrape {
     }
 }
 
-const FRONTEND_LABELS: &[&str] = &["service_name", "operation", "namespace"];
+/// Temporal's labels of service and persistence requests.
+const REQUEST_LABELS: &[&str] = &["service_name", "operation", "namespace"];
 const CLOSE_LABELS: &[&str] = &[
     "service_name",
     "operation",
@@ -289,12 +290,7 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
         ("operation", "StartWorkflowExecution"),
         ("namespace", "default"),
     ];
-    assert!(
-        scrape
-            .one("service_requests", &start, FRONTEND_LABELS)
-            .value
-            >= 3.0
-    );
+    assert!(scrape.one("service_requests", &start, REQUEST_LABELS).value >= 3.0);
     scrape.assert_histogram("service_latency", &start, "0.001", "1000");
     for operation in [
         "PollWorkflowTaskQueue",
@@ -306,7 +302,7 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
         scrape.one(
             "service_requests",
             &[("operation", operation), ("namespace", "default")],
-            FRONTEND_LABELS,
+            REQUEST_LABELS,
         );
     }
     // Requests between roles, under the serving role's name.
@@ -319,7 +315,7 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
             ("operation", operation),
             ("namespace", "default"),
         ];
-        scrape.one("service_requests", &labels, FRONTEND_LABELS);
+        scrape.one("service_requests", &labels, REQUEST_LABELS);
         scrape.assert_histogram("service_latency", &labels, "0.001", "1000");
     }
     scrape.assert_type("service_error_with_type", "counter");
@@ -388,16 +384,21 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
     let create = [
         ("service_name", "history"),
         ("operation", "CreateWorkflowExecution"),
+        ("namespace", "default"),
     ];
     assert!(
         scrape
-            .one(
-                "persistence_requests",
-                &create,
-                &["service_name", "operation"]
-            )
+            .one("persistence_requests", &create, REQUEST_LABELS)
             .value
             >= 2.0
+    );
+    scrape.one(
+        "persistence_requests",
+        &[
+            ("operation", "UpdateWorkflowExecution"),
+            ("namespace", "default"),
+        ],
+        REQUEST_LABELS,
     );
     scrape.assert_histogram("persistence_latency", &create, "0.001", "1000");
 
