@@ -239,6 +239,62 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
         .into_inner();
     assert_eq!(history.history.map(|h| h.events.len()), Some(1));
 
+    // A run that continues as new.
+    let continued_id = unique("metrics-continued");
+    raw.start_workflow_execution(start_request(&continued_id, "MetricsWorkflow", &task_queue))
+        .await
+        .expect("start");
+    let task = raw
+        .poll_workflow_task_queue(poll(&task_queue))
+        .await
+        .expect("poll")
+        .into_inner();
+    assert_eq!(
+        task.workflow_execution.map(|e| e.workflow_id),
+        Some(continued_id.clone())
+    );
+    let continue_as_new = Command {
+        command_type: CommandType::ContinueAsNewWorkflowExecution as i32,
+        attributes: Some(
+            command::Attributes::ContinueAsNewWorkflowExecutionCommandAttributes(Default::default()),
+        ),
+        ..Default::default()
+    };
+    raw.respond_workflow_task_completed(ws::RespondWorkflowTaskCompletedRequest {
+        namespace: "default".into(),
+        task_token: task.task_token,
+        commands: vec![continue_as_new],
+        identity: "metrics-test".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("continue as new");
+
+    // A run that times out.
+    let timed_out_id = unique("metrics-timed-out");
+    let mut request = start_request(&timed_out_id, "MetricsWorkflow", &task_queue);
+    request.workflow_run_timeout = Some(chronicle_proto::wkt::Duration {
+        seconds: 1,
+        nanos: 0,
+    });
+    let timed_out = raw
+        .start_workflow_execution(request)
+        .await
+        .expect("start")
+        .into_inner();
+    let history = raw
+        .get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
+            namespace: "default".into(),
+            execution: execution(&timed_out_id, &timed_out.run_id),
+            wait_new_event: true,
+            history_event_filter_type: 2, // the close event
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner();
+    assert_eq!(history.history.map(|h| h.events.len()), Some(1));
+
     let terminated_id = unique("metrics-terminated");
     raw.start_workflow_execution(start_request(
         &terminated_id,
@@ -350,6 +406,14 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
             .value,
         1.0
     );
+    for family in ["workflow_continued_as_new", "workflow_timeout"] {
+        scrape.assert_type(family, "counter");
+        assert_eq!(
+            scrape.one(family, &by_queue, CLOSE_LABELS).value,
+            1.0,
+            "{family}"
+        );
+    }
     scrape.assert_type("workflow_terminate", "counter");
     assert_eq!(
         scrape
@@ -416,7 +480,7 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
         scrape
             .one("poll_success", &workflow_polls, POLL_LABELS)
             .value,
-        1.0
+        2.0
     );
     scrape.assert_type("poll_timeouts", "counter");
     assert_eq!(
@@ -438,7 +502,7 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
         .iter()
         .map(|s| s.value)
         .sum();
-    assert!(sync <= 1.0);
+    assert!(sync <= 2.0);
     if sync > 0.0 {
         scrape.assert_type("poll_success_sync", "counter");
     }
