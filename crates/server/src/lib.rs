@@ -117,16 +117,19 @@ pub async fn run(
     // and the gRPC listener serves.
     let readiness = Arc::new(observability::Readiness::default());
     let (metrics_stop, metrics_stopped) = tokio::sync::watch::channel(false);
-    if let Some(listener) = listeners.metrics {
-        let handle = observability::prometheus()?;
-        tracing::info!(metrics = %listener.local_addr()?, "serving /metrics, /health/live and /health/ready");
-        tokio::spawn(observability::serve(
-            listener,
-            handle,
-            readiness.clone(),
-            metrics_stopped,
-        ));
-    }
+    let metrics_server = match listeners.metrics {
+        Some(listener) => {
+            let handle = observability::prometheus()?;
+            tracing::info!(metrics = %listener.local_addr()?, "serving /metrics, /health/live and /health/ready");
+            Some(tokio::spawn(observability::serve(
+                listener,
+                handle,
+                readiness.clone(),
+                metrics_stopped,
+            )))
+        }
+        None => None,
+    };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let db_options = DbOptions {
@@ -153,7 +156,7 @@ pub async fn run(
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    readiness.set_history(history.clone());
+    readiness.set_history(&history);
     let history_service: Arc<dyn HistoryService> = history.clone();
     matching.set_history(&history_service);
 
@@ -238,6 +241,9 @@ pub async fn run(
     history.shutdown().await;
     db.flush().map_err(|e| anyhow::anyhow!("{e}"))?;
     let _ = metrics_stop.send(true);
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
     served.context("gRPC server failed")?;
     Ok(())
 }

@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -67,12 +67,14 @@ pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
 #[derive(Default)]
 pub struct Readiness {
     serving: AtomicBool,
-    history: OnceLock<Arc<HistoryEngine>>,
+    /// Weak: a probe must not keep the engine (and the data directory's lock) alive after the
+    /// server stopped.
+    history: OnceLock<Weak<HistoryEngine>>,
 }
 
 impl Readiness {
-    pub fn set_history(&self, history: Arc<HistoryEngine>) {
-        let _ = self.history.set(history);
+    pub fn set_history(&self, history: &Arc<HistoryEngine>) {
+        let _ = self.history.set(Arc::downgrade(history));
     }
 
     pub fn set_serving(&self, serving: bool) {
@@ -87,7 +89,10 @@ impl Readiness {
         if !self.serving.load(Ordering::SeqCst) {
             return Err("the gRPC listener is not serving".into());
         }
-        history.readiness()
+        match history.upgrade() {
+            Some(history) => history.readiness(),
+            None => Err("the server stopped".into()),
+        }
     }
 }
 

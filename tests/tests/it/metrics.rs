@@ -35,6 +35,25 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
+/// Waits until `/health/ready` answers 200; until then it must answer 503.
+async fn wait_ready(metrics: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = get(metrics, "/health/ready").await;
+        if status == 200 {
+            assert!(body.contains("\"ready\""), "{body}");
+            return;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("\"reason\""), "{body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// One sample line of the exposition.
 #[derive(Debug)]
 struct Sample {
@@ -173,20 +192,7 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
     let (status, body) = get(metrics, "/health/live").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"live\""), "{body}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = get(metrics, "/health/ready").await;
-        if status == 200 {
-            assert!(body.contains("\"ready\""), "{body}");
-            break;
-        }
-        assert_eq!(status, 503, "{body}");
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never ready: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(metrics).await;
     assert_eq!(get(metrics, "/nowhere").await.0, 404);
 
     // A workflow run to completion through raw gRPC, a duplicate start (a client error), a
@@ -516,5 +522,31 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
         "100000",
     );
 
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_again_after_a_restart_replays_the_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = RunningServer::start_with_metrics(config_for(dir.path()))
+        .await
+        .expect("server starts");
+    wait_ready(server.metrics_addr.expect("metrics port")).await;
+    let mut raw = raw_client(&server.url()).await;
+    let task_queue = unique("ready-queue");
+    for _ in 0..20 {
+        raw.start_workflow_execution(start_request(&unique("ready"), "Ready", &task_queue))
+            .await
+            .expect("start");
+    }
+    server.stop().await.expect("stop");
+
+    // The groups reopen with their logs; the node is ready once they led and applied them.
+    let server = RunningServer::start_with_metrics(config_for(dir.path()))
+        .await
+        .expect("server restarts");
+    let metrics = server.metrics_addr.expect("metrics port");
+    wait_ready(metrics).await;
+    assert_eq!(get(metrics, "/health/live").await.0, 200);
     server.stop().await.expect("stop");
 }
