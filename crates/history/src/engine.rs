@@ -237,6 +237,17 @@ impl HistoryEngine {
         Ok(())
     }
 
+    /// Sets Temporal's `numshards_gauge`: the history shards this node leads.
+    pub fn record_shard_gauge(&self) {
+        let led = self.shards.iter().filter(|s| self.is_leader(s)).count();
+        metrics::gauge!(
+            metric_defs::NUMSHARDS_GAUGE,
+            "service_name" => metric_defs::SERVICE_NAME,
+            "operation" => "ShardController",
+        )
+        .set(led as f64);
+    }
+
     pub(crate) fn is_leader(&self, shard: &Shard) -> bool {
         shard.raft.metrics().borrow().current_leader == Some(self.config.node_id)
     }

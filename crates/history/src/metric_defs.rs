@@ -35,6 +35,9 @@ pub const PERSISTENCE_ERRORS: &str = "persistence_errors";
 /// Time of a write from proposal until applied, in seconds.
 pub const PERSISTENCE_LATENCY: &str = "persistence_latency";
 
+/// History shards this node leads (Temporal: shards owned by the host), set at each scrape.
+pub const NUMSHARDS_GAUGE: &str = "numshards_gauge";
+
 /// Requests between roles, as Temporal's history and matching services count the RPCs they
 /// serve (labels: service_name, operation, namespace). Chronicle's roles call each other in
 /// process; the call is measured where it is made.
@@ -104,6 +107,7 @@ pub fn describe() {
     ] {
         describe_histogram!(name, Unit::Seconds, help);
     }
+    metrics::describe_gauge!(NUMSHARDS_GAUGE, "History shards this node leads.");
     describe_histogram!(
         STATE_TRANSITION_COUNT,
         Unit::Count,

@@ -30,6 +30,9 @@ pub const DIMENSIONLESS_BUCKETS: &[f64] = &[
     20_000.0, 50_000.0, 100_000.0,
 ];
 
+/// Temporal's process counter: +1 per role when the process starts.
+pub const RESTARTS: &str = "restarts";
+
 /// Histograms that count things rather than time them, across the roles.
 fn dimensionless_histograms() -> impl Iterator<Item = &'static str> {
     chronicle_history::metric_defs::DIMENSIONLESS_HISTOGRAMS
@@ -56,6 +59,14 @@ pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
             chronicle_frontend::metric_defs::describe();
             chronicle_matching::metric_defs::describe();
             chronicle_history::metric_defs::describe();
+            metrics::describe_counter!(RESTARTS, "Starts of the process, per role.");
+            for role in [
+                chronicle_frontend::metric_defs::SERVICE_NAME,
+                chronicle_history::metric_defs::SERVICE_NAME,
+                chronicle_matching::metric_defs::SERVICE_NAME,
+            ] {
+                metrics::counter!(RESTARTS, "service_name" => role).increment(1);
+            }
             Ok(handle)
         })
         .clone()
@@ -79,6 +90,13 @@ impl Readiness {
 
     pub fn set_serving(&self, serving: bool) {
         self.serving.store(serving, Ordering::SeqCst);
+    }
+
+    /// Refreshes the gauges that are read at scrape time.
+    fn record_gauges(&self) {
+        if let Some(history) = self.history.get().and_then(Weak::upgrade) {
+            history.record_shard_gauge();
+        }
     }
 
     /// `Ok` when ready, else why not.
@@ -156,6 +174,7 @@ fn respond<B>(
     }
     match request.uri().path() {
         "/metrics" => {
+            readiness.record_gauges();
             handle.run_upkeep();
             let rendered = sanitize_label_values(&restore_count_suffix(&handle.render()));
             let mut response = text(StatusCode::OK, rendered);

@@ -513,6 +513,31 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
         scrape.assert_type("poll_success_sync", "counter");
     }
 
+    // Process and shard ownership.
+    scrape.assert_type("restarts", "counter");
+    for role in ["frontend", "history", "matching"] {
+        assert_eq!(
+            scrape
+                .one("restarts", &[("service_name", role)], &["service_name"])
+                .value,
+            1.0
+        );
+    }
+    scrape.assert_type("numshards_gauge", "gauge");
+    assert_eq!(
+        scrape
+            .one(
+                "numshards_gauge",
+                &[
+                    ("service_name", "history"),
+                    ("operation", "ShardController")
+                ],
+                &["service_name", "operation"],
+            )
+            .value,
+        4.0
+    );
+
     // Chronicle's own metrics carry its prefix.
     scrape.assert_type("chronicle_history_shard_commands", "counter");
     scrape.assert_histogram(
