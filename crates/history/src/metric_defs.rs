@@ -35,6 +35,15 @@ pub const PERSISTENCE_ERRORS: &str = "persistence_errors";
 /// Time of a write from proposal until applied, in seconds.
 pub const PERSISTENCE_LATENCY: &str = "persistence_latency";
 
+/// Timer and transfer tasks run by a shard leader (labels: operation and task_type, both the
+/// task's Temporal type such as `TimerActiveTaskUserTimer` or `TransferActiveTaskActivity`,
+/// namespace).
+pub const TASK_REQUESTS: &str = "task_requests";
+/// Of those, attempts that failed (the task runs again).
+pub const TASK_ERRORS: &str = "task_errors";
+/// Time of one attempt, in seconds.
+pub const TASK_LATENCY_PROCESSING: &str = "task_latency_processing";
+
 /// History shards this node leads (Temporal: shards owned by the host), set at each scrape.
 pub const NUMSHARDS_GAUGE: &str = "numshards_gauge";
 
@@ -83,6 +92,8 @@ pub fn describe() {
             PERSISTENCE_ERRORS,
             "Shard writes failed by storage or replication.",
         ),
+        (TASK_REQUESTS, "Timer and transfer task attempts."),
+        (TASK_ERRORS, "Timer and transfer task attempts that failed."),
         (TIMER_TASKS_FIRED, "Timers fired, by kind."),
         (
             TRANSFER_TASKS_DISPATCHED,
@@ -102,6 +113,7 @@ pub fn describe() {
             "Time from a task's scheduling to its start.",
         ),
         (PERSISTENCE_LATENCY, "Time of a shard write."),
+        (TASK_LATENCY_PROCESSING, "Time of one task attempt."),
         (TIMER_TASK_LATENCY, "Lateness of fired timers."),
         (SHARD_COMMAND_LATENCY, "Time from proposal to apply."),
     ] {
@@ -148,6 +160,59 @@ impl Drop for RequestTimer {
         metrics::counter!(SERVICE_REQUESTS, &self.labels[..]).increment(1);
         metrics::histogram!(SERVICE_LATENCY, &self.labels[..])
             .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// Temporal's task type of a timer task.
+pub(crate) fn timer_task_type(kind: i32) -> &'static str {
+    use pb::timer_task::Kind;
+    match Kind::try_from(kind).unwrap_or_default() {
+        Kind::UserTimer => "TimerActiveTaskUserTimer",
+        Kind::WorkflowTaskTimeout | Kind::WorkflowTaskScheduleToStartTimeout => {
+            "TimerActiveTaskWorkflowTaskTimeout"
+        }
+        Kind::ActivityTimeout => "TimerActiveTaskActivityTimeout",
+        Kind::ActivityRetry => "TimerActiveTaskActivityRetryTimer",
+        Kind::WorkflowRunTimeout => "TimerActiveTaskWorkflowRunTimeout",
+        Kind::WorkflowExecutionTimeout => "TimerActiveTaskWorkflowExecutionTimeout",
+        Kind::WorkflowStartDelay => "TimerActiveTaskWorkflowBackoffTimer",
+        Kind::Unspecified => "TimerActiveTaskUnknown",
+    }
+}
+
+/// Temporal's task type of an outbox (transfer) task.
+pub(crate) fn transfer_task_type(kind: i32) -> &'static str {
+    use pb::outbox_task::Kind;
+    match Kind::try_from(kind).unwrap_or_default() {
+        Kind::WorkflowTask => "TransferActiveTaskWorkflowTask",
+        Kind::ActivityTask => "TransferActiveTaskActivity",
+        Kind::StartChild => "TransferActiveTaskStartChildExecution",
+        // Temporal reports the parent's notification and the close policy under its close task.
+        Kind::ChildClosed | Kind::ParentClosePolicy => "TransferActiveTaskCloseExecution",
+        Kind::CancelExternal => "TransferActiveTaskCancelExecution",
+        Kind::SignalExternal => "TransferActiveTaskSignalExecution",
+        Kind::Unspecified => "TransferActiveTaskUnknown",
+    }
+}
+
+/// Records one attempt of a timer or transfer task.
+pub(crate) fn record_task(
+    task_type: &'static str,
+    namespace: String,
+    started: std::time::Instant,
+    ok: bool,
+) {
+    let labels = [
+        ("service_name", SERVICE_NAME.to_string()),
+        ("operation", task_type.to_string()),
+        ("task_type", task_type.to_string()),
+        ("namespace", namespace),
+    ];
+    metrics::counter!(TASK_REQUESTS, &labels[..]).increment(1);
+    metrics::histogram!(TASK_LATENCY_PROCESSING, &labels[..])
+        .record(started.elapsed().as_secs_f64());
+    if !ok {
+        metrics::counter!(TASK_ERRORS, &labels[..]).increment(1);
     }
 }
 

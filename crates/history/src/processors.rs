@@ -120,8 +120,13 @@ async fn timer_loop(
                 async move {
                     let deadline = chronicle_storage::keys::timer_fire_time(&key);
                     let kind = pb::timer_task::Kind::try_from(task.kind).unwrap_or_default().as_str_name();
+                    let task_type = metric_defs::timer_task_type(task.kind);
+                    let namespace = engine.namespace_name(&task.namespace_id);
                     let fire = cmd::FireTimer { key, task: Some(task), new_run_id: uuid::Uuid::new_v4().to_string() };
-                    match engine.propose(&shard, shard_command::Kind::FireTimer(fire)).await {
+                    let started = Instant::now();
+                    let fired = engine.propose(&shard, shard_command::Kind::FireTimer(fire)).await;
+                    metric_defs::record_task(task_type, namespace, started, fired.is_ok());
+                    match fired {
                         Ok(_) => {
                             metrics::counter!(metric_defs::TIMER_TASKS_FIRED, "kind" => kind).increment(1);
                             metrics::histogram!(metric_defs::TIMER_TASK_LATENCY).record((now_millis() - deadline).max(0) as f64 / 1000.0);
@@ -242,7 +247,14 @@ async fn outbox_loop(
                         (engine.clone(), shard.clone(), transfers.clone());
                     let task = task.clone();
                     tokio::spawn(async move {
+                        let started = Instant::now();
                         let result = crate::transfer::execute(&engine, &shard, id, &task).await;
+                        metric_defs::record_task(
+                            metric_defs::transfer_task_type(task.kind),
+                            engine.namespace_name(&task.namespace_id),
+                            started,
+                            result.is_ok(),
+                        );
                         if let Err(e) = &result {
                             tracing::debug!(shard = shard.id, error = %e.message, "transfer task failed; it runs again at the next sweep");
                         }
@@ -281,6 +293,7 @@ async fn outbox_loop(
                 sticky: task.task_queue_kind
                     == chronicle_proto::temporal::api::enums::v1::TaskQueueKind::Sticky as i32,
             };
+            let started = Instant::now();
             let measure = metric_defs::RequestTimer::new(
                 "matching",
                 if kind == TaskKind::Activity {
@@ -292,6 +305,12 @@ async fn outbox_loop(
             );
             let added = engine.matching.add_task(queue, task_ref).await;
             drop(measure);
+            metric_defs::record_task(
+                metric_defs::transfer_task_type(task.kind),
+                engine.namespace_name(&task.namespace_id),
+                started,
+                added.is_ok(),
+            );
             match added {
                 Ok(()) => {
                     metrics::counter!(metric_defs::TRANSFER_TASKS_DISPATCHED).increment(1);

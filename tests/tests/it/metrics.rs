@@ -513,6 +513,31 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
         scrape.assert_type("poll_success_sync", "counter");
     }
 
+    // Timer and transfer tasks, under Temporal's task types.
+    scrape.assert_type("task_requests", "counter");
+    for task_type in [
+        "TransferActiveTaskWorkflowTask",
+        "TimerActiveTaskWorkflowRunTimeout",
+    ] {
+        let labels = [
+            ("service_name", "history"),
+            ("operation", task_type),
+            ("task_type", task_type),
+            ("namespace", "default"),
+        ];
+        assert!(
+            scrape
+                .one(
+                    "task_requests",
+                    &labels,
+                    &["service_name", "operation", "task_type", "namespace"],
+                )
+                .value
+                >= 1.0
+        );
+        scrape.assert_histogram("task_latency_processing", &labels, "0.001", "1000");
+    }
+
     // Process and shard ownership.
     scrape.assert_type("restarts", "counter");
     for role in ["frontend", "history", "matching"] {
