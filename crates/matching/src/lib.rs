@@ -25,6 +25,8 @@ use chronicle_types::{ApiError, ApiResult};
 use prost::Message;
 use tokio::sync::oneshot;
 
+// Handed once through a oneshot to a waiting poller; boxing the query would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Dispatch {
     Task(TaskRef),
     Query(QueryTask),
