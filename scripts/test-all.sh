@@ -19,3 +19,5 @@ CHRONICLE_BIN="$PWD/$TARGET/debug/chronicle"
 [ -x "$CHRONICLE_BIN" ] || CHRONICLE_BIN="$TARGET/debug/chronicle"
 export CHRONICLE_BIN COMPAT_SERVER=chronicle
 PATH="$VENV/bin:$PATH" "$VENV/bin/python" -m pytest -q tests/compat
+# Again with the roles as separate processes (history, matching, frontend over the internal API).
+COMPAT_SERVER=chronicle-split PATH="$VENV/bin:$PATH" "$VENV/bin/python" -m pytest -q tests/compat

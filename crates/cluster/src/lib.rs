@@ -5,6 +5,8 @@
 //! Requests carry Temporal's own request messages plus the resolved namespace ID, so a role
 //! never re-validates what the frontend already checked.
 
+pub mod grpc;
+
 use async_trait::async_trait;
 use chronicle_proto::chronicle::persistence::v1::NamespaceRecord;
 use chronicle_proto::temporal::api::enums::v1::TaskQueueKind;

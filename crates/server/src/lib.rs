@@ -4,24 +4,15 @@
 //! servers on port 0 in-process and the binary is a thin CLI around it.
 
 pub mod cli;
+mod roles;
 
-use std::collections::BTreeMap;
+pub use roles::{NodeConfig, NodeListeners, Roles, run_node};
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use anyhow::Context;
-use chronicle_cluster::{HistoryService, MatchingService};
-use chronicle_frontend::{
-    FrontendContext, NamespaceCache, OperatorHandler, WorkflowHandler, default_namespace_record,
-};
-use chronicle_history::{HistoryConfig, HistoryEngine};
-use chronicle_matching::MatchingEngine;
-use chronicle_proto::temporal::api::operatorservice::v1::operator_service_server::OperatorServiceServer;
-use chronicle_proto::temporal::api::workflowservice::v1::workflow_service_server::WorkflowServiceServer;
-use chronicle_storage::{Db, DbOptions};
-use tonic::codec::CompressionEncoding;
+use chronicle_storage::Db;
 
 /// The server version reported to SDKs (Temporal's API level Chronicle implements).
 pub const SERVER_VERSION: &str = "1.29.0";
@@ -93,118 +84,30 @@ fn resolve_shard_count(db: &Db, requested: Option<u32>) -> anyhow::Result<u32> {
     Ok(count)
 }
 
-/// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish, stops
-/// the shard groups and flushes RocksDB.
+/// Serves start-dev (every role in this process) until `shutdown` resolves, then stops
+/// accepting, lets in-flight requests finish, stops the shard groups and flushes RocksDB.
 pub async fn run(
     listeners: Listeners,
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let grpc_addr = listeners.grpc.local_addr()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let db_options = DbOptions {
+    let node = NodeConfig {
+        roles: Roles::ALL,
+        data_dir: config.data_dir,
+        num_shards: config.num_shards,
+        history_addr: None,
+        matching_addr: None,
+        namespaces: config.namespaces,
+        search_attributes: config.search_attributes,
+        max_poll_wait: config.max_poll_wait,
         sync_writes: config.sync_writes,
+        eager_activities: config.eager_activities,
     };
-    let data_dir = config.data_dir.clone();
-    let db = tokio::task::spawn_blocking(move || Db::open(&data_dir, db_options))
-        .await?
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-
-    let num_shards = resolve_shard_count(&db, config.num_shards)?;
-
-    let matching = MatchingEngine::new(config.max_poll_wait);
-    let history = HistoryEngine::start(
-        db.clone(),
-        HistoryConfig {
-            num_shards,
-            node_id: 1,
-            node_addr: grpc_addr.to_string(),
-            bootstrap_single_voter: true,
-            eager_activities: config.eager_activities,
-        },
-        matching.clone() as Arc<dyn MatchingService>,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let history_service: Arc<dyn HistoryService> = history.clone();
-    matching.set_history(&history_service);
-
-    let mut wanted = vec!["default".to_string()];
-    wanted.extend(config.namespaces.iter().cloned());
-    for name in wanted {
-        if history.namespace_by_name(&name).await.is_err() {
-            history
-                .register_namespace(default_namespace_record(&name, "", 3))
-                .await
-                .map_err(|e| anyhow::anyhow!("creating namespace {name}: {}", e.message))?;
-        }
-    }
-
-    let search_attributes: BTreeMap<String, i32> =
-        config.search_attributes.iter().cloned().collect();
-    let ctx = FrontendContext {
-        history: history.clone(),
-        matching: matching.clone(),
-        namespaces: Arc::new(NamespaceCache::new(history.clone())),
-        num_shards,
-        server_version: SERVER_VERSION.to_string(),
-        search_attributes: Arc::new(RwLock::new(search_attributes)),
+    let listeners = NodeListeners {
+        frontend: Some(listeners.grpc),
+        internal: None,
     };
-    let max_message = chronicle_types::limits::MAX_GRPC_MESSAGE_BYTES;
-    let workflow = WorkflowServiceServer::new(WorkflowHandler::new(ctx.clone()))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
-    let operator = OperatorServiceServer::new(OperatorHandler::new(ctx))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(max_message);
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<WorkflowServiceServer<WorkflowHandler>>()
-        .await;
-    health_reporter
-        .set_serving::<OperatorServiceServer<OperatorHandler>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(chronicle_proto::TEMPORAL_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building the reflection service")?;
-
-    tracing::info!(
-        grpc = %grpc_addr,
-        data_dir = %config.data_dir.display(),
-        shards = num_shards,
-        "Chronicle is serving Temporal's API on {grpc_addr}; data in {}",
-        config.data_dir.display()
-    );
-    // Nagle's algorithm off on every connection: gRPC answers are small writes, and with Nagle
-    // plus the client's delayed ACK a reply can sit ~40 ms in the kernel.
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
-        |conn| {
-            conn.inspect(|stream| {
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(error = %e, "could not disable Nagle's algorithm");
-                }
-            })
-        },
-    );
-    let served = tonic::transport::Server::builder()
-        .layer(chronicle_frontend::StatusCompatLayer)
-        .add_service(workflow)
-        .add_service(operator)
-        .add_service(health)
-        .add_service(reflection)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
-    tracing::info!("stopping: shard groups and storage");
-    history.shutdown().await;
-    db.flush().map_err(|e| anyhow::anyhow!("{e}"))?;
-    served.context("gRPC server failed")?;
-    Ok(())
+    run_node(listeners, node, shutdown).await
 }
 
 /// A server started in the background (tests, benchmarks).

@@ -12,5 +12,6 @@ mod namespaces;
 mod queries;
 mod restart;
 mod sdk_workflows;
+mod split_roles;
 mod start_and_activities;
 mod timer_cleanup;
