@@ -192,14 +192,29 @@ pub async fn run(
             })
         },
     );
-    let served = tonic::transport::Server::builder()
+    let serve = tonic::transport::Server::builder()
         .layer(chronicle_frontend::StatusCompatLayer)
         .add_service(workflow)
         .add_service(operator)
         .add_service(health)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        .serve_with_incoming_shutdown(incoming, shutdown);
+    // A group that stopped on a fatal error (a storage failure while applying its log) serves
+    // nothing any more: fail fast, so the node restarts and re-applies the log, rather than keep
+    // answering with a frozen shard. In-flight requests are dropped, not drained.
+    let served = tokio::select! {
+        served = serve => served,
+        (group, reason) = history.failed_group() => {
+            tracing::error!(
+                group,
+                reason = %reason,
+                "raft group {group} stopped on a fatal error; exiting so that the node restarts \
+                 and re-applies its log"
+            );
+            history.shutdown().await;
+            anyhow::bail!("raft group {group} stopped on a fatal error: {reason}");
+        }
+    };
     tracing::info!("stopping: shard groups and storage");
     history.shutdown().await;
     db.flush().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -258,6 +273,14 @@ impl RunningServer {
             stop: Some(stop),
             task,
         })
+    }
+
+    /// Waits until the server stops by itself (it only does on a fatal error) and returns how
+    /// [`run`] ended.
+    pub async fn finished(mut self) -> anyhow::Result<()> {
+        let result = (&mut self.task).await?;
+        self.stop.take();
+        result
     }
 
     pub fn url(&self) -> String {

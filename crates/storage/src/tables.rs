@@ -302,11 +302,15 @@ impl ShardBatch {
     pub fn next_task_id(&mut self) -> StorageResult<u64> {
         let current = match self.next_task_id {
             Some(n) => n,
-            None => self
-                .tables
-                .get_meta(META_NEXT_TASK_ID)?
-                .map(|b| u64::from_be_bytes(b.as_slice().try_into().unwrap_or([0; 8])))
-                .unwrap_or(1),
+            None => match self.tables.get_meta(META_NEXT_TASK_ID)? {
+                Some(b) => u64::from_be_bytes(b.as_slice().try_into().map_err(|_| {
+                    StorageError::Corrupt {
+                        cf: Cf::ShardMeta.name(),
+                        reason: format!("next task ID has {} bytes, not 8", b.len()),
+                    }
+                })?),
+                None => 1,
+            },
         };
         self.next_task_id = Some(current + 1);
         Ok(current)
