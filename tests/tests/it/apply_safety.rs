@@ -609,9 +609,28 @@ async fn mixed_workload(url: &str) {
     });
     run.expect("worker ran");
 
-    // Raw: a workflow nobody works on (its task stays in the outbox), signalled and then
-    // another terminated.
+    // Raw: a workflow left with several pending timers and activities (maps of its state with
+    // more than one entry: their encoding must not depend on a hash order).
     let mut raw = raw_client(url).await;
+    let busy_queue = unique("busy");
+    raw.start_workflow_execution(start_request(&unique("busy"), "Busy", &busy_queue))
+        .await
+        .expect("start busy");
+    let task = raw
+        .poll_workflow_task_queue(poll(&busy_queue))
+        .await
+        .expect("poll busy")
+        .into_inner();
+    let mut commands: Vec<Command> = (0..4)
+        .map(|i| timer(&format!("t{i}"), secs(3600 + i, 0)))
+        .collect();
+    commands.extend((0..4).map(|i| activity(&format!("a{i}"), secs(600, 0), None)));
+    raw.respond_workflow_task_completed(complete(task.task_token, commands))
+        .await
+        .expect("busy commands");
+
+    // A workflow nobody works on (its task stays in the outbox), signalled, and another
+    // terminated.
     let idle_queue = unique("idle");
     for (i, id) in [unique("idle"), unique("doomed")].iter().enumerate() {
         raw.start_workflow_execution(start_request(id, "Idle", &idle_queue))
