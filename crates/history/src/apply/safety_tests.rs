@@ -176,3 +176,41 @@ fn extreme_timer_durations_apply_without_overflow() {
     assert_eq!(expiry("huge"), i64::MAX);
     assert!(expiry("nanos") > 1_000_000 + 3000);
 }
+
+/// Backoffs from any retry policy a log entry can carry, at any attempt: no panic, no negative
+/// or wrapped delay.
+#[test]
+fn retry_backoff_is_bounded_for_any_policy_and_attempt() {
+    use chronicle_proto::temporal::api::common::v1::RetryPolicy;
+    let d = |seconds| Some(chronicle_proto::wkt::Duration { seconds, nanos: 0 });
+    for (initial, maximum, coefficient) in [
+        (d(i64::MAX), None, 1e300),
+        (d(i64::MAX), d(i64::MAX), f64::INFINITY),
+        (d(1), None, f64::NAN),
+        (d(i64::MIN), d(i64::MIN), f64::NEG_INFINITY),
+        (d(1), d(10), 2.0),
+    ] {
+        let policy = RetryPolicy {
+            initial_interval: initial,
+            maximum_interval: maximum,
+            backoff_coefficient: coefficient,
+            ..Default::default()
+        };
+        for attempt in [i32::MIN, -1, 0, 1, 2, 64, 10_000, i32::MAX] {
+            let delay = super::next_retry_delay_ms(&policy, attempt);
+            assert!(
+                (0..=1i64 << 62).contains(&delay),
+                "{policy:?} attempt {attempt}: {delay}"
+            );
+        }
+    }
+    let policy = RetryPolicy {
+        initial_interval: d(1),
+        maximum_interval: d(10),
+        backoff_coefficient: 2.0,
+        ..Default::default()
+    };
+    assert_eq!(super::next_retry_delay_ms(&policy, 1), 1000);
+    assert_eq!(super::next_retry_delay_ms(&policy, 3), 4000);
+    assert_eq!(super::next_retry_delay_ms(&policy, 100), 10_000);
+}
