@@ -100,8 +100,12 @@ impl WorkflowService for WorkflowHandler {
         &self,
         request: Request<ws::RegisterNamespaceRequest>,
     ) -> Res<ws::RegisterNamespaceResponse> {
-        let r = request.into_inner();
+        let mut r = request.into_inner();
         validate::required_id(&r.namespace, "Namespace")?;
+        validate::duration(
+            &mut r.workflow_execution_retention_period,
+            "WorkflowExecutionRetentionPeriod",
+        )?;
         let retention_days = r
             .workflow_execution_retention_period
             .as_ref()
@@ -161,7 +165,13 @@ impl WorkflowService for WorkflowHandler {
         &self,
         request: Request<ws::UpdateNamespaceRequest>,
     ) -> Res<ws::UpdateNamespaceResponse> {
-        let r = request.into_inner();
+        let mut r = request.into_inner();
+        if let Some(config) = r.config.as_mut() {
+            validate::duration(
+                &mut config.workflow_execution_retention_ttl,
+                "WorkflowExecutionRetentionTtl",
+            )?;
+        }
         let mut record = self.ctx.history.namespace_by_name(&r.namespace).await?;
         if let Some(UpdateNamespaceInfo {
             description,

@@ -366,6 +366,41 @@ async fn absurd_durations_are_refused_or_capped_and_the_server_keeps_working() {
         chronicle_proto::temporal::api::enums::v1::RetryState::Timeout as i32
     );
 
+    // A namespace's retention: negative is refused, huge is capped (it was multiplied unchecked).
+    invalid(
+        raw.register_namespace(ws::RegisterNamespaceRequest {
+            namespace: unique("ns"),
+            workflow_execution_retention_period: secs(-86_400, 0),
+            ..Default::default()
+        })
+        .await,
+        "WorkflowExecutionRetentionPeriod",
+    );
+    let ns = unique("ns");
+    raw.register_namespace(ws::RegisterNamespaceRequest {
+        namespace: ns.clone(),
+        workflow_execution_retention_period: secs(i64::MAX, 0),
+        ..Default::default()
+    })
+    .await
+    .expect("capped retention");
+    let described = raw
+        .describe_namespace(ws::DescribeNamespaceRequest {
+            namespace: ns,
+            ..Default::default()
+        })
+        .await
+        .expect("describe namespace")
+        .into_inner();
+    let retention = described
+        .config
+        .and_then(|c| c.workflow_execution_retention_ttl)
+        .expect("retention");
+    assert!(
+        retention.seconds > 0 && retention.seconds <= HUNDRED_YEARS,
+        "{retention:?}"
+    );
+
     a_normal_workflow_completes(&mut raw).await;
     raw.terminate_workflow_execution(ws::TerminateWorkflowExecutionRequest {
         namespace: "default".into(),
