@@ -1,7 +1,7 @@
 //! A digest of a shard's state-machine key range: one hash per state column family over every key
 //! and value of the shard, in key order, from one RocksDB snapshot. Two replicas that applied the
 //! same log must have equal digests (the Raft log and vote, `raft_log` and `raft_meta`, are not
-//! state and are left out).
+//! state and are left out). Values are compared in a canonical form, see [`shard_digest`].
 
 use xxhash_rust::xxh3::Xxh3;
 
@@ -47,8 +47,24 @@ impl ShardDigest {
     }
 }
 
+/// The protobuf message each state family's values hold (`shard_meta` holds other encodings).
+fn value_type(cf: Cf) -> Option<&'static str> {
+    match cf {
+        Cf::Executions => Some(".chronicle.persistence.v1.WorkflowExecutionState"),
+        Cf::Current => Some(".chronicle.persistence.v1.CurrentExecution"),
+        Cf::History => Some(".chronicle.persistence.v1.HistoryBatch"),
+        Cf::Timers => Some(".chronicle.persistence.v1.TimerTask"),
+        Cf::Outbox => Some(".chronicle.persistence.v1.OutboxTask"),
+        Cf::Namespaces => Some(".chronicle.persistence.v1.NamespaceRecord"),
+        Cf::ShardMeta | Cf::RaftLog | Cf::RaftMeta => None,
+    }
+}
+
 /// Hashes every key and value of `shard` in the state families, from one consistent snapshot.
 /// Keys and values are length-prefixed so that no two different row sets hash the same stream.
+/// Protobuf values are hashed in their canonical form ([`crate::canonical`]): map entries in
+/// byte order, since prost writes Temporal's `HashMap`-typed maps (memos, search attributes,
+/// headers, payload metadata) in an order that differs between replicas.
 pub fn shard_digest(db: &Db, shard: ShardId) -> StorageResult<ShardDigest> {
     let snapshot = db.rocks().snapshot();
     let prefix = keys::shard_prefix(shard);
@@ -66,10 +82,16 @@ pub fn shard_digest(db: &Db, shard: ShardId) -> StorageResult<ShardDigest> {
             if !k.starts_with(&prefix) {
                 break;
             }
+            let v = match value_type(cf) {
+                Some(type_name) => {
+                    std::borrow::Cow::Owned(crate::canonical::canonical(v, type_name))
+                }
+                None => std::borrow::Cow::Borrowed(v),
+            };
             hasher.update(&(k.len() as u64).to_be_bytes());
             hasher.update(k);
             hasher.update(&(v.len() as u64).to_be_bytes());
-            hasher.update(v);
+            hasher.update(&v);
             rows += 1;
             iter.next();
         }

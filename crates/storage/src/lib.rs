@@ -9,6 +9,7 @@
 //! - [`snapshot`]: a shard's key range dumped to and loaded from bytes (Raft snapshots).
 //! - [`digest`]: a hash of a shard's state, to check that replicas applied the same log alike.
 
+pub mod canonical;
 pub mod db;
 pub mod digest;
 pub mod error;

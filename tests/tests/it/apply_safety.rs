@@ -658,7 +658,19 @@ async fn mixed_workload(url: &str) {
     // more than one entry: their encoding must not depend on a hash order).
     let mut raw = raw_client(url).await;
     let busy_queue = unique("busy");
-    raw.start_workflow_execution(start_request(&unique("busy"), "Busy", &busy_queue))
+    // Its memo has several fields (a Temporal map: prost writes it in HashMap order).
+    let mut busy = start_request(&unique("busy"), "Busy", &busy_queue);
+    busy.memo = Some(chronicle_proto::temporal::api::common::v1::Memo {
+        fields: (0..6)
+            .map(|i| {
+                (
+                    format!("field-{i}"),
+                    payloads("memo").unwrap().payloads[0].clone(),
+                )
+            })
+            .collect(),
+    });
+    raw.start_workflow_execution(busy)
         .await
         .expect("start busy");
     let task = raw
