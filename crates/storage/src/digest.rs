@@ -78,9 +78,14 @@ pub fn shard_digest(db: &Db, shard: ShardId) -> StorageResult<ShardDigest> {
         iter.seek(&prefix);
         let mut hasher = Xxh3::new();
         let mut rows = 0u64;
+        let node_local = keys::shard_meta(shard, crate::tables::META_SNAPSHOT_SEQ);
         while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
             if !k.starts_with(&prefix) {
                 break;
+            }
+            if cf == Cf::ShardMeta && k == node_local.as_slice() {
+                iter.next();
+                continue;
             }
             let v = match value_type(cf) {
                 Some(type_name) => {

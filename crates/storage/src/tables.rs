@@ -15,6 +15,9 @@ use crate::keys::{self, ShardId};
 /// `shard_meta` kinds.
 pub const META_APPLIED: u8 = 1;
 pub const META_NEXT_TASK_ID: u8 = 2;
+/// The node's count of snapshots built for the group (unique snapshot IDs across restarts).
+/// Node-local: replicas that applied the same log differ here, so the state digest skips it.
+pub const META_SNAPSHOT_SEQ: u8 = 3;
 
 fn decode<M: Message + Default>(cf: Cf, bytes: &[u8]) -> StorageResult<M> {
     M::decode(bytes).map_err(|e| StorageError::Corrupt {
