@@ -348,7 +348,8 @@ pub fn next_retry_delay_ms(policy: &RetryPolicy, attempt: i32) -> i64 {
         policy.backoff_coefficient
     };
     let max = opt_duration_millis(policy.maximum_interval.as_ref());
-    let delay = initial * coefficient.powi(attempt.saturating_sub(1).max(0));
+    let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0);
+    let delay = initial * deterministic_powi(coefficient, exponent);
     let delay = if max > 0 {
         delay.min(max as f64)
     } else {
@@ -356,6 +357,22 @@ pub fn next_retry_delay_ms(policy: &RetryPolicy, attempt: i32) -> i64 {
     };
     // (A NaN or infinite product from an absurd coefficient clamps too.)
     chronicle_types::time::millis_from_f64(delay.min(i64::MAX as f64 / 2.0)).max(0)
+}
+
+/// `base^exponent` by squaring: a fixed sequence of IEEE multiplications, so every replica (any
+/// platform, build or Rust version) computes the same bits. `f64::powi`'s precision is not
+/// specified and may differ between platforms and builds, and the result decides a retry's fire
+/// time, which is replicated state.
+fn deterministic_powi(base: f64, mut exponent: u32) -> f64 {
+    let (mut result, mut square) = (1.0f64, base);
+    while exponent > 0 {
+        if exponent & 1 == 1 {
+            result *= square;
+        }
+        square *= square;
+        exponent >>= 1;
+    }
+    result
 }
 
 pub fn retry_state_for(final_attempt: bool) -> RetryState {

@@ -214,3 +214,21 @@ fn retry_backoff_is_bounded_for_any_policy_and_attempt() {
     assert_eq!(super::next_retry_delay_ms(&policy, 3), 4000);
     assert_eq!(super::next_retry_delay_ms(&policy, 100), 10_000);
 }
+
+/// The backoff is computed with plain multiplications (deterministic on every replica), and
+/// matches the exact powers where they are representable.
+#[test]
+fn retry_backoff_uses_exact_powers() {
+    use chronicle_proto::temporal::api::common::v1::RetryPolicy;
+    let policy = |coefficient| RetryPolicy {
+        initial_interval: Some(chronicle_types::time::duration_from_millis(3)),
+        backoff_coefficient: coefficient,
+        ..Default::default()
+    };
+    assert_eq!(super::next_retry_delay_ms(&policy(2.0), 1), 3);
+    assert_eq!(super::next_retry_delay_ms(&policy(2.0), 11), 3 * 1024);
+    assert_eq!(super::next_retry_delay_ms(&policy(3.0), 6), 3 * 243);
+    assert_eq!(super::next_retry_delay_ms(&policy(1.5), 3), 6);
+    // 1.1^20 = 6.7275 (to 4 places): 3 ms × that, truncated.
+    assert_eq!(super::next_retry_delay_ms(&policy(1.1), 21), 20);
+}
