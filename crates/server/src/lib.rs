@@ -163,6 +163,14 @@ impl RunningServer {
         })
     }
 
+    /// Waits until the server stops by itself (it only does on a fatal error) and returns how
+    /// [`run`] ended.
+    pub async fn finished(mut self) -> anyhow::Result<()> {
+        let result = (&mut self.task).await?;
+        self.stop.take();
+        result
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

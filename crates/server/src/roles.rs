@@ -349,12 +349,37 @@ pub async fn run_node(
         });
     }
 
-    // Until asked to stop, or until a server fails.
+    // A group that stopped on a fatal error (a storage failure while applying its log) serves
+    // nothing any more: fail fast, so the node restarts and re-applies the log, rather than keep
+    // answering with a frozen shard. In-flight requests are dropped, not drained.
+    let fatal_group = {
+        let engine = local_history.as_ref().map(|(engine, _)| engine.clone());
+        async move {
+            match engine {
+                Some(engine) => engine.failed_group().await,
+                None => std::future::pending().await,
+            }
+        }
+    };
+    // Until asked to stop, until a server fails, or until a group fails.
     let mut failed = None;
     tokio::select! {
         () = shutdown => {}
         Some(result) = servers.join_next() => {
             failed = Some(result.context("server task").and_then(|r| r));
+        }
+        (group, reason) = fatal_group => {
+            tracing::error!(
+                group,
+                reason = %reason,
+                "raft group {group} stopped on a fatal error; exiting so that the node restarts \
+                 and re-applies its log"
+            );
+            servers.abort_all();
+            if let Some((engine, _)) = &local_history {
+                engine.shutdown().await;
+            }
+            anyhow::bail!("raft group {group} stopped on a fatal error: {reason}");
         }
     }
     let _ = stop_tx.send(true);

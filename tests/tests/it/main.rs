@@ -2,6 +2,7 @@
 //! by the official Rust SDK and by raw generated gRPC clients. One test binary, so the SDK is
 //! linked once.
 
+mod apply_safety;
 mod bad_input;
 mod child_workflows;
 mod common;

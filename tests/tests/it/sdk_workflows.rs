@@ -20,6 +20,7 @@ use temporalio_sdk::{
 
 use crate::common::*;
 
+#[derive(Default)]
 pub struct Steps {
     pub(crate) flaky_calls: Arc<AtomicU32>,
 }
