@@ -75,6 +75,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .out_dir(&internal_out)
+        // Ordered maps: a HashMap's iteration order (and so its encoding) differs between
+        // processes and even between maps, and the state a command writes must be the same
+        // bytes on every replica (`chronicle_storage::digest`).
+        .btree_map(".chronicle")
         .extern_path(".temporal.api", "::temporalio_protos::temporal::api")
         // temporalio-protos builds its messages on prost-wkt-types; ours must embed the same.
         .compile_well_known_types(true)

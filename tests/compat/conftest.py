@@ -5,6 +5,9 @@ COMPAT_SERVER selects the server under test:
 * ``chronicle`` (default): ``$CHRONICLE_BIN server start-dev --headless ...``
 * ``temporal``: the reference, ``temporal server start-dev`` from the temporal CLI,
   so every test can be checked against Temporal's own server first.
+* ``chronicle-split``: the shared server is Chronicle's roles as separate processes
+  (``chronicle server start --role ...``: one history, one matching and one frontend node talking
+  over the internal gRPC API); tests that start their own durable servers use start-dev.
 
 Every server is started with stdout/stderr in a log file under pytest's tmp dir; when a test
 fails, the tail of the log of each server it used is attached to the failure report. Servers
@@ -38,8 +41,11 @@ STARTUP_TIMEOUT = float(os.environ.get("COMPAT_STARTUP_TIMEOUT", "30"))
 # Every test gets this long before the process dumps all stacks and exits (no silent hangs).
 DEFAULT_TEST_DEADLINE = float(os.environ.get("COMPAT_TEST_DEADLINE", "120"))
 
-if SERVER_KIND not in ("chronicle", "temporal"):
-    raise pytest.UsageError(f"COMPAT_SERVER must be 'chronicle' or 'temporal', not {SERVER_KIND!r}")
+if SERVER_KIND not in ("chronicle", "temporal", "chronicle-split"):
+    raise pytest.UsageError(
+        f"COMPAT_SERVER must be 'chronicle', 'chronicle-split' or 'temporal', not {SERVER_KIND!r}")
+# Chronicle in either layout (process tests, Chronicle-only behaviour).
+IS_CHRONICLE = SERVER_KIND in ("chronicle", "chronicle-split")
 
 
 # Custom search attributes registered at start-up, the same way on both servers.
@@ -196,6 +202,57 @@ class ServerProcess:
             return f"(no log: {e})"
 
 
+class SplitServer:
+    """Chronicle's roles as separate processes: history, matching and frontend nodes, each
+    ``chronicle server start --role <role>`` on its own ports; clients use the frontend."""
+
+    def __init__(self, log_dir: str):
+        self.log_dir = log_dir
+        self.data_dir = os.path.join(log_dir, "history-data")
+        self.host = "127.0.0.1"
+        self.history_internal = f"{self.host}:{free_port()}"
+        self.matching_internal = f"{self.host}:{free_port()}"
+        self.port = free_port()
+        self.address = f"{self.host}:{self.port}"
+        self.nodes: List[ServerProcess] = []
+
+    def _node(self, role: str, extra: List[str]) -> "ServerProcess":
+        node = ServerProcess(self.log_dir)
+        base = [chronicle_bin(), "server", "start", "--role", role, "--log-level", "warn"]
+        node.command = lambda: base + extra  # type: ignore[method-assign]
+        node.log_path = os.path.join(self.log_dir, f"{role}.log")
+        return node
+
+    def start(self) -> None:
+        history = self._node("history", ["--internal-addr", self.history_internal, "--data-dir", self.data_dir,
+                                         "--matching-addr", self.matching_internal])
+        matching = self._node("matching", ["--internal-addr", self.matching_internal,
+                                           "--history-addr", self.history_internal])
+        frontend = self._node("frontend", ["--frontend-addr", self.address,
+                                           "--history-addr", self.history_internal,
+                                           "--matching-addr", self.matching_internal])
+        frontend.address = self.address
+        self.nodes = [history, matching, frontend]
+        for node in (history, matching):
+            node.starts += 1
+            with open(node.log_path, "ab") as log:
+                node.proc = subprocess.Popen(node.command(), stdout=log, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        # Ready when the frontend answers a namespace describe (which crosses to history).
+        frontend.start()
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.stop()
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(f"--- {os.path.basename(n.log_path)} ---\n{n.log_tail(lines // 3)}" for n in self.nodes)
+
+
 def _kill_all_servers() -> None:
     for srv in _ALL_SERVERS:
         srv.kill()
@@ -208,7 +265,8 @@ def pytest_sessionfinish(session, exitstatus):
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> ServerProcess:
     """The shared server of the session (ephemeral state)."""
-    srv = ServerProcess(str(tmp_path_factory.mktemp("server")))
+    log_dir = str(tmp_path_factory.mktemp("server"))
+    srv = SplitServer(log_dir) if SERVER_KIND == "chronicle-split" else ServerProcess(log_dir)
     srv.start()
     yield srv
     srv.stop()

@@ -16,10 +16,10 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 import workflows as wf
-from conftest import SERVER_KIND, chronicle_bin, new_id
+from conftest import IS_CHRONICLE, chronicle_bin, new_id
 
 pytestmark = [
-    pytest.mark.skipif(SERVER_KIND != "chronicle", reason="Chronicle's process behaviour"),
+    pytest.mark.skipif(not IS_CHRONICLE, reason="Chronicle's process behaviour"),
     pytest.mark.deadline(120),
 ]
 

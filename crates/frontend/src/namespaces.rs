@@ -68,7 +68,7 @@ pub fn default_namespace_record(
         }),
         config: Some(NamespaceConfig {
             workflow_execution_retention_ttl: Some(chronicle_types::time::duration_from_millis(
-                retention_days * 86_400_000,
+                retention_days.saturating_mul(86_400_000),
             )),
             history_archival_state: ArchivalState::Disabled as i32,
             visibility_archival_state: ArchivalState::Disabled as i32,

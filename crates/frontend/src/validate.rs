@@ -1,8 +1,14 @@
 //! Request validation with Temporal's limits and messages. Runs before anything is proposed, so
 //! a refused request changes nothing.
 
-use chronicle_proto::temporal::api::common::v1::Payloads;
+use chronicle_proto::temporal::api::command::v1::{
+    Command, command::Attributes as CommandAttributes,
+};
+use chronicle_proto::temporal::api::common::v1::{Payloads, RetryPolicy};
+use chronicle_proto::temporal::api::failure::v1::{Failure, failure::FailureInfo};
+use chronicle_proto::wkt::Duration;
 use chronicle_types::limits::{MAX_ID_LENGTH, MAX_PAYLOAD_BYTES};
+use chronicle_types::time::duration_millis;
 use chronicle_types::{ApiError, ApiResult};
 use prost::Message;
 
@@ -44,11 +50,191 @@ pub fn any_size<M: Message>(message: &M, what: &str) -> ApiResult<()> {
     Ok(())
 }
 
-pub fn non_negative(d: &Option<chronicle_proto::wkt::Duration>, what: &str) -> ApiResult<()> {
-    if let Some(d) = d
-        && (d.seconds < 0 || d.nanos < 0)
-    {
-        return Err(ApiError::invalid_argument(format!("Invalid {what}.")));
+/// Temporal's longest duration: 100 years. Longer ones are capped to it, as Temporal does
+/// (`timestamp.ValidateAndCapProtoDuration`); the cap also keeps every deadline computed from a
+/// client's duration far from `i64` overflow.
+pub const MAX_DURATION_SECONDS: i64 = 100 * 365 * 24 * 60 * 60;
+
+/// A client's duration: refused if negative, if its seconds and nanos differ in sign, or if its
+/// nanos are not within ±1 s (a malformed `google.protobuf.Duration`); capped to 100 years.
+pub fn duration(d: &mut Option<Duration>, what: &str) -> ApiResult<()> {
+    let Some(v) = d.as_mut() else {
+        return Ok(());
+    };
+    let invalid = |why: &str| ApiError::invalid_argument(format!("Invalid {what}: {why}."));
+    if !(-999_999_999..=999_999_999).contains(&v.nanos) {
+        return Err(invalid("nanos out of range"));
+    }
+    if (v.seconds > 0 && v.nanos < 0) || (v.seconds < 0 && v.nanos > 0) {
+        return Err(invalid(
+            "duration has seconds and nanos with different signs",
+        ));
+    }
+    if v.seconds < 0 || v.nanos < 0 {
+        return Err(invalid("negative duration"));
+    }
+    if (v.seconds, v.nanos) > (MAX_DURATION_SECONDS, 0) {
+        *v = Duration {
+            seconds: MAX_DURATION_SECONDS,
+            nanos: 0,
+        };
     }
     Ok(())
+}
+
+/// A retry policy's intervals as [`duration`], and Temporal's rules: no negative attempts, a
+/// backoff coefficient of at least 1 (0 means the default), a maximum interval no shorter than
+/// the initial one.
+pub fn retry_policy(p: &mut Option<RetryPolicy>, what: &str) -> ApiResult<()> {
+    let Some(p) = p.as_mut() else {
+        return Ok(());
+    };
+    duration(&mut p.initial_interval, &format!("{what}.InitialInterval"))?;
+    duration(&mut p.maximum_interval, &format!("{what}.MaximumInterval"))?;
+    let invalid = |why: &str| ApiError::invalid_argument(format!("Invalid {what}: {why}."));
+    if !p.backoff_coefficient.is_finite()
+        || (p.backoff_coefficient != 0.0 && p.backoff_coefficient < 1.0)
+    {
+        return Err(invalid("BackoffCoefficient cannot be less than 1"));
+    }
+    if p.maximum_attempts < 0 {
+        return Err(invalid("MaximumAttempts cannot be negative"));
+    }
+    let millis = |d: &Option<Duration>| d.as_ref().map(duration_millis).unwrap_or(0);
+    let (initial, maximum) = (millis(&p.initial_interval), millis(&p.maximum_interval));
+    if maximum > 0 && maximum < initial {
+        return Err(invalid(
+            "MaximumInterval cannot be less than InitialInterval",
+        ));
+    }
+    Ok(())
+}
+
+/// The durations and retry policies a workflow task's commands carry, as [`duration`] and
+/// [`retry_policy`] (a zero timer duration is left to the command checker at apply).
+pub fn command_durations(commands: &mut [Command]) -> ApiResult<()> {
+    use CommandAttributes as A;
+    for command in commands {
+        match command.attributes.as_mut() {
+            Some(A::ScheduleActivityTaskCommandAttributes(a)) => {
+                let what = |f: &str| format!("{f} on ScheduleActivityTaskCommand");
+                duration(
+                    &mut a.schedule_to_close_timeout,
+                    &what("ScheduleToCloseTimeout"),
+                )?;
+                duration(
+                    &mut a.schedule_to_start_timeout,
+                    &what("ScheduleToStartTimeout"),
+                )?;
+                duration(&mut a.start_to_close_timeout, &what("StartToCloseTimeout"))?;
+                duration(&mut a.heartbeat_timeout, &what("HeartbeatTimeout"))?;
+                retry_policy(&mut a.retry_policy, &what("RetryPolicy"))?;
+            }
+            Some(A::StartTimerCommandAttributes(a)) => {
+                duration(
+                    &mut a.start_to_fire_timeout,
+                    "StartToFireTimeout on StartTimerCommand",
+                )?;
+            }
+            Some(A::StartChildWorkflowExecutionCommandAttributes(a)) => {
+                let what = |f: &str| format!("{f} on StartChildWorkflowExecutionCommand");
+                duration(
+                    &mut a.workflow_execution_timeout,
+                    &what("WorkflowExecutionTimeout"),
+                )?;
+                duration(&mut a.workflow_run_timeout, &what("WorkflowRunTimeout"))?;
+                duration(&mut a.workflow_task_timeout, &what("WorkflowTaskTimeout"))?;
+                retry_policy(&mut a.retry_policy, &what("RetryPolicy"))?;
+            }
+            Some(A::ContinueAsNewWorkflowExecutionCommandAttributes(a)) => {
+                let what = |f: &str| format!("{f} on ContinueAsNewWorkflowExecutionCommand");
+                duration(&mut a.workflow_run_timeout, &what("WorkflowRunTimeout"))?;
+                duration(&mut a.workflow_task_timeout, &what("WorkflowTaskTimeout"))?;
+                duration(&mut a.backoff_start_interval, &what("BackoffStartInterval"))?;
+                retry_policy(&mut a.retry_policy, &what("RetryPolicy"))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The retry delay an activity's failure may ask for.
+pub fn failure_durations(failure: &mut Option<Failure>) -> ApiResult<()> {
+    if let Some(Failure {
+        failure_info: Some(FailureInfo::ApplicationFailureInfo(info)),
+        ..
+    }) = failure.as_mut()
+    {
+        duration(&mut info.next_retry_delay, "Failure.NextRetryDelay")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(seconds: i64, nanos: i32) -> Option<Duration> {
+        Some(Duration { seconds, nanos })
+    }
+
+    #[test]
+    fn durations_are_refused_when_negative_or_malformed_and_capped_when_huge() {
+        for bad in [
+            d(-1, 0),
+            d(0, -1),
+            d(1, -1),
+            d(-1, 1),
+            d(0, 1_000_000_000),
+            d(1, i32::MIN),
+        ] {
+            let mut v = bad;
+            let err = duration(&mut v, "Timeout").expect_err("refused");
+            assert_eq!(err.code, tonic::Code::InvalidArgument);
+            assert!(err.message.contains("Timeout"), "{}", err.message);
+        }
+        let mut v = d(i64::MAX, 999_999_999);
+        duration(&mut v, "Timeout").expect("capped");
+        assert_eq!(v, d(MAX_DURATION_SECONDS, 0));
+        let mut v = d(MAX_DURATION_SECONDS, 0);
+        duration(&mut v, "Timeout").expect("kept");
+        assert_eq!(v, d(MAX_DURATION_SECONDS, 0));
+        for fine in [None, d(0, 0), d(5, 500_000_000)] {
+            let mut v = fine;
+            duration(&mut v, "Timeout").expect("accepted");
+            assert_eq!(v, fine);
+        }
+    }
+
+    #[test]
+    fn retry_policies_follow_temporals_rules() {
+        let policy = |initial: i64, maximum: i64, coefficient: f64, attempts: i32| {
+            Some(RetryPolicy {
+                initial_interval: d(initial, 0),
+                maximum_interval: d(maximum, 0),
+                backoff_coefficient: coefficient,
+                maximum_attempts: attempts,
+                ..Default::default()
+            })
+        };
+        for bad in [
+            policy(-1, 0, 2.0, 0),
+            policy(1, -1, 2.0, 0),
+            policy(1, 0, 0.5, 0),
+            policy(1, 0, f64::NAN, 0),
+            policy(1, 0, f64::INFINITY, 0),
+            policy(1, 0, 2.0, -1),
+            policy(10, 5, 2.0, 0),
+        ] {
+            let mut p = bad;
+            assert!(retry_policy(&mut p, "RetryPolicy").is_err(), "{p:?}");
+        }
+        let mut p = policy(i64::MAX, 0, 0.0, 3);
+        retry_policy(&mut p, "RetryPolicy").expect("capped");
+        assert_eq!(
+            p.and_then(|p| p.initial_interval),
+            d(MAX_DURATION_SECONDS, 0)
+        );
+    }
 }

@@ -101,9 +101,13 @@ impl WorkflowService for WorkflowHandler {
         &self,
         request: Request<ws::RegisterNamespaceRequest>,
     ) -> Res<ws::RegisterNamespaceResponse> {
-        let r = request.into_inner();
+        let mut r = request.into_inner();
         crate::metric_defs::set_namespace(&r.namespace);
         validate::required_id(&r.namespace, "Namespace")?;
+        validate::duration(
+            &mut r.workflow_execution_retention_period,
+            "WorkflowExecutionRetentionPeriod",
+        )?;
         let retention_days = r
             .workflow_execution_retention_period
             .as_ref()
@@ -164,8 +168,14 @@ impl WorkflowService for WorkflowHandler {
         &self,
         request: Request<ws::UpdateNamespaceRequest>,
     ) -> Res<ws::UpdateNamespaceResponse> {
-        let r = request.into_inner();
+        let mut r = request.into_inner();
         crate::metric_defs::set_namespace(&r.namespace);
+        if let Some(config) = r.config.as_mut() {
+            validate::duration(
+                &mut config.workflow_execution_retention_ttl,
+                "WorkflowExecutionRetentionTtl",
+            )?;
+        }
         let mut record = self.ctx.history.namespace_by_name(&r.namespace).await?;
         if let Some(UpdateNamespaceInfo {
             description,
@@ -211,7 +221,7 @@ impl WorkflowService for WorkflowHandler {
         &self,
         request: Request<ws::StartWorkflowExecutionRequest>,
     ) -> Res<ws::StartWorkflowExecutionResponse> {
-        let r = request.into_inner();
+        let mut r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
         validate::required_id(&r.workflow_id, "WorkflowId")?;
         validate::required_id(
@@ -227,9 +237,14 @@ impl WorkflowService for WorkflowHandler {
         )?;
         validate::max_id(&r.request_id, "RequestId")?;
         validate::payload_size(&r.input, "Input")?;
-        validate::non_negative(&r.workflow_execution_timeout, "WorkflowExecutionTimeout")?;
-        validate::non_negative(&r.workflow_run_timeout, "WorkflowRunTimeout")?;
-        validate::non_negative(&r.workflow_task_timeout, "WorkflowTaskTimeout")?;
+        validate::duration(
+            &mut r.workflow_execution_timeout,
+            "WorkflowExecutionTimeout",
+        )?;
+        validate::duration(&mut r.workflow_run_timeout, "WorkflowRunTimeout")?;
+        validate::duration(&mut r.workflow_task_timeout, "WorkflowTaskTimeout")?;
+        validate::duration(&mut r.workflow_start_delay, "WorkflowStartDelay")?;
+        validate::retry_policy(&mut r.retry_policy, "RetryPolicy")?;
         if let Some(memo) = &r.memo {
             validate::any_size(memo, "Memo")?;
         }
@@ -259,7 +274,7 @@ impl WorkflowService for WorkflowHandler {
         &self,
         request: Request<ws::SignalWithStartWorkflowExecutionRequest>,
     ) -> Res<ws::SignalWithStartWorkflowExecutionResponse> {
-        let r = request.into_inner();
+        let mut r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
         validate::required_id(&r.workflow_id, "WorkflowId")?;
         validate::required_id(&r.signal_name, "SignalName")?;
@@ -276,6 +291,14 @@ impl WorkflowService for WorkflowHandler {
         )?;
         validate::payload_size(&r.input, "Input")?;
         validate::payload_size(&r.signal_input, "SignalInput")?;
+        validate::duration(
+            &mut r.workflow_execution_timeout,
+            "WorkflowExecutionTimeout",
+        )?;
+        validate::duration(&mut r.workflow_run_timeout, "WorkflowRunTimeout")?;
+        validate::duration(&mut r.workflow_task_timeout, "WorkflowTaskTimeout")?;
+        validate::duration(&mut r.workflow_start_delay, "WorkflowStartDelay")?;
+        validate::retry_policy(&mut r.retry_policy, "RetryPolicy")?;
         ok(self.ctx.history.signal_with_start(&ns, r).await?)
     }
 
@@ -448,8 +471,15 @@ impl WorkflowService for WorkflowHandler {
         &self,
         request: Request<ws::RespondWorkflowTaskCompletedRequest>,
     ) -> Res<ws::RespondWorkflowTaskCompletedResponse> {
-        let r = request.into_inner();
+        let mut r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
+        validate::command_durations(&mut r.commands)?;
+        if let Some(sticky) = r.sticky_attributes.as_mut() {
+            validate::duration(
+                &mut sticky.schedule_to_start_timeout,
+                "StickyAttributes.ScheduleToStartTimeout",
+            )?;
+        }
         ok(self
             .ctx
             .history
@@ -529,8 +559,9 @@ impl WorkflowService for WorkflowHandler {
         &self,
         request: Request<ws::RespondActivityTaskFailedRequest>,
     ) -> Res<ws::RespondActivityTaskFailedResponse> {
-        let r = request.into_inner();
+        let mut r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
+        validate::failure_durations(&mut r.failure)?;
         let result = ActivityResult::Failed {
             failure: r.failure,
             last_heartbeat_details: r.last_heartbeat_details,
@@ -553,8 +584,9 @@ impl WorkflowService for WorkflowHandler {
         &self,
         request: Request<ws::RespondActivityTaskFailedByIdRequest>,
     ) -> Res<ws::RespondActivityTaskFailedByIdResponse> {
-        let r = request.into_inner();
+        let mut r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
+        validate::failure_durations(&mut r.failure)?;
         let target = ActivityTarget::ById {
             workflow_id: r.workflow_id,
             run_id: r.run_id,

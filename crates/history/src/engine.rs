@@ -133,6 +133,40 @@ impl HistoryEngine {
         }
     }
 
+    /// Resolves when a group of this node stopped on a fatal error (its storage failed while
+    /// applying the log, for one): the group serves nothing any more, and the node must exit so
+    /// that it restarts and re-applies its log. Never resolves while every group runs, nor for
+    /// groups stopped by [`HistoryEngine::shutdown`].
+    pub async fn failed_group(&self) -> (ShardId, String) {
+        let (tx, mut rx) = mpsc::channel(1);
+        for group in self.shards.iter().chain(std::iter::once(&self.metadata)) {
+            let mut metrics = group.raft.metrics();
+            let tx = tx.clone();
+            let id = group.id;
+            tokio::spawn(async move {
+                loop {
+                    let fatal = match &metrics.borrow_and_update().running_state {
+                        Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
+                        Err(e) => Some(e.to_string()),
+                    };
+                    if let Some(reason) = fatal {
+                        let _ = tx.send((id, reason)).await;
+                        return;
+                    }
+                    if metrics.changed().await.is_err() {
+                        // The group is gone; a last state it published was seen above.
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        match rx.recv().await {
+            Some(failed) => failed,
+            None => std::future::pending().await,
+        }
+    }
+
     pub fn num_shards(&self) -> u32 {
         self.config.num_shards
     }

@@ -263,7 +263,7 @@ impl MutableState {
                 DEFAULT_STICKY_SCHEDULE_TO_START_MS
             };
             let key = batch.put_timer(
-                self.now_ms() + wait,
+                self.now_ms().saturating_add(wait),
                 &pb::TimerTask {
                     kind: pb::timer_task::Kind::WorkflowTaskScheduleToStartTimeout as i32,
                     namespace_id: self.state.namespace_id.clone(),

@@ -93,8 +93,11 @@ async fn timer_loop(
         next_read = next_read.min(added);
         let now = now_millis();
         if now < next_read {
-            let wait =
-                Duration::from_millis((next_read - now).min(IDLE_WAIT.as_millis() as i64) as u64);
+            let wait = Duration::from_millis(
+                next_read
+                    .saturating_sub(now)
+                    .min(IDLE_WAIT.as_millis() as i64) as u64,
+            );
             wait_for_change(&mut changes, &mut shutdown, wait).await;
             continue;
         }
@@ -111,7 +114,7 @@ async fn timer_loop(
         floor = due
             .first()
             .map(|(key, _)| chronicle_storage::keys::timer_fire_time(key))
-            .unwrap_or(now + 1);
+            .unwrap_or(now.saturating_add(1));
         if !due.is_empty() {
             // Fired concurrently so that their log appends share fsyncs.
             let fires = due.into_iter().map(|(key, task)| {
@@ -129,7 +132,7 @@ async fn timer_loop(
                     match fired {
                         Ok(_) => {
                             metrics::counter!(metric_defs::TIMER_TASKS_FIRED, "kind" => kind).increment(1);
-                            metrics::histogram!(metric_defs::TIMER_TASK_LATENCY).record((now_millis() - deadline).max(0) as f64 / 1000.0);
+                            metrics::histogram!(metric_defs::TIMER_TASK_LATENCY).record(now_millis().saturating_sub(deadline).max(0) as f64 / 1000.0);
                             true
                         }
                         Err(e) => {
@@ -156,7 +159,9 @@ async fn timer_loop(
             }
         };
         let wait = Duration::from_millis(
-            (next_read - now_millis()).clamp(0, IDLE_WAIT.as_millis() as i64) as u64,
+            next_read
+                .saturating_sub(now_millis())
+                .clamp(0, IDLE_WAIT.as_millis() as i64) as u64,
         );
         wait_for_change(&mut changes, &mut shutdown, wait).await;
     }

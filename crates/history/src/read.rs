@@ -174,7 +174,8 @@ pub fn workflow_task_response(
 pub fn execution_info(state: &pb::WorkflowExecutionState) -> wf::WorkflowExecutionInfo {
     let duration = match (&state.close_time, &state.execution_time) {
         (Some(close), Some(exec)) => Some(chronicle_types::time::duration_from_millis(
-            chronicle_types::time::millis(close) - chronicle_types::time::millis(exec),
+            chronicle_types::time::millis(close)
+                .saturating_sub(chronicle_types::time::millis(exec)),
         )),
         _ => None,
     };
@@ -244,7 +245,7 @@ pub fn describe(state: &pb::WorkflowExecutionState) -> ws::DescribeWorkflowExecu
                             .as_ref()
                             .map(chronicle_types::time::millis)
                             .unwrap_or(0)
-                            + to_close,
+                            .saturating_add(to_close),
                     )
                 }),
                 last_failure: a.last_failure.clone(),

@@ -27,6 +27,8 @@ use tokio::sync::oneshot;
 
 use crate::metric_defs::PollOutcome;
 
+// Handed once through a oneshot to a waiting poller; boxing the query would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Dispatch {
     Task(TaskRef),
     Query(QueryTask),

@@ -51,6 +51,14 @@ pub mod chronicle {
             ));
         }
     }
+    pub mod matching {
+        pub mod v1 {
+            include!(concat!(
+                env!("OUT_DIR"),
+                "/internal/chronicle.matching.v1.rs"
+            ));
+        }
+    }
 }
 
 /// Descriptor set of Chronicle's internal protos (for gRPC reflection).

@@ -142,3 +142,32 @@ pub async fn propose(
         }),
     }
 }
+
+/// Applies `group`'s Raft log as stored in `source` to the state machine of `group` in `target`
+/// (a fresh database), through `applier`, in batches of `batch_entries` entries: what a new
+/// replica replaying the log would hold. Returns how many entries were applied. The log must be
+/// whole (not purged after a snapshot). Used to check that apply is deterministic: compare
+/// `chronicle_storage::digest::shard_digest` of the two databases.
+pub async fn replay_log<A: Applier>(
+    source: &Db,
+    target: Db,
+    group: ShardId,
+    applier: Arc<A>,
+    batch_entries: usize,
+) -> Result<usize, RaftError> {
+    use openraft::storage::{RaftLogReader, RaftStateMachine};
+    let fatal = |e: &dyn std::fmt::Display| RaftError::Fatal {
+        group,
+        reason: e.to_string(),
+    };
+    let mut log = LogStore::new(source.clone(), group);
+    let entries = log.try_get_log_entries(..).await.map_err(|e| fatal(&e))?;
+    let mut state_machine = ShardStateMachine::open(ShardTables::new(target, group), applier)?;
+    for chunk in entries.chunks(batch_entries.max(1)) {
+        state_machine
+            .apply(chunk.to_vec())
+            .await
+            .map_err(|e| fatal(&e))?;
+    }
+    Ok(entries.len())
+}

@@ -5,7 +5,7 @@
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 
-use chronicle_storage::tables::META_APPLIED;
+use chronicle_storage::tables::{META_APPLIED, META_SNAPSHOT_SEQ};
 use chronicle_storage::{ShardBatch, ShardTables, StorageError};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
@@ -45,8 +45,18 @@ pub trait Applier: Send + Sync + 'static {
     fn state_replaced(&self, _group: chronicle_types::shard::ShardId) {}
 }
 
+/// The applied state every replica shares (`shard_meta`, [`META_APPLIED`]).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct AppliedMeta {
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, openraft::BasicNode>,
+}
+
+/// The applied record as stored before the snapshot counter moved to its own node-local key
+/// ([`META_SNAPSHOT_SEQ`]): postcard is not self-describing, so such a record is recognised by
+/// decoding it whole (a current record is shorter, and fails to).
+#[derive(Deserialize)]
+struct LegacyAppliedMeta {
     last_applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, openraft::BasicNode>,
     last_snapshot_id: u64,
@@ -117,6 +127,8 @@ pub struct ShardStateMachine<A> {
     tables: ShardTables,
     applier: Arc<A>,
     meta: AppliedMeta,
+    /// Snapshots this node built for the group ([`META_SNAPSHOT_SEQ`]); not replicated state.
+    last_snapshot_id: u64,
     // Shared with the snapshot builders: openraft runs `build_snapshot` apart from the state
     // machine, and expects the built snapshot to be the current one afterwards (it is what a
     // leader sends to a follower that needs a snapshot).
@@ -135,12 +147,31 @@ fn write_err(e: impl std::error::Error + 'static) -> RaftStorageError<u64> {
 
 impl<A: Applier> ShardStateMachine<A> {
     pub fn open(tables: ShardTables, applier: Arc<A>) -> Result<Self, StorageError> {
-        let meta = match tables.get_meta(META_APPLIED)? {
-            Some(bytes) => postcard::from_bytes(&bytes).map_err(|e| StorageError::Corrupt {
-                cf: "shard_meta",
-                reason: e.to_string(),
-            })?,
-            None => AppliedMeta::default(),
+        let corrupt = |e: postcard::Error| StorageError::Corrupt {
+            cf: "shard_meta",
+            reason: e.to_string(),
+        };
+        let (meta, legacy_snapshot_id) = match tables.get_meta(META_APPLIED)? {
+            Some(bytes) => match postcard::from_bytes::<LegacyAppliedMeta>(&bytes) {
+                Ok(legacy) => (
+                    AppliedMeta {
+                        last_applied: legacy.last_applied,
+                        membership: legacy.membership,
+                    },
+                    legacy.last_snapshot_id,
+                ),
+                Err(_) => (postcard::from_bytes(&bytes).map_err(corrupt)?, 0),
+            },
+            None => (AppliedMeta::default(), 0),
+        };
+        let last_snapshot_id = match tables.get_meta(META_SNAPSHOT_SEQ)? {
+            Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
+                StorageError::Corrupt {
+                    cf: "shard_meta",
+                    reason: "snapshot counter is not 8 bytes".into(),
+                }
+            })?),
+            None => legacy_snapshot_id,
         };
         // The last snapshot survives restarts: openraft asks for it at start, and the log before
         // it may already be purged.
@@ -152,6 +183,7 @@ impl<A: Applier> ShardStateMachine<A> {
             tables,
             applier,
             meta,
+            last_snapshot_id,
             current_snapshot: Arc::new(Mutex::new(current)),
         })
     }
@@ -200,6 +232,10 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
             return Ok(responses);
         };
         batch.put_meta(META_APPLIED, self.encoded_meta());
+        batch.put_meta(
+            META_SNAPSHOT_SEQ,
+            self.last_snapshot_id.to_be_bytes().to_vec(),
+        );
         let earliest_new_timer = batch.min_timer_fire_time();
         let changed_workflows = batch.take_changed_workflows();
         batch.commit().map_err(write_err)?;
@@ -213,10 +249,10 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.meta.last_snapshot_id += 1;
+        self.last_snapshot_id += 1;
         ShardSnapshotBuilder {
             tables: self.tables.clone(),
-            snapshot_seq: self.meta.last_snapshot_id,
+            snapshot_seq: self.last_snapshot_id,
             current_snapshot: self.current_snapshot.clone(),
         }
     }
@@ -238,6 +274,11 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
         self.meta.membership = meta.last_membership.clone();
         let mut batch = ShardBatch::new(self.tables.clone());
         batch.put_meta(META_APPLIED, self.encoded_meta());
+        // The loaded range carried the sender's snapshot counter; this node keeps its own.
+        batch.put_meta(
+            META_SNAPSHOT_SEQ,
+            self.last_snapshot_id.to_be_bytes().to_vec(),
+        );
         batch.commit().map_err(write_err)?;
         {
             let mut current = lock_current(&self.current_snapshot);
@@ -282,6 +323,8 @@ fn lock_current(current: &CurrentSnapshot) -> std::sync::MutexGuard<'_, Option<M
 }
 
 impl RaftSnapshotBuilder<ShardRaftConfig> for ShardSnapshotBuilder {
+    // The closures return openraft's own `StorageError`, whose size is openraft's choice.
+    #[allow(clippy::result_large_err)]
     async fn build_snapshot(&mut self) -> SmResult<Snapshot<ShardRaftConfig>> {
         let tables = self.tables.clone();
         let snapshot_seq = self.snapshot_seq;
@@ -335,5 +378,56 @@ impl RaftSnapshotBuilder<ShardRaftConfig> for ShardSnapshotBuilder {
             meta: snapshot_meta,
             snapshot: Box::new(Cursor::new(data)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoApplier;
+
+    impl Applier for NoApplier {
+        fn apply(&self, _: &mut ShardBatch, _: u64, _: &[u8]) -> Result<Vec<u8>, StorageError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[derive(Serialize)]
+    struct OldAppliedMeta {
+        last_applied: Option<LogId<u64>>,
+        membership: StoredMembership<u64, openraft::BasicNode>,
+        last_snapshot_id: u64,
+    }
+
+    #[tokio::test]
+    async fn an_applied_record_written_with_the_snapshot_counter_inside_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = chronicle_storage::Db::open(dir.path(), Default::default()).unwrap();
+        let tables = ShardTables::new(db, 5);
+        let applied = Some(LogId::new(openraft::CommittedLeaderId::new(3, 1), 42));
+        let mut batch = ShardBatch::new(tables.clone());
+        let old = OldAppliedMeta {
+            last_applied: applied,
+            membership: StoredMembership::default(),
+            last_snapshot_id: 7,
+        };
+        batch.put_meta(META_APPLIED, postcard::to_stdvec(&old).unwrap());
+        batch.commit().unwrap();
+
+        let mut sm = ShardStateMachine::open(tables.clone(), Arc::new(NoApplier)).unwrap();
+        assert_eq!(sm.applied_state().await.unwrap().0, applied);
+        assert_eq!(sm.last_snapshot_id, 7);
+        // Written back in the current layout, it opens the same.
+        sm.apply(Vec::<openraft::Entry<ShardRaftConfig>>::new())
+            .await
+            .unwrap();
+        let mut batch = ShardBatch::new(tables.clone());
+        batch.put_meta(META_APPLIED, sm.encoded_meta());
+        batch.put_meta(META_SNAPSHOT_SEQ, 8u64.to_be_bytes().to_vec());
+        batch.commit().unwrap();
+        let mut sm = ShardStateMachine::open(tables, Arc::new(NoApplier)).unwrap();
+        assert_eq!(sm.applied_state().await.unwrap().0, applied);
+        assert_eq!(sm.last_snapshot_id, 8);
     }
 }

@@ -26,6 +26,62 @@ pub enum Command {
 pub enum ServerCommand {
     /// Start a single-node server for development: every role in one process, data in RocksDB.
     StartDev(StartDev),
+    /// Start a node running some of the roles (history, matching, frontend). Roles in other
+    /// processes are reached over the internal API (`--history-addr`, `--matching-addr`).
+    /// Every flag can also be set by its `CHRONICLE_*` environment variable.
+    Start(Start),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Start {
+    /// Roles of this process, comma-separated: history, matching, frontend.
+    #[arg(
+        long,
+        env = "CHRONICLE_ROLE",
+        default_value = "history,matching,frontend"
+    )]
+    pub role: String,
+    /// Address of the public Temporal API (frontend role).
+    #[arg(
+        long,
+        env = "CHRONICLE_FRONTEND_ADDR",
+        default_value = "127.0.0.1:7233"
+    )]
+    pub frontend_addr: String,
+    /// Address of the internal API this node serves for its history and matching roles.
+    #[arg(
+        long,
+        env = "CHRONICLE_INTERNAL_ADDR",
+        default_value = "127.0.0.1:7234"
+    )]
+    pub internal_addr: String,
+    /// Internal address of the history node (when this node has no history role).
+    #[arg(long, env = "CHRONICLE_HISTORY_ADDR")]
+    pub history_addr: Option<String>,
+    /// Internal address of the matching node (when this node has no matching role).
+    #[arg(long, env = "CHRONICLE_MATCHING_ADDR")]
+    pub matching_addr: Option<String>,
+    /// Directory of the history role's durable data.
+    #[arg(long, env = "CHRONICLE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// History shards of a new data directory [default: 1]; fixed for its life.
+    #[arg(long, env = "CHRONICLE_NUM_SHARDS", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub num_shards: Option<u32>,
+    /// Namespaces the history role creates at start if missing (repeatable).
+    #[arg(short = 'n', long = "namespace")]
+    pub namespaces: Vec<String>,
+    /// Port for the Prometheus metrics endpoint (`/metrics`); none when unset.
+    #[arg(long, env = "CHRONICLE_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+    /// Log level: debug, info, warn, error.
+    #[arg(long, env = "CHRONICLE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format: text or json.
+    #[arg(long, env = "CHRONICLE_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+    /// Relaxed durability: acknowledge writes before the Raft log is fsynced.
+    #[arg(long, env = "CHRONICLE_NO_FSYNC")]
+    pub no_fsync: bool,
 }
 
 #[derive(Args, Debug, Clone)]

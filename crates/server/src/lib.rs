@@ -5,24 +5,15 @@
 
 pub mod cli;
 pub mod observability;
+mod roles;
 
-use std::collections::BTreeMap;
+pub use roles::{NodeConfig, NodeListeners, Roles, run_node};
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use anyhow::Context;
-use chronicle_cluster::{HistoryService, MatchingService};
-use chronicle_frontend::{
-    FrontendContext, NamespaceCache, OperatorHandler, WorkflowHandler, default_namespace_record,
-};
-use chronicle_history::{HistoryConfig, HistoryEngine};
-use chronicle_matching::MatchingEngine;
-use chronicle_proto::temporal::api::operatorservice::v1::operator_service_server::OperatorServiceServer;
-use chronicle_proto::temporal::api::workflowservice::v1::workflow_service_server::WorkflowServiceServer;
-use chronicle_storage::{Db, DbOptions};
-use tonic::codec::CompressionEncoding;
+use chronicle_storage::Db;
 
 /// The server version reported to SDKs (Temporal's API level Chronicle implements).
 pub const SERVER_VERSION: &str = "1.29.0";
@@ -105,147 +96,31 @@ fn resolve_shard_count(db: &Db, requested: Option<u32>) -> anyhow::Result<u32> {
     Ok(count)
 }
 
-/// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish, stops
-/// the shard groups and flushes RocksDB.
+/// Serves start-dev (every role in this process) until `shutdown` resolves, then stops
+/// accepting, lets in-flight requests finish, stops the shard groups and flushes RocksDB.
 pub async fn run(
     listeners: Listeners,
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let grpc_addr = listeners.grpc.local_addr()?;
-    // The metrics port answers from the start: live at once, ready once the shards caught up
-    // and the gRPC listener serves.
-    let readiness = Arc::new(observability::Readiness::default());
-    let (metrics_stop, metrics_stopped) = tokio::sync::watch::channel(false);
-    let metrics_server = match listeners.metrics {
-        Some(listener) => {
-            let handle = observability::prometheus()?;
-            tracing::info!(metrics = %listener.local_addr()?, "serving /metrics, /health/live and /health/ready");
-            Some(tokio::spawn(observability::serve(
-                listener,
-                handle,
-                readiness.clone(),
-                metrics_stopped,
-            )))
-        }
-        None => None,
-    };
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let db_options = DbOptions {
+    let node = NodeConfig {
+        roles: Roles::ALL,
+        data_dir: config.data_dir,
+        num_shards: config.num_shards,
+        history_addr: None,
+        matching_addr: None,
+        namespaces: config.namespaces,
+        search_attributes: config.search_attributes,
+        max_poll_wait: config.max_poll_wait,
         sync_writes: config.sync_writes,
+        eager_activities: config.eager_activities,
     };
-    let data_dir = config.data_dir.clone();
-    let db = tokio::task::spawn_blocking(move || Db::open(&data_dir, db_options))
-        .await?
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-
-    let num_shards = resolve_shard_count(&db, config.num_shards)?;
-
-    let matching = MatchingEngine::new(config.max_poll_wait);
-    let history = HistoryEngine::start(
-        db.clone(),
-        HistoryConfig {
-            num_shards,
-            node_id: 1,
-            node_addr: grpc_addr.to_string(),
-            bootstrap_single_voter: true,
-            eager_activities: config.eager_activities,
-        },
-        matching.clone() as Arc<dyn MatchingService>,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    readiness.set_history(&history);
-    let history_service: Arc<dyn HistoryService> = history.clone();
-    matching.set_history(&history_service);
-
-    let mut wanted = vec!["default".to_string()];
-    wanted.extend(config.namespaces.iter().cloned());
-    for name in wanted {
-        if history.namespace_by_name(&name).await.is_err() {
-            history
-                .register_namespace(default_namespace_record(&name, "", 3))
-                .await
-                .map_err(|e| anyhow::anyhow!("creating namespace {name}: {}", e.message))?;
-        }
-    }
-
-    let search_attributes: BTreeMap<String, i32> =
-        config.search_attributes.iter().cloned().collect();
-    let ctx = FrontendContext {
-        history: history.clone(),
-        matching: matching.clone(),
-        namespaces: Arc::new(NamespaceCache::new(history.clone())),
-        num_shards,
-        server_version: SERVER_VERSION.to_string(),
-        search_attributes: Arc::new(RwLock::new(search_attributes)),
+    let listeners = NodeListeners {
+        frontend: Some(listeners.grpc),
+        internal: None,
+        metrics: listeners.metrics,
     };
-    let max_message = chronicle_types::limits::MAX_GRPC_MESSAGE_BYTES;
-    let workflow = WorkflowServiceServer::new(WorkflowHandler::new(ctx.clone()))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
-    let operator = OperatorServiceServer::new(OperatorHandler::new(ctx))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(max_message);
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<WorkflowServiceServer<WorkflowHandler>>()
-        .await;
-    health_reporter
-        .set_serving::<OperatorServiceServer<OperatorHandler>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(chronicle_proto::TEMPORAL_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building the reflection service")?;
-
-    tracing::info!(
-        grpc = %grpc_addr,
-        data_dir = %config.data_dir.display(),
-        shards = num_shards,
-        "Chronicle is serving Temporal's API on {grpc_addr}; data in {}",
-        config.data_dir.display()
-    );
-    // Nagle's algorithm off on every connection: gRPC answers are small writes, and with Nagle
-    // plus the client's delayed ACK a reply can sit ~40 ms in the kernel.
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
-        |conn| {
-            conn.inspect(|stream| {
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(error = %e, "could not disable Nagle's algorithm");
-                }
-            })
-        },
-    );
-    readiness.set_serving(true);
-    let not_ready = readiness.clone();
-    let shutdown = async move {
-        shutdown.await;
-        not_ready.set_serving(false);
-    };
-    let served = tonic::transport::Server::builder()
-        .layer(chronicle_frontend::StatusCompatLayer)
-        .layer(chronicle_frontend::ServiceMetricsLayer)
-        .add_service(workflow)
-        .add_service(operator)
-        .add_service(health)
-        .add_service(reflection)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
-    tracing::info!("stopping: shard groups and storage");
-    history.shutdown().await;
-    db.flush().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let _ = metrics_stop.send(true);
-    if let Some(metrics_server) = metrics_server {
-        let _ = metrics_server.await;
-    }
-    served.context("gRPC server failed")?;
-    Ok(())
+    run_node(listeners, node, shutdown).await
 }
 
 /// A server started in the background (tests, benchmarks).
@@ -321,6 +196,14 @@ impl RunningServer {
             stop: Some(stop),
             task,
         })
+    }
+
+    /// Waits until the server stops by itself (it only does on a fatal error) and returns how
+    /// [`run`] ended.
+    pub async fn finished(mut self) -> anyhow::Result<()> {
+        let result = (&mut self.task).await?;
+        self.stop.take();
+        result
     }
 
     pub fn url(&self) -> String {

@@ -2,28 +2,29 @@ use std::net::ToSocketAddrs;
 
 use anyhow::Context;
 use chronicle_server::cli::{
-    Cli, Command, ServerCommand, StartDev, default_data_dir, parse_search_attribute,
+    Cli, Command, ServerCommand, Start, StartDev, default_data_dir, parse_search_attribute,
 };
-use chronicle_server::{Listeners, ServerConfig, run};
+use chronicle_server::{Listeners, NodeConfig, NodeListeners, Roles, ServerConfig, run, run_node};
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Server(ServerCommand::StartDev(args)) => start_dev(args),
+        Command::Server(ServerCommand::Start(args)) => start(args),
     }
 }
 
-fn init_logging(args: &StartDev) {
+fn init_logging(log_level: &str, log_format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{},openraft=warn", args.log_level))
+        tracing_subscriber::EnvFilter::new(format!("{log_level},openraft=warn"))
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colour codes only on a terminal: log files and `kubectl logs` get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if args.log_format == "json" {
+    if log_format == "json" {
         builder.json().init();
     } else {
         builder.init();
@@ -31,7 +32,7 @@ fn init_logging(args: &StartDev) {
 }
 
 fn start_dev(args: StartDev) -> anyhow::Result<()> {
-    init_logging(&args);
+    init_logging(&args.log_level, &args.log_format);
     let search_attributes = args
         .search_attributes
         .iter()
@@ -88,6 +89,86 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// `chronicle server start`: a node with the roles given.
+fn start(args: Start) -> anyhow::Result<()> {
+    init_logging(&args.log_level, &args.log_format);
+    let roles = Roles::parse(&args.role)?;
+    let config = NodeConfig {
+        roles,
+        data_dir: args.data_dir.clone().unwrap_or_else(default_data_dir),
+        num_shards: args.num_shards,
+        history_addr: args.history_addr.clone(),
+        matching_addr: args.matching_addr.clone(),
+        namespaces: args.namespaces.clone(),
+        search_attributes: Vec::new(),
+        max_poll_wait: chronicle_types::limits::MAX_POLL_WAIT,
+        sync_writes: !args.no_fsync,
+        eager_activities: true,
+    };
+    if args.no_fsync {
+        tracing::warn!("--no-fsync: writes are acknowledged before they reach the disk");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async move {
+        let frontend = if roles.frontend {
+            Some(bind(&args.frontend_addr).await?)
+        } else {
+            None
+        };
+        let internal = if roles.history || roles.matching {
+            Some(bind(&args.internal_addr).await?)
+        } else {
+            None
+        };
+        let metrics = match args.metrics_port {
+            Some(port) => {
+                let ip = internal
+                    .as_ref()
+                    .or(frontend.as_ref())
+                    .map(|l| l.local_addr())
+                    .transpose()?
+                    .map(|a| a.ip())
+                    .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+                let metrics_addr = std::net::SocketAddr::new(ip, port);
+                Some(
+                    tokio::net::TcpListener::bind(metrics_addr)
+                        .await
+                        .with_context(|| format!("binding the metrics port {metrics_addr}"))?,
+                )
+            }
+            None => None,
+        };
+        run_node(
+            NodeListeners {
+                frontend,
+                internal,
+                metrics,
+            },
+            config,
+            shutdown_signal(),
+        )
+        .await
+    });
+    if let Err(e) = &result {
+        eprintln!("chronicle: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let resolved = addr
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .with_context(|| format!("no address for {addr}"))?;
+    tokio::net::TcpListener::bind(resolved)
+        .await
+        .with_context(|| format!("binding {resolved}"))
 }
 
 async fn shutdown_signal() {

@@ -73,10 +73,13 @@ pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
         .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))
 }
 
-/// What `/health/ready` looks at. The node is ready once its gRPC listener serves and every
-/// shard group it hosts has a leader and has applied the log it found at start.
+/// What `/health/ready` looks at. The node is ready once its gRPC listeners serve and, on a node
+/// with the history role, every shard group it hosts has a leader and has applied the log it
+/// found at start.
 #[derive(Default)]
 pub struct Readiness {
+    /// The node has the history role: it is not ready before its shards started.
+    needs_history: bool,
     serving: AtomicBool,
     /// Weak: a probe must not keep the engine (and the data directory's lock) alive after the
     /// server stopped.
@@ -84,6 +87,13 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    pub fn new(needs_history: bool) -> Self {
+        Self {
+            needs_history,
+            ..Self::default()
+        }
+    }
+
     pub fn set_history(&self, history: &Arc<HistoryEngine>) {
         let _ = self.history.set(Arc::downgrade(history));
     }
@@ -101,15 +111,17 @@ impl Readiness {
 
     /// `Ok` when ready, else why not.
     pub fn check(&self) -> Result<(), String> {
-        let Some(history) = self.history.get() else {
+        let history = self.history.get();
+        if self.needs_history && history.is_none() {
             return Err("history shards are starting".into());
-        };
-        if !self.serving.load(Ordering::SeqCst) {
-            return Err("the gRPC listener is not serving".into());
         }
-        match history.upgrade() {
-            Some(history) => history.readiness(),
-            None => Err("the server stopped".into()),
+        if !self.serving.load(Ordering::SeqCst) {
+            return Err("the gRPC listeners are not serving".into());
+        }
+        match history.map(Weak::upgrade) {
+            Some(Some(history)) => history.readiness(),
+            Some(None) => Err("the server stopped".into()),
+            None => Ok(()),
         }
     }
 }
@@ -342,7 +354,7 @@ mod tests {
 
     #[test]
     fn not_ready_until_history_and_the_listener_are_there() {
-        let readiness = Readiness::default();
+        let readiness = Readiness::new(true);
         let (status, body) = get("/health/ready", &readiness);
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("history shards are starting"), "{body}");

@@ -183,6 +183,8 @@ impl Db {
     }
 
     pub fn get(&self, cf: Cf, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        #[cfg(feature = "fault-injection")]
+        crate::fault::check_read(&self.inner.path, cf, key)?;
         Ok(self.inner.rocks.get_cf(self.cf(cf), key)?)
     }
 

@@ -7,9 +7,14 @@
 //! - [`log_store`]: openraft's `RaftLogStorage` over the `raft_log` and `raft_meta` families.
 //! - [`tables`]: typed reads of a shard's state, and the write batch the state machine fills.
 //! - [`snapshot`]: a shard's key range dumped to and loaded from bytes (Raft snapshots).
+//! - [`digest`]: a hash of a shard's state, to check that replicas applied the same log alike.
 
+pub mod canonical;
 pub mod db;
+pub mod digest;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod keys;
 pub mod log_store;
 pub mod snapshot;

@@ -15,6 +15,9 @@ use crate::keys::{self, ShardId};
 /// `shard_meta` kinds.
 pub const META_APPLIED: u8 = 1;
 pub const META_NEXT_TASK_ID: u8 = 2;
+/// The node's count of snapshots built for the group (unique snapshot IDs across restarts).
+/// Node-local: replicas that applied the same log differ here, so the state digest skips it.
+pub const META_SNAPSHOT_SEQ: u8 = 3;
 
 fn decode<M: Message + Default>(cf: Cf, bytes: &[u8]) -> StorageResult<M> {
     M::decode(bytes).map_err(|e| StorageError::Corrupt {
@@ -302,11 +305,15 @@ impl ShardBatch {
     pub fn next_task_id(&mut self) -> StorageResult<u64> {
         let current = match self.next_task_id {
             Some(n) => n,
-            None => self
-                .tables
-                .get_meta(META_NEXT_TASK_ID)?
-                .map(|b| u64::from_be_bytes(b.as_slice().try_into().unwrap_or([0; 8])))
-                .unwrap_or(1),
+            None => match self.tables.get_meta(META_NEXT_TASK_ID)? {
+                Some(b) => u64::from_be_bytes(b.as_slice().try_into().map_err(|_| {
+                    StorageError::Corrupt {
+                        cf: Cf::ShardMeta.name(),
+                        reason: format!("next task ID has {} bytes, not 8", b.len()),
+                    }
+                })?),
+                None => 1,
+            },
         };
         self.next_task_id = Some(current + 1);
         Ok(current)

@@ -2,6 +2,7 @@
 //! by the official Rust SDK and by raw generated gRPC clients. One test binary, so the SDK is
 //! linked once.
 
+mod apply_safety;
 mod bad_input;
 mod child_workflows;
 mod common;
@@ -13,5 +14,6 @@ mod namespaces;
 mod queries;
 mod restart;
 mod sdk_workflows;
+mod split_roles;
 mod start_and_activities;
 mod timer_cleanup;

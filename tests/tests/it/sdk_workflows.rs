@@ -20,8 +20,9 @@ use temporalio_sdk::{
 
 use crate::common::*;
 
+#[derive(Default)]
 pub struct Steps {
-    flaky_calls: Arc<AtomicU32>,
+    pub(crate) flaky_calls: Arc<AtomicU32>,
 }
 
 #[activities]
@@ -124,7 +125,7 @@ impl ChainWorkflow {
     }
 }
 
-async fn history_events(
+pub(crate) async fn history_events(
     url: &str,
     workflow_id: &str,
 ) -> Vec<chronicle_proto::temporal::api::history::v1::HistoryEvent> {

@@ -91,13 +91,17 @@ pub(super) fn start_attempt(
     let mut attempt_timer_keys = Vec::new();
     let start_to_close = opt_duration_millis(activity.start_to_close_timeout.as_ref());
     if start_to_close > 0 {
-        attempt_timer_keys
-            .push(batch.put_timer(now_ms + start_to_close, &timer(TimeoutType::StartToClose))?);
+        attempt_timer_keys.push(batch.put_timer(
+            now_ms.saturating_add(start_to_close),
+            &timer(TimeoutType::StartToClose),
+        )?);
     }
     let heartbeat = opt_duration_millis(activity.heartbeat_timeout.as_ref());
     if heartbeat > 0 {
-        attempt_timer_keys
-            .push(batch.put_timer(now_ms + heartbeat, &timer(TimeoutType::Heartbeat))?);
+        attempt_timer_keys.push(batch.put_timer(
+            now_ms.saturating_add(heartbeat),
+            &timer(TimeoutType::Heartbeat),
+        )?);
     }
     let activity = pb::ActivityInfo {
         started: true,
@@ -327,8 +331,8 @@ fn retry_decision(
             .as_ref()
             .map(millis)
             .unwrap_or(now_ms)
-            + to_close;
-        if now_ms + delay >= expiration {
+            .saturating_add(to_close);
+        if now_ms.saturating_add(delay) >= expiration {
             return Err(RetryState::Timeout);
         }
     }
@@ -344,13 +348,31 @@ pub fn next_retry_delay_ms(policy: &RetryPolicy, attempt: i32) -> i64 {
         policy.backoff_coefficient
     };
     let max = opt_duration_millis(policy.maximum_interval.as_ref());
-    let delay = initial * coefficient.powi((attempt - 1).max(0));
+    let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0);
+    let delay = initial * deterministic_powi(coefficient, exponent);
     let delay = if max > 0 {
         delay.min(max as f64)
     } else {
         delay
     };
-    delay.min(i64::MAX as f64 / 2.0) as i64
+    // (A NaN or infinite product from an absurd coefficient clamps too.)
+    chronicle_types::time::millis_from_f64(delay.min(i64::MAX as f64 / 2.0)).max(0)
+}
+
+/// `base^exponent` by squaring: a fixed sequence of IEEE multiplications, so every replica (any
+/// platform, build or Rust version) computes the same bits. `f64::powi`'s precision is not
+/// specified and may differ between platforms and builds, and the result decides a retry's fire
+/// time, which is replicated state.
+fn deterministic_powi(base: f64, mut exponent: u32) -> f64 {
+    let (mut result, mut square) = (1.0f64, base);
+    while exponent > 0 {
+        if exponent & 1 == 1 {
+            result *= square;
+        }
+        square *= square;
+        exponent >>= 1;
+    }
+    result
 }
 
 pub fn retry_state_for(final_attempt: bool) -> RetryState {
@@ -368,7 +390,7 @@ fn schedule_retry(
     failure: Failure,
     delay_ms: i64,
 ) -> ApplyResult<()> {
-    let fire = ms.now_ms() + delay_ms;
+    let fire = ms.now_ms().saturating_add(delay_ms);
     let next = pb::ActivityInfo {
         attempt: activity.attempt + 1,
         started: false,
@@ -427,7 +449,7 @@ pub fn retry_due(
     let to_start = opt_duration_millis(activity.schedule_to_start_timeout.as_ref());
     if to_start > 0 {
         batch.put_timer(
-            ms.now_ms() + to_start,
+            ms.now_ms().saturating_add(to_start),
             &pb::TimerTask {
                 kind: pb::timer_task::Kind::ActivityTimeout as i32,
                 namespace_id: ms.state.namespace_id.clone(),
@@ -508,7 +530,8 @@ pub fn timed_out(
                 .map(millis)
                 .unwrap_or(0)
                 .max(started);
-            let deadline = last + opt_duration_millis(activity.heartbeat_timeout.as_ref());
+            let deadline =
+                last.saturating_add(opt_duration_millis(activity.heartbeat_timeout.as_ref()));
             if deadline > now_ms {
                 // Heartbeats arrived since this timer was set: check again at the new deadline.
                 batch.put_timer(deadline, task)?;

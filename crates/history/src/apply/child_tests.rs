@@ -22,29 +22,33 @@ use chronicle_proto::temporal::api::taskqueue::v1::TaskQueue;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_storage::{Db, DbOptions, ShardBatch, ShardTables};
 
-const NS: &str = "ns-id";
+pub(super) const NS: &str = "ns-id";
 const PARENT: u32 = 0;
 const CHILD: u32 = 1;
 
-struct Harness {
-    db: Db,
+pub(super) struct Harness {
+    pub(super) db: Db,
     clock: std::cell::Cell<i64>,
-    _dir: tempfile::TempDir,
+    pub(super) dir: tempfile::TempDir,
 }
 
 impl Harness {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Db::open(dir.path(), DbOptions::default()).expect("db");
         Self {
             db,
             clock: std::cell::Cell::new(1_000_000),
-            _dir: dir,
+            dir,
         }
     }
 
     /// Applies one command on `shard` and commits it, as one Raft entry would.
-    fn apply(&self, shard: u32, kind: Kind) -> Result<command_result::Result, cmd::CommandError> {
+    pub(super) fn apply(
+        &self,
+        shard: u32,
+        kind: Kind,
+    ) -> Result<command_result::Result, cmd::CommandError> {
         self.clock.set(self.clock.get() + 10);
         let mut batch = ShardBatch::new(ShardTables::new(self.db.clone(), shard));
         let result = super::apply_one(
@@ -63,11 +67,11 @@ impl Harness {
         }
     }
 
-    fn ok(&self, shard: u32, kind: Kind) -> command_result::Result {
+    pub(super) fn ok(&self, shard: u32, kind: Kind) -> command_result::Result {
         self.apply(shard, kind).expect("command applies")
     }
 
-    fn tables(&self, shard: u32) -> ShardTables {
+    pub(super) fn tables(&self, shard: u32) -> ShardTables {
         ShardTables::new(self.db.clone(), shard)
     }
 
@@ -87,7 +91,7 @@ impl Harness {
             .collect()
     }
 
-    fn state(&self, shard: u32, workflow_id: &str) -> pb::WorkflowExecutionState {
+    pub(super) fn state(&self, shard: u32, workflow_id: &str) -> pb::WorkflowExecutionState {
         let tables = self.tables(shard);
         let current = tables.current(NS, workflow_id).unwrap().expect("current");
         tables
@@ -96,21 +100,21 @@ impl Harness {
             .expect("state")
     }
 
-    fn history(&self, shard: u32, workflow_id: &str) -> Vec<HistoryEvent> {
+    pub(super) fn history(&self, shard: u32, workflow_id: &str) -> Vec<HistoryEvent> {
         let state = self.state(shard, workflow_id);
         self.tables(shard)
             .history(NS, workflow_id, &state.run_id, 1, 10_000)
             .unwrap()
     }
 
-    fn types(&self, shard: u32, workflow_id: &str) -> Vec<EventType> {
+    pub(super) fn types(&self, shard: u32, workflow_id: &str) -> Vec<EventType> {
         self.history(shard, workflow_id)
             .iter()
             .map(|e| EventType::try_from(e.event_type).unwrap())
             .collect()
     }
 
-    fn start(&self, shard: u32, workflow_id: &str, run_id: &str) {
+    pub(super) fn start(&self, shard: u32, workflow_id: &str, run_id: &str) {
         self.ok(
             shard,
             Kind::StartWorkflow(cmd::StartWorkflow {
@@ -134,7 +138,7 @@ impl Harness {
     }
 
     /// Starts the pending workflow task of the workflow's current run; returns its token.
-    fn start_task(&self, shard: u32, workflow_id: &str) -> pb::TaskToken {
+    pub(super) fn start_task(&self, shard: u32, workflow_id: &str) -> pb::TaskToken {
         let state = self.state(shard, workflow_id);
         let task = state.workflow_task.expect("a workflow task");
         let started = self.ok(
@@ -163,7 +167,7 @@ impl Harness {
         }
     }
 
-    fn complete_task(
+    pub(super) fn complete_task(
         &self,
         shard: u32,
         token: pb::TaskToken,
@@ -192,7 +196,7 @@ impl Harness {
     }
 
     /// Runs one workflow task of `workflow_id` with these commands.
-    fn decide(&self, shard: u32, workflow_id: &str, commands: Vec<CommandAttributes>) {
+    pub(super) fn decide(&self, shard: u32, workflow_id: &str, commands: Vec<CommandAttributes>) {
         let token = self.start_task(shard, workflow_id);
         self.complete_task(shard, token, commands)
             .expect("completion accepted");
@@ -302,7 +306,7 @@ fn start_child_command(workflow_id: &str, policy: ParentClosePolicy) -> CommandA
     )
 }
 
-fn complete_command() -> CommandAttributes {
+pub(super) fn complete_command() -> CommandAttributes {
     CommandAttributes::CompleteWorkflowExecutionCommandAttributes(
         CompleteWorkflowExecutionCommandAttributes::default(),
     )

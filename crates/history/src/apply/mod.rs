@@ -9,6 +9,8 @@ mod child_tests;
 mod external;
 mod namespace;
 mod new_run;
+#[cfg(test)]
+mod safety_tests;
 mod signal;
 mod start;
 mod timer;

@@ -54,7 +54,7 @@ pub fn workflow_retry_delay(
     }
     let delay = activity::next_retry_delay_ms(&policy, ms.state.attempt);
     if let Some(expiration) = ms.state.execution_expiration_time.as_ref().map(millis)
-        && ms.now_ms() + delay >= expiration
+        && ms.now_ms().saturating_add(delay) >= expiration
     {
         return Err(RetryState::Timeout);
     }

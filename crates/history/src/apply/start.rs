@@ -317,7 +317,7 @@ pub fn create_run(
     let now_ms = millis(&now);
     let execution_expiration_ms = lineage
         .execution_expiration_ms
-        .or((execution_ms > 0).then_some(now_ms + execution_ms));
+        .or((execution_ms > 0).then_some(now_ms.saturating_add(execution_ms)));
     let mut run_ms = opt_duration_millis(request.workflow_run_timeout.as_ref()).max(0);
     if run_ms == 0 || (execution_ms > 0 && run_ms > execution_ms) {
         run_ms = execution_ms;
@@ -345,7 +345,9 @@ pub fn create_run(
         status: WorkflowExecutionStatus::Running as i32,
         next_event_id: 1,
         start_time: Some(now),
-        execution_time: Some(chronicle_types::time::from_millis(now_ms + delay_ms)),
+        execution_time: Some(chronicle_types::time::from_millis(
+            now_ms.saturating_add(delay_ms),
+        )),
         workflow_execution_timeout: (execution_ms > 0).then(|| duration_from_millis(execution_ms)),
         workflow_run_timeout: (run_ms > 0).then(|| duration_from_millis(run_ms)),
         workflow_task_timeout: Some(duration_from_millis(task_ms)),
@@ -427,7 +429,7 @@ pub fn create_run(
     }
     if delay_ms > 0 {
         batch.put_timer(
-            now_ms + delay_ms,
+            now_ms.saturating_add(delay_ms),
             &pb::TimerTask {
                 kind: pb::timer_task::Kind::WorkflowStartDelay as i32,
                 namespace_id: ns.to_string(),
@@ -441,7 +443,7 @@ pub fn create_run(
     }
     if run_ms > 0 {
         batch.put_timer(
-            now_ms + delay_ms + run_ms,
+            now_ms.saturating_add(delay_ms).saturating_add(run_ms),
             &pb::TimerTask {
                 kind: pb::timer_task::Kind::WorkflowRunTimeout as i32,
                 namespace_id: ns.to_string(),

@@ -78,7 +78,7 @@ pub fn record_started(
     batch.delete_outbox(task.outbox_task_id as u64);
     let timeout_ms = opt_duration_millis(task.start_to_close_timeout.as_ref()).max(1000);
     let timeout_timer = batch.put_timer(
-        millis(&now) + timeout_ms,
+        millis(&now).saturating_add(timeout_ms),
         &pb::TimerTask {
             kind: pb::timer_task::Kind::WorkflowTaskTimeout as i32,
             namespace_id: ms.state.namespace_id.clone(),
@@ -182,7 +182,8 @@ pub fn complete(
                 cmd::CompleteWorkflowTaskResult { eager_activities },
             ))
         }
-        Err(Rejection { cause, message }) => {
+        Err(Rejection::Storage(e)) => Err(ApplyError::Storage(e)),
+        Err(Rejection::Command { cause, message }) => {
             // Temporal's behaviour for a bad command: nothing of the completion is kept, the task
             // is failed with the cause, a new one is scheduled, and the worker gets the error.
             batch.rollback(savepoint);
@@ -207,13 +208,20 @@ pub fn complete(
     }
 }
 
-pub(super) struct Rejection {
-    cause: WorkflowTaskFailedCause,
-    message: String,
+/// Why a completion's commands were not applied.
+pub(super) enum Rejection {
+    /// A bad command: the task fails with this cause and a new one is scheduled (history).
+    Command {
+        cause: WorkflowTaskFailedCause,
+        message: String,
+    },
+    /// This node's storage failed: a local fault, not a property of the command, so it must
+    /// never become history (other replicas would record something else). It stops the group.
+    Storage(chronicle_storage::StorageError),
 }
 
 pub(super) fn reject(cause: WorkflowTaskFailedCause, message: impl Into<String>) -> Rejection {
-    Rejection {
+    Rejection::Command {
         cause,
         message: message.into(),
     }
@@ -221,11 +229,7 @@ pub(super) fn reject(cause: WorkflowTaskFailedCause, message: impl Into<String>)
 
 impl From<chronicle_storage::StorageError> for Rejection {
     fn from(e: chronicle_storage::StorageError) -> Self {
-        // Storage failures cannot be turned into a failed task; surface them as such.
-        reject(
-            WorkflowTaskFailedCause::Unspecified,
-            format!("storage failure: {e}"),
-        )
+        Rejection::Storage(e)
     }
 }
 
@@ -446,7 +450,7 @@ fn apply_command(
                     workflow_task_completed_event_id: completed_id,
                 }),
             );
-            let expiry = ms.now_ms() + fire_ms;
+            let expiry = ms.now_ms().saturating_add(fire_ms);
             ms.state.timers.insert(
                 a.timer_id.clone(),
                 pb::TimerInfo {
@@ -657,12 +661,13 @@ fn apply_command(
     }
 }
 
+/// A refusal from a step of a command fails the task; a storage failure stays one.
 fn storage_rejection(e: ApplyError) -> Rejection {
     match e {
         ApplyError::Rejected(e) | ApplyError::RejectedKeepWrites(e) => {
             reject(WorkflowTaskFailedCause::Unspecified, e.message)
         }
-        ApplyError::Storage(e) => e.into(),
+        ApplyError::Storage(e) => Rejection::Storage(e),
     }
 }
 
@@ -677,7 +682,7 @@ pub fn default_activity_retry_policy(given: Option<&RetryPolicy>) -> RetryPolicy
     }
     if opt_duration_millis(p.maximum_interval.as_ref()) <= 0 {
         p.maximum_interval = Some(duration_from_millis(
-            100 * opt_duration_millis(p.initial_interval.as_ref()),
+            opt_duration_millis(p.initial_interval.as_ref()).saturating_mul(100),
         ));
     }
     p
@@ -807,12 +812,16 @@ fn schedule_activity(
     let mut attempt_timer_keys = Vec::new();
     let mut schedule_timer_keys = Vec::new();
     if to_start > 0 && !eager {
-        attempt_timer_keys
-            .push(batch.put_timer(now_ms + to_start, &timer(TimeoutType::ScheduleToStart))?);
+        attempt_timer_keys.push(batch.put_timer(
+            now_ms.saturating_add(to_start),
+            &timer(TimeoutType::ScheduleToStart),
+        )?);
     }
     if to_close > 0 {
-        schedule_timer_keys
-            .push(batch.put_timer(now_ms + to_close, &timer(TimeoutType::ScheduleToClose))?);
+        schedule_timer_keys.push(batch.put_timer(
+            now_ms.saturating_add(to_close),
+            &timer(TimeoutType::ScheduleToClose),
+        )?);
     }
     ms.state.activities.insert(
         scheduled_id,

@@ -1,0 +1,538 @@
+//! The history role over gRPC: [`HistoryApiService`] serves any [`HistoryService`] as the
+//! internal `HistoryApi`, and [`RemoteHistory`] is a [`HistoryService`] that calls one.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chronicle_proto::chronicle::history::v1::{
+    self as hpb, history_api_client, history_api_server,
+};
+use chronicle_proto::chronicle::persistence::v1::NamespaceRecord;
+use chronicle_proto::temporal::api::workflowservice::v1 as ws;
+use chronicle_types::{ApiError, ApiResult};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::MAX_MESSAGE_BYTES;
+use super::wire::required;
+use crate::{
+    ActivityHeartbeat, ActivityOutcome, ActivityTarget, HistoryService, PollerInfo, TaskRef,
+};
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn reply<T>(result: ApiResult<T>) -> Reply<T> {
+    result.map(Response::new).map_err(Status::from)
+}
+
+fn empty(result: ApiResult<()>) -> Reply<hpb::Empty> {
+    reply(result.map(|()| hpb::Empty {}))
+}
+
+/// Serves a [`HistoryService`] (the local history engine) as `HistoryApi`.
+pub struct HistoryApiService {
+    inner: Arc<dyn HistoryService>,
+    num_shards: u32,
+}
+
+impl HistoryApiService {
+    pub fn new(inner: Arc<dyn HistoryService>, num_shards: u32) -> Self {
+        Self { inner, num_shards }
+    }
+
+    pub fn into_server(self) -> history_api_server::HistoryApiServer<Self> {
+        history_api_server::HistoryApiServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+#[tonic::async_trait]
+impl history_api_server::HistoryApi for HistoryApiService {
+    async fn describe_node(&self, _: Request<hpb::Empty>) -> Reply<hpb::HistoryNodeInfo> {
+        Ok(Response::new(hpb::HistoryNodeInfo {
+            num_shards: self.num_shards,
+        }))
+    }
+
+    async fn register_namespace(
+        &self,
+        r: Request<hpb::NamespaceRecordRequest>,
+    ) -> Reply<hpb::Empty> {
+        let record = required(r.into_inner().record, "record")?;
+        empty(self.inner.register_namespace(record).await)
+    }
+
+    async fn update_namespace(&self, r: Request<hpb::NamespaceRecordRequest>) -> Reply<hpb::Empty> {
+        let record = required(r.into_inner().record, "record")?;
+        empty(self.inner.update_namespace(record).await)
+    }
+
+    async fn namespace_by_name(
+        &self,
+        r: Request<hpb::NamespaceByNameRequest>,
+    ) -> Reply<NamespaceRecord> {
+        reply(self.inner.namespace_by_name(&r.into_inner().name).await)
+    }
+
+    async fn list_namespaces(&self, _: Request<hpb::Empty>) -> Reply<hpb::ListNamespacesResponse> {
+        reply(
+            self.inner
+                .list_namespaces()
+                .await
+                .map(|namespaces| hpb::ListNamespacesResponse { namespaces }),
+        )
+    }
+
+    async fn start_workflow(
+        &self,
+        r: Request<hpb::StartWorkflowRequest>,
+    ) -> Reply<ws::StartWorkflowExecutionResponse> {
+        let r = r.into_inner();
+        let request = required(r.request, "request")?;
+        reply(self.inner.start_workflow(&r.namespace_id, request).await)
+    }
+
+    async fn signal_workflow(&self, r: Request<hpb::SignalWorkflowRequest>) -> Reply<hpb::Empty> {
+        let r = r.into_inner();
+        let request = required(r.request, "request")?;
+        empty(self.inner.signal_workflow(&r.namespace_id, request).await)
+    }
+
+    async fn signal_with_start(
+        &self,
+        r: Request<hpb::SignalWithStartRequest>,
+    ) -> Reply<ws::SignalWithStartWorkflowExecutionResponse> {
+        let r = r.into_inner();
+        let request = required(r.request, "request")?;
+        reply(self.inner.signal_with_start(&r.namespace_id, request).await)
+    }
+
+    async fn terminate_workflow(
+        &self,
+        r: Request<hpb::TerminateWorkflowRequest>,
+    ) -> Reply<hpb::Empty> {
+        let r = r.into_inner();
+        let request = required(r.request, "request")?;
+        empty(
+            self.inner
+                .terminate_workflow(&r.namespace_id, request)
+                .await,
+        )
+    }
+
+    async fn request_cancel_workflow(
+        &self,
+        r: Request<hpb::RequestCancelWorkflowRequest>,
+    ) -> Reply<hpb::Empty> {
+        let r = r.into_inner();
+        let request = required(r.request, "request")?;
+        empty(
+            self.inner
+                .request_cancel_workflow(&r.namespace_id, request)
+                .await,
+        )
+    }
+
+    async fn describe_workflow(
+        &self,
+        r: Request<hpb::DescribeWorkflowRequest>,
+    ) -> Reply<ws::DescribeWorkflowExecutionResponse> {
+        let r = r.into_inner();
+        let request = required(r.request, "request")?;
+        reply(self.inner.describe_workflow(&r.namespace_id, request).await)
+    }
+
+    async fn get_history(
+        &self,
+        r: Request<hpb::GetHistoryRequest>,
+    ) -> Reply<ws::GetWorkflowExecutionHistoryResponse> {
+        let r = r.into_inner();
+        let request = required(r.request, "request")?;
+        reply(self.inner.get_history(&r.namespace_id, request).await)
+    }
+
+    async fn get_history_reverse(
+        &self,
+        r: Request<hpb::GetHistoryReverseRequest>,
+    ) -> Reply<ws::GetWorkflowExecutionHistoryReverseResponse> {
+        let r = r.into_inner();
+        let request = required(r.request, "request")?;
+        reply(
+            self.inner
+                .get_history_reverse(&r.namespace_id, request)
+                .await,
+        )
+    }
+
+    async fn list_workflows(
+        &self,
+        r: Request<hpb::ListWorkflowsRequest>,
+    ) -> Reply<hpb::ListWorkflowsResponse> {
+        let r = r.into_inner();
+        reply(
+            self.inner
+                .list_workflows(&r.namespace_id, &r.query, r.page_size as usize)
+                .await
+                .map(|executions| hpb::ListWorkflowsResponse { executions }),
+        )
+    }
+
+    async fn query_workflow(
+        &self,
+        r: Request<hpb::QueryWorkflowRequest>,
+    ) -> Reply<ws::QueryWorkflowResponse> {
+        let r = r.into_inner();
+        let request = required(r.request, "request")?;
+        reply(self.inner.query_workflow(&r.namespace_id, request).await)
+    }
+
+    async fn record_workflow_task_started(
+        &self,
+        r: Request<hpb::RecordTaskStartedRequest>,
+    ) -> Reply<ws::PollWorkflowTaskQueueResponse> {
+        let r = r.into_inner();
+        let task = TaskRef::from(required(r.task, "task")?);
+        let poller = PollerInfo::from(required(r.poller, "poller")?);
+        reply(
+            self.inner
+                .record_workflow_task_started(&task, &poller)
+                .await,
+        )
+    }
+
+    async fn record_activity_task_started(
+        &self,
+        r: Request<hpb::RecordTaskStartedRequest>,
+    ) -> Reply<ws::PollActivityTaskQueueResponse> {
+        let r = r.into_inner();
+        let task = TaskRef::from(required(r.task, "task")?);
+        let poller = PollerInfo::from(required(r.poller, "poller")?);
+        reply(
+            self.inner
+                .record_activity_task_started(&task, &poller)
+                .await,
+        )
+    }
+
+    async fn sticky_worker_unavailable(&self, r: Request<hpb::TaskRef>) -> Reply<hpb::Empty> {
+        let task = TaskRef::from(r.into_inner());
+        empty(self.inner.sticky_worker_unavailable(&task).await)
+    }
+
+    async fn respond_workflow_task_completed(
+        &self,
+        r: Request<hpb::RespondWorkflowTaskCompletedRequest>,
+    ) -> Reply<ws::RespondWorkflowTaskCompletedResponse> {
+        let r = r.into_inner();
+        let request = required(r.request, "request")?;
+        reply(
+            self.inner
+                .respond_workflow_task_completed(&r.namespace_id, request)
+                .await,
+        )
+    }
+
+    async fn respond_workflow_task_failed(
+        &self,
+        r: Request<hpb::RespondWorkflowTaskFailedRequest>,
+    ) -> Reply<hpb::Empty> {
+        let r = r.into_inner();
+        let request = required(r.request, "request")?;
+        empty(
+            self.inner
+                .respond_workflow_task_failed(&r.namespace_id, request)
+                .await,
+        )
+    }
+
+    async fn respond_activity(&self, r: Request<hpb::RespondActivityRequest>) -> Reply<hpb::Empty> {
+        let r = r.into_inner();
+        let outcome = ActivityOutcome {
+            target: ActivityTarget::try_from(r.target)?,
+            identity: r.identity,
+            result: required(r.result, "result")?.into(),
+        };
+        empty(self.inner.respond_activity(&r.namespace_id, outcome).await)
+    }
+
+    async fn record_activity_heartbeat(
+        &self,
+        r: Request<hpb::RecordActivityHeartbeatRequest>,
+    ) -> Reply<hpb::RecordActivityHeartbeatResponse> {
+        let r = r.into_inner();
+        let heartbeat = ActivityHeartbeat {
+            target: ActivityTarget::try_from(r.target)?,
+            identity: r.identity,
+            details: r.details,
+        };
+        reply(
+            self.inner
+                .record_activity_heartbeat(&r.namespace_id, heartbeat)
+                .await
+                .map(|cancel_requested| hpb::RecordActivityHeartbeatResponse { cancel_requested }),
+        )
+    }
+}
+
+/// A [`HistoryService`] on a history node reached over gRPC.
+#[derive(Clone)]
+pub struct RemoteHistory {
+    client: history_api_client::HistoryApiClient<Channel>,
+}
+
+impl RemoteHistory {
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            client: history_api_client::HistoryApiClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        }
+    }
+
+    fn client(&self) -> history_api_client::HistoryApiClient<Channel> {
+        // Clones share the channel's connection; tonic's generated methods take `&mut self`.
+        self.client.clone()
+    }
+
+    pub async fn describe_node(&self) -> ApiResult<hpb::HistoryNodeInfo> {
+        answer(self.client().describe_node(hpb::Empty {}).await)
+    }
+}
+
+fn answer<T>(result: Result<Response<T>, Status>) -> ApiResult<T> {
+    result.map(Response::into_inner).map_err(ApiError::from)
+}
+
+#[async_trait]
+impl HistoryService for RemoteHistory {
+    async fn register_namespace(&self, record: NamespaceRecord) -> ApiResult<()> {
+        let request = hpb::NamespaceRecordRequest {
+            record: Some(record),
+        };
+        answer(self.client().register_namespace(request).await).map(drop)
+    }
+
+    async fn update_namespace(&self, record: NamespaceRecord) -> ApiResult<()> {
+        let request = hpb::NamespaceRecordRequest {
+            record: Some(record),
+        };
+        answer(self.client().update_namespace(request).await).map(drop)
+    }
+
+    async fn namespace_by_name(&self, name: &str) -> ApiResult<NamespaceRecord> {
+        let request = hpb::NamespaceByNameRequest { name: name.into() };
+        answer(self.client().namespace_by_name(request).await)
+    }
+
+    async fn list_namespaces(&self) -> ApiResult<Vec<NamespaceRecord>> {
+        answer(self.client().list_namespaces(hpb::Empty {}).await).map(|r| r.namespaces)
+    }
+
+    async fn start_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::StartWorkflowExecutionRequest,
+    ) -> ApiResult<ws::StartWorkflowExecutionResponse> {
+        let request = hpb::StartWorkflowRequest {
+            namespace_id: namespace_id.into(),
+            request: Some(request),
+        };
+        answer(self.client().start_workflow(request).await)
+    }
+
+    async fn signal_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::SignalWorkflowExecutionRequest,
+    ) -> ApiResult<()> {
+        let request = hpb::SignalWorkflowRequest {
+            namespace_id: namespace_id.into(),
+            request: Some(request),
+        };
+        answer(self.client().signal_workflow(request).await).map(drop)
+    }
+
+    async fn signal_with_start(
+        &self,
+        namespace_id: &str,
+        request: ws::SignalWithStartWorkflowExecutionRequest,
+    ) -> ApiResult<ws::SignalWithStartWorkflowExecutionResponse> {
+        let request = hpb::SignalWithStartRequest {
+            namespace_id: namespace_id.into(),
+            request: Some(request),
+        };
+        answer(self.client().signal_with_start(request).await)
+    }
+
+    async fn terminate_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::TerminateWorkflowExecutionRequest,
+    ) -> ApiResult<()> {
+        let request = hpb::TerminateWorkflowRequest {
+            namespace_id: namespace_id.into(),
+            request: Some(request),
+        };
+        answer(self.client().terminate_workflow(request).await).map(drop)
+    }
+
+    async fn request_cancel_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::RequestCancelWorkflowExecutionRequest,
+    ) -> ApiResult<()> {
+        let request = hpb::RequestCancelWorkflowRequest {
+            namespace_id: namespace_id.into(),
+            request: Some(request),
+        };
+        answer(self.client().request_cancel_workflow(request).await).map(drop)
+    }
+
+    async fn describe_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::DescribeWorkflowExecutionRequest,
+    ) -> ApiResult<ws::DescribeWorkflowExecutionResponse> {
+        let request = hpb::DescribeWorkflowRequest {
+            namespace_id: namespace_id.into(),
+            request: Some(request),
+        };
+        answer(self.client().describe_workflow(request).await)
+    }
+
+    async fn get_history(
+        &self,
+        namespace_id: &str,
+        request: ws::GetWorkflowExecutionHistoryRequest,
+    ) -> ApiResult<ws::GetWorkflowExecutionHistoryResponse> {
+        let request = hpb::GetHistoryRequest {
+            namespace_id: namespace_id.into(),
+            request: Some(request),
+        };
+        answer(self.client().get_history(request).await)
+    }
+
+    async fn get_history_reverse(
+        &self,
+        namespace_id: &str,
+        request: ws::GetWorkflowExecutionHistoryReverseRequest,
+    ) -> ApiResult<ws::GetWorkflowExecutionHistoryReverseResponse> {
+        let request = hpb::GetHistoryReverseRequest {
+            namespace_id: namespace_id.into(),
+            request: Some(request),
+        };
+        answer(self.client().get_history_reverse(request).await)
+    }
+
+    async fn list_workflows(
+        &self,
+        namespace_id: &str,
+        query: &str,
+        page_size: usize,
+    ) -> ApiResult<Vec<ws::DescribeWorkflowExecutionResponse>> {
+        let request = hpb::ListWorkflowsRequest {
+            namespace_id: namespace_id.into(),
+            query: query.into(),
+            page_size: u32::try_from(page_size).unwrap_or(u32::MAX),
+        };
+        answer(self.client().list_workflows(request).await).map(|r| r.executions)
+    }
+
+    async fn query_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::QueryWorkflowRequest,
+    ) -> ApiResult<ws::QueryWorkflowResponse> {
+        let request = hpb::QueryWorkflowRequest {
+            namespace_id: namespace_id.into(),
+            request: Some(request),
+        };
+        answer(self.client().query_workflow(request).await)
+    }
+
+    async fn record_workflow_task_started(
+        &self,
+        task: &TaskRef,
+        poller: &PollerInfo,
+    ) -> ApiResult<ws::PollWorkflowTaskQueueResponse> {
+        let request = hpb::RecordTaskStartedRequest {
+            task: Some(task.into()),
+            poller: Some(poller.into()),
+        };
+        answer(self.client().record_workflow_task_started(request).await)
+    }
+
+    async fn record_activity_task_started(
+        &self,
+        task: &TaskRef,
+        poller: &PollerInfo,
+    ) -> ApiResult<ws::PollActivityTaskQueueResponse> {
+        let request = hpb::RecordTaskStartedRequest {
+            task: Some(task.into()),
+            poller: Some(poller.into()),
+        };
+        answer(self.client().record_activity_task_started(request).await)
+    }
+
+    async fn sticky_worker_unavailable(&self, task: &TaskRef) -> ApiResult<()> {
+        answer(
+            self.client()
+                .sticky_worker_unavailable(hpb::TaskRef::from(task))
+                .await,
+        )
+        .map(drop)
+    }
+
+    async fn respond_workflow_task_completed(
+        &self,
+        namespace_id: &str,
+        request: ws::RespondWorkflowTaskCompletedRequest,
+    ) -> ApiResult<ws::RespondWorkflowTaskCompletedResponse> {
+        let request = hpb::RespondWorkflowTaskCompletedRequest {
+            namespace_id: namespace_id.into(),
+            request: Some(request),
+        };
+        answer(self.client().respond_workflow_task_completed(request).await)
+    }
+
+    async fn respond_workflow_task_failed(
+        &self,
+        namespace_id: &str,
+        request: ws::RespondWorkflowTaskFailedRequest,
+    ) -> ApiResult<()> {
+        let request = hpb::RespondWorkflowTaskFailedRequest {
+            namespace_id: namespace_id.into(),
+            request: Some(request),
+        };
+        answer(self.client().respond_workflow_task_failed(request).await).map(drop)
+    }
+
+    async fn respond_activity(
+        &self,
+        namespace_id: &str,
+        outcome: ActivityOutcome,
+    ) -> ApiResult<()> {
+        let request = hpb::RespondActivityRequest {
+            namespace_id: namespace_id.into(),
+            target: Some(outcome.target.into()),
+            identity: outcome.identity,
+            result: Some(outcome.result.into()),
+        };
+        answer(self.client().respond_activity(request).await).map(drop)
+    }
+
+    async fn record_activity_heartbeat(
+        &self,
+        namespace_id: &str,
+        heartbeat: ActivityHeartbeat,
+    ) -> ApiResult<bool> {
+        let request = hpb::RecordActivityHeartbeatRequest {
+            namespace_id: namespace_id.into(),
+            target: Some(heartbeat.target.into()),
+            identity: heartbeat.identity,
+            details: heartbeat.details,
+        };
+        answer(self.client().record_activity_heartbeat(request).await).map(|r| r.cancel_requested)
+    }
+}

@@ -1,0 +1,429 @@
+//! A node running any subset of the three roles. Roles in the same process call each other
+//! in-process through the service traits; a role that lives elsewhere is reached over the
+//! internal gRPC API (`HistoryApi`, `MatchingApi`), which this node also serves for its own
+//! roles on its internal listener. start-dev is the node with every role and no internal
+//! listener.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use chronicle_cluster::grpc::{
+    HistoryApiService, MatchingApiService, RemoteHistory, RemoteMatching,
+};
+use chronicle_cluster::{HistoryService, MatchingService};
+use chronicle_frontend::{
+    FrontendContext, NamespaceCache, OperatorHandler, WorkflowHandler, default_namespace_record,
+};
+use chronicle_history::{HistoryConfig, HistoryEngine};
+use chronicle_matching::MatchingEngine;
+use chronicle_proto::temporal::api::operatorservice::v1::operator_service_server::OperatorServiceServer;
+use chronicle_proto::temporal::api::workflowservice::v1::workflow_service_server::WorkflowServiceServer;
+use chronicle_storage::{Db, DbOptions};
+use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
+
+use crate::observability::{self, Readiness};
+use crate::{SERVER_VERSION, resolve_shard_count};
+
+/// Which roles this process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    pub history: bool,
+    pub matching: bool,
+    pub frontend: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        history: true,
+        matching: true,
+        frontend: true,
+    };
+
+    /// Parses a comma-separated list such as `history,matching`.
+    pub fn parse(spec: &str) -> anyhow::Result<Self> {
+        let mut roles = Roles {
+            history: false,
+            matching: false,
+            frontend: false,
+        };
+        for role in spec.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            match role {
+                "history" => roles.history = true,
+                "matching" => roles.matching = true,
+                "frontend" => roles.frontend = true,
+                other => anyhow::bail!(
+                    "unknown role {other:?}: the roles are history, matching and frontend"
+                ),
+            }
+        }
+        anyhow::ensure!(
+            roles.history || roles.matching || roles.frontend,
+            "no role given: name at least one of history, matching, frontend"
+        );
+        Ok(roles)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.history {
+            names.push("history");
+        }
+        if self.matching {
+            names.push("matching");
+        }
+        if self.frontend {
+            names.push("frontend");
+        }
+        names
+    }
+}
+
+/// Everything a node needs; [`crate::ServerConfig`] is the start-dev subset.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub roles: Roles,
+    /// Durable data of the history role.
+    pub data_dir: PathBuf,
+    pub num_shards: Option<u32>,
+    /// Internal address of the history node, for a node without the history role.
+    pub history_addr: Option<String>,
+    /// Internal address of the matching node, for a node without the matching role.
+    pub matching_addr: Option<String>,
+    pub namespaces: Vec<String>,
+    pub search_attributes: Vec<(String, i32)>,
+    pub max_poll_wait: Duration,
+    pub sync_writes: bool,
+    pub eager_activities: bool,
+}
+
+/// Bound sockets: the public Temporal API (frontend role) and the internal API (history and
+/// matching roles, when another process needs to reach them).
+pub struct NodeListeners {
+    pub frontend: Option<TcpListener>,
+    pub internal: Option<TcpListener>,
+    /// The metrics port: Prometheus `/metrics`, `/health/live` and `/health/ready`.
+    pub metrics: Option<TcpListener>,
+}
+
+/// A lazily connected channel to another node's internal API. Connecting lazily lets nodes
+/// start in any order; requests fail with Unavailable until the peer answers.
+fn internal_channel(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(tonic::transport::Endpoint::from_shared(url)
+        .with_context(|| format!("bad internal address {addr:?}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(2))
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// Accepted connections with Nagle's algorithm off: gRPC answers are small writes, and with
+/// Nagle plus the client's delayed ACK a reply can sit ~40 ms in the kernel.
+fn no_delay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |conn| {
+            conn.inspect(|stream| {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not disable Nagle's algorithm");
+                }
+            })
+        },
+    )
+}
+
+/// The history role's shard count, asked of the history node (which may still be starting).
+async fn remote_shard_count(history: &RemoteHistory) -> anyhow::Result<u32> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match history.describe_node().await {
+            Ok(info) => return Ok(info.num_shards),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(error = %e.message, "waiting for the history node");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => anyhow::bail!("the history node did not answer: {}", e.message),
+        }
+    }
+}
+
+/// Serves the node's roles until `shutdown` resolves, then stops accepting, lets in-flight
+/// requests finish, stops the shard groups and flushes RocksDB.
+pub async fn run_node(
+    listeners: NodeListeners,
+    config: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let roles = config.roles;
+    anyhow::ensure!(
+        !roles.frontend || listeners.frontend.is_some(),
+        "the frontend role needs a frontend listener"
+    );
+    // History and matching serve other processes unless every role is here (start-dev).
+    let needs_internal = roles != Roles::ALL && (roles.history || roles.matching);
+    anyhow::ensure!(
+        !needs_internal || listeners.internal.is_some(),
+        "a node without every role needs an internal listener for the others to reach it"
+    );
+
+    // The metrics port answers from the start: live at once, ready once the shards (if any)
+    // caught up and the gRPC listeners serve.
+    let readiness = Arc::new(Readiness::new(roles.history));
+    let (metrics_stop, metrics_stopped) = tokio::sync::watch::channel(false);
+    let metrics_server = match listeners.metrics {
+        Some(listener) => {
+            let handle = observability::prometheus()?;
+            tracing::info!(metrics = %listener.local_addr()?, "serving /metrics, /health/live and /health/ready");
+            Some(tokio::spawn(observability::serve(
+                listener,
+                handle,
+                readiness.clone(),
+                metrics_stopped,
+            )))
+        }
+        None => None,
+    };
+
+    // Matching: local engine or a remote node.
+    let local_matching = roles
+        .matching
+        .then(|| MatchingEngine::new(config.max_poll_wait));
+    let matching: Arc<dyn MatchingService> = match &local_matching {
+        Some(engine) => engine.clone(),
+        None => {
+            let addr = config
+                .matching_addr
+                .as_deref()
+                .context("a node without the matching role needs --matching-addr")?;
+            Arc::new(RemoteMatching::new(internal_channel(addr)?))
+        }
+    };
+
+    // History: local engine (with its data directory) or a remote node.
+    let mut local_history = None;
+    let history: Arc<dyn HistoryService>;
+    let num_shards;
+    if roles.history {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let db_options = DbOptions {
+            sync_writes: config.sync_writes,
+        };
+        let data_dir = config.data_dir.clone();
+        let db = tokio::task::spawn_blocking(move || Db::open(&data_dir, db_options))
+            .await?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        num_shards = resolve_shard_count(&db, config.num_shards)?;
+        let node_addr = match (&listeners.internal, &listeners.frontend) {
+            (Some(l), _) | (None, Some(l)) => l.local_addr()?.to_string(),
+            (None, None) => String::new(),
+        };
+        let engine = HistoryEngine::start(
+            db.clone(),
+            HistoryConfig {
+                num_shards,
+                node_id: 1,
+                node_addr,
+                bootstrap_single_voter: true,
+                eager_activities: config.eager_activities,
+            },
+            matching.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut wanted = vec!["default".to_string()];
+        wanted.extend(config.namespaces.iter().cloned());
+        for name in wanted {
+            if engine.namespace_by_name(&name).await.is_err() {
+                engine
+                    .register_namespace(default_namespace_record(&name, "", 3))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("creating namespace {name}: {}", e.message))?;
+            }
+        }
+        readiness.set_history(&engine);
+        history = engine.clone();
+        local_history = Some((engine, db));
+    } else {
+        let addr = config
+            .history_addr
+            .as_deref()
+            .context("a node without the history role needs --history-addr")?;
+        let remote = RemoteHistory::new(internal_channel(addr)?);
+        num_shards = if roles.frontend {
+            remote_shard_count(&remote).await?
+        } else {
+            0
+        };
+        history = Arc::new(remote);
+    }
+    // Matching keeps a weak reference to history; `history` lives until this function returns.
+    if let Some(engine) = &local_matching {
+        engine.set_history(&history);
+    }
+
+    let mut servers = tokio::task::JoinSet::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    if let Some(listener) = listeners.internal {
+        let addr = listener.local_addr()?;
+        let mut router =
+            tonic::transport::Server::builder().add_optional_service(local_history.as_ref().map(
+                |(engine, _)| HistoryApiService::new(engine.clone(), num_shards).into_server(),
+            ));
+        router = router.add_optional_service(
+            local_matching
+                .as_ref()
+                .map(|engine| MatchingApiService::new(engine.clone()).into_server()),
+        );
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        let router = router.add_service(health);
+        tracing::info!(internal = %addr, roles = ?roles.names(), "serving the internal API on {addr}");
+        let stop = stopped();
+        servers.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(no_delay(listener), stop)
+                .await
+                .context("internal gRPC server failed")
+        });
+    }
+
+    if let Some(listener) = listeners.frontend.filter(|_| roles.frontend) {
+        let addr = listener.local_addr()?;
+        let search_attributes: BTreeMap<String, i32> =
+            config.search_attributes.iter().cloned().collect();
+        let ctx = FrontendContext {
+            history: history.clone(),
+            matching: matching.clone(),
+            namespaces: Arc::new(NamespaceCache::new(history.clone())),
+            num_shards,
+            server_version: SERVER_VERSION.to_string(),
+            search_attributes: Arc::new(RwLock::new(search_attributes)),
+        };
+        let max_message = chronicle_types::limits::MAX_GRPC_MESSAGE_BYTES;
+        let workflow = WorkflowServiceServer::new(WorkflowHandler::new(ctx.clone()))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
+        let operator = OperatorServiceServer::new(OperatorHandler::new(ctx))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(max_message);
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<WorkflowServiceServer<WorkflowHandler>>()
+            .await;
+        health_reporter
+            .set_serving::<OperatorServiceServer<OperatorHandler>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(chronicle_proto::TEMPORAL_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building the reflection service")?;
+        match &local_history {
+            Some(_) => tracing::info!(
+                grpc = %addr,
+                data_dir = %config.data_dir.display(),
+                shards = num_shards,
+                "Chronicle is serving Temporal's API on {addr}; data in {}",
+                config.data_dir.display()
+            ),
+            None => tracing::info!(
+                grpc = %addr,
+                shards = num_shards,
+                "Chronicle is serving Temporal's API on {addr}"
+            ),
+        }
+        let router = tonic::transport::Server::builder()
+            .layer(chronicle_frontend::StatusCompatLayer)
+            .layer(chronicle_frontend::ServiceMetricsLayer)
+            .add_service(workflow)
+            .add_service(operator)
+            .add_service(health)
+            .add_service(reflection);
+        let stop = stopped();
+        servers.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(no_delay(listener), stop)
+                .await
+                .context("gRPC server failed")
+        });
+    }
+
+    // A group that stopped on a fatal error (a storage failure while applying its log) serves
+    // nothing any more: fail fast, so the node restarts and re-applies the log, rather than keep
+    // answering with a frozen shard. In-flight requests are dropped, not drained.
+    let fatal_group = {
+        let engine = local_history.as_ref().map(|(engine, _)| engine.clone());
+        async move {
+            match engine {
+                Some(engine) => engine.failed_group().await,
+                None => std::future::pending().await,
+            }
+        }
+    };
+    readiness.set_serving(true);
+    // Until asked to stop, until a server fails, or until a group fails.
+    let mut failed = None;
+    tokio::select! {
+        () = shutdown => {}
+        Some(result) = servers.join_next() => {
+            failed = Some(result.context("server task").and_then(|r| r));
+        }
+        (group, reason) = fatal_group => {
+            tracing::error!(
+                group,
+                reason = %reason,
+                "raft group {group} stopped on a fatal error; exiting so that the node restarts \
+                 and re-applies its log"
+            );
+            servers.abort_all();
+            if let Some((engine, _)) = &local_history {
+                engine.shutdown().await;
+            }
+            anyhow::bail!("raft group {group} stopped on a fatal error: {reason}");
+        }
+    }
+    readiness.set_serving(false);
+    let _ = stop_tx.send(true);
+    while let Some(result) = servers.join_next().await {
+        if let Err(e) = result.context("server task").and_then(|r| r) {
+            failed.get_or_insert(Err(e));
+        }
+    }
+    if let Some((engine, db)) = local_history {
+        tracing::info!("stopping: shard groups and storage");
+        engine.shutdown().await;
+        db.flush().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let _ = metrics_stop.send(true);
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
+    match failed {
+        Some(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
