@@ -70,7 +70,8 @@ pub struct Start {
     /// Namespaces the history role creates at start if missing (repeatable).
     #[arg(short = 'n', long = "namespace")]
     pub namespaces: Vec<String>,
-    /// Port for the Prometheus metrics endpoint (`/metrics`); none when unset.
+    /// Port for Prometheus `/metrics` and the health probes `/health/live` and `/health/ready`;
+    /// none when unset.
     #[arg(long, env = "CHRONICLE_METRICS_PORT")]
     pub metrics_port: Option<u16>,
     /// Log level: debug, info, warn, error.
@@ -95,7 +96,8 @@ pub struct StartDev {
     /// Port for Temporal's HTTP API (not served yet; accepted for compatibility).
     #[arg(long)]
     pub http_port: Option<u16>,
-    /// Port for the Prometheus metrics endpoint (`/metrics`); none when unset.
+    /// Port for Prometheus `/metrics` and the health probes `/health/live` and `/health/ready`;
+    /// none when unset.
     #[arg(long)]
     pub metrics_port: Option<u16>,
     /// Port for the web UI (Chronicle has no UI yet; accepted for compatibility).
