@@ -282,3 +282,46 @@ pub async fn propose(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// start-dev's groups keep the timing they had before timing became configurable.
+    #[test]
+    fn single_node_timing_is_unchanged() {
+        let config = group_config(3);
+        let defaults = openraft::Config::default();
+        assert_eq!(config.cluster_name, "chronicle-group-3");
+        assert_eq!(
+            (
+                config.heartbeat_interval,
+                config.election_timeout_min,
+                config.election_timeout_max
+            ),
+            (250, 1000, 2000)
+        );
+        assert_eq!(
+            config.snapshot_policy,
+            openraft::SnapshotPolicy::LogsSinceLast(50_000)
+        );
+        assert_eq!(config.max_in_snapshot_log_to_keep, 10_000);
+        assert_eq!(
+            config.install_snapshot_timeout,
+            defaults.install_snapshot_timeout
+        );
+        assert_eq!(config.max_payload_entries, defaults.max_payload_entries);
+        assert_eq!(
+            config.snapshot_max_chunk_size,
+            defaults.snapshot_max_chunk_size
+        );
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn replicated_timing_is_valid_and_fails_over_within_three_seconds() {
+        let timing = GroupTiming::replicated();
+        assert!(timing.to_config(0).validate().is_ok());
+        assert_eq!(timing.worst_case_failover_ms(), 2 * 1200 + 300);
+    }
+}

@@ -68,6 +68,7 @@ struct Node {
     id: u64,
     addr: SocketAddr,
     dir: TempDir,
+    pool_config: PeerPoolConfig,
     running: Option<Running>,
 }
 
@@ -146,7 +147,7 @@ async fn start_node(
     );
     let registry = GroupRegistry::new();
     let (stop_server, server) = serve(listener, node.id, registry.clone());
-    let pool = PeerPool::new(CLUSTER, node.id, PeerPoolConfig::default());
+    let pool = PeerPool::new(CLUSTER, node.id, node.pool_config.clone());
     let raft = chronicle_raft::start_group_with(
         db.clone(),
         GROUP,
@@ -187,6 +188,10 @@ async fn stop_node(node: &mut Node) {
 
 /// Three nodes with fresh directories; the first initialises the group with all three voters.
 async fn start_cluster(timing: &GroupTiming) -> Vec<Node> {
+    start_cluster_with(timing, PeerPoolConfig::default()).await
+}
+
+async fn start_cluster_with(timing: &GroupTiming, pool_config: PeerPoolConfig) -> Vec<Node> {
     let mut nodes = Vec::new();
     let mut listeners = Vec::new();
     for _ in 0..3 {
@@ -203,6 +208,7 @@ async fn start_cluster(timing: &GroupTiming) -> Vec<Node> {
             id,
             addr: listener.local_addr().unwrap(),
             dir,
+            pool_config: pool_config.clone(),
             running: None,
         });
         listeners.push(listener);
@@ -452,6 +458,34 @@ async fn a_follower_behind_the_purged_log_catches_up_by_snapshot() {
         follower_purged.is_some_and(|p| p.index > lagging_last_log),
         "the follower's log begins after the snapshot: {follower_purged:?}"
     );
+    shutdown_all(&mut nodes).await;
+}
+
+/// A follower that missed more entries than fit in one message catches up from the log in
+/// several smaller appends: the sender refuses an oversized append as `PayloadTooLarge` and
+/// openraft retries with the entry count it hints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_above_the_message_limit_are_split() {
+    let pool_config = PeerPoolConfig {
+        max_message_bytes: 16 * 1024,
+        ..PeerPoolConfig::default()
+    };
+    let timing = GroupTiming::replicated();
+    let mut nodes = start_cluster_with(&timing, pool_config).await;
+    let index = propose_all(&nodes, "small", 3).await;
+    wait_for_same_state(&nodes, index).await;
+
+    let leader = wait_for_leader(&nodes).await;
+    let lagging = (leader + 1) % 3;
+    stop_node(&mut nodes[lagging]).await;
+    // 30 commands of about 4 KiB: about 120 KiB the follower misses, at most three entries
+    // per message.
+    let padding = "x".repeat(4096);
+    let index = propose_all(&nodes, &padding, 30).await;
+    restart_node(&mut nodes[lagging], &timing).await;
+    assert_eq!(wait_for_same_state(&nodes, index).await, 33);
+    let snapshot = nodes[lagging].raft().metrics().borrow().snapshot;
+    assert_eq!(snapshot, None, "caught up from the log, not by snapshot");
     shutdown_all(&mut nodes).await;
 }
 

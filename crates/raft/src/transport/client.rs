@@ -9,7 +9,8 @@ use chronicle_proto::chronicle::raft::v1::{
 };
 use openraft::BasicNode;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -46,6 +47,10 @@ pub struct PeerPoolConfig {
     /// leaving a stale connection that keeps swallowing requests.
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
+    /// Largest request sent. A larger append is refused locally as `PayloadTooLarge`, which
+    /// makes openraft send fewer entries per RPC; the receiver accepts up to
+    /// [`MAX_MESSAGE_BYTES`](super::MAX_MESSAGE_BYTES), so this must not exceed it.
+    pub max_message_bytes: usize,
 }
 
 impl Default for PeerPoolConfig {
@@ -54,6 +59,7 @@ impl Default for PeerPoolConfig {
             connect_timeout: Duration::from_millis(500),
             keepalive_interval: Duration::from_secs(1),
             keepalive_timeout: Duration::from_secs(1),
+            max_message_bytes: MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -195,22 +201,23 @@ fn network_error<E: std::error::Error>(message: String) -> RPCError<u64, BasicNo
     RPCError::Network(NetworkError::new(&std::io::Error::other(message)))
 }
 
+fn encode_request(request: &impl Serialize) -> Result<Vec<u8>, String> {
+    encode(request).map_err(|e| format!("encoding the request: {e}"))
+}
+
 impl GrpcNetwork {
-    async fn call<Req, Resp, E>(
+    async fn call<Resp, E>(
         &self,
         rpc: Rpc,
         lane: Lane,
-        request: &Req,
+        payload: Vec<u8>,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<u64, BasicNode, E>>
     where
-        Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
         let target = self.target;
-        let payload =
-            encode(request).map_err(|e| network_error(format!("encoding the request: {e}")))?;
         let channel = self
             .pool
             .channel(target, &self.addr, lane)
@@ -299,12 +306,23 @@ impl RaftNetwork<ShardRaftConfig> for GrpcNetwork {
         rpc: AppendEntriesRequest<ShardRaftConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        let lane = if rpc.entries.is_empty() {
+        let entries = rpc.entries.len() as u64;
+        let lane = if entries == 0 {
             Lane::Control
         } else {
             Lane::Data
         };
-        self.call(Rpc::AppendEntries, lane, &rpc, &option).await
+        let payload = encode_request(&rpc).map_err(network_error)?;
+        let limit = self.pool.inner.config.max_message_bytes;
+        if payload.len() > limit && entries > 1 {
+            // Ask openraft for as many entries as would have fitted (at least one; a single
+            // entry above the limit is sent anyway and the receiver decides).
+            let fitting = (entries as u128 * limit as u128 / payload.len() as u128) as u64;
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fitting.clamp(1, entries - 1)),
+            ));
+        }
+        self.call(Rpc::AppendEntries, lane, payload, &option).await
     }
 
     async fn install_snapshot(
@@ -315,7 +333,8 @@ impl RaftNetwork<ShardRaftConfig> for GrpcNetwork {
         InstallSnapshotResponse<u64>,
         RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        self.call(Rpc::InstallSnapshot, Lane::Snapshot, &rpc, &option)
+        let payload = encode_request(&rpc).map_err(network_error)?;
+        self.call(Rpc::InstallSnapshot, Lane::Snapshot, payload, &option)
             .await
     }
 
@@ -324,6 +343,7 @@ impl RaftNetwork<ShardRaftConfig> for GrpcNetwork {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call(Rpc::Vote, Lane::Control, &rpc, &option).await
+        let payload = encode_request(&rpc).map_err(network_error)?;
+        self.call(Rpc::Vote, Lane::Control, payload, &option).await
     }
 }
