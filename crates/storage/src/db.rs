@@ -89,12 +89,14 @@ pub struct Db {
     inner: Arc<DbInner>,
 }
 
-struct DbInner {
-    rocks: Rocks,
+pub(crate) struct DbInner {
+    pub(crate) rocks: Rocks,
     options: DbOptions,
     path: PathBuf,
     // Serialises the first `node_id()` calls, so two callers cannot store different IDs.
     node_id_created: std::sync::Mutex<()>,
+    /// The node's Raft log writer (see `log_writer`).
+    log_writer: crate::log_writer::LogWriter,
     // Held for the life of the process: a second server on the same directory fails to open.
     _lock: File,
 }
@@ -136,15 +138,21 @@ impl Db {
             ColumnFamilyDescriptor::new(cf.name(), o)
         });
         let rocks = Rocks::open_cf_descriptors(&opts, path.join("rocksdb"), cfs)?;
-        Ok(Self {
-            inner: Arc::new(DbInner {
-                rocks,
-                options,
-                path: path.to_path_buf(),
-                node_id_created: std::sync::Mutex::new(()),
-                _lock: lock,
-            }),
-        })
+        let (log_writer, log_writes) = crate::log_writer::LogWriter::new();
+        let inner = Arc::new(DbInner {
+            rocks,
+            options,
+            path: path.to_path_buf(),
+            node_id_created: std::sync::Mutex::new(()),
+            log_writer,
+            _lock: lock,
+        });
+        crate::log_writer::LogWriter::spawn(Arc::downgrade(&inner), log_writes)?;
+        Ok(Self { inner })
+    }
+
+    pub(crate) fn log_writer(&self) -> &crate::log_writer::LogWriter {
+        &self.inner.log_writer
     }
 
     pub fn rocks(&self) -> &Rocks {
@@ -170,11 +178,7 @@ impl Db {
     }
 
     pub fn cf(&self, cf: Cf) -> &ColumnFamily {
-        // Every family is created at open, so this cannot fail.
-        self.inner
-            .rocks
-            .cf_handle(cf.name())
-            .expect("column family exists")
+        self.inner.cf(cf)
     }
 
     pub fn options(&self) -> &DbOptions {
@@ -191,9 +195,7 @@ impl Db {
 
     /// Write options for the Raft log: the fsync point of every acknowledged write.
     pub fn log_write_options(&self) -> rocksdb::WriteOptions {
-        let mut w = rocksdb::WriteOptions::default();
-        w.set_sync(self.inner.options.sync_writes);
-        w
+        self.inner.log_write_options()
     }
 
     /// Write options for state-machine batches: no fsync, since a crash re-applies from the log.
@@ -207,6 +209,21 @@ impl Db {
         }
         self.inner.rocks.flush_wal(true)?;
         Ok(())
+    }
+}
+
+impl DbInner {
+    pub(crate) fn cf(&self, cf: Cf) -> &ColumnFamily {
+        // Every family is created at open, so this cannot fail.
+        self.rocks
+            .cf_handle(cf.name())
+            .expect("column family exists")
+    }
+
+    pub(crate) fn log_write_options(&self) -> rocksdb::WriteOptions {
+        let mut w = rocksdb::WriteOptions::default();
+        w.set_sync(self.options.sync_writes);
+        w
     }
 }
 
