@@ -147,12 +147,18 @@ impl Db {
             log_writer,
             _lock: lock,
         });
-        crate::log_writer::LogWriter::spawn(Arc::downgrade(&inner), log_writes)?;
+        inner.log_writer.spawn(Arc::downgrade(&inner), log_writes)?;
         Ok(Self { inner })
     }
 
     pub(crate) fn log_writer(&self) -> &crate::log_writer::LogWriter {
         &self.inner.log_writer
+    }
+
+    /// How many RocksDB writes the node's Raft log writer made, and how many log operations of
+    /// all groups they carried (their ratio is how many groups share an fsync).
+    pub fn log_writer_stats(&self) -> crate::log_writer::LogWriterStats {
+        self.inner.log_writer.stats()
     }
 
     pub fn rocks(&self) -> &Rocks {

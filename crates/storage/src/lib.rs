@@ -19,4 +19,5 @@ pub mod tables;
 
 pub use db::{Cf, Db, DbOptions};
 pub use error::{StorageError, StorageResult};
+pub use log_writer::LogWriterStats;
 pub use tables::{ShardBatch, ShardTables};

@@ -6,8 +6,9 @@
 //! write is durable (the storage-v2 contract). One queue also keeps each group's operations in
 //! the order they were issued (an append is never overtaken by a later truncate).
 
-use std::sync::Weak;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Weak};
 
 use crate::db::{Cf, DbInner};
 
@@ -38,25 +39,51 @@ const MAX_WRITES_PER_BATCH: usize = 4096;
 
 pub(crate) struct LogWriter {
     queue: mpsc::Sender<LogWrite>,
+    stats: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    writes: AtomicU64,
+}
+
+/// What the log writer did since the database was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogWriterStats {
+    /// RocksDB writes (each one fsync when writes are synced).
+    pub batches: u64,
+    /// Log operations (appends, votes, truncations, purges) those batches carried.
+    pub writes: u64,
 }
 
 impl LogWriter {
     /// The queue, and its receiving end for [`LogWriter::spawn`].
     pub(crate) fn new() -> (Self, mpsc::Receiver<LogWrite>) {
         let (queue, writes) = mpsc::channel();
-        (Self { queue }, writes)
+        let stats = Arc::new(Counters::default());
+        (Self { queue, stats }, writes)
+    }
+
+    pub(crate) fn stats(&self) -> LogWriterStats {
+        LogWriterStats {
+            batches: self.stats.batches.load(Ordering::Relaxed),
+            writes: self.stats.writes.load(Ordering::Relaxed),
+        }
     }
 
     /// Starts the writer thread. It holds the database weakly: once every `Db` handle is gone
     /// the queue's sender is dropped with it and the thread ends, so the directory lock is
     /// released as before.
     pub(crate) fn spawn(
+        &self,
         db: Weak<DbInner>,
         writes: mpsc::Receiver<LogWrite>,
     ) -> std::io::Result<()> {
+        let stats = self.stats.clone();
         std::thread::Builder::new()
             .name("chronicle-log-writer".into())
-            .spawn(move || run(db, writes))?;
+            .spawn(move || run(db, writes, &stats))?;
         Ok(())
     }
 
@@ -67,7 +94,7 @@ impl LogWriter {
     }
 }
 
-fn run(db: Weak<DbInner>, writes: mpsc::Receiver<LogWrite>) {
+fn run(db: Weak<DbInner>, writes: mpsc::Receiver<LogWrite>, stats: &Counters) {
     while let Ok(first) = writes.recv() {
         let mut pending = vec![first];
         while pending.len() < MAX_WRITES_PER_BATCH {
@@ -87,6 +114,10 @@ fn run(db: Weak<DbInner>, writes: mpsc::Receiver<LogWrite>) {
                         }
                     }
                 }
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .writes
+                    .fetch_add(pending.len() as u64, Ordering::Relaxed);
                 db.rocks
                     .write_opt(batch, &db.log_write_options())
                     .map_err(|e| e.to_string())
