@@ -119,7 +119,7 @@ fn serve(
     let (stop, stopped) = oneshot::channel::<()>();
     let service = TransportService::new(CLUSTER, node_id, registry).into_server();
     let server = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        chronicle_raft::transport::server_builder()
             .add_service(service)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -15,7 +15,7 @@ mod client;
 mod server;
 
 pub use client::{GrpcNetwork, GrpcNetworkFactory, Lane, PeerPool, PeerPoolConfig};
-pub use server::{GroupRegistry, TransportService};
+pub use server::{GroupRegistry, TransportService, server_builder};
 
 use chronicle_proto::chronicle::raft::v1::Codec;
 use serde::Serialize;

@@ -116,6 +116,21 @@ impl TransportService {
     }
 }
 
+/// A tonic server configured for Raft traffic: many groups' heartbeats share one connection per
+/// peer, so the concurrent-stream limit is raised well above hyper's default of 200; HTTP/2
+/// pings find a peer that vanished without closing its connection; no Nagle delay on small
+/// messages (heartbeats, votes).
+pub fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(1)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(1)))
+        .tcp_nodelay(true)
+}
+
+/// Streams one peer may have open on one connection (one per in-flight RPC of any group).
+const MAX_CONCURRENT_STREAMS: u32 = 8192;
+
 fn payload<T: DeserializeOwned>(request: &RaftRequest) -> Result<T, Status> {
     decode(&request.payload)
         .map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
