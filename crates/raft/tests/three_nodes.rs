@@ -246,9 +246,10 @@ async fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// The index of the running node that leads, once the running nodes agree on one.
+/// The index of the running node that leads, once the running members of its group agree on
+/// it (a running node that is not a member, such as a wiped node under a new ID, is ignored).
 async fn wait_for_leader(nodes: &[Node]) -> usize {
-    wait_for("a leader every running node knows", || {
+    wait_for("a leader every running member knows", || {
         let running: Vec<(usize, &Node)> = nodes
             .iter()
             .enumerate()
@@ -257,8 +258,10 @@ async fn wait_for_leader(nodes: &[Node]) -> usize {
         let (leader_index, leader) = running
             .iter()
             .find(|(_, n)| n.raft().metrics().borrow().state == ServerState::Leader)?;
+        let membership = leader.raft().metrics().borrow().membership_config.clone();
         let all_agree = running
             .iter()
+            .filter(|(_, n)| membership.membership().get_node(&n.id).is_some())
             .all(|(_, n)| n.raft().metrics().borrow().current_leader == Some(leader.id));
         all_agree.then_some(*leader_index)
     })
@@ -486,6 +489,56 @@ async fn appends_above_the_message_limit_are_split() {
     assert_eq!(wait_for_same_state(&nodes, index).await, 33);
     let snapshot = nodes[lagging].raft().metrics().borrow().snapshot;
     assert_eq!(snapshot, None, "caught up from the log, not by snapshot");
+    shutdown_all(&mut nodes).await;
+}
+
+/// A node whose data directory was wiped comes back at the same address as a new node (a new
+/// ID): the group's messages for the old ID are refused (`WrongNode`), so it never receives a
+/// log it could mistake for its own, and the other two keep committing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_at_the_old_address_gets_nothing() {
+    let timing = GroupTiming::replicated();
+    let mut nodes = start_cluster(&timing).await;
+    let index = propose_all(&nodes, "before", 5).await;
+    wait_for_same_state(&nodes, index).await;
+
+    let leader = wait_for_leader(&nodes).await;
+    let wiped = (leader + 1) % 3;
+    stop_node(&mut nodes[wiped]).await;
+    let old_id = nodes[wiped].id;
+    nodes[wiped].dir = tempfile::Builder::new()
+        .prefix("chronicle-raft-3n-wiped-")
+        .tempdir()
+        .unwrap();
+    nodes[wiped].id = {
+        let db = Db::open(nodes[wiped].dir.path(), DbOptions::default()).unwrap();
+        db.node_id().unwrap()
+    };
+    assert_ne!(nodes[wiped].id, old_id, "a wiped directory is a new node");
+    restart_node(&mut nodes[wiped], &timing).await;
+
+    let index = propose_all(&nodes, "after", 10).await;
+    // The leader keeps trying the old ID at that address; give it several heartbeats.
+    let others: Vec<&Node> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != wiped)
+        .map(|(_, n)| n)
+        .collect();
+    for node in &others {
+        wait_for("the two remaining replicas to apply", || {
+            let applied = node.raft().metrics().borrow().last_applied?;
+            (applied.index >= index).then_some(())
+        })
+        .await;
+    }
+    let heard_nothing_until = Instant::now() + Duration::from_millis(1000);
+    while Instant::now() < heard_nothing_until {
+        let metrics = nodes[wiped].raft().metrics().borrow().clone();
+        assert_eq!(metrics.last_log_index, None, "the new node got no log");
+        assert_eq!(metrics.current_leader, None, "the new node knows no leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     shutdown_all(&mut nodes).await;
 }
 
