@@ -14,7 +14,6 @@ mod state_machine;
 pub mod transport;
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::sync::Arc;
 
 use chronicle_storage::log_store::RocksLogStore;
@@ -23,7 +22,7 @@ use chronicle_types::shard::ShardId;
 use serde::{Deserialize, Serialize};
 
 pub use network::LocalOnlyNetwork;
-pub use state_machine::{Applier, ShardStateMachine};
+pub use state_machine::{Applier, ShardStateMachine, SnapshotData};
 pub use transport::{
     GroupRegistry, GrpcNetworkFactory, PeerPool, PeerPoolConfig, TransportService,
 };
@@ -50,7 +49,7 @@ openraft::declare_raft_types!(
         R = CommandResponse,
         NodeId = u64,
         Node = openraft::BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = state_machine::SnapshotData,
 );
 
 pub type ShardRaft = openraft::Raft<ShardRaftConfig>;

@@ -19,6 +19,7 @@ use openraft::{
     StorageError as RaftStorageError, StorageIOError,
 };
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// The group every store of the suite uses. Not 0, so that a key encoded without the group would
 /// not accidentally land in the right range.
@@ -57,6 +58,14 @@ fn open_stores(dir: &TempDir) -> Result<(Db, LogStore, TestStateMachine), Storag
 
 fn to_raft_error(e: impl std::error::Error + 'static) -> RaftStorageError<u64> {
     StorageIOError::write(&e).into()
+}
+
+/// A snapshot's data from its start (openraft's offset 0, after the file's header).
+async fn read_all(data: &mut chronicle_raft::SnapshotData) -> Vec<u8> {
+    data.seek(std::io::SeekFrom::Start(0)).await.unwrap();
+    let mut bytes = Vec::new();
+    data.read_to_end(&mut bytes).await.unwrap();
+    bytes
 }
 
 struct RocksStoreBuilder;
@@ -153,7 +162,7 @@ async fn normal_entries_are_applied_snapshotted_and_durable() {
         .await
         .unwrap();
     assert_eq!(built.meta.last_log_id, Some(log_id(1, 4)));
-    let current: Snapshot<ShardRaftConfig> = leader
+    let mut current: Snapshot<ShardRaftConfig> = leader
         .get_current_snapshot()
         .await
         .unwrap()
@@ -162,8 +171,15 @@ async fn normal_entries_are_applied_snapshotted_and_durable() {
 
     // The follower had state of its own that the snapshot must replace, not merge into.
     follower.apply(vec![normal(1, 1, b"stale")]).await.unwrap();
+    // Received as openraft receives it: the leader's data written into the follower's
+    // receiving file (here in two pieces), then installed from that file.
+    let sent = read_all(&mut current.snapshot).await;
+    assert!(!sent.is_empty());
     let mut receiving = follower.begin_receiving_snapshot().await.unwrap();
-    *receiving = *current.snapshot;
+    let (first, rest) = sent.split_at(sent.len() / 2);
+    receiving.write_all(first).await.unwrap();
+    receiving.write_all(rest).await.unwrap();
+    receiving.shutdown().await.unwrap();
     follower
         .install_snapshot(&current.meta, receiving)
         .await
@@ -198,13 +214,13 @@ async fn normal_entries_are_applied_snapshotted_and_durable() {
         .unwrap()
         .expect("current snapshot after reopen");
     assert_eq!(after_reopen.meta, current.meta);
-    let mut leader_copy = Vec::new();
-    std::io::Read::read_to_end(&mut *after_reopen.snapshot, &mut leader_copy).unwrap();
+    let mut built = built;
     assert_eq!(
-        leader_copy,
-        built.snapshot.into_inner(),
+        read_all(&mut after_reopen.snapshot).await,
+        read_all(&mut built.snapshot).await,
         "the same bytes as built"
     );
+    assert_eq!(read_all(&mut built.snapshot).await, sent);
     let nodes: BTreeMap<u64, BasicNode> = expected_state
         .1
         .membership()
