@@ -1,6 +1,8 @@
 //! openraft's `RaftStateMachine` for a shard. Committed commands go to the [`Applier`]; its
 //! writes, the applied log ID and the membership are committed in one RocksDB write batch.
-//! Snapshots are the shard's whole key range (see `chronicle_storage::snapshot`).
+//! Snapshots are the shard's whole key range (see `chronicle_storage::snapshot`), kept in a
+//! file: built by streaming RocksDB into it, sent and received in chunks read from and written
+//! to disk, installed by streaming it into one write batch.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::pin::Pin;
@@ -58,7 +60,8 @@ type Meta = SnapshotMeta<u64, openraft::BasicNode>;
 
 /// The snapshot `get_current_snapshot` serves: the last one built or installed. Only its meta is
 /// in memory; the data is in the group's snapshot file (see [`SnapshotFile`]), so a snapshot of a
-/// large shard costs disk, not memory, between the moments it is built, installed or sent.
+/// large shard costs disk, not memory. The one place it is held whole is the RocksDB write batch
+/// that installs it (one batch, so a crash never leaves half a snapshot applied).
 type CurrentSnapshot = Arc<Mutex<Option<Meta>>>;
 
 /// `<data dir>/snapshots/group-<id>.snap`: the meta's length (u32 BE), the meta (postcard), then
@@ -78,26 +81,44 @@ impl SnapshotFile {
         }
     }
 
-    fn write(&self, meta: &Meta, data: &[u8]) -> std::io::Result<()> {
-        self.write_from(meta, data)
-    }
-
     /// Writes `meta` and the dump read from `data` (streamed, not held in memory).
     fn write_from(&self, meta: &Meta, mut data: impl Read) -> std::io::Result<()> {
+        let (tmp, mut file) = self.create_tmp("tmp", meta)?;
+        std::io::copy(&mut data, &mut file)?;
+        self.finish(file)?;
+        self.commit(&tmp)
+    }
+
+    /// A new temporary file next to the snapshot file, with `meta`'s header written.
+    fn create_tmp(
+        &self,
+        tag: &str,
+        meta: &Meta,
+    ) -> std::io::Result<(std::path::PathBuf, std::io::BufWriter<std::fs::File>)> {
         use std::io::Write;
-        let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
-        std::fs::create_dir_all(dir)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         let meta_bytes = postcard::to_stdvec(meta).map_err(std::io::Error::other)?;
         let meta_len = u32::try_from(meta_bytes.len()).map_err(std::io::Error::other)?;
         let tmp = self
             .path
-            .with_extension(format!("tmp-{}", std::process::id()));
+            .with_extension(format!("{tag}-{}", std::process::id()));
         let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         file.write_all(&meta_len.to_be_bytes())?;
         file.write_all(&meta_bytes)?;
-        std::io::copy(&mut data, &mut file)?;
-        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
+        Ok((tmp, file))
+    }
+
+    /// Makes a temporary file durable.
+    fn finish(&self, file: std::io::BufWriter<std::fs::File>) -> std::io::Result<()> {
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()
+    }
+
+    /// Renames a finished temporary file into place, durably.
+    fn commit(&self, tmp: &std::path::Path) -> std::io::Result<()> {
+        std::fs::rename(tmp, &self.path)?;
+        let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
         std::fs::File::open(dir)?.sync_all()
     }
 
@@ -400,41 +421,46 @@ impl RaftSnapshotBuilder<ShardRaftConfig> for ShardSnapshotBuilder {
         // RocksDB snapshot for the dump, so the meta and the state agree.
         let (snapshot_meta, file, base) = tokio::task::spawn_blocking(
             move || -> Result<(Meta, std::fs::File, u64), RaftStorageError<u64>> {
-                let data = chronicle_storage::snapshot::dump_shard(tables.db(), tables.shard())
-                    .map_err(read_err)?;
-                let meta: AppliedMeta =
-                    chronicle_storage::snapshot::meta_in_dump(&data, tables.shard(), META_APPLIED)
-                        .map_err(read_err)?
-                        .map(|b| {
-                            postcard::from_bytes(&b).map_err(|e| {
-                                read_err(StorageError::Corrupt {
-                                    cf: "shard_meta",
-                                    reason: e.to_string(),
-                                })
-                            })
-                        })
-                        .transpose()?
-                        .unwrap_or_default();
-                let snapshot_id = match meta.last_applied {
-                    Some(id) => format!("{}-{}-{}", id.leader_id, id.index, snapshot_seq),
-                    None => format!("none-{snapshot_seq}"),
-                };
-                let snapshot_meta = SnapshotMeta {
-                    last_log_id: meta.last_applied,
-                    last_membership: meta.membership,
-                    snapshot_id,
-                };
+                let snapshot_file = SnapshotFile::of(&tables);
+                // The dump streams from one RocksDB snapshot into a temporary file whose header
+                // is the applied meta of that same snapshot, so meta and state agree.
+                let mut building = None;
+                let written = chronicle_storage::snapshot::dump_shard_to(
+                    tables.db(),
+                    tables.shard(),
+                    META_APPLIED,
+                    |applied| {
+                        let applied: AppliedMeta = applied
+                            .map(|b| postcard::from_bytes(&b).map_err(std::io::Error::other))
+                            .transpose()?
+                            .unwrap_or_default();
+                        let snapshot_id = match applied.last_applied {
+                            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, snapshot_seq),
+                            None => format!("none-{snapshot_seq}"),
+                        };
+                        let meta = SnapshotMeta {
+                            last_log_id: applied.last_applied,
+                            last_membership: applied.membership,
+                            snapshot_id,
+                        };
+                        let (tmp, file) =
+                            snapshot_file.create_tmp(&format!("building-{snapshot_seq}"), &meta)?;
+                        building = Some((meta, tmp));
+                        Ok(file)
+                    },
+                )
+                .map_err(read_err)?;
+                let (snapshot_meta, tmp) =
+                    building.ok_or_else(|| read_err(std::io::Error::other("no snapshot meta")))?;
+                snapshot_file.finish(written).map_err(write_err)?;
                 // Becomes the current snapshot unless one covering more of the log was installed
                 // while this one was being built.
                 let mut current = lock_current(&current_snapshot);
                 let newer_present = current
                     .as_ref()
                     .is_some_and(|m| m.last_log_id > snapshot_meta.last_log_id);
-                let snapshot_file = SnapshotFile::of(&tables);
                 if !newer_present {
-                    snapshot_file
-                        .write(&snapshot_meta, &data)
-                        .map_err(write_err)?;
+                    snapshot_file.commit(&tmp).map_err(write_err)?;
                     *current = Some(snapshot_meta.clone());
                     let (_, file, base) = snapshot_file
                         .open()
@@ -442,15 +468,15 @@ impl RaftSnapshotBuilder<ShardRaftConfig> for ShardSnapshotBuilder {
                         .ok_or_else(|| read_err(std::io::Error::other("snapshot file vanished")))?;
                     return Ok((snapshot_meta, file, base));
                 }
-                // Superseded before it was done: hand the data back in a file nobody else
-                // sees (openraft drops a built snapshot's data anyway).
-                let path = snapshot_file
-                    .path
-                    .with_extension(format!("built-{snapshot_seq}"));
-                std::fs::write(&path, &data).map_err(write_err)?;
-                let file = std::fs::File::open(&path).map_err(read_err)?;
-                let _ = std::fs::remove_file(&path);
-                Ok((snapshot_meta, file, 0))
+                // Superseded before it was done: hand the data back from the temporary file,
+                // unlinked (openraft drops a built snapshot's data anyway).
+                drop(current);
+                let mut file = std::fs::File::open(&tmp).map_err(read_err)?;
+                let _ = std::fs::remove_file(&tmp);
+                let mut len = [0u8; 4];
+                file.read_exact(&mut len).map_err(read_err)?;
+                let base = 4 + u64::from(u32::from_be_bytes(len));
+                Ok((snapshot_meta, file, base))
             },
         )
         .await

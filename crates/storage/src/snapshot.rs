@@ -7,9 +7,22 @@ use crate::keys::{self, ShardId};
 
 /// Dumps every state family's range of `shard` from one consistent RocksDB snapshot.
 pub fn dump_shard(db: &Db, shard: ShardId) -> StorageResult<Vec<u8>> {
+    dump_shard_to(db, shard, 0, |_| Ok(Vec::new()))
+}
+
+/// Streams every state family's range of `shard`, from one consistent RocksDB snapshot, into
+/// the writer `start` returns. `start` first gets the `shard_meta` value of `meta_kind` as of
+/// that same snapshot (so a header written from it agrees with the records that follow).
+pub fn dump_shard_to<W: std::io::Write>(
+    db: &Db,
+    shard: ShardId,
+    meta_kind: u8,
+    start: impl FnOnce(Option<Vec<u8>>) -> std::io::Result<W>,
+) -> StorageResult<W> {
     let snapshot = db.rocks().snapshot();
     let prefix = keys::shard_prefix(shard);
-    let mut out = Vec::new();
+    let meta = snapshot.get_cf(db.cf(Cf::ShardMeta), keys::shard_meta(shard, meta_kind))?;
+    let mut out = start(meta)?;
     for (i, cf) in Cf::STATE.iter().enumerate() {
         let mut opts = rocksdb::ReadOptions::default();
         opts.set_snapshot(&snapshot);
@@ -19,11 +32,11 @@ pub fn dump_shard(db: &Db, shard: ShardId) -> StorageResult<Vec<u8>> {
             if !k.starts_with(&prefix) {
                 break;
             }
-            out.push(i as u8);
-            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-            out.extend_from_slice(k);
-            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-            out.extend_from_slice(v);
+            out.write_all(&[i as u8])?;
+            out.write_all(&(k.len() as u32).to_be_bytes())?;
+            out.write_all(k)?;
+            out.write_all(&(v.len() as u32).to_be_bytes())?;
+            out.write_all(v)?;
             iter.next();
         }
         iter.status()?;
