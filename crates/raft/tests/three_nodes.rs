@@ -461,6 +461,10 @@ async fn a_follower_behind_the_purged_log_catches_up_by_snapshot() {
         follower_purged.is_some_and(|p| p.index > lagging_last_log),
         "the follower's log begins after the snapshot: {follower_purged:?}"
     );
+    // The received chunks went to a file that became the follower's own snapshot file.
+    let snapshots = nodes[lagging].dir.path().join("snapshots");
+    assert!(snapshots.join(format!("group-{GROUP}.snap")).exists());
+    assert!(!snapshots.join(format!("group-{GROUP}.receiving")).exists());
     shutdown_all(&mut nodes).await;
 }
 
