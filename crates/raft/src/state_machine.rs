@@ -1,9 +1,13 @@
 //! openraft's `RaftStateMachine` for a shard. Committed commands go to the [`Applier`]; its
 //! writes, the applied log ID and the membership are committed in one RocksDB write batch.
-//! Snapshots are the shard's whole key range (see `chronicle_storage::snapshot`).
+//! Snapshots are the shard's whole key range (see `chronicle_storage::snapshot`), kept in a
+//! file: built by streaming RocksDB into it, sent and received in chunks read from and written
+//! to disk, installed by streaming it into one write batch.
 
-use std::io::Cursor;
+use std::io::{Read, Seek, SeekFrom};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use chronicle_storage::tables::{META_APPLIED, META_SNAPSHOT_SEQ};
 use chronicle_storage::{ShardBatch, ShardTables, StorageError};
@@ -66,7 +70,8 @@ type Meta = SnapshotMeta<u64, openraft::BasicNode>;
 
 /// The snapshot `get_current_snapshot` serves: the last one built or installed. Only its meta is
 /// in memory; the data is in the group's snapshot file (see [`SnapshotFile`]), so a snapshot of a
-/// large shard costs disk, not memory, between the moments it is built, installed or sent.
+/// large shard costs disk, not memory. The one place it is held whole is the RocksDB write batch
+/// that installs it (one batch, so a crash never leaves half a snapshot applied).
 type CurrentSnapshot = Arc<Mutex<Option<Meta>>>;
 
 /// `<data dir>/snapshots/group-<id>.snap`: the meta's length (u32 BE), the meta (postcard), then
@@ -86,40 +91,139 @@ impl SnapshotFile {
         }
     }
 
-    fn write(&self, meta: &Meta, data: &[u8]) -> std::io::Result<()> {
+    /// Writes `meta` and the dump read from `data` (streamed, not held in memory).
+    fn write_from(&self, meta: &Meta, mut data: impl Read) -> std::io::Result<()> {
+        let (tmp, mut file) = self.create_tmp("tmp", meta)?;
+        std::io::copy(&mut data, &mut file)?;
+        self.finish(file)?;
+        self.commit(&tmp)
+    }
+
+    /// A new temporary file next to the snapshot file, with `meta`'s header written.
+    fn create_tmp(
+        &self,
+        tag: &str,
+        meta: &Meta,
+    ) -> std::io::Result<(std::path::PathBuf, std::io::BufWriter<std::fs::File>)> {
         use std::io::Write;
-        let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
-        std::fs::create_dir_all(dir)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         let meta_bytes = postcard::to_stdvec(meta).map_err(std::io::Error::other)?;
         let meta_len = u32::try_from(meta_bytes.len()).map_err(std::io::Error::other)?;
         let tmp = self
             .path
-            .with_extension(format!("tmp-{}", std::process::id()));
-        let mut file = std::fs::File::create(&tmp)?;
+            .with_extension(format!("{tag}-{}", std::process::id()));
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         file.write_all(&meta_len.to_be_bytes())?;
         file.write_all(&meta_bytes)?;
-        file.write_all(data)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
+        Ok((tmp, file))
+    }
+
+    /// Makes a temporary file durable.
+    fn finish(&self, file: std::io::BufWriter<std::fs::File>) -> std::io::Result<()> {
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()
+    }
+
+    /// Renames a finished temporary file into place, durably.
+    fn commit(&self, tmp: &std::path::Path) -> std::io::Result<()> {
+        std::fs::rename(tmp, &self.path)?;
+        let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
         std::fs::File::open(dir)?.sync_all()
     }
 
-    fn read(&self) -> std::io::Result<Option<(Meta, Vec<u8>)>> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(bytes) => bytes,
+    /// The meta, and the file positioned at the start of the dump; `None` if there is no
+    /// snapshot. Only the header is read.
+    fn open(&self) -> std::io::Result<Option<(Meta, std::fs::File, u64)>> {
+        let mut file = match std::fs::File::open(&self.path) {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
         let corrupt = || std::io::Error::other(format!("{} is corrupt", self.path.display()));
-        let meta_len = bytes
-            .get(..4)
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .map(u32::from_be_bytes)
-            .ok_or_else(corrupt)? as usize;
-        let meta_end = 4usize.checked_add(meta_len).ok_or_else(corrupt)?;
-        let meta: Meta = postcard::from_bytes(bytes.get(4..meta_end).ok_or_else(corrupt)?)
-            .map_err(|_| corrupt())?;
-        Ok(Some((meta, bytes[meta_end..].to_vec())))
+        let mut len = [0u8; 4];
+        file.read_exact(&mut len).map_err(|_| corrupt())?;
+        let meta_len = u32::from_be_bytes(len) as usize;
+        let mut meta_bytes = vec![0; meta_len];
+        file.read_exact(&mut meta_bytes).map_err(|_| corrupt())?;
+        let meta: Meta = postcard::from_bytes(&meta_bytes).map_err(|_| corrupt())?;
+        Ok(Some((meta, file, 4 + meta_len as u64)))
+    }
+
+    /// Where a snapshot being received from the leader is written.
+    fn receiving_path(&self) -> std::path::PathBuf {
+        self.path.with_extension("receiving")
+    }
+}
+
+/// Snapshot data as openraft reads, writes and sends it: a file, from `base` on. A snapshot
+/// file's dump follows its header, so the same file serves openraft (which sees offset 0 at the
+/// dump's start) without copying it; a snapshot being received is a plain file. Sending reads
+/// one chunk at a time and receiving writes chunks to disk, so neither holds the whole
+/// snapshot in memory.
+pub struct SnapshotData {
+    file: tokio::fs::File,
+    base: u64,
+}
+
+impl SnapshotData {
+    fn new(file: std::fs::File, base: u64) -> Self {
+        Self {
+            file: tokio::fs::File::from_std(file),
+            base,
+        }
+    }
+
+    /// The file positioned at the start of the data.
+    async fn into_std(self) -> std::io::Result<(std::fs::File, u64)> {
+        let mut file = self.file.into_std().await;
+        file.seek(SeekFrom::Start(self.base))?;
+        Ok((file, self.base))
+    }
+}
+
+impl tokio::io::AsyncRead for SnapshotData {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SnapshotData {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.file).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_shutdown(cx)
+    }
+}
+
+impl tokio::io::AsyncSeek for SnapshotData {
+    fn start_seek(mut self: Pin<&mut Self>, position: SeekFrom) -> std::io::Result<()> {
+        let position = match position {
+            SeekFrom::Start(offset) => SeekFrom::Start(self.base + offset),
+            relative => relative,
+        };
+        Pin::new(&mut self.file).start_seek(position)
+    }
+
+    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<u64>> {
+        let base = self.base;
+        Pin::new(&mut self.file)
+            .poll_complete(cx)
+            .map_ok(|position| position.saturating_sub(base))
     }
 }
 
@@ -176,9 +280,9 @@ impl<A: Applier> ShardStateMachine<A> {
         // The last snapshot survives restarts: openraft asks for it at start, and the log before
         // it may already be purged.
         let current = SnapshotFile::of(&tables)
-            .read()
+            .open()
             .map_err(StorageError::Io)?
-            .map(|(meta, _)| meta);
+            .map(|(meta, _, _)| meta);
         Ok(Self {
             tables,
             applier,
@@ -257,18 +361,37 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> SmResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> SmResult<Box<SnapshotData>> {
+        // One snapshot is received at a time; a previous, abandoned one is overwritten.
+        let path = SnapshotFile::of(&self.tables).receiving_path();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(write_err)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(write_err)?;
+        Ok(Box::new(SnapshotData::new(file, 0)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotData>,
     ) -> SmResult<()> {
-        let data = snapshot.into_inner();
-        chronicle_storage::snapshot::load_shard(self.tables.db(), self.tables.shard(), &data)
-            .map_err(write_err)?;
+        let (data, base) = snapshot.into_std().await.map_err(read_err)?;
+        let tables = self.tables.clone();
+        // Loading a large shard blocks, so it runs off the async runtime.
+        let mut data = tokio::task::spawn_blocking(move || {
+            chronicle_storage::snapshot::load_shard_from(tables.db(), tables.shard(), &data)
+                .map(|()| data)
+        })
+        .await
+        .map_err(write_err)?
+        .map_err(write_err)?;
         // The loaded range includes the applied meta as of the snapshot; make it match `meta`.
         self.meta.last_applied = meta.last_log_id;
         self.meta.membership = meta.last_membership.clone();
@@ -282,27 +405,32 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
         batch.commit().map_err(write_err)?;
         {
             let mut current = lock_current(&self.current_snapshot);
+            data.seek(SeekFrom::Start(base)).map_err(read_err)?;
             SnapshotFile::of(&self.tables)
-                .write(meta, &data)
+                .write_from(meta, &data)
                 .map_err(write_err)?;
             *current = Some(meta.clone());
         }
+        // The received copy is now in the snapshot file (nothing if the data came from
+        // elsewhere, as in tests).
+        let _ = std::fs::remove_file(SnapshotFile::of(&self.tables).receiving_path());
         self.applier.state_replaced(self.tables.shard());
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> SmResult<Option<Snapshot<ShardRaftConfig>>> {
-        // Under the lock, so a snapshot being renamed into place is read whole.
+        // Under the lock, so a snapshot being renamed into place is opened whole (the open file
+        // stays readable when a newer snapshot replaces it later).
         let current = lock_current(&self.current_snapshot);
         if current.is_none() {
             return Ok(None);
         }
         Ok(SnapshotFile::of(&self.tables)
-            .read()
+            .open()
             .map_err(read_err)?
-            .map(|(meta, data)| Snapshot {
+            .map(|(meta, file, base)| Snapshot {
                 meta,
-                snapshot: Box::new(Cursor::new(data)),
+                snapshot: Box::new(SnapshotData::new(file, base)),
             }))
     }
 }
@@ -323,7 +451,8 @@ fn lock_current(current: &CurrentSnapshot) -> std::sync::MutexGuard<'_, Option<M
 }
 
 impl RaftSnapshotBuilder<ShardRaftConfig> for ShardSnapshotBuilder {
-    // The closures return openraft's own `StorageError`, whose size is openraft's choice.
+    // The closures return openraft's `StorageError`, whose size is openraft's choice; boxing it
+    // here would only be unboxed again for the trait's return type.
     #[allow(clippy::result_large_err)]
     async fn build_snapshot(&mut self) -> SmResult<Snapshot<ShardRaftConfig>> {
         let tables = self.tables.clone();
@@ -331,32 +460,40 @@ impl RaftSnapshotBuilder<ShardRaftConfig> for ShardSnapshotBuilder {
         let current_snapshot = self.current_snapshot.clone();
         // Dumping and writing a large shard blocks, so both run off the async runtime. One
         // RocksDB snapshot for the dump, so the meta and the state agree.
-        let (snapshot_meta, data) = tokio::task::spawn_blocking(
-            move || -> Result<(Meta, Vec<u8>), RaftStorageError<u64>> {
-                let data = chronicle_storage::snapshot::dump_shard(tables.db(), tables.shard())
-                    .map_err(read_err)?;
-                let meta: AppliedMeta =
-                    chronicle_storage::snapshot::meta_in_dump(&data, tables.shard(), META_APPLIED)
-                        .map_err(read_err)?
-                        .map(|b| {
-                            postcard::from_bytes(&b).map_err(|e| {
-                                read_err(StorageError::Corrupt {
-                                    cf: "shard_meta",
-                                    reason: e.to_string(),
-                                })
-                            })
-                        })
-                        .transpose()?
-                        .unwrap_or_default();
-                let snapshot_id = match meta.last_applied {
-                    Some(id) => format!("{}-{}-{}", id.leader_id, id.index, snapshot_seq),
-                    None => format!("none-{snapshot_seq}"),
-                };
-                let snapshot_meta = SnapshotMeta {
-                    last_log_id: meta.last_applied,
-                    last_membership: meta.membership,
-                    snapshot_id,
-                };
+        let (snapshot_meta, file, base) = tokio::task::spawn_blocking(
+            move || -> Result<(Meta, std::fs::File, u64), RaftStorageError<u64>> {
+                let snapshot_file = SnapshotFile::of(&tables);
+                // The dump streams from one RocksDB snapshot into a temporary file whose header
+                // is the applied meta of that same snapshot, so meta and state agree.
+                let mut building = None;
+                let written = chronicle_storage::snapshot::dump_shard_to(
+                    tables.db(),
+                    tables.shard(),
+                    META_APPLIED,
+                    |applied| {
+                        let applied: AppliedMeta = applied
+                            .map(|b| postcard::from_bytes(&b).map_err(std::io::Error::other))
+                            .transpose()?
+                            .unwrap_or_default();
+                        let snapshot_id = match applied.last_applied {
+                            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, snapshot_seq),
+                            None => format!("none-{snapshot_seq}"),
+                        };
+                        let meta = SnapshotMeta {
+                            last_log_id: applied.last_applied,
+                            last_membership: applied.membership,
+                            snapshot_id,
+                        };
+                        let (tmp, file) =
+                            snapshot_file.create_tmp(&format!("building-{snapshot_seq}"), &meta)?;
+                        building = Some((meta, tmp));
+                        Ok(file)
+                    },
+                )
+                .map_err(read_err)?;
+                let (snapshot_meta, tmp) =
+                    building.ok_or_else(|| read_err(std::io::Error::other("no snapshot meta")))?;
+                snapshot_file.finish(written).map_err(write_err)?;
                 // Becomes the current snapshot unless one covering more of the log was installed
                 // while this one was being built.
                 let mut current = lock_current(&current_snapshot);
@@ -364,19 +501,30 @@ impl RaftSnapshotBuilder<ShardRaftConfig> for ShardSnapshotBuilder {
                     .as_ref()
                     .is_some_and(|m| m.last_log_id > snapshot_meta.last_log_id);
                 if !newer_present {
-                    SnapshotFile::of(&tables)
-                        .write(&snapshot_meta, &data)
-                        .map_err(write_err)?;
+                    snapshot_file.commit(&tmp).map_err(write_err)?;
                     *current = Some(snapshot_meta.clone());
+                    let (_, file, base) = snapshot_file
+                        .open()
+                        .map_err(read_err)?
+                        .ok_or_else(|| read_err(std::io::Error::other("snapshot file vanished")))?;
+                    return Ok((snapshot_meta, file, base));
                 }
-                Ok((snapshot_meta, data))
+                // Superseded before it was done: hand the data back from the temporary file,
+                // unlinked (openraft drops a built snapshot's data anyway).
+                drop(current);
+                let mut file = std::fs::File::open(&tmp).map_err(read_err)?;
+                let _ = std::fs::remove_file(&tmp);
+                let mut len = [0u8; 4];
+                file.read_exact(&mut len).map_err(read_err)?;
+                let base = 4 + u64::from(u32::from_be_bytes(len));
+                Ok((snapshot_meta, file, base))
             },
         )
         .await
         .map_err(read_err)??;
         Ok(Snapshot {
             meta: snapshot_meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(SnapshotData::new(file, base)),
         })
     }
 }

@@ -89,10 +89,14 @@ pub struct Db {
     inner: Arc<DbInner>,
 }
 
-struct DbInner {
-    rocks: Rocks,
+pub(crate) struct DbInner {
+    pub(crate) rocks: Rocks,
     options: DbOptions,
     path: PathBuf,
+    // Serialises the first `node_id()` calls, so two callers cannot store different IDs.
+    node_id_created: std::sync::Mutex<()>,
+    /// The node's Raft log writer (see `log_writer`).
+    log_writer: crate::log_writer::LogWriter,
     // Held for the life of the process: a second server on the same directory fails to open.
     _lock: File,
 }
@@ -134,14 +138,27 @@ impl Db {
             ColumnFamilyDescriptor::new(cf.name(), o)
         });
         let rocks = Rocks::open_cf_descriptors(&opts, path.join("rocksdb"), cfs)?;
-        Ok(Self {
-            inner: Arc::new(DbInner {
-                rocks,
-                options,
-                path: path.to_path_buf(),
-                _lock: lock,
-            }),
-        })
+        let (log_writer, log_writes) = crate::log_writer::LogWriter::new();
+        let inner = Arc::new(DbInner {
+            rocks,
+            options,
+            path: path.to_path_buf(),
+            node_id_created: std::sync::Mutex::new(()),
+            log_writer,
+            _lock: lock,
+        });
+        inner.log_writer.spawn(Arc::downgrade(&inner), log_writes)?;
+        Ok(Self { inner })
+    }
+
+    pub(crate) fn log_writer(&self) -> &crate::log_writer::LogWriter {
+        &self.inner.log_writer
+    }
+
+    /// How many RocksDB writes the node's Raft log writer made, and how many log operations of
+    /// all groups they carried (their ratio is how many groups share an fsync).
+    pub fn log_writer_stats(&self) -> crate::log_writer::LogWriterStats {
+        self.inner.log_writer.stats()
     }
 
     pub fn rocks(&self) -> &Rocks {
@@ -167,11 +184,7 @@ impl Db {
     }
 
     pub fn cf(&self, cf: Cf) -> &ColumnFamily {
-        // Every family is created at open, so this cannot fail.
-        self.inner
-            .rocks
-            .cf_handle(cf.name())
-            .expect("column family exists")
+        self.inner.cf(cf)
     }
 
     pub fn options(&self) -> &DbOptions {
@@ -190,9 +203,7 @@ impl Db {
 
     /// Write options for the Raft log: the fsync point of every acknowledged write.
     pub fn log_write_options(&self) -> rocksdb::WriteOptions {
-        let mut w = rocksdb::WriteOptions::default();
-        w.set_sync(self.inner.options.sync_writes);
-        w
+        self.inner.log_write_options()
     }
 
     /// Write options for state-machine batches: no fsync, since a crash re-applies from the log.
@@ -206,6 +217,21 @@ impl Db {
         }
         self.inner.rocks.flush_wal(true)?;
         Ok(())
+    }
+}
+
+impl DbInner {
+    pub(crate) fn cf(&self, cf: Cf) -> &ColumnFamily {
+        // Every family is created at open, so this cannot fail.
+        self.rocks
+            .cf_handle(cf.name())
+            .expect("column family exists")
+    }
+
+    pub(crate) fn log_write_options(&self) -> rocksdb::WriteOptions {
+        let mut w = rocksdb::WriteOptions::default();
+        w.set_sync(self.options.sync_writes);
+        w
     }
 }
 
@@ -237,6 +263,7 @@ fn lock_dir(path: &Path) -> StorageResult<File> {
 /// shard IDs are below the shard count, at most 4096, and the metadata group is `u32::MAX`).
 const NODE_META_GROUP: u32 = u32::MAX - 1;
 const NODE_META_SHARD_COUNT: u8 = 1;
+const NODE_META_NODE_ID: u8 = 2;
 
 impl Db {
     /// The number of history shards this data directory was created with. Directories from
@@ -283,6 +310,45 @@ impl Db {
     }
 }
 
+impl Db {
+    /// This node's Raft ID: a random non-zero u64 created with the data directory and stored in
+    /// it (synced). It is never derived from a host name or an ordinal and never reused: a wiped
+    /// directory is a new node, since a node rejoining under an old ID with an empty log can lose
+    /// committed entries (openraft's FAQ, issue #898).
+    pub fn node_id(&self) -> StorageResult<u64> {
+        let key = crate::keys::shard_meta(NODE_META_GROUP, NODE_META_NODE_ID);
+        let _creating = self
+            .inner
+            .node_id_created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(bytes) = self.get(Cf::ShardMeta, &key)? {
+            let bytes: [u8; 8] =
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt {
+                        cf: "shard_meta",
+                        reason: "the stored node ID is not 8 bytes".into(),
+                    })?;
+            return Ok(u64::from_be_bytes(bytes));
+        }
+        // Zero is openraft's customary "no node"; never hand it out.
+        let id = loop {
+            let candidate: u64 = rand::random();
+            if candidate != 0 {
+                break candidate;
+            }
+        };
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.inner
+            .rocks
+            .put_cf_opt(self.cf(Cf::ShardMeta), key, id.to_be_bytes(), &opts)?;
+        Ok(id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,5 +377,27 @@ mod tests {
         drop(db);
         let db = Db::open(dir.path(), DbOptions::default()).unwrap();
         assert_eq!(db.shard_count().unwrap(), Some(8));
+    }
+
+    #[test]
+    fn node_id_is_created_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let id = db.node_id().unwrap();
+        assert_ne!(id, 0);
+        assert_eq!(
+            db.node_id().unwrap(),
+            id,
+            "asking again does not create another"
+        );
+        drop(db);
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        assert_eq!(db.node_id().unwrap(), id, "it survives a reopen");
+        drop(db);
+
+        // Another directory is another node.
+        let other = tempfile::tempdir().unwrap();
+        let db = Db::open(other.path(), DbOptions::default()).unwrap();
+        assert_ne!(db.node_id().unwrap(), id);
     }
 }

@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`db`]: opening the instance (column families, the data-directory lock).
 //! - [`keys`]: key encodings per column family.
-//! - [`log_store`]: openraft's `RaftLogStorage` over the `raft_log` and `raft_meta` families.
+//! - [`log_store`]: openraft's `RaftLogStorage` over the `raft_log` and `raft_meta` families,
+//!   written through the node's one log writer (`log_writer`: one batch and fsync for all groups).
 //! - [`tables`]: typed reads of a shard's state, and the write batch the state machine fills.
 //! - [`snapshot`]: a shard's key range dumped to and loaded from bytes (Raft snapshots).
 //! - [`digest`]: a hash of a shard's state, to check that replicas applied the same log alike.
@@ -17,9 +18,11 @@ pub mod error;
 pub mod fault;
 pub mod keys;
 pub mod log_store;
+mod log_writer;
 pub mod snapshot;
 pub mod tables;
 
 pub use db::{Cf, Db, DbOptions};
 pub use error::{StorageError, StorageResult};
+pub use log_writer::LogWriterStats;
 pub use tables::{ShardBatch, ShardTables};

@@ -1,6 +1,8 @@
 //! openraft's `RaftLogStorage` over RocksDB: one store per shard group, all groups of a node in
-//! the same `raft_log`/`raft_meta` families. Appends are fsynced (the durability point of every
-//! acknowledged write); concurrent appends of many groups share RocksDB's group commit.
+//! the same `raft_log`/`raft_meta` families. Every write goes through the node's log writer
+//! (`crate::log_writer`), which fsyncs the appends of all groups together (the durability point
+//! of every acknowledged write). An append returns once its entries are readable (from the
+//! in-memory tail) and reports durability through openraft's callback.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -17,6 +19,7 @@ use serde::de::DeserializeOwned;
 
 use crate::db::{Cf, Db};
 use crate::keys::{self, ShardId};
+use crate::log_writer::{LogOp, LogWrite};
 
 pub(crate) const META_VOTE: u8 = 1;
 // 2 held the committed log ID, which is no longer stored.
@@ -45,13 +48,26 @@ impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
 const RECENT_MAX_ENTRIES: usize = 1024;
 const RECENT_MAX_BYTES: usize = 4 * 1024 * 1024;
 
-/// The tail of the log, in memory: openraft reads every committed entry back to apply it, a
+/// The tail of the log, in memory. openraft reads every committed entry back to apply it, a
 /// moment after appending it, and serving that from here saves a RocksDB seek and a decode
-/// per entry. Invariant: when not empty, it holds exactly the log's entries from its first
-/// index to the log's last index, without gaps.
+/// per entry. It is also where appended entries are readable before the log writer has put
+/// them in RocksDB: an entry leaves the front only once the write that added it is durable.
+/// Invariant: when not empty, it holds exactly the log's entries from its first index to the
+/// log's last index, without gaps, and every entry before its first index is in RocksDB.
 struct RecentEntries<E> {
-    entries: VecDeque<(u64, E, usize)>,
+    entries: VecDeque<Held<E>>,
     bytes: usize,
+    /// Sequence number of the next append, and of the newest append known durable. The log
+    /// writer completes writes in the order they were submitted, so `durable_seq` only grows.
+    next_seq: u64,
+    durable_seq: u64,
+}
+
+struct Held<E> {
+    index: u64,
+    entry: E,
+    size: usize,
+    seq: u64,
 }
 
 impl<E: Clone> RecentEntries<E> {
@@ -59,6 +75,8 @@ impl<E: Clone> RecentEntries<E> {
         Self {
             entries: VecDeque::new(),
             bytes: 0,
+            next_seq: 1,
+            durable_seq: 0,
         }
     }
 
@@ -67,71 +85,93 @@ impl<E: Clone> RecentEntries<E> {
         self.bytes = 0;
     }
 
-    /// Records appended entries (`index`, entry, encoded size), in order.
-    fn appended(&mut self, appended: Vec<(u64, E, usize)>) {
+    /// Records appended entries (`index`, entry, encoded size), in order; returns the append's
+    /// sequence number, to pass to [`RecentEntries::flushed`] once the write is durable.
+    fn appended(&mut self, appended: Vec<(u64, E, usize)>) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
         for (index, entry, size) in appended {
-            if self
-                .entries
-                .back()
-                .is_some_and(|(last, _, _)| *last + 1 != index)
-            {
-                // Not a continuation of what is held: start over from here.
+            if self.entries.back().is_some_and(|h| h.index + 1 != index) {
+                // Not a continuation of what is held: start over from here. (openraft appends
+                // without gaps, after a truncate or a purge, so nothing unwritten is dropped.)
                 self.clear();
             }
             self.bytes += size;
-            self.entries.push_back((index, entry, size));
+            self.entries.push_back(Held {
+                index,
+                entry,
+                size,
+                seq,
+            });
         }
+        self.evict();
+        seq
+    }
+
+    /// The append `seq` (and every earlier one) is durable.
+    fn flushed(&mut self, seq: u64) {
+        self.durable_seq = self.durable_seq.max(seq);
+        self.evict();
+    }
+
+    /// Keeps the tail within its bounds, never dropping an entry that is not in RocksDB yet.
+    fn evict(&mut self) {
         while self.entries.len() > RECENT_MAX_ENTRIES
             || (self.bytes > RECENT_MAX_BYTES && self.entries.len() > 1)
         {
-            if let Some((_, _, size)) = self.entries.pop_front() {
-                self.bytes -= size;
+            if self
+                .entries
+                .front()
+                .is_some_and(|h| h.seq > self.durable_seq)
+            {
+                break;
+            }
+            if let Some(held) = self.entries.pop_front() {
+                self.bytes -= held.size;
             }
         }
     }
 
     /// Entries from `index` on were deleted.
     fn truncated(&mut self, index: u64) {
-        while self
-            .entries
-            .back()
-            .is_some_and(|(last, _, _)| *last >= index)
-        {
-            if let Some((_, _, size)) = self.entries.pop_back() {
-                self.bytes -= size;
+        while self.entries.back().is_some_and(|h| h.index >= index) {
+            if let Some(held) = self.entries.pop_back() {
+                self.bytes -= held.size;
             }
         }
     }
 
     /// Entries up to `index` were deleted.
     fn purged(&mut self, index: u64) {
-        while self
-            .entries
-            .front()
-            .is_some_and(|(first, _, _)| *first <= index)
-        {
-            if let Some((_, _, size)) = self.entries.pop_front() {
-                self.bytes -= size;
+        while self.entries.front().is_some_and(|h| h.index <= index) {
+            if let Some(held) = self.entries.pop_front() {
+                self.bytes -= held.size;
             }
         }
     }
 
     /// The entries of `start..end` if all of them are held (`end == u64::MAX`: to the end).
     fn get(&self, start: u64, end: u64) -> Option<Vec<E>> {
-        let (first, _, _) = self.entries.front()?;
-        let (last, _, _) = self.entries.back()?;
-        if start < *first || (end != u64::MAX && end > last + 1) {
+        let first = self.entries.front()?.index;
+        let last = self.entries.back()?.index;
+        if start < first || (end != u64::MAX && end > last + 1) {
             return None;
         }
-        let skip = usize::try_from(start - first).ok()?;
-        Some(
-            self.entries
-                .iter()
-                .skip(skip)
-                .take_while(|(index, _, _)| *index < end)
-                .map(|(_, entry, _)| entry.clone())
-                .collect(),
-        )
+        Some(self.held_from(start, end))
+    }
+
+    /// The held entries of `start..end` (whatever part of the range is held).
+    fn held_from(&self, start: u64, end: u64) -> Vec<E> {
+        self.entries
+            .iter()
+            .skip_while(|h| h.index < start)
+            .take_while(|h| h.index < end)
+            .map(|h| h.entry.clone())
+            .collect()
+    }
+
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|h| h.index)
     }
 }
 
@@ -170,21 +210,36 @@ where
         }
     }
 
-    fn put_meta<T: Serialize>(&self, kind: u8, value: &T, sync: bool) -> Result<(), AnyError> {
-        let bytes = postcard::to_stdvec(value).map_err(|e| AnyError::new(&e))?;
-        let mut opts = self.db.log_write_options();
-        if !sync {
-            opts.set_sync(false);
+    /// Submits `ops` to the log writer and waits until they are durable.
+    async fn write_and_wait(&self, ops: Vec<LogOp>) -> Result<(), AnyError> {
+        let (done, written) = tokio::sync::oneshot::channel();
+        self.db.log_writer().submit(LogWrite {
+            ops,
+            done: Box::new(move |result| {
+                let _ = done.send(result);
+            }),
+        });
+        match written.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AnyError::error(e)),
+            Err(_) => Err(AnyError::error("the log writer dropped a write")),
         }
-        self.db
-            .rocks()
-            .put_cf_opt(
-                self.db.cf(Cf::RaftMeta),
-                keys::raft_meta(self.group, kind),
-                bytes,
-                &opts,
-            )
-            .map_err(|e| AnyError::new(&e))
+    }
+
+    fn meta_op<T: Serialize>(&self, kind: u8, value: &T) -> Result<LogOp, AnyError> {
+        Ok(LogOp::Put {
+            cf: Cf::RaftMeta,
+            key: keys::raft_meta(self.group, kind),
+            value: postcard::to_stdvec(value).map_err(|e| AnyError::new(&e))?,
+        })
+    }
+
+    fn delete_op(&self, from: u64, to_exclusive: u64) -> LogOp {
+        LogOp::DeleteRange {
+            cf: Cf::RaftLog,
+            from: keys::raft_log(self.group, from),
+            to: keys::raft_log(self.group, to_exclusive),
+        }
     }
 
     fn last_entry(&self) -> Result<Option<C::Entry>, AnyError> {
@@ -202,19 +257,6 @@ where
         }
         iter.status().map_err(|e| AnyError::new(&e))?;
         Ok(None)
-    }
-
-    fn delete_range(&self, from: u64, to_exclusive: u64) -> Result<(), AnyError> {
-        let mut batch = rocksdb::WriteBatch::default();
-        batch.delete_range_cf(
-            self.db.cf(Cf::RaftLog),
-            keys::raft_log(self.group, from),
-            keys::raft_log(self.group, to_exclusive),
-        );
-        self.db
-            .rocks()
-            .write_opt(batch, &self.db.log_write_options())
-            .map_err(|e| AnyError::new(&e))
     }
 }
 
@@ -236,9 +278,18 @@ where
             Bound::Excluded(i) => *i,
             Bound::Unbounded => u64::MAX,
         };
-        if let Some(entries) = self.recent().get(start, end) {
-            return Ok(entries);
-        }
+        // The held part first: entries before the first held one are in RocksDB by then, and
+        // the held ones may not be yet.
+        let (first_held, held) = {
+            let recent = self.recent();
+            if let Some(entries) = recent.get(start, end) {
+                return Ok(entries);
+            }
+            let first_held = recent.first_index();
+            let held = first_held.map_or_else(Vec::new, |_| recent.held_from(start, end));
+            (first_held, held)
+        };
+        let db_end = first_held.map_or(end, |first| first.min(end));
         let mut out = Vec::new();
         let mut iter = self
             .db
@@ -246,7 +297,8 @@ where
         iter.seek(keys::raft_log(self.group, start));
         let prefix = keys::shard_prefix(self.group);
         while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
-            if !k.starts_with(&prefix) || !range.contains(&keys::raft_log_index(k)) {
+            let index = keys::raft_log_index(k);
+            if !k.starts_with(&prefix) || !range.contains(&index) || index >= db_end {
                 break;
             }
             let entry: C::Entry = postcard::from_bytes(v)
@@ -256,6 +308,7 @@ where
         }
         iter.status()
             .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+        out.extend(held);
         Ok(out)
     }
 }
@@ -289,7 +342,13 @@ where
     }
 
     async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> SResult<(), C> {
-        self.put_meta(META_VOTE, vote, true)
+        // Durable before returning (openraft's contract); also after this group's queued
+        // appends, so the log never runs ahead of a vote that is lost.
+        let op = self
+            .meta_op(META_VOTE, vote)
+            .map_err(StorageIOError::write_vote)?;
+        self.write_and_wait(vec![op])
+            .await
             .map_err(StorageIOError::write_vote)?;
         Ok(())
     }
@@ -317,54 +376,58 @@ where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = rocksdb::WriteBatch::default();
-        let cf = self.db.cf(Cf::RaftLog);
+        let mut ops = Vec::new();
         let mut appended = Vec::new();
         for entry in entries {
             let bytes = postcard::to_stdvec(&entry)
                 .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
             let index = entry.get_log_id().index;
-            batch.put_cf(cf, keys::raft_log(self.group, index), &bytes);
             appended.push((index, entry, bytes.len()));
+            ops.push(LogOp::Put {
+                cf: Cf::RaftLog,
+                key: keys::raft_log(self.group, index),
+                value: bytes,
+            });
         }
-        // The write (and its fsync) runs off the async runtime; RocksDB groups concurrent
-        // synced writes of all groups into one WAL fsync. It is awaited before returning:
-        // openraft requires appended entries to be readable once `append` returns and the
-        // group's log IO to be applied in order, and issues truncate/purge/save_vote (and
-        // replication reads) right after `append` without waiting for the callback. A detached
-        // write could land after a later truncate (resurrecting truncated entries) or be
-        // missing when a replication task reads it.
-        let db = self.db.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            db.rocks().write_opt(batch, &db.log_write_options())
-        })
-        .await
-        .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
-        match result {
-            Ok(()) => {
-                self.recent().appended(appended);
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(StorageIOError::write_logs(AnyError::new(&e)).into())
-            }
-        }
+        // Readable from the in-memory tail as soon as this returns; durable when the writer
+        // calls back, together with the appends of every other group queued meanwhile.
+        let seq = self.recent().appended(appended);
+        let recent = self.recent.clone();
+        self.db.log_writer().submit(LogWrite {
+            ops,
+            done: Box::new(move |result| match result {
+                Ok(()) => {
+                    recent
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .flushed(seq);
+                    callback.log_io_completed(Ok(()));
+                }
+                Err(e) => callback.log_io_completed(Err(std::io::Error::other(e))),
+            }),
+        });
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> SResult<(), C> {
         self.recent().truncated(log_id.index);
-        self.delete_range(log_id.index, u64::MAX)
+        // Waited for, so a read that falls through to RocksDB never sees truncated entries.
+        self.write_and_wait(vec![self.delete_op(log_id.index, u64::MAX)])
+            .await
             .map_err(StorageIOError::write_logs)?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<C::NodeId>) -> SResult<(), C> {
         self.recent().purged(log_id.index);
-        self.put_meta(META_PURGED, &Some(log_id.clone()), true)
-            .map_err(StorageIOError::write_logs)?;
-        self.delete_range(0, log_id.index + 1)
+        // The purge point and the deletion in one batch.
+        let ops = vec![
+            self.meta_op(META_PURGED, &Some(log_id.clone()))
+                .map_err(StorageIOError::write_logs)?,
+            self.delete_op(0, log_id.index + 1),
+        ];
+        self.write_and_wait(ops)
+            .await
             .map_err(StorageIOError::write_logs)?;
         Ok(())
     }
@@ -376,7 +439,8 @@ mod tests {
 
     fn filled(indexes: std::ops::RangeInclusive<u64>) -> RecentEntries<u64> {
         let mut recent = RecentEntries::new();
-        recent.appended(indexes.map(|i| (i, i * 10, 1)).collect());
+        let seq = recent.appended(indexes.map(|i| (i, i * 10, 1)).collect());
+        recent.flushed(seq);
         recent
     }
 
@@ -414,16 +478,36 @@ mod tests {
         let mut recent = filled(1..=(super::RECENT_MAX_ENTRIES as u64 + 10));
         assert_eq!(recent.entries.len(), super::RECENT_MAX_ENTRIES);
         assert_eq!(recent.get(1, 2), None);
-        recent.appended(vec![(
+        let seq = recent.appended(vec![(
             super::RECENT_MAX_ENTRIES as u64 + 11,
             7,
             super::RECENT_MAX_BYTES + 1,
         )]);
+        recent.flushed(seq);
         assert_eq!(
             recent.entries.len(),
             1,
             "one oversized entry pushes out the rest"
         );
         assert_eq!(recent.bytes, super::RECENT_MAX_BYTES + 1);
+    }
+
+    #[test]
+    fn keeps_entries_until_they_are_durable() {
+        let mut recent = RecentEntries::new();
+        let max = super::RECENT_MAX_ENTRIES as u64;
+        let first = recent.appended((1..=max).map(|i| (i, i, 1)).collect());
+        let second = recent.appended(vec![(max + 1, max + 1, 1), (max + 2, max + 2, 1)]);
+        assert_eq!(
+            recent.get(1, 2),
+            Some(vec![1]),
+            "over the bound, but nothing is durable yet"
+        );
+        recent.flushed(first);
+        assert_eq!(recent.first_index(), Some(3), "durable entries go first");
+        assert_eq!(recent.entries.len(), super::RECENT_MAX_ENTRIES);
+        recent.flushed(second);
+        assert_eq!(recent.get(max + 1, u64::MAX), Some(vec![max + 1, max + 2]));
+        assert_eq!(recent.held_from(0, 5), vec![3, 4]);
     }
 }
