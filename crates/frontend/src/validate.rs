@@ -52,3 +52,8 @@ pub fn non_negative(d: &Option<chronicle_proto::wkt::Duration>, what: &str) -> A
     }
     Ok(())
 }
+
+pub fn priority(p: Option<&chronicle_proto::temporal::api::common::v1::Priority>) -> ApiResult<()> {
+    chronicle_types::priority::validate(p)
+        .map_err(|e| ApiError::invalid_argument(format!("invalid priorities: {e}")))
+}

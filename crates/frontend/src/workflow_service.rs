@@ -229,6 +229,7 @@ impl WorkflowService for WorkflowHandler {
         if let Some(memo) = &r.memo {
             validate::any_size(memo, "Memo")?;
         }
+        validate::priority(r.priority.as_ref())?;
         ok(self.ctx.history.start_workflow(&ns, r).await?)
     }
 
@@ -272,6 +273,7 @@ impl WorkflowService for WorkflowHandler {
         )?;
         validate::payload_size(&r.input, "Input")?;
         validate::payload_size(&r.signal_input, "SignalInput")?;
+        validate::priority(r.priority.as_ref())?;
         ok(self.ctx.history.signal_with_start(&ns, r).await?)
     }
 
@@ -368,17 +370,36 @@ impl WorkflowService for WorkflowHandler {
         } else {
             1000
         };
-        let executions = self
+        let after = if r.next_page_token.is_empty() {
+            None
+        } else {
+            Some(ListCursor::decode(&r.next_page_token)?)
+        };
+        // Newest first; the run's workflow and run IDs order runs started in the same
+        // millisecond, so a page's last run marks where the next page starts.
+        let mut executions: Vec<_> = self
             .ctx
             .history
-            .list_workflows(&ns, &r.query, page)
+            .list_workflows(&ns, &r.query, usize::MAX)
             .await?
             .into_iter()
             .filter_map(|d| d.workflow_execution_info)
+            .map(|info| (ListCursor::of(&info), info))
+            .filter(|(cursor, _)| after.as_ref().is_none_or(|a| cursor > a))
             .collect();
+        executions.sort_by(|a, b| a.0.cmp(&b.0));
+        let next_page_token = if executions.len() > page {
+            executions.truncate(page);
+            executions
+                .last()
+                .map(|(cursor, _)| cursor.encode())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         ok(ws::ListWorkflowExecutionsResponse {
-            executions,
-            next_page_token: Vec::new(),
+            executions: executions.into_iter().map(|(_, info)| info).collect(),
+            next_page_token,
         })
     }
 
@@ -738,5 +759,58 @@ impl WorkflowService for WorkflowHandler {
             .map(|(k, v)| (k.clone(), *v))
             .collect();
         ok(ws::GetSearchAttributesResponse { keys })
+    }
+}
+
+/// Where a page of ListWorkflowExecutions ends: the order of the listing (newest start first,
+/// then workflow ID and run ID), encoded in the next page's token.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ListCursor {
+    newest_first: std::cmp::Reverse<i64>,
+    workflow_id: String,
+    run_id: String,
+}
+
+impl ListCursor {
+    fn of(info: &chronicle_proto::temporal::api::workflow::v1::WorkflowExecutionInfo) -> Self {
+        let execution = info.execution.clone().unwrap_or_default();
+        ListCursor {
+            newest_first: std::cmp::Reverse(
+                info.start_time
+                    .as_ref()
+                    .map(chronicle_types::time::millis)
+                    .unwrap_or(0),
+            ),
+            workflow_id: execution.workflow_id,
+            run_id: execution.run_id,
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        format!(
+            "list1:{}:{}:{}",
+            self.newest_first.0, self.run_id, self.workflow_id
+        )
+        .into_bytes()
+    }
+
+    fn decode(token: &[u8]) -> Result<Self, Status> {
+        let bad = || Status::from(ApiError::invalid_argument("invalid next page token"));
+        let text = std::str::from_utf8(token).map_err(|_| bad())?;
+        let mut parts = text.splitn(4, ':');
+        if parts.next() != Some("list1") {
+            return Err(bad());
+        }
+        let start = parts
+            .next()
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or_else(bad)?;
+        let run_id = parts.next().ok_or_else(bad)?.to_string();
+        let workflow_id = parts.next().ok_or_else(bad)?.to_string();
+        Ok(ListCursor {
+            newest_first: std::cmp::Reverse(start),
+            workflow_id,
+            run_id,
+        })
     }
 }

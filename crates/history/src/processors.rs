@@ -120,7 +120,7 @@ async fn timer_loop(
                 async move {
                     let deadline = chronicle_storage::keys::timer_fire_time(&key);
                     let kind = pb::timer_task::Kind::try_from(task.kind).unwrap_or_default().as_str_name();
-                    let fire = cmd::FireTimer { key, task: Some(task), new_run_id: uuid::Uuid::new_v4().to_string() };
+                    let fire = cmd::FireTimer { key, task: Some(task), new_run_id: chronicle_types::new_run_id() };
                     match engine.propose(&shard, shard_command::Kind::FireTimer(fire)).await {
                         Ok(_) => {
                             metrics::counter!(metrics_names::TIMER_TASKS_FIRED, "kind" => kind).increment(1);

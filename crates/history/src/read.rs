@@ -206,6 +206,7 @@ pub fn execution_info(state: &pb::WorkflowExecutionState) -> wf::WorkflowExecuti
             .root_execution
             .clone()
             .or_else(|| Some(execution_of(state))),
+        priority: state.priority.clone(),
         ..Default::default()
     }
 }

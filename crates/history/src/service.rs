@@ -134,6 +134,7 @@ impl HistoryEngine {
             start_to_close_timeout: activity.start_to_close_timeout,
             heartbeat_timeout: activity.heartbeat_timeout,
             retry_policy: activity.retry_policy,
+            priority: activity.priority,
             ..Default::default()
         })
     }
@@ -315,7 +316,7 @@ impl HistoryService for HistoryEngine {
         request: ws::StartWorkflowExecutionRequest,
     ) -> ApiResult<ws::StartWorkflowExecutionResponse> {
         let shard = self.shard_of(namespace_id, &request.workflow_id);
-        let run_id = uuid::Uuid::new_v4().to_string();
+        let run_id = chronicle_types::new_run_id();
         let result = self
             .propose(
                 shard,
@@ -373,7 +374,7 @@ impl HistoryService for HistoryEngine {
                 Kind::SignalWithStart(cmd::SignalWithStart {
                     namespace_id: namespace_id.to_string(),
                     request: Some(request),
-                    run_id: uuid::Uuid::new_v4().to_string(),
+                    run_id: chronicle_types::new_run_id(),
                 }),
             )
             .await?;
@@ -819,7 +820,7 @@ impl HistoryService for HistoryEngine {
                 Kind::CompleteWorkflowTask(cmd::CompleteWorkflowTask {
                     token: Some(token),
                     request: Some(request),
-                    new_run_id: uuid::Uuid::new_v4().to_string(),
+                    new_run_id: chronicle_types::new_run_id(),
                     eager_activities: self.config.eager_activities,
                 }),
             )

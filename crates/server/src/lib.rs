@@ -162,6 +162,10 @@ pub async fn run(
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max_message);
     let (health_reporter, health) = tonic_health::server::health_reporter();
+    // Temporal's clients (the CLI, the SDKs' health checks) send gzip to every service.
+    let health = health
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
     health_reporter
         .set_serving::<WorkflowServiceServer<WorkflowHandler>>()
         .await;
@@ -171,7 +175,9 @@ pub async fn run(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(chronicle_proto::TEMPORAL_DESCRIPTOR_SET)
         .build_v1()
-        .context("building the reflection service")?;
+        .context("building the reflection service")?
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
 
     tracing::info!(
         grpc = %grpc_addr,

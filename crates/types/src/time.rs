@@ -38,3 +38,16 @@ pub fn duration_from_millis(ms: i64) -> Duration {
         nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
     }
 }
+
+/// A duration field as Temporal's command checks read it: absent is zero, seconds and nanos of
+/// opposite signs or a negative value are refused (zero is valid).
+pub fn checked_duration_millis(d: Option<&Duration>) -> Result<i64, &'static str> {
+    let Some(d) = d else { return Ok(0) };
+    if (d.seconds > 0 && d.nanos < 0) || (d.seconds < 0 && d.nanos > 0) {
+        return Err("duration has seconds and nanos of opposite signs");
+    }
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err("negative duration");
+    }
+    Ok(duration_millis(d))
+}

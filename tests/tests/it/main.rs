@@ -11,6 +11,7 @@ mod history_limits;
 mod namespaces;
 mod queries;
 mod restart;
+mod sdk_defects;
 mod sdk_workflows;
 mod start_and_activities;
 mod timer_cleanup;

@@ -29,6 +29,7 @@ fn next_request(ms: &MutableState) -> StartWorkflowExecutionRequest {
         retry_policy: ms.state.retry_policy.clone(),
         memo: ms.state.memo.clone(),
         search_attributes: ms.state.search_attributes.clone(),
+        priority: ms.state.priority.clone(),
         ..Default::default()
     }
 }

@@ -362,6 +362,7 @@ pub fn create_run(
             workflow_id: workflow_id.clone(),
             run_id: run_id.clone(),
         })),
+        priority: request.priority.clone(),
         ..Default::default()
     };
     let mut ms = MutableState::new(state, now);
@@ -402,6 +403,7 @@ pub fn create_run(
                     .parent
                     .as_ref()
                     .and(ms.state.root_execution.clone()),
+                priority: request.priority.clone(),
                 ..Default::default()
             },
         ),

@@ -431,13 +431,26 @@ fn apply_command(
                     format!("invalid or duplicate timer ID {:?}", a.timer_id),
                 ));
             }
-            let fire_ms = opt_duration_millis(a.start_to_fire_timeout.as_ref());
-            if fire_ms <= 0 {
+            if a.timer_id.len() > chronicle_types::limits::MAX_ID_LENGTH {
                 return Err(reject(
                     Cause::BadStartTimerAttributes,
-                    "A valid StartToFireTimeout is not set on command.",
+                    "TimerId on StartTimerCommand exceeds length limit.",
                 ));
             }
+            // As in Temporal, a zero (or absent) StartToFireTimeout is valid: the timer fires at
+            // once. Only a negative one is refused.
+            let fire_ms = chronicle_types::time::checked_duration_millis(
+                a.start_to_fire_timeout.as_ref(),
+            )
+            .map_err(|e| {
+                reject(
+                    Cause::BadStartTimerAttributes,
+                    format!(
+                        "An invalid StartToFireTimeout is set on StartTimerCommand: {e}. TimerId={}",
+                        a.timer_id
+                    ),
+                )
+            })?;
             let started_id = ms.add_event(
                 EventType::TimerStarted,
                 Attributes::TimerStartedEventAttributes(h::TimerStartedEventAttributes {
@@ -606,9 +619,7 @@ fn apply_command(
                 .state
                 .search_attributes
                 .get_or_insert_with(SearchAttributes::default);
-            for (k, v) in &upsert.indexed_fields {
-                merged.indexed_fields.insert(k.clone(), v.clone());
-            }
+            merge_payloads(&mut merged.indexed_fields, &upsert.indexed_fields);
             ms.add_event(
                 EventType::UpsertWorkflowSearchAttributes,
                 Attributes::UpsertWorkflowSearchAttributesEventAttributes(
@@ -623,9 +634,7 @@ fn apply_command(
         CommandAttributes::ModifyWorkflowPropertiesCommandAttributes(a) => {
             if let Some(upsert) = &a.upserted_memo {
                 let memo = ms.state.memo.get_or_insert_with(Default::default);
-                for (k, v) in &upsert.fields {
-                    memo.fields.insert(k.clone(), v.clone());
-                }
+                merge_payloads(&mut memo.fields, &upsert.fields);
             }
             ms.add_event(
                 EventType::WorkflowPropertiesModified,
@@ -654,6 +663,30 @@ fn apply_command(
             Cause::UnhandledCommand,
             "this command is not supported by Chronicle yet",
         )),
+    }
+}
+
+/// Whether a payload stands for "no value" (Temporal's nil payload: no data, a JSON `null` or
+/// an empty list): upserting one removes the key.
+fn is_nil_payload(p: &chronicle_proto::temporal::api::common::v1::Payload) -> bool {
+    p.data.is_empty() || p.data == b"null" || p.data == b"[]"
+}
+
+/// Merges upserted memo fields or search attributes into the run's, as Temporal does: a nil
+/// value removes its key, any other replaces it.
+fn merge_payloads(
+    into: &mut std::collections::HashMap<
+        String,
+        chronicle_proto::temporal::api::common::v1::Payload,
+    >,
+    upsert: &std::collections::HashMap<String, chronicle_proto::temporal::api::common::v1::Payload>,
+) {
+    for (k, v) in upsert {
+        if is_nil_payload(v) {
+            into.remove(k);
+        } else {
+            into.insert(k.clone(), v.clone());
+        }
     }
 }
 
@@ -714,6 +747,8 @@ fn schedule_activity(
             a.activity_id
         )));
     }
+    chronicle_types::priority::validate(a.priority.as_ref())
+        .map_err(|e| bad(&format!("invalid priorities: {e}")))?;
     if ms.state.activities.len() >= chronicle_types::limits::MAX_PENDING_ACTIVITIES {
         return Err(reject(
             Cause::PendingActivitiesLimitExceeded,
@@ -721,9 +756,21 @@ fn schedule_activity(
         ));
     }
     let run_ms = opt_duration_millis(ms.state.workflow_run_timeout.as_ref());
-    let mut to_close = opt_duration_millis(a.schedule_to_close_timeout.as_ref()).max(0);
-    let mut to_start = opt_duration_millis(a.schedule_to_start_timeout.as_ref()).max(0);
-    let mut start_to_close = opt_duration_millis(a.start_to_close_timeout.as_ref()).max(0);
+    // Negative timeouts are refused, as in Temporal; zero (or absent) means "not set".
+    let timeout = |d: Option<&chronicle_proto::wkt::Duration>, name: &str| {
+        chronicle_types::time::checked_duration_millis(d)
+            .map_err(|e| bad(&format!("invalid {name}: {e}")))
+    };
+    let mut to_close = timeout(
+        a.schedule_to_close_timeout.as_ref(),
+        "ScheduleToCloseTimeout",
+    )?;
+    let mut to_start = timeout(
+        a.schedule_to_start_timeout.as_ref(),
+        "ScheduleToStartTimeout",
+    )?;
+    let mut start_to_close = timeout(a.start_to_close_timeout.as_ref(), "StartToCloseTimeout")?;
+    let heartbeat = timeout(a.heartbeat_timeout.as_ref(), "HeartbeatTimeout")?;
     if to_close > 0 {
         to_start = if to_start > 0 {
             to_start.min(to_close)
@@ -745,9 +792,13 @@ fn schedule_activity(
             "A valid StartToClose or ScheduleToCloseTimeout is not set on ScheduleActivityTaskCommand.",
         ));
     }
-    let heartbeat = opt_duration_millis(a.heartbeat_timeout.as_ref())
-        .max(0)
-        .min(start_to_close);
+    // No timeout exceeds the run's, as in Temporal.
+    if run_ms > 0 {
+        to_close = to_close.min(run_ms);
+        to_start = to_start.min(run_ms);
+        start_to_close = start_to_close.min(run_ms);
+    }
+    let heartbeat = heartbeat.min(start_to_close);
     let opt = |ms: i64| (ms > 0).then(|| duration_from_millis(ms));
     let task_queue = match &a.task_queue {
         Some(tq) if !tq.name.is_empty() => tq.clone(),
@@ -772,6 +823,7 @@ fn schedule_activity(
             heartbeat_timeout: opt(heartbeat),
             workflow_task_completed_event_id: completed_id,
             retry_policy: Some(retry_policy.clone()),
+            priority: a.priority.clone(),
             ..Default::default()
         }),
     );
@@ -835,6 +887,11 @@ fn schedule_activity(
             workflow_task_completed_event_id: completed_id,
             schedule_timer_keys,
             attempt_timer_keys,
+            // What the activity's tasks carry: the run's priority where the command sets none.
+            priority: chronicle_types::priority::merge(
+                ms.state.priority.as_ref(),
+                a.priority.as_ref(),
+            ),
             ..Default::default()
         },
     );

@@ -1,0 +1,519 @@
+//! Behaviour the official SDKs' own test suites rely on (issue 17): zero-duration timers,
+//! time-ordered run IDs, memo upserts (and removals) in describe, priorities echoed back, gzip
+//! on the health service. Raw gRPC, so each check names the exact fields the SDKs read.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chronicle_proto::temporal::api::command::v1::{
+    Command, ModifyWorkflowPropertiesCommandAttributes, ScheduleActivityTaskCommandAttributes,
+    StartTimerCommandAttributes, command,
+};
+use chronicle_proto::temporal::api::common::v1::{ActivityType, Memo, Payload, Priority};
+use chronicle_proto::temporal::api::enums::v1::CommandType;
+use chronicle_proto::temporal::api::history::v1::HistoryEvent;
+use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
+use chronicle_proto::temporal::api::workflowservice::v1 as ws;
+use chronicle_proto::temporal::api::workflowservice::v1::workflow_service_client::WorkflowServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::common::*;
+
+fn seconds(s: i64) -> Option<chronicle_proto::wkt::Duration> {
+    Some(chronicle_proto::wkt::Duration {
+        seconds: s,
+        nanos: 0,
+    })
+}
+
+fn start_timer(timer_id: &str, fire: Option<chronicle_proto::wkt::Duration>) -> Command {
+    Command {
+        command_type: CommandType::StartTimer as i32,
+        attributes: Some(command::Attributes::StartTimerCommandAttributes(
+            StartTimerCommandAttributes {
+                timer_id: timer_id.into(),
+                start_to_fire_timeout: fire,
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+async fn complete_task(
+    raw: &mut WorkflowServiceClient<Channel>,
+    task_token: Vec<u8>,
+    commands: Vec<Command>,
+) -> Result<ws::RespondWorkflowTaskCompletedResponse, tonic::Status> {
+    raw.respond_workflow_task_completed(ws::RespondWorkflowTaskCompletedRequest {
+        namespace: "default".into(),
+        task_token,
+        commands,
+        identity: "sdk-defects".into(),
+        ..Default::default()
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+async fn poll_task(
+    raw: &mut WorkflowServiceClient<Channel>,
+    tq: &str,
+) -> ws::PollWorkflowTaskQueueResponse {
+    let task = tokio::time::timeout(
+        Duration::from_secs(20),
+        raw.poll_workflow_task_queue(poll(tq)),
+    )
+    .await
+    .expect("a workflow task in time")
+    .expect("poll")
+    .into_inner();
+    assert!(!task.task_token.is_empty(), "the poll got a task");
+    task
+}
+
+async fn full_history(raw: &mut WorkflowServiceClient<Channel>, id: &str) -> Vec<HistoryEvent> {
+    raw.get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
+        namespace: "default".into(),
+        execution: execution(id, ""),
+        ..Default::default()
+    })
+    .await
+    .expect("history")
+    .into_inner()
+    .history
+    .unwrap_or_default()
+    .events
+}
+
+/// `workflow.sleep(0)` and timers of 0 s: Temporal accepts a zero (or absent)
+/// StartToFireTimeout and fires the timer at once; only a negative one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_duration_timers_fire_at_once_and_negative_ones_are_refused() {
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let tq = unique("zero-timer");
+    let id = unique("zero-timer");
+    raw.start_workflow_execution(start_request(&id, "ZeroTimer", &tq))
+        .await
+        .expect("start");
+
+    // A negative duration is bad input: the task fails with InvalidArgument.
+    let task = poll_task(&mut raw, &tq).await;
+    let err = complete_task(
+        &mut raw,
+        task.task_token,
+        vec![start_timer(
+            "negative",
+            Some(chronicle_proto::wkt::Duration {
+                seconds: -1,
+                nanos: 0,
+            }),
+        )],
+    )
+    .await
+    .expect_err("a negative timer is refused");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("StartToFireTimeout"), "{err:?}");
+
+    // The retried task: a timer of exactly 0 s and one with no duration at all are accepted.
+    let task = poll_task(&mut raw, &tq).await;
+    complete_task(
+        &mut raw,
+        task.task_token,
+        vec![start_timer("zero", seconds(0)), start_timer("absent", None)],
+    )
+    .await
+    .expect("zero-duration timers are accepted");
+
+    // Both fire at once: the next workflow task carries both TimerFired events.
+    let started = std::time::Instant::now();
+    let mut fired = Vec::new();
+    while fired.len() < 2 {
+        let task = poll_task(&mut raw, &tq).await;
+        for event in task.history.unwrap_or_default().events {
+            if let Some(Attributes::TimerFiredEventAttributes(a)) = event.attributes {
+                fired.push(a.timer_id);
+            }
+        }
+        if fired.len() < 2 {
+            complete_task(&mut raw, task.task_token, vec![])
+                .await
+                .expect("complete");
+        }
+    }
+    fired.sort();
+    assert_eq!(fired, vec!["absent".to_string(), "zero".to_string()]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "zero-duration timers fire at once, took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Run IDs are UUIDs of version 7 (time-ordered), as Temporal issues them: for starts and for
+/// the runs that follow (continue-as-new).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_ids_are_time_ordered_uuid_v7() {
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let tq = unique("v7");
+    let mut run_ids = Vec::new();
+    for _ in 0..3 {
+        let started = raw
+            .start_workflow_execution(start_request(&unique("v7"), "V7", &tq))
+            .await
+            .expect("start")
+            .into_inner();
+        run_ids.push(started.run_id);
+        // Version 7 embeds a millisecond timestamp: runs started apart sort by start.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    for run_id in &run_ids {
+        let uuid = uuid::Uuid::parse_str(run_id).expect("a run ID is a UUID");
+        assert_eq!(
+            uuid.get_version_num(),
+            7,
+            "run ID {run_id} is not a v7 UUID"
+        );
+    }
+    let mut sorted = run_ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, run_ids, "v7 run IDs sort by creation time");
+
+    // Continue-as-new: the next run's ID is a v7 UUID too.
+    let id = unique("v7-can");
+    raw.start_workflow_execution(start_request(&id, "V7", &tq))
+        .await
+        .expect("start");
+    let task = poll_task(&mut raw, &tq).await;
+    complete_task(
+        &mut raw,
+        task.task_token,
+        vec![Command {
+            command_type: CommandType::ContinueAsNewWorkflowExecution as i32,
+            attributes: Some(
+                command::Attributes::ContinueAsNewWorkflowExecutionCommandAttributes(
+                    Default::default(),
+                ),
+            ),
+            ..Default::default()
+        }],
+    )
+    .await
+    .expect("continue as new");
+    let next = raw
+        .describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
+            namespace: "default".into(),
+            execution: execution(&id, ""),
+        })
+        .await
+        .expect("describe")
+        .into_inner()
+        .workflow_execution_info
+        .unwrap()
+        .execution
+        .unwrap()
+        .run_id;
+    assert_eq!(
+        uuid::Uuid::parse_str(&next).unwrap().get_version_num(),
+        7,
+        "continued run ID {next}"
+    );
+}
+
+fn json(text: &str) -> Payload {
+    Payload {
+        metadata: HashMap::from([("encoding".to_string(), b"json/plain".to_vec())]),
+        data: text.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+/// What the Python SDK sends for `None`: a `binary/null` payload without data.
+fn null_payload() -> Payload {
+    Payload {
+        metadata: HashMap::from([("encoding".to_string(), b"binary/null".to_vec())]),
+        data: Vec::new(),
+        ..Default::default()
+    }
+}
+
+/// `workflow.upsert_memo`: the ModifyWorkflowProperties command's memo is merged into the run's
+/// (new keys added, existing ones replaced, a nil value removing its key) and describe shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upserted_memo_is_merged_and_nil_values_remove_keys() {
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let tq = unique("memo");
+    let id = unique("memo");
+    let mut request = start_request(&id, "Memo", &tq);
+    request.memo = Some(Memo {
+        fields: HashMap::from([
+            ("kept".to_string(), json("\"kept\"")),
+            ("changed".to_string(), json("\"old\"")),
+            ("removed".to_string(), json("\"removed\"")),
+            ("removed_json_null".to_string(), json("\"removed\"")),
+        ]),
+    });
+    raw.start_workflow_execution(request).await.expect("start");
+    let task = poll_task(&mut raw, &tq).await;
+    complete_task(
+        &mut raw,
+        task.task_token,
+        vec![Command {
+            command_type: CommandType::ModifyWorkflowProperties as i32,
+            attributes: Some(
+                command::Attributes::ModifyWorkflowPropertiesCommandAttributes(
+                    ModifyWorkflowPropertiesCommandAttributes {
+                        upserted_memo: Some(Memo {
+                            fields: HashMap::from([
+                                ("changed".to_string(), json("\"new\"")),
+                                ("added".to_string(), json("\"added\"")),
+                                ("removed".to_string(), null_payload()),
+                                ("removed_json_null".to_string(), json("null")),
+                            ]),
+                        }),
+                    },
+                ),
+            ),
+            ..Default::default()
+        }],
+    )
+    .await
+    .expect("upsert memo");
+    let memo = raw
+        .describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
+            namespace: "default".into(),
+            execution: execution(&id, ""),
+        })
+        .await
+        .expect("describe")
+        .into_inner()
+        .workflow_execution_info
+        .unwrap()
+        .memo
+        .unwrap_or_default();
+    let mut shown: Vec<(String, String)> = memo
+        .fields
+        .iter()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.data).into_owned()))
+        .collect();
+    shown.sort();
+    assert_eq!(
+        shown,
+        vec![
+            ("added".to_string(), "\"added\"".to_string()),
+            ("changed".to_string(), "\"new\"".to_string()),
+            ("kept".to_string(), "\"kept\"".to_string()),
+        ]
+    );
+    // The event keeps what the command sent, nil values included.
+    let events = full_history(&mut raw, &id).await;
+    let modified = events
+        .iter()
+        .find_map(|e| match &e.attributes {
+            Some(Attributes::WorkflowPropertiesModifiedEventAttributes(a)) => Some(a),
+            _ => None,
+        })
+        .expect("WorkflowPropertiesModified event");
+    assert_eq!(modified.upserted_memo.as_ref().unwrap().fields.len(), 4);
+}
+
+fn priority(key: i32, fairness_key: &str, weight: f32) -> Option<Priority> {
+    Some(Priority {
+        priority_key: key,
+        fairness_key: fairness_key.into(),
+        fairness_weight: weight,
+    })
+}
+
+/// Priorities are stored and echoed back as Temporal does: the start request's in the
+/// WorkflowExecutionStarted event and in describe, the ScheduleActivityTask command's in the
+/// ActivityTaskScheduled event and, merged with the run's, in the activity task. Invalid ones
+/// are InvalidArgument.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priorities_are_stored_and_echoed_back() {
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let tq = unique("priority");
+    let id = unique("priority");
+
+    let mut bad = start_request(&unique("priority-bad"), "Priority", &tq);
+    bad.priority = priority(-1, "", 0.0);
+    let err = raw.start_workflow_execution(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    let mut request = start_request(&id, "Priority", &tq);
+    request.priority = priority(1, "tenant1", 2.5);
+    raw.start_workflow_execution(request).await.expect("start");
+
+    let described = raw
+        .describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
+            namespace: "default".into(),
+            execution: execution(&id, ""),
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(
+        described.workflow_execution_info.unwrap().priority,
+        priority(1, "tenant1", 2.5)
+    );
+
+    let task = poll_task(&mut raw, &tq).await;
+    let started = task.history.as_ref().unwrap().events[0].clone();
+    let Some(Attributes::WorkflowExecutionStartedEventAttributes(a)) = started.attributes else {
+        panic!("first event is not WorkflowExecutionStarted");
+    };
+    assert_eq!(a.priority, priority(1, "tenant1", 2.5));
+
+    let schedule = |activity_id: &str, p: Option<Priority>| Command {
+        command_type: CommandType::ScheduleActivityTask as i32,
+        attributes: Some(command::Attributes::ScheduleActivityTaskCommandAttributes(
+            ScheduleActivityTaskCommandAttributes {
+                activity_id: activity_id.into(),
+                activity_type: Some(ActivityType { name: "A".into() }),
+                task_queue: queue(&tq),
+                start_to_close_timeout: seconds(30),
+                priority: p,
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    // A negative fairness weight is refused (the task fails), then the retry schedules one.
+    let err = complete_task(
+        &mut raw,
+        task.task_token,
+        vec![schedule("bad", priority(0, "", -1.0))],
+    )
+    .await
+    .expect_err("negative fairness weight");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let task = poll_task(&mut raw, &tq).await;
+    // Only the fairness key set: the activity's task inherits the run's key and weight.
+    complete_task(
+        &mut raw,
+        task.task_token,
+        vec![schedule("a", priority(0, "tenant4", 0.0))],
+    )
+    .await
+    .expect("schedule activity");
+
+    let activity = raw
+        .poll_activity_task_queue(ws::PollActivityTaskQueueRequest {
+            namespace: "default".into(),
+            task_queue: queue(&tq),
+            identity: "sdk-defects".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("poll activity")
+        .into_inner();
+    assert_eq!(activity.activity_id, "a");
+    assert_eq!(activity.priority, priority(1, "tenant4", 2.5));
+
+    let scheduled = full_history(&mut raw, &id)
+        .await
+        .into_iter()
+        .find_map(|e| match e.attributes {
+            Some(Attributes::ActivityTaskScheduledEventAttributes(a)) => Some(a),
+            _ => None,
+        })
+        .expect("ActivityTaskScheduled event");
+    assert_eq!(scheduled.priority, priority(0, "tenant4", 0.0));
+}
+
+/// `temporal operator cluster health` and the SDKs' health checks send gzip: the health
+/// service accepts it (and answers compressed) like the Temporal services.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_service_accepts_gzip() {
+    use tonic::codec::CompressionEncoding;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+    let server = start_server().await;
+    let channel = tonic::transport::Endpoint::from_shared(server.server.url())
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = HealthClient::new(channel)
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    for service in ["", "temporal.api.workflowservice.v1.WorkflowService"] {
+        let status = client
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("health check of {service:?} with gzip: {e:?}"))
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+}
+
+/// ListWorkflowExecutions pages: `page_size` runs per page and a token for the next page until
+/// every match was listed, newest first, none twice (the SDKs' `limit` reads several pages).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_workflow_executions_pages_through_every_run() {
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let tq = unique("list-pages");
+    let mut started = Vec::new();
+    for i in 0..5 {
+        let id = format!("{tq}-{i}");
+        let run = raw
+            .start_workflow_execution(start_request(&id, "Listed", &tq))
+            .await
+            .expect("start")
+            .into_inner()
+            .run_id;
+        started.push((id, run));
+    }
+    let mut listed = Vec::new();
+    let mut token = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = raw
+            .list_workflow_executions(ws::ListWorkflowExecutionsRequest {
+                namespace: "default".into(),
+                page_size: 2,
+                next_page_token: token,
+                query: format!("TaskQueue = '{tq}'"),
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        pages += 1;
+        assert!(page.executions.len() <= 2, "page size respected");
+        listed.extend(page.executions.into_iter().map(|info| {
+            let e = info.execution.unwrap();
+            (e.workflow_id, e.run_id)
+        }));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        assert!(pages < 10, "pagination ends");
+        token = page.next_page_token;
+    }
+    assert_eq!(pages, 3);
+    let mut expected = started.clone();
+    expected.sort();
+    let mut got = listed.clone();
+    got.sort();
+    assert_eq!(got, expected, "every run listed exactly once");
+
+    let err = raw
+        .list_workflow_executions(ws::ListWorkflowExecutionsRequest {
+            namespace: "default".into(),
+            page_size: 2,
+            next_page_token: b"garbage".to_vec(),
+            query: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
