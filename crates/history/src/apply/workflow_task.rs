@@ -887,11 +887,7 @@ fn schedule_activity(
             workflow_task_completed_event_id: completed_id,
             schedule_timer_keys,
             attempt_timer_keys,
-            // What the activity's tasks carry: the run's priority where the command sets none.
-            priority: chronicle_types::priority::merge(
-                ms.state.priority.as_ref(),
-                a.priority.as_ref(),
-            ),
+            priority: a.priority.clone(),
             ..Default::default()
         },
     );
