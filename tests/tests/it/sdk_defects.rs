@@ -517,3 +517,66 @@ async fn list_workflow_executions_pages_through_every_run() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }
+
+/// A command's user metadata (the SDKs' `summary=`) goes on the event it creates, and a start's
+/// on WorkflowExecutionStarted, as in Temporal: UIs and the SDKs' tests read them there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_metadata_of_start_and_commands_is_on_their_events() {
+    use chronicle_proto::temporal::api::sdk::v1::UserMetadata;
+
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let tq = unique("metadata");
+    let id = unique("metadata");
+    let summary = |text: &str| {
+        Some(UserMetadata {
+            summary: Some(json(&format!("\"{text}\""))),
+            details: None,
+        })
+    };
+    let mut request = start_request(&id, "Metadata", &tq);
+    request.user_metadata = summary("the run");
+    raw.start_workflow_execution(request).await.expect("start");
+    let task = poll_task(&mut raw, &tq).await;
+    let mut with_summary = start_timer("t1", seconds(60));
+    with_summary.user_metadata = summary("first timer");
+    complete_task(
+        &mut raw,
+        task.task_token,
+        vec![with_summary, start_timer("t2", seconds(60))],
+    )
+    .await
+    .expect("start timers");
+    let summaries: Vec<(i32, Option<Vec<u8>>)> = full_history(&mut raw, &id)
+        .await
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e.attributes,
+                Some(Attributes::WorkflowExecutionStartedEventAttributes(_))
+                    | Some(Attributes::TimerStartedEventAttributes(_))
+            )
+        })
+        .map(|e| {
+            (
+                e.event_type,
+                e.user_metadata.and_then(|m| m.summary).map(|p| p.data),
+            )
+        })
+        .collect();
+    use chronicle_proto::temporal::api::enums::v1::EventType;
+    assert_eq!(
+        summaries,
+        vec![
+            (
+                EventType::WorkflowExecutionStarted as i32,
+                Some(b"\"the run\"".to_vec())
+            ),
+            (
+                EventType::TimerStarted as i32,
+                Some(b"\"first timer\"".to_vec())
+            ),
+            (EventType::TimerStarted as i32, None),
+        ]
+    );
+}

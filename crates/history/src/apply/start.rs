@@ -408,6 +408,10 @@ pub fn create_run(
             },
         ),
     );
+    // The start's summary and details, on its first event as in Temporal.
+    if let Some(event) = ms.new_events.last_mut() {
+        event.user_metadata = request.user_metadata.clone();
+    }
     if let Some(signal) = signal {
         // Remembered like any signal's request ID, so a retried signal-with-start that reaches
         // the run it created does not deliver the signal twice.

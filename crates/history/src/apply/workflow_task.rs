@@ -281,7 +281,18 @@ fn apply_completion(
                 "commands follow a command that closed the workflow",
             ));
         }
+        let first_event_id = ms.state.next_event_id;
         closed = apply_command(batch, ms, command, &mut ctx, has_new_events, new_run_id)?;
+        // The command's summary and details (user metadata) go on the event it created, as in
+        // Temporal (a timer's summary, an activity's, a child's...).
+        if let Some(metadata) = &command.user_metadata
+            && let Some(event) = ms
+                .new_events
+                .iter_mut()
+                .find(|e| e.event_id == first_event_id)
+        {
+            event.user_metadata = Some(metadata.clone());
+        }
     }
     if closed {
         return Ok(Vec::new());
