@@ -580,3 +580,59 @@ async fn user_metadata_of_start_and_commands_is_on_their_events() {
         ]
     );
 }
+
+/// A workflow retried under its retry policy runs again with the same input (and header), as
+/// in Temporal: the SDKs' retry tests start workflows with arguments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_run_gets_the_same_input() {
+    use chronicle_proto::temporal::api::command::v1::FailWorkflowExecutionCommandAttributes;
+    use chronicle_proto::temporal::api::common::v1::RetryPolicy;
+    use chronicle_proto::temporal::api::failure::v1::Failure;
+
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let tq = unique("retry-input");
+    let id = unique("retry-input");
+    let mut request = start_request(&id, "Retried", &tq);
+    request.input = payloads("the argument");
+    request.retry_policy = Some(RetryPolicy {
+        initial_interval: Some(chronicle_types::time::duration_from_millis(100)),
+        maximum_attempts: 2,
+        ..Default::default()
+    });
+    let first_run = raw
+        .start_workflow_execution(request)
+        .await
+        .expect("start")
+        .into_inner()
+        .run_id;
+    let task = poll_task(&mut raw, &tq).await;
+    complete_task(
+        &mut raw,
+        task.task_token,
+        vec![Command {
+            command_type: CommandType::FailWorkflowExecution as i32,
+            attributes: Some(command::Attributes::FailWorkflowExecutionCommandAttributes(
+                FailWorkflowExecutionCommandAttributes {
+                    failure: Some(Failure {
+                        message: "try again".into(),
+                        ..Default::default()
+                    }),
+                },
+            )),
+            ..Default::default()
+        }],
+    )
+    .await
+    .expect("fail the run");
+    let task = poll_task(&mut raw, &tq).await;
+    let run = task.workflow_execution.unwrap().run_id;
+    assert_ne!(run, first_run, "the retry is a new run");
+    let Some(Attributes::WorkflowExecutionStartedEventAttributes(started)) =
+        task.history.unwrap().events.remove(0).attributes
+    else {
+        panic!("first event is not WorkflowExecutionStarted");
+    };
+    assert_eq!(started.attempt, 2);
+    assert_eq!(started.input, payloads("the argument"));
+}
