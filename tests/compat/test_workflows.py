@@ -12,6 +12,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState, TerminatedError, \
     WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 import activities_state
@@ -582,3 +583,14 @@ async def test_health_check_and_list_pages(client, task_queue):
         await asyncio.sleep(0.2)
     assert len([w async for w in client.list_workflows(query, page_size=2, limit=3)]) == 3
     assert len([w async for w in client.list_workflows(query, page_size=1)]) == 3
+
+
+async def test_cancel_after_the_result_succeeds_terminate_does_not(client, task_queue):
+    async with worker(client, task_queue):
+        handle = await client.start_workflow(wf.TimerWorkflow.run, 0, id=new_id("closed"), task_queue=task_queue)
+        assert await result_of(handle) == "woke"
+    await handle.cancel()
+    with pytest.raises(RPCError):
+        await handle.terminate()
+    description = await handle.describe()
+    assert description.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_COMPLETED

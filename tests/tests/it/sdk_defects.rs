@@ -636,3 +636,39 @@ async fn a_retried_run_gets_the_same_input() {
     assert_eq!(started.attempt, 2);
     assert_eq!(started.input, payloads("the argument"));
 }
+
+/// Asking to cancel a run that already closed succeeds and changes nothing, as in Temporal
+/// (the SDKs' `handle.cancel()` after the result); terminating it is still NotFound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_closed_run_succeeds_and_changes_nothing() {
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let id = unique("cancel-closed");
+    raw.start_workflow_execution(start_request(&id, "Closed", &unique("tq")))
+        .await
+        .expect("start");
+    let terminate = || ws::TerminateWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_execution: execution(&id, ""),
+        reason: "done".into(),
+        ..Default::default()
+    };
+    raw.terminate_workflow_execution(terminate())
+        .await
+        .expect("terminate");
+    let before = full_history(&mut raw, &id).await.len();
+    raw.request_cancel_workflow_execution(ws::RequestCancelWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_execution: execution(&id, ""),
+        request_id: unique("cancel"),
+        ..Default::default()
+    })
+    .await
+    .expect("cancelling a closed run succeeds");
+    assert_eq!(full_history(&mut raw, &id).await.len(), before);
+    let err = raw
+        .terminate_workflow_execution(terminate())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
