@@ -721,6 +721,8 @@ impl HistoryService for HistoryEngine {
                     request_id: poller.request_id.clone(),
                     identity: poller.identity.clone(),
                     outbox_id: task.outbox_id as i64,
+                    suggest_continue_as_new_events: self.config.suggest_continue_as_new_events,
+                    suggest_continue_as_new_bytes: self.config.suggest_continue_as_new_bytes,
                 }),
             )
             .await?;

@@ -2,7 +2,8 @@ use std::net::ToSocketAddrs;
 
 use anyhow::Context;
 use chronicle_server::cli::{
-    Cli, Command, ServerCommand, StartDev, default_data_dir, parse_search_attribute,
+    Cli, Command, ServerCommand, StartDev, default_data_dir, parse_dynamic_config,
+    parse_search_attribute,
 };
 use chronicle_server::{Listeners, ServerConfig, run};
 use clap::Parser;
@@ -37,6 +38,10 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
         .iter()
         .map(|s| parse_search_attribute(s).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let dynamic = parse_dynamic_config(&args.dynamic_config_values).map_err(anyhow::Error::msg)?;
+    if !dynamic.ignored.is_empty() {
+        tracing::info!(keys = ?dynamic.ignored, "dynamic config values Chronicle does not use are ignored");
+    }
     let ephemeral = if args.ephemeral {
         Some(tempfile::Builder::new().prefix("chronicle-").tempdir()?)
     } else {
@@ -51,6 +56,8 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
     config.num_shards = args.num_shards;
     config.sync_writes = !args.no_fsync;
     config.eager_activities = !args.no_eager_activities;
+    config.suggest_continue_as_new_events = dynamic.suggest_continue_as_new_events.unwrap_or(0);
+    config.suggest_continue_as_new_bytes = dynamic.suggest_continue_as_new_bytes.unwrap_or(0);
     if args.no_fsync {
         tracing::warn!("--no-fsync: writes are acknowledged before they reach the disk");
     }

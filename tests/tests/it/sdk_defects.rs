@@ -672,3 +672,45 @@ async fn cancelling_a_closed_run_succeeds_and_changes_nothing() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 }
+
+/// `--dynamic-config-value limit.historyCount.suggestContinueAsNew=N` (the SDK suites start
+/// their dev server with 50): workflow tasks suggest continue-as-new from N events instead of
+/// Temporal's default 4,096.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continue_as_new_suggestion_threshold_is_configurable() {
+    async fn suggested(threshold: i64) -> bool {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config_for(dir.path());
+        config.suggest_continue_as_new_events = threshold;
+        let server = chronicle_server::RunningServer::start(config)
+            .await
+            .expect("start");
+        let mut raw = raw_client(&server.url()).await;
+        let tq = unique("suggest");
+        let id = unique("suggest");
+        raw.start_workflow_execution(start_request(&id, "Suggest", &tq))
+            .await
+            .expect("start");
+        // Four signals: events 3 to 6, so the Started event is the 7th.
+        for _ in 0..4 {
+            raw.signal_workflow_execution(ws::SignalWorkflowExecutionRequest {
+                namespace: "default".into(),
+                workflow_execution: execution(&id, ""),
+                signal_name: "s".into(),
+                request_id: unique("signal"),
+                ..Default::default()
+            })
+            .await
+            .expect("signal");
+        }
+        let task = poll_task(&mut raw, &tq).await;
+        let started = task.history.unwrap().events.pop().unwrap();
+        assert_eq!(started.event_id, 7);
+        let Some(Attributes::WorkflowTaskStartedEventAttributes(a)) = started.attributes else {
+            panic!("last event is not WorkflowTaskStarted");
+        };
+        a.suggest_continue_as_new
+    }
+    assert!(suggested(5).await, "7 events are past a threshold of 5");
+    assert!(!suggested(0).await, "Temporal's default threshold is 4,096");
+}

@@ -59,6 +59,10 @@ pub fn record_started(
         }
         return Ok(stale_started());
     }
+    let suggest_continue_as_new = ms.suggest_continue_as_new(
+        c.suggest_continue_as_new_events,
+        c.suggest_continue_as_new_bytes,
+    );
     let started_event_id = if task.transient {
         // Written with the Scheduled event if this attempt completes.
         task.scheduled_event_id + 1
@@ -70,7 +74,7 @@ pub fn record_started(
                 identity: c.identity.clone(),
                 request_id: c.request_id.clone(),
                 history_size_bytes: ms.state.history_size_bytes,
-                suggest_continue_as_new: ms.suggest_continue_as_new(),
+                suggest_continue_as_new,
                 ..Default::default()
             }),
         )
@@ -95,6 +99,7 @@ pub fn record_started(
         started_time: Some(now),
         started_request_id: c.request_id,
         started_identity: c.identity,
+        suggest_continue_as_new,
         outbox_task_id: 0,
         // The start-to-close timeout replaces a sticky schedule-to-start timer: the task started.
         timer_keys: vec![timeout_timer],
