@@ -714,3 +714,77 @@ async fn continue_as_new_suggestion_threshold_is_configurable() {
     assert!(suggested(5).await, "7 events are past a threshold of 5");
     assert!(!suggested(0).await, "Temporal's default threshold is 4,096");
 }
+
+/// ActivityTaskStarted is written when the attempt ends but dated when it started, as in
+/// Temporal (the time between Started and Completed is the activity's run time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_started_event_is_dated_when_the_attempt_started() {
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let tq = unique("started-time");
+    let id = unique("started-time");
+    raw.start_workflow_execution(start_request(&id, "StartedTime", &tq))
+        .await
+        .expect("start");
+    let task = poll_task(&mut raw, &tq).await;
+    complete_task(
+        &mut raw,
+        task.task_token,
+        vec![Command {
+            command_type: CommandType::ScheduleActivityTask as i32,
+            attributes: Some(command::Attributes::ScheduleActivityTaskCommandAttributes(
+                ScheduleActivityTaskCommandAttributes {
+                    activity_id: "a".into(),
+                    activity_type: Some(ActivityType { name: "A".into() }),
+                    task_queue: queue(&tq),
+                    start_to_close_timeout: seconds(30),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }],
+    )
+    .await
+    .expect("schedule");
+    let activity = raw
+        .poll_activity_task_queue(ws::PollActivityTaskQueueRequest {
+            namespace: "default".into(),
+            task_queue: queue(&tq),
+            identity: "sdk-defects".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("poll activity")
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    raw.respond_activity_task_completed(ws::RespondActivityTaskCompletedRequest {
+        namespace: "default".into(),
+        task_token: activity.task_token,
+        ..Default::default()
+    })
+    .await
+    .expect("complete");
+    let events = full_history(&mut raw, &id).await;
+    let time_of = |wanted: fn(&Attributes) -> bool| {
+        events
+            .iter()
+            .find(|e| e.attributes.as_ref().is_some_and(wanted))
+            .and_then(|e| e.event_time.as_ref())
+            .map(chronicle_types::time::millis)
+            .expect("event")
+    };
+    let started = time_of(|a| matches!(a, Attributes::ActivityTaskStartedEventAttributes(_)));
+    let completed = time_of(|a| matches!(a, Attributes::ActivityTaskCompletedEventAttributes(_)));
+    assert_eq!(
+        Some(started),
+        activity
+            .started_time
+            .as_ref()
+            .map(chronicle_types::time::millis),
+        "the Started event carries the attempt's start time"
+    );
+    assert!(
+        completed - started >= 350,
+        "started {started}, completed {completed}"
+    );
+}

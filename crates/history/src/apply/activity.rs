@@ -279,8 +279,21 @@ fn finish(
                 last_failure: activity.last_failure.clone(),
                 ..Default::default()
             });
-        ms.add_or_buffer_event(EventType::ActivityTaskStarted, started)
-            .unwrap_or(BUFFERED_ID)
+        let id = ms
+            .add_or_buffer_event(EventType::ActivityTaskStarted, started)
+            .unwrap_or(BUFFERED_ID);
+        // Written only now, but dated when the attempt started, as in Temporal.
+        if activity.started_time.is_some() {
+            let event = if buffered {
+                ms.state.buffered_events.last_mut()
+            } else {
+                ms.new_events.last_mut()
+            };
+            if let Some(event) = event {
+                event.event_time = activity.started_time;
+            }
+        }
+        id
     } else {
         0
     };
