@@ -583,6 +583,9 @@ async def test_health_check_and_list_pages(client, task_queue):
         await asyncio.sleep(0.2)
     assert len([w async for w in client.list_workflows(query, page_size=2, limit=3)]) == 3
     assert len([w async for w in client.list_workflows(query, page_size=1)]) == 3
+    counted = await client.count_workflows(f"{query} GROUP BY ExecutionStatus")
+    assert counted.count == 3
+    assert [(g.group_values, g.count) for g in counted.groups] == [(["Completed"], 3)]
 
 
 async def test_cancel_after_the_result_succeeds_terminate_does_not(client, task_queue):

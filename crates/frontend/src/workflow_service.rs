@@ -409,16 +409,33 @@ impl WorkflowService for WorkflowHandler {
     ) -> Res<ws::CountWorkflowExecutionsResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        let count = self
+        let (query, group_by_status) = split_group_by(&r.query)?;
+        let runs = self
             .ctx
             .history
-            .list_workflows(&ns, &r.query, usize::MAX)
-            .await?
-            .len() as i64;
-        ok(ws::CountWorkflowExecutionsResponse {
-            count,
-            groups: Vec::new(),
-        })
+            .list_workflows(&ns, query, usize::MAX)
+            .await?;
+        let count = runs.len() as i64;
+        let mut groups = Vec::new();
+        if group_by_status {
+            // One group per status present, as Temporal answers `GROUP BY ExecutionStatus`.
+            let mut by_status = std::collections::BTreeMap::<i32, i64>::new();
+            for run in &runs {
+                if let Some(info) = &run.workflow_execution_info {
+                    *by_status.entry(info.status).or_default() += 1;
+                }
+            }
+            groups = by_status
+                .into_iter()
+                .map(
+                    |(status, count)| ws::count_workflow_executions_response::AggregationGroup {
+                        group_values: vec![status_name_payload(status)],
+                        count,
+                    },
+                )
+                .collect();
+        }
+        ok(ws::CountWorkflowExecutionsResponse { count, groups })
     }
 
     async fn query_workflow(
@@ -812,5 +829,43 @@ impl ListCursor {
             workflow_id,
             run_id,
         })
+    }
+}
+
+/// Splits a trailing `GROUP BY ExecutionStatus` (the only grouping Temporal supports) off a
+/// count query; another grouping is InvalidArgument.
+fn split_group_by(query: &str) -> Result<(&str, bool), Status> {
+    let lower = query.to_ascii_lowercase();
+    let Some(pos) = lower.find("group by") else {
+        return Ok((query, false));
+    };
+    let field = query[pos + "group by".len()..].trim();
+    if field != "ExecutionStatus" {
+        return Err(ApiError::invalid_argument(format!(
+            "'group by' clause is only supported for ExecutionStatus search attribute, not {field:?}"
+        ))
+        .into());
+    }
+    Ok((&query[..pos], true))
+}
+
+/// A status as visibility names it (`Running`, `Completed`, ...), as a JSON string payload.
+fn status_name_payload(status: i32) -> chronicle_proto::temporal::api::common::v1::Payload {
+    use chronicle_proto::temporal::api::enums::v1::WorkflowExecutionStatus as S;
+    let name = match S::try_from(status).unwrap_or(S::Unspecified) {
+        S::Running => "Running",
+        S::Completed => "Completed",
+        S::Failed => "Failed",
+        S::Canceled => "Canceled",
+        S::Terminated => "Terminated",
+        S::ContinuedAsNew => "ContinuedAsNew",
+        S::TimedOut => "TimedOut",
+        S::Paused => "Paused",
+        S::Unspecified => "Unspecified",
+    };
+    chronicle_proto::temporal::api::common::v1::Payload {
+        metadata: HashMap::from([("encoding".to_string(), b"json/plain".to_vec())]),
+        data: format!("\"{name}\"").into_bytes(),
+        ..Default::default()
     }
 }

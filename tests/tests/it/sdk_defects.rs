@@ -788,3 +788,69 @@ async fn activity_started_event_is_dated_when_the_attempt_started() {
         "started {started}, completed {completed}"
     );
 }
+
+/// CountWorkflowExecutions with `GROUP BY ExecutionStatus` answers one group per status, as
+/// Temporal does (the SDKs' `count_workflows`); another grouping is InvalidArgument.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_groups_by_execution_status() {
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let tq = unique("count-groups");
+    for i in 0..3 {
+        let id = format!("{tq}-{i}");
+        raw.start_workflow_execution(start_request(&id, "Counted", &tq))
+            .await
+            .expect("start");
+        if i == 0 {
+            raw.terminate_workflow_execution(ws::TerminateWorkflowExecutionRequest {
+                namespace: "default".into(),
+                workflow_execution: execution(&id, ""),
+                ..Default::default()
+            })
+            .await
+            .expect("terminate");
+        }
+    }
+    let count = |query: String| ws::CountWorkflowExecutionsRequest {
+        namespace: "default".into(),
+        query,
+    };
+    let answer = raw
+        .count_workflow_executions(count(format!(
+            "TaskQueue = '{tq}' GROUP BY ExecutionStatus"
+        )))
+        .await
+        .expect("count")
+        .into_inner();
+    assert_eq!(answer.count, 3);
+    let mut groups: Vec<(String, i64)> = answer
+        .groups
+        .iter()
+        .map(|g| {
+            assert_eq!(g.group_values.len(), 1);
+            (
+                String::from_utf8_lossy(&g.group_values[0].data).into_owned(),
+                g.count,
+            )
+        })
+        .collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        vec![
+            ("\"Running\"".to_string(), 2),
+            ("\"Terminated\"".to_string(), 1)
+        ]
+    );
+    let plain = raw
+        .count_workflow_executions(count(format!("TaskQueue = '{tq}'")))
+        .await
+        .expect("count")
+        .into_inner();
+    assert_eq!((plain.count, plain.groups.len()), (3, 0));
+    let err = raw
+        .count_workflow_executions(count(format!("TaskQueue = '{tq}' GROUP BY WorkflowType")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
