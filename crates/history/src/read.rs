@@ -300,7 +300,7 @@ pub fn describe(state: &pb::WorkflowExecutionState) -> ws::DescribeWorkflowExecu
             workflow_execution_timeout: state.workflow_execution_timeout,
             workflow_run_timeout: state.workflow_run_timeout,
             default_workflow_task_timeout: state.workflow_task_timeout,
-            user_metadata: None,
+            user_metadata: state.user_metadata.clone(),
         }),
         workflow_execution_info: Some(execution_info(state)),
         pending_activities,

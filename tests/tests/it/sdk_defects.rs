@@ -565,6 +565,19 @@ async fn user_metadata_of_start_and_commands_is_on_their_events() {
         })
         .collect();
     use chronicle_proto::temporal::api::enums::v1::EventType;
+    // Describe shows the start's metadata in the execution config.
+    let described = raw
+        .describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
+            namespace: "default".into(),
+            execution: execution(&id, ""),
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(
+        described.execution_config.unwrap().user_metadata,
+        summary("the run")
+    );
     assert_eq!(
         summaries,
         vec![

@@ -363,6 +363,7 @@ pub fn create_run(
             run_id: run_id.clone(),
         })),
         priority: request.priority.clone(),
+        user_metadata: request.user_metadata.clone(),
         ..Default::default()
     };
     let mut ms = MutableState::new(state, now);
