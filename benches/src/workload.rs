@@ -220,6 +220,7 @@ impl WorkflowScript {
             request_id: format!("poll-wft-{}-{scheduled_event_id}", self.workflow_id),
             identity: WORKER_IDENTITY.to_string(),
             outbox_id: 0,
+            ..Default::default()
         })
     }
 

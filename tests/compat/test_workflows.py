@@ -12,6 +12,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState, TerminatedError, \
     WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 import activities_state
@@ -528,3 +529,71 @@ async def test_signal_and_cancel_external_workflows(client, task_queue):
     requested = [e.workflow_execution_cancel_requested_event_attributes for e in target_events
                  if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED]
     assert len(requested) == 1 and requested[0].external_workflow_execution.workflow_id == handle.id
+
+
+# --- details the SDKs' own test suites rely on -----------------------------------------------------
+
+async def test_zero_timers_memo_removal_and_priorities(client, task_queue):
+    from temporalio.common import Priority
+
+    activity_queue = task_queue + "-activities"
+    async with worker(client, task_queue), worker(client, activity_queue):
+        handle = await client.start_workflow(
+            wf.SdkDetailsWorkflow.run,
+            activity_queue,
+            id=new_id("details"),
+            task_queue=task_queue,
+            memo={"kept": "kept", "changed": "old", "removed": "removed"},
+            priority=Priority(priority_key=2, fairness_key="tenant-run", fairness_weight=1.5),
+        )
+        own, activity_priority = await result_of(handle)
+    # The run sees its priority; the polled activity task inherits the run's key and weight and
+    # overrides the fairness key (an eagerly started one carries only its own, as in Temporal).
+    assert own == [2, "tenant-run", 1.5]
+    assert activity_priority == [2, "tenant-activity", 1.5]
+    events = await history_events(handle)
+    assert types_of(events).count("EVENT_TYPE_TIMER_FIRED") == 2
+    started = events[0].workflow_execution_started_event_attributes
+    assert (started.priority.priority_key, started.priority.fairness_key) == (2, "tenant-run")
+    scheduled = [e.activity_task_scheduled_event_attributes for e in events
+                 if e.HasField("activity_task_scheduled_event_attributes")]
+    assert [(s.priority.priority_key, s.priority.fairness_key) for s in scheduled] == [(0, "tenant-activity")]
+    description = await handle.describe()
+    assert await description.memo() == {"kept": "kept", "changed": "new", "added": "added"}
+    assert description.raw_description.workflow_execution_info.priority.fairness_key == "tenant-run"
+    run_id = description.run_id
+    assert uuid_version(run_id) == 7, run_id
+
+
+def uuid_version(text):
+    import uuid
+    return uuid.UUID(text).version
+
+
+async def test_health_check_and_list_pages(client, task_queue):
+    assert await client.service_client.check_health()
+    workflow_id = new_id("listed")
+    async with worker(client, task_queue):
+        for _ in range(3):
+            await result_of(await client.start_workflow(wf.TimerWorkflow.run, 0, id=workflow_id, task_queue=task_queue))
+    query = f"WorkflowId = '{workflow_id}'"
+    deadline = time.monotonic() + 10
+    while len([w async for w in client.list_workflows(query)]) < 3:
+        assert time.monotonic() < deadline, "runs never listed"
+        await asyncio.sleep(0.2)
+    assert len([w async for w in client.list_workflows(query, page_size=2, limit=3)]) == 3
+    assert len([w async for w in client.list_workflows(query, page_size=1)]) == 3
+    counted = await client.count_workflows(f"{query} GROUP BY ExecutionStatus")
+    assert counted.count == 3
+    assert [(g.group_values, g.count) for g in counted.groups] == [(["Completed"], 3)]
+
+
+async def test_cancel_after_the_result_succeeds_terminate_does_not(client, task_queue):
+    async with worker(client, task_queue):
+        handle = await client.start_workflow(wf.TimerWorkflow.run, 0, id=new_id("closed"), task_queue=task_queue)
+        assert await result_of(handle) == "woke"
+    await handle.cancel()
+    with pytest.raises(RPCError):
+        await handle.terminate()
+    description = await handle.describe()
+    assert description.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_COMPLETED

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import List, Optional
 
 from temporalio import activity, workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import Priority, RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
@@ -389,6 +389,35 @@ class TaggingWorkflow:
         self.done = True
 
 
+# --- zero-duration timers, memo removal, priorities -------------------------------------------------
+
+@activity.defn
+async def report_priority() -> List:
+    p = activity.info().priority
+    return [p.priority_key, p.fairness_key, p.fairness_weight]
+
+
+@workflow.defn
+class SdkDetailsWorkflow:
+    """Zero-length sleeps (a timer of 0 s, and one below a millisecond), a memo upsert that
+    changes, adds and removes keys, and an activity with its own priority (on another task queue,
+    so it is polled rather than started eagerly)."""
+
+    @workflow.run
+    async def run(self, activity_task_queue: str) -> List:
+        await workflow.sleep(0)
+        await workflow.sleep(timedelta(microseconds=200))
+        workflow.upsert_memo({"changed": "new", "added": "added", "removed": None})
+        own = workflow.info().priority
+        activity_priority = await workflow.execute_activity(
+            report_priority,
+            task_queue=activity_task_queue,
+            start_to_close_timeout=timedelta(seconds=10),
+            priority=Priority(fairness_key="tenant-activity"),
+        )
+        return [[own.priority_key, own.fairness_key, own.fairness_weight], activity_priority]
+
+
 # --- child workflows -----------------------------------------------------------------------------
 
 @workflow.defn
@@ -508,7 +537,7 @@ ALL_WORKFLOWS = [OrderWorkflow, SagaWorkflow, RetryWorkflow, NonRetryableWorkflo
                  DurableWorkflow, CancellableWorkflow,
                  ActivityTimeoutsWorkflow, TaggingWorkflow, DoublerChild, FailingChild, WaitingChild,
                  FamilyWorkflow, FailingFamilyWorkflow, PolicyFamilyWorkflow, CancelChildWorkflow,
-                 SignallerWorkflow]
+                 SignallerWorkflow, SdkDetailsWorkflow]
 ALL_ACTIVITIES = [reserve_stock, charge_payment, ship_order, saga_step, fails_twice, rejects_input,
                   slow_first_attempt, resumable_count, journal_step, add_tax, add_shipping,
-                  heartbeat_until_cancelled, release_hold, always_fails]
+                  heartbeat_until_cancelled, release_hold, always_fails, report_priority]

@@ -82,6 +82,11 @@ pub fn duration(d: &mut Option<Duration>, what: &str) -> ApiResult<()> {
     Ok(())
 }
 
+pub fn priority(p: Option<&chronicle_proto::temporal::api::common::v1::Priority>) -> ApiResult<()> {
+    chronicle_types::priority::validate(p)
+        .map_err(|e| ApiError::invalid_argument(format!("invalid priorities: {e}")))
+}
+
 /// A retry policy's intervals as [`duration`], and Temporal's rules: no negative attempts, a
 /// backoff coefficient of at least 1 (0 means the default), a maximum interval no shorter than
 /// the initial one.
@@ -110,53 +115,57 @@ pub fn retry_policy(p: &mut Option<RetryPolicy>, what: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// The durations and retry policies a workflow task's commands carry, as [`duration`] and
-/// [`retry_policy`] (a zero timer duration is left to the command checker at apply).
-pub fn command_durations(commands: &mut [Command]) -> ApiResult<()> {
+/// Caps a duration at 100 years and leaves everything else as it is.
+fn cap(d: &mut Option<Duration>) {
+    if let Some(v) = d.as_mut()
+        && v.seconds > MAX_DURATION_SECONDS
+    {
+        *v = Duration {
+            seconds: MAX_DURATION_SECONDS,
+            nanos: 0,
+        };
+    }
+}
+
+fn cap_retry_policy(p: &mut Option<RetryPolicy>) {
+    if let Some(p) = p.as_mut() {
+        cap(&mut p.initial_interval);
+        cap(&mut p.maximum_interval);
+    }
+}
+
+/// The durations a workflow task's commands carry, capped at 100 years as Temporal caps them.
+/// Nothing is refused here: a bad command attribute (a negative timer, say) is the history's
+/// command checker's to judge, which fails the workflow task with the cause (a
+/// WorkflowTaskFailed event and a new task), as Temporal does. Refusing the whole completion
+/// here would leave the task started until its timeout and the SDK retrying it.
+pub fn cap_command_durations(commands: &mut [Command]) {
     use CommandAttributes as A;
     for command in commands {
         match command.attributes.as_mut() {
             Some(A::ScheduleActivityTaskCommandAttributes(a)) => {
-                let what = |f: &str| format!("{f} on ScheduleActivityTaskCommand");
-                duration(
-                    &mut a.schedule_to_close_timeout,
-                    &what("ScheduleToCloseTimeout"),
-                )?;
-                duration(
-                    &mut a.schedule_to_start_timeout,
-                    &what("ScheduleToStartTimeout"),
-                )?;
-                duration(&mut a.start_to_close_timeout, &what("StartToCloseTimeout"))?;
-                duration(&mut a.heartbeat_timeout, &what("HeartbeatTimeout"))?;
-                retry_policy(&mut a.retry_policy, &what("RetryPolicy"))?;
+                cap(&mut a.schedule_to_close_timeout);
+                cap(&mut a.schedule_to_start_timeout);
+                cap(&mut a.start_to_close_timeout);
+                cap(&mut a.heartbeat_timeout);
+                cap_retry_policy(&mut a.retry_policy);
             }
-            Some(A::StartTimerCommandAttributes(a)) => {
-                duration(
-                    &mut a.start_to_fire_timeout,
-                    "StartToFireTimeout on StartTimerCommand",
-                )?;
-            }
+            Some(A::StartTimerCommandAttributes(a)) => cap(&mut a.start_to_fire_timeout),
             Some(A::StartChildWorkflowExecutionCommandAttributes(a)) => {
-                let what = |f: &str| format!("{f} on StartChildWorkflowExecutionCommand");
-                duration(
-                    &mut a.workflow_execution_timeout,
-                    &what("WorkflowExecutionTimeout"),
-                )?;
-                duration(&mut a.workflow_run_timeout, &what("WorkflowRunTimeout"))?;
-                duration(&mut a.workflow_task_timeout, &what("WorkflowTaskTimeout"))?;
-                retry_policy(&mut a.retry_policy, &what("RetryPolicy"))?;
+                cap(&mut a.workflow_execution_timeout);
+                cap(&mut a.workflow_run_timeout);
+                cap(&mut a.workflow_task_timeout);
+                cap_retry_policy(&mut a.retry_policy);
             }
             Some(A::ContinueAsNewWorkflowExecutionCommandAttributes(a)) => {
-                let what = |f: &str| format!("{f} on ContinueAsNewWorkflowExecutionCommand");
-                duration(&mut a.workflow_run_timeout, &what("WorkflowRunTimeout"))?;
-                duration(&mut a.workflow_task_timeout, &what("WorkflowTaskTimeout"))?;
-                duration(&mut a.backoff_start_interval, &what("BackoffStartInterval"))?;
-                retry_policy(&mut a.retry_policy, &what("RetryPolicy"))?;
+                cap(&mut a.workflow_run_timeout);
+                cap(&mut a.workflow_task_timeout);
+                cap(&mut a.backoff_start_interval);
+                cap_retry_policy(&mut a.retry_policy);
             }
             _ => {}
         }
     }
-    Ok(())
 }
 
 /// The retry delay an activity's failure may ask for.

@@ -29,6 +29,11 @@ pub struct HistoryConfig {
     /// them back in the workflow task completion's answer (Temporal's
     /// `system.enableActivityEagerExecution`).
     pub eager_activities: bool,
+    /// History length and size (bytes) from which workflow tasks suggest continue-as-new
+    /// (Temporal's `limit.historyCount.suggestContinueAsNew` and
+    /// `limit.historySize.suggestContinueAsNew`); 0: Temporal's defaults.
+    pub suggest_continue_as_new_events: i64,
+    pub suggest_continue_as_new_bytes: i64,
 }
 
 pub(crate) struct Shard {

@@ -84,12 +84,20 @@ impl MutableState {
         }
     }
 
-    /// Whether the worker should continue the run as new: its history is past Temporal's
-    /// suggestion thresholds.
-    pub fn suggest_continue_as_new(&self) -> bool {
-        self.state.next_event_id > chronicle_types::limits::SUGGEST_CONTINUE_AS_NEW_EVENTS
-            || self.state.history_size_bytes
-                >= chronicle_types::limits::SUGGEST_CONTINUE_AS_NEW_BYTES
+    /// Whether the worker should continue the run as new: its history reached `events` events
+    /// or `bytes` bytes (0: Temporal's default suggestion thresholds).
+    pub fn suggest_continue_as_new(&self, events: i64, bytes: i64) -> bool {
+        let events = if events > 0 {
+            events
+        } else {
+            chronicle_types::limits::SUGGEST_CONTINUE_AS_NEW_EVENTS
+        };
+        let bytes = if bytes > 0 {
+            bytes
+        } else {
+            chronicle_types::limits::SUGGEST_CONTINUE_AS_NEW_BYTES
+        };
+        self.state.next_event_id > events || self.state.history_size_bytes >= bytes
     }
 
     /// The reason to terminate a run whose history reached a hard limit, if it did.
@@ -326,7 +334,7 @@ impl MutableState {
                         identity: task.started_identity.clone(),
                         request_id: task.started_request_id.clone(),
                         history_size_bytes: self.state.history_size_bytes,
-                        suggest_continue_as_new: self.suggest_continue_as_new(),
+                        suggest_continue_as_new: task.suggest_continue_as_new,
                         ..Default::default()
                     },
                 ),

@@ -125,7 +125,7 @@ async fn timer_loop(
                     let kind = pb::timer_task::Kind::try_from(task.kind).unwrap_or_default().as_str_name();
                     let task_type = metric_defs::timer_task_type(task.kind);
                     let namespace = engine.namespace_name(&task.namespace_id);
-                    let fire = cmd::FireTimer { key, task: Some(task), new_run_id: uuid::Uuid::new_v4().to_string() };
+                    let fire = cmd::FireTimer { key, task: Some(task), new_run_id: chronicle_types::new_run_id() };
                     let started = Instant::now();
                     let fired = engine.propose(&shard, shard_command::Kind::FireTimer(fire)).await;
                     metric_defs::record_task(task_type, namespace, started, fired.is_ok());

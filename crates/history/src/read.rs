@@ -207,6 +207,7 @@ pub fn execution_info(state: &pb::WorkflowExecutionState) -> wf::WorkflowExecuti
             .root_execution
             .clone()
             .or_else(|| Some(execution_of(state))),
+        priority: state.priority.clone(),
         ..Default::default()
     }
 }
@@ -300,7 +301,7 @@ pub fn describe(state: &pb::WorkflowExecutionState) -> ws::DescribeWorkflowExecu
             workflow_execution_timeout: state.workflow_execution_timeout,
             workflow_run_timeout: state.workflow_run_timeout,
             default_workflow_task_timeout: state.workflow_task_timeout,
-            user_metadata: None,
+            user_metadata: state.user_metadata.clone(),
         }),
         workflow_execution_info: Some(execution_info(state)),
         pending_activities,

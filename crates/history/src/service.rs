@@ -134,6 +134,7 @@ impl HistoryEngine {
             start_to_close_timeout: activity.start_to_close_timeout,
             heartbeat_timeout: activity.heartbeat_timeout,
             retry_policy: activity.retry_policy,
+            priority: activity.priority,
             ..Default::default()
         })
     }
@@ -329,7 +330,7 @@ impl HistoryService for HistoryEngine {
         request: ws::StartWorkflowExecutionRequest,
     ) -> ApiResult<ws::StartWorkflowExecutionResponse> {
         let shard = self.shard_of(namespace_id, &request.workflow_id);
-        let run_id = uuid::Uuid::new_v4().to_string();
+        let run_id = chronicle_types::new_run_id();
         let result = self
             .propose(
                 shard,
@@ -387,7 +388,7 @@ impl HistoryService for HistoryEngine {
                 Kind::SignalWithStart(cmd::SignalWithStart {
                     namespace_id: namespace_id.to_string(),
                     request: Some(request),
-                    run_id: uuid::Uuid::new_v4().to_string(),
+                    run_id: chronicle_types::new_run_id(),
                 }),
             )
             .await?;
@@ -739,6 +740,8 @@ impl HistoryService for HistoryEngine {
                     request_id: poller.request_id.clone(),
                     identity: poller.identity.clone(),
                     outbox_id: task.outbox_id as i64,
+                    suggest_continue_as_new_events: self.config.suggest_continue_as_new_events,
+                    suggest_continue_as_new_bytes: self.config.suggest_continue_as_new_bytes,
                 }),
             )
             .await?;
@@ -867,7 +870,7 @@ impl HistoryService for HistoryEngine {
                 Kind::CompleteWorkflowTask(cmd::CompleteWorkflowTask {
                     token: Some(token),
                     request: Some(request),
-                    new_run_id: uuid::Uuid::new_v4().to_string(),
+                    new_run_id: chronicle_types::new_run_id(),
                     eager_activities: self.config.eager_activities,
                 }),
             )

@@ -212,7 +212,8 @@ async fn start_child(
         search_attributes: a.search_attributes.clone(),
         header: a.header.clone(),
         user_metadata: event.user_metadata.clone(),
-        priority: a.priority.clone(),
+        // The child inherits the parent's priority where the command sets none.
+        priority: chronicle_types::priority::merge(parent.priority.as_ref(), a.priority.as_ref()),
         ..Default::default()
     };
     let parent_info = pb::ParentExecutionInfo {
@@ -232,7 +233,7 @@ async fn start_child(
             Kind::StartChildWorkflow(cmd::StartChildWorkflow {
                 namespace_id: child.namespace_id.clone(),
                 request: Some(request),
-                run_id: uuid::Uuid::new_v4().to_string(),
+                run_id: chronicle_types::new_run_id(),
                 parent: Some(parent_info),
                 root_execution: root,
             }),

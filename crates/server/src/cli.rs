@@ -135,6 +135,50 @@ pub struct StartDev {
     /// Turn off eager activity execution (activities requesting it then go through matching).
     #[arg(long)]
     pub no_eager_activities: bool,
+    /// Dynamic config value, KEY=VALUE (repeatable), as `temporal server start-dev` takes them.
+    /// Chronicle honours `limit.historyCount.suggestContinueAsNew` and
+    /// `limit.historySize.suggestContinueAsNew`; other keys are accepted and ignored (logged).
+    #[arg(long = "dynamic-config-value")]
+    pub dynamic_config_values: Vec<String>,
+}
+
+/// The dynamic config values Chronicle honours.
+#[derive(Debug, Default, PartialEq)]
+pub struct DynamicConfig {
+    pub suggest_continue_as_new_events: Option<i64>,
+    pub suggest_continue_as_new_bytes: Option<i64>,
+    /// Keys accepted for compatibility with `temporal server start-dev` but not acted on.
+    pub ignored: Vec<String>,
+}
+
+/// Parses `--dynamic-config-value KEY=VALUE` flags: a known key with a bad value is an error,
+/// an unknown key is ignored (Temporal's dev server has hundreds of them).
+pub fn parse_dynamic_config(values: &[String]) -> Result<DynamicConfig, String> {
+    let mut config = DynamicConfig::default();
+    for spec in values {
+        let (key, value) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("dynamic config value {spec:?} is not KEY=VALUE"))?;
+        let positive = || {
+            value
+                .trim()
+                .trim_matches('"')
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{key} needs a positive integer, not {value:?}"))
+        };
+        match key {
+            "limit.historyCount.suggestContinueAsNew" => {
+                config.suggest_continue_as_new_events = Some(positive()?)
+            }
+            "limit.historySize.suggestContinueAsNew" => {
+                config.suggest_continue_as_new_bytes = Some(positive()?)
+            }
+            _ => config.ignored.push(key.to_string()),
+        }
+    }
+    Ok(config)
 }
 
 /// Parses `KEY=TYPE` into a search attribute name and Temporal's IndexedValueType.
@@ -164,4 +208,26 @@ pub fn default_data_dir() -> PathBuf {
         .unwrap_or_else(std::env::temp_dir)
         .join("chronicle")
         .join("start-dev")
+}
+
+#[cfg(test)]
+mod dynamic_config_tests {
+    use super::*;
+
+    #[test]
+    fn known_keys_are_parsed_and_others_ignored() {
+        let parsed = parse_dynamic_config(&[
+            "limit.historyCount.suggestContinueAsNew=50".into(),
+            "limit.historySize.suggestContinueAsNew=\"1000\"".into(),
+            "system.enableEagerWorkflowStart=true".into(),
+        ])
+        .expect("parses");
+        assert_eq!(parsed.suggest_continue_as_new_events, Some(50));
+        assert_eq!(parsed.suggest_continue_as_new_bytes, Some(1000));
+        assert_eq!(parsed.ignored, vec!["system.enableEagerWorkflowStart"]);
+        assert!(
+            parse_dynamic_config(&["limit.historyCount.suggestContinueAsNew=-1".into()]).is_err()
+        );
+        assert!(parse_dynamic_config(&["no-equals-sign".into()]).is_err());
+    }
 }

@@ -42,6 +42,10 @@ pub struct ServerConfig {
     /// `request_eager_execution` on the run's task queue are started for the completing worker
     /// and returned in the completion's answer. On by default.
     pub eager_activities: bool,
+    /// History length and size (bytes) from which workflow tasks suggest continue-as-new;
+    /// 0: Temporal's defaults (`--dynamic-config-value limit.historyCount.suggestContinueAsNew=N`).
+    pub suggest_continue_as_new_events: i64,
+    pub suggest_continue_as_new_bytes: i64,
 }
 
 impl ServerConfig {
@@ -54,6 +58,8 @@ impl ServerConfig {
             max_poll_wait: chronicle_types::limits::MAX_POLL_WAIT,
             sync_writes: true,
             eager_activities: true,
+            suggest_continue_as_new_events: 0,
+            suggest_continue_as_new_bytes: 0,
         }
     }
 }
@@ -114,6 +120,8 @@ pub async fn run(
         max_poll_wait: config.max_poll_wait,
         sync_writes: config.sync_writes,
         eager_activities: config.eager_activities,
+        suggest_continue_as_new_events: config.suggest_continue_as_new_events,
+        suggest_continue_as_new_bytes: config.suggest_continue_as_new_bytes,
     };
     let listeners = NodeListeners {
         frontend: Some(listeners.grpc),

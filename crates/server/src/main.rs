@@ -2,7 +2,8 @@ use std::net::ToSocketAddrs;
 
 use anyhow::Context;
 use chronicle_server::cli::{
-    Cli, Command, ServerCommand, Start, StartDev, default_data_dir, parse_search_attribute,
+    Cli, Command, ServerCommand, Start, StartDev, default_data_dir, parse_dynamic_config,
+    parse_search_attribute,
 };
 use chronicle_server::{Listeners, NodeConfig, NodeListeners, Roles, ServerConfig, run, run_node};
 use clap::Parser;
@@ -38,6 +39,10 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
         .iter()
         .map(|s| parse_search_attribute(s).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let dynamic = parse_dynamic_config(&args.dynamic_config_values).map_err(anyhow::Error::msg)?;
+    if !dynamic.ignored.is_empty() {
+        tracing::info!(keys = ?dynamic.ignored, "dynamic config values Chronicle does not use are ignored");
+    }
     let ephemeral = if args.ephemeral {
         Some(tempfile::Builder::new().prefix("chronicle-").tempdir()?)
     } else {
@@ -52,6 +57,8 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
     config.num_shards = args.num_shards;
     config.sync_writes = !args.no_fsync;
     config.eager_activities = !args.no_eager_activities;
+    config.suggest_continue_as_new_events = dynamic.suggest_continue_as_new_events.unwrap_or(0);
+    config.suggest_continue_as_new_bytes = dynamic.suggest_continue_as_new_bytes.unwrap_or(0);
     if args.no_fsync {
         tracing::warn!("--no-fsync: writes are acknowledged before they reach the disk");
     }
@@ -95,18 +102,15 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
 fn start(args: Start) -> anyhow::Result<()> {
     init_logging(&args.log_level, &args.log_format);
     let roles = Roles::parse(&args.role)?;
-    let config = NodeConfig {
+    let mut config = NodeConfig::new(
         roles,
-        data_dir: args.data_dir.clone().unwrap_or_else(default_data_dir),
-        num_shards: args.num_shards,
-        history_addr: args.history_addr.clone(),
-        matching_addr: args.matching_addr.clone(),
-        namespaces: args.namespaces.clone(),
-        search_attributes: Vec::new(),
-        max_poll_wait: chronicle_types::limits::MAX_POLL_WAIT,
-        sync_writes: !args.no_fsync,
-        eager_activities: true,
-    };
+        args.data_dir.clone().unwrap_or_else(default_data_dir),
+    );
+    config.num_shards = args.num_shards;
+    config.history_addr = args.history_addr.clone();
+    config.matching_addr = args.matching_addr.clone();
+    config.namespaces = args.namespaces.clone();
+    config.sync_writes = !args.no_fsync;
     if args.no_fsync {
         tracing::warn!("--no-fsync: writes are acknowledged before they reach the disk");
     }

@@ -98,6 +98,31 @@ pub struct NodeConfig {
     pub max_poll_wait: Duration,
     pub sync_writes: bool,
     pub eager_activities: bool,
+    /// History length and size (bytes) from which workflow tasks suggest continue-as-new; 0:
+    /// Temporal's defaults.
+    pub suggest_continue_as_new_events: i64,
+    pub suggest_continue_as_new_bytes: i64,
+}
+
+impl NodeConfig {
+    /// A node with `roles` and every other setting at its default (one shard for a new data
+    /// directory, fsync on, eager activities on, Temporal's limits).
+    pub fn new(roles: Roles, data_dir: PathBuf) -> Self {
+        Self {
+            roles,
+            data_dir,
+            num_shards: None,
+            history_addr: None,
+            matching_addr: None,
+            namespaces: Vec::new(),
+            search_attributes: Vec::new(),
+            max_poll_wait: chronicle_types::limits::MAX_POLL_WAIT,
+            sync_writes: true,
+            eager_activities: true,
+            suggest_continue_as_new_events: 0,
+            suggest_continue_as_new_bytes: 0,
+        }
+    }
 }
 
 /// Bound sockets: the public Temporal API (frontend role) and the internal API (history and
@@ -238,6 +263,8 @@ pub async fn run_node(
                 node_addr,
                 bootstrap_single_voter: true,
                 eager_activities: config.eager_activities,
+                suggest_continue_as_new_events: config.suggest_continue_as_new_events,
+                suggest_continue_as_new_bytes: config.suggest_continue_as_new_bytes,
             },
             matching.clone(),
         )
@@ -332,6 +359,10 @@ pub async fn run_node(
             .send_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(max_message);
         let (health_reporter, health) = tonic_health::server::health_reporter();
+        // Temporal's clients (the CLI, the SDKs' health checks) send gzip to every service.
+        let health = health
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
         health_reporter
             .set_serving::<WorkflowServiceServer<WorkflowHandler>>()
             .await;
@@ -341,7 +372,9 @@ pub async fn run_node(
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(chronicle_proto::TEMPORAL_DESCRIPTOR_SET)
             .build_v1()
-            .context("building the reflection service")?;
+            .context("building the reflection service")?
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
         match &local_history {
             Some(_) => tracing::info!(
                 grpc = %addr,

@@ -2,8 +2,14 @@
 
 pub mod error;
 pub mod limits;
+pub mod priority;
 pub mod shard;
 pub mod time;
 
 pub use error::{ApiError, ApiResult};
 pub use shard::{ShardId, shard_for};
+
+/// A new run ID: a UUID version 7 (time-ordered), as Temporal issues them.
+pub fn new_run_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -52,6 +52,19 @@ pub fn duration_from_millis(ms: i64) -> Duration {
     }
 }
 
+/// A duration field as Temporal's command checks read it: absent is zero, seconds and nanos of
+/// opposite signs or a negative value are refused (zero is valid).
+pub fn checked_duration_millis(d: Option<&Duration>) -> Result<i64, &'static str> {
+    let Some(d) = d else { return Ok(0) };
+    if (d.seconds > 0 && d.nanos < 0) || (d.seconds < 0 && d.nanos > 0) {
+        return Err("duration has seconds and nanos of opposite signs");
+    }
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err("negative duration");
+    }
+    Ok(duration_millis(d))
+}
+
 /// Milliseconds as a float (e.g. a backoff computed with a coefficient) back to `i64`: NaN is 0,
 /// and values beyond `i64`'s range clamp to it (`as` saturates; this names the intent).
 pub fn millis_from_f64(ms: f64) -> i64 {

@@ -219,52 +219,42 @@ async fn absurd_durations_are_refused_or_capped_and_the_server_keeps_working() {
     assert_eq!(started.workflow_execution_timeout, secs(HUNDRED_YEARS, 0));
     assert_eq!(started.workflow_run_timeout, secs(HUNDRED_YEARS, 0));
 
-    // Its workflow task's commands: refused when negative or malformed (the task stays), capped
-    // when huge.
+    // Its workflow task's commands: a negative or malformed one fails the workflow task with
+    // InvalidArgument naming the field (as Temporal's command checker does: a WorkflowTaskFailed
+    // event and a new task, so the SDK is not left retrying a task that can never complete);
+    // huge ones are capped.
+    let bad_completions = [
+        (vec![timer("t", secs(-1, 0))], "StartToFireTimeout"),
+        (
+            vec![activity("a", secs(i64::MIN, 0), None)],
+            "StartToCloseTimeout",
+        ),
+        (
+            vec![timer("t", secs(5, 1_000_000_000)), timer("u", secs(-5, 0))],
+            "StartToFireTimeout",
+        ),
+    ];
+    for (commands, field) in bad_completions {
+        let task = raw
+            .poll_workflow_task_queue(poll(&tq))
+            .await
+            .expect("poll")
+            .into_inner();
+        assert!(
+            !task.task_token.is_empty(),
+            "a new task after the failed one"
+        );
+        invalid(
+            raw.respond_workflow_task_completed(complete(task.task_token, commands))
+                .await,
+            field,
+        );
+    }
     let task = raw
         .poll_workflow_task_queue(poll(&tq))
         .await
         .expect("poll")
         .into_inner();
-    invalid(
-        raw.respond_workflow_task_completed(complete(
-            task.task_token.clone(),
-            vec![timer("t", secs(-1, 0))],
-        ))
-        .await,
-        "StartToFireTimeout",
-    );
-    invalid(
-        raw.respond_workflow_task_completed(complete(
-            task.task_token.clone(),
-            vec![activity("a", secs(i64::MIN, 0), None)],
-        ))
-        .await,
-        "StartToCloseTimeout",
-    );
-    invalid(
-        raw.respond_workflow_task_completed(complete(
-            task.task_token.clone(),
-            vec![activity(
-                "a",
-                secs(10, 0),
-                Some(RetryPolicy {
-                    backoff_coefficient: f64::NAN,
-                    ..Default::default()
-                }),
-            )],
-        ))
-        .await,
-        "RetryPolicy",
-    );
-    invalid(
-        raw.respond_workflow_task_completed(complete(
-            task.task_token.clone(),
-            vec![timer("t", secs(5, 1_000_000_000))],
-        ))
-        .await,
-        "StartToFireTimeout",
-    );
     raw.respond_workflow_task_completed(complete(
         task.task_token,
         vec![
@@ -301,11 +291,14 @@ async fn absurd_durations_are_refused_or_capped_and_the_server_keeps_working() {
         })
         .expect("activity scheduled");
     assert_eq!(scheduled.start_to_close_timeout, secs(HUNDRED_YEARS, 0));
-    // The refused completions failed nothing: no WorkflowTaskFailed in history.
-    assert!(
-        !events
+    // Each refused completion failed its workflow task, as in Temporal; only the first failure
+    // is in history (the retries after it are transient attempts, as in Temporal).
+    assert_eq!(
+        events
             .iter()
-            .any(|e| e.event_type == EventType::WorkflowTaskFailed as i32)
+            .filter(|e| e.event_type == EventType::WorkflowTaskFailed as i32)
+            .count(),
+        1
     );
 
     // The activity fails and asks for an absurd retry delay: refused, then an ordinary failure

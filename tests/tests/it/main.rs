@@ -13,6 +13,7 @@ mod metrics;
 mod namespaces;
 mod queries;
 mod restart;
+mod sdk_defects;
 mod sdk_workflows;
 mod split_roles;
 mod start_and_activities;

@@ -35,18 +35,9 @@ impl Node {
         config: impl FnOnce(&mut NodeConfig),
     ) -> Node {
         let roles = Roles::parse(roles).expect("roles");
-        let mut node = NodeConfig {
-            roles,
-            data_dir: std::path::PathBuf::new(),
-            num_shards: Some(4),
-            history_addr: None,
-            matching_addr: None,
-            namespaces: Vec::new(),
-            search_attributes: Vec::new(),
-            max_poll_wait: Duration::from_secs(5),
-            sync_writes: true,
-            eager_activities: true,
-        };
+        let mut node = NodeConfig::new(roles, std::path::PathBuf::new());
+        node.num_shards = Some(4);
+        node.max_poll_wait = Duration::from_secs(5);
         config(&mut node);
         let frontend = if roles.frontend {
             Some(

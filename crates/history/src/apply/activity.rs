@@ -132,8 +132,17 @@ pub(super) fn started_attempt(
     }
 }
 
+/// A polled activity task carries the run's priority where the activity's sets none, as in
+/// Temporal (an eager one, [`started_attempt`] alone, carries the activity's own).
 fn started_result(ms: &MutableState, activity: &pb::ActivityInfo) -> command_result::Result {
-    command_result::Result::ActivityTaskStarted(started_attempt(ms, activity))
+    let mut started = started_attempt(ms, activity);
+    if let Some(a) = started.activity.as_mut() {
+        a.priority = chronicle_types::priority::merge(
+            ms.state.priority.as_ref(),
+            activity.priority.as_ref(),
+        );
+    }
+    command_result::Result::ActivityTaskStarted(started)
 }
 
 /// Finds the activity a token (or a by-ID request: `scheduled_event_id` 0) names.
@@ -274,8 +283,21 @@ fn finish(
                 last_failure: activity.last_failure.clone(),
                 ..Default::default()
             });
-        ms.add_or_buffer_event(EventType::ActivityTaskStarted, started)
-            .unwrap_or(BUFFERED_ID)
+        let id = ms
+            .add_or_buffer_event(EventType::ActivityTaskStarted, started)
+            .unwrap_or(BUFFERED_ID);
+        // Written only now, but dated when the attempt started, as in Temporal.
+        if activity.started_time.is_some() {
+            let event = if buffered {
+                ms.state.buffered_events.last_mut()
+            } else {
+                ms.new_events.last_mut()
+            };
+            if let Some(event) = event {
+                event.event_time = activity.started_time;
+            }
+        }
+        id
     } else {
         0
     };

@@ -114,6 +114,8 @@ pub(super) fn initiate(
             ctx.namespace
         )));
     }
+    chronicle_types::priority::validate(a.priority.as_ref())
+        .map_err(|e| bad(format!("invalid priorities: {e}")))?;
     let execution_ms = opt_duration_millis(a.workflow_execution_timeout.as_ref());
     let run_ms = opt_duration_millis(a.workflow_run_timeout.as_ref());
     let task_ms = opt_duration_millis(a.workflow_task_timeout.as_ref());
@@ -132,6 +134,10 @@ pub(super) fn initiate(
     let retry_policy = match &a.retry_policy {
         // Without a policy a child is not retried, as in Temporal.
         None => None,
+        // One attempt means no retries: Temporal checks nothing else of such a policy.
+        Some(p) if p.maximum_attempts == 1 => {
+            Some(super::workflow_task::default_activity_retry_policy(Some(p)))
+        }
         Some(p) => {
             if p.maximum_attempts < 0
                 || (p.backoff_coefficient != 0.0 && p.backoff_coefficient < 1.0)

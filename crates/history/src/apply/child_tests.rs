@@ -151,6 +151,7 @@ impl Harness {
                 request_id: uuid::Uuid::new_v4().to_string(),
                 identity: "test".into(),
                 outbox_id: task.outbox_task_id,
+                ..Default::default()
             }),
         );
         let command_result::Result::WorkflowTaskStarted(started) = started else {

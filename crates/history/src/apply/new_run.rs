@@ -29,6 +29,7 @@ fn next_request(ms: &MutableState) -> StartWorkflowExecutionRequest {
         retry_policy: ms.state.retry_policy.clone(),
         memo: ms.state.memo.clone(),
         search_attributes: ms.state.search_attributes.clone(),
+        priority: ms.state.priority.clone(),
         ..Default::default()
     }
 }
@@ -71,6 +72,25 @@ pub fn start_retry(
 ) -> ApplyResult<()> {
     let mut request = next_request(ms);
     request.workflow_start_delay = Some(duration_from_millis(delay_ms));
+    // A retry runs the workflow again with the same input and header, as in Temporal: they are
+    // on the closing run's WorkflowExecutionStarted event.
+    let first = batch
+        .tables()
+        .history(
+            &ms.state.namespace_id,
+            &ms.state.workflow_id,
+            &ms.state.run_id,
+            1,
+            1,
+        )?
+        .into_iter()
+        .next();
+    if let Some(chronicle_proto::temporal::api::history::v1::history_event::Attributes::WorkflowExecutionStartedEventAttributes(started)) =
+        first.and_then(|e| e.attributes)
+    {
+        request.input = started.input;
+        request.header = started.header;
+    }
     let lineage = Lineage {
         attempt: ms.state.attempt + 1,
         first_run_id: ms.state.first_run_id.clone(),

@@ -168,7 +168,9 @@ pub fn request_cancel(
         &execution.run_id,
     )?;
     if !ms.is_running() {
-        return Err(closed_error().into());
+        // As in Temporal, asking to cancel a run that already closed succeeds and changes
+        // nothing (a workflow asking records ExternalWorkflowExecutionCancelRequested).
+        return Ok(super::ok());
     }
     check_child_only(&ms, c.external.as_ref())?;
     let external = c.external.unwrap_or_default();

@@ -364,6 +364,8 @@ pub fn create_run(
             workflow_id: workflow_id.clone(),
             run_id: run_id.clone(),
         })),
+        priority: request.priority.clone(),
+        user_metadata: request.user_metadata.clone(),
         ..Default::default()
     };
     let mut ms = MutableState::new(state, now);
@@ -404,10 +406,15 @@ pub fn create_run(
                     .parent
                     .as_ref()
                     .and(ms.state.root_execution.clone()),
+                priority: request.priority.clone(),
                 ..Default::default()
             },
         ),
     );
+    // The start's summary and details, on its first event as in Temporal.
+    if let Some(event) = ms.new_events.last_mut() {
+        event.user_metadata = request.user_metadata.clone();
+    }
     if let Some(signal) = signal {
         // Remembered like any signal's request ID, so a retried signal-with-start that reaches
         // the run it created does not deliver the signal twice.

@@ -59,6 +59,10 @@ pub fn record_started(
         }
         return Ok(stale_started());
     }
+    let suggest_continue_as_new = ms.suggest_continue_as_new(
+        c.suggest_continue_as_new_events,
+        c.suggest_continue_as_new_bytes,
+    );
     let started_event_id = if task.transient {
         // Written with the Scheduled event if this attempt completes.
         task.scheduled_event_id + 1
@@ -70,7 +74,7 @@ pub fn record_started(
                 identity: c.identity.clone(),
                 request_id: c.request_id.clone(),
                 history_size_bytes: ms.state.history_size_bytes,
-                suggest_continue_as_new: ms.suggest_continue_as_new(),
+                suggest_continue_as_new,
                 ..Default::default()
             }),
         )
@@ -95,6 +99,7 @@ pub fn record_started(
         started_time: Some(now),
         started_request_id: c.request_id,
         started_identity: c.identity,
+        suggest_continue_as_new,
         outbox_task_id: 0,
         // The start-to-close timeout replaces a sticky schedule-to-start timer: the task started.
         timer_keys: vec![timeout_timer],
@@ -285,7 +290,18 @@ fn apply_completion(
                 "commands follow a command that closed the workflow",
             ));
         }
+        let first_event_id = ms.state.next_event_id;
         closed = apply_command(batch, ms, command, &mut ctx, has_new_events, new_run_id)?;
+        // The command's summary and details (user metadata) go on the event it created, as in
+        // Temporal (a timer's summary, an activity's, a child's...).
+        if let Some(metadata) = &command.user_metadata
+            && let Some(event) = ms
+                .new_events
+                .iter_mut()
+                .find(|e| e.event_id == first_event_id)
+        {
+            event.user_metadata = Some(metadata.clone());
+        }
     }
     if closed {
         return Ok(Vec::new());
@@ -435,13 +451,26 @@ fn apply_command(
                     format!("invalid or duplicate timer ID {:?}", a.timer_id),
                 ));
             }
-            let fire_ms = opt_duration_millis(a.start_to_fire_timeout.as_ref());
-            if fire_ms <= 0 {
+            if a.timer_id.len() > chronicle_types::limits::MAX_ID_LENGTH {
                 return Err(reject(
                     Cause::BadStartTimerAttributes,
-                    "A valid StartToFireTimeout is not set on command.",
+                    "TimerId on StartTimerCommand exceeds length limit.",
                 ));
             }
+            // As in Temporal, a zero (or absent) StartToFireTimeout is valid: the timer fires at
+            // once. Only a negative one is refused.
+            let fire_ms = chronicle_types::time::checked_duration_millis(
+                a.start_to_fire_timeout.as_ref(),
+            )
+            .map_err(|e| {
+                reject(
+                    Cause::BadStartTimerAttributes,
+                    format!(
+                        "An invalid StartToFireTimeout is set on StartTimerCommand: {e}. TimerId={}",
+                        a.timer_id
+                    ),
+                )
+            })?;
             let started_id = ms.add_event(
                 EventType::TimerStarted,
                 Attributes::TimerStartedEventAttributes(h::TimerStartedEventAttributes {
@@ -610,9 +639,7 @@ fn apply_command(
                 .state
                 .search_attributes
                 .get_or_insert_with(SearchAttributes::default);
-            for (k, v) in &upsert.indexed_fields {
-                merged.indexed_fields.insert(k.clone(), v.clone());
-            }
+            merge_payloads(&mut merged.indexed_fields, &upsert.indexed_fields);
             ms.add_event(
                 EventType::UpsertWorkflowSearchAttributes,
                 Attributes::UpsertWorkflowSearchAttributesEventAttributes(
@@ -627,9 +654,7 @@ fn apply_command(
         CommandAttributes::ModifyWorkflowPropertiesCommandAttributes(a) => {
             if let Some(upsert) = &a.upserted_memo {
                 let memo = ms.state.memo.get_or_insert_with(Default::default);
-                for (k, v) in &upsert.fields {
-                    memo.fields.insert(k.clone(), v.clone());
-                }
+                merge_payloads(&mut memo.fields, &upsert.fields);
             }
             ms.add_event(
                 EventType::WorkflowPropertiesModified,
@@ -658,6 +683,30 @@ fn apply_command(
             Cause::UnhandledCommand,
             "this command is not supported by Chronicle yet",
         )),
+    }
+}
+
+/// Whether a payload stands for "no value" (Temporal's nil payload: no data, a JSON `null` or
+/// an empty list): upserting one removes the key.
+fn is_nil_payload(p: &chronicle_proto::temporal::api::common::v1::Payload) -> bool {
+    p.data.is_empty() || p.data == b"null" || p.data == b"[]"
+}
+
+/// Merges upserted memo fields or search attributes into the run's, as Temporal does: a nil
+/// value removes its key, any other replaces it.
+fn merge_payloads(
+    into: &mut std::collections::HashMap<
+        String,
+        chronicle_proto::temporal::api::common::v1::Payload,
+    >,
+    upsert: &std::collections::HashMap<String, chronicle_proto::temporal::api::common::v1::Payload>,
+) {
+    for (k, v) in upsert {
+        if is_nil_payload(v) {
+            into.remove(k);
+        } else {
+            into.insert(k.clone(), v.clone());
+        }
     }
 }
 
@@ -719,6 +768,8 @@ fn schedule_activity(
             a.activity_id
         )));
     }
+    chronicle_types::priority::validate(a.priority.as_ref())
+        .map_err(|e| bad(&format!("invalid priorities: {e}")))?;
     if ms.state.activities.len() >= chronicle_types::limits::MAX_PENDING_ACTIVITIES {
         return Err(reject(
             Cause::PendingActivitiesLimitExceeded,
@@ -726,9 +777,21 @@ fn schedule_activity(
         ));
     }
     let run_ms = opt_duration_millis(ms.state.workflow_run_timeout.as_ref());
-    let mut to_close = opt_duration_millis(a.schedule_to_close_timeout.as_ref()).max(0);
-    let mut to_start = opt_duration_millis(a.schedule_to_start_timeout.as_ref()).max(0);
-    let mut start_to_close = opt_duration_millis(a.start_to_close_timeout.as_ref()).max(0);
+    // Negative timeouts are refused, as in Temporal; zero (or absent) means "not set".
+    let timeout = |d: Option<&chronicle_proto::wkt::Duration>, name: &str| {
+        chronicle_types::time::checked_duration_millis(d)
+            .map_err(|e| bad(&format!("invalid {name}: {e}")))
+    };
+    let mut to_close = timeout(
+        a.schedule_to_close_timeout.as_ref(),
+        "ScheduleToCloseTimeout",
+    )?;
+    let mut to_start = timeout(
+        a.schedule_to_start_timeout.as_ref(),
+        "ScheduleToStartTimeout",
+    )?;
+    let mut start_to_close = timeout(a.start_to_close_timeout.as_ref(), "StartToCloseTimeout")?;
+    let heartbeat = timeout(a.heartbeat_timeout.as_ref(), "HeartbeatTimeout")?;
     if to_close > 0 {
         to_start = if to_start > 0 {
             to_start.min(to_close)
@@ -750,9 +813,13 @@ fn schedule_activity(
             "A valid StartToClose or ScheduleToCloseTimeout is not set on ScheduleActivityTaskCommand.",
         ));
     }
-    let heartbeat = opt_duration_millis(a.heartbeat_timeout.as_ref())
-        .max(0)
-        .min(start_to_close);
+    // No timeout exceeds the run's, as in Temporal.
+    if run_ms > 0 {
+        to_close = to_close.min(run_ms);
+        to_start = to_start.min(run_ms);
+        start_to_close = start_to_close.min(run_ms);
+    }
+    let heartbeat = heartbeat.min(start_to_close);
     let opt = |ms: i64| (ms > 0).then(|| duration_from_millis(ms));
     let task_queue = match &a.task_queue {
         Some(tq) if !tq.name.is_empty() => tq.clone(),
@@ -777,6 +844,7 @@ fn schedule_activity(
             heartbeat_timeout: opt(heartbeat),
             workflow_task_completed_event_id: completed_id,
             retry_policy: Some(retry_policy.clone()),
+            priority: a.priority.clone(),
             ..Default::default()
         }),
     );
@@ -844,6 +912,7 @@ fn schedule_activity(
             workflow_task_completed_event_id: completed_id,
             schedule_timer_keys,
             attempt_timer_keys,
+            priority: a.priority.clone(),
             ..Default::default()
         },
     );
