@@ -557,3 +557,92 @@ async fn signal_with_start_is_one_atomic_step() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }
+
+/// A schedule-to-close deadline that ends an activity's retries reports the timeout with the
+/// last attempt's failure as its cause, as Temporal does (SDKs show it as the timeout's cause).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_to_close_timeout_carries_the_last_failure_as_cause() {
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let tq = unique("tq");
+    let id = unique("s2c");
+    raw.start_workflow_execution(start(&id, &tq))
+        .await
+        .expect("start");
+    let task = raw
+        .poll_workflow_task_queue(poll(&tq))
+        .await
+        .expect("poll")
+        .into_inner();
+    let mut command = schedule("flaky", &tq);
+    if let Some(command::Attributes::ScheduleActivityTaskCommandAttributes(a)) =
+        command.attributes.as_mut()
+    {
+        a.schedule_to_close_timeout = Some(prost_wkt_types_duration(1));
+        a.start_to_close_timeout = Some(prost_wkt_types_duration(1));
+        // Retries would go on (the first after 100 ms) but nobody polls for them, so the
+        // schedule-to-close deadline ends the activity.
+        a.retry_policy = Some(RetryPolicy {
+            initial_interval: Some(chronicle_proto::wkt::Duration {
+                seconds: 0,
+                nanos: 100_000_000,
+            }),
+            ..Default::default()
+        });
+        a.request_eager_execution = false;
+    }
+    raw.respond_workflow_task_completed(ws::RespondWorkflowTaskCompletedRequest {
+        namespace: "default".into(),
+        task_token: task.task_token,
+        commands: vec![command],
+        ..Default::default()
+    })
+    .await
+    .expect("schedule");
+    let activity = raw
+        .poll_activity_task_queue(ws::PollActivityTaskQueueRequest {
+            namespace: "default".into(),
+            task_queue: queue(&tq),
+            identity: "s2c-test".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("poll activity")
+        .into_inner();
+    assert!(!activity.task_token.is_empty());
+    raw.respond_activity_task_failed(ws::RespondActivityTaskFailedRequest {
+        namespace: "default".into(),
+        task_token: activity.task_token,
+        failure: Some(Failure {
+            message: "boom".into(),
+            ..Default::default()
+        }),
+        identity: "s2c-test".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("fail the first attempt");
+
+    // The deadline passes with the retry unpolled: the workflow gets a task with the timeout.
+    let task = raw
+        .poll_workflow_task_queue(poll(&tq))
+        .await
+        .expect("poll")
+        .into_inner();
+    let timed_out = task
+        .history
+        .unwrap_or_default()
+        .events
+        .into_iter()
+        .find_map(|e| match e.attributes {
+            Some(Attributes::ActivityTaskTimedOutEventAttributes(a)) => Some(a),
+            _ => None,
+        })
+        .expect("ActivityTaskTimedOut");
+    let failure = timed_out.failure.expect("a timeout failure");
+    assert_eq!(
+        failure.cause.map(|c| c.message),
+        Some("boom".to_string()),
+        "the last attempt's failure is the cause"
+    );
+}

@@ -577,6 +577,12 @@ pub fn timed_out(
             } else {
                 RetryState::Timeout
             };
+            // As Temporal: the final timeout carries the last attempt's failure as its cause
+            // (a schedule-to-close deadline that ends the retries says what was failing).
+            let mut failure = failure;
+            if failure.cause.is_none() {
+                failure.cause = activity.last_failure.clone().map(Box::new);
+            }
             finish(batch, ms, &activity, activity.started, |started_event_id| {
                 (
                     EventType::ActivityTaskTimedOut,
