@@ -3,7 +3,7 @@
 //! - [`temporal`]: Temporal's public API. Messages come from the `temporalio-protos` crate; the
 //!   `WorkflowService` and `OperatorService` server and client stubs are generated here.
 //! - [`chronicle`]: Chronicle's internal protos from `proto/`: Raft commands of a shard and the
-//!   durable state the shard state machine writes.
+//!   durable state the shard state machine writes, and the Raft transport between history nodes.
 
 #![allow(clippy::all, missing_docs, unreachable_pub)]
 
@@ -57,6 +57,12 @@ pub mod chronicle {
                 env!("OUT_DIR"),
                 "/internal/chronicle.matching.v1.rs"
             ));
+        }
+    }
+    /// Raft replication between history nodes (`RaftTransport`).
+    pub mod raft {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/internal/chronicle.raft.v1.rs"));
         }
     }
 }

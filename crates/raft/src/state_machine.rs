@@ -282,7 +282,8 @@ fn lock_current(current: &CurrentSnapshot) -> std::sync::MutexGuard<'_, Option<M
 }
 
 impl RaftSnapshotBuilder<ShardRaftConfig> for ShardSnapshotBuilder {
-    // The closures return openraft's own `StorageError`, whose size is openraft's choice.
+    // The closures return openraft's `StorageError`, whose size is openraft's choice; boxing it
+    // here would only be unboxed again for the trait's return type.
     #[allow(clippy::result_large_err)]
     async fn build_snapshot(&mut self) -> SmResult<Snapshot<ShardRaftConfig>> {
         let tables = self.tables.clone();

@@ -93,6 +93,8 @@ struct DbInner {
     rocks: Rocks,
     options: DbOptions,
     path: PathBuf,
+    // Serialises the first `node_id()` calls, so two callers cannot store different IDs.
+    node_id_created: std::sync::Mutex<()>,
     // Held for the life of the process: a second server on the same directory fails to open.
     _lock: File,
 }
@@ -139,6 +141,7 @@ impl Db {
                 rocks,
                 options,
                 path: path.to_path_buf(),
+                node_id_created: std::sync::Mutex::new(()),
                 _lock: lock,
             }),
         })
@@ -235,6 +238,7 @@ fn lock_dir(path: &Path) -> StorageResult<File> {
 /// shard IDs are below the shard count, at most 4096, and the metadata group is `u32::MAX`).
 const NODE_META_GROUP: u32 = u32::MAX - 1;
 const NODE_META_SHARD_COUNT: u8 = 1;
+const NODE_META_NODE_ID: u8 = 2;
 
 impl Db {
     /// The number of history shards this data directory was created with. Directories from
@@ -281,6 +285,45 @@ impl Db {
     }
 }
 
+impl Db {
+    /// This node's Raft ID: a random non-zero u64 created with the data directory and stored in
+    /// it (synced). It is never derived from a host name or an ordinal and never reused: a wiped
+    /// directory is a new node, since a node rejoining under an old ID with an empty log can lose
+    /// committed entries (openraft's FAQ, issue #898).
+    pub fn node_id(&self) -> StorageResult<u64> {
+        let key = crate::keys::shard_meta(NODE_META_GROUP, NODE_META_NODE_ID);
+        let _creating = self
+            .inner
+            .node_id_created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(bytes) = self.get(Cf::ShardMeta, &key)? {
+            let bytes: [u8; 8] =
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt {
+                        cf: "shard_meta",
+                        reason: "the stored node ID is not 8 bytes".into(),
+                    })?;
+            return Ok(u64::from_be_bytes(bytes));
+        }
+        // Zero is openraft's customary "no node"; never hand it out.
+        let id = loop {
+            let candidate: u64 = rand::random();
+            if candidate != 0 {
+                break candidate;
+            }
+        };
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.inner
+            .rocks
+            .put_cf_opt(self.cf(Cf::ShardMeta), key, id.to_be_bytes(), &opts)?;
+        Ok(id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,5 +352,27 @@ mod tests {
         drop(db);
         let db = Db::open(dir.path(), DbOptions::default()).unwrap();
         assert_eq!(db.shard_count().unwrap(), Some(8));
+    }
+
+    #[test]
+    fn node_id_is_created_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let id = db.node_id().unwrap();
+        assert_ne!(id, 0);
+        assert_eq!(
+            db.node_id().unwrap(),
+            id,
+            "asking again does not create another"
+        );
+        drop(db);
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        assert_eq!(db.node_id().unwrap(), id, "it survives a reopen");
+        drop(db);
+
+        // Another directory is another node.
+        let other = tempfile::tempdir().unwrap();
+        let db = Db::open(other.path(), DbOptions::default()).unwrap();
+        assert_ne!(db.node_id().unwrap(), id);
     }
 }

@@ -1,0 +1,37 @@
+//! The gRPC network between the replicas of a group (`proto/chronicle/raft/v1/transport.proto`).
+//!
+//! - [`client`]: [`PeerPool`] (one lazily connected channel per peer and lane, shared by every
+//!   group of the node) and [`GrpcNetworkFactory`], openraft's network for one group.
+//! - [`server`]: [`GroupRegistry`] (the groups this node hosts) and [`TransportService`], which
+//!   checks each request's header and hands the message to the group's `Raft`.
+//!
+//! Wire contract: every request carries `Header{cluster_id, from_node, to_node, group}` and a
+//! payload, openraft's request type encoded with postcard under [`Codec::PostcardOpenraft09`]. The
+//! reply is the group's answer or its `RaftError` in the same codec, or a typed refusal
+//! (`WrongNode`, `NoSuchGroup`, `WrongCluster`, `UnsupportedCodec`) that the sender reports to
+//! openraft as `Unreachable`, so it backs off instead of hammering a peer that cannot answer.
+
+mod client;
+mod server;
+
+pub use client::{GrpcNetwork, GrpcNetworkFactory, Lane, PeerPool, PeerPoolConfig};
+pub use server::{GroupRegistry, TransportService};
+
+use chronicle_proto::chronicle::raft::v1::Codec;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// gRPC messages may carry a batch of log entries or a snapshot chunk: well above tonic's 4 MiB
+/// default, which would otherwise refuse a large append as `OutOfRange` forever.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The codec this build writes and the only one it reads.
+pub(crate) const CODEC: Codec = Codec::PostcardOpenraft09;
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_stdvec(value)
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
