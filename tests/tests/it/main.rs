@@ -10,6 +10,7 @@ mod history_api;
 mod history_limits;
 mod namespaces;
 mod queries;
+mod replicated_history;
 mod restart;
 mod sdk_workflows;
 mod split_roles;
