@@ -340,11 +340,22 @@ impl HistoryEngine {
 
     /// This node leads `shard` and has applied every entry of earlier terms. Processors run
     /// only while this holds and stop at their next check once it does not.
+    ///
+    /// A replicated leader must also have heard from a quorum within the shortest election
+    /// timeout: openraft 0.9 has no check-quorum step-down, so a leader cut off from the others
+    /// keeps believing it leads while a new one is elected. Followers refuse votes for the lease
+    /// after a heartbeat, so one acknowledged more recently than that is still the only leader
+    /// (cluster.md §2.7, given sane clocks).
     pub(crate) fn is_leader(&self, shard: &Shard) -> bool {
         let metrics = shard.raft.metrics();
         let metrics = metrics.borrow();
-        metrics.current_leader == Some(self.config.node_id)
-            && metrics.current_term == shard.ready_term.load(Ordering::SeqCst)
+        let leads = metrics.current_leader == Some(self.config.node_id)
+            && metrics.current_term == shard.ready_term.load(Ordering::SeqCst);
+        leads
+            && (self.config.replication.is_none()
+                || metrics
+                    .millis_since_quorum_ack
+                    .is_some_and(|ms| ms < GroupTiming::replicated().election_timeout_min_ms))
     }
 }
 

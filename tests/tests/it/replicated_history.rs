@@ -80,6 +80,18 @@ async fn completed_locally(addr: &str, namespace_id: &str, workflow_ids: &[&str]
     })
 }
 
+fn describe(workflow_id: &str) -> ws::DescribeWorkflowExecutionRequest {
+    ws::DescribeWorkflowExecutionRequest {
+        namespace: "default".into(),
+        execution: Some(
+            chronicle_proto::temporal::api::common::v1::WorkflowExecution {
+                workflow_id: workflow_id.into(),
+                run_id: String::new(),
+            },
+        ),
+    }
+}
+
 /// Waits until the workflow is blocked on its approval (activities and the 1 s timer done, the
 /// workflow task after the timer completed), as the shard's leader reads it.
 async fn wait_blocked(router: &RoutedHistory, namespace_id: &str, workflow_id: &str) {
@@ -271,6 +283,19 @@ async fn replicated_history_survives_losing_the_shard_leader() {
             .cached_leader(shard)
             .expect("the shard's leader is known");
         let index = addrs.iter().position(|a| *a == leader).expect("a member");
+        // A follower refuses a shard-keyed call with NotLeader naming the leader's address.
+        let follower = addrs.iter().find(|a| **a != leader).unwrap();
+        let refused = RemoteHistory::new(lazy_channel(follower).expect("channel"))
+            .describe_workflow(&namespace_id, describe(&in_flight_id))
+            .await
+            .expect_err("a follower does not serve the shard");
+        assert_eq!(refused.code, tonic::Code::Unavailable);
+        let hint = refused.not_leader_detail().expect("a NotLeader detail");
+        assert_eq!(
+            (hint.group, hint.leader_addr.as_str()),
+            (shard, leader.as_str())
+        );
+        assert!(!hint.proposed);
         histories[index].take().unwrap().stop().await;
         stopped_leader = Some(index);
 
