@@ -615,3 +615,26 @@ async fn wait_until_ready(shard: &Shard, node_id: u64, timeout: Duration) {
         let _ = tokio::time::timeout(Duration::from_millis(10), metrics.changed()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new leader whose clock is behind the shard's last stamp still stamps later (P30).
+    #[test]
+    fn command_time_never_goes_backwards() {
+        let wall = chronicle_types::time::now_timestamp();
+        let wall_micros = wall.seconds * 1_000_000 + i64::from(wall.nanos) / 1_000;
+        let ahead = wall_micros + 3_600_000_000;
+        let last_now = AtomicI64::new(ahead);
+        let first = monotonic_now(&last_now);
+        let second = monotonic_now(&last_now);
+        let micros =
+            |t: &prost_wkt_types::Timestamp| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000;
+        assert_eq!(micros(&first), ahead + 1);
+        assert_eq!(micros(&second), ahead + 2);
+        // With the clock ahead of every stamp, the clock wins.
+        let behind = AtomicI64::new(i64::MIN);
+        assert!(micros(&monotonic_now(&behind)) >= wall_micros);
+    }
+}

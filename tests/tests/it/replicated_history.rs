@@ -205,6 +205,37 @@ async fn replicated_history_survives_losing_the_shard_leader() {
         .expect("namespace info")
         .id;
 
+    // A transfer command (history to history, across shards) reaches the target shard's leader
+    // through the router; sent directly, only the leader takes it, the others refuse it before
+    // it reaches the log. (Deleting an outbox row that does not exist changes nothing.)
+    let transfer = chronicle_proto::chronicle::history::v1::ShardCommand {
+        kind: Some(
+            chronicle_proto::chronicle::history::v1::shard_command::Kind::CompleteTransferTask(
+                chronicle_proto::chronicle::history::v1::CompleteTransferTask {
+                    outbox_id: i64::MAX,
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    router
+        .propose_transfer(0, transfer.clone())
+        .await
+        .expect("routed to shard 0's leader");
+    let mut taken = 0;
+    for addr in &addrs {
+        let node = RemoteHistory::new(lazy_channel(addr).expect("channel"));
+        match node.propose_transfer(0, transfer.clone()).await {
+            Ok(_) => taken += 1,
+            Err(e) => assert!(
+                e.not_leader_detail()
+                    .is_some_and(|h| !h.proposed && h.group == 0),
+                "{addr}: {e:?}"
+            ),
+        }
+    }
+    assert_eq!(taken, 1, "exactly the leader takes the command");
+
     let worker_url = frontends[0].url();
     let client_url = frontends[1].url();
     let worker_client = sdk_client(&worker_url).await;
