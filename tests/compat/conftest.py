@@ -212,10 +212,10 @@ class SplitServer:
 
     NUM_SHARDS = 4
 
-    def __init__(self, log_dir: str):
+    def __init__(self, log_dir: str, history_count: Optional[int] = None):
         self.log_dir = log_dir
         self.host = "127.0.0.1"
-        self.history_count = int(os.environ.get("COMPAT_HISTORY_NODES", "3"))
+        self.history_count = history_count or int(os.environ.get("COMPAT_HISTORY_NODES", "3"))
         self.history_internals = [f"{self.host}:{free_port()}" for _ in range(self.history_count)]
         self.matching_internal = f"{self.host}:{free_port()}"
         self.port = free_port()
@@ -245,6 +245,7 @@ class SplitServer:
                                            "--history-addr", history_addrs,
                                            "--matching-addr", self.matching_internal])
         frontend.address = self.address
+        self.histories = histories
         self.nodes = histories + [matching, frontend]
         for node in histories + [matching]:
             node.starts += 1
