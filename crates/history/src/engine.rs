@@ -158,12 +158,13 @@ impl HistoryEngine {
         Ok(engine)
     }
 
-    /// Initialises every group of this node with `members` as its voters (`chronicle cluster
-    /// init`). Refused if any group already has a membership: a cluster is founded once, and
-    /// initialising a group again with other voters would split it.
+    /// Initialises `groups` of this node (every group when empty) with `members` as their
+    /// voters (`chronicle cluster init`). Refused if one of them already has a membership: a
+    /// cluster is founded once, and initialising a group again with other voters would split it.
     pub async fn initialize_cluster(
         &self,
         members: std::collections::BTreeMap<u64, openraft::BasicNode>,
+        groups: &[ShardId],
     ) -> ApiResult<u32> {
         if !members.contains_key(&self.config.node_id) {
             return Err(ApiError::invalid_argument(format!(
@@ -171,20 +172,39 @@ impl HistoryEngine {
                 self.config.node_id
             )));
         }
-        if self.is_initialized().await? {
-            return Err(ApiError::new(
-                tonic::Code::AlreadyExists,
-                "this node's groups are already initialised: the cluster exists",
-            ));
+        let targets: Vec<&Arc<Shard>> = if groups.is_empty() {
+            self.shards
+                .iter()
+                .chain(std::iter::once(&self.metadata))
+                .collect()
+        } else {
+            groups
+                .iter()
+                .map(|g| self.shard_by_id(*g))
+                .collect::<ApiResult<_>>()?
+        };
+        for group in &targets {
+            if group
+                .raft
+                .is_initialized()
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string()))?
+            {
+                return Err(ApiError::new(
+                    tonic::Code::AlreadyExists,
+                    format!(
+                        "group {} is already initialised: the cluster exists",
+                        group.id
+                    ),
+                ));
+            }
         }
-        let mut groups = 0;
-        for group in self.shards.iter().chain(std::iter::once(&self.metadata)) {
+        for group in &targets {
             chronicle_raft::initialize_group(&group.raft, group.id, members.clone())
                 .await
                 .map_err(|e| ApiError::unavailable(e.to_string()))?;
-            groups += 1;
         }
-        Ok(groups)
+        Ok(targets.len() as u32)
     }
 
     /// Whether any group of this node has a membership (initialised here or joined).

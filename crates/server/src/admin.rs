@@ -15,6 +15,7 @@ use chronicle_proto::chronicle::admin::v1::{
     self as apb, admin_api_client::AdminApiClient, admin_api_server,
 };
 use chronicle_types::ApiError;
+use chronicle_types::shard::METADATA_GROUP;
 use tonic::{Request, Response, Status};
 
 /// The `AdminApi` of a history node.
@@ -72,7 +73,7 @@ impl admin_api_server::AdminApi for AdminApiService {
             .collect();
         let groups = self
             .engine
-            .initialize_cluster(members)
+            .initialize_cluster(members, &r.groups)
             .await
             .map_err(Status::from)?;
         Ok(Response::new(apb::InitializeClusterResponse { groups }))
@@ -80,8 +81,10 @@ impl admin_api_server::AdminApi for AdminApiService {
 }
 
 /// Asks every node at `nodes` (internal addresses) who it is, checks they are fresh and agree on
-/// the shard count, then asks the first to initialise every group with all of them as voters.
-/// Returns the members.
+/// the shard count, then has each group initialised, with all of them as voters, by exactly one
+/// node: shard `s` by node `s % n`, the metadata group by the first. The initialising node
+/// campaigns at once and so first leads its groups: leadership starts spread over the nodes
+/// (cluster.md §2.3: each group initialised by its preferred leader). Returns the members.
 pub async fn init_cluster(nodes: &[String], num_shards: u32) -> anyhow::Result<Vec<apb::Member>> {
     anyhow::ensure!(!nodes.is_empty(), "no nodes given");
     let mut clients = Vec::new();
@@ -114,13 +117,24 @@ pub async fn init_cluster(nodes: &[String], num_shards: u32) -> anyhow::Result<V
         });
         clients.push(client);
     }
-    clients[0]
-        .initialize_cluster(apb::InitializeClusterRequest {
-            num_shards,
-            members: members.clone(),
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("{}: {}", nodes[0], s.message()))?;
+    let mut groups: Vec<Vec<u32>> = vec![Vec::new(); clients.len()];
+    for shard in 0..num_shards {
+        groups[shard as usize % clients.len()].push(shard);
+    }
+    groups[0].push(METADATA_GROUP);
+    for (i, client) in clients.iter_mut().enumerate() {
+        if groups[i].is_empty() {
+            continue;
+        }
+        client
+            .initialize_cluster(apb::InitializeClusterRequest {
+                num_shards,
+                members: members.clone(),
+                groups: groups[i].clone(),
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("{}: {}", nodes[i], s.message()))?;
+    }
     Ok(members)
 }
 

@@ -19,6 +19,7 @@ use temporalio_client::{
     WorkflowGetResultOptions, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
 };
 
+use crate::child_workflows::{Doubler, FanOutParent};
 use crate::common::*;
 use crate::sdk_workflows::{OrderWorkflow, Steps};
 use crate::split_roles::{Node, wait_ready};
@@ -162,6 +163,7 @@ async fn replicated_history_survives_losing_the_shard_leader() {
         .initialize_cluster(apb::InitializeClusterRequest {
             num_shards: SHARDS + 1,
             members: members.clone(),
+            groups: Vec::new(),
         })
         .await
         .expect_err("another shard count is refused");
@@ -170,6 +172,7 @@ async fn replicated_history_survives_losing_the_shard_leader() {
         .initialize_cluster(apb::InitializeClusterRequest {
             num_shards: SHARDS,
             members: members.clone(),
+            groups: Vec::new(),
         })
         .await
         .expect_err("a node of a founded cluster refuses to initialise");
@@ -235,6 +238,17 @@ async fn replicated_history_survives_losing_the_shard_leader() {
         }
     }
     assert_eq!(taken, 1, "exactly the leader takes the command");
+    // Each shard's leader is the node that initialised it (shard s: node s % 3).
+    for s in 0..SHARDS {
+        router
+            .propose_transfer(s, transfer.clone())
+            .await
+            .expect("routed");
+    }
+    let leaders: std::collections::BTreeSet<String> = (0..SHARDS)
+        .filter_map(|s| router.cached_leader(s))
+        .collect();
+    assert_eq!(leaders.len(), 3, "leadership starts spread: {leaders:?}");
 
     let worker_url = frontends[0].url();
     let client_url = frontends[1].url();
@@ -259,6 +273,10 @@ async fn replicated_history_survives_losing_the_shard_leader() {
             flaky_calls: Arc::default(),
         })
         .register_workflow::<OrderWorkflow>()
+        .expect("register")
+        .register_workflow::<FanOutParent>()
+        .expect("register")
+        .register_workflow::<Doubler>()
         .expect("register")
         .build();
     let mut worker = new_worker(&runtime, worker_client, options);
@@ -305,6 +323,36 @@ async fn replicated_history_survives_losing_the_shard_leader() {
                 .await
                 .expect("first result"),
             4
+        );
+
+        // Children on every shard: `cluster init` spread the shards' leaders over the three
+        // nodes, so starting them and reporting their results back are transfer commands
+        // proposed at another node's leader (HistoryApi.ProposeTransfer).
+        let children: Vec<String> = (0..SHARDS)
+            .map(|s| {
+                loop {
+                    let id = unique("replicated-child");
+                    if shard_for(&namespace_id, &id, SHARDS) == s {
+                        break id;
+                    }
+                }
+            })
+            .collect();
+        let parent = client
+            .start_workflow(
+                FanOutParent::run,
+                children.clone(),
+                WorkflowStartOptions::new(task_queue.clone(), unique("replicated-parent")).build(),
+            )
+            .await
+            .expect("start the parent");
+        assert_eq!(
+            parent
+                .get_result(WorkflowGetResultOptions::default())
+                .await
+                .expect("parent result"),
+            2 * (1 + 2 + 3 + 4),
+            "every child's result reached the parent"
         );
 
         // 2. A second one waits for its approval while its shard's leader goes away.
