@@ -231,11 +231,6 @@ impl HistoryEngine {
         *self.shutdown.borrow()
     }
 
-    /// Whether this node leads the metadata group and has applied its earlier terms.
-    pub fn leads_metadata(&self) -> bool {
-        self.is_leader(&self.metadata)
-    }
-
     /// Stops the processors and the Raft groups. Committed state is already durable.
     pub async fn shutdown(&self) {
         self.shutdown.send_replace(true);

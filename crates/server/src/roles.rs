@@ -168,31 +168,39 @@ async fn remote_shard_count(history: &RoutedHistory) -> anyhow::Result<u32> {
     }
 }
 
-/// Creates the namespaces a replicated node was asked for, once: by whichever node leads the
-/// metadata group (the group may not even be initialised yet when the node starts). Stops when
-/// they exist in the local replica.
-async fn ensure_namespaces(engine: Arc<HistoryEngine>, wanted: Vec<String>) {
+/// Creates the namespaces a replicated node was asked for, through the metadata group's leader
+/// wherever it is (the group may not even be initialised when the node starts). Stops once they
+/// are in this node's replica.
+async fn ensure_namespaces(
+    engine: Arc<HistoryEngine>,
+    router: Arc<RoutedHistory>,
+    wanted: Vec<String>,
+) {
     loop {
-        if wanted.iter().all(|name| engine.has_local_namespace(name)) {
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter(|name| !engine.has_local_namespace(name))
+            .collect();
+        if missing.is_empty() || engine.is_shut_down() {
             return;
         }
-        if engine.leads_metadata() {
-            for name in &wanted {
-                if engine.has_local_namespace(name) {
+        for name in missing {
+            match router.namespace_by_name(name).await {
+                Ok(_) => continue,
+                Err(e) if !e.is_not_found() => {
+                    tracing::debug!(namespace = %name, error = %e.message, "metadata not ready");
                     continue;
                 }
-                match engine
-                    .register_namespace(default_namespace_record(name, "", 3))
-                    .await
-                {
-                    Ok(()) => tracing::info!(namespace = %name, "namespace created"),
-                    Err(e) if e.is_already_exists() => {}
-                    Err(e) => tracing::debug!(namespace = %name, error = %e.message, "retrying"),
-                }
+                Err(_) => {}
             }
-        }
-        if engine.is_shut_down() {
-            return;
+            match router
+                .register_namespace(default_namespace_record(name, "", 3))
+                .await
+            {
+                Ok(()) => tracing::info!(namespace = %name, "namespace created"),
+                Err(e) if e.is_already_exists() => {}
+                Err(e) => tracing::debug!(namespace = %name, error = %e.message, "retrying"),
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -292,10 +300,10 @@ pub async fn run_node(
         if let Some(replication) = replication {
             // Commands for shards led elsewhere (transfer tasks) go through this node's own
             // API, whose NotLeader answers point at the leader.
-            let router = RoutedHistory::new(vec![node_addr.clone()]);
+            let router = Arc::new(RoutedHistory::new(vec![node_addr.clone()]));
             router.set_num_shards(num_shards);
-            engine.set_router(Arc::new(router));
-            tokio::spawn(ensure_namespaces(engine.clone(), wanted));
+            engine.set_router(router.clone());
+            tokio::spawn(ensure_namespaces(engine.clone(), router, wanted));
             raft_services = Some((
                 TransportService::new(CLUSTER_ID, node_id, replication.registry).into_server(),
                 crate::admin::AdminApiService::new(engine.clone(), node_id, node_addr)

@@ -27,10 +27,19 @@ use crate::split_roles::{Node, wait_ready};
 const SHARDS: u32 = 4;
 const DEADLINE: Duration = Duration::from_secs(30);
 
-async fn start_history(dir: &Path, matching: SocketAddr, internal: Option<SocketAddr>) -> Node {
+/// The third node asks for a namespace of its own; it is not the metadata group's leader.
+const EXTRA_NAMESPACE: &str = "asked-for-by-node-3";
+
+async fn start_history(
+    dir: &Path,
+    matching: SocketAddr,
+    internal: Option<SocketAddr>,
+    namespaces: Vec<String>,
+) -> Node {
     let data_dir = dir.to_path_buf();
     Node::start_on("history", internal, |c| {
         c.data_dir = data_dir;
+        c.namespaces = namespaces;
         c.num_shards = Some(SHARDS);
         c.replicated = true;
         c.matching_addr = Some(matching.to_string());
@@ -139,8 +148,15 @@ async fn replicated_history_survives_losing_the_shard_leader() {
     let matching_addr = matching_listener.local_addr().unwrap();
     drop(matching_listener);
     let mut histories = Vec::new();
-    for dir in &dirs {
-        histories.push(Some(start_history(dir.path(), matching_addr, None).await));
+    for (i, dir) in dirs.iter().enumerate() {
+        let namespaces = if i == 2 {
+            vec![EXTRA_NAMESPACE.to_string()]
+        } else {
+            Vec::new()
+        };
+        histories.push(Some(
+            start_history(dir.path(), matching_addr, None, namespaces).await,
+        ));
     }
     let addrs: Vec<String> = histories
         .iter()
@@ -207,6 +223,16 @@ async fn replicated_history_survives_losing_the_shard_leader() {
         .info
         .expect("namespace info")
         .id;
+    // A node that does not lead the metadata group creates the namespaces it was asked for
+    // through the leader.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while router.namespace_by_name(EXTRA_NAMESPACE).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{EXTRA_NAMESPACE} was never created"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A transfer command (history to history, across shards) reaches the target shard's leader
     // through the router; sent directly, only the leader takes it, the others refuse it before
@@ -420,7 +446,8 @@ async fn replicated_history_survives_losing_the_shard_leader() {
     // The stopped node comes back, catches up, and every replica ends with the same state.
     let index = stopped_leader.expect("a leader was stopped");
     let addr: SocketAddr = addrs[index].parse().unwrap();
-    histories[index] = Some(start_history(dirs[index].path(), matching_addr, Some(addr)).await);
+    histories[index] =
+        Some(start_history(dirs[index].path(), matching_addr, Some(addr), Vec::new()).await);
     let ids = [first_id.as_str(), in_flight_id.as_str(), after_id.as_str()];
     let deadline = tokio::time::Instant::now() + DEADLINE;
     for addr in &addrs {
