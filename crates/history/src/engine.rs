@@ -129,6 +129,27 @@ impl HistoryEngine {
         let metadata = Arc::new(
             open_group(&db, METADATA_GROUP, &config, &applier, &notifier, &shutdown).await?,
         );
+        // A group founded with other voters (a start-dev directory started as a cluster node,
+        // or the reverse) would never elect this node and would silently serve nothing.
+        for group in shards.iter().chain(std::iter::once(&metadata)) {
+            let membership = group.raft.metrics().borrow().membership_config.clone();
+            let voters: Vec<u64> = membership.membership().voter_ids().collect();
+            if !voters.is_empty() && !voters.contains(&config.node_id) {
+                let group_id = group.id;
+                for group in shards.iter().chain(std::iter::once(&metadata)) {
+                    let _ = group.raft.shutdown().await;
+                }
+                return Err(RaftError::Start {
+                    group: group_id,
+                    reason: format!(
+                        "the data directory's groups have voters {voters:?}, not this node ({}): \
+                         a start-dev directory cannot join a cluster, nor can a cluster node's \
+                         directory run without --replicated",
+                        config.node_id
+                    ),
+                });
+            }
+        }
         let engine = Arc::new(Self {
             config,
             shards,

@@ -475,3 +475,38 @@ async fn replicated_history_survives_losing_the_shard_leader() {
     assert_eq!(digests[0], digests[1], "replicas 1 and 2 differ");
     assert_eq!(digests[0], digests[2], "replicas 1 and 3 differ");
 }
+
+/// A start-dev-style directory (this node the only voter, ID 1) cannot be started as a cluster
+/// node, whose ID is the directory's random one: it would never be elected and serve nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_voter_directory_refuses_to_start_replicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let matching: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let data_dir = dir.path().to_path_buf();
+    let single = Node::start("history", |c| {
+        c.data_dir = data_dir;
+        c.matching_addr = Some(matching.to_string());
+    })
+    .await;
+    // Serving means its groups were founded with it as their only voter.
+    let addr = single.internal();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while RemoteHistory::new(lazy_channel(&addr).unwrap())
+        .describe_node()
+        .await
+        .is_err()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    single.stop().await;
+    let refused = start_history(dir.path(), matching, None, Vec::new())
+        .await
+        .exit()
+        .await
+        .expect_err("refused");
+    assert!(
+        format!("{refused:#}").contains("cannot join a cluster"),
+        "{refused:#}"
+    );
+}

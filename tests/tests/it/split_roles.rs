@@ -91,6 +91,16 @@ impl Node {
         self.internal.expect("an internal listener").to_string()
     }
 
+    /// Waits for the node to end on its own (a node that refuses to start).
+    pub(crate) async fn exit(mut self) -> anyhow::Result<()> {
+        // Held, not dropped: a dropped sender is the signal to stop.
+        let _stop = self.stop.take();
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .expect("the node ended")
+            .expect("node task")
+    }
+
     pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
