@@ -243,6 +243,7 @@ pub async fn run_node(
     // History: local engine (with its data directory) or remote nodes.
     let mut local_history = None;
     let mut raft_services = None;
+    let mut routed_local: Option<Arc<RoutedHistory>> = None;
     let history: Arc<dyn HistoryService>;
     let num_shards;
     if roles.history {
@@ -303,7 +304,10 @@ pub async fn run_node(
             let router = Arc::new(RoutedHistory::new(vec![node_addr.clone()]));
             router.set_num_shards(num_shards);
             engine.set_router(router.clone());
-            tokio::spawn(ensure_namespaces(engine.clone(), router, wanted));
+            tokio::spawn(ensure_namespaces(engine.clone(), router.clone(), wanted));
+            // A frontend or matching role in this process reaches the leaders through the
+            // router too: this node leads only some groups.
+            routed_local = Some(router);
             raft_services = Some((
                 TransportService::new(CLUSTER_ID, node_id, replication.registry).into_server(),
                 crate::admin::AdminApiService::new(engine.clone(), node_id, node_addr)
@@ -320,7 +324,10 @@ pub async fn run_node(
                 }
             }
         }
-        history = engine.clone();
+        history = match routed_local {
+            Some(router) => router,
+            None => engine.clone(),
+        };
         local_history = Some((engine, db));
     } else {
         let addr = config

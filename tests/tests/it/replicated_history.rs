@@ -510,3 +510,77 @@ async fn a_single_voter_directory_refuses_to_start_replicated() {
         "{refused:#}"
     );
 }
+
+/// A frontend in the same process as a replicated history node routes to each shard's leader
+/// like a remote one: every node starts and describes workflows of every shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frontends_beside_replicated_history_nodes_reach_every_leader() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let matching_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let matching_addr = matching_listener.local_addr().unwrap();
+    drop(matching_listener);
+    let mut nodes = Vec::new();
+    for dir in &dirs {
+        let data_dir = dir.path().to_path_buf();
+        nodes.push(
+            Node::start("history,frontend", |c| {
+                c.data_dir = data_dir;
+                c.num_shards = Some(SHARDS);
+                c.replicated = true;
+                c.matching_addr = Some(matching_addr.to_string());
+            })
+            .await,
+        );
+    }
+    let addrs: Vec<String> = nodes.iter().map(Node::internal).collect();
+    chronicle_server::admin::init_cluster(&addrs, SHARDS)
+        .await
+        .expect("cluster init");
+    for node in &nodes {
+        wait_ready(&node.url()).await;
+    }
+    let router = RoutedHistory::new(addrs.clone());
+    let namespace_id = router
+        .namespace_by_name("default")
+        .await
+        .expect("default namespace")
+        .info
+        .expect("info")
+        .id;
+    // One workflow per shard, started through node i % 3 and described through the next.
+    for shard in 0..SHARDS {
+        let workflow_id = loop {
+            let id = unique("beside");
+            if shard_for(&namespace_id, &id, SHARDS) == shard {
+                break id;
+            }
+        };
+        let starter = &nodes[shard as usize % 3];
+        let reader = &nodes[(shard as usize + 1) % 3];
+        let started = raw_client(&starter.url())
+            .await
+            .start_workflow_execution(start_request(&workflow_id, "Beside", "beside-queue"))
+            .await
+            .expect("start through any node")
+            .into_inner();
+        let described = raw_client(&reader.url())
+            .await
+            .describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
+                namespace: "default".into(),
+                execution: execution(&workflow_id, ""),
+            })
+            .await
+            .expect("describe through another node")
+            .into_inner();
+        assert_eq!(
+            described
+                .workflow_execution_info
+                .and_then(|i| i.execution)
+                .map(|e| e.run_id),
+            Some(started.run_id)
+        );
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
