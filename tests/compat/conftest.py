@@ -6,8 +6,10 @@ COMPAT_SERVER selects the server under test:
 * ``temporal``: the reference, ``temporal server start-dev`` from the temporal CLI,
   so every test can be checked against Temporal's own server first.
 * ``chronicle-split``: the shared server is Chronicle's roles as separate processes
-  (``chronicle server start --role ...``: one history, one matching and one frontend node talking
-  over the internal gRPC API); tests that start their own durable servers use start-dev.
+  (``chronicle server start --role ...``: three replicated history nodes founded with
+  ``chronicle cluster init``, one matching and one frontend node talking over the internal gRPC
+  API; ``COMPAT_HISTORY_NODES=1`` for a single unreplicated history node); tests that start their
+  own durable servers use start-dev.
 
 Every server is started with stdout/stderr in a log file under pytest's tmp dir; when a test
 fails, the tail of the log of each server it used is attached to the failure report. Servers
@@ -204,40 +206,60 @@ class ServerProcess:
 
 class SplitServer:
     """Chronicle's roles as separate processes: history, matching and frontend nodes, each
-    ``chronicle server start --role <role>`` on its own ports; clients use the frontend."""
+    ``chronicle server start --role <role>`` on its own ports; clients use the frontend. With
+    several history nodes (``COMPAT_HISTORY_NODES``, default 3) every shard is replicated on all
+    of them and calls are routed to each shard's leader."""
 
-    def __init__(self, log_dir: str):
+    NUM_SHARDS = 4
+
+    def __init__(self, log_dir: str, history_count: Optional[int] = None):
         self.log_dir = log_dir
-        self.data_dir = os.path.join(log_dir, "history-data")
         self.host = "127.0.0.1"
-        self.history_internal = f"{self.host}:{free_port()}"
+        self.history_count = history_count or int(os.environ.get("COMPAT_HISTORY_NODES", "3"))
+        self.history_internals = [f"{self.host}:{free_port()}" for _ in range(self.history_count)]
         self.matching_internal = f"{self.host}:{free_port()}"
         self.port = free_port()
         self.address = f"{self.host}:{self.port}"
         self.nodes: List[ServerProcess] = []
 
-    def _node(self, role: str, extra: List[str]) -> "ServerProcess":
+    def _node(self, role: str, extra: List[str], name: Optional[str] = None) -> "ServerProcess":
         node = ServerProcess(self.log_dir)
         base = [chronicle_bin(), "server", "start", "--role", role, "--log-level", "warn"]
         node.command = lambda: base + extra  # type: ignore[method-assign]
-        node.log_path = os.path.join(self.log_dir, f"{role}.log")
+        node.log_path = os.path.join(self.log_dir, f"{name or role}.log")
         return node
 
     def start(self) -> None:
-        history = self._node("history", ["--internal-addr", self.history_internal, "--data-dir", self.data_dir,
-                                         "--matching-addr", self.matching_internal])
+        replicated = self.history_count > 1
+        histories = []
+        for i, internal in enumerate(self.history_internals):
+            extra = ["--internal-addr", internal, "--data-dir", os.path.join(self.log_dir, f"history-data-{i}"),
+                     "--matching-addr", self.matching_internal]
+            if replicated:
+                extra += ["--replicated", "--num-shards", str(self.NUM_SHARDS)]
+            histories.append(self._node("history", extra, name=f"history-{i}"))
+        history_addrs = ",".join(self.history_internals)
         matching = self._node("matching", ["--internal-addr", self.matching_internal,
-                                           "--history-addr", self.history_internal])
+                                           "--history-addr", history_addrs])
         frontend = self._node("frontend", ["--frontend-addr", self.address,
-                                           "--history-addr", self.history_internal,
+                                           "--history-addr", history_addrs,
                                            "--matching-addr", self.matching_internal])
         frontend.address = self.address
-        self.nodes = [history, matching, frontend]
-        for node in (history, matching):
+        self.histories = histories
+        self.nodes = histories + [matching, frontend]
+        for node in histories + [matching]:
             node.starts += 1
             with open(node.log_path, "ab") as log:
                 node.proc = subprocess.Popen(node.command(), stdout=log, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        if replicated:
+            # Founded once; `cluster init` waits for the nodes to answer.
+            init = subprocess.run([chronicle_bin(), "cluster", "init", "--nodes", history_addrs,
+                                   "--num-shards", str(self.NUM_SHARDS)],
+                                  capture_output=True, timeout=STARTUP_TIMEOUT)
+            if init.returncode != 0:
+                self.kill()
+                raise RuntimeError(f"cluster init failed: {init.stderr.decode(errors='replace')}\n{self.log_tail()}")
         # Ready when the frontend answers a namespace describe (which crosses to history).
         frontend.start()
 
@@ -250,7 +272,8 @@ class SplitServer:
             node.stop()
 
     def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(f"--- {os.path.basename(n.log_path)} ---\n{n.log_tail(lines // 3)}" for n in self.nodes)
+        per_node = max(lines // max(len(self.nodes), 1), 10)
+        return "\n".join(f"--- {os.path.basename(n.log_path)} ---\n{n.log_tail(per_node)}" for n in self.nodes)
 
 
 def _kill_all_servers() -> None:

@@ -150,6 +150,20 @@ pub trait HistoryService: Send + Sync + 'static {
         namespace_id: &str,
         heartbeat: ActivityHeartbeat,
     ) -> ApiResult<bool>;
+
+    /// Proposes a transfer task's command on `shard` (history to history, across shards). The
+    /// command is checked at apply, so it may be sent again after an ambiguous failure.
+    async fn propose_transfer(
+        &self,
+        shard: u32,
+        command: chronicle_proto::chronicle::history::v1::ShardCommand,
+    ) -> ApiResult<chronicle_proto::chronicle::history::v1::CommandResult> {
+        let _ = (shard, command);
+        Err(chronicle_types::ApiError::new(
+            tonic::Code::Unimplemented,
+            "this history service does not take transfer commands",
+        ))
+    }
 }
 
 /// How an activity attempt ended, addressed by task token or by workflow and activity ID.

@@ -1,12 +1,14 @@
 //! Starting a node's shard groups and proposing commands to them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chronicle_cluster::MatchingService;
 use chronicle_proto::chronicle::history::v1::{self as cmd, command_result, shard_command};
-use chronicle_raft::{RaftError, ShardRaft};
+use chronicle_raft::{
+    Bootstrap, GroupRegistry, GroupTiming, GrpcNetworkFactory, PeerPool, RaftError, ShardRaft,
+};
 use chronicle_storage::{Db, ShardTables};
 use chronicle_types::shard::{METADATA_GROUP, ShardId, shard_for};
 use chronicle_types::{ApiError, ApiResult};
@@ -18,13 +20,16 @@ use crate::metric_defs;
 use crate::namespace_names::NamespaceNames;
 use crate::notify::{ShardNotifier, WorkflowWatch};
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HistoryConfig {
     pub num_shards: u32,
     pub node_id: u64,
     pub node_addr: String,
     /// Make this node the only voter of groups never initialised (start-dev).
     pub bootstrap_single_voter: bool,
+    /// Groups replicated across history nodes over the gRPC transport; `None`: every group has
+    /// this node as its only voter and never talks to another node (start-dev).
+    pub replication: Option<Replication>,
     /// Start activities whose ScheduleActivityTask command requests eager execution and hand
     /// them back in the workflow task completion's answer (Temporal's
     /// `system.enableActivityEagerExecution`).
@@ -34,6 +39,26 @@ pub struct HistoryConfig {
     /// `limit.historySize.suggestContinueAsNew`); 0: Temporal's defaults.
     pub suggest_continue_as_new_events: i64,
     pub suggest_continue_as_new_bytes: i64,
+}
+
+/// How a node's groups reach their replicas on other nodes.
+#[derive(Clone)]
+pub struct Replication {
+    /// Channels to peers, shared by every group of the node.
+    pub peers: PeerPool,
+    /// Where the node's `TransportService` finds its groups; each group is added once started.
+    pub registry: GroupRegistry,
+}
+
+impl std::fmt::Debug for HistoryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryConfig")
+            .field("num_shards", &self.num_shards)
+            .field("node_id", &self.node_id)
+            .field("node_addr", &self.node_addr)
+            .field("replicated", &self.replication.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 pub(crate) struct Shard {
@@ -50,6 +75,14 @@ pub(crate) struct Shard {
     /// The last log index the group had when it opened: it has caught up once it applied it.
     start_log_index: u64,
     caught_up: AtomicBool,
+    /// The term in which this node, as leader, has applied every entry of earlier terms (0:
+    /// none). `current_leader == self` is published when the vote commits, before the new
+    /// term's blank entry is applied: processors and reads wait for this (cluster.md §2.7).
+    ready_term: Arc<AtomicU64>,
+    /// Latest `ShardCommand.now` proposed or applied on this shard, in microseconds since the
+    /// epoch: the next command is stamped later than it, so event times never go backwards
+    /// after a failover to a node with a slower clock.
+    last_now: Arc<AtomicI64>,
 }
 
 impl Shard {
@@ -79,6 +112,9 @@ pub struct HistoryEngine {
     pub(crate) namespace_names: Arc<NamespaceNames>,
     pub(crate) queries: crate::queries::QueryRegistry,
     shutdown: watch::Sender<bool>,
+    /// Reaches the leaders of shards led by other nodes (transfer tasks); see
+    /// [`HistoryEngine::set_router`].
+    router: std::sync::OnceLock<Arc<dyn chronicle_cluster::HistoryService>>,
 }
 
 impl HistoryEngine {
@@ -97,15 +133,37 @@ impl HistoryEngine {
             notifier: notifier.clone(),
             namespace_names: Some(namespace_names.clone()),
         });
+        let (shutdown, _) = watch::channel(false);
         let mut shards = Vec::new();
         for id in 0..config.num_shards {
             shards.push(Arc::new(
-                open_group(&db, id, &config, &applier, &notifier).await?,
+                open_group(&db, id, &config, &applier, &notifier, &shutdown).await?,
             ));
         }
-        let metadata =
-            Arc::new(open_group(&db, METADATA_GROUP, &config, &applier, &notifier).await?);
-        let (shutdown, _) = watch::channel(false);
+        let metadata = Arc::new(
+            open_group(&db, METADATA_GROUP, &config, &applier, &notifier, &shutdown).await?,
+        );
+        // A group founded with other voters (a start-dev directory started as a cluster node,
+        // or the reverse) would never elect this node and would silently serve nothing.
+        for group in shards.iter().chain(std::iter::once(&metadata)) {
+            let membership = group.raft.metrics().borrow().membership_config.clone();
+            let voters: Vec<u64> = membership.membership().voter_ids().collect();
+            if !voters.is_empty() && !voters.contains(&config.node_id) {
+                let group_id = group.id;
+                for group in shards.iter().chain(std::iter::once(&metadata)) {
+                    let _ = group.raft.shutdown().await;
+                }
+                return Err(RaftError::Start {
+                    group: group_id,
+                    reason: format!(
+                        "the data directory's groups have voters {voters:?}, not this node ({}): \
+                         a start-dev directory cannot join a cluster, nor can a cluster node's \
+                         directory run without --replicated",
+                        config.node_id
+                    ),
+                });
+            }
+        }
         let engine = Arc::new(Self {
             config,
             shards,
@@ -114,13 +172,20 @@ impl HistoryEngine {
             namespace_names,
             queries: Default::default(),
             shutdown,
+            router: std::sync::OnceLock::new(),
         });
-        for group in engine
-            .shards
-            .iter()
-            .chain(std::iter::once(&engine.metadata))
-        {
-            wait_for_leader(&group.raft, engine.config.node_id, Duration::from_secs(10)).await;
+        // A single voter elects itself within its election timeout; wait for that (and for the
+        // group to be ready) so that start-dev answers its first requests. A replicated group's
+        // leader may be elsewhere or not elected yet (no quorum, not initialised): the node
+        // serves at once and answers NotLeader meanwhile.
+        if engine.config.replication.is_none() {
+            for group in engine
+                .shards
+                .iter()
+                .chain(std::iter::once(&engine.metadata))
+            {
+                wait_until_ready(group, engine.config.node_id, Duration::from_secs(10)).await;
+            }
         }
         for shard in &engine.shards {
             crate::processors::spawn(engine.clone(), shard.clone(), engine.shutdown.subscribe());
@@ -128,10 +193,87 @@ impl HistoryEngine {
         Ok(engine)
     }
 
+    /// Initialises `groups` of this node (every group when empty) with `members` as their
+    /// voters (`chronicle cluster init`). Refused if one of them already has a membership: a
+    /// cluster is founded once, and initialising a group again with other voters would split it.
+    pub async fn initialize_cluster(
+        &self,
+        members: std::collections::BTreeMap<u64, openraft::BasicNode>,
+        groups: &[ShardId],
+    ) -> ApiResult<u32> {
+        if !members.contains_key(&self.config.node_id) {
+            return Err(ApiError::invalid_argument(format!(
+                "the members do not include this node ({})",
+                self.config.node_id
+            )));
+        }
+        let targets: Vec<&Arc<Shard>> = if groups.is_empty() {
+            self.shards
+                .iter()
+                .chain(std::iter::once(&self.metadata))
+                .collect()
+        } else {
+            groups
+                .iter()
+                .map(|g| self.shard_by_id(*g))
+                .collect::<ApiResult<_>>()?
+        };
+        for group in &targets {
+            if group
+                .raft
+                .is_initialized()
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string()))?
+            {
+                return Err(ApiError::new(
+                    tonic::Code::AlreadyExists,
+                    format!(
+                        "group {} is already initialised: the cluster exists",
+                        group.id
+                    ),
+                ));
+            }
+        }
+        for group in &targets {
+            chronicle_raft::initialize_group(&group.raft, group.id, members.clone())
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        }
+        Ok(targets.len() as u32)
+    }
+
+    /// Whether any group of this node has a membership (initialised here or joined).
+    pub async fn is_initialized(&self) -> ApiResult<bool> {
+        for group in self.shards.iter().chain(std::iter::once(&self.metadata)) {
+            if group
+                .raft
+                .is_initialized()
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string()))?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether this node's replica of the metadata group has the namespace (no leader check).
+    pub fn has_local_namespace(&self, name: &str) -> bool {
+        matches!(self.metadata.tables.namespace(name), Ok(Some(_)))
+    }
+
+    pub fn is_shut_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     /// Stops the processors and the Raft groups. Committed state is already durable.
     pub async fn shutdown(&self) {
         self.shutdown.send_replace(true);
         for group in self.shards.iter().chain(std::iter::once(&self.metadata)) {
+            if let Some(replication) = &self.config.replication {
+                // Peers now get NoSuchGroup (reported to openraft as Unreachable).
+                replication.registry.remove(group.id);
+            }
             if let Err(e) = group.raft.shutdown().await {
                 tracing::warn!(group = group.id, error = %e, "raft group did not stop cleanly");
             }
@@ -180,12 +322,45 @@ impl HistoryEngine {
         &self.shards[shard_for(namespace_id, workflow_id, self.config.num_shards) as usize]
     }
 
+    pub(crate) fn shard_by_id(&self, id: ShardId) -> ApiResult<&Arc<Shard>> {
+        if id == METADATA_GROUP {
+            return Ok(&self.metadata);
+        }
+        self.shards.get(id as usize).ok_or_else(|| {
+            ApiError::invalid_argument(format!(
+                "shard {id} does not exist ({} shards)",
+                self.config.num_shards
+            ))
+        })
+    }
+
+    /// `Ok` if this node leads `shard` and may serve it (reads, proposals); otherwise the
+    /// NotLeader error that sends the caller to the leader.
+    pub(crate) fn check_leader(&self, shard: &Shard) -> ApiResult<()> {
+        if self.is_leader(shard) {
+            return Ok(());
+        }
+        let metrics = shard.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader.filter(|l| *l != self.config.node_id);
+        // The leader's BasicNode.addr is its Raft address, which is also its internal API
+        // address (both are served on the internal listener).
+        let addr = leader.and_then(|l| {
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&l)
+                .map(|n| n.addr.clone())
+        });
+        Err(ApiError::not_leader(shard.id, leader, addr, false))
+    }
+
     /// Proposes a command to `shard` and returns what applying it answered.
     pub(crate) async fn propose(
         &self,
         shard: &Shard,
         kind: shard_command::Kind,
     ) -> ApiResult<command_result::Result> {
+        self.check_leader(shard)?;
         let label = command_label(&kind);
         let operation = metric_defs::persistence_operation(&kind);
         let namespace = match metric_defs::command_namespace(&kind) {
@@ -201,7 +376,7 @@ impl HistoryEngine {
             metric_defs::CommandNamespace::System => "system".to_string(),
         };
         let command = cmd::ShardCommand {
-            now: Some(chronicle_types::time::now_timestamp()),
+            now: Some(monotonic_now(&shard.last_now)),
             kind: Some(kind),
             batch: Vec::new(),
         };
@@ -287,8 +462,122 @@ impl HistoryEngine {
         .set(led as f64);
     }
 
+    /// Sets the client that routes commands to shards this node does not lead. Without one
+    /// (start-dev), every command is proposed locally.
+    pub fn set_router(&self, router: Arc<dyn chronicle_cluster::HistoryService>) {
+        let _ = self.router.set(router);
+    }
+
+    /// Proposes `kind` on `shard` here if this node leads it, otherwise through the router at
+    /// the shard's leader. Only for commands checked at apply (transfer tasks): the router may
+    /// send them again after an ambiguous failure. A failure leaves the caller's outbox row in
+    /// place, and the sweep runs it again.
+    pub(crate) async fn propose_anywhere(
+        &self,
+        shard: &Shard,
+        kind: shard_command::Kind,
+    ) -> ApiResult<command_result::Result> {
+        let router = match self.router.get() {
+            Some(router) if !self.is_leader(shard) => router,
+            _ => return self.propose(shard, kind).await,
+        };
+        let command = cmd::ShardCommand {
+            now: None,
+            kind: Some(kind),
+            batch: Vec::new(),
+        };
+        let result = router.propose_transfer(shard.id, command).await?;
+        match result.result {
+            Some(command_result::Result::Error(e)) => {
+                Err(ApiError::from_parts(e.code, e.message, &e.details))
+            }
+            Some(other) => Ok(other),
+            None => Err(ApiError::internal("empty command result")),
+        }
+    }
+
+    /// This node leads `shard` and has applied every entry of earlier terms. Processors run
+    /// only while this holds and stop at their next check once it does not.
+    ///
+    /// A replicated leader must also have heard from a quorum within the shortest election
+    /// timeout: openraft 0.9 has no check-quorum step-down, so a leader cut off from the others
+    /// keeps believing it leads while a new one is elected. Followers refuse votes for the lease
+    /// after a heartbeat, so one acknowledged more recently than that is still the only leader
+    /// (cluster.md §2.7, given sane clocks).
     pub(crate) fn is_leader(&self, shard: &Shard) -> bool {
-        shard.raft.metrics().borrow().current_leader == Some(self.config.node_id)
+        let metrics = shard.raft.metrics();
+        let metrics = metrics.borrow();
+        let leads = metrics.current_leader == Some(self.config.node_id)
+            && metrics.current_term == shard.ready_term.load(Ordering::SeqCst);
+        leads
+            && (self.config.replication.is_none()
+                || metrics
+                    .millis_since_quorum_ack
+                    .is_some_and(|ms| ms < GroupTiming::replicated().election_timeout_min_ms))
+    }
+}
+
+/// `now`, or 1 µs after the latest stamp of the shard if the clock is behind it (P30).
+fn monotonic_now(last_now: &AtomicI64) -> prost_wkt_types::Timestamp {
+    let wall = chronicle_types::time::now_timestamp();
+    let wall_micros = wall.seconds * 1_000_000 + i64::from(wall.nanos) / 1_000;
+    let mut stamp = wall_micros;
+    let _ = last_now.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+        stamp = wall_micros.max(last + 1);
+        Some(stamp)
+    });
+    if stamp == wall_micros {
+        return wall;
+    }
+    prost_wkt_types::Timestamp {
+        seconds: stamp.div_euclid(1_000_000),
+        nanos: (stamp.rem_euclid(1_000_000) * 1_000) as i32,
+    }
+}
+
+/// Watches the group's leadership: each time this node becomes leader of a new term it waits
+/// until the entries of earlier terms are applied (`ensure_linearizable` commits and applies up
+/// to the leader's blank entry) and then marks the term ready.
+async fn readiness_loop(
+    raft: ShardRaft,
+    group: ShardId,
+    node_id: u64,
+    ready_term: Arc<AtomicU64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut metrics = raft.metrics();
+    loop {
+        let (leader, term) = {
+            let m = metrics.borrow_and_update();
+            (m.current_leader, m.current_term)
+        };
+        if leader == Some(node_id) && ready_term.load(Ordering::SeqCst) != term {
+            match raft.ensure_linearizable().await {
+                Ok(_) => {
+                    // Still the same term: a new term needs its own round.
+                    if raft.metrics().borrow().current_term == term {
+                        ready_term.store(term, Ordering::SeqCst);
+                        tracing::info!(group, term, "leading the group");
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(group, error = %e, "leadership not confirmed yet");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
     }
 }
 
@@ -324,23 +613,54 @@ async fn open_group(
     config: &HistoryConfig,
     applier: &Arc<HistoryApplier>,
     notifier: &ShardNotifier,
+    shutdown: &watch::Sender<bool>,
 ) -> Result<Shard, RaftError> {
     let changes = notifier.subscribe(id);
-    let raft = chronicle_raft::start_group(
-        db.clone(),
-        id,
-        config.node_id,
-        config.node_addr.clone(),
-        applier.clone(),
-        config.bootstrap_single_voter,
-    )
-    .await?;
+    let raft = match &config.replication {
+        None => {
+            chronicle_raft::start_group(
+                db.clone(),
+                id,
+                config.node_id,
+                config.node_addr.clone(),
+                applier.clone(),
+                config.bootstrap_single_voter,
+            )
+            .await?
+        }
+        Some(replication) => {
+            // Never bootstrap here: a replicated group is initialised once, by `cluster init`
+            // on one node, or after a restart its stored membership is used.
+            let raft = chronicle_raft::start_group_with(
+                db.clone(),
+                id,
+                config.node_id,
+                GrpcNetworkFactory::new(replication.peers.clone(), id),
+                GroupTiming::replicated(),
+                applier.clone(),
+                Bootstrap::Join,
+            )
+            .await?;
+            replication.registry.insert(id, raft.clone());
+            raft
+        }
+    };
     let (proposals, queue) = mpsc::unbounded_channel();
     tokio::spawn(proposal_loop(raft.clone(), id, queue));
     let start_log_index = raft.metrics().borrow().last_log_index.unwrap_or(0);
+    let ready_term = Arc::new(AtomicU64::new(0));
+    tokio::spawn(readiness_loop(
+        raft.clone(),
+        id,
+        config.node_id,
+        ready_term.clone(),
+        shutdown.subscribe(),
+    ));
     Ok(Shard {
         start_log_index,
         caught_up: AtomicBool::new(false),
+        ready_term,
+        last_now: notifier.last_now(id),
         id,
         raft,
         tables: ShardTables::new(db.clone(), id),
@@ -397,8 +717,18 @@ async fn propose_entry(raft: &ShardRaft, group: ShardId, pending: Vec<PendingCom
     let outcome = chronicle_raft::propose(raft, group, entry.encode_to_vec())
         .await
         .map_err(|e| match e {
-            RaftError::NotLeader { .. } => {
-                ApiError::unavailable(format!("shard {group} has no leader on this node; retry"))
+            // The entry may have reached the log before leadership moved (P11): the caller may
+            // resend it only if it is idempotent at apply.
+            RaftError::NotLeader { leader, .. } => {
+                let addr = leader.and_then(|l| {
+                    raft.metrics()
+                        .borrow()
+                        .membership_config
+                        .membership()
+                        .get_node(&l)
+                        .map(|n| n.addr.clone())
+                });
+                ApiError::not_leader(group, leader, addr, true)
             }
             other => ApiError::unavailable(format!("shard {group} is unavailable: {other}")),
         })
@@ -430,9 +760,42 @@ async fn propose_entry(raft: &ShardRaft, group: ShardId, pending: Vec<PendingCom
     }
 }
 
-async fn wait_for_leader(raft: &ShardRaft, node_id: u64, timeout: Duration) {
-    let _ = raft
-        .wait(Some(timeout))
-        .current_leader(node_id, "shard leader elected")
-        .await;
+async fn wait_until_ready(shard: &Shard, node_id: u64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut metrics = shard.raft.metrics();
+    while Instant::now() < deadline {
+        {
+            let m = metrics.borrow_and_update();
+            if m.current_leader == Some(node_id)
+                && m.current_term == shard.ready_term.load(Ordering::SeqCst)
+            {
+                return;
+            }
+        }
+        // The readiness loop stores the term without a metrics change: poll briefly too.
+        let _ = tokio::time::timeout(Duration::from_millis(10), metrics.changed()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new leader whose clock is behind the shard's last stamp still stamps later (P30).
+    #[test]
+    fn command_time_never_goes_backwards() {
+        let wall = chronicle_types::time::now_timestamp();
+        let wall_micros = wall.seconds * 1_000_000 + i64::from(wall.nanos) / 1_000;
+        let ahead = wall_micros + 3_600_000_000;
+        let last_now = AtomicI64::new(ahead);
+        let first = monotonic_now(&last_now);
+        let second = monotonic_now(&last_now);
+        let micros =
+            |t: &prost_wkt_types::Timestamp| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000;
+        assert_eq!(micros(&first), ahead + 1);
+        assert_eq!(micros(&second), ahead + 2);
+        // With the clock ahead of every stamp, the clock wins.
+        let behind = AtomicI64::new(i64::MIN);
+        assert!(micros(&monotonic_now(&behind)) >= wall_micros);
+    }
 }

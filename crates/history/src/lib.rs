@@ -25,4 +25,4 @@ mod service;
 pub mod tokens;
 mod transfer;
 
-pub use engine::{HistoryConfig, HistoryEngine};
+pub use engine::{HistoryConfig, HistoryEngine, Replication};

@@ -15,6 +15,8 @@ pub struct ShardNotifier {
     senders: Arc<RwLock<HashMap<u32, watch::Sender<u64>>>>,
     /// Per group: the earliest fire time of timers added since the timer loop last looked.
     timer_floors: Arc<RwLock<HashMap<u32, Arc<AtomicI64>>>>,
+    /// Per group: the latest `ShardCommand.now` applied or proposed, in microseconds.
+    last_nows: Arc<RwLock<HashMap<u32, Arc<AtomicI64>>>>,
     /// Watches of the workflows someone waits on, by (group, namespace ID, workflow ID); an
     /// entry lives as long as a [`WorkflowWatch`] holds it.
     workflows: Arc<Mutex<HashMap<WorkflowKey, watch::Sender<u64>>>>,
@@ -83,6 +85,25 @@ impl ShardNotifier {
     /// Records that timers firing at `fire_ms` or later were added to `group`.
     pub fn timer_added(&self, group: u32, fire_ms: i64) {
         self.timer_floor(group).fetch_min(fire_ms, Ordering::SeqCst);
+    }
+
+    /// The group's latest command time in microseconds (see `Shard::last_now`).
+    pub fn last_now(&self, group: u32) -> Arc<AtomicI64> {
+        if let Some(cell) = self.last_nows.read().expect("notifier lock").get(&group) {
+            return cell.clone();
+        }
+        self.last_nows
+            .write()
+            .expect("notifier lock")
+            .entry(group)
+            .or_insert_with(|| Arc::new(AtomicI64::new(i64::MIN)))
+            .clone()
+    }
+
+    /// Records an applied command's time, so that this node stamps later ones after it when it
+    /// becomes leader.
+    pub fn observe_now(&self, group: u32, micros: i64) {
+        self.last_now(group).fetch_max(micros, Ordering::SeqCst);
     }
 
     /// The group's "earliest timer added" cell: the timer loop swaps `i64::MAX` into it to take

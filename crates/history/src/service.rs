@@ -313,6 +313,8 @@ impl HistoryService for HistoryEngine {
     }
 
     async fn namespace_by_name(&self, name: &str) -> ApiResult<NamespaceRecord> {
+        // Served by the metadata leader, so a namespace just registered is found.
+        self.check_leader(&self.metadata)?;
         self.metadata
             .tables
             .namespace(name)
@@ -321,6 +323,7 @@ impl HistoryService for HistoryEngine {
     }
 
     async fn list_namespaces(&self) -> ApiResult<Vec<NamespaceRecord>> {
+        self.check_leader(&self.metadata)?;
         self.metadata.tables.namespaces().map_err(storage)
     }
 
@@ -458,6 +461,7 @@ impl HistoryService for HistoryEngine {
             .map(|e| e.workflow_id.clone())
             .unwrap_or_default();
         let shard = self.shard_of(namespace_id, &workflow_id);
+        self.check_leader(shard)?;
         let state = read::load_state(shard, namespace_id, &request.execution)?;
         Ok(read::describe(&state))
     }
@@ -477,6 +481,7 @@ impl HistoryService for HistoryEngine {
             execution.run_id = t.run_id.clone();
         }
         let shard = self.shard_of(namespace_id, &execution.workflow_id);
+        self.check_leader(shard)?;
         let close_only =
             request.history_event_filter_type == HistoryEventFilterType::CloseEvent as i32;
         let page_size = if request.maximum_page_size > 0 {
@@ -568,6 +573,7 @@ impl HistoryService for HistoryEngine {
             execution.run_id = t.run_id.clone();
         }
         let shard = self.shard_of(namespace_id, &execution.workflow_id);
+        self.check_leader(shard)?;
         let state = read::load_state(shard, namespace_id, &Some(execution))?;
         let page_size = if request.maximum_page_size > 0 {
             request.maximum_page_size as usize
@@ -635,6 +641,7 @@ impl HistoryService for HistoryEngine {
             .map(|e| e.workflow_id.clone())
             .unwrap_or_default();
         let shard = self.shard_of(namespace_id, &workflow_id);
+        self.check_leader(shard)?;
         let state = read::load_state(shard, namespace_id, &request.execution)?;
         if let Some(rejected) = query_rejection(&state, request.query_reject_condition) {
             return Ok(ws::QueryWorkflowResponse {
@@ -980,5 +987,32 @@ impl HistoryService for HistoryEngine {
             command_result::Result::Heartbeat(h) => Ok(h.cancel_requested),
             _ => Err(ApiError::internal("unexpected heartbeat result")),
         }
+    }
+
+    async fn propose_transfer(
+        &self,
+        shard: u32,
+        command: cmd::ShardCommand,
+    ) -> ApiResult<cmd::CommandResult> {
+        let shard = self.shard_by_id(shard)?;
+        let kind = command
+            .kind
+            .ok_or_else(|| ApiError::invalid_argument("transfer command without a kind"))?;
+        // Refusals travel inside the result, as they do out of a local proposal.
+        let result = match self.propose(shard, kind).await {
+            Ok(result) => result,
+            Err(e) if e.not_leader_detail().is_some() || e.code == tonic::Code::Unavailable => {
+                return Err(e);
+            }
+            Err(e) => command_result::Result::Error(cmd::CommandError {
+                code: e.code as i32,
+                message: e.message.clone(),
+                details: e.details_bytes(),
+            }),
+        };
+        Ok(cmd::CommandResult {
+            result: Some(result),
+            batch: Vec::new(),
+        })
     }
 }

@@ -228,7 +228,7 @@ async fn start_child(
         .or_else(|| Some(execution_of(parent)));
     let child_shard = engine.shard_of(&child.namespace_id, &child.workflow_id);
     let started = engine
-        .propose(
+        .propose_anywhere(
             child_shard,
             Kind::StartChildWorkflow(cmd::StartChildWorkflow {
                 namespace_id: child.namespace_id.clone(),
@@ -273,7 +273,7 @@ async fn report_child_closed(
         .unwrap_or_default();
     let parent_shard = engine.shard_of(&parent.namespace_id, &parent_workflow_id);
     engine
-        .propose(
+        .propose_anywhere(
             parent_shard,
             Kind::RecordChildClosed(cmd::RecordChildClosed {
                 parent: Some(parent),
@@ -304,7 +304,7 @@ async fn apply_parent_close_policy(
     };
     let child_shard = engine.shard_of(&task.target_namespace_id, &task.target_workflow_id);
     engine
-        .propose(
+        .propose_anywhere(
             child_shard,
             Kind::ApplyParentClosePolicy(cmd::ApplyParentClosePolicy {
                 namespace_id: task.target_namespace_id.clone(),
@@ -409,7 +409,7 @@ async fn deliver_external(
                 }
             };
             let target_shard = engine.shard_of(&info.namespace_id, &target.workflow_id);
-            match engine.propose(target_shard, kind).await {
+            match engine.propose_anywhere(target_shard, kind).await {
                 Ok(_) => false,
                 // No such workflow, closed, or not this workflow's child.
                 Err(e) if e.is_not_found() => true,

@@ -59,6 +59,12 @@ pub mod chronicle {
             ));
         }
     }
+    /// Cluster administration of history nodes (`AdminApi`).
+    pub mod admin {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/internal/chronicle.admin.v1.rs"));
+        }
+    }
     /// Raft replication between history nodes (`RaftTransport`).
     pub mod raft {
         pub mod v1 {

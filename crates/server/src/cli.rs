@@ -15,11 +15,38 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start: the size difference between the subcommands costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run servers.
     #[command(subcommand)]
     Server(ServerCommand),
+    /// Operate on a cluster of history nodes.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Found a replicated history cluster, once: every node started with `--replicated` and a
+    /// fresh data directory becomes a voter of every shard group and of the metadata group.
+    Init(ClusterInit),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterInit {
+    /// Internal addresses of the history nodes, comma-separated.
+    #[arg(
+        long,
+        env = "CHRONICLE_CLUSTER_NODES",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub nodes: Vec<String>,
+    /// History shards of the cluster; every node must have been started with the same count.
+    #[arg(long, env = "CHRONICLE_NUM_SHARDS", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub num_shards: u32,
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,9 +82,18 @@ pub struct Start {
         default_value = "127.0.0.1:7234"
     )]
     pub internal_addr: String,
-    /// Internal address of the history node (when this node has no history role).
+    /// Internal addresses of the history nodes, comma-separated (when this node has no history
+    /// role); calls go to each shard's leader among them.
     #[arg(long, env = "CHRONICLE_HISTORY_ADDR")]
     pub history_addr: Option<String>,
+    /// History role: replicate the shard groups across history nodes (the cluster is founded
+    /// once with `chronicle cluster init`); without it, this node is every group's only voter.
+    #[arg(long, env = "CHRONICLE_REPLICATED")]
+    pub replicated: bool,
+    /// Address other nodes reach this node's internal API and Raft transport at [default: the
+    /// bound internal address]. Must stay stable for the node's life.
+    #[arg(long, env = "CHRONICLE_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
     /// Internal address of the matching node (when this node has no matching role).
     #[arg(long, env = "CHRONICLE_MATCHING_ADDR")]
     pub matching_addr: Option<String>,

@@ -3,6 +3,7 @@
 //! [`run`] takes bound listeners, a configuration and a shutdown future, so tests start real
 //! servers on port 0 in-process and the binary is a thin CLI around it.
 
+pub mod admin;
 pub mod cli;
 pub mod observability;
 mod roles;
@@ -114,6 +115,8 @@ pub async fn run(
         data_dir: config.data_dir,
         num_shards: config.num_shards,
         history_addr: None,
+        replicated: false,
+        advertise_addr: None,
         matching_addr: None,
         namespaces: config.namespaces,
         search_attributes: config.search_attributes,

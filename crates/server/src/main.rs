@@ -2,8 +2,8 @@ use std::net::ToSocketAddrs;
 
 use anyhow::Context;
 use chronicle_server::cli::{
-    Cli, Command, ServerCommand, Start, StartDev, default_data_dir, parse_dynamic_config,
-    parse_search_attribute,
+    Cli, ClusterCommand, ClusterInit, Command, ServerCommand, Start, StartDev, default_data_dir,
+    parse_dynamic_config, parse_search_attribute,
 };
 use chronicle_server::{Listeners, NodeConfig, NodeListeners, Roles, ServerConfig, run, run_node};
 use clap::Parser;
@@ -13,6 +13,33 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Server(ServerCommand::StartDev(args)) => start_dev(args),
         Command::Server(ServerCommand::Start(args)) => start(args),
+        Command::Cluster(ClusterCommand::Init(args)) => cluster_init(args),
+    }
+}
+
+fn cluster_init(args: ClusterInit) -> anyhow::Result<()> {
+    init_logging("info", "text");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(chronicle_server::admin::init_cluster(
+        &args.nodes,
+        args.num_shards,
+    )) {
+        Ok(members) => {
+            for m in members {
+                println!("node {} at {}", m.node_id, m.raft_addr);
+            }
+            println!(
+                "cluster initialised: {} shards and the metadata group",
+                args.num_shards
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("chronicle: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
@@ -111,6 +138,8 @@ fn start(args: Start) -> anyhow::Result<()> {
     config.matching_addr = args.matching_addr.clone();
     config.namespaces = args.namespaces.clone();
     config.sync_writes = !args.no_fsync;
+    config.replicated = args.replicated;
+    config.advertise_addr = args.advertise_addr.clone();
     if args.no_fsync {
         tracing::warn!("--no-fsync: writes are acknowledged before they reach the disk");
     }

@@ -11,16 +11,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chronicle_cluster::grpc::{
-    HistoryApiService, MatchingApiService, RemoteHistory, RemoteMatching,
+    HistoryApiService, MatchingApiService, RemoteMatching, RoutedHistory,
 };
 use chronicle_cluster::{HistoryService, MatchingService};
 use chronicle_frontend::{
     FrontendContext, NamespaceCache, OperatorHandler, WorkflowHandler, default_namespace_record,
 };
-use chronicle_history::{HistoryConfig, HistoryEngine};
+use chronicle_history::{HistoryConfig, HistoryEngine, Replication};
 use chronicle_matching::MatchingEngine;
 use chronicle_proto::temporal::api::operatorservice::v1::operator_service_server::OperatorServiceServer;
 use chronicle_proto::temporal::api::workflowservice::v1::workflow_service_server::WorkflowServiceServer;
+use chronicle_raft::{GroupRegistry, PeerPool, PeerPoolConfig, TransportService};
 use chronicle_storage::{Db, DbOptions};
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
@@ -89,8 +90,15 @@ pub struct NodeConfig {
     /// Durable data of the history role.
     pub data_dir: PathBuf,
     pub num_shards: Option<u32>,
-    /// Internal address of the history node, for a node without the history role.
+    /// Internal addresses of the history nodes (comma-separated), for a node without the
+    /// history role. Calls go to each shard's leader among them.
     pub history_addr: Option<String>,
+    /// History groups are replicated across history nodes (a cluster founded by `chronicle
+    /// cluster init`) instead of having this node as their only voter.
+    pub replicated: bool,
+    /// Address other nodes reach this node's internal listener at (Raft and internal API);
+    /// default: the listener's bound address.
+    pub advertise_addr: Option<String>,
     /// Internal address of the matching node, for a node without the matching role.
     pub matching_addr: Option<String>,
     pub namespaces: Vec<String>,
@@ -113,6 +121,8 @@ impl NodeConfig {
             data_dir,
             num_shards: None,
             history_addr: None,
+            replicated: false,
+            advertise_addr: None,
             matching_addr: None,
             namespaces: Vec::new(),
             search_attributes: Vec::new(),
@@ -169,18 +179,60 @@ fn no_delay(
     )
 }
 
-/// The history role's shard count, asked of the history node (which may still be starting).
-async fn remote_shard_count(history: &RemoteHistory) -> anyhow::Result<u32> {
+/// The cluster id every Raft message carries. One per binary for now: `cluster init` does not
+/// yet mint and store one.
+const CLUSTER_ID: &str = "chronicle";
+
+/// The history role's shard count, asked of the history nodes (which may still be starting).
+async fn remote_shard_count(history: &RoutedHistory) -> anyhow::Result<u32> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match history.describe_node().await {
-            Ok(info) => return Ok(info.num_shards),
+        match history.num_shards().await {
+            Ok(n) => return Ok(n),
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::info!(error = %e.message, "waiting for the history node");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => anyhow::bail!("the history node did not answer: {}", e.message),
         }
+    }
+}
+
+/// Creates the namespaces a replicated node was asked for, through the metadata group's leader
+/// wherever it is (the group may not even be initialised when the node starts). Stops once they
+/// are in this node's replica.
+async fn ensure_namespaces(
+    engine: Arc<HistoryEngine>,
+    router: Arc<RoutedHistory>,
+    wanted: Vec<String>,
+) {
+    loop {
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter(|name| !engine.has_local_namespace(name))
+            .collect();
+        if missing.is_empty() || engine.is_shut_down() {
+            return;
+        }
+        for name in missing {
+            match router.namespace_by_name(name).await {
+                Ok(_) => continue,
+                Err(e) if !e.is_not_found() => {
+                    tracing::debug!(namespace = %name, error = %e.message, "metadata not ready");
+                    continue;
+                }
+                Err(_) => {}
+            }
+            match router
+                .register_namespace(default_namespace_record(name, "", 3))
+                .await
+            {
+                Ok(()) => tracing::info!(namespace = %name, "namespace created"),
+                Err(e) if e.is_already_exists() => {}
+                Err(e) => tracing::debug!(namespace = %name, error = %e.message, "retrying"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -236,8 +288,10 @@ pub async fn run_node(
         }
     };
 
-    // History: local engine (with its data directory) or a remote node.
+    // History: local engine (with its data directory) or remote nodes.
     let mut local_history = None;
+    let mut raft_services = None;
+    let mut routed_local: Option<Arc<RoutedHistory>> = None;
     let history: Arc<dyn HistoryService>;
     let num_shards;
     if roles.history {
@@ -251,17 +305,39 @@ pub async fn run_node(
             .await?
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         num_shards = resolve_shard_count(&db, config.num_shards)?;
-        let node_addr = match (&listeners.internal, &listeners.frontend) {
-            (Some(l), _) | (None, Some(l)) => l.local_addr()?.to_string(),
-            (None, None) => String::new(),
+        let node_addr = match (
+            &config.advertise_addr,
+            &listeners.internal,
+            &listeners.frontend,
+        ) {
+            (Some(addr), _, _) => addr.clone(),
+            (None, Some(l), _) | (None, None, Some(l)) => l.local_addr()?.to_string(),
+            (None, None, None) => String::new(),
+        };
+        // A replicated node is known by the random ID of its data directory, never reused; a
+        // single-voter node keeps ID 1, which its existing groups were founded with.
+        let (node_id, replication) = if config.replicated {
+            anyhow::ensure!(
+                listeners.internal.is_some(),
+                "a replicated history node needs an internal listener for Raft"
+            );
+            let node_id = db.node_id().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let replication = Replication {
+                peers: PeerPool::new(CLUSTER_ID, node_id, PeerPoolConfig::default()),
+                registry: GroupRegistry::new(),
+            };
+            (node_id, Some(replication))
+        } else {
+            (1, None)
         };
         let engine = HistoryEngine::start(
             db.clone(),
             HistoryConfig {
                 num_shards,
-                node_id: 1,
-                node_addr,
-                bootstrap_single_voter: true,
+                node_id,
+                node_addr: node_addr.clone(),
+                bootstrap_single_voter: !config.replicated,
+                replication: replication.clone(),
                 eager_activities: config.eager_activities,
                 suggest_continue_as_new_events: config.suggest_continue_as_new_events,
                 suggest_continue_as_new_bytes: config.suggest_continue_as_new_bytes,
@@ -272,23 +348,51 @@ pub async fn run_node(
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut wanted = vec!["default".to_string()];
         wanted.extend(config.namespaces.iter().cloned());
-        for name in wanted {
-            if engine.namespace_by_name(&name).await.is_err() {
-                engine
-                    .register_namespace(default_namespace_record(&name, "", 3))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("creating namespace {name}: {}", e.message))?;
+        if let Some(replication) = replication {
+            // Commands for shards led elsewhere (transfer tasks) go through this node's own
+            // API, whose NotLeader answers point at the leader.
+            let router = Arc::new(RoutedHistory::new(vec![node_addr.clone()]));
+            router.set_num_shards(num_shards);
+            engine.set_router(router.clone());
+            tokio::spawn(ensure_namespaces(engine.clone(), router.clone(), wanted));
+            // A frontend or matching role in this process reaches the leaders through the
+            // router too: this node leads only some groups.
+            routed_local = Some(router);
+            raft_services = Some((
+                TransportService::new(CLUSTER_ID, node_id, replication.registry).into_server(),
+                crate::admin::AdminApiService::new(engine.clone(), node_id, node_addr)
+                    .into_server(),
+            ));
+            tracing::info!(node_id, "replicated history node");
+        } else {
+            for name in wanted {
+                if engine.namespace_by_name(&name).await.is_err() {
+                    engine
+                        .register_namespace(default_namespace_record(&name, "", 3))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("creating namespace {name}: {}", e.message))?;
+                }
             }
         }
         readiness.set_history(&engine);
-        history = engine.clone();
+        history = match routed_local {
+            Some(router) => router,
+            None => engine.clone(),
+        };
         local_history = Some((engine, db));
     } else {
         let addr = config
             .history_addr
             .as_deref()
             .context("a node without the history role needs --history-addr")?;
-        let remote = RemoteHistory::new(internal_channel(addr)?);
+        let seeds: Vec<String> = addr
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(String::from)
+            .collect();
+        anyhow::ensure!(!seeds.is_empty(), "--history-addr names no address");
+        let remote = RoutedHistory::new(seeds);
         num_shards = if roles.frontend {
             remote_shard_count(&remote).await?
         } else {
@@ -316,6 +420,9 @@ pub async fn run_node(
             tonic::transport::Server::builder().add_optional_service(local_history.as_ref().map(
                 |(engine, _)| HistoryApiService::new(engine.clone(), num_shards).into_server(),
             ));
+        if let Some((transport, admin)) = raft_services.take() {
+            router = router.add_service(transport).add_service(admin);
+        }
         router = router.add_optional_service(
             local_matching
                 .as_ref()

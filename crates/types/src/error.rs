@@ -7,6 +7,8 @@ use prost::{Message, Name};
 
 pub type ApiResult<T, E = ApiError> = std::result::Result<T, E>;
 
+const NOT_LEADER_TYPE_URL: &str = "type.googleapis.com/chronicle.history.v1.NotLeader";
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct ApiError {
@@ -97,6 +99,39 @@ impl ApiError {
     }
     pub fn deadline_exceeded(message: impl Into<String>) -> Self {
         Self::new(tonic::Code::DeadlineExceeded, message)
+    }
+
+    /// Unavailable from a history node that does not lead `group`, with Chronicle's `NotLeader`
+    /// detail so a router can go to the leader (`leader_addr`, when known) at once.
+    pub fn not_leader(
+        group: u32,
+        leader_id: Option<u64>,
+        leader_addr: Option<String>,
+        proposed: bool,
+    ) -> Self {
+        let detail = chronicle_proto::chronicle::history::v1::NotLeader {
+            group,
+            leader_id: leader_id.unwrap_or(0),
+            leader_addr: leader_addr.unwrap_or_default(),
+            proposed,
+        };
+        Self {
+            code: tonic::Code::Unavailable,
+            message: format!("this history node does not lead group {group}"),
+            detail: Some(chronicle_proto::wkt::Any {
+                type_url: NOT_LEADER_TYPE_URL.to_string(),
+                value: detail.encode_to_vec(),
+            }),
+        }
+    }
+
+    /// The `NotLeader` detail, if this error carries one.
+    pub fn not_leader_detail(&self) -> Option<chronicle_proto::chronicle::history::v1::NotLeader> {
+        let any = self.detail.as_ref()?;
+        if any.type_url != NOT_LEADER_TYPE_URL {
+            return None;
+        }
+        Message::decode(any.value.as_slice()).ok()
     }
 
     /// NotFound: the workflow, run or namespace does not exist (or the run is closed).

@@ -12,6 +12,7 @@ mod history_limits;
 mod metrics;
 mod namespaces;
 mod queries;
+mod replicated_history;
 mod restart;
 mod sdk_defects;
 mod sdk_workflows;

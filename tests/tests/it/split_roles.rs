@@ -16,20 +16,20 @@ use crate::common::*;
 use crate::sdk_workflows::{OrderWorkflow, Steps, history_events};
 
 /// A node serving in the background until stopped.
-struct Node {
-    frontend: Option<SocketAddr>,
-    internal: Option<SocketAddr>,
+pub(crate) struct Node {
+    pub(crate) frontend: Option<SocketAddr>,
+    pub(crate) internal: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Node {
-    async fn start(roles: &str, config: impl FnOnce(&mut NodeConfig)) -> Node {
+    pub(crate) async fn start(roles: &str, config: impl FnOnce(&mut NodeConfig)) -> Node {
         Self::start_on(roles, None, config).await
     }
 
     /// Starts a node; `internal` reuses a known internal address (a restarted node).
-    async fn start_on(
+    pub(crate) async fn start_on(
         roles: &str,
         internal: Option<SocketAddr>,
         config: impl FnOnce(&mut NodeConfig),
@@ -76,15 +76,25 @@ impl Node {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.frontend.expect("a frontend node"))
     }
 
-    fn internal(&self) -> String {
+    pub(crate) fn internal(&self) -> String {
         self.internal.expect("an internal listener").to_string()
     }
 
-    async fn stop(mut self) {
+    /// Waits for the node to end on its own (a node that refuses to start).
+    pub(crate) async fn exit(mut self) -> anyhow::Result<()> {
+        // Held, not dropped: a dropped sender is the signal to stop.
+        let _stop = self.stop.take();
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .expect("the node ended")
+            .expect("node task")
+    }
+
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -96,7 +106,7 @@ impl Node {
 }
 
 /// A frontend answers once its history node does: waits for a namespace describe to succeed.
-async fn wait_ready(url: &str) {
+pub(crate) async fn wait_ready(url: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(channel) = tonic::transport::Endpoint::from_shared(url.to_string())

@@ -55,6 +55,15 @@ impl history_api_server::HistoryApi for HistoryApiService {
         }))
     }
 
+    async fn propose_transfer(
+        &self,
+        r: Request<hpb::ProposeTransferRequest>,
+    ) -> Reply<hpb::CommandResult> {
+        let r = r.into_inner();
+        let command = required(r.command, "command")?;
+        reply(self.inner.propose_transfer(r.shard, command).await)
+    }
+
     async fn register_namespace(
         &self,
         r: Request<hpb::NamespaceRecordRequest>,
@@ -327,6 +336,18 @@ impl HistoryService for RemoteHistory {
 
     async fn list_namespaces(&self) -> ApiResult<Vec<NamespaceRecord>> {
         answer(self.client().list_namespaces(hpb::Empty {}).await).map(|r| r.namespaces)
+    }
+
+    async fn propose_transfer(
+        &self,
+        shard: u32,
+        command: hpb::ShardCommand,
+    ) -> ApiResult<hpb::CommandResult> {
+        let request = hpb::ProposeTransferRequest {
+            shard,
+            command: Some(command),
+        };
+        answer(self.client().propose_transfer(request).await)
     }
 
     async fn start_workflow(

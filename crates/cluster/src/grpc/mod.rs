@@ -5,10 +5,12 @@
 
 mod history;
 mod matching;
+mod routed;
 mod wire;
 
 pub use history::{HistoryApiService, RemoteHistory};
 pub use matching::{MatchingApiService, RemoteMatching};
+pub use routed::{ROUTE_DEADLINE, RoutedHistory, lazy_channel};
 
 /// Largest internal message. A workflow-task completion or a history page can carry many
 /// payloads of up to 2 MiB each (Temporal's limit), well past gRPC's 4 MiB default; history caps

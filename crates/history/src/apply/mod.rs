@@ -78,7 +78,19 @@ impl Applier for HistoryApplier {
         _log_index: u64,
         command: &[u8],
     ) -> Result<Vec<u8>, StorageError> {
-        let result = match cmd::ShardCommand::decode(command) {
+        let decoded = cmd::ShardCommand::decode(command);
+        if let Ok(command) = &decoded {
+            let stamped = command
+                .now
+                .iter()
+                .chain(command.batch.iter().filter_map(|c| c.now.as_ref()))
+                .map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000)
+                .max();
+            if let Some(micros) = stamped {
+                self.notifier.observe_now(batch.tables().shard(), micros);
+            }
+        }
+        let result = match decoded {
             Err(e) => cmd::CommandResult {
                 result: Some(command_result::Result::Error(error_result(
                     &ApiError::internal(format!("undecodable command: {e}")),

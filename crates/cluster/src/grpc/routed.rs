@@ -1,0 +1,516 @@
+//! [`RoutedHistory`]: a [`HistoryService`] over several history nodes that sends each call to
+//! the leader of the group it is for (cluster.md §2.6).
+//!
+//! The group of a call is the workflow's shard (`shard_for(namespace ID, workflow ID)`, also for
+//! task tokens and `TaskRef`s, which carry both), or the metadata group for namespaces. Leaders
+//! are cached per group. A node that does not lead the group answers Unavailable with a
+//! `NotLeader` detail, with the leader's internal address when it knows it: the router goes
+//! there at once. Without a hint (an election is in progress) or when a node does not answer,
+//! it backs off and tries the next node, until [`ROUTE_DEADLINE`].
+//!
+//! Retries: a call refused before its command reached the log (`NotLeader{proposed: false}`)
+//! is always sent again. After an ambiguous failure (the command may still commit: leadership
+//! lost after the proposal, a connection lost mid-call) only calls that are idempotent at apply
+//! are sent again; the others end with a retryable Unavailable, as Temporal's clients expect.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chronicle_proto::chronicle::history::v1 as hpb;
+use chronicle_proto::chronicle::persistence::v1::{NamespaceRecord, TaskToken};
+use chronicle_proto::temporal::api::workflowservice::v1 as ws;
+use chronicle_types::shard::{METADATA_GROUP, shard_for};
+use chronicle_types::{ApiError, ApiResult};
+use prost::Message;
+use tonic::transport::{Channel, Endpoint};
+
+use super::RemoteHistory;
+use crate::{
+    ActivityHeartbeat, ActivityOutcome, ActivityTarget, HistoryService, PollerInfo, TaskRef,
+};
+
+/// How long one call may look for a leader before it answers Unavailable. Longer than a
+/// failover (about 2.0–2.7 s with the replicated timing) so calls ride through one.
+pub const ROUTE_DEADLINE: Duration = Duration::from_secs(10);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_millis(400);
+
+/// Whether a call may be sent again after an ambiguous failure.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Checked at apply (request IDs, task tokens' scheduled ID and attempt) or a read.
+    Idempotent,
+    /// A second application could answer differently (terminate, namespace registration).
+    OnlyIfNotProposed,
+}
+
+/// A [`HistoryService`] over every history node of a cluster.
+pub struct RoutedHistory {
+    seeds: Vec<String>,
+    /// Clients by internal address: the seeds and any leader address learned from a hint.
+    nodes: Mutex<HashMap<String, RemoteHistory>>,
+    /// Last known leader's address per group.
+    leaders: Mutex<HashMap<u32, String>>,
+    /// Rotates the seed tried first when a group's leader is unknown.
+    next_seed: AtomicUsize,
+    /// Shard count of the cluster (0 until a node told us).
+    num_shards: AtomicU32,
+}
+
+/// A lazily connected channel to a history node's internal API.
+pub fn lazy_channel(addr: &str) -> Result<Channel, String> {
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(Endpoint::from_shared(url)
+        .map_err(|e| format!("bad internal address {addr:?}: {e}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(2))
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+impl RoutedHistory {
+    /// A router over the history nodes at `seeds` (their internal addresses).
+    pub fn new(seeds: Vec<String>) -> Self {
+        Self {
+            seeds,
+            nodes: Mutex::new(HashMap::new()),
+            leaders: Mutex::new(HashMap::new()),
+            next_seed: AtomicUsize::new(0),
+            num_shards: AtomicU32::new(0),
+        }
+    }
+
+    /// Sets the shard count (a history node's router knows it from its data directory).
+    pub fn set_num_shards(&self, num_shards: u32) {
+        self.num_shards.store(num_shards, Ordering::SeqCst);
+    }
+
+    /// The cluster's shard count, asked of the first node that answers.
+    pub async fn num_shards(&self) -> ApiResult<u32> {
+        let known = self.num_shards.load(Ordering::SeqCst);
+        if known != 0 {
+            return Ok(known);
+        }
+        let mut last = ApiError::unavailable("no history node is configured");
+        for addr in &self.seeds {
+            match self.client(addr)?.describe_node().await {
+                Ok(info) if info.num_shards > 0 => {
+                    self.num_shards.store(info.num_shards, Ordering::SeqCst);
+                    return Ok(info.num_shards);
+                }
+                Ok(_) => last = ApiError::unavailable(format!("{addr} has no shards")),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// The last known leader of `group`, for tests and diagnostics.
+    pub fn cached_leader(&self, group: u32) -> Option<String> {
+        lock(&self.leaders).get(&group).cloned()
+    }
+
+    fn client(&self, addr: &str) -> ApiResult<RemoteHistory> {
+        let mut nodes = lock(&self.nodes);
+        if let Some(client) = nodes.get(addr) {
+            return Ok(client.clone());
+        }
+        let channel = lazy_channel(addr).map_err(ApiError::unavailable)?;
+        let client = RemoteHistory::new(channel);
+        nodes.insert(addr.to_string(), client.clone());
+        Ok(client)
+    }
+
+    async fn shard(&self, namespace_id: &str, workflow_id: &str) -> ApiResult<u32> {
+        Ok(shard_for(
+            namespace_id,
+            workflow_id,
+            self.num_shards().await?,
+        ))
+    }
+
+    async fn token_shard(&self, token: &[u8]) -> ApiResult<u32> {
+        let token = TaskToken::decode(token)
+            .map_err(|_| ApiError::invalid_argument("Error deserializing task token."))?;
+        self.shard(&token.namespace_id, &token.workflow_id).await
+    }
+
+    fn target(&self, group: u32) -> String {
+        if let Some(leader) = lock(&self.leaders).get(&group) {
+            return leader.clone();
+        }
+        let n = self.seeds.len().max(1);
+        let i = self.next_seed.fetch_add(1, Ordering::Relaxed) % n;
+        self.seeds.get(i).cloned().unwrap_or_default()
+    }
+
+    fn forget(&self, group: u32, addr: &str) {
+        let mut leaders = lock(&self.leaders);
+        if leaders.get(&group).is_some_and(|a| a == addr) {
+            leaders.remove(&group);
+        }
+    }
+
+    /// Sends `call` to `group`'s leader, following hints and retrying as the module explains.
+    async fn route<T, F, Fut>(&self, group: u32, retry: Retry, call: F) -> ApiResult<T>
+    where
+        F: Fn(RemoteHistory) -> Fut,
+        Fut: Future<Output = ApiResult<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + ROUTE_DEADLINE;
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let addr = self.target(group);
+            let outcome = call(self.client(&addr)?).await;
+            let error = match outcome {
+                Ok(value) => {
+                    lock(&self.leaders).insert(group, addr);
+                    return Ok(value);
+                }
+                Err(e) => e,
+            };
+            let hint = error.not_leader_detail();
+            let retryable = match &hint {
+                Some(h) => !h.proposed || retry == Retry::Idempotent,
+                None if error.code == tonic::Code::Unavailable => retry == Retry::Idempotent,
+                None => return Err(error),
+            };
+            self.forget(group, &addr);
+            if !retryable || tokio::time::Instant::now() >= deadline {
+                return Err(without_hint(error, group));
+            }
+            match hint
+                .map(|h| h.leader_addr)
+                .filter(|a| !a.is_empty() && *a != addr)
+            {
+                Some(leader) => {
+                    // Go to the hinted leader at once; a stale hint costs one more hop.
+                    lock(&self.leaders).insert(group, leader);
+                }
+                None => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// What the router answers after giving up: Unavailable without Chronicle's internal detail
+/// (clients retry Unavailable; the detail means nothing to them).
+fn without_hint(error: ApiError, group: u32) -> ApiError {
+    if error.not_leader_detail().is_some() {
+        ApiError::unavailable(format!(
+            "no leader of history group {group} could take the call; retry"
+        ))
+    } else {
+        error
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section leaves the map whole.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn execution_id(e: &Option<chronicle_proto::temporal_api::common::v1::WorkflowExecution>) -> &str {
+    e.as_ref().map(|e| e.workflow_id.as_str()).unwrap_or("")
+}
+
+#[async_trait]
+impl HistoryService for RoutedHistory {
+    async fn register_namespace(&self, record: NamespaceRecord) -> ApiResult<()> {
+        self.route(METADATA_GROUP, Retry::OnlyIfNotProposed, |h| {
+            let record = record.clone();
+            async move { h.register_namespace(record).await }
+        })
+        .await
+    }
+
+    async fn update_namespace(&self, record: NamespaceRecord) -> ApiResult<()> {
+        // An update carries the whole record: applying it twice leaves the same record.
+        self.route(METADATA_GROUP, Retry::Idempotent, |h| {
+            let record = record.clone();
+            async move { h.update_namespace(record).await }
+        })
+        .await
+    }
+
+    async fn namespace_by_name(&self, name: &str) -> ApiResult<NamespaceRecord> {
+        self.route(METADATA_GROUP, Retry::Idempotent, |h| async move {
+            h.namespace_by_name(name).await
+        })
+        .await
+    }
+
+    async fn list_namespaces(&self) -> ApiResult<Vec<NamespaceRecord>> {
+        self.route(METADATA_GROUP, Retry::Idempotent, |h| async move {
+            h.list_namespaces().await
+        })
+        .await
+    }
+
+    async fn start_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::StartWorkflowExecutionRequest,
+    ) -> ApiResult<ws::StartWorkflowExecutionResponse> {
+        let shard = self.shard(namespace_id, &request.workflow_id).await?;
+        self.route(shard, Retry::Idempotent, |h| {
+            let request = request.clone();
+            async move { h.start_workflow(namespace_id, request).await }
+        })
+        .await
+    }
+
+    async fn signal_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::SignalWorkflowExecutionRequest,
+    ) -> ApiResult<()> {
+        let shard = self
+            .shard(namespace_id, execution_id(&request.workflow_execution))
+            .await?;
+        self.route(shard, Retry::Idempotent, |h| {
+            let request = request.clone();
+            async move { h.signal_workflow(namespace_id, request).await }
+        })
+        .await
+    }
+
+    async fn signal_with_start(
+        &self,
+        namespace_id: &str,
+        request: ws::SignalWithStartWorkflowExecutionRequest,
+    ) -> ApiResult<ws::SignalWithStartWorkflowExecutionResponse> {
+        let shard = self.shard(namespace_id, &request.workflow_id).await?;
+        self.route(shard, Retry::Idempotent, |h| {
+            let request = request.clone();
+            async move { h.signal_with_start(namespace_id, request).await }
+        })
+        .await
+    }
+
+    async fn terminate_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::TerminateWorkflowExecutionRequest,
+    ) -> ApiResult<()> {
+        let shard = self
+            .shard(namespace_id, execution_id(&request.workflow_execution))
+            .await?;
+        self.route(shard, Retry::OnlyIfNotProposed, |h| {
+            let request = request.clone();
+            async move { h.terminate_workflow(namespace_id, request).await }
+        })
+        .await
+    }
+
+    async fn request_cancel_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::RequestCancelWorkflowExecutionRequest,
+    ) -> ApiResult<()> {
+        let shard = self
+            .shard(namespace_id, execution_id(&request.workflow_execution))
+            .await?;
+        self.route(shard, Retry::Idempotent, |h| {
+            let request = request.clone();
+            async move { h.request_cancel_workflow(namespace_id, request).await }
+        })
+        .await
+    }
+
+    async fn describe_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::DescribeWorkflowExecutionRequest,
+    ) -> ApiResult<ws::DescribeWorkflowExecutionResponse> {
+        let shard = self
+            .shard(namespace_id, execution_id(&request.execution))
+            .await?;
+        self.route(shard, Retry::Idempotent, |h| {
+            let request = request.clone();
+            async move { h.describe_workflow(namespace_id, request).await }
+        })
+        .await
+    }
+
+    async fn get_history(
+        &self,
+        namespace_id: &str,
+        request: ws::GetWorkflowExecutionHistoryRequest,
+    ) -> ApiResult<ws::GetWorkflowExecutionHistoryResponse> {
+        let shard = self
+            .shard(namespace_id, execution_id(&request.execution))
+            .await?;
+        self.route(shard, Retry::Idempotent, |h| {
+            let request = request.clone();
+            async move { h.get_history(namespace_id, request).await }
+        })
+        .await
+    }
+
+    async fn get_history_reverse(
+        &self,
+        namespace_id: &str,
+        request: ws::GetWorkflowExecutionHistoryReverseRequest,
+    ) -> ApiResult<ws::GetWorkflowExecutionHistoryReverseResponse> {
+        let shard = self
+            .shard(namespace_id, execution_id(&request.execution))
+            .await?;
+        self.route(shard, Retry::Idempotent, |h| {
+            let request = request.clone();
+            async move { h.get_history_reverse(namespace_id, request).await }
+        })
+        .await
+    }
+
+    async fn list_workflows(
+        &self,
+        namespace_id: &str,
+        query: &str,
+        page_size: usize,
+    ) -> ApiResult<Vec<ws::DescribeWorkflowExecutionResponse>> {
+        // Every node of a static cluster holds a replica of every shard, and a node lists from
+        // its local replicas (eventually consistent, as Temporal's visibility is). Routed with
+        // the metadata group only to pick a node that answers.
+        self.route(METADATA_GROUP, Retry::Idempotent, |h| async move {
+            h.list_workflows(namespace_id, query, page_size).await
+        })
+        .await
+    }
+
+    async fn query_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::QueryWorkflowRequest,
+    ) -> ApiResult<ws::QueryWorkflowResponse> {
+        let shard = self
+            .shard(namespace_id, execution_id(&request.execution))
+            .await?;
+        self.route(shard, Retry::Idempotent, |h| {
+            let request = request.clone();
+            async move { h.query_workflow(namespace_id, request).await }
+        })
+        .await
+    }
+
+    async fn record_workflow_task_started(
+        &self,
+        task: &TaskRef,
+        poller: &PollerInfo,
+    ) -> ApiResult<ws::PollWorkflowTaskQueueResponse> {
+        self.route(task.shard, Retry::Idempotent, |h| async move {
+            h.record_workflow_task_started(task, poller).await
+        })
+        .await
+    }
+
+    async fn record_activity_task_started(
+        &self,
+        task: &TaskRef,
+        poller: &PollerInfo,
+    ) -> ApiResult<ws::PollActivityTaskQueueResponse> {
+        self.route(task.shard, Retry::Idempotent, |h| async move {
+            h.record_activity_task_started(task, poller).await
+        })
+        .await
+    }
+
+    async fn sticky_worker_unavailable(&self, task: &TaskRef) -> ApiResult<()> {
+        self.route(task.shard, Retry::Idempotent, |h| async move {
+            h.sticky_worker_unavailable(task).await
+        })
+        .await
+    }
+
+    async fn respond_workflow_task_completed(
+        &self,
+        namespace_id: &str,
+        request: ws::RespondWorkflowTaskCompletedRequest,
+    ) -> ApiResult<ws::RespondWorkflowTaskCompletedResponse> {
+        let shard = self.token_shard(&request.task_token).await?;
+        self.route(shard, Retry::Idempotent, |h| {
+            let request = request.clone();
+            async move {
+                h.respond_workflow_task_completed(namespace_id, request)
+                    .await
+            }
+        })
+        .await
+    }
+
+    async fn respond_workflow_task_failed(
+        &self,
+        namespace_id: &str,
+        request: ws::RespondWorkflowTaskFailedRequest,
+    ) -> ApiResult<()> {
+        let shard = self.token_shard(&request.task_token).await?;
+        self.route(shard, Retry::Idempotent, |h| {
+            let request = request.clone();
+            async move { h.respond_workflow_task_failed(namespace_id, request).await }
+        })
+        .await
+    }
+
+    async fn respond_activity(
+        &self,
+        namespace_id: &str,
+        outcome: ActivityOutcome,
+    ) -> ApiResult<()> {
+        let shard = match &outcome.target {
+            ActivityTarget::Token(token) => self.token_shard(token).await?,
+            ActivityTarget::ById { workflow_id, .. } => {
+                self.shard(namespace_id, workflow_id).await?
+            }
+        };
+        self.route(shard, Retry::Idempotent, |h| {
+            let outcome = outcome.clone();
+            async move { h.respond_activity(namespace_id, outcome).await }
+        })
+        .await
+    }
+
+    async fn record_activity_heartbeat(
+        &self,
+        namespace_id: &str,
+        heartbeat: ActivityHeartbeat,
+    ) -> ApiResult<bool> {
+        let shard = match &heartbeat.target {
+            ActivityTarget::Token(token) => self.token_shard(token).await?,
+            ActivityTarget::ById { workflow_id, .. } => {
+                self.shard(namespace_id, workflow_id).await?
+            }
+        };
+        self.route(shard, Retry::Idempotent, |h| {
+            let heartbeat = heartbeat.clone();
+            async move { h.record_activity_heartbeat(namespace_id, heartbeat).await }
+        })
+        .await
+    }
+
+    async fn propose_transfer(
+        &self,
+        shard: u32,
+        command: hpb::ShardCommand,
+    ) -> ApiResult<hpb::CommandResult> {
+        self.route(shard, Retry::Idempotent, |h| {
+            let command = command.clone();
+            async move { h.propose_transfer(shard, command).await }
+        })
+        .await
+    }
+}
