@@ -60,6 +60,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> List[int]:
+    """``n`` distinct free ports: all bound at once, so the kernel cannot hand one out twice."""
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def temporal_cli() -> str:
     """The `temporal` CLI: $TEMPORAL_CLI, else the one of this venv, else the PATH."""
     if os.environ.get("TEMPORAL_CLI"):
@@ -216,9 +230,9 @@ class SplitServer:
         self.log_dir = log_dir
         self.host = "127.0.0.1"
         self.history_count = history_count or int(os.environ.get("COMPAT_HISTORY_NODES", "3"))
-        self.history_internals = [f"{self.host}:{free_port()}" for _ in range(self.history_count)]
-        self.matching_internal = f"{self.host}:{free_port()}"
-        self.port = free_port()
+        *history_ports, matching_port, self.port = free_ports(self.history_count + 2)
+        self.history_internals = [f"{self.host}:{p}" for p in history_ports]
+        self.matching_internal = f"{self.host}:{matching_port}"
         self.address = f"{self.host}:{self.port}"
         self.nodes: List[ServerProcess] = []
 
@@ -262,6 +276,11 @@ class SplitServer:
                 raise RuntimeError(f"cluster init failed: {init.stderr.decode(errors='replace')}\n{self.log_tail()}")
         # Ready when the frontend answers a namespace describe (which crosses to history).
         frontend.start()
+        dead = [n for n in self.nodes if n.proc is None or n.proc.poll() is not None]
+        if dead:
+            self.kill()
+            raise RuntimeError(f"{', '.join(os.path.basename(n.log_path) for n in dead)} exited at start-up\n"
+                               f"{self.log_tail()}")
 
     def kill(self) -> None:
         for node in self.nodes:
