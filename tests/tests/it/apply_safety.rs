@@ -12,7 +12,7 @@ use chronicle_proto::temporal::api::command::v1::{
 };
 use chronicle_proto::temporal::api::common::v1::{ActivityType, RetryPolicy, WorkflowExecution};
 use chronicle_proto::temporal::api::enums::v1::{EventType, WorkflowExecutionStatus};
-use chronicle_proto::temporal::api::history::v1::{HistoryEvent, history_event};
+use chronicle_proto::temporal::api::history::v1::history_event;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_proto::temporal::api::workflowservice::v1::workflow_service_client::WorkflowServiceClient;
 use chronicle_proto::wkt;
@@ -27,20 +27,6 @@ const HUNDRED_YEARS: i64 = 100 * 365 * 24 * 3600;
 
 fn secs(seconds: i64, nanos: i32) -> Option<wkt::Duration> {
     Some(wkt::Duration { seconds, nanos })
-}
-
-async fn history(raw: &mut WorkflowServiceClient<Channel>, workflow_id: &str) -> Vec<HistoryEvent> {
-    raw.get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
-        namespace: "default".into(),
-        execution: execution(workflow_id, ""),
-        ..Default::default()
-    })
-    .await
-    .expect("history")
-    .into_inner()
-    .history
-    .unwrap_or_default()
-    .events
 }
 
 fn command(attributes: Attributes) -> Command {
@@ -210,7 +196,7 @@ async fn absurd_durations_are_refused_or_capped_and_the_server_keeps_working() {
     raw.start_workflow_execution(request)
         .await
         .expect("capped start");
-    let events = history(&mut raw, &id).await;
+    let events = workflow_history(&mut raw, &id).await;
     let Some(history_event::Attributes::WorkflowExecutionStartedEventAttributes(started)) =
         &events[0].attributes
     else {
@@ -272,7 +258,7 @@ async fn absurd_durations_are_refused_or_capped_and_the_server_keeps_working() {
     ))
     .await
     .expect("capped commands");
-    let events = history(&mut raw, &id).await;
+    let events = workflow_history(&mut raw, &id).await;
     let timer_started = events
         .iter()
         .find_map(|e| match &e.attributes {
@@ -346,7 +332,7 @@ async fn absurd_durations_are_refused_or_capped_and_the_server_keeps_working() {
     .expect("failure retried");
     // The capped backoff (100 years) would outlast the run's capped timeout: the activity
     // fails for good with retry state Timeout, computed without overflow.
-    let failed = history(&mut raw, &id)
+    let failed = workflow_history(&mut raw, &id)
         .await
         .into_iter()
         .find_map(|e| match e.attributes {
@@ -455,7 +441,7 @@ async fn a_group_whose_storage_fails_stops_the_server_with_an_error() {
         }
     };
     let mut raw = raw_client(&server.url()).await;
-    let events = history(&mut raw, &id).await;
+    let events = workflow_history(&mut raw, &id).await;
     assert_eq!(
         events.first().map(|e| e.event_type),
         Some(EventType::WorkflowExecutionStarted as i32)

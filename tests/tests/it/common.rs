@@ -116,6 +116,24 @@ pub fn start_request(
     }
 }
 
+/// Every event of the workflow's current run in the default namespace (one page).
+pub async fn workflow_history(
+    raw: &mut WorkflowServiceClient<Channel>,
+    workflow_id: &str,
+) -> Vec<chronicle_proto::temporal::api::history::v1::HistoryEvent> {
+    raw.get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
+        namespace: "default".into(),
+        execution: execution(workflow_id, ""),
+        ..Default::default()
+    })
+    .await
+    .expect("history")
+    .into_inner()
+    .history
+    .unwrap_or_default()
+    .events
+}
+
 /// A workflow-task poll of `task_queue` in the default namespace.
 pub fn poll(task_queue: &str) -> ws::PollWorkflowTaskQueueRequest {
     ws::PollWorkflowTaskQueueRequest {

@@ -146,20 +146,6 @@ async fn complete_activity(raw: &mut WorkflowServiceClient<Channel>, token: Vec<
     .expect("complete activity");
 }
 
-async fn history(raw: &mut WorkflowServiceClient<Channel>, workflow_id: &str) -> Vec<HistoryEvent> {
-    raw.get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
-        namespace: "default".into(),
-        execution: execution(workflow_id, ""),
-        ..Default::default()
-    })
-    .await
-    .expect("history")
-    .into_inner()
-    .history
-    .unwrap_or_default()
-    .events
-}
-
 fn types(events: &[HistoryEvent]) -> Vec<EventType> {
     events
         .iter()
@@ -238,7 +224,7 @@ async fn eager_activity_comes_back_with_the_completion() {
         WorkflowExecutionStatus::Completed as i32
     );
 
-    let events = history(&mut raw, &id).await;
+    let events = workflow_history(&mut raw, &id).await;
     assert_eq!(
         types(&events),
         vec![
@@ -313,7 +299,7 @@ async fn only_eager_requests_on_the_runs_queue_of_an_open_run_are_started() {
     ] {
         complete_activity(&mut raw, token, "ok").await;
     }
-    let events = history(&mut raw, &id).await;
+    let events = workflow_history(&mut raw, &id).await;
     let started: Vec<(i64, String)> = events
         .iter()
         .filter_map(|e| match &e.attributes {
@@ -422,7 +408,7 @@ async fn abandoned_eager_activity_times_out_and_is_retried_through_the_queue() {
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     complete_activity(&mut raw, retried.task_token, "second").await;
 
-    let events = history(&mut raw, &id).await;
+    let events = workflow_history(&mut raw, &id).await;
     let started = events
         .iter()
         .find_map(|e| match &e.attributes {

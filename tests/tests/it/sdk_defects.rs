@@ -11,7 +11,6 @@ use chronicle_proto::temporal::api::command::v1::{
 };
 use chronicle_proto::temporal::api::common::v1::{ActivityType, Memo, Payload, Priority};
 use chronicle_proto::temporal::api::enums::v1::CommandType;
-use chronicle_proto::temporal::api::history::v1::HistoryEvent;
 use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_proto::temporal::api::workflowservice::v1::workflow_service_client::WorkflowServiceClient;
@@ -70,20 +69,6 @@ async fn poll_task(
     .into_inner();
     assert!(!task.task_token.is_empty(), "the poll got a task");
     task
-}
-
-async fn full_history(raw: &mut WorkflowServiceClient<Channel>, id: &str) -> Vec<HistoryEvent> {
-    raw.get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
-        namespace: "default".into(),
-        execution: execution(id, ""),
-        ..Default::default()
-    })
-    .await
-    .expect("history")
-    .into_inner()
-    .history
-    .unwrap_or_default()
-    .events
 }
 
 /// `workflow.sleep(0)` and timers of 0 s: Temporal accepts a zero (or absent)
@@ -309,7 +294,7 @@ async fn upserted_memo_is_merged_and_nil_values_remove_keys() {
         ]
     );
     // The event keeps what the command sent, nil values included.
-    let events = full_history(&mut raw, &id).await;
+    let events = workflow_history(&mut raw, &id).await;
     let modified = events
         .iter()
         .find_map(|e| match &e.attributes {
@@ -414,7 +399,7 @@ async fn priorities_are_stored_and_echoed_back() {
     assert_eq!(activity.activity_id, "a");
     assert_eq!(activity.priority, priority(1, "tenant4", 2.5));
 
-    let scheduled = full_history(&mut raw, &id)
+    let scheduled = workflow_history(&mut raw, &id)
         .await
         .into_iter()
         .find_map(|e| match e.attributes {
@@ -547,7 +532,7 @@ async fn user_metadata_of_start_and_commands_is_on_their_events() {
     )
     .await
     .expect("start timers");
-    let summaries: Vec<(i32, Option<Vec<u8>>)> = full_history(&mut raw, &id)
+    let summaries: Vec<(i32, Option<Vec<u8>>)> = workflow_history(&mut raw, &id)
         .await
         .into_iter()
         .filter(|e| {
@@ -669,7 +654,7 @@ async fn cancelling_a_closed_run_succeeds_and_changes_nothing() {
     raw.terminate_workflow_execution(terminate())
         .await
         .expect("terminate");
-    let before = full_history(&mut raw, &id).await.len();
+    let before = workflow_history(&mut raw, &id).await.len();
     raw.request_cancel_workflow_execution(ws::RequestCancelWorkflowExecutionRequest {
         namespace: "default".into(),
         workflow_execution: execution(&id, ""),
@@ -678,7 +663,7 @@ async fn cancelling_a_closed_run_succeeds_and_changes_nothing() {
     })
     .await
     .expect("cancelling a closed run succeeds");
-    assert_eq!(full_history(&mut raw, &id).await.len(), before);
+    assert_eq!(workflow_history(&mut raw, &id).await.len(), before);
     let err = raw
         .terminate_workflow_execution(terminate())
         .await
@@ -777,7 +762,7 @@ async fn activity_started_event_is_dated_when_the_attempt_started() {
     })
     .await
     .expect("complete");
-    let events = full_history(&mut raw, &id).await;
+    let events = workflow_history(&mut raw, &id).await;
     let time_of = |wanted: fn(&Attributes) -> bool| {
         events
             .iter()
