@@ -23,6 +23,8 @@ struct Scripted {
     refusals: usize,
     leader_addr: std::sync::Mutex<String>,
     proposed: bool,
+    /// Refuse with this plain status instead of NotLeader.
+    plain: Option<tonic::Code>,
 }
 
 impl Scripted {
@@ -32,12 +34,26 @@ impl Scripted {
             refusals,
             leader_addr: Default::default(),
             proposed,
+            plain: None,
+        })
+    }
+
+    fn failing_with(code: tonic::Code, refusals: usize) -> Arc<Self> {
+        Arc::new(Self {
+            calls: AtomicUsize::new(0),
+            refusals,
+            leader_addr: Default::default(),
+            proposed: false,
+            plain: Some(code),
         })
     }
 
     fn answer(&self) -> ApiResult<()> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         if n < self.refusals {
+            if let Some(code) = self.plain {
+                return Err(ApiError::new(code, "operation was canceled"));
+            }
             let addr = self.leader_addr.lock().unwrap().clone();
             let leader = (!addr.is_empty()).then_some(addr);
             return Err(ApiError::not_leader(
@@ -295,4 +311,38 @@ async fn after_an_ambiguous_failure_only_idempotent_calls_are_sent_again() {
         .await
         .expect("sent again at the new leader");
     assert_eq!((old_leader.calls(), new_leader.calls()), (2, 1));
+}
+
+/// A call cut off because the node died mid-call (Cancelled, as hyper reports a connection that
+/// closed before the answer) is sent again when it is idempotent, and reported otherwise.
+#[tokio::test]
+async fn a_call_cut_off_mid_flight_is_sent_again_only_when_idempotent() {
+    let node = Scripted::failing_with(tonic::Code::Cancelled, 2);
+    let addr = serve(node.clone()).await;
+    router(addr)
+        .signal_workflow(
+            "ns",
+            ws::SignalWorkflowExecutionRequest {
+                workflow_execution: execution(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("a signal (idempotent by request ID) is sent again");
+    assert_eq!(node.calls(), 3);
+
+    let node = Scripted::failing_with(tonic::Code::Cancelled, 1);
+    let addr = serve(node.clone()).await;
+    let err = router(addr)
+        .terminate_workflow(
+            "ns",
+            ws::TerminateWorkflowExecutionRequest {
+                workflow_execution: execution(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("a terminate is not sent again");
+    assert_eq!(err.code, tonic::Code::Cancelled);
+    assert_eq!(node.calls(), 1);
 }

@@ -182,7 +182,17 @@ impl RoutedHistory {
             let hint = error.not_leader_detail();
             let retryable = match &hint {
                 Some(h) => !h.proposed || retry == Retry::Idempotent,
-                None if error.code == tonic::Code::Unavailable => retry == Retry::Idempotent,
+                // No answer from the node: refused or dropped connection (Unavailable), or a
+                // call cut off because the node died mid-call (hyper's "operation was canceled",
+                // Cancelled). Whether it reached the log is unknown: resend only what is
+                // idempotent at apply.
+                None if matches!(
+                    error.code,
+                    tonic::Code::Unavailable | tonic::Code::Cancelled
+                ) =>
+                {
+                    retry == Retry::Idempotent
+                }
                 None => return Err(error),
             };
             self.forget(group, &addr);
