@@ -73,12 +73,7 @@ pub fn duration(d: &mut Option<Duration>, what: &str) -> ApiResult<()> {
     if v.seconds < 0 || v.nanos < 0 {
         return Err(invalid("negative duration"));
     }
-    if (v.seconds, v.nanos) > (MAX_DURATION_SECONDS, 0) {
-        *v = Duration {
-            seconds: MAX_DURATION_SECONDS,
-            nanos: 0,
-        };
-    }
+    cap(d);
     Ok(())
 }
 
@@ -118,7 +113,7 @@ pub fn retry_policy(p: &mut Option<RetryPolicy>, what: &str) -> ApiResult<()> {
 /// Caps a duration at 100 years and leaves everything else as it is.
 fn cap(d: &mut Option<Duration>) {
     if let Some(v) = d.as_mut()
-        && v.seconds > MAX_DURATION_SECONDS
+        && (v.seconds, v.nanos) > (MAX_DURATION_SECONDS, 0)
     {
         *v = Duration {
             seconds: MAX_DURATION_SECONDS,

@@ -144,24 +144,6 @@ pub struct NodeListeners {
     pub metrics: Option<TcpListener>,
 }
 
-/// A lazily connected channel to another node's internal API. Connecting lazily lets nodes
-/// start in any order; requests fail with Unavailable until the peer answers.
-fn internal_channel(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
-    let url = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    Ok(tonic::transport::Endpoint::from_shared(url)
-        .with_context(|| format!("bad internal address {addr:?}"))?
-        .connect_timeout(Duration::from_millis(500))
-        .http2_keep_alive_interval(Duration::from_secs(1))
-        .keep_alive_timeout(Duration::from_secs(2))
-        .keep_alive_while_idle(true)
-        .tcp_nodelay(true)
-        .connect_lazy())
-}
-
 /// Accepted connections with Nagle's algorithm off: gRPC answers are small writes, and with
 /// Nagle plus the client's delayed ACK a reply can sit ~40 ms in the kernel.
 fn no_delay(
@@ -284,7 +266,9 @@ pub async fn run_node(
                 .matching_addr
                 .as_deref()
                 .context("a node without the matching role needs --matching-addr")?;
-            Arc::new(RemoteMatching::new(internal_channel(addr)?))
+            Arc::new(RemoteMatching::new(
+                chronicle_cluster::grpc::lazy_channel(addr).map_err(anyhow::Error::msg)?,
+            ))
         }
     };
 

@@ -61,7 +61,8 @@ pub struct RoutedHistory {
     num_shards: AtomicU32,
 }
 
-/// A lazily connected channel to a history node's internal API.
+/// A lazily connected channel to another node's internal API (history or matching): nodes may start
+/// in any order, and calls fail with Unavailable until the peer answers.
 pub fn lazy_channel(addr: &str) -> Result<Channel, String> {
     let url = if addr.contains("://") {
         addr.to_string()
