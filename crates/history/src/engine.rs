@@ -145,9 +145,18 @@ impl HistoryEngine {
         );
         // A group founded with other voters (a start-dev directory started as a cluster node,
         // or the reverse) would never elect this node and would silently serve nothing.
+        // Asked of the group's Raft core, not read from its metrics: the metrics start empty
+        // and only show the stored membership once the core has reported, so a read right after
+        // opening could miss it and let a foreign directory start.
         for group in shards.iter().chain(std::iter::once(&metadata)) {
-            let membership = group.raft.metrics().borrow().membership_config.clone();
-            let voters: Vec<u64> = membership.membership().voter_ids().collect();
+            let voters: Vec<u64> = group
+                .raft
+                .with_raft_state(|state| state.membership_state.effective().voter_ids().collect())
+                .await
+                .map_err(|e| RaftError::Start {
+                    group: group.id,
+                    reason: e.to_string(),
+                })?;
             if !voters.is_empty() && !voters.contains(&config.node_id) {
                 let group_id = group.id;
                 for group in shards.iter().chain(std::iter::once(&metadata)) {
