@@ -13,6 +13,7 @@
 
 pub mod apply;
 pub mod engine;
+pub mod group_status;
 mod list_query;
 pub mod metric_defs;
 pub mod mutable_state;

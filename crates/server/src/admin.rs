@@ -78,6 +78,39 @@ impl admin_api_server::AdminApi for AdminApiService {
             .map_err(Status::from)?;
         Ok(Response::new(apb::InitializeClusterResponse { groups }))
     }
+
+    async fn describe_groups(
+        &self,
+        _: Request<apb::DescribeGroupsRequest>,
+    ) -> Result<Response<apb::DescribeGroupsResponse>, Status> {
+        let groups = self
+            .engine
+            .group_status()
+            .into_iter()
+            .map(|g| apb::GroupStatus {
+                group: g.group,
+                state: g.state,
+                term: g.term,
+                leader: g.leader.unwrap_or(0),
+                last_log_index: g.last_log_index,
+                last_applied_index: g.last_applied_index,
+                voters: g.voters,
+                learners: g.learners,
+                followers: g
+                    .matched
+                    .into_iter()
+                    .map(|(node_id, matched_index)| apb::FollowerProgress {
+                        node_id,
+                        matched_index,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(apb::DescribeGroupsResponse {
+            node_id: self.node_id,
+            groups,
+        }))
+    }
 }
 
 /// Asks every node at `nodes` (internal addresses) who it is, checks they are fresh and agree on
@@ -156,5 +189,33 @@ async fn describe_with_retry(
                     .with_context(|| format!("{addr} did not answer"));
             }
         }
+    }
+}
+
+/// Whether the history nodes at `nodes` already form a cluster: `true` when every one belongs
+/// to one, `false` when none does, an error when only some do (a node's data directory was
+/// wiped or swapped, which `cluster init` cannot repair) or a shard count differs.
+pub async fn cluster_founded(nodes: &[String], num_shards: u32) -> anyhow::Result<bool> {
+    let mut initialized = Vec::new();
+    for addr in nodes {
+        let channel = chronicle_cluster::grpc::lazy_channel(addr).map_err(anyhow::Error::msg)?;
+        let info = describe_with_retry(&mut AdminApiClient::new(channel), addr).await?;
+        anyhow::ensure!(
+            info.num_shards == num_shards,
+            "{addr} has {} shards, not {num_shards}",
+            info.num_shards
+        );
+        initialized.push(info.initialized);
+    }
+    match (
+        initialized.iter().all(|i| *i),
+        initialized.iter().any(|i| *i),
+    ) {
+        (true, _) => Ok(true),
+        (false, false) => Ok(false),
+        (false, true) => anyhow::bail!(
+            "only some of the history nodes {} belong to a cluster: one lost its data directory",
+            nodes.join(",")
+        ),
     }
 }

@@ -32,6 +32,24 @@ pub enum ClusterCommand {
     /// Found a replicated history cluster, once: every node started with `--replicated` and a
     /// fresh data directory becomes a voter of every shard group and of the metadata group.
     Init(ClusterInit),
+    /// Show the history nodes and, per shard, its leader, term, members, each replica's applied
+    /// index and each follower's lag.
+    Describe(ClusterDescribe),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterDescribe {
+    /// Internal addresses of the history nodes, comma-separated.
+    #[arg(
+        long,
+        env = "CHRONICLE_CLUSTER_NODES",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub nodes: Vec<String>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -57,10 +75,55 @@ pub enum ServerCommand {
     /// processes are reached over the internal API (`--history-addr`, `--matching-addr`).
     /// Every flag can also be set by its `CHRONICLE_*` environment variable.
     Start(Start),
+    /// Run a whole cluster on this machine: history, matching and frontend nodes as child
+    /// processes of this binary on their own 127.0.0.x addresses, founded and ready when it
+    /// prints `ready`. Ctrl-C stops them all; a child that dies is reported, not restarted
+    /// (unless --restart).
+    StartLocalCluster(StartLocalCluster),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StartLocalCluster {
+    /// History nodes (every shard is replicated on each, up to three voters).
+    #[arg(long, default_value_t = 3)]
+    pub history: usize,
+    /// Matching nodes (one for now: task-queue partitions are not yet spread over several).
+    #[arg(long, default_value_t = 1)]
+    pub matching: usize,
+    /// Frontend nodes; the first listens on 127.0.0.1:PORT, the others on 127.0.0.32, .33, ...
+    #[arg(long, default_value_t = 2)]
+    pub frontend: usize,
+    /// Directory of the cluster: each history node's data, the layout and the logs. Reusing it
+    /// restarts the same cluster.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Public API port on every frontend address; internal and metrics ports are PORT+1 and
+    /// PORT+2 on each node's address. 0: free ports, picked at first start and kept.
+    #[arg(short = 'p', long, default_value_t = 7233)]
+    pub port: u16,
+    /// History shards of the cluster, fixed at first start.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub num_shards: u32,
+    /// Start a child again when it dies.
+    #[arg(long)]
+    pub restart: bool,
+    /// Namespaces to create at start (repeatable); `default` always exists.
+    #[arg(short = 'n', long = "namespace")]
+    pub namespaces: Vec<String>,
+    /// Log level of every node (their logs are in DATA_DIR/logs).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// Relaxed durability on the history nodes (see `start-dev --no-fsync`).
+    #[arg(long)]
+    pub no_fsync: bool,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct Start {
+    /// TOML configuration file. Its keys are the long flags' names in snake_case
+    /// (`frontend_addr = "..."`); a flag or a `CHRONICLE_*` variable overrides the file.
+    #[arg(long, env = "CHRONICLE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Roles of this process, comma-separated: history, matching, frontend.
     #[arg(
         long,

@@ -5,6 +5,9 @@
 
 pub mod admin;
 pub mod cli;
+pub mod config_file;
+pub mod describe;
+pub mod local_cluster;
 pub mod observability;
 mod roles;
 

@@ -2,19 +2,83 @@ use std::net::ToSocketAddrs;
 
 use anyhow::Context;
 use chronicle_server::cli::{
-    Cli, ClusterCommand, ClusterInit, Command, ServerCommand, Start, StartDev, default_data_dir,
-    parse_dynamic_config, parse_search_attribute,
+    Cli, ClusterCommand, ClusterDescribe, ClusterInit, Command, ServerCommand, Start, StartDev,
+    StartLocalCluster, default_data_dir, parse_dynamic_config, parse_search_attribute,
 };
+use chronicle_server::config_file::{self, ConfigFile};
+use chronicle_server::local_cluster::{LocalClusterOptions, run_local_cluster};
 use chronicle_server::{Listeners, NodeConfig, NodeListeners, Roles, ServerConfig, run, run_node};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Server(ServerCommand::StartDev(args)) => start_dev(args),
-        Command::Server(ServerCommand::Start(args)) => start(args),
+        Command::Server(ServerCommand::Start(mut args)) => {
+            if let Some(path) = args.config.clone() {
+                let file = match ConfigFile::load(&path) {
+                    Ok(file) => file,
+                    Err(e) => {
+                        eprintln!("chronicle: {e:#}");
+                        std::process::exit(2);
+                    }
+                };
+                let sub = matches
+                    .subcommand_matches("server")
+                    .and_then(|m| m.subcommand_matches("start"))
+                    .expect("the start subcommand matched");
+                config_file::apply(&mut args, file, sub);
+            }
+            start(args)
+        }
+        Command::Server(ServerCommand::StartLocalCluster(args)) => start_local_cluster(args),
         Command::Cluster(ClusterCommand::Init(args)) => cluster_init(args),
+        Command::Cluster(ClusterCommand::Describe(args)) => cluster_describe(args),
     }
+}
+
+fn start_local_cluster(args: StartLocalCluster) -> anyhow::Result<()> {
+    init_logging("warn", "text");
+    let options = LocalClusterOptions {
+        history: args.history,
+        matching: args.matching,
+        frontend: args.frontend,
+        data_dir: std::path::absolute(&args.data_dir)?,
+        port: args.port,
+        num_shards: args.num_shards,
+        restart: args.restart,
+        log_level: args.log_level,
+        namespaces: args.namespaces,
+        no_fsync: args.no_fsync,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if let Err(e) = runtime.block_on(run_local_cluster(options, shutdown_signal())) {
+        eprintln!("chronicle: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn cluster_describe(args: ClusterDescribe) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let reports = runtime.block_on(chronicle_server::describe::describe_cluster(&args.nodes));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&chronicle_server::describe::render_json(&reports))?
+        );
+    } else {
+        print!("{}", chronicle_server::describe::render_text(&reports));
+    }
+    if reports.iter().all(|r| r.info.is_err()) {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn cluster_init(args: ClusterInit) -> anyhow::Result<()> {
