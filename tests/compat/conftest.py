@@ -253,8 +253,11 @@ class SplitServer:
 
     NUM_SHARDS = 4
 
-    def __init__(self, log_dir: str, history_count: Optional[int] = None, frontend_count: Optional[int] = None):
+    def __init__(self, log_dir: str, history_count: Optional[int] = None, frontend_count: Optional[int] = None,
+                 restart: bool = False):
         self.log_dir = log_dir
+        self.restart = restart
+        self.lines: List[str] = []
         self.owner = None
         self.history_count = history_count or int(os.environ.get("COMPAT_HISTORY_NODES", "3"))
         self.frontend_count = frontend_count or int(os.environ.get("COMPAT_FRONTEND_NODES", "2"))
@@ -270,16 +273,19 @@ class SplitServer:
         cmd = [chronicle_bin(), "server", "start-local-cluster", "--data-dir", os.path.join(self.log_dir, "cluster"),
                "--port", "0", "--num-shards", str(self.NUM_SHARDS), "--history", str(self.history_count),
                "--matching", "1", "--frontend", str(self.frontend_count), "--log-level", "warn"]
+        if self.restart:
+            cmd.append("--restart")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
                                      preexec_fn=_die_with_parent)
-        lines: List[str] = []
+        lines = self.lines = []
         ready = threading.Event()
 
         def pump() -> None:
             # Every supervisor line goes to the log; the start-up ones are parsed here.
             for raw in self.proc.stdout:
-                log.write(raw)
+                # Timestamped, to line the supervisor's reports up with the test's steps.
+                log.write(time.strftime("%H:%M:%S ").encode() + raw)
                 log.flush()
                 line = raw.decode(errors="replace").strip()
                 lines.append(line)
@@ -297,9 +303,28 @@ class SplitServer:
         self.frontends = dict(f.split("=", 1) for f in ready_line.split()[1:])["frontends"].split(",")
         self.address = self.frontends[0]
 
+    def wait_for_line(self, predicate: Callable[[str], bool], timeout: float = 30) -> str:
+        """The first supervisor line (since start) that satisfies ``predicate``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if predicate(line):
+                    return line
+            time.sleep(0.05)
+        raise AssertionError("no such supervisor line; output so far:\n" + "\n".join(self.lines))
+
+    def node(self, name: str) -> NodeHandle:
+        """The node's latest incarnation (restarted children get new lines)."""
+        return [NodeHandle(line) for line in self.lines if line.startswith(name + " pid=")][-1]
+
     def kill(self) -> None:
         """kill -9 of every node and the supervisor."""
-        for node in self.nodes:
+        latest = {}
+        for line in list(self.lines):
+            if " pid=" in line:
+                node = NodeHandle(line)
+                latest[node.name] = node
+        for node in latest.values():
             node.kill()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)

@@ -58,3 +58,51 @@ impl HistoryEngine {
             .collect()
     }
 }
+
+/// A digest of one group's replicated state on this node, with the log index it reflects.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupDigest {
+    pub group: ShardId,
+    pub applied_index: u64,
+    pub digest: u128,
+}
+
+impl HistoryEngine {
+    /// Digests of every group's state (`chronicle_storage::digest`): replicas that applied the
+    /// same log up to the same index must have equal digests, which the fault tests check after
+    /// every scenario. Blocking (it reads every row of the node): call it off the runtime.
+    ///
+    /// The applied index is read before and after the digest; a group that applied entries
+    /// meanwhile is digested again, so the index names exactly the state hashed.
+    pub fn group_digests(&self) -> Result<Vec<GroupDigest>, chronicle_storage::StorageError> {
+        let mut digests = Vec::new();
+        for shard in self.shards.iter().chain(std::iter::once(&self.metadata)) {
+            let applied = || {
+                shard
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .last_applied
+                    .map(|l| l.index)
+                    .unwrap_or(0)
+            };
+            let mut attempts = 0;
+            loop {
+                let before = applied();
+                let digest = chronicle_storage::digest::shard_digest(shard.tables.db(), shard.id)?;
+                let after = applied();
+                attempts += 1;
+                if before == after || attempts >= 20 {
+                    digests.push(GroupDigest {
+                        group: shard.id,
+                        // After too many tries under load, report the state as not pinned.
+                        applied_index: if before == after { after } else { 0 },
+                        digest: digest.combined(),
+                    });
+                    break;
+                }
+            }
+        }
+        Ok(digests)
+    }
+}

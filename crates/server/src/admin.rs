@@ -111,6 +111,28 @@ impl admin_api_server::AdminApi for AdminApiService {
             groups,
         }))
     }
+
+    async fn digest_groups(
+        &self,
+        _: Request<apb::DigestGroupsRequest>,
+    ) -> Result<Response<apb::DigestGroupsResponse>, Status> {
+        let engine = self.engine.clone();
+        let digests = tokio::task::spawn_blocking(move || engine.group_digests())
+            .await
+            .map_err(|e| Status::internal(format!("digest task: {e}")))?
+            .map_err(|e| Status::internal(format!("reading the state: {e}")))?;
+        Ok(Response::new(apb::DigestGroupsResponse {
+            node_id: self.node_id,
+            groups: digests
+                .into_iter()
+                .map(|d| apb::GroupDigest {
+                    group: d.group,
+                    applied_index: d.applied_index,
+                    digest: format!("{:032x}", d.digest),
+                })
+                .collect(),
+        }))
+    }
 }
 
 /// Asks every node at `nodes` (internal addresses) who it is, checks they are fresh and agree on

@@ -50,6 +50,10 @@ pub struct ClusterDescribe {
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Also digest every group's state on every node and say whether replicas at the same
+    /// applied index agree (reads all the data: for checks, not for dashboards).
+    #[arg(long)]
+    pub digests: bool,
 }
 
 #[derive(Args, Debug, Clone)]

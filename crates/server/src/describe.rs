@@ -12,13 +12,20 @@ use chronicle_types::shard::METADATA_GROUP;
 pub struct NodeReport {
     pub addr: String,
     pub info: Result<(apb::NodeInfo, apb::DescribeGroupsResponse), String>,
+    /// With `--digests`: each group's state digest on this node.
+    pub digests: Option<Result<apb::DigestGroupsResponse, String>>,
 }
 
 /// Asks each node (internal addresses); an unreachable node is reported, not fatal: describe
 /// is what an operator runs when a node is down.
-pub async fn describe_cluster(nodes: &[String]) -> Vec<NodeReport> {
+pub async fn describe_cluster(nodes: &[String], digests: bool) -> Vec<NodeReport> {
     let mut reports = Vec::new();
     for addr in nodes {
+        let digest = if digests {
+            Some(digest_node(addr).await)
+        } else {
+            None
+        };
         let info = async {
             let channel = chronicle_cluster::grpc::lazy_channel(addr)?;
             let mut client = AdminApiClient::new(channel);
@@ -43,9 +50,62 @@ pub async fn describe_cluster(nodes: &[String]) -> Vec<NodeReport> {
         reports.push(NodeReport {
             addr: addr.clone(),
             info,
+            digests: digest,
         });
     }
     reports
+}
+
+async fn digest_node(addr: &str) -> Result<apb::DigestGroupsResponse, String> {
+    let channel = chronicle_cluster::grpc::lazy_channel(addr)?;
+    let mut client = AdminApiClient::new(channel);
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        client.digest_groups(apb::DigestGroupsRequest {}),
+    )
+    .await
+    {
+        Ok(Ok(answer)) => Ok(answer.into_inner()),
+        Ok(Err(status)) => Err(status.message().to_string()),
+        Err(_) => Err("no digest within 60 s".to_string()),
+    }
+}
+
+/// Per group, whether the replicas that applied the same index hold the same state.
+fn render_digests(out: &mut String, reports: &[NodeReport]) {
+    let mut by_group: BTreeMap<u32, Vec<(String, &apb::GroupDigest)>> = BTreeMap::new();
+    for (i, report) in reports.iter().enumerate() {
+        if let Some(Ok(answer)) = &report.digests {
+            for d in &answer.groups {
+                by_group
+                    .entry(d.group)
+                    .or_default()
+                    .push((format!("n{}", i + 1), d));
+            }
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "GROUP  DIGESTS (node:applied index:digest)");
+    for (group, digests) in by_group {
+        let mut verdict = "replicas agree";
+        for (_, a) in &digests {
+            for (_, b) in &digests {
+                if a.applied_index == b.applied_index && a.digest != b.digest {
+                    verdict = "DIVERGED: same index, different state";
+                }
+            }
+        }
+        let cells: Vec<String> = digests
+            .iter()
+            .map(|(n, d)| format!("{n}:{}:{}", d.applied_index, &d.digest[..12]))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<6} {}  {verdict}",
+            group_name(group),
+            cells.join(" ")
+        );
+    }
 }
 
 fn group_name(group: u32) -> String {
@@ -147,6 +207,9 @@ pub fn render_text(reports: &[NodeReport]) -> String {
             lag.join(" ")
         );
     }
+    if reports.iter().any(|r| r.digests.is_some()) {
+        render_digests(&mut out, reports);
+    }
     out
 }
 
@@ -179,6 +242,35 @@ pub fn render_json(reports: &[NodeReport]) -> serde_json::Value {
             }),
             Err(e) => serde_json::json!({ "address": r.addr, "error": e }),
         })
+        .map(|mut node| {
+            if let Some(digests) = &r_digests(reports, &node) {
+                node["digests"] = digests.clone();
+            }
+            node
+        })
         .collect();
     serde_json::json!({ "nodes": nodes })
+}
+
+/// The `digests` member of a node's JSON: per group, its applied index and digest.
+fn r_digests(reports: &[NodeReport], node: &serde_json::Value) -> Option<serde_json::Value> {
+    let report = reports
+        .iter()
+        .find(|r| node["address"] == r.addr.as_str())?;
+    Some(match report.digests.as_ref()? {
+        Ok(answer) => serde_json::Value::Array(
+            answer
+                .groups
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "group": group_name(d.group),
+                        "applied_index": d.applied_index,
+                        "digest": d.digest,
+                    })
+                })
+                .collect(),
+        ),
+        Err(e) => serde_json::json!({ "error": e }),
+    })
 }

@@ -66,7 +66,10 @@ fn cluster_describe(args: ClusterDescribe) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let reports = runtime.block_on(chronicle_server::describe::describe_cluster(&args.nodes));
+    let reports = runtime.block_on(chronicle_server::describe::describe_cluster(
+        &args.nodes,
+        args.digests,
+    ));
     if args.json {
         println!(
             "{}",

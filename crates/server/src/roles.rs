@@ -13,6 +13,7 @@ use anyhow::Context;
 use chronicle_cluster::grpc::{
     HistoryApiService, MatchingApiService, RemoteMatching, RoutedHistory,
 };
+use chronicle_cluster::stoppable::PollsEndAtShutdown;
 use chronicle_cluster::{HistoryService, MatchingService};
 use chronicle_frontend::{
     FrontendContext, NamespaceCache, OperatorHandler, WorkflowHandler, default_namespace_record,
@@ -391,6 +392,7 @@ pub async fn run_node(
 
     let mut servers = tokio::task::JoinSet::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let polls_stop = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -433,7 +435,8 @@ pub async fn run_node(
             config.search_attributes.iter().cloned().collect();
         let ctx = FrontendContext {
             history: history.clone(),
-            matching: matching.clone(),
+            // Workers' long polls end the moment the node stops, so it drains at once.
+            matching: Arc::new(PollsEndAtShutdown::new(matching.clone(), polls_stop)),
             namespaces: Arc::new(NamespaceCache::new(history.clone())),
             num_shards,
             server_version: SERVER_VERSION.to_string(),
@@ -532,6 +535,9 @@ pub async fn run_node(
     }
     readiness.set_serving(false);
     let _ = stop_tx.send(true);
+    if let Some(engine) = &local_matching {
+        engine.stop_polls();
+    }
     while let Some(result) = servers.join_next().await {
         if let Err(e) = result.context("server task").and_then(|r| r) {
             failed.get_or_insert(Err(e));
