@@ -17,7 +17,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 import workflows as wf
-from conftest import IS_CHRONICLE, SplitServer, new_id
+from conftest import IS_CHRONICLE, SERVER_KIND, SplitServer, new_id
 from test_durability import SupervisedWorker
 
 WORKFLOWS = int(os.environ.get("COMPAT_CLUSTER_WORKFLOWS", "40"))
@@ -25,6 +25,8 @@ WORKFLOWS = int(os.environ.get("COMPAT_CLUSTER_WORKFLOWS", "40"))
 pytestmark = [
     pytest.mark.durability,
     pytest.mark.deadline(180),
+    pytest.mark.skipif(SERVER_KIND == "chronicle-split",
+                       reason="starts its own cluster: runs once, in the `chronicle` pass"),
     pytest.mark.skipif(not IS_CHRONICLE, reason="a Chronicle cluster"),
     pytest.mark.skipif(os.environ.get("COMPAT_SKIP_DURABILITY") == "1", reason="COMPAT_SKIP_DURABILITY=1"),
 ]

@@ -21,7 +21,7 @@ import pytest
 from temporalio.client import Client
 
 import workflows as wf
-from conftest import IS_CHRONICLE, SplitServer, new_id
+from conftest import IS_CHRONICLE, SERVER_KIND, SplitServer, new_id
 from invariants import check_histories, check_replicas_agree
 from test_durability import SupervisedWorker
 
@@ -30,6 +30,8 @@ LOAD_SECONDS = float(os.environ.get("COMPAT_FAULT_SECONDS", "6"))
 pytestmark = [
     pytest.mark.durability,
     pytest.mark.deadline(240),
+    pytest.mark.skipif(SERVER_KIND == "chronicle-split",
+                       reason="starts its own cluster: runs once, in the `chronicle` pass"),
     pytest.mark.skipif(not IS_CHRONICLE, reason="a Chronicle cluster"),
     pytest.mark.skipif(os.environ.get("COMPAT_SKIP_DURABILITY") == "1", reason="COMPAT_SKIP_DURABILITY=1"),
 ]

@@ -17,9 +17,11 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 import workflows as wf
-from conftest import IS_CHRONICLE, SplitServer, chronicle_bin, free_port, new_id
+from conftest import IS_CHRONICLE, SERVER_KIND, SplitServer, chronicle_bin, free_port, new_id
 
 pytestmark = [
+    pytest.mark.skipif(SERVER_KIND == "chronicle-split",
+                       reason="starts its own cluster: runs once, in the `chronicle` pass"),
     pytest.mark.skipif(not IS_CHRONICLE, reason="Chronicle's cluster commands"),
     pytest.mark.deadline(150),
 ]

@@ -25,7 +25,7 @@ import pytest
 from temporalio.client import Client
 
 import workflows as wf
-from conftest import IS_CHRONICLE, NodeHandle, _die_with_parent, chronicle_bin, free_port, new_id
+from conftest import IS_CHRONICLE, SERVER_KIND, NodeHandle, _die_with_parent, chronicle_bin, free_port, new_id
 from invariants import check_histories, check_replicas_agree
 from test_durability import SupervisedWorker
 
@@ -39,6 +39,8 @@ def can_make_namespaces() -> bool:
 pytestmark = [
     pytest.mark.durability,
     pytest.mark.deadline(240),
+    pytest.mark.skipif(SERVER_KIND == "chronicle-split",
+                       reason="starts its own cluster: runs once, in the `chronicle` pass"),
     pytest.mark.skipif(not IS_CHRONICLE, reason="a Chronicle cluster"),
     pytest.mark.skipif(not can_make_namespaces(), reason="needs root and iproute2 for network namespaces"),
     pytest.mark.skipif(os.environ.get("COMPAT_SKIP_DURABILITY") == "1", reason="COMPAT_SKIP_DURABILITY=1"),
