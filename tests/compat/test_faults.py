@@ -10,7 +10,10 @@ Bounded for CI (COMPAT_FAULT_SECONDS of load per scenario); a longer soak is the
 a larger value. Skip with COMPAT_SKIP_DURABILITY=1."""
 
 import asyncio
+import json
 import os
+import shutil
+import subprocess
 import signal
 import time
 import urllib.request
@@ -21,7 +24,7 @@ import pytest
 from temporalio.client import Client
 
 import workflows as wf
-from conftest import IS_CHRONICLE, SERVER_KIND, SplitServer, new_id
+from conftest import IS_CHRONICLE, SERVER_KIND, SplitServer, chronicle_bin, new_id
 from invariants import check_histories, check_replicas_agree
 from test_durability import SupervisedWorker
 
@@ -63,6 +66,17 @@ async def restarted(cluster: SplitServer, name: str, since: int, timeout: float 
     while not await asyncio.to_thread(ready, metrics):
         assert time.monotonic() < deadline, f"{name} not ready after its restart"
         await asyncio.sleep(0.2)
+
+
+def replica_ids(cluster: SplitServer) -> set:
+    """The voters of every group, which must be the same three nodes everywhere."""
+    nodes = ",".join(n.fields["internal"] for n in cluster.histories)
+    out = subprocess.run([chronicle_bin(), "cluster", "describe", "--json", "--nodes", nodes],
+                         capture_output=True, timeout=30)
+    voter_sets = {tuple(sorted(g["voters"])) for n in json.loads(out.stdout)["nodes"]
+                  for g in n.get("groups", []) if g["state"] == "Leader"}
+    assert len(voter_sets) == 1, f"groups disagree on their voters: {voter_sets}"
+    return set(voter_sets.pop())
 
 
 async def bounce(cluster: SplitServer, name: str, sig: int) -> None:
@@ -152,5 +166,30 @@ async def test_rolling_restart_of_every_node(tmp_path):
             await bounce(cluster, name, signal.SIGTERM)
             # Let elections settle before the next node goes: never two history nodes down.
             await asyncio.sleep(0.5)
+
+    await under_load(tmp_path, fault)
+
+
+async def test_wiped_node_rejoins_as_a_new_node(tmp_path):
+    async def fault(cluster: SplitServer) -> None:
+        victim = cluster.node("history-3")
+        old = replica_ids(cluster)
+        since = len(cluster.lines)
+        # Lose the disk: the supervisor restarts the node on an empty directory; it comes back
+        # with a new node ID and takes the lost node's place in every group.
+        # The supervisor is stopped meanwhile, so it cannot start the node again on the old
+        # data before the directory is gone.
+        os.kill(cluster.proc.pid, signal.SIGSTOP)
+        try:
+            victim.kill()
+            await asyncio.sleep(0.5)  # dead (a zombie until the supervisor reaps it)
+            shutil.rmtree(os.path.join(cluster.log_dir, "cluster", "history-3"))
+        finally:
+            os.kill(cluster.proc.pid, signal.SIGCONT)
+        await restarted(cluster, "history-3", since, timeout=120)
+        line = await asyncio.to_thread(cluster.wait_for_line, lambda l: "replaces lost node" in l, 60)
+        assert "fresh data directory" in line
+        new = replica_ids(cluster)
+        assert len(new) == 3 and len(new & old) == 2, f"voters before {old}, after {new}"
 
     await under_load(tmp_path, fault)

@@ -15,6 +15,7 @@ pub mod apply;
 pub mod engine;
 pub mod group_status;
 mod list_query;
+pub mod membership;
 pub mod metric_defs;
 pub mod mutable_state;
 pub mod namespace_names;

@@ -35,6 +35,28 @@ pub enum ClusterCommand {
     /// Show the history nodes and, per shard, its leader, term, members, each replica's applied
     /// index and each follower's lag.
     Describe(ClusterDescribe),
+    /// Replace a lost history node: in every group, the node at --add (started with a fresh
+    /// data directory, --replicated and the cluster's --num-shards) joins as a learner, catches
+    /// up, and becomes a voter in place of --remove. Safe to run again.
+    ReplaceNode(ClusterReplaceNode),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterReplaceNode {
+    /// Internal addresses of the cluster's history nodes (the leaders are found among them).
+    #[arg(
+        long,
+        env = "CHRONICLE_CLUSTER_NODES",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub nodes: Vec<String>,
+    /// ID of the node to remove (`chronicle cluster describe` lists them).
+    #[arg(long)]
+    pub remove: u64,
+    /// Internal address of the new node.
+    #[arg(long)]
+    pub add: String,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -481,6 +481,19 @@ pub async fn run_local_cluster(
                             say(&describe(spec, child.id(), &options.data_dir));
                             pids.insert(name.clone(), child.id().unwrap_or(0));
                             watch(name, child, exited_tx.clone());
+                            if spec.role == Role::History {
+                                // A history node whose data directory was wiped comes back as
+                                // a new node: it takes its old place in every group.
+                                let histories: Vec<String> = layout
+                                    .of(Role::History)
+                                    .filter_map(|n| n.internal.map(|a| a.to_string()))
+                                    .collect();
+                                tokio::spawn(async move {
+                                    if let Err(e) = crate::admin::rejoin_fresh_nodes(&histories, say).await {
+                                        say(&format!("rejoining a fresh node failed: {e:#}"));
+                                    }
+                                });
+                            }
                         }
                         Err(e) => say(&format!("{name} could not be restarted: {e:#}")),
                     }
@@ -549,6 +562,8 @@ async fn start_all(
             layout.num_shards,
             histories.len()
         ));
+    } else {
+        crate::admin::rejoin_fresh_nodes(&histories, say).await?;
     }
     for spec in layout.of(Role::History).chain(layout.of(Role::Matching)) {
         let child = children.get_mut(&spec.name).context("child missing")?;

@@ -2,8 +2,9 @@ use std::net::ToSocketAddrs;
 
 use anyhow::Context;
 use chronicle_server::cli::{
-    Cli, ClusterCommand, ClusterDescribe, ClusterInit, Command, ServerCommand, Start, StartDev,
-    StartLocalCluster, default_data_dir, parse_dynamic_config, parse_search_attribute,
+    Cli, ClusterCommand, ClusterDescribe, ClusterInit, ClusterReplaceNode, Command, ServerCommand,
+    Start, StartDev, StartLocalCluster, default_data_dir, parse_dynamic_config,
+    parse_search_attribute,
 };
 use chronicle_server::config_file::{self, ConfigFile};
 use chronicle_server::local_cluster::{LocalClusterOptions, run_local_cluster};
@@ -35,6 +36,32 @@ fn main() -> anyhow::Result<()> {
         Command::Server(ServerCommand::StartLocalCluster(args)) => start_local_cluster(args),
         Command::Cluster(ClusterCommand::Init(args)) => cluster_init(args),
         Command::Cluster(ClusterCommand::Describe(args)) => cluster_describe(args),
+        Command::Cluster(ClusterCommand::ReplaceNode(args)) => cluster_replace_node(args),
+    }
+}
+
+fn cluster_replace_node(args: ClusterReplaceNode) -> anyhow::Result<()> {
+    init_logging("warn", "text");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(chronicle_server::admin::replace_node(
+        &args.nodes,
+        &args.add,
+        args.remove,
+        |line| println!("{line}"),
+    )) {
+        Ok(changed) => {
+            println!(
+                "node {} replaced by {} ({changed} groups changed)",
+                args.remove, args.add
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("chronicle: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
