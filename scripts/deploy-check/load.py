@@ -15,6 +15,8 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 QUEUE = "deploy-check"
+# A queue whose worker starts after its first workflow: the task waits in matching's backlog.
+LATE_QUEUE = "deploy-check-late"
 
 
 @activity.defn
@@ -59,6 +61,13 @@ class Waits:
 
 
 @workflow.defn
+class Parent:
+    @workflow.run
+    async def run(self, name: str) -> str:
+        return await workflow.execute_child_workflow(Echo.run, name, id=f"{workflow.info().workflow_id}-child")
+
+
+@workflow.defn
 class Continues:
     @workflow.run
     async def run(self, left: int) -> int:
@@ -69,10 +78,16 @@ class Continues:
 
 async def main(target: str, rounds: int) -> None:
     client = await Client.connect(target, namespace="default")
+    late = await client.start_workflow(
+        Echo.run, "late", id=f"late-{uuid.uuid4().hex[:8]}", task_queue=LATE_QUEUE
+    )
+    await asyncio.sleep(0.5)
+    async with Worker(client, task_queue=LATE_QUEUE, workflows=[Echo], activities=[greet]):
+        assert await late.result() == "hello late"
     async with Worker(
         client,
         task_queue=QUEUE,
-        workflows=[Echo, Fails, Waits, Continues],
+        workflows=[Echo, Fails, Waits, Continues, Parent],
         activities=[greet],
     ):
         for r in range(rounds):
@@ -90,6 +105,9 @@ async def main(target: str, rounds: int) -> None:
                 raise AssertionError("Fails completed")
             except WorkflowFailureError:
                 pass
+            assert await client.execute_workflow(
+                Parent.run, "child", id=f"parent-{tag}", task_queue=QUEUE
+            ) == "hello child"
             assert await client.execute_workflow(
                 Continues.run, 1, id=f"can-{tag}", task_queue=QUEUE
             ) == 0
@@ -121,7 +139,8 @@ async def main(target: str, rounds: int) -> None:
                 await canceled.result()
             except WorkflowFailureError:
                 pass
-    print(f"load: {rounds} rounds of echo, fail, continue-as-new, terminate, cancel, timeout done")
+    print(f"load: a backlogged workflow, then {rounds} rounds of echo, child, fail, "
+          "continue-as-new, signal, query, terminate, cancel and timeout")
 
 
 if __name__ == "__main__":

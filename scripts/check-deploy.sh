@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Offline checks of the operations assets: the Helm chart (lint, render over the ci/ values
+# matrix, Kubernetes schema validation, assertions on the rendered objects, values.schema.json
+# refusing bad values), the Prometheus alert rules (promtool check and unit tests), the Grafana
+# dashboards (structure), and a real scrape: a `chronicle server start-dev` under a short Python
+# SDK load, scraped by Debian's Prometheus, against which every dashboard query and every alert
+# expression is run. No Docker, no Kubernetes: see deploy/helm/chronicle/README.md for what this
+# proves and what it cannot.
+#
+# Uses $CHRONICLE_BIN, else $CARGO_TARGET_DIR/debug/chronicle (built if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+[ "${CHRONICLE_SKIP_SETUP:-}" = 1 ] || ./scripts/setup.sh
+VENV="${CHRONICLE_VENV:-$HOME/.cache/chronicle-venv}"
+PY="$VENV/bin/python"
+HELM="${CHRONICLE_DEPLOY_TOOLS:-$HOME/.cache/chronicle-deploy}/bin/helm"
+CHART=deploy/helm/chronicle
+KUBE_VERSION=1.30.0
+START=$SECONDS
+WORK="$(mktemp -d -t chronicle-deploy-check.XXXXXX)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+step() { echo "check-deploy: $*"; }
+fail() { echo "check-deploy: FAILED: $*" >&2; exit 1; }
+
+step "generated files are up to date"
+python3 deploy/grafana/generate.py --check
+for f in chronicle-alerts.yaml chronicle-alerts-planned.yaml; do
+    cmp -s "deploy/prometheus/$f" "$CHART/files/prometheus/$f" \
+        || fail "$CHART/files/prometheus/$f differs from deploy/prometheus/$f (cp it)"
+done
+step "the chart's defaults agree with the Dockerfile (user, data dir, ports)"
+grep -q '^USER 10001:10001' deploy/docker/Dockerfile || fail "Dockerfile user is not 10001"
+grep -q 'runAsUser: 10001' "$CHART/values.yaml" || fail "values.yaml runAsUser is not 10001"
+grep -q 'CHRONICLE_DATA_DIR=/data' deploy/docker/Dockerfile || fail "Dockerfile data dir"
+grep -q '^EXPOSE 7233 7234 9090' deploy/docker/Dockerfile || fail "Dockerfile ports"
+
+step "yamllint (chart values, CI values, rules)"
+"$VENV/bin/yamllint" -s -d '{extends: default, rules: {line-length: {max: 110}, document-start: disable, truthy: {check-keys: false}, comments: {min-spaces-from-content: 1}}}' \
+    "$CHART/Chart.yaml" "$CHART/values.yaml" "$CHART"/ci/*.yaml deploy/prometheus/*.yaml
+
+for values in "$CHART"/ci/*-values.yaml; do
+    scenario="$(basename "$values" -values.yaml)"
+    extra=()
+    # The Prometheus Operator objects render only where the CRDs exist; the monitoring scenario
+    # says they do, the others check that nothing renders without them.
+    [ "$scenario" = monitoring ] && extra=(--api-versions monitoring.coreos.com/v1)
+    step "helm lint --strict + template + kubernetes-validate + assertions: $scenario"
+    "$HELM" lint --strict --quiet "$CHART" -f "$values" --kube-version "$KUBE_VERSION" >"$WORK/lint.txt" 2>&1 \
+        || { cat "$WORK/lint.txt"; fail "helm lint $scenario"; }
+    out="$WORK/$scenario.yaml"
+    "$HELM" template chronicle "$CHART" -n chronicle --kube-version "$KUBE_VERSION" \
+        -f "$values" "${extra[@]}" >"$out"
+    "$VENV/bin/kubernetes-validate" --strict --quiet -k "$KUBE_VERSION" "$out" >"$WORK/kv.txt" 2>&1 \
+        || { cat "$WORK/kv.txt"; fail "kubernetes-validate $scenario"; }
+    # CRD kinds have no bundled schema (a warning); nothing else may warn.
+    if grep -v -E "Couldn't find schema for kind (ServiceMonitor|PrometheusRule) " "$WORK/kv.txt" | grep -q .; then
+        cat "$WORK/kv.txt"; fail "kubernetes-validate $scenario warned"
+    fi
+    "$PY" scripts/deploy-check/assert_rendered.py "$scenario" "$out" crates/server/src/cli.rs "$WORK/chart-rules.yaml"
+done
+step "the chart's PrometheusRule holds valid rules"
+promtool check rules "$WORK/chart-rules.yaml" >/dev/null
+
+step "kubernetes-validate refuses a misspelt field (control)"
+sed 's/^  podManagementPolicy: Parallel/  podManagmentPolicy: Parallel/' "$WORK/default.yaml" >"$WORK/bad.yaml"
+if "$VENV/bin/kubernetes-validate" --strict --quiet -k "$KUBE_VERSION" "$WORK/bad.yaml" >/dev/null 2>&1; then
+    fail "kubernetes-validate accepted podManagmentPolicy"
+fi
+
+step "values.schema.json and the chart's validations refuse bad values"
+refuse() {  # refuse WHAT PATTERN HELM-ARGS...: helm template must fail, saying PATTERN
+    local what="$1" pattern="$2"; shift 2
+    if "$HELM" template chronicle "$CHART" "$@" >"$WORK/refused.txt" 2>&1; then
+        fail "helm template accepted $what"
+    fi
+    grep -q -- "$pattern" "$WORK/refused.txt" || { cat "$WORK/refused.txt"; fail "$what: no '$pattern' in the error"; }
+}
+refuse "an unknown top-level key" "additional properties 'histroy' not allowed" --set histroy.replicaCount=3
+refuse "an unknown nested key" "additional properties 'replicaCont' not allowed" --set history.replicaCont=3
+refuse "a second matching node" "maximum" --set matching.replicaCount=2
+refuse "zero shards" "minimum" --set server.numShards=0
+refuse "an unknown log format" "logFormat" --set server.logFormat=xml
+refuse "TLS without a Secret" "tls.frontend.enabled needs tls.frontend.secretName" --set tls.frontend.enabled=true
+
+step "promtool: check and unit-test the alert rules"
+promtool check rules deploy/prometheus/chronicle-alerts.yaml deploy/prometheus/chronicle-alerts-planned.yaml >/dev/null
+promtool test rules deploy/prometheus/tests/chronicle-alerts.test.yaml
+
+step "dashboards: structure"
+"$PY" scripts/deploy-check/promql_check.py dashboards deploy/grafana/chronicle-*.json
+
+# ---- a real scrape -------------------------------------------------------------------------------
+BIN="${CHRONICLE_BIN:-}"
+if [ -z "$BIN" ]; then
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chronicle-target}"
+    BIN="$CARGO_TARGET_DIR/debug/chronicle"
+    [ -x "$BIN" ] || cargo build -p chronicle-server
+fi
+[ -x "$BIN" ] || fail "no chronicle binary at $BIN"
+read -r GRPC_PORT METRICS_PORT PROM_PORT < <("$PY" -c '
+import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])')
+step "real scrape: start-dev on :$GRPC_PORT (metrics :$METRICS_PORT), Prometheus on :$PROM_PORT"
+"$BIN" server start-dev --ip 127.0.0.1 --port "$GRPC_PORT" --metrics-port "$METRICS_PORT" \
+    --ephemeral --headless >"$WORK/server.log" 2>&1 &
+PIDS+=($!)
+# As the chart's ServiceMonitor sees it: job "chronicle", the Kubernetes namespace as a target
+# label (so the metrics' own `namespace` arrives as exported_namespace), the pod's role in
+# chronicle_component (start-dev runs the history role, and the others), and the
+# exported_namespace -> temporal_namespace relabeling.
+cat >"$WORK/prometheus.yml" <<YAML
+global:
+  scrape_interval: 2s
+  evaluation_interval: 2s
+rule_files:
+  - $ROOT/deploy/prometheus/chronicle-alerts.yaml
+  - $ROOT/deploy/prometheus/chronicle-alerts-planned.yaml
+scrape_configs:
+  - job_name: chronicle
+    static_configs:
+      - targets: ["127.0.0.1:$METRICS_PORT"]
+        labels: {namespace: ci, chronicle_component: history}
+    metric_relabel_configs:
+      - source_labels: [exported_namespace]
+        target_label: temporal_namespace
+YAML
+promtool check config "$WORK/prometheus.yml" >/dev/null
+for _ in $(seq 1 120); do
+    curl -sf "http://127.0.0.1:$METRICS_PORT/health/ready" >/dev/null 2>&1 && break
+    kill -0 "${PIDS[0]}" 2>/dev/null || { cat "$WORK/server.log"; fail "start-dev exited"; }
+    sleep 0.5
+done
+curl -sf "http://127.0.0.1:$METRICS_PORT/health/ready" >/dev/null || { cat "$WORK/server.log"; fail "start-dev never became ready"; }
+curl -sf "http://127.0.0.1:$METRICS_PORT/health/live" >/dev/null || fail "/health/live"
+prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
+    --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn >"$WORK/prometheus.log" 2>&1 &
+PIDS+=($!)
+SCRAPE_START=$SECONDS
+for _ in $(seq 1 60); do
+    curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null 2>&1 && break
+    sleep 0.5
+done
+curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null || { cat "$WORK/prometheus.log"; fail "Prometheus never became ready"; }
+PATH="$VENV/bin:$PATH" "$PY" scripts/deploy-check/load.py "127.0.0.1:$GRPC_PORT" 3
+# About 20 s of scraping, with the load in the middle of it.
+while [ $((SECONDS - SCRAPE_START)) -lt 20 ]; do sleep 1; done
+step "real scrape: every dashboard query and alert expression against Prometheus"
+"$PY" scripts/deploy-check/promql_check.py scrape "http://127.0.0.1:$PROM_PORT" \
+    deploy/prometheus/chronicle-alerts.yaml deploy/prometheus/chronicle-alerts-planned.yaml \
+    -- deploy/grafana/chronicle-*.json
+step "all deploy checks passed in $((SECONDS - START)) s"
