@@ -89,6 +89,11 @@ refuse "zero shards" "minimum" --set server.numShards=0
 refuse "an unknown log format" "logFormat" --set server.logFormat=xml
 refuse "TLS without a Secret" "tls.frontend.enabled needs tls.frontend.secretName" --set tls.frontend.enabled=true
 
+step "NOTES.txt renders the drain-then-scale-down procedure"
+"$HELM" install chronicle "$CHART" -n chronicle --dry-run=client >"$WORK/notes.txt" 2>&1 \
+    || { cat "$WORK/notes.txt"; fail "helm install --dry-run=client"; }
+grep -q "chronicle cluster drain" "$WORK/notes.txt" || fail "NOTES.txt lacks the drain procedure"
+
 step "promtool: check and unit-test the alert rules"
 promtool check rules deploy/prometheus/chronicle-alerts.yaml deploy/prometheus/chronicle-alerts-planned.yaml >/dev/null
 promtool test rules deploy/prometheus/tests/chronicle-alerts.test.yaml
