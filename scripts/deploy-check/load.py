@@ -3,6 +3,7 @@ timers, signals, queries, a duplicate start and a describe of a missing workflow
 families the dashboards and alerts read have samples. Usage: load.py HOST:PORT [ROUNDS]."""
 
 import asyncio
+import os
 import sys
 import uuid
 from datetime import timedelta
@@ -64,7 +65,9 @@ class Waits:
 class Parent:
     @workflow.run
     async def run(self, name: str) -> str:
-        return await workflow.execute_child_workflow(Echo.run, name, id=f"{workflow.info().workflow_id}-child")
+        return await workflow.execute_child_workflow(
+            Echo.run, name, id=f"{workflow.info().workflow_id}-child"
+        )
 
 
 @workflow.defn
@@ -145,3 +148,7 @@ async def main(target: str, rounds: int) -> None:
 
 if __name__ == "__main__":
     asyncio.run(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 3))
+    # Leave without finalizing the interpreter: the SDK's core threads can abort it there
+    # ("PyGILState_Release ... must be current") after the work succeeded.
+    sys.stdout.flush()
+    os._exit(0)
