@@ -109,57 +109,110 @@ if [ -z "$BIN" ]; then
     [ -x "$BIN" ] || cargo build -p chronicle-server
 fi
 [ -x "$BIN" ] || fail "no chronicle binary at $BIN"
-read -r GRPC_PORT METRICS_PORT PROM_PORT < <("$PY" -c '
+read -r GRPC_PORT METRICS_PORT PROM_PORT C_FRONTEND C_INTERNAL C_METRICS < <("$PY" -c '
 import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks: s.bind(("127.0.0.1", 0))
+socks = [socket.socket() for _ in range(6)]
+for s in socks: s.bind(("", 0))
 print(*[s.getsockname()[1] for s in socks])')
-step "real scrape: start-dev on :$GRPC_PORT (metrics :$METRICS_PORT), Prometheus on :$PROM_PORT"
+step "real scrape: start-dev on :$GRPC_PORT (metrics :$METRICS_PORT)"
 "$BIN" server start-dev --ip 127.0.0.1 --port "$GRPC_PORT" --metrics-port "$METRICS_PORT" \
     --ephemeral --headless >"$WORK/server.log" 2>&1 &
 PIDS+=($!)
-# As the chart's ServiceMonitor sees it: job "chronicle", the Kubernetes namespace as a target
-# label (so the metrics' own `namespace` arrives as exported_namespace), the pod's role in
-# chronicle_component (start-dev runs the history role, and the others), and the
-# exported_namespace -> temporal_namespace relabeling.
-cat >"$WORK/prometheus.yml" <<YAML
-global:
-  scrape_interval: 2s
-  evaluation_interval: 2s
-rule_files:
-  - $ROOT/deploy/prometheus/chronicle-alerts.yaml
-  - $ROOT/deploy/prometheus/chronicle-alerts-planned.yaml
-scrape_configs:
-  - job_name: chronicle
-    static_configs:
-      - targets: ["127.0.0.1:$METRICS_PORT"]
-        labels: {namespace: ci, chronicle_component: history}
-    metric_relabel_configs:
-      - source_labels: [exported_namespace]
-        target_label: temporal_namespace
-YAML
-promtool check config "$WORK/prometheus.yml" >/dev/null
+DEV_PID=$!
+# The chart's own cluster: the default values (8 shards, free ports) rendered, then every pod and
+# the init Job run as local processes with exactly the args and variables the chart gives them
+# (scripts/deploy-check/chart_cluster.py says what stands in for Kubernetes).
+step "chart cluster: the default chart's pods as processes (3 history, matching, frontend) + init job"
+mkdir -p "$WORK/cluster"
+"$HELM" template chronicle "$CHART" -n chronicle -f "$CHART/ci/default-values.yaml" \
+    --set server.numShards=8 --set ports.frontend="$C_FRONTEND" --set ports.internal="$C_INTERNAL" \
+    --set ports.metrics="$C_METRICS" >"$WORK/cluster/rendered.yaml"
+"$PY" scripts/deploy-check/chart_cluster.py "$WORK/cluster/rendered.yaml" "$BIN" "$WORK/cluster" \
+    "$WORK/cluster/state.json" >"$WORK/cluster/supervisor.log" 2>&1 &
+PIDS+=($!)
+CLUSTER_PID=$!
 for _ in $(seq 1 120); do
     curl -sf "http://127.0.0.1:$METRICS_PORT/health/ready" >/dev/null 2>&1 && break
-    kill -0 "${PIDS[0]}" 2>/dev/null || { cat "$WORK/server.log"; fail "start-dev exited"; }
+    kill -0 "$DEV_PID" 2>/dev/null || { cat "$WORK/server.log"; fail "start-dev exited"; }
     sleep 0.5
 done
 curl -sf "http://127.0.0.1:$METRICS_PORT/health/ready" >/dev/null || { cat "$WORK/server.log"; fail "start-dev never became ready"; }
 curl -sf "http://127.0.0.1:$METRICS_PORT/health/live" >/dev/null || fail "/health/live"
+for _ in $(seq 1 300); do
+    [ -f "$WORK/cluster/state.json" ] && break
+    kill -0 "$CLUSTER_PID" 2>/dev/null || { cat "$WORK/cluster/supervisor.log"; fail "the chart cluster did not start"; }
+    sleep 0.5
+done
+[ -f "$WORK/cluster/state.json" ] || { cat "$WORK/cluster/supervisor.log"; fail "the chart cluster never became ready"; }
+cat "$WORK/cluster/supervisor.log"
+# Scraped as the chart's ServiceMonitor would: job "chronicle", the Kubernetes namespace and pod
+# as target labels (so the metrics' own `namespace` arrives as exported_namespace), the pod's
+# role in chronicle_component, and exported_namespace -> temporal_namespace. start-dev runs
+# every role; it is labelled as a history pod of namespace "ci".
+"$PY" - "$WORK/cluster/state.json" "$METRICS_PORT" "$ROOT" >"$WORK/prometheus.yml" <<'PY'
+import json, sys
+state, dev_port, root = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+targets = [{"targets": [f"127.0.0.1:{dev_port}"],
+            "labels": {"job": "chronicle", "namespace": "ci", "pod": "start-dev",
+                       "chronicle_component": "history"}}]
+for pod, p in state["pods"].items():
+    targets.append({"targets": [p["metrics"]],
+                    "labels": {"job": "chronicle", "namespace": state["namespace"], "pod": pod,
+                               "chronicle_component": p["component"]}})
+print(json.dumps({
+    "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
+    "rule_files": [f"{root}/deploy/prometheus/chronicle-alerts.yaml",
+                   f"{root}/deploy/prometheus/chronicle-alerts-planned.yaml"],
+    "scrape_configs": [{
+        "job_name": "chronicle", "static_configs": targets,
+        "metric_relabel_configs": [{"source_labels": ["exported_namespace"],
+                                    "target_label": "temporal_namespace"}]}]}, indent=1))
+PY
+promtool check config "$WORK/prometheus.yml" >/dev/null
+step "real scrape: Prometheus on :$PROM_PORT scraping start-dev and the chart cluster, under load"
 prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
     --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn >"$WORK/prometheus.log" 2>&1 &
 PIDS+=($!)
 SCRAPE_START=$SECONDS
+PROM="http://127.0.0.1:$PROM_PORT"
 for _ in $(seq 1 60); do
-    curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null 2>&1 && break
+    curl -sf "$PROM/-/ready" >/dev/null 2>&1 && break
     sleep 0.5
 done
-curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null || { cat "$WORK/prometheus.log"; fail "Prometheus never became ready"; }
-PATH="$VENV/bin:$PATH" "$PY" scripts/deploy-check/load.py "127.0.0.1:$GRPC_PORT" 3
+curl -sf "$PROM/-/ready" >/dev/null || { cat "$WORK/prometheus.log"; fail "Prometheus never became ready"; }
+FRONTEND="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["frontend"])' "$WORK/cluster/state.json")"
+PATH="$VENV/bin:$PATH" "$PY" scripts/deploy-check/load.py "127.0.0.1:$GRPC_PORT" 3 &
+LOAD_DEV=$!
+PATH="$VENV/bin:$PATH" "$PY" scripts/deploy-check/load.py "$FRONTEND" 2 || fail "load on the chart cluster"
+wait "$LOAD_DEV" || fail "load on start-dev"
 # About 20 s of scraping, with the load in the middle of it.
 while [ $((SECONDS - SCRAPE_START)) -lt 20 ]; do sleep 1; done
 step "real scrape: every dashboard query and alert expression against Prometheus"
-"$PY" scripts/deploy-check/promql_check.py scrape "http://127.0.0.1:$PROM_PORT" \
+"$PY" scripts/deploy-check/promql_check.py scrape "$PROM" \
     deploy/prometheus/chronicle-alerts.yaml deploy/prometheus/chronicle-alerts-planned.yaml \
     -- deploy/grafana/chronicle-*.json
+C='namespace="chronicle"'
+step "chart cluster: what the rules and the cluster dashboard assume"
+"$PY" scripts/deploy-check/promql_check.py expect "$PROM" 10 \
+    "count(up{$C} == 1) == 5" \
+    "count(up{$C, chronicle_component=\"history\"} == 1) == 3" \
+    "sum(numshards_gauge{$C}) == 8" \
+    "count(numshards_gauge{$C}) == 3" \
+    "sum(service_requests{$C, service_name=\"frontend\", chronicle_component=\"frontend\"}) > 0" \
+    "!service_requests{$C, service_name=\"frontend\", chronicle_component!=\"frontend\"}" \
+    "sum(workflow_success{$C, temporal_namespace=\"default\"}) > 0" \
+    "!rule:ChronicleShardsUnderReplicated" "!rule:ChronicleHistoryQuorumLost"
+HISTORY2_PID="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["pods"]["chronicle-history-2"]["pid"])' "$WORK/cluster/state.json")"
+step "chart cluster: kill -9 chronicle-history-2 (pid $HISTORY2_PID)"
+kill -9 "$HISTORY2_PID"
+"$PY" scripts/deploy-check/promql_check.py expect "$PROM" 30 \
+    "count(up{$C, chronicle_component=\"history\"} == 0) == 1" \
+    "(rule:ChronicleShardsUnderReplicated) and on (namespace) label_replace(vector(1), \"namespace\", \"chronicle\", \"\", \"\")" \
+    "!(rule:ChronicleHistoryQuorumLost)" \
+    "sum(numshards_gauge{$C}) == 8" \
+    "count(numshards_gauge{$C}) == 2"
+H0_METRICS="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["pods"]["chronicle-history-0"]["metrics"])' "$WORK/cluster/state.json")"
+curl -sf "http://$H0_METRICS/health/ready" >/dev/null || fail "chronicle-history-0 is not ready with one history pod down"
+step "chart cluster: workflows still run with one history pod down"
+PATH="$VENV/bin:$PATH" "$PY" scripts/deploy-check/load.py "$FRONTEND" 1 || fail "load after the kill"
 step "all deploy checks passed in $((SECONDS - START)) s"

@@ -246,10 +246,11 @@ def server_overview():
     b.row("Processes")
     b.panel("Shards led by node",
             [(f"sum by (instance) (numshards_gauge{{{NS}}})", "{{instance}}")], w=12)
-    b.panel("Processes by role",
-            [(f"sum by (service_name) (restarts{{{NS}}})", "{{service_name}}")], w=12,
-            description="`restarts` is 1 per role per process start: the sum is the number of "
-                        "processes running each role; a jump marks a restart.")
+    b.panel("Pods up by role",
+            [(f"count by (chronicle_component) (up{{{NS}, chronicle_component!=\"\"}} == 1)",
+              "{{chronicle_component}}")], w=12,
+            description="Scrape targets answering, by the role label the chart's ServiceMonitor "
+                        "sets (chronicle_component).")
     return dashboard("chronicle-server", "Chronicle / Temporal server overview",
                      "Temporal's server metrics as Chronicle exports them.", b,
                      ["chronicle", "temporal"])

@@ -4,6 +4,9 @@
         Structural check of Grafana dashboards: JSON, a `datasource` variable and no datasource
         uid written down, unique panel ids, a 24-column grid, a query on every data panel, and
         only defined template variables in queries.
+    promql_check.py expect PROMETHEUS_URL SECONDS EXPR...
+        Each EXPR must return data (with a leading "!": no data) within SECONDS; "rule:Name"
+        stands for that alert's expression.
     promql_check.py scrape PROMETHEUS_URL RULES.yaml... -- FILE.json...
         Against a Prometheus that scraped a loaded Chronicle: every dashboard query and every
         alert expression must run; every series selector in them must return data; every
@@ -29,6 +32,7 @@ ALLOWED_EMPTY = {
     "chronicle_sticky_worker_unavailable": "needs a sticky worker that went away",
 }
 PLANNED_PREFIXES = ("chronicle_raft_", "chronicle_rocksdb_")
+RULE_FILES = ["deploy/prometheus/chronicle-alerts.yaml"]
 # What the Grafana variables stand for in a query run outside Grafana.
 SUBSTITUTIONS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m",
                  "$namespace": ".*", "$temporal_namespace": ".*"}
@@ -214,6 +218,16 @@ def check_scrape(base, rule_files, dashboards):
 
     work = [(f"dashboard {uid} / {title} / {ref}", substitute(expr), True)
             for path in dashboards for uid, title, ref, expr in dashboard_queries(path)]
+    for path in dashboards:
+        board = json.load(open(path))
+        for var in board["templating"]["list"]:
+            m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", var.get("definition", ""))
+            if var["type"] == "query":
+                if not m:
+                    failures.append(f"{path}: variable {var['name']}: not label_values(...)")
+                    continue
+                work.append((f"dashboard {board['uid']} / variable {var['name']}",
+                             f"count by ({m.group(2)}) ({m.group(1)})", True))
     for path in rule_files:
         for group in yaml.safe_load(open(path))["groups"]:
             for rule in group["rules"]:
@@ -252,9 +266,48 @@ def check_scrape(base, rule_files, dashboards):
     return failures
 
 
+def check_expect(base, within, expectations):
+    """Each expectation is an expression that must return data ("!EXPR": must return none),
+    retried until `within` seconds have passed."""
+    import time
+    deadline, pending = time.time() + within, list(expectations)
+    while True:
+        still = []
+        for e in pending:
+            empty_wanted = e.startswith("!")
+            expr = e[1:] if empty_wanted else e
+            try:
+                got = bool(query(base, expr))
+            except ValueError as err:
+                return [f"{expr}: {err}"]
+            if got == empty_wanted:
+                still.append(e)
+        pending = still
+        if not pending or time.time() > deadline:
+            break
+        time.sleep(1)
+    for e in expectations:
+        print(f"  {'FAIL' if e in pending else 'ok  '} {e}")
+    return [f"expectation not met within {within} s: {e}" for e in pending]
+
+
+def rule_expr(rule_files, alert, severity=None):
+    for path in rule_files:
+        for group in yaml.safe_load(open(path))["groups"]:
+            for rule in group["rules"]:
+                if rule.get("alert") == alert and severity in (None, rule["labels"]["severity"]):
+                    return rule["expr"].strip()
+    raise SystemExit(f"no rule {alert}")
+
+
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
-    if mode == "dashboards":
+    if mode == "expect":
+        # expect URL WITHIN_SECONDS EXPR... ; "rule:NAME" in an EXPR is that alert's expression
+        def expand(e):
+            return re.sub(r"rule:(\w+)", lambda m: f"({rule_expr(RULE_FILES, m.group(1))})", e)
+        failures = check_expect(args[0], float(args[1]), [expand(e) for e in args[2:]])
+    elif mode == "dashboards":
         failures = check_dashboards(args)
     elif mode == "scrape":
         sep = args.index("--")
