@@ -34,6 +34,7 @@ fi
 deploy_apt=()
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || deploy_apt+=(prometheus)
 command -v npm >/dev/null 2>&1 || deploy_apt+=(npm)
+command -v curl >/dev/null 2>&1 || deploy_apt+=(curl)
 if [ ${#deploy_apt[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -q
