@@ -215,4 +215,17 @@ H0_METRICS="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["pod
 curl -sf "http://$H0_METRICS/health/ready" >/dev/null || fail "chronicle-history-0 is not ready with one history pod down"
 step "chart cluster: workflows still run with one history pod down"
 PATH="$VENV/bin:$PATH" "$PY" scripts/deploy-check/load.py "$FRONTEND" 1 || fail "load after the kill"
+step "chart cluster: chronicle-history-2 restarted on its data (same name, same volume): it rejoins"
+kill -USR1 "$CLUSTER_PID"
+H2_METRICS="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["pods"]["chronicle-history-2"]["metrics"])' "$WORK/cluster/state.json")"
+for _ in $(seq 1 60); do
+    curl -sf "http://$H2_METRICS/health/ready" >/dev/null 2>&1 && break
+    sleep 0.5
+done
+curl -sf "http://$H2_METRICS/health/ready" >/dev/null || { tail -20 "$WORK/cluster/chronicle-history-2.log"; fail "the restarted history pod never became ready"; }
+"$PY" scripts/deploy-check/promql_check.py expect "$PROM" 20 \
+    "count(up{$C, chronicle_component=\"history\"} == 1) == 3" \
+    "count(numshards_gauge{$C}) == 3" \
+    "sum(numshards_gauge{$C}) == 8" \
+    "!rule:ChronicleShardsUnderReplicated"
 step "all deploy checks passed in $((SECONDS - START)) s"

@@ -9,7 +9,7 @@ port per role). Usage:
 
 Starts the pods, runs the init Job's script, waits until every pod's /health/ready answers 200
 (the readiness probe), writes STATE.json (pids, scrape targets, the frontend address), then waits;
-SIGTERM stops every process it started."""
+SIGUSR1 starts again every pod whose process exited; SIGTERM stops every process it started."""
 
 import json
 import os
@@ -68,6 +68,7 @@ procs, state = {}, {"pods": {}, "namespace": namespace}
 
 
 def start(pod, container, component):
+    specs[pod] = (container, component)
     ip = pods[pod]
     env = container_env(container, pod, ip)
     args = [binary] + container["args"]
@@ -95,6 +96,19 @@ def stop(*_):
     sys.exit(0)
 
 
+specs = {}  # pod -> (container, component), to start it again
+
+
+def restart_exited(*_):
+    """SIGUSR1: start every pod whose process has exited again, as its controller would (same
+    args, env and data directory: the StatefulSet's pod keeps its name and PVC)."""
+    for pod, p in list(procs.items()):
+        if p.poll() is not None:
+            start(pod, *specs[pod])
+            print(f"chart cluster: restarted {pod} (pid {procs[pod].pid})", flush=True)
+
+
+signal.signal(signal.SIGUSR1, restart_exited)
 signal.signal(signal.SIGTERM, stop)
 signal.signal(signal.SIGINT, stop)
 try:
