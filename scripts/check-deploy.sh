@@ -9,6 +9,7 @@
 #
 # Uses $CHRONICLE_BIN, else $CARGO_TARGET_DIR/debug/chronicle (built if missing).
 set -euo pipefail
+export PYTHONDONTWRITEBYTECODE=1
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 [ "${CHRONICLE_SKIP_SETUP:-}" = 1 ] || ./scripts/setup.sh
