@@ -90,6 +90,14 @@ refuse "zero shards" "minimum" --set server.numShards=0
 refuse "an unknown log format" "logFormat" --set server.logFormat=xml
 refuse "TLS without a Secret" "tls.frontend.enabled needs tls.frontend.secretName" --set tls.frontend.enabled=true
 
+step "helm package: the chart ships its dashboards and rules, not its CI values"
+"$HELM" package "$CHART" -d "$WORK" >/dev/null
+tar tzf "$WORK"/chronicle-*.tgz >"$WORK/package.txt"
+for f in files/dashboards/chronicle-server.json files/prometheus/chronicle-alerts.yaml values.schema.json README.md; do
+    grep -qx "chronicle/$f" "$WORK/package.txt" || fail "the packaged chart lacks $f"
+done
+if grep -q '^chronicle/ci/' "$WORK/package.txt"; then fail "the packaged chart holds ci/"; fi
+
 step "NOTES.txt renders the drain-then-scale-down procedure"
 "$HELM" install chronicle "$CHART" -n chronicle --dry-run=client >"$WORK/notes.txt" 2>&1 \
     || { cat "$WORK/notes.txt"; fail "helm install --dry-run=client"; }
