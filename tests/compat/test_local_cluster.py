@@ -83,6 +83,13 @@ async def test_a_dead_child_is_reported_the_rest_serve_and_ctrl_c_stops_all(tmp_
         assert all(g[1] in ("n1", "n2", "n3") for g in groups), f"a group without a leader:\n{table}"
         assert all(g[3] == "n1,n2,n3" for g in groups), f"a group without three voters:\n{table}"
 
+        # `cluster init` again is harmless (an init Job may run on every upgrade).
+        nodes = ",".join(n.fields["internal"] for n in cluster.histories)
+        again = subprocess.run([chronicle_bin(), "cluster", "init", "--nodes", nodes, "--num-shards",
+                                str(SplitServer.NUM_SHARDS)], capture_output=True, timeout=60)
+        assert again.returncode == 0 and b"already initialised" in again.stdout, again
+        assert describe(cluster).count("n1,n2,n3") == SplitServer.NUM_SHARDS + 1
+
         victim = cluster.histories[1]
         victim.kill()
         line = wait_for_line(cluster, f"{victim.name} (pid {victim.pid}) exited (signal 9)")

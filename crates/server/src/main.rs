@@ -116,6 +116,26 @@ fn cluster_init(args: ClusterInit) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Idempotent: a founded cluster is left as it is (a node back on an empty data directory
+    // takes its lost predecessor's place), so an init Job may run again on every upgrade.
+    let founded = runtime.block_on(async {
+        if !chronicle_server::admin::cluster_founded(&args.nodes, args.num_shards).await? {
+            return Ok::<_, anyhow::Error>(false);
+        }
+        chronicle_server::admin::rejoin_fresh_nodes(&args.nodes, |line| println!("{line}")).await?;
+        Ok(true)
+    });
+    match founded {
+        Ok(true) => {
+            println!("cluster already initialised: nothing to do");
+            return Ok(());
+        }
+        Ok(false) => {}
+        Err(e) => {
+            eprintln!("chronicle: {e:#}");
+            std::process::exit(1);
+        }
+    }
     match runtime.block_on(chronicle_server::admin::init_cluster(
         &args.nodes,
         args.num_shards,

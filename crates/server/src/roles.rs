@@ -245,6 +245,7 @@ pub async fn run_node(
     let metrics_server = match listeners.metrics {
         Some(listener) => {
             let handle = observability::prometheus()?;
+            observability::record_start(roles.frontend, roles.history, roles.matching);
             tracing::info!(metrics = %listener.local_addr()?, "serving /metrics, /health/live and /health/ready");
             Some(tokio::spawn(observability::serve(
                 listener,
