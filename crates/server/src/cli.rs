@@ -57,6 +57,8 @@ pub struct ClusterReplaceNode {
     /// Internal address of the new node.
     #[arg(long)]
     pub add: String,
+    #[command(flatten)]
+    pub internode: InternodeTlsArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -76,6 +78,62 @@ pub struct ClusterDescribe {
     /// applied index agree (reads all the data: for checks, not for dashboards).
     #[arg(long)]
     pub digests: bool,
+    #[command(flatten)]
+    pub internode: InternodeTlsArgs,
+}
+
+/// Node-to-node mutual TLS: every process of a cluster and the `cluster` commands present this
+/// certificate and accept only peers signed by this CA.
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+pub struct InternodeTlsArgs {
+    /// PEM certificate this node presents to other nodes (and to the `cluster` commands).
+    #[arg(long, env = "CHRONICLE_INTERNODE_TLS_CERT")]
+    pub internode_tls_cert: Option<PathBuf>,
+    /// PEM private key of --internode-tls-cert.
+    #[arg(long, env = "CHRONICLE_INTERNODE_TLS_KEY")]
+    pub internode_tls_key: Option<PathBuf>,
+    /// PEM CA certificate that signs every node's certificate.
+    #[arg(long, env = "CHRONICLE_INTERNODE_TLS_CA")]
+    pub internode_tls_ca: Option<PathBuf>,
+    /// Name to verify in other nodes' certificates instead of the address dialled.
+    #[arg(long, env = "CHRONICLE_INTERNODE_TLS_SERVER_NAME")]
+    pub internode_tls_server_name: Option<String>,
+}
+
+impl InternodeTlsArgs {
+    pub fn files(&self) -> chronicle_types::tls::TlsFiles {
+        chronicle_types::tls::TlsFiles {
+            cert: self.internode_tls_cert.clone(),
+            key: self.internode_tls_key.clone(),
+            ca: self.internode_tls_ca.clone(),
+            server_name: self.internode_tls_server_name.clone(),
+        }
+    }
+}
+
+/// TLS on the public Temporal API (frontend role).
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+pub struct FrontendTlsArgs {
+    /// PEM certificate the frontend presents to clients.
+    #[arg(long, env = "CHRONICLE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CHRONICLE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate: when given, clients must present a certificate it signed.
+    #[arg(long, env = "CHRONICLE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl FrontendTlsArgs {
+    pub fn files(&self) -> chronicle_types::tls::TlsFiles {
+        chronicle_types::tls::TlsFiles {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            ca: self.tls_client_ca.clone(),
+            server_name: None,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -91,6 +149,8 @@ pub struct ClusterInit {
     /// History shards of the cluster; every node must have been started with the same count.
     #[arg(long, env = "CHRONICLE_NUM_SHARDS", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub num_shards: u32,
+    #[command(flatten)]
+    pub internode: InternodeTlsArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -142,6 +202,10 @@ pub struct StartLocalCluster {
     /// Relaxed durability on the history nodes (see `start-dev --no-fsync`).
     #[arg(long)]
     pub no_fsync: bool,
+    #[command(flatten)]
+    pub internode: InternodeTlsArgs,
+    #[command(flatten)]
+    pub frontend_tls: FrontendTlsArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -208,6 +272,10 @@ pub struct Start {
     /// Relaxed durability: acknowledge writes before the Raft log is fsynced.
     #[arg(long, env = "CHRONICLE_NO_FSYNC")]
     pub no_fsync: bool,
+    #[command(flatten)]
+    pub internode: InternodeTlsArgs,
+    #[command(flatten)]
+    pub frontend_tls: FrontendTlsArgs,
 }
 
 #[derive(Args, Debug, Clone)]

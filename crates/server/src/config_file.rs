@@ -50,6 +50,13 @@ pub struct ConfigFile {
     pub log_level: Option<String>,
     pub log_format: Option<String>,
     pub no_fsync: Option<bool>,
+    pub internode_tls_cert: Option<PathBuf>,
+    pub internode_tls_key: Option<PathBuf>,
+    pub internode_tls_ca: Option<PathBuf>,
+    pub internode_tls_server_name: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -120,6 +127,23 @@ pub fn apply(args: &mut Start, file: ConfigFile, matches: &ArgMatches) {
     fill!(log_level);
     fill!(log_format);
     fill!(no_fsync);
+    // The TLS settings live in flattened groups; their argument IDs are still the field names.
+    macro_rules! fill_in {
+        ($group:ident . $field:ident) => {
+            if let Some(value) = file.$field {
+                if unset(matches, stringify!($field)) {
+                    args.$group.$field = Some(value);
+                }
+            }
+        };
+    }
+    fill_in!(internode.internode_tls_cert);
+    fill_in!(internode.internode_tls_key);
+    fill_in!(internode.internode_tls_ca);
+    fill_in!(internode.internode_tls_server_name);
+    fill_in!(frontend_tls.tls_cert);
+    fill_in!(frontend_tls.tls_key);
+    fill_in!(frontend_tls.tls_client_ca);
 }
 
 #[cfg(test)]
@@ -155,6 +179,7 @@ mod tests {
             num_shards = 64
             namespaces = ["orders"]
             log_format = "json"
+            internode_tls_ca = "/etc/chronicle/ca.pem"
         "#;
         let start = start_with(&["--internal-addr", "10.0.0.9:7234"], toml);
         assert_eq!(start.role, "history,matching");
@@ -168,6 +193,10 @@ mod tests {
         assert_eq!(start.namespaces, vec!["orders"]);
         assert_eq!(start.log_format, "json");
         assert_eq!(start.log_level, "info", "untouched default");
+        assert_eq!(
+            start.internode.internode_tls_ca.as_deref(),
+            Some(std::path::Path::new("/etc/chronicle/ca.pem"))
+        );
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct LocalClusterOptions {
     pub log_level: String,
     pub namespaces: Vec<String>,
     pub no_fsync: bool,
+    /// Node-to-node mutual TLS for every child (and this supervisor's own admin calls).
+    pub internode_tls: chronicle_types::tls::TlsFiles,
+    /// TLS on the frontends' public API.
+    pub frontend_tls: chronicle_types::tls::TlsFiles,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,6 +241,30 @@ fn node_args(
         "--log-level".into(),
         options.log_level.clone(),
     ];
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let internode = &options.internode_tls;
+    for (flag, value) in [
+        ("--internode-tls-cert", path(&internode.cert)),
+        ("--internode-tls-key", path(&internode.key)),
+        ("--internode-tls-ca", path(&internode.ca)),
+        ("--internode-tls-server-name", internode.server_name.clone()),
+    ] {
+        if let Some(value) = value {
+            args.extend([flag.to_string(), value]);
+        }
+    }
+    if spec.role == Role::Frontend {
+        let public = &options.frontend_tls;
+        for (flag, value) in [
+            ("--tls-cert", path(&public.cert)),
+            ("--tls-key", path(&public.key)),
+            ("--tls-client-ca", path(&public.ca)),
+        ] {
+            if let Some(value) = value {
+                args.extend([flag.to_string(), value]);
+            }
+        }
+    }
     let histories = layout.internal_addrs(Role::History);
     let matching = layout.internal_addrs(Role::Matching);
     match spec.role {
@@ -578,8 +606,15 @@ async fn start_all(
         say(&describe(spec, child.id(), &options.data_dir));
         let child = children.entry(spec.name.clone()).or_insert(child);
         let addr = spec.frontend.context("frontend without address")?;
-        wait_until(&spec.name, child, Duration::from_secs(90), || {
-            frontend_serves(addr)
+        let metrics = spec.metrics;
+        // Behind TLS the supervisor (which holds no client certificate) asks the probe port.
+        let tls = !options.frontend_tls.is_empty();
+        wait_until(&spec.name, child, Duration::from_secs(90), || async move {
+            if tls {
+                http_ready(metrics).await
+            } else {
+                frontend_serves(addr).await
+            }
         })
         .await?;
     }
@@ -611,6 +646,8 @@ mod tests {
             log_level: "info".into(),
             namespaces: vec![],
             no_fsync: false,
+            internode_tls: Default::default(),
+            frontend_tls: Default::default(),
         }
     }
 

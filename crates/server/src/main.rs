@@ -42,6 +42,7 @@ fn main() -> anyhow::Result<()> {
 
 fn cluster_replace_node(args: ClusterReplaceNode) -> anyhow::Result<()> {
     init_logging("warn", "text");
+    internode_tls(&args.internode);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -65,7 +66,18 @@ fn cluster_replace_node(args: ClusterReplaceNode) -> anyhow::Result<()> {
     }
 }
 
+/// Sets this process' node-to-node TLS from the flags (plaintext when none is given).
+fn internode_tls(args: &chronicle_server::cli::InternodeTlsArgs) {
+    let loaded = chronicle_types::tls::InternodeTls::load(&args.files())
+        .and_then(chronicle_types::tls::set_internode);
+    if let Err(e) = loaded {
+        eprintln!("chronicle: {e}");
+        std::process::exit(2);
+    }
+}
+
 fn start_local_cluster(args: StartLocalCluster) -> anyhow::Result<()> {
+    internode_tls(&args.internode);
     init_logging("warn", "text");
     let options = LocalClusterOptions {
         history: args.history,
@@ -78,6 +90,8 @@ fn start_local_cluster(args: StartLocalCluster) -> anyhow::Result<()> {
         log_level: args.log_level,
         namespaces: args.namespaces,
         no_fsync: args.no_fsync,
+        internode_tls: args.internode.files(),
+        frontend_tls: args.frontend_tls.files(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -90,6 +104,7 @@ fn start_local_cluster(args: StartLocalCluster) -> anyhow::Result<()> {
 }
 
 fn cluster_describe(args: ClusterDescribe) -> anyhow::Result<()> {
+    internode_tls(&args.internode);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -113,6 +128,7 @@ fn cluster_describe(args: ClusterDescribe) -> anyhow::Result<()> {
 
 fn cluster_init(args: ClusterInit) -> anyhow::Result<()> {
     init_logging("info", "text");
+    internode_tls(&args.internode);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -242,6 +258,7 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
 /// `chronicle server start`: a node with the roles given.
 fn start(args: Start) -> anyhow::Result<()> {
     init_logging(&args.log_level, &args.log_format);
+    internode_tls(&args.internode);
     let roles = Roles::parse(&args.role)?;
     let mut config = NodeConfig::new(
         roles,
@@ -254,6 +271,7 @@ fn start(args: Start) -> anyhow::Result<()> {
     config.sync_writes = !args.no_fsync;
     config.replicated = args.replicated;
     config.advertise_addr = args.advertise_addr.clone();
+    config.frontend_tls = args.frontend_tls.files();
     if args.no_fsync {
         tracing::warn!("--no-fsync: writes are acknowledged before they reach the disk");
     }

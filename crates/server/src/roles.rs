@@ -111,6 +111,9 @@ pub struct NodeConfig {
     /// Temporal's defaults.
     pub suggest_continue_as_new_events: i64,
     pub suggest_continue_as_new_bytes: i64,
+    /// TLS of the public API (frontend role); node-to-node TLS is set for the whole process
+    /// (`chronicle_types::tls::set_internode`).
+    pub frontend_tls: chronicle_types::tls::TlsFiles,
 }
 
 impl NodeConfig {
@@ -132,6 +135,7 @@ impl NodeConfig {
             eager_activities: true,
             suggest_continue_as_new_events: 0,
             suggest_continue_as_new_bytes: 0,
+            frontend_tls: Default::default(),
         }
     }
 }
@@ -403,10 +407,16 @@ pub async fn run_node(
 
     if let Some(listener) = listeners.internal {
         let addr = listener.local_addr()?;
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = chronicle_types::tls::internode_server() {
+            builder = builder
+                .tls_config(tls)
+                .context("node-to-node TLS on the internal listener")?;
+        }
         let mut router =
-            tonic::transport::Server::builder().add_optional_service(local_history.as_ref().map(
-                |(engine, _)| HistoryApiService::new(engine.clone(), num_shards).into_server(),
-            ));
+            builder.add_optional_service(local_history.as_ref().map(|(engine, _)| {
+                HistoryApiService::new(engine.clone(), num_shards).into_server()
+            }));
         if let Some((transport, admin)) = raft_services.take() {
             router = router.add_service(transport).add_service(admin);
         }
@@ -484,7 +494,13 @@ pub async fn run_node(
                 "Chronicle is serving Temporal's API on {addr}"
             ),
         }
-        let router = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) =
+            chronicle_types::tls::public_server(&config.frontend_tls).map_err(anyhow::Error::msg)?
+        {
+            builder = builder.tls_config(tls).context("TLS on the public API")?;
+        }
+        let router = builder
             .layer(chronicle_frontend::StatusCompatLayer)
             .layer(chronicle_frontend::ServiceMetricsLayer)
             .add_service(workflow)
