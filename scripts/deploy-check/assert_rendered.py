@@ -118,8 +118,20 @@ for w in workloads:
         if scenario == "tls":
             for mp in ("/etc/chronicle/tls/internode", "/etc/chronicle/tls/frontend"):
                 check(mounts.get(mp, {}).get("readOnly") is True, f"{cname}: TLS mount {mp}")
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            check(env.get("CHRONICLE_INTERNODE_TLS_CA") == "/etc/chronicle/tls/internode/ca.crt",
+                  f"{cname}: node-to-node TLS not passed to the server")
+            is_frontend = "--role=frontend" in c.get("args", [])
+            check(("CHRONICLE_TLS_CERT" in env) == is_frontend,
+                  f"{cname}: the public API's TLS belongs to frontends only")
 check(len(checksums) == 1, f"pods carry different config checksums: {checksums}")
 if scenario == "tls":
+    init = [w for w in docs if w["kind"] == "Job"]
+    for job in init:
+        c = job["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"] for e in c.get("env", [])}
+        check("CHRONICLE_INTERNODE_TLS_CERT" in env and c.get("volumeMounts"),
+              "the init Job lacks node-to-node TLS (cluster init talks to the history pods)")
     secrets = {v["secret"]["secretName"] for w in workloads for v in
                w["spec"]["template"]["spec"].get("volumes", []) if "secret" in v}
     check(secrets == {"chronicle-internode-tls", "chronicle-frontend-tls"},

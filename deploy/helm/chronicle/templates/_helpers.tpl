@@ -100,7 +100,35 @@ prometheus.io/path: /metrics
 {{ toYaml .Values.containerSecurityContext }}
 {{- end -}}
 
-{{/* Volume mounts for TLS material (served once the server has TLS; see the chart README). */}}
+{{/* TLS settings as the server's CHRONICLE_* variables. Call with (dict "root" $ "frontend" bool):
+node-to-node TLS on every pod and the init Job, the public API's TLS on frontends only. */}}
+{{- define "chronicle.tlsEnv" -}}
+{{- $tls := .root.Values.tls }}
+{{- if $tls.internode.enabled }}
+- name: CHRONICLE_INTERNODE_TLS_CERT
+  value: {{ printf "%s/tls.crt" $tls.internode.mountPath | quote }}
+- name: CHRONICLE_INTERNODE_TLS_KEY
+  value: {{ printf "%s/tls.key" $tls.internode.mountPath | quote }}
+- name: CHRONICLE_INTERNODE_TLS_CA
+  value: {{ printf "%s/ca.crt" $tls.internode.mountPath | quote }}
+{{- with $tls.internode.serverName }}
+- name: CHRONICLE_INTERNODE_TLS_SERVER_NAME
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- if and .frontend $tls.frontend.enabled }}
+- name: CHRONICLE_TLS_CERT
+  value: {{ printf "%s/tls.crt" $tls.frontend.mountPath | quote }}
+- name: CHRONICLE_TLS_KEY
+  value: {{ printf "%s/tls.key" $tls.frontend.mountPath | quote }}
+{{- if $tls.frontend.requireClientAuth }}
+- name: CHRONICLE_TLS_CLIENT_CA
+  value: {{ printf "%s/ca.crt" $tls.frontend.mountPath | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Volume mounts for TLS material. */}}
 {{- define "chronicle.tlsVolumeMounts" -}}
 {{- range $name, $tls := .Values.tls }}
 {{- if $tls.enabled }}
