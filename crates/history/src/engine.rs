@@ -115,6 +115,8 @@ pub struct HistoryEngine {
     /// Reaches the leaders of shards led by other nodes (transfer tasks); see
     /// [`HistoryEngine::set_router`].
     router: std::sync::OnceLock<Arc<dyn chronicle_cluster::HistoryService>>,
+    /// Each group's leader at the last scrape, to count leader changes (`group_status.rs`).
+    pub(crate) last_seen_leaders: std::sync::Mutex<Vec<Option<u64>>>,
 }
 
 impl HistoryEngine {
@@ -190,6 +192,7 @@ impl HistoryEngine {
             queries: Default::default(),
             shutdown,
             router: std::sync::OnceLock::new(),
+            last_seen_leaders: Default::default(),
         });
         // A single voter elects itself within its election timeout; wait for that (and for the
         // group to be ready) so that start-dev answers its first requests. A replicated group's

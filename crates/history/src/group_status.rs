@@ -106,3 +106,61 @@ impl HistoryEngine {
         Ok(digests)
     }
 }
+
+impl HistoryEngine {
+    /// Sets the per-node Raft gauges (`metric_defs::RAFT_*`) and the RocksDB gauges from every
+    /// group's current openraft metrics; called at scrape time.
+    pub fn record_node_gauges(&self) {
+        use crate::metric_defs as m;
+        let mut led = 0u64;
+        let mut leaderless = 0u64;
+        let mut under_replicated = 0u64;
+        let mut apply_lag = 0u64;
+        let mut replication_lag = 0u64;
+        let mut changes = 0u64;
+        let mut last_leaders = self.last_seen_leaders.lock().expect("leader sample lock");
+        for (i, status) in self.group_status().into_iter().enumerate() {
+            apply_lag = apply_lag.max(
+                status
+                    .last_log_index
+                    .saturating_sub(status.last_applied_index),
+            );
+            match status.leader {
+                None => leaderless += 1,
+                Some(leader) if leader == self.config.node_id => {
+                    led += 1;
+                    let mut lagging = false;
+                    for voter in status.voters.iter().filter(|v| **v != leader) {
+                        match status.matched.get(voter).copied().flatten() {
+                            Some(matched) => {
+                                let lag = status.last_log_index.saturating_sub(matched);
+                                replication_lag = replication_lag.max(lag);
+                                lagging |= lag > m::UNDER_REPLICATED_LAG;
+                            }
+                            None => lagging = true,
+                        }
+                    }
+                    under_replicated += u64::from(lagging);
+                }
+                Some(_) => {}
+            }
+            if last_leaders.len() <= i {
+                last_leaders.resize(i + 1, None);
+            }
+            if status.leader.is_some() && last_leaders[i] != status.leader {
+                if last_leaders[i].is_some() {
+                    changes += 1;
+                }
+                last_leaders[i] = status.leader;
+            }
+        }
+        drop(last_leaders);
+        metrics::gauge!(m::RAFT_GROUPS_LED).set(led as f64);
+        metrics::gauge!(m::RAFT_GROUPS_WITHOUT_LEADER).set(leaderless as f64);
+        metrics::gauge!(m::RAFT_GROUPS_UNDER_REPLICATED).set(under_replicated as f64);
+        metrics::gauge!(m::RAFT_APPLY_LAG_ENTRIES).set(apply_lag as f64);
+        metrics::gauge!(m::RAFT_REPLICATION_LAG_ENTRIES).set(replication_lag as f64);
+        metrics::counter!(m::RAFT_LEADER_CHANGES).increment(changes);
+        self.metadata.tables.db().record_gauges();
+    }
+}

@@ -47,6 +47,25 @@ pub const TASK_LATENCY_PROCESSING: &str = "task_latency_processing";
 /// History shards this node leads (Temporal: shards owned by the host), set at each scrape.
 pub const NUMSHARDS_GAUGE: &str = "numshards_gauge";
 
+// Chronicle's Raft gauges, per node (never per shard), set at scrape time from each group's
+// openraft metrics on this node.
+/// Groups (shards and the metadata group) this node leads.
+pub const RAFT_GROUPS_LED: &str = "chronicle_raft_groups_led";
+/// Groups hosted here that know no leader (no quorum, or an election under way).
+pub const RAFT_GROUPS_WITHOUT_LEADER: &str = "chronicle_raft_groups_without_leader";
+/// Groups this node leads where a voter has not answered in this term or trails by more than
+/// [`UNDER_REPLICATED_LAG`] entries.
+pub const RAFT_GROUPS_UNDER_REPLICATED: &str = "chronicle_raft_groups_under_replicated";
+/// Largest gap, over the groups hosted here, between the last log entry and the last applied.
+pub const RAFT_APPLY_LAG_ENTRIES: &str = "chronicle_raft_apply_lag_entries";
+/// Largest lag of a follower behind this node's log, over the groups it leads.
+pub const RAFT_REPLICATION_LAG_ENTRIES: &str = "chronicle_raft_replication_lag_entries";
+/// Leader changes seen by this node (sampled at scrape time: two changes between scrapes
+/// count as one).
+pub const RAFT_LEADER_CHANGES: &str = "chronicle_raft_leader_changes";
+/// Follower lag (entries) from which a group counts as under-replicated.
+pub const UNDER_REPLICATED_LAG: u64 = 1000;
+
 /// Requests between roles, as Temporal's history and matching services count the RPCs they
 /// serve (labels: service_name, operation, namespace). Chronicle's roles call each other in
 /// process; the call is measured where it is made.
@@ -120,6 +139,28 @@ pub fn describe() {
         describe_histogram!(name, Unit::Seconds, help);
     }
     metrics::describe_gauge!(NUMSHARDS_GAUGE, "History shards this node leads.");
+    for (name, help) in [
+        (RAFT_GROUPS_LED, "Raft groups this node leads."),
+        (
+            RAFT_GROUPS_WITHOUT_LEADER,
+            "Raft groups hosted here without a known leader.",
+        ),
+        (
+            RAFT_GROUPS_UNDER_REPLICATED,
+            "Groups led here with a voter silent or far behind.",
+        ),
+        (
+            RAFT_APPLY_LAG_ENTRIES,
+            "Largest log-to-applied gap of a group hosted here.",
+        ),
+        (
+            RAFT_REPLICATION_LAG_ENTRIES,
+            "Largest follower lag of a group led here (entries).",
+        ),
+    ] {
+        metrics::describe_gauge!(name, help);
+    }
+    metrics::describe_counter!(RAFT_LEADER_CHANGES, "Leader changes seen (sampled).");
     describe_histogram!(
         STATE_TRANSITION_COUNT,
         Unit::Count,

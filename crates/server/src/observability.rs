@@ -37,6 +37,7 @@ pub const RESTARTS: &str = "restarts";
 fn dimensionless_histograms() -> impl Iterator<Item = &'static str> {
     chronicle_history::metric_defs::DIMENSIONLESS_HISTOGRAMS
         .iter()
+        .chain(chronicle_storage::metric_defs::DIMENSIONLESS_HISTOGRAMS)
         .copied()
 }
 
@@ -73,6 +74,7 @@ pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
             chronicle_frontend::metric_defs::describe();
             chronicle_matching::metric_defs::describe();
             chronicle_history::metric_defs::describe();
+            chronicle_storage::metric_defs::describe();
             metrics::describe_counter!(RESTARTS, "Starts of the process, per role.");
             Ok(handle)
         })
@@ -113,6 +115,7 @@ impl Readiness {
     fn record_gauges(&self) {
         if let Some(history) = self.history.get().and_then(Weak::upgrade) {
             history.record_shard_gauge();
+            history.record_node_gauges();
         }
     }
 

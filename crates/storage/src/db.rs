@@ -349,6 +349,44 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Sets the RocksDB gauges of `metric_defs` from the database's properties (called at
+    /// scrape time; each is a cheap in-memory read).
+    pub fn record_gauges(&self) {
+        use crate::metric_defs as m;
+        let int = |name: &str| -> f64 {
+            self.rocks()
+                .property_int_value(name)
+                .ok()
+                .flatten()
+                .unwrap_or(0) as f64
+        };
+        metrics::gauge!(m::ROCKSDB_WRITE_STOPPED).set(int("rocksdb.is-write-stopped"));
+        metrics::gauge!(m::ROCKSDB_DELAYED_WRITE_RATE)
+            .set(int("rocksdb.actual-delayed-write-rate"));
+        let mut block_cache = 0.0f64;
+        for cf in Cf::ALL {
+            let prop = |name: &str| -> f64 {
+                self.rocks()
+                    .property_int_value_cf(self.cf(cf), name)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0) as f64
+            };
+            let label = cf.name();
+            metrics::gauge!(m::ROCKSDB_PENDING_COMPACTION_BYTES, "cf" => label)
+                .set(prop("rocksdb.estimate-pending-compaction-bytes"));
+            metrics::gauge!(m::ROCKSDB_MEMTABLE_BYTES, "cf" => label)
+                .set(prop("rocksdb.cur-size-all-mem-tables"));
+            metrics::gauge!(m::ROCKSDB_SST_BYTES, "cf" => label)
+                .set(prop("rocksdb.total-sst-files-size"));
+            // Column families may share one cache: report the largest, not the sum.
+            block_cache = block_cache.max(prop("rocksdb.block-cache-usage"));
+        }
+        metrics::gauge!(m::ROCKSDB_BLOCK_CACHE_BYTES).set(block_cache);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

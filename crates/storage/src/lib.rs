@@ -19,6 +19,7 @@ pub mod fault;
 pub mod keys;
 pub mod log_store;
 mod log_writer;
+pub mod metric_defs;
 pub mod snapshot;
 pub mod tables;
 

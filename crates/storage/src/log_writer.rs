@@ -118,9 +118,16 @@ fn run(db: Weak<DbInner>, writes: mpsc::Receiver<LogWrite>, stats: &Counters) {
                 stats
                     .writes
                     .fetch_add(pending.len() as u64, Ordering::Relaxed);
-                db.rocks
+                let started = std::time::Instant::now();
+                let written = db
+                    .rocks
                     .write_opt(batch, &db.log_write_options())
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string());
+                metrics::histogram!(crate::metric_defs::RAFT_LOG_APPEND_DURATION)
+                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!(crate::metric_defs::RAFT_LOG_WRITES_PER_SYNC)
+                    .record(pending.len() as f64);
+                written
             }
             None => Err("the database is closed".into()),
         };

@@ -563,6 +563,51 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
         4.0
     );
 
+    // Per-node Raft families: the 4 shards and the metadata group, all led by this one node.
+    for (name, value) in [
+        ("chronicle_raft_groups_led", 5.0),
+        ("chronicle_raft_groups_without_leader", 0.0),
+        ("chronicle_raft_groups_under_replicated", 0.0),
+    ] {
+        scrape.assert_type(name, "gauge");
+        assert_eq!(scrape.one(name, &[], &[]).value, value, "{name}");
+    }
+    scrape.assert_type("chronicle_raft_apply_lag_entries", "gauge");
+    scrape.assert_histogram(
+        "chronicle_raft_log_append_duration_seconds",
+        &[],
+        "0.001",
+        "1000",
+    );
+    scrape.assert_histogram("chronicle_raft_log_writes_per_sync", &[], "1", "100000");
+    // RocksDB, per node and per column family (never per shard).
+    scrape.assert_type("chronicle_rocksdb_write_stopped", "gauge");
+    assert_eq!(
+        scrape
+            .one("chronicle_rocksdb_write_stopped", &[], &[])
+            .value,
+        0.0
+    );
+    for name in [
+        "chronicle_rocksdb_sst_bytes",
+        "chronicle_rocksdb_memtable_bytes",
+        "chronicle_rocksdb_pending_compaction_bytes",
+    ] {
+        scrape.assert_type(name, "gauge");
+        scrape.one(name, &[("cf", "history")], &["cf"]);
+    }
+    assert!(
+        scrape
+            .one(
+                "chronicle_rocksdb_memtable_bytes",
+                &[("cf", "raft_log")],
+                &["cf"]
+            )
+            .value
+            > 0.0,
+        "the Raft log's memtable holds the entries just written"
+    );
+
     // Chronicle's own metrics carry its prefix.
     scrape.assert_type("chronicle_history_shard_commands", "counter");
     scrape.assert_histogram(

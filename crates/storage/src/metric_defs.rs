@@ -1,0 +1,53 @@
+//! Metric names of the storage layer: the node-wide Raft log writer and RocksDB's own state
+//! (read from its properties at scrape time). Aggregated per node: one series per node (or per
+//! column family), never per shard, so thousands of shards cost nothing here.
+
+/// Time of one log-writer batch: the RocksDB write of every group's appends and, with synced
+/// writes, its fsync (histogram, seconds).
+pub const RAFT_LOG_APPEND_DURATION: &str = "chronicle_raft_log_append_duration_seconds";
+/// Log operations (appends, votes, truncations of any group) carried by one synced write
+/// (histogram, dimensionless): how well the node-wide writer batches.
+pub const RAFT_LOG_WRITES_PER_SYNC: &str = "chronicle_raft_log_writes_per_sync";
+
+/// 1 while RocksDB has stopped writes (too many memtables or L0 files), else 0.
+pub const ROCKSDB_WRITE_STOPPED: &str = "chronicle_rocksdb_write_stopped";
+/// The rate RocksDB throttles writes to while it delays them (bytes/s); 0 when not delayed.
+pub const ROCKSDB_DELAYED_WRITE_RATE: &str = "chronicle_rocksdb_delayed_write_rate";
+/// Per column family (`cf` label):
+pub const ROCKSDB_PENDING_COMPACTION_BYTES: &str = "chronicle_rocksdb_pending_compaction_bytes";
+pub const ROCKSDB_MEMTABLE_BYTES: &str = "chronicle_rocksdb_memtable_bytes";
+pub const ROCKSDB_SST_BYTES: &str = "chronicle_rocksdb_sst_bytes";
+/// Block cache in use (shared by the column families).
+pub const ROCKSDB_BLOCK_CACHE_BYTES: &str = "chronicle_rocksdb_block_cache_bytes";
+
+/// Histograms that count things (not seconds): exported with count buckets.
+pub const DIMENSIONLESS_HISTOGRAMS: &[&str] = &[RAFT_LOG_WRITES_PER_SYNC];
+
+pub fn describe() {
+    use metrics::{Unit, describe_gauge, describe_histogram};
+    describe_histogram!(
+        RAFT_LOG_APPEND_DURATION,
+        Unit::Seconds,
+        "Node-wide Raft log write (and fsync) of one batch of all groups' appends."
+    );
+    describe_histogram!(
+        RAFT_LOG_WRITES_PER_SYNC,
+        "Raft log operations carried by one synced write."
+    );
+    for (name, help) in [
+        (ROCKSDB_WRITE_STOPPED, "1 while RocksDB stops writes."),
+        (
+            ROCKSDB_DELAYED_WRITE_RATE,
+            "Rate RocksDB throttles writes to (bytes/s), 0 when not delayed.",
+        ),
+        (
+            ROCKSDB_PENDING_COMPACTION_BYTES,
+            "Estimated bytes compaction still has to rewrite, per column family.",
+        ),
+        (ROCKSDB_MEMTABLE_BYTES, "Memtable bytes, per column family."),
+        (ROCKSDB_SST_BYTES, "SST file bytes, per column family."),
+        (ROCKSDB_BLOCK_CACHE_BYTES, "Block cache bytes in use."),
+    ] {
+        describe_gauge!(name, help);
+    }
+}
