@@ -4,11 +4,12 @@
 //! servers on port 0 in-process and the binary is a thin CLI around it.
 
 pub mod admin;
+mod admission;
 pub mod cli;
 pub mod observability;
 mod roles;
 
-pub use roles::{NodeConfig, NodeListeners, Roles, run_node};
+pub use roles::{Admission, NodeConfig, NodeListeners, Roles, run_node};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +48,9 @@ pub struct ServerConfig {
     /// 0: Temporal's defaults (`--dynamic-config-value limit.historyCount.suggestContinueAsNew=N`).
     pub suggest_continue_as_new_events: i64,
     pub suggest_continue_as_new_bytes: i64,
+    /// JWT authorization, rate limits and queue bounds (default: no authorization, Temporal's
+    /// rate limits).
+    pub admission: Admission,
 }
 
 impl ServerConfig {
@@ -61,6 +65,7 @@ impl ServerConfig {
             eager_activities: true,
             suggest_continue_as_new_events: 0,
             suggest_continue_as_new_bytes: 0,
+            admission: Admission::default(),
         }
     }
 }
@@ -125,6 +130,7 @@ pub async fn run(
         eager_activities: config.eager_activities,
         suggest_continue_as_new_events: config.suggest_continue_as_new_events,
         suggest_continue_as_new_bytes: config.suggest_continue_as_new_bytes,
+        admission: config.admission,
     };
     let listeners = NodeListeners {
         frontend: Some(listeners.grpc),

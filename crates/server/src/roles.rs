@@ -110,6 +110,20 @@ pub struct NodeConfig {
     /// Temporal's defaults.
     pub suggest_continue_as_new_events: i64,
     pub suggest_continue_as_new_bytes: i64,
+    /// Frontend: admission (JWT authorization, rate limits) and the queue bounds of history and
+    /// matching.
+    pub admission: Admission,
+}
+
+/// Who may call the frontend and how much; how much the history and matching roles hold.
+#[derive(Clone, Debug, Default)]
+pub struct Admission {
+    /// JWT authorization of the public API; `None`: every call is allowed (start-dev's default).
+    pub auth: Option<chronicle_frontend::AuthConfig>,
+    pub rate_limits: chronicle_frontend::RateLimitConfig,
+    pub matching_limits: chronicle_matching::MatchingLimits,
+    /// Commands waiting per shard to be proposed; 0: history's default.
+    pub max_pending_proposals: usize,
 }
 
 impl NodeConfig {
@@ -131,6 +145,7 @@ impl NodeConfig {
             eager_activities: true,
             suggest_continue_as_new_events: 0,
             suggest_continue_as_new_bytes: 0,
+            admission: Admission::default(),
         }
     }
 }
@@ -258,7 +273,7 @@ pub async fn run_node(
     // Matching: local engine or a remote node.
     let local_matching = roles
         .matching
-        .then(|| MatchingEngine::new(config.max_poll_wait));
+        .then(|| MatchingEngine::with_limits(config.max_poll_wait, config.admission.matching_limits));
     let matching: Arc<dyn MatchingService> = match &local_matching {
         Some(engine) => engine.clone(),
         None => {
@@ -325,6 +340,7 @@ pub async fn run_node(
                 eager_activities: config.eager_activities,
                 suggest_continue_as_new_events: config.suggest_continue_as_new_events,
                 suggest_continue_as_new_bytes: config.suggest_continue_as_new_bytes,
+                max_pending_proposals: config.admission.max_pending_proposals,
             },
             matching.clone(),
         )
@@ -480,9 +496,11 @@ pub async fn run_node(
                 "Chronicle is serving Temporal's API on {addr}"
             ),
         }
+        let gate = crate::admission::gate(&config.admission)?;
         let router = tonic::transport::Server::builder()
             .layer(chronicle_frontend::StatusCompatLayer)
             .layer(chronicle_frontend::ServiceMetricsLayer)
+            .layer(gate)
             .add_service(workflow)
             .add_service(operator)
             .add_service(health)
