@@ -363,8 +363,7 @@ fn scan_fields(message: &[u8], info: &MethodInfo) -> Fields {
                 let Some(len) = read_varint(message, &mut at) else {
                     break;
                 };
-                let Some(end) = at.checked_add(len as usize).filter(|e| *e <= message.len())
-                else {
+                let Some(end) = at.checked_add(len as usize).filter(|e| *e <= message.len()) else {
                     break;
                 };
                 if Some(number) == info.namespace_field {
@@ -388,7 +387,10 @@ mod tests {
 
     fn info(method: &str) -> MethodInfo {
         *MethodTable::get()
-            .lookup(&format!("{}{method}", crate::auth::methods::WORKFLOW_SERVICE))
+            .lookup(&format!(
+                "{}{method}",
+                crate::auth::methods::WORKFLOW_SERVICE
+            ))
             .unwrap()
     }
 

@@ -19,9 +19,9 @@ use chronicle_cluster::{HistoryService, MatchingService};
 pub use auth::{AuthConfig, Authenticator};
 pub use gate::{Gate, GateLayer};
 pub use metric_defs::ServiceMetricsLayer;
-pub use ratelimit::{RateLimitConfig, RateLimiter};
 pub use namespaces::{NamespaceCache, default_namespace_record};
 pub use operator_service::OperatorHandler;
+pub use ratelimit::{RateLimitConfig, RateLimiter};
 pub use status_compat::StatusCompatLayer;
 pub use workflow_service::WorkflowHandler;
 

@@ -270,7 +270,10 @@ mod tests {
         let refused = limiter.admit("a").unwrap_err();
         assert_eq!(refused.code, tonic::Code::ResourceExhausted);
         assert!(refused.detail.is_some());
-        assert!(limiter.admit("b").is_ok(), "namespaces have their own buckets");
+        assert!(
+            limiter.admit("b").is_ok(),
+            "namespaces have their own buckets"
+        );
 
         let limiter = RateLimiter::new(RateLimitConfig {
             frontend_rps: 1.0,

@@ -713,11 +713,7 @@ async fn open_group(
 /// fsync however many callers wait. Here the commands that queue up while earlier entries are
 /// being committed go into the next entry together: one append, one fsync, one apply batch for
 /// all of them, and the batch grows with the load.
-async fn proposal_loop(
-    raft: ShardRaft,
-    group: ShardId,
-    mut queue: mpsc::Receiver<PendingCommand>,
-) {
+async fn proposal_loop(raft: ShardRaft, group: ShardId, mut queue: mpsc::Receiver<PendingCommand>) {
     let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {

@@ -229,10 +229,12 @@ impl MatchingEngine {
             queue.pollers.push_back(tx);
             rx
         };
-        Ok(match tokio::time::timeout_at(deadline.into(), receiver).await {
-            Ok(Ok(dispatch)) => Some((dispatch, PollOutcome::Sync)),
-            _ => None,
-        })
+        Ok(
+            match tokio::time::timeout_at(deadline.into(), receiver).await {
+                Ok(Ok(dispatch)) => Some((dispatch, PollOutcome::Sync)),
+                _ => None,
+            },
+        )
     }
 
     fn poll_deadline(&self) -> Instant {
@@ -339,8 +341,9 @@ impl MatchingService for MatchingEngine {
             )
         };
         loop {
-            let Some((dispatch, outcome)) =
-                self.next_dispatch(&key, &request.identity, deadline).await?
+            let Some((dispatch, outcome)) = self
+                .next_dispatch(&key, &request.identity, deadline)
+                .await?
             else {
                 record(PollOutcome::Timeout);
                 return Ok(ws::PollWorkflowTaskQueueResponse::default());
@@ -397,8 +400,9 @@ impl MatchingService for MatchingEngine {
             )
         };
         loop {
-            let Some((dispatch, outcome)) =
-                self.next_dispatch(&key, &request.identity, deadline).await?
+            let Some((dispatch, outcome)) = self
+                .next_dispatch(&key, &request.identity, deadline)
+                .await?
             else {
                 record(PollOutcome::Timeout);
                 return Ok(ws::PollActivityTaskQueueResponse::default());

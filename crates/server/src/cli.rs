@@ -194,7 +194,11 @@ pub struct AdmissionArgs {
     #[arg(long, env = "CHRONICLE_JWT_AUDIENCE", requires = "jwks")]
     pub jwt_audience: Option<String>,
     /// Claim holding the permissions (`"<namespace>:<read|write|worker|admin>"`).
-    #[arg(long, env = "CHRONICLE_JWT_PERMISSIONS_CLAIM", default_value = "permissions")]
+    #[arg(
+        long,
+        env = "CHRONICLE_JWT_PERMISSIONS_CLAIM",
+        default_value = "permissions"
+    )]
     pub jwt_permissions_claim: String,
     /// How often the JWKS file is checked for changes, in seconds.
     #[arg(long, env = "CHRONICLE_JWKS_REFRESH_SECS", default_value_t = 60)]
@@ -258,7 +262,10 @@ impl AdmissionArgs {
             },
             matching_limits: chronicle_matching::MatchingLimits {
                 max_backlog_per_queue: positive(self.max_task_backlog, "max-task-backlog")?,
-                max_pollers_per_queue: positive(self.max_pollers_per_queue, "max-pollers-per-queue")?,
+                max_pollers_per_queue: positive(
+                    self.max_pollers_per_queue,
+                    "max-pollers-per-queue",
+                )?,
                 max_pending_queries: positive(self.max_pending_queries, "max-pending-queries")?,
             },
             max_pending_proposals: positive(self.max_pending_proposals, "max-pending-proposals")?,

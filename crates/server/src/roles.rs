@@ -271,9 +271,9 @@ pub async fn run_node(
     };
 
     // Matching: local engine or a remote node.
-    let local_matching = roles
-        .matching
-        .then(|| MatchingEngine::with_limits(config.max_poll_wait, config.admission.matching_limits));
+    let local_matching = roles.matching.then(|| {
+        MatchingEngine::with_limits(config.max_poll_wait, config.admission.matching_limits)
+    });
     let matching: Arc<dyn MatchingService> = match &local_matching {
         Some(engine) => engine.clone(),
         None => {

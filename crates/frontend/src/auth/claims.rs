@@ -121,8 +121,11 @@ mod tests {
     use serde_json::json;
 
     fn claims(permissions: serde_json::Value) -> Claims {
-        Claims::from_payload(&json!({"sub": "alice", "permissions": permissions}), "permissions")
-            .expect("parses")
+        Claims::from_payload(
+            &json!({"sub": "alice", "permissions": permissions}),
+            "permissions",
+        )
+        .expect("parses")
     }
 
     #[test]
@@ -149,8 +152,11 @@ mod tests {
         assert!(Claims::from_payload(&json!({"permissions": []}), "permissions").is_err());
         assert!(Claims::from_payload(&json!({"sub": 7}), "permissions").is_err());
         assert!(
-            Claims::from_payload(&json!({"sub": "a", "permissions": "default:read"}), "permissions")
-                .is_err()
+            Claims::from_payload(
+                &json!({"sub": "a", "permissions": "default:read"}),
+                "permissions"
+            )
+            .is_err()
         );
         let none = Claims::from_payload(&json!({"sub": "a"}), "permissions").unwrap();
         assert!(!none.allows(Scope::Namespace, Access::Read, "default"));

@@ -159,8 +159,8 @@ impl Authenticator {
         let stamp = file_stamp(path);
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("reading the JWKS {}: {e}", path.display()))?;
-        let keys =
-            parse_keys(&text).map_err(|e| format!("the JWKS {} is invalid: {e}", path.display()))?;
+        let keys = parse_keys(&text)
+            .map_err(|e| format!("the JWKS {} is invalid: {e}", path.display()))?;
         if keys.is_empty() {
             return Err(format!(
                 "the JWKS {} has no RSA or EC public key",
