@@ -174,32 +174,18 @@ impl Gate {
     ) -> Result<(http::Request<Body>, Option<crate::ratelimit::OpenCall>), tonic::Status> {
         let method = info.name;
         let class = info.class;
-        let claims: Option<Claims> = match &self.auth {
-            Some(auth) => {
-                let header = request
-                    .headers()
-                    .get(http::header::AUTHORIZATION)
-                    .map(|v| v.as_bytes());
-                match auth.authenticate(header) {
-                    Ok(claims) => Some(claims),
-                    Err(e) => {
-                        metrics::counter!(
-                            "service_errors_unauthorized",
-                            "service_name" => crate::metric_defs::SERVICE_NAME,
-                            "operation" => method,
-                        )
-                        .increment(1);
-                        audit_denied("-", method, "", &e.0);
-                        return Err(unauthenticated());
-                    }
-                }
-            }
-            None => None,
-        };
-        // The namespace is needed for a namespace-scoped method when it is authorized or
-        // limited by namespace; GetWorkflowExecutionHistory's long-poll flag when limited.
+        let authenticated = self.auth.as_ref().map(|auth| {
+            let header = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
+            auth.authenticate(header)
+        });
+        // The namespace is needed for a namespace-scoped method when it is authorized (or its
+        // refusal audited) or limited by namespace; GetWorkflowExecutionHistory's long-poll flag
+        // when limited.
         let needs_body = class.scope == Scope::Namespace
-            && (claims.is_some() || self.limits.is_some())
+            && (authenticated.is_some() || self.limits.is_some())
             && info.namespace_field.is_some();
         let (request, fields) = if needs_body {
             self.read_fields(request, &info).await?
@@ -208,6 +194,21 @@ impl Gate {
         };
         let namespace = fields.namespace.as_deref().unwrap_or("");
         crate::metric_defs::set_namespace(namespace);
+        let claims: Option<Claims> = match authenticated {
+            Some(Ok(claims)) => Some(claims),
+            Some(Err(e)) => {
+                metrics::counter!(
+                    "service_errors_unauthorized",
+                    "service_name" => crate::metric_defs::SERVICE_NAME,
+                    "operation" => method,
+                    "namespace" => namespace.to_string(),
+                )
+                .increment(1);
+                audit_denied("-", method, namespace, &e.0);
+                return Err(unauthenticated());
+            }
+            None => None,
+        };
         let subject = claims.as_ref().map(|c| c.subject.as_str()).unwrap_or("-");
         if let Some(claims) = &claims
             && !claims.allows(class.scope, class.access, namespace)
