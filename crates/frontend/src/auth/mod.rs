@@ -87,10 +87,6 @@ fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
 
 /// Parses a JWKS document. Keys of unsupported types (HMAC secrets, unknown curves) are skipped:
 /// only asymmetric RSA and ECDSA keys verify tokens.
-pub fn parse_jwks(text: &str) -> Result<Vec<(Option<String>, Vec<Algorithm>)>, String> {
-    parse_keys(text).map(|keys| keys.into_iter().map(|k| (k.kid, k.algorithms)).collect())
-}
-
 fn parse_keys(text: &str) -> Result<Vec<Key>, String> {
     let doc: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
@@ -298,4 +294,65 @@ impl Authenticator {
 enum VerifyError {
     NoKey,
     Invalid(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const X: &str = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
+    const Y: &str = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
+
+    #[test]
+    fn only_asymmetric_keys_are_kept() {
+        let text = serde_json::json!({"keys": [
+            {"kty": "EC", "crv": "P-256", "kid": "ec", "x": X, "y": Y},
+            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+            {"kty": "RSA", "kid": "rsa", "n": "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw", "e": "AQAB"},
+            {"kty": "EC", "crv": "P-521", "kid": "big", "x": X, "y": Y},
+            {"kty": "nonsense"}
+        ]})
+        .to_string();
+        let keys = parse_keys(&text).expect("parses");
+        let kept: Vec<(Option<String>, Vec<Algorithm>)> =
+            keys.into_iter().map(|k| (k.kid, k.algorithms)).collect();
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(kept[0], (Some("ec".into()), vec![Algorithm::ES256]));
+        assert_eq!(kept[1].0.as_deref(), Some("rsa"));
+        assert!(kept[1].1.contains(&Algorithm::RS256));
+        assert!(!kept[1].1.contains(&Algorithm::HS256));
+        assert!(parse_keys("{}").is_err());
+        assert!(parse_keys("not json").is_err());
+    }
+
+    #[test]
+    fn hmac_and_unsigned_tokens_are_refused() {
+        let dir = std::env::temp_dir().join(format!("chronicle-jwks-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("jwks.json");
+        let doc = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "ec", "x": X, "y": Y}]});
+        std::fs::write(&path, doc.to_string()).unwrap();
+        let auth = Authenticator::load(AuthConfig::new(path)).expect("loads");
+        let claims = serde_json::json!({"sub": "a", "exp": 4_000_000_000u64, "permissions": ["temporal-system:admin"]});
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.kid = Some("ec".into());
+        // HMAC keyed with the public key's bytes: the classic algorithm-confusion forgery.
+        let hs = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(X.as_bytes()),
+        )
+        .unwrap();
+        let bearer = |t: &str| format!("Bearer {t}");
+        assert!(auth.authenticate(Some(bearer(&hs).as_bytes())).is_err());
+        // alg none: header {"alg":"none"}, no signature.
+        let none = format!(
+            "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
+            "eyJzdWIiOiJhIiwiZXhwIjo0MDAwMDAwMDAwLCJwZXJtaXNzaW9ucyI6WyJ0ZW1wb3JhbC1zeXN0ZW06YWRtaW4iXX0"
+        );
+        assert!(auth.authenticate(Some(bearer(&none).as_bytes())).is_err());
+        assert!(auth.authenticate(None).is_err());
+        assert!(auth.authenticate(Some(b"Basic abc")).is_err());
+        std::fs::remove_dir_all(dir).ok();
+    }
 }
