@@ -591,3 +591,81 @@ impl MatchingService for MatchingEngine {
 fn start_request_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(limits: MatchingLimits) -> Arc<MatchingEngine> {
+        MatchingEngine::with_limits(Duration::from_millis(50), limits)
+    }
+
+    fn poll_request(queue: &str) -> ws::PollActivityTaskQueueRequest {
+        ws::PollActivityTaskQueueRequest {
+            namespace: "default".into(),
+            task_queue: Some(chronicle_proto::temporal::api::taskqueue::v1::TaskQueue {
+                name: queue.into(),
+                ..Default::default()
+            }),
+            identity: "unit".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn timed_out_polls_leave_no_place_taken() {
+        let engine = engine(MatchingLimits {
+            max_pollers_per_queue: 1,
+            ..MatchingLimits::default()
+        });
+        // Each poll times out empty; its closed sender must not count against the next.
+        for _ in 0..3 {
+            let answer = engine
+                .poll_activity_task("ns", poll_request("q"))
+                .await
+                .expect("poll");
+            assert!(answer.task_token.is_empty());
+        }
+        // Two at once: the second is refused.
+        let (a, b) = tokio::join!(engine.poll_activity_task("ns", poll_request("q")), async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            engine.poll_activity_task("ns", poll_request("q")).await
+        });
+        assert!(a.is_ok());
+        assert_eq!(b.unwrap_err().code, tonic::Code::ResourceExhausted);
+    }
+
+    #[tokio::test]
+    async fn idle_queues_are_forgotten_and_queries_bounded() {
+        let engine = engine(MatchingLimits {
+            max_pending_queries: 1,
+            ..MatchingLimits::default()
+        });
+        let task = |id: &str| QueryTask {
+            query_id: id.into(),
+            response: Default::default(),
+        };
+        let (first, second) = tokio::join!(
+            engine.query_workflow("ns", "q", task("a"), Duration::from_millis(100)),
+            async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                engine
+                    .query_workflow("ns", "q", task("b"), Duration::from_millis(100))
+                    .await
+            }
+        );
+        assert_eq!(first.unwrap_err().code, tonic::Code::DeadlineExceeded);
+        assert_eq!(second.unwrap_err().code, tonic::Code::ResourceExhausted);
+        // The query left a queue behind with nothing in it and no poller: it is forgotten.
+        assert_eq!(engine.queue_count(), 1);
+        engine.sweep_idle_queues(true);
+        assert_eq!(engine.queue_count(), 0);
+        // A queue polled lately is kept.
+        engine
+            .poll_activity_task("ns", poll_request("polled"))
+            .await
+            .unwrap();
+        engine.sweep_idle_queues(true);
+        assert_eq!(engine.queue_count(), 1);
+    }
+}

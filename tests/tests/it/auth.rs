@@ -700,3 +700,62 @@ async fn full_proposal_queue_refuses_writes() {
     assert!(started > 0, "writes still go through");
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_query_bound_refuses_the_next_query() {
+    let (server, _dir) = start_limited(|c| {
+        c.admission.matching_limits.max_pending_queries = 1;
+    })
+    .await;
+    let mut raw = raw_client(&server.url()).await;
+    let q = unique("query-bound-q");
+    let id = unique("query-bound");
+    raw.start_workflow_execution(start_request(&id, "Q", &q))
+        .await
+        .expect("start");
+    // Complete the first workflow task: later queries go to matching as query tasks.
+    let task = raw
+        .poll_workflow_task_queue(ws::PollWorkflowTaskQueueRequest {
+            namespace: "default".into(),
+            task_queue: queue(&q),
+            identity: "query-bound".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("poll")
+        .into_inner();
+    assert!(!task.task_token.is_empty(), "the first workflow task");
+    raw.respond_workflow_task_completed(ws::RespondWorkflowTaskCompletedRequest {
+        namespace: "default".into(),
+        task_token: task.task_token,
+        ..Default::default()
+    })
+    .await
+    .expect("complete");
+    let query = || ws::QueryWorkflowRequest {
+        namespace: "default".into(),
+        execution: crate::common::execution(&id, ""),
+        query: Some(chronicle_proto::temporal::api::query::v1::WorkflowQuery {
+            query_type: "state".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // Nobody polls: the first query waits in matching for a worker...
+    let waiting = tokio::spawn({
+        let mut raw = raw.clone();
+        let request = query();
+        async move { raw.query_workflow(request).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "the first query waits for a worker");
+    // ...and the second finds the buffer full.
+    let refused = raw.query_workflow(query()).await.unwrap_err();
+    let failure = resource_exhausted(&refused);
+    assert_eq!(
+        failure.cause,
+        ResourceExhaustedCause::ConcurrentLimit as i32
+    );
+    waiting.abort();
+    server.stop().await.unwrap();
+}
