@@ -6,7 +6,7 @@
 pub mod claims;
 pub mod methods;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -62,6 +62,8 @@ struct KeySet {
     keys: Vec<Key>,
     /// Modification time and length of the file they were read from.
     stamp: Option<(SystemTime, u64)>,
+    /// Bumped at every reload: a token verified with older keys is not remembered.
+    generation: u64,
 }
 
 /// Verifies bearer tokens and maps them to [`Claims`].
@@ -69,6 +71,27 @@ pub struct Authenticator {
     config: AuthConfig,
     keys: RwLock<KeySet>,
     last_forced_reload: Mutex<Option<Instant>>,
+    /// Tokens already verified, with their claims and expiry (seconds since the epoch): a
+    /// worker sends the same token with every call, and a signature check costs far more than
+    /// a lookup. Emptied whenever the keys change, so a removed key's tokens stop working.
+    verified: Mutex<VerifiedTokens>,
+}
+
+#[derive(Default)]
+struct VerifiedTokens {
+    /// The key set generation the entries were verified with.
+    generation: u64,
+    tokens: HashMap<String, (Claims, u64)>,
+}
+
+/// Verified tokens remembered at most (the cache is emptied when full).
+const VERIFIED_CACHE: usize = 4096;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 const RSA_ALGORITHMS: &[Algorithm] = &[
@@ -143,6 +166,7 @@ impl Authenticator {
             config,
             keys: RwLock::new(keys),
             last_forced_reload: Mutex::new(None),
+            verified: Mutex::new(VerifiedTokens::default()),
         }))
     }
 
@@ -163,7 +187,11 @@ impl Authenticator {
                 path.display()
             ));
         }
-        Ok(KeySet { keys, stamp })
+        Ok(KeySet {
+            keys,
+            stamp,
+            generation: 0,
+        })
     }
 
     /// Re-reads the key file if it changed (or `force`). A file that became unreadable or
@@ -174,13 +202,21 @@ impl Authenticator {
             return;
         }
         match Self::read(&self.config) {
-            Ok(keys) => {
+            Ok(mut keys) => {
                 tracing::info!(
                     jwks = %self.config.jwks_path.display(),
                     keys = keys.keys.len(),
                     "JWKS reloaded"
                 );
-                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+                let generation = {
+                    let mut current = self.keys.write().unwrap_or_else(|e| e.into_inner());
+                    keys.generation = current.generation + 1;
+                    *current = keys;
+                    current.generation
+                };
+                let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+                verified.generation = generation;
+                verified.tokens.clear();
             }
             Err(e) => tracing::warn!(error = %e, "keeping the previous keys"),
         }
@@ -216,6 +252,16 @@ impl Authenticator {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| AuthError("the authorization header is not Bearer <token>".into()))?;
+        if let Some((claims, exp)) = self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tokens
+            .get(token)
+            && unix_now() < *exp
+        {
+            return Ok(claims.clone());
+        }
         let jwt_header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError(format!("malformed token: {e}")))?;
         match self.verify(token, &jwt_header) {
@@ -233,8 +279,21 @@ impl Authenticator {
             )),
             VerifyError::Invalid(e) => AuthError(e),
         })
-        .and_then(|payload| {
-            Claims::from_payload(&payload, &self.config.permissions_claim).map_err(AuthError)
+        .and_then(|(payload, generation)| {
+            let claims = Claims::from_payload(&payload, &self.config.permissions_claim)
+                .map_err(AuthError)?;
+            if let Some(exp) = payload.get("exp").and_then(|e| e.as_u64()) {
+                let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+                if verified.generation == generation {
+                    if verified.tokens.len() >= VERIFIED_CACHE {
+                        verified.tokens.clear();
+                    }
+                    verified
+                        .tokens
+                        .insert(token.to_string(), (claims.clone(), exp));
+                }
+            }
+            Ok(claims)
         })
     }
 
@@ -254,7 +313,7 @@ impl Authenticator {
         &self,
         token: &str,
         header: &jsonwebtoken::Header,
-    ) -> Result<serde_json::Value, VerifyError> {
+    ) -> Result<(serde_json::Value, u64), VerifyError> {
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         let candidates: Vec<&Key> = keys
             .keys
@@ -283,7 +342,7 @@ impl Authenticator {
         let mut last = String::new();
         for key in candidates {
             match jsonwebtoken::decode::<serde_json::Value>(token, &key.key, &validation) {
-                Ok(data) => return Ok(data.claims),
+                Ok(data) => return Ok((data.claims, keys.generation)),
                 Err(e) => last = format!("invalid token: {e}"),
             }
         }
