@@ -497,7 +497,22 @@ async fn start_limited(
     config.max_poll_wait = Duration::from_secs(2);
     config.admission.rate_limits = RateLimitConfig::unlimited();
     tweak(&mut config);
-    (RunningServer::start(config).await.expect("starts"), dir)
+    (
+        RunningServer::start_with_metrics(config)
+            .await
+            .expect("starts"),
+        dir,
+    )
+}
+
+/// The value of an unlabelled counter on the server's metrics port (0 when absent).
+async fn counter(server: &RunningServer, name: &str) -> f64 {
+    let (_, body) =
+        crate::metrics::get(server.metrics_addr.expect("metrics port"), "/metrics").await;
+    body.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 #[tokio::test]
@@ -655,6 +670,10 @@ async fn matching_bounds_pollers_and_backlog() {
         3,
         "every task arrives despite the bound: {seen:?}"
     );
+    assert!(
+        counter(&server, "chronicle_task_queue_backlog_refused").await >= 1.0,
+        "the backlog bound refused tasks"
+    );
     server.stop().await.unwrap();
 }
 
@@ -698,6 +717,7 @@ async fn full_proposal_queue_refuses_writes() {
     );
     assert_eq!(failure.scope, ResourceExhaustedScope::System as i32);
     assert!(started > 0, "writes still go through");
+    assert!(counter(&server, "chronicle_history_shard_overloaded").await >= 1.0);
     server.stop().await.unwrap();
 }
 
