@@ -252,6 +252,13 @@ pub async fn run_node(
         "a node without every role needs an internal listener for the others to reach it"
     );
 
+    // The frontend's gate first: a bad key file stops the node before anything starts.
+    let mut gate = if roles.frontend {
+        Some(crate::admission::gate(&config.admission)?)
+    } else {
+        None
+    };
+
     // The metrics port answers from the start: live at once, ready once the shards (if any)
     // caught up and the gRPC listeners serve.
     let readiness = Arc::new(Readiness::new(roles.history));
@@ -496,7 +503,7 @@ pub async fn run_node(
                 "Chronicle is serving Temporal's API on {addr}"
             ),
         }
-        let gate = crate::admission::gate(&config.admission)?;
+        let gate = gate.take().context("the frontend's gate")?;
         let router = tonic::transport::Server::builder()
             .layer(chronicle_frontend::StatusCompatLayer)
             .layer(chronicle_frontend::ServiceMetricsLayer)
