@@ -203,7 +203,8 @@ pub struct AdmissionArgs {
     /// How often the JWKS file is checked for changes, in seconds.
     #[arg(long, env = "CHRONICLE_JWKS_REFRESH_SECS", default_value_t = 60)]
     pub jwks_refresh_secs: u64,
-    /// Requests per second this frontend accepts (Temporal's `frontend.rps`); 0: no limit.
+    /// Requests per second this frontend accepts (Temporal's `frontend.rps`, whose default is
+    /// 2400; Chronicle's frontend serves more); 0: no limit.
     #[arg(long, env = "CHRONICLE_FRONTEND_RPS", default_value_t = chronicle_frontend::ratelimit::DEFAULT_FRONTEND_RPS)]
     pub frontend_rps: f64,
     /// Requests per second per namespace on this frontend (`frontend.namespaceRPS`); 0: no limit.
