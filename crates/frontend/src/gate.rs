@@ -181,9 +181,27 @@ impl Gate {
                 .map(|v| v.as_bytes());
             auth.authenticate(header)
         });
-        // The namespace is needed for a namespace-scoped method when it is authorized (or its
-        // refusal audited) or limited by namespace; GetWorkflowExecutionHistory's long-poll flag
-        // when limited.
+        if let Some(Err(e)) = authenticated {
+            // Refused without buffering the request: only its first bytes are read, for the
+            // audit line's namespace (prost writes fields in order; the namespace comes early).
+            let namespace = match (class.scope, info.namespace_field) {
+                (Scope::Namespace, Some(_)) => peek_namespace(request, &info).await,
+                _ => None,
+            };
+            let namespace = namespace.as_deref().unwrap_or("");
+            crate::metric_defs::set_namespace(namespace);
+            metrics::counter!(
+                "service_errors_unauthorized",
+                "service_name" => crate::metric_defs::SERVICE_NAME,
+                "operation" => method,
+                "namespace" => namespace.to_string(),
+            )
+            .increment(1);
+            audit_denied("-", method, namespace, &e.0);
+            return Err(unauthenticated());
+        }
+        // The namespace is needed for a namespace-scoped method when it is authorized or
+        // limited by namespace; GetWorkflowExecutionHistory's long-poll flag when limited.
         let needs_body = class.scope == Scope::Namespace
             && (authenticated.is_some() || self.limits.is_some())
             && info.namespace_field.is_some();
@@ -194,21 +212,8 @@ impl Gate {
         };
         let namespace = fields.namespace.as_deref().unwrap_or("");
         crate::metric_defs::set_namespace(namespace);
-        let claims: Option<Claims> = match authenticated {
-            Some(Ok(claims)) => Some(claims),
-            Some(Err(e)) => {
-                metrics::counter!(
-                    "service_errors_unauthorized",
-                    "service_name" => crate::metric_defs::SERVICE_NAME,
-                    "operation" => method,
-                    "namespace" => namespace.to_string(),
-                )
-                .increment(1);
-                audit_denied("-", method, namespace, &e.0);
-                return Err(unauthenticated());
-            }
-            None => None,
-        };
+        // Refused tokens returned above.
+        let claims: Option<Claims> = authenticated.and_then(Result::ok);
         let subject = claims.as_ref().map(|c| c.subject.as_str()).unwrap_or("-");
         if let Some(claims) = &claims
             && !claims.allows(class.scope, class.access, namespace)
@@ -295,6 +300,35 @@ impl Gate {
         let body = Body::new(http_body_util::Full::new(bytes));
         Ok((http::Request::from_parts(parts, body), fields))
     }
+}
+
+/// Bytes of a refused request read for its namespace, at most.
+const PEEK_BYTES: usize = 16 * 1024;
+
+/// The namespace of an uncompressed request from its first [`PEEK_BYTES`] (a compressed one
+/// would have to be inflated whole: it is not).
+async fn peek_namespace(request: http::Request<Body>, info: &MethodInfo) -> Option<String> {
+    let mut body = request.into_body();
+    let mut prefix = BytesMut::new();
+    while prefix.len() < PEEK_BYTES {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    prefix.extend_from_slice(data);
+                }
+            }
+            _ => break,
+        }
+    }
+    let prefix = prefix.freeze();
+    let header = prefix.get(..5)?;
+    if header[0] != 0 {
+        return None;
+    }
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    let message = &prefix[5..prefix.len().min(5 + len)];
+    // A field cut off at the end of the prefix is left unread by the scan.
+    scan_fields(message, info).namespace
 }
 
 #[derive(Default, Debug, PartialEq)]
@@ -457,6 +491,42 @@ mod tests {
             let _ = scan_fields(bytes, &i);
         }
         assert_eq!(split_frame(&Bytes::from_static(&[0, 0, 0, 0, 9, 1])), None);
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_is_peeked_not_buffered() {
+        use chronicle_proto::temporal::api::common::v1::{Payload, Payloads};
+        use futures::StreamExt;
+        let request = ws::StartWorkflowExecutionRequest {
+            namespace: "orders".into(),
+            input: Some(Payloads {
+                payloads: vec![Payload {
+                    data: vec![7; 1 << 20],
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        };
+        let message = request.encode_to_vec();
+        let mut frame = vec![0];
+        frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&message);
+        // Sent in 8 KiB data frames, as HTTP/2 would; count what the peek pulls.
+        let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let chunks: Vec<Bytes> = frame.chunks(8192).map(Bytes::copy_from_slice).collect();
+        let counter = pulled.clone();
+        let stream = futures::stream::iter(chunks).map(move |chunk| {
+            counter.fetch_add(chunk.len(), std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(chunk))
+        });
+        let http_request = http::Request::new(Body::new(http_body_util::StreamBody::new(stream)));
+        assert_eq!(
+            peek_namespace(http_request, &info("StartWorkflowExecution"))
+                .await
+                .as_deref(),
+            Some("orders")
+        );
+        assert!(pulled.load(std::sync::atomic::Ordering::SeqCst) <= PEEK_BYTES + 8192);
     }
 
     #[test]
