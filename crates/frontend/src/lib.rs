@@ -2,9 +2,12 @@
 //! validates requests, resolves namespaces, and forwards to history and matching through the
 //! internal service traits. It holds no state of its own beyond a namespace cache.
 
+pub mod auth;
+pub mod gate;
 pub mod metric_defs;
 mod namespaces;
 mod operator_service;
+pub mod ratelimit;
 mod status_compat;
 mod validate;
 mod workflow_service;
@@ -13,9 +16,12 @@ use std::sync::Arc;
 
 use chronicle_cluster::{HistoryService, MatchingService};
 
+pub use auth::{AuthConfig, Authenticator};
+pub use gate::{Gate, GateLayer};
 pub use metric_defs::ServiceMetricsLayer;
 pub use namespaces::{NamespaceCache, default_namespace_record};
 pub use operator_service::OperatorHandler;
+pub use ratelimit::{RateLimitConfig, RateLimiter};
 pub use status_compat::StatusCompatLayer;
 pub use workflow_service::WorkflowHandler;
 

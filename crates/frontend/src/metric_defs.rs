@@ -234,8 +234,9 @@ fn record(operation: &str, namespace: &str, seconds: f64, status: Option<&tonic:
     metrics::counter!(SERVICE_ERROR_WITH_TYPE, &with_type[..]).increment(1);
     if status.code() == tonic::Code::ResourceExhausted {
         let mut exhausted = labels.to_vec();
-        exhausted.push(("resource_exhausted_cause", "Unspecified".to_string()));
-        exhausted.push(("resource_exhausted_scope", "Unspecified".to_string()));
+        let (cause, scope) = resource_exhausted_labels(status);
+        exhausted.push(("resource_exhausted_cause", cause));
+        exhausted.push(("resource_exhausted_scope", scope));
         metrics::counter!(SERVICE_ERRORS_RESOURCE_EXHAUSTED, &exhausted[..]).increment(1);
     }
     if !is_expected(status.code(), &error_type) {
@@ -243,9 +244,76 @@ fn record(operation: &str, namespace: &str, seconds: f64, status: Option<&tonic:
     }
 }
 
+/// Temporal's `resource_exhausted_cause` and `resource_exhausted_scope` label values (its enums'
+/// short names: `RpsLimit`, `ConcurrentLimit`, `Namespace`, `System`, ...) from the status'
+/// `ResourceExhaustedFailure` detail; `Unspecified` without one.
+pub fn resource_exhausted_labels(status: &tonic::Status) -> (String, String) {
+    use chronicle_proto::temporal::api::enums::v1::{
+        ResourceExhaustedCause, ResourceExhaustedScope,
+    };
+    use prost::Message;
+    let failure = chronicle_proto::google::rpc::Status::decode(status.details())
+        .ok()
+        .and_then(|s| {
+            s.details.into_iter().find(|d| {
+                d.type_url
+                    .ends_with("temporal.api.errordetails.v1.ResourceExhaustedFailure")
+            })
+        })
+        .and_then(|any| {
+            chronicle_proto::temporal::api::errordetails::v1::ResourceExhaustedFailure::decode(
+                any.value.as_slice(),
+            )
+            .ok()
+        })
+        .unwrap_or_default();
+    let short = |name: &str, prefix: &str| -> String {
+        name.strip_prefix(prefix)
+            .unwrap_or(name)
+            .split('_')
+            .map(|word| {
+                let lower = word.to_ascii_lowercase();
+                let mut chars = lower.chars();
+                chars
+                    .next()
+                    .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let cause = ResourceExhaustedCause::try_from(failure.cause).unwrap_or_default();
+    let scope = ResourceExhaustedScope::try_from(failure.scope).unwrap_or_default();
+    (
+        short(cause.as_str_name(), "RESOURCE_EXHAUSTED_CAUSE_"),
+        short(scope.as_str_name(), "RESOURCE_EXHAUSTED_SCOPE_"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resource_exhausted_labels_follow_the_detail() {
+        use chronicle_proto::temporal::api::enums::v1::{
+            ResourceExhaustedCause, ResourceExhaustedScope,
+        };
+        let status: tonic::Status = chronicle_types::ApiError::resource_exhausted_for(
+            "x",
+            ResourceExhaustedCause::RpsLimit,
+            ResourceExhaustedScope::Namespace,
+        )
+        .into();
+        assert_eq!(
+            resource_exhausted_labels(&status),
+            ("RpsLimit".to_string(), "Namespace".to_string())
+        );
+        let plain = tonic::Status::resource_exhausted("too large");
+        assert_eq!(
+            resource_exhausted_labels(&plain),
+            ("Unspecified".to_string(), "Unspecified".to_string())
+        );
+    }
 
     #[test]
     fn operations_are_method_names_with_temporal_prefixes() {

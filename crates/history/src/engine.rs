@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use chronicle_cluster::MatchingService;
 use chronicle_proto::chronicle::history::v1::{self as cmd, command_result, shard_command};
+use chronicle_proto::temporal::api::enums::v1::{ResourceExhaustedCause, ResourceExhaustedScope};
 use chronicle_raft::{
     Bootstrap, GroupRegistry, GroupTiming, GrpcNetworkFactory, PeerPool, RaftError, ShardRaft,
 };
@@ -39,7 +40,14 @@ pub struct HistoryConfig {
     /// `limit.historySize.suggestContinueAsNew`); 0: Temporal's defaults.
     pub suggest_continue_as_new_events: i64,
     pub suggest_continue_as_new_bytes: i64,
+    /// Commands that may wait per shard to be proposed (behind the entries being committed);
+    /// past it a write is refused with RESOURCE_EXHAUSTED instead of queueing. 0: the default,
+    /// [`DEFAULT_MAX_PENDING_PROPOSALS`].
+    pub max_pending_proposals: usize,
 }
+
+/// Commands waiting per shard before writes are refused (about 40 full entries).
+pub const DEFAULT_MAX_PENDING_PROPOSALS: usize = 10_000;
 
 /// How a node's groups reach their replicas on other nodes.
 #[derive(Clone)]
@@ -71,7 +79,8 @@ pub(crate) struct Shard {
     pub timer_floor: Arc<std::sync::atomic::AtomicI64>,
     notifier: ShardNotifier,
     /// Commands waiting to be proposed; see [`proposal_loop`].
-    proposals: mpsc::UnboundedSender<PendingCommand>,
+    /// Bounded ([`HistoryConfig::max_pending_proposals`]): a full queue refuses the write.
+    proposals: mpsc::Sender<PendingCommand>,
     /// The last log index the group had when it opened: it has caught up once it applied it.
     start_log_index: u64,
     caught_up: AtomicBool,
@@ -411,9 +420,24 @@ impl HistoryEngine {
             let (reply, answer) = oneshot::channel();
             shard
                 .proposals
-                .send(PendingCommand { command, reply })
-                .map_err(|_| {
-                    ApiError::unavailable(format!("shard {} is shutting down", shard.id))
+                .try_send(PendingCommand { command, reply })
+                .map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => {
+                        metrics::counter!(metric_defs::SHARD_OVERLOADED).increment(1);
+                        ApiError::resource_exhausted_for(
+                            format!(
+                                "shard {} is overloaded: too many writes are waiting to be \
+                                 committed (limit {})",
+                                shard.id,
+                                shard.proposals.max_capacity()
+                            ),
+                            ResourceExhaustedCause::SystemOverloaded,
+                            ResourceExhaustedScope::System,
+                        )
+                    }
+                    mpsc::error::TrySendError::Closed(_) => {
+                        ApiError::unavailable(format!("shard {} is shutting down", shard.id))
+                    }
                 })?;
             answer.await.map_err(|_| {
                 ApiError::unavailable(format!("shard {} stopped before answering", shard.id))
@@ -665,7 +689,11 @@ async fn open_group(
             raft
         }
     };
-    let (proposals, queue) = mpsc::unbounded_channel();
+    let capacity = match config.max_pending_proposals {
+        0 => DEFAULT_MAX_PENDING_PROPOSALS,
+        n => n,
+    };
+    let (proposals, queue) = mpsc::channel(capacity);
     tokio::spawn(proposal_loop(raft.clone(), id, queue));
     let start_log_index = raft.metrics().borrow().last_log_index.unwrap_or(0);
     let ready_term = Arc::new(AtomicU64::new(0));
@@ -696,11 +724,7 @@ async fn open_group(
 /// fsync however many callers wait. Here the commands that queue up while earlier entries are
 /// being committed go into the next entry together: one append, one fsync, one apply batch for
 /// all of them, and the batch grows with the load.
-async fn proposal_loop(
-    raft: ShardRaft,
-    group: ShardId,
-    mut queue: mpsc::UnboundedReceiver<PendingCommand>,
-) {
+async fn proposal_loop(raft: ShardRaft, group: ShardId, mut queue: mpsc::Receiver<PendingCommand>) {
     let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {

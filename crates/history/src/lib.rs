@@ -27,4 +27,4 @@ mod service;
 pub mod tokens;
 mod transfer;
 
-pub use engine::{HistoryConfig, HistoryEngine, Replication};
+pub use engine::{DEFAULT_MAX_PENDING_PROPOSALS, HistoryConfig, HistoryEngine, Replication};

@@ -82,6 +82,8 @@ pub const TIMER_TASK_LATENCY: &str = "chronicle_timer_task_schedule_latency";
 pub const TRANSFER_TASKS_DISPATCHED: &str = "chronicle_transfer_task_dispatched";
 /// Commands proposed to shard groups, by kind.
 pub const SHARD_COMMANDS: &str = "chronicle_history_shard_commands";
+/// Writes refused because the shard's proposal queue was full.
+pub const SHARD_OVERLOADED: &str = "chronicle_history_shard_overloaded";
 /// Time from proposing a command until it was applied, in seconds.
 pub const SHARD_COMMAND_LATENCY: &str = "chronicle_history_shard_command_latency";
 /// Commands per Raft log entry (group commit), per entry.
@@ -123,6 +125,10 @@ pub fn describe() {
             "Commands proposed to shard groups, by kind.",
         ),
         (TRANSFER_TASKS_EXECUTED, "Transfer tasks run, by outcome."),
+        (
+            SHARD_OVERLOADED,
+            "Writes refused because the shard's proposal queue was full.",
+        ),
     ] {
         describe_counter!(name, help);
     }

@@ -18,7 +18,9 @@ use chronicle_cluster::{
     HistoryService, MatchingService, PollerInfo, QueryTask, TaskKind, TaskQueueKey, TaskRef,
 };
 use chronicle_proto::chronicle::persistence::v1::TaskToken;
-use chronicle_proto::temporal::api::enums::v1::TaskQueueKind;
+use chronicle_proto::temporal::api::enums::v1::{
+    ResourceExhaustedCause, ResourceExhaustedScope, TaskQueueKind,
+};
 use chronicle_proto::temporal::api::taskqueue::v1::PollerInfo as ApiPollerInfo;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_types::{ApiError, ApiResult};
@@ -49,6 +51,17 @@ struct Queue {
 const STICKY_POLLER_WINDOW: Duration = Duration::from_secs(10);
 
 impl Queue {
+    /// Nothing waits in it and nobody polled it lately: it can be forgotten.
+    fn is_idle(&self) -> bool {
+        self.tasks.is_empty()
+            && self.queries.is_empty()
+            && self.pollers.iter().all(|p| p.is_closed())
+            && self
+                .recent_pollers
+                .values()
+                .all(|(at, _)| at.elapsed() >= POLLER_MEMORY)
+    }
+
     /// Whether a poller waits now or polled within [`STICKY_POLLER_WINDOW`].
     fn has_recent_poller(&self) -> bool {
         self.pollers.iter().any(|p| !p.is_closed())
@@ -71,6 +84,34 @@ impl Queue {
     }
 }
 
+/// Bounds of matching's in-memory state: past them, a call is refused with RESOURCE_EXHAUSTED
+/// instead of growing memory. Nothing is lost: a task refused here stays in history's outbox,
+/// which offers it again later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatchingLimits {
+    /// Tasks queued (not yet handed to a poller) per task queue.
+    pub max_backlog_per_queue: usize,
+    /// Polls waiting at once per task queue.
+    pub max_pollers_per_queue: usize,
+    /// Queries waiting for a worker's answer, over all queues.
+    pub max_pending_queries: usize,
+}
+
+impl Default for MatchingLimits {
+    fn default() -> Self {
+        Self {
+            max_backlog_per_queue: 100_000,
+            max_pollers_per_queue: 5_000,
+            max_pending_queries: 10_000,
+        }
+    }
+}
+
+/// How long a poller's identity is remembered (DescribeTaskQueue shows it this long).
+const POLLER_MEMORY: Duration = Duration::from_secs(300);
+/// How often idle queues are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
 pub struct MatchingEngine {
     /// Weak: history holds matching, and the node must be able to drop both at shutdown.
     history: OnceLock<Weak<dyn HistoryService>>,
@@ -82,6 +123,8 @@ pub struct MatchingEngine {
     /// Set when the node stops: waiting polls answer empty at once (workers poll again,
     /// elsewhere), so the server drains in moments instead of a whole long-poll interval.
     stopping: tokio::sync::watch::Sender<bool>,
+    limits: MatchingLimits,
+    last_sweep: Mutex<Instant>,
 }
 
 /// How long a shut-down sticky queue is remembered (history stops using it at the first task).
@@ -89,6 +132,10 @@ const CLOSED_STICKY_MEMORY: Duration = Duration::from_secs(600);
 
 impl MatchingEngine {
     pub fn new(max_poll_wait: Duration) -> Arc<Self> {
+        Self::with_limits(max_poll_wait, MatchingLimits::default())
+    }
+
+    pub fn with_limits(max_poll_wait: Duration, limits: MatchingLimits) -> Arc<Self> {
         Arc::new(Self {
             history: OnceLock::new(),
             queues: Mutex::new(HashMap::new()),
@@ -96,6 +143,8 @@ impl MatchingEngine {
             closed_sticky: Mutex::new(HashMap::new()),
             max_poll_wait,
             stopping: tokio::sync::watch::Sender::new(false),
+            limits,
+            last_sweep: Mutex::new(Instant::now()),
         })
     }
 
@@ -104,6 +153,29 @@ impl MatchingEngine {
     /// history's outbox.
     pub fn stop_polls(&self) {
         self.stopping.send_replace(true);
+    }
+
+    /// Task queues held in memory now.
+    pub fn queue_count(&self) -> usize {
+        self.queues.lock().expect("matching lock").len()
+    }
+
+    /// Forgets idle queues, at most once per [`SWEEP_INTERVAL`] (`force`: now).
+    pub fn sweep_idle_queues(&self, force: bool) {
+        {
+            let mut last = self.last_sweep.lock().expect("matching lock");
+            if !force && last.elapsed() < SWEEP_INTERVAL {
+                return;
+            }
+            *last = Instant::now();
+        }
+        let mut queues = self.queues.lock().expect("matching lock");
+        let before = queues.len();
+        queues.retain(|_, q| !q.is_idle());
+        let removed = before - queues.len();
+        if removed > 0 {
+            tracing::debug!(removed, "forgot idle task queues");
+        }
     }
 
     /// Wires the history service (history and matching refer to each other).
@@ -124,43 +196,61 @@ impl MatchingEngine {
         key: &TaskQueueKey,
         identity: &str,
         deadline: Instant,
-    ) -> Option<(Dispatch, PollOutcome)> {
+    ) -> ApiResult<Option<(Dispatch, PollOutcome)>> {
         if *self.stopping.borrow() {
-            return None;
+            return Ok(None);
         }
         self.closed_sticky
             .lock()
             .expect("matching lock")
             .remove(key);
+        self.sweep_idle_queues(false);
         let receiver = {
             let mut queues = self.queues.lock().expect("matching lock");
             let queue = queues.entry(key.clone()).or_default();
+            if queue.recent_pollers.len() >= 64 {
+                queue
+                    .recent_pollers
+                    .retain(|_, (at, _)| at.elapsed() < POLLER_MEMORY);
+            }
             queue.recent_pollers.insert(
                 identity.to_string(),
                 (Instant::now(), std::time::SystemTime::now()),
             );
             if let Some(query) = queue.queries.pop_front() {
-                return Some((Dispatch::Query(query), PollOutcome::Backlog));
+                return Ok(Some((Dispatch::Query(query), PollOutcome::Backlog)));
             }
             let now_ms = chronicle_types::time::now_millis();
             while let Some(task) = queue.tasks.pop_front() {
                 queue.queued.remove(&(task.shard, task.outbox_id));
                 if task.expires_at_ms == 0 || task.expires_at_ms > now_ms {
-                    return Some((Dispatch::Task(task), PollOutcome::Backlog));
+                    return Ok(Some((Dispatch::Task(task), PollOutcome::Backlog)));
                 }
+            }
+            // Polls that timed out or were cancelled leave closed senders behind.
+            queue.pollers.retain(|p| !p.is_closed());
+            if queue.pollers.len() >= self.limits.max_pollers_per_queue {
+                return Err(ApiError::resource_exhausted_for(
+                    format!(
+                        "too many pollers are waiting on this task queue (limit {})",
+                        self.limits.max_pollers_per_queue
+                    ),
+                    ResourceExhaustedCause::ConcurrentLimit,
+                    ResourceExhaustedScope::Namespace,
+                ));
             }
             let (tx, rx) = oneshot::channel();
             queue.pollers.push_back(tx);
             rx
         };
         let mut stopping = self.stopping.subscribe();
-        tokio::select! {
+        Ok(tokio::select! {
             received = tokio::time::timeout_at(deadline.into(), receiver) => match received {
                 Ok(Ok(dispatch)) => Some((dispatch, PollOutcome::Sync)),
                 _ => None,
             },
             _ = stopping.wait_for(|stop| *stop) => None,
-        }
+        })
     }
 
     fn poll_deadline(&self) -> Instant {
@@ -216,6 +306,18 @@ impl MatchingService for MatchingEngine {
                 Some(task)
             } else {
                 if let Some(Dispatch::Task(task)) = q.offer(Dispatch::Task(task)) {
+                    if q.tasks.len() >= self.limits.max_backlog_per_queue {
+                        metrics::counter!(metric_defs::TASKS_REFUSED).increment(1);
+                        // History keeps it in its outbox and offers it again later.
+                        return Err(ApiError::resource_exhausted_for(
+                            format!(
+                                "the task queue's backlog is full (limit {})",
+                                self.limits.max_backlog_per_queue
+                            ),
+                            ResourceExhaustedCause::SystemOverloaded,
+                            ResourceExhaustedScope::System,
+                        ));
+                    }
                     q.queued.insert((task.shard, task.outbox_id));
                     q.tasks.push_back(task);
                     metrics::counter!(metric_defs::TASKS_QUEUED).increment(1);
@@ -255,8 +357,9 @@ impl MatchingService for MatchingEngine {
             )
         };
         loop {
-            let Some((dispatch, outcome)) =
-                self.next_dispatch(&key, &request.identity, deadline).await
+            let Some((dispatch, outcome)) = self
+                .next_dispatch(&key, &request.identity, deadline)
+                .await?
             else {
                 record(PollOutcome::Timeout);
                 return Ok(ws::PollWorkflowTaskQueueResponse::default());
@@ -313,8 +416,9 @@ impl MatchingService for MatchingEngine {
             )
         };
         loop {
-            let Some((dispatch, outcome)) =
-                self.next_dispatch(&key, &request.identity, deadline).await
+            let Some((dispatch, outcome)) = self
+                .next_dispatch(&key, &request.identity, deadline)
+                .await?
             else {
                 record(PollOutcome::Timeout);
                 return Ok(ws::PollActivityTaskQueueResponse::default());
@@ -350,10 +454,20 @@ impl MatchingService for MatchingEngine {
     ) -> ApiResult<ws::RespondQueryTaskCompletedRequest> {
         let (tx, rx) = oneshot::channel();
         let query_id = task.query_id.clone();
-        self.pending_queries
-            .lock()
-            .expect("matching lock")
-            .insert(query_id.clone(), tx);
+        {
+            let mut pending = self.pending_queries.lock().expect("matching lock");
+            if pending.len() >= self.limits.max_pending_queries {
+                return Err(ApiError::resource_exhausted_for(
+                    format!(
+                        "too many queries are waiting for workers (limit {})",
+                        self.limits.max_pending_queries
+                    ),
+                    ResourceExhaustedCause::ConcurrentLimit,
+                    ResourceExhaustedScope::System,
+                ));
+            }
+            pending.insert(query_id.clone(), tx);
+        }
         {
             let key = TaskQueueKey {
                 namespace_id: namespace_id.to_string(),
@@ -497,16 +611,19 @@ fn start_request_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chronicle_proto::temporal::api::taskqueue::v1::TaskQueue;
 
-    fn poll_request() -> ws::PollWorkflowTaskQueueRequest {
-        ws::PollWorkflowTaskQueueRequest {
+    fn engine(limits: MatchingLimits) -> Arc<MatchingEngine> {
+        MatchingEngine::with_limits(Duration::from_millis(50), limits)
+    }
+
+    fn poll_request(queue: &str) -> ws::PollActivityTaskQueueRequest {
+        ws::PollActivityTaskQueueRequest {
             namespace: "default".into(),
-            task_queue: Some(TaskQueue {
-                name: "tq".into(),
+            task_queue: Some(chronicle_proto::temporal::api::taskqueue::v1::TaskQueue {
+                name: queue.into(),
                 ..Default::default()
             }),
-            identity: "worker".into(),
+            identity: "unit".into(),
             ..Default::default()
         }
     }
@@ -518,7 +635,7 @@ mod tests {
         let engine = MatchingEngine::new(Duration::from_secs(60));
         let waiting = {
             let engine = engine.clone();
-            tokio::spawn(async move { engine.poll_workflow_task("ns", poll_request()).await })
+            tokio::spawn(async move { engine.poll_activity_task("ns", poll_request("tq")).await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "the poll should wait for a task");
@@ -531,11 +648,68 @@ mod tests {
         assert!(answer.task_token.is_empty());
         let later = tokio::time::timeout(
             Duration::from_secs(5),
-            engine.poll_workflow_task("ns", poll_request()),
+            engine.poll_activity_task("ns", poll_request("tq")),
         )
         .await
         .expect("a poll after the stop answers at once")
         .unwrap();
         assert!(later.task_token.is_empty());
+    }
+
+    #[tokio::test]
+    async fn timed_out_polls_leave_no_place_taken() {
+        let engine = engine(MatchingLimits {
+            max_pollers_per_queue: 1,
+            ..MatchingLimits::default()
+        });
+        // Each poll times out empty; its closed sender must not count against the next.
+        for _ in 0..3 {
+            let answer = engine
+                .poll_activity_task("ns", poll_request("q"))
+                .await
+                .expect("poll");
+            assert!(answer.task_token.is_empty());
+        }
+        // Two at once: the second is refused.
+        let (a, b) = tokio::join!(engine.poll_activity_task("ns", poll_request("q")), async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            engine.poll_activity_task("ns", poll_request("q")).await
+        });
+        assert!(a.is_ok());
+        assert_eq!(b.unwrap_err().code, tonic::Code::ResourceExhausted);
+    }
+
+    #[tokio::test]
+    async fn idle_queues_are_forgotten_and_queries_bounded() {
+        let engine = engine(MatchingLimits {
+            max_pending_queries: 1,
+            ..MatchingLimits::default()
+        });
+        let task = |id: &str| QueryTask {
+            query_id: id.into(),
+            response: Default::default(),
+        };
+        let (first, second) = tokio::join!(
+            engine.query_workflow("ns", "q", task("a"), Duration::from_millis(100)),
+            async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                engine
+                    .query_workflow("ns", "q", task("b"), Duration::from_millis(100))
+                    .await
+            }
+        );
+        assert_eq!(first.unwrap_err().code, tonic::Code::DeadlineExceeded);
+        assert_eq!(second.unwrap_err().code, tonic::Code::ResourceExhausted);
+        // The query left a queue behind with nothing in it and no poller: it is forgotten.
+        assert_eq!(engine.queue_count(), 1);
+        engine.sweep_idle_queues(true);
+        assert_eq!(engine.queue_count(), 0);
+        // A queue polled lately is kept.
+        engine
+            .poll_activity_task("ns", poll_request("polled"))
+            .await
+            .unwrap();
+        engine.sweep_idle_queues(true);
+        assert_eq!(engine.queue_count(), 1);
     }
 }

@@ -16,6 +16,8 @@ pub const POLL_TIMEOUTS: &str = "poll_timeouts";
 
 /// Tasks queued because no poller was waiting.
 pub const TASKS_QUEUED: &str = "chronicle_task_queue_backlog_added";
+/// Tasks refused because their queue's backlog was full (history offers them again later).
+pub const TASKS_REFUSED: &str = "chronicle_task_queue_backlog_refused";
 /// Workflow tasks for a sticky queue nobody polls, sent back to history for the normal queue.
 pub const STICKY_WORKER_UNAVAILABLE: &str = "chronicle_sticky_worker_unavailable";
 
@@ -29,6 +31,10 @@ pub fn describe() {
     );
     describe_counter!(POLL_TIMEOUTS, "Polls that ended without a task.");
     describe_counter!(TASKS_QUEUED, "Tasks queued because no poller was waiting.");
+    describe_counter!(
+        TASKS_REFUSED,
+        "Tasks refused because the task queue's backlog was full."
+    );
     describe_counter!(
         STICKY_WORKER_UNAVAILABLE,
         "Sticky workflow tasks sent back to the normal queue."

@@ -153,6 +153,8 @@ pub struct ClusterInit {
     pub internode: InternodeTlsArgs,
 }
 
+// Parsed once at start: the size difference between the subcommands costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum ServerCommand {
     /// Start a single-node server for development: every role in one process, data in RocksDB.
@@ -276,6 +278,8 @@ pub struct Start {
     pub internode: InternodeTlsArgs,
     #[command(flatten)]
     pub frontend_tls: FrontendTlsArgs,
+    #[command(flatten)]
+    pub admission: AdmissionArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -333,6 +337,100 @@ pub struct StartDev {
     /// `limit.historySize.suggestContinueAsNew`; other keys are accepted and ignored (logged).
     #[arg(long = "dynamic-config-value")]
     pub dynamic_config_values: Vec<String>,
+    #[command(flatten)]
+    pub admission: AdmissionArgs,
+}
+
+/// Authorization, rate limits and queue bounds (`server start` and `server start-dev`).
+#[derive(Args, Debug, Clone)]
+pub struct AdmissionArgs {
+    /// JSON Web Key Set file: turns on JWT authorization of the public API. Every call then
+    /// needs `authorization: Bearer <JWT>` signed by one of its keys (RS256/ES256 and kin), with
+    /// permissions in Temporal's format. The file is re-read when it changes.
+    #[arg(long, env = "CHRONICLE_JWKS")]
+    pub jwks: Option<PathBuf>,
+    /// Audience tokens must carry (`aud`); unchecked when unset.
+    #[arg(long, env = "CHRONICLE_JWT_AUDIENCE", requires = "jwks")]
+    pub jwt_audience: Option<String>,
+    /// Claim holding the permissions (`"<namespace>:<read|write|worker|admin>"`).
+    #[arg(
+        long,
+        env = "CHRONICLE_JWT_PERMISSIONS_CLAIM",
+        default_value = "permissions"
+    )]
+    pub jwt_permissions_claim: String,
+    /// How often the JWKS file is checked for changes, in seconds.
+    #[arg(long, env = "CHRONICLE_JWKS_REFRESH_SECS", default_value_t = 60)]
+    pub jwks_refresh_secs: u64,
+    /// Requests per second this frontend accepts (Temporal's `frontend.rps`, whose default is
+    /// 2400; Chronicle's frontend serves more); 0: no limit.
+    #[arg(long, env = "CHRONICLE_FRONTEND_RPS", default_value_t = chronicle_frontend::ratelimit::DEFAULT_FRONTEND_RPS)]
+    pub frontend_rps: f64,
+    /// Requests per second per namespace on this frontend (`frontend.namespaceRPS`); 0: no limit.
+    #[arg(long, env = "CHRONICLE_NAMESPACE_RPS", default_value_t = chronicle_frontend::ratelimit::DEFAULT_NAMESPACE_RPS)]
+    pub namespace_rps: f64,
+    /// Burst of both rate limits, as a multiple of the rate (`frontend.namespaceBurstRatio`).
+    #[arg(long, env = "CHRONICLE_RPS_BURST_RATIO", default_value_t = chronicle_frontend::ratelimit::DEFAULT_BURST_RATIO)]
+    pub rps_burst_ratio: f64,
+    /// Long polls (and queries, updates) open at once per namespace and method on this frontend
+    /// (`frontend.namespaceCount`); 0: no limit.
+    #[arg(long, env = "CHRONICLE_NAMESPACE_MAX_LONG_POLLS", default_value_t = chronicle_frontend::ratelimit::DEFAULT_NAMESPACE_CONCURRENT)]
+    pub namespace_max_long_polls: usize,
+    /// Matching: tasks queued per task queue before more are refused (history re-offers them).
+    #[arg(long, env = "CHRONICLE_MAX_TASK_BACKLOG", default_value_t = chronicle_matching::MatchingLimits::default().max_backlog_per_queue)]
+    pub max_task_backlog: usize,
+    /// Matching: polls waiting at once per task queue.
+    #[arg(long, env = "CHRONICLE_MAX_POLLERS_PER_QUEUE", default_value_t = chronicle_matching::MatchingLimits::default().max_pollers_per_queue)]
+    pub max_pollers_per_queue: usize,
+    /// Matching: queries waiting for a worker's answer.
+    #[arg(long, env = "CHRONICLE_MAX_PENDING_QUERIES", default_value_t = chronicle_matching::MatchingLimits::default().max_pending_queries)]
+    pub max_pending_queries: usize,
+    /// History: writes waiting per shard to be committed before more are refused.
+    #[arg(long, env = "CHRONICLE_MAX_PENDING_PROPOSALS", default_value_t = chronicle_history::DEFAULT_MAX_PENDING_PROPOSALS)]
+    pub max_pending_proposals: usize,
+}
+
+impl AdmissionArgs {
+    pub fn to_admission(&self) -> Result<crate::Admission, String> {
+        let positive = |n: usize, flag: &str| {
+            if n == 0 {
+                Err(format!("--{flag} must be at least 1"))
+            } else {
+                Ok(n)
+            }
+        };
+        if self.frontend_rps < 0.0 || self.namespace_rps < 0.0 {
+            return Err("rate limits cannot be negative".into());
+        }
+        if self.rps_burst_ratio < 1.0 {
+            return Err("--rps-burst-ratio must be 1 or more".into());
+        }
+        let auth = self.jwks.as_ref().map(|path| {
+            let mut auth = chronicle_frontend::AuthConfig::new(path.clone());
+            auth.audience = self.jwt_audience.clone();
+            auth.permissions_claim = self.jwt_permissions_claim.clone();
+            auth.refresh_interval = std::time::Duration::from_secs(self.jwks_refresh_secs.max(1));
+            auth
+        });
+        Ok(crate::Admission {
+            auth,
+            rate_limits: chronicle_frontend::RateLimitConfig {
+                frontend_rps: self.frontend_rps,
+                namespace_rps: self.namespace_rps,
+                burst_ratio: self.rps_burst_ratio,
+                namespace_concurrent: self.namespace_max_long_polls,
+            },
+            matching_limits: chronicle_matching::MatchingLimits {
+                max_backlog_per_queue: positive(self.max_task_backlog, "max-task-backlog")?,
+                max_pollers_per_queue: positive(
+                    self.max_pollers_per_queue,
+                    "max-pollers-per-queue",
+                )?,
+                max_pending_queries: positive(self.max_pending_queries, "max-pending-queries")?,
+            },
+            max_pending_proposals: positive(self.max_pending_proposals, "max-pending-proposals")?,
+        })
+    }
 }
 
 /// The dynamic config values Chronicle honours.

@@ -4,6 +4,7 @@
 //! servers on port 0 in-process and the binary is a thin CLI around it.
 
 pub mod admin;
+mod admission;
 pub mod cli;
 pub mod config_file;
 pub mod describe;
@@ -11,7 +12,7 @@ pub mod local_cluster;
 pub mod observability;
 mod roles;
 
-pub use roles::{NodeConfig, NodeListeners, Roles, run_node};
+pub use roles::{Admission, NodeConfig, NodeListeners, Roles, run_node};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ pub struct ServerConfig {
     /// 0: Temporal's defaults (`--dynamic-config-value limit.historyCount.suggestContinueAsNew=N`).
     pub suggest_continue_as_new_events: i64,
     pub suggest_continue_as_new_bytes: i64,
+    /// JWT authorization, rate limits and queue bounds (default: no authorization, Temporal's
+    /// rate limits).
+    pub admission: Admission,
 }
 
 impl ServerConfig {
@@ -64,6 +68,7 @@ impl ServerConfig {
             eager_activities: true,
             suggest_continue_as_new_events: 0,
             suggest_continue_as_new_bytes: 0,
+            admission: Admission::default(),
         }
     }
 }
@@ -129,6 +134,7 @@ pub async fn run(
         suggest_continue_as_new_events: config.suggest_continue_as_new_events,
         suggest_continue_as_new_bytes: config.suggest_continue_as_new_bytes,
         frontend_tls: Default::default(),
+        admission: config.admission,
     };
     let listeners = NodeListeners {
         frontend: Some(listeners.grpc),

@@ -221,6 +221,7 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
     }
     config.namespaces = args.namespaces.clone();
     config.search_attributes = search_attributes;
+    config.admission = args.admission.to_admission().map_err(anyhow::Error::msg)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -272,6 +273,7 @@ fn start(args: Start) -> anyhow::Result<()> {
     config.replicated = args.replicated;
     config.advertise_addr = args.advertise_addr.clone();
     config.frontend_tls = args.frontend_tls.files();
+    config.admission = args.admission.to_admission().map_err(anyhow::Error::msg)?;
     if args.no_fsync {
         tracing::warn!("--no-fsync: writes are acknowledged before they reach the disk");
     }

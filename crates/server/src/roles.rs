@@ -114,6 +114,20 @@ pub struct NodeConfig {
     /// TLS of the public API (frontend role); node-to-node TLS is set for the whole process
     /// (`chronicle_types::tls::set_internode`).
     pub frontend_tls: chronicle_types::tls::TlsFiles,
+    /// Frontend: admission (JWT authorization, rate limits) and the queue bounds of history and
+    /// matching.
+    pub admission: Admission,
+}
+
+/// Who may call the frontend and how much; how much the history and matching roles hold.
+#[derive(Clone, Debug, Default)]
+pub struct Admission {
+    /// JWT authorization of the public API; `None`: every call is allowed (start-dev's default).
+    pub auth: Option<chronicle_frontend::AuthConfig>,
+    pub rate_limits: chronicle_frontend::RateLimitConfig,
+    pub matching_limits: chronicle_matching::MatchingLimits,
+    /// Commands waiting per shard to be proposed; 0: history's default.
+    pub max_pending_proposals: usize,
 }
 
 impl NodeConfig {
@@ -136,6 +150,7 @@ impl NodeConfig {
             suggest_continue_as_new_events: 0,
             suggest_continue_as_new_bytes: 0,
             frontend_tls: Default::default(),
+            admission: Admission::default(),
         }
     }
 }
@@ -242,6 +257,13 @@ pub async fn run_node(
         "a node without every role needs an internal listener for the others to reach it"
     );
 
+    // The frontend's gate first: a bad key file stops the node before anything starts.
+    let mut gate = if roles.frontend {
+        Some(crate::admission::gate(&config.admission)?)
+    } else {
+        None
+    };
+
     // The metrics port answers from the start: live at once, ready once the shards (if any)
     // caught up and the gRPC listeners serve.
     let readiness = Arc::new(Readiness::new(roles.history));
@@ -262,9 +284,9 @@ pub async fn run_node(
     };
 
     // Matching: local engine or a remote node.
-    let local_matching = roles
-        .matching
-        .then(|| MatchingEngine::new(config.max_poll_wait));
+    let local_matching = roles.matching.then(|| {
+        MatchingEngine::with_limits(config.max_poll_wait, config.admission.matching_limits)
+    });
     let matching: Arc<dyn MatchingService> = match &local_matching {
         Some(engine) => engine.clone(),
         None => {
@@ -331,6 +353,7 @@ pub async fn run_node(
                 eager_activities: config.eager_activities,
                 suggest_continue_as_new_events: config.suggest_continue_as_new_events,
                 suggest_continue_as_new_bytes: config.suggest_continue_as_new_bytes,
+                max_pending_proposals: config.admission.max_pending_proposals,
             },
             matching.clone(),
         )
@@ -494,6 +517,7 @@ pub async fn run_node(
                 "Chronicle is serving Temporal's API on {addr}"
             ),
         }
+        let gate = gate.take().context("the frontend's gate")?;
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) =
             chronicle_types::tls::public_server(&config.frontend_tls).map_err(anyhow::Error::msg)?
@@ -503,6 +527,7 @@ pub async fn run_node(
         let router = builder
             .layer(chronicle_frontend::StatusCompatLayer)
             .layer(chronicle_frontend::ServiceMetricsLayer)
+            .layer(gate)
             .add_service(workflow)
             .add_service(operator)
             .add_service(health)

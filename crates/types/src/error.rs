@@ -91,6 +91,21 @@ impl ApiError {
     pub fn resource_exhausted(message: impl Into<String>) -> Self {
         Self::new(tonic::Code::ResourceExhausted, message)
     }
+    /// RESOURCE_EXHAUSTED with Temporal's `ResourceExhaustedFailure` detail, which tells SDKs
+    /// why (`cause`: RPS_LIMIT, CONCURRENT_LIMIT, SYSTEM_OVERLOADED, ...) and for whom (`scope`:
+    /// the namespace or the whole system), so that they back off.
+    pub fn resource_exhausted_for(
+        message: impl Into<String>,
+        cause: chronicle_proto::temporal::api::enums::v1::ResourceExhaustedCause,
+        scope: chronicle_proto::temporal::api::enums::v1::ResourceExhaustedScope,
+    ) -> Self {
+        Self::new(tonic::Code::ResourceExhausted, message).with_detail(
+            &details::ResourceExhaustedFailure {
+                cause: cause as i32,
+                scope: scope as i32,
+            },
+        )
+    }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(tonic::Code::Internal, message)
     }

@@ -3,6 +3,7 @@
 //! linked once.
 
 mod apply_safety;
+mod auth;
 mod bad_input;
 mod child_workflows;
 mod common;

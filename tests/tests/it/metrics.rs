@@ -15,7 +15,7 @@ use tonic::Code;
 use crate::common::{config_for, execution, poll, queue, raw_client, start_request, unique};
 
 /// A GET over a fresh HTTP/1.1 connection: (status, body).
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream
         .write_all(
