@@ -7,6 +7,7 @@ mod namespaces;
 mod operator_service;
 mod status_compat;
 mod validate;
+mod visibility;
 mod workflow_service;
 
 use std::sync::Arc;
@@ -27,6 +28,4 @@ pub struct FrontendContext {
     pub namespaces: Arc<NamespaceCache>,
     pub num_shards: u32,
     pub server_version: String,
-    /// Search attributes registered with `--search-attribute` (name -> type).
-    pub search_attributes: Arc<std::sync::RwLock<std::collections::BTreeMap<String, i32>>>,
 }

@@ -84,5 +84,6 @@ pub fn default_namespace_record(
         }),
         failover_version: 0,
         is_global_namespace: false,
+        custom_search_attributes: Default::default(),
     }
 }

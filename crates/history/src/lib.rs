@@ -13,7 +13,6 @@
 
 pub mod apply;
 pub mod engine;
-mod list_query;
 pub mod metric_defs;
 pub mod mutable_state;
 pub mod namespace_names;
@@ -24,5 +23,6 @@ mod read;
 mod service;
 pub mod tokens;
 mod transfer;
+mod visibility;
 
 pub use engine::{HistoryConfig, HistoryEngine, Replication};

@@ -64,6 +64,11 @@ pub fn execution(shard: ShardId, namespace_id: &str, workflow_id: &str, run_id: 
         .build()
 }
 
+/// The `executions` rows of one namespace in a shard.
+pub fn executions_prefix(shard: ShardId, namespace_id: &str) -> Vec<u8> {
+    KeyBuf::shard(shard).str(namespace_id).build()
+}
+
 /// `current`: shard, namespace, workflow ID.
 pub fn current(shard: ShardId, namespace_id: &str, workflow_id: &str) -> Vec<u8> {
     KeyBuf::shard(shard)

@@ -188,6 +188,26 @@ impl ShardTables {
             .collect())
     }
 
+    /// Visits every run of a namespace in this shard (one at a time: a shard's runs need not
+    /// fit in memory), until `visit` answers false.
+    pub fn for_each_execution(
+        &self,
+        namespace_id: &str,
+        mut visit: impl FnMut(pb::WorkflowExecutionState) -> bool,
+    ) -> StorageResult<()> {
+        let prefix = keys::executions_prefix(self.shard, namespace_id);
+        let mut iter = self.db.prefix_iterator(Cf::Executions, &prefix);
+        iter.seek(&prefix);
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if !k.starts_with(&prefix) || !visit(decode(Cf::Executions, v)?) {
+                break;
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(())
+    }
+
     fn scan<M: Message + Default>(
         &self,
         cf: Cf,

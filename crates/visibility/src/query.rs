@@ -546,6 +546,13 @@ impl Parser {
             ));
         }
         let name = self.name()?;
+        let incomplete = match self.peek() {
+            Tok::Eof | Tok::RParen | Tok::Semicolon => true,
+            t => is_kw(t, "and") || is_kw(t, "or"),
+        };
+        if incomplete {
+            return Err("invalid expression: incomplete expression".into());
+        }
         let pred = match self.peek().clone() {
             Tok::Op(op) => {
                 let op = match op {
