@@ -281,6 +281,16 @@ class SplitServer:
             self.kill()
             raise RuntimeError(f"{', '.join(os.path.basename(n.log_path) for n in dead)} exited at start-up\n"
                                f"{self.log_tail()}")
+        # `server start` has no --search-attribute: the same attributes as start-dev's, through the
+        # OperatorService (the registry is durable cluster state).
+        create = [temporal_cli(), "operator", "search-attribute", "create", "--address", self.address]
+        for flag in SEARCH_ATTRIBUTE_FLAGS[1::2]:
+            name, kind = flag.split("=")
+            create += ["--name", name, "--type", kind]
+        added = subprocess.run(create, capture_output=True, timeout=STARTUP_TIMEOUT)
+        if added.returncode != 0:
+            self.kill()
+            raise RuntimeError(f"search attributes not added: {added.stderr.decode(errors='replace')}")
 
     def kill(self) -> None:
         for node in self.nodes:

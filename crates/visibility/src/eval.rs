@@ -60,9 +60,12 @@ fn core(state: &WorkflowExecutionState, name: &str) -> Option<Value> {
             Value::Int(close.saturating_sub(from).max(0))
         }
         "TaskQueue" => Value::Str(state.task_queue.clone()),
-        "HistoryLength" => Value::Int(state.next_event_id.saturating_sub(1).max(0)),
-        "HistorySizeBytes" => Value::Int(state.history_size_bytes),
-        "StateTransitionCount" => Value::Int(state.state_transition_count),
+        // Written to Temporal's visibility record when the run closes (null while open).
+        "HistoryLength" if !is_open(state) => {
+            Value::Int(state.next_event_id.saturating_sub(1).max(0))
+        }
+        "HistorySizeBytes" if !is_open(state) => Value::Int(state.history_size_bytes),
+        "StateTransitionCount" if !is_open(state) => Value::Int(state.state_transition_count),
         "ParentWorkflowId" => Value::Str(
             state
                 .parent
