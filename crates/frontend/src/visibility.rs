@@ -39,7 +39,11 @@ async fn namespace(ctx: &FrontendContext, name: &str) -> Result<NamespaceRecord,
 }
 
 fn namespace_id(record: &NamespaceRecord) -> String {
-    record.info.as_ref().map(|i| i.id.clone()).unwrap_or_default()
+    record
+        .info
+        .as_ref()
+        .map(|i| i.id.clone())
+        .unwrap_or_default()
 }
 
 /// One page of the runs matching `query` after `token`.
@@ -50,8 +54,8 @@ async fn page(
     page_size: i32,
     token: Vec<u8>,
 ) -> Result<(Vec<WorkflowExecutionInfo>, Vec<u8>), Status> {
-    let parsed = chronicle_visibility::parse(query, &record.custom_search_attributes)
-        .map_err(invalid)?;
+    let parsed =
+        chronicle_visibility::parse(query, &record.custom_search_attributes).map_err(invalid)?;
     // A list ignores `GROUP BY ExecutionStatus`, as Temporal's does.
     let _ = parsed;
     if !token.is_empty() {
@@ -128,8 +132,14 @@ fn typed_query(
     }];
     let time_attribute = if open { "StartTime" } else { "CloseTime" };
     if let Some(f) = time_filter {
-        let earliest = f.earliest_time.as_ref().map(chronicle_visibility::eval::nanos);
-        let latest = f.latest_time.as_ref().map(chronicle_visibility::eval::nanos);
+        let earliest = f
+            .earliest_time
+            .as_ref()
+            .map(chronicle_visibility::eval::nanos);
+        let latest = f
+            .latest_time
+            .as_ref()
+            .map(chronicle_visibility::eval::nanos);
         if let Some(t) = earliest {
             clauses.push(format!("{time_attribute} >= {t}"));
         }
@@ -172,14 +182,8 @@ pub async fn list_open(
         workflow_type,
         None,
     );
-    let (executions, next_page_token) = page(
-        ctx,
-        &record,
-        &query,
-        r.maximum_page_size,
-        r.next_page_token,
-    )
-    .await?;
+    let (executions, next_page_token) =
+        page(ctx, &record, &query, r.maximum_page_size, r.next_page_token).await?;
     Ok(ws::ListOpenWorkflowExecutionsResponse {
         executions,
         next_page_token,
@@ -205,14 +209,8 @@ pub async fn list_closed(
         workflow_type,
         status,
     );
-    let (executions, next_page_token) = page(
-        ctx,
-        &record,
-        &query,
-        r.maximum_page_size,
-        r.next_page_token,
-    )
-    .await?;
+    let (executions, next_page_token) =
+        page(ctx, &record, &query, r.maximum_page_size, r.next_page_token).await?;
     Ok(ws::ListClosedWorkflowExecutionsResponse {
         executions,
         next_page_token,
@@ -224,8 +222,8 @@ pub async fn count(
     r: ws::CountWorkflowExecutionsRequest,
 ) -> Result<ws::CountWorkflowExecutionsResponse, Status> {
     let record = namespace(ctx, &r.namespace).await?;
-    let parsed = chronicle_visibility::parse(&r.query, &record.custom_search_attributes)
-        .map_err(invalid)?;
+    let parsed =
+        chronicle_visibility::parse(&r.query, &record.custom_search_attributes).map_err(invalid)?;
     let answer = ctx
         .history
         .list_workflows(hpb::ListWorkflowsRequest {

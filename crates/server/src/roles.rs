@@ -364,7 +364,9 @@ pub async fn run_node(
                     engine
                         .update_search_attributes(&name, search_attributes.clone(), Vec::new())
                         .await
-                        .map_err(|e| anyhow::anyhow!("search attributes of {name}: {}", e.message))?;
+                        .map_err(|e| {
+                            anyhow::anyhow!("search attributes of {name}: {}", e.message)
+                        })?;
                 }
             }
         }

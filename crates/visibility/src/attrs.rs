@@ -71,7 +71,9 @@ impl SaType {
 
 /// Name of a type given as i32 (`Unspecified` for unknown values, as Temporal prints it).
 pub fn type_name(v: i32) -> &'static str {
-    SaType::from_i32(v).map(SaType::name).unwrap_or("Unspecified")
+    SaType::from_i32(v)
+        .map(SaType::name)
+        .unwrap_or("Unspecified")
 }
 
 /// Where a system attribute's value comes from.
@@ -104,21 +106,49 @@ pub const SYSTEM: &[(&str, SaType, Source)] = &[
     ("StartTime", SaType::Datetime, Source::Core),
     ("StateTransitionCount", SaType::Int, Source::Core),
     ("TaskQueue", SaType::Keyword, Source::Core),
-    ("TemporalChangeVersion", SaType::KeywordList, Source::Predefined),
-    ("TemporalExternalPayloadCount", SaType::Int, Source::Predefined),
-    ("TemporalExternalPayloadSizeBytes", SaType::Int, Source::Predefined),
-    ("TemporalNamespaceDivision", SaType::Keyword, Source::Predefined),
+    (
+        "TemporalChangeVersion",
+        SaType::KeywordList,
+        Source::Predefined,
+    ),
+    (
+        "TemporalExternalPayloadCount",
+        SaType::Int,
+        Source::Predefined,
+    ),
+    (
+        "TemporalExternalPayloadSizeBytes",
+        SaType::Int,
+        Source::Predefined,
+    ),
+    (
+        "TemporalNamespaceDivision",
+        SaType::Keyword,
+        Source::Predefined,
+    ),
     ("TemporalPauseInfo", SaType::KeywordList, Source::Predefined),
-    ("TemporalReportedProblems", SaType::KeywordList, Source::Predefined),
+    (
+        "TemporalReportedProblems",
+        SaType::KeywordList,
+        Source::Predefined,
+    ),
     ("TemporalSchedulePaused", SaType::Bool, Source::Predefined),
     ("TemporalScheduledById", SaType::Keyword, Source::Predefined),
-    ("TemporalScheduledStartTime", SaType::Datetime, Source::Predefined),
+    (
+        "TemporalScheduledStartTime",
+        SaType::Datetime,
+        Source::Predefined,
+    ),
     (
         "TemporalUsedWorkerDeploymentVersions",
         SaType::KeywordList,
         Source::Predefined,
     ),
-    ("TemporalWorkerDeployment", SaType::Keyword, Source::Predefined),
+    (
+        "TemporalWorkerDeployment",
+        SaType::Keyword,
+        Source::Predefined,
+    ),
     (
         "TemporalWorkerDeploymentVersion",
         SaType::Keyword,
@@ -304,7 +334,11 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
 
 /// Checks the search attributes of a start, signal-with-start, upsert, child or continue-as-new
 /// against the namespace's registry, with Temporal's messages.
-pub fn validate(registry: &Registry, namespace: &str, attrs: &SearchAttributes) -> Result<(), String> {
+pub fn validate(
+    registry: &Registry,
+    namespace: &str,
+    attrs: &SearchAttributes,
+) -> Result<(), String> {
     let mut total = 0usize;
     // Sorted, so the first error reported does not depend on a HashMap's order.
     let fields: BTreeMap<&String, &Payload> = attrs.indexed_fields.iter().collect();
@@ -378,11 +412,11 @@ mod tests {
     fn registry_limits_and_reserved_names() {
         let mut reg = Registry::new();
         for i in 0..10 {
-            reg = apply_registry_change(&reg, &BTreeMap::from([(format!("K{i}"), 2)]), &[])
-                .unwrap();
+            reg =
+                apply_registry_change(&reg, &BTreeMap::from([(format!("K{i}"), 2)]), &[]).unwrap();
         }
-        let err = apply_registry_change(&reg, &BTreeMap::from([("K10".into(), 2)]), &[])
-            .unwrap_err();
+        let err =
+            apply_registry_change(&reg, &BTreeMap::from([("K10".into(), 2)]), &[]).unwrap_err();
         assert_eq!(
             err,
             "Unable to create search attributes: cannot have more than 10 search attribute of type Keyword."
@@ -401,8 +435,8 @@ mod tests {
             apply_registry_change(&reg, &BTreeMap::new(), &["WorkflowId".into()]).unwrap_err(),
             "Unable to remove non-custom search attributes: WorkflowId."
         );
-        let fewer = apply_registry_change(&reg, &BTreeMap::new(), &["K1".into(), "Nope".into()])
-            .unwrap();
+        let fewer =
+            apply_registry_change(&reg, &BTreeMap::new(), &["K1".into(), "Nope".into()]).unwrap();
         assert_eq!(fewer.len(), 9);
     }
 
@@ -415,8 +449,22 @@ mod tests {
             ("D".to_string(), 6),
             ("F".to_string(), 4),
         ]);
-        assert!(validate(&reg, "default", &sa(&[("I", "5"), ("B", "true"), ("L", "[\"a\"]")])).is_ok());
-        assert!(validate(&reg, "default", &sa(&[("D", "\"2024-01-02T03:04:05Z\""), ("F", "3")])).is_ok());
+        assert!(
+            validate(
+                &reg,
+                "default",
+                &sa(&[("I", "5"), ("B", "true"), ("L", "[\"a\"]")])
+            )
+            .is_ok()
+        );
+        assert!(
+            validate(
+                &reg,
+                "default",
+                &sa(&[("D", "\"2024-01-02T03:04:05Z\""), ("F", "3")])
+            )
+            .is_ok()
+        );
         assert_eq!(
             validate(&reg, "default", &sa(&[("I", "\"x\"")])).unwrap_err(),
             "invalid value for search attribute I of type Int: x"

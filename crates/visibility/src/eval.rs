@@ -185,8 +185,8 @@ pub fn eval(expr: &Expr, state: &WorkflowExecutionState) -> Option<bool> {
         }
         Expr::Between(attr, lo, hi, negated) => {
             let value = attribute(state, attr)?;
-            let inside = compare(&value, lo)? != Ordering::Less
-                && compare(&value, hi)? != Ordering::Greater;
+            let inside =
+                compare(&value, lo)? != Ordering::Less && compare(&value, hi)? != Ordering::Greater;
             Some(inside != *negated)
         }
         Expr::StartsWith(attr, prefix, negated) => match attribute(state, attr)? {

@@ -361,8 +361,27 @@ struct RawQuery {
 
 /// Words that cannot name an attribute without backquotes.
 const RESERVED: &[&str] = &[
-    "and", "or", "not", "in", "between", "is", "null", "like", "starts_with", "order", "by",
-    "group", "limit", "true", "false", "select", "from", "where", "asc", "desc", "having",
+    "and",
+    "or",
+    "not",
+    "in",
+    "between",
+    "is",
+    "null",
+    "like",
+    "starts_with",
+    "order",
+    "by",
+    "group",
+    "limit",
+    "true",
+    "false",
+    "select",
+    "from",
+    "where",
+    "asc",
+    "desc",
+    "having",
 ];
 
 fn is_kw(tok: &Tok, kw: &str) -> bool {
@@ -528,9 +547,7 @@ impl Parser {
                 self.next();
                 Ok(s)
             }
-            Tok::Word(w)
-                if !RESERVED.iter().any(|r| w.eq_ignore_ascii_case(r)) =>
-            {
+            Tok::Word(w) if !RESERVED.iter().any(|r| w.eq_ignore_ascii_case(r)) => {
                 self.next();
                 Ok(w)
             }
@@ -650,7 +667,11 @@ impl Parser {
         };
         let lit = match self.peek().clone() {
             Tok::Str(s) if sign.is_none() => Lit::Str(s),
-            Tok::Int(n) => Lit::Int(if sign == Some(-1) { n.saturating_neg() } else { n }),
+            Tok::Int(n) => Lit::Int(if sign == Some(-1) {
+                n.saturating_neg()
+            } else {
+                n
+            }),
             Tok::Float(f) => Lit::Float(if sign == Some(-1) { -f } else { f }),
             Tok::Word(w) if sign.is_none() && w.eq_ignore_ascii_case("true") => Lit::Bool(true),
             Tok::Word(w) if sign.is_none() && w.eq_ignore_ascii_case("false") => Lit::Bool(false),
@@ -713,7 +734,10 @@ fn predicate(name: String, pred: Pred, registry: &Registry) -> QueryResult<Expr>
     let attr = Attr { name, ty, source };
     Ok(match pred {
         Pred::Like(negated) => {
-            return Err(unsupported_op(if negated { "NOT LIKE" } else { "LIKE" }, &attr));
+            return Err(unsupported_op(
+                if negated { "NOT LIKE" } else { "LIKE" },
+                &attr,
+            ));
         }
         Pred::IsNull(negated) => Expr::IsNull(attr, negated),
         Pred::Cmp(op, lit) => {
@@ -750,7 +774,11 @@ fn predicate(name: String, pred: Pred, registry: &Registry) -> QueryResult<Expr>
         }
         Pred::StartsWith(lit, negated) => {
             let value = convert(&attr, lit)?;
-            let op = if negated { "NOT STARTS_WITH" } else { "STARTS_WITH" };
+            let op = if negated {
+                "NOT STARTS_WITH"
+            } else {
+                "STARTS_WITH"
+            };
             match (attr.ty, value) {
                 (SaType::Keyword, Value::Str(prefix)) => Expr::StartsWith(attr, prefix, negated),
                 _ => return Err(unsupported_op(op, &attr)),
@@ -958,7 +986,11 @@ mod tests {
         ] {
             assert!(parse(q, &reg()).is_ok(), "{q}: {:?}", parse(q, &reg()));
         }
-        assert!(parse("GROUP BY ExecutionStatus", &reg()).unwrap().group_by_status);
+        assert!(
+            parse("GROUP BY ExecutionStatus", &reg())
+                .unwrap()
+                .group_by_status
+        );
         assert_eq!(
             parse("Kw = 'it''s'", &reg()).unwrap().filter,
             Some(Expr::Cmp(
@@ -975,7 +1007,10 @@ mod tests {
 
     #[test]
     fn errors_are_worded_as_temporal() {
-        assert_eq!(err("Foo = 'x'"), "invalid query: invalid search attribute: Foo");
+        assert_eq!(
+            err("Foo = 'x'"),
+            "invalid query: invalid search attribute: Foo"
+        );
         assert_eq!(
             err("WorkflowId = "),
             "invalid query: malformed SQL query: syntax error at position 40"
@@ -1071,11 +1106,55 @@ mod tests {
     fn arbitrary_input_never_panics() {
         use rand::{Rng, SeedableRng};
         let alphabet: Vec<&str> = vec![
-            "WorkflowId", "Kw", "Tags", "Num", "When", "ExecutionStatus", "ExecutionDuration",
-            " ", "=", "!=", "<", ">", "<=", ">=", "<>", "(", ")", ",", ";", "'", "\"", "`", "'a'",
-            "\"b\"", "1", "-", "+", ".5", "1e9", "AND", "OR", "NOT", "IN", "BETWEEN", "IS",
-            "NULL", "STARTS_WITH", "LIKE", "ORDER", "BY", "GROUP", "LIMIT", "TRUE", "\\", "é",
-            "\u{0}", "'2024-01-01T00:00:00Z'", "'1h'", "9999999999999999999999",
+            "WorkflowId",
+            "Kw",
+            "Tags",
+            "Num",
+            "When",
+            "ExecutionStatus",
+            "ExecutionDuration",
+            " ",
+            "=",
+            "!=",
+            "<",
+            ">",
+            "<=",
+            ">=",
+            "<>",
+            "(",
+            ")",
+            ",",
+            ";",
+            "'",
+            "\"",
+            "`",
+            "'a'",
+            "\"b\"",
+            "1",
+            "-",
+            "+",
+            ".5",
+            "1e9",
+            "AND",
+            "OR",
+            "NOT",
+            "IN",
+            "BETWEEN",
+            "IS",
+            "NULL",
+            "STARTS_WITH",
+            "LIKE",
+            "ORDER",
+            "BY",
+            "GROUP",
+            "LIMIT",
+            "TRUE",
+            "\\",
+            "é",
+            "\u{0}",
+            "'2024-01-01T00:00:00Z'",
+            "'1h'",
+            "9999999999999999999999",
         ];
         let mut rng = rand::rngs::StdRng::seed_from_u64(14);
         for _ in 0..20_000 {
