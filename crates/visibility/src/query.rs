@@ -86,15 +86,15 @@ pub fn parse(query: &str, registry: &Registry) -> QueryResult<ParsedQuery> {
         Some(f) => Some(resolve(f, registry).map_err(|e| format!("invalid query: {e}"))?),
         None => None,
     };
-    if let Some(field) = &raw.group_by {
-        if field != "ExecutionStatus" {
-            if attrs::lookup(registry, field).is_none() {
-                return Err(format!("invalid query: invalid search attribute: {field}"));
-            }
-            return Err(format!(
-                "invalid query: operation is not supported: 'GROUP BY' clause is not supported for search attribute {field}"
-            ));
+    if let Some(field) = &raw.group_by
+        && field != "ExecutionStatus"
+    {
+        if attrs::lookup(registry, field).is_none() {
+            return Err(format!("invalid query: invalid search attribute: {field}"));
         }
+        return Err(format!(
+            "invalid query: operation is not supported: 'GROUP BY' clause is not supported for search attribute {field}"
+        ));
     }
     if raw.order_by {
         return Err("invalid query: operation is not supported: 'ORDER BY' clause".into());
