@@ -188,14 +188,15 @@ impl ShardTables {
             .collect())
     }
 
-    /// Visits every run of a namespace in this shard (one at a time: a shard's runs need not
-    /// fit in memory), until `visit` answers false.
+    /// Visits every run of a namespace in this shard, or only the runs of `workflow_id` (one at
+    /// a time: a shard's runs need not fit in memory), until `visit` answers false.
     pub fn for_each_execution(
         &self,
         namespace_id: &str,
+        workflow_id: Option<&str>,
         mut visit: impl FnMut(pb::WorkflowExecutionState) -> bool,
     ) -> StorageResult<()> {
-        let prefix = keys::executions_prefix(self.shard, namespace_id);
+        let prefix = keys::executions_prefix(self.shard, namespace_id, workflow_id);
         let mut iter = self.db.prefix_iterator(Cf::Executions, &prefix);
         iter.seek(&prefix);
         while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
