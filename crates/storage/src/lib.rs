@@ -21,6 +21,7 @@ pub mod log_store;
 mod log_writer;
 pub mod snapshot;
 pub mod tables;
+pub mod visibility;
 
 pub use db::{Cf, Db, DbOptions};
 pub use error::{StorageError, StorageResult};

@@ -485,6 +485,22 @@ impl ShardBatch {
         }
         let db = &self.tables.db;
         let mut batch = rocksdb::WriteBatch::default();
+        // Visibility rows of every run this batch changes, in the same write batch.
+        let executions = cf_index(Cf::Executions);
+        for ((cf, key), value) in &self.writes {
+            if *cf != executions {
+                continue;
+            }
+            let old = db.get(Cf::Executions, key)?;
+            let (deletes, puts) =
+                crate::visibility::changes(self.tables.shard, old.as_deref(), value.as_deref())?;
+            for k in deletes {
+                batch.delete_cf(db.cf(Cf::Visibility), k);
+            }
+            for (k, v) in puts {
+                batch.put_cf(db.cf(Cf::Visibility), k, v);
+            }
+        }
         for ((cf, key), value) in self.writes {
             let handle = db.cf(Cf::ALL[usize::from(cf)]);
             match value {

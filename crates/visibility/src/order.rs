@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 use chronicle_proto::chronicle::persistence::v1::WorkflowExecutionState;
 use chronicle_proto::temporal::api::workflow::v1::WorkflowExecutionInfo;
 
-use crate::eval::{close_time, nanos};
+use crate::eval::nanos;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SortKey {
@@ -42,8 +42,15 @@ const PREFIX: &str = "vis1";
 
 impl SortKey {
     pub fn of_state(state: &WorkflowExecutionState) -> Self {
+        use chronicle_proto::temporal::api::enums::v1::WorkflowExecutionStatus as S;
+        let open = state.status == S::Running as i32 || state.status == S::Unspecified as i32;
         SortKey {
-            close: close_time(state),
+            // (A closed run's place does not depend on whether its close time is known.)
+            close: if open {
+                None
+            } else {
+                Some(state.close_time.as_ref().map(nanos).unwrap_or(0))
+            },
             start: state.start_time.as_ref().map(nanos).unwrap_or(0),
             run_id: state.run_id.clone(),
         }
@@ -56,7 +63,7 @@ impl SortKey {
             close: if open {
                 None
             } else {
-                info.close_time.as_ref().map(nanos)
+                Some(info.close_time.as_ref().map(nanos).unwrap_or(0))
             },
             start: info.start_time.as_ref().map(nanos).unwrap_or(0),
             run_id: info
