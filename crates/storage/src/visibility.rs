@@ -99,7 +99,7 @@ fn index_prefix(shard: ShardId, namespace_id: &str, index: &VisIndex) -> Vec<u8>
 }
 
 /// The index rows of a run.
-pub fn rows(shard: ShardId, state: &pb::WorkflowExecutionState) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub fn rows(shard: ShardId, state: &pb::WorkflowExecutionState) -> Vec<Row> {
     let p = position(state);
     let mut value = vec![u8::try_from(state.status).unwrap_or(u8::MAX)];
     value.extend_from_slice(state.workflow_id.as_bytes());
@@ -122,14 +122,17 @@ pub fn rows(shard: ShardId, state: &pb::WorkflowExecutionState) -> Vec<(Vec<u8>,
     .collect()
 }
 
+/// An index row: key and value.
+pub type Row = (Vec<u8>, Vec<u8>);
+
 /// The index changes of an `executions` row going from `old` to `new` (either may be absent):
-/// rows to delete and rows to put.
+/// keys to delete and rows to put.
 pub fn changes(
     shard: ShardId,
     old: Option<&[u8]>,
     new: Option<&[u8]>,
-) -> StorageResult<(Vec<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>)> {
-    let decode = |b: &[u8]| -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+) -> StorageResult<(Vec<Vec<u8>>, Vec<Row>)> {
+    let decode = |b: &[u8]| -> StorageResult<Vec<Row>> {
         let state =
             pb::WorkflowExecutionState::decode(b).map_err(|e| crate::StorageError::Corrupt {
                 cf: Cf::Executions.name(),
@@ -307,5 +310,42 @@ mod tests {
             deletes.is_empty() && puts.is_empty(),
             "an unchanged place writes nothing"
         );
+        let (deletes, puts) = changes(3, Some(&closed), None).unwrap();
+        assert_eq!((deletes.len(), puts.len()), (3, 0));
+    }
+
+    #[test]
+    fn a_shard_without_indexes_gets_them_built_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        for (shard, id) in [(1, "a"), (1, "b"), (2, "c")] {
+            let state = run(id, 1, 10, 0);
+            let key = keys::execution(shard, "ns", &state.workflow_id, id);
+            db.rocks()
+                .put_cf(db.cf(Cf::Executions), key, state.encode_to_vec())
+                .unwrap();
+        }
+        assert!(build_if_missing(&db, 1).unwrap());
+        assert!(!build_if_missing(&db, 1).unwrap(), "built once");
+        assert!(
+            !build_if_missing(&db, 5).unwrap(),
+            "no runs, nothing to build"
+        );
+        let mut listed = Vec::new();
+        for_each(&db, 1, "ns", &VisIndex::All, None, |r| {
+            listed.push(r.run_id.to_string());
+            true
+        })
+        .unwrap();
+        listed.sort();
+        assert_eq!(listed, ["a", "b"]);
+        let mut other = 0;
+        for_each(&db, 2, "ns", &VisIndex::Status(1), None, |_| {
+            other += 1;
+            true
+        })
+        .unwrap();
+        assert_eq!(other, 0, "shard 2 not built yet");
+        assert!(build_if_missing(&db, 2).unwrap());
     }
 }
