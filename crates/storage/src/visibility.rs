@@ -140,6 +140,9 @@ pub fn changes(
             })?;
         Ok(rows(shard, &state))
     };
+    if old == new {
+        return Ok((Vec::new(), Vec::new()));
+    }
     let old_rows = old.map(decode).transpose()?.unwrap_or_default();
     let new_rows = new.map(decode).transpose()?.unwrap_or_default();
     let deletes = old_rows
