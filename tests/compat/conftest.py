@@ -218,91 +218,149 @@ class ServerProcess:
             return f"(no log: {e})"
 
 
+class NodeHandle:
+    """One child of ``chronicle server start-local-cluster``, as its ``name pid=... log=...`` line
+    describes it."""
+
+    def __init__(self, line: str):
+        name, *fields = line.split()
+        self.name = name
+        self.fields = dict(f.split("=", 1) for f in fields)
+        self.pid = int(self.fields["pid"])
+        self.log_path = self.fields.get("log", "")
+
+    def kill(self) -> None:
+        """kill -9."""
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
+        except OSError as e:
+            return f"(no log: {e})"
+
+
 class SplitServer:
-    """Chronicle's roles as separate processes: history, matching and frontend nodes, each
-    ``chronicle server start --role <role>`` on its own ports; clients use the frontend. With
-    several history nodes (``COMPAT_HISTORY_NODES``, default 3) every shard is replicated on all
-    of them and calls are routed to each shard's leader."""
+    """Chronicle's roles as separate processes, started the way users start them:
+    ``chronicle server start-local-cluster`` with history nodes (``COMPAT_HISTORY_NODES``,
+    default 3, every shard replicated on each), one matching node and frontends
+    (``COMPAT_FRONTEND_NODES``, default 2), each a child process on its own 127.0.0.x address.
+    Clients use the first frontend; ``frontends`` lists them all."""
 
     NUM_SHARDS = 4
 
-    def __init__(self, log_dir: str, history_count: Optional[int] = None):
+    def __init__(self, log_dir: str, history_count: Optional[int] = None, frontend_count: Optional[int] = None,
+                 restart: bool = False):
         self.log_dir = log_dir
-        self.host = "127.0.0.1"
+        self.restart = restart
+        self.lines: List[str] = []
+        self.owner = None
         self.history_count = history_count or int(os.environ.get("COMPAT_HISTORY_NODES", "3"))
-        *history_ports, matching_port, self.port = free_ports(self.history_count + 2)
-        self.history_internals = [f"{self.host}:{p}" for p in history_ports]
-        self.matching_internal = f"{self.host}:{matching_port}"
-        self.address = f"{self.host}:{self.port}"
-        self.nodes: List[ServerProcess] = []
-
-    def _node(self, role: str, extra: List[str], name: Optional[str] = None) -> "ServerProcess":
-        node = ServerProcess(self.log_dir)
-        base = [chronicle_bin(), "server", "start", "--role", role, "--log-level", "warn"]
-        node.command = lambda: base + extra  # type: ignore[method-assign]
-        node.log_path = os.path.join(self.log_dir, f"{name or role}.log")
-        return node
+        self.frontend_count = frontend_count or int(os.environ.get("COMPAT_FRONTEND_NODES", "2"))
+        self.log_path = os.path.join(log_dir, "local-cluster.log")
+        self.proc: Optional[subprocess.Popen] = None
+        self.nodes: List[NodeHandle] = []
+        self.histories: List[NodeHandle] = []
+        self.frontends: List[str] = []
+        self.address = ""
+        _ALL_SERVERS.append(self)  # type: ignore[arg-type]
 
     def start(self) -> None:
-        replicated = self.history_count > 1
-        histories = []
-        for i, internal in enumerate(self.history_internals):
-            extra = ["--internal-addr", internal, "--data-dir", os.path.join(self.log_dir, f"history-data-{i}"),
-                     "--matching-addr", self.matching_internal]
-            if replicated:
-                extra += ["--replicated", "--num-shards", str(self.NUM_SHARDS)]
-            histories.append(self._node("history", extra, name=f"history-{i}"))
-        history_addrs = ",".join(self.history_internals)
-        matching = self._node("matching", ["--internal-addr", self.matching_internal,
-                                           "--history-addr", history_addrs])
-        frontend = self._node("frontend", ["--frontend-addr", self.address,
-                                           "--history-addr", history_addrs,
-                                           "--matching-addr", self.matching_internal])
-        frontend.address = self.address
-        self.histories = histories
-        self.nodes = histories + [matching, frontend]
-        for node in histories + [matching]:
-            node.starts += 1
-            with open(node.log_path, "ab") as log:
-                node.proc = subprocess.Popen(node.command(), stdout=log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-        if replicated:
-            # Founded once; `cluster init` waits for the nodes to answer.
-            init = subprocess.run([chronicle_bin(), "cluster", "init", "--nodes", history_addrs,
-                                   "--num-shards", str(self.NUM_SHARDS)],
-                                  capture_output=True, timeout=STARTUP_TIMEOUT)
-            if init.returncode != 0:
-                self.kill()
-                raise RuntimeError(f"cluster init failed: {init.stderr.decode(errors='replace')}\n{self.log_tail()}")
-        # Ready when the frontend answers a namespace describe (which crosses to history).
-        frontend.start()
-        dead = [n for n in self.nodes if n.proc is None or n.proc.poll() is not None]
-        if dead:
+        cmd = [chronicle_bin(), "server", "start-local-cluster", "--data-dir", os.path.join(self.log_dir, "cluster"),
+               "--port", "0", "--num-shards", str(self.NUM_SHARDS), "--history", str(self.history_count),
+               "--matching", "1", "--frontend", str(self.frontend_count), "--log-level", "warn"]
+        if self.restart:
+            cmd.append("--restart")
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent)
+        lines = self.lines = []
+        ready = threading.Event()
+
+        def pump() -> None:
+            # Every supervisor line goes to the log; the start-up ones are parsed here.
+            for raw in self.proc.stdout:
+                # Timestamped, to line the supervisor's reports up with the test's steps.
+                log.write(time.strftime("%H:%M:%S ").encode() + raw)
+                log.flush()
+                line = raw.decode(errors="replace").strip()
+                lines.append(line)
+                if line.startswith("ready "):
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(STARTUP_TIMEOUT) or self.proc.poll() is not None:
             self.kill()
-            raise RuntimeError(f"{', '.join(os.path.basename(n.log_path) for n in dead)} exited at start-up\n"
-                               f"{self.log_tail()}")
-        # `server start` has no --search-attribute: the same attributes as start-dev's, through the
-        # OperatorService (the registry is durable cluster state).
+            raise RuntimeError(f"start-local-cluster did not get ready:\n" + "\n".join(lines) + "\n" + self.log_tail())
+        self.nodes = [NodeHandle(line) for line in lines if " pid=" in line]
+        self.histories = [n for n in self.nodes if n.name.startswith("history-")]
+        ready_line = next(line for line in lines if line.startswith("ready "))
+        self.frontends = dict(f.split("=", 1) for f in ready_line.split()[1:])["frontends"].split(",")
+        self.address = self.frontends[0]
+        self._add_search_attributes()
+
+    def _add_search_attributes(self) -> None:
+        """`server start` has no --search-attribute: the attributes start-dev gets from its flags are
+        added through the OperatorService (the registry is durable cluster state; adding names
+        already there changes nothing)."""
         create = [temporal_cli(), "operator", "search-attribute", "create", "--address", self.address]
         for flag in SEARCH_ATTRIBUTE_FLAGS[1::2]:
             name, kind = flag.split("=")
             create += ["--name", name, "--type", kind]
-        added = subprocess.run(create, capture_output=True, timeout=STARTUP_TIMEOUT)
-        if added.returncode != 0:
-            self.kill()
-            raise RuntimeError(f"search attributes not added: {added.stderr.decode(errors='replace')}")
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            added = subprocess.run(create, capture_output=True, timeout=STARTUP_TIMEOUT)
+            if added.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"search attributes not added: {added.stderr.decode(errors='replace')}")
+            time.sleep(0.5)
+
+    def wait_for_line(self, predicate: Callable[[str], bool], timeout: float = 30) -> str:
+        """The first supervisor line (since start) that satisfies ``predicate``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if predicate(line):
+                    return line
+            time.sleep(0.05)
+        raise AssertionError("no such supervisor line; output so far:\n" + "\n".join(self.lines))
+
+    def node(self, name: str) -> NodeHandle:
+        """The node's latest incarnation (restarted children get new lines)."""
+        return [NodeHandle(line) for line in self.lines if line.startswith(name + " pid=")][-1]
 
     def kill(self) -> None:
-        for node in self.nodes:
+        """kill -9 of every node and the supervisor."""
+        latest = {}
+        for line in list(self.lines):
+            if " pid=" in line:
+                node = NodeHandle(line)
+                latest[node.name] = node
+        for node in latest.values():
             node.kill()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
 
     def stop(self) -> None:
-        for node in reversed(self.nodes):
-            node.stop()
+        """Ctrl-C: the supervisor stops every node."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
     def log_tail(self, lines: int = 60) -> str:
         per_node = max(lines // max(len(self.nodes), 1), 10)
-        return "\n".join(f"--- {os.path.basename(n.log_path)} ---\n{n.log_tail(per_node)}" for n in self.nodes)
+        return "\n".join(f"--- {n.name} ---\n{n.log_tail(per_node)}" for n in self.nodes)
 
 
 def _kill_all_servers() -> None:

@@ -6,6 +6,7 @@
 //! never re-validates what the frontend already checked.
 
 pub mod grpc;
+pub mod stoppable;
 
 use async_trait::async_trait;
 use chronicle_proto::chronicle::persistence::v1::NamespaceRecord;

@@ -156,15 +156,23 @@ impl HistoryEngine {
         // and only show the stored membership once the core has reported, so a read right after
         // opening could miss it and let a foreign directory start.
         for group in shards.iter().chain(std::iter::once(&metadata)) {
-            let voters: Vec<u64> = group
+            // A learner (a replacement node still catching up) is a member too.
+            let node_id = config.node_id;
+            let (voters, member): (Vec<u64>, bool) = group
                 .raft
-                .with_raft_state(|state| state.membership_state.effective().voter_ids().collect())
+                .with_raft_state(move |state| {
+                    let membership = state.membership_state.effective();
+                    (
+                        membership.voter_ids().collect(),
+                        membership.membership().get_node(&node_id).is_some(),
+                    )
+                })
                 .await
                 .map_err(|e| RaftError::Start {
                     group: group.id,
                     reason: e.to_string(),
                 })?;
-            if !voters.is_empty() && !voters.contains(&config.node_id) {
+            if !voters.is_empty() && !member {
                 let group_id = group.id;
                 for group in shards.iter().chain(std::iter::once(&metadata)) {
                     let _ = group.raft.shutdown().await;

@@ -13,6 +13,8 @@
 
 pub mod apply;
 pub mod engine;
+pub mod group_status;
+pub mod membership;
 pub mod metric_defs;
 pub mod mutable_state;
 pub mod namespace_names;

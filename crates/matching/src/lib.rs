@@ -79,6 +79,9 @@ pub struct MatchingEngine {
     /// Sticky queues whose worker shut down, and when: tasks sent there go back to history.
     closed_sticky: Mutex<HashMap<TaskQueueKey, Instant>>,
     max_poll_wait: Duration,
+    /// Set when the node stops: waiting polls answer empty at once (workers poll again,
+    /// elsewhere), so the server drains in moments instead of a whole long-poll interval.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// How long a shut-down sticky queue is remembered (history stops using it at the first task).
@@ -92,7 +95,15 @@ impl MatchingEngine {
             pending_queries: Mutex::new(HashMap::new()),
             closed_sticky: Mutex::new(HashMap::new()),
             max_poll_wait,
+            stopping: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Ends every waiting poll with an empty answer, and every later one at once: the node is
+    /// stopping. Tasks are not lost: one not yet recorded as started is dispatched again by
+    /// history's outbox.
+    pub fn stop_polls(&self) {
+        self.stopping.send_replace(true);
     }
 
     /// Wires the history service (history and matching refer to each other).
@@ -114,6 +125,9 @@ impl MatchingEngine {
         identity: &str,
         deadline: Instant,
     ) -> Option<(Dispatch, PollOutcome)> {
+        if *self.stopping.borrow() {
+            return None;
+        }
         self.closed_sticky
             .lock()
             .expect("matching lock")
@@ -139,9 +153,13 @@ impl MatchingEngine {
             queue.pollers.push_back(tx);
             rx
         };
-        match tokio::time::timeout_at(deadline.into(), receiver).await {
-            Ok(Ok(dispatch)) => Some((dispatch, PollOutcome::Sync)),
-            _ => None,
+        let mut stopping = self.stopping.subscribe();
+        tokio::select! {
+            received = tokio::time::timeout_at(deadline.into(), receiver) => match received {
+                Ok(Ok(dispatch)) => Some((dispatch, PollOutcome::Sync)),
+                _ => None,
+            },
+            _ = stopping.wait_for(|stop| *stop) => None,
         }
     }
 
@@ -474,4 +492,50 @@ impl MatchingService for MatchingEngine {
 /// same ID gets the same answer.
 fn start_request_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chronicle_proto::temporal::api::taskqueue::v1::TaskQueue;
+
+    fn poll_request() -> ws::PollWorkflowTaskQueueRequest {
+        ws::PollWorkflowTaskQueueRequest {
+            namespace: "default".into(),
+            task_queue: Some(TaskQueue {
+                name: "tq".into(),
+                ..Default::default()
+            }),
+            identity: "worker".into(),
+            ..Default::default()
+        }
+    }
+
+    /// A stopping node must not hold its workers' long polls for a whole poll interval: its
+    /// server waits for them before it exits, so a rolling restart took a minute per node.
+    #[tokio::test]
+    async fn stopping_answers_waiting_and_later_polls_empty_at_once() {
+        let engine = MatchingEngine::new(Duration::from_secs(60));
+        let waiting = {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.poll_workflow_task("ns", poll_request()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "the poll should wait for a task");
+        engine.stop_polls();
+        let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiting poll ends when the node stops")
+            .unwrap()
+            .unwrap();
+        assert!(answer.task_token.is_empty());
+        let later = tokio::time::timeout(
+            Duration::from_secs(5),
+            engine.poll_workflow_task("ns", poll_request()),
+        )
+        .await
+        .expect("a poll after the stop answers at once")
+        .unwrap();
+        assert!(later.task_token.is_empty());
+    }
 }

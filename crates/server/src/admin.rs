@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chronicle_history::HistoryEngine;
+use chronicle_history::membership::MemberChange;
 use chronicle_proto::chronicle::admin::v1::{
     self as apb, admin_api_client::AdminApiClient, admin_api_server,
 };
@@ -77,6 +78,85 @@ impl admin_api_server::AdminApi for AdminApiService {
             .await
             .map_err(Status::from)?;
         Ok(Response::new(apb::InitializeClusterResponse { groups }))
+    }
+
+    async fn describe_groups(
+        &self,
+        _: Request<apb::DescribeGroupsRequest>,
+    ) -> Result<Response<apb::DescribeGroupsResponse>, Status> {
+        let groups = self
+            .engine
+            .group_status()
+            .into_iter()
+            .map(|g| apb::GroupStatus {
+                group: g.group,
+                state: g.state,
+                term: g.term,
+                leader: g.leader.unwrap_or(0),
+                last_log_index: g.last_log_index,
+                last_applied_index: g.last_applied_index,
+                voters: g.voters,
+                learners: g.learners,
+                followers: g
+                    .matched
+                    .into_iter()
+                    .map(|(node_id, matched_index)| apb::FollowerProgress {
+                        node_id,
+                        matched_index,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(apb::DescribeGroupsResponse {
+            node_id: self.node_id,
+            groups,
+        }))
+    }
+
+    async fn replace_member(
+        &self,
+        r: Request<apb::ReplaceMemberRequest>,
+    ) -> Result<Response<apb::ReplaceMemberResponse>, Status> {
+        let r = r.into_inner();
+        let add = r
+            .add
+            .ok_or_else(|| Status::invalid_argument("the node to add is missing"))?;
+        let remove = (r.remove_node_id != 0).then_some(r.remove_node_id);
+        let change = self
+            .engine
+            .replace_member(r.group, (add.node_id, add.raft_addr), remove)
+            .await
+            .map_err(Status::from)?;
+        let (voters, changed) = match change {
+            MemberChange::Changed(voters) => (voters, true),
+            MemberChange::AlreadyDone(voters) => (voters, false),
+        };
+        Ok(Response::new(apb::ReplaceMemberResponse {
+            voters,
+            changed,
+        }))
+    }
+
+    async fn digest_groups(
+        &self,
+        _: Request<apb::DigestGroupsRequest>,
+    ) -> Result<Response<apb::DigestGroupsResponse>, Status> {
+        let engine = self.engine.clone();
+        let digests = tokio::task::spawn_blocking(move || engine.group_digests())
+            .await
+            .map_err(|e| Status::internal(format!("digest task: {e}")))?
+            .map_err(|e| Status::internal(format!("reading the state: {e}")))?;
+        Ok(Response::new(apb::DigestGroupsResponse {
+            node_id: self.node_id,
+            groups: digests
+                .into_iter()
+                .map(|d| apb::GroupDigest {
+                    group: d.group,
+                    applied_index: d.applied_index,
+                    digest: format!("{:032x}", d.digest),
+                })
+                .collect(),
+        }))
     }
 }
 
@@ -157,4 +237,146 @@ async fn describe_with_retry(
             }
         }
     }
+}
+
+/// Whether the history nodes at `nodes` already form a cluster: `true` when any belongs to one
+/// (a node with a fresh data directory among them is then a replacement, see
+/// [`rejoin_fresh_nodes`]), `false` when none does. A shard count that differs is an error.
+pub async fn cluster_founded(nodes: &[String], num_shards: u32) -> anyhow::Result<bool> {
+    let mut founded = false;
+    for addr in nodes {
+        let channel = chronicle_cluster::grpc::lazy_channel(addr).map_err(anyhow::Error::msg)?;
+        let info = describe_with_retry(&mut AdminApiClient::new(channel), addr).await?;
+        anyhow::ensure!(
+            info.num_shards == num_shards,
+            "{addr} has {} shards, not {num_shards}",
+            info.num_shards
+        );
+        founded |= info.initialized;
+    }
+    Ok(founded)
+}
+
+/// Nodes of a founded cluster that came back with a fresh data directory (a wiped disk) are
+/// new nodes with new IDs: each takes the place of a member that no longer answers to any of
+/// `nodes`, in every group ([`replace_node`]). Returns how many were rejoined.
+pub async fn rejoin_fresh_nodes(
+    nodes: &[String],
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<usize> {
+    let mut founded = Vec::new();
+    let mut fresh = Vec::new();
+    let mut present = Vec::new();
+    for addr in nodes {
+        let channel = chronicle_cluster::grpc::lazy_channel(addr).map_err(anyhow::Error::msg)?;
+        let info = describe_with_retry(&mut AdminApiClient::new(channel), addr).await?;
+        present.push(info.node_id);
+        if info.initialized {
+            founded.push(addr.clone());
+        } else {
+            fresh.push((addr.clone(), info.node_id));
+        }
+    }
+    if founded.is_empty() || fresh.is_empty() {
+        return Ok(0);
+    }
+    // The metadata group's voters name every member (each node holds every group).
+    let channel = chronicle_cluster::grpc::lazy_channel(&founded[0]).map_err(anyhow::Error::msg)?;
+    let groups = AdminApiClient::new(channel)
+        .describe_groups(apb::DescribeGroupsRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("{}: {}", founded[0], s.message()))?
+        .into_inner();
+    let voters = groups
+        .groups
+        .iter()
+        .find(|g| g.group == METADATA_GROUP)
+        .map(|g| g.voters.clone())
+        .unwrap_or_default();
+    let lost: Vec<u64> = voters
+        .into_iter()
+        .filter(|v| !present.contains(v))
+        .collect();
+    anyhow::ensure!(
+        lost.len() >= fresh.len(),
+        "{} node(s) have fresh data directories but only {} member(s) are missing: start them \
+         with the data they had, or remove them",
+        fresh.len(),
+        lost.len()
+    );
+    for ((addr, id), old) in fresh.iter().zip(lost) {
+        progress(&format!(
+            "{addr} has a fresh data directory: node {id} replaces lost node {old}"
+        ));
+        replace_node(nodes, addr, old, &mut progress).await?;
+    }
+    Ok(fresh.len())
+}
+
+/// `chronicle cluster replace-node`: in every group, `new_addr`'s node takes the place of
+/// `remove` (a lost node's ID, as `cluster describe` shows it), asked of each group's leader
+/// among `nodes`. Safe to run again after an interruption: groups already changed are skipped.
+/// Returns the number of groups changed.
+pub async fn replace_node(
+    nodes: &[String],
+    new_addr: &str,
+    remove: u64,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<u32> {
+    let channel = chronicle_cluster::grpc::lazy_channel(new_addr).map_err(anyhow::Error::msg)?;
+    let new = describe_with_retry(&mut AdminApiClient::new(channel), new_addr).await?;
+    anyhow::ensure!(
+        new.node_id != remove,
+        "{new_addr} is node {remove} itself: a replacement needs a fresh data directory"
+    );
+    let member = apb::Member {
+        node_id: new.node_id,
+        raft_addr: new.raft_addr.clone(),
+    };
+    let mut clients = Vec::new();
+    for addr in nodes {
+        let channel = chronicle_cluster::grpc::lazy_channel(addr).map_err(anyhow::Error::msg)?;
+        clients.push((addr.clone(), AdminApiClient::new(channel)));
+    }
+    let groups: Vec<u32> = (0..new.num_shards).chain([METADATA_GROUP]).collect();
+    let mut changed = 0;
+    for group in groups {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        'group: loop {
+            let mut last_error = String::from("no node answered");
+            for (addr, client) in clients.iter_mut() {
+                let request = apb::ReplaceMemberRequest {
+                    group,
+                    add: Some(member.clone()),
+                    remove_node_id: remove,
+                };
+                match client.replace_member(request).await {
+                    Ok(answer) => {
+                        let answer = answer.into_inner();
+                        if answer.changed {
+                            changed += 1;
+                        }
+                        let name = if group == METADATA_GROUP {
+                            "metadata group".to_string()
+                        } else {
+                            format!("shard {group}")
+                        };
+                        progress(&format!(
+                            "{name}: voters {:?}{}",
+                            answer.voters,
+                            if answer.changed { "" } else { " (already)" }
+                        ));
+                        break 'group;
+                    }
+                    Err(status) => last_error = format!("{addr}: {}", status.message()),
+                }
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "group {group}: no leader made the change within 120 s ({last_error})"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    Ok(changed)
 }

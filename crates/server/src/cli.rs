@@ -32,6 +32,108 @@ pub enum ClusterCommand {
     /// Found a replicated history cluster, once: every node started with `--replicated` and a
     /// fresh data directory becomes a voter of every shard group and of the metadata group.
     Init(ClusterInit),
+    /// Show the history nodes and, per shard, its leader, term, members, each replica's applied
+    /// index and each follower's lag.
+    Describe(ClusterDescribe),
+    /// Replace a lost history node: in every group, the node at --add (started with a fresh
+    /// data directory, --replicated and the cluster's --num-shards) joins as a learner, catches
+    /// up, and becomes a voter in place of --remove. Safe to run again.
+    ReplaceNode(ClusterReplaceNode),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterReplaceNode {
+    /// Internal addresses of the cluster's history nodes (the leaders are found among them).
+    #[arg(
+        long,
+        env = "CHRONICLE_CLUSTER_NODES",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub nodes: Vec<String>,
+    /// ID of the node to remove (`chronicle cluster describe` lists them).
+    #[arg(long)]
+    pub remove: u64,
+    /// Internal address of the new node.
+    #[arg(long)]
+    pub add: String,
+    #[command(flatten)]
+    pub internode: InternodeTlsArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterDescribe {
+    /// Internal addresses of the history nodes, comma-separated.
+    #[arg(
+        long,
+        env = "CHRONICLE_CLUSTER_NODES",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub nodes: Vec<String>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Also digest every group's state on every node and say whether replicas at the same
+    /// applied index agree (reads all the data: for checks, not for dashboards).
+    #[arg(long)]
+    pub digests: bool,
+    #[command(flatten)]
+    pub internode: InternodeTlsArgs,
+}
+
+/// Node-to-node mutual TLS: every process of a cluster and the `cluster` commands present this
+/// certificate and accept only peers signed by this CA.
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+pub struct InternodeTlsArgs {
+    /// PEM certificate this node presents to other nodes (and to the `cluster` commands).
+    #[arg(long, env = "CHRONICLE_INTERNODE_TLS_CERT")]
+    pub internode_tls_cert: Option<PathBuf>,
+    /// PEM private key of --internode-tls-cert.
+    #[arg(long, env = "CHRONICLE_INTERNODE_TLS_KEY")]
+    pub internode_tls_key: Option<PathBuf>,
+    /// PEM CA certificate that signs every node's certificate.
+    #[arg(long, env = "CHRONICLE_INTERNODE_TLS_CA")]
+    pub internode_tls_ca: Option<PathBuf>,
+    /// Name to verify in other nodes' certificates instead of the address dialled.
+    #[arg(long, env = "CHRONICLE_INTERNODE_TLS_SERVER_NAME")]
+    pub internode_tls_server_name: Option<String>,
+}
+
+impl InternodeTlsArgs {
+    pub fn files(&self) -> chronicle_types::tls::TlsFiles {
+        chronicle_types::tls::TlsFiles {
+            cert: self.internode_tls_cert.clone(),
+            key: self.internode_tls_key.clone(),
+            ca: self.internode_tls_ca.clone(),
+            server_name: self.internode_tls_server_name.clone(),
+        }
+    }
+}
+
+/// TLS on the public Temporal API (frontend role).
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+pub struct FrontendTlsArgs {
+    /// PEM certificate the frontend presents to clients.
+    #[arg(long, env = "CHRONICLE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CHRONICLE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate: when given, clients must present a certificate it signed.
+    #[arg(long, env = "CHRONICLE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl FrontendTlsArgs {
+    pub fn files(&self) -> chronicle_types::tls::TlsFiles {
+        chronicle_types::tls::TlsFiles {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            ca: self.tls_client_ca.clone(),
+            server_name: None,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -47,6 +149,8 @@ pub struct ClusterInit {
     /// History shards of the cluster; every node must have been started with the same count.
     #[arg(long, env = "CHRONICLE_NUM_SHARDS", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub num_shards: u32,
+    #[command(flatten)]
+    pub internode: InternodeTlsArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -57,10 +161,59 @@ pub enum ServerCommand {
     /// processes are reached over the internal API (`--history-addr`, `--matching-addr`).
     /// Every flag can also be set by its `CHRONICLE_*` environment variable.
     Start(Start),
+    /// Run a whole cluster on this machine: history, matching and frontend nodes as child
+    /// processes of this binary on their own 127.0.0.x addresses, founded and ready when it
+    /// prints `ready`. Ctrl-C stops them all; a child that dies is reported, not restarted
+    /// (unless --restart).
+    StartLocalCluster(StartLocalCluster),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StartLocalCluster {
+    /// History nodes (every shard is replicated on each, up to three voters).
+    #[arg(long, default_value_t = 3)]
+    pub history: usize,
+    /// Matching nodes (one for now: task-queue partitions are not yet spread over several).
+    #[arg(long, default_value_t = 1)]
+    pub matching: usize,
+    /// Frontend nodes; the first listens on 127.0.0.1:PORT, the others on 127.0.0.32, .33, ...
+    #[arg(long, default_value_t = 2)]
+    pub frontend: usize,
+    /// Directory of the cluster: each history node's data, the layout and the logs. Reusing it
+    /// restarts the same cluster.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Public API port on every frontend address; internal and metrics ports are PORT+1 and
+    /// PORT+2 on each node's address. 0: free ports, picked at first start and kept.
+    #[arg(short = 'p', long, default_value_t = 7233)]
+    pub port: u16,
+    /// History shards of the cluster, fixed at first start.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub num_shards: u32,
+    /// Start a child again when it dies.
+    #[arg(long)]
+    pub restart: bool,
+    /// Namespaces to create at start (repeatable); `default` always exists.
+    #[arg(short = 'n', long = "namespace")]
+    pub namespaces: Vec<String>,
+    /// Log level of every node (their logs are in DATA_DIR/logs).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// Relaxed durability on the history nodes (see `start-dev --no-fsync`).
+    #[arg(long)]
+    pub no_fsync: bool,
+    #[command(flatten)]
+    pub internode: InternodeTlsArgs,
+    #[command(flatten)]
+    pub frontend_tls: FrontendTlsArgs,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct Start {
+    /// TOML configuration file. Its keys are the long flags' names in snake_case
+    /// (`frontend_addr = "..."`); a flag or a `CHRONICLE_*` variable overrides the file.
+    #[arg(long, env = "CHRONICLE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Roles of this process, comma-separated: history, matching, frontend.
     #[arg(
         long,
@@ -119,6 +272,10 @@ pub struct Start {
     /// Relaxed durability: acknowledge writes before the Raft log is fsynced.
     #[arg(long, env = "CHRONICLE_NO_FSYNC")]
     pub no_fsync: bool,
+    #[command(flatten)]
+    pub internode: InternodeTlsArgs,
+    #[command(flatten)]
+    pub frontend_tls: FrontendTlsArgs,
 }
 
 #[derive(Args, Debug, Clone)]

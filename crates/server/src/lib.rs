@@ -5,6 +5,9 @@
 
 pub mod admin;
 pub mod cli;
+pub mod config_file;
+pub mod describe;
+pub mod local_cluster;
 pub mod observability;
 mod roles;
 
@@ -125,6 +128,7 @@ pub async fn run(
         eager_activities: config.eager_activities,
         suggest_continue_as_new_events: config.suggest_continue_as_new_events,
         suggest_continue_as_new_bytes: config.suggest_continue_as_new_bytes,
+        frontend_tls: Default::default(),
     };
     let listeners = NodeListeners {
         frontend: Some(listeners.grpc),

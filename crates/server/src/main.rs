@@ -2,26 +2,156 @@ use std::net::ToSocketAddrs;
 
 use anyhow::Context;
 use chronicle_server::cli::{
-    Cli, ClusterCommand, ClusterInit, Command, ServerCommand, Start, StartDev, default_data_dir,
-    parse_dynamic_config, parse_search_attribute,
+    Cli, ClusterCommand, ClusterDescribe, ClusterInit, ClusterReplaceNode, Command, ServerCommand,
+    Start, StartDev, StartLocalCluster, default_data_dir, parse_dynamic_config,
+    parse_search_attribute,
 };
+use chronicle_server::config_file::{self, ConfigFile};
+use chronicle_server::local_cluster::{LocalClusterOptions, run_local_cluster};
 use chronicle_server::{Listeners, NodeConfig, NodeListeners, Roles, ServerConfig, run, run_node};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Server(ServerCommand::StartDev(args)) => start_dev(args),
-        Command::Server(ServerCommand::Start(args)) => start(args),
+        Command::Server(ServerCommand::Start(mut args)) => {
+            if let Some(path) = args.config.clone() {
+                let file = match ConfigFile::load(&path) {
+                    Ok(file) => file,
+                    Err(e) => {
+                        eprintln!("chronicle: {e:#}");
+                        std::process::exit(2);
+                    }
+                };
+                let sub = matches
+                    .subcommand_matches("server")
+                    .and_then(|m| m.subcommand_matches("start"))
+                    .expect("the start subcommand matched");
+                config_file::apply(&mut args, file, sub);
+            }
+            start(args)
+        }
+        Command::Server(ServerCommand::StartLocalCluster(args)) => start_local_cluster(args),
         Command::Cluster(ClusterCommand::Init(args)) => cluster_init(args),
+        Command::Cluster(ClusterCommand::Describe(args)) => cluster_describe(args),
+        Command::Cluster(ClusterCommand::ReplaceNode(args)) => cluster_replace_node(args),
     }
+}
+
+fn cluster_replace_node(args: ClusterReplaceNode) -> anyhow::Result<()> {
+    init_logging("warn", "text");
+    internode_tls(&args.internode);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(chronicle_server::admin::replace_node(
+        &args.nodes,
+        &args.add,
+        args.remove,
+        |line| println!("{line}"),
+    )) {
+        Ok(changed) => {
+            println!(
+                "node {} replaced by {} ({changed} groups changed)",
+                args.remove, args.add
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("chronicle: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Sets this process' node-to-node TLS from the flags (plaintext when none is given).
+fn internode_tls(args: &chronicle_server::cli::InternodeTlsArgs) {
+    let loaded = chronicle_types::tls::InternodeTls::load(&args.files())
+        .and_then(chronicle_types::tls::set_internode);
+    if let Err(e) = loaded {
+        eprintln!("chronicle: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn start_local_cluster(args: StartLocalCluster) -> anyhow::Result<()> {
+    internode_tls(&args.internode);
+    init_logging("warn", "text");
+    let options = LocalClusterOptions {
+        history: args.history,
+        matching: args.matching,
+        frontend: args.frontend,
+        data_dir: std::path::absolute(&args.data_dir)?,
+        port: args.port,
+        num_shards: args.num_shards,
+        restart: args.restart,
+        log_level: args.log_level,
+        namespaces: args.namespaces,
+        no_fsync: args.no_fsync,
+        internode_tls: args.internode.files(),
+        frontend_tls: args.frontend_tls.files(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if let Err(e) = runtime.block_on(run_local_cluster(options, shutdown_signal())) {
+        eprintln!("chronicle: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn cluster_describe(args: ClusterDescribe) -> anyhow::Result<()> {
+    internode_tls(&args.internode);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let reports = runtime.block_on(chronicle_server::describe::describe_cluster(
+        &args.nodes,
+        args.digests,
+    ));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&chronicle_server::describe::render_json(&reports))?
+        );
+    } else {
+        print!("{}", chronicle_server::describe::render_text(&reports));
+    }
+    if reports.iter().all(|r| r.info.is_err()) {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn cluster_init(args: ClusterInit) -> anyhow::Result<()> {
     init_logging("info", "text");
+    internode_tls(&args.internode);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Idempotent: a founded cluster is left as it is (a node back on an empty data directory
+    // takes its lost predecessor's place), so an init Job may run again on every upgrade.
+    let founded = runtime.block_on(async {
+        if !chronicle_server::admin::cluster_founded(&args.nodes, args.num_shards).await? {
+            return Ok::<_, anyhow::Error>(false);
+        }
+        chronicle_server::admin::rejoin_fresh_nodes(&args.nodes, |line| println!("{line}")).await?;
+        Ok(true)
+    });
+    match founded {
+        Ok(true) => {
+            println!("cluster already initialised: nothing to do");
+            return Ok(());
+        }
+        Ok(false) => {}
+        Err(e) => {
+            eprintln!("chronicle: {e:#}");
+            std::process::exit(1);
+        }
+    }
     match runtime.block_on(chronicle_server::admin::init_cluster(
         &args.nodes,
         args.num_shards,
@@ -128,6 +258,7 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
 /// `chronicle server start`: a node with the roles given.
 fn start(args: Start) -> anyhow::Result<()> {
     init_logging(&args.log_level, &args.log_format);
+    internode_tls(&args.internode);
     let roles = Roles::parse(&args.role)?;
     let mut config = NodeConfig::new(
         roles,
@@ -140,6 +271,7 @@ fn start(args: Start) -> anyhow::Result<()> {
     config.sync_writes = !args.no_fsync;
     config.replicated = args.replicated;
     config.advertise_addr = args.advertise_addr.clone();
+    config.frontend_tls = args.frontend_tls.files();
     if args.no_fsync {
         tracing::warn!("--no-fsync: writes are acknowledged before they reach the disk");
     }

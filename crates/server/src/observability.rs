@@ -42,6 +42,20 @@ fn dimensionless_histograms() -> impl Iterator<Item = &'static str> {
 
 static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
+/// Counts a start of each role this node runs (Temporal's `restarts`, one series per
+/// `service_name`): a frontend-only process must not report history and matching starts.
+pub fn record_start(frontend: bool, history: bool, matching: bool) {
+    for (runs, role) in [
+        (frontend, chronicle_frontend::metric_defs::SERVICE_NAME),
+        (history, chronicle_history::metric_defs::SERVICE_NAME),
+        (matching, chronicle_matching::metric_defs::SERVICE_NAME),
+    ] {
+        if runs {
+            metrics::counter!(RESTARTS, "service_name" => role).increment(1);
+        }
+    }
+}
+
 /// The process' Prometheus recorder, installed on first use (a process has one global recorder;
 /// servers started in the same process, as in tests, share it).
 pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
@@ -60,13 +74,6 @@ pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
             chronicle_matching::metric_defs::describe();
             chronicle_history::metric_defs::describe();
             metrics::describe_counter!(RESTARTS, "Starts of the process, per role.");
-            for role in [
-                chronicle_frontend::metric_defs::SERVICE_NAME,
-                chronicle_history::metric_defs::SERVICE_NAME,
-                chronicle_matching::metric_defs::SERVICE_NAME,
-            ] {
-                metrics::counter!(RESTARTS, "service_name" => role).increment(1);
-            }
             Ok(handle)
         })
         .clone()

@@ -13,6 +13,7 @@ use anyhow::Context;
 use chronicle_cluster::grpc::{
     HistoryApiService, MatchingApiService, RemoteMatching, RoutedHistory,
 };
+use chronicle_cluster::stoppable::PollsEndAtShutdown;
 use chronicle_cluster::{HistoryService, MatchingService};
 use chronicle_frontend::{
     FrontendContext, NamespaceCache, OperatorHandler, WorkflowHandler, default_namespace_record,
@@ -110,6 +111,9 @@ pub struct NodeConfig {
     /// Temporal's defaults.
     pub suggest_continue_as_new_events: i64,
     pub suggest_continue_as_new_bytes: i64,
+    /// TLS of the public API (frontend role); node-to-node TLS is set for the whole process
+    /// (`chronicle_types::tls::set_internode`).
+    pub frontend_tls: chronicle_types::tls::TlsFiles,
 }
 
 impl NodeConfig {
@@ -131,6 +135,7 @@ impl NodeConfig {
             eager_activities: true,
             suggest_continue_as_new_events: 0,
             suggest_continue_as_new_bytes: 0,
+            frontend_tls: Default::default(),
         }
     }
 }
@@ -244,6 +249,7 @@ pub async fn run_node(
     let metrics_server = match listeners.metrics {
         Some(listener) => {
             let handle = observability::prometheus()?;
+            observability::record_start(roles.frontend, roles.history, roles.matching);
             tracing::info!(metrics = %listener.local_addr()?, "serving /metrics, /health/live and /health/ready");
             Some(tokio::spawn(observability::serve(
                 listener,
@@ -403,6 +409,7 @@ pub async fn run_node(
 
     let mut servers = tokio::task::JoinSet::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let polls_stop = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -412,10 +419,16 @@ pub async fn run_node(
 
     if let Some(listener) = listeners.internal {
         let addr = listener.local_addr()?;
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = chronicle_types::tls::internode_server() {
+            builder = builder
+                .tls_config(tls)
+                .context("node-to-node TLS on the internal listener")?;
+        }
         let mut router =
-            tonic::transport::Server::builder().add_optional_service(local_history.as_ref().map(
-                |(engine, _)| HistoryApiService::new(engine.clone(), num_shards).into_server(),
-            ));
+            builder.add_optional_service(local_history.as_ref().map(|(engine, _)| {
+                HistoryApiService::new(engine.clone(), num_shards).into_server()
+            }));
         if let Some((transport, admin)) = raft_services.take() {
             router = router.add_service(transport).add_service(admin);
         }
@@ -443,7 +456,8 @@ pub async fn run_node(
         let addr = listener.local_addr()?;
         let ctx = FrontendContext {
             history: history.clone(),
-            matching: matching.clone(),
+            // Workers' long polls end the moment the node stops, so it drains at once.
+            matching: Arc::new(PollsEndAtShutdown::new(matching.clone(), polls_stop)),
             namespaces: Arc::new(NamespaceCache::new(history.clone())),
             num_shards,
             server_version: SERVER_VERSION.to_string(),
@@ -489,7 +503,13 @@ pub async fn run_node(
                 "Chronicle is serving Temporal's API on {addr}"
             ),
         }
-        let router = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) =
+            chronicle_types::tls::public_server(&config.frontend_tls).map_err(anyhow::Error::msg)?
+        {
+            builder = builder.tls_config(tls).context("TLS on the public API")?;
+        }
+        let router = builder
             .layer(chronicle_frontend::StatusCompatLayer)
             .layer(chronicle_frontend::ServiceMetricsLayer)
             .add_service(workflow)
@@ -541,6 +561,9 @@ pub async fn run_node(
     }
     readiness.set_serving(false);
     let _ = stop_tx.send(true);
+    if let Some(engine) = &local_matching {
+        engine.stop_polls();
+    }
     while let Some(result) = servers.join_next().await {
         if let Err(e) = result.context("server task").and_then(|r| r) {
             failed.get_or_insert(Err(e));

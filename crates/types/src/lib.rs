@@ -5,6 +5,7 @@ pub mod limits;
 pub mod priority;
 pub mod shard;
 pub mod time;
+pub mod tls;
 
 pub use error::{ApiError, ApiResult};
 pub use shard::{ShardId, shard_for};

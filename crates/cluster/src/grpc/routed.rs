@@ -26,7 +26,7 @@ use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_types::shard::{METADATA_GROUP, shard_for};
 use chronicle_types::{ApiError, ApiResult};
 use prost::Message;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::RemoteHistory;
 use crate::{
@@ -64,19 +64,14 @@ pub struct RoutedHistory {
 /// A lazily connected channel to another node's internal API (history or matching): nodes may start
 /// in any order, and calls fail with Unavailable until the peer answers.
 pub fn lazy_channel(addr: &str) -> Result<Channel, String> {
-    let url = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    Ok(Endpoint::from_shared(url)
-        .map_err(|e| format!("bad internal address {addr:?}: {e}"))?
-        .connect_timeout(Duration::from_millis(500))
-        .http2_keep_alive_interval(Duration::from_secs(1))
-        .keep_alive_timeout(Duration::from_secs(2))
-        .keep_alive_while_idle(true)
-        .tcp_nodelay(true)
-        .connect_lazy())
+    // Plaintext or mutual TLS, as the process was configured (`chronicle_types::tls`).
+    Ok(
+        chronicle_types::tls::internal_endpoint(addr, Duration::from_millis(500))?
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(2))
+            .keep_alive_while_idle(true)
+            .connect_lazy(),
+    )
 }
 
 impl RoutedHistory {

@@ -19,7 +19,7 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{CODEC, MAX_MESSAGE_BYTES, decode, encode};
 use crate::ShardRaftConfig;
@@ -114,13 +114,12 @@ impl PeerPool {
             return Ok(existing.channel.clone());
         }
         let config = &self.inner.config;
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad address {addr:?} of node {target}: {e}"))?
-            .connect_timeout(config.connect_timeout)
+        // Plaintext or mutual TLS, as the process was configured (`chronicle_types::tls`).
+        let channel = chronicle_types::tls::internal_endpoint(addr, config.connect_timeout)
+            .map_err(|e| format!("node {target}: {e}"))?
             .http2_keep_alive_interval(config.keepalive_interval)
             .keep_alive_timeout(config.keepalive_timeout)
             .keep_alive_while_idle(true)
-            .tcp_nodelay(true)
             .connect_lazy();
         channels.insert(
             (target, lane),

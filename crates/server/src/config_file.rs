@@ -1,0 +1,221 @@
+//! The TOML configuration of `chronicle server start --config FILE`.
+//!
+//! Layers, lowest first: built-in defaults, the file, `CHRONICLE_*` environment variables,
+//! flags. clap already applies the last two over the defaults and records where each value came
+//! from, so the file fills exactly the settings whose value is still a default (or unset).
+//!
+//! Keys are the long flags' names in snake_case. An unknown key or a value of the wrong type is
+//! an error naming it: a typo in a cluster's configuration must stop the node, not be ignored.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use serde::Deserialize;
+
+use crate::cli::Start;
+
+/// A string or a list of strings (`role = "history"` or `role = ["history", "matching"]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn joined(self) -> String {
+        match self {
+            OneOrMany::One(s) => s,
+            OneOrMany::Many(list) => list.join(","),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub role: Option<OneOrMany>,
+    pub frontend_addr: Option<String>,
+    pub internal_addr: Option<String>,
+    pub history_addr: Option<OneOrMany>,
+    pub replicated: Option<bool>,
+    pub advertise_addr: Option<String>,
+    pub matching_addr: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub num_shards: Option<u32>,
+    pub namespaces: Option<Vec<String>>,
+    pub metrics_port: Option<u16>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+    pub no_fsync: Option<bool>,
+    pub internode_tls_cert: Option<PathBuf>,
+    pub internode_tls_key: Option<PathBuf>,
+    pub internode_tls_ca: Option<PathBuf>,
+    pub internode_tls_server_name: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(n) = file.num_shards {
+            anyhow::ensure!(
+                (1..=4096).contains(&n),
+                "num_shards must be between 1 and 4096, not {n}"
+            );
+        }
+        Ok(file)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the configuration {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+}
+
+/// Whether `id` still holds its default: neither a flag nor an environment variable set it.
+fn unset(matches: &ArgMatches, id: &str) -> bool {
+    !matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// Fills the settings of `args` that flags and the environment left at their defaults from
+/// `file`. `matches` are the `server start` subcommand's.
+pub fn apply(args: &mut Start, file: ConfigFile, matches: &ArgMatches) {
+    macro_rules! fill {
+        ($field:ident) => {
+            if let Some(value) = file.$field {
+                if unset(matches, stringify!($field)) {
+                    args.$field = value;
+                }
+            }
+        };
+        ($field:ident, some) => {
+            if let Some(value) = file.$field {
+                if unset(matches, stringify!($field)) {
+                    args.$field = Some(value);
+                }
+            }
+        };
+    }
+    if let Some(role) = file.role
+        && unset(matches, "role")
+    {
+        args.role = role.joined();
+    }
+    if let Some(history) = file.history_addr
+        && unset(matches, "history_addr")
+    {
+        args.history_addr = Some(history.joined());
+    }
+    fill!(frontend_addr);
+    fill!(internal_addr);
+    fill!(replicated);
+    fill!(advertise_addr, some);
+    fill!(matching_addr, some);
+    fill!(data_dir, some);
+    fill!(num_shards, some);
+    fill!(namespaces);
+    fill!(metrics_port, some);
+    fill!(log_level);
+    fill!(log_format);
+    fill!(no_fsync);
+    // The TLS settings live in flattened groups; their argument IDs are still the field names.
+    macro_rules! fill_in {
+        ($group:ident . $field:ident) => {
+            if let Some(value) = file.$field {
+                if unset(matches, stringify!($field)) {
+                    args.$group.$field = Some(value);
+                }
+            }
+        };
+    }
+    fill_in!(internode.internode_tls_cert);
+    fill_in!(internode.internode_tls_key);
+    fill_in!(internode.internode_tls_ca);
+    fill_in!(internode.internode_tls_server_name);
+    fill_in!(frontend_tls.tls_cert);
+    fill_in!(frontend_tls.tls_key);
+    fill_in!(frontend_tls.tls_client_ca);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command, ServerCommand};
+    use clap::{CommandFactory, FromArgMatches};
+
+    /// Parses `chronicle server start ARGS`, then applies `toml`.
+    fn start_with(argv: &[&str], toml: &str) -> Start {
+        let mut full = vec!["chronicle", "server", "start"];
+        full.extend_from_slice(argv);
+        let matches = Cli::command().try_get_matches_from(full).unwrap();
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        let Command::Server(ServerCommand::Start(mut start)) = cli.command else {
+            panic!("not start")
+        };
+        let sub = matches
+            .subcommand_matches("server")
+            .and_then(|m| m.subcommand_matches("start"))
+            .unwrap();
+        apply(&mut start, ConfigFile::parse(toml).unwrap(), sub);
+        start
+    }
+
+    #[test]
+    fn the_file_fills_defaults_and_flags_override_it() {
+        let toml = r#"
+            role = ["history", "matching"]
+            internal_addr = "10.0.0.5:7234"
+            history_addr = ["10.0.0.5:7234", "10.0.0.6:7234"]
+            replicated = true
+            num_shards = 64
+            namespaces = ["orders"]
+            log_format = "json"
+            internode_tls_ca = "/etc/chronicle/ca.pem"
+        "#;
+        let start = start_with(&["--internal-addr", "10.0.0.9:7234"], toml);
+        assert_eq!(start.role, "history,matching");
+        assert_eq!(start.internal_addr, "10.0.0.9:7234", "the flag wins");
+        assert_eq!(
+            start.history_addr.as_deref(),
+            Some("10.0.0.5:7234,10.0.0.6:7234")
+        );
+        assert!(start.replicated);
+        assert_eq!(start.num_shards, Some(64));
+        assert_eq!(start.namespaces, vec!["orders"]);
+        assert_eq!(start.log_format, "json");
+        assert_eq!(start.log_level, "info", "untouched default");
+        assert_eq!(
+            start.internode.internode_tls_ca.as_deref(),
+            Some(std::path::Path::new("/etc/chronicle/ca.pem"))
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_by_name() {
+        let err = ConfigFile::parse("frontend_adr = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("frontend_adr"), "{err}");
+        let err = ConfigFile::parse("num_shards = \"many\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("num_shards"), "{err}");
+        let err = ConfigFile::parse("num_shards = 0").unwrap_err().to_string();
+        assert!(err.contains("between 1 and 4096"), "{err}");
+    }
+
+    #[test]
+    fn the_example_in_deploy_parses() {
+        let text = include_str!("../../../deploy/chronicle.toml");
+        ConfigFile::parse(text).expect("deploy/chronicle.toml parses");
+    }
+}

@@ -1,0 +1,276 @@
+//! `chronicle cluster describe`: asks every history node for its view of each Raft group and
+//! prints the nodes, then per group its leader, term, members, each replica's applied index and
+//! how far each follower trails the leader's log.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use chronicle_proto::chronicle::admin::v1::{self as apb, admin_api_client::AdminApiClient};
+use chronicle_types::shard::METADATA_GROUP;
+
+/// One node's answers, or why it gave none.
+pub struct NodeReport {
+    pub addr: String,
+    pub info: Result<(apb::NodeInfo, apb::DescribeGroupsResponse), String>,
+    /// With `--digests`: each group's state digest on this node.
+    pub digests: Option<Result<apb::DigestGroupsResponse, String>>,
+}
+
+/// Asks each node (internal addresses); an unreachable node is reported, not fatal: describe
+/// is what an operator runs when a node is down.
+pub async fn describe_cluster(nodes: &[String], digests: bool) -> Vec<NodeReport> {
+    let mut reports = Vec::new();
+    for addr in nodes {
+        let digest = if digests {
+            Some(digest_node(addr).await)
+        } else {
+            None
+        };
+        let info = async {
+            let channel = chronicle_cluster::grpc::lazy_channel(addr)?;
+            let mut client = AdminApiClient::new(channel);
+            let call = async {
+                let info = client
+                    .describe_node(apb::DescribeNodeRequest {})
+                    .await?
+                    .into_inner();
+                let groups = client
+                    .describe_groups(apb::DescribeGroupsRequest {})
+                    .await?
+                    .into_inner();
+                Ok::<_, tonic::Status>((info, groups))
+            };
+            match tokio::time::timeout(std::time::Duration::from_secs(5), call).await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(status)) => Err(status.message().to_string()),
+                Err(_) => Err("no answer within 5 s".to_string()),
+            }
+        }
+        .await;
+        reports.push(NodeReport {
+            addr: addr.clone(),
+            info,
+            digests: digest,
+        });
+    }
+    reports
+}
+
+async fn digest_node(addr: &str) -> Result<apb::DigestGroupsResponse, String> {
+    let channel = chronicle_cluster::grpc::lazy_channel(addr)?;
+    let mut client = AdminApiClient::new(channel);
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        client.digest_groups(apb::DigestGroupsRequest {}),
+    )
+    .await
+    {
+        Ok(Ok(answer)) => Ok(answer.into_inner()),
+        Ok(Err(status)) => Err(status.message().to_string()),
+        Err(_) => Err("no digest within 60 s".to_string()),
+    }
+}
+
+/// Per group, whether the replicas that applied the same index hold the same state.
+fn render_digests(out: &mut String, reports: &[NodeReport]) {
+    let mut by_group: BTreeMap<u32, Vec<(String, &apb::GroupDigest)>> = BTreeMap::new();
+    for (i, report) in reports.iter().enumerate() {
+        if let Some(Ok(answer)) = &report.digests {
+            for d in &answer.groups {
+                by_group
+                    .entry(d.group)
+                    .or_default()
+                    .push((format!("n{}", i + 1), d));
+            }
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "GROUP  DIGESTS (node:applied index:digest)");
+    for (group, digests) in by_group {
+        let mut verdict = "replicas agree";
+        for (_, a) in &digests {
+            for (_, b) in &digests {
+                if a.applied_index == b.applied_index && a.digest != b.digest {
+                    verdict = "DIVERGED: same index, different state";
+                }
+            }
+        }
+        let cells: Vec<String> = digests
+            .iter()
+            .map(|(n, d)| format!("{n}:{}:{}", d.applied_index, &d.digest[..12]))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<6} {}  {verdict}",
+            group_name(group),
+            cells.join(" ")
+        );
+    }
+}
+
+fn group_name(group: u32) -> String {
+    if group == METADATA_GROUP {
+        "meta".into()
+    } else {
+        group.to_string()
+    }
+}
+
+/// The report as tables: the nodes, named `n1`, `n2`, ... in the order given, then one line
+/// per group with its members under those names (Raft node IDs are long random numbers).
+pub fn render_text(reports: &[NodeReport]) -> String {
+    let mut out = String::new();
+    let mut names: BTreeMap<u64, String> = BTreeMap::new();
+    for (i, report) in reports.iter().enumerate() {
+        if let Ok((info, _)) = &report.info {
+            names.insert(info.node_id, format!("n{}", i + 1));
+        }
+    }
+    let name = |id: u64| names.get(&id).cloned().unwrap_or_else(|| id.to_string());
+    let _ = writeln!(
+        out,
+        "NODE  NODE ID               ADDRESS                 STATUS"
+    );
+    // Each group as every reachable node sees it.
+    let mut groups: BTreeMap<u32, Vec<(u64, &apb::GroupStatus)>> = BTreeMap::new();
+    for (i, report) in reports.iter().enumerate() {
+        let label = format!("n{}", i + 1);
+        match &report.info {
+            Ok((info, answer)) => {
+                let leads = answer.groups.iter().filter(|g| g.state == "Leader").count();
+                let _ = writeln!(
+                    out,
+                    "{label:<5} {:<21} {:<23} up, leads {leads} of {} groups",
+                    info.node_id,
+                    report.addr,
+                    answer.groups.len()
+                );
+                for g in &answer.groups {
+                    groups.entry(g.group).or_default().push((info.node_id, g));
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "{label:<5} {:<21} {:<23} unreachable: {e}",
+                    "?", report.addr
+                );
+            }
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "GROUP  LEADER  TERM  VOTERS      APPLIED (node:index)      LAG (node:entries behind)"
+    );
+    for (group, views) in &groups {
+        // The leader's own view is authoritative for term, members and follower progress.
+        let leader_view = views.iter().find(|(_, g)| g.state == "Leader");
+        let (term, leader, voters) = match leader_view {
+            Some((id, g)) => (g.term, name(*id), g.voters.clone()),
+            None => (
+                views.iter().map(|(_, g)| g.term).max().unwrap_or(0),
+                "none".to_string(),
+                views
+                    .first()
+                    .map(|(_, g)| g.voters.clone())
+                    .unwrap_or_default(),
+            ),
+        };
+        let applied: Vec<String> = views
+            .iter()
+            .map(|(id, g)| format!("{}:{}", name(*id), g.last_applied_index))
+            .collect();
+        let lag: Vec<String> = match leader_view {
+            Some((_, g)) => g
+                .followers
+                .iter()
+                .map(|f| match f.matched_index {
+                    Some(m) => {
+                        format!("{}:{}", name(f.node_id), g.last_log_index.saturating_sub(m))
+                    }
+                    None => format!("{}:?", name(f.node_id)),
+                })
+                .collect(),
+            None => vec!["-".into()],
+        };
+        let mut voters: Vec<String> = voters.into_iter().map(name).collect();
+        voters.sort();
+        let _ = writeln!(
+            out,
+            "{:<6} {:<7} {:<5} {:<11} {:<25} {}",
+            group_name(*group),
+            leader,
+            term,
+            voters.join(","),
+            applied.join(" "),
+            lag.join(" ")
+        );
+    }
+    if reports.iter().any(|r| r.digests.is_some()) {
+        render_digests(&mut out, reports);
+    }
+    out
+}
+
+/// The report as JSON, for scripts.
+pub fn render_json(reports: &[NodeReport]) -> serde_json::Value {
+    let nodes: Vec<serde_json::Value> = reports
+        .iter()
+        .map(|r| match &r.info {
+            Ok((info, answer)) => serde_json::json!({
+                "address": r.addr,
+                "node_id": info.node_id,
+                "raft_address": info.raft_addr,
+                "num_shards": info.num_shards,
+                "initialized": info.initialized,
+                "groups": answer.groups.iter().map(|g| serde_json::json!({
+                    "group": group_name(g.group),
+                    "state": g.state,
+                    "term": g.term,
+                    "leader": (g.leader != 0).then_some(g.leader),
+                    "last_log_index": g.last_log_index,
+                    "last_applied_index": g.last_applied_index,
+                    "voters": g.voters,
+                    "learners": g.learners,
+                    "followers": g.followers.iter().map(|f| serde_json::json!({
+                        "node_id": f.node_id,
+                        "matched_index": f.matched_index,
+                        "lag": f.matched_index.map(|m| g.last_log_index.saturating_sub(m)),
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            }),
+            Err(e) => serde_json::json!({ "address": r.addr, "error": e }),
+        })
+        .map(|mut node| {
+            if let Some(digests) = &r_digests(reports, &node) {
+                node["digests"] = digests.clone();
+            }
+            node
+        })
+        .collect();
+    serde_json::json!({ "nodes": nodes })
+}
+
+/// The `digests` member of a node's JSON: per group, its applied index and digest.
+fn r_digests(reports: &[NodeReport], node: &serde_json::Value) -> Option<serde_json::Value> {
+    let report = reports
+        .iter()
+        .find(|r| node["address"] == r.addr.as_str())?;
+    Some(match report.digests.as_ref()? {
+        Ok(answer) => serde_json::Value::Array(
+            answer
+                .groups
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "group": group_name(d.group),
+                        "applied_index": d.applied_index,
+                        "digest": d.digest,
+                    })
+                })
+                .collect(),
+        ),
+        Err(e) => serde_json::json!({ "error": e }),
+    })
+}

@@ -1,0 +1,195 @@
+"""The cluster's failure behaviour under load, each scenario on its own
+`chronicle server start-local-cluster --restart` (three history nodes, one matching node, two
+frontends; the client starts workflows through the first frontend, the worker polls through the
+second). Workflows keep being started while the fault happens; afterwards every acknowledged
+start must complete with the right result, and the invariant checker (`invariants.py`) must hold:
+exactly one close per run, contiguous event IDs, no activity completed twice, one run per ID,
+and identical replicas at the same log index.
+
+Bounded for CI (COMPAT_FAULT_SECONDS of load per scenario); a longer soak is the same test with
+a larger value. Skip with COMPAT_SKIP_DURABILITY=1."""
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import signal
+import time
+import urllib.request
+from datetime import timedelta
+from typing import Awaitable, Callable, Dict
+
+import pytest
+from temporalio.client import Client
+
+import workflows as wf
+from conftest import IS_CHRONICLE, SERVER_KIND, SplitServer, chronicle_bin, new_id
+from invariants import check_histories, check_replicas_agree
+from test_durability import SupervisedWorker
+
+LOAD_SECONDS = float(os.environ.get("COMPAT_FAULT_SECONDS", "6"))
+
+pytestmark = [
+    pytest.mark.durability,
+    pytest.mark.deadline(240),
+    pytest.mark.skipif(SERVER_KIND == "chronicle-split",
+                       reason="starts its own cluster: runs once, in the `chronicle` pass"),
+    pytest.mark.skipif(not IS_CHRONICLE, reason="a Chronicle cluster"),
+    pytest.mark.skipif(os.environ.get("COMPAT_SKIP_DURABILITY") == "1", reason="COMPAT_SKIP_DURABILITY=1"),
+]
+
+
+def ready(metrics_addr: str) -> bool:
+    try:
+        return urllib.request.urlopen(f"http://{metrics_addr}/health/ready", timeout=2).status == 200
+    except Exception:
+        return False
+
+
+async def restarted(cluster: SplitServer, name: str, since: int, timeout: float = 60) -> None:
+    """Waits for the supervisor to start `name` again (a `name pid=...` line after the first
+    `since` lines) and for the new process to be ready."""
+    def new_incarnation() -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in cluster.lines[since:]:
+                if line.startswith(f"{name} pid="):
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"{name} was not restarted (supervisor exit status {cluster.proc.poll()}):\n"
+                             + "\n".join(cluster.lines[since:]))
+
+    line = await asyncio.to_thread(new_incarnation)
+    metrics = dict(f.split("=", 1) for f in line.split()[1:])["metrics"]
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(ready, metrics):
+        assert time.monotonic() < deadline, f"{name} not ready after its restart"
+        await asyncio.sleep(0.2)
+
+
+def replica_ids(cluster: SplitServer) -> set:
+    """The voters of every group, which must be the same three nodes everywhere."""
+    nodes = ",".join(n.fields["internal"] for n in cluster.histories)
+    out = subprocess.run([chronicle_bin(), "cluster", "describe", "--json", "--nodes", nodes],
+                         capture_output=True, timeout=30)
+    voter_sets = {tuple(sorted(g["voters"])) for n in json.loads(out.stdout)["nodes"]
+                  for g in n.get("groups", []) if g["state"] == "Leader"}
+    assert len(voter_sets) == 1, f"groups disagree on their voters: {voter_sets}"
+    return set(voter_sets.pop())
+
+
+async def bounce(cluster: SplitServer, name: str, sig: int) -> None:
+    """Sends `sig` to the node and waits until the supervisor restarted it and it is ready."""
+    since = len(cluster.lines)
+    os.kill(cluster.node(name).pid, sig)
+    await restarted(cluster, name, since)
+
+
+async def under_load(tmp_path, fault: Callable[[SplitServer], Awaitable[None]]) -> Dict[str, float]:
+    effects = str(tmp_path / "effects")
+    os.makedirs(effects)
+    cluster = SplitServer(str(tmp_path / "cluster"), history_count=3, frontend_count=2, restart=True)
+    os.makedirs(cluster.log_dir)
+    await asyncio.to_thread(cluster.start)
+    try:
+        client = await Client.connect(cluster.frontends[0])
+        worker_client = await Client.connect(cluster.frontends[-1])
+        task_queue = new_id("tq-fault")
+        worker = SupervisedWorker(worker_client, task_queue)
+        amounts: Dict[str, int] = {}
+        handles = []
+        start_errors = []
+        stop_load = asyncio.Event()
+
+        async def load() -> None:
+            i = 0
+            while not stop_load.is_set():
+                wid = new_id("fault")
+                inp = wf.DurableInput(directory=effects, amount=100 + i, timer_ms=300 + 50 * (i % 7))
+                try:
+                    handles.append(await client.start_workflow(
+                        wf.DurableWorkflow.run, inp, id=wid, task_queue=task_queue,
+                        task_timeout=timedelta(seconds=3)))
+                    amounts[wid] = inp.amount
+                except Exception as e:  # not acknowledged: not owed a completion, but counted
+                    start_errors.append(repr(e))
+                i += 1
+                await asyncio.sleep(0.05)
+
+        try:
+            loader = asyncio.create_task(load())
+            await asyncio.sleep(1)
+            began = time.monotonic()
+            await fault(cluster)
+            fault_seconds = time.monotonic() - began
+            await asyncio.sleep(max(0.0, LOAD_SECONDS - fault_seconds))
+            stop_load.set()
+            await loader
+            results = await asyncio.wait_for(
+                asyncio.gather(*(h.result() for h in handles), return_exceptions=True), 120)
+        finally:
+            await worker.close()
+
+        assert not start_errors, f"{len(start_errors)} starts failed, e.g. {start_errors[0]}"
+        failures = {h.id: r for h, r in zip(handles, results) if isinstance(r, BaseException)}
+        assert not failures, f"{len(failures)} of {len(handles)} workflows failed, e.g. {next(iter(failures.items()))}"
+        for h, r in zip(handles, results):
+            assert r == wf.durable_expected(amounts[h.id]), h.id
+        await check_histories(client, {h.id: h.result_run_id for h in handles})
+        await asyncio.to_thread(check_replicas_agree, cluster)
+        print(f"\n{len(handles)} workflows started under the fault, all completed; replicas agree")
+        return {"workflows": len(handles)}
+    finally:
+        cluster.kill()
+
+
+async def test_follower_killed_and_restarted(tmp_path):
+    async def fault(cluster: SplitServer) -> None:
+        await bounce(cluster, "history-3", signal.SIGKILL)
+
+    await under_load(tmp_path, fault)
+
+
+async def test_matching_and_frontend_killed(tmp_path):
+    async def fault(cluster: SplitServer) -> None:
+        await bounce(cluster, "matching-1", signal.SIGKILL)
+        # The worker's frontend: its polls fail until it is back on the same address.
+        await bounce(cluster, "frontend-2", signal.SIGKILL)
+
+    await under_load(tmp_path, fault)
+
+
+async def test_rolling_restart_of_every_node(tmp_path):
+    async def fault(cluster: SplitServer) -> None:
+        for name in ["history-1", "history-2", "history-3", "matching-1", "frontend-1", "frontend-2"]:
+            await bounce(cluster, name, signal.SIGTERM)
+            # Let elections settle before the next node goes: never two history nodes down.
+            await asyncio.sleep(0.5)
+
+    await under_load(tmp_path, fault)
+
+
+async def test_wiped_node_rejoins_as_a_new_node(tmp_path):
+    async def fault(cluster: SplitServer) -> None:
+        victim = cluster.node("history-3")
+        old = replica_ids(cluster)
+        since = len(cluster.lines)
+        # Lose the disk: the supervisor restarts the node on an empty directory; it comes back
+        # with a new node ID and takes the lost node's place in every group.
+        # The supervisor is stopped meanwhile, so it cannot start the node again on the old
+        # data before the directory is gone.
+        os.kill(cluster.proc.pid, signal.SIGSTOP)
+        try:
+            victim.kill()
+            await asyncio.sleep(0.5)  # dead (a zombie until the supervisor reaps it)
+            shutil.rmtree(os.path.join(cluster.log_dir, "cluster", "history-3"))
+        finally:
+            os.kill(cluster.proc.pid, signal.SIGCONT)
+        await restarted(cluster, "history-3", since, timeout=120)
+        line = await asyncio.to_thread(cluster.wait_for_line, lambda l: "replaces lost node" in l, 60)
+        assert "fresh data directory" in line
+        new = replica_ids(cluster)
+        assert len(new) == 3 and len(new & old) == 2, f"voters before {old}, after {new}"
+
+    await under_load(tmp_path, fault)
