@@ -302,6 +302,25 @@ class SplitServer:
         ready_line = next(line for line in lines if line.startswith("ready "))
         self.frontends = dict(f.split("=", 1) for f in ready_line.split()[1:])["frontends"].split(",")
         self.address = self.frontends[0]
+        self._add_search_attributes()
+
+    def _add_search_attributes(self) -> None:
+        """`server start` has no --search-attribute: the attributes start-dev gets from its flags are
+        added through the OperatorService (the registry is durable cluster state; adding names
+        already there changes nothing)."""
+        create = [temporal_cli(), "operator", "search-attribute", "create", "--address", self.address]
+        for flag in SEARCH_ATTRIBUTE_FLAGS[1::2]:
+            name, kind = flag.split("=")
+            create += ["--name", name, "--type", kind]
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            added = subprocess.run(create, capture_output=True, timeout=STARTUP_TIMEOUT)
+            if added.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"search attributes not added: {added.stderr.decode(errors='replace')}")
+            time.sleep(0.5)
 
     def wait_for_line(self, predicate: Callable[[str], bool], timeout: float = 30) -> str:
         """The first supervisor line (since start) that satisfies ``predicate``."""

@@ -541,3 +541,30 @@ ALL_WORKFLOWS = [OrderWorkflow, SagaWorkflow, RetryWorkflow, NonRetryableWorkflo
 ALL_ACTIVITIES = [reserve_stock, charge_payment, ship_order, saga_step, fails_twice, rejects_input,
                   slow_first_attempt, resumable_count, journal_step, add_tax, add_shipping,
                   heartbeat_until_cancelled, release_hold, always_fails, report_priority]
+
+
+# --- visibility: upserts checked against the namespace's search attributes -----------------------
+
+VIS_KEYWORD = SearchAttributeKey.for_keyword("VisKeyword")
+UNREGISTERED = SearchAttributeKey.for_keyword("VisNeverRegistered")
+
+
+@workflow.defn
+class VisUpsertWorkflow:
+    """Upserts VisKeyword (or, with ``bad``, an attribute nobody registered), then waits."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    @workflow.run
+    async def run(self, value: str, bad: bool) -> str:
+        if bad:
+            workflow.upsert_search_attributes([UNREGISTERED.value_set(value)])
+        else:
+            workflow.upsert_search_attributes([VIS_KEYWORD.value_set(value)])
+        await workflow.wait_condition(lambda: self.done)
+        return value
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.done = True

@@ -64,6 +64,20 @@ pub trait HistoryService: Send + Sync + 'static {
     async fn update_namespace(&self, record: NamespaceRecord) -> ApiResult<()>;
     async fn namespace_by_name(&self, name: &str) -> ApiResult<NamespaceRecord>;
     async fn list_namespaces(&self) -> ApiResult<Vec<NamespaceRecord>>;
+    /// Adds and removes custom search attributes of a namespace (the metadata group checks the
+    /// change against the stored registry at apply).
+    async fn update_search_attributes(
+        &self,
+        namespace: &str,
+        add: std::collections::BTreeMap<String, i32>,
+        remove: Vec<String>,
+    ) -> ApiResult<()> {
+        let _ = (namespace, add, remove);
+        Err(chronicle_types::ApiError::new(
+            tonic::Code::Unimplemented,
+            "this history service does not change search attributes",
+        ))
+    }
 
     // Workflow lifecycle.
     async fn start_workflow(
@@ -106,12 +120,12 @@ pub trait HistoryService: Send + Sync + 'static {
         namespace_id: &str,
         request: ws::GetWorkflowExecutionHistoryReverseRequest,
     ) -> ApiResult<ws::GetWorkflowExecutionHistoryReverseResponse>;
+    /// A page of the runs matching a visibility query (or only their count), in list order
+    /// (`chronicle_visibility::order`). The query was checked by the frontend.
     async fn list_workflows(
         &self,
-        namespace_id: &str,
-        query: &str,
-        page_size: usize,
-    ) -> ApiResult<Vec<ws::DescribeWorkflowExecutionResponse>>;
+        request: chronicle_proto::chronicle::history::v1::ListWorkflowsRequest,
+    ) -> ApiResult<chronicle_proto::chronicle::history::v1::ListWorkflowsResponse>;
     async fn query_workflow(
         &self,
         namespace_id: &str,

@@ -147,10 +147,8 @@ impl HistoryService for Scripted {
     }
     async fn list_workflows(
         &self,
-        _: &str,
-        _: &str,
-        _: usize,
-    ) -> ApiResult<Vec<ws::DescribeWorkflowExecutionResponse>> {
+        _: chronicle_proto::chronicle::history::v1::ListWorkflowsRequest,
+    ) -> ApiResult<chronicle_proto::chronicle::history::v1::ListWorkflowsResponse> {
         unused()
     }
     async fn query_workflow(

@@ -10,6 +10,7 @@ mod operator_service;
 pub mod ratelimit;
 mod status_compat;
 mod validate;
+mod visibility;
 mod workflow_service;
 
 use std::sync::Arc;
@@ -33,6 +34,4 @@ pub struct FrontendContext {
     pub namespaces: Arc<NamespaceCache>,
     pub num_shards: u32,
     pub server_version: String,
-    /// Search attributes registered with `--search-attribute` (name -> type).
-    pub search_attributes: Arc<std::sync::RwLock<std::collections::BTreeMap<String, i32>>>,
 }

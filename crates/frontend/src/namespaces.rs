@@ -14,9 +14,13 @@ use chronicle_types::{ApiError, ApiResult};
 
 pub const CLUSTER_NAME: &str = "active";
 
+/// How long a cached record is used before it is read again: a namespace (or its search
+/// attributes) changed through another frontend is seen here within this time.
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct NamespaceCache {
     history: Arc<dyn HistoryService>,
-    by_name: RwLock<HashMap<String, NamespaceRecord>>,
+    by_name: RwLock<HashMap<String, (std::time::Instant, NamespaceRecord)>>,
 }
 
 impl NamespaceCache {
@@ -31,14 +35,16 @@ impl NamespaceCache {
         if name.is_empty() {
             return Err(ApiError::invalid_argument("Namespace not set on request."));
         }
-        if let Some(r) = self.by_name.read().expect("namespace cache").get(name) {
+        if let Some((at, r)) = self.by_name.read().expect("namespace cache").get(name)
+            && at.elapsed() < CACHE_TTL
+        {
             return Ok(r.clone());
         }
         let record = self.history.namespace_by_name(name).await?;
-        self.by_name
-            .write()
-            .expect("namespace cache")
-            .insert(name.to_string(), record.clone());
+        self.by_name.write().expect("namespace cache").insert(
+            name.to_string(),
+            (std::time::Instant::now(), record.clone()),
+        );
         Ok(record)
     }
 
@@ -84,5 +90,6 @@ pub fn default_namespace_record(
         }),
         failover_version: 0,
         is_global_namespace: false,
+        custom_search_attributes: Default::default(),
     }
 }

@@ -1,6 +1,9 @@
-//! `temporal.api.operatorservice.v1.OperatorService`: search attribute registry.
+//! `temporal.api.operatorservice.v1.OperatorService`: the search-attribute registry. Each
+//! namespace's custom search attributes are part of its record in the metadata group (durable
+//! and replicated); changes are applied there, checked against the stored registry.
 
-use chronicle_proto::temporal::api::enums::v1::IndexedValueType;
+use std::collections::BTreeMap;
+
 use chronicle_proto::temporal::api::operatorservice::v1::{
     self as os, operator_service_server::OperatorService,
 };
@@ -17,22 +20,15 @@ impl OperatorHandler {
     pub fn new(ctx: FrontendContext) -> Self {
         Self { ctx }
     }
-}
 
-/// Temporal's system search attributes, always present.
-pub fn system_search_attributes() -> Vec<(&'static str, IndexedValueType)> {
-    vec![
-        ("WorkflowId", IndexedValueType::Keyword),
-        ("RunId", IndexedValueType::Keyword),
-        ("WorkflowType", IndexedValueType::Keyword),
-        ("StartTime", IndexedValueType::Datetime),
-        ("CloseTime", IndexedValueType::Datetime),
-        ("ExecutionStatus", IndexedValueType::Keyword),
-        ("ExecutionTime", IndexedValueType::Datetime),
-        ("ExecutionDuration", IndexedValueType::Int),
-        ("HistoryLength", IndexedValueType::Int),
-        ("TaskQueue", IndexedValueType::Keyword),
-    ]
+    async fn namespace(&self, name: &str) -> Result<(), Status> {
+        crate::metric_defs::set_namespace(name);
+        if name.is_empty() {
+            return Err(ApiError::invalid_argument("Namespace is not set on request.").into());
+        }
+        self.ctx.namespaces.id(name).await?;
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -42,25 +38,13 @@ impl OperatorService for OperatorHandler {
         request: Request<os::ListSearchAttributesRequest>,
     ) -> Result<Response<os::ListSearchAttributesResponse>, Status> {
         let r = request.into_inner();
-        crate::metric_defs::set_namespace(&r.namespace);
-        if !r.namespace.is_empty() {
-            self.ctx.namespaces.id(&r.namespace).await?;
-        }
-        let custom_attributes = self
-            .ctx
-            .search_attributes
-            .read()
-            .expect("search attributes")
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
-        let system_attributes = system_search_attributes()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v as i32))
-            .collect();
+        self.namespace(&r.namespace).await?;
+        // Read through, not from the cache: another frontend may have just changed it.
+        self.ctx.namespaces.invalidate(&r.namespace);
+        let record = self.ctx.namespaces.get(&r.namespace).await?;
         Ok(Response::new(os::ListSearchAttributesResponse {
-            custom_attributes,
-            system_attributes,
+            custom_attributes: record.custom_search_attributes.into_iter().collect(),
+            system_attributes: crate::visibility::system_attributes(),
             storage_schema: Default::default(),
         }))
     }
@@ -75,34 +59,36 @@ impl OperatorService for OperatorHandler {
                 ApiError::invalid_argument("SearchAttributes are not set on request.").into(),
             );
         }
-        let system: Vec<&str> = system_search_attributes()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        let mut registry = self
+        self.namespace(&r.namespace).await?;
+        let add: BTreeMap<String, i32> = r.search_attributes.into_iter().collect();
+        let result = self
             .ctx
-            .search_attributes
-            .write()
-            .expect("search attributes");
-        for (name, kind) in &r.search_attributes {
-            if system.contains(&name.as_str()) {
-                return Err(ApiError::invalid_argument(format!(
-                    "Search attribute {name} is reserved by system."
-                ))
-                .into());
-            }
-            if IndexedValueType::try_from(*kind).unwrap_or_default()
-                == IndexedValueType::Unspecified
-            {
-                return Err(ApiError::invalid_argument(format!(
-                    "Unknown search attribute type {kind}."
-                ))
-                .into());
-            }
-        }
-        for (name, kind) in r.search_attributes {
-            registry.insert(name, kind);
-        }
+            .history
+            .update_search_attributes(&r.namespace, add, Vec::new())
+            .await;
+        self.ctx.namespaces.invalidate(&r.namespace);
+        result?;
         Ok(Response::new(os::AddSearchAttributesResponse {}))
+    }
+
+    async fn remove_search_attributes(
+        &self,
+        request: Request<os::RemoveSearchAttributesRequest>,
+    ) -> Result<Response<os::RemoveSearchAttributesResponse>, Status> {
+        let r = request.into_inner();
+        if r.search_attributes.is_empty() {
+            return Err(
+                ApiError::invalid_argument("SearchAttributes are not set on request.").into(),
+            );
+        }
+        self.namespace(&r.namespace).await?;
+        let result = self
+            .ctx
+            .history
+            .update_search_attributes(&r.namespace, BTreeMap::new(), r.search_attributes)
+            .await;
+        self.ctx.namespaces.invalidate(&r.namespace);
+        result?;
+        Ok(Response::new(os::RemoveSearchAttributesResponse {}))
     }
 }

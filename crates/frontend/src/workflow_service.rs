@@ -249,6 +249,12 @@ impl WorkflowService for WorkflowHandler {
             validate::any_size(memo, "Memo")?;
         }
         validate::priority(r.priority.as_ref())?;
+        crate::visibility::check_search_attributes(
+            &self.ctx,
+            &r.namespace,
+            r.search_attributes.as_ref(),
+        )
+        .await?;
         ok(self.ctx.history.start_workflow(&ns, r).await?)
     }
 
@@ -301,6 +307,12 @@ impl WorkflowService for WorkflowHandler {
         validate::duration(&mut r.workflow_start_delay, "WorkflowStartDelay")?;
         validate::retry_policy(&mut r.retry_policy, "RetryPolicy")?;
         validate::priority(r.priority.as_ref())?;
+        crate::visibility::check_search_attributes(
+            &self.ctx,
+            &r.namespace,
+            r.search_attributes.as_ref(),
+        )
+        .await?;
         ok(self.ctx.history.signal_with_start(&ns, r).await?)
     }
 
@@ -393,79 +405,35 @@ impl WorkflowService for WorkflowHandler {
         &self,
         request: Request<ws::ListWorkflowExecutionsRequest>,
     ) -> Res<ws::ListWorkflowExecutionsResponse> {
-        let r = request.into_inner();
-        let ns = self.ns(&r.namespace).await?;
-        let page = if r.page_size > 0 {
-            r.page_size as usize
-        } else {
-            1000
-        };
-        let after = if r.next_page_token.is_empty() {
-            None
-        } else {
-            Some(ListCursor::decode(&r.next_page_token)?)
-        };
-        // Newest first; the run's workflow and run IDs order runs started in the same
-        // millisecond, so a page's last run marks where the next page starts.
-        let mut executions: Vec<_> = self
-            .ctx
-            .history
-            .list_workflows(&ns, &r.query, usize::MAX)
-            .await?
-            .into_iter()
-            .filter_map(|d| d.workflow_execution_info)
-            .map(|info| (ListCursor::of(&info), info))
-            .filter(|(cursor, _)| after.as_ref().is_none_or(|a| cursor > a))
-            .collect();
-        executions.sort_by(|a, b| a.0.cmp(&b.0));
-        let next_page_token = if executions.len() > page {
-            executions.truncate(page);
-            executions
-                .last()
-                .map(|(cursor, _)| cursor.encode())
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        ok(ws::ListWorkflowExecutionsResponse {
-            executions: executions.into_iter().map(|(_, info)| info).collect(),
-            next_page_token,
-        })
+        ok(crate::visibility::list(&self.ctx, request.into_inner()).await?)
+    }
+
+    async fn scan_workflow_executions(
+        &self,
+        request: Request<ws::ScanWorkflowExecutionsRequest>,
+    ) -> Res<ws::ScanWorkflowExecutionsResponse> {
+        ok(crate::visibility::scan(&self.ctx, request.into_inner()).await?)
+    }
+
+    async fn list_open_workflow_executions(
+        &self,
+        request: Request<ws::ListOpenWorkflowExecutionsRequest>,
+    ) -> Res<ws::ListOpenWorkflowExecutionsResponse> {
+        ok(crate::visibility::list_open(&self.ctx, request.into_inner()).await?)
+    }
+
+    async fn list_closed_workflow_executions(
+        &self,
+        request: Request<ws::ListClosedWorkflowExecutionsRequest>,
+    ) -> Res<ws::ListClosedWorkflowExecutionsResponse> {
+        ok(crate::visibility::list_closed(&self.ctx, request.into_inner()).await?)
     }
 
     async fn count_workflow_executions(
         &self,
         request: Request<ws::CountWorkflowExecutionsRequest>,
     ) -> Res<ws::CountWorkflowExecutionsResponse> {
-        let r = request.into_inner();
-        let ns = self.ns(&r.namespace).await?;
-        let (query, group_by_status) = split_group_by(&r.query)?;
-        let runs = self
-            .ctx
-            .history
-            .list_workflows(&ns, query, usize::MAX)
-            .await?;
-        let count = runs.len() as i64;
-        let mut groups = Vec::new();
-        if group_by_status {
-            // One group per status present, as Temporal answers `GROUP BY ExecutionStatus`.
-            let mut by_status = std::collections::BTreeMap::<i32, i64>::new();
-            for run in &runs {
-                if let Some(info) = &run.workflow_execution_info {
-                    *by_status.entry(info.status).or_default() += 1;
-                }
-            }
-            groups = by_status
-                .into_iter()
-                .map(
-                    |(status, count)| ws::count_workflow_executions_response::AggregationGroup {
-                        group_values: vec![status_name_payload(status)],
-                        count,
-                    },
-                )
-                .collect();
-        }
-        ok(ws::CountWorkflowExecutionsResponse { count, groups })
+        ok(crate::visibility::count(&self.ctx, request.into_inner()).await?)
     }
 
     async fn query_workflow(
@@ -518,6 +486,7 @@ impl WorkflowService for WorkflowHandler {
                 "StickyAttributes.ScheduleToStartTimeout",
             )?;
         }
+        crate::visibility::check_completion(&self.ctx, &ns, &r).await?;
         ok(self
             .ctx
             .history
@@ -806,105 +775,11 @@ impl WorkflowService for WorkflowHandler {
         &self,
         _request: Request<ws::GetSearchAttributesRequest>,
     ) -> Res<ws::GetSearchAttributesResponse> {
-        let keys = self
-            .ctx
-            .search_attributes
-            .read()
-            .expect("search attributes")
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
+        // The request names no namespace: the system attributes and `default`'s custom ones.
+        let mut keys = crate::visibility::system_attributes();
+        if let Ok(record) = self.ctx.namespaces.get("default").await {
+            keys.extend(record.custom_search_attributes);
+        }
         ok(ws::GetSearchAttributesResponse { keys })
-    }
-}
-
-/// Where a page of ListWorkflowExecutions ends: the order of the listing (newest start first,
-/// then workflow ID and run ID), encoded in the next page's token.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct ListCursor {
-    newest_first: std::cmp::Reverse<i64>,
-    workflow_id: String,
-    run_id: String,
-}
-
-impl ListCursor {
-    fn of(info: &chronicle_proto::temporal::api::workflow::v1::WorkflowExecutionInfo) -> Self {
-        let execution = info.execution.clone().unwrap_or_default();
-        ListCursor {
-            newest_first: std::cmp::Reverse(
-                info.start_time
-                    .as_ref()
-                    .map(chronicle_types::time::millis)
-                    .unwrap_or(0),
-            ),
-            workflow_id: execution.workflow_id,
-            run_id: execution.run_id,
-        }
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        format!(
-            "list1:{}:{}:{}",
-            self.newest_first.0, self.run_id, self.workflow_id
-        )
-        .into_bytes()
-    }
-
-    fn decode(token: &[u8]) -> Result<Self, Status> {
-        let bad = || Status::from(ApiError::invalid_argument("invalid next page token"));
-        let text = std::str::from_utf8(token).map_err(|_| bad())?;
-        let mut parts = text.splitn(4, ':');
-        if parts.next() != Some("list1") {
-            return Err(bad());
-        }
-        let start = parts
-            .next()
-            .and_then(|s| s.parse::<i64>().ok())
-            .ok_or_else(bad)?;
-        let run_id = parts.next().ok_or_else(bad)?.to_string();
-        let workflow_id = parts.next().ok_or_else(bad)?.to_string();
-        Ok(ListCursor {
-            newest_first: std::cmp::Reverse(start),
-            workflow_id,
-            run_id,
-        })
-    }
-}
-
-/// Splits a trailing `GROUP BY ExecutionStatus` (the only grouping Temporal supports) off a
-/// count query; another grouping is InvalidArgument.
-fn split_group_by(query: &str) -> Result<(&str, bool), Status> {
-    let lower = query.to_ascii_lowercase();
-    let Some(pos) = lower.find("group by") else {
-        return Ok((query, false));
-    };
-    let field = query[pos + "group by".len()..].trim();
-    if field != "ExecutionStatus" {
-        return Err(ApiError::invalid_argument(format!(
-            "'group by' clause is only supported for ExecutionStatus search attribute, not {field:?}"
-        ))
-        .into());
-    }
-    Ok((&query[..pos], true))
-}
-
-/// A status as visibility names it (`Running`, `Completed`, ...), as a JSON string payload.
-fn status_name_payload(status: i32) -> chronicle_proto::temporal::api::common::v1::Payload {
-    use chronicle_proto::temporal::api::enums::v1::WorkflowExecutionStatus as S;
-    let name = match S::try_from(status).unwrap_or(S::Unspecified) {
-        S::Running => "Running",
-        S::Completed => "Completed",
-        S::Failed => "Failed",
-        S::Canceled => "Canceled",
-        S::Terminated => "Terminated",
-        S::ContinuedAsNew => "ContinuedAsNew",
-        S::TimedOut => "TimedOut",
-        S::Paused => "Paused",
-        S::Unspecified => "Unspecified",
-    };
-    chronicle_proto::temporal::api::common::v1::Payload {
-        metadata: HashMap::from([("encoding".to_string(), b"json/plain".to_vec())]),
-        data: format!("\"{name}\"").into_bytes(),
-        ..Default::default()
     }
 }

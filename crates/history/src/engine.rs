@@ -147,6 +147,13 @@ impl HistoryEngine {
         let (shutdown, _) = watch::channel(false);
         let mut shards = Vec::new();
         for id in 0..config.num_shards {
+            // Visibility indexes for runs applied before they existed, before the group applies.
+            chronicle_storage::visibility::build_if_missing(&db, id).map_err(|e| {
+                RaftError::Start {
+                    group: id,
+                    reason: format!("building visibility indexes: {e}"),
+                }
+            })?;
             shards.push(Arc::new(
                 open_group(&db, id, &config, &applier, &notifier, &shutdown).await?,
             ));

@@ -14,7 +14,6 @@
 pub mod apply;
 pub mod engine;
 pub mod group_status;
-mod list_query;
 pub mod membership;
 pub mod metric_defs;
 pub mod mutable_state;
@@ -26,5 +25,6 @@ mod read;
 mod service;
 pub mod tokens;
 mod transfer;
+mod visibility;
 
 pub use engine::{DEFAULT_MAX_PENDING_PROPOSALS, HistoryConfig, HistoryEngine, Replication};

@@ -294,6 +294,7 @@ impl HistoryService for HistoryEngine {
             Kind::UpsertNamespace(cmd::UpsertNamespace {
                 record: Some(record),
                 create: true,
+                search_attributes: None,
             }),
         )
         .await?;
@@ -306,6 +307,7 @@ impl HistoryService for HistoryEngine {
             Kind::UpsertNamespace(cmd::UpsertNamespace {
                 record: Some(record),
                 create: false,
+                search_attributes: None,
             }),
         )
         .await?;
@@ -325,6 +327,22 @@ impl HistoryService for HistoryEngine {
     async fn list_namespaces(&self) -> ApiResult<Vec<NamespaceRecord>> {
         self.check_leader(&self.metadata)?;
         self.metadata.tables.namespaces().map_err(storage)
+    }
+
+    async fn update_search_attributes(
+        &self,
+        namespace: &str,
+        add: std::collections::BTreeMap<String, i32>,
+        remove: Vec<String>,
+    ) -> ApiResult<()> {
+        self.propose(
+            &self.metadata,
+            Kind::UpsertNamespace(crate::apply::namespace::search_attributes_change(
+                namespace, add, remove,
+            )),
+        )
+        .await?;
+        Ok(())
     }
 
     async fn start_workflow(
@@ -605,29 +623,9 @@ impl HistoryService for HistoryEngine {
 
     async fn list_workflows(
         &self,
-        namespace_id: &str,
-        query: &str,
-        page_size: usize,
-    ) -> ApiResult<Vec<ws::DescribeWorkflowExecutionResponse>> {
-        let filter = crate::list_query::ListFilter::parse(query)?;
-        let mut all = Vec::new();
-        for shard in &self.shards {
-            for state in shard.tables.executions(usize::MAX).map_err(storage)? {
-                if state.namespace_id == namespace_id && filter.matches(&state) {
-                    all.push(state);
-                }
-            }
-        }
-        all.sort_by_key(|s| {
-            std::cmp::Reverse(
-                s.start_time
-                    .as_ref()
-                    .map(chronicle_types::time::millis)
-                    .unwrap_or(0),
-            )
-        });
-        all.truncate(page_size.max(1));
-        Ok(all.iter().map(read::describe).collect())
+        request: chronicle_proto::chronicle::history::v1::ListWorkflowsRequest,
+    ) -> ApiResult<chronicle_proto::chronicle::history::v1::ListWorkflowsResponse> {
+        crate::visibility::list(self, request)
     }
 
     async fn query_workflow(

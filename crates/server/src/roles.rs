@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -378,12 +378,24 @@ pub async fn run_node(
             ));
             tracing::info!(node_id, "replicated history node");
         } else {
+            let search_attributes: BTreeMap<String, i32> =
+                config.search_attributes.iter().cloned().collect();
             for name in wanted {
                 if engine.namespace_by_name(&name).await.is_err() {
                     engine
                         .register_namespace(default_namespace_record(&name, "", 3))
                         .await
                         .map_err(|e| anyhow::anyhow!("creating namespace {name}: {}", e.message))?;
+                }
+                // `--search-attribute`: registered in each namespace created at start, as
+                // Temporal's dev server does (durably; names already there are left alone).
+                if !search_attributes.is_empty() {
+                    engine
+                        .update_search_attributes(&name, search_attributes.clone(), Vec::new())
+                        .await
+                        .map_err(|e| {
+                            anyhow::anyhow!("search attributes of {name}: {}", e.message)
+                        })?;
                 }
             }
         }
@@ -465,8 +477,6 @@ pub async fn run_node(
 
     if let Some(listener) = listeners.frontend.filter(|_| roles.frontend) {
         let addr = listener.local_addr()?;
-        let search_attributes: BTreeMap<String, i32> =
-            config.search_attributes.iter().cloned().collect();
         let ctx = FrontendContext {
             history: history.clone(),
             // Workers' long polls end the moment the node stops, so it drains at once.
@@ -474,7 +484,6 @@ pub async fn run_node(
             namespaces: Arc::new(NamespaceCache::new(history.clone())),
             num_shards,
             server_version: SERVER_VERSION.to_string(),
-            search_attributes: Arc::new(RwLock::new(search_attributes)),
         };
         let max_message = chronicle_types::limits::MAX_GRPC_MESSAGE_BYTES;
         let workflow = WorkflowServiceServer::new(WorkflowHandler::new(ctx.clone()))

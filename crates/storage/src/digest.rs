@@ -56,7 +56,7 @@ fn value_type(cf: Cf) -> Option<&'static str> {
         Cf::Timers => Some(".chronicle.persistence.v1.TimerTask"),
         Cf::Outbox => Some(".chronicle.persistence.v1.OutboxTask"),
         Cf::Namespaces => Some(".chronicle.persistence.v1.NamespaceRecord"),
-        Cf::ShardMeta | Cf::RaftLog | Cf::RaftMeta => None,
+        Cf::ShardMeta | Cf::RaftLog | Cf::RaftMeta | Cf::Visibility => None,
     }
 }
 
@@ -152,10 +152,11 @@ mod tests {
         write_state(&db_b, 3, "run-2");
         let changed = shard_digest(&db_b, 3).unwrap();
         assert_ne!(da.combined(), changed.combined());
-        // The second write added an execution and a timer, and advanced the task ID counter.
+        // The second write added an execution (and its visibility rows) and a timer, and
+        // advanced the task ID counter.
         assert_eq!(
             da.differing_families(&changed),
-            vec!["shard_meta", "executions", "timers"]
+            vec!["shard_meta", "executions", "timers", "visibility"]
         );
         assert_ne!(shard_digest(&db_b, 4).unwrap(), changed);
     }

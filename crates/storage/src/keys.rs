@@ -64,6 +64,15 @@ pub fn execution(shard: ShardId, namespace_id: &str, workflow_id: &str, run_id: 
         .build()
 }
 
+/// The `executions` rows of one namespace in a shard, or of one workflow ID's runs.
+pub fn executions_prefix(shard: ShardId, namespace_id: &str, workflow_id: Option<&str>) -> Vec<u8> {
+    let key = KeyBuf::shard(shard).str(namespace_id);
+    match workflow_id {
+        Some(id) => key.str(id).build(),
+        None => key.build(),
+    }
+}
+
 /// `current`: shard, namespace, workflow ID.
 pub fn current(shard: ShardId, namespace_id: &str, workflow_id: &str) -> Vec<u8> {
     KeyBuf::shard(shard)

@@ -22,6 +22,7 @@ mod log_writer;
 pub mod metric_defs;
 pub mod snapshot;
 pub mod tables;
+pub mod visibility;
 
 pub use db::{Cf, Db, DbOptions};
 pub use error::{StorageError, StorageResult};

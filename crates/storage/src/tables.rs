@@ -188,6 +188,27 @@ impl ShardTables {
             .collect())
     }
 
+    /// Visits every run of a namespace in this shard, or only the runs of `workflow_id` (one at
+    /// a time: a shard's runs need not fit in memory), until `visit` answers false.
+    pub fn for_each_execution(
+        &self,
+        namespace_id: &str,
+        workflow_id: Option<&str>,
+        mut visit: impl FnMut(pb::WorkflowExecutionState) -> bool,
+    ) -> StorageResult<()> {
+        let prefix = keys::executions_prefix(self.shard, namespace_id, workflow_id);
+        let mut iter = self.db.prefix_iterator(Cf::Executions, &prefix);
+        iter.seek(&prefix);
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if !k.starts_with(&prefix) || !visit(decode(Cf::Executions, v)?) {
+                break;
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(())
+    }
+
     fn scan<M: Message + Default>(
         &self,
         cf: Cf,
@@ -464,6 +485,22 @@ impl ShardBatch {
         }
         let db = &self.tables.db;
         let mut batch = rocksdb::WriteBatch::default();
+        // Visibility rows of every run this batch changes, in the same write batch.
+        let executions = cf_index(Cf::Executions);
+        for ((cf, key), value) in &self.writes {
+            if *cf != executions {
+                continue;
+            }
+            let old = db.get(Cf::Executions, key)?;
+            let (deletes, puts) =
+                crate::visibility::changes(self.tables.shard, old.as_deref(), value.as_deref())?;
+            for k in deletes {
+                batch.delete_cf(db.cf(Cf::Visibility), k);
+            }
+            for (k, v) in puts {
+                batch.put_cf(db.cf(Cf::Visibility), k, v);
+            }
+        }
         for ((cf, key), value) in self.writes {
             let handle = db.cf(Cf::ALL[usize::from(cf)]);
             match value {

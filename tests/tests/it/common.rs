@@ -27,6 +27,15 @@ pub async fn start_server() -> TestServer {
     TestServer { server, _dir: dir }
 }
 
+/// A server whose configuration `adjust` changes first.
+pub async fn start_server_with(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config_for(dir.path());
+    adjust(&mut config);
+    let server = RunningServer::start(config).await.expect("server starts");
+    TestServer { server, _dir: dir }
+}
+
 pub fn config_for(path: &std::path::Path) -> ServerConfig {
     let mut config = ServerConfig::new(path.to_path_buf());
     // Polls end sooner than in production so a stopping worker is not held for a minute.

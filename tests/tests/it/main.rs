@@ -20,3 +20,4 @@ mod sdk_workflows;
 mod split_roles;
 mod start_and_activities;
 mod timer_cleanup;
+mod visibility;

@@ -77,7 +77,12 @@ fn digest(db: &Db, group: u32) -> u64 {
 /// from its local replicas, leader or not).
 async fn completed_locally(addr: &str, namespace_id: &str, workflow_ids: &[&str]) -> bool {
     let node = RemoteHistory::new(lazy_channel(addr).expect("channel"));
-    let Ok(listed) = node.list_workflows(namespace_id, "", 1000).await else {
+    let request = chronicle_proto::chronicle::history::v1::ListWorkflowsRequest {
+        namespace_id: namespace_id.into(),
+        page_size: 1000,
+        ..Default::default()
+    };
+    let Ok(listed) = node.list_workflows(request).await.map(|r| r.executions) else {
         return false;
     };
     workflow_ids.iter().all(|id| {

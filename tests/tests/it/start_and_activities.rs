@@ -376,7 +376,10 @@ async fn run_timeout_closes_the_run_and_memo_and_search_attributes_are_kept() {
     use chronicle_proto::temporal::api::common::v1::{Memo, SearchAttributes};
     use chronicle_proto::temporal::api::enums::v1::{HistoryEventFilterType, RetryState};
 
-    let server = start_server().await;
+    let server = crate::common::start_server_with(|config| {
+        config.search_attributes = vec![("CustomKeywordField".into(), 2)];
+    })
+    .await;
     let mut raw = raw_client(&server.server.url()).await;
     let id = unique("timeout");
     let mut request = start(&id, &unique("tq"));

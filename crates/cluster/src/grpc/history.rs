@@ -178,12 +178,18 @@ impl history_api_server::HistoryApi for HistoryApiService {
         &self,
         r: Request<hpb::ListWorkflowsRequest>,
     ) -> Reply<hpb::ListWorkflowsResponse> {
+        reply(self.inner.list_workflows(r.into_inner()).await)
+    }
+
+    async fn update_search_attributes(
+        &self,
+        r: Request<hpb::UpdateSearchAttributesRequest>,
+    ) -> Reply<hpb::Empty> {
         let r = r.into_inner();
-        reply(
+        empty(
             self.inner
-                .list_workflows(&r.namespace_id, &r.query, r.page_size as usize)
-                .await
-                .map(|executions| hpb::ListWorkflowsResponse { executions }),
+                .update_search_attributes(&r.namespace, r.add, r.remove)
+                .await,
         )
     }
 
@@ -448,16 +454,23 @@ impl HistoryService for RemoteHistory {
 
     async fn list_workflows(
         &self,
-        namespace_id: &str,
-        query: &str,
-        page_size: usize,
-    ) -> ApiResult<Vec<ws::DescribeWorkflowExecutionResponse>> {
-        let request = hpb::ListWorkflowsRequest {
-            namespace_id: namespace_id.into(),
-            query: query.into(),
-            page_size: u32::try_from(page_size).unwrap_or(u32::MAX),
+        request: hpb::ListWorkflowsRequest,
+    ) -> ApiResult<hpb::ListWorkflowsResponse> {
+        answer(self.client().list_workflows(request).await)
+    }
+
+    async fn update_search_attributes(
+        &self,
+        namespace: &str,
+        add: std::collections::BTreeMap<String, i32>,
+        remove: Vec<String>,
+    ) -> ApiResult<()> {
+        let request = hpb::UpdateSearchAttributesRequest {
+            namespace: namespace.into(),
+            add,
+            remove,
         };
-        answer(self.client().list_workflows(request).await).map(|r| r.executions)
+        answer(self.client().update_search_attributes(request).await).map(|_| ())
     }
 
     async fn query_workflow(

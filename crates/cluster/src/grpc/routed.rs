@@ -268,6 +268,21 @@ impl HistoryService for RoutedHistory {
         .await
     }
 
+    async fn update_search_attributes(
+        &self,
+        namespace: &str,
+        add: std::collections::BTreeMap<String, i32>,
+        remove: Vec<String>,
+    ) -> ApiResult<()> {
+        // Adding a name already registered and removing one that is gone change nothing, so
+        // applying the change twice leaves the registry as once.
+        self.route(METADATA_GROUP, Retry::Idempotent, |h| {
+            let (add, remove) = (add.clone(), remove.clone());
+            async move { h.update_search_attributes(namespace, add, remove).await }
+        })
+        .await
+    }
+
     async fn start_workflow(
         &self,
         namespace_id: &str,
@@ -386,15 +401,14 @@ impl HistoryService for RoutedHistory {
 
     async fn list_workflows(
         &self,
-        namespace_id: &str,
-        query: &str,
-        page_size: usize,
-    ) -> ApiResult<Vec<ws::DescribeWorkflowExecutionResponse>> {
+        request: chronicle_proto::chronicle::history::v1::ListWorkflowsRequest,
+    ) -> ApiResult<chronicle_proto::chronicle::history::v1::ListWorkflowsResponse> {
         // Every node of a static cluster holds a replica of every shard, and a node lists from
         // its local replicas (eventually consistent, as Temporal's visibility is). Routed with
         // the metadata group only to pick a node that answers.
-        self.route(METADATA_GROUP, Retry::Idempotent, |h| async move {
-            h.list_workflows(namespace_id, query, page_size).await
+        self.route(METADATA_GROUP, Retry::Idempotent, |h| {
+            let request = request.clone();
+            async move { h.list_workflows(request).await }
         })
         .await
     }

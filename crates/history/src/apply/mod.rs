@@ -7,7 +7,7 @@ pub mod child;
 #[cfg(test)]
 mod child_tests;
 mod external;
-mod namespace;
+pub(crate) mod namespace;
 mod new_run;
 #[cfg(test)]
 mod safety_tests;

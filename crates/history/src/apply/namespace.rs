@@ -1,6 +1,8 @@
 //! Namespaces, held by the metadata group.
 
 use chronicle_proto::chronicle::history::v1::{self as cmd, command_result};
+use chronicle_proto::chronicle::persistence::v1::NamespaceRecord;
+use chronicle_proto::temporal::api::namespace::v1::NamespaceInfo;
 use chronicle_storage::ShardBatch;
 use chronicle_types::ApiError;
 
@@ -10,7 +12,7 @@ pub fn upsert(
     batch: &mut ShardBatch,
     c: cmd::UpsertNamespace,
 ) -> ApplyResult<command_result::Result> {
-    let record = c
+    let mut record = c
         .record
         .ok_or_else(|| ApiError::invalid_argument("namespace record missing"))?;
     let name = record
@@ -22,11 +24,49 @@ pub fn upsert(
         return Err(ApiError::invalid_argument("Namespace is not set on request.").into());
     }
     let existing = batch.namespace(&name)?;
-    match (c.create, existing) {
+    match (c.create, &existing) {
         (true, Some(_)) => return Err(ApiError::namespace_already_exists(&name).into()),
         (false, None) => return Err(ApiError::namespace_not_found(&name).into()),
         _ => {}
     }
+    if let Some(existing) = existing {
+        match c.search_attributes {
+            // Only the registry changes, checked against the stored one.
+            Some(change) => {
+                let registry = chronicle_visibility::attrs::apply_registry_change(
+                    &existing.custom_search_attributes,
+                    &change.add,
+                    &change.remove,
+                )
+                .map_err(ApiError::invalid_argument)?;
+                record = NamespaceRecord {
+                    custom_search_attributes: registry,
+                    ..existing
+                };
+            }
+            // A namespace update keeps the registry (the updater's copy may be stale).
+            None => record.custom_search_attributes = existing.custom_search_attributes,
+        }
+    }
     batch.put_namespace(&name, &record);
     Ok(super::ok())
+}
+
+/// The command that adds and removes custom search attributes of `namespace`.
+pub(crate) fn search_attributes_change(
+    namespace: &str,
+    add: std::collections::BTreeMap<String, i32>,
+    remove: Vec<String>,
+) -> cmd::UpsertNamespace {
+    cmd::UpsertNamespace {
+        record: Some(NamespaceRecord {
+            info: Some(NamespaceInfo {
+                name: namespace.to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        create: false,
+        search_attributes: Some(cmd::SearchAttributesChange { add, remove }),
+    }
 }

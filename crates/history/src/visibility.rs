@@ -1,0 +1,305 @@
+//! ListWorkflowExecutions and CountWorkflowExecutions on the shards of this node: the query
+//! (already checked by the frontend) is parsed again against the namespace's search attributes
+//! the request carries, every run of the namespace is tested, and the page after the request's
+//! token is kept in list order (`chronicle_visibility::order`). Runs are read one at a time and
+//! at most two pages of them are held.
+//!
+//! Candidates come from the cheapest fitting source (see [`plan`]): a filter that pins the
+//! workflow ID (`WorkflowId = 'x'` or `WorkflowId IN (...)` among its top-level AND terms)
+//! reads only those workflows' runs, on their shards (the `executions` key begins with the
+//! workflow ID); otherwise a visibility index (`chronicle_storage::visibility`) is read in list
+//! order: by status or workflow type when a top-level AND term fixes one, else every run. An
+//! index read stops once a shard has given a page's worth of matches after the token, and a
+//! count whose filter is the index's own term (or none) counts index rows without reading runs.
+
+use std::collections::BTreeMap;
+
+use chronicle_proto::chronicle::history::v1 as hpb;
+use chronicle_proto::chronicle::persistence::v1::WorkflowExecutionState;
+use chronicle_proto::temporal::api::workflowservice::v1 as ws;
+use chronicle_types::{ApiError, ApiResult};
+use chronicle_visibility::eval;
+use chronicle_visibility::order::SortKey;
+
+use chronicle_storage::visibility::{IndexedRun, ListPosition, VisIndex};
+use chronicle_visibility::attrs::Value;
+use chronicle_visibility::query::{CmpOp, Expr};
+
+use crate::engine::{HistoryEngine, Shard};
+use crate::read::{self, storage};
+
+/// Page size when the request names none (Temporal's default for visibility pages).
+const DEFAULT_PAGE_SIZE: usize = 1000;
+
+pub(crate) fn list(
+    engine: &HistoryEngine,
+    request: hpb::ListWorkflowsRequest,
+) -> ApiResult<hpb::ListWorkflowsResponse> {
+    let query = chronicle_visibility::parse(&request.query, &request.search_attribute_types)
+        .map_err(ApiError::invalid_argument)?;
+    let after = if request.next_page_token.is_empty() {
+        None
+    } else {
+        Some(SortKey::decode(&request.next_page_token).map_err(ApiError::invalid_argument)?)
+    };
+    let namespace_id = request.namespace_id.as_str();
+    let scans = plan(engine, namespace_id, &query);
+    if request.count_only {
+        let mut count = 0i64;
+        let mut status_counts = BTreeMap::<i32, i64>::new();
+        let mut tally = |status: i32| {
+            count = count.saturating_add(1);
+            let n = status_counts.entry(status).or_default();
+            *n = n.saturating_add(1);
+        };
+        for (shard, scan) in &scans {
+            match scan {
+                // The index row alone answers: its filter is the index's own term, or none.
+                Scan::Index(index, true) => {
+                    for_each_indexed(shard, namespace_id, index, None, |run| {
+                        tally(run.status);
+                        Ok(true)
+                    })?;
+                }
+                _ => for_each_run(shard, namespace_id, scan, None, |state| {
+                    if eval::matches(&query, &state) {
+                        tally(state.status);
+                    }
+                    Ok(true)
+                })?,
+            }
+        }
+        return Ok(hpb::ListWorkflowsResponse {
+            count,
+            status_counts,
+            ..Default::default()
+        });
+    }
+    let page_size = match request.page_size as usize {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n,
+    };
+    // The page_size + 1 first runs after the token (one more tells whether a next page exists).
+    let keep = page_size.saturating_add(1);
+    let mut rows: Vec<(SortKey, WorkflowExecutionState)> = Vec::new();
+    for (shard, scan) in &scans {
+        let mut found = 0usize;
+        for_each_run(shard, namespace_id, scan, after.as_ref(), |state| {
+            if !eval::matches(&query, &state) {
+                return Ok(true);
+            }
+            let key = SortKey::of_state(&state);
+            if after.as_ref().is_some_and(|a| key <= *a) {
+                return Ok(true);
+            }
+            rows.push((key, state));
+            found += 1;
+            if matches!(scan, Scan::Index(..)) {
+                // An index yields runs in list order: this shard's part of the page is complete.
+                return Ok(found < keep);
+            }
+            if rows.len() >= keep.saturating_mul(2) {
+                rows.sort_by(|a, b| a.0.cmp(&b.0));
+                rows.truncate(keep);
+            }
+            Ok(true)
+        })?;
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows.truncate(keep);
+    }
+    let more = rows.len() > page_size;
+    rows.truncate(page_size);
+    let next_page_token = match rows.last() {
+        Some((key, _)) if more => key.encode(),
+        _ => Vec::new(),
+    };
+    let count = rows.len() as i64;
+    Ok(hpb::ListWorkflowsResponse {
+        executions: rows
+            .iter()
+            .map(|(_, state)| ws::DescribeWorkflowExecutionResponse {
+                workflow_execution_info: read::describe(state).workflow_execution_info,
+                ..Default::default()
+            })
+            .collect(),
+        next_page_token,
+        count,
+        ..Default::default()
+    })
+}
+
+/// How a shard's candidate runs are read.
+enum Scan {
+    /// The runs of one workflow ID (any order).
+    Workflow(String),
+    /// A visibility index, in list order; `true` when the index's term is the whole filter.
+    Index(VisIndex, bool),
+}
+
+fn position(key: &SortKey) -> ListPosition {
+    ListPosition {
+        close: key.close,
+        start: key.start,
+        run_id: key.run_id.clone(),
+    }
+}
+
+fn for_each_indexed(
+    shard: &Shard,
+    namespace_id: &str,
+    index: &VisIndex,
+    after: Option<&SortKey>,
+    mut visit: impl FnMut(IndexedRun<'_>) -> ApiResult<bool>,
+) -> ApiResult<()> {
+    let mut failed = None;
+    chronicle_storage::visibility::for_each(
+        shard.tables.db(),
+        shard.tables.shard(),
+        namespace_id,
+        index,
+        after.map(position).as_ref(),
+        |run| match visit(run) {
+            Ok(go_on) => go_on,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        },
+    )
+    .map_err(storage)?;
+    failed.map_or(Ok(()), Err)
+}
+
+/// Visits the candidate runs of `scan` (after `after`, for an index) until `visit` answers
+/// false.
+fn for_each_run(
+    shard: &Shard,
+    namespace_id: &str,
+    scan: &Scan,
+    after: Option<&SortKey>,
+    mut visit: impl FnMut(WorkflowExecutionState) -> ApiResult<bool>,
+) -> ApiResult<()> {
+    match scan {
+        Scan::Workflow(workflow_id) => {
+            let mut failed = None;
+            shard
+                .tables
+                .for_each_execution(namespace_id, Some(workflow_id), |state| {
+                    match visit(state) {
+                        Ok(go_on) => go_on,
+                        Err(e) => {
+                            failed = Some(e);
+                            false
+                        }
+                    }
+                })
+                .map_err(storage)?;
+            failed.map_or(Ok(()), Err)
+        }
+        Scan::Index(index, _) => for_each_indexed(shard, namespace_id, index, after, |run| {
+            match shard
+                .tables
+                .execution(namespace_id, run.workflow_id, run.run_id)
+                .map_err(storage)?
+            {
+                Some(state) => visit(state),
+                // (Not possible: rows are written with their run; skipped rather than trusted.)
+                None => Ok(true),
+            }
+        }),
+    }
+}
+
+/// What to read on which shard: only the pinned workflows' runs on their shards when a top-level
+/// AND term fixes the workflow ID, else on every shard the index that fits a top-level AND term
+/// (`ExecutionStatus = ...`, `WorkflowType = ...`), else the index of every run.
+fn plan<'a>(
+    engine: &'a HistoryEngine,
+    namespace_id: &str,
+    query: &chronicle_visibility::ParsedQuery,
+) -> Vec<(&'a std::sync::Arc<Shard>, Scan)> {
+    if let Some(ids) = query.filter.as_ref().and_then(pinned_workflow_ids) {
+        let mut ids: Vec<String> = ids.into_iter().collect();
+        ids.sort();
+        ids.dedup();
+        return ids
+            .into_iter()
+            .map(|id| (engine.shard_of(namespace_id, &id), Scan::Workflow(id)))
+            .collect();
+    }
+    let (index, whole) = match &query.filter {
+        None => (VisIndex::All, true),
+        Some(expr) => match indexed_term(expr) {
+            Some(index) => {
+                let whole = matches!(expr, Expr::Cmp(..));
+                (index, whole)
+            }
+            None => (VisIndex::All, false),
+        },
+    };
+    engine
+        .shards
+        .iter()
+        .map(|s| (s, Scan::Index(index.clone(), whole)))
+        .collect()
+}
+
+/// An index that holds every run a filter can match: from an equality on the status or the
+/// workflow type among its top-level AND terms.
+fn indexed_term(expr: &Expr) -> Option<VisIndex> {
+    match expr {
+        Expr::Cmp(attr, CmpOp::Eq, Value::Int(status)) if attr.name == "ExecutionStatus" => {
+            i32::try_from(*status).ok().map(VisIndex::Status)
+        }
+        Expr::Cmp(attr, CmpOp::Eq, Value::Str(name)) if attr.name == "WorkflowType" => {
+            Some(VisIndex::WorkflowType(name.clone()))
+        }
+        Expr::And(a, b) => indexed_term(a).or_else(|| indexed_term(b)),
+        _ => None,
+    }
+}
+
+/// The workflow IDs a filter limits runs to, if a top-level AND term does.
+fn pinned_workflow_ids(expr: &Expr) -> Option<Vec<String>> {
+    let strings = |values: &[Value]| -> Option<Vec<String>> {
+        values
+            .iter()
+            .map(|v| match v {
+                Value::Str(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    match expr {
+        Expr::Cmp(attr, CmpOp::Eq, value) if attr.name == "WorkflowId" => {
+            strings(std::slice::from_ref(value))
+        }
+        Expr::In(attr, values, false) if attr.name == "WorkflowId" => strings(values),
+        Expr::And(a, b) => pinned_workflow_ids(a).or_else(|| pinned_workflow_ids(b)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pinned(query: &str) -> Option<Vec<String>> {
+        let parsed = chronicle_visibility::parse(query, &Default::default()).unwrap();
+        parsed.filter.as_ref().and_then(pinned_workflow_ids)
+    }
+
+    #[test]
+    fn only_filters_that_pin_the_workflow_id_narrow_the_scan() {
+        assert_eq!(pinned("WorkflowId = 'a'"), Some(vec!["a".to_string()]));
+        assert_eq!(
+            pinned("TaskQueue = 'q' AND (WorkflowId IN ('a', 'b'))"),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(pinned("WorkflowId = 'a' OR TaskQueue = 'q'"), None);
+        assert_eq!(pinned("NOT WorkflowId = 'a'"), None);
+        assert_eq!(pinned("WorkflowId NOT IN ('a')"), None);
+        assert_eq!(pinned("WorkflowId STARTS_WITH 'a'"), None);
+        assert_eq!(pinned(""), None);
+    }
+}
