@@ -6,6 +6,7 @@ pub mod metric_defs;
 mod namespaces;
 mod operator_service;
 mod status_compat;
+mod update;
 mod validate;
 mod workflow_service;
 

@@ -24,5 +24,6 @@ mod read;
 mod service;
 pub mod tokens;
 mod transfer;
+mod update;
 
 pub use engine::{HistoryConfig, HistoryEngine, Replication};

@@ -254,6 +254,7 @@ pub(crate) fn command_namespace(
         ApplyParentClosePolicy(c) => &c.namespace_id,
         RecordExternalOutcome(c) => &c.namespace_id,
         StickyWorkerUnavailable(c) => &c.namespace_id,
+        UpdateWorkflow(c) => &c.namespace_id,
         CompleteWorkflowTask(c) => return token_namespace(&c.token),
         FailWorkflowTask(c) => return token_namespace(&c.token),
         RespondActivity(c) => return token_namespace(&c.token),

@@ -80,6 +80,7 @@ pub fn record_started(
         )
     };
     batch.delete_outbox(task.outbox_task_id as u64);
+    super::update::mark_sent(&mut ms, started_event_id);
     let timeout_ms = opt_duration_millis(task.start_to_close_timeout.as_ref()).max(1000);
     let timeout_timer = batch.put_timer(
         millis(&now).saturating_add(timeout_ms),
@@ -154,6 +155,21 @@ pub fn complete(
     let savepoint = batch.savepoint();
     let original = ms.state.clone();
     let mut ms = ms;
+    if super::update::can_discard_speculative(&ms, &task, &request) {
+        let discard = batch.savepoint();
+        match super::update::discard_speculative(batch, &mut ms, &task, &request) {
+            Ok(result) => {
+                ms.persist(batch);
+                return Ok(result);
+            }
+            Err(Rejection::Storage(e)) => return Err(ApplyError::Storage(e)),
+            // A bad message: handled below like any bad completion.
+            Err(Rejection::Command { .. }) => {
+                batch.rollback(discard);
+                ms = MutableState::new(original.clone(), now);
+            }
+        }
+    }
     match apply_completion(
         batch,
         &mut ms,
@@ -184,7 +200,10 @@ pub fn complete(
             };
             ms.persist(batch);
             Ok(command_result::Result::CompleteWorkflowTask(
-                cmd::CompleteWorkflowTaskResult { eager_activities },
+                cmd::CompleteWorkflowTaskResult {
+                    eager_activities,
+                    reset_history_event_id: 0,
+                },
             ))
         }
         Err(Rejection::Storage(e)) => Err(ApplyError::Storage(e)),
@@ -193,6 +212,7 @@ pub fn complete(
             // is failed with the cause, a new one is scheduled, and the worker gets the error.
             batch.rollback(savepoint);
             let mut ms = MutableState::new(original, now);
+            super::update::on_task_failed_in_completion(&mut ms, task.started_event_id);
             let failure = Failure {
                 message: message.clone(),
                 ..Default::default()
@@ -214,7 +234,7 @@ pub fn complete(
 }
 
 /// Why a completion's commands were not applied.
-pub(super) enum Rejection {
+pub enum Rejection {
     /// A bad command: the task fails with this cause and a new one is scheduled (history).
     Command {
         cause: WorkflowTaskFailedCause,
@@ -225,7 +245,7 @@ pub(super) enum Rejection {
     Storage(chronicle_storage::StorageError),
 }
 
-pub(super) fn reject(cause: WorkflowTaskFailedCause, message: impl Into<String>) -> Rejection {
+pub fn reject(cause: WorkflowTaskFailedCause, message: impl Into<String>) -> Rejection {
     Rejection::Command {
         cause,
         message: message.into(),
@@ -282,6 +302,8 @@ fn apply_completion(
         initiated_children: Default::default(),
         eager_activities,
         eager_scheduled: Vec::new(),
+        messages: super::update::Messages::new(&request.messages),
+        identity: &request.identity,
     };
     for command in &request.commands {
         if closed {
@@ -304,11 +326,17 @@ fn apply_completion(
         }
     }
     if closed {
+        // Updates still in flight were aborted with the close; messages no command referenced
+        // have nothing left to act on.
         return Ok(Vec::new());
     }
+    super::update::after_commands(ms, &mut ctx, task, request)?;
     ms.flush_buffered_events();
     if has_new_events || request.force_create_new_workflow_task || ms.force_new_workflow_task {
         ms.schedule_workflow_task(batch, 1)?;
+    } else if super::update::has_undelivered(ms) {
+        // Updates admitted while the task ran: a task of their own, as Temporal does.
+        ms.schedule_speculative_workflow_task(batch)?;
     }
     // Eager activities start once every command applied, as in Temporal: one canceled by a
     // later command of the same task is gone and gets no task.
@@ -351,6 +379,10 @@ pub(super) struct CommandContext<'a> {
     /// Scheduled event IDs of the activities to start for the completing worker once every
     /// command applied.
     pub eager_scheduled: Vec<i64>,
+    /// The completion's protocol messages (updates), taken as ProtocolMessage commands name them.
+    pub messages: super::update::Messages<'a>,
+    /// The completing worker's identity.
+    pub identity: &'a str,
 }
 
 /// Applies one command; returns whether it closed the workflow.
@@ -677,6 +709,10 @@ fn apply_command(
         }
         CommandAttributes::SignalExternalWorkflowExecutionCommandAttributes(a) => {
             super::external::initiate_signal(batch, ms, a, ctx)?;
+            Ok(false)
+        }
+        CommandAttributes::ProtocolMessageCommandAttributes(a) => {
+            super::update::protocol_message_command(ms, ctx, &a.message_id)?;
             Ok(false)
         }
         _ => Err(reject(
