@@ -177,8 +177,11 @@ pub async fn execute_multi_operation(
     r: ws::ExecuteMultiOperationRequest,
 ) -> ApiResult<ws::ExecuteMultiOperationResponse> {
     let mut ops = r.operations.into_iter().map(|o| o.operation);
-    let (Some(Some(Op::StartWorkflow(mut start))), Some(Some(Op::UpdateWorkflow(mut update))), None) =
-        (ops.next(), ops.next(), ops.next())
+    let (
+        Some(Some(Op::StartWorkflow(mut start))),
+        Some(Some(Op::UpdateWorkflow(mut update))),
+        None,
+    ) = (ops.next(), ops.next(), ops.next())
     else {
         return Err(ApiError::invalid_argument(
             "Operations have to be exactly [Start, Update].",
@@ -193,7 +196,8 @@ pub async fn execute_multi_operation(
     // Errors of one operation are reported in Temporal's per-operation form.
     validate_start(&mut start).map_err(|e| multi_operation_error(e, true))?;
     let execution = update.workflow_execution.clone().unwrap_or_default();
-    let update_error = |message: &str| multi_operation_error(ApiError::invalid_argument(message), false);
+    let update_error =
+        |message: &str| multi_operation_error(ApiError::invalid_argument(message), false);
     if !execution.workflow_id.is_empty() && execution.workflow_id != start.workflow_id {
         return Err(update_error(
             "WorkflowId is not consistent with previous operation(s).",
@@ -224,9 +228,8 @@ pub async fn execute_multi_operation(
                 multi_operation_error(e, start_failed)
             }
         })?;
-    let response = |r: OpResponse| ws::execute_multi_operation_response::Response {
-        response: Some(r),
-    };
+    let response =
+        |r: OpResponse| ws::execute_multi_operation_response::Response { response: Some(r) };
     Ok(ws::ExecuteMultiOperationResponse {
         responses: vec![
             response(OpResponse::StartWorkflow(started)),

@@ -52,7 +52,10 @@ impl HistoryEngine {
         namespace_id: &str,
         request: ws::UpdateWorkflowExecutionRequest,
         start: Option<ws::StartWorkflowExecutionRequest>,
-    ) -> ApiResult<(cmd::UpdateWorkflowResult, ws::UpdateWorkflowExecutionResponse)> {
+    ) -> ApiResult<(
+        cmd::UpdateWorkflowResult,
+        ws::UpdateWorkflowExecutionResponse,
+    )> {
         let workflow_id = match &start {
             Some(start) => start.workflow_id.clone(),
             None => request

@@ -211,7 +211,11 @@ impl history_api_server::HistoryApi for HistoryApiService {
     ) -> Reply<ws::PollWorkflowExecutionUpdateResponse> {
         let r = r.into_inner();
         let request = required(r.request, "request")?;
-        reply(self.inner.poll_workflow_update(&r.namespace_id, request).await)
+        reply(
+            self.inner
+                .poll_workflow_update(&r.namespace_id, request)
+                .await,
+        )
     }
 
     async fn update_with_start(

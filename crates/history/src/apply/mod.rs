@@ -15,6 +15,8 @@ mod signal;
 mod start;
 mod timer;
 pub mod update;
+#[cfg(test)]
+mod update_tests;
 mod workflow_task;
 
 use chronicle_proto::chronicle::history::v1::{self as cmd, command_result, shard_command};

@@ -195,9 +195,8 @@ pub fn admit(
 }
 
 pub fn workflow_not_ready(message: &str) -> ApiError {
-    ApiError::failed_precondition(message).with_detail(
-        &chronicle_proto::temporal::api::errordetails::v1::WorkflowNotReadyFailure {},
-    )
+    ApiError::failed_precondition(message)
+        .with_detail(&chronicle_proto::temporal::api::errordetails::v1::WorkflowNotReadyFailure {})
 }
 
 /// Marks the admitted updates as sent with the workflow task that starts now (every one still
@@ -216,7 +215,9 @@ pub fn request_messages(state: &pb::WorkflowExecutionState, started_event_id: i6
     let mut sent: Vec<&pb::UpdateInfo> = state
         .updates
         .values()
-        .filter(|u| u.stage == Stage::Admitted as i32 && u.sent_started_event_id == started_event_id)
+        .filter(|u| {
+            u.stage == Stage::Admitted as i32 && u.sent_started_event_id == started_event_id
+        })
         .collect();
     sent.sort_by_key(|u| u.sequence);
     sent.into_iter()
@@ -400,7 +401,8 @@ pub fn reject_unprocessed(ms: &mut MutableState, started_event_id: i64, heartbea
         return;
     }
     for update in ms.state.updates.values_mut() {
-        if update.stage == Stage::Admitted as i32 && update.sent_started_event_id == started_event_id
+        if update.stage == Stage::Admitted as i32
+            && update.sent_started_event_id == started_event_id
         {
             update.stage = Stage::Rejected as i32;
             update.request = None;
@@ -437,9 +439,7 @@ pub fn on_close(ms: &mut MutableState) {
     for update in ms.state.updates.values_mut() {
         if update.stage == Stage::Accepted as i32 {
             update.stage = Stage::Completed as i32;
-            update.outcome = Some(failure_outcome(
-                accepted_update_completed_workflow_failure(),
-            ));
+            update.outcome = Some(failure_outcome(accepted_update_completed_workflow_failure()));
         }
     }
 }
@@ -458,8 +458,9 @@ pub fn dropped_update_error(state: &pb::WorkflowExecutionState) -> ApiError {
         )
         .with_detail(
             &chronicle_proto::temporal::api::errordetails::v1::ResourceExhaustedFailure {
-                cause: chronicle_proto::temporal::api::enums::v1::ResourceExhaustedCause::BusyWorkflow
-                    as i32,
+                cause:
+                    chronicle_proto::temporal::api::enums::v1::ResourceExhaustedCause::BusyWorkflow
+                        as i32,
                 scope: chronicle_proto::temporal::api::enums::v1::ResourceExhaustedScope::Namespace
                     as i32,
             },

@@ -211,6 +211,14 @@ pub fn complete(
             // Temporal's behaviour for a bad command: nothing of the completion is kept, the task
             // is failed with the cause, a new one is scheduled, and the worker gets the error.
             batch.rollback(savepoint);
+            if task.attempt > 1 && cause == WorkflowTaskFailedCause::FeatureDisabled {
+                // A retry that fails the same way again is not failed again (Temporal does this
+                // for every cause but UnhandledCommand; here only for commands Chronicle does not
+                // serve, which no retry can fix): the task stays started until it times out and
+                // is retried then, so a worker that keeps sending such a command is paced by the
+                // task timeout instead of spinning through attempts as fast as it can answer.
+                return Err(ApplyError::Rejected(ApiError::invalid_argument(message)));
+            }
             let mut ms = MutableState::new(original, now);
             super::update::on_task_failed_in_completion(&mut ms, task.started_event_id);
             let failure = Failure {
@@ -715,10 +723,26 @@ fn apply_command(
             super::update::protocol_message_command(ms, ctx, &a.message_id)?;
             Ok(false)
         }
-        _ => Err(reject(
-            Cause::UnhandledCommand,
-            "this command is not supported by Chronicle yet",
+        // Temporal's cause for a command the server does not serve (as for Nexus operations
+        // on a server with Nexus disabled): the task fails and says which command it was.
+        other => Err(reject(
+            Cause::FeatureDisabled,
+            format!(
+                "{} commands are not supported by Chronicle",
+                unsupported_command_name(other)
+            ),
         )),
+    }
+}
+
+/// The command type of an attributes variant this server does not serve, as Temporal names it.
+fn unsupported_command_name(attributes: &CommandAttributes) -> &'static str {
+    match attributes {
+        CommandAttributes::ScheduleNexusOperationCommandAttributes(_) => "ScheduleNexusOperation",
+        CommandAttributes::RequestCancelNexusOperationCommandAttributes(_) => {
+            "RequestCancelNexusOperation"
+        }
+        _ => "This",
     }
 }
 
@@ -986,6 +1010,7 @@ pub fn fail_task(
     failure: Option<Failure>,
     identity: &str,
 ) -> ApplyResult<()> {
+    let task = &written_if_speculative(ms, task);
     if !task.transient {
         ms.add_event(
             EventType::WorkflowTaskFailed,
@@ -1024,6 +1049,7 @@ pub fn timed_out(
     {
         return Ok(false);
     }
+    let task = written_if_speculative(ms, &task);
     if !task.transient {
         ms.add_event(
             EventType::WorkflowTaskTimedOut,
@@ -1041,6 +1067,23 @@ pub fn timed_out(
     ms.flush_buffered_events();
     ms.schedule_workflow_task(batch, task.attempt + 1)?;
     Ok(true)
+}
+
+/// A speculative task (created for updates) that fails or times out becomes a normal one, as in
+/// Temporal: its Scheduled and Started events are written before the failure.
+fn written_if_speculative(
+    ms: &mut MutableState,
+    task: &pb::WorkflowTaskInfo,
+) -> pb::WorkflowTaskInfo {
+    if !task.speculative {
+        return task.clone();
+    }
+    ms.write_transient_events(task);
+    pb::WorkflowTaskInfo {
+        transient: false,
+        speculative: false,
+        ..task.clone()
+    }
 }
 
 /// A workflow task waited on a sticky queue too long (the worker is gone): Temporal's
@@ -1063,6 +1106,14 @@ pub fn sticky_timed_out(
     {
         return Ok(false);
     }
+    batch.delete_outbox(task.outbox_task_id as u64);
+    ms.state.workflow_task = None;
+    ms.clear_sticky();
+    if task.speculative {
+        // Nothing of a speculative task is in history: it just moves to the normal queue.
+        ms.schedule_speculative_workflow_task(batch)?;
+        return Ok(true);
+    }
     ms.add_event(
         EventType::WorkflowTaskTimedOut,
         Attributes::WorkflowTaskTimedOutEventAttributes(h::WorkflowTaskTimedOutEventAttributes {
@@ -1071,9 +1122,6 @@ pub fn sticky_timed_out(
             timeout_type: TimeoutType::ScheduleToStart as i32,
         }),
     );
-    batch.delete_outbox(task.outbox_task_id as u64);
-    ms.state.workflow_task = None;
-    ms.clear_sticky();
     ms.schedule_workflow_task(batch, task.attempt)?;
     Ok(true)
 }
