@@ -223,6 +223,8 @@ pub(crate) fn persistence_operation(
     use chronicle_proto::chronicle::history::v1::shard_command::Kind::*;
     match kind {
         StartWorkflow(_) | SignalWithStart(_) | StartChildWorkflow(_) => "CreateWorkflowExecution",
+        // Update-with-start may create the run.
+        UpdateWorkflow(c) if c.start.is_some() => "CreateWorkflowExecution",
         UpsertNamespace(c) if c.create => "CreateNamespace",
         UpsertNamespace(_) => "UpdateNamespace",
         _ => "UpdateWorkflowExecution",
