@@ -543,3 +543,42 @@ async fn update_ids_and_admitted_updates_survive_a_leader_change() {
         node.stop().await;
     }
 }
+
+/// Updates for the replay test (`apply_safety`): a run holding several updates in every stage
+/// (accepted and completed, rejected, admitted and undelivered: a map of its state with more
+/// than one entry) and a speculative task discarded by a rejection.
+pub async fn update_workload(url: &str) {
+    let mut raw = raw_client(url).await;
+    let task_queue = unique("replay-updates");
+    let workflow_id = unique("replay-update");
+    idle_workflow(&mut raw, &workflow_id, &task_queue).await;
+    let mut caller = raw.clone();
+    let waiting = tokio::spawn({
+        let request = update_request(&workflow_id, "done", Stage::Completed);
+        async move { caller.update_workflow_execution(request).await }
+    });
+    accept_and_complete(&mut raw, &task_queue, "done", "ok").await;
+    waiting.await.unwrap().expect("update");
+    let mut caller = raw.clone();
+    let waiting = tokio::spawn({
+        let request = update_request(&workflow_id, "rejected", Stage::Completed);
+        async move { caller.update_workflow_execution(request).await }
+    });
+    let task = poll_task(&mut raw, &task_queue).await;
+    complete(&mut raw, &task, Vec::new(), vec![reject("rejected")]).await;
+    waiting.await.unwrap().expect("update");
+    // Admitted, never delivered: the callers give up, the updates stay in the run's state.
+    for id in ["pending-1", "pending-2", "pending-3"] {
+        let mut caller = raw.clone();
+        let request = update_request(&workflow_id, id, Stage::Completed);
+        let call = tokio::spawn(async move { caller.update_workflow_execution(request).await });
+        while raw
+            .poll_workflow_execution_update(poll_update(&workflow_id, id, Stage::Admitted))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        call.abort();
+    }
+}
