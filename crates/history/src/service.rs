@@ -820,6 +820,7 @@ impl HistoryService for HistoryEngine {
             scheduled_event_id: started.scheduled_event_id,
             attempt: started.attempt,
             started_event_id: started.started_event_id,
+            started_request_id: poller.request_id.clone(),
             ..Default::default()
         };
         let mut response =

@@ -419,3 +419,64 @@ fn in_flight_updates_are_limited() {
     // Requests for admitted IDs are still answered.
     admit(&h, "u0").expect("found");
 }
+
+/// Starts the pending task with this poll request ID; the token carries it, as the service's do.
+fn start_task_as(h: &Harness, request_id: &str) -> pb::TaskToken {
+    let state = h.state(SHARD, WF);
+    let task = state.workflow_task.expect("a workflow task");
+    let started = h.ok(
+        SHARD,
+        Kind::RecordWorkflowTaskStarted(cmd::RecordWorkflowTaskStarted {
+            namespace_id: NS.into(),
+            workflow_id: WF.into(),
+            run_id: state.run_id.clone(),
+            scheduled_event_id: task.scheduled_event_id,
+            request_id: request_id.into(),
+            identity: "test".into(),
+            outbox_id: task.outbox_task_id,
+            ..Default::default()
+        }),
+    );
+    let command_result::Result::WorkflowTaskStarted(started) = started else {
+        panic!("started");
+    };
+    pb::TaskToken {
+        namespace_id: NS.into(),
+        workflow_id: WF.into(),
+        run_id: state.run_id,
+        scheduled_event_id: started.scheduled_event_id,
+        attempt: started.attempt,
+        started_event_id: started.started_event_id,
+        started_request_id: request_id.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_late_completion_of_a_discarded_speculative_task_does_not_complete_the_next_one() {
+    let h = idle_workflow();
+    admit(&h, "u1").expect("admitted");
+    let first = start_task_as(&h, "poll-1");
+    complete(&h, first.clone(), vec![], vec![rejection("u1")]).expect("discarded");
+    admit(&h, "u2").expect("admitted");
+    let second = start_task_as(&h, "poll-2");
+    // Nothing was written in between: the new task has the same IDs and attempt.
+    assert_eq!(
+        (
+            second.scheduled_event_id,
+            second.started_event_id,
+            second.attempt
+        ),
+        (
+            first.scheduled_event_id,
+            first.started_event_id,
+            first.attempt
+        )
+    );
+    // The first task's completion, sent again (a retry after a lost answer), is stale.
+    let stale = complete(&h, first, vec![], vec![rejection("u1")]).expect_err("stale");
+    assert_eq!(stale.code, tonic::Code::NotFound as i32);
+    assert_eq!(stage(&h, "u2"), Some(Stage::Admitted));
+    complete(&h, second, vec![], vec![rejection("u2")]).expect("the new task completes");
+    assert_eq!(stage(&h, "u2"), Some(Stage::Rejected));
+}

@@ -136,7 +136,11 @@ fn running_task(ms: &MutableState, token: &pb::TaskToken) -> ApplyResult<pb::Wor
         Some(t)
             if t.scheduled_event_id == token.scheduled_event_id
                 && t.started_event_id > 0
-                && t.started_event_id == token.started_event_id =>
+                && t.started_event_id == token.started_event_id
+                // A speculative task's IDs repeat once one is discarded (see TaskToken).
+                && !(t.speculative
+                    && !token.started_request_id.is_empty()
+                    && token.started_request_id != t.started_request_id) =>
         {
             Ok(t.clone())
         }
