@@ -582,3 +582,92 @@ pub async fn update_workload(url: &str) {
         call.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_in_flight_when_the_run_closes_get_temporals_errors() {
+    use chronicle_proto::temporal::api::command::v1::{
+        CompleteWorkflowExecutionCommandAttributes, ContinueAsNewWorkflowExecutionCommandAttributes,
+    };
+    use chronicle_proto::temporal::api::common::v1::WorkflowType;
+    let server = start_server().await;
+    let mut raw = raw_client(&server.server.url()).await;
+    let task_queue = unique("closing");
+
+    // Admitted while the task that closes the run is running: the closing run drops it.
+    for continue_as_new in [false, true] {
+        let workflow_id = unique("closing");
+        raw.start_workflow_execution(start_request(&workflow_id, "Approval", &task_queue))
+            .await
+            .expect("start");
+        let task = poll_task(&mut raw, &task_queue).await;
+        let mut caller = raw.clone();
+        let waiting = tokio::spawn({
+            let request = update_request(&workflow_id, "late", Stage::Completed);
+            async move { caller.update_workflow_execution(request).await }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while raw
+            .poll_workflow_execution_update(poll_update(&workflow_id, "late", Stage::Admitted))
+            .await
+            .is_err()
+        {
+            assert!(tokio::time::Instant::now() < deadline, "never admitted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let close = if continue_as_new {
+            CommandAttributes::ContinueAsNewWorkflowExecutionCommandAttributes(
+                ContinueAsNewWorkflowExecutionCommandAttributes {
+                    workflow_type: Some(WorkflowType {
+                        name: "Approval".into(),
+                    }),
+                    task_queue: queue(&task_queue),
+                    ..Default::default()
+                },
+            )
+        } else {
+            CommandAttributes::CompleteWorkflowExecutionCommandAttributes(
+                CompleteWorkflowExecutionCommandAttributes::default(),
+            )
+        };
+        let command = Command {
+            attributes: Some(close),
+            ..Default::default()
+        };
+        complete(&mut raw, &task, vec![command], Vec::new()).await;
+        let error = waiting.await.unwrap().expect_err("aborted");
+        if continue_as_new {
+            // Retryable: the SDK sends it again, to the new run when it named none.
+            assert_eq!(error.code(), tonic::Code::ResourceExhausted, "{error:?}");
+            assert_eq!(
+                error.message(),
+                "workflow operation can not be applied because workflow is closing"
+            );
+            let retried = tokio::spawn({
+                let mut caller = raw.clone();
+                let request = update_request(&workflow_id, "late", Stage::Completed);
+                async move { caller.update_workflow_execution(request).await }
+            });
+            // The new run's first task carries it.
+            let task = poll_task(&mut raw, &task_queue).await;
+            assert_eq!(task.messages.len(), 1);
+            let messages = vec![accept(&task.messages[0]), respond("late", "on the new run")];
+            complete(&mut raw, &task, protocol_commands(&messages), messages).await;
+            let done = retried.await.unwrap().expect("update").into_inner();
+            assert_eq!(success(&done.outcome), "on the new run");
+            raw.terminate_workflow_execution(ws::TerminateWorkflowExecutionRequest {
+                namespace: "default".into(),
+                workflow_execution: execution(&workflow_id, ""),
+                reason: "done".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("terminate");
+        } else {
+            assert_eq!(error.code(), tonic::Code::NotFound, "{error:?}");
+            assert_eq!(
+                error.message(),
+                "workflow update was aborted by closing workflow"
+            );
+        }
+    }
+}
