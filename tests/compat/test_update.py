@@ -10,7 +10,7 @@ import json
 import time
 
 import pytest
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import (
     WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
@@ -288,3 +288,23 @@ async def test_cli_workflow_update_execute(client, task_queue, server_address):
         assert await handle.query(uw.CounterWorkflow.value) == 42
         await handle.signal(uw.CounterWorkflow.stop)
         assert await bounded(handle.result()) == 42
+
+
+async def test_unsupported_command_fails_the_task_without_spinning(client, task_queue):
+    """A command the server cannot serve fails the workflow task with a cause that says so,
+    and the worker's retries are paced by the task timeout rather than spinning."""
+    async with worker(client, task_queue):
+        handle = await client.start_workflow(uw.NexusCallerWorkflow.run, id=new_id("nexus"), task_queue=task_queue)
+        await asyncio.sleep(4)
+        events = await history_events(handle)
+        failed = of_type(events, EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED)
+        # Chronicle: no Nexus at all; Temporal: the endpoint does not exist.
+        assert len(failed) == 1, [EventType.Name(e.event_type) for e in events]
+        attrs = failed[0].workflow_task_failed_event_attributes
+        assert attrs.cause in (WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_FEATURE_DISABLED,
+                               WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_BAD_SCHEDULE_NEXUS_OPERATION_ATTRIBUTES)
+        assert "nexus" in attrs.failure.message.lower(), attrs.failure.message
+        # The retry that sends the command again is not failed again: it waits for its timeout.
+        description = await handle.describe()
+        assert description.raw_description.pending_workflow_task.attempt == 2
+        await handle.terminate("done")

@@ -111,4 +111,14 @@ class CounterWorkflow:
         return self.count
 
 
-ALL_UPDATE_WORKFLOWS = [ApprovalWorkflow, CounterWorkflow]
+@workflow.defn
+class NexusCallerWorkflow:
+    """Calls a Nexus operation: a command a server may not serve (Chronicle does not)."""
+
+    @workflow.run
+    async def run(self) -> str:
+        client = workflow.create_nexus_client(service="no-such-service", endpoint="no-such-endpoint")
+        return await client.execute_operation("no-such-operation", "input", output_type=str)
+
+
+ALL_UPDATE_WORKFLOWS = [ApprovalWorkflow, CounterWorkflow, NexusCallerWorkflow]
