@@ -37,6 +37,9 @@ const MAX_KEPT_REJECTIONS: usize = 50;
 /// Temporal fails updates fast while the workflow task keeps failing (attempt >= 3).
 const FAIL_UPDATE_WORKFLOW_TASK_ATTEMPT: i32 = 3;
 
+/// Temporal's history.discardSpeculativeWorkflowTaskMaximumEventsCount.
+const DISCARD_SPECULATIVE_MAX_EVENTS: i64 = 10;
+
 const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
 
 /// The error of an update to a run that closed (no update with the ID there).
@@ -498,19 +501,28 @@ pub fn can_discard_speculative(
     task: &pb::WorkflowTaskInfo,
     request: &chronicle_proto::temporal::api::workflowservice::v1::RespondWorkflowTaskCompletedRequest,
 ) -> bool {
+    // Events after the previous task's Completed event that this task shipped to the worker.
+    let shipped = ms.state.next_event_id.saturating_sub(
+        ms.state
+            .last_completed_workflow_task_started_event_id
+            .saturating_add(2),
+    );
+    // Only SDKs that take the same events again may lose a task that shipped some, and never
+    // more than Temporal's history.discardSpeculativeWorkflowTaskMaximumEventsCount of them.
+    let events_allow = if request
+        .capabilities
+        .as_ref()
+        .is_some_and(|c| c.discard_speculative_workflow_task_with_events)
+    {
+        shipped <= DISCARD_SPECULATIVE_MAX_EVENTS
+    } else {
+        shipped <= 0
+    };
     task.speculative
         && request.commands.is_empty()
         && !request.force_create_new_workflow_task
         && Messages::new(&request.messages).only_rejections()
-        && (request
-            .capabilities
-            .as_ref()
-            .is_some_and(|c| c.discard_speculative_workflow_task_with_events)
-            || ms.state.next_event_id
-                <= ms
-                    .state
-                    .last_completed_workflow_task_started_event_id
-                    .saturating_add(2))
+        && events_allow
 }
 
 /// A ProtocolMessage command: the message it names is applied here, in command order.
