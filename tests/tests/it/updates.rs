@@ -671,3 +671,127 @@ async fn updates_in_flight_when_the_run_closes_get_temporals_errors() {
         }
     }
 }
+
+/// An approval workflow of the official Rust SDK: an update with a validator.
+#[temporalio_macros::workflow]
+#[derive(Default)]
+pub struct Approvals {
+    approvers: Vec<String>,
+}
+
+#[temporalio_macros::workflow_methods]
+impl Approvals {
+    #[run]
+    pub async fn run(
+        ctx: &mut temporalio_sdk::WorkflowContext<Self>,
+        required: u32,
+    ) -> temporalio_sdk::WorkflowResult<Vec<String>> {
+        ctx.wait_condition(|s| s.approvers.len() as u32 >= required)
+            .await?;
+        Ok(ctx.state(|s| s.approvers.clone()))
+    }
+
+    #[update]
+    pub fn approve(
+        &mut self,
+        _ctx: &mut temporalio_sdk::SyncWorkflowContext<Self>,
+        who: String,
+    ) -> u32 {
+        self.approvers.push(who);
+        self.approvers.len() as u32
+    }
+
+    #[update_validator(approve)]
+    pub fn validate_approve(
+        &self,
+        _ctx: &temporalio_sdk::WorkflowContextView,
+        who: &String,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.approvers.contains(who) {
+            return Err(format!("{who} already approved").into());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_updates_with_a_validator() {
+    use temporalio_client::{
+        WorkflowExecuteUpdateOptions, WorkflowGetResultOptions, WorkflowStartOptions,
+    };
+    let server = start_server().await;
+    let url = server.server.url();
+    let client = sdk_client(&url).await;
+    let mut raw = raw_client(&url).await;
+    let task_queue = unique("rust-updates");
+    let workflow_id = unique("rust-approvals");
+    let runtime = runtime();
+    let options = temporalio_sdk::WorkerOptions::new(&task_queue)
+        .deployment_options(deployment())
+        .register_workflow::<Approvals>()
+        .expect("register")
+        .build();
+    let mut worker = new_worker(&runtime, client.clone(), options);
+    let stop = worker.shutdown_handle();
+    let (run, ()) = tokio::join!(worker.run(), async {
+        let handle = client
+            .start_workflow(
+                Approvals::run,
+                2,
+                WorkflowStartOptions::new(task_queue.clone(), workflow_id.clone()).build(),
+            )
+            .await
+            .expect("start");
+        let with_id = |id: &str| {
+            WorkflowExecuteUpdateOptions::builder()
+                .update_id(id.to_string())
+                .build()
+        };
+        let approved = handle
+            .execute_update(Approvals::approve, "alice".to_string(), with_id("a"))
+            .await
+            .expect("alice");
+        assert_eq!(approved, 1);
+        let before = workflow_history(&mut raw, &workflow_id).await;
+        let rejected = handle
+            .execute_update(Approvals::approve, "alice".to_string(), with_id("a-again"))
+            .await
+            .expect_err("the validator rejects a second approval by alice");
+        assert!(
+            format!("{rejected:?}").contains("alice already approved"),
+            "{rejected:?}"
+        );
+        assert_eq!(
+            workflow_history(&mut raw, &workflow_id).await.len(),
+            before.len(),
+            "a rejection leaves no events"
+        );
+        // The first update's ID again: its outcome, not a second approval.
+        let again = handle
+            .execute_update(Approvals::approve, "alice".to_string(), with_id("a"))
+            .await
+            .expect("deduplicated");
+        assert_eq!(again, 1);
+        let approved = handle
+            .execute_update(Approvals::approve, "bob".to_string(), with_id("b"))
+            .await
+            .expect("bob");
+        assert_eq!(approved, 2);
+        let result = handle
+            .get_result(WorkflowGetResultOptions::default())
+            .await
+            .expect("result");
+        assert_eq!(result, vec!["alice".to_string(), "bob".to_string()]);
+        stop();
+    });
+    run.expect("worker ran");
+    let events = workflow_history(&mut raw, &workflow_id).await;
+    assert_eq!(
+        count(&events, EventType::WorkflowExecutionUpdateAccepted),
+        2
+    );
+    assert_eq!(
+        count(&events, EventType::WorkflowExecutionUpdateCompleted),
+        2
+    );
+}
