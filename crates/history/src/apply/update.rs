@@ -32,6 +32,8 @@ use pb::update_info::Stage;
 /// Temporal's default limits (history.maxInFlightUpdates, history.maxTotalUpdates).
 pub const MAX_IN_FLIGHT_UPDATES: usize = 10;
 pub const MAX_TOTAL_UPDATES: usize = 2000;
+/// Temporal's history.maxInFlightUpdatePayloads.
+pub const MAX_IN_FLIGHT_UPDATE_BYTES: usize = 20 * 1024 * 1024;
 /// Rejected updates are kept only for their waiters; past this many per run, the oldest go.
 const MAX_KEPT_REJECTIONS: usize = 50;
 /// Temporal fails updates fast while the workflow task keeps failing (attempt >= 3).
@@ -175,6 +177,19 @@ pub fn admit(
         ))
         .into());
     }
+    let in_flight_bytes: usize = ms
+        .state
+        .updates
+        .values()
+        .filter_map(|u| u.request.as_ref())
+        .map(|r| r.encoded_len())
+        .sum();
+    if in_flight_bytes.saturating_add(update.encoded_len()) >= MAX_IN_FLIGHT_UPDATE_BYTES {
+        return Err(ApiError::resource_exhausted(format!(
+            "limit on total payload size of in-flight updates has been reached ({MAX_IN_FLIGHT_UPDATE_BYTES} bytes)"
+        ))
+        .into());
+    }
     let sequence = ms.state.next_update_sequence;
     ms.state.next_update_sequence = sequence.saturating_add(1);
     ms.state.updates.insert(
@@ -188,8 +203,10 @@ pub fn admit(
         },
     );
     // A task scheduled or running delivers the update (a running one through the task that
-    // follows it); otherwise a speculative task is created for it alone.
-    if ms.state.workflow_task.is_none() {
+    // follows it); otherwise a speculative task is created for it alone, unless the run has
+    // not had its first task yet (a delayed start): that task will carry it.
+    let first_task_pending = ms.state.last_completed_workflow_task_started_event_id == 0;
+    if ms.state.workflow_task.is_none() && !first_task_pending {
         ms.schedule_speculative_workflow_task(batch)?;
     }
     let answer = result(&ms);

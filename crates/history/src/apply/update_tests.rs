@@ -480,3 +480,55 @@ fn a_late_completion_of_a_discarded_speculative_task_does_not_complete_the_next_
     complete(&h, second, vec![], vec![rejection("u2")]).expect("the new task completes");
     assert_eq!(stage(&h, "u2"), Some(Stage::Rejected));
 }
+
+#[test]
+fn an_update_to_a_run_whose_start_is_delayed_waits_for_the_first_task() {
+    let h = Harness::new();
+    h.ok(
+        SHARD,
+        Kind::StartWorkflow(cmd::StartWorkflow {
+            namespace_id: NS.into(),
+            request: Some(ws::StartWorkflowExecutionRequest {
+                namespace: "default".into(),
+                workflow_id: WF.into(),
+                workflow_type: Some(WorkflowType {
+                    name: "Delayed".into(),
+                }),
+                task_queue: Some(TaskQueue {
+                    name: "tq".into(),
+                    ..Default::default()
+                }),
+                request_id: "start".into(),
+                workflow_start_delay: Some(chronicle_types::time::duration_from_millis(60_000)),
+                ..Default::default()
+            }),
+            run_id: "run-1".into(),
+        }),
+    );
+    admit(&h, "early").expect("admitted");
+    assert!(
+        h.state(SHARD, WF).workflow_task.is_none(),
+        "no task before the start delay ends"
+    );
+    // The delay ends: the first task carries the update.
+    let (key, task) = h
+        .tables(SHARD)
+        .timers_between(0, i64::MAX, 100)
+        .unwrap()
+        .into_iter()
+        .find(|(_, t)| t.kind == pb::timer_task::Kind::WorkflowStartDelay as i32)
+        .expect("the start delay timer");
+    h.ok(
+        SHARD,
+        Kind::FireTimer(cmd::FireTimer {
+            key,
+            task: Some(task),
+            new_run_id: String::new(),
+        }),
+    );
+    let token = h.start_task(SHARD, WF);
+    let messages =
+        crate::apply::update::request_messages(&h.state(SHARD, WF), token.started_event_id);
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].protocol_instance_id, "early");
+}
