@@ -453,6 +453,22 @@ pub fn on_task_failed_in_completion(ms: &mut MutableState, started_event_id: i64
 /// error for continue-as-new, so the SDK retries on the new run, else Temporal's
 /// "aborted by closing workflow"), and accepted ones complete with Temporal's failure.
 pub fn on_close(ms: &mut MutableState) {
+    // Callers add the close event first: it names the next run, if any.
+    ms.state.closed_into_next_run = ms.new_events.last().is_some_and(|e| {
+        matches!(
+            &e.attributes,
+            Some(Attributes::WorkflowExecutionContinuedAsNewEventAttributes(_))
+        ) || matches!(
+            &e.attributes,
+            Some(Attributes::WorkflowExecutionFailedEventAttributes(a)) if !a.new_execution_run_id.is_empty()
+        ) || matches!(
+            &e.attributes,
+            Some(Attributes::WorkflowExecutionTimedOutEventAttributes(a)) if !a.new_execution_run_id.is_empty()
+        ) || matches!(
+            &e.attributes,
+            Some(Attributes::WorkflowExecutionCompletedEventAttributes(a)) if !a.new_execution_run_id.is_empty()
+        )
+    });
     ms.state
         .updates
         .retain(|_, u| u.stage != Stage::Admitted as i32);
@@ -470,7 +486,9 @@ pub fn dropped_update_error(state: &pb::WorkflowExecutionState) -> ApiError {
         workflow_not_ready(
             "Unable to perform workflow execution update due to unexpected workflow task failure.",
         )
-    } else if state.status == WorkflowExecutionStatus::ContinuedAsNew as i32 {
+    } else if state.status == WorkflowExecutionStatus::ContinuedAsNew as i32
+        || state.closed_into_next_run
+    {
         // Temporal's ErrWorkflowClosing: retryable, the SDK sends the update again (to the
         // new run when it named no run).
         ApiError::resource_exhausted(
