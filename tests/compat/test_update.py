@@ -286,8 +286,19 @@ async def test_cli_workflow_update_execute(client, task_queue, server_address):
                         "--name", "increment", "--input", "2", "--update-id", "cli-1", "-o", "json")
         assert json.loads(out.stdout)["result"] == 42
         assert await handle.query(uw.CounterWorkflow.value) == 42
+        # Start (wait for acceptance), then wait for the result, then describe it.
+        await cli(server_address, "workflow", "update", "start", "--workflow-id", handle.id,
+                  "--name", "increment", "--input", "3", "--update-id", "cli-2",
+                  "--wait-for-stage", "accepted")
+        out = await cli(server_address, "workflow", "update", "result", "--workflow-id", handle.id,
+                        "--update-id", "cli-2", "-o", "json")
+        assert json.loads(out.stdout)["result"] == 45
+        out = await cli(server_address, "workflow", "update", "describe", "--workflow-id", handle.id,
+                        "--update-id", "cli-2", "-o", "json")
+        described = json.loads(out.stdout)
+        assert (described["updateId"], described["stage"], described["result"]) == ("cli-2", "Completed", 45)
         await handle.signal(uw.CounterWorkflow.stop)
-        assert await bounded(handle.result()) == 42
+        assert await bounded(handle.result()) == 45
 
 
 async def test_unsupported_command_fails_the_task_without_spinning(client, task_queue):
