@@ -11,6 +11,9 @@ use chronicle_proto::temporal::api::workflowservice::v1::{
     self as ws, execute_multi_operation_request::operation::Operation as Op,
     execute_multi_operation_response::response::Response as OpResponse,
 };
+use std::time::Duration;
+
+use chronicle_proto::temporal::api::update::v1 as upd;
 use chronicle_types::{ApiError, ApiResult};
 use prost::{Message, Name};
 
@@ -62,19 +65,98 @@ fn validate_update(r: &mut ws::UpdateWorkflowExecutionRequest) -> ApiResult<()> 
     Ok(())
 }
 
+/// How long a call may wait for its stage: until shortly before the caller's gRPC deadline
+/// (`grpc-timeout`), so that a caller with a short deadline gets the stage reached so far (and
+/// polls again) rather than DeadlineExceeded. `None`: no deadline; history's own long-poll
+/// interval bounds the wait.
+pub fn wait_budget(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    };
+    // Room for the answer to travel back.
+    let margin = (timeout / 5).min(Duration::from_secs(1));
+    Some(timeout.saturating_sub(margin))
+}
+
+/// Where the update is now, without waiting (the answer once the caller's budget ran out).
+async fn stage_now(
+    ctx: &FrontendContext,
+    namespace: &str,
+    namespace_id: &str,
+    update_ref: upd::UpdateRef,
+) -> ApiResult<ws::PollWorkflowExecutionUpdateResponse> {
+    ctx.history
+        .poll_workflow_update(
+            namespace_id,
+            ws::PollWorkflowExecutionUpdateRequest {
+                namespace: namespace.to_string(),
+                update_ref: Some(update_ref),
+                wait_policy: Some(upd::WaitPolicy {
+                    lifecycle_stage: Stage::Unspecified as i32,
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| {
+            if e.code == tonic::Code::NotFound {
+                // Not admitted yet: the caller's deadline passed first.
+                ApiError::deadline_exceeded("update was not admitted before the deadline")
+            } else {
+                e
+            }
+        })
+}
+
 pub async fn update_workflow_execution(
     ctx: &FrontendContext,
     namespace_id: &str,
     mut r: ws::UpdateWorkflowExecutionRequest,
+    budget: Option<Duration>,
 ) -> ApiResult<ws::UpdateWorkflowExecutionResponse> {
     validate_update(&mut r)?;
-    ctx.history.update_workflow(namespace_id, r).await
+    let update_ref = upd::UpdateRef {
+        workflow_execution: r.workflow_execution.clone(),
+        update_id: r
+            .request
+            .as_ref()
+            .and_then(|u| u.meta.as_ref())
+            .map(|m| m.update_id.clone())
+            .unwrap_or_default(),
+    };
+    let namespace = r.namespace.clone();
+    let call = ctx.history.update_workflow(namespace_id, r);
+    let Some(budget) = budget else {
+        return call.await;
+    };
+    match tokio::time::timeout(budget, call).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            let now = stage_now(ctx, &namespace, namespace_id, update_ref).await?;
+            Ok(ws::UpdateWorkflowExecutionResponse {
+                update_ref: now.update_ref,
+                outcome: now.outcome,
+                stage: now.stage,
+                ..Default::default()
+            })
+        }
+    }
 }
 
 pub async fn poll_workflow_execution_update(
     ctx: &FrontendContext,
     namespace_id: &str,
     r: ws::PollWorkflowExecutionUpdateRequest,
+    budget: Option<Duration>,
 ) -> ApiResult<ws::PollWorkflowExecutionUpdateResponse> {
     let Some(update_ref) = &r.update_ref else {
         return Err(ApiError::invalid_argument(
@@ -90,7 +172,15 @@ pub async fn poll_workflow_execution_update(
         "WorkflowId",
     )?;
     validate::required_id(&update_ref.update_id, "UpdateId")?;
-    ctx.history.poll_workflow_update(namespace_id, r).await
+    let (namespace, update_ref) = (r.namespace.clone(), update_ref.clone());
+    let call = ctx.history.poll_workflow_update(namespace_id, r);
+    let Some(budget) = budget else {
+        return call.await;
+    };
+    match tokio::time::timeout(budget, call).await {
+        Ok(answer) => answer,
+        Err(_) => stage_now(ctx, &namespace, namespace_id, update_ref).await,
+    }
 }
 
 /// The start half of update-with-start: StartWorkflowExecution's checks plus Temporal's
@@ -236,4 +326,30 @@ pub async fn execute_multi_operation(
             response(OpResponse::UpdateWorkflow(updated)),
         ],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(value: &str) -> Option<Duration> {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("grpc-timeout", value.parse().unwrap());
+        wait_budget(&metadata)
+    }
+
+    #[test]
+    fn the_wait_ends_before_the_callers_deadline() {
+        assert_eq!(budget("10S"), Some(Duration::from_secs(9)));
+        assert_eq!(budget("3000m"), Some(Duration::from_millis(2400)));
+        assert_eq!(budget("1H"), Some(Duration::from_secs(3599)));
+        assert_eq!(budget("0n"), Some(Duration::ZERO));
+        assert_eq!(budget("x"), None);
+        assert_eq!(budget("10"), None);
+        assert_eq!(
+            wait_budget(&tonic::metadata::MetadataMap::new()),
+            None,
+            "no deadline"
+        );
+    }
 }

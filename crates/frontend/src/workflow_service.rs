@@ -806,18 +806,20 @@ impl WorkflowService for WorkflowHandler {
         &self,
         request: Request<ws::UpdateWorkflowExecutionRequest>,
     ) -> Res<ws::UpdateWorkflowExecutionResponse> {
+        let budget = crate::update::wait_budget(request.metadata());
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        ok(crate::update::update_workflow_execution(&self.ctx, &ns, r).await?)
+        ok(crate::update::update_workflow_execution(&self.ctx, &ns, r, budget).await?)
     }
 
     async fn poll_workflow_execution_update(
         &self,
         request: Request<ws::PollWorkflowExecutionUpdateRequest>,
     ) -> Res<ws::PollWorkflowExecutionUpdateResponse> {
+        let budget = crate::update::wait_budget(request.metadata());
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        ok(crate::update::poll_workflow_execution_update(&self.ctx, &ns, r).await?)
+        ok(crate::update::poll_workflow_execution_update(&self.ctx, &ns, r, budget).await?)
     }
 
     async fn execute_multi_operation(

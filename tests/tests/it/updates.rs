@@ -314,6 +314,25 @@ async fn update_protocol_and_wait_stages_over_raw_grpc() {
     assert_eq!(admitted.stage, Stage::Admitted as i32);
     assert!(admitted.outcome.is_none());
     assert!(started.elapsed() >= Duration::from_secs(15), "it waited");
+    // A caller with a shorter deadline gets the stage reached before its deadline instead.
+    let started = std::time::Instant::now();
+    let mut request = tonic::Request::new(update_request(&workflow_id, "u3", Stage::Accepted));
+    request.set_timeout(Duration::from_secs(3));
+    let admitted = raw
+        .update_workflow_execution(request)
+        .await
+        .expect("answered before the deadline")
+        .into_inner();
+    assert_eq!(admitted.stage, Stage::Admitted as i32);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let mut request = tonic::Request::new(poll_update(&workflow_id, "u3", Stage::Completed));
+    request.set_timeout(Duration::from_secs(2));
+    let polled = raw
+        .poll_workflow_execution_update(request)
+        .await
+        .expect("answered before the deadline")
+        .into_inner();
+    assert_eq!(polled.stage, Stage::Admitted as i32);
     let polled = raw
         .poll_workflow_execution_update(poll_update(&workflow_id, "u3", Stage::Admitted))
         .await
