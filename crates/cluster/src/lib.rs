@@ -132,6 +132,42 @@ pub trait HistoryService: Send + Sync + 'static {
         request: ws::QueryWorkflowRequest,
     ) -> ApiResult<ws::QueryWorkflowResponse>;
 
+    // Workflow updates. Admission is idempotent at apply (by update ID, and the start of
+    // update-with-start by request ID), so a router may send these again after Unavailable.
+    /// Admits an update (or finds the one with its ID) and waits, up to history's long-poll
+    /// interval, for the request's wait stage; answers with the stage reached.
+    async fn update_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::UpdateWorkflowExecutionRequest,
+    ) -> ApiResult<ws::UpdateWorkflowExecutionResponse> {
+        let _ = (namespace_id, request);
+        Err(unimplemented("UpdateWorkflow"))
+    }
+    /// Waits for an admitted update to reach the request's stage (same long-poll interval).
+    async fn poll_workflow_update(
+        &self,
+        namespace_id: &str,
+        request: ws::PollWorkflowExecutionUpdateRequest,
+    ) -> ApiResult<ws::PollWorkflowExecutionUpdateResponse> {
+        let _ = (namespace_id, request);
+        Err(unimplemented("PollWorkflowUpdate"))
+    }
+    /// Update-with-start (ExecuteMultiOperation): starts the workflow under the start's
+    /// conflict policy and admits the update on the resulting run, in one command.
+    async fn update_with_start(
+        &self,
+        namespace_id: &str,
+        start: ws::StartWorkflowExecutionRequest,
+        update: ws::UpdateWorkflowExecutionRequest,
+    ) -> ApiResult<(
+        ws::StartWorkflowExecutionResponse,
+        ws::UpdateWorkflowExecutionResponse,
+    )> {
+        let _ = (namespace_id, start, update);
+        Err(unimplemented("UpdateWithStart"))
+    }
+
     // Tasks, called by matching when a poller takes a task.
     async fn record_workflow_task_started(
         &self,
@@ -179,6 +215,13 @@ pub trait HistoryService: Send + Sync + 'static {
             "this history service does not take transfer commands",
         ))
     }
+}
+
+fn unimplemented(what: &str) -> chronicle_types::ApiError {
+    chronicle_types::ApiError::new(
+        tonic::Code::Unimplemented,
+        format!("this history service does not serve {what}"),
+    )
 }
 
 /// How an activity attempt ended, addressed by task token or by workflow and activity ID.

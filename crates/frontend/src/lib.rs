@@ -9,6 +9,7 @@ mod namespaces;
 mod operator_service;
 pub mod ratelimit;
 mod status_compat;
+mod update;
 mod validate;
 mod visibility;
 mod workflow_service;

@@ -44,8 +44,8 @@ fn describe_namespace_response(
             info.capabilities = Some(
                 chronicle_proto::temporal::api::namespace::v1::namespace_info::Capabilities {
                     eager_workflow_start: false,
-                    sync_update: false,
-                    async_update: false,
+                    sync_update: true,
+                    async_update: true,
                     ..Default::default()
                 },
             );
@@ -769,6 +769,35 @@ impl WorkflowService for WorkflowHandler {
         let r = request.into_inner();
         self.ns(&r.namespace).await?;
         ok(ws::RecordWorkerHeartbeatResponse::default())
+    }
+
+    async fn update_workflow_execution(
+        &self,
+        request: Request<ws::UpdateWorkflowExecutionRequest>,
+    ) -> Res<ws::UpdateWorkflowExecutionResponse> {
+        let budget = crate::update::wait_budget(request.metadata());
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::update::update_workflow_execution(&self.ctx, &ns, r, budget).await?)
+    }
+
+    async fn poll_workflow_execution_update(
+        &self,
+        request: Request<ws::PollWorkflowExecutionUpdateRequest>,
+    ) -> Res<ws::PollWorkflowExecutionUpdateResponse> {
+        let budget = crate::update::wait_budget(request.metadata());
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::update::poll_workflow_execution_update(&self.ctx, &ns, r, budget).await?)
+    }
+
+    async fn execute_multi_operation(
+        &self,
+        request: Request<ws::ExecuteMultiOperationRequest>,
+    ) -> Res<ws::ExecuteMultiOperationResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::update::execute_multi_operation(&self.ctx, &ns, r).await?)
     }
 
     async fn get_search_attributes(

@@ -655,6 +655,7 @@ fn command_label(kind: &shard_command::Kind) -> &'static str {
         ApplyParentClosePolicy(_) => "apply_parent_close_policy",
         RecordExternalOutcome(_) => "record_external_outcome",
         CompleteTransferTask(_) => "complete_transfer_task",
+        UpdateWorkflow(_) => "update_workflow",
     }
 }
 

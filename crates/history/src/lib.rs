@@ -25,6 +25,7 @@ mod read;
 mod service;
 pub mod tokens;
 mod transfer;
+mod update;
 mod visibility;
 
 pub use engine::{DEFAULT_MAX_PENDING_PROPOSALS, HistoryConfig, HistoryEngine, Replication};

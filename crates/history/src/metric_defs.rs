@@ -270,6 +270,8 @@ pub(crate) fn persistence_operation(
     use chronicle_proto::chronicle::history::v1::shard_command::Kind::*;
     match kind {
         StartWorkflow(_) | SignalWithStart(_) | StartChildWorkflow(_) => "CreateWorkflowExecution",
+        // Update-with-start may create the run.
+        UpdateWorkflow(c) if c.start.is_some() => "CreateWorkflowExecution",
         UpsertNamespace(c) if c.create => "CreateNamespace",
         UpsertNamespace(_) => "UpdateNamespace",
         _ => "UpdateWorkflowExecution",
@@ -301,6 +303,7 @@ pub(crate) fn command_namespace(
         ApplyParentClosePolicy(c) => &c.namespace_id,
         RecordExternalOutcome(c) => &c.namespace_id,
         StickyWorkerUnavailable(c) => &c.namespace_id,
+        UpdateWorkflow(c) => &c.namespace_id,
         CompleteWorkflowTask(c) => return token_namespace(&c.token),
         FailWorkflowTask(c) => return token_namespace(&c.token),
         RespondActivity(c) => return token_namespace(&c.token),

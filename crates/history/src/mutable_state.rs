@@ -214,6 +214,25 @@ impl MutableState {
         batch: &mut ShardBatch,
         attempt: i32,
     ) -> StorageResult<()> {
+        self.schedule_task(batch, attempt, false)
+    }
+
+    /// Schedules a workflow task created only to deliver updates (Temporal's speculative task):
+    /// its events stay out of history, like a transient attempt's, until it completes with
+    /// something to record (see `apply::update::can_discard_speculative`).
+    pub fn schedule_speculative_workflow_task(
+        &mut self,
+        batch: &mut ShardBatch,
+    ) -> StorageResult<()> {
+        self.schedule_task(batch, 1, true)
+    }
+
+    fn schedule_task(
+        &mut self,
+        batch: &mut ShardBatch,
+        attempt: i32,
+        speculative: bool,
+    ) -> StorageResult<()> {
         let sticky = !self.state.sticky_task_queue.is_empty();
         let (task_queue, kind) = if sticky {
             (self.state.sticky_task_queue.clone(), TaskQueueKind::Sticky)
@@ -227,7 +246,7 @@ impl MutableState {
         // Retries of a failed workflow task are transient, as in Temporal: their Scheduled and
         // Started events are only written if the attempt completes, so a task failing in a loop
         // does not grow the history. The attempt holds the next event IDs meanwhile.
-        let transient = attempt > 1;
+        let transient = attempt > 1 || speculative;
         let scheduled_attributes = Attributes::WorkflowTaskScheduledEventAttributes(
             h::WorkflowTaskScheduledEventAttributes {
                 task_queue: Some(TaskQueue {
@@ -295,6 +314,7 @@ impl MutableState {
             outbox_task_id: outbox_task_id as i64,
             transient,
             timer_keys,
+            speculative,
             ..Default::default()
         });
         Ok(())

@@ -723,6 +723,47 @@ impl HistoryService for HistoryEngine {
         }
     }
 
+    async fn update_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::UpdateWorkflowExecutionRequest,
+    ) -> ApiResult<ws::UpdateWorkflowExecutionResponse> {
+        Ok(self
+            .update_workflow_impl(namespace_id, request, None)
+            .await?
+            .1)
+    }
+
+    async fn poll_workflow_update(
+        &self,
+        namespace_id: &str,
+        request: ws::PollWorkflowExecutionUpdateRequest,
+    ) -> ApiResult<ws::PollWorkflowExecutionUpdateResponse> {
+        self.poll_workflow_update_impl(namespace_id, request).await
+    }
+
+    async fn update_with_start(
+        &self,
+        namespace_id: &str,
+        start: ws::StartWorkflowExecutionRequest,
+        update: ws::UpdateWorkflowExecutionRequest,
+    ) -> ApiResult<(
+        ws::StartWorkflowExecutionResponse,
+        ws::UpdateWorkflowExecutionResponse,
+    )> {
+        let (admitted, response) = self
+            .update_workflow_impl(namespace_id, update, Some(start))
+            .await?;
+        let started = ws::StartWorkflowExecutionResponse {
+            run_id: admitted.run_id,
+            started: admitted.started,
+            status: chronicle_proto::temporal::api::enums::v1::WorkflowExecutionStatus::Running
+                as i32,
+            ..Default::default()
+        };
+        Ok((started, response))
+    }
+
     async fn record_workflow_task_started(
         &self,
         task: &TaskRef,
@@ -777,10 +818,13 @@ impl HistoryService for HistoryEngine {
             scheduled_event_id: started.scheduled_event_id,
             attempt: started.attempt,
             started_event_id: started.started_event_id,
+            started_request_id: poller.request_id.clone(),
             ..Default::default()
         };
         let mut response =
             read::workflow_task_response(shard, &state, &started, tokens::encode(&token))?;
+        response.messages =
+            crate::apply::update::request_messages(&state, started.started_event_id);
         response.queries = self.queries.attach(&(
             task.namespace_id.clone(),
             task.workflow_id.clone(),
@@ -893,6 +937,7 @@ impl HistoryService for HistoryEngine {
         };
         let mut response = ws::RespondWorkflowTaskCompletedResponse::default();
         if let command_result::Result::CompleteWorkflowTask(completed) = result {
+            response.reset_history_event_id = completed.reset_history_event_id;
             for started in completed.eager_activities {
                 response
                     .activity_tasks

@@ -634,6 +634,8 @@ async fn mixed_workload(url: &str) {
     });
     run.expect("worker ran");
 
+    crate::updates::update_workload(url).await;
+
     // Raw: a workflow left with several pending timers and activities (maps of its state with
     // more than one entry: their encoding must not depend on a hash order).
     let mut raw = raw_client(url).await;

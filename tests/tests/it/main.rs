@@ -20,4 +20,5 @@ mod sdk_workflows;
 mod split_roles;
 mod start_and_activities;
 mod timer_cleanup;
+mod updates;
 mod visibility;

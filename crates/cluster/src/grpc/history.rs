@@ -202,6 +202,46 @@ impl history_api_server::HistoryApi for HistoryApiService {
         reply(self.inner.query_workflow(&r.namespace_id, request).await)
     }
 
+    async fn update_workflow(
+        &self,
+        r: Request<hpb::UpdateWorkflowRequest>,
+    ) -> Reply<ws::UpdateWorkflowExecutionResponse> {
+        let r = r.into_inner();
+        let request = required(r.request, "request")?;
+        reply(self.inner.update_workflow(&r.namespace_id, request).await)
+    }
+
+    async fn poll_workflow_update(
+        &self,
+        r: Request<hpb::PollWorkflowUpdateRequest>,
+    ) -> Reply<ws::PollWorkflowExecutionUpdateResponse> {
+        let r = r.into_inner();
+        let request = required(r.request, "request")?;
+        reply(
+            self.inner
+                .poll_workflow_update(&r.namespace_id, request)
+                .await,
+        )
+    }
+
+    async fn update_with_start(
+        &self,
+        r: Request<hpb::UpdateWithStartRequest>,
+    ) -> Reply<hpb::UpdateWithStartResponse> {
+        let r = r.into_inner();
+        let start = required(r.start, "start")?;
+        let update = required(r.update, "update")?;
+        reply(
+            self.inner
+                .update_with_start(&r.namespace_id, start, update)
+                .await
+                .map(|(start, update)| hpb::UpdateWithStartResponse {
+                    start: Some(start),
+                    update: Some(update),
+                }),
+        )
+    }
+
     async fn record_workflow_task_started(
         &self,
         r: Request<hpb::RecordTaskStartedRequest>,
@@ -483,6 +523,48 @@ impl HistoryService for RemoteHistory {
             request: Some(request),
         };
         answer(self.client().query_workflow(request).await)
+    }
+
+    async fn update_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::UpdateWorkflowExecutionRequest,
+    ) -> ApiResult<ws::UpdateWorkflowExecutionResponse> {
+        let request = hpb::UpdateWorkflowRequest {
+            namespace_id: namespace_id.into(),
+            request: Some(request),
+        };
+        answer(self.client().update_workflow(request).await)
+    }
+
+    async fn poll_workflow_update(
+        &self,
+        namespace_id: &str,
+        request: ws::PollWorkflowExecutionUpdateRequest,
+    ) -> ApiResult<ws::PollWorkflowExecutionUpdateResponse> {
+        let request = hpb::PollWorkflowUpdateRequest {
+            namespace_id: namespace_id.into(),
+            request: Some(request),
+        };
+        answer(self.client().poll_workflow_update(request).await)
+    }
+
+    async fn update_with_start(
+        &self,
+        namespace_id: &str,
+        start: ws::StartWorkflowExecutionRequest,
+        update: ws::UpdateWorkflowExecutionRequest,
+    ) -> ApiResult<(
+        ws::StartWorkflowExecutionResponse,
+        ws::UpdateWorkflowExecutionResponse,
+    )> {
+        let request = hpb::UpdateWithStartRequest {
+            namespace_id: namespace_id.into(),
+            start: Some(start),
+            update: Some(update),
+        };
+        let r = answer(self.client().update_with_start(request).await)?;
+        Ok((r.start.unwrap_or_default(), r.update.unwrap_or_default()))
     }
 
     async fn record_workflow_task_started(

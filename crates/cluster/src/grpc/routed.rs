@@ -428,6 +428,57 @@ impl HistoryService for RoutedHistory {
         .await
     }
 
+    async fn update_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::UpdateWorkflowExecutionRequest,
+    ) -> ApiResult<ws::UpdateWorkflowExecutionResponse> {
+        let shard = self
+            .shard(namespace_id, execution_id(&request.workflow_execution))
+            .await?;
+        // Admission de-duplicates by update ID at apply: sending it again admits nothing twice.
+        self.route(shard, Retry::Idempotent, |h| {
+            let request = request.clone();
+            async move { h.update_workflow(namespace_id, request).await }
+        })
+        .await
+    }
+
+    async fn poll_workflow_update(
+        &self,
+        namespace_id: &str,
+        request: ws::PollWorkflowExecutionUpdateRequest,
+    ) -> ApiResult<ws::PollWorkflowExecutionUpdateResponse> {
+        let execution = request
+            .update_ref
+            .as_ref()
+            .and_then(|r| r.workflow_execution.clone());
+        let shard = self.shard(namespace_id, execution_id(&execution)).await?;
+        self.route(shard, Retry::Idempotent, |h| {
+            let request = request.clone();
+            async move { h.poll_workflow_update(namespace_id, request).await }
+        })
+        .await
+    }
+
+    async fn update_with_start(
+        &self,
+        namespace_id: &str,
+        start: ws::StartWorkflowExecutionRequest,
+        update: ws::UpdateWorkflowExecutionRequest,
+    ) -> ApiResult<(
+        ws::StartWorkflowExecutionResponse,
+        ws::UpdateWorkflowExecutionResponse,
+    )> {
+        let shard = self.shard(namespace_id, &start.workflow_id).await?;
+        // The start de-duplicates by request ID and the update by update ID, at apply.
+        self.route(shard, Retry::Idempotent, |h| {
+            let (start, update) = (start.clone(), update.clone());
+            async move { h.update_with_start(namespace_id, start, update).await }
+        })
+        .await
+    }
+
     async fn record_workflow_task_started(
         &self,
         task: &TaskRef,

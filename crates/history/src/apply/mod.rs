@@ -14,6 +14,9 @@ mod safety_tests;
 mod signal;
 mod start;
 mod timer;
+pub mod update;
+#[cfg(test)]
+mod update_tests;
 mod workflow_task;
 
 use chronicle_proto::chronicle::history::v1::{self as cmd, command_result, shard_command};
@@ -217,6 +220,7 @@ fn apply_command(
         }
         shard_command::Kind::RecordExternalOutcome(c) => external::record_outcome(batch, now, c),
         shard_command::Kind::CompleteTransferTask(c) => external::complete_transfer_task(batch, c),
+        shard_command::Kind::UpdateWorkflow(c) => update::admit(batch, now, c),
     }
 }
 
@@ -294,6 +298,7 @@ pub fn close_run(
     ms.state.activities.clear();
     ms.state.timers.clear();
     ms.state.buffered_events.clear();
+    update::on_close(ms);
     record_close(batch, ms)?;
     child::on_close(batch, ms)
 }

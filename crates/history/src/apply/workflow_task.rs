@@ -80,6 +80,7 @@ pub fn record_started(
         )
     };
     batch.delete_outbox(task.outbox_task_id as u64);
+    super::update::mark_sent(&mut ms, started_event_id);
     let timeout_ms = opt_duration_millis(task.start_to_close_timeout.as_ref()).max(1000);
     let timeout_timer = batch.put_timer(
         millis(&now).saturating_add(timeout_ms),
@@ -135,7 +136,11 @@ fn running_task(ms: &MutableState, token: &pb::TaskToken) -> ApplyResult<pb::Wor
         Some(t)
             if t.scheduled_event_id == token.scheduled_event_id
                 && t.started_event_id > 0
-                && t.started_event_id == token.started_event_id =>
+                && t.started_event_id == token.started_event_id
+                // A speculative task's IDs repeat once one is discarded (see TaskToken).
+                && !(t.speculative
+                    && !token.started_request_id.is_empty()
+                    && token.started_request_id != t.started_request_id) =>
         {
             Ok(t.clone())
         }
@@ -154,6 +159,21 @@ pub fn complete(
     let savepoint = batch.savepoint();
     let original = ms.state.clone();
     let mut ms = ms;
+    if super::update::can_discard_speculative(&ms, &task, &request) {
+        let discard = batch.savepoint();
+        match super::update::discard_speculative(batch, &mut ms, &task, &request) {
+            Ok(result) => {
+                ms.persist(batch);
+                return Ok(result);
+            }
+            Err(Rejection::Storage(e)) => return Err(ApplyError::Storage(e)),
+            // A bad message: handled below like any bad completion.
+            Err(Rejection::Command { .. }) => {
+                batch.rollback(discard);
+                ms = MutableState::new(original.clone(), now);
+            }
+        }
+    }
     match apply_completion(
         batch,
         &mut ms,
@@ -184,7 +204,10 @@ pub fn complete(
             };
             ms.persist(batch);
             Ok(command_result::Result::CompleteWorkflowTask(
-                cmd::CompleteWorkflowTaskResult { eager_activities },
+                cmd::CompleteWorkflowTaskResult {
+                    eager_activities,
+                    reset_history_event_id: 0,
+                },
             ))
         }
         Err(Rejection::Storage(e)) => Err(ApplyError::Storage(e)),
@@ -192,7 +215,16 @@ pub fn complete(
             // Temporal's behaviour for a bad command: nothing of the completion is kept, the task
             // is failed with the cause, a new one is scheduled, and the worker gets the error.
             batch.rollback(savepoint);
+            if task.attempt > 1 && cause == WorkflowTaskFailedCause::FeatureDisabled {
+                // A retry that fails the same way again is not failed again (Temporal does this
+                // for every cause but UnhandledCommand; here only for commands Chronicle does not
+                // serve, which no retry can fix): the task stays started until it times out and
+                // is retried then, so a worker that keeps sending such a command is paced by the
+                // task timeout instead of spinning through attempts as fast as it can answer.
+                return Err(ApplyError::Rejected(ApiError::invalid_argument(message)));
+            }
             let mut ms = MutableState::new(original, now);
+            super::update::on_task_failed_in_completion(&mut ms, task.started_event_id);
             let failure = Failure {
                 message: message.clone(),
                 ..Default::default()
@@ -214,7 +246,7 @@ pub fn complete(
 }
 
 /// Why a completion's commands were not applied.
-pub(super) enum Rejection {
+pub enum Rejection {
     /// A bad command: the task fails with this cause and a new one is scheduled (history).
     Command {
         cause: WorkflowTaskFailedCause,
@@ -225,7 +257,7 @@ pub(super) enum Rejection {
     Storage(chronicle_storage::StorageError),
 }
 
-pub(super) fn reject(cause: WorkflowTaskFailedCause, message: impl Into<String>) -> Rejection {
+pub fn reject(cause: WorkflowTaskFailedCause, message: impl Into<String>) -> Rejection {
     Rejection::Command {
         cause,
         message: message.into(),
@@ -282,6 +314,8 @@ fn apply_completion(
         initiated_children: Default::default(),
         eager_activities,
         eager_scheduled: Vec::new(),
+        messages: super::update::Messages::new(&request.messages),
+        identity: &request.identity,
     };
     for command in &request.commands {
         if closed {
@@ -304,11 +338,17 @@ fn apply_completion(
         }
     }
     if closed {
+        // Updates still in flight were aborted with the close; messages no command referenced
+        // have nothing left to act on.
         return Ok(Vec::new());
     }
+    super::update::after_commands(ms, &mut ctx, task, request)?;
     ms.flush_buffered_events();
     if has_new_events || request.force_create_new_workflow_task || ms.force_new_workflow_task {
         ms.schedule_workflow_task(batch, 1)?;
+    } else if super::update::has_undelivered(ms) {
+        // Updates admitted while the task ran: a task of their own, as Temporal does.
+        ms.schedule_speculative_workflow_task(batch)?;
     }
     // Eager activities start once every command applied, as in Temporal: one canceled by a
     // later command of the same task is gone and gets no task.
@@ -351,6 +391,10 @@ pub(super) struct CommandContext<'a> {
     /// Scheduled event IDs of the activities to start for the completing worker once every
     /// command applied.
     pub eager_scheduled: Vec<i64>,
+    /// The completion's protocol messages (updates), taken as ProtocolMessage commands name them.
+    pub messages: super::update::Messages<'a>,
+    /// The completing worker's identity.
+    pub identity: &'a str,
 }
 
 /// Applies one command; returns whether it closed the workflow.
@@ -679,10 +723,30 @@ fn apply_command(
             super::external::initiate_signal(batch, ms, a, ctx)?;
             Ok(false)
         }
-        _ => Err(reject(
-            Cause::UnhandledCommand,
-            "this command is not supported by Chronicle yet",
+        CommandAttributes::ProtocolMessageCommandAttributes(a) => {
+            super::update::protocol_message_command(ms, ctx, &a.message_id)?;
+            Ok(false)
+        }
+        // Temporal's cause for a command the server does not serve (as for Nexus operations
+        // on a server with Nexus disabled): the task fails and says which command it was.
+        other => Err(reject(
+            Cause::FeatureDisabled,
+            format!(
+                "{} commands are not supported by Chronicle",
+                unsupported_command_name(other)
+            ),
         )),
+    }
+}
+
+/// The command type of an attributes variant this server does not serve, as Temporal names it.
+fn unsupported_command_name(attributes: &CommandAttributes) -> &'static str {
+    match attributes {
+        CommandAttributes::ScheduleNexusOperationCommandAttributes(_) => "ScheduleNexusOperation",
+        CommandAttributes::RequestCancelNexusOperationCommandAttributes(_) => {
+            "RequestCancelNexusOperation"
+        }
+        _ => "This",
     }
 }
 
@@ -950,6 +1014,7 @@ pub fn fail_task(
     failure: Option<Failure>,
     identity: &str,
 ) -> ApplyResult<()> {
+    let task = &written_if_speculative(ms, task);
     if !task.transient {
         ms.add_event(
             EventType::WorkflowTaskFailed,
@@ -988,6 +1053,7 @@ pub fn timed_out(
     {
         return Ok(false);
     }
+    let task = written_if_speculative(ms, &task);
     if !task.transient {
         ms.add_event(
             EventType::WorkflowTaskTimedOut,
@@ -1005,6 +1071,23 @@ pub fn timed_out(
     ms.flush_buffered_events();
     ms.schedule_workflow_task(batch, task.attempt + 1)?;
     Ok(true)
+}
+
+/// A speculative task (created for updates) that fails or times out becomes a normal one, as in
+/// Temporal: its Scheduled and Started events are written before the failure.
+fn written_if_speculative(
+    ms: &mut MutableState,
+    task: &pb::WorkflowTaskInfo,
+) -> pb::WorkflowTaskInfo {
+    if !task.speculative {
+        return task.clone();
+    }
+    ms.write_transient_events(task);
+    pb::WorkflowTaskInfo {
+        transient: false,
+        speculative: false,
+        ..task.clone()
+    }
 }
 
 /// A workflow task waited on a sticky queue too long (the worker is gone): Temporal's
@@ -1027,6 +1110,14 @@ pub fn sticky_timed_out(
     {
         return Ok(false);
     }
+    batch.delete_outbox(task.outbox_task_id as u64);
+    ms.state.workflow_task = None;
+    ms.clear_sticky();
+    if task.speculative {
+        // Nothing of a speculative task is in history: it just moves to the normal queue.
+        ms.schedule_speculative_workflow_task(batch)?;
+        return Ok(true);
+    }
     ms.add_event(
         EventType::WorkflowTaskTimedOut,
         Attributes::WorkflowTaskTimedOutEventAttributes(h::WorkflowTaskTimedOutEventAttributes {
@@ -1035,9 +1126,6 @@ pub fn sticky_timed_out(
             timeout_type: TimeoutType::ScheduleToStart as i32,
         }),
     );
-    batch.delete_outbox(task.outbox_task_id as u64);
-    ms.state.workflow_task = None;
-    ms.clear_sticky();
     ms.schedule_workflow_task(batch, task.attempt)?;
     Ok(true)
 }
