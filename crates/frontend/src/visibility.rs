@@ -75,6 +75,7 @@ async fn page(
             search_attribute_types: record.custom_search_attributes.clone(),
             next_page_token: token,
             count_only: false,
+            shards: Vec::new(),
         })
         .await?;
     let executions = answer
@@ -233,6 +234,7 @@ pub async fn count(
             search_attribute_types: record.custom_search_attributes.clone(),
             next_page_token: Vec::new(),
             count_only: true,
+            shards: Vec::new(),
         })
         .await?;
     let mut groups = Vec::new();

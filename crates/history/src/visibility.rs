@@ -43,7 +43,15 @@ pub(crate) fn list(
         Some(SortKey::decode(&request.next_page_token).map_err(ApiError::invalid_argument)?)
     };
     let namespace_id = request.namespace_id.as_str();
-    let scans = plan(engine, namespace_id, &query);
+    let mut scans = plan(engine, namespace_id, &query);
+    if !request.shards.is_empty() {
+        // A router's scatter: each shard is asked of its leader, whose state holds every write
+        // acknowledged so far (a follower may still be applying).
+        for id in &request.shards {
+            engine.check_leader(engine.shard_by_id(*id)?)?;
+        }
+        scans.retain(|(shard, _)| request.shards.contains(&shard.id));
+    }
     if request.count_only {
         let mut count = 0i64;
         let mut status_counts = BTreeMap::<i32, i64>::new();

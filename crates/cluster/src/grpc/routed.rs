@@ -403,14 +403,21 @@ impl HistoryService for RoutedHistory {
         &self,
         request: chronicle_proto::chronicle::history::v1::ListWorkflowsRequest,
     ) -> ApiResult<chronicle_proto::chronicle::history::v1::ListWorkflowsResponse> {
-        // Every node of a static cluster holds a replica of every shard, and a node lists from
-        // its local replicas (eventually consistent, as Temporal's visibility is). Routed with
-        // the metadata group only to pick a node that answers.
-        self.route(METADATA_GROUP, Retry::Idempotent, |h| {
-            let request = request.clone();
-            async move { h.list_workflows(request).await }
-        })
-        .await
+        // Scatter-gather: each shard is asked of its leader (whose state holds every write
+        // acknowledged so far; a follower, or a node just back from a partition, may lag), then
+        // the pages merge in list order. Each shard returns the first page_size runs after the
+        // token, so the first page_size of the merge are the page.
+        let num_shards = self.num_shards().await?;
+        let calls = (0..num_shards).map(|shard| {
+            let mut request = request.clone();
+            request.shards = vec![shard];
+            self.route(shard, Retry::Idempotent, move |h| {
+                let request = request.clone();
+                async move { h.list_workflows(request).await }
+            })
+        });
+        let answers = futures::future::try_join_all(calls).await?;
+        Ok(merge_list_pages(&request, answers))
     }
 
     async fn query_workflow(
@@ -583,5 +590,132 @@ impl HistoryService for RoutedHistory {
             async move { h.propose_transfer(shard, command).await }
         })
         .await
+    }
+}
+
+/// Merges per-shard list (or count) answers into one page in Temporal's list order.
+fn merge_list_pages(
+    request: &chronicle_proto::chronicle::history::v1::ListWorkflowsRequest,
+    answers: Vec<chronicle_proto::chronicle::history::v1::ListWorkflowsResponse>,
+) -> chronicle_proto::chronicle::history::v1::ListWorkflowsResponse {
+    use chronicle_visibility::order::SortKey;
+    let mut merged = chronicle_proto::chronicle::history::v1::ListWorkflowsResponse::default();
+    if request.count_only {
+        for answer in answers {
+            merged.count = merged.count.saturating_add(answer.count);
+            for (status, n) in answer.status_counts {
+                let total = merged.status_counts.entry(status).or_default();
+                *total = total.saturating_add(n);
+            }
+        }
+        return merged;
+    }
+    let page_size = match request.page_size as usize {
+        0 => 1000,
+        n => n,
+    };
+    let mut more = false;
+    let mut rows = Vec::new();
+    for answer in answers {
+        more |= !answer.next_page_token.is_empty();
+        for execution in answer.executions {
+            let key = execution
+                .workflow_execution_info
+                .as_ref()
+                .map(SortKey::of_info);
+            rows.push((key, execution));
+        }
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    more |= rows.len() > page_size;
+    rows.truncate(page_size);
+    merged.next_page_token = match rows.last() {
+        Some((Some(key), _)) if more => key.encode(),
+        _ => Vec::new(),
+    };
+    merged.count = rows.len() as i64;
+    merged.executions = rows.into_iter().map(|(_, e)| e).collect();
+    merged
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+    use chronicle_proto::chronicle::history::v1::{ListWorkflowsRequest, ListWorkflowsResponse};
+    use chronicle_proto::temporal::api::common::v1::WorkflowExecution;
+    use chronicle_proto::temporal::api::workflow::v1::WorkflowExecutionInfo;
+
+    fn run(id: &str, start_secs: i64) -> ws::DescribeWorkflowExecutionResponse {
+        ws::DescribeWorkflowExecutionResponse {
+            workflow_execution_info: Some(WorkflowExecutionInfo {
+                execution: Some(WorkflowExecution {
+                    workflow_id: id.into(),
+                    run_id: id.into(),
+                }),
+                start_time: Some(chronicle_proto::wkt::Timestamp {
+                    seconds: start_secs,
+                    nanos: 0,
+                }),
+                status: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn ids(answer: &ListWorkflowsResponse) -> Vec<String> {
+        answer
+            .executions
+            .iter()
+            .map(|e| {
+                e.workflow_execution_info
+                    .as_ref()
+                    .unwrap()
+                    .execution
+                    .as_ref()
+                    .unwrap()
+                    .workflow_id
+                    .clone()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shard_pages_merge_in_list_order_and_the_token_marks_the_last_row() {
+        let request = ListWorkflowsRequest {
+            page_size: 3,
+            ..Default::default()
+        };
+        // Each shard's page is in list order (newest start first) and has more behind it.
+        let shard0 = ListWorkflowsResponse {
+            executions: vec![run("a", 50), run("c", 30), run("e", 10)],
+            next_page_token: b"more".to_vec(),
+            ..Default::default()
+        };
+        let shard1 = ListWorkflowsResponse {
+            executions: vec![run("b", 40), run("d", 20)],
+            ..Default::default()
+        };
+        let merged = merge_list_pages(&request, vec![shard0, shard1]);
+        assert_eq!(ids(&merged), ["a", "b", "c"]);
+        let token = chronicle_visibility::order::SortKey::decode(&merged.next_page_token).unwrap();
+        assert_eq!(token.run_id, "c");
+    }
+
+    #[test]
+    fn counts_add_up_per_status() {
+        let request = ListWorkflowsRequest {
+            count_only: true,
+            ..Default::default()
+        };
+        let answer = |count, running, done| ListWorkflowsResponse {
+            count,
+            status_counts: [(1, running), (2, done)].into_iter().collect(),
+            ..Default::default()
+        };
+        let merged = merge_list_pages(&request, vec![answer(3, 1, 2), answer(4, 4, 0)]);
+        assert_eq!(merged.count, 7);
+        assert_eq!(merged.status_counts[&1], 5);
+        assert_eq!(merged.status_counts[&2], 2);
     }
 }
