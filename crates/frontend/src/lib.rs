@@ -5,6 +5,7 @@
 pub mod metric_defs;
 mod namespaces;
 mod operator_service;
+mod schedule;
 mod status_compat;
 mod validate;
 mod workflow_service;

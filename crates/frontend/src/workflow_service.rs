@@ -245,6 +245,7 @@ impl WorkflowService for WorkflowHandler {
         validate::duration(&mut r.workflow_task_timeout, "WorkflowTaskTimeout")?;
         validate::duration(&mut r.workflow_start_delay, "WorkflowStartDelay")?;
         validate::retry_policy(&mut r.retry_policy, "RetryPolicy")?;
+        crate::schedule::check_cron_start(&r.cron_schedule, r.workflow_start_delay.as_ref())?;
         if let Some(memo) = &r.memo {
             validate::any_size(memo, "Memo")?;
         }
@@ -300,6 +301,7 @@ impl WorkflowService for WorkflowHandler {
         validate::duration(&mut r.workflow_task_timeout, "WorkflowTaskTimeout")?;
         validate::duration(&mut r.workflow_start_delay, "WorkflowStartDelay")?;
         validate::retry_policy(&mut r.retry_policy, "RetryPolicy")?;
+        crate::schedule::check_cron_start(&r.cron_schedule, r.workflow_start_delay.as_ref())?;
         validate::priority(r.priority.as_ref())?;
         ok(self.ctx.history.signal_with_start(&ns, r).await?)
     }

@@ -254,6 +254,14 @@ fn start_with_signal(
 
     let run_id = c.run_id;
     let mut lineage = Lineage::first(&run_id);
+    let mut request = request;
+    if !request.cron_schedule.is_empty() {
+        // A cron workflow's first run waits for the first cron time (the frontend refused a
+        // start delay with it), and names the cron as its initiator, as in Temporal.
+        let backoff = chronicle_cron::first_backoff_ms(&request.cron_schedule, millis(&now));
+        request.workflow_start_delay = (backoff > 0).then(|| duration_from_millis(backoff));
+        lineage.initiator = ContinueAsNewInitiator::CronSchedule;
+    }
     if let Some((parent, root)) = parent {
         lineage.parent = Some(parent);
         lineage.root_execution = root;
@@ -366,6 +374,7 @@ pub fn create_run(
         })),
         priority: request.priority.clone(),
         user_metadata: request.user_metadata.clone(),
+        cron_schedule: request.cron_schedule.clone(),
         ..Default::default()
     };
     let mut ms = MutableState::new(state, now);

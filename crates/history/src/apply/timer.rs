@@ -68,6 +68,13 @@ pub fn fire(
             } else {
                 super::new_run::workflow_retry_delay(&ms, None)
             };
+            // Without a retry (and with time left), a cron workflow's next run starts at the
+            // next cron time.
+            let cron = match retry {
+                Err(RetryState::Timeout) if kind == Kind::WorkflowExecutionTimeout => None,
+                Err(_) => super::new_run::cron_delay(&ms),
+                Ok(_) => None,
+            };
             let id = ms.add_event(
                 EventType::WorkflowExecutionTimedOut,
                 Attributes::WorkflowExecutionTimedOutEventAttributes(
@@ -76,7 +83,7 @@ pub fn fire(
                             Ok(_) => RetryState::InProgress,
                             Err(state) => state,
                         } as i32,
-                        new_execution_run_id: if retry.is_ok() {
+                        new_execution_run_id: if retry.is_ok() || cron.is_some() {
                             c.new_run_id.clone()
                         } else {
                             String::new()
@@ -87,6 +94,15 @@ pub fn fire(
             close_run(batch, &mut ms, WorkflowExecutionStatus::TimedOut, id)?;
             if let Ok(delay) = retry {
                 super::new_run::start_retry(batch, &ms, &c.new_run_id, None, delay)?;
+            } else if let Some(delay) = cron {
+                super::new_run::start_cron(
+                    batch,
+                    &ms,
+                    &c.new_run_id,
+                    None,
+                    Some(super::new_run::run_timeout_failure()),
+                    delay,
+                )?;
             }
             true
         }
