@@ -2,5 +2,6 @@
 //! their arguments (no wall clock), so history can call them at apply.
 
 pub mod cron;
+pub mod spec;
 
 pub use cron::{CronSchedule, backoff_ms, first_backoff_ms, validate};

@@ -22,10 +22,12 @@ pub enum Cf {
     Outbox,
     /// Namespaces (metadata group).
     Namespaces,
+    /// Schedules (shard state, like executions).
+    Schedules,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 9] = [
+    pub const ALL: [Cf; 10] = [
         Cf::RaftLog,
         Cf::RaftMeta,
         Cf::ShardMeta,
@@ -35,9 +37,10 @@ impl Cf {
         Cf::Timers,
         Cf::Outbox,
         Cf::Namespaces,
+        Cf::Schedules,
     ];
     /// Families that belong to the state machine (and so to snapshots).
-    pub const STATE: [Cf; 7] = [
+    pub const STATE: [Cf; 8] = [
         Cf::ShardMeta,
         Cf::Executions,
         Cf::Current,
@@ -45,6 +48,7 @@ impl Cf {
         Cf::Timers,
         Cf::Outbox,
         Cf::Namespaces,
+        Cf::Schedules,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +62,7 @@ impl Cf {
             Cf::Timers => "timers",
             Cf::Outbox => "outbox",
             Cf::Namespaces => "namespaces",
+            Cf::Schedules => "schedules",
         }
     }
 }
