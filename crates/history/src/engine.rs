@@ -613,6 +613,9 @@ fn command_label(kind: &shard_command::Kind) -> &'static str {
         ApplyParentClosePolicy(_) => "apply_parent_close_policy",
         RecordExternalOutcome(_) => "record_external_outcome",
         CompleteTransferTask(_) => "complete_transfer_task",
+        Schedule(_) => "schedule",
+        RecordScheduleStartOutcome(_) => "record_schedule_start_outcome",
+        RecordScheduleWorkflowClosed(_) => "record_schedule_workflow_closed",
     }
 }
 

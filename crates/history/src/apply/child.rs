@@ -360,7 +360,7 @@ pub(super) fn on_close(batch: &mut ShardBatch, ms: &MutableState) -> ApplyResult
 
 /// Whether the run's close event names a run that continues its chain (continue-as-new, a
 /// workflow retry): the chain's last run reports to the parent, not this one.
-fn continues(ms: &MutableState) -> bool {
+pub(crate) fn continues(ms: &MutableState) -> bool {
     let id = ms.state.completion_event_id;
     ms.new_events
         .iter()

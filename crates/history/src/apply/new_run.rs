@@ -126,6 +126,7 @@ pub fn start_cron(
             .parent
             .as_ref()
             .and(ms.state.root_execution.clone()),
+        scheduled_by: ms.state.scheduled_by.clone(),
     };
     create_run(
         batch,
@@ -210,6 +211,7 @@ pub fn start_retry(
             .parent
             .as_ref()
             .and(ms.state.root_execution.clone()),
+        scheduled_by: ms.state.scheduled_by.clone(),
     };
     create_run(
         batch,
@@ -285,6 +287,7 @@ pub fn continue_as_new(
             .parent
             .as_ref()
             .and(ms.state.root_execution.clone()),
+        scheduled_by: ms.state.scheduled_by.clone(),
     };
     create_run(
         batch,

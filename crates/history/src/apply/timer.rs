@@ -24,6 +24,10 @@ pub fn fire(
     let Some(task) = c.task else {
         return Ok(super::ok());
     };
+    if task.kind == Kind::Schedule as i32 {
+        crate::schedule::apply::fire(batch, now, &c.key, &task)?;
+        return Ok(super::ok());
+    }
     let mut ms = match load_run(
         batch,
         now,
@@ -113,7 +117,7 @@ pub fn fire(
         Kind::WorkflowTaskScheduleToStartTimeout => {
             workflow_task::sticky_timed_out(batch, &mut ms, task.event_id, task.attempt)?
         }
-        Kind::Unspecified => false,
+        Kind::Unspecified | Kind::Schedule => false,
     };
     if changed {
         ms.persist(batch);

@@ -1,0 +1,7 @@
+//! Schedules as replicated shard state (Temporal runs each as a workflow; here the shard's state
+//! machine runs it): [`apply`] changes them at apply, [`transfer`] starts, reports and stops
+//! their workflows through the outbox, [`service`] answers the WorkflowService calls.
+
+pub mod apply;
+pub(crate) mod service;
+pub(crate) mod transfer;
