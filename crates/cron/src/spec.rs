@@ -3,12 +3,12 @@
 //! calendars, intervals with a phase, exclusion calendars, start/end times, jitter and a time
 //! zone. Times are UTC milliseconds; schedule times are whole seconds.
 
-use chrono::{Datelike, NaiveDate, TimeZone, Timelike};
-use chrono_tz::Tz;
 use chronicle_proto::temporal::api::schedule::v1::{
     CalendarSpec, IntervalSpec, Range, ScheduleSpec, StructuredCalendarSpec,
 };
 use chronicle_proto::wkt::Duration;
+use chrono::{Datelike, NaiveDate, TimeZone, Timelike};
+use chrono_tz::Tz;
 
 const MIN_YEAR: i32 = 2000;
 const MAX_YEAR: i32 = 2100;
@@ -209,7 +209,10 @@ fn parse_cron_string(c: &str) -> Result<(CronPart, String), String> {
         let Some((t, rest)) = c.split_once(' ') else {
             return Err("CronString has time zone but missing fields".into());
         };
-        tz = t.split_once('=').map(|(_, n)| n.to_string()).unwrap_or_default();
+        tz = t
+            .split_once('=')
+            .map(|(_, n)| n.to_string())
+            .unwrap_or_default();
         c = rest;
     }
     let (body, comment) = c.split_once('#').unwrap_or((c, ""));
@@ -250,8 +253,13 @@ fn parse_cron_string(c: &str) -> Result<(CronPart, String), String> {
     let s = |i: usize| toks[i].to_string();
     match toks.len() {
         5 => {
-            (cal.minute, cal.hour, cal.day_of_month, cal.month, cal.day_of_week) =
-                (s(0), s(1), s(2), s(3), s(4))
+            (
+                cal.minute,
+                cal.hour,
+                cal.day_of_month,
+                cal.month,
+                cal.day_of_week,
+            ) = (s(0), s(1), s(2), s(3), s(4))
         }
         6 => {
             (
@@ -594,8 +602,13 @@ impl CompiledSpec {
         }
         let ts = after_ms.div_euclid(1000);
         for (interval, phase) in &self.intervals {
-            let k = (ts.saturating_sub(*phase)).div_euclid(*interval).saturating_add(1);
-            let n = k.saturating_mul(*interval).saturating_add(*phase).saturating_mul(1000);
+            let k = (ts.saturating_sub(*phase))
+                .div_euclid(*interval)
+                .saturating_add(1);
+            let n = k
+                .saturating_mul(*interval)
+                .saturating_add(*phase)
+                .saturating_mul(1000);
             best = Some(best.map_or(n, |b| b.min(n)));
         }
         best

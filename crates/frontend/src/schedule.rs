@@ -49,7 +49,10 @@ fn check_schedule(
         "WorkflowType",
     )?;
     required(
-        nw.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""),
+        nw.task_queue
+            .as_ref()
+            .map(|t| t.name.as_str())
+            .unwrap_or(""),
         "TaskQueue",
     )?;
     crate::validate::payload_size(&nw.input, "Input")?;

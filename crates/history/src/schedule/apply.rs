@@ -69,7 +69,8 @@ fn info(state: &mut pb::ScheduleState) -> &mut s::ScheduleInfo {
 fn resolve(state: &pb::ScheduleState, p: i32) -> ScheduleOverlapPolicy {
     let mut policy = ScheduleOverlapPolicy::try_from(p).unwrap_or_default();
     if policy == ScheduleOverlapPolicy::Unspecified {
-        policy = ScheduleOverlapPolicy::try_from(policies(state).overlap_policy).unwrap_or_default();
+        policy =
+            ScheduleOverlapPolicy::try_from(policies(state).overlap_policy).unwrap_or_default();
     }
     if policy == ScheduleOverlapPolicy::Unspecified {
         policy = ScheduleOverlapPolicy::Skip;
@@ -86,7 +87,8 @@ fn catchup_ms(state: &pb::ScheduleState) -> i64 {
 
 /// A schedule as Temporal stores it: the spec canonical and cleaned, defaults filled in.
 fn normalized(schedule: Option<s::Schedule>) -> Result<s::Schedule, ApiError> {
-    let mut schedule = schedule.ok_or_else(|| ApiError::invalid_argument("Schedule is not set."))?;
+    let mut schedule =
+        schedule.ok_or_else(|| ApiError::invalid_argument("Schedule is not set."))?;
     let spec = schedule.spec.clone().unwrap_or_default();
     let mut spec = canonicalize(&spec)
         .map_err(|e| ApiError::invalid_argument(format!("Invalid schedule spec: {e}")))?;
@@ -283,7 +285,13 @@ fn apply_patch(state: &mut pb::ScheduleState, now_ms: i64, patch: s::SchedulePat
                 }
                 n += 1;
                 t = next.actual;
-                add_start(state, next.nominal, next.actual, backfill.overlap_policy, true);
+                add_start(
+                    state,
+                    next.nominal,
+                    next.actual,
+                    backfill.overlap_policy,
+                    true,
+                );
             }
         }
     }
@@ -321,7 +329,11 @@ fn can_take(state: &mut pb::ScheduleState, manual: bool) -> bool {
 
 /// Schedule times up to `now_ms` into the buffer, the buffer into starts, and the timer for the
 /// next time.
-pub fn process(batch: &mut ShardBatch, state: &mut pb::ScheduleState, now_ms: i64) -> ApplyResult<()> {
+pub fn process(
+    batch: &mut ShardBatch,
+    state: &mut pb::ScheduleState,
+    now_ms: i64,
+) -> ApplyResult<()> {
     let spec = compiled(state);
     let seed = jitter_seed(state);
     let update_ms = state
@@ -330,7 +342,11 @@ pub fn process(batch: &mut ShardBatch, state: &mut pb::ScheduleState, now_ms: i6
         .and_then(|i| i.update_time.as_ref())
         .map(millis);
     let catchup = catchup_ms(state);
-    let mut t = state.last_processed_time.as_ref().map(millis).unwrap_or(now_ms);
+    let mut t = state
+        .last_processed_time
+        .as_ref()
+        .map(millis)
+        .unwrap_or(now_ms);
     if let Some(spec) = &spec {
         let mut looked = 0;
         while let Some(next) = spec.next(&seed, t) {
@@ -553,7 +569,12 @@ fn set_timer(
 }
 
 /// The schedule's wake-up timer fired.
-pub fn fire(batch: &mut ShardBatch, now: Timestamp, key: &[u8], task: &pb::TimerTask) -> ApplyResult<()> {
+pub fn fire(
+    batch: &mut ShardBatch,
+    now: Timestamp,
+    key: &[u8],
+    task: &pb::TimerTask,
+) -> ApplyResult<()> {
     let Some(mut state) = batch.schedule(&task.namespace_id, &task.workflow_id)? else {
         return Ok(());
     };
@@ -575,7 +596,11 @@ pub fn record_start_outcome(
     let Some(mut state) = batch.schedule(&c.namespace_id, &c.schedule_id)? else {
         return Ok(crate::apply::ok());
     };
-    let Some(pos) = state.pending.iter().position(|p| p.request_id == c.request_id) else {
+    let Some(pos) = state
+        .pending
+        .iter()
+        .position(|p| p.request_id == c.request_id)
+    else {
         return Ok(crate::apply::ok());
     };
     let pending = state.pending.remove(pos);
@@ -622,7 +647,11 @@ pub fn record_workflow_closed(
         return Ok(crate::apply::ok());
     };
     // A close that overtook the start's outcome.
-    for p in state.pending.iter_mut().filter(|p| p.workflow_id == c.workflow_id) {
+    for p in state
+        .pending
+        .iter_mut()
+        .filter(|p| p.workflow_id == c.workflow_id)
+    {
         p.closed_status = c.status;
     }
     let mut was_tracked = false;

@@ -6,9 +6,7 @@
 
 use chronicle_proto::chronicle::history::v1::{self as cmd, command_result, shard_command::Kind};
 use chronicle_proto::chronicle::persistence::v1 as pb;
-use chronicle_proto::temporal::api::common::v1::{
-    Payload, SearchAttributes, WorkflowExecution,
-};
+use chronicle_proto::temporal::api::common::v1::{Payload, SearchAttributes, WorkflowExecution};
 use chronicle_proto::temporal::api::enums::v1::{
     ScheduleOverlapPolicy, WorkflowExecutionStatus, WorkflowIdReusePolicy,
 };
@@ -58,10 +56,7 @@ fn search_attributes(
     );
     fields.insert(
         SCHEDULED_BY_ID.to_string(),
-        json_payload(
-            serde_json_string(schedule_id),
-            "Keyword",
-        ),
+        json_payload(serde_json_string(schedule_id), "Keyword"),
     );
     SearchAttributes {
         indexed_fields: fields,
@@ -244,8 +239,8 @@ pub(crate) async fn report_closed(
                     namespace_id: task.target_namespace_id.clone(),
                     schedule_id: task.target_workflow_id.clone(),
                     workflow_id: state.workflow_id.clone(),
-                    status: WorkflowExecutionStatus::try_from(state.status)
-                        .unwrap_or_default() as i32,
+                    status: WorkflowExecutionStatus::try_from(state.status).unwrap_or_default()
+                        as i32,
                     result,
                     failure,
                     close_time: state.close_time,
