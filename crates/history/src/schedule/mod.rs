@@ -4,4 +4,6 @@
 
 pub mod apply;
 pub(crate) mod service;
+#[cfg(test)]
+mod tests;
 pub(crate) mod transfer;
