@@ -65,16 +65,19 @@ const DAYS: [&str; 7] = [
 
 fn parse_value(s: &str, min: i32, max: i32, mode: Mode) -> Result<i32, ()> {
     let lower = s.to_ascii_lowercase();
-    if mode == Mode::Month && s.len() >= 3 {
-        if let Some(i) = MONTHS.iter().position(|m| m.starts_with(&lower)) {
-            let v = i as i32 + 1;
-            return if v < min || v > max { Err(()) } else { Ok(v) };
-        }
-    } else if mode == Mode::Dow && s.len() >= 2 {
-        if let Some(i) = DAYS.iter().position(|d| d.starts_with(&lower)) {
-            let v = i as i32;
-            return if v < min || v > max { Err(()) } else { Ok(v) };
-        }
+    let named = match mode {
+        Mode::Month if s.len() >= 3 => MONTHS
+            .iter()
+            .position(|m| m.starts_with(&lower))
+            .map(|i| i as i32 + 1),
+        Mode::Dow if s.len() >= 2 => DAYS
+            .iter()
+            .position(|d| d.starts_with(&lower))
+            .map(|i| i as i32),
+        _ => None,
+    };
+    if let Some(v) = named {
+        return if v < min || v > max { Err(()) } else { Ok(v) };
     }
     let v: i32 = s.parse().map_err(|_| ())?;
     if v < min || v > max { Err(()) } else { Ok(v) }

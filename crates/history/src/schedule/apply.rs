@@ -50,7 +50,7 @@ fn policies(state: &pb::ScheduleState) -> s::SchedulePolicies {
     state
         .schedule
         .as_ref()
-        .and_then(|s| s.policies.clone())
+        .and_then(|s| s.policies)
         .unwrap_or_default()
 }
 
@@ -480,10 +480,8 @@ fn target_workflow_id(state: &pb::ScheduleState, nominal_ms: i64) -> String {
         .schedule
         .as_ref()
         .and_then(|s| s.action.as_ref())
-        .and_then(|a| match &a.action {
-            Some(s::schedule_action::Action::StartWorkflow(w)) => Some(w.workflow_id.clone()),
-            None => None,
-        })
+        .and_then(|a| a.action.as_ref())
+        .map(|s::schedule_action::Action::StartWorkflow(w)| w.workflow_id.clone())
         .unwrap_or_default();
     if policies(state).keep_original_workflow_id {
         return base;
