@@ -163,7 +163,8 @@ async def test_overlap_skip_buffer_one_and_allow_all(client: Client, task_queue)
         return running, done
 
     async with worker(client, task_queue):
-        policies = (ScheduleOverlapPolicy.SKIP, ScheduleOverlapPolicy.BUFFER_ONE, ScheduleOverlapPolicy.ALLOW_ALL)
+        policies = (ScheduleOverlapPolicy.SKIP, ScheduleOverlapPolicy.BUFFER_ONE, ScheduleOverlapPolicy.ALLOW_ALL,
+                    ScheduleOverlapPolicy.TERMINATE_OTHER, ScheduleOverlapPolicy.CANCEL_OTHER)
         results = dict(zip(policies, await asyncio.gather(*(run(p) for p in policies))))
     running, done = results[ScheduleOverlapPolicy.SKIP]
     assert done.info.num_actions == 1
@@ -179,6 +180,16 @@ async def test_overlap_skip_buffer_one_and_allow_all(client: Client, task_queue)
     assert done.info.num_actions_skipped_overlap == 0
     # ALLOW_ALL runs are not tracked as the schedule's running workflows.
     assert running.running_actions == []
+    # TERMINATE_OTHER / CANCEL_OTHER: each trigger stops the running workflow, then starts.
+    for policy, stopped in ((ScheduleOverlapPolicy.TERMINATE_OTHER, "TERMINATED"),
+                            (ScheduleOverlapPolicy.CANCEL_OTHER, "CANCELED")):
+        running, done = results[policy]
+        assert done.info.num_actions == 3, policy
+        assert done.info.num_actions_skipped_overlap == 0
+        statuses = [client.get_workflow_handle(a.action.workflow_id, run_id=a.action.first_execution_run_id)
+                    for a in done.info.recent_actions]
+        got = [(await h.describe()).status.name for h in statuses]
+        assert got == [stopped, stopped, "COMPLETED"], (policy, got)
 
 
 async def test_calendar_spec_update_list_and_matching_times(client: Client, task_queue):
