@@ -295,3 +295,72 @@ fn replicas_applying_the_same_commands_agree() {
     assert_eq!(a.buffered.len(), 1, "BUFFER_ONE keeps one start waiting");
     assert!(da.differing_families(&db).is_empty());
 }
+
+#[test]
+fn remaining_actions_limit_scheduled_starts_and_failure_pauses() {
+    let h = Harness::new();
+    let Op::Create(mut create) = create(10_000, ScheduleOverlapPolicy::AllowAll, None) else {
+        unreachable!()
+    };
+    let schedule = create.schedule.as_mut().unwrap();
+    schedule.state = Some(s::ScheduleState {
+        limited_actions: true,
+        remaining_actions: 2,
+        ..Default::default()
+    });
+    schedule.policies.as_mut().unwrap().pause_on_failure = true;
+    schedule.policies.as_mut().unwrap().overlap_policy = ScheduleOverlapPolicy::Skip as i32;
+    h.command(T0, Op::Create(create));
+    assert_eq!(super::apply::future_action_times(&h.state(), 10).len(), 2);
+    h.fire(T0 + 10_000);
+    let state = h.state();
+    let pending = state.pending[0].clone();
+    let (outbox_id, _) = h.starts()[0];
+    h.outcome(T0 + 10_100, &pending.request_id, outbox_id, "run-1");
+    // The started workflow fails: the schedule pauses with Temporal's note.
+    h.with_batch(|b| {
+        let r = apply::record_workflow_closed(
+            b,
+            from_millis(T0 + 11_000),
+            cmd::RecordScheduleWorkflowClosed {
+                namespace_id: NS.into(),
+                schedule_id: ID.into(),
+                workflow_id: pending.workflow_id.clone(),
+                status: WorkflowExecutionStatus::Failed as i32,
+                failure: Some(chronicle_proto::temporal::api::failure::v1::Failure {
+                    message: "boom".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        assert!(r.is_ok());
+    });
+    let state = h.state();
+    let st = state.schedule.as_ref().unwrap().state.as_ref().unwrap();
+    assert!(st.paused);
+    assert_eq!(
+        st.notes,
+        "paused due to workflow failure: report-2024-01-01T00:00:10Z: boom"
+    );
+    assert_eq!(st.remaining_actions, 1);
+    assert!(state.continued_failure.is_some());
+    // Unpaused: one more scheduled start, then none.
+    h.command(
+        T0 + 12_000,
+        patch(
+            "u1",
+            s::SchedulePatch {
+                unpause: "go".into(),
+                ..Default::default()
+            },
+        ),
+    );
+    h.fire(T0 + 20_000);
+    h.fire(T0 + 30_000);
+    let state = h.state();
+    assert_eq!(state.pending.len(), 1);
+    let st = state.schedule.as_ref().unwrap().state.as_ref().unwrap();
+    assert_eq!(st.remaining_actions, 0);
+    assert!(super::apply::future_action_times(&state, 10).is_empty());
+}
