@@ -41,4 +41,16 @@ class SlowReport:
         return "done"
 
 
-ALL = [CronCounter, DailyReport, SlowReport]
+@workflow.defn
+class CronParent:
+    """Starts a cron child it does not wait for, and returns the child's first run ID."""
+
+    @workflow.run
+    async def run(self, child_id: str) -> str:
+        child = await workflow.start_child_workflow(
+            CronCounter.run, 0, id=child_id, cron_schedule="@every 1s",
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON)
+        return child.first_execution_run_id or ""
+
+
+ALL = [CronCounter, DailyReport, SlowReport, CronParent]

@@ -148,3 +148,24 @@ async def test_cli_starts_and_describes_a_cron_workflow(server_address, task_que
     assert events[0]["workflowExecutionStartedEventAttributes"]["cronSchedule"] == "@hourly"
     subprocess.run([cli, "workflow", "terminate", "--address", server_address, "--workflow-id", workflow_id],
                    capture_output=True, text=True, timeout=30)
+
+
+async def test_cron_child_workflow(client, task_queue):
+    child_id = new_id("cron-child")
+    async with Worker(client, task_queue=task_queue, workflows=sw.ALL):
+        parent = await client.start_workflow(sw.CronParent.run, child_id, id=new_id("cron-parent"),
+                                             task_queue=task_queue)
+        first = await asyncio.wait_for(parent.result(), 20)
+        a1 = (await first_event(client, child_id, first)).workflow_execution_started_event_attributes
+        assert a1.cron_schedule == "@every 1s"
+        assert a1.parent_workflow_execution.workflow_id == parent.id
+        assert a1.first_workflow_task_backoff.ToTimedelta().total_seconds() > 0
+        c1 = await close_event(client, child_id, first)
+        assert c1.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+        second = next_run(c1)
+        assert second
+        a2 = (await first_event(client, child_id, second)).workflow_execution_started_event_attributes
+        assert a2.initiator == ContinueAsNewInitiator.CONTINUE_AS_NEW_INITIATOR_CRON_SCHEDULE
+        assert a2.parent_workflow_execution.workflow_id == parent.id
+        assert a2.last_completion_result.payloads[0].data == b"1"
+        await client.get_workflow_handle(child_id).terminate("enough")
