@@ -116,6 +116,14 @@ async def test_cron_schedule_is_checked(client, task_queue):
                                     cron_schedule="* * * * *", start_delay=timedelta(seconds=1))
     assert err.value.status == RPCStatusCode.INVALID_ARGUMENT
     assert err.value.message == "CronSchedule and WorkflowStartDelay may not be used together."
+    # Signal-with-start of a cron workflow waits for the first cron time too.
+    wid = new_id("cron-sws")
+    handle = await client.start_workflow(sw.CronCounter.run, 0, id=wid, task_queue=task_queue,
+                                         cron_schedule="@hourly", start_signal="wake")
+    started = (await first_event(client, wid, handle.result_run_id)).workflow_execution_started_event_attributes
+    assert started.cron_schedule == "@hourly"
+    assert started.first_workflow_task_backoff.ToTimedelta().total_seconds() > 0
+    await handle.terminate("done")
     # Standard fields, descriptors and time zones are accepted.
     for spec in ["*/5 9-17 * * mon-fri", "@daily", "CRON_TZ=America/New_York 0 9 * * *", "@every 1h30m"]:
         wid = new_id("cron")
