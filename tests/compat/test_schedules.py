@@ -14,11 +14,15 @@ from temporalio.client import (Client, Schedule, ScheduleActionStartWorkflow, Sc
                                ScheduleCalendarSpec, ScheduleIntervalSpec, ScheduleOverlapPolicy,
                                SchedulePolicy, ScheduleRange, ScheduleSpec, ScheduleState,
                                ScheduleUpdate)
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 import schedule_workflows as sw
 from conftest import new_id, temporal_cli
+
+
+REGION = SearchAttributeKey.for_keyword("OrderRegion")
 
 
 def worker(client, task_queue):
@@ -200,7 +204,8 @@ async def test_calendar_spec_update_list_and_matching_times(client: Client, task
                  spec=ScheduleSpec(cron_expressions=["30 9 * * MON-FRI"], time_zone_name="America/New_York",
                                    jitter=timedelta(seconds=0)),
                  state=ScheduleState(paused=True, note="created paused", limited_actions=True,
-                                     remaining_actions=3)))
+                                     remaining_actions=3)),
+        search_attributes=TypedSearchAttributes([SearchAttributePair(REGION, "eu-west")]))
     desc = await handle.describe()
     spec = desc.schedule.spec
     # Cron strings come back as structured calendars, as Temporal stores them.
@@ -212,6 +217,7 @@ async def test_calendar_spec_update_list_and_matching_times(client: Client, task
     assert list(cal.minute) == [ScheduleRange(30, 30)]
     assert list(cal.day_of_week) == [ScheduleRange(1, 5)]
     assert desc.schedule.state.paused and desc.schedule.state.note == "created paused"
+    assert desc.typed_search_attributes.get(REGION) == "eu-west"
     assert desc.schedule.state.limited_actions and desc.schedule.state.remaining_actions == 3
     # Future times honour the remaining actions and fall at 09:30 New York time on weekdays.
     times = desc.info.next_action_times
@@ -241,6 +247,7 @@ async def test_calendar_spec_update_list_and_matching_times(client: Client, task
     async def listed():
         return [s async for s in await client.list_schedules() if s.id == schedule_id]
     entries = await eventually(listed, timeout=20, interval=0.5)
+    assert entries[0].typed_search_attributes.get(REGION) == "eu-west"
     assert entries[0].schedule.state.paused
     assert entries[0].schedule.state.note == "created paused"
     await handle.delete()
