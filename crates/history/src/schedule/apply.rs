@@ -31,6 +31,9 @@ const MIN_CATCHUP_MS: i64 = 10_000;
 const MAX_TIMES_PER_PROCESS: usize = 10_000;
 const RECENT_REQUEST_IDS: usize = 32;
 const INITIAL_CONFLICT_TOKEN: i64 = 1;
+/// Backfill times buffered per command at most, and the pause before the next part.
+const BACKFILL_PER_COMMAND: usize = 500;
+const BACKFILL_PAUSE_MS: i64 = 100;
 
 pub fn not_found(schedule_id: &str) -> ApiError {
     let _ = schedule_id;
@@ -266,34 +269,16 @@ fn apply_patch(state: &mut pb::ScheduleState, now_ms: i64, patch: s::SchedulePat
             .unwrap_or(now_ms);
         add_start(state, at, at, trigger.overlap_policy, true);
     }
-    for backfill in patch.backfill_request {
-        // Inclusive start, as Temporal's current scheduler.
-        let start = backfill
-            .start_time
-            .as_ref()
-            .map(millis)
-            .unwrap_or(0)
-            .saturating_sub(1);
-        let end = backfill.end_time.as_ref().map(millis).unwrap_or(0);
-        if let Some(spec) = compiled(state) {
-            let seed = jitter_seed(state);
-            let mut t = start;
-            let mut n = 0;
-            while let Some(next) = spec.next(&seed, t) {
-                if next.actual > end || n >= MAX_BUFFER {
-                    break;
-                }
-                n += 1;
-                t = next.actual;
-                add_start(
-                    state,
-                    next.nominal,
-                    next.actual,
-                    backfill.overlap_policy,
-                    true,
-                );
-            }
+    for mut backfill in patch.backfill_request {
+        // Taken a part at a time (see `process_backfills`); the start is inclusive, as in
+        // Temporal's current scheduler.
+        if state.ongoing_backfills.len() >= MAX_BUFFER {
+            info(state).buffer_dropped += 1;
+            continue;
         }
+        let start = backfill.start_time.as_ref().map(millis).unwrap_or(0);
+        backfill.start_time = Some(from_millis(start.saturating_sub(1)));
+        state.ongoing_backfills.push(backfill);
     }
     if !patch.pause.is_empty() {
         let st = sched_state(state);
@@ -369,8 +354,53 @@ pub fn process(
         }
     }
     state.last_processed_time = Some(from_millis(t));
+    process_backfills(state, spec.as_ref(), &seed);
     process_buffer(batch, state)?;
-    set_timer(batch, state, spec.as_ref(), &seed, t)
+    // A backfill not taken whole (a full buffer, or the per-command limit) goes on soon.
+    let soon = (!state.ongoing_backfills.is_empty() && state.buffered.len() < MAX_BUFFER / 2)
+        .then_some(now_ms.saturating_add(BACKFILL_PAUSE_MS));
+    set_timer(batch, state, spec.as_ref(), &seed, t, soon)
+}
+
+/// Backfill times into the buffer, oldest request first, while the buffer is under half full
+/// and at most `BACKFILL_PER_COMMAND` per command.
+fn process_backfills(state: &mut pb::ScheduleState, spec: Option<&CompiledSpec>, seed: &str) {
+    let Some(spec) = spec else {
+        state.ongoing_backfills.clear();
+        return;
+    };
+    let mut limit = BACKFILL_PER_COMMAND;
+    while limit > 0 && state.buffered.len() < MAX_BUFFER / 2 {
+        let Some(backfill) = state.ongoing_backfills.first().cloned() else {
+            break;
+        };
+        let end = backfill.end_time.as_ref().map(millis).unwrap_or(0);
+        let mut t = backfill.start_time.as_ref().map(millis).unwrap_or(0);
+        let mut done = true;
+        while let Some(next) = spec.next(seed, t) {
+            if next.actual > end {
+                break;
+            }
+            if limit == 0 || state.buffered.len() >= MAX_BUFFER / 2 {
+                done = false;
+                break;
+            }
+            limit -= 1;
+            t = next.actual;
+            add_start(
+                state,
+                next.nominal,
+                next.actual,
+                backfill.overlap_policy,
+                true,
+            );
+        }
+        if done {
+            state.ongoing_backfills.remove(0);
+        } else if let Some(first) = state.ongoing_backfills.first_mut() {
+            first.start_time = Some(from_millis(t));
+        }
+    }
 }
 
 /// Temporal's ProcessBuffer: which buffered starts start now, which wait, which are skipped,
@@ -541,8 +571,13 @@ fn set_timer(
     spec: Option<&CompiledSpec>,
     seed: &str,
     after_ms: i64,
+    soon: Option<i64>,
 ) -> ApplyResult<()> {
     let next = spec.and_then(|s| s.next(seed, after_ms)).map(|n| n.actual);
+    let next = match (next, soon) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let current = (!state.timer_key.is_empty())
         .then(|| chronicle_storage::keys::timer_fire_time(&state.timer_key));
     if next == current && (next.is_none() || batch.timer_exists(&state.timer_key)?) {

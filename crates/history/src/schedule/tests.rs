@@ -113,7 +113,7 @@ impl Harness {
 
     fn starts(&self) -> Vec<(u64, pb::OutboxTask)> {
         ShardTables::new(self.db.clone(), 0)
-            .outbox_from(0, 1000)
+            .outbox_from(0, 10_000)
             .unwrap()
             .into_iter()
             .map(|(k, t)| (u64::from_be_bytes(k[k.len() - 8..].try_into().unwrap()), t))
@@ -363,4 +363,65 @@ fn remaining_actions_limit_scheduled_starts_and_failure_pauses() {
     let st = state.schedule.as_ref().unwrap().state.as_ref().unwrap();
     assert_eq!(st.remaining_actions, 0);
     assert!(super::apply::future_action_times(&state, 10).is_empty());
+}
+
+#[test]
+fn a_large_backfill_is_taken_a_part_at_a_time_and_whole() {
+    let h = Harness::new();
+    h.command(T0, create(1_000, ScheduleOverlapPolicy::AllowAll, None));
+    // 1,201 past times (inclusive start and end).
+    h.command(
+        T0 + 1,
+        patch(
+            "b1",
+            s::SchedulePatch {
+                backfill_request: vec![s::BackfillRequest {
+                    start_time: Some(from_millis(T0 - 2_000_000)),
+                    end_time: Some(from_millis(T0 - 800_000)),
+                    overlap_policy: ScheduleOverlapPolicy::AllowAll as i32,
+                }],
+                ..Default::default()
+            },
+        ),
+    );
+    let state = h.state();
+    assert_eq!(state.pending.len(), 500);
+    assert_eq!(state.ongoing_backfills.len(), 1);
+    assert_eq!(
+        chronicle_storage::keys::timer_fire_time(&state.timer_key),
+        T0 + 101
+    );
+    h.fire(T0 + 101);
+    let state = h.state();
+    assert_eq!(state.pending.len(), 1000);
+    assert_eq!(
+        state.ongoing_backfills.len(),
+        1,
+        "{:?}",
+        state.ongoing_backfills
+    );
+    assert_eq!(
+        chronicle_storage::keys::timer_fire_time(&state.timer_key),
+        T0 + 201
+    );
+    h.fire(T0 + 202);
+    let state = h.state();
+    assert_eq!(
+        state.pending.len(),
+        1201,
+        "{:?} {:?} {}",
+        state.ongoing_backfills,
+        state.info,
+        state.buffered.len()
+    );
+    assert!(state.ongoing_backfills.is_empty());
+    assert_eq!(h.starts().len(), 1201);
+    let first = &state.pending[0];
+    assert_eq!(first.workflow_id, "report-2023-12-31T23:26:40Z");
+    assert!(first.manual);
+    // Back to the schedule's own times.
+    assert_eq!(
+        chronicle_storage::keys::timer_fire_time(&state.timer_key),
+        T0 + 1_000
+    );
 }
