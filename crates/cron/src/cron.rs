@@ -156,7 +156,8 @@ fn parse_range(part: &str, b: &Bounds) -> Result<(u64, bool), CronError> {
     let mut bits = 0u64;
     while start <= end {
         bits |= 1 << start;
-        start += step;
+        // A huge step ends the loop instead of wrapping around.
+        start = start.saturating_add(step);
     }
     Ok((bits, star && step == 1))
 }
@@ -315,7 +316,11 @@ impl FieldSpec {
         let after = DateTime::<Utc>::from_timestamp_millis(after_ms)?;
         let local = after.with_timezone(&tz).naive_local();
         // The next whole minute strictly after `after` (the seconds field is always 0).
-        let mut t: NaiveDateTime = local.with_second(0)?.with_nanosecond(0)? + Duration::minutes(1);
+        let minute = Duration::minutes(1);
+        let mut t: NaiveDateTime = local
+            .with_second(0)?
+            .with_nanosecond(0)?
+            .checked_add_signed(minute)?;
         let year_limit = local.year().saturating_add(5);
         // Every step moves forward by at least a minute; bounded by the year limit.
         loop {
@@ -336,18 +341,18 @@ impl FieldSpec {
                 continue;
             }
             if !has(self.hour, t.hour()) {
-                t = t.with_minute(0)? + Duration::hours(1);
+                t = t.with_minute(0)?.checked_add_signed(Duration::hours(1))?;
                 continue;
             }
             if !has(self.minute, t.minute()) {
-                t += Duration::minutes(1);
+                t = t.checked_add_signed(minute)?;
                 continue;
             }
             // Local time to UTC: a time skipped by a DST change does not happen; a repeated one
             // happens at its first occurrence.
             match tz.from_local_datetime(&t).earliest() {
                 Some(at) if at.timestamp_millis() > after_ms => return Some(at.timestamp_millis()),
-                _ => t += Duration::minutes(1),
+                _ => t = t.checked_add_signed(minute)?,
             }
         }
     }
@@ -546,6 +551,7 @@ mod tests {
             "@often",
             "CRON_TZ=Mars/Base * * * * *",
             "a * * * *",
+            "*/99999999999 * * * *",
         ] {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }
@@ -554,6 +560,16 @@ mod tests {
             "invalid CronSchedule, no time can be found to satisfy the schedule"
         );
         assert_eq!(validate("bad", 0).unwrap_err(), "invalid CronSchedule.");
+        // A step beyond the field ends the range (no overflow, no endless loop).
+        assert_eq!(
+            next("*/4294967295 * * * *", "2024-01-01T00:00:30Z"),
+            "2024-01-01T01:00:00.000Z"
+        );
+        // Times at the end of the representable range give no next time rather than panic.
+        assert_eq!(
+            parse("* * * * *").unwrap().next(8_210_266_876_799_999),
+            None
+        );
         assert!(validate("", 0).is_ok());
     }
 

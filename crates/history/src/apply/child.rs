@@ -106,6 +106,13 @@ pub(super) fn initiate(
             "WorkflowType on StartChildWorkflowExecutionCommand exceeds length limit.".into(),
         ));
     }
+    // As Temporal's command checks (with the command's time, not the clock).
+    if let Err(e) = chronicle_cron::validate(&a.cron_schedule, ms.now_ms()) {
+        return Err(bad(format!(
+            "invalid CronSchedule on StartChildWorkflowExecutionCommand: {e}. WorkflowId={} WorkflowType={workflow_type} Namespace={namespace}",
+            a.workflow_id
+        )));
+    }
     if namespace != ctx.namespace {
         // Temporal allows children in other namespaces (a deprecated feature); Chronicle keeps
         // a child in its parent's namespace.
