@@ -425,3 +425,29 @@ fn a_large_backfill_is_taken_a_part_at_a_time_and_whole() {
         T0 + 1_000
     );
 }
+
+#[test]
+fn buffer_all_starts_every_buffered_time_one_after_another() {
+    let h = Harness::new();
+    h.command(T0, create(10_000, ScheduleOverlapPolicy::BufferAll, None));
+    h.fire(T0 + 10_000);
+    let state = h.state();
+    let (outbox_id, _) = h.starts()[0];
+    h.outcome(
+        T0 + 10_100,
+        &state.pending[0].request_id,
+        outbox_id,
+        "run-1",
+    );
+    h.fire(T0 + 20_000);
+    h.fire(T0 + 30_000);
+    let state = h.state();
+    assert_eq!(state.buffered.len(), 2);
+    assert!(state.pending.is_empty());
+    h.closed(T0 + 31_000, "report-2024-01-01T00:00:10Z");
+    let state = h.state();
+    assert_eq!(state.buffered.len(), 1);
+    assert_eq!(state.pending.len(), 1);
+    assert_eq!(state.pending[0].workflow_id, "report-2024-01-01T00:00:20Z");
+    assert_eq!(state.info.as_ref().unwrap().overlap_skipped, 0);
+}
