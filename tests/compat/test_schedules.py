@@ -161,7 +161,7 @@ async def test_overlap_skip_buffer_one_and_allow_all(client: Client, task_queue)
         async def settled():
             d = await handle.describe()
             return d if d.info.num_actions >= 1 and not d.info.running_actions and \
-                all(a.action for a in d.info.recent_actions) else None
+                d.raw_description.info.buffer_size == 0 else None
         done = await eventually(settled, timeout=20)
         await handle.delete()
         return running, done

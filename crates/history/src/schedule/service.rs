@@ -30,7 +30,9 @@ fn required(id: &str) -> ApiResult<()> {
 pub fn describe(state: &pb::ScheduleState) -> ws::DescribeScheduleResponse {
     let mut info = state.info.clone().unwrap_or_default();
     info.future_action_times = apply::future_action_times(state, FUTURE_ACTIONS);
-    info.buffer_size = state.buffered.len() as i64;
+    // Starts handed to the outbox and not yet made count as buffered: until their outcome is
+    // recorded they are neither an action nor a running workflow.
+    info.buffer_size = (state.buffered.len() + state.pending.len()) as i64;
     ws::DescribeScheduleResponse {
         schedule: state.schedule.clone(),
         info: Some(info),
