@@ -215,6 +215,20 @@ pub trait HistoryService: Send + Sync + 'static {
             "this history service does not take transfer commands",
         ))
     }
+
+    /// Schedules: create, describe, update, patch, delete, list, matching times (routed by
+    /// schedule ID like a workflow ID; list gathers every shard).
+    async fn schedule(
+        &self,
+        namespace_id: &str,
+        request: chronicle_proto::chronicle::history::v1::ScheduleRequest,
+    ) -> ApiResult<chronicle_proto::chronicle::history::v1::ScheduleResponse> {
+        let _ = (namespace_id, request);
+        Err(chronicle_types::ApiError::new(
+            tonic::Code::Unimplemented,
+            "this history service does not serve schedules",
+        ))
+    }
 }
 
 fn unimplemented(what: &str) -> chronicle_types::ApiError {

@@ -61,6 +61,70 @@ fn describe_namespace_response(
 
 #[tonic::async_trait]
 impl WorkflowService for WorkflowHandler {
+    // Schedules (crate::schedule).
+    async fn create_schedule(
+        &self,
+        request: Request<ws::CreateScheduleRequest>,
+    ) -> Res<ws::CreateScheduleResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::schedule::create(&self.ctx, &ns, r).await?)
+    }
+
+    async fn describe_schedule(
+        &self,
+        request: Request<ws::DescribeScheduleRequest>,
+    ) -> Res<ws::DescribeScheduleResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::schedule::describe(&self.ctx, &ns, r).await?)
+    }
+
+    async fn update_schedule(
+        &self,
+        request: Request<ws::UpdateScheduleRequest>,
+    ) -> Res<ws::UpdateScheduleResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::schedule::update(&self.ctx, &ns, r).await?)
+    }
+
+    async fn patch_schedule(
+        &self,
+        request: Request<ws::PatchScheduleRequest>,
+    ) -> Res<ws::PatchScheduleResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::schedule::patch(&self.ctx, &ns, r).await?)
+    }
+
+    async fn delete_schedule(
+        &self,
+        request: Request<ws::DeleteScheduleRequest>,
+    ) -> Res<ws::DeleteScheduleResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::schedule::delete(&self.ctx, &ns, r).await?)
+    }
+
+    async fn list_schedules(
+        &self,
+        request: Request<ws::ListSchedulesRequest>,
+    ) -> Res<ws::ListSchedulesResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::schedule::list(&self.ctx, &ns, r).await?)
+    }
+
+    async fn list_schedule_matching_times(
+        &self,
+        request: Request<ws::ListScheduleMatchingTimesRequest>,
+    ) -> Res<ws::ListScheduleMatchingTimesResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::schedule::matching_times(&self.ctx, &ns, r).await?)
+    }
+
     async fn get_system_info(
         &self,
         _request: Request<ws::GetSystemInfoRequest>,
@@ -245,6 +309,7 @@ impl WorkflowService for WorkflowHandler {
         validate::duration(&mut r.workflow_task_timeout, "WorkflowTaskTimeout")?;
         validate::duration(&mut r.workflow_start_delay, "WorkflowStartDelay")?;
         validate::retry_policy(&mut r.retry_policy, "RetryPolicy")?;
+        crate::schedule::check_cron_start(&r.cron_schedule, r.workflow_start_delay.as_ref())?;
         if let Some(memo) = &r.memo {
             validate::any_size(memo, "Memo")?;
         }
@@ -306,6 +371,7 @@ impl WorkflowService for WorkflowHandler {
         validate::duration(&mut r.workflow_task_timeout, "WorkflowTaskTimeout")?;
         validate::duration(&mut r.workflow_start_delay, "WorkflowStartDelay")?;
         validate::retry_policy(&mut r.retry_policy, "RetryPolicy")?;
+        crate::schedule::check_cron_start(&r.cron_schedule, r.workflow_start_delay.as_ref())?;
         validate::priority(r.priority.as_ref())?;
         crate::visibility::check_search_attributes(
             &self.ctx,

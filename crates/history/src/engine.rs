@@ -656,6 +656,9 @@ fn command_label(kind: &shard_command::Kind) -> &'static str {
         RecordExternalOutcome(_) => "record_external_outcome",
         CompleteTransferTask(_) => "complete_transfer_task",
         UpdateWorkflow(_) => "update_workflow",
+        Schedule(_) => "schedule",
+        RecordScheduleStartOutcome(_) => "record_schedule_start_outcome",
+        RecordScheduleWorkflowClosed(_) => "record_schedule_workflow_closed",
     }
 }
 

@@ -22,6 +22,7 @@ pub mod notify;
 mod processors;
 mod queries;
 mod read;
+pub mod schedule;
 mod service;
 pub mod tokens;
 mod transfer;

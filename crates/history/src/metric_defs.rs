@@ -223,6 +223,7 @@ pub(crate) fn timer_task_type(kind: i32) -> &'static str {
         Kind::WorkflowRunTimeout => "TimerActiveTaskWorkflowRunTimeout",
         Kind::WorkflowExecutionTimeout => "TimerActiveTaskWorkflowExecutionTimeout",
         Kind::WorkflowStartDelay => "TimerActiveTaskWorkflowBackoffTimer",
+        Kind::Schedule => "TimerActiveTaskScheduleTimer",
         Kind::Unspecified => "TimerActiveTaskUnknown",
     }
 }
@@ -238,6 +239,9 @@ pub(crate) fn transfer_task_type(kind: i32) -> &'static str {
         Kind::ChildClosed | Kind::ParentClosePolicy => "TransferActiveTaskCloseExecution",
         Kind::CancelExternal => "TransferActiveTaskCancelExecution",
         Kind::SignalExternal => "TransferActiveTaskSignalExecution",
+        Kind::ScheduleStart => "TransferActiveTaskScheduleStart",
+        Kind::ScheduleWorkflowClosed => "TransferActiveTaskCloseExecution",
+        Kind::ScheduleStopWorkflow => "TransferActiveTaskScheduleStop",
         Kind::Unspecified => "TransferActiveTaskUnknown",
     }
 }
@@ -304,6 +308,9 @@ pub(crate) fn command_namespace(
         RecordExternalOutcome(c) => &c.namespace_id,
         StickyWorkerUnavailable(c) => &c.namespace_id,
         UpdateWorkflow(c) => &c.namespace_id,
+        Schedule(c) => &c.namespace_id,
+        RecordScheduleStartOutcome(c) => &c.namespace_id,
+        RecordScheduleWorkflowClosed(c) => &c.namespace_id,
         CompleteWorkflowTask(c) => return token_namespace(&c.token),
         FailWorkflowTask(c) => return token_namespace(&c.token),
         RespondActivity(c) => return token_namespace(&c.token),

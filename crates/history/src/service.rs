@@ -359,6 +359,7 @@ impl HistoryService for HistoryEngine {
                     namespace_id: namespace_id.to_string(),
                     request: Some(request),
                     run_id,
+                    scheduled_by: None,
                 }),
             )
             .await?;
@@ -1057,5 +1058,13 @@ impl HistoryService for HistoryEngine {
             result: Some(result),
             batch: Vec::new(),
         })
+    }
+
+    async fn schedule(
+        &self,
+        namespace_id: &str,
+        request: cmd::ScheduleRequest,
+    ) -> ApiResult<cmd::ScheduleResponse> {
+        self.schedule_op(namespace_id, request).await
     }
 }

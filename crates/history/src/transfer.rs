@@ -34,7 +34,10 @@ pub(crate) fn is_transfer(kind: i32) -> bool {
             | TaskKind::ChildClosed
             | TaskKind::ParentClosePolicy
             | TaskKind::CancelExternal
-            | TaskKind::SignalExternal)
+            | TaskKind::SignalExternal
+            | TaskKind::ScheduleStart
+            | TaskKind::ScheduleWorkflowClosed
+            | TaskKind::ScheduleStopWorkflow)
     )
 }
 
@@ -102,6 +105,15 @@ pub(crate) async fn execute(
         }
         Ok(TaskKind::SignalExternal) => {
             deliver_external(engine, shard, outbox_id, task, true).await
+        }
+        Ok(TaskKind::ScheduleStart) => {
+            crate::schedule::transfer::start(engine, shard, outbox_id, task).await
+        }
+        Ok(TaskKind::ScheduleWorkflowClosed) => {
+            crate::schedule::transfer::report_closed(engine, shard, outbox_id, task).await
+        }
+        Ok(TaskKind::ScheduleStopWorkflow) => {
+            crate::schedule::transfer::stop_workflow(engine, shard, outbox_id, task).await
         }
         _ => Ok(()),
     }

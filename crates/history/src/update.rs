@@ -97,6 +97,7 @@ impl HistoryEngine {
                         namespace_id: namespace_id.to_string(),
                         request: Some(request),
                         run_id: chronicle_types::new_run_id(),
+                        scheduled_by: None,
                     }),
                 }),
             )

@@ -29,7 +29,7 @@ pub mod temporal {
         }
         pub use temporalio_protos::temporal::api::{
             command, common, enums, errordetails, failure, filter, history, namespace, protocol,
-            query, replication, sdk, taskqueue, update, version, workflow,
+            query, replication, schedule, sdk, taskqueue, update, version, workflow,
         };
     }
 }

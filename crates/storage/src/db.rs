@@ -24,10 +24,12 @@ pub enum Cf {
     Namespaces,
     /// Visibility indexes over runs (`crate::visibility`).
     Visibility,
+    /// Schedules (shard state, like executions).
+    Schedules,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 10] = [
+    pub const ALL: [Cf; 11] = [
         Cf::RaftLog,
         Cf::RaftMeta,
         Cf::ShardMeta,
@@ -38,9 +40,10 @@ impl Cf {
         Cf::Outbox,
         Cf::Namespaces,
         Cf::Visibility,
+        Cf::Schedules,
     ];
     /// Families that belong to the state machine (and so to snapshots).
-    pub const STATE: [Cf; 8] = [
+    pub const STATE: [Cf; 9] = [
         Cf::ShardMeta,
         Cf::Executions,
         Cf::Current,
@@ -49,6 +52,7 @@ impl Cf {
         Cf::Outbox,
         Cf::Namespaces,
         Cf::Visibility,
+        Cf::Schedules,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +67,7 @@ impl Cf {
             Cf::Outbox => "outbox",
             Cf::Namespaces => "namespaces",
             Cf::Visibility => "visibility",
+            Cf::Schedules => "schedules",
         }
     }
 }

@@ -56,6 +56,7 @@ fn value_type(cf: Cf) -> Option<&'static str> {
         Cf::Timers => Some(".chronicle.persistence.v1.TimerTask"),
         Cf::Outbox => Some(".chronicle.persistence.v1.OutboxTask"),
         Cf::Namespaces => Some(".chronicle.persistence.v1.NamespaceRecord"),
+        Cf::Schedules => Some(".chronicle.persistence.v1.ScheduleState"),
         Cf::ShardMeta | Cf::RaftLog | Cf::RaftMeta | Cf::Visibility => None,
     }
 }

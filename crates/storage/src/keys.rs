@@ -125,6 +125,14 @@ pub fn outbox(shard: ShardId, task_id: u64) -> Vec<u8> {
     KeyBuf::shard(shard).u64(task_id).build()
 }
 
+/// `schedules`: shard, namespace ID, schedule ID.
+pub fn schedule(shard: ShardId, namespace_id: &str, schedule_id: &str) -> Vec<u8> {
+    KeyBuf::shard(shard)
+        .str(namespace_id)
+        .str(schedule_id)
+        .build()
+}
+
 /// `namespaces`: group, name.
 pub fn namespace(group: ShardId, name: &str) -> Vec<u8> {
     KeyBuf::shard(group).str(name).build()

@@ -179,6 +179,29 @@ impl ShardTables {
             .collect())
     }
 
+    pub fn schedule(
+        &self,
+        namespace_id: &str,
+        schedule_id: &str,
+    ) -> StorageResult<Option<pb::ScheduleState>> {
+        self.db
+            .get(
+                Cf::Schedules,
+                &keys::schedule(self.shard, namespace_id, schedule_id),
+            )?
+            .map(|b| decode(Cf::Schedules, &b))
+            .transpose()
+    }
+
+    /// Schedules of this shard.
+    pub fn schedules(&self) -> StorageResult<Vec<pb::ScheduleState>> {
+        Ok(self
+            .scan(Cf::Schedules, usize::MAX, |_| true)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
     /// Executions of this shard (for describe/list until visibility has its own index).
     pub fn executions(&self, limit: usize) -> StorageResult<Vec<pb::WorkflowExecutionState>> {
         Ok(self
@@ -467,6 +490,27 @@ impl ShardBatch {
         if task_id != 0 {
             self.delete(Cf::Outbox, keys::outbox(self.tables.shard, task_id));
         }
+    }
+
+    pub fn schedule(
+        &self,
+        namespace_id: &str,
+        schedule_id: &str,
+    ) -> StorageResult<Option<pb::ScheduleState>> {
+        self.get_msg(
+            Cf::Schedules,
+            &keys::schedule(self.tables.shard, namespace_id, schedule_id),
+        )
+    }
+
+    pub fn put_schedule(&mut self, state: &pb::ScheduleState) {
+        let key = keys::schedule(self.tables.shard, &state.namespace_id, &state.schedule_id);
+        self.put(Cf::Schedules, key, state.encode_to_vec());
+    }
+
+    pub fn delete_schedule(&mut self, namespace_id: &str, schedule_id: &str) {
+        let key = keys::schedule(self.tables.shard, namespace_id, schedule_id);
+        self.delete(Cf::Schedules, key);
     }
 
     pub fn namespace(&self, name: &str) -> StorageResult<Option<pb::NamespaceRecord>> {

@@ -45,10 +45,13 @@ pub fn opt_duration_millis(d: Option<&Duration>) -> i64 {
     d.map(duration_millis).unwrap_or(0)
 }
 
+/// A valid `google.protobuf.Duration`: seconds and nanos of the same sign (a negative
+/// duration, e.g. the execution duration of a run closed before its delayed first task, must
+/// not come out as -1 s + 491 ms, which protojson refuses).
 pub fn duration_from_millis(ms: i64) -> Duration {
     Duration {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+        seconds: ms / 1000,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
     }
 }
 
@@ -96,6 +99,9 @@ mod tests {
         // In range, exact.
         assert_eq!(millis(&ts(1_700_000_000, 123_456_789)), 1_700_000_000_123);
         assert_eq!(duration_millis(&d(-1, 0)), -1000);
+        // Negative durations keep seconds and nanos of one sign.
+        assert_eq!(duration_from_millis(-509), d(0, -509_000_000));
+        assert_eq!(duration_from_millis(-1509), d(-1, -509_000_000));
     }
 
     #[test]

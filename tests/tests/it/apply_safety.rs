@@ -462,7 +462,7 @@ fn config_for_one_shard(path: &std::path::Path) -> chronicle_server::ServerConfi
 }
 
 /// Replays every group's log of a stopped server on a fresh database; returns the database.
-async fn replay(
+pub(crate) async fn replay(
     source: &chronicle_storage::Db,
     groups: &[u32],
     batch_entries: usize,

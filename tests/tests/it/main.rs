@@ -15,6 +15,7 @@ mod namespaces;
 mod queries;
 mod replicated_history;
 mod restart;
+mod schedules;
 mod sdk_defects;
 mod sdk_workflows;
 mod split_roles;

@@ -64,6 +64,12 @@ impl history_api_server::HistoryApi for HistoryApiService {
         reply(self.inner.propose_transfer(r.shard, command).await)
     }
 
+    async fn schedule(&self, r: Request<hpb::ScheduleRequest>) -> Reply<hpb::ScheduleResponse> {
+        let r = r.into_inner();
+        let namespace_id = r.namespace_id.clone();
+        reply(self.inner.schedule(&namespace_id, r).await)
+    }
+
     async fn register_namespace(
         &self,
         r: Request<hpb::NamespaceRecordRequest>,
@@ -394,6 +400,15 @@ impl HistoryService for RemoteHistory {
             command: Some(command),
         };
         answer(self.client().propose_transfer(request).await)
+    }
+
+    async fn schedule(
+        &self,
+        namespace_id: &str,
+        mut request: hpb::ScheduleRequest,
+    ) -> ApiResult<hpb::ScheduleResponse> {
+        request.namespace_id = namespace_id.into();
+        answer(self.client().schedule(request).await)
     }
 
     async fn start_workflow(

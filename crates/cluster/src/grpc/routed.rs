@@ -591,6 +591,40 @@ impl HistoryService for RoutedHistory {
         })
         .await
     }
+
+    async fn schedule(
+        &self,
+        namespace_id: &str,
+        request: hpb::ScheduleRequest,
+    ) -> ApiResult<hpb::ScheduleResponse> {
+        use hpb::schedule_request::Op;
+        let schedule_id = match &request.op {
+            Some(Op::Create(r)) => Some(r.schedule_id.as_str()),
+            Some(Op::Describe(r)) => Some(r.schedule_id.as_str()),
+            Some(Op::Update(r)) => Some(r.schedule_id.as_str()),
+            Some(Op::Patch(r)) => Some(r.schedule_id.as_str()),
+            Some(Op::Delete(r)) => Some(r.schedule_id.as_str()),
+            Some(Op::MatchingTimes(r)) => Some(r.schedule_id.as_str()),
+            Some(Op::List(_)) | None => None,
+        };
+        // Creates, updates and patches de-duplicate by request ID at apply; a delete resent
+        // after it applied would answer NotFound.
+        let retry = if matches!(request.op, Some(Op::Delete(_))) {
+            Retry::OnlyIfNotProposed
+        } else {
+            Retry::Idempotent
+        };
+        // A list reads every shard's local replica (every node holds every shard).
+        let group = match schedule_id {
+            Some(id) => self.shard(namespace_id, id).await?,
+            None => METADATA_GROUP,
+        };
+        self.route(group, retry, |h| {
+            let request = request.clone();
+            async move { h.schedule(namespace_id, request).await }
+        })
+        .await
+    }
 }
 
 /// Merges per-shard list (or count) answers into one page in Temporal's list order.

@@ -106,6 +106,13 @@ pub(super) fn initiate(
             "WorkflowType on StartChildWorkflowExecutionCommand exceeds length limit.".into(),
         ));
     }
+    // As Temporal's command checks (with the command's time, not the clock).
+    if let Err(e) = chronicle_cron::validate(&a.cron_schedule, ms.now_ms()) {
+        return Err(bad(format!(
+            "invalid CronSchedule on StartChildWorkflowExecutionCommand: {e}. WorkflowId={} WorkflowType={workflow_type} Namespace={namespace}",
+            a.workflow_id
+        )));
+    }
     if namespace != ctx.namespace {
         // Temporal allows children in other namespaces (a deprecated feature); Chronicle keeps
         // a child in its parent's namespace.
@@ -360,7 +367,7 @@ pub(super) fn on_close(batch: &mut ShardBatch, ms: &MutableState) -> ApplyResult
 
 /// Whether the run's close event names a run that continues its chain (continue-as-new, a
 /// workflow retry): the chain's last run reports to the parent, not this one.
-fn continues(ms: &MutableState) -> bool {
+pub(crate) fn continues(ms: &MutableState) -> bool {
     let id = ms.state.completion_event_id;
     ms.new_events
         .iter()

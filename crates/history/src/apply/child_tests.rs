@@ -118,6 +118,7 @@ impl Harness {
         self.ok(
             shard,
             Kind::StartWorkflow(cmd::StartWorkflow {
+                scheduled_by: None,
                 namespace_id: NS.into(),
                 request: Some(ws::StartWorkflowExecutionRequest {
                     namespace: "default".into(),

@@ -177,7 +177,7 @@ fn error_result(e: &ApiError) -> cmd::CommandError {
     }
 }
 
-fn ok() -> command_result::Result {
+pub(crate) fn ok() -> command_result::Result {
     command_result::Result::Ok(cmd::Empty {})
 }
 
@@ -221,6 +221,13 @@ fn apply_command(
         shard_command::Kind::RecordExternalOutcome(c) => external::record_outcome(batch, now, c),
         shard_command::Kind::CompleteTransferTask(c) => external::complete_transfer_task(batch, c),
         shard_command::Kind::UpdateWorkflow(c) => update::admit(batch, now, c),
+        shard_command::Kind::Schedule(c) => crate::schedule::apply::command(batch, now, c),
+        shard_command::Kind::RecordScheduleStartOutcome(c) => {
+            crate::schedule::apply::record_start_outcome(batch, now, c)
+        }
+        shard_command::Kind::RecordScheduleWorkflowClosed(c) => {
+            crate::schedule::apply::record_workflow_closed(batch, now, c)
+        }
     }
 }
 
@@ -300,5 +307,6 @@ pub fn close_run(
     ms.state.buffered_events.clear();
     update::on_close(ms);
     record_close(batch, ms)?;
+    crate::schedule::apply::on_close(batch, ms, child::continues(ms))?;
     child::on_close(batch, ms)
 }

@@ -30,8 +30,113 @@ fn next_request(ms: &MutableState) -> StartWorkflowExecutionRequest {
         memo: ms.state.memo.clone(),
         search_attributes: ms.state.search_attributes.clone(),
         priority: ms.state.priority.clone(),
+        cron_schedule: ms.state.cron_schedule.clone(),
         ..Default::default()
     }
+}
+
+/// Temporal's cron backoff for a closing run: from its execution time (when its first workflow
+/// task was due) to the next cron time not before now, in whole seconds. `None`: not a cron
+/// workflow, or no next time.
+pub fn cron_delay(ms: &MutableState) -> Option<i64> {
+    if ms.state.cron_schedule.is_empty() {
+        return None;
+    }
+    let scheduled = ms
+        .state
+        .execution_time
+        .as_ref()
+        .map(millis)
+        .unwrap_or_else(|| ms.now_ms());
+    chronicle_cron::backoff_ms(&ms.state.cron_schedule, scheduled, ms.now_ms())
+}
+
+/// The failure a run timeout hands to the next cron run, as Temporal words it.
+pub fn run_timeout_failure() -> Failure {
+    Failure {
+        message: "workflow timeout".to_string(),
+        failure_info: Some(FailureInfo::TimeoutFailureInfo(
+            chronicle_proto::temporal::api::failure::v1::TimeoutFailureInfo {
+                timeout_type: chronicle_proto::temporal::api::enums::v1::TimeoutType::StartToClose
+                    as i32,
+                last_heartbeat_details: None,
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+/// The closing run's first event: its input, header and last completion result.
+fn started_attributes(
+    batch: &ShardBatch,
+    ms: &MutableState,
+) -> ApplyResult<
+    Option<chronicle_proto::temporal::api::history::v1::WorkflowExecutionStartedEventAttributes>,
+> {
+    let first = batch
+        .tables()
+        .history(
+            &ms.state.namespace_id,
+            &ms.state.workflow_id,
+            &ms.state.run_id,
+            1,
+            1,
+        )?
+        .into_iter()
+        .next();
+    Ok(match first.and_then(|e| e.attributes) {
+        Some(chronicle_proto::temporal::api::history::v1::history_event::Attributes::WorkflowExecutionStartedEventAttributes(started)) => Some(started),
+        _ => None,
+    })
+}
+
+/// Creates the next cron run of `ms` (already closed by the caller): the same input, attempt 1,
+/// initiator CRON_SCHEDULE, the completion result (or, after a failure or timeout, the last
+/// one the closing run had) and the failure carried over, first workflow task after `delay_ms`.
+pub fn start_cron(
+    batch: &mut ShardBatch,
+    ms: &MutableState,
+    new_run_id: &str,
+    result: Option<chronicle_proto::temporal::api::common::v1::Payloads>,
+    failure: Option<Failure>,
+    delay_ms: i64,
+) -> ApplyResult<()> {
+    let mut request = next_request(ms);
+    request.workflow_start_delay = Some(duration_from_millis(delay_ms));
+    let started = started_attributes(batch, ms)?;
+    let mut last_completion_result = result;
+    if let Some(started) = started {
+        request.input = started.input;
+        request.header = started.header;
+        if failure.is_some() {
+            last_completion_result = started.last_completion_result;
+        }
+    }
+    let lineage = Lineage {
+        attempt: 1,
+        first_run_id: ms.state.first_run_id.clone(),
+        continued_execution_run_id: ms.state.run_id.clone(),
+        initiator: ContinueAsNewInitiator::CronSchedule,
+        continued_failure: failure,
+        last_completion_result,
+        execution_expiration_ms: ms.state.execution_expiration_time.as_ref().map(millis),
+        parent: ms.state.parent.clone(),
+        root_execution: ms
+            .state
+            .parent
+            .as_ref()
+            .and(ms.state.root_execution.clone()),
+        scheduled_by: ms.state.scheduled_by.clone(),
+    };
+    create_run(
+        batch,
+        ms.now,
+        &ms.state.namespace_id,
+        new_run_id,
+        &request,
+        lineage,
+        None,
+    )
 }
 
 /// Whether a failed (or timed-out) run is retried under its retry policy: `Ok(delay)` or the
@@ -106,6 +211,7 @@ pub fn start_retry(
             .parent
             .as_ref()
             .and(ms.state.root_execution.clone()),
+        scheduled_by: ms.state.scheduled_by.clone(),
     };
     create_run(
         batch,
@@ -153,6 +259,7 @@ pub fn continue_as_new(
         request.search_attributes = attrs.search_attributes.clone();
     }
     request.header = attrs.header.clone();
+    request.cron_schedule = attrs.cron_schedule.clone();
     request.workflow_start_delay = attrs.backoff_start_interval;
     let initiator = ContinueAsNewInitiator::try_from(attrs.initiator)
         .unwrap_or(ContinueAsNewInitiator::Workflow);
@@ -180,6 +287,7 @@ pub fn continue_as_new(
             .parent
             .as_ref()
             .and(ms.state.root_execution.clone()),
+        scheduled_by: ms.state.scheduled_by.clone(),
     };
     create_run(
         batch,

@@ -72,6 +72,7 @@ pub fn start_child(
             namespace_id: c.namespace_id,
             request: Some(request),
             run_id: c.run_id,
+            scheduled_by: None,
         },
         None,
         Some((parent, c.root_execution)),
@@ -157,6 +158,7 @@ pub fn signal_with_start(
             namespace_id: ns,
             request: Some(start),
             run_id: c.run_id,
+            scheduled_by: None,
         },
         Some(&signal),
         None,
@@ -170,6 +172,7 @@ fn start_with_signal(
     signal: Option<&SignalWorkflowExecutionRequest>,
     parent: Option<(pb::ParentExecutionInfo, Option<WorkflowExecution>)>,
 ) -> ApplyResult<command_result::Result> {
+    let scheduled_by = c.scheduled_by.clone();
     let request = c
         .request
         .ok_or_else(|| ApiError::invalid_argument("start request missing"))?;
@@ -254,6 +257,18 @@ fn start_with_signal(
 
     let run_id = c.run_id;
     let mut lineage = Lineage::first(&run_id);
+    // A schedule's start: its result and failure so far, and where to report the close.
+    lineage.scheduled_by = scheduled_by;
+    lineage.last_completion_result = request.last_completion_result.clone();
+    lineage.continued_failure = request.continued_failure.clone();
+    let mut request = request;
+    if !request.cron_schedule.is_empty() {
+        // A cron workflow's first run waits for the first cron time (the frontend refused a
+        // start delay with it), and names the cron as its initiator, as in Temporal.
+        let backoff = chronicle_cron::first_backoff_ms(&request.cron_schedule, millis(&now));
+        request.workflow_start_delay = (backoff > 0).then(|| duration_from_millis(backoff));
+        lineage.initiator = ContinueAsNewInitiator::CronSchedule;
+    }
     if let Some((parent, root)) = parent {
         lineage.parent = Some(parent);
         lineage.root_execution = root;
@@ -276,6 +291,8 @@ pub struct Lineage {
     pub parent: Option<pb::ParentExecutionInfo>,
     /// The top of the parent chain; `None`: the new run is its own root.
     pub root_execution: Option<WorkflowExecution>,
+    /// The schedule that started the chain.
+    pub scheduled_by: Option<pb::ScheduledBy>,
 }
 
 impl Lineage {
@@ -290,6 +307,7 @@ impl Lineage {
             execution_expiration_ms: None,
             parent: None,
             root_execution: None,
+            scheduled_by: None,
         }
     }
 }
@@ -366,6 +384,8 @@ pub fn create_run(
         })),
         priority: request.priority.clone(),
         user_metadata: request.user_metadata.clone(),
+        cron_schedule: request.cron_schedule.clone(),
+        scheduled_by: lineage.scheduled_by.clone(),
         ..Default::default()
     };
     let mut ms = MutableState::new(state, now);

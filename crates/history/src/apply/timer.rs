@@ -24,6 +24,10 @@ pub fn fire(
     let Some(task) = c.task else {
         return Ok(super::ok());
     };
+    if task.kind == Kind::Schedule as i32 {
+        crate::schedule::apply::fire(batch, now, &c.key, &task)?;
+        return Ok(super::ok());
+    }
     let mut ms = match load_run(
         batch,
         now,
@@ -68,6 +72,13 @@ pub fn fire(
             } else {
                 super::new_run::workflow_retry_delay(&ms, None)
             };
+            // Without a retry (and with time left), a cron workflow's next run starts at the
+            // next cron time.
+            let cron = match retry {
+                Err(RetryState::Timeout) if kind == Kind::WorkflowExecutionTimeout => None,
+                Err(_) => super::new_run::cron_delay(&ms),
+                Ok(_) => None,
+            };
             let id = ms.add_event(
                 EventType::WorkflowExecutionTimedOut,
                 Attributes::WorkflowExecutionTimedOutEventAttributes(
@@ -76,7 +87,7 @@ pub fn fire(
                             Ok(_) => RetryState::InProgress,
                             Err(state) => state,
                         } as i32,
-                        new_execution_run_id: if retry.is_ok() {
+                        new_execution_run_id: if retry.is_ok() || cron.is_some() {
                             c.new_run_id.clone()
                         } else {
                             String::new()
@@ -87,6 +98,15 @@ pub fn fire(
             close_run(batch, &mut ms, WorkflowExecutionStatus::TimedOut, id)?;
             if let Ok(delay) = retry {
                 super::new_run::start_retry(batch, &ms, &c.new_run_id, None, delay)?;
+            } else if let Some(delay) = cron {
+                super::new_run::start_cron(
+                    batch,
+                    &ms,
+                    &c.new_run_id,
+                    None,
+                    Some(super::new_run::run_timeout_failure()),
+                    delay,
+                )?;
             }
             true
         }
@@ -97,7 +117,7 @@ pub fn fire(
         Kind::WorkflowTaskScheduleToStartTimeout => {
             workflow_task::sticky_timed_out(batch, &mut ms, task.event_id, task.attempt)?
         }
-        Kind::Unspecified => false,
+        Kind::Unspecified | Kind::Schedule => false,
     };
     if changed {
         ms.persist(batch);

@@ -565,18 +565,28 @@ fn apply_command(
             Ok(false)
         }
         CommandAttributes::CompleteWorkflowExecutionCommandAttributes(a) => {
+            // A cron workflow's next run starts at the next cron time.
+            let cron = super::new_run::cron_delay(ms);
             let id = ms.add_event(
                 EventType::WorkflowExecutionCompleted,
                 Attributes::WorkflowExecutionCompletedEventAttributes(
                     h::WorkflowExecutionCompletedEventAttributes {
                         result: a.result.clone(),
                         workflow_task_completed_event_id: completed_id,
-                        new_execution_run_id: String::new(),
+                        new_execution_run_id: if cron.is_some() {
+                            new_run_id.to_string()
+                        } else {
+                            String::new()
+                        },
                     },
                 ),
             );
             close_run(batch, ms, WorkflowExecutionStatus::Completed, id)
                 .map_err(storage_rejection)?;
+            if let Some(delay) = cron {
+                super::new_run::start_cron(batch, ms, new_run_id, a.result.clone(), None, delay)
+                    .map_err(storage_rejection)?;
+            }
             Ok(true)
         }
         CommandAttributes::FailWorkflowExecutionCommandAttributes(a) => {
@@ -586,6 +596,11 @@ fn apply_command(
                 Ok(_) => chronicle_proto::temporal::api::enums::v1::RetryState::InProgress,
                 Err(state) => state,
             };
+            // Without a retry, a cron workflow's next run starts at the next cron time.
+            let cron = match retry {
+                Ok(_) => None,
+                Err(_) => super::new_run::cron_delay(ms),
+            };
             let id = ms.add_event(
                 EventType::WorkflowExecutionFailed,
                 Attributes::WorkflowExecutionFailedEventAttributes(
@@ -593,7 +608,7 @@ fn apply_command(
                         failure: a.failure.clone(),
                         retry_state: retry_state as i32,
                         workflow_task_completed_event_id: completed_id,
-                        new_execution_run_id: if retry.is_ok() {
+                        new_execution_run_id: if retry.is_ok() || cron.is_some() {
                             new_run_id.to_string()
                         } else {
                             String::new()
@@ -604,6 +619,9 @@ fn apply_command(
             close_run(batch, ms, WorkflowExecutionStatus::Failed, id).map_err(storage_rejection)?;
             if let Ok(delay) = retry {
                 super::new_run::start_retry(batch, ms, new_run_id, a.failure.clone(), delay)
+                    .map_err(storage_rejection)?;
+            } else if let Some(delay) = cron {
+                super::new_run::start_cron(batch, ms, new_run_id, None, a.failure.clone(), delay)
                     .map_err(storage_rejection)?;
             }
             Ok(true)
