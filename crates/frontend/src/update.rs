@@ -186,31 +186,7 @@ pub async fn poll_workflow_execution_update(
 /// The start half of update-with-start: StartWorkflowExecution's checks plus Temporal's
 /// multi-operation restrictions.
 fn validate_start(r: &mut ws::StartWorkflowExecutionRequest) -> ApiResult<()> {
-    validate::required_id(&r.workflow_id, "WorkflowId")?;
-    validate::required_id(
-        r.workflow_type
-            .as_ref()
-            .map(|t| t.name.as_str())
-            .unwrap_or(""),
-        "WorkflowType",
-    )?;
-    validate::required_id(
-        r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""),
-        "TaskQueue",
-    )?;
-    validate::max_id(&r.request_id, "RequestId")?;
-    validate::payload_size(&r.input, "Input")?;
-    validate::duration(
-        &mut r.workflow_execution_timeout,
-        "WorkflowExecutionTimeout",
-    )?;
-    validate::duration(&mut r.workflow_run_timeout, "WorkflowRunTimeout")?;
-    validate::duration(&mut r.workflow_task_timeout, "WorkflowTaskTimeout")?;
-    validate::retry_policy(&mut r.retry_policy, "RetryPolicy")?;
-    if let Some(memo) = &r.memo {
-        validate::any_size(memo, "Memo")?;
-    }
-    validate::priority(r.priority.as_ref())?;
+    validate::start_request(r)?;
     if !r.cron_schedule.is_empty() {
         return Err(ApiError::invalid_argument("CronSchedule is not allowed."));
     }

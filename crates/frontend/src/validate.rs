@@ -175,6 +175,41 @@ pub fn failure_durations(failure: &mut Option<Failure>) -> ApiResult<()> {
     Ok(())
 }
 
+/// The checks every StartWorkflowExecutionRequest gets, alone or inside update-with-start:
+/// required IDs, sizes, durations (capped as Temporal caps them), the retry policy, the memo and
+/// the priority.
+pub fn start_request(
+    r: &mut chronicle_proto::temporal::api::workflowservice::v1::StartWorkflowExecutionRequest,
+) -> Result<(), chronicle_types::ApiError> {
+    required_id(&r.workflow_id, "WorkflowId")?;
+    required_id(
+        r.workflow_type
+            .as_ref()
+            .map(|t| t.name.as_str())
+            .unwrap_or(""),
+        "WorkflowType",
+    )?;
+    required_id(
+        r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""),
+        "TaskQueue",
+    )?;
+    max_id(&r.request_id, "RequestId")?;
+    payload_size(&r.input, "Input")?;
+    duration(
+        &mut r.workflow_execution_timeout,
+        "WorkflowExecutionTimeout",
+    )?;
+    duration(&mut r.workflow_run_timeout, "WorkflowRunTimeout")?;
+    duration(&mut r.workflow_task_timeout, "WorkflowTaskTimeout")?;
+    duration(&mut r.workflow_start_delay, "WorkflowStartDelay")?;
+    retry_policy(&mut r.retry_policy, "RetryPolicy")?;
+    if let Some(memo) = &r.memo {
+        any_size(memo, "Memo")?;
+    }
+    priority(r.priority.as_ref())?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

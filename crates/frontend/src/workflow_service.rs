@@ -287,33 +287,8 @@ impl WorkflowService for WorkflowHandler {
     ) -> Res<ws::StartWorkflowExecutionResponse> {
         let mut r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        validate::required_id(&r.workflow_id, "WorkflowId")?;
-        validate::required_id(
-            r.workflow_type
-                .as_ref()
-                .map(|t| t.name.as_str())
-                .unwrap_or(""),
-            "WorkflowType",
-        )?;
-        validate::required_id(
-            r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""),
-            "TaskQueue",
-        )?;
-        validate::max_id(&r.request_id, "RequestId")?;
-        validate::payload_size(&r.input, "Input")?;
-        validate::duration(
-            &mut r.workflow_execution_timeout,
-            "WorkflowExecutionTimeout",
-        )?;
-        validate::duration(&mut r.workflow_run_timeout, "WorkflowRunTimeout")?;
-        validate::duration(&mut r.workflow_task_timeout, "WorkflowTaskTimeout")?;
-        validate::duration(&mut r.workflow_start_delay, "WorkflowStartDelay")?;
-        validate::retry_policy(&mut r.retry_policy, "RetryPolicy")?;
+        validate::start_request(&mut r)?;
         crate::schedule::check_cron_start(&r.cron_schedule, r.workflow_start_delay.as_ref())?;
-        if let Some(memo) = &r.memo {
-            validate::any_size(memo, "Memo")?;
-        }
-        validate::priority(r.priority.as_ref())?;
         crate::visibility::check_search_attributes(
             &self.ctx,
             &r.namespace,

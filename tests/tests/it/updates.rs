@@ -666,7 +666,20 @@ async fn updates_in_flight_when_the_run_closes_get_temporals_errors() {
                 let request = update_request(&workflow_id, "late", Stage::Completed);
                 async move { caller.update_workflow_execution(request).await }
             });
-            // The new run's first task carries it.
+            // Admitted on the new run before its first task starts, that task carries it (a
+            // poll that wins the race gets a task without it, and the update rides the next).
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while raw
+                .poll_workflow_execution_update(poll_update(&workflow_id, "late", Stage::Admitted))
+                .await
+                .is_err()
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "retry never admitted"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             let task = poll_task(&mut raw, &task_queue).await;
             assert_eq!(task.messages.len(), 1);
             let messages = vec![accept(&task.messages[0]), respond("late", "on the new run")];
