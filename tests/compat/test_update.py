@@ -319,3 +319,20 @@ async def test_unsupported_command_fails_the_task_without_spinning(client, task_
         description = await handle.describe()
         assert description.raw_description.pending_workflow_task.attempt == 2
         await handle.terminate("done")
+
+
+async def test_update_with_start_checks_the_start_search_attributes(client, task_queue):
+    """The start of an update-with-start gets the same search-attribute checks as a plain start:
+    a value of the wrong type (OrderTotal is an Int) is refused and nothing starts."""
+    from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+
+    workflow_id = new_id("uws-sa")
+    wrong = TypedSearchAttributes([SearchAttributePair(SearchAttributeKey.for_keyword("OrderTotal"), "many")])
+    op = WithStartWorkflowOperation(uw.CounterWorkflow.run, 10, id=workflow_id, task_queue=task_queue,
+                                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL, search_attributes=wrong)
+    async with worker(client, task_queue):
+        with pytest.raises(RPCError) as refused:
+            await bounded(client.execute_update_with_start_workflow(
+                uw.CounterWorkflow.increment, 5, start_workflow_operation=op))
+    assert refused.value.status == RPCStatusCode.INVALID_ARGUMENT, refused.value
+    assert [w async for w in client.list_workflows(f"WorkflowId = '{workflow_id}'")] == []

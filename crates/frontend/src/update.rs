@@ -261,6 +261,9 @@ pub async fn execute_multi_operation(
     }
     // Errors of one operation are reported in Temporal's per-operation form.
     validate_start(&mut start).map_err(|e| multi_operation_error(e, true))?;
+    crate::visibility::check_search_attributes(ctx, &r.namespace, start.search_attributes.as_ref())
+        .await
+        .map_err(|status| multi_operation_error(ApiError::from(status), true))?;
     let execution = update.workflow_execution.clone().unwrap_or_default();
     let update_error =
         |message: &str| multi_operation_error(ApiError::invalid_argument(message), false);
