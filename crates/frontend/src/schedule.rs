@@ -71,6 +71,7 @@ async fn call(ctx: &FrontendContext, ns: &str, op: Op) -> ApiResult<RespOp> {
             ScheduleRequest {
                 namespace_id: ns.to_string(),
                 op: Some(op),
+                shards: Vec::new(),
             },
         )
         .await?;

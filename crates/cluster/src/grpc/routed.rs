@@ -614,7 +614,20 @@ impl HistoryService for RoutedHistory {
         } else {
             Retry::Idempotent
         };
-        // A list reads every shard's local replica (every node holds every shard).
+        if let Some(Op::List(list)) = &request.op {
+            // Scatter to each shard's leader, then merge in schedule ID order.
+            let num_shards = self.num_shards().await?;
+            let calls = (0..num_shards).map(|shard| {
+                let mut request = request.clone();
+                request.shards = vec![shard];
+                self.route(shard, Retry::Idempotent, move |h| {
+                    let request = request.clone();
+                    async move { h.schedule(namespace_id, request).await }
+                })
+            });
+            let answers = futures::future::try_join_all(calls).await?;
+            return Ok(merge_schedule_pages(list.maximum_page_size, answers));
+        }
         let group = match schedule_id {
             Some(id) => self.shard(namespace_id, id).await?,
             None => METADATA_GROUP,
@@ -624,6 +637,40 @@ impl HistoryService for RoutedHistory {
             async move { h.schedule(namespace_id, request).await }
         })
         .await
+    }
+}
+
+/// Merges per-shard ListSchedules pages (each in schedule ID order after the same token).
+fn merge_schedule_pages(
+    maximum_page_size: i32,
+    answers: Vec<hpb::ScheduleResponse>,
+) -> hpb::ScheduleResponse {
+    use hpb::schedule_response::Op as RespOp;
+    let page = if maximum_page_size > 0 {
+        maximum_page_size as usize
+    } else {
+        1000
+    };
+    let mut more = false;
+    let mut schedules = Vec::new();
+    for answer in answers {
+        if let Some(RespOp::List(list)) = answer.op {
+            more |= !list.next_page_token.is_empty();
+            schedules.extend(list.schedules);
+        }
+    }
+    schedules.sort_by(|a, b| a.schedule_id.cmp(&b.schedule_id));
+    more |= schedules.len() > page;
+    schedules.truncate(page);
+    let next_page_token = match schedules.last() {
+        Some(last) if more => last.schedule_id.clone().into_bytes(),
+        _ => Vec::new(),
+    };
+    hpb::ScheduleResponse {
+        op: Some(RespOp::List(ws::ListSchedulesResponse {
+            schedules,
+            next_page_token,
+        })),
     }
 }
 
@@ -734,6 +781,36 @@ mod merge_tests {
         assert_eq!(ids(&merged), ["a", "b", "c"]);
         let token = chronicle_visibility::order::SortKey::decode(&merged.next_page_token).unwrap();
         assert_eq!(token.run_id, "c");
+    }
+
+    #[test]
+    fn schedule_pages_merge_by_id_and_keep_the_page_size() {
+        use chronicle_proto::temporal::api::schedule::v1::ScheduleListEntry;
+        let page = |ids: &[&str], more: bool| hpb::ScheduleResponse {
+            op: Some(hpb::schedule_response::Op::List(
+                ws::ListSchedulesResponse {
+                    schedules: ids
+                        .iter()
+                        .map(|id| ScheduleListEntry {
+                            schedule_id: id.to_string(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    next_page_token: if more { b"x".to_vec() } else { Vec::new() },
+                },
+            )),
+        };
+        let merged = merge_schedule_pages(2, vec![page(&["b", "d"], false), page(&["a"], false)]);
+        let Some(hpb::schedule_response::Op::List(list)) = merged.op else {
+            panic!("a list")
+        };
+        let ids: Vec<&str> = list
+            .schedules
+            .iter()
+            .map(|s| s.schedule_id.as_str())
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(list.next_page_token, b"b");
     }
 
     #[test]

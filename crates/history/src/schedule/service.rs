@@ -113,6 +113,7 @@ impl HistoryEngine {
         namespace_id: &str,
         request: cmd::ScheduleRequest,
     ) -> ApiResult<cmd::ScheduleResponse> {
+        let only_shards = request.shards;
         let op = request
             .op
             .ok_or_else(|| ApiError::invalid_argument("schedule request without an operation"))?;
@@ -189,7 +190,15 @@ impl HistoryEngine {
                 // Every shard this node holds (every node holds every shard), as one list in
                 // schedule ID order; the page token is the last ID of the previous page.
                 let mut all = Vec::new();
-                for shard in &self.shards {
+                // A router's scatter asks each shard of its leader (see `list_workflows`).
+                for id in &only_shards {
+                    self.check_leader(self.shard_by_id(*id)?)?;
+                }
+                let shards = self
+                    .shards
+                    .iter()
+                    .filter(|s| only_shards.is_empty() || only_shards.contains(&s.id));
+                for shard in shards {
                     for state in shard.tables.schedules().map_err(storage)? {
                         if state.namespace_id == namespace_id {
                             all.push(state);
