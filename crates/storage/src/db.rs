@@ -394,6 +394,15 @@ impl Db {
             block_cache = block_cache.max(prop("rocksdb.block-cache-usage"));
         }
         metrics::gauge!(m::ROCKSDB_BLOCK_CACHE_BYTES).set(block_cache);
+        let keys = |cf: Cf| -> f64 {
+            self.rocks()
+                .property_int_value_cf(self.cf(cf), "rocksdb.estimate-num-keys")
+                .ok()
+                .flatten()
+                .unwrap_or(0) as f64
+        };
+        metrics::gauge!(m::TIMER_QUEUE_DEPTH).set(keys(Cf::Timers));
+        metrics::gauge!(m::OUTBOX_DEPTH).set(keys(Cf::Outbox));
     }
 }
 

@@ -17,6 +17,11 @@ pub const ROCKSDB_DELAYED_WRITE_RATE: &str = "chronicle_rocksdb_delayed_write_ra
 pub const ROCKSDB_PENDING_COMPACTION_BYTES: &str = "chronicle_rocksdb_pending_compaction_bytes";
 pub const ROCKSDB_MEMTABLE_BYTES: &str = "chronicle_rocksdb_memtable_bytes";
 pub const ROCKSDB_SST_BYTES: &str = "chronicle_rocksdb_sst_bytes";
+/// Timer tasks and outbox (transfer) tasks stored on this node, over every shard replica it
+/// hosts: RocksDB's key estimate for the family, cheap to read at scrape time (deletions not yet
+/// compacted can make it off by their number).
+pub const TIMER_QUEUE_DEPTH: &str = "chronicle_timer_queue_depth";
+pub const OUTBOX_DEPTH: &str = "chronicle_outbox_depth";
 /// Block cache in use (shared by the column families).
 pub const ROCKSDB_BLOCK_CACHE_BYTES: &str = "chronicle_rocksdb_block_cache_bytes";
 
@@ -47,6 +52,14 @@ pub fn describe() {
         (ROCKSDB_MEMTABLE_BYTES, "Memtable bytes, per column family."),
         (ROCKSDB_SST_BYTES, "SST file bytes, per column family."),
         (ROCKSDB_BLOCK_CACHE_BYTES, "Block cache bytes in use."),
+        (
+            TIMER_QUEUE_DEPTH,
+            "Timer tasks stored on this node (RocksDB estimate).",
+        ),
+        (
+            OUTBOX_DEPTH,
+            "Outbox tasks stored on this node (RocksDB estimate).",
+        ),
     ] {
         describe_gauge!(name, help);
     }
