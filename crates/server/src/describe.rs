@@ -217,34 +217,34 @@ pub fn render_text(reports: &[NodeReport]) -> String {
 pub fn render_json(reports: &[NodeReport]) -> serde_json::Value {
     let nodes: Vec<serde_json::Value> = reports
         .iter()
-        .map(|r| match &r.info {
-            Ok((info, answer)) => serde_json::json!({
-                "address": r.addr,
-                "node_id": info.node_id,
-                "raft_address": info.raft_addr,
-                "num_shards": info.num_shards,
-                "initialized": info.initialized,
-                "groups": answer.groups.iter().map(|g| serde_json::json!({
-                    "group": group_name(g.group),
-                    "state": g.state,
-                    "term": g.term,
-                    "leader": (g.leader != 0).then_some(g.leader),
-                    "last_log_index": g.last_log_index,
-                    "last_applied_index": g.last_applied_index,
-                    "voters": g.voters,
-                    "learners": g.learners,
-                    "followers": g.followers.iter().map(|f| serde_json::json!({
-                        "node_id": f.node_id,
-                        "matched_index": f.matched_index,
-                        "lag": f.matched_index.map(|m| g.last_log_index.saturating_sub(m)),
+        .map(|r| {
+            let mut node = match &r.info {
+                Ok((info, answer)) => serde_json::json!({
+                    "address": r.addr,
+                    "node_id": info.node_id,
+                    "raft_address": info.raft_addr,
+                    "num_shards": info.num_shards,
+                    "initialized": info.initialized,
+                    "groups": answer.groups.iter().map(|g| serde_json::json!({
+                        "group": group_name(g.group),
+                        "state": g.state,
+                        "term": g.term,
+                        "leader": (g.leader != 0).then_some(g.leader),
+                        "last_log_index": g.last_log_index,
+                        "last_applied_index": g.last_applied_index,
+                        "voters": g.voters,
+                        "learners": g.learners,
+                        "followers": g.followers.iter().map(|f| serde_json::json!({
+                            "node_id": f.node_id,
+                            "matched_index": f.matched_index,
+                            "lag": f.matched_index.map(|m| g.last_log_index.saturating_sub(m)),
+                        })).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-            }),
-            Err(e) => serde_json::json!({ "address": r.addr, "error": e }),
-        })
-        .map(|mut node| {
-            if let Some(digests) = &r_digests(reports, &node) {
-                node["digests"] = digests.clone();
+                }),
+                Err(e) => serde_json::json!({ "address": r.addr, "error": e }),
+            };
+            if let Some(digests) = &r.digests {
+                node["digests"] = digests_json(digests);
             }
             node
         })
@@ -253,11 +253,8 @@ pub fn render_json(reports: &[NodeReport]) -> serde_json::Value {
 }
 
 /// The `digests` member of a node's JSON: per group, its applied index and digest.
-fn r_digests(reports: &[NodeReport], node: &serde_json::Value) -> Option<serde_json::Value> {
-    let report = reports
-        .iter()
-        .find(|r| node["address"] == r.addr.as_str())?;
-    Some(match report.digests.as_ref()? {
+fn digests_json(digests: &Result<apb::DigestGroupsResponse, String>) -> serde_json::Value {
+    match digests {
         Ok(answer) => serde_json::Value::Array(
             answer
                 .groups
@@ -272,5 +269,5 @@ fn r_digests(reports: &[NodeReport], node: &serde_json::Value) -> Option<serde_j
                 .collect(),
         ),
         Err(e) => serde_json::json!({ "error": e }),
-    })
+    }
 }

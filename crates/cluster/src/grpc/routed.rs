@@ -158,6 +158,22 @@ impl RoutedHistory {
     }
 
     /// Sends `call` to `group`'s leader, following hints and retrying as the module explains.
+    /// Calls every shard's leader with `call(client, shard)` at once (idempotent reads: list
+    /// and count, ListSchedules) and returns the answers in shard order.
+    async fn scatter<T, F, Fut>(&self, call: F) -> ApiResult<Vec<T>>
+    where
+        F: Fn(RemoteHistory, u32) -> Fut,
+        Fut: Future<Output = ApiResult<T>>,
+    {
+        let num_shards = self.num_shards().await?;
+        let call = &call;
+        futures::future::try_join_all(
+            (0..num_shards)
+                .map(|shard| self.route(shard, Retry::Idempotent, move |h| call(h, shard))),
+        )
+        .await
+    }
+
     async fn route<T, F, Fut>(&self, group: u32, retry: Retry, call: F) -> ApiResult<T>
     where
         F: Fn(RemoteHistory) -> Fut,
@@ -407,16 +423,13 @@ impl HistoryService for RoutedHistory {
         // acknowledged so far; a follower, or a node just back from a partition, may lag), then
         // the pages merge in list order. Each shard returns the first page_size runs after the
         // token, so the first page_size of the merge are the page.
-        let num_shards = self.num_shards().await?;
-        let calls = (0..num_shards).map(|shard| {
-            let mut request = request.clone();
-            request.shards = vec![shard];
-            self.route(shard, Retry::Idempotent, move |h| {
-                let request = request.clone();
+        let answers = self
+            .scatter(|h, shard| {
+                let mut request = request.clone();
+                request.shards = vec![shard];
                 async move { h.list_workflows(request).await }
             })
-        });
-        let answers = futures::future::try_join_all(calls).await?;
+            .await?;
         Ok(merge_list_pages(&request, answers))
     }
 
@@ -616,16 +629,13 @@ impl HistoryService for RoutedHistory {
         };
         if let Some(Op::List(list)) = &request.op {
             // Scatter to each shard's leader, then merge in schedule ID order.
-            let num_shards = self.num_shards().await?;
-            let calls = (0..num_shards).map(|shard| {
-                let mut request = request.clone();
-                request.shards = vec![shard];
-                self.route(shard, Retry::Idempotent, move |h| {
-                    let request = request.clone();
+            let answers = self
+                .scatter(|h, shard| {
+                    let mut request = request.clone();
+                    request.shards = vec![shard];
                     async move { h.schedule(namespace_id, request).await }
                 })
-            });
-            let answers = futures::future::try_join_all(calls).await?;
+                .await?;
             return Ok(merge_schedule_pages(list.maximum_page_size, answers));
         }
         let group = match schedule_id {
