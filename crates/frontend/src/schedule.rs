@@ -19,6 +19,8 @@ pub fn check_cron_start(cron_schedule: &str, start_delay: Option<&Duration>) -> 
 use chronicle_proto::chronicle::history::v1::{
     ScheduleRequest, ScheduleResponse, schedule_request::Op, schedule_response::Op as RespOp,
 };
+use chronicle_proto::temporal::api::common::v1::SearchAttributes;
+use chronicle_proto::temporal::api::schedule::v1::Schedule;
 use chronicle_proto::temporal::api::schedule::v1::schedule_action::Action;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 
@@ -63,6 +65,42 @@ fn check_schedule(
     Ok(())
 }
 
+/// The schedule's own search attributes and its action's, checked against the namespace's
+/// registry as a start's are (InvalidArgument with Temporal's message). The action's are stored
+/// with their registered types in the payload metadata, as Temporal's server does since 1.24, so
+/// describe returns them typed even when the client sent them untyped.
+async fn check_search_attributes(
+    ctx: &FrontendContext,
+    namespace: &str,
+    schedule: Option<&mut Schedule>,
+    schedule_attrs: Option<&SearchAttributes>,
+) -> ApiResult<()> {
+    let action_attrs = schedule
+        .and_then(|s| s.action.as_mut())
+        .and_then(|a| match a.action.as_mut() {
+            Some(Action::StartWorkflow(w)) => w.search_attributes.as_mut(),
+            None => None,
+        })
+        .filter(|a| !a.indexed_fields.is_empty());
+    let schedule_attrs = schedule_attrs.filter(|a| !a.indexed_fields.is_empty());
+    if action_attrs.is_none() && schedule_attrs.is_none() {
+        return Ok(());
+    }
+    let registry = ctx
+        .namespaces
+        .get(namespace)
+        .await?
+        .custom_search_attributes;
+    for attrs in schedule_attrs.into_iter().chain(action_attrs.as_deref()) {
+        chronicle_visibility::attrs::validate(&registry, namespace, attrs)
+            .map_err(ApiError::invalid_argument)?;
+    }
+    if let Some(attrs) = action_attrs {
+        chronicle_visibility::attrs::annotate_types(&registry, attrs);
+    }
+    Ok(())
+}
+
 async fn call(ctx: &FrontendContext, ns: &str, op: Op) -> ApiResult<RespOp> {
     let answer: ScheduleResponse = ctx
         .history
@@ -97,6 +135,14 @@ pub async fn create(
     required(&r.schedule_id, "ScheduleId")?;
     crate::validate::max_id(&r.request_id, "RequestId")?;
     check_schedule(r.schedule.as_ref())?;
+    let mut r = r;
+    check_search_attributes(
+        ctx,
+        &r.namespace,
+        r.schedule.as_mut(),
+        r.search_attributes.as_ref(),
+    )
+    .await?;
     if let Some(memo) = &r.memo {
         crate::validate::any_size(memo, "Memo")?;
     }
@@ -119,6 +165,14 @@ pub async fn update(
 ) -> ApiResult<ws::UpdateScheduleResponse> {
     required(&r.schedule_id, "ScheduleId")?;
     check_schedule(r.schedule.as_ref())?;
+    let mut r = r;
+    check_search_attributes(
+        ctx,
+        &r.namespace,
+        r.schedule.as_mut(),
+        r.search_attributes.as_ref(),
+    )
+    .await?;
     expect!(call(ctx, ns, Op::Update(r)).await?, Update)
 }
 

@@ -284,6 +284,18 @@ fn decode_json(json: &serde_json::Value, ty: SaType) -> Result<Option<Value>, St
     if json.is_null() {
         return Ok(None);
     }
+    // A value of a scalar type may come as a list (Temporal's attributes are polymorphic, and
+    // SDKs send untyped values as lists): an empty list is no value, a one-element list is its
+    // element, and more than one element is refused.
+    if ty != SaType::KeywordList
+        && let J::Array(items) = json
+    {
+        return match items.as_slice() {
+            [] => Ok(None),
+            [only] if !only.is_array() => decode_json(only, ty),
+            _ => Err(show(json)),
+        };
+    }
     let bad = || Err(show(json));
     Ok(Some(match ty {
         SaType::Keyword | SaType::Text => match json {
@@ -330,6 +342,19 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
     let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
     let nanos = i128::from(t.timestamp()) * 1_000_000_000 + i128::from(t.timestamp_subsec_nanos());
     Some(i64::try_from(nanos).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX }))
+}
+
+/// Marks each attribute's payload with its registered type (the `type` metadata Temporal's
+/// server puts on the search attributes it returns), so that SDKs decode values a client sent
+/// untyped. Names the registry does not know are left as they are.
+pub fn annotate_types(registry: &Registry, attrs: &mut SearchAttributes) {
+    for (name, payload) in attrs.indexed_fields.iter_mut() {
+        if let Some((ty, _)) = lookup(registry, name) {
+            payload
+                .metadata
+                .insert("type".to_string(), ty.name().as_bytes().to_vec());
+        }
+    }
 }
 
 /// Checks the search attributes of a start, signal-with-start, upsert, child or continue-as-new
@@ -406,6 +431,20 @@ mod tests {
         SearchAttributes {
             indexed_fields: pairs.iter().map(|(k, v)| (k.to_string(), p(v))).collect(),
         }
+    }
+
+    #[test]
+    fn scalar_types_take_a_list_of_at_most_one_value() {
+        let keyword = |json: &str| decode(&p(json), SaType::Keyword);
+        assert_eq!(keyword(r#"["a"]"#), Ok(Some(Value::Str("a".into()))));
+        assert_eq!(keyword("[]"), Ok(None));
+        assert_eq!(keyword(r#"["a","b"]"#), Err("[a b]".into()));
+        assert_eq!(keyword(r#"[["a"]]"#), Err("[[a]]".into()));
+        assert_eq!(decode(&p("[7]"), SaType::Int), Ok(Some(Value::Int(7))));
+        assert_eq!(
+            decode(&p(r#"["a","b"]"#), SaType::KeywordList),
+            Ok(Some(Value::List(vec!["a".into(), "b".into()])))
+        );
     }
 
     #[test]

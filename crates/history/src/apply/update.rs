@@ -88,6 +88,35 @@ fn failure_outcome(failure: Failure) -> upd::Outcome {
     }
 }
 
+/// Update-with-start attaches to an update with its ID that the workflow's current run already
+/// has, whatever the start's conflict and reuse policies say (as Temporal): on a running run any
+/// update not rejected, on a closed run only one the workflow completed (its outcome is final;
+/// one the close cut short is not attached to, and the start's policies decide).
+fn run_with_update(
+    batch: &ShardBatch,
+    namespace_id: &str,
+    workflow_id: &str,
+    update_id: &str,
+) -> ApplyResult<Option<String>> {
+    let Some(current) = batch.current(namespace_id, workflow_id)? else {
+        return Ok(None);
+    };
+    let Some(state) = batch.execution(namespace_id, workflow_id, &current.run_id)? else {
+        return Ok(None);
+    };
+    let Some(update) = state.updates.get(update_id) else {
+        return Ok(None);
+    };
+    let running = current.status == WorkflowExecutionStatus::Running as i32;
+    let attach = if running {
+        update.stage != Stage::Rejected as i32
+    } else {
+        // Completed by the workflow (an UpdateCompleted event), not failed by the close.
+        update.stage == Stage::Completed as i32 && update.completed_event_id != 0
+    };
+    Ok(attach.then_some(current.run_id))
+}
+
 /// UpdateWorkflow: starts the workflow first for update-with-start, then admits the update on
 /// the run (or finds the update with the same ID).
 pub fn admit(
@@ -108,6 +137,17 @@ pub fn admit(
         return Err(ApiError::invalid_argument("Update ID is not set on request.").into());
     }
     let execution = request.workflow_execution.clone().unwrap_or_default();
+    if c.start.is_some()
+        && let Some(run_id) =
+            run_with_update(batch, &c.namespace_id, &execution.workflow_id, &update_id)?
+    {
+        return Ok(command_result::Result::UpdateWorkflow(
+            cmd::UpdateWorkflowResult {
+                run_id,
+                started: false,
+            },
+        ));
+    }
     let (run_id, started) = match c.start {
         Some(start) => match super::start::start_workflow(batch, now, start)? {
             command_result::Result::StartWorkflow(s) => (s.run_id, s.started),

@@ -18,6 +18,8 @@ use crate::read::storage;
 const LIST_FUTURE_ACTIONS: usize = 5;
 const LIST_RECENT_ACTIONS: usize = 5;
 const MAX_MATCHING_TIMES: usize = 1000;
+/// How long DescribeSchedule waits for starts handed to the outbox to be made.
+const DESCRIBE_WAITS_FOR_STARTS: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn required(id: &str) -> ApiResult<()> {
     if id.is_empty() {
@@ -148,12 +150,23 @@ impl HistoryEngine {
             Op::Describe(r) => {
                 required(&r.schedule_id)?;
                 let shard = self.shard_of(namespace_id, &r.schedule_id);
-                self.check_leader(shard)?;
-                let state = shard
-                    .tables
-                    .schedule(namespace_id, &r.schedule_id)
-                    .map_err(storage)?
-                    .ok_or_else(|| apply::not_found(&r.schedule_id))?;
+                let deadline = tokio::time::Instant::now() + DESCRIBE_WAITS_FOR_STARTS;
+                let state = loop {
+                    self.check_leader(shard)?;
+                    let state = shard
+                        .tables
+                        .schedule(namespace_id, &r.schedule_id)
+                        .map_err(storage)?
+                        .ok_or_else(|| apply::not_found(&r.schedule_id))?;
+                    // A start already decided (triggered, or due) but not yet made on its
+                    // workflow's shard is neither an action nor a running workflow yet. As
+                    // Temporal's describe (a query the scheduler answers once it has acted),
+                    // wait for it briefly, so a describe right after a trigger shows the action.
+                    if state.pending.is_empty() || tokio::time::Instant::now() >= deadline {
+                        break state;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                };
                 RespOp::Describe(describe(&state))
             }
             Op::MatchingTimes(r) => {
