@@ -37,6 +37,7 @@ pub fn rebuild(
         status: WorkflowExecutionStatus::Running as i32,
         next_event_id: 1,
         start_time: base.start_time,
+        original_start_time: prefix.first().and_then(|e| e.event_time),
         execution_time: base.execution_time,
         workflow_execution_timeout: base.workflow_execution_timeout,
         workflow_run_timeout: base.workflow_run_timeout,
