@@ -104,7 +104,10 @@ mod tests {
         );
         let mut r = request("wf", "");
         r.reset_reapply_type = 99;
-        assert_eq!(check_request(&mut r).unwrap_err().code, tonic::Code::Internal);
+        assert_eq!(
+            check_request(&mut r).unwrap_err().code,
+            tonic::Code::Internal
+        );
     }
 
     #[test]

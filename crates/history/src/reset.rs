@@ -4,8 +4,8 @@
 use chronicle_proto::chronicle::history::v1::{self as cmd, command_result, shard_command::Kind};
 use chronicle_proto::chronicle::persistence::v1 as pb;
 use chronicle_proto::temporal::api::workflow::v1::WorkflowExecutionExtendedInfo;
-use chronicle_types::time::{from_millis, millis, opt_duration_millis};
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
+use chronicle_types::time::{from_millis, millis, opt_duration_millis};
 use chronicle_types::{ApiError, ApiResult};
 
 use crate::engine::HistoryEngine;
@@ -48,7 +48,10 @@ pub(crate) fn extended_info(state: &pb::WorkflowExecutionState) -> WorkflowExecu
     let run_ms = opt_duration_millis(state.workflow_run_timeout.as_ref());
     let run_expiration_time = (run_ms > 0)
         .then(|| {
-            let from = state.execution_time.as_ref().or(state.start_time.as_ref())?;
+            let from = state
+                .execution_time
+                .as_ref()
+                .or(state.start_time.as_ref())?;
             let mut at = millis(from).saturating_add(run_ms);
             if let Some(execution) = state.execution_expiration_time.as_ref() {
                 at = at.min(millis(execution));

@@ -35,7 +35,11 @@ async fn wait_for_close(url: &str, workflow_id: &str) -> Vec<HistoryEvent> {
     panic!("{workflow_id} did not complete after the reset");
 }
 
-fn reset_request(workflow_id: &str, event_id: i64, request_id: &str) -> ws::ResetWorkflowExecutionRequest {
+fn reset_request(
+    workflow_id: &str,
+    event_id: i64,
+    request_id: &str,
+) -> ws::ResetWorkflowExecutionRequest {
     ws::ResetWorkflowExecutionRequest {
         namespace: "default".into(),
         workflow_execution: execution(workflow_id, ""),
@@ -185,7 +189,10 @@ async fn bad_resets_get_temporals_errors() {
     };
     // Only events 1 and 2 exist: 3 is out of range, and before 2 no workflow task is pending.
     assert_eq!(
-        code(raw.reset_workflow_execution(reset_request(&workflow_id, 3, "r")).await),
+        code(
+            raw.reset_workflow_execution(reset_request(&workflow_id, 3, "r"))
+                .await
+        ),
         (
             tonic::Code::InvalidArgument,
             "Workflow task finish ID must be > 1 && <= workflow last event ID.".into()
@@ -199,7 +206,10 @@ async fn bad_resets_get_temporals_errors() {
         )
     );
     assert_eq!(
-        code(raw.reset_workflow_execution(reset_request(&workflow_id, 3, "")).await),
+        code(
+            raw.reset_workflow_execution(reset_request(&workflow_id, 3, ""))
+                .await
+        ),
         (
             tonic::Code::InvalidArgument,
             "RequestId is not set on request.".into()

@@ -498,7 +498,13 @@ pub fn record_child_closed(
             break;
         }
         let next = ms.state.reset_run_id.clone();
-        match load_existing(batch, now, &parent.namespace_id, &parent_execution.workflow_id, &next)? {
+        match load_existing(
+            batch,
+            now,
+            &parent.namespace_id,
+            &parent_execution.workflow_id,
+            &next,
+        )? {
             Some(reset_run) => ms = reset_run,
             None => break,
         }

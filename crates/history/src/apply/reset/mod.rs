@@ -11,8 +11,8 @@
 //! new run becomes the current run. Base and new run share the workflow ID, hence the shard, so
 //! this is one command: every write lands in the same apply or none does.
 
-mod rebuild;
 mod reapply;
+mod rebuild;
 #[cfg(test)]
 mod tests;
 
@@ -46,7 +46,10 @@ fn answer(run_id: String) -> command_result::Result {
 }
 
 /// Temporal's failure for what a reset cut short (the workflow task, started activities).
-fn reset_failure(reason: &str, details: Option<chronicle_proto::temporal::api::common::v1::Payloads>) -> Failure {
+fn reset_failure(
+    reason: &str,
+    details: Option<chronicle_proto::temporal::api::common::v1::Payloads>,
+) -> Failure {
     Failure {
         message: reason.to_string(),
         failure_info: Some(FailureInfo::ResetWorkflowFailureInfo(
@@ -114,8 +117,7 @@ pub fn reset_workflow(
     let mut base_ms = load_run(batch, now, ns, workflow_id, &base.run_id)?;
     base_ms.state.reset_run_id = c.new_run_id.clone();
     base_ms.persist(batch);
-    if let Some(current) = current.filter(|c| c.status == WorkflowExecutionStatus::Running as i32)
-    {
+    if let Some(current) = current.filter(|c| c.status == WorkflowExecutionStatus::Running as i32) {
         let mut current_ms = load_run(batch, now, ns, workflow_id, &current.run_id)?;
         signal::terminate_run(
             batch,
@@ -140,7 +142,13 @@ pub fn reset_workflow(
     let mut ms = MutableState::new(state, now);
     ms.new_events = prefix.clone();
     prepare_new_run(&mut ms, &request.request_id);
-    fail_reset_task(&mut ms, &task, &request.reason, &base.run_id, &request.request_id);
+    fail_reset_task(
+        &mut ms,
+        &task,
+        &request.reason,
+        &base.run_id,
+        &request.request_id,
+    );
     fail_started_activities(&mut ms, &prefix, &request.reason);
     // The deprecated include type still counts, as in Temporal.
     #[allow(deprecated)]
@@ -289,7 +297,10 @@ fn arm_pending_work(batch: &mut ShardBatch, ms: &mut MutableState) -> ApplyResul
             task_queue: queue.name,
             task_queue_kind: queue.kind,
             attempt: activity.attempt,
-            ..outbox(pb::outbox_task::Kind::ActivityTask, activity.scheduled_event_id)
+            ..outbox(
+                pb::outbox_task::Kind::ActivityTask,
+                activity.scheduled_event_id,
+            )
         })? as i64;
         let timer = |kind: TimeoutType| pb::TimerTask {
             kind: pb::timer_task::Kind::ActivityTimeout as i32,

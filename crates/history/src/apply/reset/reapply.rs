@@ -118,7 +118,10 @@ pub fn reapply(ms: &mut MutableState, events: &[HistoryEvent], excluded: Exclude
     }
 }
 
-fn readmit_update(ms: &mut MutableState, request: chronicle_proto::temporal::api::update::v1::Request) {
+fn readmit_update(
+    ms: &mut MutableState,
+    request: chronicle_proto::temporal::api::update::v1::Request,
+) {
     let update_id = request
         .meta
         .as_ref()

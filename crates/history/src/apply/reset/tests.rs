@@ -25,12 +25,14 @@ const SHARD: u32 = 0;
 const WF: &str = "wf";
 
 fn activity(id: &str) -> CommandAttributes {
-    CommandAttributes::ScheduleActivityTaskCommandAttributes(ScheduleActivityTaskCommandAttributes {
-        activity_id: id.into(),
-        activity_type: Some(ActivityType { name: "act".into() }),
-        start_to_close_timeout: Some(chronicle_types::time::duration_from_millis(60_000)),
-        ..Default::default()
-    })
+    CommandAttributes::ScheduleActivityTaskCommandAttributes(
+        ScheduleActivityTaskCommandAttributes {
+            activity_id: id.into(),
+            activity_type: Some(ActivityType { name: "act".into() }),
+            start_to_close_timeout: Some(chronicle_types::time::duration_from_millis(60_000)),
+            ..Default::default()
+        },
+    )
 }
 
 fn timer(id: &str) -> CommandAttributes {
@@ -59,7 +61,11 @@ fn signal(h: &Harness, name: &str) {
     );
 }
 
-fn reset_request(run_id: &str, event_id: i64, request_id: &str) -> ws::ResetWorkflowExecutionRequest {
+fn reset_request(
+    run_id: &str,
+    event_id: i64,
+    request_id: &str,
+) -> ws::ResetWorkflowExecutionRequest {
     ws::ResetWorkflowExecutionRequest {
         namespace: "default".into(),
         workflow_execution: Some(WorkflowExecution {
@@ -93,9 +99,7 @@ fn reset(
 }
 
 fn run_history(h: &Harness, run_id: &str) -> Vec<HistoryEvent> {
-    h.tables(SHARD)
-        .history(NS, WF, run_id, 1, 10_000)
-        .unwrap()
+    h.tables(SHARD).history(NS, WF, run_id, 1, 10_000).unwrap()
 }
 
 fn run_state(h: &Harness, run_id: &str) -> pb::WorkflowExecutionState {
@@ -168,9 +172,12 @@ fn reset_to_a_completed_task_rebuilds_the_run_and_reapplies_later_signals() {
         ]
     );
     let base_history = run_history(&h, &base);
-    assert_eq!(history[..3], base_history[..3], "the prefix is the base run's");
-    let Some(Attributes::WorkflowTaskFailedEventAttributes(failed)) = &history[3].attributes
-    else {
+    assert_eq!(
+        history[..3],
+        base_history[..3],
+        "the prefix is the base run's"
+    );
+    let Some(Attributes::WorkflowTaskFailedEventAttributes(failed)) = &history[3].attributes else {
         panic!("failed event");
     };
     assert_eq!(failed.cause, WorkflowTaskFailedCause::ResetWorkflow as i32);
@@ -204,7 +211,12 @@ fn reset_to_a_completed_task_rebuilds_the_run_and_reapplies_later_signals() {
     // A retry of the same request answers the same run and changes nothing.
     let again = reset(&h, reset_request(&base, 4, "req-1"), "other-run").unwrap();
     assert_eq!(again, new_run);
-    assert!(h.tables(SHARD).execution(NS, WF, "other-run").unwrap().is_none());
+    assert!(
+        h.tables(SHARD)
+            .execution(NS, WF, "other-run")
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
