@@ -66,3 +66,26 @@ class ChainOrder(_Order):
             workflow.continue_as_new(True)
         prices = await self.prices()
         return {"items": self.items, "total": sum(prices), "build": "chain"}
+
+
+@workflow.defn(name="ResetCounter")
+class Counter:
+    """Counts what its ``add`` updates add until ``finish`` (updates are reapplied by a reset)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.finished = False
+
+    @workflow.update
+    def add(self, n: int) -> int:
+        self.total += n
+        return self.total
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.finished = True
+
+    @workflow.run
+    async def run(self) -> int:
+        await workflow.wait_condition(lambda: self.finished)
+        return self.total

@@ -291,3 +291,29 @@ async def test_cli_reset_last_continued_as_new(client, server_address, task_queu
         await current.signal("checkout")
         result = await asyncio.wait_for(current.result(), TIMEOUT)
         assert result == {"items": [], "total": 0, "build": "chain"}
+
+
+@pytest.mark.parametrize("exclude_updates", [False, True])
+async def test_reset_reapplies_updates(client, task_queue, exclude_updates):
+    async with Worker(client, task_queue=task_queue, workflows=[rw.Counter]):
+        handle = await client.start_workflow("ResetCounter", id=new_id("counter"), task_queue=task_queue)
+        await wait_for_event(handle, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+        assert await handle.execute_update("add", 5) == 5
+        first_completed = first_of(await events_of(handle), EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED).event_id
+        options = {}
+        if exclude_updates:
+            options["reset_reapply_exclude_types"] = [ResetReapplyExcludeType.RESET_REAPPLY_EXCLUDE_TYPE_UPDATE]
+        new_run = await reset(client, handle, first_completed, **options)
+        current = client.get_workflow_handle(handle.id, run_id=new_run)
+        # The reapplied update runs again in the new run (its handler adds 5 once more).
+        expected = 0 if exclude_updates else 5
+        if not exclude_updates:
+            for _ in range(TIMEOUT * 10):
+                events = await events_of(current)
+                if any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED for e in events):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the reapplied update did not complete in the new run")
+        await current.signal("finish")
+        assert await asyncio.wait_for(current.result(), TIMEOUT) == expected

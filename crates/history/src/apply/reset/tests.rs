@@ -354,3 +354,59 @@ fn bad_event_ids_and_missing_runs_are_refused_and_change_nothing() {
     );
     assert!(h.tables(SHARD).execution(NS, WF, "x").unwrap().is_none());
 }
+
+#[test]
+fn a_started_child_of_a_reset_parent_reports_its_close_to_the_new_run() {
+    use super::super::child_tests::{CHILD, PARENT, start_child_command};
+    use chronicle_proto::chronicle::history::v1::record_child_start_outcome::Outcome;
+    use chronicle_proto::temporal::api::enums::v1::ParentClosePolicy;
+    let h = Harness::new();
+    h.start(PARENT, "parent", "parent-run");
+    h.decide(
+        PARENT,
+        "parent",
+        vec![start_child_command("child", ParentClosePolicy::Terminate)],
+    );
+    let (task_id, task) = h.transfer(PARENT, pb::outbox_task::Kind::StartChild)[0].clone();
+    let child_run = h.start_child(&task, "child", 1);
+    h.record_start(task_id, &task, Outcome::StartedRunId(child_run));
+    // Events: 5 initiated, 6 child started, 7-8 a task (running). Reset to its Started event:
+    // the child is pending (started) in the new run.
+    let _running = h.start_task(PARENT, "parent");
+    let request = ws::ResetWorkflowExecutionRequest {
+        workflow_execution: Some(WorkflowExecution {
+            workflow_id: "parent".into(),
+            run_id: String::new(),
+        }),
+        ..reset_request("", 8, "req-child")
+    };
+    let new_run = match h.ok(
+        PARENT,
+        Kind::ResetWorkflow(cmd::ResetWorkflow {
+            namespace_id: NS.into(),
+            request: Some(request),
+            new_run_id: "parent-new".into(),
+        }),
+    ) {
+        command_result::Result::ResetWorkflow(r) => r.run_id,
+        other => panic!("{other:?}"),
+    };
+    let parent = h.state(PARENT, "parent");
+    assert_eq!(parent.run_id, new_run);
+    assert!(parent.children.get(&5).is_some_and(|c| c.started));
+    // The replaced run applied no close policy: the child keeps running.
+    assert!(
+        h.transfer(PARENT, pb::outbox_task::Kind::ParentClosePolicy)
+            .is_empty()
+    );
+    // The child completes and reports to the parent run it knows (the replaced one): the
+    // close reaches the new run.
+    h.decide(CHILD, "child", vec![complete_command()]);
+    h.report_close("child");
+    let types = h.types(PARENT, "parent");
+    assert!(
+        types.contains(&EventType::ChildWorkflowExecutionCompleted),
+        "{types:?}"
+    );
+    assert!(h.state(PARENT, "parent").children.is_empty());
+}
