@@ -209,9 +209,17 @@ async def test_reset_refusals(client, task_queue):
             await reset(client, handle, bad)
         assert e.value.status == RPCStatusCode.INVALID_ARGUMENT
         assert e.value.message == "Workflow task finish ID must be > 1 && <= workflow last event ID."
+    missing_run = str(uuid.uuid4())
     with pytest.raises(RPCError) as e:
-        await reset(client, handle, 4, run_id=str(uuid.uuid4()))
+        await reset(client, handle, 4, run_id=missing_run)
     assert e.value.status == RPCStatusCode.NOT_FOUND
+    assert e.value.message == (
+        f'workflow execution not found for workflow ID "{handle.id}" and run ID "{missing_run}"')
+    missing_id = new_id("missing")
+    with pytest.raises(RPCError) as e:
+        await reset(client, client.get_workflow_handle(missing_id), 4)
+    assert e.value.status == RPCStatusCode.NOT_FOUND
+    assert e.value.message == f"workflow not found for ID: {missing_id}"
     with pytest.raises(RPCError) as e:
         await reset(client, handle, 4, request_id="")
     assert e.value.status == RPCStatusCode.INVALID_ARGUMENT

@@ -72,7 +72,19 @@ pub fn reset_workflow(
     let execution = request.workflow_execution.clone().unwrap_or_default();
     let ns = c.namespace_id.as_str();
     let workflow_id = execution.workflow_id.as_str();
-    let base = load_run(batch, now, ns, workflow_id, &execution.run_id)?.state;
+    let base = if execution.run_id.is_empty() {
+        load_run(batch, now, ns, workflow_id, "")?.state
+    } else {
+        // Temporal names both IDs when the run asked for does not exist.
+        batch
+            .execution(ns, workflow_id, &execution.run_id)?
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "workflow execution not found for workflow ID \"{workflow_id}\" and run ID \"{}\"",
+                    execution.run_id
+                ))
+            })?
+    };
     let finish = request.workflow_task_finish_event_id;
     if finish <= 1 || finish >= base.next_event_id {
         return Err(ApiError::invalid_argument(
