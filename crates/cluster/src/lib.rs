@@ -216,6 +216,17 @@ pub trait HistoryService: Send + Sync + 'static {
         ))
     }
 
+    /// ResetWorkflowExecution: a new run from a prefix of a run's history (idempotent at apply
+    /// by the request's ID, so a router may send it again after Unavailable).
+    async fn reset_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::ResetWorkflowExecutionRequest,
+    ) -> ApiResult<ws::ResetWorkflowExecutionResponse> {
+        let _ = (namespace_id, request);
+        Err(unimplemented("workflow resets"))
+    }
+
     /// Schedules: create, describe, update, patch, delete, list, matching times (routed by
     /// schedule ID like a workflow ID; list gathers every shard).
     async fn schedule(

@@ -8,6 +8,7 @@ pub mod metric_defs;
 mod namespaces;
 mod operator_service;
 pub mod ratelimit;
+mod reset;
 mod schedule;
 mod status_compat;
 mod update;

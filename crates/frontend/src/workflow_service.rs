@@ -374,6 +374,16 @@ impl WorkflowService for WorkflowHandler {
         ok(ws::TerminateWorkflowExecutionResponse::default())
     }
 
+    async fn reset_workflow_execution(
+        &self,
+        request: Request<ws::ResetWorkflowExecutionRequest>,
+    ) -> Res<ws::ResetWorkflowExecutionResponse> {
+        let mut r = request.into_inner();
+        crate::reset::check_request(&mut r)?;
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::reset::reset_workflow_execution(&self.ctx, &ns, r).await?)
+    }
+
     async fn request_cancel_workflow_execution(
         &self,
         request: Request<ws::RequestCancelWorkflowExecutionRequest>,

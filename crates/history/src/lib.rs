@@ -22,6 +22,7 @@ pub mod notify;
 mod processors;
 mod queries;
 mod read;
+mod reset;
 pub mod schedule;
 mod service;
 pub mod tokens;

@@ -446,6 +446,14 @@ impl HistoryService for HistoryEngine {
         Ok(())
     }
 
+    async fn reset_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::ResetWorkflowExecutionRequest,
+    ) -> ApiResult<ws::ResetWorkflowExecutionResponse> {
+        self.reset(namespace_id, request).await
+    }
+
     async fn request_cancel_workflow(
         &self,
         namespace_id: &str,

@@ -439,6 +439,37 @@ impl ShardBatch {
         self.put(Cf::Current, key, current.encode_to_vec());
     }
 
+    /// A run's whole history as this batch would leave it: the stored batches with the ones
+    /// written (or overwritten) by commands applied earlier in this batch, in event order. For
+    /// commands that read a run's history after changing it in the same apply (a reset reads
+    /// the events the termination it just wrote flushed).
+    pub fn full_history(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+        run_id: &str,
+    ) -> StorageResult<Vec<HistoryEvent>> {
+        let mut events: BTreeMap<i64, HistoryEvent> = self
+            .tables
+            .history(namespace_id, workflow_id, run_id, 1, usize::MAX)?
+            .into_iter()
+            .map(|e| (e.event_id, e))
+            .collect();
+        let prefix = keys::history_prefix(self.tables.shard, namespace_id, workflow_id, run_id);
+        let cf = cf_index(Cf::History);
+        let pending = self
+            .writes
+            .range((cf, prefix.clone())..)
+            .take_while(|((c, k), _)| *c == cf && k.starts_with(&prefix));
+        for (_, value) in pending {
+            if let Some(value) = value {
+                let batch: pb::HistoryBatch = decode(Cf::History, value)?;
+                events.extend(batch.events.into_iter().map(|e| (e.event_id, e)));
+            }
+        }
+        Ok(events.into_values().collect())
+    }
+
     pub fn append_history(
         &mut self,
         namespace_id: &str,

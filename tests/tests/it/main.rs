@@ -14,6 +14,7 @@ mod metrics;
 mod namespaces;
 mod queries;
 mod replicated_history;
+mod reset;
 mod restart;
 mod schedules;
 mod sdk_defects;

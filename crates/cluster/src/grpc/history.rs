@@ -64,6 +64,15 @@ impl history_api_server::HistoryApi for HistoryApiService {
         reply(self.inner.propose_transfer(r.shard, command).await)
     }
 
+    async fn reset_workflow(
+        &self,
+        r: Request<hpb::ResetWorkflowRequest>,
+    ) -> Reply<ws::ResetWorkflowExecutionResponse> {
+        let r = r.into_inner();
+        let request = required(r.request, "request")?;
+        reply(self.inner.reset_workflow(&r.namespace_id, request).await)
+    }
+
     async fn schedule(&self, r: Request<hpb::ScheduleRequest>) -> Reply<hpb::ScheduleResponse> {
         let r = r.into_inner();
         let namespace_id = r.namespace_id.clone();
@@ -409,6 +418,18 @@ impl HistoryService for RemoteHistory {
     ) -> ApiResult<hpb::ScheduleResponse> {
         request.namespace_id = namespace_id.into();
         answer(self.client().schedule(request).await)
+    }
+
+    async fn reset_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::ResetWorkflowExecutionRequest,
+    ) -> ApiResult<ws::ResetWorkflowExecutionResponse> {
+        let request = hpb::ResetWorkflowRequest {
+            namespace_id: namespace_id.into(),
+            request: Some(request),
+        };
+        answer(self.client().reset_workflow(request).await)
     }
 
     async fn start_workflow(

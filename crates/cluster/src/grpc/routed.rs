@@ -355,6 +355,22 @@ impl HistoryService for RoutedHistory {
         .await
     }
 
+    async fn reset_workflow(
+        &self,
+        namespace_id: &str,
+        request: ws::ResetWorkflowExecutionRequest,
+    ) -> ApiResult<ws::ResetWorkflowExecutionResponse> {
+        let shard = self
+            .shard(namespace_id, execution_id(&request.workflow_execution))
+            .await?;
+        // Idempotent at apply: a retry with the request's ID answers the run it created.
+        self.route(shard, Retry::Idempotent, |h| {
+            let request = request.clone();
+            async move { h.reset_workflow(namespace_id, request).await }
+        })
+        .await
+    }
+
     async fn request_cancel_workflow(
         &self,
         namespace_id: &str,

@@ -51,8 +51,12 @@ pub fn same_parent(a: &pb::ParentExecutionInfo, b: &pb::ParentExecutionInfo) -> 
         && run(a) == run(b)
 }
 
+/// How many resets a child's close follows from the parent run it names (a bound, so a cycle of
+/// reset links cannot loop).
+const MAX_RESET_FORWARDS: usize = 16;
+
 /// The request ID a child's start carries: the same for every retry of the start.
-fn child_request_id(parent_run_id: &str, initiated_event_id: i64) -> String {
+pub(crate) fn child_request_id(parent_run_id: &str, initiated_event_id: i64) -> String {
     format!("{parent_run_id}:child:{initiated_event_id}")
 }
 
@@ -352,6 +356,11 @@ pub(super) fn on_close(batch: &mut ShardBatch, ms: &MutableState) -> ApplyResult
             ..Default::default()
         })?;
     }
+    // A run a reset replaced keeps its children: the new run has them pending, and their
+    // closes are forwarded to it (Temporal skips the policy for a run terminated by a reset).
+    if !ms.state.reset_run_id.is_empty() {
+        return Ok(());
+    }
     let mut children: Vec<&pb::ChildExecutionInfo> = ms
         .state
         .children
@@ -482,6 +491,24 @@ pub fn record_child_closed(
     else {
         return Ok(super::ok());
     };
+    // A parent run replaced by a reset passes the close on to the run that replaced it (which
+    // rebuilt the pending child from the shared history), as Temporal forwards it.
+    for _ in 0..MAX_RESET_FORWARDS {
+        if ms.is_running() || ms.state.reset_run_id.is_empty() {
+            break;
+        }
+        let next = ms.state.reset_run_id.clone();
+        match load_existing(
+            batch,
+            now,
+            &parent.namespace_id,
+            &parent_execution.workflow_id,
+            &next,
+        )? {
+            Some(reset_run) => ms = reset_run,
+            None => break,
+        }
+    }
     if !ms.is_running() {
         return Ok(super::ok());
     }

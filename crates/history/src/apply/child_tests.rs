@@ -23,8 +23,8 @@ use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_storage::{Db, DbOptions, ShardBatch, ShardTables};
 
 pub(super) const NS: &str = "ns-id";
-const PARENT: u32 = 0;
-const CHILD: u32 = 1;
+pub(super) const PARENT: u32 = 0;
+pub(super) const CHILD: u32 = 1;
 
 pub(super) struct Harness {
     pub(super) db: Db,
@@ -84,7 +84,11 @@ impl Harness {
             .collect()
     }
 
-    fn transfer(&self, shard: u32, kind: pb::outbox_task::Kind) -> Vec<(u64, pb::OutboxTask)> {
+    pub(super) fn transfer(
+        &self,
+        shard: u32,
+        kind: pb::outbox_task::Kind,
+    ) -> Vec<(u64, pb::OutboxTask)> {
         self.outbox(shard)
             .into_iter()
             .filter(|(_, t)| t.kind == kind as i32)
@@ -205,7 +209,12 @@ impl Harness {
     }
 
     /// The parent's start task as the executor carries it out, `repeat` times over.
-    fn start_child(&self, task: &pb::OutboxTask, child_id: &str, repeat: usize) -> String {
+    pub(super) fn start_child(
+        &self,
+        task: &pb::OutboxTask,
+        child_id: &str,
+        repeat: usize,
+    ) -> String {
         let parent = self.state(PARENT, &task.workflow_id);
         let mut run_ids = Vec::new();
         for attempt in 0..repeat {
@@ -245,7 +254,7 @@ impl Harness {
         run_ids.remove(0)
     }
 
-    fn record_start(&self, task_id: u64, task: &pb::OutboxTask, outcome: Outcome) {
+    pub(super) fn record_start(&self, task_id: u64, task: &pb::OutboxTask, outcome: Outcome) {
         self.ok(
             PARENT,
             Kind::RecordChildStartOutcome(cmd::RecordChildStartOutcome {
@@ -261,7 +270,7 @@ impl Harness {
     }
 
     /// The child's close report as the executor carries it out.
-    fn report_close(&self, child_id: &str) {
+    pub(super) fn report_close(&self, child_id: &str) {
         let state = self.state(CHILD, child_id);
         let close_event = self
             .tables(CHILD)
@@ -295,7 +304,10 @@ fn parent_info(parent: &pb::WorkflowExecutionState, initiated: i64) -> pb::Paren
     }
 }
 
-fn start_child_command(workflow_id: &str, policy: ParentClosePolicy) -> CommandAttributes {
+pub(super) fn start_child_command(
+    workflow_id: &str,
+    policy: ParentClosePolicy,
+) -> CommandAttributes {
     CommandAttributes::StartChildWorkflowExecutionCommandAttributes(
         StartChildWorkflowExecutionCommandAttributes {
             workflow_id: workflow_id.into(),

@@ -27,7 +27,7 @@ use super::{ApplyError, ApplyResult, load_run};
 use crate::mutable_state::MutableState;
 
 /// The request ID a delivery carries: the same for every retry of the transfer task.
-fn request_id(run_id: &str, kind: &str, initiated_event_id: i64) -> String {
+pub(crate) fn request_id(run_id: &str, kind: &str, initiated_event_id: i64) -> String {
     format!("{run_id}:{kind}:{initiated_event_id}")
 }
 

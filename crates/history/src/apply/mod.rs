@@ -9,6 +9,7 @@ mod child_tests;
 mod external;
 pub(crate) mod namespace;
 mod new_run;
+pub mod reset;
 #[cfg(test)]
 mod safety_tests;
 mod signal;
@@ -228,6 +229,7 @@ fn apply_command(
         shard_command::Kind::RecordScheduleWorkflowClosed(c) => {
             crate::schedule::apply::record_workflow_closed(batch, now, c)
         }
+        shard_command::Kind::ResetWorkflow(c) => reset::reset_workflow(batch, now, c),
     }
 }
 

@@ -776,7 +776,7 @@ fn is_nil_payload(p: &chronicle_proto::temporal::api::common::v1::Payload) -> bo
 
 /// Merges upserted memo fields or search attributes into the run's, as Temporal does: a nil
 /// value removes its key, any other replaces it.
-fn merge_payloads(
+pub(crate) fn merge_payloads(
     into: &mut std::collections::HashMap<
         String,
         chronicle_proto::temporal::api::common::v1::Payload,
