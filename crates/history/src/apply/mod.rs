@@ -6,6 +6,7 @@ mod activity;
 pub mod child;
 #[cfg(test)]
 mod child_tests;
+pub(crate) mod delete;
 mod external;
 pub(crate) mod namespace;
 mod new_run;
@@ -150,7 +151,8 @@ fn apply_one(
 ) -> Result<cmd::CommandResult, StorageError> {
     drop(metric_defs::take_observations());
     let savepoint = batch.savepoint();
-    let result = match apply_command(batch, command) {
+    let retention = command.retention;
+    let result = match delete::with_retention(retention, || apply_command(batch, command)) {
         Ok(result) => result,
         Err(ApplyError::Rejected(e)) => {
             batch.rollback(savepoint);
@@ -228,6 +230,10 @@ fn apply_command(
         shard_command::Kind::RecordScheduleWorkflowClosed(c) => {
             crate::schedule::apply::record_workflow_closed(batch, now, c)
         }
+        shard_command::Kind::DeleteWorkflowExecution(c) => {
+            delete::delete_workflow_execution(batch, now, c)
+        }
+        shard_command::Kind::DeleteNamespace(c) => namespace::delete(batch, c),
     }
 }
 
@@ -307,6 +313,13 @@ pub fn close_run(
     ms.state.buffered_events.clear();
     update::on_close(ms);
     record_close(batch, ms)?;
-    crate::schedule::apply::on_close(batch, ms, child::continues(ms))?;
-    child::on_close(batch, ms)
+    let schedule_report = crate::schedule::apply::on_close(batch, ms, child::continues(ms))?;
+    let parent_report = child::on_close(batch, ms)?;
+    // The reports read the run's state and close event: a deletion waits for them.
+    ms.state.close_report_task_ids = schedule_report
+        .into_iter()
+        .chain(parent_report)
+        .map(|id| id as i64)
+        .collect();
+    delete::arm_retention(batch, ms)
 }
