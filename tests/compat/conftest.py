@@ -52,6 +52,10 @@ IS_CHRONICLE = SERVER_KIND in ("chronicle", "chronicle-split")
 
 # Custom search attributes registered at start-up, the same way on both servers.
 SEARCH_ATTRIBUTE_FLAGS = ["--search-attribute", "OrderRegion=Keyword", "--search-attribute", "OrderTotal=Int"]
+# Namespaces with a retention of seconds (test_retention.py): Temporal's dev server keeps its
+# one-hour minimum and a retention timer jitter of up to 30 minutes unless told otherwise.
+RETENTION_FLAGS = ["--dynamic-config-value", 'system.namespaceMinRetentionLocal="1s"',
+                   "--dynamic-config-value", 'history.retentionTimerJitterDuration="1s"']
 
 
 def free_port() -> int:
@@ -140,12 +144,12 @@ class ServerProcess:
         if SERVER_KIND == "temporal":
             cmd = [temporal_cli(), "server", "start-dev", "--headless", "--ip", self.host, "--port", str(self.port),
                    "--ui-port", str(free_port()), "--http-port", str(free_port()),
-                   "--metrics-port", str(free_port()), "--log-level", "warn"] + SEARCH_ATTRIBUTE_FLAGS
+                   "--metrics-port", str(free_port()), "--log-level", "warn"] + SEARCH_ATTRIBUTE_FLAGS + RETENTION_FLAGS
             if self.durable:
                 cmd += ["--db-filename", os.path.join(self.data_dir, "temporal.db")]
             return cmd
         cmd = [chronicle_bin(), "server", "start-dev", "--headless", "--ip", self.host, "-p", str(self.port),
-               "--log-level", "warn"] + SEARCH_ATTRIBUTE_FLAGS
+               "--log-level", "warn"] + SEARCH_ATTRIBUTE_FLAGS + RETENTION_FLAGS
         cmd += ["--data-dir", self.data_dir] if self.durable else ["--ephemeral"]
         return cmd
 
@@ -272,7 +276,8 @@ class SplitServer:
     def start(self) -> None:
         cmd = [chronicle_bin(), "server", "start-local-cluster", "--data-dir", os.path.join(self.log_dir, "cluster"),
                "--port", "0", "--num-shards", str(self.NUM_SHARDS), "--history", str(self.history_count),
-               "--matching", "1", "--frontend", str(self.frontend_count), "--log-level", "warn"]
+               "--matching", "1", "--frontend", str(self.frontend_count), "--log-level", "warn",
+               "--min-namespace-retention", "1s"]
         if self.restart:
             cmd.append("--restart")
         log = open(self.log_path, "ab")

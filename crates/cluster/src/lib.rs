@@ -105,6 +105,25 @@ pub trait HistoryService: Send + Sync + 'static {
         namespace_id: &str,
         request: ws::RequestCancelWorkflowExecutionRequest,
     ) -> ApiResult<()>;
+    /// DeleteWorkflowExecution: a running run is terminated, then the run is deleted (at once,
+    /// or shortly after, once its close has been reported to its parent or schedule).
+    async fn delete_workflow_execution(
+        &self,
+        namespace_id: &str,
+        request: ws::DeleteWorkflowExecutionRequest,
+    ) -> ApiResult<()> {
+        let _ = (namespace_id, request);
+        Err(unimplemented("DeleteWorkflowExecution"))
+    }
+    /// Marks a namespace deleted and renames it (or removes a deleted record), on the metadata
+    /// group; the shards then delete its runs.
+    async fn delete_namespace(
+        &self,
+        command: chronicle_proto::chronicle::history::v1::DeleteNamespace,
+    ) -> ApiResult<()> {
+        let _ = command;
+        Err(unimplemented("DeleteNamespace"))
+    }
     async fn describe_workflow(
         &self,
         namespace_id: &str,

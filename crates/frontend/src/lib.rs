@@ -3,6 +3,7 @@
 //! internal service traits. It holds no state of its own beyond a namespace cache.
 
 pub mod auth;
+mod delete;
 pub mod gate;
 pub mod metric_defs;
 mod namespaces;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use chronicle_cluster::{HistoryService, MatchingService};
 
 pub use auth::{AuthConfig, Authenticator};
+pub use delete::DEFAULT_MIN_RETENTION;
 pub use gate::{Gate, GateLayer};
 pub use metric_defs::ServiceMetricsLayer;
 pub use namespaces::{NamespaceCache, default_namespace_record};
@@ -37,4 +39,7 @@ pub struct FrontendContext {
     pub namespaces: Arc<NamespaceCache>,
     pub num_shards: u32,
     pub server_version: String,
+    /// The shortest workflow execution retention a namespace may have (Temporal's
+    /// `system.namespaceMinRetentionLocal`, default one hour).
+    pub min_namespace_retention: std::time::Duration,
 }

@@ -49,8 +49,18 @@ impl NamespaceCache {
     }
 
     /// The namespace ID of `name`, or NotFound with Temporal's `NamespaceNotFoundFailure`.
+    ///
+    /// A DELETED namespace is refused as Temporal's namespace validator refuses it for every
+    /// call but the few that accept it (DescribeNamespace, DeleteNamespace), which do not come
+    /// through here.
     pub async fn id(&self, name: &str) -> ApiResult<String> {
-        Ok(self.get(name).await?.info.map(|i| i.id).unwrap_or_default())
+        let info = self.get(name).await?.info.unwrap_or_default();
+        crate::delete::check_state(
+            name,
+            info.state,
+            crate::delete::Allowed::RegisteredOrDeprecated,
+        )?;
+        Ok(info.id)
     }
 
     pub fn invalidate(&self, name: &str) {
@@ -91,5 +101,7 @@ pub fn default_namespace_record(
         failover_version: 0,
         is_global_namespace: false,
         custom_search_attributes: Default::default(),
+        deleted_name: String::new(),
+        delete_after: None,
     }
 }

@@ -33,6 +33,17 @@ impl OperatorHandler {
 
 #[tonic::async_trait]
 impl OperatorService for OperatorHandler {
+    async fn delete_namespace(
+        &self,
+        request: Request<os::DeleteNamespaceRequest>,
+    ) -> Result<Response<os::DeleteNamespaceResponse>, Status> {
+        let r = request.into_inner();
+        crate::metric_defs::set_namespace(&r.namespace);
+        Ok(Response::new(
+            crate::delete::delete_namespace(&self.ctx, r).await?,
+        ))
+    }
+
     async fn list_search_attributes(
         &self,
         request: Request<os::ListSearchAttributesRequest>,

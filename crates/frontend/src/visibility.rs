@@ -35,7 +35,10 @@ fn invalid(message: impl Into<String>) -> Status {
 
 async fn namespace(ctx: &FrontendContext, name: &str) -> Result<NamespaceRecord, Status> {
     crate::metric_defs::set_namespace(name);
-    Ok(ctx.namespaces.get(name).await?)
+    let record = ctx.namespaces.get(name).await?;
+    let state = record.info.as_ref().map_or(0, |i| i.state);
+    crate::delete::check_state(name, state, crate::delete::Allowed::RegisteredOrDeprecated)?;
+    Ok(record)
 }
 
 fn namespace_id(record: &NamespaceRecord) -> String {

@@ -12,6 +12,7 @@ use chronicle_types::ApiError;
 use tonic::{Request, Response, Status};
 
 use crate::FrontendContext;
+use crate::delete::Allowed;
 use crate::namespaces::default_namespace_record;
 use crate::validate;
 
@@ -25,8 +26,21 @@ impl WorkflowHandler {
     }
 
     async fn ns(&self, name: &str) -> Result<String, Status> {
+        self.ns_in(name, Allowed::RegisteredOrDeprecated).await
+    }
+
+    /// The namespace's ID, if the namespace is in a state the call accepts.
+    async fn ns_in(&self, name: &str, allowed: Allowed) -> Result<String, Status> {
         crate::metric_defs::set_namespace(name);
-        Ok(self.ctx.namespaces.id(name).await?)
+        let info = self
+            .ctx
+            .namespaces
+            .get(name)
+            .await?
+            .info
+            .unwrap_or_default();
+        crate::delete::check_state(name, info.state, allowed)?;
+        Ok(info.id)
     }
 }
 
@@ -172,13 +186,21 @@ impl WorkflowService for WorkflowHandler {
             &mut r.workflow_execution_retention_period,
             "WorkflowExecutionRetentionPeriod",
         )?;
-        let retention_days = r
-            .workflow_execution_retention_period
-            .as_ref()
-            .map(|d| d.seconds / 86_400)
-            .filter(|d| *d > 0)
-            .unwrap_or(3);
-        let mut record = default_namespace_record(&r.namespace, &r.description, retention_days);
+        // Without a retention the namespace gets 3 days (the CLI's default); one given must be
+        // at least the cluster's minimum and is kept exactly.
+        if r.workflow_execution_retention_period.is_some() {
+            crate::delete::check_retention(
+                r.workflow_execution_retention_period.as_ref(),
+                self.ctx.min_namespace_retention,
+            )?;
+        }
+        let mut record = default_namespace_record(&r.namespace, &r.description, 3);
+        if let Some(retention) = r.workflow_execution_retention_period {
+            record
+                .config
+                .get_or_insert_with(Default::default)
+                .workflow_execution_retention_ttl = Some(retention);
+        }
         if let Some(info) = record.info.as_mut() {
             info.owner_email = r.owner_email.clone();
             info.data = r.data.clone();
@@ -239,6 +261,12 @@ impl WorkflowService for WorkflowHandler {
                 &mut config.workflow_execution_retention_ttl,
                 "WorkflowExecutionRetentionTtl",
             )?;
+            if config.workflow_execution_retention_ttl.is_some() {
+                crate::delete::check_retention(
+                    config.workflow_execution_retention_ttl.as_ref(),
+                    self.ctx.min_namespace_retention,
+                )?;
+            }
         }
         let mut record = self.ctx.history.namespace_by_name(&r.namespace).await?;
         if let Some(UpdateNamespaceInfo {
@@ -286,7 +314,7 @@ impl WorkflowService for WorkflowHandler {
         request: Request<ws::StartWorkflowExecutionRequest>,
     ) -> Res<ws::StartWorkflowExecutionResponse> {
         let mut r = request.into_inner();
-        let ns = self.ns(&r.namespace).await?;
+        let ns = self.ns_in(&r.namespace, Allowed::Registered).await?;
         validate::start_request(&mut r)?;
         crate::schedule::check_cron_start(&r.cron_schedule, r.workflow_start_delay.as_ref())?;
         crate::visibility::check_search_attributes(
@@ -322,7 +350,7 @@ impl WorkflowService for WorkflowHandler {
         request: Request<ws::SignalWithStartWorkflowExecutionRequest>,
     ) -> Res<ws::SignalWithStartWorkflowExecutionResponse> {
         let mut r = request.into_inner();
-        let ns = self.ns(&r.namespace).await?;
+        let ns = self.ns_in(&r.namespace, Allowed::Registered).await?;
         validate::required_id(&r.workflow_id, "WorkflowId")?;
         validate::required_id(&r.signal_name, "SignalName")?;
         validate::required_id(
@@ -355,6 +383,26 @@ impl WorkflowService for WorkflowHandler {
         )
         .await?;
         ok(self.ctx.history.signal_with_start(&ns, r).await?)
+    }
+
+    async fn delete_workflow_execution(
+        &self,
+        request: Request<ws::DeleteWorkflowExecutionRequest>,
+    ) -> Res<ws::DeleteWorkflowExecutionResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        crate::delete::delete_workflow_execution(&self.ctx, &ns, r).await?;
+        ok(ws::DeleteWorkflowExecutionResponse::default())
+    }
+
+    async fn deprecate_namespace(
+        &self,
+        request: Request<ws::DeprecateNamespaceRequest>,
+    ) -> Res<ws::DeprecateNamespaceResponse> {
+        let r = request.into_inner();
+        crate::metric_defs::set_namespace(&r.namespace);
+        crate::delete::deprecate_namespace(&self.ctx, &r.namespace).await?;
+        ok(ws::DeprecateNamespaceResponse::default())
     }
 
     async fn terminate_workflow_execution(

@@ -399,6 +399,12 @@ impl HistoryEngine {
         self.check_leader(shard)?;
         let label = command_label(&kind);
         let operation = metric_defs::persistence_operation(&kind);
+        // A run this command closes gets its namespace's retention timer (the leader's view of
+        // the namespace, carried in the command so every replica arms the same timer).
+        let retention = match metric_defs::command_namespace(&kind) {
+            metric_defs::CommandNamespace::Id(id) => self.namespace_names.retention(id),
+            _ => None,
+        };
         let namespace = match metric_defs::command_namespace(&kind) {
             metric_defs::CommandNamespace::Id(id) => {
                 let name = self.namespace_name(id);
@@ -415,6 +421,7 @@ impl HistoryEngine {
             now: Some(monotonic_now(&shard.last_now)),
             kind: Some(kind),
             batch: Vec::new(),
+            retention,
         };
         let started = Instant::now();
         let persistence = [
@@ -536,6 +543,7 @@ impl HistoryEngine {
             now: None,
             kind: Some(kind),
             batch: Vec::new(),
+            retention: None,
         };
         let result = router.propose_transfer(shard.id, command).await?;
         match result.result {
@@ -660,6 +668,8 @@ fn command_label(kind: &shard_command::Kind) -> &'static str {
         RecordScheduleStartOutcome(_) => "record_schedule_start_outcome",
         RecordScheduleWorkflowClosed(_) => "record_schedule_workflow_closed",
         ResetWorkflow(_) => "reset_workflow",
+        DeleteWorkflowExecution(_) => "delete_workflow_execution",
+        DeleteNamespace(_) => "delete_namespace",
     }
 }
 

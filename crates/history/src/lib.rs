@@ -8,6 +8,7 @@
 //! - [`service`]: the `HistoryService` the frontend and matching call.
 //! - [`read`]: answers built from the shard's tables (history pages, describe, poll responses).
 //! - [`processors`]: the leader's timer queue and outbox dispatcher.
+//! - [`retention`]: deleting the runs of deleted namespaces and of closes without a retention timer.
 //! - [`transfer`]: the outbox's transfer tasks, which reach other workflows (children, parent
 //!   close policies, external signals and cancellations), possibly on other shards.
 
@@ -23,6 +24,7 @@ mod processors;
 mod queries;
 mod read;
 mod reset;
+mod retention;
 pub mod schedule;
 mod service;
 pub mod tokens;

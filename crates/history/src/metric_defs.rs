@@ -224,6 +224,7 @@ pub(crate) fn timer_task_type(kind: i32) -> &'static str {
         Kind::WorkflowExecutionTimeout => "TimerActiveTaskWorkflowExecutionTimeout",
         Kind::WorkflowStartDelay => "TimerActiveTaskWorkflowBackoffTimer",
         Kind::Schedule => "TimerActiveTaskScheduleTimer",
+        Kind::DeleteRun => "TimerActiveTaskDeleteHistoryEvent",
         Kind::Unspecified => "TimerActiveTaskUnknown",
     }
 }
@@ -278,6 +279,8 @@ pub(crate) fn persistence_operation(
         UpdateWorkflow(c) if c.start.is_some() => "CreateWorkflowExecution",
         UpsertNamespace(c) if c.create => "CreateNamespace",
         UpsertNamespace(_) => "UpdateNamespace",
+        DeleteNamespace(_) => "DeleteNamespace",
+        DeleteWorkflowExecution(_) => "DeleteWorkflowExecution",
         _ => "UpdateWorkflowExecution",
     }
 }
@@ -309,6 +312,8 @@ pub(crate) fn command_namespace(
         StickyWorkerUnavailable(c) => &c.namespace_id,
         UpdateWorkflow(c) => &c.namespace_id,
         Schedule(c) => &c.namespace_id,
+        DeleteWorkflowExecution(c) => &c.namespace_id,
+        DeleteNamespace(c) => return CommandNamespace::Name(&c.name),
         RecordScheduleStartOutcome(c) => &c.namespace_id,
         RecordScheduleWorkflowClosed(c) => &c.namespace_id,
         ResetWorkflow(c) => &c.namespace_id,

@@ -454,6 +454,31 @@ impl HistoryService for HistoryEngine {
         self.reset(namespace_id, request).await
     }
 
+    async fn delete_workflow_execution(
+        &self,
+        namespace_id: &str,
+        request: ws::DeleteWorkflowExecutionRequest,
+    ) -> ApiResult<()> {
+        let execution = request.workflow_execution.unwrap_or_default();
+        let shard = self.shard_of(namespace_id, &execution.workflow_id);
+        self.propose(
+            shard,
+            Kind::DeleteWorkflowExecution(cmd::DeleteWorkflowExecution {
+                namespace_id: namespace_id.to_string(),
+                execution: Some(execution),
+                closed_only: false,
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_namespace(&self, command: cmd::DeleteNamespace) -> ApiResult<()> {
+        self.propose(&self.metadata, Kind::DeleteNamespace(command))
+            .await?;
+        Ok(())
+    }
+
     async fn request_cancel_workflow(
         &self,
         namespace_id: &str,

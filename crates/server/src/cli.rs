@@ -204,6 +204,9 @@ pub struct StartLocalCluster {
     /// Relaxed durability on the history nodes (see `start-dev --no-fsync`).
     #[arg(long)]
     pub no_fsync: bool,
+    /// The frontends' `--min-namespace-retention` (default: theirs, one hour).
+    #[arg(long)]
+    pub min_namespace_retention: Option<String>,
     #[command(flatten)]
     pub internode: InternodeTlsArgs,
     #[command(flatten)]
@@ -388,6 +391,42 @@ pub struct AdmissionArgs {
     /// History: writes waiting per shard to be committed before more are refused.
     #[arg(long, env = "CHRONICLE_MAX_PENDING_PROPOSALS", default_value_t = chronicle_history::DEFAULT_MAX_PENDING_PROPOSALS)]
     pub max_pending_proposals: usize,
+    /// Frontend: the shortest workflow execution retention a namespace may be given (Temporal's
+    /// `system.namespaceMinRetentionLocal`, whose default is 1h), as a Go-style duration
+    /// (`1h`, `30s`, `1d`). Lower it only for tests.
+    #[arg(long, env = "CHRONICLE_MIN_NAMESPACE_RETENTION", default_value = "1h", value_parser = parse_go_duration)]
+    pub min_namespace_retention: std::time::Duration,
+}
+
+/// A Go-style duration: a sequence of numbers with units `ms`, `s`, `m`, `h` and `d`
+/// (`1h30m`, `500ms`, `2s`), optionally quoted.
+pub fn parse_go_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim().trim_matches('"');
+    let bad = || format!("{text:?} is not a duration such as 1h, 30m, 2s or 500ms");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let mut total_ms: u64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let per_unit = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total_ms = total_ms.saturating_add(n.saturating_mul(per_unit));
+    }
+    Ok(std::time::Duration::from_millis(total_ms))
 }
 
 impl AdmissionArgs {
@@ -429,6 +468,7 @@ impl AdmissionArgs {
                 max_pending_queries: positive(self.max_pending_queries, "max-pending-queries")?,
             },
             max_pending_proposals: positive(self.max_pending_proposals, "max-pending-proposals")?,
+            min_namespace_retention: self.min_namespace_retention,
         })
     }
 }
@@ -438,6 +478,8 @@ impl AdmissionArgs {
 pub struct DynamicConfig {
     pub suggest_continue_as_new_events: Option<i64>,
     pub suggest_continue_as_new_bytes: Option<i64>,
+    /// `system.namespaceMinRetentionLocal`: the shortest namespace retention.
+    pub min_namespace_retention: Option<std::time::Duration>,
     /// Keys accepted for compatibility with `temporal server start-dev` but not acted on.
     pub ignored: Vec<String>,
 }
@@ -465,6 +507,10 @@ pub fn parse_dynamic_config(values: &[String]) -> Result<DynamicConfig, String> 
             }
             "limit.historySize.suggestContinueAsNew" => {
                 config.suggest_continue_as_new_bytes = Some(positive()?)
+            }
+            "system.namespaceMinRetentionLocal" => {
+                config.min_namespace_retention =
+                    Some(parse_go_duration(value).map_err(|e| format!("{key}: {e}"))?)
             }
             _ => config.ignored.push(key.to_string()),
         }
@@ -520,5 +566,21 @@ mod dynamic_config_tests {
             parse_dynamic_config(&["limit.historyCount.suggestContinueAsNew=-1".into()]).is_err()
         );
         assert!(parse_dynamic_config(&["no-equals-sign".into()]).is_err());
+    }
+
+    #[test]
+    fn minimum_retention_takes_go_durations() {
+        let parsed =
+            parse_dynamic_config(&["system.namespaceMinRetentionLocal=\"1s\"".into()]).unwrap();
+        assert_eq!(
+            parsed.min_namespace_retention,
+            Some(std::time::Duration::from_secs(1))
+        );
+        let ms = |text| parse_go_duration(text).map(|d| d.as_millis());
+        assert_eq!(ms("1h30m"), Ok(5_400_000));
+        assert_eq!(ms("500ms"), Ok(500));
+        assert_eq!(ms("2d"), Ok(172_800_000));
+        assert!(ms("").is_err() && ms("5").is_err() && ms("1x").is_err() && ms("h").is_err());
+        assert!(parse_dynamic_config(&["system.namespaceMinRetentionLocal=soon".into()]).is_err());
     }
 }

@@ -45,6 +45,8 @@ pub struct LocalClusterOptions {
     pub log_level: String,
     pub namespaces: Vec<String>,
     pub no_fsync: bool,
+    /// `--min-namespace-retention` of every frontend (None: their default).
+    pub min_namespace_retention: Option<String>,
     /// Node-to-node mutual TLS for every child (and this supervisor's own admin calls).
     pub internode_tls: chronicle_types::tls::TlsFiles,
     /// TLS on the frontends' public API.
@@ -254,6 +256,9 @@ fn node_args(
         }
     }
     if spec.role == Role::Frontend {
+        if let Some(minimum) = &options.min_namespace_retention {
+            args.extend(["--min-namespace-retention".into(), minimum.clone()]);
+        }
         let public = &options.frontend_tls;
         for (flag, value) in [
             ("--tls-cert", path(&public.cert)),
@@ -646,6 +651,7 @@ mod tests {
             log_level: "info".into(),
             namespaces: vec![],
             no_fsync: false,
+            min_namespace_retention: None,
             internode_tls: Default::default(),
             frontend_tls: Default::default(),
         }

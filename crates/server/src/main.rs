@@ -90,6 +90,7 @@ fn start_local_cluster(args: StartLocalCluster) -> anyhow::Result<()> {
         log_level: args.log_level,
         namespaces: args.namespaces,
         no_fsync: args.no_fsync,
+        min_namespace_retention: args.min_namespace_retention,
         internode_tls: args.internode.files(),
         frontend_tls: args.frontend_tls.files(),
     };
@@ -222,6 +223,9 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
     config.namespaces = args.namespaces.clone();
     config.search_attributes = search_attributes;
     config.admission = args.admission.to_admission().map_err(anyhow::Error::msg)?;
+    if let Some(minimum) = dynamic.min_namespace_retention {
+        config.admission.min_namespace_retention = minimum;
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

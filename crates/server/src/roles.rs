@@ -128,6 +128,9 @@ pub struct Admission {
     pub matching_limits: chronicle_matching::MatchingLimits,
     /// Commands waiting per shard to be proposed; 0: history's default.
     pub max_pending_proposals: usize,
+    /// The shortest namespace retention the frontend accepts (zero in tests' default; the
+    /// CLI's default is Temporal's one hour).
+    pub min_namespace_retention: Duration,
 }
 
 impl NodeConfig {
@@ -484,6 +487,7 @@ pub async fn run_node(
             namespaces: Arc::new(NamespaceCache::new(history.clone())),
             num_shards,
             server_version: SERVER_VERSION.to_string(),
+            min_namespace_retention: config.admission.min_namespace_retention,
         };
         let max_message = chronicle_types::limits::MAX_GRPC_MESSAGE_BYTES;
         let workflow = WorkflowServiceServer::new(WorkflowHandler::new(ctx.clone()))

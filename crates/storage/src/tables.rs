@@ -268,6 +268,7 @@ impl ShardTables {
 /// A point in a [`ShardBatch`] to roll back to: the length of its undo log then.
 pub struct Savepoint {
     undo_len: usize,
+    ranges_len: usize,
     next_task_id: Option<u64>,
 }
 
@@ -278,6 +279,9 @@ type UndoEntry = ((u8, Vec<u8>), Option<Option<Vec<u8>>>);
 pub struct ShardBatch {
     tables: ShardTables,
     writes: BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>,
+    /// Range deletions (family, start, end exclusive), committed before the point writes: a
+    /// point write in a deleted range is kept in `writes` only if it came after the deletion.
+    ranges: Vec<(u8, Vec<u8>, Vec<u8>)>,
     /// Every write's predecessor, so a savepoint is O(1) and a rollback costs only what it undoes
     /// (copying the pending writes per savepoint made applying a batch of n commands O(n^2)).
     undo: Vec<UndoEntry>,
@@ -298,6 +302,7 @@ impl ShardBatch {
         Self {
             tables,
             writes: BTreeMap::new(),
+            ranges: Vec::new(),
             undo: Vec::new(),
             next_task_id: None,
             min_timer_fire_ms: None,
@@ -321,10 +326,34 @@ impl ShardBatch {
     }
 
     fn get(&self, cf: Cf, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
-        match self.writes.get(&(cf_index(cf), key.to_vec())) {
+        let index = cf_index(cf);
+        match self.writes.get(&(index, key.to_vec())) {
             Some(v) => Ok(v.clone()),
+            None if self.in_deleted_range(index, key) => Ok(None),
             None => self.tables.db.get(cf, key),
         }
+    }
+
+    fn in_deleted_range(&self, cf: u8, key: &[u8]) -> bool {
+        self.ranges
+            .iter()
+            .any(|(c, start, end)| *c == cf && key >= start.as_slice() && key < end.as_slice())
+    }
+
+    /// Deletes every key in `[start, end)` of `cf` (one RocksDB range tombstone, so compaction
+    /// drops the data without a tombstone per key), including this batch's pending writes there.
+    fn delete_range(&mut self, cf: Cf, start: Vec<u8>, end: Vec<u8>) {
+        let index = cf_index(cf);
+        let pending: Vec<(u8, Vec<u8>)> = self
+            .writes
+            .range((index, start.clone())..(index, end.clone()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in pending {
+            let previous = self.writes.remove(&key);
+            self.undo.push((key, previous));
+        }
+        self.ranges.push((index, start, end));
     }
 
     fn put(&mut self, cf: Cf, key: Vec<u8>, value: Vec<u8>) {
@@ -368,6 +397,7 @@ impl ShardBatch {
     pub fn savepoint(&self) -> Savepoint {
         Savepoint {
             undo_len: self.undo.len(),
+            ranges_len: self.ranges.len(),
             next_task_id: self.next_task_id,
         }
     }
@@ -386,6 +416,7 @@ impl ShardBatch {
                 }
             }
         }
+        self.ranges.truncate(savepoint.ranges_len);
         self.next_task_id = savepoint.next_task_id;
     }
 
@@ -416,6 +447,31 @@ impl ShardBatch {
         self.put(Cf::Executions, key, state.encode_to_vec());
         self.changed_workflows
             .push((state.namespace_id.clone(), state.workflow_id.clone()));
+    }
+
+    /// Deletes a run's state (its visibility rows go with it at commit) and its whole history.
+    pub fn delete_run(&mut self, namespace_id: &str, workflow_id: &str, run_id: &str) {
+        let shard = self.tables.shard;
+        self.delete(
+            Cf::Executions,
+            keys::execution(shard, namespace_id, workflow_id, run_id),
+        );
+        let prefix = keys::history_prefix(shard, namespace_id, workflow_id, run_id);
+        let end = keys::prefix_end(&prefix);
+        self.delete_range(Cf::History, prefix, end);
+        self.changed_workflows
+            .push((namespace_id.to_string(), workflow_id.to_string()));
+    }
+
+    pub fn delete_current(&mut self, namespace_id: &str, workflow_id: &str) {
+        let key = keys::current(self.tables.shard, namespace_id, workflow_id);
+        self.delete(Cf::Current, key);
+    }
+
+    pub fn outbox_exists(&self, task_id: u64) -> StorageResult<bool> {
+        Ok(self
+            .get(Cf::Outbox, &keys::outbox(self.tables.shard, task_id))?
+            .is_some())
     }
 
     pub fn current(
@@ -553,6 +609,11 @@ impl ShardBatch {
         self.put(Cf::Namespaces, key, record.encode_to_vec());
     }
 
+    pub fn delete_namespace(&mut self, name: &str) {
+        let key = keys::namespace(self.tables.shard, name);
+        self.delete(Cf::Namespaces, key);
+    }
+
     /// Writes everything in one RocksDB write batch (no fsync: the Raft log is the durable copy).
     pub fn commit(mut self) -> StorageResult<()> {
         if let Some(n) = self.next_task_id {
@@ -575,6 +636,9 @@ impl ShardBatch {
             for (k, v) in puts {
                 batch.put_cf(db.cf(Cf::Visibility), k, v);
             }
+        }
+        for (cf, start, end) in &self.ranges {
+            batch.delete_range_cf(db.cf(Cf::ALL[usize::from(*cf)]), start, end);
         }
         for ((cf, key), value) in self.writes {
             let handle = db.cf(Cf::ALL[usize::from(cf)]);
@@ -624,5 +688,43 @@ mod tests {
         let again = batch.put_timer(200, &timer(2)).expect("put");
         assert_eq!(again, overwritten_then_undone);
         batch.commit().expect("commit");
+    }
+
+    #[test]
+    fn deleting_a_run_removes_its_history_range_and_rolls_back() {
+        use chronicle_proto::temporal::api::history::v1::HistoryEvent;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(dir.path(), DbOptions::default()).expect("db");
+        let event = |id| HistoryEvent {
+            event_id: id,
+            ..Default::default()
+        };
+        let mut batch = ShardBatch::new(ShardTables::new(db.clone(), 3));
+        batch.append_history("ns", "wf", "run", vec![event(1), event(2)]);
+        batch.append_history("ns", "wf", "run", vec![event(3)]);
+        batch.append_history("ns", "wf", "run2", vec![event(1)]);
+        batch.commit().expect("commit");
+
+        let mut batch = ShardBatch::new(ShardTables::new(db.clone(), 3));
+        // A pending write in the range goes too; a later one survives.
+        batch.append_history("ns", "wf", "run", vec![event(4)]);
+        let savepoint = batch.savepoint();
+        batch.delete_run("ns", "wf", "run");
+        let key = keys::history(3, "ns", "wf", "run", 4);
+        assert!(batch.get(Cf::History, &key).unwrap().is_none());
+        batch.rollback(savepoint);
+        assert!(batch.get(Cf::History, &key).unwrap().is_some());
+        batch.delete_run("ns", "wf", "run");
+        batch.append_history("ns", "wf", "run", vec![event(9)]);
+        batch.commit().expect("commit");
+        let tables = ShardTables::new(db, 3);
+        let left: Vec<i64> = tables
+            .history("ns", "wf", "run", 1, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.event_id)
+            .collect();
+        assert_eq!(left, vec![9]);
+        assert_eq!(tables.history("ns", "wf", "run2", 1, 100).unwrap().len(), 1);
     }
 }

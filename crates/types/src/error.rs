@@ -50,8 +50,16 @@ impl ApiError {
         Self::not_found("workflow execution not found")
     }
     /// Temporal's wording, which SDKs and users grep for.
-    pub fn workflow_not_found_for(workflow_id: &str, _run_id: &str) -> Self {
-        Self::not_found(format!("workflow not found for ID: {workflow_id}"))
+    /// Temporal's NotFound for a workflow ID's current run, or (with a run ID) for one run, as
+    /// its persistence layer words them.
+    pub fn workflow_not_found_for(workflow_id: &str, run_id: &str) -> Self {
+        if run_id.is_empty() {
+            Self::not_found(format!("workflow not found for ID: {workflow_id}"))
+        } else {
+            Self::not_found(format!(
+                "workflow execution not found for workflow ID {workflow_id:?} and run ID {run_id:?}"
+            ))
+        }
     }
     pub fn namespace_not_found(name: &str) -> Self {
         Self::new(

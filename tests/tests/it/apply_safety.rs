@@ -539,7 +539,7 @@ async fn replaying_the_logs_on_fresh_databases_gives_identical_state() {
 }
 
 /// Signals, a query, timers, activities (one retried), children across shards, continue-as-new,
-/// a termination, and a workflow left waiting with a pending task and a signal.
+/// a termination, deletions, and a workflow left waiting with a pending task and a signal.
 async fn mixed_workload(url: &str) {
     use crate::child_workflows::{Doubler, FanOutParent};
     use crate::sdk_workflows::{LoopWorkflow, OrderWorkflow, RetryWorkflow, Steps};
@@ -668,10 +668,13 @@ async fn mixed_workload(url: &str) {
         .await
         .expect("busy commands");
 
-    // A workflow nobody works on (its task stays in the outbox), signalled, and another
-    // terminated.
+    // A workflow nobody works on (its task stays in the outbox), signalled; another terminated
+    // then deleted; a third deleted while running.
     let idle_queue = unique("idle");
-    for (i, id) in [unique("idle"), unique("doomed")].iter().enumerate() {
+    for (i, id) in [unique("idle"), unique("doomed"), unique("deleted")]
+        .iter()
+        .enumerate()
+    {
         raw.start_workflow_execution(start_request(id, "Idle", &idle_queue))
             .await
             .expect("start idle");
@@ -693,6 +696,15 @@ async fn mixed_workload(url: &str) {
             })
             .await
             .expect("terminate");
+        }
+        // Deletions (range deletes of history, a running run terminated first) replay too.
+        if i == 1 || i == 2 {
+            raw.delete_workflow_execution(ws::DeleteWorkflowExecutionRequest {
+                namespace: "default".into(),
+                workflow_execution: execution(id, ""),
+            })
+            .await
+            .expect("delete");
         }
     }
 }

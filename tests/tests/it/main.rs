@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod child_workflows;
 mod common;
+mod deletion;
 mod eager_activities;
 mod history_api;
 mod history_limits;

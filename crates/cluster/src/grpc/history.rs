@@ -132,6 +132,23 @@ impl history_api_server::HistoryApi for HistoryApiService {
         reply(self.inner.signal_with_start(&r.namespace_id, request).await)
     }
 
+    async fn delete_workflow_execution(
+        &self,
+        r: Request<hpb::DeleteWorkflowExecutionRequest>,
+    ) -> Reply<hpb::Empty> {
+        let r = r.into_inner();
+        let request = required(r.request, "request")?;
+        empty(
+            self.inner
+                .delete_workflow_execution(&r.namespace_id, request)
+                .await,
+        )
+    }
+
+    async fn delete_namespace(&self, r: Request<hpb::DeleteNamespace>) -> Reply<hpb::Empty> {
+        empty(self.inner.delete_namespace(r.into_inner()).await)
+    }
+
     async fn terminate_workflow(
         &self,
         r: Request<hpb::TerminateWorkflowRequest>,
@@ -466,6 +483,22 @@ impl HistoryService for RemoteHistory {
             request: Some(request),
         };
         answer(self.client().signal_with_start(request).await)
+    }
+
+    async fn delete_workflow_execution(
+        &self,
+        namespace_id: &str,
+        request: ws::DeleteWorkflowExecutionRequest,
+    ) -> ApiResult<()> {
+        let request = hpb::DeleteWorkflowExecutionRequest {
+            namespace_id: namespace_id.into(),
+            request: Some(request),
+        };
+        answer(self.client().delete_workflow_execution(request).await).map(drop)
+    }
+
+    async fn delete_namespace(&self, command: hpb::DeleteNamespace) -> ApiResult<()> {
+        answer(self.client().delete_namespace(command).await).map(drop)
     }
 
     async fn terminate_workflow(

@@ -340,6 +340,34 @@ impl HistoryService for RoutedHistory {
         .await
     }
 
+    async fn delete_workflow_execution(
+        &self,
+        namespace_id: &str,
+        request: ws::DeleteWorkflowExecutionRequest,
+    ) -> ApiResult<()> {
+        let shard = self
+            .shard(namespace_id, execution_id(&request.workflow_execution))
+            .await?;
+        // Deleting twice leaves the same result (the second finds nothing: NotFound), so only
+        // a command that surely never reached the log is resent.
+        self.route(shard, Retry::OnlyIfNotProposed, |h| {
+            let request = request.clone();
+            async move { h.delete_workflow_execution(namespace_id, request).await }
+        })
+        .await
+    }
+
+    async fn delete_namespace(
+        &self,
+        command: chronicle_proto::chronicle::history::v1::DeleteNamespace,
+    ) -> ApiResult<()> {
+        self.route(METADATA_GROUP, Retry::OnlyIfNotProposed, |h| {
+            let command = command.clone();
+            async move { h.delete_namespace(command).await }
+        })
+        .await
+    }
+
     async fn terminate_workflow(
         &self,
         namespace_id: &str,

@@ -345,16 +345,18 @@ fn applies_policy(child: &pb::ChildExecutionInfo) -> bool {
 /// new run continues the chain), and a parent's started children get their close policy.
 /// Children whose start is not recorded yet are covered by their start task, which finds the
 /// parent closed.
-pub(super) fn on_close(batch: &mut ShardBatch, ms: &MutableState) -> ApplyResult<()> {
+/// Returns the ID of the row reporting the close to the parent, if one was written.
+pub(super) fn on_close(batch: &mut ShardBatch, ms: &MutableState) -> ApplyResult<Option<u64>> {
+    let mut report = None;
     if ms.state.parent.is_some() && !continues(ms) {
-        batch.put_outbox(&pb::OutboxTask {
+        report = Some(batch.put_outbox(&pb::OutboxTask {
             kind: pb::outbox_task::Kind::ChildClosed as i32,
             namespace_id: ms.state.namespace_id.clone(),
             workflow_id: ms.state.workflow_id.clone(),
             run_id: ms.state.run_id.clone(),
             scheduled_event_id: ms.state.completion_event_id,
             ..Default::default()
-        })?;
+        })?);
     }
     // A run a reset replaced keeps its children: the new run has them pending, and their
     // closes are forwarded to it (Temporal skips the policy for a run terminated by a reset).
@@ -371,7 +373,7 @@ pub(super) fn on_close(batch: &mut ShardBatch, ms: &MutableState) -> ApplyResult
     for child in children {
         put_policy_task(batch, &ms.state, child)?;
     }
-    Ok(())
+    Ok(report)
 }
 
 /// Whether the run's close event names a run that continues its chain (continue-as-new, a

@@ -57,6 +57,7 @@ impl Harness {
                 now: Some(chronicle_types::time::from_millis(self.clock.get())),
                 kind: Some(kind),
                 batch: Vec::new(),
+                retention: None,
             },
         )
         .expect("storage");

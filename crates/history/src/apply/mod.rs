@@ -6,6 +6,7 @@ mod activity;
 pub mod child;
 #[cfg(test)]
 mod child_tests;
+pub(crate) mod delete;
 mod external;
 pub(crate) mod namespace;
 mod new_run;
@@ -151,7 +152,8 @@ fn apply_one(
 ) -> Result<cmd::CommandResult, StorageError> {
     drop(metric_defs::take_observations());
     let savepoint = batch.savepoint();
-    let result = match apply_command(batch, command) {
+    let retention = command.retention;
+    let result = match delete::with_retention(retention, || apply_command(batch, command)) {
         Ok(result) => result,
         Err(ApplyError::Rejected(e)) => {
             batch.rollback(savepoint);
@@ -230,6 +232,10 @@ fn apply_command(
             crate::schedule::apply::record_workflow_closed(batch, now, c)
         }
         shard_command::Kind::ResetWorkflow(c) => reset::reset_workflow(batch, now, c),
+        shard_command::Kind::DeleteWorkflowExecution(c) => {
+            delete::delete_workflow_execution(batch, now, c)
+        }
+        shard_command::Kind::DeleteNamespace(c) => namespace::delete(batch, c),
     }
 }
 
@@ -309,6 +315,13 @@ pub fn close_run(
     ms.state.buffered_events.clear();
     update::on_close(ms);
     record_close(batch, ms)?;
-    crate::schedule::apply::on_close(batch, ms, child::continues(ms))?;
-    child::on_close(batch, ms)
+    let schedule_report = crate::schedule::apply::on_close(batch, ms, child::continues(ms))?;
+    let parent_report = child::on_close(batch, ms)?;
+    // The reports read the run's state and close event: a deletion waits for them.
+    ms.state.close_report_task_ids = schedule_report
+        .into_iter()
+        .chain(parent_report)
+        .map(|id| id as i64)
+        .collect();
+    delete::arm_retention(batch, ms)
 }

@@ -70,3 +70,42 @@ pub(crate) fn search_attributes_change(
         search_attributes: Some(cmd::SearchAttributesChange { add, remove }),
     }
 }
+
+/// DeleteNamespace on the metadata group: mark DELETED and rename in one step (the old name is
+/// free at once, the ID stays so the shards find its runs), or remove a DELETED record for good.
+pub fn delete(
+    batch: &mut ShardBatch,
+    c: cmd::DeleteNamespace,
+) -> ApplyResult<command_result::Result> {
+    use chronicle_proto::temporal::api::enums::v1::NamespaceState;
+    let Some(mut record) = batch.namespace(&c.name)? else {
+        if c.remove_record {
+            return Ok(super::ok());
+        }
+        return Err(
+            ApiError::invalid_argument(format!("namespace {} is not found", c.name)).into(),
+        );
+    };
+    let info = record.info.get_or_insert_with(Default::default);
+    if c.remove_record {
+        if info.state == NamespaceState::Deleted as i32 {
+            batch.delete_namespace(&c.name);
+        }
+        return Ok(super::ok());
+    }
+    if c.new_name.is_empty() {
+        return Err(ApiError::invalid_argument("new namespace name is missing").into());
+    }
+    if c.new_name != c.name && batch.namespace(&c.new_name)?.is_some() {
+        return Err(ApiError::namespace_already_exists(&c.new_name).into());
+    }
+    info.state = NamespaceState::Deleted as i32;
+    info.name = c.new_name.clone();
+    if record.deleted_name.is_empty() {
+        record.deleted_name = c.name.clone();
+    }
+    record.delete_after = c.delete_after;
+    batch.delete_namespace(&c.name);
+    batch.put_namespace(&c.new_name, &record);
+    Ok(super::ok())
+}

@@ -41,6 +41,7 @@ fn entry(kinds: Vec<Kind>) -> Vec<u8> {
             now,
             kind: Some(kind),
             batch: Vec::new(),
+            retention: None,
         })
         .collect();
     if commands.len() == 1 {

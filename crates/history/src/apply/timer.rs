@@ -28,6 +28,10 @@ pub fn fire(
         crate::schedule::apply::fire(batch, now, &c.key, &task)?;
         return Ok(super::ok());
     }
+    if task.kind == Kind::DeleteRun as i32 {
+        super::delete::fire(batch, now, &task)?;
+        return Ok(super::ok());
+    }
     let mut ms = match load_run(
         batch,
         now,
@@ -117,7 +121,7 @@ pub fn fire(
         Kind::WorkflowTaskScheduleToStartTimeout => {
             workflow_task::sticky_timed_out(batch, &mut ms, task.event_id, task.attempt)?
         }
-        Kind::Unspecified | Kind::Schedule => false,
+        Kind::Unspecified | Kind::Schedule | Kind::DeleteRun => false,
     };
     if changed {
         ms.persist(batch);

@@ -749,14 +749,14 @@ pub fn on_close(
     batch: &mut ShardBatch,
     ms: &crate::mutable_state::MutableState,
     continues: bool,
-) -> ApplyResult<()> {
+) -> ApplyResult<Option<u64>> {
     let Some(by) = ms.state.scheduled_by.as_ref() else {
-        return Ok(());
+        return Ok(None);
     };
     if continues {
-        return Ok(());
+        return Ok(None);
     }
-    batch.put_outbox(&pb::OutboxTask {
+    let id = batch.put_outbox(&pb::OutboxTask {
         kind: OutboxKind::ScheduleWorkflowClosed as i32,
         namespace_id: ms.state.namespace_id.clone(),
         workflow_id: ms.state.workflow_id.clone(),
@@ -765,7 +765,7 @@ pub fn on_close(
         target_workflow_id: by.schedule_id.clone(),
         ..Default::default()
     })?;
-    Ok(())
+    Ok(Some(id))
 }
 
 /// Future action times for describe and list: the next `n` after the last processed time,
