@@ -659,6 +659,7 @@ fn command_label(kind: &shard_command::Kind) -> &'static str {
         Schedule(_) => "schedule",
         RecordScheduleStartOutcome(_) => "record_schedule_start_outcome",
         RecordScheduleWorkflowClosed(_) => "record_schedule_workflow_closed",
+        RunOperation(_) => "run_operation",
     }
 }
 

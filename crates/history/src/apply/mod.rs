@@ -3,9 +3,11 @@
 //! writes are rolled back to a savepoint before the error is returned to the caller.
 
 mod activity;
+mod activity_ops;
 pub mod child;
 #[cfg(test)]
 mod child_tests;
+mod eager_start;
 mod external;
 pub(crate) mod namespace;
 mod new_run;
@@ -32,6 +34,7 @@ use crate::mutable_state::MutableState;
 use crate::notify::ShardNotifier;
 
 pub use activity::{next_retry_delay_ms, retry_state_for};
+pub use activity_ops::options_of as activity_options_of;
 
 pub enum ApplyError {
     /// Refuse the command; undo its writes.
@@ -228,6 +231,7 @@ fn apply_command(
         shard_command::Kind::RecordScheduleWorkflowClosed(c) => {
             crate::schedule::apply::record_workflow_closed(batch, now, c)
         }
+        shard_command::Kind::RunOperation(c) => activity_ops::run_operation(batch, now, c),
     }
 }
 
