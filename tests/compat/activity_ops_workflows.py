@@ -89,5 +89,16 @@ class MetadataWorkflow:
             summary="the flaky one")
 
 
-ALL = [FlakyActivityWorkflow, HeartbeatingActivityWorkflow, OtherQueueActivityWorkflow, MetadataWorkflow]
+@workflow.defn
+class ShortDeadlineWorkflow:
+    """An activity that keeps failing under a 3 s schedule-to-close timeout."""
+
+    @workflow.run
+    async def run(self, key: str) -> int:
+        return await workflow.execute_activity(
+            flaky, key, activity_id="short", schedule_to_close_timeout=timedelta(seconds=3),
+            retry_policy=EVERY_SECOND)
+
+
+ALL = [ShortDeadlineWorkflow, FlakyActivityWorkflow, HeartbeatingActivityWorkflow, OtherQueueActivityWorkflow, MetadataWorkflow]
 ACTIVITIES = [flaky, heartbeating]

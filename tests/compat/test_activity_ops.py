@@ -359,7 +359,29 @@ async def test_small_rpcs(client, task_queue):
     assert err.status == RPCStatusCode.NOT_FOUND
     info = await ws.get_cluster_info(GetClusterInfoRequest())
     assert info.cluster_name and info.cluster_id and info.history_shard_count >= 1
+    assert info.supported_clients["temporal-cli"] == "<2.0.0"
     clusters = await client.operator_service.list_clusters(ListClustersRequest())
     assert [c.cluster_name for c in clusters.clusters] == [info.cluster_name]
     assert clusters.clusters[0].cluster_id == info.cluster_id
     assert clusters.clusters[0].history_shard_count == info.history_shard_count
+
+
+async def test_paused_activity_does_not_time_out(client, task_queue):
+    """Schedule-to-close passes while the activity is paused: it stays pending (Temporal arms no
+    timeout for a paused activity), and times out once unpaused."""
+    key = new_id("s2c")
+    async with worker(client, task_queue):
+        handle = await client.start_workflow(aw.ShortDeadlineWorkflow.run, key, id=key, task_queue=task_queue)
+        await wait_attempts(key, 1)
+        await client.workflow_service.pause_activity(PauseActivityRequest(
+            namespace="default", execution=execution(key), id="short"))
+        await wait_pending(client, key, "short", lambda a: a.state == PendingActivityState.PENDING_ACTIVITY_STATE_PAUSED)
+        await asyncio.sleep(4)  # past the 3 s schedule-to-close
+        a = await pending(client, key, "short")
+        assert a.paused
+        await client.workflow_service.unpause_activity(UnpauseActivityRequest(
+            namespace="default", execution=execution(key), id="short"))
+        with pytest.raises(Exception):
+            await asyncio.wait_for(handle.result(), TIMEOUT)
+        events = [e async for e in handle.fetch_history_events()]
+        assert any(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT for e in events)

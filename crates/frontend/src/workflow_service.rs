@@ -146,8 +146,23 @@ impl WorkflowService for WorkflowHandler {
         &self,
         _request: Request<ws::GetClusterInfoRequest>,
     ) -> Res<ws::GetClusterInfoResponse> {
+        // The client versions Temporal's server declares it supports (its version checker's
+        // list), so tools that read them see the same.
+        let supported_clients = [
+            ("temporal-go", "<2.0.0"),
+            ("temporal-java", "<2.0.0"),
+            ("temporal-php", "<2.0.0"),
+            ("temporal-typescript", "<2.0.0"),
+            ("temporal-cli", "<2.0.0"),
+            ("temporal-server", "<2.0.0"),
+            ("temporal-ui", "<3.0.0"),
+            ("Nexus-go-sdk", "<2.0.0"),
+        ];
         ok(ws::GetClusterInfoResponse {
-            supported_clients: HashMap::new(),
+            supported_clients: supported_clients
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>(),
             server_version: self.ctx.server_version.clone(),
             cluster_id: crate::CLUSTER_ID.into(),
             cluster_name: crate::namespaces::CLUSTER_NAME.into(),

@@ -4,6 +4,8 @@
 
 mod activity;
 mod activity_ops;
+#[cfg(test)]
+mod activity_ops_tests;
 pub mod child;
 #[cfg(test)]
 mod child_tests;
