@@ -195,6 +195,7 @@ impl WorkflowScript {
     fn start(&self) -> shard_command::Kind {
         shard_command::Kind::StartWorkflow(cmd::StartWorkflow {
             scheduled_by: None,
+            eager_workflow_start: false,
             namespace_id: NAMESPACE_ID.to_string(),
             run_id: self.run_id.clone(),
             request: Some(StartWorkflowExecutionRequest {

@@ -10,7 +10,6 @@ pub mod stoppable;
 
 use async_trait::async_trait;
 use chronicle_proto::chronicle::persistence::v1::NamespaceRecord;
-use chronicle_proto::temporal::api::enums::v1::TaskQueueKind;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_types::ApiResult;
 
@@ -219,7 +218,17 @@ pub trait HistoryService: Send + Sync + 'static {
         &self,
         namespace_id: &str,
         heartbeat: ActivityHeartbeat,
-    ) -> ApiResult<bool>;
+    ) -> ApiResult<HeartbeatOutcome>;
+
+    /// An operation on a run that writes no event (`RunOperation`: activity pause, unpause,
+    /// reset, options update; ResetStickyTaskQueue), routed by its workflow ID.
+    async fn run_operation(
+        &self,
+        operation: chronicle_proto::chronicle::history::v1::RunOperation,
+    ) -> ApiResult<chronicle_proto::chronicle::history::v1::RunOperationResult> {
+        let _ = operation;
+        Err(unimplemented("RunOperation"))
+    }
 
     /// Proposes a transfer task's command on `shard` (history to history, across shards). The
     /// command is checked at apply, so it may be sent again after an ambiguous failure.
@@ -306,6 +315,16 @@ pub struct ActivityHeartbeat {
     pub details: Option<chronicle_proto::temporal::api::common::v1::Payloads>,
 }
 
+/// What a heartbeat tells the worker (RecordActivityTaskHeartbeatResponse).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeartbeatOutcome {
+    pub cancel_requested: bool,
+    /// The activity is paused: the worker should stop the attempt.
+    pub activity_paused: bool,
+    /// The activity was reset while this attempt ran.
+    pub activity_reset: bool,
+}
+
 /// A query waiting for a worker: the poll response to hand out (with `query` set).
 #[derive(Clone, Debug)]
 pub struct QueryTask {
@@ -340,11 +359,12 @@ pub trait MatchingService: Send + Sync + 'static {
         namespace_id: &str,
         request: ws::RespondQueryTaskCompletedRequest,
     ) -> ApiResult<()>;
+    /// The pollers of the workflow or the activity queue of a name (DescribeTaskQueue's type).
     async fn describe_task_queue(
         &self,
         namespace_id: &str,
         name: &str,
-        kind: TaskQueueKind,
+        kind: TaskKind,
     ) -> ApiResult<ws::DescribeTaskQueueResponse>;
     /// A worker shut down (`ShutdownWorker`): its sticky queue gets no more polls, so the tasks
     /// waiting there, and any sent there later, go back to history for the normal queue.

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chronicle_proto::temporal::api::enums::v1::TaskQueueKind;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_types::ApiResult;
 use tokio::sync::watch;
@@ -93,7 +92,7 @@ impl MatchingService for PollsEndAtShutdown {
         &self,
         namespace_id: &str,
         name: &str,
-        kind: TaskQueueKind,
+        kind: crate::TaskKind,
     ) -> ApiResult<ws::DescribeTaskQueueResponse> {
         self.inner
             .describe_task_queue(namespace_id, name, kind)

@@ -192,7 +192,11 @@ impl HistoryService for Scripted {
     async fn respond_activity(&self, _: &str, _: ActivityOutcome) -> ApiResult<()> {
         unused()
     }
-    async fn record_activity_heartbeat(&self, _: &str, _: ActivityHeartbeat) -> ApiResult<bool> {
+    async fn record_activity_heartbeat(
+        &self,
+        _: &str,
+        _: ActivityHeartbeat,
+    ) -> ApiResult<chronicle_cluster::HeartbeatOutcome> {
         unused()
     }
 }

@@ -2,6 +2,7 @@
 //! validates requests, resolves namespaces, and forwards to history and matching through the
 //! internal service traits. It holds no state of its own beyond a namespace cache.
 
+mod activity_ops;
 pub mod auth;
 mod delete;
 pub mod gate;
@@ -30,6 +31,9 @@ pub use operator_service::OperatorHandler;
 pub use ratelimit::{RateLimitConfig, RateLimiter};
 pub use status_compat::StatusCompatLayer;
 pub use workflow_service::WorkflowHandler;
+
+/// The cluster ID GetClusterInfo and ListClusters report.
+pub(crate) const CLUSTER_ID: &str = "chronicle";
 
 /// What the frontend needs from the rest of the node.
 #[derive(Clone)]

@@ -44,6 +44,24 @@ impl OperatorService for OperatorHandler {
         ))
     }
 
+    /// The one cluster this is (no multi-cluster replication), as GetClusterInfo describes it.
+    async fn list_clusters(
+        &self,
+        _request: Request<os::ListClustersRequest>,
+    ) -> Result<Response<os::ListClustersResponse>, Status> {
+        Ok(Response::new(os::ListClustersResponse {
+            clusters: vec![os::ClusterMetadata {
+                cluster_name: crate::namespaces::CLUSTER_NAME.into(),
+                cluster_id: crate::CLUSTER_ID.into(),
+                initial_failover_version: 1,
+                history_shard_count: self.ctx.num_shards as i32,
+                is_connection_enabled: true,
+                ..Default::default()
+            }],
+            next_page_token: Vec::new(),
+        }))
+    }
+
     async fn list_search_attributes(
         &self,
         request: Request<os::ListSearchAttributesRequest>,

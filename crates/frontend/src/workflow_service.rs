@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 
 use chronicle_cluster::{ActivityHeartbeat, ActivityOutcome, ActivityResult, ActivityTarget};
-use chronicle_proto::temporal::api::enums::v1::TaskQueueKind;
 use chronicle_proto::temporal::api::namespace::v1::{NamespaceInfo, UpdateNamespaceInfo};
 use chronicle_proto::temporal::api::workflowservice::v1::{
     self as ws, workflow_service_server::WorkflowService,
@@ -57,7 +56,7 @@ fn describe_namespace_response(
         namespace_info: record.info.map(|mut info| {
             info.capabilities = Some(
                 chronicle_proto::temporal::api::namespace::v1::namespace_info::Capabilities {
-                    eager_workflow_start: false,
+                    eager_workflow_start: true,
                     sync_update: true,
                     async_update: true,
                     ..Default::default()
@@ -161,10 +160,25 @@ impl WorkflowService for WorkflowHandler {
         &self,
         _request: Request<ws::GetClusterInfoRequest>,
     ) -> Res<ws::GetClusterInfoResponse> {
+        // The client versions Temporal's server declares it supports (its version checker's
+        // list), so tools that read them see the same.
+        let supported_clients = [
+            ("temporal-go", "<2.0.0"),
+            ("temporal-java", "<2.0.0"),
+            ("temporal-php", "<2.0.0"),
+            ("temporal-typescript", "<2.0.0"),
+            ("temporal-cli", "<2.0.0"),
+            ("temporal-server", "<2.0.0"),
+            ("temporal-ui", "<3.0.0"),
+            ("Nexus-go-sdk", "<2.0.0"),
+        ];
         ok(ws::GetClusterInfoResponse {
-            supported_clients: HashMap::new(),
+            supported_clients: supported_clients
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>(),
             server_version: self.ctx.server_version.clone(),
-            cluster_id: "chronicle".into(),
+            cluster_id: crate::CLUSTER_ID.into(),
             cluster_name: crate::namespaces::CLUSTER_NAME.into(),
             history_shard_count: self.ctx.num_shards as i32,
             persistence_store: "rocksdb".into(),
@@ -768,15 +782,15 @@ impl WorkflowService for WorkflowHandler {
             identity: r.identity,
             details: r.details,
         };
-        let cancel_requested = self
+        let h = self
             .ctx
             .history
             .record_activity_heartbeat(&ns, heartbeat)
             .await?;
         ok(ws::RecordActivityTaskHeartbeatResponse {
-            cancel_requested,
-            activity_paused: false,
-            activity_reset: false,
+            cancel_requested: h.cancel_requested,
+            activity_paused: h.activity_paused,
+            activity_reset: h.activity_reset,
         })
     }
 
@@ -792,22 +806,20 @@ impl WorkflowService for WorkflowHandler {
             run_id: r.run_id,
             activity_id: r.activity_id,
         };
-        let cancel_requested = self
+        let heartbeat = ActivityHeartbeat {
+            target,
+            identity: r.identity,
+            details: r.details,
+        };
+        let h = self
             .ctx
             .history
-            .record_activity_heartbeat(
-                &ns,
-                ActivityHeartbeat {
-                    target,
-                    identity: r.identity,
-                    details: r.details,
-                },
-            )
+            .record_activity_heartbeat(&ns, heartbeat)
             .await?;
         ok(ws::RecordActivityTaskHeartbeatByIdResponse {
-            cancel_requested,
-            activity_paused: false,
-            activity_reset: false,
+            cancel_requested: h.cancel_requested,
+            activity_paused: h.activity_paused,
+            activity_reset: h.activity_reset,
         })
     }
 
@@ -830,17 +842,7 @@ impl WorkflowService for WorkflowHandler {
     ) -> Res<ws::DescribeTaskQueueResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        let name = r
-            .task_queue
-            .as_ref()
-            .map(|t| t.name.clone())
-            .unwrap_or_default();
-        validate::required_id(&name, "TaskQueue")?;
-        ok(self
-            .ctx
-            .matching
-            .describe_task_queue(&ns, &name, TaskQueueKind::Normal)
-            .await?)
+        ok(crate::activity_ops::describe_task_queue(&self.ctx, &ns, r).await?)
     }
 
     async fn shutdown_worker(
@@ -897,6 +899,101 @@ impl WorkflowService for WorkflowHandler {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
         ok(crate::update::execute_multi_operation(&self.ctx, &ns, r).await?)
+    }
+
+    // Run operations and task queue reads (crate::activity_ops).
+    async fn pause_activity(
+        &self,
+        r: Request<ws::PauseActivityRequest>,
+    ) -> Res<ws::PauseActivityResponse> {
+        let r = r.into_inner();
+        ok(crate::activity_ops::pause(&self.ctx, &self.ns(&r.namespace).await?, r).await?)
+    }
+    async fn unpause_activity(
+        &self,
+        r: Request<ws::UnpauseActivityRequest>,
+    ) -> Res<ws::UnpauseActivityResponse> {
+        let r = r.into_inner();
+        ok(crate::activity_ops::unpause(&self.ctx, &self.ns(&r.namespace).await?, r).await?)
+    }
+    async fn reset_activity(
+        &self,
+        r: Request<ws::ResetActivityRequest>,
+    ) -> Res<ws::ResetActivityResponse> {
+        let r = r.into_inner();
+        ok(crate::activity_ops::reset(&self.ctx, &self.ns(&r.namespace).await?, r).await?)
+    }
+    async fn update_activity_options(
+        &self,
+        r: Request<ws::UpdateActivityOptionsRequest>,
+    ) -> Res<ws::UpdateActivityOptionsResponse> {
+        let r = r.into_inner();
+        ok(
+            crate::activity_ops::update_options(&self.ctx, &self.ns(&r.namespace).await?, r)
+                .await?,
+        )
+    }
+    async fn pause_activity_execution(
+        &self,
+        r: Request<ws::PauseActivityExecutionRequest>,
+    ) -> Res<ws::PauseActivityExecutionResponse> {
+        let r = r.into_inner();
+        ok(
+            crate::activity_ops::pause_execution(&self.ctx, &self.ns(&r.namespace).await?, r)
+                .await?,
+        )
+    }
+    async fn unpause_activity_execution(
+        &self,
+        r: Request<ws::UnpauseActivityExecutionRequest>,
+    ) -> Res<ws::UnpauseActivityExecutionResponse> {
+        let r = r.into_inner();
+        ok(
+            crate::activity_ops::unpause_execution(&self.ctx, &self.ns(&r.namespace).await?, r)
+                .await?,
+        )
+    }
+    async fn reset_activity_execution(
+        &self,
+        r: Request<ws::ResetActivityExecutionRequest>,
+    ) -> Res<ws::ResetActivityExecutionResponse> {
+        let r = r.into_inner();
+        ok(
+            crate::activity_ops::reset_execution(&self.ctx, &self.ns(&r.namespace).await?, r)
+                .await?,
+        )
+    }
+    async fn update_activity_execution_options(
+        &self,
+        r: Request<ws::UpdateActivityExecutionOptionsRequest>,
+    ) -> Res<ws::UpdateActivityExecutionOptionsResponse> {
+        let r = r.into_inner();
+        ok(crate::activity_ops::update_execution_options(
+            &self.ctx,
+            &self.ns(&r.namespace).await?,
+            r,
+        )
+        .await?)
+    }
+    async fn reset_sticky_task_queue(
+        &self,
+        r: Request<ws::ResetStickyTaskQueueRequest>,
+    ) -> Res<ws::ResetStickyTaskQueueResponse> {
+        let r = r.into_inner();
+        ok(crate::activity_ops::reset_sticky_task_queue(
+            &self.ctx,
+            &self.ns(&r.namespace).await?,
+            r,
+        )
+        .await?)
+    }
+    async fn list_task_queue_partitions(
+        &self,
+        r: Request<ws::ListTaskQueuePartitionsRequest>,
+    ) -> Res<ws::ListTaskQueuePartitionsResponse> {
+        let r = r.into_inner();
+        self.ns(&r.namespace).await?;
+        ok(crate::activity_ops::list_partitions(r).await?)
     }
 
     async fn get_search_attributes(

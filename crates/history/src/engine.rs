@@ -670,6 +670,7 @@ fn command_label(kind: &shard_command::Kind) -> &'static str {
         ResetWorkflow(_) => "reset_workflow",
         DeleteWorkflowExecution(_) => "delete_workflow_execution",
         DeleteNamespace(_) => "delete_namespace",
+        RunOperation(_) => "run_operation",
     }
 }
 

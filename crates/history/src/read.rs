@@ -217,10 +217,16 @@ pub fn describe(state: &pb::WorkflowExecutionState) -> ws::DescribeWorkflowExecu
         .activities
         .values()
         .map(|a| {
+            // A paused activity shows PAUSED while no attempt runs, PAUSE_REQUESTED while one
+            // still does (a cancellation request shows first), as in Temporal.
             let activity_state = if a.cancel_requested {
                 PendingActivityState::CancelRequested
+            } else if a.started && a.paused {
+                PendingActivityState::PauseRequested
             } else if a.started {
                 PendingActivityState::Started
+            } else if a.paused {
+                PendingActivityState::Paused
             } else {
                 PendingActivityState::Scheduled
             };
@@ -251,11 +257,15 @@ pub fn describe(state: &pb::WorkflowExecutionState) -> ws::DescribeWorkflowExecu
                 }),
                 last_failure: a.last_failure.clone(),
                 last_worker_identity: a.last_worker_identity.clone(),
-                next_attempt_schedule_time: if a.started {
+                next_attempt_schedule_time: if a.started || a.paused {
                     None
                 } else {
                     a.next_attempt_schedule_time
                 },
+                paused: a.paused,
+                pause_info: a.pause_info.clone().filter(|_| a.paused),
+                activity_options: Some(activity_options(a)),
+                priority: a.priority.clone(),
                 ..Default::default()
             }
         })
@@ -309,6 +319,17 @@ pub fn describe(state: &pb::WorkflowExecutionState) -> ws::DescribeWorkflowExecu
         workflow_extended_info: Some(crate::reset::extended_info(state)),
         ..Default::default()
     }
+}
+
+/// A pending activity's options as describe shows them (the queue's normal name repeated).
+fn activity_options(
+    a: &pb::ActivityInfo,
+) -> chronicle_proto::temporal::api::activity::v1::ActivityOptions {
+    let mut options = crate::apply::activity_options_of(a);
+    if let Some(tq) = options.task_queue.as_mut() {
+        tq.normal_name = tq.name.clone();
+    }
+    options
 }
 
 pub fn is_closed(state: &pb::WorkflowExecutionState) -> bool {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chronicle_cluster::{
-    ActivityHeartbeat, ActivityOutcome, ActivityResult, ActivityTarget, HistoryService, PollerInfo,
-    QueryTask, TaskRef,
+    ActivityHeartbeat, ActivityOutcome, ActivityResult, ActivityTarget, HeartbeatOutcome,
+    HistoryService, PollerInfo, QueryTask, TaskRef,
 };
 use chronicle_proto::chronicle::history::v1::{
     self as cmd, command_result, respond_activity, shard_command::Kind,
@@ -166,6 +166,34 @@ impl HistoryEngine {
             "partition" => if sticky { "__sticky__" } else { "__normal__" },
         )
         .record(millis.max(0) as f64 / 1000.0);
+    }
+
+    /// The poll answer for a workflow task an eager start recorded as started.
+    fn eager_workflow_task(
+        &self,
+        shard: &Shard,
+        namespace_id: &str,
+        workflow_id: &str,
+        run_id: &str,
+        request_id: &str,
+        started: &cmd::RecordWorkflowTaskStartedResult,
+    ) -> ApiResult<ws::PollWorkflowTaskQueueResponse> {
+        let state = shard
+            .tables
+            .execution(namespace_id, workflow_id, run_id)
+            .map_err(storage)?
+            .ok_or_else(|| ApiError::workflow_not_found_for(workflow_id, run_id))?;
+        let token = pb::TaskToken {
+            namespace_id: namespace_id.to_string(),
+            workflow_id: workflow_id.to_string(),
+            run_id: run_id.to_string(),
+            scheduled_event_id: started.scheduled_event_id,
+            attempt: started.attempt,
+            started_event_id: started.started_event_id,
+            started_request_id: request_id.to_string(),
+            ..Default::default()
+        };
+        read::workflow_task_response(shard, &state, started, tokens::encode(&token))
     }
 
     pub(crate) fn namespace_name(&self, namespace_id: &str) -> String {
@@ -352,6 +380,7 @@ impl HistoryService for HistoryEngine {
     ) -> ApiResult<ws::StartWorkflowExecutionResponse> {
         let shard = self.shard_of(namespace_id, &request.workflow_id);
         let run_id = chronicle_types::new_run_id();
+        let (workflow_id, request_id) = (request.workflow_id.clone(), request.request_id.clone());
         let result = self
             .propose(
                 shard,
@@ -360,17 +389,31 @@ impl HistoryService for HistoryEngine {
                     request: Some(request),
                     run_id,
                     scheduled_by: None,
+                    // Temporal's system.enableEagerWorkflowStart, on by default.
+                    eager_workflow_start: true,
                 }),
             )
             .await?;
         let command_result::Result::StartWorkflow(started) = result else {
             return Err(ApiError::internal("unexpected start result"));
         };
+        let eager_workflow_task = match &started.eager_workflow_task {
+            Some(task) => Some(self.eager_workflow_task(
+                shard,
+                namespace_id,
+                &workflow_id,
+                &started.run_id,
+                &request_id,
+                task,
+            )?),
+            None => None,
+        };
         Ok(ws::StartWorkflowExecutionResponse {
             run_id: started.run_id,
             started: started.started,
             status: chronicle_proto::temporal::api::enums::v1::WorkflowExecutionStatus::Running
                 as i32,
+            eager_workflow_task,
             ..Default::default()
         })
     }
@@ -1047,7 +1090,7 @@ impl HistoryService for HistoryEngine {
         &self,
         namespace_id: &str,
         heartbeat: ActivityHeartbeat,
-    ) -> ApiResult<bool> {
+    ) -> ApiResult<HeartbeatOutcome> {
         let token = self.activity_target_token(namespace_id, &heartbeat.target)?;
         let shard = self.shard_of(namespace_id, &token.workflow_id);
         let result = self
@@ -1061,8 +1104,25 @@ impl HistoryService for HistoryEngine {
             )
             .await?;
         match result {
-            command_result::Result::Heartbeat(h) => Ok(h.cancel_requested),
+            command_result::Result::Heartbeat(h) => Ok(HeartbeatOutcome {
+                cancel_requested: h.cancel_requested,
+                activity_paused: h.activity_paused,
+                activity_reset: h.activity_reset,
+            }),
             _ => Err(ApiError::internal("unexpected heartbeat result")),
+        }
+    }
+
+    async fn run_operation(
+        &self,
+        mut operation: cmd::RunOperation,
+    ) -> ApiResult<cmd::RunOperationResult> {
+        let shard = self.shard_of(&operation.namespace_id, &operation.workflow_id);
+        // The leader draws the randomness of any jitter, so replicas agree on it.
+        operation.jitter_seed = uuid::Uuid::new_v4().as_u64_pair().0;
+        match self.propose(shard, Kind::RunOperation(operation)).await? {
+            command_result::Result::RunOperation(r) => Ok(r),
+            _ => Err(ApiError::internal("unexpected run operation result")),
         }
     }
 

@@ -98,6 +98,7 @@ impl HistoryEngine {
                         request: Some(request),
                         run_id: chronicle_types::new_run_id(),
                         scheduled_by: None,
+                        eager_workflow_start: false,
                     }),
                 }),
             )

@@ -18,9 +18,7 @@ use chronicle_cluster::{
     HistoryService, MatchingService, PollerInfo, QueryTask, TaskKind, TaskQueueKey, TaskRef,
 };
 use chronicle_proto::chronicle::persistence::v1::TaskToken;
-use chronicle_proto::temporal::api::enums::v1::{
-    ResourceExhaustedCause, ResourceExhaustedScope, TaskQueueKind,
-};
+use chronicle_proto::temporal::api::enums::v1::{ResourceExhaustedCause, ResourceExhaustedScope};
 use chronicle_proto::temporal::api::taskqueue::v1::PollerInfo as ApiPollerInfo;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_types::{ApiError, ApiResult};
@@ -566,12 +564,12 @@ impl MatchingService for MatchingEngine {
         &self,
         namespace_id: &str,
         name: &str,
-        kind: TaskQueueKind,
+        kind: TaskKind,
     ) -> ApiResult<ws::DescribeTaskQueueResponse> {
-        let _ = kind; // Both queues' pollers are reported, as `temporal task-queue describe` shows them.
+        // One type's pollers, as Temporal answers (`temporal task-queue describe` asks per type).
         let mut pollers = Vec::new();
         let queues = self.queues.lock().expect("matching lock");
-        for k in [TaskKind::Workflow, TaskKind::Activity] {
+        for k in [kind] {
             let key = TaskQueueKey {
                 namespace_id: namespace_id.to_string(),
                 name: name.to_string(),

@@ -2,6 +2,7 @@
 //! by the official Rust SDK and by raw generated gRPC clients. One test binary, so the SDK is
 //! linked once.
 
+mod activity_ops;
 mod apply_safety;
 mod auth;
 mod bad_input;

@@ -16,7 +16,8 @@ use tonic::{Request, Response, Status};
 use super::MAX_MESSAGE_BYTES;
 use super::wire::required;
 use crate::{
-    ActivityHeartbeat, ActivityOutcome, ActivityTarget, HistoryService, PollerInfo, TaskRef,
+    ActivityHeartbeat, ActivityOutcome, ActivityTarget, HeartbeatOutcome, HistoryService,
+    PollerInfo, TaskRef,
 };
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -77,6 +78,10 @@ impl history_api_server::HistoryApi for HistoryApiService {
         let r = r.into_inner();
         let namespace_id = r.namespace_id.clone();
         reply(self.inner.schedule(&namespace_id, r).await)
+    }
+
+    async fn run_operation(&self, r: Request<hpb::RunOperation>) -> Reply<hpb::RunOperationResult> {
+        reply(self.inner.run_operation(r.into_inner()).await)
     }
 
     async fn register_namespace(
@@ -357,7 +362,11 @@ impl history_api_server::HistoryApi for HistoryApiService {
             self.inner
                 .record_activity_heartbeat(&r.namespace_id, heartbeat)
                 .await
-                .map(|cancel_requested| hpb::RecordActivityHeartbeatResponse { cancel_requested }),
+                .map(|h| hpb::RecordActivityHeartbeatResponse {
+                    cancel_requested: h.cancel_requested,
+                    activity_paused: h.activity_paused,
+                    activity_reset: h.activity_reset,
+                }),
         )
     }
 }
@@ -711,13 +720,24 @@ impl HistoryService for RemoteHistory {
         &self,
         namespace_id: &str,
         heartbeat: ActivityHeartbeat,
-    ) -> ApiResult<bool> {
+    ) -> ApiResult<HeartbeatOutcome> {
         let request = hpb::RecordActivityHeartbeatRequest {
             namespace_id: namespace_id.into(),
             target: Some(heartbeat.target.into()),
             identity: heartbeat.identity,
             details: heartbeat.details,
         };
-        answer(self.client().record_activity_heartbeat(request).await).map(|r| r.cancel_requested)
+        answer(self.client().record_activity_heartbeat(request).await).map(|r| HeartbeatOutcome {
+            cancel_requested: r.cancel_requested,
+            activity_paused: r.activity_paused,
+            activity_reset: r.activity_reset,
+        })
+    }
+
+    async fn run_operation(
+        &self,
+        operation: hpb::RunOperation,
+    ) -> ApiResult<hpb::RunOperationResult> {
+        answer(self.client().run_operation(operation).await)
     }
 }

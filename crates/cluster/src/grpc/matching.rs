@@ -122,7 +122,11 @@ impl matching_api_server::MatchingApi for MatchingApiService {
         r: Request<mpb::DescribeTaskQueueRequest>,
     ) -> Reply<ws::DescribeTaskQueueResponse> {
         let r = r.into_inner();
-        let kind = TaskQueueKind::try_from(r.kind).unwrap_or(TaskQueueKind::Unspecified);
+        let kind = if r.task_kind == mpb::TaskKind::Activity as i32 {
+            TaskKind::Activity
+        } else {
+            TaskKind::Workflow
+        };
         reply(
             self.inner
                 .describe_task_queue(&r.namespace_id, &r.name, kind)
@@ -237,12 +241,16 @@ impl MatchingService for RemoteMatching {
         &self,
         namespace_id: &str,
         name: &str,
-        kind: TaskQueueKind,
+        kind: TaskKind,
     ) -> ApiResult<ws::DescribeTaskQueueResponse> {
         let request = mpb::DescribeTaskQueueRequest {
             namespace_id: namespace_id.into(),
             name: name.into(),
-            kind: kind as i32,
+            kind: TaskQueueKind::Normal as i32,
+            task_kind: match kind {
+                TaskKind::Workflow => mpb::TaskKind::Workflow,
+                TaskKind::Activity => mpb::TaskKind::Activity,
+            } as i32,
         };
         answer(self.client().describe_task_queue(request).await)
     }

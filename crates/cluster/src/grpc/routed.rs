@@ -30,7 +30,8 @@ use tonic::transport::Channel;
 
 use super::RemoteHistory;
 use crate::{
-    ActivityHeartbeat, ActivityOutcome, ActivityTarget, HistoryService, PollerInfo, TaskRef,
+    ActivityHeartbeat, ActivityOutcome, ActivityTarget, HeartbeatOutcome, HistoryService,
+    PollerInfo, TaskRef,
 };
 
 /// How long one call may look for a leader before it answers Unavailable. Longer than a
@@ -623,7 +624,7 @@ impl HistoryService for RoutedHistory {
         &self,
         namespace_id: &str,
         heartbeat: ActivityHeartbeat,
-    ) -> ApiResult<bool> {
+    ) -> ApiResult<HeartbeatOutcome> {
         let shard = match &heartbeat.target {
             ActivityTarget::Token(token) => self.token_shard(token).await?,
             ActivityTarget::ById { workflow_id, .. } => {
@@ -633,6 +634,22 @@ impl HistoryService for RoutedHistory {
         self.route(shard, Retry::Idempotent, |h| {
             let heartbeat = heartbeat.clone();
             async move { h.record_activity_heartbeat(namespace_id, heartbeat).await }
+        })
+        .await
+    }
+
+    async fn run_operation(
+        &self,
+        operation: hpb::RunOperation,
+    ) -> ApiResult<hpb::RunOperationResult> {
+        // Not idempotent at apply (a reset applied twice resets twice; a pause resent would be
+        // "already paused"): sent again only when it never reached the log.
+        let shard = self
+            .shard(&operation.namespace_id, &operation.workflow_id)
+            .await?;
+        self.route(shard, Retry::OnlyIfNotProposed, |h| {
+            let operation = operation.clone();
+            async move { h.run_operation(operation).await }
         })
         .await
     }

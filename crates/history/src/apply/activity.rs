@@ -48,8 +48,9 @@ pub fn record_started(
         .activities
         .get(&c.scheduled_event_id)
         .cloned()
-        .filter(|a| a.attempt == c.attempt && ms.is_running())
+        .filter(|a| a.attempt == c.attempt && ms.is_running() && !a.paused)
     else {
+        // (A paused activity's task is withdrawn: the unpause dispatches it again.)
         batch.delete_outbox(c.outbox_id as u64);
         return Ok(stale());
     };
@@ -196,6 +197,13 @@ pub fn respond(
                 activity.heartbeat_details = r.last_heartbeat_details.clone();
             }
             match retry_decision(&activity, &failure, millis(&now)) {
+                // As Temporal: a paused activity's retryable failure only moves it to its next
+                // attempt, which waits for the unpause (no backoff, no attempt limit yet).
+                Ok(_) | Err(RetryState::MaximumAttemptsReached | RetryState::Timeout)
+                    if activity.paused =>
+                {
+                    schedule_paused_retry(&mut ms, activity, failure)
+                }
                 Ok(delay_ms) => schedule_retry(batch, &mut ms, activity, failure, delay_ms)?,
                 Err(retry_state) => {
                     finish(batch, &mut ms, &activity, true, |started_event_id| {
@@ -256,11 +264,13 @@ pub fn heartbeat(
     if !c.identity.is_empty() {
         entry.last_worker_identity = c.identity;
     }
-    let cancel_requested = entry.cancel_requested;
+    let result = cmd::HeartbeatResult {
+        cancel_requested: entry.cancel_requested,
+        activity_paused: entry.paused,
+        activity_reset: entry.reset_while_running,
+    };
     ms.persist(batch);
-    Ok(command_result::Result::Heartbeat(cmd::HeartbeatResult {
-        cancel_requested,
-    }))
+    Ok(command_result::Result::Heartbeat(result))
 }
 
 /// Closes an activity: its Started event (only now, with the final attempt) and `result`.
@@ -405,6 +415,45 @@ pub fn retry_state_for(final_attempt: bool) -> RetryState {
     }
 }
 
+/// The next attempt's state once an attempt ended: not started, the failure kept, and what a
+/// reset asked for applied (the reset flag ends with the attempt; heartbeat details go if the
+/// reset said so).
+fn next_attempt(
+    ms: &MutableState,
+    activity: pb::ActivityInfo,
+    failure: Failure,
+) -> pb::ActivityInfo {
+    let reset_heartbeats = activity.reset_heartbeats;
+    let mut next = pb::ActivityInfo {
+        attempt: activity.attempt + 1,
+        started: false,
+        started_time: None,
+        started_request_id: String::new(),
+        started_identity: String::new(),
+        last_failure: Some(failure),
+        outbox_task_id: 0,
+        attempt_timer_keys: Vec::new(),
+        last_attempt_complete_time: Some(ms.now),
+        reset_while_running: false,
+        reset_heartbeats: false,
+        ..activity
+    };
+    if reset_heartbeats {
+        next.heartbeat_details = None;
+        next.last_heartbeat_time = None;
+    }
+    next
+}
+
+/// A paused activity's attempt failed: the next attempt waits, undispatched, for the unpause.
+fn schedule_paused_retry(ms: &mut MutableState, activity: pb::ActivityInfo, failure: Failure) {
+    let next = pb::ActivityInfo {
+        next_attempt_schedule_time: None,
+        ..next_attempt(ms, activity, failure)
+    };
+    ms.state.activities.insert(next.scheduled_event_id, next);
+}
+
 fn schedule_retry(
     batch: &mut ShardBatch,
     ms: &mut MutableState,
@@ -413,18 +462,10 @@ fn schedule_retry(
     delay_ms: i64,
 ) -> ApplyResult<()> {
     let fire = ms.now_ms().saturating_add(delay_ms);
+    let activity = next_attempt(ms, activity, failure);
     let next = pb::ActivityInfo {
-        attempt: activity.attempt + 1,
-        started: false,
-        started_time: None,
-        started_request_id: String::new(),
-        started_identity: String::new(),
-        last_failure: Some(failure),
         scheduled_time: Some(from_millis(fire)),
         next_attempt_schedule_time: Some(from_millis(fire)),
-        outbox_task_id: 0,
-        // The ended attempt's timers have nothing left to do.
-        attempt_timer_keys: Vec::new(),
         ..activity
     };
     batch.put_timer(
@@ -453,7 +494,14 @@ pub fn retry_due(
     let Some(activity) = ms.state.activities.get(&scheduled_event_id).cloned() else {
         return Ok(false);
     };
-    if activity.attempt != attempt || activity.started || !ms.is_running() {
+    // A paused activity waits for its unpause; one already dispatched (an unpause or reset
+    // dispatched it before this older timer fired) is not dispatched twice.
+    if activity.attempt != attempt
+        || activity.started
+        || activity.paused
+        || activity.outbox_task_id != 0
+        || !ms.is_running()
+    {
         return Ok(false);
     }
     let task_queue = activity.task_queue.clone().unwrap_or_default();
@@ -469,8 +517,9 @@ pub fn retry_due(
         ..Default::default()
     })?;
     let to_start = opt_duration_millis(activity.schedule_to_start_timeout.as_ref());
+    let mut attempt_timer_keys = Vec::new();
     if to_start > 0 {
-        batch.put_timer(
+        let key = batch.put_timer(
             ms.now_ms().saturating_add(to_start),
             &pb::TimerTask {
                 kind: pb::timer_task::Kind::ActivityTimeout as i32,
@@ -483,12 +532,16 @@ pub fn retry_due(
                 timer_id: String::new(),
             },
         )?;
+        attempt_timer_keys.push(key);
     }
-    ms.state
+    let entry = ms
+        .state
         .activities
         .get_mut(&scheduled_event_id)
-        .expect("present")
-        .outbox_task_id = outbox as i64;
+        .expect("present");
+    entry.outbox_task_id = outbox as i64;
+    entry.attempt_timer_keys = attempt_timer_keys;
+    entry.next_attempt_schedule_time = None;
     Ok(true)
 }
 
@@ -521,6 +574,10 @@ pub fn timed_out(
         return Ok(false);
     };
     let kind = TimeoutType::try_from(task.timeout_type).unwrap_or_default();
+    // No timeout fires while the activity is paused (its unpause arms them again).
+    if activity.paused {
+        return Ok(false);
+    }
     if !ms.is_running()
         || (kind != TimeoutType::ScheduleToClose && activity.attempt != task.attempt)
     {

@@ -124,6 +124,7 @@ impl Harness {
             shard,
             Kind::StartWorkflow(cmd::StartWorkflow {
                 scheduled_by: None,
+                eager_workflow_start: false,
                 namespace_id: NS.into(),
                 request: Some(ws::StartWorkflowExecutionRequest {
                     namespace: "default".into(),

@@ -3,10 +3,14 @@
 //! writes are rolled back to a savepoint before the error is returned to the caller.
 
 mod activity;
+mod activity_ops;
+#[cfg(test)]
+mod activity_ops_tests;
 pub mod child;
 #[cfg(test)]
 mod child_tests;
 pub(crate) mod delete;
+mod eager_start;
 mod external;
 pub(crate) mod namespace;
 mod new_run;
@@ -34,6 +38,7 @@ use crate::mutable_state::MutableState;
 use crate::notify::ShardNotifier;
 
 pub use activity::{next_retry_delay_ms, retry_state_for};
+pub use activity_ops::options_of as activity_options_of;
 
 pub enum ApplyError {
     /// Refuse the command; undo its writes.
@@ -236,6 +241,7 @@ fn apply_command(
             delete::delete_workflow_execution(batch, now, c)
         }
         shard_command::Kind::DeleteNamespace(c) => namespace::delete(batch, c),
+        shard_command::Kind::RunOperation(c) => activity_ops::run_operation(batch, now, c),
     }
 }
 

@@ -135,6 +135,7 @@ fn a_storage_fault_while_starting_is_a_storage_error() {
     chronicle_storage::fault::fail_reads(h.dir.path(), 0, Cf::Current);
     let start = Kind::StartWorkflow(cmd::StartWorkflow {
         scheduled_by: None,
+        eager_workflow_start: false,
         namespace_id: super::child_tests::NS.into(),
         request: Some(ws::StartWorkflowExecutionRequest {
             namespace: "default".into(),

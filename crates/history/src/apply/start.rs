@@ -27,7 +27,11 @@ const DEFAULT_WORKFLOW_TASK_TIMEOUT_MS: i64 = 10_000;
 const MAX_WORKFLOW_TASK_TIMEOUT_MS: i64 = 120_000;
 
 fn started(run_id: String, started: bool) -> command_result::Result {
-    command_result::Result::StartWorkflow(cmd::StartWorkflowResult { run_id, started })
+    command_result::Result::StartWorkflow(cmd::StartWorkflowResult {
+        run_id,
+        started,
+        eager_workflow_task: None,
+    })
 }
 
 pub fn start_workflow(
@@ -35,7 +39,19 @@ pub fn start_workflow(
     now: Timestamp,
     c: cmd::StartWorkflow,
 ) -> ApplyResult<command_result::Result> {
-    start_with_signal(batch, now, c, None, None)
+    let eager = c.eager_workflow_start
+        && c.request
+            .as_ref()
+            .is_some_and(|r| r.request_eager_execution);
+    let Some(request) = c.request.clone().filter(|_| eager) else {
+        return start_with_signal(batch, now, c, None, None);
+    };
+    let ns = c.namespace_id.clone();
+    let mut result = start_with_signal(batch, now, c, None, None)?;
+    if let command_result::Result::StartWorkflow(r) = &mut result {
+        r.eager_workflow_task = super::eager_start::first_task(batch, now, &ns, &request, r)?;
+    }
+    Ok(result)
 }
 
 /// Starts a child workflow for its parent: a start under the workflow ID's reuse policy (a
@@ -73,6 +89,7 @@ pub fn start_child(
             request: Some(request),
             run_id: c.run_id,
             scheduled_by: None,
+            eager_workflow_start: false,
         },
         None,
         Some((parent, c.root_execution)),
@@ -159,6 +176,7 @@ pub fn signal_with_start(
             request: Some(start),
             run_id: c.run_id,
             scheduled_by: None,
+            eager_workflow_start: false,
         },
         Some(&signal),
         None,

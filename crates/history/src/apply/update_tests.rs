@@ -504,6 +504,7 @@ fn an_update_to_a_run_whose_start_is_delayed_waits_for_the_first_task() {
             }),
             run_id: "run-1".into(),
             scheduled_by: None,
+            eager_workflow_start: false,
         }),
     );
     admit(&h, "early").expect("admitted");

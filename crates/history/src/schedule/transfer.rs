@@ -173,6 +173,7 @@ pub(crate) async fn start(
                     namespace_id: state.namespace_id.clone(),
                     schedule_id: state.schedule_id.clone(),
                 }),
+                eager_workflow_start: false,
             }),
         )
         .await;
