@@ -3,6 +3,7 @@
 //! internal service traits. It holds no state of its own beyond a namespace cache.
 
 pub mod auth;
+mod batch;
 pub mod gate;
 pub mod metric_defs;
 mod namespaces;

@@ -123,7 +123,7 @@ pub struct HistoryEngine {
     shutdown: watch::Sender<bool>,
     /// Reaches the leaders of shards led by other nodes (transfer tasks); see
     /// [`HistoryEngine::set_router`].
-    router: std::sync::OnceLock<Arc<dyn chronicle_cluster::HistoryService>>,
+    pub(crate) router: std::sync::OnceLock<Arc<dyn chronicle_cluster::HistoryService>>,
     /// Each group's leader at the last scrape, to count leader changes (`group_status.rs`).
     pub(crate) last_seen_leaders: std::sync::Mutex<Vec<Option<u64>>>,
 }
@@ -659,6 +659,7 @@ fn command_label(kind: &shard_command::Kind) -> &'static str {
         Schedule(_) => "schedule",
         RecordScheduleStartOutcome(_) => "record_schedule_start_outcome",
         RecordScheduleWorkflowClosed(_) => "record_schedule_workflow_closed",
+        BatchJob(_) => "batch_job",
     }
 }
 

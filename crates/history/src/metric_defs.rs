@@ -311,6 +311,7 @@ pub(crate) fn command_namespace(
         Schedule(c) => &c.namespace_id,
         RecordScheduleStartOutcome(c) => &c.namespace_id,
         RecordScheduleWorkflowClosed(c) => &c.namespace_id,
+        BatchJob(c) => &c.namespace_id,
         CompleteWorkflowTask(c) => return token_namespace(&c.token),
         FailWorkflowTask(c) => return token_namespace(&c.token),
         RespondActivity(c) => return token_namespace(&c.token),

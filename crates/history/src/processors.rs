@@ -39,6 +39,11 @@ pub(crate) fn spawn(
     shutdown: watch::Receiver<bool>,
 ) {
     tokio::spawn(timer_loop(engine.clone(), shard.clone(), shutdown.clone()));
+    tokio::spawn(crate::batch::executor::run(
+        engine.clone(),
+        shard.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(outbox_loop(engine, shard, shutdown));
 }
 

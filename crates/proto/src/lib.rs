@@ -28,8 +28,8 @@ pub mod temporal {
             }
         }
         pub use temporalio_protos::temporal::api::{
-            command, common, enums, errordetails, failure, filter, history, namespace, protocol,
-            query, replication, schedule, sdk, taskqueue, update, version, workflow,
+            batch, command, common, enums, errordetails, failure, filter, history, namespace,
+            protocol, query, replication, schedule, sdk, taskqueue, update, version, workflow,
         };
     }
 }

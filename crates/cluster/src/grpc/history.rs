@@ -70,6 +70,12 @@ impl history_api_server::HistoryApi for HistoryApiService {
         reply(self.inner.schedule(&namespace_id, r).await)
     }
 
+    async fn batch(&self, r: Request<hpb::BatchRequest>) -> Reply<hpb::BatchResponse> {
+        let r = r.into_inner();
+        let namespace_id = r.namespace_id.clone();
+        reply(self.inner.batch(&namespace_id, r).await)
+    }
+
     async fn register_namespace(
         &self,
         r: Request<hpb::NamespaceRecordRequest>,
@@ -409,6 +415,15 @@ impl HistoryService for RemoteHistory {
     ) -> ApiResult<hpb::ScheduleResponse> {
         request.namespace_id = namespace_id.into();
         answer(self.client().schedule(request).await)
+    }
+
+    async fn batch(
+        &self,
+        namespace_id: &str,
+        mut request: hpb::BatchRequest,
+    ) -> ApiResult<hpb::BatchResponse> {
+        request.namespace_id = namespace_id.into();
+        answer(self.client().batch(request).await)
     }
 
     async fn start_workflow(

@@ -228,6 +228,7 @@ fn apply_command(
         shard_command::Kind::RecordScheduleWorkflowClosed(c) => {
             crate::schedule::apply::record_workflow_closed(batch, now, c)
         }
+        shard_command::Kind::BatchJob(c) => crate::batch::apply::command(batch, now, c),
     }
 }
 

@@ -1,0 +1,1 @@
+//! Apply-level tests of batch jobs: the cursor, the counts, stop, duplicates.
