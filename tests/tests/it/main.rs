@@ -5,6 +5,7 @@
 mod apply_safety;
 mod auth;
 mod bad_input;
+mod batch;
 mod child_workflows;
 mod common;
 mod eager_activities;

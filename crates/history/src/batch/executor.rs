@@ -132,13 +132,20 @@ async fn drive(
             }
         };
         let pacer = pacer.get_or_insert_with(|| Pacer::new(job.max_operations_per_second));
-        let step = if job.page_index < job.page.len() as i64 {
-            apply_step(&*history, &engine, &shard, &job, pacer, &shutdown).await
-        } else if job.more_pages {
-            next_page(&*history, &job).await
-        } else {
-            // Completed at apply with the last step; nothing left to do.
-            break;
+        let step = async {
+            if job.page_index < job.page.len() as i64 {
+                apply_step(&*history, &engine, &shard, &job, pacer, &shutdown).await
+            } else if job.more_pages {
+                next_page(&*history, &job).await
+            } else {
+                // Completed at apply with the last step; nothing left to do.
+                Ok(None)
+            }
+        };
+        // A stopping node lets go at once (the engine, and so the database, is held here).
+        let step = tokio::select! {
+            step = step => step,
+            _ = stopping(&shutdown) => break,
         };
         let op = match step {
             Ok(Some(op)) => op,
@@ -146,7 +153,7 @@ async fn drive(
             Ok(None) => break,
             Err(e) => {
                 tracing::warn!(job = %key.1, error = %e, "batch job step failed; retrying");
-                tokio::time::sleep(RETRY_PAUSE).await;
+                pause(&shutdown).await;
                 continue;
             }
         };
@@ -162,11 +169,23 @@ async fn drive(
             // A refused cursor means the row moved on (a stop, or another driver): re-read it.
             if e.code != tonic::Code::FailedPrecondition {
                 tracing::warn!(job = %key.1, error = %e, "recording a batch step failed");
-                tokio::time::sleep(RETRY_PAUSE).await;
+                pause(&shutdown).await;
             }
         }
     }
     lock(&driven).remove(&key);
+}
+
+async fn stopping(shutdown: &watch::Receiver<bool>) {
+    let mut shutdown = shutdown.clone();
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+async fn pause(shutdown: &watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(RETRY_PAUSE) => {}
+        _ = stopping(shutdown) => {}
+    }
 }
 
 /// Applies the operation to the next executions of the page; the progress to record, or `None`
