@@ -297,6 +297,32 @@ async def test_cli_workflow_terminate_query_and_batch_list(client: Client, serve
     assert int(described["completeOperationCount"]) == 2
 
 
+async def test_cli_workflow_signal_query_and_batch_terminate(client: Client, server_address, task_queue):
+    await wait_no_running_batch(client)
+    count = 150
+    handles, query = await start_waiting(client, task_queue, count, "batch-cli-signal")
+    out = await cli(server_address, "workflow", "signal", "--query", query, "--name", "bump",
+                    "--input", '{"n": 1}', "--reason", "cli pokes", "--yes", "--namespace", NAMESPACE)
+    listed = await client.workflow_service.list_batch_operations(ListBatchOperationsRequest(namespace=NAMESPACE))
+    started = [o for o in listed.operation_info if o.job_id in out.stdout]
+    assert len(started) == 1, (out.stdout, [o.job_id for o in listed.operation_info])
+    job_id = started[0].job_id
+    await cli(server_address, "batch", "terminate", "--job-id", job_id, "--reason", "enough",
+              "--namespace", NAMESPACE)
+    described = await cli_json(server_address, "batch", "describe", "--job-id", job_id, "--namespace", NAMESPACE)
+    assert described["state"] in ("BATCH_OPERATION_STATE_FAILED", "Failed"), described
+    assert described["reason"] == "cli pokes"
+    stopped = await describe(client, job_id)
+    assert stopped.operation_type in (BatchOperationType.BATCH_OPERATION_TYPE_SIGNAL,
+                                      BatchOperationType.BATCH_OPERATION_TYPE_SIGNAL_WORKFLOW)
+    # Terminating it again: the job has ended.
+    again = await cli(server_address, "batch", "terminate", "--job-id", job_id, "--reason", "again",
+                      "--namespace", NAMESPACE, check=False)
+    assert again.returncode != 0
+    for h in handles:
+        await h.terminate("test over")
+
+
 @pytest.mark.durability
 @pytest.mark.deadline(240)
 @pytest.mark.skipif(os.environ.get("COMPAT_SKIP_DURABILITY") == "1", reason="COMPAT_SKIP_DURABILITY=1")
