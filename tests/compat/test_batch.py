@@ -26,7 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 import workflows as wf
-from conftest import new_id
+from conftest import IS_CHRONICLE, new_id
 from test_cli import cli, cli_json
 
 NAMESPACE = "default"
@@ -240,7 +240,14 @@ async def test_batch_stop_and_one_job_at_a_time(client: Client, task_queue):
     await client.workflow_service.start_batch_operation(StartBatchOperationRequest(
         namespace=NAMESPACE, job_id=job_id, reason="slowly", visibility_query=query,
         signal_operation=BatchOperationSignal(signal="bump")))
-    # A second job while the first runs: the namespace's limit is one.
+    # A second job while the first runs (and is listed: Temporal counts jobs in visibility):
+    # the namespace's limit is one.
+    async def listed_running():
+        answer = await client.workflow_service.list_batch_operations(
+            ListBatchOperationsRequest(namespace=NAMESPACE))
+        return any(o.job_id == job_id and o.state == BatchOperationState.BATCH_OPERATION_STATE_RUNNING
+                   for o in answer.operation_info)
+    await eventually(listed_running, interval=0.05)
     with pytest.raises(RPCError) as err:
         await client.workflow_service.start_batch_operation(StartBatchOperationRequest(
             namespace=NAMESPACE, job_id=new_id("job-second"), reason="too many", visibility_query=query,
@@ -259,17 +266,20 @@ async def test_batch_stop_and_one_job_at_a_time(client: Client, task_queue):
             StopBatchOperationRequest(namespace=NAMESPACE, job_id=job_id, reason="again"))
     assert err.value.status == RPCStatusCode.NOT_FOUND
 
-    # The job does nothing more once stopped: signal counts stay where they were.
+    # Chronicle's job does nothing more once stopped: signal counts stay where they were.
+    # (Temporal's batch activity outlives its terminated workflow until its next heartbeat and
+    # goes on signalling meanwhile.)
     async def signalled():
         n = 0
         for h in handles:
             n += sum(1 for e in await events_of(client, h.id)
                      if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)
         return n
-    first = await signalled()
-    await asyncio.sleep(2)
-    assert await signalled() == first
-    assert first < count
+    if IS_CHRONICLE:
+        first = await signalled()
+        await asyncio.sleep(2)
+        assert await signalled() == first
+        assert first < count
     for h in handles:
         await h.terminate("test over")
 
