@@ -262,3 +262,135 @@ async fn a_terminate_job_by_execution_list_acts_on_the_named_runs() {
     assert_eq!(listed, vec![second, job_id]);
     server.server.stop().await.expect("stop");
 }
+
+/// Three replicated history nodes: the node leading the job's shard stops in the middle of a
+/// signal job; the new leader resumes it at the recorded step and every target holds one signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_job_resumes_on_the_new_leader_of_its_shard() {
+    use chronicle_cluster::HistoryService;
+    use chronicle_cluster::grpc::RoutedHistory;
+    use chronicle_proto::chronicle::history::v1 as hpb;
+
+    use crate::replicated_history::start_history;
+    use crate::split_roles::{Node, wait_ready};
+
+    const SHARDS: u32 = 4;
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let matching_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let matching_addr = matching_listener.local_addr().unwrap();
+    drop(matching_listener);
+    let mut histories = Vec::new();
+    for dir in &dirs {
+        histories.push(Some(
+            start_history(dir.path(), matching_addr, None, Vec::new()).await,
+        ));
+    }
+    let addrs: Vec<String> = histories
+        .iter()
+        .map(|h| h.as_ref().unwrap().internal())
+        .collect();
+    chronicle_server::admin::init_cluster(&addrs, SHARDS)
+        .await
+        .expect("cluster init");
+    let history_addr = addrs.join(",");
+    let matching = Node::start_on("matching", Some(matching_addr), |c| {
+        c.history_addr = Some(history_addr.clone());
+    })
+    .await;
+    let matching_internal = matching.internal();
+    let frontend = Node::start("frontend", |c| {
+        c.history_addr = Some(history_addr.clone());
+        c.matching_addr = Some(matching_internal);
+    })
+    .await;
+    wait_ready(&frontend.url()).await;
+    let mut raw = raw_client(&frontend.url()).await;
+
+    let task_queue = unique("batch-failover");
+    let targets = start_waiting(&mut raw, &task_queue, 30).await;
+    let job_id = unique("job");
+    raw.start_batch_operation(ws::StartBatchOperationRequest {
+        namespace: "default".into(),
+        job_id: job_id.clone(),
+        reason: "failover".into(),
+        target_executions: targets
+            .iter()
+            .map(|(id, _)| Execution {
+                r#type: ExecutionType::Workflow as i32,
+                business_id: id.clone(),
+                run_id: String::new(),
+            })
+            .collect(),
+        max_operations_per_second: 10.0,
+        operation: Some(Operation::SignalOperation(BatchOperationSignal {
+            signal: "poke".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    })
+    .await
+    .expect("start batch");
+    wait_until(&mut raw, &job_id, |d| d.complete_operation_count >= 5).await;
+
+    // The job's shard and its leader, as the router finds them.
+    let router = RoutedHistory::new(addrs.clone());
+    let namespace_id = router
+        .namespace_by_name("default")
+        .await
+        .expect("namespace")
+        .info
+        .expect("info")
+        .id;
+    router
+        .batch(
+            &namespace_id,
+            hpb::BatchRequest {
+                namespace_id: namespace_id.clone(),
+                op: Some(hpb::batch_request::Op::Describe(
+                    ws::DescribeBatchOperationRequest {
+                        namespace: "default".into(),
+                        job_id: job_id.clone(),
+                    },
+                )),
+                shards: Vec::new(),
+            },
+        )
+        .await
+        .expect("describe through the router");
+    let shard = chronicle_types::shard::shard_for(&namespace_id, &job_id, SHARDS);
+    let leader = router.cached_leader(shard).expect("the job's leader");
+    let index = addrs.iter().position(|a| *a == leader).expect("a member");
+    let before = describe(&mut raw, &job_id).await;
+    assert_eq!(
+        before.state,
+        BatchOperationState::Running as i32,
+        "the leader stops in the middle of the job"
+    );
+    histories[index].take().unwrap().stop().await;
+
+    let done = wait_until(&mut raw, &job_id, |d| {
+        d.state != BatchOperationState::Running as i32
+    })
+    .await;
+    assert_eq!(
+        done.state,
+        BatchOperationState::Completed as i32,
+        "{done:?}"
+    );
+    assert_eq!(
+        (done.complete_operation_count, done.failure_operation_count),
+        (30, 0)
+    );
+    for (workflow_id, _) in &targets {
+        assert_eq!(
+            events_of(&mut raw, workflow_id, EventType::WorkflowExecutionSignaled).await,
+            1,
+            "{workflow_id} signalled exactly once"
+        );
+    }
+    frontend.stop().await;
+    matching.stop().await;
+    for node in histories.into_iter().flatten() {
+        node.stop().await;
+    }
+}
