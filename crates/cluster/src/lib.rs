@@ -5,6 +5,7 @@
 //! Requests carry Temporal's own request messages plus the resolved namespace ID, so a role
 //! never re-validates what the frontend already checked.
 
+pub mod batch_list;
 pub mod grpc;
 pub mod stoppable;
 
@@ -267,6 +268,17 @@ pub trait HistoryService: Send + Sync + 'static {
             tonic::Code::Unimplemented,
             "this history service does not serve schedules",
         ))
+    }
+
+    /// Batch operations: start, describe, list, stop, count running (routed by job ID like a
+    /// workflow ID; list and count gather every shard).
+    async fn batch(
+        &self,
+        namespace_id: &str,
+        request: chronicle_proto::chronicle::history::v1::BatchRequest,
+    ) -> ApiResult<chronicle_proto::chronicle::history::v1::BatchResponse> {
+        let _ = (namespace_id, request);
+        Err(unimplemented("batch operations"))
     }
 }
 

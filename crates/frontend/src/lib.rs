@@ -5,6 +5,7 @@
 mod activity_ops;
 pub mod auth;
 mod delete;
+mod batch;
 pub mod gate;
 pub mod metric_defs;
 mod namespaces;

@@ -74,6 +74,44 @@ fn describe_namespace_response(
 
 #[tonic::async_trait]
 impl WorkflowService for WorkflowHandler {
+    // Batch operations (crate::batch).
+    async fn start_batch_operation(
+        &self,
+        request: Request<ws::StartBatchOperationRequest>,
+    ) -> Res<ws::StartBatchOperationResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        let record = self.ctx.namespaces.get(&r.namespace).await?;
+        ok(crate::batch::start(&self.ctx, &record, &ns, r).await?)
+    }
+
+    async fn describe_batch_operation(
+        &self,
+        request: Request<ws::DescribeBatchOperationRequest>,
+    ) -> Res<ws::DescribeBatchOperationResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::batch::describe(&self.ctx, &ns, r).await?)
+    }
+
+    async fn list_batch_operations(
+        &self,
+        request: Request<ws::ListBatchOperationsRequest>,
+    ) -> Res<ws::ListBatchOperationsResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::batch::list(&self.ctx, &ns, r).await?)
+    }
+
+    async fn stop_batch_operation(
+        &self,
+        request: Request<ws::StopBatchOperationRequest>,
+    ) -> Res<ws::StopBatchOperationResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::batch::stop(&self.ctx, &ns, r).await?)
+    }
+
     // Schedules (crate::schedule).
     async fn create_schedule(
         &self,

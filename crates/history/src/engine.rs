@@ -123,7 +123,7 @@ pub struct HistoryEngine {
     shutdown: watch::Sender<bool>,
     /// Reaches the leaders of shards led by other nodes (transfer tasks); see
     /// [`HistoryEngine::set_router`].
-    router: std::sync::OnceLock<Arc<dyn chronicle_cluster::HistoryService>>,
+    pub(crate) router: std::sync::OnceLock<Arc<dyn chronicle_cluster::HistoryService>>,
     /// Each group's leader at the last scrape, to count leader changes (`group_status.rs`).
     pub(crate) last_seen_leaders: std::sync::Mutex<Vec<Option<u64>>>,
 }
@@ -671,6 +671,7 @@ fn command_label(kind: &shard_command::Kind) -> &'static str {
         DeleteWorkflowExecution(_) => "delete_workflow_execution",
         DeleteNamespace(_) => "delete_namespace",
         RunOperation(_) => "run_operation",
+        BatchJob(_) => "batch_job",
     }
 }
 

@@ -13,6 +13,7 @@
 //!   close policies, external signals and cancellations), possibly on other shards.
 
 pub mod apply;
+pub mod batch;
 pub mod engine;
 pub mod group_status;
 pub mod membership;

@@ -318,6 +318,7 @@ pub(crate) fn command_namespace(
         RecordScheduleWorkflowClosed(c) => &c.namespace_id,
         ResetWorkflow(c) => &c.namespace_id,
         RunOperation(c) => &c.namespace_id,
+        BatchJob(c) => &c.namespace_id,
         CompleteWorkflowTask(c) => return token_namespace(&c.token),
         FailWorkflowTask(c) => return token_namespace(&c.token),
         RespondActivity(c) => return token_namespace(&c.token),

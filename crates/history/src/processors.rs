@@ -40,6 +40,11 @@ pub(crate) fn spawn(
 ) {
     tokio::spawn(timer_loop(engine.clone(), shard.clone(), shutdown.clone()));
     crate::retention::spawn(engine.clone(), shard.clone(), shutdown.clone());
+    tokio::spawn(crate::batch::executor::run(
+        engine.clone(),
+        shard.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(outbox_loop(engine, shard, shutdown));
 }
 

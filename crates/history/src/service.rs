@@ -1160,4 +1160,12 @@ impl HistoryService for HistoryEngine {
     ) -> ApiResult<cmd::ScheduleResponse> {
         self.schedule_op(namespace_id, request).await
     }
+
+    async fn batch(
+        &self,
+        namespace_id: &str,
+        request: cmd::BatchRequest,
+    ) -> ApiResult<cmd::BatchResponse> {
+        self.batch_op(namespace_id, request).await
+    }
 }

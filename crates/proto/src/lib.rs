@@ -28,7 +28,7 @@ pub mod temporal {
             }
         }
         pub use temporalio_protos::temporal::api::{
-            activity, command, common, enums, errordetails, failure, filter, history, namespace,
+            activity, batch, command, common, enums, errordetails, failure, filter, history, namespace,
             protocol, query, replication, schedule, sdk, taskqueue, update, version, workflow,
         };
     }

@@ -26,10 +26,12 @@ pub enum Cf {
     Visibility,
     /// Schedules (shard state, like executions).
     Schedules,
+    /// Batch operations (shard state, like schedules).
+    BatchJobs,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 11] = [
+    pub const ALL: [Cf; 12] = [
         Cf::RaftLog,
         Cf::RaftMeta,
         Cf::ShardMeta,
@@ -41,9 +43,10 @@ impl Cf {
         Cf::Namespaces,
         Cf::Visibility,
         Cf::Schedules,
+        Cf::BatchJobs,
     ];
     /// Families that belong to the state machine (and so to snapshots).
-    pub const STATE: [Cf; 9] = [
+    pub const STATE: [Cf; 10] = [
         Cf::ShardMeta,
         Cf::Executions,
         Cf::Current,
@@ -53,6 +56,7 @@ impl Cf {
         Cf::Namespaces,
         Cf::Visibility,
         Cf::Schedules,
+        Cf::BatchJobs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +72,7 @@ impl Cf {
             Cf::Namespaces => "namespaces",
             Cf::Visibility => "visibility",
             Cf::Schedules => "schedules",
+            Cf::BatchJobs => "batch_jobs",
         }
     }
 }

@@ -57,6 +57,7 @@ fn value_type(cf: Cf) -> Option<&'static str> {
         Cf::Outbox => Some(".chronicle.persistence.v1.OutboxTask"),
         Cf::Namespaces => Some(".chronicle.persistence.v1.NamespaceRecord"),
         Cf::Schedules => Some(".chronicle.persistence.v1.ScheduleState"),
+        Cf::BatchJobs => Some(".chronicle.persistence.v1.BatchJobState"),
         Cf::ShardMeta | Cf::RaftLog | Cf::RaftMeta | Cf::Visibility => None,
     }
 }

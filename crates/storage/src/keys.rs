@@ -133,6 +133,11 @@ pub fn schedule(shard: ShardId, namespace_id: &str, schedule_id: &str) -> Vec<u8
         .build()
 }
 
+/// `batch_jobs`: shard, namespace ID, job ID.
+pub fn batch_job(shard: ShardId, namespace_id: &str, job_id: &str) -> Vec<u8> {
+    KeyBuf::shard(shard).str(namespace_id).str(job_id).build()
+}
+
 /// `namespaces`: group, name.
 pub fn namespace(group: ShardId, name: &str) -> Vec<u8> {
     KeyBuf::shard(group).str(name).build()

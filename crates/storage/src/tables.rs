@@ -202,6 +202,29 @@ impl ShardTables {
             .collect())
     }
 
+    pub fn batch_job(
+        &self,
+        namespace_id: &str,
+        job_id: &str,
+    ) -> StorageResult<Option<pb::BatchJobState>> {
+        self.db
+            .get(
+                Cf::BatchJobs,
+                &keys::batch_job(self.shard, namespace_id, job_id),
+            )?
+            .map(|b| decode(Cf::BatchJobs, &b))
+            .transpose()
+    }
+
+    /// Batch jobs of this shard.
+    pub fn batch_jobs(&self) -> StorageResult<Vec<pb::BatchJobState>> {
+        Ok(self
+            .scan(Cf::BatchJobs, usize::MAX, |_| true)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
     /// Executions of this shard (for describe/list until visibility has its own index).
     pub fn executions(&self, limit: usize) -> StorageResult<Vec<pb::WorkflowExecutionState>> {
         Ok(self
@@ -598,6 +621,22 @@ impl ShardBatch {
     pub fn delete_schedule(&mut self, namespace_id: &str, schedule_id: &str) {
         let key = keys::schedule(self.tables.shard, namespace_id, schedule_id);
         self.delete(Cf::Schedules, key);
+    }
+
+    pub fn batch_job(
+        &self,
+        namespace_id: &str,
+        job_id: &str,
+    ) -> StorageResult<Option<pb::BatchJobState>> {
+        self.get_msg(
+            Cf::BatchJobs,
+            &keys::batch_job(self.tables.shard, namespace_id, job_id),
+        )
+    }
+
+    pub fn put_batch_job(&mut self, state: &pb::BatchJobState) {
+        let key = keys::batch_job(self.tables.shard, &state.namespace_id, &state.job_id);
+        self.put(Cf::BatchJobs, key, state.encode_to_vec());
     }
 
     pub fn namespace(&self, name: &str) -> StorageResult<Option<pb::NamespaceRecord>> {

@@ -6,6 +6,7 @@ mod activity_ops;
 mod apply_safety;
 mod auth;
 mod bad_input;
+mod batch;
 mod child_workflows;
 mod common;
 mod deletion;

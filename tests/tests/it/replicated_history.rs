@@ -30,7 +30,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// The third node asks for a namespace of its own; it is not the metadata group's leader.
 const EXTRA_NAMESPACE: &str = "asked-for-by-node-3";
 
-async fn start_history(
+pub(crate) async fn start_history(
     dir: &Path,
     matching: SocketAddr,
     internal: Option<SocketAddr>,

@@ -84,6 +84,12 @@ impl history_api_server::HistoryApi for HistoryApiService {
         reply(self.inner.run_operation(r.into_inner()).await)
     }
 
+    async fn batch(&self, r: Request<hpb::BatchRequest>) -> Reply<hpb::BatchResponse> {
+        let r = r.into_inner();
+        let namespace_id = r.namespace_id.clone();
+        reply(self.inner.batch(&namespace_id, r).await)
+    }
+
     async fn register_namespace(
         &self,
         r: Request<hpb::NamespaceRecordRequest>,
@@ -456,6 +462,15 @@ impl HistoryService for RemoteHistory {
             request: Some(request),
         };
         answer(self.client().reset_workflow(request).await)
+    }
+
+    async fn batch(
+        &self,
+        namespace_id: &str,
+        mut request: hpb::BatchRequest,
+    ) -> ApiResult<hpb::BatchResponse> {
+        request.namespace_id = namespace_id.into();
+        answer(self.client().batch(request).await)
     }
 
     async fn start_workflow(

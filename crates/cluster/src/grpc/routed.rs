@@ -29,6 +29,9 @@ use prost::Message;
 use tonic::transport::Channel;
 
 use super::RemoteHistory;
+
+#[path = "routed_batch.rs"]
+mod batch;
 use crate::{
     ActivityHeartbeat, ActivityOutcome, ActivityTarget, HeartbeatOutcome, HistoryService,
     PollerInfo, TaskRef,
@@ -664,6 +667,14 @@ impl HistoryService for RoutedHistory {
             async move { h.propose_transfer(shard, command).await }
         })
         .await
+    }
+
+    async fn batch(
+        &self,
+        namespace_id: &str,
+        request: hpb::BatchRequest,
+    ) -> ApiResult<hpb::BatchResponse> {
+        self.route_batch(namespace_id, request).await
     }
 
     async fn schedule(

@@ -242,6 +242,7 @@ fn apply_command(
         }
         shard_command::Kind::DeleteNamespace(c) => namespace::delete(batch, c),
         shard_command::Kind::RunOperation(c) => activity_ops::run_operation(batch, now, c),
+        shard_command::Kind::BatchJob(c) => crate::batch::apply::command(batch, now, c),
     }
 }
 

@@ -1,0 +1,210 @@
+//! What a batch job does to each execution: one variant per operation, each applied through the
+//! node's `HistoryService` (the router in a cluster, so targets on any shard are reached at their
+//! leader). Every application is safe to repeat: an executor that stops between applying and
+//! recording its progress applies it again on resume, so signals and cancellations carry a
+//! request ID derived from the job and the target (de-duplicated by the run), and a terminate
+//! of a run already closed answers NotFound, which counts as done (as in Temporal's batcher).
+
+use chronicle_cluster::HistoryService;
+use chronicle_proto::temporal::api::common::v1::{Execution, Header, Payloads, WorkflowExecution};
+use chronicle_proto::temporal::api::enums::v1::{BatchOperationType, ExecutionType};
+use chronicle_proto::temporal::api::workflowservice::v1::{
+    self as ws, start_batch_operation_request::Operation,
+};
+use chronicle_types::{ApiError, ApiResult};
+
+/// The operations a batch job can run. DeleteWorkflowExecution and ResetWorkflowExecution are
+/// built on their own branches; each joins as one variant here (and one arm in `apply`).
+#[derive(Clone, Debug)]
+pub(crate) enum BatchOperation {
+    Terminate {
+        reason: String,
+        details: Option<Payloads>,
+        identity: String,
+    },
+    Cancel {
+        reason: String,
+        identity: String,
+    },
+    Signal {
+        name: String,
+        input: Option<Payloads>,
+        header: Option<Header>,
+        identity: String,
+    },
+}
+
+impl BatchOperation {
+    /// The operation a request asks for; the ones Chronicle does not run yet are refused.
+    pub fn of(request: &ws::StartBatchOperationRequest) -> ApiResult<Self> {
+        match &request.operation {
+            Some(Operation::TerminationOperation(op)) => Ok(Self::Terminate {
+                reason: request.reason.clone(),
+                details: op.details.clone(),
+                identity: op.identity.clone(),
+            }),
+            Some(Operation::CancellationOperation(op)) => Ok(Self::Cancel {
+                reason: request.reason.clone(),
+                identity: op.identity.clone(),
+            }),
+            Some(Operation::SignalOperation(op)) => Ok(Self::Signal {
+                name: op.signal.clone(),
+                input: op.input.clone(),
+                header: op.header.clone(),
+                identity: op.identity.clone(),
+            }),
+            Some(Operation::DeletionOperation(_)) => Err(unimplemented("delete")),
+            Some(Operation::ResetOperation(_)) => Err(unimplemented("reset")),
+            Some(other) => Err(ApiError::invalid_argument(format!(
+                "The operation type {} is not supported",
+                operation_name(other)
+            ))),
+            None => Err(ApiError::invalid_argument(
+                "Batch operation is not set on request.",
+            )),
+        }
+    }
+
+    /// DescribeBatchOperation's and ListBatchOperations' `operation_type`.
+    pub fn operation_type(&self) -> BatchOperationType {
+        match self {
+            Self::Terminate { .. } => BatchOperationType::TerminateWorkflow,
+            Self::Cancel { .. } => BatchOperationType::CancelWorkflow,
+            Self::Signal { .. } => BatchOperationType::SignalWorkflow,
+        }
+    }
+
+    pub fn identity(&self) -> &str {
+        match self {
+            Self::Terminate { identity, .. }
+            | Self::Cancel { identity, .. }
+            | Self::Signal { identity, .. } => identity,
+        }
+    }
+
+    /// Applies the operation to one execution. NotFound (closed or gone) counts as done.
+    pub async fn apply(
+        &self,
+        history: &dyn HistoryService,
+        namespace: &str,
+        namespace_id: &str,
+        job_id: &str,
+        execution: &WorkflowExecution,
+    ) -> ApiResult<()> {
+        let outcome = match self {
+            Self::Terminate {
+                reason,
+                details,
+                identity,
+            } => {
+                let request = ws::TerminateWorkflowExecutionRequest {
+                    namespace: namespace.to_string(),
+                    workflow_execution: Some(execution.clone()),
+                    reason: reason.clone(),
+                    details: details.clone(),
+                    identity: identity.clone(),
+                    ..Default::default()
+                };
+                history.terminate_workflow(namespace_id, request).await
+            }
+            Self::Cancel { reason, identity } => {
+                let request = ws::RequestCancelWorkflowExecutionRequest {
+                    namespace: namespace.to_string(),
+                    workflow_execution: Some(execution.clone()),
+                    identity: identity.clone(),
+                    request_id: request_id(job_id, "cancel", execution),
+                    reason: reason.clone(),
+                    ..Default::default()
+                };
+                history.request_cancel_workflow(namespace_id, request).await
+            }
+            Self::Signal {
+                name,
+                input,
+                header,
+                identity,
+            } => {
+                let request = ws::SignalWorkflowExecutionRequest {
+                    namespace: namespace.to_string(),
+                    workflow_execution: Some(execution.clone()),
+                    signal_name: name.clone(),
+                    input: input.clone(),
+                    identity: identity.clone(),
+                    request_id: request_id(job_id, "signal", execution),
+                    header: header.clone(),
+                    ..Default::default()
+                };
+                history.signal_workflow(namespace_id, request).await
+            }
+        };
+        match outcome {
+            Err(e) if e.code == tonic::Code::NotFound => Ok(()),
+            other => other,
+        }
+    }
+}
+
+fn unimplemented(what: &str) -> ApiError {
+    ApiError::new(
+        tonic::Code::Unimplemented,
+        format!("batch {what} operations are not supported by this server yet"),
+    )
+}
+
+fn operation_name(op: &Operation) -> &'static str {
+    match op {
+        Operation::TerminationOperation(_) => "TerminationOperation",
+        Operation::SignalOperation(_) => "SignalOperation",
+        Operation::CancellationOperation(_) => "CancellationOperation",
+        Operation::DeletionOperation(_) => "DeletionOperation",
+        Operation::ResetOperation(_) => "ResetOperation",
+        Operation::UpdateWorkflowOptionsOperation(_) => "UpdateWorkflowOptionsOperation",
+        Operation::UnpauseActivitiesOperation(_) => "UnpauseActivitiesOperation",
+        Operation::ResetActivitiesOperation(_) => "ResetActivitiesOperation",
+        Operation::UpdateActivityOptionsOperation(_) => "UpdateActivityOptionsOperation",
+        Operation::CancelActivitiesOperation(_) => "CancelActivitiesOperation",
+        Operation::TerminateActivitiesOperation(_) => "TerminateActivitiesOperation",
+        Operation::DeleteActivitiesOperation(_) => "DeleteActivitiesOperation",
+    }
+}
+
+/// The same for every attempt at one job's operation on one run, so the run de-duplicates it.
+fn request_id(job_id: &str, what: &str, execution: &WorkflowExecution) -> String {
+    format!(
+        "batch:{job_id}:{what}:{}:{}",
+        execution.workflow_id, execution.run_id
+    )
+}
+
+/// The executions a request lists (`target_executions`, else the deprecated `executions`).
+pub fn listed_executions(request: &ws::StartBatchOperationRequest) -> Vec<WorkflowExecution> {
+    if !request.target_executions.is_empty() {
+        return request
+            .target_executions
+            .iter()
+            .map(|e| WorkflowExecution {
+                workflow_id: e.business_id.clone(),
+                run_id: e.run_id.clone(),
+            })
+            .collect();
+    }
+    #[allow(deprecated)]
+    request.executions.clone()
+}
+
+/// DescribeBatchOperation's `executions`: the listed targets in the unified form.
+pub fn described_executions(request: &ws::StartBatchOperationRequest) -> Vec<Execution> {
+    if !request.target_executions.is_empty() {
+        return request.target_executions.clone();
+    }
+    #[allow(deprecated)]
+    request
+        .executions
+        .iter()
+        .map(|e| Execution {
+            r#type: ExecutionType::Workflow as i32,
+            business_id: e.workflow_id.clone(),
+            run_id: e.run_id.clone(),
+        })
+        .collect()
+}
