@@ -8,6 +8,7 @@ mod bad_input;
 mod child_workflows;
 mod common;
 mod eager_activities;
+mod failpoints;
 mod history_api;
 mod history_limits;
 mod metrics;
