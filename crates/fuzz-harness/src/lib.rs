@@ -9,8 +9,11 @@ pub mod tokens;
 pub mod visibility_query;
 pub mod workflow_service;
 
+/// A target's body: one input, panics on a failed invariant.
+pub type Target = fn(&[u8]);
+
 /// Every target: its name (the directory of its corpus and regressions) and its body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("workflow_service", workflow_service::run),
     ("visibility_query", visibility_query::run),
     ("tokens", tokens::run),

@@ -80,12 +80,9 @@ async fn failing_outbox_dispatch_and_transfers_lose_nothing_and_leave_nothing_st
         "no task while dispatch fails"
     );
     fail::remove(names::OUTBOX_DISPATCH);
-    let task = loop {
-        if let Some(task) = poll_for(&mut raw, &tq, Duration::from_secs(20)).await {
-            break task;
-        }
-        panic!("the workflow task never reached a worker after the fault cleared");
-    };
+    let task = poll_for(&mut raw, &tq, Duration::from_secs(20))
+        .await
+        .expect("the workflow task reaches a worker once the fault cleared");
 
     // The source signals the target; the transfer task fails until the fault clears.
     fail::cfg(names::TRANSFER_EXECUTE, "return(error)").unwrap();
