@@ -15,6 +15,7 @@ TARGET="$CARGO_TARGET_DIR"
 cargo build -p chronicle-server
 CHRONICLE_SKIP_SETUP=1 ./scripts/check-deploy.sh  # chart, alerts, dashboards, real scrape (~30 s)
 cargo nextest run --workspace --no-fail-fast
+./scripts/fuzz.sh  # each cargo-fuzz target for 20 s (docs/security.md, "Fuzzing and failpoints")
 
 CHRONICLE_BIN="$PWD/$TARGET/debug/chronicle"
 [ -x "$CHRONICLE_BIN" ] || CHRONICLE_BIN="$TARGET/debug/chronicle"

@@ -314,7 +314,13 @@ async fn outbox_loop(
                 },
                 engine.namespace_name(&task.namespace_id),
             );
-            let added = engine.matching.add_task(queue, task_ref).await;
+            let added = match chronicle_storage::failpoint::check(
+                chronicle_storage::failpoint::names::OUTBOX_DISPATCH,
+                shard.tables.db().path(),
+            ) {
+                Err(e) => Err(chronicle_types::ApiError::unavailable(e)),
+                Ok(()) => engine.matching.add_task(queue, task_ref).await,
+            };
             drop(measure);
             metric_defs::record_task(
                 metric_defs::transfer_task_type(task.kind),

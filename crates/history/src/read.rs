@@ -61,11 +61,11 @@ pub fn history_page(
     page_size: usize,
 ) -> ApiResult<(Vec<HistoryEvent>, Vec<u8>)> {
     let page_size = page_size.clamp(1, MAX_PAGE_EVENTS);
-    let last = if to > 0 { to } else { state.next_event_id - 1 };
-    if from > last {
+    let Some((from, last, wanted)) =
+        crate::tokens::forward_span(from, to, state.next_event_id, page_size)
+    else {
         return Ok((Vec::new(), Vec::new()));
-    }
-    let wanted = ((last - from + 1) as usize).min(page_size);
+    };
     let events = shard
         .tables
         .history(
@@ -76,7 +76,10 @@ pub fn history_page(
             wanted,
         )
         .map_err(storage)?;
-    let next = events.last().map(|e| e.event_id + 1).unwrap_or(from);
+    let next = events
+        .last()
+        .map(|e| e.event_id.saturating_add(1))
+        .unwrap_or(from);
     let token = if next <= last {
         PageToken {
             next_event_id: next,

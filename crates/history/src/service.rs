@@ -679,7 +679,7 @@ impl HistoryService for HistoryEngine {
         let top = token
             .map(|t| t.next_event_id)
             .unwrap_or(state.next_event_id - 1);
-        let bottom = (top - page_size as i64 + 1).max(1);
+        let (bottom, top) = crate::tokens::reverse_span(top, page_size);
         let (mut events, _) = read::history_page(shard, &state, bottom, top, page_size)?;
         events.reverse();
         let next_page_token = if bottom > 1 {

@@ -47,10 +47,81 @@ impl PageToken {
         let next_event_id = i64::from_be_bytes(bytes[0..8].try_into().map_err(|_| bad())?);
         let last_event_id = i64::from_be_bytes(bytes[8..16].try_into().map_err(|_| bad())?);
         let run_id = String::from_utf8(bytes[16..].to_vec()).map_err(|_| bad())?;
+        // Event IDs start at 1 and 0 is "to the end": anything else was not made here, and
+        // would reach the page arithmetic below as a forged, possibly overflowing, bound.
+        if next_event_id < 1 || last_event_id < 0 {
+            return Err(bad());
+        }
         Ok(Self {
             next_event_id,
             last_event_id,
             run_id,
         })
+    }
+}
+
+/// The events a forward history page reads: from `from` up to `to` (0: the run's last event,
+/// `next_event_id - 1`), at most `page_size`. Returns the first event ID, the last event ID of
+/// the range, and how many to read; `None` when the range is empty. Saturating: `from` and `to`
+/// come from page tokens.
+pub fn forward_span(
+    from: i64,
+    to: i64,
+    next_event_id: i64,
+    page_size: usize,
+) -> Option<(i64, i64, usize)> {
+    let last = if to > 0 {
+        to
+    } else {
+        next_event_id.saturating_sub(1)
+    };
+    if from > last {
+        return None;
+    }
+    let span = last.saturating_sub(from).saturating_add(1);
+    let wanted = usize::try_from(span).unwrap_or(usize::MAX).min(page_size);
+    Some((from, last, wanted))
+}
+
+/// The events a reverse history page reads: the `page_size` events ending at `top`, never
+/// below event 1. Returns `(bottom, top)`.
+pub fn reverse_span(top: i64, page_size: usize) -> (i64, i64) {
+    let size = i64::try_from(page_size).unwrap_or(i64::MAX);
+    let bottom = top.saturating_sub(size).saturating_add(1).max(1);
+    (bottom, top)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forged_page_tokens_are_refused_and_spans_never_overflow() {
+        let token = |next: i64, last: i64| {
+            PageToken {
+                next_event_id: next,
+                last_event_id: last,
+                run_id: "run".into(),
+            }
+            .encode()
+        };
+        assert!(PageToken::decode(&token(1, 0)).is_ok());
+        assert!(PageToken::decode(&token(i64::MAX, i64::MAX)).is_ok());
+        for (next, last) in [(0, 0), (i64::MIN, 0), (-1, 5), (5, -1), (1, i64::MIN)] {
+            assert!(
+                PageToken::decode(&token(next, last)).is_err(),
+                "{next} {last}"
+            );
+        }
+        assert!(PageToken::decode(&token(1, 0)[..15]).is_err());
+        assert_eq!(forward_span(1, 0, 11, 1000), Some((1, 10, 10)));
+        assert_eq!(
+            forward_span(1, i64::MAX, 11, 1000),
+            Some((1, i64::MAX, 1000))
+        );
+        assert_eq!(forward_span(11, 0, 11, 1000), None);
+        assert_eq!(reverse_span(10, 4), (7, 10));
+        assert_eq!(reverse_span(3, 1000), (1, 3));
+        assert_eq!(reverse_span(i64::MAX, usize::MAX), (1, i64::MAX));
     }
 }

@@ -94,6 +94,11 @@ pub(crate) async fn execute(
     outbox_id: u64,
     task: &pb::OutboxTask,
 ) -> ApiResult<()> {
+    chronicle_storage::failpoint::check(
+        chronicle_storage::failpoint::names::TRANSFER_EXECUTE,
+        shard.tables.db().path(),
+    )
+    .map_err(ApiError::unavailable)?;
     match TaskKind::try_from(task.kind) {
         Ok(TaskKind::StartChild) => start_child(engine, shard, outbox_id, task).await,
         Ok(TaskKind::ChildClosed) => report_child_closed(engine, shard, outbox_id, task).await,

@@ -342,6 +342,11 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
         );
         let earliest_new_timer = batch.min_timer_fire_time();
         let changed_workflows = batch.take_changed_workflows();
+        chronicle_storage::failpoint::check(
+            chronicle_storage::failpoint::names::APPLY,
+            self.tables.db().path(),
+        )
+        .map_err(|e| write_err(std::io::Error::other(e)))?;
         batch.commit().map_err(write_err)?;
         self.applier.applied(
             self.tables.shard(),
@@ -383,6 +388,11 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
         snapshot: Box<SnapshotData>,
     ) -> SmResult<()> {
         let (data, base) = snapshot.into_std().await.map_err(read_err)?;
+        chronicle_storage::failpoint::check(
+            chronicle_storage::failpoint::names::SNAPSHOT_INSTALL,
+            self.tables.db().path(),
+        )
+        .map_err(|e| write_err(std::io::Error::other(e)))?;
         let tables = self.tables.clone();
         // Loading a large shard blocks, so it runs off the async runtime.
         let mut data = tokio::task::spawn_blocking(move || {
@@ -462,6 +472,11 @@ impl RaftSnapshotBuilder<ShardRaftConfig> for ShardSnapshotBuilder {
         // RocksDB snapshot for the dump, so the meta and the state agree.
         let (snapshot_meta, file, base) = tokio::task::spawn_blocking(
             move || -> Result<(Meta, std::fs::File, u64), RaftStorageError<u64>> {
+                chronicle_storage::failpoint::check(
+                    chronicle_storage::failpoint::names::SNAPSHOT_BUILD,
+                    tables.db().path(),
+                )
+                .map_err(|e| read_err(std::io::Error::other(e)))?;
                 let snapshot_file = SnapshotFile::of(&tables);
                 // The dump streams from one RocksDB snapshot into a temporary file whose header
                 // is the applied meta of that same snapshot, so meta and state agree.

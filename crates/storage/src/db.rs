@@ -107,7 +107,7 @@ pub struct Db {
 pub(crate) struct DbInner {
     pub(crate) rocks: Rocks,
     options: DbOptions,
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     // Serialises the first `node_id()` calls, so two callers cannot store different IDs.
     node_id_created: std::sync::Mutex<()>,
     /// The node's Raft log writer (see `log_writer`).

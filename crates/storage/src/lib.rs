@@ -14,6 +14,7 @@ pub mod canonical;
 pub mod db;
 pub mod digest;
 pub mod error;
+pub mod failpoint;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod keys;

@@ -376,6 +376,8 @@ where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        crate::failpoint::check(crate::failpoint::names::RAFT_LOG_APPEND, self.db.path())
+            .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
         let mut ops = Vec::new();
         let mut appended = Vec::new();
         for entry in entries {

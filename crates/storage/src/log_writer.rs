@@ -104,6 +104,12 @@ fn run(db: Weak<DbInner>, writes: mpsc::Receiver<LogWrite>, stats: &Counters) {
             }
         }
         let result = match db.upgrade() {
+            Some(db)
+                if let Err(e) =
+                    crate::failpoint::check(crate::failpoint::names::RAFT_LOG_FSYNC, &db.path) =>
+            {
+                Err(e)
+            }
             Some(db) => {
                 let mut batch = rocksdb::WriteBatch::default();
                 for op in pending.iter().flat_map(|w| w.ops.iter()) {

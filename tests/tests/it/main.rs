@@ -11,6 +11,7 @@ mod child_workflows;
 mod common;
 mod deletion;
 mod eager_activities;
+mod failpoints;
 mod history_api;
 mod history_limits;
 mod metrics;

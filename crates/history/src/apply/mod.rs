@@ -94,7 +94,12 @@ impl Applier for HistoryApplier {
                 .now
                 .iter()
                 .chain(command.batch.iter().filter_map(|c| c.now.as_ref()))
-                .map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000)
+                // Saturating: `now` is whatever the entry holds (fuzzing found the overflow).
+                .map(|t| {
+                    t.seconds
+                        .saturating_mul(1_000_000)
+                        .saturating_add(i64::from(t.nanos) / 1_000)
+                })
                 .max();
             if let Some(micros) = stamped {
                 self.notifier.observe_now(batch.tables().shard(), micros);

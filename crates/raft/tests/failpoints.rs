@@ -1,0 +1,181 @@
+//! Faults injected at each durable step of one replica of a three-voter group (failpoints from
+//! `chronicle_storage::failpoint`, scoped to that node's data directory): the log append, the
+//! log's fsync, apply, snapshot build and snapshot install, as an I/O error or as a panic of
+//! the step. Each time the faulty replica's group stops (it never applies past a failed write,
+//! and never records the fault as state), the other two keep acknowledging writes, and once the
+//! replica restarts on its data it catches up: every acknowledged write is on all three
+//! replicas, whose state rows are byte for byte equal. Bounded: every wait has a deadline.
+
+mod common;
+
+use std::time::Duration;
+
+use chronicle_raft::GroupTiming;
+use chronicle_storage::failpoint::names;
+use common::*;
+
+/// Snapshots every 20 entries and purges the log behind them, so a replica builds snapshots
+/// during the test and one that was away must install one.
+fn snapshotting() -> GroupTiming {
+    GroupTiming {
+        snapshot_logs_since_last: 20,
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
+        snapshot_max_chunk_size: 512,
+        ..GroupTiming::replicated()
+    }
+}
+
+/// Stops a node whose group may have stopped on a fatal error (its shutdown may then fail).
+async fn crash_node(node: &mut Node) {
+    let running = node.running.take().expect("node is running");
+    running.registry.remove(GROUP);
+    let _ = tokio::time::timeout(Duration::from_secs(10), running.raft.shutdown()).await;
+    let _ = running.stop_server.send(());
+    running.server.abort();
+}
+
+fn inject(failpoint: &str, action: &str, node: &Node) {
+    fail::cfg(
+        failpoint,
+        &format!("return({action}@{})", node.dir.path().display()),
+    )
+    .expect("failpoint configuration");
+}
+
+async fn wait_until_stopped(node: &Node) {
+    wait_for("the faulty replica's group to stop", || {
+        node.raft()
+            .metrics()
+            .borrow()
+            .running_state
+            .is_err()
+            .then_some(())
+    })
+    .await;
+}
+
+/// One follower fails at `failpoint` while the group takes writes; then it restarts.
+async fn a_follower_failing_at(failpoint: &str, action: &str) {
+    let scenario = fail::FailScenario::setup();
+    let timing = snapshotting();
+    let mut nodes = start_cluster(&timing).await;
+    let index = propose_all(&nodes, "before", 5).await;
+    wait_for_same_state(&nodes, index).await;
+    let leader = wait_for_leader(&nodes).await;
+    let faulty = (leader + 1) % 3;
+
+    inject(failpoint, action, &nodes[faulty]);
+    // Acknowledged by the two healthy voters, enough of them to pass a snapshot point.
+    propose_all(&nodes, "during", 30).await;
+    wait_until_stopped(&nodes[faulty]).await;
+    fail::remove(failpoint);
+
+    crash_node(&mut nodes[faulty]).await;
+    restart_node(&mut nodes[faulty], &timing).await;
+    let index = propose_all(&nodes, "after", 5).await;
+    assert_eq!(
+        wait_for_same_state(&nodes, index).await,
+        40,
+        "every acknowledged write is on every replica"
+    );
+    shutdown_all(&mut nodes).await;
+    scenario.teardown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_log_append_stops_the_replica_and_it_catches_up() {
+    a_follower_failing_at(names::RAFT_LOG_APPEND, "error").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_log_fsync_stops_the_replica_and_it_catches_up() {
+    a_follower_failing_at(names::RAFT_LOG_FSYNC, "error").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_apply_stops_the_replica_and_it_catches_up() {
+    a_follower_failing_at(names::APPLY, "error").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_apply_stops_the_replica_and_it_catches_up() {
+    a_follower_failing_at(names::APPLY, "panic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_snapshot_build_stops_the_replica_and_it_catches_up() {
+    a_follower_failing_at(names::SNAPSHOT_BUILD, "error").await;
+}
+
+/// A follower away while the leader snapshotted and purged must install a snapshot, and the
+/// install fails: the follower's group stops and the other two go on acknowledging writes,
+/// which they both hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_snapshot_install_stops_the_replica_and_the_others_go_on() {
+    let scenario = fail::FailScenario::setup();
+    let timing = snapshotting();
+    let (mut nodes, lagging, _) = a_follower_failing_to_install(&timing).await;
+    let index = propose_all(&nodes, "after", 5).await;
+    crash_node(&mut nodes[lagging]).await;
+    assert_eq!(wait_for_same_state(&nodes, index).await, 70);
+    shutdown_all(&mut nodes).await;
+    scenario.teardown();
+}
+
+/// Known bug (found by this failpoint, not fixed yet): openraft 0.9 purges the follower's log
+/// up to the received snapshot before the state machine has installed it, so after a failed (or
+/// crashed) install the node's log is purged past its state and openraft refuses to start
+/// (`purge_upto <= snapshot_last_log_id` fails at startup). See docs/security.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known bug: a failed snapshot install leaves the log purged past the state"]
+async fn a_replica_whose_snapshot_install_failed_restarts_and_catches_up() {
+    let scenario = fail::FailScenario::setup();
+    let timing = snapshotting();
+    let (mut nodes, lagging, lagging_last_log) = a_follower_failing_to_install(&timing).await;
+    crash_node(&mut nodes[lagging]).await;
+    restart_node(&mut nodes[lagging], &timing).await;
+    let index = propose_all(&nodes, "after", 5).await;
+    assert_eq!(wait_for_same_state(&nodes, index).await, 70);
+    let installed = nodes[lagging].raft().metrics().borrow().snapshot;
+    assert!(
+        installed.is_some_and(|s| s.index > lagging_last_log),
+        "caught up by snapshot: {installed:?}"
+    );
+    shutdown_all(&mut nodes).await;
+    scenario.teardown();
+}
+
+/// Three nodes; one is stopped while the leader takes 60 writes, snapshots and purges, then
+/// restarted with its snapshot install failing. Returns the nodes, the faulty one's index and
+/// its last log index before it stopped; the failpoint is cleared again.
+async fn a_follower_failing_to_install(timing: &GroupTiming) -> (Vec<Node>, usize, u64) {
+    let mut nodes = start_cluster(timing).await;
+    let index = propose_all(&nodes, "early", 5).await;
+    wait_for_same_state(&nodes, index).await;
+    let leader = wait_for_leader(&nodes).await;
+    let lagging = (leader + 1) % 3;
+    let lagging_last_log = nodes[lagging]
+        .raft()
+        .metrics()
+        .borrow()
+        .last_log_index
+        .expect("the follower has a log");
+    stop_node(&mut nodes[lagging]).await;
+    propose_all(&nodes, "missed", 60).await;
+    let leader = wait_for_leader(&nodes).await;
+    wait_for(
+        "the leader to purge past the stopped follower's log",
+        || {
+            let purged = nodes[leader].raft().metrics().borrow().purged?;
+            (purged.index > lagging_last_log + 1).then_some(())
+        },
+    )
+    .await;
+
+    inject(names::SNAPSHOT_INSTALL, "error", &nodes[lagging]);
+    restart_node(&mut nodes[lagging], timing).await;
+    wait_until_stopped(&nodes[lagging]).await;
+    fail::remove(names::SNAPSHOT_INSTALL);
+    (nodes, lagging, lagging_last_log)
+}
