@@ -4,8 +4,8 @@
 
 mod activity_ops;
 pub mod auth;
-mod delete;
 mod batch;
+mod delete;
 pub mod gate;
 pub mod metric_defs;
 mod namespaces;

@@ -116,6 +116,7 @@ impl Shard<'_> {
             now: Some(chronicle_types::time::from_millis(self.clock_ms)),
             kind: Some(kind),
             batch: Vec::new(),
+            retention: None,
         }
     }
 
@@ -174,6 +175,7 @@ fn seed(shard: &mut Shard) {
             request: Some(start_request(&wf)),
             run_id: format!("run-{i}"),
             scheduled_by: None,
+            eager_workflow_start: false,
         }));
         shard.apply(&start.encode_to_vec());
     }
@@ -563,6 +565,7 @@ fn shard_command(u: &mut Unstructured, shard: &mut Shard) -> ArbResult<cmd::Shar
             }),
             run_id: text(u, &["run-new", "run-0", ""])?,
             scheduled_by: None,
+            eager_workflow_start: u.arbitrary()?,
         }),
         1 => Kind::RecordWorkflowTaskStarted(cmd::RecordWorkflowTaskStarted {
             namespace_id: NS.into(),

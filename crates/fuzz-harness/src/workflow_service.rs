@@ -23,7 +23,6 @@ use chronicle_frontend::{
 };
 use chronicle_proto::chronicle::history::v1 as hv1;
 use chronicle_proto::chronicle::persistence::v1::NamespaceRecord;
-use chronicle_proto::temporal::api::enums::v1::TaskQueueKind;
 use chronicle_proto::temporal::api::operatorservice::v1::operator_service_server::OperatorServiceServer;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_proto::temporal::api::workflowservice::v1::workflow_service_server::WorkflowServiceServer;
@@ -179,7 +178,11 @@ impl HistoryService for Unreachable {
     async fn respond_activity(&self, _: &str, _: ActivityOutcome) -> ApiResult<()> {
         Err(down())
     }
-    async fn record_activity_heartbeat(&self, _: &str, _: ActivityHeartbeat) -> ApiResult<bool> {
+    async fn record_activity_heartbeat(
+        &self,
+        _: &str,
+        _: ActivityHeartbeat,
+    ) -> ApiResult<chronicle_cluster::HeartbeatOutcome> {
         Err(down())
     }
 }
@@ -223,7 +226,7 @@ impl MatchingService for Unreachable {
         &self,
         _: &str,
         _: &str,
-        _: TaskQueueKind,
+        _: chronicle_cluster::TaskKind,
     ) -> ApiResult<ws::DescribeTaskQueueResponse> {
         Err(down())
     }
@@ -277,6 +280,7 @@ fn harness() -> &'static Harness {
             namespaces: Arc::new(NamespaceCache::new(roles)),
             num_shards: 4,
             server_version: "fuzz".into(),
+            min_namespace_retention: std::time::Duration::ZERO,
         };
         let max_message = chronicle_types::limits::MAX_GRPC_MESSAGE_BYTES;
         let methods = method_paths();

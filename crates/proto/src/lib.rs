@@ -28,8 +28,9 @@ pub mod temporal {
             }
         }
         pub use temporalio_protos::temporal::api::{
-            activity, batch, command, common, enums, errordetails, failure, filter, history, namespace,
-            protocol, query, replication, schedule, sdk, taskqueue, update, version, workflow,
+            activity, batch, command, common, enums, errordetails, failure, filter, history,
+            namespace, protocol, query, replication, schedule, sdk, taskqueue, update, version,
+            workflow,
         };
     }
 }

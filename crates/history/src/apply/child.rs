@@ -361,7 +361,7 @@ pub(super) fn on_close(batch: &mut ShardBatch, ms: &MutableState) -> ApplyResult
     // A run a reset replaced keeps its children: the new run has them pending, and their
     // closes are forwarded to it (Temporal skips the policy for a run terminated by a reset).
     if !ms.state.reset_run_id.is_empty() {
-        return Ok(());
+        return Ok(report);
     }
     let mut children: Vec<&pb::ChildExecutionInfo> = ms
         .state
