@@ -112,10 +112,16 @@ async fn a_finished_workflow_leaves_no_timers_behind() {
     server.stop().await.expect("clean stop");
 
     let db = Db::open(dir.path(), DbOptions::default()).expect("reopen the data directory");
+    // The closed run's retention timer (it deletes the run later) is the one timer that stays.
+    let delete_run =
+        chronicle_proto::chronicle::persistence::v1::timer_task::Kind::DeleteRun as i32;
+    let mut retention_timers = 0;
     for shard in 0..num_shards {
-        let left = ShardTables::new(db.clone(), shard)
+        let all = ShardTables::new(db.clone(), shard)
             .timers_between(i64::MIN, i64::MAX, 100)
             .expect("read timers");
+        retention_timers += all.iter().filter(|(_, t)| t.kind == delete_run).count();
+        let left: Vec<_> = all.iter().filter(|(_, t)| t.kind != delete_run).collect();
         assert!(
             left.is_empty(),
             "shard {shard} still holds {} timers: {:?}",
@@ -125,4 +131,5 @@ async fn a_finished_workflow_leaves_no_timers_behind() {
                 .collect::<Vec<_>>()
         );
     }
+    assert_eq!(retention_timers, 1, "the closed run's retention timer");
 }
