@@ -303,3 +303,31 @@ async def test_cli_schedule_lifecycle(client: Client, server_address, task_queue
         out = subprocess.run([temporal_cli(), "schedule", "describe", "--schedule-id", schedule_id,
                               "--address", server_address], capture_output=True, text=True, timeout=30)
         assert out.returncode != 0
+
+
+async def test_trigger_immediately_shows_in_describe_at_once_and_action_attributes_are_typed(
+        client: Client, task_queue):
+    """A paused schedule created with trigger_immediately has taken that action when describe
+    answers right after the create; search attributes given to the action untyped (a one-element
+    list, as SDKs send them) come back typed by the registry."""
+    action = report_action(task_queue, new_id("triggered"))
+    action.untyped_search_attributes = {REGION.name: ["emea"]}
+    async with worker(client, task_queue):
+        handle = await client.create_schedule(
+            new_id("trigger-at-create"),
+            Schedule(action=action, spec=ScheduleSpec(), state=ScheduleState(paused=True)),
+            trigger_immediately=True)
+        try:
+            description = await handle.describe()
+            assert description.info.num_actions == 1
+            assert len(description.info.recent_actions) == 1
+            typed = description.schedule.action.typed_search_attributes
+            assert typed[REGION] == "emea"
+            # A list of more than one value is refused for a Keyword, as Temporal refuses it.
+            bad = report_action(task_queue, new_id("bad"))
+            bad.untyped_search_attributes = {REGION.name: ["emea", "apac"]}
+            with pytest.raises(RPCError) as err:
+                await client.create_schedule(new_id("bad-attrs"), Schedule(action=bad, spec=ScheduleSpec()))
+            assert err.value.status == RPCStatusCode.INVALID_ARGUMENT
+        finally:
+            await handle.delete()

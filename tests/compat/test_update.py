@@ -239,6 +239,55 @@ async def test_update_with_start(client, task_queue):
         assert await bounded(second.result()) == 11
 
 
+async def test_update_with_start_attaches_to_an_existing_update_whatever_the_policies(client, task_queue):
+    """An update-with-start naming an update ID the current run already has attaches to that
+    update, even with conflict policy FAIL or reuse policy REJECT_DUPLICATE; on a closed run only
+    an update the workflow completed is attached to (one the close cut short is not)."""
+    from temporalio.common import WorkflowIDReusePolicy
+
+    def start_op(workflow_id, conflict, reuse=WorkflowIDReusePolicy.ALLOW_DUPLICATE):
+        return WithStartWorkflowOperation(uw.CounterWorkflow.run, 10, id=workflow_id, task_queue=task_queue,
+                                          id_conflict_policy=conflict, id_reuse_policy=reuse)
+
+    async with worker(client, task_queue):
+        # Running, update completed: FAIL still attaches (same run, same result, no second increment).
+        workflow_id = new_id("uws-attach")
+        update_id = new_id("increment")
+        op = start_op(workflow_id, WorkflowIDConflictPolicy.FAIL)
+        assert await bounded(client.execute_update_with_start_workflow(
+            uw.CounterWorkflow.increment, 5, id=update_id, start_workflow_operation=op)) == 15
+        first = await op.workflow_handle()
+        op = start_op(workflow_id, WorkflowIDConflictPolicy.FAIL)
+        assert await bounded(client.execute_update_with_start_workflow(
+            uw.CounterWorkflow.increment, 5, id=update_id, start_workflow_operation=op)) == 15
+        assert (await op.workflow_handle()).first_execution_run_id == first.first_execution_run_id
+        assert await first.query(uw.CounterWorkflow.value) == 15
+
+        # Running, update accepted and not finished: FAIL attaches to it too.
+        waiting_id = new_id("wait")
+        handle = await bounded(client.start_update_with_start_workflow(
+            uw.CounterWorkflow.wait_for_release, id=waiting_id, wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            start_workflow_operation=start_op(workflow_id, WorkflowIDConflictPolicy.USE_EXISTING)))
+        again = await bounded(client.start_update_with_start_workflow(
+            uw.CounterWorkflow.wait_for_release, id=waiting_id, wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            start_workflow_operation=start_op(workflow_id, WorkflowIDConflictPolicy.FAIL)))
+        assert again.id == handle.id == waiting_id
+
+        # Closed with the update completed: REJECT_DUPLICATE attaches to the closed run's update.
+        await first.signal(uw.CounterWorkflow.stop)
+        assert await bounded(first.result()) == 15
+        op = start_op(workflow_id, WorkflowIDConflictPolicy.USE_EXISTING, WorkflowIDReusePolicy.REJECT_DUPLICATE)
+        assert await bounded(client.execute_update_with_start_workflow(
+            uw.CounterWorkflow.increment, 5, id=update_id, start_workflow_operation=op)) == 15
+        assert (await op.workflow_handle()).first_execution_run_id == first.first_execution_run_id
+
+        # Closed with the update cut short by the close: not attached; REJECT_DUPLICATE refuses.
+        op = start_op(workflow_id, WorkflowIDConflictPolicy.USE_EXISTING, WorkflowIDReusePolicy.REJECT_DUPLICATE)
+        with pytest.raises(WorkflowAlreadyStartedError):
+            await bounded(client.execute_update_with_start_workflow(
+                uw.CounterWorkflow.wait_for_release, id=waiting_id, start_workflow_operation=op))
+
+
 async def test_updates_interleaved_with_signals_and_queries(client, task_queue):
     async with worker(client, task_queue):
         handle = await client.start_workflow(uw.ApprovalWorkflow.run, 6, id=new_id("mixed"), task_queue=task_queue)
