@@ -16,7 +16,7 @@ import pytest
 from temporalio.api.batch.v1 import BatchOperationCancellation, BatchOperationSignal, BatchOperationTermination
 from temporalio.api.common.v1 import Execution, WorkflowExecution
 from temporalio.api.enums.v1 import (BatchOperationState, BatchOperationType, EventType, ExecutionType,
-                                     WorkflowExecutionStatus)
+                                     WorkflowExecutionStatus, WorkflowTaskFailedCause)
 from temporalio.api.workflowservice.v1 import (CountWorkflowExecutionsRequest, DescribeBatchOperationRequest,
                                                GetWorkflowExecutionHistoryRequest, ListBatchOperationsRequest,
                                                StartBatchOperationRequest, StopBatchOperationRequest)
@@ -184,6 +184,56 @@ async def test_batch_cancel_by_query(client: Client, task_queue):
             requested = [e for e in await events_of(client, handle.id)
                          if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED]
             assert len(requested) == 1
+
+
+async def test_cli_batch_reset_and_delete_by_query(client: Client, server_address, task_queue):
+    """`temporal workflow reset --query --type FirstWorkflowTask` resets each matching run to its
+    first workflow task (a new run each, the old one terminated), and `temporal workflow delete
+    --query` deletes them (Temporal deletes asynchronously, so the test waits)."""
+    await wait_no_running_batch(client)
+    async with Worker(client, task_queue=task_queue, workflows=[wf.WaitForeverWorkflow]):
+        handles, query = await start_waiting(client, task_queue, 2, "batch-reset")
+
+        async def first_task_done():
+            for handle in handles:
+                types = [e.event_type for e in await events_of(client, handle.id)]
+                if EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED not in types:
+                    return False
+            return True
+        await eventually(first_task_done)
+        first_runs = [(await h.describe()).run_id for h in handles]
+        await cli(server_address, "workflow", "reset", "--query", f"{query} AND ExecutionStatus='Running'",
+                  "--type", "FirstWorkflowTask", "--reason", "bad deploy", "--yes", "--namespace", NAMESPACE)
+
+        async def all_reset():
+            for handle, old_run in zip(handles, first_runs):
+                if (await handle.describe()).run_id == old_run:
+                    return False
+            return True
+        await eventually(all_reset)
+        for handle, old_run in zip(handles, first_runs):
+            old = await client.get_workflow_handle(handle.id, run_id=old_run).describe()
+            assert old.status.name == "TERMINATED"
+            new_events = await events_of(client, handle.id)
+            failed = [e for e in new_events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
+            assert failed[0].workflow_task_failed_event_attributes.cause == \
+                WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_RESET_WORKFLOW
+            assert failed[0].workflow_task_failed_event_attributes.base_run_id == old_run
+        await wait_no_running_batch(client)
+
+    await cli(server_address, "workflow", "delete", "--query", query, "--reason", "gone", "--yes",
+              "--namespace", NAMESPACE)
+
+    async def all_deleted():
+        answer = await client.workflow_service.count_workflow_executions(
+            CountWorkflowExecutionsRequest(namespace=NAMESPACE, query=query))
+        return answer.count == 0
+    await eventually(all_deleted, timeout=90)
+    for handle in handles:
+        with pytest.raises(RPCError) as err:
+            await handle.describe()
+        assert err.value.status == RPCStatusCode.NOT_FOUND
+    await wait_no_running_batch(client)
 
 
 async def test_batch_bad_requests(client: Client):

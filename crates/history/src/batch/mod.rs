@@ -8,6 +8,7 @@
 pub mod apply;
 pub(crate) mod executor;
 pub(crate) mod operation;
+mod reset_point;
 pub(crate) mod service;
 #[cfg(test)]
 mod tests;

@@ -6,15 +6,20 @@
 //! of a run already closed answers NotFound, which counts as done (as in Temporal's batcher).
 
 use chronicle_cluster::HistoryService;
-use chronicle_proto::temporal::api::common::v1::{Execution, Header, Payloads, WorkflowExecution};
-use chronicle_proto::temporal::api::enums::v1::{BatchOperationType, ExecutionType};
+use chronicle_proto::temporal::api::common::v1::{
+    Execution, Header, Payloads, ResetOptions, WorkflowExecution,
+};
+use chronicle_proto::temporal::api::enums::v1::{
+    BatchOperationType, ExecutionType, ResetReapplyType,
+};
 use chronicle_proto::temporal::api::workflowservice::v1::{
     self as ws, start_batch_operation_request::Operation,
 };
 use chronicle_types::{ApiError, ApiResult};
 
-/// The operations a batch job can run. DeleteWorkflowExecution and ResetWorkflowExecution are
-/// built on their own branches; each joins as one variant here (and one arm in `apply`).
+use super::reset_point::{self, ResetPoint};
+
+/// The operations a batch job can run (one variant each, and one arm in `apply`).
 #[derive(Clone, Debug)]
 pub(crate) enum BatchOperation {
     Terminate {
@@ -30,6 +35,16 @@ pub(crate) enum BatchOperation {
         name: String,
         input: Option<Payloads>,
         header: Option<Header>,
+        identity: String,
+    },
+    Delete {
+        identity: String,
+    },
+    /// Resets each run to `point` (read from its history), reapplying as `options` says.
+    Reset {
+        reason: String,
+        point: ResetPoint,
+        options: ResetOptions,
         identity: String,
     },
 }
@@ -53,8 +68,15 @@ impl BatchOperation {
                 header: op.header.clone(),
                 identity: op.identity.clone(),
             }),
-            Some(Operation::DeletionOperation(_)) => Err(unimplemented("delete")),
-            Some(Operation::ResetOperation(_)) => Err(unimplemented("reset")),
+            Some(Operation::DeletionOperation(op)) => Ok(Self::Delete {
+                identity: op.identity.clone(),
+            }),
+            Some(Operation::ResetOperation(op)) => Ok(Self::Reset {
+                reason: request.reason.clone(),
+                point: ResetPoint::of(op)?,
+                options: reset_point::options(op),
+                identity: op.identity.clone(),
+            }),
             Some(other) => Err(ApiError::invalid_argument(format!(
                 "The operation type {} is not supported",
                 operation_name(other)
@@ -71,6 +93,8 @@ impl BatchOperation {
             Self::Terminate { .. } => BatchOperationType::TerminateWorkflow,
             Self::Cancel { .. } => BatchOperationType::CancelWorkflow,
             Self::Signal { .. } => BatchOperationType::SignalWorkflow,
+            Self::Delete { .. } => BatchOperationType::DeleteWorkflow,
+            Self::Reset { .. } => BatchOperationType::ResetWorkflow,
         }
     }
 
@@ -78,7 +102,9 @@ impl BatchOperation {
         match self {
             Self::Terminate { identity, .. }
             | Self::Cancel { identity, .. }
-            | Self::Signal { identity, .. } => identity,
+            | Self::Signal { identity, .. }
+            | Self::Delete { identity }
+            | Self::Reset { identity, .. } => identity,
         }
     }
 
@@ -136,19 +162,52 @@ impl BatchOperation {
                 };
                 history.signal_workflow(namespace_id, request).await
             }
+            Self::Delete { .. } => {
+                let request = ws::DeleteWorkflowExecutionRequest {
+                    namespace: namespace.to_string(),
+                    workflow_execution: Some(execution.clone()),
+                };
+                history
+                    .delete_workflow_execution(namespace_id, request)
+                    .await
+            }
+            Self::Reset {
+                reason,
+                point,
+                options,
+                identity,
+            } => {
+                let event_id =
+                    reset_point::resolve(history, namespace, namespace_id, execution, *point)
+                        .await?;
+                #[allow(deprecated)]
+                let request = ws::ResetWorkflowExecutionRequest {
+                    namespace: namespace.to_string(),
+                    workflow_execution: Some(execution.clone()),
+                    reason: reason.clone(),
+                    workflow_task_finish_event_id: event_id,
+                    // The same for every attempt: a repeated reset answers the run it made.
+                    request_id: request_id(job_id, "reset", execution),
+                    // Unset: everything eligible is reapplied, as for a single reset.
+                    reset_reapply_type: match options.reset_reapply_type {
+                        0 => ResetReapplyType::AllEligible as i32,
+                        given => given,
+                    },
+                    reset_reapply_exclude_types: options.reset_reapply_exclude_types.clone(),
+                    identity: identity.clone(),
+                    ..Default::default()
+                };
+                history
+                    .reset_workflow(namespace_id, request)
+                    .await
+                    .map(|_| ())
+            }
         };
         match outcome {
             Err(e) if e.code == tonic::Code::NotFound => Ok(()),
             other => other,
         }
     }
-}
-
-fn unimplemented(what: &str) -> ApiError {
-    ApiError::new(
-        tonic::Code::Unimplemented,
-        format!("batch {what} operations are not supported by this server yet"),
-    )
 }
 
 fn operation_name(op: &Operation) -> &'static str {
