@@ -229,19 +229,18 @@ fn apply_event(state: &mut pb::WorkflowExecutionState, base_run: &str, event: &H
             state.children.remove(&a.initiated_event_id);
         }
         Attributes::RequestCancelExternalWorkflowExecutionInitiatedEventAttributes(a) => {
-            state.request_cancels.insert(
-                id,
-                pb::ExternalRequestInfo {
-                    initiated_event_id: id,
-                    namespace: a.namespace.clone(),
-                    namespace_id: a.namespace_id.clone(),
-                    execution: a.workflow_execution.clone(),
-                    child_workflow_only: a.child_workflow_only,
-                    request_id: request_id(base_run, "cancel", id),
-                    workflow_task_completed_event_id: a.workflow_task_completed_event_id,
-                    control: a.control.clone(),
-                },
-            );
+            let request = pb::ExternalRequestInfo {
+                namespace: a.namespace.clone(),
+                namespace_id: a.namespace_id.clone(),
+                execution: a.workflow_execution.clone(),
+                child_workflow_only: a.child_workflow_only,
+                workflow_task_completed_event_id: a.workflow_task_completed_event_id,
+                control: a.control.clone(),
+                ..Default::default()
+            };
+            state
+                .request_cancels
+                .insert(id, pending_external(request, base_run, "cancel", id));
         }
         Attributes::ExternalWorkflowExecutionCancelRequestedEventAttributes(a) => {
             state.request_cancels.remove(&a.initiated_event_id);
@@ -250,19 +249,18 @@ fn apply_event(state: &mut pb::WorkflowExecutionState, base_run: &str, event: &H
             state.request_cancels.remove(&a.initiated_event_id);
         }
         Attributes::SignalExternalWorkflowExecutionInitiatedEventAttributes(a) => {
-            state.external_signals.insert(
-                id,
-                pb::ExternalRequestInfo {
-                    initiated_event_id: id,
-                    namespace: a.namespace.clone(),
-                    namespace_id: a.namespace_id.clone(),
-                    execution: a.workflow_execution.clone(),
-                    child_workflow_only: a.child_workflow_only,
-                    request_id: request_id(base_run, "signal", id),
-                    workflow_task_completed_event_id: a.workflow_task_completed_event_id,
-                    control: a.control.clone(),
-                },
-            );
+            let request = pb::ExternalRequestInfo {
+                namespace: a.namespace.clone(),
+                namespace_id: a.namespace_id.clone(),
+                execution: a.workflow_execution.clone(),
+                child_workflow_only: a.child_workflow_only,
+                workflow_task_completed_event_id: a.workflow_task_completed_event_id,
+                control: a.control.clone(),
+                ..Default::default()
+            };
+            state
+                .external_signals
+                .insert(id, pending_external(request, base_run, "signal", id));
         }
         Attributes::ExternalWorkflowExecutionSignaledEventAttributes(a) => {
             state.external_signals.remove(&a.initiated_event_id);
@@ -324,4 +322,17 @@ pub fn accepted_request(event: &HistoryEvent) -> Option<upd::Request> {
         Some(Attributes::WorkflowExecutionUpdateAdmittedEventAttributes(a)) => a.request.clone(),
         _ => None,
     }
+}
+
+/// A pending external cancel or signal of the prefix: initiated at `id`, with the request ID the
+/// new run sends it under.
+fn pending_external(
+    mut request: pb::ExternalRequestInfo,
+    base_run: &str,
+    what: &str,
+    id: i64,
+) -> pb::ExternalRequestInfo {
+    request.initiated_event_id = id;
+    request.request_id = request_id(base_run, what, id);
+    request
 }
