@@ -207,7 +207,10 @@ step "chart cluster: what the rules and the cluster dashboard assume"
     "sum(service_requests{$C, service_name=\"frontend\", chronicle_component=\"frontend\"}) > 0" \
     "!service_requests{$C, service_name=\"frontend\", chronicle_component!=\"frontend\"}" \
     "sum(workflow_success{$C, temporal_namespace=\"default\"}) > 0" \
-    "!rule:ChronicleShardsUnderReplicated" "!rule:ChronicleHistoryQuorumLost"
+    "!rule:ChronicleShardsUnderReplicated" "!rule:ChronicleHistoryQuorumLost" \
+    "sum(chronicle_raft_groups_without_leader{$C}) == 0" \
+    "sum(chronicle_raft_groups_under_replicated{$C}) == 0" \
+    "sum(chronicle_raft_groups_led{$C}) > 8"
 HISTORY2_PID="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["pods"]["chronicle-history-2"]["pid"])' "$WORK/cluster/state.json")"
 step "chart cluster: kill -9 chronicle-history-2 (pid $HISTORY2_PID)"
 kill -9 "$HISTORY2_PID"
@@ -216,7 +219,10 @@ kill -9 "$HISTORY2_PID"
     "(rule:ChronicleShardsUnderReplicated) and on (namespace) label_replace(vector(1), \"namespace\", \"chronicle\", \"\", \"\")" \
     "!(rule:ChronicleHistoryQuorumLost)" \
     "sum(numshards_gauge{$C}) == 8" \
-    "count(numshards_gauge{$C}) == 2"
+    "count(numshards_gauge{$C}) == 2" \
+    "(rule:ChronicleRaftGroupsUnderReplicated) and on (namespace) label_replace(vector(1), \"namespace\", \"chronicle\", \"\", \"\")" \
+    "sum(increase(chronicle_raft_leader_changes{$C}[1m])) > 0" \
+    "sum(chronicle_raft_groups_without_leader{$C}) == 0"
 H0_METRICS="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["pods"]["chronicle-history-0"]["metrics"])' "$WORK/cluster/state.json")"
 curl -sf "http://$H0_METRICS/health/ready" >/dev/null || fail "chronicle-history-0 is not ready with one history pod down"
 step "chart cluster: workflows still run with one history pod down"
@@ -233,5 +239,6 @@ curl -sf "http://$H2_METRICS/health/ready" >/dev/null || { tail -20 "$WORK/clust
     "count(up{$C, chronicle_component=\"history\"} == 1) == 3" \
     "count(numshards_gauge{$C}) == 3" \
     "sum(numshards_gauge{$C}) == 8" \
-    "!rule:ChronicleShardsUnderReplicated"
+    "!rule:ChronicleShardsUnderReplicated" \
+    "sum(chronicle_raft_groups_under_replicated{$C}) == 0"
 step "all deploy checks passed in $((SECONDS - START)) s"
