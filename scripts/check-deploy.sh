@@ -32,10 +32,8 @@ fail() { echo "check-deploy: FAILED: $*" >&2; exit 1; }
 
 step "generated files are up to date"
 python3 deploy/grafana/generate.py --check
-for f in chronicle-alerts.yaml chronicle-alerts-planned.yaml; do
-    cmp -s "deploy/prometheus/$f" "$CHART/files/prometheus/$f" \
-        || fail "$CHART/files/prometheus/$f differs from deploy/prometheus/$f (cp it)"
-done
+cmp -s deploy/prometheus/chronicle-alerts.yaml "$CHART/files/prometheus/chronicle-alerts.yaml" \
+    || fail "$CHART/files/prometheus/chronicle-alerts.yaml differs from deploy/prometheus/ (cp it)"
 step "the chart's defaults agree with the Dockerfile (user, data dir, ports)"
 grep -q '^USER 10001:10001' deploy/docker/Dockerfile || fail "Dockerfile user is not 10001"
 grep -q 'runAsUser: 10001' "$CHART/values.yaml" || fail "values.yaml runAsUser is not 10001"
@@ -104,7 +102,7 @@ step "NOTES.txt renders the drain-then-scale-down procedure"
 grep -q "chronicle cluster drain" "$WORK/notes.txt" || fail "NOTES.txt lacks the drain procedure"
 
 step "promtool: check and unit-test the alert rules"
-promtool check rules deploy/prometheus/chronicle-alerts.yaml deploy/prometheus/chronicle-alerts-planned.yaml >/dev/null
+promtool check rules deploy/prometheus/chronicle-alerts.yaml >/dev/null
 promtool test rules deploy/prometheus/tests/chronicle-alerts.test.yaml
 
 step "dashboards: structure"
@@ -170,8 +168,7 @@ for pod, p in state["pods"].items():
                                "chronicle_component": p["component"]}})
 print(json.dumps({
     "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
-    "rule_files": [f"{root}/deploy/prometheus/chronicle-alerts.yaml",
-                   f"{root}/deploy/prometheus/chronicle-alerts-planned.yaml"],
+    "rule_files": [f"{root}/deploy/prometheus/chronicle-alerts.yaml"],
     "scrape_configs": [{
         "job_name": "chronicle", "static_configs": targets,
         "metric_relabel_configs": [{"source_labels": ["exported_namespace"],
@@ -198,7 +195,7 @@ wait "$LOAD_DEV" || fail "load on start-dev"
 while [ $((SECONDS - SCRAPE_START)) -lt 20 ]; do sleep 1; done
 step "real scrape: every dashboard query and alert expression against Prometheus"
 "$PY" scripts/deploy-check/promql_check.py scrape "$PROM" \
-    deploy/prometheus/chronicle-alerts.yaml deploy/prometheus/chronicle-alerts-planned.yaml \
+    deploy/prometheus/chronicle-alerts.yaml \
     -- deploy/grafana/chronicle-*.json
 C='namespace="chronicle"'
 step "chart cluster: what the rules and the cluster dashboard assume"
@@ -210,7 +207,10 @@ step "chart cluster: what the rules and the cluster dashboard assume"
     "sum(service_requests{$C, service_name=\"frontend\", chronicle_component=\"frontend\"}) > 0" \
     "!service_requests{$C, service_name=\"frontend\", chronicle_component!=\"frontend\"}" \
     "sum(workflow_success{$C, temporal_namespace=\"default\"}) > 0" \
-    "!rule:ChronicleShardsUnderReplicated" "!rule:ChronicleHistoryQuorumLost"
+    "!rule:ChronicleShardsUnderReplicated" "!rule:ChronicleHistoryQuorumLost" \
+    "sum(chronicle_raft_groups_without_leader{$C}) == 0" \
+    "sum(chronicle_raft_groups_under_replicated{$C}) == 0" \
+    "sum(chronicle_raft_groups_led{$C}) > 8"
 HISTORY2_PID="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["pods"]["chronicle-history-2"]["pid"])' "$WORK/cluster/state.json")"
 step "chart cluster: kill -9 chronicle-history-2 (pid $HISTORY2_PID)"
 kill -9 "$HISTORY2_PID"
@@ -219,7 +219,10 @@ kill -9 "$HISTORY2_PID"
     "(rule:ChronicleShardsUnderReplicated) and on (namespace) label_replace(vector(1), \"namespace\", \"chronicle\", \"\", \"\")" \
     "!(rule:ChronicleHistoryQuorumLost)" \
     "sum(numshards_gauge{$C}) == 8" \
-    "count(numshards_gauge{$C}) == 2"
+    "count(numshards_gauge{$C}) == 2" \
+    "(rule:ChronicleRaftGroupsUnderReplicated) and on (namespace) label_replace(vector(1), \"namespace\", \"chronicle\", \"\", \"\")" \
+    "sum(increase(chronicle_raft_leader_changes{$C}[1m])) > 0" \
+    "sum(chronicle_raft_groups_without_leader{$C}) == 0"
 H0_METRICS="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["pods"]["chronicle-history-0"]["metrics"])' "$WORK/cluster/state.json")"
 curl -sf "http://$H0_METRICS/health/ready" >/dev/null || fail "chronicle-history-0 is not ready with one history pod down"
 step "chart cluster: workflows still run with one history pod down"
@@ -236,5 +239,6 @@ curl -sf "http://$H2_METRICS/health/ready" >/dev/null || { tail -20 "$WORK/clust
     "count(up{$C, chronicle_component=\"history\"} == 1) == 3" \
     "count(numshards_gauge{$C}) == 3" \
     "sum(numshards_gauge{$C}) == 8" \
-    "!rule:ChronicleShardsUnderReplicated"
+    "!rule:ChronicleShardsUnderReplicated" \
+    "sum(chronicle_raft_groups_under_replicated{$C}) == 0"
 step "all deploy checks passed in $((SECONDS - START)) s"

@@ -5,9 +5,7 @@ chart ships in deploy/helm/chronicle/files/dashboards/). Edit this file, not the
     python3 deploy/grafana/generate.py           # write
     python3 deploy/grafana/generate.py --check   # fail if the JSON is not what this file makes
 
-Every query reads a family Chronicle exports today (docs/metrics.md), except the panels titled
-"[planned] ...", which read proposed Raft and RocksDB families and show "No data" until the
-server exports them. Conventions: a `datasource` variable (no datasource uid is written down),
+Every query reads a family Chronicle exports (docs/metrics.md). Conventions: a `datasource` variable (no datasource uid is written down),
 `namespace` is the Kubernetes namespace of the scrape target and `temporal_namespace` the
 Temporal namespace (the chart's ServiceMonitor relabels it so, as Temporal's dashboards expect).
 """
@@ -22,7 +20,6 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 NS = 'namespace=~"$namespace"'
 TNS = 'temporal_namespace=~"$temporal_namespace"'
 RATE = "$__rate_interval"
-PLANNED = "[planned] "
 
 
 class Board:
@@ -312,22 +309,60 @@ def cluster():
               f"sum(rate(poll_success{{{NS}}}[{RATE}]))", "sync / all")],
             unit="percentunit", w=12,
             description="Tasks handed straight to a waiting poll; low means a backlog.")
-    b.row("Planned: Raft and RocksDB (not exported yet)", collapsed=True)
-    b.text("About these panels",
-           "The panels below read metric families Chronicle does **not** export yet (proposed "
-           "names, see `deploy/prometheus/chronicle-alerts-planned.yaml`). They show *No data* "
-           "until the server is instrumented.")
-    planned = [
-        ("Groups without a leader", "sum by (instance) (chronicle_raft_groups_without_leader{%s})", "short"),
-        ("Under-replicated groups", "sum by (instance) (chronicle_raft_groups_under_replicated{%s})", "short"),
-        ("Raft log fsync p99", "histogram_quantile(0.99, sum by (instance, le) (rate(chronicle_raft_log_append_duration_seconds_bucket{%s}[$__rate_interval])))", "s"),
-        ("Apply lag (entries)", "max by (instance) (chronicle_raft_apply_lag_entries{%s})", "short"),
-        ("RocksDB write stall time", "sum by (instance) (rate(chronicle_rocksdb_stall_micros{%s}[$__rate_interval]))", "µs"),
-        ("RocksDB writes stopped", "max by (instance) (chronicle_rocksdb_write_stopped{%s})", "short"),
-    ]
-    for title, expr, unit in planned:
-        b.panel(PLANNED + title, [(expr % NS, "{{instance}}")], unit=unit, w=8,
-                description="Planned metric: not exported by this Chronicle version.")
+    b.panel("Stored timer and outbox tasks",
+            [(f"sum by (instance) (chronicle_timer_queue_depth{{{NS}}})", "timers {{instance}}"),
+             (f"sum by (instance) (chronicle_outbox_depth{{{NS}}})", "outbox {{instance}}")],
+            w=24, description="Tasks stored on each node over every shard replica it hosts "
+            "(RocksDB's key estimate). A queue that only grows means its processor is behind.")
+    b.row("Raft groups")
+    b.panel("Groups led, leaderless, under-replicated",
+            [(f"sum by (instance) (chronicle_raft_groups_led{{{NS}}})", "led {{instance}}"),
+             (f"sum by (instance) (chronicle_raft_groups_without_leader{{{NS}}})",
+              "no leader {{instance}}"),
+             (f"sum by (instance) (chronicle_raft_groups_under_replicated{{{NS}}})",
+              "under-replicated {{instance}}")], w=8,
+            description="Per node, over the shard groups and the metadata group it hosts. "
+            "Leaderless groups accept no writes.")
+    b.panel("Apply and replication lag (entries)",
+            [(f"max by (instance) (chronicle_raft_apply_lag_entries{{{NS}}})",
+              "apply {{instance}}"),
+             (f"max by (instance) (chronicle_raft_replication_lag_entries{{{NS}}})",
+              "followers behind {{instance}}")], w=8,
+            description="Largest over the groups a node hosts (apply) or leads (replication).")
+    b.panel("Leader changes",
+            [(f"sum by (instance) (increase(chronicle_raft_leader_changes{{{NS}}}[{RATE}]))",
+              "{{instance}}")], w=8,
+            description="Leader changes seen by each node over every group it hosts.")
+    b.panel("Raft log fsync",
+            [(p(q, f"chronicle_raft_log_append_duration_seconds_bucket{{{NS}}}", "instance, le"),
+              f"p{int(q*100)} {{{{instance}}}}") for q in (0.5, 0.99)], unit="s", w=12,
+            description="One synced write of the node's log writer, carrying every group's "
+            "appends.")
+    b.panel("Log operations per synced write",
+            [(p(q, f"chronicle_raft_log_writes_per_sync_bucket{{{NS}}}", "instance, le"),
+              f"p{int(q*100)} {{{{instance}}}}") for q in (0.5, 0.99)], w=12,
+            description="How many appends share one fsync.")
+    b.row("RocksDB")
+    b.panel("Writes delayed",
+            [(f"max by (instance) (chronicle_rocksdb_delayed_write_rate{{{NS}}})",
+              "delayed to {{instance}}")], unit="Bps", w=8,
+            description="The rate RocksDB throttles writes to; 0 while it does not.")
+    b.panel("Writes stopped",
+            [(f"max by (instance) (chronicle_rocksdb_write_stopped{{{NS}}})", "{{instance}}")],
+            w=8, description="1 while RocksDB accepts no writes.")
+    b.panel("Pending compaction",
+            [(f"sum by (instance) (chronicle_rocksdb_pending_compaction_bytes{{{NS}}})",
+              "{{instance}}")], unit="bytes", w=8,
+            description="RocksDB delays writes from 64 GiB and stops them at 256 GiB.")
+    b.panel("SST bytes by column family",
+            [(f"sum by (cf) (chronicle_rocksdb_sst_bytes{{{NS}}})", "{{cf}}")], unit="bytes",
+            w=8, stack=True)
+    b.panel("Memtable bytes by column family",
+            [(f"sum by (cf) (chronicle_rocksdb_memtable_bytes{{{NS}}})", "{{cf}}")],
+            unit="bytes", w=8, stack=True)
+    b.panel("Block cache in use",
+            [(f"sum by (instance) (chronicle_rocksdb_block_cache_bytes{{{NS}}})",
+              "{{instance}}")], unit="bytes", w=8)
     return dashboard("chronicle-cluster", "Chronicle / Cluster",
                      "Shards, leaders, Raft proposals and per-node load of a Chronicle cluster.",
                      b, ["chronicle"], temporal_ns=False)
