@@ -5,7 +5,7 @@
 use chronicle_proto::chronicle::history::v1::{self as cmd, batch_command::Op, command_result};
 use chronicle_proto::chronicle::persistence::v1 as pb;
 use chronicle_proto::temporal::api::batch::v1::{
-    BatchOperationDeletion, BatchOperationSignal, BatchOperationTermination,
+    BatchOperationSignal, BatchOperationTermination, BatchOperationUnpauseActivities,
 };
 use chronicle_proto::temporal::api::common::v1::{Execution, WorkflowExecution};
 use chronicle_proto::temporal::api::enums::v1::{
@@ -249,20 +249,20 @@ fn stop_fails_the_job_once_and_duplicates_are_refused() {
 }
 
 #[test]
-fn operations_not_served_yet_are_refused_and_write_nothing() {
+fn operations_not_served_are_refused_and_write_nothing() {
     let h = Harness::new();
     let request = ws::StartBatchOperationRequest {
         namespace: "default".into(),
         job_id: JOB.into(),
         reason: "r".into(),
         visibility_query: "q".into(),
-        operation: Some(Operation::DeletionOperation(
-            BatchOperationDeletion::default(),
+        operation: Some(Operation::UnpauseActivitiesOperation(
+            BatchOperationUnpauseActivities::default(),
         )),
         ..Default::default()
     };
     let refused = h.apply(T0, start(request, "q", 0)).unwrap_err();
-    assert_eq!(refused.code, tonic::Code::Unimplemented);
+    assert_eq!(refused.code, tonic::Code::InvalidArgument);
     assert!(
         ShardTables::new(h.db.clone(), 0)
             .batch_job(NS, JOB)
