@@ -2,7 +2,8 @@
 //! the last workflow task, or an event ID), not by an event of one run, so the job reads each
 //! run's history: the first (or last) WorkflowTaskCompleted event, or, in a run whose first task
 //! never completed, the Started event that follows its first (or last) WorkflowTaskScheduled
-//! (as Temporal's batcher picks it).
+//! (as Temporal's batcher picks it). The history is read in that direction and only as far as
+//! the answer.
 
 use chronicle_cluster::HistoryService;
 use chronicle_proto::temporal::api::batch::v1::BatchOperationReset;
@@ -56,39 +57,54 @@ pub(crate) fn options(op: &BatchOperationReset) -> ResetOptions {
     op.options.clone().unwrap_or_default()
 }
 
-/// The event ID of `point` in `events` (a whole history, oldest first); `None` when the run
-/// never scheduled a workflow task.
-pub(crate) fn event_id_in(events: &[HistoryEvent], point: ResetPoint) -> Option<i64> {
-    let completed = EventType::WorkflowTaskCompleted as i32;
-    let scheduled = EventType::WorkflowTaskScheduled as i32;
-    match point {
-        ResetPoint::EventId(id) => Some(id),
-        ResetPoint::FirstWorkflowTask => events
-            .iter()
-            .find(|e| e.event_type == completed)
-            .map(|e| e.event_id)
-            .or_else(|| {
-                events
-                    .iter()
-                    .find(|e| e.event_type == scheduled)
-                    .map(|e| e.event_id.saturating_add(1))
-            }),
-        ResetPoint::LastWorkflowTask => events
-            .iter()
-            .rev()
-            .find(|e| e.event_type == completed)
-            .map(|e| e.event_id)
-            .or_else(|| {
-                events
-                    .iter()
-                    .rev()
-                    .find(|e| e.event_type == scheduled)
-                    .map(|e| e.event_id.saturating_add(1))
-            }),
+/// A run's history read in the direction a point is found in (oldest first for the first
+/// workflow task, newest first for the last): the first WorkflowTaskCompleted met is the answer;
+/// until one is met, the Started event after the first WorkflowTaskScheduled met stands in.
+#[derive(Default)]
+struct Scan {
+    completed: Option<i64>,
+    started_after_scheduled: Option<i64>,
+}
+
+impl Scan {
+    /// Looks at the next events in reading order; true once the answer is final.
+    fn feed(&mut self, events: &[HistoryEvent]) -> bool {
+        for event in events {
+            if event.event_type == EventType::WorkflowTaskCompleted as i32 {
+                self.completed = Some(event.event_id);
+                return true;
+            }
+            if event.event_type == EventType::WorkflowTaskScheduled as i32 {
+                self.started_after_scheduled
+                    .get_or_insert(event.event_id.saturating_add(1));
+            }
+        }
+        false
+    }
+
+    fn answer(&self) -> Option<i64> {
+        self.completed.or(self.started_after_scheduled)
     }
 }
 
-/// Reads the run's history and finds the event `point` names.
+/// The event ID of `point` in `events` (a whole history, oldest first); `None` when the run
+/// never scheduled a workflow task.
+#[cfg(test)]
+fn event_id_in(events: &[HistoryEvent], point: ResetPoint) -> Option<i64> {
+    let mut scan = Scan::default();
+    match point {
+        ResetPoint::EventId(id) => return Some(id),
+        ResetPoint::FirstWorkflowTask => scan.feed(events),
+        ResetPoint::LastWorkflowTask => {
+            let newest_first: Vec<HistoryEvent> = events.iter().rev().cloned().collect();
+            scan.feed(&newest_first)
+        }
+    };
+    scan.answer()
+}
+
+/// Reads the run's history, forward for the first workflow task and backward for the last, and
+/// stops at the page holding the answer.
 pub(crate) async fn resolve(
     history: &dyn HistoryService,
     namespace: &str,
@@ -96,31 +112,48 @@ pub(crate) async fn resolve(
     execution: &WorkflowExecution,
     point: ResetPoint,
 ) -> ApiResult<i64> {
-    if let ResetPoint::EventId(id) = point {
-        return Ok(id);
-    }
-    let mut events = Vec::new();
+    let mut scan = Scan::default();
     let mut token = Vec::new();
     loop {
-        let page = history
-            .get_history(
-                namespace_id,
-                ws::GetWorkflowExecutionHistoryRequest {
-                    namespace: namespace.to_string(),
-                    execution: Some(execution.clone()),
-                    maximum_page_size: PAGE_SIZE,
-                    next_page_token: token,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        events.extend(page.history.map(|h| h.events).unwrap_or_default());
-        if page.next_page_token.is_empty() {
+        let (events, next) = match point {
+            ResetPoint::EventId(id) => return Ok(id),
+            ResetPoint::FirstWorkflowTask => {
+                let page = history
+                    .get_history(
+                        namespace_id,
+                        ws::GetWorkflowExecutionHistoryRequest {
+                            namespace: namespace.to_string(),
+                            execution: Some(execution.clone()),
+                            maximum_page_size: PAGE_SIZE,
+                            next_page_token: token,
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                (page.history, page.next_page_token)
+            }
+            ResetPoint::LastWorkflowTask => {
+                let page = history
+                    .get_history_reverse(
+                        namespace_id,
+                        ws::GetWorkflowExecutionHistoryReverseRequest {
+                            namespace: namespace.to_string(),
+                            execution: Some(execution.clone()),
+                            maximum_page_size: PAGE_SIZE,
+                            next_page_token: token,
+                        },
+                    )
+                    .await?;
+                (page.history, page.next_page_token)
+            }
+        };
+        let done = scan.feed(&events.map(|h| h.events).unwrap_or_default());
+        if done || next.is_empty() {
             break;
         }
-        token = page.next_page_token;
+        token = next;
     }
-    event_id_in(&events, point).ok_or_else(|| {
+    scan.answer().ok_or_else(|| {
         ApiError::failed_precondition("unable to find any scheduled or completed workflow task")
     })
 }
