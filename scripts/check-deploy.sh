@@ -86,6 +86,8 @@ refuse "an unknown nested key" "additional properties 'replicaCont' not allowed"
 refuse "a second matching node" "maximum" --set matching.replicaCount=2
 refuse "zero shards" "minimum" --set server.numShards=0
 refuse "an unknown log format" "logFormat" --set server.logFormat=xml
+refuse "two JWKS sources" "set jwksUrl or jwksSecret.name, not both" --set frontend.auth.jwksUrl=https://a/j --set frontend.auth.jwksSecret.name=s
+refuse "a JWKS that is not a URL" "frontend.auth.jwksUrl" --set frontend.auth.jwksUrl=ftp://a/j
 refuse "TLS without a Secret" "tls.frontend.enabled needs tls.frontend.secretName" --set tls.frontend.enabled=true
 
 step "helm package: the chart ships its dashboards and rules, not its CI values"

@@ -124,6 +124,16 @@ for w in workloads:
             is_frontend = "--role=frontend" in c.get("args", [])
             check(("CHRONICLE_TLS_CERT" in env) == is_frontend,
                   f"{cname}: the public API's TLS belongs to frontends only")
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        is_frontend = "--role=frontend" in c.get("args", [])
+        jwks = {"tls": "/etc/chronicle/jwks/jwks.json",
+                "monitoring": "https://idp.example.com/.well-known/jwks.json"}.get(scenario)
+        check(env.get("CHRONICLE_JWKS") == (jwks if is_frontend else None),
+              f"{cname}: CHRONICLE_JWKS {env.get('CHRONICLE_JWKS')} (authorization is the frontends')")
+        if is_frontend and scenario == "tls":
+            check(mounts.get("/etc/chronicle/jwks", {}).get("readOnly") is True,
+                  f"{cname}: the key set Secret is not mounted")
+            check(env.get("CHRONICLE_JWT_AUDIENCE") == "chronicle", f"{cname}: audience")
 check(len(checksums) == 1, f"pods carry different config checksums: {checksums}")
 if scenario == "tls":
     init = [w for w in docs if w["kind"] == "Job"]
@@ -134,7 +144,7 @@ if scenario == "tls":
               "the init Job lacks node-to-node TLS (cluster init talks to the history pods)")
     secrets = {v["secret"]["secretName"] for w in workloads for v in
                w["spec"]["template"]["spec"].get("volumes", []) if "secret" in v}
-    check(secrets == {"chronicle-internode-tls", "chronicle-frontend-tls"},
+    check(secrets == {"chronicle-internode-tls", "chronicle-frontend-tls", "chronicle-jwks"},
           f"TLS secrets mounted: {secrets}")
 
 # --- config -------------------------------------------------------------------------------------

@@ -174,13 +174,16 @@ impl Gate {
     ) -> Result<(http::Request<Body>, Option<crate::ratelimit::OpenCall>), tonic::Status> {
         let method = info.name;
         let class = info.class;
-        let authenticated = self.auth.as_ref().map(|auth| {
-            let header = request
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .map(|v| v.as_bytes());
-            auth.authenticate(header)
-        });
+        let authenticated = match self.auth.as_ref() {
+            Some(auth) => {
+                let header = request
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .map(|v| v.as_bytes());
+                Some(auth.authenticate(header).await)
+            }
+            None => None,
+        };
         if let Some(Err(e)) = authenticated {
             // Refused without buffering the request: only its first bytes are read, for the
             // audit line's namespace (prost writes fields in order; the namespace comes early).

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use chronicle_cluster::{HistoryService, MatchingService};
 
-pub use auth::{AuthConfig, Authenticator};
+pub use auth::{AuthConfig, Authenticator, JwksSource};
 pub use delete::DEFAULT_MIN_RETENTION;
 pub use gate::{Gate, GateLayer};
 pub use metric_defs::ServiceMetricsLayer;

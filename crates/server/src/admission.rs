@@ -6,10 +6,11 @@ use chronicle_frontend::{Authenticator, Gate, GateLayer, RateLimiter};
 use crate::roles::Admission;
 
 /// The gate layer: authorization when a key set is configured, rate limits unless all are off.
-pub(crate) fn gate(admission: &Admission) -> anyhow::Result<GateLayer> {
+pub(crate) async fn gate(admission: &Admission) -> anyhow::Result<GateLayer> {
     let auth = match &admission.auth {
         Some(config) => {
             let auth = Authenticator::load(config.clone())
+                .await
                 .map_err(anyhow::Error::msg)
                 .context("--jwks")?;
             auth.spawn_refresh();

@@ -347,11 +347,13 @@ pub struct StartDev {
 /// Authorization, rate limits and queue bounds (`server start` and `server start-dev`).
 #[derive(Args, Debug, Clone)]
 pub struct AdmissionArgs {
-    /// JSON Web Key Set file: turns on JWT authorization of the public API. Every call then
-    /// needs `authorization: Bearer <JWT>` signed by one of its keys (RS256/ES256 and kin), with
-    /// permissions in Temporal's format. The file is re-read when it changes.
+    /// JSON Web Key Set, a file or an `http(s)://` URL (an identity provider's `jwks_uri`):
+    /// turns on JWT authorization of the public API. Every call then needs
+    /// `authorization: Bearer <JWT>` signed by one of its keys (RS256/ES256 and kin), with
+    /// permissions in Temporal's format. A file is re-read when it changes, a URL fetched again
+    /// every `--jwks-refresh-secs`; a token naming an unknown key triggers a check at once.
     #[arg(long, env = "CHRONICLE_JWKS")]
-    pub jwks: Option<PathBuf>,
+    pub jwks: Option<String>,
     /// Audience tokens must carry (`aud`); unchecked when unset.
     #[arg(long, env = "CHRONICLE_JWT_AUDIENCE", requires = "jwks")]
     pub jwt_audience: Option<String>,
@@ -362,7 +364,7 @@ pub struct AdmissionArgs {
         default_value = "permissions"
     )]
     pub jwt_permissions_claim: String,
-    /// How often the JWKS file is checked for changes, in seconds.
+    /// How often the JWKS file or URL is checked for changes, in seconds.
     #[arg(long, env = "CHRONICLE_JWKS_REFRESH_SECS", default_value_t = 60)]
     pub jwks_refresh_secs: u64,
     /// Requests per second this frontend accepts (Temporal's `frontend.rps`, whose default is
@@ -444,8 +446,9 @@ impl AdmissionArgs {
         if self.rps_burst_ratio < 1.0 {
             return Err("--rps-burst-ratio must be 1 or more".into());
         }
-        let auth = self.jwks.as_ref().map(|path| {
-            let mut auth = chronicle_frontend::AuthConfig::new(path.clone());
+        let auth = self.jwks.as_ref().map(|source| {
+            let mut auth =
+                chronicle_frontend::AuthConfig::new(chronicle_frontend::JwksSource::parse(source));
             auth.audience = self.jwt_audience.clone();
             auth.permissions_claim = self.jwt_permissions_claim.clone();
             auth.refresh_interval = std::time::Duration::from_secs(self.jwks_refresh_secs.max(1));

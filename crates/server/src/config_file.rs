@@ -57,6 +57,20 @@ pub struct ConfigFile {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_client_ca: Option<PathBuf>,
+    // Authorization, rate limits and queue bounds (`AdmissionArgs`).
+    pub jwks: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub jwt_permissions_claim: Option<String>,
+    pub jwks_refresh_secs: Option<u64>,
+    pub frontend_rps: Option<f64>,
+    pub namespace_rps: Option<f64>,
+    pub rps_burst_ratio: Option<f64>,
+    pub namespace_max_long_polls: Option<usize>,
+    pub max_task_backlog: Option<usize>,
+    pub max_pollers_per_queue: Option<usize>,
+    pub max_pending_queries: Option<usize>,
+    pub max_pending_proposals: Option<usize>,
+    pub min_namespace_retention: Option<String>,
 }
 
 impl ConfigFile {
@@ -67,6 +81,10 @@ impl ConfigFile {
                 (1..=4096).contains(&n),
                 "num_shards must be between 1 and 4096, not {n}"
             );
+        }
+        if let Some(retention) = &file.min_namespace_retention {
+            crate::cli::parse_go_duration(retention)
+                .map_err(|e| anyhow::anyhow!("min_namespace_retention: {e}"))?;
         }
         Ok(file)
     }
@@ -144,6 +162,33 @@ pub fn apply(args: &mut Start, file: ConfigFile, matches: &ArgMatches) {
     fill_in!(frontend_tls.tls_cert);
     fill_in!(frontend_tls.tls_key);
     fill_in!(frontend_tls.tls_client_ca);
+    fill_in!(admission.jwks);
+    fill_in!(admission.jwt_audience);
+    macro_rules! fill_admission {
+        ($field:ident) => {
+            if let Some(value) = file.$field {
+                if unset(matches, stringify!($field)) {
+                    args.admission.$field = value;
+                }
+            }
+        };
+    }
+    fill_admission!(jwt_permissions_claim);
+    fill_admission!(jwks_refresh_secs);
+    fill_admission!(frontend_rps);
+    fill_admission!(namespace_rps);
+    fill_admission!(rps_burst_ratio);
+    fill_admission!(namespace_max_long_polls);
+    fill_admission!(max_task_backlog);
+    fill_admission!(max_pollers_per_queue);
+    fill_admission!(max_pending_queries);
+    fill_admission!(max_pending_proposals);
+    if let Some(retention) = file.min_namespace_retention
+        && unset(matches, "min_namespace_retention")
+        && let Ok(value) = crate::cli::parse_go_duration(&retention)
+    {
+        args.admission.min_namespace_retention = value;
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +242,43 @@ mod tests {
             start.internode.internode_tls_ca.as_deref(),
             Some(std::path::Path::new("/etc/chronicle/ca.pem"))
         );
+    }
+
+    #[test]
+    fn the_file_sets_authorization_and_limits() {
+        let toml = r#"
+            jwks = "https://idp.example/.well-known/jwks.json"
+            jwt_audience = "chronicle"
+            jwks_refresh_secs = 300
+            namespace_rps = 50.0
+            max_pending_proposals = 2000
+            min_namespace_retention = "1d"
+        "#;
+        let start = start_with(&["--namespace-rps", "80"], toml);
+        let admission = &start.admission;
+        assert_eq!(
+            admission.jwks.as_deref(),
+            Some("https://idp.example/.well-known/jwks.json")
+        );
+        assert_eq!(admission.jwt_audience.as_deref(), Some("chronicle"));
+        assert_eq!(admission.jwks_refresh_secs, 300);
+        assert_eq!(admission.namespace_rps, 80.0, "the flag wins");
+        assert_eq!(admission.max_pending_proposals, 2000);
+        assert_eq!(
+            admission.min_namespace_retention,
+            std::time::Duration::from_secs(86_400)
+        );
+        assert_eq!(admission.jwt_permissions_claim, "permissions", "default");
+        let built = admission.to_admission().expect("valid");
+        let auth = built.auth.expect("authorization on");
+        assert_eq!(
+            auth.jwks,
+            chronicle_frontend::JwksSource::Url("https://idp.example/.well-known/jwks.json".into())
+        );
+        let err = ConfigFile::parse("min_namespace_retention = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("min_namespace_retention"), "{err}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::time::Duration;
 use chronicle_storage::Db;
 
 /// The server version reported to SDKs (Temporal's API level Chronicle implements).
-pub const SERVER_VERSION: &str = "1.29.0";
+pub const SERVER_VERSION: &str = "1.32.0";
 
 /// Shards of a new single-node data directory. One, as Temporal's dev server has: on one node
 /// more groups buy apply parallelism only, and each costs its own log appends and fsyncs (on 2

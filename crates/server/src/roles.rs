@@ -262,7 +262,7 @@ pub async fn run_node(
 
     // The frontend's gate first: a bad key file stops the node before anything starts.
     let mut gate = if roles.frontend {
-        Some(crate::admission::gate(&config.admission)?)
+        Some(crate::admission::gate(&config.admission).await?)
     } else {
         None
     };

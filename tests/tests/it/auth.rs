@@ -475,6 +475,205 @@ async fn auth_picks_up_rotated_keys() {
     s.server.stop().await.unwrap();
 }
 
+/// A minimal HTTP server answering every GET with the current JWKS document (an identity
+/// provider's `jwks_uri`); counts the fetches.
+struct JwksEndpoint {
+    url: String,
+    doc: std::sync::Arc<std::sync::Mutex<String>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JwksEndpoint {
+    async fn serve(keys: &[&Key]) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/.well-known/jwks.json",
+            listener.local_addr().unwrap()
+        );
+        let doc = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (served, counted) = (doc.clone(), fetches.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let (served, counted) = (served.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let body = served.lock().unwrap().clone();
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(response.as_bytes()).await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+        let endpoint = Self {
+            url,
+            doc,
+            fetches,
+            task,
+        };
+        endpoint.publish(keys);
+        endpoint
+    }
+
+    fn publish(&self, keys: &[&Key]) {
+        let doc =
+            serde_json::json!({ "keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() });
+        *self.doc.lock().unwrap() = doc.to_string();
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn auth_fetches_the_key_set_from_a_url_and_follows_its_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let ec = ec_key(dir.path(), "url-ec-1");
+    let rsa = rsa_key(dir.path(), "url-rsa-1");
+    let endpoint = JwksEndpoint::serve(&[&ec]).await;
+    let mut config = config_for(&dir.path().join("data"));
+    let mut auth = AuthConfig::new(chronicle_frontend::JwksSource::parse(&endpoint.url));
+    auth.audience = Some(AUDIENCE.into());
+    // Long enough that only a token naming an unknown key makes it fetch again in this test.
+    auth.refresh_interval = Duration::from_secs(3600);
+    config.admission.auth = Some(auth);
+    config.admission.rate_limits = RateLimitConfig::unlimited();
+    let server = RunningServer::start(config).await.expect("server starts");
+    assert_eq!(endpoint.fetches(), 1, "fetched once at start");
+    let mut raw = raw_client(&server.url()).await;
+
+    raw.describe_namespace(with_token(
+        describe("default"),
+        &token(&ec, &["default:read"]),
+    ))
+    .await
+    .expect("a token signed by the published key works");
+    let err = raw
+        .describe_namespace(with_token(
+            describe("default"),
+            &token(&rsa, &["default:read"]),
+        ))
+        .await
+        .expect_err("a key the provider has not published");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(endpoint.fetches(), 2, "the unknown kid made it fetch again");
+
+    // The provider rotates: the RSA key in, the EC key out. A token naming the new key is
+    // accepted once the forced-fetch pause (10 s for a URL) has passed.
+    endpoint.publish(&[&rsa]);
+    let new = token(&rsa, &["default:read"]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match raw
+            .describe_namespace(with_token(describe("default"), &new))
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => {
+                assert_eq!(e.code(), Code::Unauthenticated);
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the rotated key never became valid"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    // The retired key stops working with the fetch that brought the new one.
+    let err = raw
+        .describe_namespace(with_token(
+            describe("default"),
+            &token(&ec, &["default:read"]),
+        ))
+        .await
+        .expect_err("the retired key");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    server.stop().await.unwrap();
+    endpoint.task.abort();
+}
+
+#[tokio::test]
+async fn auth_from_an_unreachable_url_refuses_every_token_until_it_is_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let ec = ec_key(dir.path(), "late-ec-1");
+    // Reserve a port, then serve on it only after the server started.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let url = format!("http://{addr}/jwks.json");
+    let mut config = config_for(&dir.path().join("data"));
+    let mut auth = AuthConfig::new(chronicle_frontend::JwksSource::parse(&url));
+    auth.refresh_interval = Duration::from_millis(300);
+    config.admission.auth = Some(auth);
+    config.admission.rate_limits = RateLimitConfig::unlimited();
+    let server = RunningServer::start(config)
+        .await
+        .expect("starts without its identity provider");
+    let mut raw = raw_client(&server.url()).await;
+    let good = token(&ec, &["default:read"]);
+    let err = raw
+        .describe_namespace(with_token(describe("default"), &good))
+        .await
+        .expect_err("no keys yet: deny");
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // The provider comes up on that address; the server's retry picks the keys up.
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let body = serde_json::json!({ "keys": [ec.jwk.clone()] }).to_string();
+    let serve = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 2048];
+            let _ = conn.read(&mut buf).await;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(response.as_bytes()).await;
+            let _ = conn.shutdown().await;
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match raw
+            .describe_namespace(with_token(describe("default"), &good))
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => {
+                assert_eq!(e.code(), Code::Unauthenticated);
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the keys were never fetched"
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+    server.stop().await.unwrap();
+    serve.abort();
+}
+
 fn resource_exhausted(status: &tonic::Status) -> ResourceExhaustedFailure {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     let details = chronicle_proto::google::rpc::Status::decode(status.details())

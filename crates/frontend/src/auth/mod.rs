@@ -4,6 +4,7 @@
 //! by scope and access ([`methods`]). Enforced by [`crate::gate`] before a request is decoded.
 
 pub mod claims;
+pub mod fetch;
 pub mod methods;
 
 use std::collections::{HashMap, HashSet};
@@ -17,24 +18,60 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 pub use claims::{Claims, Role};
 pub use methods::{Access, MethodClass, MethodInfo, MethodTable, Scope};
 
+/// Where the JSON Web Key Set comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A file (`{"keys": [...]}`), re-read when its modification time or length changes.
+    File(PathBuf),
+    /// An identity provider's `jwks_uri` (`http://` or `https://`), fetched again every
+    /// refresh interval; keys change when the document does.
+    Url(String),
+}
+
+impl JwksSource {
+    /// A URL when `source` starts with `http://` or `https://`, a file otherwise.
+    pub fn parse(source: &str) -> Self {
+        if fetch::is_url(source) {
+            Self::Url(source.to_string())
+        } else {
+            Self::File(PathBuf::from(source))
+        }
+    }
+}
+
+impl From<PathBuf> for JwksSource {
+    fn from(path: PathBuf) -> Self {
+        Self::File(path)
+    }
+}
+
+impl std::fmt::Display for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Url(url) => f.write_str(url),
+        }
+    }
+}
+
 /// Settings of JWT authentication (`--jwks`, `--jwt-audience`, `--jwt-permissions-claim`).
 #[derive(Clone, Debug)]
 pub struct AuthConfig {
-    /// A JSON Web Key Set file (`{"keys": [...]}`), re-read when it changes.
-    pub jwks_path: PathBuf,
+    /// The key set: a file or a URL.
+    pub jwks: JwksSource,
     /// When set, tokens must carry this audience (`aud`).
     pub audience: Option<String>,
     /// The claim holding the permissions list (Temporal's default: `permissions`).
     pub permissions_claim: String,
-    /// How often the key file is checked for changes (a token naming an unknown key also makes
-    /// it re-read, at most once a second).
+    /// How often the key set is checked for changes (a token naming an unknown key also makes
+    /// it re-read, at most once a second from a file, once every ten seconds from a URL).
     pub refresh_interval: Duration,
 }
 
 impl AuthConfig {
-    pub fn new(jwks_path: PathBuf) -> Self {
+    pub fn new(jwks: impl Into<JwksSource>) -> Self {
         Self {
-            jwks_path,
+            jwks: jwks.into(),
             audience: None,
             permissions_claim: "permissions".into(),
             refresh_interval: Duration::from_secs(60),
@@ -58,10 +95,18 @@ struct Key {
     key: DecodingKey,
 }
 
+/// What identifies one version of the key set: a file's modification time and length, or a
+/// hash of the fetched document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stamp {
+    File(SystemTime, u64),
+    Body(u64),
+}
+
 struct KeySet {
     keys: Vec<Key>,
-    /// Modification time and length of the file they were read from.
-    stamp: Option<(SystemTime, u64)>,
+    /// The version they were read from (`None`: not read yet, or the file's stamp unknown).
+    stamp: Option<Stamp>,
     /// Bumped at every reload: a token verified with older keys is not remembered.
     generation: u64,
 }
@@ -103,10 +148,23 @@ const RSA_ALGORITHMS: &[Algorithm] = &[
     Algorithm::PS512,
 ];
 
-fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+fn file_stamp(path: &std::path::Path) -> Option<Stamp> {
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    Some(Stamp::File(meta.modified().ok()?, meta.len()))
 }
+
+fn body_stamp(text: &str) -> Stamp {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    Stamp::Body(hasher.finish())
+}
+
+/// How often a token naming an unknown key may trigger a fetch from a URL: a forged kid must
+/// not turn every request into a request to the identity provider.
+const URL_FORCED_RELOAD_EVERY: Duration = Duration::from_secs(10);
+/// How often a URL is retried while no key set has been fetched yet.
+const URL_RETRY_UNTIL_LOADED: Duration = Duration::from_secs(5);
 
 /// Parses a JWKS document. Keys of unsupported types (HMAC secrets, unknown curves) are skipped:
 /// only asymmetric RSA and ECDSA keys verify tokens.
@@ -154,11 +212,30 @@ fn parse_keys(text: &str) -> Result<Vec<Key>, String> {
 }
 
 impl Authenticator {
-    /// Reads the key set; fails when the file cannot be read or holds no usable key.
-    pub fn load(config: AuthConfig) -> Result<Arc<Self>, String> {
-        let keys = Self::read(&config)?;
+    /// Reads the key set. A file must be readable and hold a usable key. A URL that cannot be
+    /// fetched yet is logged and retried every few seconds; until then every token is refused
+    /// (the default is deny), so a frontend does not depend on its identity provider to start.
+    pub async fn load(config: AuthConfig) -> Result<Arc<Self>, String> {
+        let keys = match &config.jwks {
+            JwksSource::File(_) => Self::read_file(&config)?,
+            JwksSource::Url(url) => match Self::read_url(url).await {
+                Ok(keys) => keys,
+                Err(e) => {
+                    tracing::error!(
+                        jwks = %config.jwks,
+                        error = %e,
+                        "cannot fetch the JWKS yet: every token is refused until it is fetched"
+                    );
+                    KeySet {
+                        keys: Vec::new(),
+                        stamp: None,
+                        generation: 0,
+                    }
+                }
+            },
+        };
         tracing::info!(
-            jwks = %config.jwks_path.display(),
+            jwks = %config.jwks,
             keys = keys.keys.len(),
             "JWT authorization on: every API call needs a bearer token"
         );
@@ -174,18 +251,35 @@ impl Authenticator {
         &self.config
     }
 
-    fn read(config: &AuthConfig) -> Result<KeySet, String> {
-        let path = &config.jwks_path;
+    /// Keys in force now (0 while a URL has not been fetched yet).
+    pub fn key_count(&self) -> usize {
+        self.keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys
+            .len()
+    }
+
+    fn read_file(config: &AuthConfig) -> Result<KeySet, String> {
+        let JwksSource::File(path) = &config.jwks else {
+            return Err("not a file".into());
+        };
         let stamp = file_stamp(path);
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("reading the JWKS {}: {e}", path.display()))?;
-        let keys = parse_keys(&text)
-            .map_err(|e| format!("the JWKS {} is invalid: {e}", path.display()))?;
+        Self::key_set(&text, &config.jwks, stamp)
+    }
+
+    async fn read_url(url: &str) -> Result<KeySet, String> {
+        let text = fetch::fetch(url).await?;
+        let stamp = Some(body_stamp(&text));
+        Self::key_set(&text, &JwksSource::Url(url.to_string()), stamp)
+    }
+
+    fn key_set(text: &str, source: &JwksSource, stamp: Option<Stamp>) -> Result<KeySet, String> {
+        let keys = parse_keys(text).map_err(|e| format!("the JWKS {source} is invalid: {e}"))?;
         if keys.is_empty() {
-            return Err(format!(
-                "the JWKS {} has no RSA or EC public key",
-                path.display()
-            ));
+            return Err(format!("the JWKS {source} has no RSA or EC public key"));
         }
         Ok(KeySet {
             keys,
@@ -194,47 +288,62 @@ impl Authenticator {
         })
     }
 
-    /// Re-reads the key file if it changed (or `force`). A file that became unreadable or
-    /// invalid keeps the previous keys in force.
-    pub fn reload(&self, force: bool) {
-        let stamp = file_stamp(&self.config.jwks_path);
-        if !force && stamp == self.keys.read().unwrap_or_else(|e| e.into_inner()).stamp {
-            return;
-        }
-        match Self::read(&self.config) {
-            Ok(mut keys) => {
-                tracing::info!(
-                    jwks = %self.config.jwks_path.display(),
-                    keys = keys.keys.len(),
-                    "JWKS reloaded"
-                );
-                let generation = {
-                    let mut current = self.keys.write().unwrap_or_else(|e| e.into_inner());
-                    keys.generation = current.generation + 1;
-                    *current = keys;
-                    current.generation
-                };
-                let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-                verified.generation = generation;
-                verified.tokens.clear();
+    /// Reads the key set again if it changed (or `force`, for a file). A source that became
+    /// unreadable or invalid keeps the previous keys in force.
+    pub async fn reload(&self, force: bool) {
+        let read = match &self.config.jwks {
+            JwksSource::File(path) => {
+                let stamp = file_stamp(path);
+                if !force && stamp == self.current_stamp() {
+                    return;
+                }
+                Self::read_file(&self.config)
             }
-            Err(e) => tracing::warn!(error = %e, "keeping the previous keys"),
+            JwksSource::Url(url) => Self::read_url(url).await,
+        };
+        match read {
+            Ok(keys) if keys.stamp.is_some() && keys.stamp == self.current_stamp() => {}
+            Ok(keys) => self.install(keys),
+            Err(e) => {
+                tracing::warn!(jwks = %self.config.jwks, error = %e, "keeping the previous keys")
+            }
         }
     }
 
-    /// Checks the key file every refresh interval while `self` lives.
+    fn current_stamp(&self) -> Option<Stamp> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).stamp
+    }
+
+    fn install(&self, mut keys: KeySet) {
+        tracing::info!(jwks = %self.config.jwks, keys = keys.keys.len(), "JWKS reloaded");
+        let generation = {
+            let mut current = self.keys.write().unwrap_or_else(|e| e.into_inner());
+            keys.generation = current.generation + 1;
+            *current = keys;
+            current.generation
+        };
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        verified.generation = generation;
+        verified.tokens.clear();
+    }
+
+    /// Checks the key set every refresh interval while `self` lives (a URL not fetched yet:
+    /// every few seconds until it is).
     pub fn spawn_refresh(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let interval = self.config.refresh_interval.max(Duration::from_millis(100));
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(interval).await;
-                match weak.upgrade() {
-                    Some(auth) => {
-                        tokio::task::spawn_blocking(move || auth.reload(false))
-                            .await
-                            .ok();
+                let wait = match weak.upgrade() {
+                    Some(auth) if auth.current_stamp().is_none() => {
+                        interval.min(URL_RETRY_UNTIL_LOADED)
                     }
+                    Some(_) => interval,
+                    None => return,
+                };
+                tokio::time::sleep(wait).await;
+                match weak.upgrade() {
+                    Some(auth) => auth.reload(false).await,
                     None => return,
                 }
             }
@@ -242,7 +351,7 @@ impl Authenticator {
     }
 
     /// Verifies the `authorization` metadata value and returns the caller's claims.
-    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Claims, AuthError> {
+    pub async fn authenticate(&self, header: Option<&[u8]>) -> Result<Claims, AuthError> {
         let header = header.ok_or_else(|| AuthError("no authorization header".into()))?;
         let header = std::str::from_utf8(header)
             .map_err(|_| AuthError("the authorization header is not text".into()))?;
@@ -267,7 +376,7 @@ impl Authenticator {
         match self.verify(token, &jwt_header) {
             Err(VerifyError::NoKey) if self.may_force_reload() => {
                 // A key this node has not seen yet: the key set may have rotated.
-                self.reload(true);
+                self.reload(true).await;
                 self.verify(token, &jwt_header)
             }
             other => other,
@@ -302,7 +411,11 @@ impl Authenticator {
             .last_forced_reload
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+        let every = match self.config.jwks {
+            JwksSource::File(_) => Duration::from_secs(1),
+            JwksSource::Url(_) => URL_FORCED_RELOAD_EVERY,
+        };
+        if last.is_some_and(|at| at.elapsed() < every) {
             return false;
         }
         *last = Some(Instant::now());
@@ -384,14 +497,16 @@ mod tests {
         assert!(parse_keys("not json").is_err());
     }
 
-    #[test]
-    fn hmac_and_unsigned_tokens_are_refused() {
+    #[tokio::test]
+    async fn hmac_and_unsigned_tokens_are_refused() {
         let dir = std::env::temp_dir().join(format!("chronicle-jwks-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("jwks.json");
         let doc = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "ec", "x": X, "y": Y}]});
         std::fs::write(&path, doc.to_string()).unwrap();
-        let auth = Authenticator::load(AuthConfig::new(path)).expect("loads");
+        let auth = Authenticator::load(AuthConfig::new(path))
+            .await
+            .expect("loads");
         let claims = serde_json::json!({"sub": "a", "exp": 4_000_000_000u64, "permissions": ["temporal-system:admin"]});
         let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
         header.kid = Some("ec".into());
@@ -403,15 +518,23 @@ mod tests {
         )
         .unwrap();
         let bearer = |t: &str| format!("Bearer {t}");
-        assert!(auth.authenticate(Some(bearer(&hs).as_bytes())).is_err());
+        assert!(
+            auth.authenticate(Some(bearer(&hs).as_bytes()))
+                .await
+                .is_err()
+        );
         // alg none: header {"alg":"none"}, no signature.
         let none = format!(
             "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
             "eyJzdWIiOiJhIiwiZXhwIjo0MDAwMDAwMDAwLCJwZXJtaXNzaW9ucyI6WyJ0ZW1wb3JhbC1zeXN0ZW06YWRtaW4iXX0"
         );
-        assert!(auth.authenticate(Some(bearer(&none).as_bytes())).is_err());
-        assert!(auth.authenticate(None).is_err());
-        assert!(auth.authenticate(Some(b"Basic abc")).is_err());
+        assert!(
+            auth.authenticate(Some(bearer(&none).as_bytes()))
+                .await
+                .is_err()
+        );
+        assert!(auth.authenticate(None).await.is_err());
+        assert!(auth.authenticate(Some(b"Basic abc")).await.is_err());
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -185,3 +185,21 @@ readinessProbe:
     fieldRef:
       fieldPath: metadata.namespace
 {{- end -}}
+
+{{- /* The frontend's JWT authorization settings (empty when off). A Secret's key set is read
+from its mount and re-read when Kubernetes updates the mounted file. */ -}}
+{{- define "chronicle.authEnv" -}}
+{{- $a := .Values.frontend.auth -}}
+{{- if or $a.jwksUrl $a.jwksSecret.name }}
+- name: CHRONICLE_JWKS
+  value: {{ ternary $a.jwksUrl (printf "/etc/chronicle/jwks/%s" $a.jwksSecret.key) (ne $a.jwksUrl "") | quote }}
+- name: CHRONICLE_JWT_PERMISSIONS_CLAIM
+  value: {{ $a.permissionsClaim | quote }}
+- name: CHRONICLE_JWKS_REFRESH_SECS
+  value: {{ $a.refreshSeconds | quote }}
+{{- if $a.audience }}
+- name: CHRONICLE_JWT_AUDIENCE
+  value: {{ $a.audience | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
