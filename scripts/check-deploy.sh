@@ -209,6 +209,8 @@ step "chart cluster: what the rules and the cluster dashboard assume"
     "sum(service_requests{$C, service_name=\"frontend\", chronicle_component=\"frontend\"}) > 0" \
     "!service_requests{$C, service_name=\"frontend\", chronicle_component!=\"frontend\"}" \
     "sum(workflow_success{$C, temporal_namespace=\"default\"}) > 0" \
+    "sum(workflow_terminate{$C, temporal_namespace=\"default\"}) == 2" \
+    "sum(workflow_timeout{$C, temporal_namespace=\"default\"}) == 2" \
     "!rule:ChronicleShardsUnderReplicated" "!rule:ChronicleHistoryQuorumLost" \
     "sum(chronicle_raft_groups_without_leader{$C}) == 0" \
     "sum(chronicle_raft_groups_under_replicated{$C}) == 0" \

@@ -312,8 +312,16 @@ def cluster():
     b.panel("Stored timer and outbox tasks",
             [(f"sum by (instance) (chronicle_timer_queue_depth{{{NS}}})", "timers {{instance}}"),
              (f"sum by (instance) (chronicle_outbox_depth{{{NS}}})", "outbox {{instance}}")],
-            w=24, description="Tasks stored on each node over every shard replica it hosts "
+            w=12, description="Tasks stored on each node over every shard replica it hosts "
             "(RocksDB's key estimate). A queue that only grows means its processor is behind.")
+    b.panel("Oldest queued work",
+            [(f"max by (instance) (chronicle_timer_queue_lag_seconds{{{NS}}})",
+              "timer lag {{instance}}"),
+             (f"max by (instance) (chronicle_outbox_oldest_task_age_seconds{{{NS}}})",
+              "oldest outbox task {{instance}}")], unit="s", w=12,
+            description="Over the shards each node leads: how late the earliest due timer is "
+            "(should stay near 0), and the age of the oldest outbox task (a task waiting for "
+            "a worker, or a transfer task not run yet; a failover restarts its count).")
     b.row("Raft groups")
     b.panel("Groups led, leaderless, under-replicated",
             [(f"sum by (instance) (chronicle_raft_groups_led{{{NS}}})", "led {{instance}}"),

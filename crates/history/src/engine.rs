@@ -84,6 +84,9 @@ pub(crate) struct Shard {
     /// The last log index the group had when it opened: it has caught up once it applied it.
     start_log_index: u64,
     caught_up: AtomicBool,
+    /// Ages of the oldest queued work, kept by the timer and outbox loops while this node leads
+    /// the shard (read by [`HistoryEngine::record_shard_gauge`]).
+    pub(crate) queue_ages: QueueAges,
     /// The term in which this node, as leader, has applied every entry of earlier terms (0:
     /// none). `current_leader == self` is published when the vote commits, before the new
     /// term's blank entry is applied: processors and reads wait for this (cluster.md §2.7).
@@ -509,15 +512,30 @@ impl HistoryEngine {
         Ok(())
     }
 
-    /// Sets Temporal's `numshards_gauge`: the history shards this node leads.
+    /// Sets Temporal's `numshards_gauge` (the history shards this node leads) and the ages of
+    /// the oldest queued timer and outbox task over those shards, at scrape time.
     pub fn record_shard_gauge(&self) {
-        let led = self.shards.iter().filter(|s| self.is_leader(s)).count();
+        let led: Vec<&Arc<Shard>> = self.shards.iter().filter(|s| self.is_leader(s)).collect();
         metrics::gauge!(
             metric_defs::NUMSHARDS_GAUGE,
             "service_name" => metric_defs::SERVICE_NAME,
             "operation" => "ShardController",
         )
-        .set(led as f64);
+        .set(led.len() as f64);
+        let now = chronicle_types::time::now_millis();
+        let age = |since: &AtomicI64| -> f64 {
+            match since.load(Ordering::Relaxed) {
+                i64::MAX => 0.0,
+                ms => now.saturating_sub(ms).max(0) as f64 / 1000.0,
+            }
+        };
+        let (mut timer_lag, mut outbox_age) = (0.0f64, 0.0f64);
+        for shard in &led {
+            timer_lag = timer_lag.max(age(&shard.queue_ages.oldest_due_timer_ms));
+            outbox_age = outbox_age.max(age(&shard.queue_ages.oldest_outbox_task_ms));
+        }
+        metrics::gauge!(metric_defs::TIMER_QUEUE_LAG).set(timer_lag);
+        metrics::gauge!(metric_defs::OUTBOX_OLDEST_TASK_AGE).set(outbox_age);
     }
 
     /// Sets the client that routes commands to shards this node does not lead. Without one
@@ -576,6 +594,25 @@ impl HistoryEngine {
     }
 }
 
+/// When the oldest queued work of a shard became due, in milliseconds since the epoch
+/// (`i64::MAX`: none).
+pub(crate) struct QueueAges {
+    /// Fire time of the earliest timer that is due and not fired yet.
+    pub(crate) oldest_due_timer_ms: AtomicI64,
+    /// When this leader first read the oldest row still in the outbox (a task handed to
+    /// matching stays until a worker starts it; a transfer task until it ran).
+    pub(crate) oldest_outbox_task_ms: AtomicI64,
+}
+
+impl Default for QueueAges {
+    fn default() -> Self {
+        Self {
+            oldest_due_timer_ms: AtomicI64::new(i64::MAX),
+            oldest_outbox_task_ms: AtomicI64::new(i64::MAX),
+        }
+    }
+}
+
 /// `now`, or 1 µs after the latest stamp of the shard if the clock is behind it (P30).
 fn monotonic_now(last_now: &AtomicI64) -> prost_wkt_types::Timestamp {
     let wall = chronicle_types::time::now_timestamp();
@@ -602,6 +639,7 @@ async fn readiness_loop(
     group: ShardId,
     node_id: u64,
     ready_term: Arc<AtomicU64>,
+    leading: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut metrics = raft.metrics();
@@ -610,12 +648,16 @@ async fn readiness_loop(
             let m = metrics.borrow_and_update();
             (m.current_leader, m.current_term)
         };
+        if leader != Some(node_id) || ready_term.load(Ordering::SeqCst) != term {
+            leading.store(false, Ordering::SeqCst);
+        }
         if leader == Some(node_id) && ready_term.load(Ordering::SeqCst) != term {
             match raft.ensure_linearizable().await {
                 Ok(_) => {
                     // Still the same term: a new term needs its own round.
                     if raft.metrics().borrow().current_term == term {
                         ready_term.store(term, Ordering::SeqCst);
+                        leading.store(true, Ordering::SeqCst);
                         tracing::info!(group, term, "leading the group");
                     }
                     continue;
@@ -684,6 +726,9 @@ async fn open_group(
     shutdown: &watch::Sender<bool>,
 ) -> Result<Shard, RaftError> {
     let changes = notifier.subscribe(id);
+    // Before the group starts: entries it replays at start are not this node's to count.
+    let leading = notifier.leading_flag(id);
+    leading.store(false, Ordering::SeqCst);
     let raft = match &config.replication {
         None => {
             chronicle_raft::start_group(
@@ -726,11 +771,13 @@ async fn open_group(
         id,
         config.node_id,
         ready_term.clone(),
+        leading,
         shutdown.subscribe(),
     ));
     Ok(Shard {
         start_log_index,
         caught_up: AtomicBool::new(false),
+        queue_ages: QueueAges::default(),
         ready_term,
         last_now: notifier.last_now(id),
         id,

@@ -92,6 +92,14 @@ pub const SHARD_COMMAND_BATCH_SIZE: &str = "chronicle_history_shard_command_batc
 /// a shard leader, by outcome (`ok`, or `retry` when one failed and runs again).
 pub const TRANSFER_TASKS_EXECUTED: &str = "chronicle_transfer_task_executed";
 
+/// How far the timer queue is behind, in seconds: over the shards this node leads, now minus
+/// the fire time of the earliest timer that is due and not fired yet (0 when none is due).
+pub const TIMER_QUEUE_LAG: &str = "chronicle_timer_queue_lag_seconds";
+/// Age of the oldest outbox task, in seconds, over the shards this node leads: a workflow or
+/// activity task waiting for a worker, or a transfer task not run yet. Counted from when the
+/// current leader first read it (a failover restarts the count).
+pub const OUTBOX_OLDEST_TASK_AGE: &str = "chronicle_outbox_oldest_task_age_seconds";
+
 /// Histograms of counts, not durations: they get dimensionless buckets.
 pub const DIMENSIONLESS_HISTOGRAMS: &[&str] = &[STATE_TRANSITION_COUNT, SHARD_COMMAND_BATCH_SIZE];
 
@@ -145,6 +153,16 @@ pub fn describe() {
         describe_histogram!(name, Unit::Seconds, help);
     }
     metrics::describe_gauge!(NUMSHARDS_GAUGE, "History shards this node leads.");
+    metrics::describe_gauge!(
+        TIMER_QUEUE_LAG,
+        Unit::Seconds,
+        "Lateness of the earliest due timer not fired yet, over shards led here."
+    );
+    metrics::describe_gauge!(
+        OUTBOX_OLDEST_TASK_AGE,
+        Unit::Seconds,
+        "Age of the oldest outbox task, over shards led here."
+    );
     for (name, help) in [
         (RAFT_GROUPS_LED, "Raft groups this node leads."),
         (

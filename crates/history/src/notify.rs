@@ -5,7 +5,7 @@
 //! workflows in flight that was an eighth of the server's CPU.)
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::watch;
@@ -20,6 +20,10 @@ pub struct ShardNotifier {
     /// Watches of the workflows someone waits on, by (group, namespace ID, workflow ID); an
     /// entry lives as long as a [`WorkflowWatch`] holds it.
     workflows: Arc<Mutex<HashMap<WorkflowKey, watch::Sender<u64>>>>,
+    /// Per group opened by an engine: whether this node leads it, ready to serve (set by the
+    /// engine's readiness loop). Apply records the per-workflow metrics (closes, transitions)
+    /// only where this is set, so a close is counted once per cluster, not once per replica.
+    leading: Arc<RwLock<HashMap<u32, Arc<AtomicBool>>>>,
 }
 
 type WorkflowKey = (u32, String, String);
@@ -74,6 +78,29 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ShardNotifier {
+    /// The group's "this node leads it" flag, created unset.
+    pub fn leading_flag(&self, group: u32) -> Arc<AtomicBool> {
+        if let Some(flag) = self.leading.read().expect("notifier lock").get(&group) {
+            return flag.clone();
+        }
+        self.leading
+            .write()
+            .expect("notifier lock")
+            .entry(group)
+            .or_insert_with(|| Arc::new(AtomicBool::new(false)))
+            .clone()
+    }
+
+    /// Whether apply on this node should record the group's workflow metrics: it leads the
+    /// group, or no engine opened the group here (apply driven directly, as in tests).
+    pub fn records_metrics(&self, group: u32) -> bool {
+        self.leading
+            .read()
+            .expect("notifier lock")
+            .get(&group)
+            .is_none_or(|flag| flag.load(Ordering::SeqCst))
+    }
+
     pub fn subscribe(&self, group: u32) -> watch::Receiver<u64> {
         let mut senders = self.senders.write().expect("notifier lock");
         senders

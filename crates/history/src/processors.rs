@@ -83,6 +83,10 @@ async fn timer_loop(
         }
         if !engine.is_leader(&shard) {
             was_leader = false;
+            shard
+                .queue_ages
+                .oldest_due_timer_ms
+                .store(i64::MAX, std::sync::atomic::Ordering::Relaxed);
             wait_for_change(&mut changes, &mut shutdown, IDLE_WAIT).await;
             continue;
         }
@@ -121,6 +125,12 @@ async fn timer_loop(
             .first()
             .map(|(key, _)| chronicle_storage::keys::timer_fire_time(key))
             .unwrap_or(now.saturating_add(1));
+        shard.queue_ages.oldest_due_timer_ms.store(
+            due.first().map_or(i64::MAX, |(key, _)| {
+                chronicle_storage::keys::timer_fire_time(key)
+            }),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if !due.is_empty() {
             // Fired concurrently so that their log appends share fsyncs.
             let fires = due.into_iter().map(|(key, task)| {
@@ -206,6 +216,8 @@ async fn outbox_loop(
     let mut floor: u64 = 0;
     let mut last_sweep = Instant::now();
     let transfers = Arc::new(crate::transfer::TransferTracker::default());
+    // Outbox ID -> when this leader first read the row (the age of the oldest is a gauge).
+    let mut first_seen: std::collections::BTreeMap<u64, i64> = std::collections::BTreeMap::new();
     loop {
         if *shutdown.borrow() {
             return;
@@ -213,6 +225,11 @@ async fn outbox_loop(
         if !engine.is_leader(&shard) {
             was_leader = false;
             handed.clear();
+            first_seen.clear();
+            shard
+                .queue_ages
+                .oldest_outbox_task_ms
+                .store(i64::MAX, std::sync::atomic::Ordering::Relaxed);
             transfers.clear();
             wait_for_change(&mut changes, &mut shutdown, IDLE_WAIT).await;
             continue;
@@ -246,9 +263,22 @@ async fn outbox_loop(
                 let present: std::collections::HashSet<&Vec<u8>> =
                     rows.iter().map(|(k, _)| k).collect();
                 handed.retain(|k, _| present.contains(k));
-                transfers.forget_absent(&rows.iter().map(|(k, _)| outbox_id_of(k)).collect());
+                let present_ids: std::collections::HashSet<u64> =
+                    rows.iter().map(|(k, _)| outbox_id_of(k)).collect();
+                first_seen.retain(|id, _| present_ids.contains(id));
+                transfers.forget_absent(&present_ids);
             }
+            // Rows below the first one present are gone (IDs only grow, rows are only deleted).
+            first_seen = first_seen.split_off(&floor);
         }
+        let seen_at = chronicle_types::time::now_millis();
+        for (key, _) in &rows {
+            first_seen.entry(outbox_id_of(key)).or_insert(seen_at);
+        }
+        shard.queue_ages.oldest_outbox_task_ms.store(
+            first_seen.values().next().copied().unwrap_or(i64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let more = rows.len() >= OUTBOX_BATCH;
         for (key, task) in &rows {
             if crate::transfer::is_transfer(task.kind) {

@@ -645,3 +645,66 @@ async fn ready_again_after_a_restart_replays_the_log() {
     assert_eq!(get(metrics, "/health/live").await.0, 200);
     server.stop().await.expect("stop");
 }
+
+/// The value of a gauge without labels in a fresh scrape.
+async fn gauge(metrics: SocketAddr, name: &str) -> f64 {
+    let (status, text) = get(metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    parse(&text)
+        .samples
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("{name} is not exported"))
+        .value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_age_grows_while_a_task_waits_for_a_worker_and_drops_once_started() {
+    const AGE: &str = "chronicle_outbox_oldest_task_age_seconds";
+    const TIMER_LAG: &str = "chronicle_timer_queue_lag_seconds";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config_for(dir.path());
+    config.max_poll_wait = Duration::from_secs(2);
+    let server = RunningServer::start_with_metrics(config)
+        .await
+        .expect("server starts");
+    let metrics = server.metrics_addr.expect("metrics port");
+    wait_ready(metrics).await;
+    assert_eq!(gauge(metrics, AGE).await, 0.0, "an empty outbox");
+    assert_eq!(gauge(metrics, TIMER_LAG).await, 0.0, "no timer due");
+
+    // A workflow task nobody polls for stays in the outbox.
+    let mut raw = raw_client(&server.url()).await;
+    let task_queue = unique("age-queue");
+    raw.start_workflow_execution(start_request(&unique("age"), "Age", &task_queue))
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let waiting = gauge(metrics, AGE).await;
+    assert!(
+        (1.5..60.0).contains(&waiting),
+        "the task has waited about 2.5 s: {waiting}"
+    );
+
+    // A worker starts it: its row goes, and the next sweep (every 2 s) forgets it.
+    let task = raw
+        .poll_workflow_task_queue(poll(&task_queue))
+        .await
+        .expect("poll")
+        .into_inner();
+    assert!(!task.task_token.is_empty(), "a workflow task");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let age = gauge(metrics, AGE).await;
+        if age == 0.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the started task still counts: {age}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(gauge(metrics, TIMER_LAG).await, 0.0, "timers fire on time");
+    server.stop().await.expect("stop");
+}

@@ -70,9 +70,14 @@ pub struct HistoryApplier {
 }
 
 impl HistoryApplier {
-    /// Records the metrics of the command applied last (workflow closes, state transitions).
-    fn record_metrics(&self) {
-        metric_defs::record(metric_defs::take_observations(), |id| {
+    /// Records the metrics of the command applied last (workflow closes, state transitions), on
+    /// the group's leader only: every replica applies the command, one counts it.
+    fn record_metrics(&self, group: u32) {
+        let observations = metric_defs::take_observations();
+        if !self.notifier.records_metrics(group) {
+            return;
+        }
+        metric_defs::record(observations, |id| {
             match self.namespace_names.as_ref().map(|names| names.name(id)) {
                 Some(name) if !name.is_empty() => name,
                 _ => id.to_string(),
@@ -116,7 +121,7 @@ impl Applier for HistoryApplier {
                 let mut results = Vec::with_capacity(command.batch.len());
                 for one in command.batch {
                     results.push(apply_one(batch, one)?);
-                    self.record_metrics();
+                    self.record_metrics(batch.tables().shard());
                 }
                 cmd::CommandResult {
                     result: None,
@@ -125,7 +130,7 @@ impl Applier for HistoryApplier {
             }
             Ok(command) => {
                 let result = apply_one(batch, command)?;
-                self.record_metrics();
+                self.record_metrics(batch.tables().shard());
                 result
             }
         };
