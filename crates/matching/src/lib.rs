@@ -380,7 +380,14 @@ impl MatchingService for MatchingEngine {
                         }
                         Err(e) if task_is_stale(&e) => continue,
                         Err(e) => {
-                            tracing::warn!(error = %e.message, "recording a workflow task as started failed; history will re-dispatch it");
+                            tracing::warn!(
+                                namespace_id = %task.namespace_id,
+                                workflow_id = %task.workflow_id,
+                                run_id = %task.run_id,
+                                shard = task.shard,
+                                error = %e.message,
+                                "recording a workflow task as started failed; history will re-dispatch it"
+                            );
                             continue;
                         }
                     }
@@ -436,7 +443,14 @@ impl MatchingService for MatchingEngine {
                 }
                 Err(e) if task_is_stale(&e) => continue,
                 Err(e) => {
-                    tracing::warn!(error = %e.message, "recording an activity task as started failed; history will re-dispatch it");
+                    tracing::warn!(
+                        namespace_id = %task.namespace_id,
+                        workflow_id = %task.workflow_id,
+                        run_id = %task.run_id,
+                        shard = task.shard,
+                        error = %e.message,
+                        "recording an activity task as started failed; history will re-dispatch it"
+                    );
                     continue;
                 }
             }
@@ -554,7 +568,14 @@ impl MatchingService for MatchingEngine {
         for task in waiting {
             if let Err(e) = history.sticky_worker_unavailable(&task).await {
                 // The sticky schedule-to-start timeout still moves it, a little later.
-                tracing::warn!(error = %e.message, "moving a task off a closed sticky queue failed");
+                tracing::warn!(
+                    namespace_id = %task.namespace_id,
+                    workflow_id = %task.workflow_id,
+                    run_id = %task.run_id,
+                    shard = task.shard,
+                    error = %e.message,
+                    "moving a task off a closed sticky queue failed"
+                );
             }
         }
         Ok(())

@@ -127,7 +127,7 @@ async fn drive(
             Ok(Some(job)) if is_running(&job) => job,
             Ok(_) => break,
             Err(e) => {
-                tracing::error!(job = %key.1, error = %e, "reading a batch job failed");
+                tracing::error!(shard = shard.id, namespace_id = %key.0, job = %key.1, error = %e, "reading a batch job failed");
                 break;
             }
         };
@@ -152,7 +152,7 @@ async fn drive(
             // Leadership or shutdown came in between: the next leader resumes.
             Ok(None) => break,
             Err(e) => {
-                tracing::warn!(job = %key.1, error = %e, "batch job step failed; retrying");
+                tracing::warn!(shard = shard.id, namespace_id = %key.0, job = %key.1, error = %e, "batch job step failed; retrying");
                 pause(&shutdown).await;
                 continue;
             }
@@ -168,7 +168,7 @@ async fn drive(
             }
             // A refused cursor means the row moved on (a stop, or another driver): re-read it.
             if e.code != tonic::Code::FailedPrecondition {
-                tracing::warn!(job = %key.1, error = %e, "recording a batch step failed");
+                tracing::warn!(shard = shard.id, namespace_id = %key.0, job = %key.1, error = %e, "recording a batch step failed");
                 pause(&shutdown).await;
             }
         }
