@@ -419,3 +419,49 @@ async def test_batch_signal_survives_a_server_crash_without_doubling(server_fact
     assert counts == [1] * count, [(h.id, c) for h, c in zip(handles, counts) if c != 1][:5]
     assert done.complete_operation_count == count
     assert done.failure_operation_count == 0
+
+
+async def test_batch_update_activity_options_by_query(client: Client, task_queue):
+    """UpdateActivityOptions as a batch: every matching run's pending activity gets the options
+    (here: moved from a queue nobody polls to the worker's), as `temporal activity
+    update-options --query` does."""
+    import activity_ops_workflows as aw
+    from google.protobuf.field_mask_pb2 import FieldMask
+    from temporalio.api.activity.v1 import ActivityOptions
+    from temporalio.api.batch.v1 import BatchOperationUpdateActivityOptions
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+
+    await wait_no_running_batch(client)
+    keys = [new_id(f"batch-act-{i}") for i in range(2)]
+    for key in keys:
+        aw.RELEASED.add(key)
+    async with Worker(client, task_queue=task_queue, workflows=aw.ALL, activities=aw.ACTIVITIES):
+        handles = [await client.start_workflow(aw.OtherQueueActivityWorkflow.run, key, id=key,
+                                               task_queue=task_queue) for key in keys]
+
+        async def all_pending():
+            for key in keys:
+                d = await client.workflow_service.describe_workflow_execution(DescribeWorkflowExecutionRequest(
+                    namespace=NAMESPACE, execution=WorkflowExecution(workflow_id=key)))
+                if not d.pending_activities:
+                    return False
+            answer = await client.workflow_service.count_workflow_executions(
+                CountWorkflowExecutionsRequest(namespace=NAMESPACE, query=f"TaskQueue = '{task_queue}'"))
+            return answer.count == len(keys)
+        await eventually(all_pending)
+        job_id = new_id("batch-act-job")
+        await client.workflow_service.start_batch_operation(StartBatchOperationRequest(
+            namespace=NAMESPACE, job_id=job_id, reason="move them",
+            visibility_query=f"TaskQueue = '{task_queue}'",
+            update_activity_options_operation=BatchOperationUpdateActivityOptions(
+                identity="batcher", match_all=True,
+                activity_options=ActivityOptions(task_queue=TaskQueue(name=task_queue)),
+                update_mask=FieldMask(paths=["task_queue.name"]))))
+        done = await wait_finished(client, job_id)
+        assert done.state == BatchOperationState.BATCH_OPERATION_STATE_COMPLETED
+        assert done.operation_type == BatchOperationType.BATCH_OPERATION_TYPE_UPDATE_ACTIVITY_OPTIONS
+        assert done.complete_operation_count == len(keys)
+        assert done.failure_operation_count == 0
+        for handle in handles:
+            assert await asyncio.wait_for(handle.result(), 30) == 1

@@ -6,6 +6,7 @@
 //! of a run already closed answers NotFound, which counts as done (as in Temporal's batcher).
 
 use chronicle_cluster::HistoryService;
+use chronicle_proto::chronicle::history::v1::{RunOperation, run_operation};
 use chronicle_proto::temporal::api::common::v1::{
     Execution, Header, Payloads, ResetOptions, WorkflowExecution,
 };
@@ -47,6 +48,12 @@ pub(crate) enum BatchOperation {
         options: ResetOptions,
         identity: String,
     },
+    /// The activity operations: each run gets the single-run request (UnpauseActivity,
+    /// ResetActivity, UpdateActivityOptions) with the job's activity selector, as Temporal's
+    /// batcher sends it; a run without a matching activity answers NotFound (done).
+    UnpauseActivities(ws::UnpauseActivityRequest),
+    ResetActivities(ws::ResetActivityRequest),
+    UpdateActivityOptions(ws::UpdateActivityOptionsRequest),
 }
 
 impl BatchOperation {
@@ -77,6 +84,60 @@ impl BatchOperation {
                 options: reset_point::options(op),
                 identity: op.identity.clone(),
             }),
+            Some(Operation::UnpauseActivitiesOperation(op)) => {
+                use chronicle_proto::temporal::api::batch::v1::batch_operation_unpause_activities::Activity;
+                use ws::unpause_activity_request::Activity as Selector;
+                Ok(Self::UnpauseActivities(ws::UnpauseActivityRequest {
+                    namespace: request.namespace.clone(),
+                    identity: op.identity.clone(),
+                    activity: match &op.activity {
+                        Some(Activity::Type(t)) => Some(Selector::Type(t.clone())),
+                        Some(Activity::MatchAll(true)) => Some(Selector::UnpauseAll(true)),
+                        _ => None,
+                    },
+                    reset_attempts: op.reset_attempts,
+                    reset_heartbeat: op.reset_heartbeat,
+                    jitter: op.jitter,
+                    ..Default::default()
+                }))
+            }
+            Some(Operation::ResetActivitiesOperation(op)) => {
+                use chronicle_proto::temporal::api::batch::v1::batch_operation_reset_activities::Activity;
+                use ws::reset_activity_request::Activity as Selector;
+                Ok(Self::ResetActivities(ws::ResetActivityRequest {
+                    namespace: request.namespace.clone(),
+                    identity: op.identity.clone(),
+                    activity: match &op.activity {
+                        Some(Activity::Type(t)) => Some(Selector::Type(t.clone())),
+                        Some(Activity::MatchAll(true)) => Some(Selector::MatchAll(true)),
+                        _ => None,
+                    },
+                    reset_heartbeat: op.reset_heartbeat,
+                    keep_paused: op.keep_paused,
+                    jitter: op.jitter,
+                    restore_original_options: op.restore_original_options,
+                    ..Default::default()
+                }))
+            }
+            Some(Operation::UpdateActivityOptionsOperation(op)) => {
+                use chronicle_proto::temporal::api::batch::v1::batch_operation_update_activity_options::Activity;
+                use ws::update_activity_options_request::Activity as Selector;
+                Ok(Self::UpdateActivityOptions(
+                    ws::UpdateActivityOptionsRequest {
+                        namespace: request.namespace.clone(),
+                        identity: op.identity.clone(),
+                        activity: match &op.activity {
+                            Some(Activity::Type(t)) => Some(Selector::Type(t.clone())),
+                            Some(Activity::MatchAll(true)) => Some(Selector::MatchAll(true)),
+                            _ => None,
+                        },
+                        activity_options: op.activity_options.clone(),
+                        update_mask: op.update_mask.clone(),
+                        restore_original: op.restore_original,
+                        ..Default::default()
+                    },
+                ))
+            }
             Some(other) => Err(ApiError::invalid_argument(format!(
                 "The operation type {} is not supported",
                 operation_name(other)
@@ -95,6 +156,9 @@ impl BatchOperation {
             Self::Signal { .. } => BatchOperationType::SignalWorkflow,
             Self::Delete { .. } => BatchOperationType::DeleteWorkflow,
             Self::Reset { .. } => BatchOperationType::ResetWorkflow,
+            Self::UnpauseActivities(_) => BatchOperationType::UnpauseActivity,
+            Self::ResetActivities(_) => BatchOperationType::ResetActivity,
+            Self::UpdateActivityOptions(_) => BatchOperationType::UpdateActivityOptions,
         }
     }
 
@@ -105,6 +169,9 @@ impl BatchOperation {
             | Self::Signal { identity, .. }
             | Self::Delete { identity }
             | Self::Reset { identity, .. } => identity,
+            Self::UnpauseActivities(r) => &r.identity,
+            Self::ResetActivities(r) => &r.identity,
+            Self::UpdateActivityOptions(r) => &r.identity,
         }
     }
 
@@ -202,12 +269,65 @@ impl BatchOperation {
                     .await
                     .map(|_| ())
             }
+            Self::UnpauseActivities(template) => {
+                let request = ws::UnpauseActivityRequest {
+                    execution: Some(execution.clone()),
+                    ..template.clone()
+                };
+                let named = request.activity.is_some();
+                let operation = run_operation::Operation::UnpauseActivity(request);
+                on_run(history, namespace_id, execution, named.then_some(operation)).await
+            }
+            Self::ResetActivities(template) => {
+                let request = ws::ResetActivityRequest {
+                    execution: Some(execution.clone()),
+                    ..template.clone()
+                };
+                let named = request.activity.is_some();
+                let operation = run_operation::Operation::ResetActivity(request);
+                on_run(history, namespace_id, execution, named.then_some(operation)).await
+            }
+            Self::UpdateActivityOptions(template) => {
+                let request = ws::UpdateActivityOptionsRequest {
+                    execution: Some(execution.clone()),
+                    ..template.clone()
+                };
+                let named = request.activity.is_some();
+                let operation = run_operation::Operation::UpdateActivityOptions(request);
+                on_run(history, namespace_id, execution, named.then_some(operation)).await
+            }
         };
         match outcome {
             Err(e) if e.code == tonic::Code::NotFound => Ok(()),
             other => other,
         }
     }
+}
+
+/// Sends one run operation to the run's shard (through the router in a cluster). A job whose
+/// selector names no activity fails on each run, as Temporal's batcher does ("unknown activity
+/// type").
+async fn on_run(
+    history: &dyn HistoryService,
+    namespace_id: &str,
+    execution: &WorkflowExecution,
+    operation: Option<run_operation::Operation>,
+) -> ApiResult<()> {
+    let Some(operation) = operation else {
+        return Err(ApiError::invalid_argument(
+            "unknown activity type: the operation names neither an activity type nor match_all",
+        ));
+    };
+    history
+        .run_operation(RunOperation {
+            namespace_id: namespace_id.to_string(),
+            workflow_id: execution.workflow_id.clone(),
+            run_id: execution.run_id.clone(),
+            operation: Some(operation),
+            jitter_seed: 0,
+        })
+        .await
+        .map(|_| ())
 }
 
 fn operation_name(op: &Operation) -> &'static str {
