@@ -139,12 +139,10 @@ async fn a_failed_snapshot_install_stops_the_replica_and_the_others_go_on() {
     scenario.teardown();
 }
 
-/// Known bug (found by this failpoint, not fixed yet): openraft 0.9 purges the follower's log
-/// up to the received snapshot before the state machine has installed it, so after a failed (or
-/// crashed) install the node's log is purged past its state and openraft refuses to start
-/// (`purge_upto <= snapshot_last_log_id` fails at startup). See docs/security.md.
+/// The failed install left the follower's log and state as they were (the purge up to the
+/// snapshot waited for the install), so it restarts on them, receives the snapshot again and
+/// catches up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a failed snapshot install leaves the log purged past the state"]
 async fn a_replica_whose_snapshot_install_failed_restarts_and_catches_up() {
     let scenario = fail::FailScenario::setup();
     let timing = snapshotting();

@@ -51,8 +51,9 @@ type TestStateMachine = ShardStateMachine<TestApplier>;
 
 fn open_stores(dir: &TempDir) -> Result<(Db, LogStore, TestStateMachine), StorageError> {
     let db = Db::open(dir.path(), DbOptions::default())?;
-    let log_store = LogStore::new(db.clone(), GROUP);
+    // Wired as a running group wires them: the log store's purges wait for the state machine.
     let sm = ShardStateMachine::open(ShardTables::new(db.clone(), GROUP), Arc::new(TestApplier))?;
+    let log_store = LogStore::with_purge_gate(db.clone(), GROUP, sm.purge_gate());
     Ok((db, log_store, sm))
 }
 
