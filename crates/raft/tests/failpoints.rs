@@ -8,11 +8,13 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use chronicle_raft::GroupTiming;
+use chronicle_raft::{GroupTiming, ShardStateMachine};
 use chronicle_storage::failpoint::names;
 use common::*;
+use openraft::storage::RaftStateMachine;
 
 /// Snapshots every 20 entries and purges the log behind them, so a replica builds snapshots
 /// during the test and one that was away must install one.
@@ -131,7 +133,8 @@ async fn a_failed_snapshot_build_stops_the_replica_and_it_catches_up() {
 async fn a_failed_snapshot_install_stops_the_replica_and_the_others_go_on() {
     let scenario = fail::FailScenario::setup();
     let timing = snapshotting();
-    let (mut nodes, lagging, _) = a_follower_failing_to_install(&timing).await;
+    let (mut nodes, lagging, _) =
+        a_follower_failing_to_install(&timing, names::SNAPSHOT_INSTALL).await;
     let index = propose_all(&nodes, "after", 5).await;
     crash_node(&mut nodes[lagging]).await;
     assert_eq!(wait_for_same_state(&nodes, index).await, 70);
@@ -146,7 +149,8 @@ async fn a_failed_snapshot_install_stops_the_replica_and_the_others_go_on() {
 async fn a_replica_whose_snapshot_install_failed_restarts_and_catches_up() {
     let scenario = fail::FailScenario::setup();
     let timing = snapshotting();
-    let (mut nodes, lagging, lagging_last_log) = a_follower_failing_to_install(&timing).await;
+    let (mut nodes, lagging, lagging_last_log) =
+        a_follower_failing_to_install(&timing, names::SNAPSHOT_INSTALL).await;
     crash_node(&mut nodes[lagging]).await;
     restart_node(&mut nodes[lagging], &timing).await;
     let index = propose_all(&nodes, "after", 5).await;
@@ -160,10 +164,53 @@ async fn a_replica_whose_snapshot_install_failed_restarts_and_catches_up() {
     scenario.teardown();
 }
 
+/// The install failed once the snapshot was the node's snapshot file, before the state was
+/// replaced: the restarted node finishes the install from the file as it opens (its applied
+/// state is the snapshot's before any message arrives), then catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_install_failed_after_the_snapshot_file_finishes_it_at_restart() {
+    let scenario = fail::FailScenario::setup();
+    let timing = snapshotting();
+    let (mut nodes, lagging, lagging_last_log) =
+        a_follower_failing_to_install(&timing, names::SNAPSHOT_INSTALL_STATE).await;
+    crash_node(&mut nodes[lagging]).await;
+    {
+        // Opened as a restart opens it: the state is still the old one, the snapshot file the
+        // received one, and opening the state machine finishes the install.
+        let db = open_db(&nodes[lagging].dir).await;
+        let commands = |db: &chronicle_storage::Db| {
+            state_rows(db)
+                .iter()
+                .filter(|(cf, _, _)| *cf == chronicle_storage::Cf::Namespaces.name())
+                .count()
+        };
+        assert_eq!(commands(&db), 5, "the state was not replaced");
+        let tables = chronicle_storage::ShardTables::new(db.clone(), GROUP);
+        let mut sm = ShardStateMachine::open(tables, Arc::new(RowPerCommand)).unwrap();
+        let snapshot = sm
+            .get_current_snapshot()
+            .await
+            .unwrap()
+            .expect("the received snapshot is the node's snapshot file");
+        let snapshot = snapshot.meta.last_log_id.expect("a snapshot of a log");
+        assert!(snapshot.index > lagging_last_log);
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(snapshot));
+        assert!(commands(&db) > 5, "the snapshot's state is loaded");
+    }
+    restart_node(&mut nodes[lagging], &timing).await;
+    let index = propose_all(&nodes, "after", 5).await;
+    assert_eq!(wait_for_same_state(&nodes, index).await, 70);
+    shutdown_all(&mut nodes).await;
+    scenario.teardown();
+}
+
 /// Three nodes; one is stopped while the leader takes 60 writes, snapshots and purges, then
-/// restarted with its snapshot install failing. Returns the nodes, the faulty one's index and
-/// its last log index before it stopped; the failpoint is cleared again.
-async fn a_follower_failing_to_install(timing: &GroupTiming) -> (Vec<Node>, usize, u64) {
+/// restarted with its snapshot install failing at `failpoint`. Returns the nodes, the faulty
+/// one's index and its last log index before it stopped; the failpoint is cleared again.
+async fn a_follower_failing_to_install(
+    timing: &GroupTiming,
+    failpoint: &str,
+) -> (Vec<Node>, usize, u64) {
     let mut nodes = start_cluster(timing).await;
     let index = propose_all(&nodes, "early", 5).await;
     wait_for_same_state(&nodes, index).await;
@@ -187,9 +234,9 @@ async fn a_follower_failing_to_install(timing: &GroupTiming) -> (Vec<Node>, usiz
     )
     .await;
 
-    inject(names::SNAPSHOT_INSTALL, "error", &nodes[lagging]);
+    inject(failpoint, "error", &nodes[lagging]);
     restart_node(&mut nodes[lagging], timing).await;
     wait_until_stopped(&nodes[lagging]).await;
-    fail::remove(names::SNAPSHOT_INSTALL);
+    fail::remove(failpoint);
     (nodes, lagging, lagging_last_log)
 }
