@@ -16,18 +16,6 @@ use chronicle_storage::failpoint::names;
 use common::*;
 use openraft::storage::RaftStateMachine;
 
-/// Snapshots every 20 entries and purges the log behind them, so a replica builds snapshots
-/// during the test and one that was away must install one.
-fn snapshotting() -> GroupTiming {
-    GroupTiming {
-        snapshot_logs_since_last: 20,
-        max_in_snapshot_log_to_keep: 0,
-        purge_batch_size: 1,
-        snapshot_max_chunk_size: 512,
-        ..GroupTiming::replicated()
-    }
-}
-
 /// Stops a node whose group may have stopped on a fatal error (its shutdown may then fail).
 async fn crash_node(node: &mut Node) {
     let running = node.running.take().expect("node is running");
@@ -212,28 +200,7 @@ async fn a_follower_failing_to_install(
     failpoint: &str,
 ) -> (Vec<Node>, usize, u64) {
     let mut nodes = start_cluster(timing).await;
-    let index = propose_all(&nodes, "early", 5).await;
-    wait_for_same_state(&nodes, index).await;
-    let leader = wait_for_leader(&nodes).await;
-    let lagging = (leader + 1) % 3;
-    let lagging_last_log = nodes[lagging]
-        .raft()
-        .metrics()
-        .borrow()
-        .last_log_index
-        .expect("the follower has a log");
-    stop_node(&mut nodes[lagging]).await;
-    propose_all(&nodes, "missed", 60).await;
-    let leader = wait_for_leader(&nodes).await;
-    wait_for(
-        "the leader to purge past the stopped follower's log",
-        || {
-            let purged = nodes[leader].raft().metrics().borrow().purged?;
-            (purged.index > lagging_last_log + 1).then_some(())
-        },
-    )
-    .await;
-
+    let (lagging, lagging_last_log) = stop_a_follower_past_the_purge(&mut nodes).await;
     inject(failpoint, "error", &nodes[lagging]);
     restart_node(&mut nodes[lagging], timing).await;
     wait_until_stopped(&nodes[lagging]).await;

@@ -6,8 +6,8 @@
 //!
 //! A failpoint is configured with `fail::cfg(name, "return(ACTION@SCOPE)")` (or `FAILPOINTS`):
 //! `ACTION` is `error` (the default: the step fails as a disk error would), `panic` (the step
-//! panics, as a crash of that task would) or `abort` (the whole process dies there, as in a
-//! crash or `kill -9`: for tests that run the node in a child process), and `SCOPE`, when given, limits it to one data
+//! panics, as a crash of that task would) or `abort` (the whole process dies there, 100 ms later, as
+//! in a crash or `kill -9`: for tests that run the node in a child process), and `SCOPE`, when given, limits it to one data
 //! directory, so one node of an in-process cluster fails while the others go on. The `fail`
 //! crate's own actions (`sleep(ms)`, `pause`, counts like `1*return`) work as documented there.
 
@@ -48,6 +48,10 @@ pub fn check(name: &str, scope: &std::path::Path) -> Result<(), String> {
     match action {
         "panic" => panic!("failpoint {name}: injected panic"),
         "abort" => {
+            // The rest of the process goes on for a moment first, as the node's other tasks do
+            // while one of them is at this step when the node is killed (openraft purging the
+            // log while the state machine installs a snapshot, say).
+            std::thread::sleep(std::time::Duration::from_millis(100));
             eprintln!("failpoint {name}: injected abort");
             std::process::abort()
         }
