@@ -10,6 +10,7 @@
 //! the gRPC transport in [`transport`] between the replicas of a multi-voter group.
 
 mod network;
+mod snapshot_file;
 mod state_machine;
 pub mod transport;
 
@@ -22,7 +23,8 @@ use chronicle_types::shard::ShardId;
 use serde::{Deserialize, Serialize};
 
 pub use network::LocalOnlyNetwork;
-pub use state_machine::{Applier, ShardStateMachine, SnapshotData};
+pub use snapshot_file::SnapshotData;
+pub use state_machine::{Applier, ShardStateMachine};
 pub use transport::{
     GroupRegistry, GrpcNetworkFactory, PeerPool, PeerPoolConfig, TransportService,
 };
@@ -49,7 +51,7 @@ openraft::declare_raft_types!(
         R = CommandResponse,
         NodeId = u64,
         Node = openraft::BasicNode,
-        SnapshotData = state_machine::SnapshotData,
+        SnapshotData = snapshot_file::SnapshotData,
 );
 
 pub type ShardRaft = openraft::Raft<ShardRaftConfig>;
@@ -220,8 +222,8 @@ where
             .validate()
             .map_err(|e| start_err(&e))?,
     );
-    let log_store = LogStore::new(db.clone(), group);
-    let state_machine = ShardStateMachine::open(ShardTables::new(db, group), applier)?;
+    let state_machine = ShardStateMachine::open(ShardTables::new(db.clone(), group), applier)?;
+    let log_store = LogStore::with_purge_gate(db, group, state_machine.purge_gate());
     let raft = openraft::Raft::new(node_id, config, network, log_store, state_machine)
         .await
         .map_err(|e| start_err(&e))?;

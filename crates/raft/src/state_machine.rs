@@ -3,14 +3,19 @@
 //! Snapshots are the shard's whole key range (see `chronicle_storage::snapshot`), kept in a
 //! file: built by streaming RocksDB into it, sent and received in chunks read from and written
 //! to disk, installed by streaming it into one write batch.
+//!
+//! Installing a received snapshot is crash-safe in two steps: the data first becomes the
+//! group's snapshot file (fsynced, renamed into place), then the shard's state is replaced by it
+//! in one RocksDB write together with the applied record. A node that dies between the two
+//! finds a snapshot newer than its state when it opens, and finishes the install from the file.
+//! The log is purged past the old state only after that write (`PurgeGate`), so an install that
+//! fails or crashes earlier leaves the node's log and state as they were.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use chronicle_storage::tables::{META_APPLIED, META_SNAPSHOT_SEQ};
-use chronicle_storage::{ShardBatch, ShardTables, StorageError};
+use chronicle_storage::{PurgeGate, ShardBatch, ShardTables, StorageError};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     AnyError, Entry, EntryPayload, LogId, RaftSnapshotBuilder, StorageError as RaftStorageError,
@@ -18,6 +23,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::snapshot_file::{SnapshotData, SnapshotFile};
 use crate::{CommandResponse, ShardRaftConfig};
 
 /// Turns a committed command into writes. Implemented by the history engine.
@@ -66,166 +72,13 @@ struct LegacyAppliedMeta {
     last_snapshot_id: u64,
 }
 
-type Meta = SnapshotMeta<u64, openraft::BasicNode>;
+pub(crate) type Meta = SnapshotMeta<u64, openraft::BasicNode>;
 
 /// The snapshot `get_current_snapshot` serves: the last one built or installed. Only its meta is
 /// in memory; the data is in the group's snapshot file (see [`SnapshotFile`]), so a snapshot of a
 /// large shard costs disk, not memory. The one place it is held whole is the RocksDB write batch
 /// that installs it (one batch, so a crash never leaves half a snapshot applied).
 type CurrentSnapshot = Arc<Mutex<Option<Meta>>>;
-
-/// `<data dir>/snapshots/group-<id>.snap`: the meta's length (u32 BE), the meta (postcard), then
-/// the dumped key range. Written to a temporary file, fsynced and renamed into place.
-struct SnapshotFile {
-    path: std::path::PathBuf,
-}
-
-impl SnapshotFile {
-    fn of(tables: &ShardTables) -> Self {
-        Self {
-            path: tables
-                .db()
-                .path()
-                .join("snapshots")
-                .join(format!("group-{}.snap", tables.shard())),
-        }
-    }
-
-    /// Writes `meta` and the dump read from `data` (streamed, not held in memory).
-    fn write_from(&self, meta: &Meta, mut data: impl Read) -> std::io::Result<()> {
-        let (tmp, mut file) = self.create_tmp("tmp", meta)?;
-        std::io::copy(&mut data, &mut file)?;
-        self.finish(file)?;
-        self.commit(&tmp)
-    }
-
-    /// A new temporary file next to the snapshot file, with `meta`'s header written.
-    fn create_tmp(
-        &self,
-        tag: &str,
-        meta: &Meta,
-    ) -> std::io::Result<(std::path::PathBuf, std::io::BufWriter<std::fs::File>)> {
-        use std::io::Write;
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let meta_bytes = postcard::to_stdvec(meta).map_err(std::io::Error::other)?;
-        let meta_len = u32::try_from(meta_bytes.len()).map_err(std::io::Error::other)?;
-        let tmp = self
-            .path
-            .with_extension(format!("{tag}-{}", std::process::id()));
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        file.write_all(&meta_len.to_be_bytes())?;
-        file.write_all(&meta_bytes)?;
-        Ok((tmp, file))
-    }
-
-    /// Makes a temporary file durable.
-    fn finish(&self, file: std::io::BufWriter<std::fs::File>) -> std::io::Result<()> {
-        file.into_inner().map_err(|e| e.into_error())?.sync_all()
-    }
-
-    /// Renames a finished temporary file into place, durably.
-    fn commit(&self, tmp: &std::path::Path) -> std::io::Result<()> {
-        std::fs::rename(tmp, &self.path)?;
-        let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
-        std::fs::File::open(dir)?.sync_all()
-    }
-
-    /// The meta, and the file positioned at the start of the dump; `None` if there is no
-    /// snapshot. Only the header is read.
-    fn open(&self) -> std::io::Result<Option<(Meta, std::fs::File, u64)>> {
-        let mut file = match std::fs::File::open(&self.path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let corrupt = || std::io::Error::other(format!("{} is corrupt", self.path.display()));
-        let mut len = [0u8; 4];
-        file.read_exact(&mut len).map_err(|_| corrupt())?;
-        let meta_len = u32::from_be_bytes(len) as usize;
-        let mut meta_bytes = vec![0; meta_len];
-        file.read_exact(&mut meta_bytes).map_err(|_| corrupt())?;
-        let meta: Meta = postcard::from_bytes(&meta_bytes).map_err(|_| corrupt())?;
-        Ok(Some((meta, file, 4 + meta_len as u64)))
-    }
-
-    /// Where a snapshot being received from the leader is written.
-    fn receiving_path(&self) -> std::path::PathBuf {
-        self.path.with_extension("receiving")
-    }
-}
-
-/// Snapshot data as openraft reads, writes and sends it: a file, from `base` on. A snapshot
-/// file's dump follows its header, so the same file serves openraft (which sees offset 0 at the
-/// dump's start) without copying it; a snapshot being received is a plain file. Sending reads
-/// one chunk at a time and receiving writes chunks to disk, so neither holds the whole
-/// snapshot in memory.
-pub struct SnapshotData {
-    file: tokio::fs::File,
-    base: u64,
-}
-
-impl SnapshotData {
-    fn new(file: std::fs::File, base: u64) -> Self {
-        Self {
-            file: tokio::fs::File::from_std(file),
-            base,
-        }
-    }
-
-    /// The file positioned at the start of the data.
-    async fn into_std(self) -> std::io::Result<(std::fs::File, u64)> {
-        let mut file = self.file.into_std().await;
-        file.seek(SeekFrom::Start(self.base))?;
-        Ok((file, self.base))
-    }
-}
-
-impl tokio::io::AsyncRead for SnapshotData {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.file).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for SnapshotData {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.file).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.file).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.file).poll_shutdown(cx)
-    }
-}
-
-impl tokio::io::AsyncSeek for SnapshotData {
-    fn start_seek(mut self: Pin<&mut Self>, position: SeekFrom) -> std::io::Result<()> {
-        let position = match position {
-            SeekFrom::Start(offset) => SeekFrom::Start(self.base + offset),
-            relative => relative,
-        };
-        Pin::new(&mut self.file).start_seek(position)
-    }
-
-    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<u64>> {
-        let base = self.base;
-        Pin::new(&mut self.file)
-            .poll_complete(cx)
-            .map_ok(|position| position.saturating_sub(base))
-    }
-}
 
 pub struct ShardStateMachine<A> {
     tables: ShardTables,
@@ -237,6 +90,8 @@ pub struct ShardStateMachine<A> {
     // machine, and expects the built snapshot to be the current one afterwards (it is what a
     // leader sends to a follower that needs a snapshot).
     current_snapshot: CurrentSnapshot,
+    /// Shared with the group's log store: purges past the committed state wait for it.
+    purge_gate: Arc<PurgeGate>,
 }
 
 type SmResult<T> = Result<T, RaftStorageError<u64>>;
@@ -283,13 +138,42 @@ impl<A: Applier> ShardStateMachine<A> {
             .open()
             .map_err(StorageError::Io)?
             .map(|(meta, _, _)| meta);
+        let mut meta = meta;
+        // A snapshot newer than the state is one whose install died after the file was in place
+        // and before the state was replaced (a build only ever covers applied state): finish it.
+        if let Some(snapshot) = current.as_ref()
+            && snapshot.last_log_id > meta.last_applied
+        {
+            tracing::warn!(
+                group = tables.shard(),
+                snapshot = ?snapshot.last_log_id,
+                applied = ?meta.last_applied,
+                "finishing a snapshot install that was interrupted"
+            );
+            meta = AppliedMeta {
+                last_applied: snapshot.last_log_id,
+                membership: snapshot.last_membership.clone(),
+            };
+            load_snapshot_file(&tables, &meta, last_snapshot_id)?;
+            let _ = std::fs::remove_file(SnapshotFile::of(&tables).receiving_path());
+        }
+        let purge_gate = Arc::new(PurgeGate::new(
+            tables.db().clone(),
+            meta.last_applied.map(|id| id.index),
+        ));
         Ok(Self {
             tables,
             applier,
             meta,
             last_snapshot_id,
             current_snapshot: Arc::new(Mutex::new(current)),
+            purge_gate,
         })
+    }
+
+    /// The gate to give the group's log store (`LogStore::with_purge_gate`).
+    pub fn purge_gate(&self) -> Arc<PurgeGate> {
+        self.purge_gate.clone()
     }
 
     fn encoded_meta(&self) -> Vec<u8> {
@@ -348,6 +232,7 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
         )
         .map_err(|e| write_err(std::io::Error::other(e)))?;
         batch.commit().map_err(write_err)?;
+        self.purge_gate.covered_up_to(last.index);
         self.applier.applied(
             self.tables.shard(),
             last.index,
@@ -393,33 +278,41 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
             self.tables.db().path(),
         )
         .map_err(|e| write_err(std::io::Error::other(e)))?;
+        let installed = AppliedMeta {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
         let tables = self.tables.clone();
-        // Loading a large shard blocks, so it runs off the async runtime.
-        let mut data = tokio::task::spawn_blocking(move || {
-            chronicle_storage::snapshot::load_shard_from(tables.db(), tables.shard(), &data)
-                .map(|()| data)
+        let current = self.current_snapshot.clone();
+        let snapshot_meta = meta.clone();
+        let last_snapshot_id = self.last_snapshot_id;
+        let applied = installed.clone();
+        // Writing and loading a large shard blocks, so both run off the async runtime.
+        tokio::task::spawn_blocking(move || -> SmResult<()> {
+            let file = SnapshotFile::of(&tables);
+            // First the received data becomes the snapshot file, durably: from then on a crash
+            // is finished from it at the next open (see `open`).
+            {
+                let mut current = lock_current(&current);
+                let mut data = data;
+                data.seek(SeekFrom::Start(base)).map_err(read_err)?;
+                file.write_from(&snapshot_meta, &data).map_err(write_err)?;
+                *current = Some(snapshot_meta);
+            }
+            chronicle_storage::failpoint::check(
+                chronicle_storage::failpoint::names::SNAPSHOT_INSTALL_STATE,
+                tables.db().path(),
+            )
+            .map_err(|e| write_err(std::io::Error::other(e)))?;
+            // Then the state, with the applied record, in one write.
+            load_snapshot_file(&tables, &applied, last_snapshot_id).map_err(write_err)
         })
         .await
-        .map_err(write_err)?
-        .map_err(write_err)?;
-        // The loaded range includes the applied meta as of the snapshot; make it match `meta`.
-        self.meta.last_applied = meta.last_log_id;
-        self.meta.membership = meta.last_membership.clone();
-        let mut batch = ShardBatch::new(self.tables.clone());
-        batch.put_meta(META_APPLIED, self.encoded_meta());
-        // The loaded range carried the sender's snapshot counter; this node keeps its own.
-        batch.put_meta(
-            META_SNAPSHOT_SEQ,
-            self.last_snapshot_id.to_be_bytes().to_vec(),
-        );
-        batch.commit().map_err(write_err)?;
-        {
-            let mut current = lock_current(&self.current_snapshot);
-            data.seek(SeekFrom::Start(base)).map_err(read_err)?;
-            SnapshotFile::of(&self.tables)
-                .write_from(meta, &data)
-                .map_err(write_err)?;
-            *current = Some(meta.clone());
+        .map_err(write_err)??;
+        self.meta = installed;
+        // Only now may the log be purged up to the snapshot on disk.
+        if let Some(last) = self.meta.last_applied {
+            self.purge_gate.covered_up_to(last.index);
         }
         // The received copy is now in the snapshot file (nothing if the data came from
         // elsewhere, as in tests).
@@ -443,6 +336,33 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
                 snapshot: Box::new(SnapshotData::new(file, base)),
             }))
     }
+}
+
+/// Replaces the shard's state with the group's snapshot file, and its applied record with
+/// `applied`, in one RocksDB write (synced). The file's records carry the sender's applied
+/// record and snapshot counter; this node keeps its own counter.
+fn load_snapshot_file(
+    tables: &ShardTables,
+    applied: &AppliedMeta,
+    last_snapshot_id: u64,
+) -> Result<(), StorageError> {
+    let (_, file, _) = SnapshotFile::of(tables)
+        .open()
+        .map_err(StorageError::Io)?
+        .ok_or_else(|| StorageError::Io(std::io::Error::other("the snapshot file is missing")))?;
+    let applied = postcard::to_stdvec(applied).map_err(|e| StorageError::Corrupt {
+        cf: "shard_meta",
+        reason: e.to_string(),
+    })?;
+    chronicle_storage::snapshot::load_shard_from(
+        tables.db(),
+        tables.shard(),
+        file,
+        &[
+            (META_APPLIED, applied),
+            (META_SNAPSHOT_SEQ, last_snapshot_id.to_be_bytes().to_vec()),
+        ],
+    )
 }
 
 /// Builds a snapshot from RocksDB: the state as of the last write batch the state machine

@@ -8,23 +8,13 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use chronicle_raft::GroupTiming;
+use chronicle_raft::{GroupTiming, ShardStateMachine};
 use chronicle_storage::failpoint::names;
 use common::*;
-
-/// Snapshots every 20 entries and purges the log behind them, so a replica builds snapshots
-/// during the test and one that was away must install one.
-fn snapshotting() -> GroupTiming {
-    GroupTiming {
-        snapshot_logs_since_last: 20,
-        max_in_snapshot_log_to_keep: 0,
-        purge_batch_size: 1,
-        snapshot_max_chunk_size: 512,
-        ..GroupTiming::replicated()
-    }
-}
+use openraft::storage::RaftStateMachine;
 
 /// Stops a node whose group may have stopped on a fatal error (its shutdown may then fail).
 async fn crash_node(node: &mut Node) {
@@ -131,7 +121,8 @@ async fn a_failed_snapshot_build_stops_the_replica_and_it_catches_up() {
 async fn a_failed_snapshot_install_stops_the_replica_and_the_others_go_on() {
     let scenario = fail::FailScenario::setup();
     let timing = snapshotting();
-    let (mut nodes, lagging, _) = a_follower_failing_to_install(&timing).await;
+    let (mut nodes, lagging, _) =
+        a_follower_failing_to_install(&timing, names::SNAPSHOT_INSTALL).await;
     let index = propose_all(&nodes, "after", 5).await;
     crash_node(&mut nodes[lagging]).await;
     assert_eq!(wait_for_same_state(&nodes, index).await, 70);
@@ -139,16 +130,15 @@ async fn a_failed_snapshot_install_stops_the_replica_and_the_others_go_on() {
     scenario.teardown();
 }
 
-/// Known bug (found by this failpoint, not fixed yet): openraft 0.9 purges the follower's log
-/// up to the received snapshot before the state machine has installed it, so after a failed (or
-/// crashed) install the node's log is purged past its state and openraft refuses to start
-/// (`purge_upto <= snapshot_last_log_id` fails at startup). See docs/security.md.
+/// The failed install left the follower's log and state as they were (the purge up to the
+/// snapshot waited for the install), so it restarts on them, receives the snapshot again and
+/// catches up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a failed snapshot install leaves the log purged past the state"]
 async fn a_replica_whose_snapshot_install_failed_restarts_and_catches_up() {
     let scenario = fail::FailScenario::setup();
     let timing = snapshotting();
-    let (mut nodes, lagging, lagging_last_log) = a_follower_failing_to_install(&timing).await;
+    let (mut nodes, lagging, lagging_last_log) =
+        a_follower_failing_to_install(&timing, names::SNAPSHOT_INSTALL).await;
     crash_node(&mut nodes[lagging]).await;
     restart_node(&mut nodes[lagging], &timing).await;
     let index = propose_all(&nodes, "after", 5).await;
@@ -162,36 +152,58 @@ async fn a_replica_whose_snapshot_install_failed_restarts_and_catches_up() {
     scenario.teardown();
 }
 
-/// Three nodes; one is stopped while the leader takes 60 writes, snapshots and purges, then
-/// restarted with its snapshot install failing. Returns the nodes, the faulty one's index and
-/// its last log index before it stopped; the failpoint is cleared again.
-async fn a_follower_failing_to_install(timing: &GroupTiming) -> (Vec<Node>, usize, u64) {
-    let mut nodes = start_cluster(timing).await;
-    let index = propose_all(&nodes, "early", 5).await;
-    wait_for_same_state(&nodes, index).await;
-    let leader = wait_for_leader(&nodes).await;
-    let lagging = (leader + 1) % 3;
-    let lagging_last_log = nodes[lagging]
-        .raft()
-        .metrics()
-        .borrow()
-        .last_log_index
-        .expect("the follower has a log");
-    stop_node(&mut nodes[lagging]).await;
-    propose_all(&nodes, "missed", 60).await;
-    let leader = wait_for_leader(&nodes).await;
-    wait_for(
-        "the leader to purge past the stopped follower's log",
-        || {
-            let purged = nodes[leader].raft().metrics().borrow().purged?;
-            (purged.index > lagging_last_log + 1).then_some(())
-        },
-    )
-    .await;
+/// The install failed once the snapshot was the node's snapshot file, before the state was
+/// replaced: the restarted node finishes the install from the file as it opens (its applied
+/// state is the snapshot's before any message arrives), then catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_install_failed_after_the_snapshot_file_finishes_it_at_restart() {
+    let scenario = fail::FailScenario::setup();
+    let timing = snapshotting();
+    let (mut nodes, lagging, lagging_last_log) =
+        a_follower_failing_to_install(&timing, names::SNAPSHOT_INSTALL_STATE).await;
+    crash_node(&mut nodes[lagging]).await;
+    {
+        // Opened as a restart opens it: the state is still the old one, the snapshot file the
+        // received one, and opening the state machine finishes the install.
+        let db = open_db(&nodes[lagging].dir).await;
+        let commands = |db: &chronicle_storage::Db| {
+            state_rows(db)
+                .iter()
+                .filter(|(cf, _, _)| *cf == chronicle_storage::Cf::Namespaces.name())
+                .count()
+        };
+        assert_eq!(commands(&db), 5, "the state was not replaced");
+        let tables = chronicle_storage::ShardTables::new(db.clone(), GROUP);
+        let mut sm = ShardStateMachine::open(tables, Arc::new(RowPerCommand)).unwrap();
+        let snapshot = sm
+            .get_current_snapshot()
+            .await
+            .unwrap()
+            .expect("the received snapshot is the node's snapshot file");
+        let snapshot = snapshot.meta.last_log_id.expect("a snapshot of a log");
+        assert!(snapshot.index > lagging_last_log);
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(snapshot));
+        assert!(commands(&db) > 5, "the snapshot's state is loaded");
+    }
+    restart_node(&mut nodes[lagging], &timing).await;
+    let index = propose_all(&nodes, "after", 5).await;
+    assert_eq!(wait_for_same_state(&nodes, index).await, 70);
+    shutdown_all(&mut nodes).await;
+    scenario.teardown();
+}
 
-    inject(names::SNAPSHOT_INSTALL, "error", &nodes[lagging]);
+/// Three nodes; one is stopped while the leader takes 60 writes, snapshots and purges, then
+/// restarted with its snapshot install failing at `failpoint`. Returns the nodes, the faulty
+/// one's index and its last log index before it stopped; the failpoint is cleared again.
+async fn a_follower_failing_to_install(
+    timing: &GroupTiming,
+    failpoint: &str,
+) -> (Vec<Node>, usize, u64) {
+    let mut nodes = start_cluster(timing).await;
+    let (lagging, lagging_last_log) = stop_a_follower_past_the_purge(&mut nodes).await;
+    inject(failpoint, "error", &nodes[lagging]);
     restart_node(&mut nodes[lagging], timing).await;
     wait_until_stopped(&nodes[lagging]).await;
-    fail::remove(names::SNAPSHOT_INSTALL);
+    fail::remove(failpoint);
     (nodes, lagging, lagging_last_log)
 }

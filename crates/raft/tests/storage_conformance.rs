@@ -51,8 +51,9 @@ type TestStateMachine = ShardStateMachine<TestApplier>;
 
 fn open_stores(dir: &TempDir) -> Result<(Db, LogStore, TestStateMachine), StorageError> {
     let db = Db::open(dir.path(), DbOptions::default())?;
-    let log_store = LogStore::new(db.clone(), GROUP);
+    // Wired as a running group wires them: the log store's purges wait for the state machine.
     let sm = ShardStateMachine::open(ShardTables::new(db.clone(), GROUP), Arc::new(TestApplier))?;
+    let log_store = LogStore::with_purge_gate(db.clone(), GROUP, sm.purge_gate());
     Ok((db, log_store, sm))
 }
 
@@ -417,4 +418,92 @@ async fn groups_share_log_writes() {
             "group {group}"
         );
     }
+}
+
+/// A purge past what the state machine applied (openraft purging a follower's log up to a
+/// snapshot it is still installing) is openraft's view at once, but reaches the disk only once
+/// the state covers it: a node that dies first reopens with the log it had.
+#[tokio::test]
+async fn a_purge_past_the_applied_state_waits_for_the_state() {
+    use openraft::RaftLogId;
+    use openraft::storage::{RaftLogReader, RaftLogStorage};
+
+    let dir = TempDir::new().unwrap();
+    {
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let raft = chronicle_raft::start_group(
+            db,
+            GROUP,
+            1,
+            "127.0.0.1:0".into(),
+            Arc::new(TestApplier),
+            true,
+        )
+        .await
+        .unwrap();
+        raft.wait(Some(std::time::Duration::from_secs(10)))
+            .current_leader(1, "single voter elects itself")
+            .await
+            .unwrap();
+        for i in 0..3u8 {
+            chronicle_raft::propose(&raft, GROUP, vec![i])
+                .await
+                .unwrap();
+        }
+        raft.shutdown().await.unwrap();
+    }
+    let indexes = |entries: Vec<Entry<ShardRaftConfig>>| {
+        entries
+            .iter()
+            .map(|e| e.get_log_id().index)
+            .collect::<Vec<_>>()
+    };
+
+    let (db, mut log, sm) = open_stores(&dir).unwrap();
+    let before = log.get_log_state().await.unwrap();
+    let last = before.last_log_id.expect("entries were appended");
+    let all = indexes(log.try_get_log_entries(0..u64::MAX).await.unwrap());
+    // As a received snapshot three entries past this node's log would be purged.
+    let snapshot = LogId::new(last.leader_id, last.index + 3);
+    log.purge(snapshot).await.unwrap();
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(snapshot));
+    assert_eq!(state.last_log_id, Some(snapshot));
+    assert!(
+        log.try_get_log_entries(0..u64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(sm.purge_gate().has_deferred());
+
+    // Died before the install: the log is what it was.
+    drop((log, sm, db));
+    let (db, mut log, sm) = open_stores(&dir).unwrap();
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, before.last_purged_log_id);
+    assert_eq!(state.last_log_id, Some(last));
+    assert_eq!(
+        indexes(log.try_get_log_entries(0..u64::MAX).await.unwrap()),
+        all
+    );
+
+    // Once the state covers it (an install committed), the held purge is written.
+    log.purge(snapshot).await.unwrap();
+    sm.purge_gate().covered_up_to(snapshot.index);
+    assert!(!sm.purge_gate().has_deferred());
+    // The log writer is first in, first out: once a later write is durable, so is the purge.
+    let vote = log.read_vote().await.unwrap().expect("vote is stored");
+    log.save_vote(&vote).await.unwrap();
+    drop((log, sm, db));
+    let (_db, mut log, _sm) = open_stores(&dir).unwrap();
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(snapshot));
+    assert_eq!(state.last_log_id, Some(snapshot));
+    assert!(
+        log.try_get_log_entries(0..u64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -5,8 +5,9 @@
 //! `Ok(())` and no failpoint exists in the binary (release builds never have it).
 //!
 //! A failpoint is configured with `fail::cfg(name, "return(ACTION@SCOPE)")` (or `FAILPOINTS`):
-//! `ACTION` is `error` (the default: the step fails as a disk error would) or `panic` (the step
-//! panics, as a crash of that task would), and `SCOPE`, when given, limits it to one data
+//! `ACTION` is `error` (the default: the step fails as a disk error would), `panic` (the step
+//! panics, as a crash of that task would) or `abort` (the whole process dies there, 100 ms later, as
+//! in a crash or `kill -9`: for tests that run the node in a child process), and `SCOPE`, when given, limits it to one data
 //! directory, so one node of an in-process cluster fails while the others go on. The `fail`
 //! crate's own actions (`sleep(ms)`, `pause`, counts like `1*return`) work as documented there.
 
@@ -21,8 +22,11 @@ pub mod names {
     pub const APPLY: &str = "state_machine_apply";
     /// Building a snapshot, before the shard is dumped.
     pub const SNAPSHOT_BUILD: &str = "snapshot_build";
-    /// Installing a received snapshot, before it is loaded.
+    /// Installing a received snapshot, before anything of it is written.
     pub const SNAPSHOT_INSTALL: &str = "snapshot_install";
+    /// Installing a received snapshot, once it is this node's snapshot file and before the
+    /// shard's state is replaced by it.
+    pub const SNAPSHOT_INSTALL_STATE: &str = "snapshot_install_state";
     /// The history leader's outbox processor, before it executes a transfer task.
     pub const TRANSFER_EXECUTE: &str = "transfer_execute";
     /// The history leader's outbox processor, before it hands a workflow or activity task to
@@ -43,6 +47,14 @@ pub fn check(name: &str, scope: &std::path::Path) -> Result<(), String> {
     }
     match action {
         "panic" => panic!("failpoint {name}: injected panic"),
+        "abort" => {
+            // The rest of the process goes on for a moment first, as the node's other tasks do
+            // while one of them is at this step when the node is killed (openraft purging the
+            // log while the state machine installs a snapshot, say).
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            eprintln!("failpoint {name}: injected abort");
+            std::process::abort()
+        }
         _ => Err(format!("failpoint {name}: injected error")),
     }
 }

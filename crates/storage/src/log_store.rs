@@ -2,7 +2,9 @@
 //! the same `raft_log`/`raft_meta` families. Every write goes through the node's log writer
 //! (`crate::log_writer`), which fsyncs the appends of all groups together (the durability point
 //! of every acknowledged write). An append returns once its entries are readable (from the
-//! in-memory tail) and reports durability through openraft's callback.
+//! in-memory tail) and reports durability through openraft's callback. A store opened with
+//! [`RocksLogStore::with_purge_gate`] writes a purge only once the group's state machine covers
+//! it (see `crate::purge_gate`); until then the purged entries are gone only from its view.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -20,6 +22,7 @@ use serde::de::DeserializeOwned;
 use crate::db::{Cf, Db};
 use crate::keys::{self, ShardId};
 use crate::log_writer::{LogOp, LogWrite};
+use crate::purge_gate::PurgeGate;
 
 pub(crate) const META_VOTE: u8 = 1;
 // 2 held the committed log ID, which is no longer stored.
@@ -30,6 +33,10 @@ pub struct RocksLogStore<C: RaftTypeConfig> {
     group: ShardId,
     /// The newest entries, shared with the readers cloned from this store.
     recent: Arc<Mutex<RecentEntries<C::Entry>>>,
+    /// The last purge asked of this store since it was opened, written or held back by the
+    /// gate: what openraft sees as the purge point, whatever the disk still holds.
+    purged: Arc<Mutex<Option<LogId<C::NodeId>>>>,
+    gate: Option<Arc<PurgeGate>>,
     _config: PhantomData<C>,
 }
 
@@ -39,6 +46,8 @@ impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
             db: self.db.clone(),
             group: self.group,
             recent: self.recent.clone(),
+            purged: self.purged.clone(),
+            gate: self.gate.clone(),
             _config: PhantomData,
         }
     }
@@ -181,13 +190,35 @@ impl<C: RaftTypeConfig> RocksLogStore<C>
 where
     C::Entry: Serialize + DeserializeOwned + Clone,
 {
+    /// A store whose purges are written at once: for a log whose state machine is not running
+    /// (tools, tests). A running group's store has a gate ([`Self::with_purge_gate`]).
     pub fn new(db: Db, group: ShardId) -> Self {
         Self {
             db,
             group,
             recent: Arc::new(Mutex::new(RecentEntries::new())),
+            purged: Arc::new(Mutex::new(None)),
+            gate: None,
             _config: PhantomData,
         }
+    }
+
+    /// A store that writes a purge only once `gate` (shared with the group's state machine)
+    /// says the state covers it.
+    pub fn with_purge_gate(db: Db, group: ShardId, gate: Arc<PurgeGate>) -> Self {
+        Self {
+            gate: Some(gate),
+            ..Self::new(db, group)
+        }
+    }
+
+    /// The index of the last entry purged in this store's view (0 and `None` alike: nothing).
+    fn purged_index(&self) -> Option<u64> {
+        self.purged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|id| id.index)
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries<C::Entry>> {
@@ -278,6 +309,11 @@ where
             Bound::Excluded(i) => *i,
             Bound::Unbounded => u64::MAX,
         };
+        // Purged entries whose deletion the gate holds back are still on disk: never served.
+        let start = match self.purged_index() {
+            Some(purged) => start.max(purged.saturating_add(1)),
+            None => start,
+        };
         // The held part first: entries before the first held one are in RocksDB by then, and
         // the held ones may not be yet.
         let (first_held, held) = {
@@ -323,16 +359,23 @@ where
         // `purge` stores `Some(log_id)`, so it must be decoded as an `Option` too: decoding those
         // bytes as a bare `LogId` reads the option tag as the term and shifts every field (the
         // openraft conformance suite caught a wrong `last_purged_log_id` after any purge).
-        let last_purged: Option<LogId<C::NodeId>> = self
+        let stored_purged: Option<LogId<C::NodeId>> = self
             .get_meta::<Option<LogId<C::NodeId>>>(META_PURGED)
             .map_err(StorageIOError::read_logs)?
             .flatten();
+        // A purge held back by the gate is not stored yet; the entries it covers may remain.
+        let asked = self
+            .purged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let last_purged = std::cmp::max(stored_purged, asked);
         let last = self
             .last_entry()
             .map_err(StorageIOError::read_logs)?
             .map(|e| e.get_log_id().clone());
         Ok(LogState {
-            last_log_id: last.or(last_purged.clone()),
+            last_log_id: std::cmp::max(last, last_purged.clone()),
             last_purged_log_id: last_purged,
         })
     }
@@ -422,12 +465,26 @@ where
 
     async fn purge(&mut self, log_id: LogId<C::NodeId>) -> SResult<(), C> {
         self.recent().purged(log_id.index);
+        *self
+            .purged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(log_id.clone());
         // The purge point and the deletion in one batch.
         let ops = vec![
             self.meta_op(META_PURGED, &Some(log_id.clone()))
                 .map_err(StorageIOError::write_logs)?,
             self.delete_op(0, log_id.index + 1),
         ];
+        // Past what the state machine's state covers (a snapshot being installed), the gate
+        // keeps the writes until the install is committed: a failed or crashed install must
+        // leave the log the node had.
+        let ops = match &self.gate {
+            Some(gate) => match gate.admit(log_id.index, ops) {
+                Some(ops) => ops,
+                None => return Ok(()),
+            },
+            None => ops,
+        };
         self.write_and_wait(ops)
             .await
             .map_err(StorageIOError::write_logs)?;

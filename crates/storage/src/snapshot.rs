@@ -46,13 +46,20 @@ pub fn dump_shard_to<W: std::io::Write>(
 
 /// Replaces `shard`'s state with the dumped records, atomically.
 pub fn load_shard(db: &Db, shard: ShardId, data: &[u8]) -> StorageResult<()> {
-    load_shard_from(db, shard, data)
+    load_shard_from(db, shard, data, &[])
 }
 
 /// Replaces `shard`'s state with the dumped records read from `reader` (a snapshot file), in one
 /// atomic write. The records are read as they are added, so the dump itself is never held in
-/// memory besides RocksDB's write batch.
-pub fn load_shard_from(db: &Db, shard: ShardId, reader: impl std::io::Read) -> StorageResult<()> {
+/// memory besides RocksDB's write batch. `meta` (`shard_meta` kind, value) is written in the same
+/// batch after the records, replacing what the dump carried for those kinds: the installer's
+/// own applied record and counters land together with the state or not at all.
+pub fn load_shard_from(
+    db: &Db,
+    shard: ShardId,
+    reader: impl std::io::Read,
+    meta: &[(u8, Vec<u8>)],
+) -> StorageResult<()> {
     let prefix = keys::shard_prefix(shard);
     let end = keys::prefix_end(&prefix);
     let mut batch = rocksdb::WriteBatch::default();
@@ -73,6 +80,9 @@ pub fn load_shard_from(db: &Db, shard: ShardId, reader: impl std::io::Read) -> S
             return Err(corrupt("key outside the shard"));
         }
         batch.put_cf(db.cf(cf), key, value);
+    }
+    for (kind, value) in meta {
+        batch.put_cf(db.cf(Cf::ShardMeta), keys::shard_meta(shard, *kind), value);
     }
     db.rocks().write_opt(batch, &db.log_write_options())?;
     Ok(())

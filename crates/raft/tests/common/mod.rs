@@ -347,3 +347,43 @@ pub async fn shutdown_all(nodes: &mut [Node]) {
         stop_node(node).await;
     }
 }
+
+/// Snapshots every 20 entries and purges the log behind them, so a replica builds snapshots
+/// during the test and one that was away must install one.
+pub fn snapshotting() -> GroupTiming {
+    GroupTiming {
+        snapshot_logs_since_last: 20,
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
+        snapshot_max_chunk_size: 512,
+        ..GroupTiming::replicated()
+    }
+}
+
+/// Stops a follower, then has the others take 60 writes (after 5 all three hold) until the
+/// leader purged its log past the follower's: once restarted, it must install a snapshot.
+/// Returns the follower's index and its last log index.
+pub async fn stop_a_follower_past_the_purge(nodes: &mut [Node]) -> (usize, u64) {
+    let index = propose_all(nodes, "early", 5).await;
+    wait_for_same_state(nodes, index).await;
+    let leader = wait_for_leader(nodes).await;
+    let lagging = (leader + 1) % 3;
+    let lagging_last_log = nodes[lagging]
+        .raft()
+        .metrics()
+        .borrow()
+        .last_log_index
+        .expect("the follower has a log");
+    stop_node(&mut nodes[lagging]).await;
+    propose_all(nodes, "missed", 60).await;
+    let leader = wait_for_leader(nodes).await;
+    wait_for(
+        "the leader to purge past the stopped follower's log",
+        || {
+            let purged = nodes[leader].raft().metrics().borrow().purged?;
+            (purged.index > lagging_last_log + 1).then_some(())
+        },
+    )
+    .await;
+    (lagging, lagging_last_log)
+}
