@@ -10,6 +10,7 @@ pub mod child;
 #[cfg(test)]
 mod child_tests;
 pub(crate) mod delete;
+pub(crate) mod standalone_activity;
 mod eager_start;
 mod external;
 pub(crate) mod namespace;
@@ -248,6 +249,18 @@ fn apply_command(
         shard_command::Kind::DeleteNamespace(c) => namespace::delete(batch, c),
         shard_command::Kind::RunOperation(c) => activity_ops::run_operation(batch, now, c),
         shard_command::Kind::BatchJob(c) => crate::batch::apply::command(batch, now, c),
+        shard_command::Kind::StartActivityExecution(c) => {
+            standalone_activity::start::start(batch, now, c)
+        }
+        shard_command::Kind::CancelActivityExecution(c) => {
+            standalone_activity::control::cancel(batch, now, c)
+        }
+        shard_command::Kind::TerminateActivityExecution(c) => {
+            standalone_activity::control::terminate(batch, now, c)
+        }
+        shard_command::Kind::DeleteActivityExecution(c) => {
+            standalone_activity::control::delete(batch, now, c)
+        }
     }
 }
 
