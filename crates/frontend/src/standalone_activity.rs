@@ -58,7 +58,15 @@ fn timeout(d: &mut Option<Duration>, what: &str) -> ApiResult<i64> {
 /// Temporal's checks of a start and its deduced timeouts (schedule-to-start and start-to-close
 /// bounded by schedule-to-close, heartbeat by start-to-close).
 fn normalize_start(r: &mut ws::StartActivityExecutionRequest) -> ApiResult<()> {
-    check_activity_id(&r.activity_id)?;
+    if r.activity_id.is_empty() {
+        return Err(ApiError::invalid_argument("activityId is not set"));
+    }
+    if r.activity_id.len() > MAX_ID_LENGTH {
+        return Err(ApiError::invalid_argument(format!(
+            "activityId exceeds length limit. Length={} Limit={MAX_ID_LENGTH}",
+            r.activity_id.len()
+        )));
+    }
     let activity_type = r
         .activity_type
         .as_ref()
@@ -78,7 +86,11 @@ fn normalize_start(r: &mut ws::StartActivityExecutionRequest) -> ApiResult<()> {
             validate::max_id(&q.name, "TaskQueue")?;
             q.kind = TaskQueueKind::Normal as i32;
         }
-        _ => return Err(ApiError::invalid_argument("TaskQueue is not set on request.")),
+        _ => {
+            return Err(ApiError::invalid_argument(
+                "TaskQueue is not set on request.",
+            ));
+        }
     }
     if r.request_id.len() > MAX_ID_LENGTH {
         return Err(ApiError::invalid_argument(format!(
@@ -121,8 +133,7 @@ fn normalize_start(r: &mut ws::StartActivityExecutionRequest) -> ApiResult<()> {
         .as_ref()
         .map(duration_millis)
         .unwrap_or(0);
-    if r
-        .heartbeat_timeout
+    if r.heartbeat_timeout
         .as_ref()
         .is_some_and(|h| duration_millis(h) > start_to_close)
     {
@@ -151,11 +162,7 @@ pub fn by_id_target(
     }
 }
 
-async fn call(
-    ctx: &FrontendContext,
-    namespace_id: &str,
-    op: Op,
-) -> ApiResult<Option<Answer>> {
+async fn call(ctx: &FrontendContext, namespace_id: &str, op: Op) -> ApiResult<Option<Answer>> {
     Ok(ctx
         .history
         .standalone_activity(
@@ -175,10 +182,18 @@ pub async fn start(
     mut r: ws::StartActivityExecutionRequest,
 ) -> ApiResult<ws::StartActivityExecutionResponse> {
     normalize_start(&mut r)?;
-    if let Some(attrs) = r.search_attributes.as_ref().filter(|a| !a.indexed_fields.is_empty()) {
+    if let Some(attrs) = r
+        .search_attributes
+        .as_ref()
+        .filter(|a| !a.indexed_fields.is_empty())
+    {
         let record = ctx.namespaces.get(&r.namespace).await?;
-        chronicle_visibility::attrs::validate(&record.custom_search_attributes, &r.namespace, attrs)
-            .map_err(ApiError::invalid_argument)?;
+        chronicle_visibility::attrs::validate(
+            &record.custom_search_attributes,
+            &r.namespace,
+            attrs,
+        )
+        .map_err(ApiError::invalid_argument)?;
     }
     match call(ctx, namespace_id, Op::Start(r)).await? {
         Some(Answer::Start(a)) => Ok(a),
@@ -359,9 +374,11 @@ pub async fn count(
     r: ws::CountActivityExecutionsRequest,
 ) -> ApiResult<ws::CountActivityExecutionsResponse> {
     let record = ctx.namespaces.get(&r.namespace).await?;
-    let parsed =
-        chronicle_visibility::query::parse_for_activities(&r.query, &record.custom_search_attributes)
-            .map_err(ApiError::invalid_argument)?;
+    let parsed = chronicle_visibility::query::parse_for_activities(
+        &r.query,
+        &record.custom_search_attributes,
+    )
+    .map_err(ApiError::invalid_argument)?;
     let mut request = list_request(&record, &r.query)?;
     request.count_only = true;
     let answer = ctx.history.list_workflows(request).await?;

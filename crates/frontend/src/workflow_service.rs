@@ -694,7 +694,8 @@ impl WorkflowService for WorkflowHandler {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
         validate::payload_size(&r.result, "Result")?;
-        let target = crate::standalone_activity::by_id_target(r.workflow_id, r.run_id, r.activity_id);
+        let target =
+            crate::standalone_activity::by_id_target(r.workflow_id, r.run_id, r.activity_id);
         self.ctx
             .history
             .respond_activity(
@@ -741,7 +742,8 @@ impl WorkflowService for WorkflowHandler {
         let mut r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
         validate::failure_durations(&mut r.failure)?;
-        let target = crate::standalone_activity::by_id_target(r.workflow_id, r.run_id, r.activity_id);
+        let target =
+            crate::standalone_activity::by_id_target(r.workflow_id, r.run_id, r.activity_id);
         let result = ActivityResult::Failed {
             failure: r.failure,
             last_heartbeat_details: r.last_heartbeat_details,
@@ -781,7 +783,8 @@ impl WorkflowService for WorkflowHandler {
     ) -> Res<ws::RespondActivityTaskCanceledByIdResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        let target = crate::standalone_activity::by_id_target(r.workflow_id, r.run_id, r.activity_id);
+        let target =
+            crate::standalone_activity::by_id_target(r.workflow_id, r.run_id, r.activity_id);
         self.ctx
             .history
             .respond_activity(
@@ -827,7 +830,8 @@ impl WorkflowService for WorkflowHandler {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
         validate::payload_size(&r.details, "Details")?;
-        let target = crate::standalone_activity::by_id_target(r.workflow_id, r.run_id, r.activity_id);
+        let target =
+            crate::standalone_activity::by_id_target(r.workflow_id, r.run_id, r.activity_id);
         let heartbeat = ActivityHeartbeat {
             target,
             identity: r.identity,

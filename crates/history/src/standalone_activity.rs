@@ -9,8 +9,10 @@ use chronicle_proto::chronicle::history::v1::{
     standalone_activity_response::Op as Answer,
 };
 use chronicle_proto::chronicle::persistence::v1 as pb;
-use chronicle_proto::temporal::api::activity::v1::{ActivityExecutionInfo, ActivityExecutionOutcome};
 use chronicle_proto::temporal::api::activity::v1::activity_execution_outcome::Value;
+use chronicle_proto::temporal::api::activity::v1::{
+    ActivityExecutionInfo, ActivityExecutionOutcome,
+};
 use chronicle_proto::temporal::api::common::v1::{Link, link};
 use chronicle_proto::temporal::api::enums::v1::{PendingActivityState, RetryState};
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
@@ -214,9 +216,9 @@ fn outcome(state: &pb::WorkflowExecutionState) -> Option<ActivityExecutionOutcom
     Some(ActivityExecutionOutcome {
         value: Some(value),
         retry_state: if record.failure.is_some() {
-            RetryState::NonRetryableFailure as i32
+            record.retry_state
         } else {
-            0
+            RetryState::Unspecified as i32
         },
     })
 }
@@ -250,12 +252,13 @@ pub(crate) fn info(state: &pb::WorkflowExecutionState) -> ActivityExecutionInfo 
         PendingActivityState::Scheduled
     };
     let policy = activity.retry_policy.clone().unwrap_or_default();
-    let current_retry_interval = (!closed && activity.attempt > 1 && !activity.started).then(|| {
-        duration_from_millis(crate::apply::next_retry_delay_ms(
-            &policy,
-            activity.attempt - 1,
-        ))
-    });
+    let current_retry_interval =
+        (!closed && activity.attempt > 1 && !activity.started).then(|| {
+            duration_from_millis(crate::apply::next_retry_delay_ms(
+                &policy,
+                activity.attempt - 1,
+            ))
+        });
     ActivityExecutionInfo {
         activity_id: chronicle_types::standalone_activity::activity_id(&state.workflow_id)
             .unwrap_or_default()
@@ -306,6 +309,14 @@ pub(crate) fn info(state: &pb::WorkflowExecutionState) -> ActivityExecutionInfo 
         header: activity.header.clone(),
         user_metadata: state.user_metadata.clone(),
         canceled_reason: record.cancel_reason.clone(),
+        total_heartbeat_count: record.total_heartbeat_count,
+        execution_time: record.first_dispatch_time,
+        start_delay: match (&record.first_dispatch_time, &state.start_time) {
+            (Some(dispatch), Some(start)) if millis(dispatch) > millis(start) => Some(
+                duration_from_millis(millis(dispatch).saturating_sub(millis(start))),
+            ),
+            _ => None,
+        },
         ..Default::default()
     }
 }

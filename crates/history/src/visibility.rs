@@ -47,9 +47,8 @@ pub(crate) fn list(
     .map_err(ApiError::invalid_argument)?;
     // Standalone activities share the tables with runs: each list sees only its own kind, and
     // an activity's filter sees its ID where a run's sees the workflow ID.
-    let kind_matches = |workflow_id: &str| {
-        chronicle_types::standalone_activity::is_key(workflow_id) == activities
-    };
+    let kind_matches =
+        |workflow_id: &str| chronicle_types::standalone_activity::is_key(workflow_id) == activities;
     let matches = |state: &WorkflowExecutionState| {
         if !kind_matches(&state.workflow_id) {
             return false;

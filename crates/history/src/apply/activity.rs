@@ -271,6 +271,9 @@ pub fn heartbeat(
         .expect("found above");
     entry.heartbeat_details = c.details;
     entry.last_heartbeat_time = Some(now);
+    if let Some(record) = ms.state.standalone_activity.as_mut() {
+        record.total_heartbeat_count = record.total_heartbeat_count.saturating_add(1);
+    }
     if !c.identity.is_empty() {
         entry.last_worker_identity = c.identity;
     }

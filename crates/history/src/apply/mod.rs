@@ -10,7 +10,6 @@ pub mod child;
 #[cfg(test)]
 mod child_tests;
 pub(crate) mod delete;
-pub(crate) mod standalone_activity;
 mod eager_start;
 mod external;
 pub(crate) mod namespace;
@@ -19,6 +18,7 @@ pub mod reset;
 #[cfg(test)]
 mod safety_tests;
 mod signal;
+pub(crate) mod standalone_activity;
 mod start;
 mod timer;
 pub mod update;

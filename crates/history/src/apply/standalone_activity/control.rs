@@ -56,10 +56,8 @@ pub fn cancel(
     } else {
         let mut activity = activity;
         activity.cancel_requested = true;
-        let failure = super::canceled_failure(
-            Some(super::json_string_payload(&r.reason)),
-            &r.identity,
-        );
+        let failure =
+            super::canceled_failure(Some(super::json_string_payload(&r.reason)), &r.identity);
         close(
             batch,
             &mut ms,

@@ -118,6 +118,15 @@ pub fn close_from_event(
     activity: &pb::ActivityInfo,
     attributes: Attributes,
 ) -> ApplyResult<()> {
+    let retry_state = match &attributes {
+        Attributes::ActivityTaskFailedEventAttributes(a) => a.retry_state,
+        Attributes::ActivityTaskTimedOutEventAttributes(a) => a.retry_state,
+        _ => 0,
+    };
+    ms.state
+        .standalone_activity
+        .get_or_insert_default()
+        .retry_state = retry_state;
     let (status, result, failure) = match attributes {
         Attributes::ActivityTaskCompletedEventAttributes(a) => {
             (WorkflowExecutionStatus::Completed, a.result, None)

@@ -127,7 +127,10 @@ pub fn start(
         // The retry timer's path dispatches the attempt and arms its schedule-to-start timeout.
         batch.put_timer(
             dispatch_ms,
-            &timer(pb::timer_task::Kind::ActivityRetry, TimeoutType::Unspecified),
+            &timer(
+                pb::timer_task::Kind::ActivityRetry,
+                TimeoutType::Unspecified,
+            ),
         )?;
     } else {
         outbox_task_id = batch.put_outbox(&pb::OutboxTask {
