@@ -33,8 +33,11 @@ pub fn start(
     let request = c
         .request
         .ok_or_else(|| ApiError::invalid_argument("start request missing"))?;
-    if request.activity_id.is_empty() || c.run_id.is_empty() {
-        return Err(ApiError::invalid_argument("activity ID is required").into());
+    if request.activity_id.is_empty() {
+        return Err(ApiError::invalid_argument("activityId is not set").into());
+    }
+    if c.run_id.is_empty() {
+        return Err(ApiError::invalid_argument("start without a run ID").into());
     }
     let namespace_id = c.namespace_id;
     let key = chronicle_types::standalone_activity::key(&request.activity_id);
