@@ -78,6 +78,11 @@ async def heartbeating(_: str) -> str:
         await asyncio.sleep(0.2)
 
 
+@activity.defn
+async def completes_later(_: str) -> str:
+    activity.raise_complete_async()
+
+
 def new_activity_id() -> str:
     return f"act-{uuid.uuid4()}"
 
@@ -378,3 +383,45 @@ async def test_start_checks(client, task_queue):
     assert first.started and first.run_id == again.run_id
     assert first.link.activity.activity_id == activity_id
     await client.get_activity_handle(activity_id).terminate(reason="done")
+
+
+async def test_async_completion_by_activity_id(client, task_queue):
+    """A worker hands the activity to someone else, who heartbeats and completes it by its
+    activity ID and run ID (no workflow ID), or fails it."""
+    async with Worker(client, task_queue=task_queue, activities=[completes_later]):
+        for outcome in ("complete", "fail"):
+            handle = await client.start_activity(
+                completes_later, "x", id=new_activity_id(), task_queue=task_queue,
+                start_to_close_timeout=timedelta(seconds=20),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+
+            async def started():
+                desc = await handle.describe()
+                assert desc.run_state == PendingActivityState.STARTED
+            await eventually(started)
+            by_id = client.get_async_activity_handle(activity_id=handle.id, run_id=handle.run_id)
+            await by_id.heartbeat("halfway")
+            desc = await handle.describe()
+            assert desc.last_heartbeat_time is not None and desc.total_heartbeat_count == 1
+            if outcome == "complete":
+                await by_id.complete("finished elsewhere")
+                assert await asyncio.wait_for(handle.result(), TIMEOUT) == "finished elsewhere"
+            else:
+                await by_id.fail(ApplicationError("gave up", non_retryable=True))
+                with pytest.raises(ActivityFailureError) as err:
+                    await asyncio.wait_for(handle.result(), TIMEOUT)
+                assert err.value.cause.message == "gave up"
+            # The activity is closed: another outcome is refused.
+            closed_as = "Completed" if outcome == "complete" else "Failed"
+            with pytest.raises(RPCError) as rpc:
+                await by_id.complete("again")
+            assert rpc.value.status == RPCStatusCode.FAILED_PRECONDITION
+            assert rpc.value.message == f"invalid transition from {closed_as}"
+            # Anything else finds no activity.
+            for late in (by_id.fail(ApplicationError("again")), by_id.report_cancellation("late"),
+                         by_id.heartbeat("late")):
+                with pytest.raises(RPCError) as rpc:
+                    await late
+                assert rpc.value.status == RPCStatusCode.NOT_FOUND
+                assert rpc.value.message == f"activity not found for ID: {handle.id}"

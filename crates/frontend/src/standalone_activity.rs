@@ -205,6 +205,7 @@ pub async fn describe(
     ctx: &FrontendContext,
     namespace_id: &str,
     r: ws::DescribeActivityExecutionRequest,
+    budget: Option<std::time::Duration>,
 ) -> ApiResult<ws::DescribeActivityExecutionResponse> {
     check_activity_id(&r.activity_id)?;
     if !r.long_poll_token.is_empty() && r.run_id.is_empty() {
@@ -213,7 +214,18 @@ pub async fn describe(
         ));
     }
     check_run_id(&r.run_id)?;
-    match call(ctx, namespace_id, Op::Describe(r)).await? {
+    let long_poll = !r.long_poll_token.is_empty();
+    let answer = call(ctx, namespace_id, Op::Describe(r));
+    // A long poll answers empty shortly before the caller's deadline ("poll again"), as
+    // Temporal's does, rather than DeadlineExceeded.
+    let answer = match budget.filter(|_| long_poll) {
+        Some(budget) => match tokio::time::timeout(budget, answer).await {
+            Ok(answer) => answer?,
+            Err(_) => return Ok(ws::DescribeActivityExecutionResponse::default()),
+        },
+        None => answer.await?,
+    };
+    match answer {
         Some(Answer::Describe(a)) => Ok(a),
         _ => Err(ApiError::internal("unexpected standalone activity answer")),
     }
@@ -223,10 +235,19 @@ pub async fn poll(
     ctx: &FrontendContext,
     namespace_id: &str,
     r: ws::PollActivityExecutionRequest,
+    budget: Option<std::time::Duration>,
 ) -> ApiResult<ws::PollActivityExecutionResponse> {
     check_activity_id(&r.activity_id)?;
     check_run_id(&r.run_id)?;
-    match call(ctx, namespace_id, Op::Poll(r)).await? {
+    let answer = call(ctx, namespace_id, Op::Poll(r));
+    let answer = match budget {
+        Some(budget) => match tokio::time::timeout(budget, answer).await {
+            Ok(answer) => answer?,
+            Err(_) => return Ok(ws::PollActivityExecutionResponse::default()),
+        },
+        None => answer.await?,
+    };
+    match answer {
         Some(Answer::Poll(a)) => Ok(a),
         _ => Err(ApiError::internal("unexpected standalone activity answer")),
     }

@@ -1035,17 +1035,19 @@ impl WorkflowService for WorkflowHandler {
         &self,
         r: Request<ws::DescribeActivityExecutionRequest>,
     ) -> Res<ws::DescribeActivityExecutionResponse> {
+        let budget = crate::update::wait_budget(r.metadata());
         let r = r.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        ok(crate::standalone_activity::describe(&self.ctx, &ns, r).await?)
+        ok(crate::standalone_activity::describe(&self.ctx, &ns, r, budget).await?)
     }
     async fn poll_activity_execution(
         &self,
         r: Request<ws::PollActivityExecutionRequest>,
     ) -> Res<ws::PollActivityExecutionResponse> {
+        let budget = crate::update::wait_budget(r.metadata());
         let r = r.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        ok(crate::standalone_activity::poll(&self.ctx, &ns, r).await?)
+        ok(crate::standalone_activity::poll(&self.ctx, &ns, r, budget).await?)
     }
     async fn request_cancel_activity_execution(
         &self,

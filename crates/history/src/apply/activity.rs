@@ -172,6 +172,10 @@ pub fn respond(
     c: cmd::RespondActivity,
 ) -> ApplyResult<command_result::Result> {
     let (token, mut ms) = load_token_run(batch, now, &c.token)?;
+    let completing = matches!(c.outcome, Some(respond_activity::Outcome::Completed(_)));
+    if let Some(refusal) = super::standalone_activity::closed_refusal(&ms, &token, completing) {
+        return Err(refusal);
+    }
     let activity = token_activity(&ms, &token)?;
     // As Temporal's standalone activity: a cancellation is reported only after one was asked.
     if super::standalone_activity::is_standalone(&ms)
@@ -263,6 +267,9 @@ pub fn heartbeat(
     c: cmd::RecordActivityHeartbeat,
 ) -> ApplyResult<command_result::Result> {
     let (token, mut ms) = load_token_run(batch, now, &c.token)?;
+    if let Some(refusal) = super::standalone_activity::closed_refusal(&ms, &token, false) {
+        return Err(refusal);
+    }
     let activity = token_activity(&ms, &token)?;
     let entry = ms
         .state

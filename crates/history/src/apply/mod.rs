@@ -327,7 +327,10 @@ pub fn close_run(
 ) -> ApplyResult<()> {
     ms.state.status = status as i32;
     ms.state.close_time = Some(ms.now);
-    metric_defs::observe_close(&ms.state, status);
+    // (A standalone activity's close is no workflow's close.)
+    if ms.state.standalone_activity.is_none() {
+        metric_defs::observe_close(&ms.state, status);
+    }
     ms.state.completion_event_id = completion_event_id;
     if let Some(task) = ms.state.workflow_task.take() {
         batch.delete_outbox(task.outbox_task_id as u64);

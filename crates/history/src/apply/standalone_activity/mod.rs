@@ -59,6 +59,31 @@ pub fn not_found(activity_id: &str, run_id: &str) -> ApplyError {
     ApiError::not_found(format!("activity execution not found: {activity_id}")).into()
 }
 
+/// What a worker's outcome or heartbeat for a closed standalone activity gets, as Temporal
+/// answers: by ID, a completion is a refused transition and anything else finds no activity; by
+/// task token, no task.
+pub fn closed_refusal(
+    ms: &MutableState,
+    token: &pb::TaskToken,
+    completing: bool,
+) -> Option<ApplyError> {
+    if !is_standalone(ms) || ms.is_running() {
+        return None;
+    }
+    let by_id = token.scheduled_event_id == 0;
+    Some(if by_id && completing {
+        ApiError::failed_precondition(format!(
+            "invalid transition from {}",
+            status_word(ms.state.status)
+        ))
+        .into()
+    } else if by_id {
+        ApiError::not_found(format!("activity not found for ID: {}", token.activity_id)).into()
+    } else {
+        ApiError::not_found("activity task not found").into()
+    })
+}
+
 /// The API status of a record's workflow-style status (the two enums share their names).
 pub fn api_status(status: i32) -> ActivityExecutionStatus {
     match WorkflowExecutionStatus::try_from(status).unwrap_or_default() {
