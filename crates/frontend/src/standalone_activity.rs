@@ -140,6 +140,13 @@ fn normalize_start(r: &mut ws::StartActivityExecutionRequest) -> ApiResult<()> {
         r.heartbeat_timeout = r.start_to_close_timeout;
     }
     validate::retry_policy(&mut r.retry_policy, "RetryPolicy")?;
+    // Completion callbacks are not built: refused as Temporal refuses them on a namespace
+    // without them (activity.enableCallbacks).
+    if !r.completion_callbacks.is_empty() {
+        return Err(ApiError::invalid_argument(
+            "completion callbacks are not enabled for this namespace",
+        ));
+    }
     Ok(())
 }
 
