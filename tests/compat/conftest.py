@@ -56,6 +56,11 @@ SEARCH_ATTRIBUTE_FLAGS = ["--search-attribute", "OrderRegion=Keyword", "--search
 # one-hour minimum and a retention timer jitter of up to 30 minutes unless told otherwise.
 RETENTION_FLAGS = ["--dynamic-config-value", 'system.namespaceMinRetentionLocal="1s"',
                    "--dynamic-config-value", 'history.retentionTimerJitterDuration="1s"']
+# Temporal's dev server serves standalone activities (test_standalone_activity.py) only when
+# asked; Chronicle always does.
+STANDALONE_ACTIVITY_FLAGS = ["--dynamic-config-value", "activity.enableStandalone=true",
+                             "--dynamic-config-value", "activity.startDelayEnabled=true",
+                             "--dynamic-config-value", "history.enableChasm=true"]
 
 
 def free_port() -> int:
@@ -144,7 +149,8 @@ class ServerProcess:
         if SERVER_KIND == "temporal":
             cmd = [temporal_cli(), "server", "start-dev", "--headless", "--ip", self.host, "--port", str(self.port),
                    "--ui-port", str(free_port()), "--http-port", str(free_port()),
-                   "--metrics-port", str(free_port()), "--log-level", "warn"] + SEARCH_ATTRIBUTE_FLAGS + RETENTION_FLAGS
+                   "--metrics-port", str(free_port()), "--log-level", "warn"] + SEARCH_ATTRIBUTE_FLAGS + RETENTION_FLAGS \
+                + STANDALONE_ACTIVITY_FLAGS
             if self.durable:
                 cmd += ["--db-filename", os.path.join(self.data_dir, "temporal.db")]
             return cmd

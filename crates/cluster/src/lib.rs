@@ -280,6 +280,17 @@ pub trait HistoryService: Send + Sync + 'static {
         let _ = (namespace_id, request);
         Err(unimplemented("batch operations"))
     }
+
+    /// Standalone activity executions: start, describe, poll the outcome, cancel, terminate,
+    /// delete (routed by activity ID; list and count go through `list_workflows`).
+    async fn standalone_activity(
+        &self,
+        namespace_id: &str,
+        request: chronicle_proto::chronicle::history::v1::StandaloneActivityRequest,
+    ) -> ApiResult<chronicle_proto::chronicle::history::v1::StandaloneActivityResponse> {
+        let _ = (namespace_id, request);
+        Err(unimplemented("standalone activities"))
+    }
 }
 
 fn unimplemented(what: &str) -> chronicle_types::ApiError {

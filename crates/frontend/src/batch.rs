@@ -201,6 +201,7 @@ pub async fn start(
                 next_page_token: Vec::new(),
                 count_only: true,
                 shards: Vec::new(),
+                standalone_activities: false,
             })
             .await?
             .count;

@@ -13,6 +13,7 @@ mod operator_service;
 pub mod ratelimit;
 mod reset;
 mod schedule;
+mod standalone_activity;
 mod status_compat;
 mod update;
 mod validate;

@@ -18,6 +18,12 @@ pub fn required_id(value: &str, what: &str) -> ApiResult<()> {
             "{what} is not set on request."
         )));
     }
+    // Standalone activities are stored under workflow-ID keys no workflow may take.
+    if what == "WorkflowId" && chronicle_types::standalone_activity::is_key(value) {
+        return Err(ApiError::invalid_argument(format!(
+            "{what} must not start with a NUL character followed by \"activity\"."
+        )));
+    }
     max_id(value, what)
 }
 

@@ -79,6 +79,7 @@ async fn page(
             next_page_token: token,
             count_only: false,
             shards: Vec::new(),
+            standalone_activities: false,
         })
         .await?;
     let executions = answer
@@ -238,6 +239,7 @@ pub async fn count(
             next_page_token: Vec::new(),
             count_only: true,
             shards: Vec::new(),
+            standalone_activities: false,
         })
         .await?;
     let mut groups = Vec::new();
@@ -260,7 +262,7 @@ pub async fn count(
     })
 }
 
-fn json_string_payload(s: &str) -> Payload {
+pub(crate) fn json_string_payload(s: &str) -> Payload {
     Payload {
         metadata: HashMap::from([("encoding".to_string(), b"json/plain".to_vec())]),
         data: serde_json_string(s).into_bytes(),

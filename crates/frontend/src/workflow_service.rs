@@ -694,11 +694,8 @@ impl WorkflowService for WorkflowHandler {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
         validate::payload_size(&r.result, "Result")?;
-        let target = ActivityTarget::ById {
-            workflow_id: r.workflow_id,
-            run_id: r.run_id,
-            activity_id: r.activity_id,
-        };
+        let target =
+            crate::standalone_activity::by_id_target(r.workflow_id, r.run_id, r.activity_id);
         self.ctx
             .history
             .respond_activity(
@@ -745,11 +742,8 @@ impl WorkflowService for WorkflowHandler {
         let mut r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
         validate::failure_durations(&mut r.failure)?;
-        let target = ActivityTarget::ById {
-            workflow_id: r.workflow_id,
-            run_id: r.run_id,
-            activity_id: r.activity_id,
-        };
+        let target =
+            crate::standalone_activity::by_id_target(r.workflow_id, r.run_id, r.activity_id);
         let result = ActivityResult::Failed {
             failure: r.failure,
             last_heartbeat_details: r.last_heartbeat_details,
@@ -789,11 +783,8 @@ impl WorkflowService for WorkflowHandler {
     ) -> Res<ws::RespondActivityTaskCanceledByIdResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        let target = ActivityTarget::ById {
-            workflow_id: r.workflow_id,
-            run_id: r.run_id,
-            activity_id: r.activity_id,
-        };
+        let target =
+            crate::standalone_activity::by_id_target(r.workflow_id, r.run_id, r.activity_id);
         self.ctx
             .history
             .respond_activity(
@@ -839,11 +830,8 @@ impl WorkflowService for WorkflowHandler {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
         validate::payload_size(&r.details, "Details")?;
-        let target = ActivityTarget::ById {
-            workflow_id: r.workflow_id,
-            run_id: r.run_id,
-            activity_id: r.activity_id,
-        };
+        let target =
+            crate::standalone_activity::by_id_target(r.workflow_id, r.run_id, r.activity_id);
         let heartbeat = ActivityHeartbeat {
             target,
             identity: r.identity,
@@ -1032,6 +1020,74 @@ impl WorkflowService for WorkflowHandler {
         let r = r.into_inner();
         self.ns(&r.namespace).await?;
         ok(crate::activity_ops::list_partitions(r).await?)
+    }
+
+    // Standalone activity executions (crate::standalone_activity).
+    async fn start_activity_execution(
+        &self,
+        r: Request<ws::StartActivityExecutionRequest>,
+    ) -> Res<ws::StartActivityExecutionResponse> {
+        let r = r.into_inner();
+        let ns = self.ns_in(&r.namespace, Allowed::Registered).await?;
+        ok(crate::standalone_activity::start(&self.ctx, &ns, r).await?)
+    }
+    async fn describe_activity_execution(
+        &self,
+        r: Request<ws::DescribeActivityExecutionRequest>,
+    ) -> Res<ws::DescribeActivityExecutionResponse> {
+        let budget = crate::update::wait_budget(r.metadata());
+        let r = r.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::standalone_activity::describe(&self.ctx, &ns, r, budget).await?)
+    }
+    async fn poll_activity_execution(
+        &self,
+        r: Request<ws::PollActivityExecutionRequest>,
+    ) -> Res<ws::PollActivityExecutionResponse> {
+        let budget = crate::update::wait_budget(r.metadata());
+        let r = r.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::standalone_activity::poll(&self.ctx, &ns, r, budget).await?)
+    }
+    async fn request_cancel_activity_execution(
+        &self,
+        r: Request<ws::RequestCancelActivityExecutionRequest>,
+    ) -> Res<ws::RequestCancelActivityExecutionResponse> {
+        let r = r.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::standalone_activity::cancel(&self.ctx, &ns, r).await?)
+    }
+    async fn terminate_activity_execution(
+        &self,
+        r: Request<ws::TerminateActivityExecutionRequest>,
+    ) -> Res<ws::TerminateActivityExecutionResponse> {
+        let r = r.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::standalone_activity::terminate(&self.ctx, &ns, r).await?)
+    }
+    async fn delete_activity_execution(
+        &self,
+        r: Request<ws::DeleteActivityExecutionRequest>,
+    ) -> Res<ws::DeleteActivityExecutionResponse> {
+        let r = r.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::standalone_activity::delete(&self.ctx, &ns, r).await?)
+    }
+    async fn list_activity_executions(
+        &self,
+        r: Request<ws::ListActivityExecutionsRequest>,
+    ) -> Res<ws::ListActivityExecutionsResponse> {
+        let r = r.into_inner();
+        self.ns(&r.namespace).await?;
+        ok(crate::standalone_activity::list(&self.ctx, r).await?)
+    }
+    async fn count_activity_executions(
+        &self,
+        r: Request<ws::CountActivityExecutionsRequest>,
+    ) -> Res<ws::CountActivityExecutionsResponse> {
+        let r = r.into_inner();
+        self.ns(&r.namespace).await?;
+        ok(crate::standalone_activity::count(&self.ctx, r).await?)
     }
 
     async fn get_search_attributes(

@@ -538,6 +538,68 @@ fn token(
     Ok(token)
 }
 
+/// A standalone activity command: starts under any policies and timeouts (the frontend's
+/// normalization skipped), cancellations, terminations and deletions of a few activity IDs.
+fn standalone_activity_command(u: &mut Unstructured) -> ArbResult<Kind> {
+    let activity_id = text(u, &["act-0", "act-1", ""])?;
+    let run_id = text(u, &["", "act-run-0", "other"])?;
+    let request_id = text(u, &["req-0", "req-1", ""])?;
+    Ok(match u.int_in_range(0..=3u8)? {
+        0 => Kind::StartActivityExecution(cmd::StartActivityExecution {
+            namespace_id: NS.into(),
+            request: Some(ws::StartActivityExecutionRequest {
+                activity_id,
+                request_id,
+                activity_type: Some(ActivityType {
+                    name: text(u, &["Work", ""])?,
+                }),
+                task_queue: Some(TaskQueue {
+                    name: text(u, &["tq", ""])?,
+                    ..Default::default()
+                }),
+                schedule_to_close_timeout: duration(u)?,
+                schedule_to_start_timeout: duration(u)?,
+                start_to_close_timeout: duration(u)?,
+                heartbeat_timeout: duration(u)?,
+                start_delay: duration(u)?,
+                retry_policy: retry_policy(u)?,
+                id_reuse_policy: small(u, 0)?,
+                id_conflict_policy: small(u, 0)?,
+                ..Default::default()
+            }),
+            run_id: text(u, &["act-run-0", "act-run-1", ""])?,
+        }),
+        1 => Kind::CancelActivityExecution(cmd::CancelActivityExecution {
+            namespace_id: NS.into(),
+            request: Some(ws::RequestCancelActivityExecutionRequest {
+                activity_id,
+                run_id,
+                request_id,
+                reason: u.arbitrary()?,
+                ..Default::default()
+            }),
+        }),
+        2 => Kind::TerminateActivityExecution(cmd::TerminateActivityExecution {
+            namespace_id: NS.into(),
+            request: Some(ws::TerminateActivityExecutionRequest {
+                activity_id,
+                run_id,
+                request_id,
+                reason: u.arbitrary()?,
+                ..Default::default()
+            }),
+        }),
+        _ => Kind::DeleteActivityExecution(cmd::DeleteActivityExecution {
+            namespace_id: NS.into(),
+            request: Some(ws::DeleteActivityExecutionRequest {
+                activity_id,
+                run_id,
+                ..Default::default()
+            }),
+        }),
+    })
+}
+
 /// One command, built from the input and what the shard holds now.
 fn shard_command(u: &mut Unstructured, shard: &mut Shard) -> ArbResult<cmd::ShardCommand> {
     let wf = workflow_id(u)?;
@@ -547,7 +609,7 @@ fn shard_command(u: &mut Unstructured, shard: &mut Shard) -> ArbResult<cmd::Shar
         .as_ref()
         .and_then(|s| s.workflow_task.as_ref())
         .map_or(2, |t| t.scheduled_event_id);
-    let kind = match u.int_in_range(0..=15u8)? {
+    let kind = match u.int_in_range(0..=19u8)? {
         0 => Kind::StartWorkflow(cmd::StartWorkflow {
             namespace_id: NS.into(),
             request: Some(ws::StartWorkflowExecutionRequest {
@@ -762,6 +824,7 @@ fn shard_command(u: &mut Unstructured, shard: &mut Shard) -> ArbResult<cmd::Shar
             failed: u.arbitrary()?,
             not_attempted: u.arbitrary()?,
         }),
+        16..=19 => standalone_activity_command(u)?,
         _ => Kind::StartChildWorkflow(cmd::StartChildWorkflow {
             namespace_id: NS.into(),
             request: Some(ws::StartWorkflowExecutionRequest {

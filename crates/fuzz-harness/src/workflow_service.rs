@@ -185,6 +185,13 @@ impl HistoryService for Unreachable {
     ) -> ApiResult<chronicle_cluster::HeartbeatOutcome> {
         Err(down())
     }
+    async fn standalone_activity(
+        &self,
+        _: &str,
+        _: chronicle_proto::chronicle::history::v1::StandaloneActivityRequest,
+    ) -> ApiResult<chronicle_proto::chronicle::history::v1::StandaloneActivityResponse> {
+        Err(down())
+    }
 }
 
 #[async_trait]

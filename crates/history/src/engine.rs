@@ -714,6 +714,10 @@ fn command_label(kind: &shard_command::Kind) -> &'static str {
         DeleteNamespace(_) => "delete_namespace",
         RunOperation(_) => "run_operation",
         BatchJob(_) => "batch_job",
+        StartActivityExecution(_) => "start_activity_execution",
+        CancelActivityExecution(_) => "cancel_activity_execution",
+        TerminateActivityExecution(_) => "terminate_activity_execution",
+        DeleteActivityExecution(_) => "delete_activity_execution",
     }
 }
 

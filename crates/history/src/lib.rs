@@ -28,6 +28,7 @@ mod reset;
 mod retention;
 pub mod schedule;
 mod service;
+mod standalone_activity;
 pub mod tokens;
 mod transfer;
 mod update;

@@ -42,7 +42,7 @@ impl HistoryEngine {
         Ok(self.shard_of(&token.namespace_id, &token.workflow_id))
     }
 
-    async fn wait_for_change(
+    pub(crate) async fn wait_for_change(
         &self,
         deadline: tokio::time::Instant,
         watch: &mut crate::notify::WorkflowWatch,
@@ -111,16 +111,27 @@ impl HistoryEngine {
             activity_id: activity.activity_id.clone(),
             ..Default::default()
         };
+        // A standalone activity's task names no workflow, and its run ID is the activity's.
+        let standalone = chronicle_types::standalone_activity::is_key(workflow_id);
         Ok(ws::PollActivityTaskQueueResponse {
             task_token: tokens::encode(&token),
             workflow_namespace: self.namespace_name(namespace_id),
-            workflow_type: started.workflow_type,
-            workflow_execution: Some(
+            workflow_type: if standalone {
+                None
+            } else {
+                started.workflow_type
+            },
+            workflow_execution: (!standalone).then(|| {
                 chronicle_proto::temporal::api::common::v1::WorkflowExecution {
                     workflow_id: workflow_id.to_string(),
                     run_id: run_id.to_string(),
-                },
-            ),
+                }
+            }),
+            activity_run_id: if standalone {
+                run_id.to_string()
+            } else {
+                String::new()
+            },
             activity_type: activity.activity_type,
             activity_id: activity.activity_id,
             header: activity.header,
@@ -1167,5 +1178,13 @@ impl HistoryService for HistoryEngine {
         request: cmd::BatchRequest,
     ) -> ApiResult<cmd::BatchResponse> {
         self.batch_op(namespace_id, request).await
+    }
+
+    async fn standalone_activity(
+        &self,
+        namespace_id: &str,
+        request: cmd::StandaloneActivityRequest,
+    ) -> ApiResult<cmd::StandaloneActivityResponse> {
+        self.standalone_activity_op(namespace_id, request).await
     }
 }

@@ -35,15 +35,40 @@ pub(crate) fn list(
     engine: &HistoryEngine,
     request: hpb::ListWorkflowsRequest,
 ) -> ApiResult<hpb::ListWorkflowsResponse> {
-    let query = chronicle_visibility::parse(&request.query, &request.search_attribute_types)
-        .map_err(ApiError::invalid_argument)?;
+    let activities = request.standalone_activities;
+    let query = if activities {
+        chronicle_visibility::query::parse_for_activities(
+            &request.query,
+            &request.search_attribute_types,
+        )
+    } else {
+        chronicle_visibility::parse(&request.query, &request.search_attribute_types)
+    }
+    .map_err(ApiError::invalid_argument)?;
+    // Standalone activities share the tables with runs: each list sees only its own kind, and
+    // an activity's filter sees its ID where a run's sees the workflow ID.
+    let kind_matches =
+        |workflow_id: &str| chronicle_types::standalone_activity::is_key(workflow_id) == activities;
+    let matches = |state: &WorkflowExecutionState| {
+        if !kind_matches(&state.workflow_id) {
+            return false;
+        }
+        match chronicle_types::standalone_activity::activity_id(&state.workflow_id) {
+            Some(id) => {
+                let mut view = state.clone();
+                view.workflow_id = id.to_string();
+                eval::matches(&query, &view)
+            }
+            None => eval::matches(&query, state),
+        }
+    };
     let after = if request.next_page_token.is_empty() {
         None
     } else {
         Some(SortKey::decode(&request.next_page_token).map_err(ApiError::invalid_argument)?)
     };
     let namespace_id = request.namespace_id.as_str();
-    let mut scans = plan(engine, namespace_id, &query);
+    let mut scans = plan(engine, namespace_id, &query, activities);
     if !request.shards.is_empty() {
         // A router's scatter: each shard is asked of its leader, whose state holds every write
         // acknowledged so far (a follower may still be applying).
@@ -65,12 +90,14 @@ pub(crate) fn list(
                 // The index row alone answers: its filter is the index's own term, or none.
                 Scan::Index(index, true) => {
                     for_each_indexed(shard, namespace_id, index, None, |run| {
-                        tally(run.status);
+                        if kind_matches(run.workflow_id) {
+                            tally(run.status);
+                        }
                         Ok(true)
                     })?;
                 }
                 _ => for_each_run(shard, namespace_id, scan, None, |state| {
-                    if eval::matches(&query, &state) {
+                    if matches(&state) {
                         tally(state.status);
                     }
                     Ok(true)
@@ -93,7 +120,7 @@ pub(crate) fn list(
     for (shard, scan) in &scans {
         let mut found = 0usize;
         for_each_run(shard, namespace_id, scan, after.as_ref(), |state| {
-            if !eval::matches(&query, &state) {
+            if !matches(&state) {
                 return Ok(true);
             }
             let key = SortKey::of_state(&state);
@@ -225,9 +252,19 @@ fn plan<'a>(
     engine: &'a HistoryEngine,
     namespace_id: &str,
     query: &chronicle_visibility::ParsedQuery,
+    activities: bool,
 ) -> Vec<(&'a std::sync::Arc<Shard>, Scan)> {
     if let Some(ids) = query.filter.as_ref().and_then(pinned_workflow_ids) {
-        let mut ids: Vec<String> = ids.into_iter().collect();
+        let mut ids: Vec<String> = ids
+            .into_iter()
+            .map(|id| {
+                if activities {
+                    chronicle_types::standalone_activity::key(&id)
+                } else {
+                    id
+                }
+            })
+            .collect();
         ids.sort();
         ids.dedup();
         return ids

@@ -90,6 +90,17 @@ impl ApiError {
             },
         )
     }
+    /// Temporal's ActivityExecutionAlreadyStarted (a standalone activity's ID is taken).
+    pub fn activity_already_started(start_request_id: &str, run_id: &str) -> Self {
+        Self::new(
+            tonic::Code::AlreadyExists,
+            "activity execution already started",
+        )
+        .with_detail(&details::ActivityExecutionAlreadyStartedFailure {
+            start_request_id: start_request_id.to_string(),
+            run_id: run_id.to_string(),
+        })
+    }
     pub fn already_completed() -> Self {
         Self::not_found("workflow execution already completed")
     }

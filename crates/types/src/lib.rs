@@ -4,6 +4,7 @@ pub mod error;
 pub mod limits;
 pub mod priority;
 pub mod shard;
+pub mod standalone_activity;
 pub mod time;
 pub mod tls;
 

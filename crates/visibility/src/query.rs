@@ -82,6 +82,35 @@ pub struct ParsedQuery {
 /// Parses and resolves `query` against the system attributes and `registry`.
 pub fn parse(query: &str, registry: &Registry) -> QueryResult<ParsedQuery> {
     let raw = parse_raw(query).map_err(|e| format!("invalid query: {e}"))?;
+    parse_resolved(raw, registry)
+}
+
+/// A query of ListActivityExecutions / CountActivityExecutions: `ActivityId` and
+/// `ActivityType` name a standalone activity's ID and type, which its record keeps where a
+/// run keeps its workflow ID and type (Temporal's business-ID alias), so they resolve to those.
+pub fn parse_for_activities(query: &str, registry: &Registry) -> QueryResult<ParsedQuery> {
+    let mut raw = parse_raw(query).map_err(|e| format!("invalid query: {e}"))?;
+    fn alias(raw: &mut Raw) {
+        match raw {
+            Raw::And(a, b) | Raw::Or(a, b) => {
+                alias(a);
+                alias(b);
+            }
+            Raw::Not(a) => alias(a),
+            Raw::Pred(name, _) => match name.as_str() {
+                "ActivityId" => *name = "WorkflowId".into(),
+                "ActivityType" => *name = "WorkflowType".into(),
+                _ => {}
+            },
+        }
+    }
+    if let Some(filter) = raw.filter.as_mut() {
+        alias(filter);
+    }
+    parse_resolved(raw, registry)
+}
+
+fn parse_resolved(raw: RawQuery, registry: &Registry) -> QueryResult<ParsedQuery> {
     let filter = match raw.filter {
         Some(f) => Some(resolve(f, registry).map_err(|e| format!("invalid query: {e}"))?),
         None => None,

@@ -90,6 +90,15 @@ impl history_api_server::HistoryApi for HistoryApiService {
         reply(self.inner.batch(&namespace_id, r).await)
     }
 
+    async fn standalone_activity(
+        &self,
+        r: Request<hpb::StandaloneActivityRequest>,
+    ) -> Reply<hpb::StandaloneActivityResponse> {
+        let r = r.into_inner();
+        let namespace_id = r.namespace_id.clone();
+        reply(self.inner.standalone_activity(&namespace_id, r).await)
+    }
+
     async fn register_namespace(
         &self,
         r: Request<hpb::NamespaceRecordRequest>,
@@ -471,6 +480,15 @@ impl HistoryService for RemoteHistory {
     ) -> ApiResult<hpb::BatchResponse> {
         request.namespace_id = namespace_id.into();
         answer(self.client().batch(request).await)
+    }
+
+    async fn standalone_activity(
+        &self,
+        namespace_id: &str,
+        mut request: hpb::StandaloneActivityRequest,
+    ) -> ApiResult<hpb::StandaloneActivityResponse> {
+        request.namespace_id = namespace_id.into();
+        answer(self.client().standalone_activity(request).await)
     }
 
     async fn start_workflow(

@@ -677,6 +677,32 @@ impl HistoryService for RoutedHistory {
         self.route_batch(namespace_id, request).await
     }
 
+    async fn standalone_activity(
+        &self,
+        namespace_id: &str,
+        request: hpb::StandaloneActivityRequest,
+    ) -> ApiResult<hpb::StandaloneActivityResponse> {
+        use hpb::standalone_activity_request::Op;
+        let (activity_id, retry) = match &request.op {
+            // A start de-duplicates by its request ID; reads may always be asked again.
+            Some(Op::Start(r)) => (r.activity_id.as_str(), Retry::Idempotent),
+            Some(Op::Describe(r)) => (r.activity_id.as_str(), Retry::Idempotent),
+            Some(Op::Poll(r)) => (r.activity_id.as_str(), Retry::Idempotent),
+            // Cancellations and terminations de-duplicate by request ID only when one is given.
+            Some(Op::Cancel(r)) => (r.activity_id.as_str(), Retry::OnlyIfNotProposed),
+            Some(Op::Terminate(r)) => (r.activity_id.as_str(), Retry::OnlyIfNotProposed),
+            Some(Op::Delete(r)) => (r.activity_id.as_str(), Retry::OnlyIfNotProposed),
+            None => ("", Retry::OnlyIfNotProposed),
+        };
+        let key = chronicle_types::standalone_activity::key(activity_id);
+        let shard = self.shard(namespace_id, &key).await?;
+        self.route(shard, retry, |h| {
+            let request = request.clone();
+            async move { h.standalone_activity(namespace_id, request).await }
+        })
+        .await
+    }
+
     async fn schedule(
         &self,
         namespace_id: &str,

@@ -172,7 +172,21 @@ pub fn respond(
     c: cmd::RespondActivity,
 ) -> ApplyResult<command_result::Result> {
     let (token, mut ms) = load_token_run(batch, now, &c.token)?;
+    let completing = matches!(c.outcome, Some(respond_activity::Outcome::Completed(_)));
+    if let Some(refusal) = super::standalone_activity::closed_refusal(&ms, &token, completing) {
+        return Err(refusal);
+    }
     let activity = token_activity(&ms, &token)?;
+    // As Temporal's standalone activity: a cancellation is reported only after one was asked.
+    if super::standalone_activity::is_standalone(&ms)
+        && matches!(c.outcome, Some(respond_activity::Outcome::Canceled(_)))
+        && !activity.cancel_requested
+    {
+        return Err(ApiError::invalid_argument(
+            "unable to mark activity as canceled without activity being request canceled first",
+        )
+        .into());
+    }
     match c.outcome {
         Some(respond_activity::Outcome::Completed(r)) => {
             finish(batch, &mut ms, &activity, true, |started_event_id| {
@@ -253,6 +267,9 @@ pub fn heartbeat(
     c: cmd::RecordActivityHeartbeat,
 ) -> ApplyResult<command_result::Result> {
     let (token, mut ms) = load_token_run(batch, now, &c.token)?;
+    if let Some(refusal) = super::standalone_activity::closed_refusal(&ms, &token, false) {
+        return Err(refusal);
+    }
     let activity = token_activity(&ms, &token)?;
     let entry = ms
         .state
@@ -261,6 +278,9 @@ pub fn heartbeat(
         .expect("found above");
     entry.heartbeat_details = c.details;
     entry.last_heartbeat_time = Some(now);
+    if let Some(record) = ms.state.standalone_activity.as_mut() {
+        record.total_heartbeat_count = record.total_heartbeat_count.saturating_add(1);
+    }
     if !c.identity.is_empty() {
         entry.last_worker_identity = c.identity;
     }
@@ -281,6 +301,11 @@ fn finish(
     write_started: bool,
     result: impl Fn(i64) -> (EventType, Attributes),
 ) -> ApplyResult<()> {
+    if super::standalone_activity::is_standalone(ms) {
+        // No events: the standalone activity's record closes with the outcome.
+        let (_, attributes) = result(0);
+        return super::standalone_activity::close_from_event(batch, ms, activity, attributes);
+    }
     let buffered = ms.buffers_events();
     // Completing by ID an attempt no worker polled still records a Started event, as Temporal does.
     let started_event_id = if write_started {

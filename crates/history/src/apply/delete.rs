@@ -130,7 +130,7 @@ pub fn fire(batch: &mut ShardBatch, now: Timestamp, task: &pb::TimerTask) -> App
 }
 
 /// Deletes the closed run now if nothing still needs its state, else looks again later.
-fn delete_when_reported(
+pub(crate) fn delete_when_reported(
     batch: &mut ShardBatch,
     state: &pb::WorkflowExecutionState,
     now_ms: i64,

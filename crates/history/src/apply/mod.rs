@@ -18,6 +18,7 @@ pub mod reset;
 #[cfg(test)]
 mod safety_tests;
 mod signal;
+pub(crate) mod standalone_activity;
 mod start;
 mod timer;
 pub mod update;
@@ -253,6 +254,18 @@ fn apply_command(
         shard_command::Kind::DeleteNamespace(c) => namespace::delete(batch, c),
         shard_command::Kind::RunOperation(c) => activity_ops::run_operation(batch, now, c),
         shard_command::Kind::BatchJob(c) => crate::batch::apply::command(batch, now, c),
+        shard_command::Kind::StartActivityExecution(c) => {
+            standalone_activity::start::start(batch, now, c)
+        }
+        shard_command::Kind::CancelActivityExecution(c) => {
+            standalone_activity::control::cancel(batch, now, c)
+        }
+        shard_command::Kind::TerminateActivityExecution(c) => {
+            standalone_activity::control::terminate(batch, now, c)
+        }
+        shard_command::Kind::DeleteActivityExecution(c) => {
+            standalone_activity::control::delete(batch, now, c)
+        }
     }
 }
 
@@ -319,7 +332,10 @@ pub fn close_run(
 ) -> ApplyResult<()> {
     ms.state.status = status as i32;
     ms.state.close_time = Some(ms.now);
-    metric_defs::observe_close(&ms.state, status);
+    // (A standalone activity's close is no workflow's close.)
+    if ms.state.standalone_activity.is_none() {
+        metric_defs::observe_close(&ms.state, status);
+    }
     ms.state.completion_event_id = completion_event_id;
     if let Some(task) = ms.state.workflow_task.take() {
         batch.delete_outbox(task.outbox_task_id as u64);

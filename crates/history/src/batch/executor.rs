@@ -276,6 +276,7 @@ async fn next_page(history: &dyn HistoryService, job: &pb::BatchJobState) -> Api
             next_page_token: job.next_page_token.clone(),
             count_only: false,
             shards: Vec::new(),
+            standalone_activities: false,
         })
         .await;
     let answer = match answer {
