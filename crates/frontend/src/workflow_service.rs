@@ -1030,8 +1030,8 @@ impl WorkflowService for WorkflowHandler {
         r: Request<ws::ListTaskQueuePartitionsRequest>,
     ) -> Res<ws::ListTaskQueuePartitionsResponse> {
         let r = r.into_inner();
-        self.ns(&r.namespace).await?;
-        ok(crate::activity_ops::list_partitions(r).await?)
+        let namespace_id = self.ns(&r.namespace).await?;
+        ok(crate::activity_ops::list_partitions(&self.ctx, &namespace_id, r).await?)
     }
 
     async fn get_search_attributes(

@@ -193,8 +193,12 @@ async fn outbox_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut changes = shard.changes.clone();
-    // Outbox key -> when it was last handed to matching (this leadership term only).
-    let mut handed: HashMap<Vec<u8>, Instant> = HashMap::new();
+    // Outbox key -> when it was last handed to matching (this leadership term only), and the
+    // matching placement it was handed under: when partitions move between matching nodes (one
+    // left or joined the ring), a task handed to the old owner may be lost or out of its
+    // pollers' reach, so every task not yet started is handed over again at once.
+    let mut handed: HashMap<Vec<u8>, (Instant, u64)> = HashMap::new();
+    let mut placement = engine.matching.placement_generation();
     let mut was_leader = false;
     // Two cursors over the outbox. Task IDs only grow and rows are only ever deleted, so
     // - `next_new` is the first ID not looked at yet: each wake-up reads only rows added since,
@@ -225,7 +229,13 @@ async fn outbox_loop(
             last_sweep = Instant::now();
         }
         changes.borrow_and_update();
-        let sweep = last_sweep.elapsed() >= SWEEP_EVERY;
+        let current_placement = engine.matching.placement_generation();
+        let placement_moved = current_placement != placement;
+        if placement_moved {
+            placement = current_placement;
+            metrics::counter!(metric_defs::MATCHING_PLACEMENT_CHANGES).increment(1);
+        }
+        let sweep = placement_moved || last_sweep.elapsed() >= SWEEP_EVERY;
         let from = if sweep { floor } else { next_new };
         let rows = match shard.tables.outbox_from(from, OUTBOX_BATCH) {
             Ok(rows) => rows,
@@ -275,10 +285,9 @@ async fn outbox_loop(
                 }
                 continue;
             }
-            if handed
-                .get(key)
-                .is_some_and(|at| at.elapsed() < REDISPATCH_AFTER)
-            {
+            if handed.get(key).is_some_and(|(at, under)| {
+                *under == current_placement && at.elapsed() < REDISPATCH_AFTER
+            }) {
                 continue;
             }
             let kind = if task.kind == pb::outbox_task::Kind::ActivityTask as i32 {
@@ -331,7 +340,7 @@ async fn outbox_loop(
             match added {
                 Ok(()) => {
                     metrics::counter!(metric_defs::TRANSFER_TASKS_DISPATCHED).increment(1);
-                    handed.insert(key.clone(), Instant::now());
+                    handed.insert(key.clone(), (Instant::now(), current_placement));
                 }
                 Err(e) => {
                     // Not in `handed`: the next sweep hands it over again.
