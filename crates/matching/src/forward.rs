@@ -24,8 +24,11 @@ use crate::{Dispatch, MatchingEngine, Queue};
 /// How long a child partition's task waits at the root for a poller before the child takes it
 /// back (and offers it again).
 const OFFER_WAIT: Duration = Duration::from_secs(5);
-/// Pause before offering again after the root's node could not be reached.
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Pause before offering or polling again after the root's node could not be reached.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Pause before forwarding a poll again after the root answered it empty early (it moved, or
+/// its node is stopping).
+const FORWARD_AGAIN_PAUSE: Duration = Duration::from_millis(50);
 
 /// A child partition's task waiting at the root partition for a poller.
 pub(crate) struct PendingOffer {
@@ -121,7 +124,9 @@ impl MatchingEngine {
     }
 
     /// A poll of child partition `key` that found nothing there: waits for this partition's
-    /// next task or the root's, whichever comes first, until `deadline`.
+    /// next task or the root's, whichever comes first, until `deadline`. A forwarded poll that
+    /// ends early (the root moved to another node, or its node did not answer) is sent again,
+    /// so a lone poller keeps waiting on the root wherever it is.
     pub(crate) async fn wait_here_or_on_root(
         &self,
         key: &TaskQueueKey,
@@ -130,40 +135,46 @@ impl MatchingEngine {
         deadline: Instant,
     ) -> Option<(Dispatch, PollOutcome)> {
         let mut stopping = self.stopping.subscribe();
-        let wait = deadline.saturating_duration_since(Instant::now());
-        let on_root = self.forward_poll_to_root(root_of(key), identity, wait);
-        tokio::pin!(on_root);
-        let from_root = tokio::select! {
-            received = &mut here => return received.ok().map(|d| (d, PollOutcome::Sync)),
-            answer = &mut on_root => answer,
-            () = tokio::time::sleep_until(deadline.into()) => return None,
-            _ = stopping.wait_for(|stop| *stop) => return None,
-        };
-        match from_root {
-            Ok(Some(dispatch)) => {
-                // Leave this partition's pollers; a task handed here meanwhile is kept for the next.
-                here.close();
-                if let Ok(dispatch) = here.try_recv() {
-                    self.put_back(key, dispatch);
-                }
-                metrics::counter!(metric_defs::POLLS_FORWARDED).increment(1);
-                Some((
-                    match dispatch {
-                        ForwardedDispatch::Task(task) => Dispatch::Task(task),
-                        ForwardedDispatch::Query(query) => Dispatch::Query(query),
-                    },
-                    PollOutcome::Sync,
-                ))
+        let root = root_of(key);
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                return None;
             }
-            other => {
-                if let Err(e) = other {
-                    tracing::debug!(error = %e.message, "a forwarded poll failed; the poll waits on its own partition");
+            let on_root = self.forward_poll_to_root(root.clone(), identity, wait);
+            let from_root = tokio::select! {
+                received = &mut here => return received.ok().map(|d| (d, PollOutcome::Sync)),
+                answer = on_root => answer,
+                () = tokio::time::sleep_until(deadline.into()) => return None,
+                _ = stopping.wait_for(|stop| *stop) => return None,
+            };
+            let pause = match from_root {
+                Ok(Some(dispatch)) => {
+                    // Leave this partition's pollers; a task handed here meanwhile is kept.
+                    here.close();
+                    if let Ok(dispatch) = here.try_recv() {
+                        self.put_back(key, dispatch);
+                    }
+                    metrics::counter!(metric_defs::POLLS_FORWARDED).increment(1);
+                    return Some((
+                        match dispatch {
+                            ForwardedDispatch::Task(task) => Dispatch::Task(task),
+                            ForwardedDispatch::Query(query) => Dispatch::Query(query),
+                        },
+                        PollOutcome::Sync,
+                    ));
                 }
-                tokio::select! {
-                    received = here => received.ok().map(|d| (d, PollOutcome::Sync)),
-                    () = tokio::time::sleep_until(deadline.into()) => None,
-                    _ = stopping.wait_for(|stop| *stop) => None,
+                Ok(None) => FORWARD_AGAIN_PAUSE,
+                Err(e) => {
+                    tracing::debug!(error = %e.message, "a forwarded poll failed; it is sent again shortly");
+                    RETRY_PAUSE
                 }
+            };
+            let pause_end = deadline.min(Instant::now() + pause);
+            tokio::select! {
+                received = &mut here => return received.ok().map(|d| (d, PollOutcome::Sync)),
+                () = tokio::time::sleep_until(pause_end.into()) => {}
+                _ = stopping.wait_for(|stop| *stop) => return None,
             }
         }
     }
