@@ -259,14 +259,16 @@ class SplitServer:
     NUM_SHARDS = 4
 
     def __init__(self, log_dir: str, history_count: Optional[int] = None, frontend_count: Optional[int] = None,
-                 restart: bool = False):
+                 restart: bool = False, matching_count: Optional[int] = None):
         self.log_dir = log_dir
         self.restart = restart
         self.lines: List[str] = []
         self.owner = None
         self.history_count = history_count or int(os.environ.get("COMPAT_HISTORY_NODES", "3"))
         self.frontend_count = frontend_count or int(os.environ.get("COMPAT_FRONTEND_NODES", "2"))
-        self.matching_count = int(os.environ.get("COMPAT_MATCHING_NODES", "2"))
+        # None: the supervisor's own choice (2, or what the data directory recorded).
+        self.matching_count = matching_count or (int(os.environ["COMPAT_MATCHING_NODES"])
+                                                 if "COMPAT_MATCHING_NODES" in os.environ else None)
         self.log_path = os.path.join(log_dir, "local-cluster.log")
         self.proc: Optional[subprocess.Popen] = None
         self.nodes: List[NodeHandle] = []
@@ -278,8 +280,9 @@ class SplitServer:
     def start(self) -> None:
         cmd = [chronicle_bin(), "server", "start-local-cluster", "--data-dir", os.path.join(self.log_dir, "cluster"),
                "--port", "0", "--num-shards", str(self.NUM_SHARDS), "--history", str(self.history_count),
-               "--matching", str(self.matching_count), "--frontend", str(self.frontend_count), "--log-level", "warn",
-               "--min-namespace-retention", "1s"]
+               "--frontend", str(self.frontend_count), "--log-level", "warn", "--min-namespace-retention", "1s"]
+        if self.matching_count is not None:
+            cmd += ["--matching", str(self.matching_count)]
         if self.restart:
             cmd.append("--restart")
         log = open(self.log_path, "ab")
