@@ -410,6 +410,13 @@ pub trait MatchingService: Send + Sync + 'static {
     fn placement_generation(&self) -> u64 {
         0
     }
+    /// Where `task` goes if handed over now: its partition's owner and that owner's current
+    /// stay in the ring. A task handed over under another value must be handed over again (its
+    /// partition moved, or its owner left and came back with empty queues).
+    fn task_placement(&self, queue: &TaskQueueKey, task: &TaskRef) -> u64 {
+        let _ = (queue, task);
+        0
+    }
     /// The partitions of a task queue and the node owning each (ListTaskQueuePartitions).
     fn list_partitions(
         &self,

@@ -128,6 +128,10 @@ impl MatchingService for PollsEndAtShutdown {
         self.inner.placement_generation()
     }
 
+    fn task_placement(&self, queue: &TaskQueueKey, task: &TaskRef) -> u64 {
+        self.inner.task_placement(queue, task)
+    }
+
     fn list_partitions(
         &self,
         namespace_id: &str,

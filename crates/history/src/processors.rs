@@ -193,12 +193,13 @@ async fn outbox_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut changes = shard.changes.clone();
-    // Outbox key -> when it was last handed to matching (this leadership term only), and the
-    // matching placement it was handed under: when partitions move between matching nodes (one
-    // left or joined the ring), a task handed to the old owner may be lost or out of its
-    // pollers' reach, so every task not yet started is handed over again at once.
+    // Outbox key -> when it was last handed to matching (this leadership term only), and where
+    // it went (`MatchingService::task_placement`): when its partition moves to another matching
+    // node (one left or joined the ring), or its node left and came back with empty queues, the
+    // copy handed over may be lost or out of its pollers' reach, so the task is handed over
+    // again at once. A change of placement starts a sweep, which looks at every row.
     let mut handed: HashMap<Vec<u8>, (Instant, u64)> = HashMap::new();
-    let mut placement = engine.matching.placement_generation();
+    let mut generation = engine.matching.placement_generation();
     let mut was_leader = false;
     // Two cursors over the outbox. Task IDs only grow and rows are only ever deleted, so
     // - `next_new` is the first ID not looked at yet: each wake-up reads only rows added since,
@@ -229,10 +230,10 @@ async fn outbox_loop(
             last_sweep = Instant::now();
         }
         changes.borrow_and_update();
-        let current_placement = engine.matching.placement_generation();
-        let placement_moved = current_placement != placement;
+        let current_generation = engine.matching.placement_generation();
+        let placement_moved = current_generation != generation;
         if placement_moved {
-            placement = current_placement;
+            generation = current_generation;
             metrics::counter!(metric_defs::MATCHING_PLACEMENT_CHANGES).increment(1);
         }
         let sweep = placement_moved || last_sweep.elapsed() >= SWEEP_EVERY;
@@ -285,11 +286,6 @@ async fn outbox_loop(
                 }
                 continue;
             }
-            if handed.get(key).is_some_and(|(at, under)| {
-                *under == current_placement && at.elapsed() < REDISPATCH_AFTER
-            }) {
-                continue;
-            }
             let kind = if task.kind == pb::outbox_task::Kind::ActivityTask as i32 {
                 TaskKind::Activity
             } else {
@@ -313,6 +309,13 @@ async fn outbox_loop(
                 sticky: task.task_queue_kind
                     == chronicle_proto::temporal::api::enums::v1::TaskQueueKind::Sticky as i32,
             };
+            let placement = engine.matching.task_placement(&queue, &task_ref);
+            if handed
+                .get(key)
+                .is_some_and(|(at, under)| *under == placement && at.elapsed() < REDISPATCH_AFTER)
+            {
+                continue;
+            }
             let started = Instant::now();
             let measure = metric_defs::RequestTimer::new(
                 "matching",
@@ -340,7 +343,7 @@ async fn outbox_loop(
             match added {
                 Ok(()) => {
                     metrics::counter!(metric_defs::TRANSFER_TASKS_DISPATCHED).increment(1);
-                    handed.insert(key.clone(), (Instant::now(), current_placement));
+                    handed.insert(key.clone(), (Instant::now(), placement));
                 }
                 Err(e) => {
                     // Not in `handed`: the next sweep hands it over again.

@@ -273,3 +273,124 @@ impl MatchingEngine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chronicle_cluster::{MatchingService, TaskKind};
+
+    use super::*;
+
+    fn key(name: &str) -> TaskQueueKey {
+        TaskQueueKey {
+            namespace_id: "ns".into(),
+            name: name.into(),
+            kind: TaskKind::Activity,
+        }
+    }
+
+    fn task(id: u64) -> TaskRef {
+        TaskRef {
+            namespace_id: "ns".into(),
+            workflow_id: format!("wf-{id}"),
+            run_id: "run".into(),
+            scheduled_event_id: 5,
+            attempt: 1,
+            outbox_id: id,
+            shard: 1,
+            expires_at_ms: 0,
+            sticky: false,
+        }
+    }
+
+    /// Two engines, as two matching nodes: the child partitions' node forwards to the root's.
+    fn two_nodes() -> (Arc<MatchingEngine>, Arc<MatchingEngine>) {
+        let root_node = MatchingEngine::new(Duration::from_secs(10));
+        let child_node = MatchingEngine::new(Duration::from_secs(10));
+        child_node.set_forwarder(root_node.clone());
+        (child_node, root_node)
+    }
+
+    fn taken(dispatch: Option<ForwardedDispatch>) -> u64 {
+        match dispatch {
+            Some(ForwardedDispatch::Task(task)) => task.outbox_id,
+            other => panic!("expected a task, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_child_partitions_backlog_reaches_a_poller_of_the_root() {
+        let (child_node, root_node) = two_nodes();
+        // No poller anywhere: the task is queued in partition 3.
+        child_node
+            .add_task(key("/_sys/q/3"), task(7))
+            .await
+            .unwrap();
+        // A poller of the root partition (on the other node) gets it.
+        let got = root_node
+            .forward_poll(key("q"), "root-poller", Duration::from_secs(8))
+            .await
+            .unwrap();
+        assert_eq!(taken(got), 7);
+        // It left partition 3: a poll there finds nothing (it waits on the root, which is empty).
+        let again = child_node
+            .forward_poll(key("/_sys/q/3"), "p3", Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert!(again.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_lone_poller_of_one_partition_gets_tasks_of_the_root_and_of_other_partitions() {
+        let (child_node, root_node) = two_nodes();
+        // A poll of partition 1 waits there and, forwarded, on the root.
+        let poll = |child_node: Arc<MatchingEngine>| {
+            tokio::spawn(async move {
+                child_node
+                    .forward_poll(key("/_sys/q/1"), "lone", Duration::from_secs(8))
+                    .await
+            })
+        };
+        let waiting = poll(child_node.clone());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        root_node.add_task(key("q"), task(1)).await.unwrap();
+        assert_eq!(taken(waiting.await.unwrap().unwrap()), 1);
+
+        // A task of partition 3 (same node as partition 1 here) reaches it through the root.
+        let waiting = poll(child_node.clone());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        child_node
+            .add_task(key("/_sys/q/3"), task(2))
+            .await
+            .unwrap();
+        assert_eq!(taken(waiting.await.unwrap().unwrap()), 2);
+        // Nothing is left behind in partition 3 or at the root.
+        let rest = root_node
+            .forward_poll(key("q"), "check", Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert!(rest.is_none());
+        assert!(
+            child_node.queues.lock().unwrap()[&key("/_sys/q/3")]
+                .tasks
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_task_offered_to_the_root_comes_back_when_no_poller_takes_it() {
+        let root_node = MatchingEngine::new(Duration::from_secs(10));
+        let matched = root_node
+            .offer_to_root_pollers(key("q"), task(3), Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert!(!matched);
+        // Withdrawn: a later root poll does not get it (its child partition still holds it).
+        let later = root_node
+            .forward_poll(key("q"), "late", Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert!(later.is_none());
+    }
+}

@@ -60,6 +60,8 @@ struct PartitionKey<'a> {
 
 struct Placement {
     live: Vec<bool>,
+    /// Per node: the generation at which it last joined the ring (0: from the start).
+    joined: Vec<u64>,
     ring: HashRing<VirtualNode>,
 }
 
@@ -109,6 +111,15 @@ impl RingMatching {
     /// task queue into `partitions` partitions. Starts probing the nodes when called inside a
     /// Tokio runtime.
     pub fn new(addrs: &[String], partitions: u32) -> Result<Arc<Self>, String> {
+        let router = Self::without_probes(addrs, partitions)?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            router.start_prober();
+        }
+        Ok(router)
+    }
+
+    /// The router alone: nodes leave the ring only after failed calls.
+    fn without_probes(addrs: &[String], partitions: u32) -> Result<Arc<Self>, String> {
         if addrs.is_empty() {
             return Err("no matching node address given".into());
         }
@@ -123,14 +134,15 @@ impl RingMatching {
             addrs,
             clients,
             partitions: partitions.max(1),
-            placement: RwLock::new(Placement { live, ring }),
+            placement: RwLock::new(Placement {
+                joined: vec![0; live.len()],
+                live,
+                ring,
+            }),
             generation: watch::Sender::new(0),
             prober_started: AtomicBool::new(false),
             me: me.clone(),
         });
-        if tokio::runtime::Handle::try_current().is_ok() {
-            router.start_prober();
-        }
         Ok(router)
     }
 
@@ -169,8 +181,15 @@ impl RingMatching {
         }
         placement.live[node] = alive;
         placement.ring = build_ring(&self.addrs, &placement.live);
+        let mut generation = 0;
+        self.generation.send_modify(|g| {
+            *g += 1;
+            generation = *g;
+        });
+        if alive {
+            placement.joined[node] = generation;
+        }
         drop(placement);
-        self.generation.send_modify(|g| *g += 1);
         if alive {
             tracing::info!(node = %self.addrs[node], "matching node is back in the ring");
         } else {
@@ -516,6 +535,26 @@ impl MatchingService for RingMatching {
         *self.generation.borrow()
     }
 
+    fn task_placement(&self, queue: &TaskQueueKey, task: &TaskRef) -> u64 {
+        let partition = if task.sticky {
+            0
+        } else {
+            partition_of_task(task.shard, task.outbox_id, self.partitions)
+        };
+        let key = PartitionKey {
+            namespace_id: &queue.namespace_id,
+            queue: &queue.name,
+            kind: kind_byte(queue.kind),
+            partition,
+        };
+        let placement = self.placement.read().expect("ring lock");
+        match placement.ring.get(&key) {
+            // Node index in the low bits, its joining generation above.
+            Some(v) => (placement.joined[v.node] << 16) | (v.node as u64 + 1),
+            None => 0,
+        }
+    }
+
     fn list_partitions(
         &self,
         namespace_id: &str,
@@ -540,91 +579,5 @@ impl MatchingService for RingMatching {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn addrs(n: usize) -> Vec<Arc<str>> {
-        (1..=n)
-            .map(|i| Arc::from(format!("127.0.0.{}:7234", 20 + i)))
-            .collect()
-    }
-
-    fn owners(ring: &HashRing<VirtualNode>, queues: usize) -> Vec<usize> {
-        (0..queues)
-            .flat_map(|q| (0..4).map(move |partition| (format!("queue-{q}"), partition)))
-            .map(|(queue, partition)| {
-                let key = PartitionKey {
-                    namespace_id: "ns",
-                    queue: &queue,
-                    kind: 1,
-                    partition,
-                };
-                ring.get(&key).unwrap().node
-            })
-            .collect()
-    }
-
-    #[test]
-    fn partitions_spread_over_nodes_and_only_a_lost_nodes_move() {
-        let nodes = addrs(3);
-        let all = owners(&build_ring(&nodes, &[true, true, true]), 300);
-        for node in 0..3 {
-            let share = all.iter().filter(|&&n| n == node).count();
-            assert!(share > 200, "node {node} owns {share} of 1200 partitions");
-        }
-        // Node 1 leaves: its partitions go to the others, no other partition moves.
-        let without = owners(&build_ring(&nodes, &[true, false, true]), 300);
-        for (before, after) in all.iter().zip(&without) {
-            assert_ne!(*after, 1);
-            if *before != 1 {
-                assert_eq!(before, after);
-            }
-        }
-        // It comes back: the placement is the first one again.
-        assert_eq!(owners(&build_ring(&nodes, &[true, true, true]), 300), all);
-    }
-
-    #[test]
-    fn placement_does_not_depend_on_the_order_nodes_are_listed_in() {
-        let nodes = addrs(3);
-        let reversed: Vec<_> = nodes.iter().rev().cloned().collect();
-        let a = build_ring(&nodes, &[true; 3]);
-        let b = build_ring(&reversed, &[true; 3]);
-        for q in 0..100 {
-            let key = PartitionKey {
-                namespace_id: "ns",
-                queue: &format!("q{q}"),
-                kind: 2,
-                partition: 1,
-            };
-            assert_eq!(a.get(&key).unwrap().addr, b.get(&key).unwrap().addr);
-        }
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_node_leaves_the_ring_and_calls_go_to_the_others() {
-        // Nothing listens on these ports (bound, then released).
-        let free = || {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().to_string()
-        };
-        let ring = RingMatching::new(&[free(), free()], 4).unwrap();
-        assert_eq!(ring.placement_generation(), 0);
-        let owners = ring.list_partitions("ns", "q", TaskKind::Workflow);
-        assert_eq!(owners.len(), 4);
-        assert_eq!(owners[2].key, "/_sys/q/2");
-        assert!(owners.iter().all(|o| !o.owner.is_empty()));
-        // The first call finds its owner gone, probes it, and tries the other: both are gone.
-        let err = ring
-            .describe_task_queue("ns", "q", TaskKind::Workflow)
-            .await
-            .unwrap_err();
-        assert_eq!(err.code, tonic::Code::Unavailable);
-        assert!(ring.placement_generation() >= 2);
-        assert!(
-            ring.list_partitions("ns", "q", TaskKind::Workflow)
-                .iter()
-                .all(|o| o.owner.is_empty())
-        );
-    }
-}
+#[path = "matching_ring_tests.rs"]
+mod tests;
