@@ -8,7 +8,8 @@ COMPAT_SERVER selects the server under test:
 * ``chronicle-split``: the shared server is Chronicle's roles as separate processes
   (``chronicle server start --role ...``: three replicated history nodes founded with
   ``chronicle cluster init``, one matching and one frontend node talking over the internal gRPC
-  API; ``COMPAT_HISTORY_NODES=1`` for a single unreplicated history node); tests that start their
+  API, two matching nodes sharing the task-queue partitions; ``COMPAT_HISTORY_NODES=1`` for a
+  single unreplicated history node); tests that start their
   own durable servers use start-dev.
 
 Every server is started with stdout/stderr in a log file under pytest's tmp dir; when a test
@@ -257,20 +258,23 @@ class NodeHandle:
 class SplitServer:
     """Chronicle's roles as separate processes, started the way users start them:
     ``chronicle server start-local-cluster`` with history nodes (``COMPAT_HISTORY_NODES``,
-    default 3, every shard replicated on each), one matching node and frontends
-    (``COMPAT_FRONTEND_NODES``, default 2), each a child process on its own 127.0.0.x address.
+    default 3, every shard replicated on each), matching nodes (``COMPAT_MATCHING_NODES``, default
+    2, task-queue partitions spread over them) and frontends (``COMPAT_FRONTEND_NODES``, default 2), each a child process on its own 127.0.0.x address.
     Clients use the first frontend; ``frontends`` lists them all."""
 
     NUM_SHARDS = 4
 
     def __init__(self, log_dir: str, history_count: Optional[int] = None, frontend_count: Optional[int] = None,
-                 restart: bool = False):
+                 restart: bool = False, matching_count: Optional[int] = None):
         self.log_dir = log_dir
         self.restart = restart
         self.lines: List[str] = []
         self.owner = None
         self.history_count = history_count or int(os.environ.get("COMPAT_HISTORY_NODES", "3"))
         self.frontend_count = frontend_count or int(os.environ.get("COMPAT_FRONTEND_NODES", "2"))
+        # None: the supervisor's own choice (2, or what the data directory recorded).
+        self.matching_count = matching_count or (int(os.environ["COMPAT_MATCHING_NODES"])
+                                                 if "COMPAT_MATCHING_NODES" in os.environ else None)
         self.log_path = os.path.join(log_dir, "local-cluster.log")
         self.proc: Optional[subprocess.Popen] = None
         self.nodes: List[NodeHandle] = []
@@ -282,8 +286,9 @@ class SplitServer:
     def start(self) -> None:
         cmd = [chronicle_bin(), "server", "start-local-cluster", "--data-dir", os.path.join(self.log_dir, "cluster"),
                "--port", "0", "--num-shards", str(self.NUM_SHARDS), "--history", str(self.history_count),
-               "--matching", "1", "--frontend", str(self.frontend_count), "--log-level", "warn",
-               "--min-namespace-retention", "1s"]
+               "--frontend", str(self.frontend_count), "--log-level", "warn", "--min-namespace-retention", "1s"]
+        if self.matching_count is not None:
+            cmd += ["--matching", str(self.matching_count)]
         if self.restart:
             cmd.append("--restart")
         log = open(self.log_path, "ab")

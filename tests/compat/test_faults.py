@@ -1,5 +1,5 @@
 """The cluster's failure behaviour under load, each scenario on its own
-`chronicle server start-local-cluster --restart` (three history nodes, one matching node, two
+`chronicle server start-local-cluster --restart` (three history nodes, two matching nodes, two
 frontends; the client starts workflows through the first frontend, the worker polls through the
 second). Workflows keep being started while the fault happens; afterwards every acknowledged
 start must complete with the right result, and the invariant checker (`invariants.py`) must hold:
@@ -86,10 +86,11 @@ async def bounce(cluster: SplitServer, name: str, sig: int) -> None:
     await restarted(cluster, name, since)
 
 
-async def under_load(tmp_path, fault: Callable[[SplitServer], Awaitable[None]]) -> Dict[str, float]:
+async def under_load(tmp_path, fault: Callable[[SplitServer], Awaitable[None]],
+                     restart: bool = True) -> Dict[str, float]:
     effects = str(tmp_path / "effects")
     os.makedirs(effects)
-    cluster = SplitServer(str(tmp_path / "cluster"), history_count=3, frontend_count=2, restart=True)
+    cluster = SplitServer(str(tmp_path / "cluster"), history_count=3, frontend_count=2, restart=restart)
     os.makedirs(cluster.log_dir)
     await asyncio.to_thread(cluster.start)
     try:

@@ -71,7 +71,7 @@ async def test_a_dead_child_is_reported_the_rest_serve_and_ctrl_c_stops_all(tmp_
     await asyncio.to_thread(cluster.start)
     try:
         assert [n.name for n in cluster.nodes] == [
-            "history-1", "history-2", "history-3", "matching-1", "frontend-1", "frontend-2"]
+            "history-1", "history-2", "history-3", "matching-1", "matching-2", "frontend-1", "frontend-2"]
         assert len(set(cluster.frontends)) == 2
         client = await Client.connect(cluster.frontends[0])
         worker_client = await Client.connect(cluster.frontends[1])
@@ -187,3 +187,23 @@ namespaces = ["orders"]
     out = subprocess.run([chronicle_bin(), "server", "start", "--config", str(bad)], capture_output=True, timeout=30)
     assert out.returncode == 2
     assert b"frontend_adress" in out.stderr, out.stderr
+
+
+async def test_a_cluster_recorded_with_one_matching_node_starts_again_as_it_was(tmp_path):
+    """Clusters made before the matching ring have one matching node in their layout; started
+    again without --matching they keep it (and serve), rather than refusing the directory."""
+    first = SplitServer(str(tmp_path), history_count=1, frontend_count=1, matching_count=1)
+    await asyncio.to_thread(first.start)
+    try:
+        assert [n.name for n in first.nodes if n.name.startswith("matching")] == ["matching-1"]
+    finally:
+        await asyncio.to_thread(first.stop)
+    again = SplitServer(str(tmp_path), history_count=1, frontend_count=1)
+    again.matching_count = None
+    await asyncio.to_thread(again.start)
+    try:
+        assert [n.name for n in again.nodes if n.name.startswith("matching")] == ["matching-1"]
+        client = await Client.connect(again.frontends[0])
+        assert await run_timer_workflow(client, client)
+    finally:
+        again.kill()

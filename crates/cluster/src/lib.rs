@@ -7,6 +7,7 @@
 
 pub mod batch_list;
 pub mod grpc;
+pub mod partition;
 pub mod stoppable;
 
 use async_trait::async_trait;
@@ -392,4 +393,77 @@ pub trait MatchingService: Send + Sync + 'static {
     /// A worker shut down (`ShutdownWorker`): its sticky queue gets no more polls, so the tasks
     /// waiting there, and any sent there later, go back to history for the normal queue.
     async fn shutdown_sticky_queue(&self, namespace_id: &str, sticky_queue: &str) -> ApiResult<()>;
+
+    /// Offers a task of a child partition to the pollers of the root partition `root` (sync
+    /// match only), waiting at most `wait` for one. `Ok(false)`: nobody took it.
+    async fn forward_task(
+        &self,
+        root: TaskQueueKey,
+        task: TaskRef,
+        wait: std::time::Duration,
+    ) -> ApiResult<bool> {
+        let _ = (root, task, wait);
+        Err(unimplemented_matching("ForwardTask"))
+    }
+    /// A poll of a child partition that found nothing there waits on the root partition `root`
+    /// too: the task or query handed over (not yet recorded as started), or `None` after `wait`.
+    async fn forward_poll(
+        &self,
+        root: TaskQueueKey,
+        identity: &str,
+        wait: std::time::Duration,
+    ) -> ApiResult<Option<ForwardedDispatch>> {
+        let _ = (root, identity, wait);
+        Err(unimplemented_matching("ForwardPoll"))
+    }
+    /// Changes whenever task-queue partitions move between matching nodes (a node left or
+    /// joined): history hands over again every task not yet started.
+    fn placement_generation(&self) -> u64 {
+        0
+    }
+    /// Where `task` goes if handed over now: its partition's owner and that owner's current
+    /// stay in the ring. A task handed over under another value must be handed over again (its
+    /// partition moved, or its owner left and came back with empty queues).
+    fn task_placement(&self, queue: &TaskQueueKey, task: &TaskRef) -> u64 {
+        let _ = (queue, task);
+        0
+    }
+    /// The partitions of a task queue and the node owning each (ListTaskQueuePartitions).
+    fn list_partitions(
+        &self,
+        namespace_id: &str,
+        name: &str,
+        kind: TaskKind,
+    ) -> Vec<PartitionOwner> {
+        let _ = (namespace_id, kind);
+        vec![PartitionOwner {
+            key: name.to_string(),
+            owner: String::new(),
+        }]
+    }
+}
+
+/// What a forwarded poll got from the root partition.
+// Moved once through a oneshot or a reply; boxing the query would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum ForwardedDispatch {
+    Task(TaskRef),
+    Query(QueryTask),
+}
+
+/// One partition of a task queue and the matching node that owns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionOwner {
+    /// The partition's name (`partition::partition_name`).
+    pub key: String,
+    /// The owning node's internal address ("" in a single-process server).
+    pub owner: String,
+}
+
+fn unimplemented_matching(what: &str) -> chronicle_types::ApiError {
+    chronicle_types::ApiError::new(
+        tonic::Code::Unimplemented,
+        format!("this matching service does not serve {what}"),
+    )
 }

@@ -104,4 +104,40 @@ impl MatchingService for PollsEndAtShutdown {
             .shutdown_sticky_queue(namespace_id, sticky_queue)
             .await
     }
+
+    async fn forward_task(
+        &self,
+        root: TaskQueueKey,
+        task: TaskRef,
+        wait: std::time::Duration,
+    ) -> ApiResult<bool> {
+        self.inner.forward_task(root, task, wait).await
+    }
+
+    async fn forward_poll(
+        &self,
+        root: TaskQueueKey,
+        identity: &str,
+        wait: std::time::Duration,
+    ) -> ApiResult<Option<crate::ForwardedDispatch>> {
+        self.or_empty(self.inner.forward_poll(root, identity, wait))
+            .await
+    }
+
+    fn placement_generation(&self) -> u64 {
+        self.inner.placement_generation()
+    }
+
+    fn task_placement(&self, queue: &TaskQueueKey, task: &TaskRef) -> u64 {
+        self.inner.task_placement(queue, task)
+    }
+
+    fn list_partitions(
+        &self,
+        namespace_id: &str,
+        name: &str,
+        kind: crate::TaskKind,
+    ) -> Vec<crate::PartitionOwner> {
+        self.inner.list_partitions(namespace_id, name, kind)
+    }
 }

@@ -165,19 +165,27 @@ pub async fn describe_task_queue(
         .await
 }
 
-/// ListTaskQueuePartitions: a Chronicle task queue is one partition, owned by the matching
-/// node; it is listed for both types.
+/// ListTaskQueuePartitions: the partitions of the queue's workflow and activity queues, each
+/// with the matching node that owns it now (start-dev: one partition, no owner address).
 pub async fn list_partitions(
+    ctx: &FrontendContext,
+    namespace_id: &str,
     r: ws::ListTaskQueuePartitionsRequest,
 ) -> ApiResult<ws::ListTaskQueuePartitionsResponse> {
     let name = task_queue_name(r.task_queue.as_ref())?;
-    let partition = TaskQueuePartitionMetadata {
-        key: name,
-        owner_host_name: String::new(),
+    let partitions = |kind| {
+        ctx.matching
+            .list_partitions(namespace_id, &name, kind)
+            .into_iter()
+            .map(|p| TaskQueuePartitionMetadata {
+                key: p.key,
+                owner_host_name: p.owner,
+            })
+            .collect()
     };
     Ok(ws::ListTaskQueuePartitionsResponse {
-        activity_task_queue_partitions: vec![partition.clone()],
-        workflow_task_queue_partitions: vec![partition],
+        activity_task_queue_partitions: partitions(TaskKind::Activity),
+        workflow_task_queue_partitions: partitions(TaskKind::Workflow),
     })
 }
 

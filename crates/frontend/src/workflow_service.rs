@@ -1018,8 +1018,8 @@ impl WorkflowService for WorkflowHandler {
         r: Request<ws::ListTaskQueuePartitionsRequest>,
     ) -> Res<ws::ListTaskQueuePartitionsResponse> {
         let r = r.into_inner();
-        self.ns(&r.namespace).await?;
-        ok(crate::activity_ops::list_partitions(r).await?)
+        let namespace_id = self.ns(&r.namespace).await?;
+        ok(crate::activity_ops::list_partitions(&self.ctx, &namespace_id, r).await?)
     }
 
     // Standalone activity executions (crate::standalone_activity).

@@ -80,6 +80,9 @@ pub const TIMER_TASKS_FIRED: &str = "chronicle_timer_task_fired";
 pub const TIMER_TASK_LATENCY: &str = "chronicle_timer_task_schedule_latency";
 /// Tasks handed from the outbox to matching.
 pub const TRANSFER_TASKS_DISPATCHED: &str = "chronicle_transfer_task_dispatched";
+/// Outbox sweeps started because task-queue partitions moved between matching nodes (each
+/// hands every unstarted task over again).
+pub const MATCHING_PLACEMENT_CHANGES: &str = "chronicle_outbox_matching_placement_changes";
 /// Commands proposed to shard groups, by kind.
 pub const SHARD_COMMANDS: &str = "chronicle_history_shard_commands";
 /// Writes refused because the shard's proposal queue was full.
@@ -127,6 +130,10 @@ pub fn describe() {
         (
             TRANSFER_TASKS_DISPATCHED,
             "Tasks handed from the outbox to matching.",
+        ),
+        (
+            MATCHING_PLACEMENT_CHANGES,
+            "Outbox sweeps after task-queue partitions moved between matching nodes.",
         ),
         (
             SHARD_COMMANDS,

@@ -203,8 +203,13 @@ async fn outbox_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut changes = shard.changes.clone();
-    // Outbox key -> when it was last handed to matching (this leadership term only).
-    let mut handed: HashMap<Vec<u8>, Instant> = HashMap::new();
+    // Outbox key -> when it was last handed to matching (this leadership term only), and where
+    // it went (`MatchingService::task_placement`): when its partition moves to another matching
+    // node (one left or joined the ring), or its node left and came back with empty queues, the
+    // copy handed over may be lost or out of its pollers' reach, so the task is handed over
+    // again at once. A change of placement starts a sweep, which looks at every row.
+    let mut handed: HashMap<Vec<u8>, (Instant, u64)> = HashMap::new();
+    let mut generation = engine.matching.placement_generation();
     let mut was_leader = false;
     // Two cursors over the outbox. Task IDs only grow and rows are only ever deleted, so
     // - `next_new` is the first ID not looked at yet: each wake-up reads only rows added since,
@@ -242,7 +247,13 @@ async fn outbox_loop(
             last_sweep = Instant::now();
         }
         changes.borrow_and_update();
-        let sweep = last_sweep.elapsed() >= SWEEP_EVERY;
+        let current_generation = engine.matching.placement_generation();
+        let placement_moved = current_generation != generation;
+        if placement_moved {
+            generation = current_generation;
+            metrics::counter!(metric_defs::MATCHING_PLACEMENT_CHANGES).increment(1);
+        }
+        let sweep = placement_moved || last_sweep.elapsed() >= SWEEP_EVERY;
         let from = if sweep { floor } else { next_new };
         let rows = match shard.tables.outbox_from(from, OUTBOX_BATCH) {
             Ok(rows) => rows,
@@ -305,12 +316,6 @@ async fn outbox_loop(
                 }
                 continue;
             }
-            if handed
-                .get(key)
-                .is_some_and(|at| at.elapsed() < REDISPATCH_AFTER)
-            {
-                continue;
-            }
             let kind = if task.kind == pb::outbox_task::Kind::ActivityTask as i32 {
                 TaskKind::Activity
             } else {
@@ -334,6 +339,13 @@ async fn outbox_loop(
                 sticky: task.task_queue_kind
                     == chronicle_proto::temporal::api::enums::v1::TaskQueueKind::Sticky as i32,
             };
+            let placement = engine.matching.task_placement(&queue, &task_ref);
+            if handed
+                .get(key)
+                .is_some_and(|(at, under)| *under == placement && at.elapsed() < REDISPATCH_AFTER)
+            {
+                continue;
+            }
             let started = Instant::now();
             let measure = metric_defs::RequestTimer::new(
                 "matching",
@@ -361,7 +373,7 @@ async fn outbox_loop(
             match added {
                 Ok(()) => {
                     metrics::counter!(metric_defs::TRANSFER_TASKS_DISPATCHED).increment(1);
-                    handed.insert(key.clone(), Instant::now());
+                    handed.insert(key.clone(), (Instant::now(), placement));
                 }
                 Err(e) => {
                     // Not in `handed`: the next sweep hands it over again.

@@ -7,6 +7,7 @@
 //! re-dispatches what matching may have lost (restart, dropped poll), so matching nodes are
 //! stateless and restartable.
 
+mod forward;
 pub mod metric_defs;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -14,8 +15,10 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chronicle_cluster::partition::parse_partition;
 use chronicle_cluster::{
-    HistoryService, MatchingService, PollerInfo, QueryTask, TaskKind, TaskQueueKey, TaskRef,
+    ForwardedDispatch, HistoryService, MatchingService, PollerInfo, QueryTask, TaskKind,
+    TaskQueueKey, TaskRef,
 };
 use chronicle_proto::chronicle::persistence::v1::TaskToken;
 use chronicle_proto::temporal::api::enums::v1::{ResourceExhaustedCause, ResourceExhaustedScope};
@@ -34,6 +37,13 @@ enum Dispatch {
     Query(QueryTask),
 }
 
+/// What a poll finds on arrival (moved once, straight out: boxing would only add an allocation).
+#[allow(clippy::large_enum_variant)]
+enum Taken {
+    Now(Dispatch),
+    Wait(oneshot::Receiver<Dispatch>),
+}
+
 #[derive(Default)]
 struct Queue {
     tasks: VecDeque<TaskRef>,
@@ -43,6 +53,10 @@ struct Queue {
     pollers: VecDeque<oneshot::Sender<Dispatch>>,
     /// Identity -> last poll, for DescribeTaskQueue.
     recent_pollers: HashMap<String, (Instant, std::time::SystemTime)>,
+    /// Root partition: tasks of child partitions waiting here for a poller (`forward_task`).
+    offers: VecDeque<forward::PendingOffer>,
+    /// Child partition: a task forwarder runs for its backlog.
+    draining: bool,
 }
 
 /// A sticky queue with no poll for this long has no worker (Temporal's window is the same).
@@ -53,6 +67,8 @@ impl Queue {
     fn is_idle(&self) -> bool {
         self.tasks.is_empty()
             && self.queries.is_empty()
+            && self.offers.is_empty()
+            && !self.draining
             && self.pollers.iter().all(|p| p.is_closed())
             && self
                 .recent_pollers
@@ -123,6 +139,11 @@ pub struct MatchingEngine {
     stopping: tokio::sync::watch::Sender<bool>,
     limits: MatchingLimits,
     last_sweep: Mutex<Instant>,
+    /// Routes forwarded calls to the root partition's owner (the matching ring); unset: this
+    /// engine owns every partition.
+    forwarder: OnceLock<Arc<dyn MatchingService>>,
+    next_offer_id: std::sync::atomic::AtomicU64,
+    me: Weak<MatchingEngine>,
 }
 
 /// How long a shut-down sticky queue is remembered (history stops using it at the first task).
@@ -134,7 +155,10 @@ impl MatchingEngine {
     }
 
     pub fn with_limits(max_poll_wait: Duration, limits: MatchingLimits) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            forwarder: OnceLock::new(),
+            next_offer_id: std::sync::atomic::AtomicU64::new(0),
             history: OnceLock::new(),
             queues: Mutex::new(HashMap::new()),
             pending_queries: Mutex::new(HashMap::new()),
@@ -176,6 +200,11 @@ impl MatchingEngine {
         }
     }
 
+    /// Wires the router that reaches the owners of root partitions (the matching ring).
+    pub fn set_forwarder(&self, forwarder: Arc<dyn MatchingService>) {
+        let _ = self.forwarder.set(forwarder);
+    }
+
     /// Wires the history service (history and matching refer to each other).
     pub fn set_history(&self, history: &Arc<dyn HistoryService>) {
         let _ = self.history.set(Arc::downgrade(history));
@@ -203,7 +232,30 @@ impl MatchingEngine {
             .expect("matching lock")
             .remove(key);
         self.sweep_idle_queues(false);
-        let receiver = {
+        let receiver = match self.take_or_wait(key, identity)? {
+            Taken::Now(dispatch) => return Ok(Some((dispatch, PollOutcome::Backlog))),
+            Taken::Wait(receiver) => receiver,
+        };
+        if parse_partition(&key.name).1 != 0 {
+            // A child partition: wait on the root partition as well.
+            return Ok(self
+                .wait_here_or_on_root(key, identity, receiver, deadline)
+                .await);
+        }
+        let mut stopping = self.stopping.subscribe();
+        Ok(tokio::select! {
+            received = tokio::time::timeout_at(deadline.into(), receiver) => match received {
+                Ok(Ok(dispatch)) => Some((dispatch, PollOutcome::Sync)),
+                _ => None,
+            },
+            _ = stopping.wait_for(|stop| *stop) => None,
+        })
+    }
+
+    /// Under the lock: the next query or task of `key` (a root partition's tasks forwarded from
+    /// its children included), or a place among its waiting pollers.
+    fn take_or_wait(&self, key: &TaskQueueKey, identity: &str) -> ApiResult<Taken> {
+        {
             let mut queues = self.queues.lock().expect("matching lock");
             let queue = queues.entry(key.clone()).or_default();
             if queue.recent_pollers.len() >= 64 {
@@ -216,14 +268,17 @@ impl MatchingEngine {
                 (Instant::now(), std::time::SystemTime::now()),
             );
             if let Some(query) = queue.queries.pop_front() {
-                return Ok(Some((Dispatch::Query(query), PollOutcome::Backlog)));
+                return Ok(Taken::Now(Dispatch::Query(query)));
             }
             let now_ms = chronicle_types::time::now_millis();
             while let Some(task) = queue.tasks.pop_front() {
                 queue.queued.remove(&(task.shard, task.outbox_id));
                 if task.expires_at_ms == 0 || task.expires_at_ms > now_ms {
-                    return Ok(Some((Dispatch::Task(task), PollOutcome::Backlog)));
+                    return Ok(Taken::Now(Dispatch::Task(task)));
                 }
+            }
+            if let Some(task) = forward::take_offer(queue) {
+                return Ok(Taken::Now(Dispatch::Task(task)));
             }
             // Polls that timed out or were cancelled leave closed senders behind.
             queue.pollers.retain(|p| !p.is_closed());
@@ -239,16 +294,8 @@ impl MatchingEngine {
             }
             let (tx, rx) = oneshot::channel();
             queue.pollers.push_back(tx);
-            rx
-        };
-        let mut stopping = self.stopping.subscribe();
-        Ok(tokio::select! {
-            received = tokio::time::timeout_at(deadline.into(), receiver) => match received {
-                Ok(Ok(dispatch)) => Some((dispatch, PollOutcome::Sync)),
-                _ => None,
-            },
-            _ = stopping.wait_for(|stop| *stop) => None,
-        })
+            Ok(Taken::Wait(rx))
+        }
     }
 
     fn poll_deadline(&self) -> Instant {
@@ -264,9 +311,10 @@ fn poller(
     PollerInfo {
         identity: identity.to_string(),
         request_id,
+        // The queue's name, not the partition's.
         task_queue: task_queue
             .as_ref()
-            .map(|t| t.name.clone())
+            .map(|t| parse_partition(&t.name).0.to_string())
             .unwrap_or_default(),
         task_queue_kind: task_queue.as_ref().map(|t| t.kind).unwrap_or_default(),
     }
@@ -291,9 +339,11 @@ impl MatchingService for MatchingEngine {
         {
             return self.history()?.sticky_worker_unavailable(&task).await;
         }
+        let is_child_partition = parse_partition(&queue.name).1 != 0;
+        let mut start_drainer = false;
         let back_to_history = {
             let mut queues = self.queues.lock().expect("matching lock");
-            let q = queues.entry(queue).or_default();
+            let q = queues.entry(queue.clone()).or_default();
             if q.queued.contains(&(task.shard, task.outbox_id)) {
                 return Ok(());
             }
@@ -319,10 +369,17 @@ impl MatchingService for MatchingEngine {
                     q.queued.insert((task.shard, task.outbox_id));
                     q.tasks.push_back(task);
                     metrics::counter!(metric_defs::TASKS_QUEUED).increment(1);
+                    if is_child_partition && !q.draining {
+                        q.draining = true;
+                        start_drainer = true;
+                    }
                 }
                 None
             }
         };
+        if start_drainer {
+            self.spawn_drainer(queue);
+        }
         if let Some(task) = back_to_history {
             metrics::counter!(metric_defs::STICKY_WORKER_UNAVAILABLE).increment(1);
             return self.history()?.sticky_worker_unavailable(&task).await;
@@ -579,6 +636,30 @@ impl MatchingService for MatchingEngine {
             }
         }
         Ok(())
+    }
+
+    async fn forward_task(
+        &self,
+        root: TaskQueueKey,
+        task: TaskRef,
+        wait: Duration,
+    ) -> ApiResult<bool> {
+        self.offer_to_root_pollers(root, task, wait).await
+    }
+
+    async fn forward_poll(
+        &self,
+        root: TaskQueueKey,
+        identity: &str,
+        wait: Duration,
+    ) -> ApiResult<Option<ForwardedDispatch>> {
+        let deadline = Instant::now() + wait.min(self.max_poll_wait);
+        Ok(self.next_dispatch(&root, identity, deadline).await?.map(
+            |(dispatch, _)| match dispatch {
+                Dispatch::Task(task) => ForwardedDispatch::Task(task),
+                Dispatch::Query(query) => ForwardedDispatch::Query(query),
+            },
+        ))
     }
 
     async fn describe_task_queue(

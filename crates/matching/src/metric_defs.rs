@@ -21,6 +21,11 @@ pub const TASKS_REFUSED: &str = "chronicle_task_queue_backlog_refused";
 /// Workflow tasks for a sticky queue nobody polls, sent back to history for the normal queue.
 pub const STICKY_WORKER_UNAVAILABLE: &str = "chronicle_sticky_worker_unavailable";
 
+/// Tasks of a child partition taken by a poller of the root partition (forwarded).
+pub const TASKS_FORWARDED: &str = "chronicle_task_queue_tasks_forwarded";
+/// Polls of a child partition answered by the root partition (forwarded).
+pub const POLLS_FORWARDED: &str = "chronicle_task_queue_polls_forwarded";
+
 /// Describes the role's metrics (the exporter's `# HELP` lines).
 pub fn describe() {
     use metrics::describe_counter;
@@ -34,6 +39,14 @@ pub fn describe() {
     describe_counter!(
         TASKS_REFUSED,
         "Tasks refused because the task queue's backlog was full."
+    );
+    describe_counter!(
+        TASKS_FORWARDED,
+        "Tasks of a child partition taken by a poller of the root partition."
+    );
+    describe_counter!(
+        POLLS_FORWARDED,
+        "Polls of a child partition answered with work of the root partition."
     );
     describe_counter!(
         STICKY_WORKER_UNAVAILABLE,
@@ -68,10 +81,13 @@ pub(crate) fn record_poll(
             } else {
                 q.normal_name.clone()
             },
-            "__sticky__",
+            "__sticky__".to_string(),
         ),
-        Some(q) => (q.name.clone(), "0"),
-        None => (String::new(), "0"),
+        Some(q) => {
+            let (root, partition) = chronicle_cluster::partition::parse_partition(&q.name);
+            (root.to_string(), partition.to_string())
+        }
+        None => (String::new(), "0".to_string()),
     };
     let labels = [
         ("service_name", SERVICE_NAME.to_string()),
@@ -79,7 +95,7 @@ pub(crate) fn record_poll(
         ("namespace", namespace.to_string()),
         ("taskqueue", name),
         ("task_type", task_type.to_string()),
-        ("partition", partition.to_string()),
+        ("partition", partition),
     ];
     match outcome {
         PollOutcome::Timeout => metrics::counter!(POLL_TIMEOUTS, &labels[..]).increment(1),

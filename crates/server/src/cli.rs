@@ -175,9 +175,10 @@ pub struct StartLocalCluster {
     /// History nodes (every shard is replicated on each, up to three voters).
     #[arg(long, default_value_t = 3)]
     pub history: usize,
-    /// Matching nodes (one for now: task-queue partitions are not yet spread over several).
-    #[arg(long, default_value_t = 1)]
-    pub matching: usize,
+    /// Matching nodes, on 127.0.0.21, .22, ...; task-queue partitions are spread over them
+    /// [default: 2, or the count recorded in an existing DATA_DIR].
+    #[arg(long)]
+    pub matching: Option<usize>,
     /// Frontend nodes; the first listens on 127.0.0.1:PORT, the others on 127.0.0.32, .33, ...
     #[arg(long, default_value_t = 2)]
     pub frontend: usize,
@@ -252,9 +253,14 @@ pub struct Start {
     /// bound internal address]. Must stay stable for the node's life.
     #[arg(long, env = "CHRONICLE_ADVERTISE_ADDR")]
     pub advertise_addr: Option<String>,
-    /// Internal address of the matching node (when this node has no matching role).
+    /// Internal addresses of the matching nodes, comma-separated. Task-queue partitions are
+    /// spread over the ones that answer; a matching node lists every one, itself included.
     #[arg(long, env = "CHRONICLE_MATCHING_ADDR")]
     pub matching_addr: Option<String>,
+    /// Partitions of each normal task queue, spread over the matching nodes [default: 4];
+    /// every node of a cluster must use the same number. Sticky queues have one.
+    #[arg(long, env = "CHRONICLE_TASK_QUEUE_PARTITIONS", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub task_queue_partitions: Option<u32>,
     /// Directory of the history role's durable data.
     #[arg(long, env = "CHRONICLE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,

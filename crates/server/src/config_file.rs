@@ -42,7 +42,8 @@ pub struct ConfigFile {
     pub history_addr: Option<OneOrMany>,
     pub replicated: Option<bool>,
     pub advertise_addr: Option<String>,
-    pub matching_addr: Option<String>,
+    pub matching_addr: Option<OneOrMany>,
+    pub task_queue_partitions: Option<u32>,
     pub data_dir: Option<PathBuf>,
     pub num_shards: Option<u32>,
     pub namespaces: Option<Vec<String>>,
@@ -133,11 +134,16 @@ pub fn apply(args: &mut Start, file: ConfigFile, matches: &ArgMatches) {
     {
         args.history_addr = Some(history.joined());
     }
+    if let Some(matching) = file.matching_addr
+        && unset(matches, "matching_addr")
+    {
+        args.matching_addr = Some(matching.joined());
+    }
     fill!(frontend_addr);
     fill!(internal_addr);
     fill!(replicated);
     fill!(advertise_addr, some);
-    fill!(matching_addr, some);
+    fill!(task_queue_partitions, some);
     fill!(data_dir, some);
     fill!(num_shards, some);
     fill!(namespaces);

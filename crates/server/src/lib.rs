@@ -126,6 +126,7 @@ pub async fn run(
         replicated: false,
         advertise_addr: None,
         matching_addr: None,
+        task_queue_partitions: None,
         namespaces: config.namespaces,
         search_attributes: config.search_attributes,
         max_poll_wait: config.max_poll_wait,

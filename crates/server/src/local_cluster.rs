@@ -3,7 +3,7 @@
 //! laptop and for the tests.
 //!
 //! Every node gets its own loopback address (history `127.0.0.11`, `.12`, ...; matching
-//! `127.0.0.21`; frontends `127.0.0.1`, `127.0.0.32`, `127.0.0.33`, ...), so all of them can use
+//! `127.0.0.21`, `.22`, ...; frontends `127.0.0.1`, `127.0.0.32`, `127.0.0.33`, ...), so all of them can use
 //! the same port numbers, the way machines of a real cluster do, and a node's address says what
 //! it is. The first frontend is on `127.0.0.1`, where SDKs and the CLI look by default.
 //!
@@ -33,7 +33,8 @@ use tokio::sync::mpsc;
 #[derive(Clone, Debug)]
 pub struct LocalClusterOptions {
     pub history: usize,
-    pub matching: usize,
+    /// None: the count recorded in the data directory, or [`DEFAULT_MATCHING`] for a new one.
+    pub matching: Option<usize>,
     pub frontend: usize,
     pub data_dir: PathBuf,
     /// Port of the public API on every frontend address; internal and metrics ports follow it
@@ -111,6 +112,9 @@ impl Layout {
     }
 }
 
+/// Matching nodes of a new local cluster.
+pub const DEFAULT_MATCHING: usize = 2;
+
 fn loopback(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
@@ -146,7 +150,7 @@ fn plan(options: &LocalClusterOptions) -> anyhow::Result<Layout> {
             metrics: port(ip, 2)?,
         });
     }
-    for i in 1..=options.matching {
+    for i in 1..=options.matching.unwrap_or(DEFAULT_MATCHING) {
         let ip = loopback(20 + i as u8);
         nodes.push(NodeSpec {
             name: format!("matching-{i}"),
@@ -181,12 +185,9 @@ fn validate(options: &LocalClusterOptions) -> anyhow::Result<()> {
         (1..=9).contains(&options.history),
         "--history must be between 1 and 9"
     );
-    // One matching node until task-queue partitions are placed over several (the history and
-    // frontend roles take a single matching address today).
     anyhow::ensure!(
-        options.matching == 1,
-        "--matching must be 1 for now: task-queue partitions are not yet spread over several \
-         matching nodes"
+        options.matching.is_none_or(|n| (1..=9).contains(&n)),
+        "--matching must be between 1 and 9"
     );
     anyhow::ensure!(
         (1..=9).contains(&options.frontend),
@@ -202,7 +203,9 @@ fn load_or_plan(options: &LocalClusterOptions) -> anyhow::Result<Layout> {
     if path.exists() {
         let layout: Layout = serde_json::from_slice(&std::fs::read(&path)?)
             .with_context(|| format!("reading {}", path.display()))?;
-        let asked = (options.history, options.matching, options.frontend);
+        // An existing cluster keeps its matching nodes unless a count is asked for.
+        let matching = options.matching.unwrap_or(layout.counts().1);
+        let asked = (options.history, matching, options.frontend);
         anyhow::ensure!(
             layout.counts() == asked,
             "{} holds a cluster of {} history, {} matching and {} frontend nodes; start it with \
@@ -295,6 +298,7 @@ fn node_args(
                 args.push("--no-fsync".into());
             }
         }
+        // A matching node knows its peers: it forwards to the owners of root partitions.
         Role::Matching => args.extend([
             "--internal-addr".into(),
             spec.internal
@@ -302,6 +306,8 @@ fn node_args(
                 .to_string(),
             "--history-addr".into(),
             histories,
+            "--matching-addr".into(),
+            matching,
         ]),
         Role::Frontend => args.extend([
             "--frontend-addr".into(),
@@ -642,7 +648,7 @@ mod tests {
     fn options(port: u16) -> LocalClusterOptions {
         LocalClusterOptions {
             history: 3,
-            matching: 1,
+            matching: Some(1),
             frontend: 2,
             data_dir: PathBuf::from("/nonexistent"),
             port,
@@ -702,10 +708,32 @@ mod tests {
     }
 
     #[test]
-    fn several_matching_nodes_are_refused_until_partitions_exist() {
-        let mut opts = options(0);
-        opts.matching = 2;
+    fn every_role_names_all_matching_nodes_and_the_count_is_bounded() {
+        let mut opts = options(7233);
+        opts.matching = None;
+        let layout = plan(&opts).unwrap();
+        let list = "127.0.0.21:7234,127.0.0.22:7234";
+        assert_eq!(layout.internal_addrs(Role::Matching), list);
+        for node in &layout.nodes {
+            let args = node_args(node, &layout, &opts).unwrap().join(" ");
+            assert!(args.contains(&format!("--matching-addr {list}")), "{args}");
+        }
+        opts.matching = Some(0);
         let err = validate(&opts).unwrap_err().to_string();
-        assert!(err.contains("--matching must be 1"), "{err}");
+        assert!(err.contains("--matching must be between 1 and 9"), "{err}");
+    }
+
+    #[test]
+    fn a_recorded_layout_keeps_its_matching_count_unless_one_is_asked_for() {
+        let dir = std::env::temp_dir().join(format!("chronicle-lc-{}", std::process::id()));
+        let mut opts = options(7233);
+        opts.data_dir = dir.clone();
+        opts.matching = Some(1);
+        load_or_plan(&opts).unwrap();
+        opts.matching = None;
+        assert_eq!(load_or_plan(&opts).unwrap().counts().1, 1);
+        opts.matching = Some(2);
+        assert!(load_or_plan(&opts).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

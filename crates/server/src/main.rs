@@ -272,6 +272,7 @@ fn start(args: Start) -> anyhow::Result<()> {
     config.num_shards = args.num_shards;
     config.history_addr = args.history_addr.clone();
     config.matching_addr = args.matching_addr.clone();
+    config.task_queue_partitions = args.task_queue_partitions;
     config.namespaces = args.namespaces.clone();
     config.sync_writes = !args.no_fsync;
     config.replicated = args.replicated;

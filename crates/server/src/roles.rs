@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chronicle_cluster::grpc::{
-    HistoryApiService, MatchingApiService, RemoteMatching, RoutedHistory,
-};
+use chronicle_cluster::grpc::{HistoryApiService, MatchingApiService, RingMatching, RoutedHistory};
 use chronicle_cluster::stoppable::PollsEndAtShutdown;
 use chronicle_cluster::{HistoryService, MatchingService};
 use chronicle_frontend::{
@@ -100,8 +98,11 @@ pub struct NodeConfig {
     /// Address other nodes reach this node's internal listener at (Raft and internal API);
     /// default: the listener's bound address.
     pub advertise_addr: Option<String>,
-    /// Internal address of the matching node, for a node without the matching role.
+    /// Internal addresses of the matching nodes, comma-separated (a matching node lists itself
+    /// too): task-queue partitions are placed over them by the matching ring.
     pub matching_addr: Option<String>,
+    /// Partitions of a normal task queue over the matching ring (None: 4).
+    pub task_queue_partitions: Option<u32>,
     pub namespaces: Vec<String>,
     pub search_attributes: Vec<(String, i32)>,
     pub max_poll_wait: Duration,
@@ -145,6 +146,7 @@ impl NodeConfig {
             replicated: false,
             advertise_addr: None,
             matching_addr: None,
+            task_queue_partitions: None,
             namespaces: Vec::new(),
             search_attributes: Vec::new(),
             max_poll_wait: chronicle_types::limits::MAX_POLL_WAIT,
@@ -290,18 +292,34 @@ pub async fn run_node(
     let local_matching = roles.matching.then(|| {
         MatchingEngine::with_limits(config.max_poll_wait, config.admission.matching_limits)
     });
-    let matching: Arc<dyn MatchingService> = match &local_matching {
-        Some(engine) => engine.clone(),
-        None => {
-            let addr = config
-                .matching_addr
-                .as_deref()
-                .context("a node without the matching role needs --matching-addr")?;
-            Arc::new(RemoteMatching::new(
-                chronicle_cluster::grpc::lazy_channel(addr).map_err(anyhow::Error::msg)?,
-            ))
+    // With matching addresses, calls go through the ring that places task-queue partitions on
+    // them (a matching node forwards to root partitions through it too); without, to the
+    // local engine, which then holds every partition.
+    let ring = match config.matching_addr.as_deref() {
+        Some(list) => {
+            let addrs: Vec<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(String::from)
+                .collect();
+            let partitions = config
+                .task_queue_partitions
+                .unwrap_or(chronicle_cluster::partition::DEFAULT_PARTITIONS);
+            Some(RingMatching::new(&addrs, partitions).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
+    let matching: Arc<dyn MatchingService> = match (&ring, &local_matching) {
+        (Some(ring), _) => ring.clone(),
+        (None, Some(engine)) => engine.clone(),
+        (None, None) => {
+            anyhow::bail!("a node without the matching role needs --matching-addr")
         }
     };
+    if let (Some(ring), Some(engine)) = (&ring, &local_matching) {
+        engine.set_forwarder(ring.clone());
+    }
 
     // History: local engine (with its data directory) or remote nodes.
     let mut local_history = None;

@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 use super::MAX_MESSAGE_BYTES;
 use super::wire::required;
-use crate::{MatchingService, QueryTask, TaskKind, TaskQueueKey, TaskRef};
+use crate::{ForwardedDispatch, MatchingService, QueryTask, TaskKind, TaskQueueKey, TaskRef};
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -145,6 +145,62 @@ impl matching_api_server::MatchingApi for MatchingApiService {
                 .await,
         )
     }
+
+    async fn forward_task(
+        &self,
+        r: Request<mpb::ForwardTaskRequest>,
+    ) -> Reply<mpb::ForwardTaskResponse> {
+        let r = r.into_inner();
+        let root = TaskQueueKey {
+            namespace_id: r.namespace_id,
+            name: r.task_queue,
+            kind: TaskKind::try_from(r.kind)?,
+        };
+        let task = TaskRef::from(required(r.task, "task")?);
+        let wait = wait_of(r.wait.as_ref());
+        reply(
+            self.inner
+                .forward_task(root, task, wait)
+                .await
+                .map(|matched| mpb::ForwardTaskResponse { matched }),
+        )
+    }
+
+    async fn forward_poll(
+        &self,
+        r: Request<mpb::ForwardPollRequest>,
+    ) -> Reply<mpb::ForwardPollResponse> {
+        let r = r.into_inner();
+        let root = TaskQueueKey {
+            namespace_id: r.namespace_id,
+            name: r.task_queue,
+            kind: TaskKind::try_from(r.kind)?,
+        };
+        let wait = wait_of(r.wait.as_ref());
+        reply(self.inner.forward_poll(root, &r.identity, wait).await.map(
+            |dispatch| match dispatch {
+                None => mpb::ForwardPollResponse::default(),
+                Some(ForwardedDispatch::Task(task)) => mpb::ForwardPollResponse {
+                    task: Some((&task).into()),
+                    ..Default::default()
+                },
+                Some(ForwardedDispatch::Query(query)) => mpb::ForwardPollResponse {
+                    query_id: query.query_id,
+                    query_response: Some(query.response),
+                    ..Default::default()
+                },
+            },
+        ))
+    }
+}
+
+fn wait_of(wait: Option<&chronicle_proto::wkt::Duration>) -> Duration {
+    let ms = wait.map(duration_millis).unwrap_or(0).max(0);
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn wait_to_proto(wait: Duration) -> chronicle_proto::wkt::Duration {
+    duration_from_millis(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A [`MatchingService`] on a matching node reached over gRPC.
@@ -261,5 +317,45 @@ impl MatchingService for RemoteMatching {
             sticky_queue: sticky_queue.into(),
         };
         answer(self.client().shutdown_sticky_queue(request).await).map(drop)
+    }
+
+    async fn forward_task(
+        &self,
+        root: TaskQueueKey,
+        task: TaskRef,
+        wait: Duration,
+    ) -> ApiResult<bool> {
+        let request = mpb::ForwardTaskRequest {
+            namespace_id: root.namespace_id,
+            task_queue: root.name,
+            kind: mpb::TaskKind::from(root.kind) as i32,
+            task: Some((&task).into()),
+            wait: Some(wait_to_proto(wait)),
+        };
+        answer(self.client().forward_task(request).await).map(|r| r.matched)
+    }
+
+    async fn forward_poll(
+        &self,
+        root: TaskQueueKey,
+        identity: &str,
+        wait: Duration,
+    ) -> ApiResult<Option<ForwardedDispatch>> {
+        let request = mpb::ForwardPollRequest {
+            namespace_id: root.namespace_id,
+            task_queue: root.name,
+            kind: mpb::TaskKind::from(root.kind) as i32,
+            identity: identity.into(),
+            wait: Some(wait_to_proto(wait)),
+        };
+        let r = answer(self.client().forward_poll(request).await)?;
+        Ok(match (r.task, r.query_response) {
+            (Some(task), _) => Some(ForwardedDispatch::Task(TaskRef::from(task))),
+            (None, Some(response)) => Some(ForwardedDispatch::Query(QueryTask {
+                query_id: r.query_id,
+                response,
+            })),
+            (None, None) => None,
+        })
     }
 }

@@ -5,11 +5,13 @@
 
 mod history;
 mod matching;
+mod matching_ring;
 mod routed;
 mod wire;
 
 pub use history::{HistoryApiService, RemoteHistory};
 pub use matching::{MatchingApiService, RemoteMatching};
+pub use matching_ring::RingMatching;
 pub use routed::{ROUTE_DEADLINE, RoutedHistory, lazy_channel};
 
 /// Largest internal message. A workflow-task completion or a history page can carry many

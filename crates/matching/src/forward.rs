@@ -1,0 +1,396 @@
+//! Forwarding between the partitions of a task queue. Tasks and polls spread over a queue's
+//! partitions, which may live on different matching nodes; without forwarding, a task in
+//! partition 3 would wait for a poll that happens to pick partition 3 while a lone poller waits
+//! on partition 1. So, as in Temporal, child partitions lean on the root partition (0):
+//!
+//! - a poll of a child partition that finds nothing there waits on the root as well (a forwarded
+//!   poll): whatever reaches the root first, or the child, answers it;
+//! - a child partition's backlog is offered, a task at a time, to the root's pollers (sync match
+//!   only: the root keeps it only while it waits for a poller, then hands it back).
+//!
+//! Together, one worker with one poller gets every task of every partition as soon as it exists.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chronicle_cluster::partition::parse_partition;
+use chronicle_cluster::{ForwardedDispatch, MatchingService, TaskQueueKey, TaskRef};
+use chronicle_types::ApiResult;
+use tokio::sync::oneshot;
+
+use crate::metric_defs::{self, PollOutcome};
+use crate::{Dispatch, MatchingEngine, Queue};
+
+/// How long a child partition's task waits at the root for a poller before the child takes it
+/// back (and offers it again).
+const OFFER_WAIT: Duration = Duration::from_secs(5);
+/// Pause before offering or polling again after the root's node could not be reached.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Pause before forwarding a poll again after the root answered it empty early (it moved, or
+/// its node is stopping).
+const FORWARD_AGAIN_PAUSE: Duration = Duration::from_millis(50);
+
+/// A child partition's task waiting at the root partition for a poller.
+pub(crate) struct PendingOffer {
+    id: u64,
+    task: TaskRef,
+    /// Told when a poller took the task.
+    taken: oneshot::Sender<()>,
+}
+
+/// The first offered task whose offerer still waits, for a poll of the root partition.
+pub(crate) fn take_offer(queue: &mut Queue) -> Option<TaskRef> {
+    while let Some(offer) = queue.offers.pop_front() {
+        if offer.taken.send(()).is_ok() {
+            metrics::counter!(metric_defs::TASKS_FORWARDED).increment(1);
+            return Some(offer.task);
+        }
+    }
+    None
+}
+
+fn root_of(key: &TaskQueueKey) -> TaskQueueKey {
+    TaskQueueKey {
+        namespace_id: key.namespace_id.clone(),
+        name: parse_partition(&key.name).0.to_string(),
+        kind: key.kind,
+    }
+}
+
+impl MatchingEngine {
+    /// Root partition: hands `task` to a waiting poller, or lets it wait up to `wait` for the
+    /// next poll. `false`: no poller took it, the child partition keeps it.
+    pub(crate) async fn offer_to_root_pollers(
+        &self,
+        root: TaskQueueKey,
+        task: TaskRef,
+        wait: Duration,
+    ) -> ApiResult<bool> {
+        if *self.stopping.borrow() {
+            return Ok(false);
+        }
+        let id = self.next_offer_id.fetch_add(1, Ordering::Relaxed);
+        let taken = {
+            let mut queues = self.queues.lock().expect("matching lock");
+            let queue = queues.entry(root.clone()).or_default();
+            match queue.offer(Dispatch::Task(task)) {
+                None => {
+                    metrics::counter!(metric_defs::TASKS_FORWARDED).increment(1);
+                    return Ok(true);
+                }
+                Some(Dispatch::Task(task)) => {
+                    let (tx, rx) = oneshot::channel();
+                    queue.offers.push_back(PendingOffer {
+                        id,
+                        task,
+                        taken: tx,
+                    });
+                    rx
+                }
+                // Only a task was offered.
+                Some(Dispatch::Query(_)) => return Ok(false),
+            }
+        };
+        if let Ok(Ok(())) = tokio::time::timeout(wait, taken).await {
+            return Ok(true);
+        }
+        // Still waiting here: withdraw it. Gone: a poll took it just now.
+        let mut queues = self.queues.lock().expect("matching lock");
+        let withdrawn = queues.get_mut(&root).and_then(|queue| {
+            let at = queue.offers.iter().position(|o| o.id == id)?;
+            queue.offers.remove(at)
+        });
+        Ok(withdrawn.is_none())
+    }
+
+    async fn forward_task_to_root(&self, root: TaskQueueKey, task: TaskRef) -> ApiResult<bool> {
+        match self.forwarder.get() {
+            Some(forwarder) => forwarder.forward_task(root, task, OFFER_WAIT).await,
+            None => self.offer_to_root_pollers(root, task, OFFER_WAIT).await,
+        }
+    }
+
+    async fn forward_poll_to_root(
+        &self,
+        root: TaskQueueKey,
+        identity: &str,
+        wait: Duration,
+    ) -> ApiResult<Option<ForwardedDispatch>> {
+        match self.forwarder.get() {
+            Some(forwarder) => forwarder.forward_poll(root, identity, wait).await,
+            // Boxed: the root's poll is the same code as this one's.
+            None => Box::pin(MatchingService::forward_poll(self, root, identity, wait)).await,
+        }
+    }
+
+    /// A poll of child partition `key` that found nothing there: waits for this partition's
+    /// next task or the root's, whichever comes first, until `deadline`. A forwarded poll that
+    /// ends early (the root moved to another node, or its node did not answer) is sent again,
+    /// so a lone poller keeps waiting on the root wherever it is.
+    pub(crate) async fn wait_here_or_on_root(
+        &self,
+        key: &TaskQueueKey,
+        identity: &str,
+        mut here: oneshot::Receiver<Dispatch>,
+        deadline: Instant,
+    ) -> Option<(Dispatch, PollOutcome)> {
+        let mut stopping = self.stopping.subscribe();
+        let root = root_of(key);
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                return None;
+            }
+            let on_root = self.forward_poll_to_root(root.clone(), identity, wait);
+            let from_root = tokio::select! {
+                received = &mut here => return received.ok().map(|d| (d, PollOutcome::Sync)),
+                answer = on_root => answer,
+                () = tokio::time::sleep_until(deadline.into()) => return None,
+                _ = stopping.wait_for(|stop| *stop) => return None,
+            };
+            let pause = match from_root {
+                Ok(Some(dispatch)) => {
+                    // Leave this partition's pollers; a task handed here meanwhile is kept.
+                    here.close();
+                    if let Ok(dispatch) = here.try_recv() {
+                        self.put_back(key, dispatch);
+                    }
+                    metrics::counter!(metric_defs::POLLS_FORWARDED).increment(1);
+                    return Some((
+                        match dispatch {
+                            ForwardedDispatch::Task(task) => Dispatch::Task(task),
+                            ForwardedDispatch::Query(query) => Dispatch::Query(query),
+                        },
+                        PollOutcome::Sync,
+                    ));
+                }
+                Ok(None) => FORWARD_AGAIN_PAUSE,
+                Err(e) => {
+                    tracing::debug!(error = %e.message, "a forwarded poll failed; it is sent again shortly");
+                    RETRY_PAUSE
+                }
+            };
+            let pause_end = deadline.min(Instant::now() + pause);
+            tokio::select! {
+                received = &mut here => return received.ok().map(|d| (d, PollOutcome::Sync)),
+                () = tokio::time::sleep_until(pause_end.into()) => {}
+                _ = stopping.wait_for(|stop| *stop) => return None,
+            }
+        }
+    }
+
+    /// Returns a dispatch nobody took to the front of `key`'s queue.
+    fn put_back(&self, key: &TaskQueueKey, dispatch: Dispatch) {
+        let start_drainer = {
+            let mut queues = self.queues.lock().expect("matching lock");
+            let queue = queues.entry(key.clone()).or_default();
+            match queue.offer(dispatch) {
+                None => false,
+                Some(Dispatch::Query(query)) => {
+                    queue.queries.push_front(query);
+                    false
+                }
+                Some(Dispatch::Task(task)) => {
+                    queue.queued.insert((task.shard, task.outbox_id));
+                    queue.tasks.push_front(task);
+                    let start = parse_partition(&key.name).1 != 0 && !queue.draining;
+                    queue.draining |= start;
+                    start
+                }
+            }
+        };
+        if start_drainer {
+            self.spawn_drainer(key.clone());
+        }
+    }
+
+    /// Starts offering child partition `key`'s backlog to the root's pollers (the caller set
+    /// the queue's `draining`).
+    pub(crate) fn spawn_drainer(&self, key: TaskQueueKey) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let root = root_of(&key);
+            loop {
+                let Some(engine) = me.upgrade() else { return };
+                let Some(task) = engine.next_backlog_task(&key) else {
+                    return;
+                };
+                match engine
+                    .forward_task_to_root(root.clone(), task.clone())
+                    .await
+                {
+                    Ok(true) => {
+                        if let Some(queue) =
+                            engine.queues.lock().expect("matching lock").get_mut(&key)
+                        {
+                            queue.queued.remove(&(task.shard, task.outbox_id));
+                        }
+                    }
+                    Ok(false) => engine.return_to_backlog(&key, task),
+                    Err(e) => {
+                        tracing::debug!(error = %e.message, "offering a task to the root partition failed");
+                        engine.return_to_backlog(&key, task);
+                        drop(engine);
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// The head of `key`'s backlog for the drainer (it stays marked as queued while offered),
+    /// or `None`, ending the drainer, when the backlog is empty or the node stops.
+    fn next_backlog_task(&self, key: &TaskQueueKey) -> Option<TaskRef> {
+        let mut queues = self.queues.lock().expect("matching lock");
+        let queue = queues.get_mut(key)?;
+        let now_ms = chronicle_types::time::now_millis();
+        while !*self.stopping.borrow() {
+            let Some(task) = queue.tasks.pop_front() else {
+                break;
+            };
+            if task.expires_at_ms == 0 || task.expires_at_ms > now_ms {
+                return Some(task);
+            }
+            queue.queued.remove(&(task.shard, task.outbox_id));
+        }
+        queue.draining = false;
+        None
+    }
+
+    /// A task the root did not take: to a poller of `key` that arrived meanwhile, or back to the
+    /// front of its backlog.
+    fn return_to_backlog(&self, key: &TaskQueueKey, task: TaskRef) {
+        let mut queues = self.queues.lock().expect("matching lock");
+        let queue = queues.entry(key.clone()).or_default();
+        // Marked draining again in case the queue was swept meanwhile: this drainer goes on.
+        queue.draining = true;
+        let id = (task.shard, task.outbox_id);
+        if let Some(Dispatch::Task(task)) = queue.offer(Dispatch::Task(task)) {
+            queue.queued.insert(id);
+            queue.tasks.push_front(task);
+        } else {
+            queue.queued.remove(&id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chronicle_cluster::{MatchingService, TaskKind};
+
+    use super::*;
+
+    fn key(name: &str) -> TaskQueueKey {
+        TaskQueueKey {
+            namespace_id: "ns".into(),
+            name: name.into(),
+            kind: TaskKind::Activity,
+        }
+    }
+
+    fn task(id: u64) -> TaskRef {
+        TaskRef {
+            namespace_id: "ns".into(),
+            workflow_id: format!("wf-{id}"),
+            run_id: "run".into(),
+            scheduled_event_id: 5,
+            attempt: 1,
+            outbox_id: id,
+            shard: 1,
+            expires_at_ms: 0,
+            sticky: false,
+        }
+    }
+
+    /// Two engines, as two matching nodes: the child partitions' node forwards to the root's.
+    fn two_nodes() -> (Arc<MatchingEngine>, Arc<MatchingEngine>) {
+        let root_node = MatchingEngine::new(Duration::from_secs(10));
+        let child_node = MatchingEngine::new(Duration::from_secs(10));
+        child_node.set_forwarder(root_node.clone());
+        (child_node, root_node)
+    }
+
+    fn taken(dispatch: Option<ForwardedDispatch>) -> u64 {
+        match dispatch {
+            Some(ForwardedDispatch::Task(task)) => task.outbox_id,
+            other => panic!("expected a task, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_child_partitions_backlog_reaches_a_poller_of_the_root() {
+        let (child_node, root_node) = two_nodes();
+        // No poller anywhere: the task is queued in partition 3.
+        child_node
+            .add_task(key("/_sys/q/3"), task(7))
+            .await
+            .unwrap();
+        // A poller of the root partition (on the other node) gets it.
+        let got = root_node
+            .forward_poll(key("q"), "root-poller", Duration::from_secs(8))
+            .await
+            .unwrap();
+        assert_eq!(taken(got), 7);
+        // It left partition 3: a poll there finds nothing (it waits on the root, which is empty).
+        let again = child_node
+            .forward_poll(key("/_sys/q/3"), "p3", Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert!(again.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_lone_poller_of_one_partition_gets_tasks_of_the_root_and_of_other_partitions() {
+        let (child_node, root_node) = two_nodes();
+        // A poll of partition 1 waits there and, forwarded, on the root.
+        let poll = |child_node: Arc<MatchingEngine>| {
+            tokio::spawn(async move {
+                child_node
+                    .forward_poll(key("/_sys/q/1"), "lone", Duration::from_secs(8))
+                    .await
+            })
+        };
+        let waiting = poll(child_node.clone());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        root_node.add_task(key("q"), task(1)).await.unwrap();
+        assert_eq!(taken(waiting.await.unwrap().unwrap()), 1);
+
+        // A task of partition 3 (same node as partition 1 here) reaches it through the root.
+        let waiting = poll(child_node.clone());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        child_node
+            .add_task(key("/_sys/q/3"), task(2))
+            .await
+            .unwrap();
+        assert_eq!(taken(waiting.await.unwrap().unwrap()), 2);
+        // Nothing is left behind in partition 3 or at the root.
+        let rest = root_node
+            .forward_poll(key("q"), "check", Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert!(rest.is_none());
+        assert!(
+            child_node.queues.lock().unwrap()[&key("/_sys/q/3")]
+                .tasks
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_task_offered_to_the_root_comes_back_when_no_poller_takes_it() {
+        let root_node = MatchingEngine::new(Duration::from_secs(10));
+        let matched = root_node
+            .offer_to_root_pollers(key("q"), task(3), Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert!(!matched);
+        // Withdrawn: a later root poll does not get it (its child partition still holds it).
+        let later = root_node
+            .forward_poll(key("q"), "late", Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert!(later.is_none());
+    }
+}
