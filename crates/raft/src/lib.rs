@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use network::LocalOnlyNetwork;
 pub use state_machine::{Applier, ShardStateMachine, SnapshotData};
 pub use transport::{
-    GroupRegistry, GrpcNetworkFactory, PeerPool, PeerPoolConfig, TransportService,
+    ClusterId, GroupRegistry, GrpcNetworkFactory, PeerPool, PeerPoolConfig, TransportService,
 };
 
 /// A command as it travels through the log: the encoded `ShardCommand`.

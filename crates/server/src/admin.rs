@@ -24,14 +24,94 @@ pub struct AdminApiService {
     engine: Arc<HistoryEngine>,
     node_id: u64,
     raft_addr: String,
+    identity: NodeIdentity,
+}
+
+/// The cluster a node belongs to: stored in its data directory, and shared with its Raft
+/// transport, which talks to that cluster only.
+#[derive(Clone)]
+pub struct NodeIdentity {
+    pub db: chronicle_storage::Db,
+    pub cluster_id: chronicle_raft::ClusterId,
+    /// Serialises joins, so two concurrent ones cannot both see "none yet".
+    pub joining: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The cluster ID of nodes founded before `cluster init` minted one: their groups keep
+/// talking to each other after an upgrade.
+pub const LEGACY_CLUSTER_ID: &str = "chronicle";
+
+impl NodeIdentity {
+    /// Reads the stored cluster ID; a node whose groups were founded before IDs existed gets
+    /// [`LEGACY_CLUSTER_ID`] (stored, so it stays).
+    pub async fn load(
+        db: chronicle_storage::Db,
+        cluster_id: chronicle_raft::ClusterId,
+        engine: &HistoryEngine,
+    ) -> anyhow::Result<Self> {
+        let stored = db.cluster_id().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let id = match stored {
+            Some(id) => id,
+            None if engine
+                .is_initialized()
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))? =>
+            {
+                db.set_cluster_id(LEGACY_CLUSTER_ID)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                LEGACY_CLUSTER_ID.to_string()
+            }
+            None => String::new(),
+        };
+        cluster_id.set(id);
+        Ok(Self {
+            db,
+            cluster_id,
+            joining: Arc::default(),
+        })
+    }
+
+    /// Joins `id`: stores it when the node has none, accepts the same one again, refuses
+    /// another.
+    pub async fn join(&self, node_id: u64, id: &str) -> Result<(), ApiError> {
+        if id.is_empty() {
+            return Err(ApiError::invalid_argument("the cluster ID is empty"));
+        }
+        let _joining = self.joining.lock().await;
+        let stored = self
+            .db
+            .cluster_id()
+            .map_err(|e| ApiError::unavailable(format!("reading the cluster ID: {e}")))?;
+        match stored {
+            Some(existing) if existing == id => Ok(()),
+            Some(existing) => Err(ApiError::failed_precondition(format!(
+                "node {node_id} belongs to cluster {existing}, not {id}: a node joins one \
+                 cluster in the life of its data directory (start it with a fresh one)"
+            ))),
+            None => {
+                self.db
+                    .set_cluster_id(id)
+                    .map_err(|e| ApiError::unavailable(format!("storing the cluster ID: {e}")))?;
+                self.cluster_id.set(id);
+                tracing::info!(cluster_id = %id, "joined the cluster");
+                Ok(())
+            }
+        }
+    }
 }
 
 impl AdminApiService {
-    pub fn new(engine: Arc<HistoryEngine>, node_id: u64, raft_addr: String) -> Self {
+    pub fn new(
+        engine: Arc<HistoryEngine>,
+        node_id: u64,
+        raft_addr: String,
+        identity: NodeIdentity,
+    ) -> Self {
         Self {
             engine,
             node_id,
             raft_addr,
+            identity,
         }
     }
 
@@ -51,7 +131,19 @@ impl admin_api_server::AdminApi for AdminApiService {
             raft_addr: self.raft_addr.clone(),
             num_shards: self.engine.num_shards(),
             initialized: self.engine.is_initialized().await.map_err(Status::from)?,
+            cluster_id: self.identity.cluster_id.get(),
         }))
+    }
+
+    async fn join_cluster(
+        &self,
+        r: Request<apb::JoinClusterRequest>,
+    ) -> Result<Response<apb::JoinClusterResponse>, Status> {
+        self.identity
+            .join(self.node_id, &r.into_inner().cluster_id)
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(apb::JoinClusterResponse {}))
     }
 
     async fn initialize_cluster(
@@ -59,6 +151,14 @@ impl admin_api_server::AdminApi for AdminApiService {
         r: Request<apb::InitializeClusterRequest>,
     ) -> Result<Response<apb::InitializeClusterResponse>, Status> {
         let r = r.into_inner();
+        let own = self.identity.cluster_id.get();
+        if r.cluster_id.is_empty() || r.cluster_id != own {
+            return Err(ApiError::failed_precondition(format!(
+                "node {} has not joined cluster {:?} (it belongs to {:?}): join it first",
+                self.node_id, r.cluster_id, own
+            ))
+            .into());
+        }
         if r.num_shards != self.engine.num_shards() {
             return Err(ApiError::failed_precondition(format!(
                 "the cluster is to have {} shards but this node's data directory has {}",
@@ -165,8 +265,12 @@ impl admin_api_server::AdminApi for AdminApiService {
 /// node: shard `s` by node `s % n`, the metadata group by the first. The initialising node
 /// campaigns at once and so first leads its groups: leadership starts spread over the nodes
 /// (cluster.md §2.3: each group initialised by its preferred leader). Returns the members.
-pub async fn init_cluster(nodes: &[String], num_shards: u32) -> anyhow::Result<Vec<apb::Member>> {
+pub async fn init_cluster(
+    nodes: &[String],
+    num_shards: u32,
+) -> anyhow::Result<(String, Vec<apb::Member>)> {
     anyhow::ensure!(!nodes.is_empty(), "no nodes given");
+    let cluster_id = uuid::Uuid::new_v4().to_string();
     let mut clients = Vec::new();
     let mut members = Vec::new();
     for addr in nodes {
@@ -177,6 +281,12 @@ pub async fn init_cluster(nodes: &[String], num_shards: u32) -> anyhow::Result<V
             !info.initialized,
             "{addr} (node {}) already belongs to a cluster: a cluster is initialised once",
             info.node_id
+        );
+        anyhow::ensure!(
+            info.cluster_id.is_empty(),
+            "{addr} (node {}) already joined cluster {}: give it a fresh data directory",
+            info.node_id,
+            info.cluster_id
         );
         anyhow::ensure!(
             info.num_shards == num_shards,
@@ -202,6 +312,15 @@ pub async fn init_cluster(nodes: &[String], num_shards: u32) -> anyhow::Result<V
         groups[shard as usize % clients.len()].push(shard);
     }
     groups[0].push(METADATA_GROUP);
+    // Every node joins before any group starts, so the first votes are not refused.
+    for (i, client) in clients.iter_mut().enumerate() {
+        client
+            .join_cluster(apb::JoinClusterRequest {
+                cluster_id: cluster_id.clone(),
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("{}: {}", nodes[i], s.message()))?;
+    }
     for (i, client) in clients.iter_mut().enumerate() {
         if groups[i].is_empty() {
             continue;
@@ -211,11 +330,12 @@ pub async fn init_cluster(nodes: &[String], num_shards: u32) -> anyhow::Result<V
                 num_shards,
                 members: members.clone(),
                 groups: groups[i].clone(),
+                cluster_id: cluster_id.clone(),
             })
             .await
             .map_err(|s| anyhow::anyhow!("{}: {}", nodes[i], s.message()))?;
     }
-    Ok(members)
+    Ok((cluster_id, members))
 }
 
 /// Nodes may still be starting: ask again for a while.
@@ -334,10 +454,38 @@ pub async fn replace_node(
         raft_addr: new.raft_addr.clone(),
     };
     let mut clients = Vec::new();
+    let mut cluster_id = String::new();
     for addr in nodes {
         let channel = chronicle_cluster::grpc::lazy_channel(addr).map_err(anyhow::Error::msg)?;
-        clients.push((addr.clone(), AdminApiClient::new(channel)));
+        let mut client = AdminApiClient::new(channel);
+        if cluster_id.is_empty()
+            && let Ok(info) = client.describe_node(apb::DescribeNodeRequest {}).await
+            && info.get_ref().initialized
+        {
+            cluster_id = info.into_inner().cluster_id;
+        }
+        clients.push((addr.clone(), client));
     }
+    anyhow::ensure!(
+        !cluster_id.is_empty(),
+        "none of the nodes given answered as a member of a cluster"
+    );
+    anyhow::ensure!(
+        new.cluster_id.is_empty() || new.cluster_id == cluster_id,
+        "{new_addr} (node {}) belongs to cluster {}, not {cluster_id}: give it a fresh data \
+         directory",
+        new.node_id,
+        new.cluster_id
+    );
+    // The new node talks to this cluster only, from before it receives its first message.
+    AdminApiClient::new(
+        chronicle_cluster::grpc::lazy_channel(new_addr).map_err(anyhow::Error::msg)?,
+    )
+    .join_cluster(apb::JoinClusterRequest {
+        cluster_id: cluster_id.clone(),
+    })
+    .await
+    .map_err(|s| anyhow::anyhow!("{new_addr}: {}", s.message()))?;
     let groups: Vec<u32> = (0..new.num_shards).chain([METADATA_GROUP]).collect();
     let mut changed = 0;
     for group in groups {
