@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chronicle_history::HistoryEngine;
 use chronicle_history::membership::MemberChange;
+use chronicle_history::placement;
 use chronicle_proto::chronicle::admin::v1::{
     self as apb, admin_api_client::AdminApiClient, admin_api_server,
 };
@@ -132,6 +133,29 @@ impl admin_api_server::AdminApi for AdminApiService {
             num_shards: self.engine.num_shards(),
             initialized: self.engine.is_initialized().await.map_err(Status::from)?,
             cluster_id: self.identity.cluster_id.get(),
+        }))
+    }
+
+    async fn set_group_members(
+        &self,
+        r: Request<apb::SetGroupMembersRequest>,
+    ) -> Result<Response<apb::SetGroupMembersResponse>, Status> {
+        let r = r.into_inner();
+        let by_id = |members: Vec<apb::Member>| -> BTreeMap<u64, String> {
+            members
+                .into_iter()
+                .map(|m| (m.node_id, m.raft_addr))
+                .collect()
+        };
+        let done = self
+            .engine
+            .set_members(r.group, by_id(r.voters), by_id(r.learners))
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(apb::SetGroupMembersResponse {
+            voters: done.voters,
+            learners: done.learners,
+            changed: done.changed,
         }))
     }
 
@@ -261,10 +285,13 @@ impl admin_api_server::AdminApi for AdminApiService {
 }
 
 /// Asks every node at `nodes` (internal addresses) who it is, checks they are fresh and agree on
-/// the shard count, then has each group initialised, with all of them as voters, by exactly one
-/// node: shard `s` by node `s % n`, the metadata group by the first. The initialising node
-/// campaigns at once and so first leads its groups: leadership starts spread over the nodes
-/// (cluster.md §2.3: each group initialised by its preferred leader). Returns the members.
+/// the shard count, mints the cluster's ID and has every node join it, then has each group
+/// initialised by exactly one node with the voters the placement gives it
+/// ([`chronicle_history::placement`]: three distinct nodes per shard, three or five for the
+/// metadata group), by the first of them, its preferred leader: the initialising node
+/// campaigns at once and so first leads the group, and leadership starts spread (cluster.md
+/// §2.3). Every other node then joins the metadata group as a learner, so each node holds the
+/// member list the placement is computed from. Returns the cluster ID and the members.
 pub async fn init_cluster(
     nodes: &[String],
     num_shards: u32,
@@ -307,11 +334,6 @@ pub async fn init_cluster(
         });
         clients.push(client);
     }
-    let mut groups: Vec<Vec<u32>> = vec![Vec::new(); clients.len()];
-    for shard in 0..num_shards {
-        groups[shard as usize % clients.len()].push(shard);
-    }
-    groups[0].push(METADATA_GROUP);
     // Every node joins before any group starts, so the first votes are not refused.
     for (i, client) in clients.iter_mut().enumerate() {
         client
@@ -321,21 +343,79 @@ pub async fn init_cluster(
             .await
             .map_err(|s| anyhow::anyhow!("{}: {}", nodes[i], s.message()))?;
     }
-    for (i, client) in clients.iter_mut().enumerate() {
-        if groups[i].is_empty() {
-            continue;
-        }
-        client
+    let ids: Vec<u64> = members.iter().map(|m| m.node_id).collect();
+    // Groups with the same voters (in the same order) are initialised in one call.
+    let mut by_voters: BTreeMap<Vec<u64>, Vec<u32>> = BTreeMap::new();
+    for group in (0..num_shards).chain([METADATA_GROUP]) {
+        by_voters
+            .entry(placement::desired_voters(&ids, group))
+            .or_default()
+            .push(group);
+    }
+    for (voters, groups) in by_voters {
+        let first = ids
+            .iter()
+            .position(|id| *id == voters[0])
+            .context("the placement chose a node that is not a member")?;
+        let voter_members: Vec<apb::Member> = members
+            .iter()
+            .filter(|m| voters.contains(&m.node_id))
+            .cloned()
+            .collect();
+        clients[first]
             .initialize_cluster(apb::InitializeClusterRequest {
                 num_shards,
-                members: members.clone(),
-                groups: groups[i].clone(),
+                members: voter_members,
+                groups,
                 cluster_id: cluster_id.clone(),
             })
             .await
-            .map_err(|s| anyhow::anyhow!("{}: {}", nodes[i], s.message()))?;
+            .map_err(|s| anyhow::anyhow!("{}: {}", nodes[first], s.message()))?;
+    }
+    let metadata_voters = placement::desired_voters(&ids, METADATA_GROUP);
+    if metadata_voters.len() < members.len() {
+        let (voters, learners): (Vec<apb::Member>, Vec<apb::Member>) = members
+            .iter()
+            .cloned()
+            .partition(|m| metadata_voters.contains(&m.node_id));
+        set_group_members(nodes, METADATA_GROUP, voters, learners).await?;
     }
     Ok((cluster_id, members))
+}
+
+/// Asks the nodes at `nodes` in turn until the leader of `group` has set its members (a group
+/// just initialised may still be electing). Returns the answer.
+pub async fn set_group_members(
+    nodes: &[String],
+    group: u32,
+    voters: Vec<apb::Member>,
+    learners: Vec<apb::Member>,
+) -> anyhow::Result<apb::SetGroupMembersResponse> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut last_error = String::from("no node answered");
+        for addr in nodes {
+            let channel =
+                chronicle_cluster::grpc::lazy_channel(addr).map_err(anyhow::Error::msg)?;
+            let request = apb::SetGroupMembersRequest {
+                group,
+                voters: voters.clone(),
+                learners: learners.clone(),
+            };
+            match AdminApiClient::new(channel)
+                .set_group_members(request)
+                .await
+            {
+                Ok(answer) => return Ok(answer.into_inner()),
+                Err(status) => last_error = format!("{addr}: {}", status.message()),
+            }
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "group {group}: no leader set its members within 120 s ({last_error})"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// Nodes may still be starting: ask again for a while.
@@ -400,18 +480,19 @@ pub async fn rejoin_fresh_nodes(
     if founded.is_empty() || fresh.is_empty() {
         return Ok(0);
     }
-    // The metadata group's voters name every member (each node holds every group).
+    // The metadata group's members name every member of the cluster.
     let channel = chronicle_cluster::grpc::lazy_channel(&founded[0]).map_err(anyhow::Error::msg)?;
     let groups = AdminApiClient::new(channel)
         .describe_groups(apb::DescribeGroupsRequest {})
         .await
         .map_err(|s| anyhow::anyhow!("{}: {}", founded[0], s.message()))?
         .into_inner();
-    let voters = groups
+    // Every member holds the metadata group, as a voter or a learner.
+    let voters: Vec<u64> = groups
         .groups
         .iter()
         .find(|g| g.group == METADATA_GROUP)
-        .map(|g| g.voters.clone())
+        .map(|g| g.voters.iter().chain(&g.learners).copied().collect())
         .unwrap_or_default();
     let lost: Vec<u64> = voters
         .into_iter()
