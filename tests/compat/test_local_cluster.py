@@ -78,6 +78,10 @@ async def test_a_dead_child_is_reported_the_rest_serve_and_ctrl_c_stops_all(tmp_
         assert await run_timer_workflow(client, worker_client)
 
         table = describe(cluster)
+        # `cluster init` minted one random cluster ID, which every node stored.
+        cluster_line = table.splitlines()[0].split()
+        assert cluster_line[0] == "CLUSTER" and len(cluster_line) == 2, table
+        assert len(cluster_line[1]) == 36 and cluster_line[1].count("-") == 4, table
         groups = [line.split() for line in table.splitlines() if line[:1].isdigit() or line.startswith("meta")]
         assert len(groups) == SplitServer.NUM_SHARDS + 1, table
         assert all(g[1] in ("n1", "n2", "n3") for g in groups), f"a group without a leader:\n{table}"

@@ -379,6 +379,9 @@ impl HistoryEngine {
         if self.is_leader(shard) {
             return Ok(());
         }
+        if self.config.replication.is_some() && !self.hosts(shard) {
+            return Err(self.not_hosted(shard.id));
+        }
         let metrics = shard.raft.metrics().borrow().clone();
         let leader = metrics.current_leader.filter(|l| *l != self.config.node_id);
         // The leader's BasicNode.addr is its Raft address, which is also its internal API
@@ -485,7 +488,15 @@ impl HistoryEngine {
     /// stays caught up (later entries are load, not recovery); a group without a leader makes
     /// the node unready again.
     pub fn readiness(&self) -> Result<(), String> {
+        // With more nodes than replicas, a node holds only the groups placed on it.
+        let replicated = self.config.replication.is_some();
+        if replicated && !self.hosts(&self.metadata) {
+            return Err("the node is not a member of a cluster yet".into());
+        }
         for shard in self.shards.iter().chain(std::iter::once(&self.metadata)) {
+            if replicated && !self.hosts(shard) {
+                continue;
+            }
             let metrics = shard.raft.metrics().borrow().clone();
             let group = if shard.id == METADATA_GROUP {
                 "the metadata group".to_string()

@@ -31,6 +31,8 @@ impl HistoryEngine {
         self.shards
             .iter()
             .chain(std::iter::once(&self.metadata))
+            // Groups placed on other nodes have no replica here (before init: all groups).
+            .filter(|shard| self.hosts(shard) || !self.hosts(&self.metadata))
             .map(|shard| {
                 let metrics = shard.raft.metrics().borrow().clone();
                 let membership = metrics.membership_config.membership();
@@ -77,6 +79,9 @@ impl HistoryEngine {
     pub fn group_digests(&self) -> Result<Vec<GroupDigest>, chronicle_storage::StorageError> {
         let mut digests = Vec::new();
         for shard in self.shards.iter().chain(std::iter::once(&self.metadata)) {
+            if !self.hosts(shard) {
+                continue;
+            }
             let applied = || {
                 shard
                     .raft

@@ -39,6 +39,32 @@ impl HistoryEngine {
         if voters.contains(&add_id) && remove.is_none_or(|r| !voters.contains(&r)) {
             return Ok(MemberChange::AlreadyDone(voters.into_iter().collect()));
         }
+        let learners: BTreeSet<u64> = membership.membership().learner_ids().collect();
+        if let Some(old) = remove
+            && !voters.contains(&old)
+        {
+            // With more nodes than replicas, a group the lost node did not vote in stays as it
+            // is; a learner (of the metadata group) is replaced by a learner.
+            if !learners.contains(&old) {
+                return Ok(MemberChange::AlreadyDone(voters.into_iter().collect()));
+            }
+            let mut wanted_learners: BTreeMap<u64, String> = membership
+                .membership()
+                .nodes()
+                .filter(|(id, _)| learners.contains(id) && **id != old)
+                .map(|(id, node)| (*id, node.addr.clone()))
+                .collect();
+            wanted_learners.insert(add_id, add_addr);
+            let wanted_voters = membership
+                .membership()
+                .nodes()
+                .filter(|(id, _)| voters.contains(id))
+                .map(|(id, node)| (*id, node.addr.clone()))
+                .collect();
+            self.set_members(group, wanted_voters, wanted_learners)
+                .await?;
+            return Ok(MemberChange::Changed(voters.into_iter().collect()));
+        }
         if remove == Some(self.config.node_id) {
             // A leader removing itself would step down mid-change; the caller moves leadership
             // first (or asks another voter once this one is gone).

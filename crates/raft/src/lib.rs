@@ -26,7 +26,7 @@ pub use network::LocalOnlyNetwork;
 pub use snapshot_file::SnapshotData;
 pub use state_machine::{Applier, ShardStateMachine};
 pub use transport::{
-    GroupRegistry, GrpcNetworkFactory, PeerPool, PeerPoolConfig, TransportService,
+    ClusterId, GroupRegistry, GrpcNetworkFactory, PeerPool, PeerPoolConfig, TransportService,
 };
 
 /// A command as it travels through the log: the encoded `ShardCommand`.

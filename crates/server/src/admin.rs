@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chronicle_history::HistoryEngine;
 use chronicle_history::membership::MemberChange;
+use chronicle_history::placement;
 use chronicle_proto::chronicle::admin::v1::{
     self as apb, admin_api_client::AdminApiClient, admin_api_server,
 };
@@ -24,14 +25,94 @@ pub struct AdminApiService {
     engine: Arc<HistoryEngine>,
     node_id: u64,
     raft_addr: String,
+    identity: NodeIdentity,
+}
+
+/// The cluster a node belongs to: stored in its data directory, and shared with its Raft
+/// transport, which talks to that cluster only.
+#[derive(Clone)]
+pub struct NodeIdentity {
+    pub db: chronicle_storage::Db,
+    pub cluster_id: chronicle_raft::ClusterId,
+    /// Serialises joins, so two concurrent ones cannot both see "none yet".
+    pub joining: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The cluster ID of nodes founded before `cluster init` minted one: their groups keep
+/// talking to each other after an upgrade.
+pub const LEGACY_CLUSTER_ID: &str = "chronicle";
+
+impl NodeIdentity {
+    /// Reads the stored cluster ID; a node whose groups were founded before IDs existed gets
+    /// [`LEGACY_CLUSTER_ID`] (stored, so it stays).
+    pub async fn load(
+        db: chronicle_storage::Db,
+        cluster_id: chronicle_raft::ClusterId,
+        engine: &HistoryEngine,
+    ) -> anyhow::Result<Self> {
+        let stored = db.cluster_id().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let id = match stored {
+            Some(id) => id,
+            None if engine
+                .is_initialized()
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))? =>
+            {
+                db.set_cluster_id(LEGACY_CLUSTER_ID)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                LEGACY_CLUSTER_ID.to_string()
+            }
+            None => String::new(),
+        };
+        cluster_id.set(id);
+        Ok(Self {
+            db,
+            cluster_id,
+            joining: Arc::default(),
+        })
+    }
+
+    /// Joins `id`: stores it when the node has none, accepts the same one again, refuses
+    /// another.
+    pub async fn join(&self, node_id: u64, id: &str) -> Result<(), ApiError> {
+        if id.is_empty() {
+            return Err(ApiError::invalid_argument("the cluster ID is empty"));
+        }
+        let _joining = self.joining.lock().await;
+        let stored = self
+            .db
+            .cluster_id()
+            .map_err(|e| ApiError::unavailable(format!("reading the cluster ID: {e}")))?;
+        match stored {
+            Some(existing) if existing == id => Ok(()),
+            Some(existing) => Err(ApiError::failed_precondition(format!(
+                "node {node_id} belongs to cluster {existing}, not {id}: a node joins one \
+                 cluster in the life of its data directory (start it with a fresh one)"
+            ))),
+            None => {
+                self.db
+                    .set_cluster_id(id)
+                    .map_err(|e| ApiError::unavailable(format!("storing the cluster ID: {e}")))?;
+                self.cluster_id.set(id);
+                tracing::info!(cluster_id = %id, "joined the cluster");
+                Ok(())
+            }
+        }
+    }
 }
 
 impl AdminApiService {
-    pub fn new(engine: Arc<HistoryEngine>, node_id: u64, raft_addr: String) -> Self {
+    pub fn new(
+        engine: Arc<HistoryEngine>,
+        node_id: u64,
+        raft_addr: String,
+        identity: NodeIdentity,
+    ) -> Self {
         Self {
             engine,
             node_id,
             raft_addr,
+            identity,
         }
     }
 
@@ -51,7 +132,42 @@ impl admin_api_server::AdminApi for AdminApiService {
             raft_addr: self.raft_addr.clone(),
             num_shards: self.engine.num_shards(),
             initialized: self.engine.is_initialized().await.map_err(Status::from)?,
+            cluster_id: self.identity.cluster_id.get(),
         }))
+    }
+
+    async fn set_group_members(
+        &self,
+        r: Request<apb::SetGroupMembersRequest>,
+    ) -> Result<Response<apb::SetGroupMembersResponse>, Status> {
+        let r = r.into_inner();
+        let by_id = |members: Vec<apb::Member>| -> BTreeMap<u64, String> {
+            members
+                .into_iter()
+                .map(|m| (m.node_id, m.raft_addr))
+                .collect()
+        };
+        let done = self
+            .engine
+            .set_members(r.group, by_id(r.voters), by_id(r.learners))
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(apb::SetGroupMembersResponse {
+            voters: done.voters,
+            learners: done.learners,
+            changed: done.changed,
+        }))
+    }
+
+    async fn join_cluster(
+        &self,
+        r: Request<apb::JoinClusterRequest>,
+    ) -> Result<Response<apb::JoinClusterResponse>, Status> {
+        self.identity
+            .join(self.node_id, &r.into_inner().cluster_id)
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(apb::JoinClusterResponse {}))
     }
 
     async fn initialize_cluster(
@@ -59,6 +175,14 @@ impl admin_api_server::AdminApi for AdminApiService {
         r: Request<apb::InitializeClusterRequest>,
     ) -> Result<Response<apb::InitializeClusterResponse>, Status> {
         let r = r.into_inner();
+        let own = self.identity.cluster_id.get();
+        if r.cluster_id.is_empty() || r.cluster_id != own {
+            return Err(ApiError::failed_precondition(format!(
+                "node {} has not joined cluster {:?} (it belongs to {:?}): join it first",
+                self.node_id, r.cluster_id, own
+            ))
+            .into());
+        }
         if r.num_shards != self.engine.num_shards() {
             return Err(ApiError::failed_precondition(format!(
                 "the cluster is to have {} shards but this node's data directory has {}",
@@ -161,12 +285,19 @@ impl admin_api_server::AdminApi for AdminApiService {
 }
 
 /// Asks every node at `nodes` (internal addresses) who it is, checks they are fresh and agree on
-/// the shard count, then has each group initialised, with all of them as voters, by exactly one
-/// node: shard `s` by node `s % n`, the metadata group by the first. The initialising node
-/// campaigns at once and so first leads its groups: leadership starts spread over the nodes
-/// (cluster.md §2.3: each group initialised by its preferred leader). Returns the members.
-pub async fn init_cluster(nodes: &[String], num_shards: u32) -> anyhow::Result<Vec<apb::Member>> {
+/// the shard count, mints the cluster's ID and has every node join it, then has each group
+/// initialised by exactly one node with the voters the placement gives it
+/// ([`chronicle_history::placement`]: three distinct nodes per shard, three or five for the
+/// metadata group), by the first of them, its preferred leader: the initialising node
+/// campaigns at once and so first leads the group, and leadership starts spread (cluster.md
+/// §2.3). Every other node then joins the metadata group as a learner, so each node holds the
+/// member list the placement is computed from. Returns the cluster ID and the members.
+pub async fn init_cluster(
+    nodes: &[String],
+    num_shards: u32,
+) -> anyhow::Result<(String, Vec<apb::Member>)> {
     anyhow::ensure!(!nodes.is_empty(), "no nodes given");
+    let cluster_id = uuid::Uuid::new_v4().to_string();
     let mut clients = Vec::new();
     let mut members = Vec::new();
     for addr in nodes {
@@ -177,6 +308,12 @@ pub async fn init_cluster(nodes: &[String], num_shards: u32) -> anyhow::Result<V
             !info.initialized,
             "{addr} (node {}) already belongs to a cluster: a cluster is initialised once",
             info.node_id
+        );
+        anyhow::ensure!(
+            info.cluster_id.is_empty(),
+            "{addr} (node {}) already joined cluster {}: give it a fresh data directory",
+            info.node_id,
+            info.cluster_id
         );
         anyhow::ensure!(
             info.num_shards == num_shards,
@@ -197,25 +334,88 @@ pub async fn init_cluster(nodes: &[String], num_shards: u32) -> anyhow::Result<V
         });
         clients.push(client);
     }
-    let mut groups: Vec<Vec<u32>> = vec![Vec::new(); clients.len()];
-    for shard in 0..num_shards {
-        groups[shard as usize % clients.len()].push(shard);
-    }
-    groups[0].push(METADATA_GROUP);
+    // Every node joins before any group starts, so the first votes are not refused.
     for (i, client) in clients.iter_mut().enumerate() {
-        if groups[i].is_empty() {
-            continue;
-        }
         client
-            .initialize_cluster(apb::InitializeClusterRequest {
-                num_shards,
-                members: members.clone(),
-                groups: groups[i].clone(),
+            .join_cluster(apb::JoinClusterRequest {
+                cluster_id: cluster_id.clone(),
             })
             .await
             .map_err(|s| anyhow::anyhow!("{}: {}", nodes[i], s.message()))?;
     }
-    Ok(members)
+    let ids: Vec<u64> = members.iter().map(|m| m.node_id).collect();
+    // Groups with the same voters (in the same order) are initialised in one call.
+    let mut by_voters: BTreeMap<Vec<u64>, Vec<u32>> = BTreeMap::new();
+    for group in (0..num_shards).chain([METADATA_GROUP]) {
+        by_voters
+            .entry(placement::desired_voters(&ids, group))
+            .or_default()
+            .push(group);
+    }
+    for (voters, groups) in by_voters {
+        let first = ids
+            .iter()
+            .position(|id| *id == voters[0])
+            .context("the placement chose a node that is not a member")?;
+        let voter_members: Vec<apb::Member> = members
+            .iter()
+            .filter(|m| voters.contains(&m.node_id))
+            .cloned()
+            .collect();
+        clients[first]
+            .initialize_cluster(apb::InitializeClusterRequest {
+                num_shards,
+                members: voter_members,
+                groups,
+                cluster_id: cluster_id.clone(),
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("{}: {}", nodes[first], s.message()))?;
+    }
+    let metadata_voters = placement::desired_voters(&ids, METADATA_GROUP);
+    if metadata_voters.len() < members.len() {
+        let (voters, learners): (Vec<apb::Member>, Vec<apb::Member>) = members
+            .iter()
+            .cloned()
+            .partition(|m| metadata_voters.contains(&m.node_id));
+        set_group_members(nodes, METADATA_GROUP, voters, learners).await?;
+    }
+    Ok((cluster_id, members))
+}
+
+/// Asks the nodes at `nodes` in turn until the leader of `group` has set its members (a group
+/// just initialised may still be electing). Returns the answer.
+pub async fn set_group_members(
+    nodes: &[String],
+    group: u32,
+    voters: Vec<apb::Member>,
+    learners: Vec<apb::Member>,
+) -> anyhow::Result<apb::SetGroupMembersResponse> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut last_error = String::from("no node answered");
+        for addr in nodes {
+            let channel =
+                chronicle_cluster::grpc::lazy_channel(addr).map_err(anyhow::Error::msg)?;
+            let request = apb::SetGroupMembersRequest {
+                group,
+                voters: voters.clone(),
+                learners: learners.clone(),
+            };
+            match AdminApiClient::new(channel)
+                .set_group_members(request)
+                .await
+            {
+                Ok(answer) => return Ok(answer.into_inner()),
+                Err(status) => last_error = format!("{addr}: {}", status.message()),
+            }
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "group {group}: no leader set its members within 120 s ({last_error})"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// Nodes may still be starting: ask again for a while.
@@ -280,18 +480,19 @@ pub async fn rejoin_fresh_nodes(
     if founded.is_empty() || fresh.is_empty() {
         return Ok(0);
     }
-    // The metadata group's voters name every member (each node holds every group).
+    // The metadata group's members name every member of the cluster.
     let channel = chronicle_cluster::grpc::lazy_channel(&founded[0]).map_err(anyhow::Error::msg)?;
     let groups = AdminApiClient::new(channel)
         .describe_groups(apb::DescribeGroupsRequest {})
         .await
         .map_err(|s| anyhow::anyhow!("{}: {}", founded[0], s.message()))?
         .into_inner();
-    let voters = groups
+    // Every member holds the metadata group, as a voter or a learner.
+    let voters: Vec<u64> = groups
         .groups
         .iter()
         .find(|g| g.group == METADATA_GROUP)
-        .map(|g| g.voters.clone())
+        .map(|g| g.voters.iter().chain(&g.learners).copied().collect())
         .unwrap_or_default();
     let lost: Vec<u64> = voters
         .into_iter()
@@ -334,10 +535,38 @@ pub async fn replace_node(
         raft_addr: new.raft_addr.clone(),
     };
     let mut clients = Vec::new();
+    let mut cluster_id = String::new();
     for addr in nodes {
         let channel = chronicle_cluster::grpc::lazy_channel(addr).map_err(anyhow::Error::msg)?;
-        clients.push((addr.clone(), AdminApiClient::new(channel)));
+        let mut client = AdminApiClient::new(channel);
+        if cluster_id.is_empty()
+            && let Ok(info) = client.describe_node(apb::DescribeNodeRequest {}).await
+            && info.get_ref().initialized
+        {
+            cluster_id = info.into_inner().cluster_id;
+        }
+        clients.push((addr.clone(), client));
     }
+    anyhow::ensure!(
+        !cluster_id.is_empty(),
+        "none of the nodes given answered as a member of a cluster"
+    );
+    anyhow::ensure!(
+        new.cluster_id.is_empty() || new.cluster_id == cluster_id,
+        "{new_addr} (node {}) belongs to cluster {}, not {cluster_id}: give it a fresh data \
+         directory",
+        new.node_id,
+        new.cluster_id
+    );
+    // The new node talks to this cluster only, from before it receives its first message.
+    AdminApiClient::new(
+        chronicle_cluster::grpc::lazy_channel(new_addr).map_err(anyhow::Error::msg)?,
+    )
+    .join_cluster(apb::JoinClusterRequest {
+        cluster_id: cluster_id.clone(),
+    })
+    .await
+    .map_err(|s| anyhow::anyhow!("{new_addr}: {}", s.message()))?;
     let groups: Vec<u32> = (0..new.num_shards).chain([METADATA_GROUP]).collect();
     let mut changed = 0;
     for group in groups {

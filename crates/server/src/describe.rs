@@ -127,6 +127,27 @@ pub fn render_text(reports: &[NodeReport]) -> String {
         }
     }
     let name = |id: u64| names.get(&id).cloned().unwrap_or_else(|| id.to_string());
+    // Nodes of different clusters given together are an operator's mistake worth showing.
+    let mut cluster_ids: Vec<&str> = reports
+        .iter()
+        .filter_map(|r| r.info.as_ref().ok())
+        .map(|(info, _)| info.cluster_id.as_str())
+        .collect();
+    cluster_ids.sort_unstable();
+    cluster_ids.dedup();
+    let shown: Vec<&str> = cluster_ids
+        .iter()
+        .map(|id| if id.is_empty() { "(none yet)" } else { id })
+        .collect();
+    let _ = writeln!(out, "CLUSTER {}", shown.join(", "));
+    if shown.len() > 1 {
+        let _ = writeln!(
+            out,
+            "warning: these nodes belong to different clusters; each node's ID is in the \
+             describe --json output"
+        );
+    }
+    let _ = writeln!(out);
     let _ = writeln!(
         out,
         "NODE  NODE ID               ADDRESS                 STATUS"
@@ -225,6 +246,7 @@ pub fn render_json(reports: &[NodeReport]) -> serde_json::Value {
                     "raft_address": info.raft_addr,
                     "num_shards": info.num_shards,
                     "initialized": info.initialized,
+                    "cluster_id": info.cluster_id,
                     "groups": answer.groups.iter().map(|g| serde_json::json!({
                         "group": group_name(g.group),
                         "state": g.state,

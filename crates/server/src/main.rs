@@ -157,7 +157,8 @@ fn cluster_init(args: ClusterInit) -> anyhow::Result<()> {
         &args.nodes,
         args.num_shards,
     )) {
-        Ok(members) => {
+        Ok((cluster_id, members)) => {
+            println!("cluster {cluster_id}");
             for m in members {
                 println!("node {} at {}", m.node_id, m.raft_addr);
             }

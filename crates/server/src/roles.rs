@@ -20,7 +20,7 @@ use chronicle_history::{HistoryConfig, HistoryEngine, Replication};
 use chronicle_matching::MatchingEngine;
 use chronicle_proto::temporal::api::operatorservice::v1::operator_service_server::OperatorServiceServer;
 use chronicle_proto::temporal::api::workflowservice::v1::workflow_service_server::WorkflowServiceServer;
-use chronicle_raft::{GroupRegistry, PeerPool, PeerPoolConfig, TransportService};
+use chronicle_raft::{ClusterId, GroupRegistry, PeerPool, PeerPoolConfig, TransportService};
 use chronicle_storage::{Db, DbOptions};
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
@@ -186,10 +186,6 @@ fn no_delay(
     )
 }
 
-/// The cluster id every Raft message carries. One per binary for now: `cluster init` does not
-/// yet mint and store one.
-const CLUSTER_ID: &str = "chronicle";
-
 /// The history role's shard count, asked of the history nodes (which may still be starting).
 async fn remote_shard_count(history: &RoutedHistory) -> anyhow::Result<u32> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -349,6 +345,8 @@ pub async fn run_node(
         };
         // A replicated node is known by the random ID of its data directory, never reused; a
         // single-voter node keeps ID 1, which its existing groups were founded with.
+        // Set once the node has joined a cluster (below, or by `cluster init`).
+        let cluster_id = ClusterId::default();
         let (node_id, replication) = if config.replicated {
             anyhow::ensure!(
                 listeners.internal.is_some(),
@@ -356,7 +354,7 @@ pub async fn run_node(
             );
             let node_id = db.node_id().map_err(|e| anyhow::anyhow!("{e}"))?;
             let replication = Replication {
-                peers: PeerPool::new(CLUSTER_ID, node_id, PeerPoolConfig::default()),
+                peers: PeerPool::new(cluster_id.clone(), node_id, PeerPoolConfig::default()),
                 registry: GroupRegistry::new(),
             };
             (node_id, Some(replication))
@@ -392,9 +390,11 @@ pub async fn run_node(
             // A frontend or matching role in this process reaches the leaders through the
             // router too: this node leads only some groups.
             routed_local = Some(router);
+            let identity =
+                crate::admin::NodeIdentity::load(db.clone(), cluster_id.clone(), &engine).await?;
             raft_services = Some((
-                TransportService::new(CLUSTER_ID, node_id, replication.registry).into_server(),
-                crate::admin::AdminApiService::new(engine.clone(), node_id, node_addr)
+                TransportService::new(cluster_id, node_id, replication.registry).into_server(),
+                crate::admin::AdminApiService::new(engine.clone(), node_id, node_addr, identity)
                     .into_server(),
             ));
             tracing::info!(node_id, "replicated history node");

@@ -279,6 +279,7 @@ fn lock_dir(path: &Path) -> StorageResult<File> {
 const NODE_META_GROUP: u32 = u32::MAX - 1;
 const NODE_META_SHARD_COUNT: u8 = 1;
 const NODE_META_NODE_ID: u8 = 2;
+const NODE_META_CLUSTER_ID: u8 = 3;
 
 impl Db {
     /// The number of history shards this data directory was created with. Directories from
@@ -321,6 +322,34 @@ impl Db {
             count.to_be_bytes(),
             &opts,
         )?;
+        Ok(())
+    }
+}
+
+impl Db {
+    /// The ID of the cluster this node belongs to, once it joined one (`cluster init` or a
+    /// replacement): a node belongs to one cluster for the life of its data directory.
+    pub fn cluster_id(&self) -> StorageResult<Option<String>> {
+        let key = crate::keys::shard_meta(NODE_META_GROUP, NODE_META_CLUSTER_ID);
+        match self.get(Cf::ShardMeta, &key)? {
+            None => Ok(None),
+            Some(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| StorageError::Corrupt {
+                    cf: "shard_meta",
+                    reason: "the stored cluster ID is not UTF-8".into(),
+                }),
+        }
+    }
+
+    /// Stores the cluster ID (synced). The caller checks that none, or the same, was stored.
+    pub fn set_cluster_id(&self, cluster_id: &str) -> StorageResult<()> {
+        let key = crate::keys::shard_meta(NODE_META_GROUP, NODE_META_CLUSTER_ID);
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.inner
+            .rocks
+            .put_cf_opt(self.cf(Cf::ShardMeta), key, cluster_id.as_bytes(), &opts)?;
         Ok(())
     }
 }

@@ -148,10 +148,31 @@ impl ApiError {
             leader_id: leader_id.unwrap_or(0),
             leader_addr: leader_addr.unwrap_or_default(),
             proposed,
+            replica_addrs: Vec::new(),
         };
         Self {
             code: tonic::Code::Unavailable,
             message: format!("this history node does not lead group {group}"),
+            detail: Some(chronicle_proto::wkt::Any {
+                type_url: NOT_LEADER_TYPE_URL.to_string(),
+                value: detail.encode_to_vec(),
+            }),
+        }
+    }
+
+    /// From a node that does not host `group`: Unavailable with a `NotLeader` detail naming the
+    /// nodes that do (by the placement), so a router goes there instead.
+    pub fn not_hosted(group: u32, replica_addrs: Vec<String>) -> Self {
+        let detail = chronicle_proto::chronicle::history::v1::NotLeader {
+            group,
+            leader_id: 0,
+            leader_addr: String::new(),
+            proposed: false,
+            replica_addrs,
+        };
+        Self {
+            code: tonic::Code::Unavailable,
+            message: format!("this history node does not host group {group}"),
             detail: Some(chronicle_proto::wkt::Any {
                 type_url: NOT_LEADER_TYPE_URL.to_string(),
                 value: detail.encode_to_vec(),

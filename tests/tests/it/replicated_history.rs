@@ -169,10 +169,14 @@ async fn replicated_history_survives_losing_the_shard_leader() {
         .collect();
 
     // Founded once: every node answers who it is, the first initialises every group.
-    let members = chronicle_server::admin::init_cluster(&addrs, SHARDS)
+    let (cluster_id, members) = chronicle_server::admin::init_cluster(&addrs, SHARDS)
         .await
         .expect("cluster init");
     assert_eq!(members.len(), 3);
+    assert!(
+        uuid::Uuid::parse_str(&cluster_id).is_ok(),
+        "init mints a random cluster ID: {cluster_id}"
+    );
     let again = chronicle_server::admin::init_cluster(&addrs, SHARDS).await;
     assert!(
         again.is_err_and(|e| e.to_string().contains("already belongs")),
@@ -185,6 +189,7 @@ async fn replicated_history_survives_losing_the_shard_leader() {
             num_shards: SHARDS + 1,
             members: members.clone(),
             groups: Vec::new(),
+            cluster_id: cluster_id.clone(),
         })
         .await
         .expect_err("another shard count is refused");
@@ -194,10 +199,34 @@ async fn replicated_history_survives_losing_the_shard_leader() {
             num_shards: SHARDS,
             members: members.clone(),
             groups: Vec::new(),
+            cluster_id: cluster_id.clone(),
         })
         .await
         .expect_err("a node of a founded cluster refuses to initialise");
     assert_eq!(twice.code(), tonic::Code::AlreadyExists);
+    // Every node stored the cluster's ID; one of them refuses to join another cluster.
+    for addr in &addrs {
+        let info = apb::admin_api_client::AdminApiClient::new(lazy_channel(addr).unwrap())
+            .describe_node(apb::DescribeNodeRequest {})
+            .await
+            .expect("describe")
+            .into_inner();
+        assert_eq!(info.cluster_id, cluster_id, "{addr}");
+    }
+    let other = admin
+        .join_cluster(apb::JoinClusterRequest {
+            cluster_id: uuid::Uuid::new_v4().to_string(),
+        })
+        .await
+        .expect_err("a member of one cluster refuses to join another");
+    assert_eq!(other.code(), tonic::Code::FailedPrecondition);
+    assert!(other.message().contains(&cluster_id), "{}", other.message());
+    admin
+        .join_cluster(apb::JoinClusterRequest {
+            cluster_id: cluster_id.clone(),
+        })
+        .await
+        .expect("joining its own cluster again is harmless");
 
     let history_addr = addrs.join(",");
     let matching = Node::start_on("matching", Some(matching_addr), |c| {

@@ -215,9 +215,17 @@ impl RoutedHistory {
             if !retryable || tokio::time::Instant::now() >= deadline {
                 return Err(without_hint(error, group));
             }
+            // A node that does not hold the group names the nodes that do: try one of them
+            // (a different one each time, so a dead one is not tried forever).
+            let replica = hint.as_ref().and_then(|h| {
+                let others: Vec<&String> = h.replica_addrs.iter().filter(|a| **a != addr).collect();
+                let n = others.len();
+                (n > 0).then(|| others[self.next_seed.fetch_add(1, Ordering::Relaxed) % n].clone())
+            });
             match hint
                 .map(|h| h.leader_addr)
                 .filter(|a| !a.is_empty() && *a != addr)
+                .or(replica)
             {
                 Some(leader) => {
                     // Go to the hinted leader at once; a stale hint costs one more hop.

@@ -73,7 +73,7 @@ pub struct PeerPool {
 }
 
 struct PoolInner {
-    cluster_id: String,
+    cluster_id: super::ClusterId,
     node_id: u64,
     config: PeerPoolConfig,
     channels: Mutex<HashMap<(u64, Lane), PeerChannel>>,
@@ -85,7 +85,11 @@ struct PeerChannel {
 }
 
 impl PeerPool {
-    pub fn new(cluster_id: impl Into<String>, node_id: u64, config: PeerPoolConfig) -> Self {
+    pub fn new(
+        cluster_id: impl Into<super::ClusterId>,
+        node_id: u64,
+        config: PeerPoolConfig,
+    ) -> Self {
         Self {
             inner: Arc::new(PoolInner {
                 cluster_id: cluster_id.into(),
@@ -100,8 +104,8 @@ impl PeerPool {
         self.inner.node_id
     }
 
-    pub fn cluster_id(&self) -> &str {
-        &self.inner.cluster_id
+    pub fn cluster_id(&self) -> String {
+        self.inner.cluster_id.get()
     }
 
     /// The channel to `target` on `lane`, created (without dialling) if there is none or the
@@ -217,6 +221,12 @@ impl GrpcNetwork {
         E: std::error::Error + DeserializeOwned,
     {
         let target = self.target;
+        let cluster_id = self.pool.cluster_id();
+        if cluster_id.is_empty() {
+            return Err(unreachable(
+                "this node has not joined a cluster yet".to_string(),
+            ));
+        }
         let channel = self
             .pool
             .channel(target, &self.addr, lane)
@@ -226,7 +236,7 @@ impl GrpcNetwork {
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let mut request = tonic::Request::new(RaftRequest {
             header: Some(Header {
-                cluster_id: self.pool.cluster_id().to_string(),
+                cluster_id,
                 from_node: self.pool.node_id(),
                 to_node: target,
                 group: self.group,

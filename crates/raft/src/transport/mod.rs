@@ -17,6 +17,8 @@ mod server;
 pub use client::{GrpcNetwork, GrpcNetworkFactory, Lane, PeerPool, PeerPoolConfig};
 pub use server::{GroupRegistry, TransportService, server_builder};
 
+use std::sync::{Arc, RwLock};
+
 use chronicle_proto::chronicle::raft::v1::Codec;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -34,4 +36,44 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
     postcard::from_bytes(bytes)
+}
+
+/// The ID of the cluster a node belongs to, shared by its sender ([`PeerPool`]) and receiver
+/// ([`TransportService`]). Empty until the node joins a cluster (`cluster init`, or a
+/// replacement): a node without one sends nothing and refuses every message, so two clusters
+/// (or a stray node) never exchange Raft messages, whatever addresses they were given.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterId(Arc<RwLock<String>>);
+
+impl ClusterId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(Arc::new(RwLock::new(id.into())))
+    }
+
+    pub fn get(&self) -> String {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Set once the node joined a cluster (a `String`, so no half-written value can be seen).
+    pub fn set(&self, id: impl Into<String>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = id.into();
+    }
+}
+
+impl From<&str> for ClusterId {
+    fn from(id: &str) -> Self {
+        Self::new(id)
+    }
+}
+
+impl From<String> for ClusterId {
+    fn from(id: String) -> Self {
+        Self::new(id)
+    }
 }

@@ -54,13 +54,17 @@ impl GroupRegistry {
 /// The `RaftTransport` service of a node.
 #[derive(Clone)]
 pub struct TransportService {
-    cluster_id: String,
+    cluster_id: super::ClusterId,
     node_id: u64,
     registry: GroupRegistry,
 }
 
 impl TransportService {
-    pub fn new(cluster_id: impl Into<String>, node_id: u64, registry: GroupRegistry) -> Self {
+    pub fn new(
+        cluster_id: impl Into<super::ClusterId>,
+        node_id: u64,
+        registry: GroupRegistry,
+    ) -> Self {
         Self {
             cluster_id: cluster_id.into(),
             node_id,
@@ -90,10 +94,12 @@ impl TransportService {
                 actual: self.node_id,
             }));
         };
-        if header.cluster_id != self.cluster_id {
+        // A node that has not joined a cluster (empty ID) refuses everyone.
+        let cluster_id = self.cluster_id.get();
+        if cluster_id.is_empty() || header.cluster_id != cluster_id {
             return refuse(raft_reply::Result::WrongCluster(WrongCluster {
                 expected: header.cluster_id.clone(),
-                actual: self.cluster_id.clone(),
+                actual: cluster_id,
             }));
         }
         if header.to_node != self.node_id {
