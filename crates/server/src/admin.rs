@@ -344,13 +344,23 @@ pub async fn init_cluster(
             .map_err(|s| anyhow::anyhow!("{}: {}", nodes[i], s.message()))?;
     }
     let ids: Vec<u64> = members.iter().map(|m| m.node_id).collect();
-    // Groups with the same voters (in the same order) are initialised in one call.
+    // Groups with the same voters (in the same order) are initialised in one call. The
+    // initialising node of each group (its first leader) is the voter that leads the fewest
+    // groups so far, ring order breaking ties: the ring's first choices alone can leave a node
+    // leading nothing when there are few shards.
     let mut by_voters: BTreeMap<Vec<u64>, Vec<u32>> = BTreeMap::new();
+    let mut leads: BTreeMap<u64, usize> = BTreeMap::new();
     for group in (0..num_shards).chain([METADATA_GROUP]) {
-        by_voters
-            .entry(placement::desired_voters(&ids, group))
-            .or_default()
-            .push(group);
+        let mut voters = placement::desired_voters(&ids, group);
+        if let Some(pos) =
+            (0..voters.len()).min_by_key(|i| (leads.get(&voters[*i]).copied().unwrap_or(0), *i))
+        {
+            voters[..=pos].rotate_right(1);
+        }
+        if let Some(first) = voters.first() {
+            *leads.entry(*first).or_default() += 1;
+        }
+        by_voters.entry(voters).or_default().push(group);
     }
     for (voters, groups) in by_voters {
         let first = ids
