@@ -108,3 +108,12 @@ async def test_a_matching_node_killed_under_load_loses_no_workflow(tmp_path):
 
     outcome = await under_load(tmp_path, fault, restart=False)
     assert outcome["workflows"] > 10, outcome
+
+
+async def test_a_partition_name_is_refused_as_a_task_queue(client):
+    """`/_sys/...` names a partition: Temporal refuses it as a task queue name, and so does Chronicle."""
+    from temporalio.service import RPCError, RPCStatusCode
+    with pytest.raises(RPCError) as refused:
+        await client.start_workflow("AnyWorkflow", id=new_id("reserved"), task_queue="/_sys/orders/1")
+    assert refused.value.status == RPCStatusCode.INVALID_ARGUMENT
+    assert "reserved prefix /_sys/" in refused.value.message, refused.value.message

@@ -27,6 +27,19 @@ pub fn required_id(value: &str, what: &str) -> ApiResult<()> {
     max_id(value, what)
 }
 
+/// A task queue name a request sets: required, not too long, and not a partition's name
+/// (`/_sys/...`, as Temporal refuses it).
+pub fn task_queue_name(name: &str) -> ApiResult<()> {
+    required_id(name, "TaskQueue")?;
+    if name.starts_with(chronicle_cluster::partition::RESERVED_PREFIX) {
+        return Err(ApiError::invalid_argument(format!(
+            "Task queue name cannot start with reserved prefix {}.",
+            chronicle_cluster::partition::RESERVED_PREFIX
+        )));
+    }
+    Ok(())
+}
+
 pub fn max_id(value: &str, what: &str) -> ApiResult<()> {
     if value.len() > MAX_ID_LENGTH {
         return Err(ApiError::invalid_argument(format!(
@@ -195,10 +208,7 @@ pub fn start_request(
             .unwrap_or(""),
         "WorkflowType",
     )?;
-    required_id(
-        r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""),
-        "TaskQueue",
-    )?;
+    task_queue_name(r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""))?;
     max_id(&r.request_id, "RequestId")?;
     payload_size(&r.input, "Input")?;
     duration(

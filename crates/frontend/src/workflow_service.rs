@@ -412,10 +412,7 @@ impl WorkflowService for WorkflowHandler {
                 .unwrap_or(""),
             "WorkflowType",
         )?;
-        validate::required_id(
-            r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""),
-            "TaskQueue",
-        )?;
+        validate::task_queue_name(r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""))?;
         validate::payload_size(&r.input, "Input")?;
         validate::payload_size(&r.signal_input, "SignalInput")?;
         validate::duration(
@@ -616,10 +613,7 @@ impl WorkflowService for WorkflowHandler {
     ) -> Res<ws::PollWorkflowTaskQueueResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        validate::required_id(
-            r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""),
-            "TaskQueue",
-        )?;
+        validate::task_queue_name(r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""))?;
         validate::max_id(&r.identity, "Identity")?;
         ok(self.ctx.matching.poll_workflow_task(&ns, r).await?)
     }
@@ -664,10 +658,7 @@ impl WorkflowService for WorkflowHandler {
     ) -> Res<ws::PollActivityTaskQueueResponse> {
         let r = request.into_inner();
         let ns = self.ns(&r.namespace).await?;
-        validate::required_id(
-            r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""),
-            "TaskQueue",
-        )?;
+        validate::task_queue_name(r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""))?;
         ok(self.ctx.matching.poll_activity_task(&ns, r).await?)
     }
 

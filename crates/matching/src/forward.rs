@@ -38,6 +38,13 @@ pub(crate) struct PendingOffer {
     taken: oneshot::Sender<()>,
 }
 
+impl PendingOffer {
+    /// Its offerer stopped waiting (the call from the child's node was cancelled).
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.taken.is_closed()
+    }
+}
+
 /// The first offered task whose offerer still waits, for a poll of the root partition.
 pub(crate) fn take_offer(queue: &mut Queue) -> Option<TaskRef> {
     while let Some(offer) = queue.offers.pop_front() {

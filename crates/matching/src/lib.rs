@@ -67,7 +67,7 @@ impl Queue {
     fn is_idle(&self) -> bool {
         self.tasks.is_empty()
             && self.queries.is_empty()
-            && self.offers.is_empty()
+            && self.offers.iter().all(forward::PendingOffer::is_abandoned)
             && !self.draining
             && self.pollers.iter().all(|p| p.is_closed())
             && self
