@@ -244,6 +244,10 @@ pub(crate) fn info(state: &pb::WorkflowExecutionState) -> ActivityExecutionInfo 
     let closed = crate::read::is_closed(state);
     let run_state = if closed {
         PendingActivityState::Unspecified
+    } else if activity.paused && activity.started {
+        PendingActivityState::PauseRequested
+    } else if activity.paused {
+        PendingActivityState::Paused
     } else if activity.cancel_requested {
         PendingActivityState::CancelRequested
     } else if activity.started {
@@ -265,7 +269,11 @@ pub(crate) fn info(state: &pb::WorkflowExecutionState) -> ActivityExecutionInfo 
             .to_string(),
         run_id: state.run_id.clone(),
         activity_type: activity.activity_type.clone(),
-        status: api_status(state.status) as i32,
+        status: if !closed && activity.paused {
+            chronicle_proto::temporal::api::enums::v1::ActivityExecutionStatus::Paused as i32
+        } else {
+            api_status(state.status) as i32
+        },
         run_state: run_state as i32,
         task_queue: activity
             .task_queue
