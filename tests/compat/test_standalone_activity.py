@@ -425,3 +425,31 @@ async def test_async_completion_by_activity_id(client, task_queue):
                     await late
                 assert rpc.value.status == RPCStatusCode.NOT_FOUND
                 assert rpc.value.message == f"activity not found for ID: {handle.id}"
+
+
+async def test_pause_and_unpause(client, task_queue):
+    handle = await client.start_activity(
+        double, 3, id=new_activity_id(), task_queue=task_queue,
+        start_to_close_timeout=timedelta(seconds=10),
+    )
+    await handle.pause(reason="hold")
+    desc = await handle.describe()
+    assert desc.status == ActivityExecutionStatus.PAUSED
+    assert desc.run_state == PendingActivityState.PAUSED
+    async with Worker(client, task_queue=task_queue, activities=[double]):
+        await asyncio.sleep(1.5)
+        desc = await handle.describe()
+        assert desc.status == ActivityExecutionStatus.PAUSED and desc.last_started_time is None
+        with pytest.raises(RPCError) as rpc:
+            await handle.pause(reason="again")
+        assert rpc.value.status == RPCStatusCode.FAILED_PRECONDITION
+        assert rpc.value.message == "activity is in non-pausable state Paused"
+        await handle.unpause()
+        assert await asyncio.wait_for(handle.result(), TIMEOUT) == 6
+    with pytest.raises(RPCError) as rpc:
+        await handle.pause()
+    assert rpc.value.message == "activity is in non-pausable state Completed"
+    with pytest.raises(RPCError) as rpc:
+        await handle.unpause()
+    assert rpc.value.status == RPCStatusCode.FAILED_PRECONDITION
+    assert rpc.value.message == "activity is in terminal state Completed"

@@ -201,6 +201,17 @@ fn standalone_activity_disabled() -> ApiError {
 }
 
 /// Temporal's checks of an `*ActivityExecution` request's target, then the workflow execution.
+/// Pause and unpause without a workflow ID act on the standalone activity with the ID (whose
+/// record is keyed so; its run ID is the activity's). Reset and update-options of standalone
+/// activities are not built.
+fn workflow_or_standalone(workflow_id: &str, activity_id: &str) -> String {
+    if workflow_id.is_empty() && !activity_id.is_empty() {
+        chronicle_types::standalone_activity::key(activity_id)
+    } else {
+        workflow_id.to_string()
+    }
+}
+
 fn execution_target(
     workflow_id: &str,
     activity_id: &str,
@@ -242,7 +253,8 @@ pub async fn pause_execution(
     namespace_id: &str,
     r: ws::PauseActivityExecutionRequest,
 ) -> ApiResult<ws::PauseActivityExecutionResponse> {
-    let execution = execution_target(&r.workflow_id, &r.activity_id, &r.run_id, &r.identity)?;
+    let workflow_id = workflow_or_standalone(&r.workflow_id, &r.activity_id);
+    let execution = execution_target(&workflow_id, &r.activity_id, &r.run_id, &r.identity)?;
     // An empty request ID is filled in, as Temporal normalises it: two pauses without one are
     // two pauses.
     let request_id = if r.request_id.is_empty() {
@@ -267,7 +279,8 @@ pub async fn unpause_execution(
     namespace_id: &str,
     r: ws::UnpauseActivityExecutionRequest,
 ) -> ApiResult<ws::UnpauseActivityExecutionResponse> {
-    let execution = execution_target(&r.workflow_id, &r.activity_id, &r.run_id, &r.identity)?;
+    let workflow_id = workflow_or_standalone(&r.workflow_id, &r.activity_id);
+    let execution = execution_target(&workflow_id, &r.activity_id, &r.run_id, &r.identity)?;
     let request = ws::UnpauseActivityRequest {
         namespace: r.namespace,
         execution: Some(execution),

@@ -154,16 +154,10 @@ impl HistoryEngine {
             let state =
                 self.load_activity(shard, namespace_id, &request.activity_id, &request.run_id)?;
             let token = long_poll_token(&state);
-            if request.long_poll_token.is_empty() || request.long_poll_token != token {
-                if !request.long_poll_token.is_empty()
-                    && !request
-                        .long_poll_token
-                        .starts_with(format!("{}:", state.run_id).as_bytes())
-                {
-                    return Err(ApiError::invalid_argument(
-                        "long poll token does not match execution",
-                    ));
-                }
+            if !request.long_poll_token.is_empty() {
+                check_long_poll_token(&request.long_poll_token, &state)?;
+            }
+            if request.long_poll_token != token {
                 return Ok(describe(&state, &request, token));
             }
             if !self.wait_for_change(deadline, &mut changes).await {
@@ -201,6 +195,21 @@ impl HistoryEngine {
 /// A describe long poll's token: the record and how many times it changed.
 fn long_poll_token(state: &pb::WorkflowExecutionState) -> Vec<u8> {
     format!("{}:{}", state.run_id, state.state_transition_count).into_bytes()
+}
+
+/// Temporal's refusals of a token that is not one of ours, or is another record's.
+fn check_long_poll_token(token: &[u8], state: &pb::WorkflowExecutionState) -> ApiResult<()> {
+    let parsed = std::str::from_utf8(token)
+        .ok()
+        .and_then(|t| t.rsplit_once(':'))
+        .filter(|(_, count)| count.parse::<i64>().is_ok());
+    match parsed {
+        None => Err(ApiError::invalid_argument("invalid long poll token")),
+        Some((run_id, _)) if run_id != state.run_id => Err(ApiError::invalid_argument(
+            "long poll token does not match execution",
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 fn outcome(state: &pb::WorkflowExecutionState) -> Option<ActivityExecutionOutcome> {
@@ -244,6 +253,10 @@ pub(crate) fn info(state: &pb::WorkflowExecutionState) -> ActivityExecutionInfo 
     let closed = crate::read::is_closed(state);
     let run_state = if closed {
         PendingActivityState::Unspecified
+    } else if activity.paused && activity.started {
+        PendingActivityState::PauseRequested
+    } else if activity.paused {
+        PendingActivityState::Paused
     } else if activity.cancel_requested {
         PendingActivityState::CancelRequested
     } else if activity.started {
@@ -265,7 +278,11 @@ pub(crate) fn info(state: &pb::WorkflowExecutionState) -> ActivityExecutionInfo 
             .to_string(),
         run_id: state.run_id.clone(),
         activity_type: activity.activity_type.clone(),
-        status: api_status(state.status) as i32,
+        status: if !closed && activity.paused {
+            chronicle_proto::temporal::api::enums::v1::ActivityExecutionStatus::Paused as i32
+        } else {
+            api_status(state.status) as i32
+        },
         run_state: run_state as i32,
         task_queue: activity
             .task_queue

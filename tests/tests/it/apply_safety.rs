@@ -539,7 +539,8 @@ async fn replaying_the_logs_on_fresh_databases_gives_identical_state() {
 }
 
 /// Signals, a query, timers, activities (one retried), children across shards, continue-as-new,
-/// a termination, deletions, and a workflow left waiting with a pending task and a signal.
+/// a termination, deletions, a workflow left waiting with a pending task and a signal, and
+/// standalone activities (completed, canceled, terminated, deleted, delayed).
 async fn mixed_workload(url: &str) {
     use crate::child_workflows::{Doubler, FanOutParent};
     use crate::sdk_workflows::{LoopWorkflow, OrderWorkflow, RetryWorkflow, Steps};
@@ -707,4 +708,83 @@ async fn mixed_workload(url: &str) {
             .expect("delete");
         }
     }
+
+    // Standalone activities: one run by a worker to completion, one canceled before any worker
+    // took it, one terminated, one deleted, one left waiting with a start delay.
+    let activity_queue = unique("standalone");
+    let start_activity =
+        |id: &str, delay: Option<wkt::Duration>| ws::StartActivityExecutionRequest {
+            namespace: "default".into(),
+            activity_id: id.into(),
+            request_id: unique("start-activity"),
+            activity_type: Some(ActivityType {
+                name: "Standalone".into(),
+            }),
+            task_queue: Some(chronicle_proto::temporal::api::taskqueue::v1::TaskQueue {
+                name: activity_queue.clone(),
+                ..Default::default()
+            }),
+            start_to_close_timeout: secs(600, 0),
+            schedule_to_close_timeout: secs(3600, 0),
+            start_delay: delay,
+            ..Default::default()
+        };
+    let ids: Vec<String> = (0..5).map(|i| unique(&format!("standalone-{i}"))).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let delay = (i == 4).then(|| secs(3600, 0)).flatten();
+        raw.start_activity_execution(start_activity(id, delay))
+            .await
+            .expect("start standalone activity");
+    }
+    let task = raw
+        .poll_activity_task_queue(ws::PollActivityTaskQueueRequest {
+            namespace: "default".into(),
+            task_queue: Some(chronicle_proto::temporal::api::taskqueue::v1::TaskQueue {
+                name: activity_queue.clone(),
+                ..Default::default()
+            }),
+            identity: "replay-worker".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("poll standalone activity")
+        .into_inner();
+    raw.respond_activity_task_completed(ws::RespondActivityTaskCompletedRequest {
+        namespace: "default".into(),
+        task_token: task.task_token,
+        result: payloads("done"),
+        ..Default::default()
+    })
+    .await
+    .expect("complete standalone activity");
+    // (The completed one is whichever the poll got; the others act on the rest by ID.)
+    let rest: Vec<&String> = ids[..4]
+        .iter()
+        .filter(|id| **id != task.activity_id)
+        .collect();
+    raw.request_cancel_activity_execution(ws::RequestCancelActivityExecutionRequest {
+        namespace: "default".into(),
+        activity_id: rest[0].clone(),
+        request_id: unique("cancel"),
+        reason: "not needed".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("cancel standalone activity");
+    raw.terminate_activity_execution(ws::TerminateActivityExecutionRequest {
+        namespace: "default".into(),
+        activity_id: rest[1].clone(),
+        request_id: unique("terminate"),
+        reason: "stop".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("terminate standalone activity");
+    raw.delete_activity_execution(ws::DeleteActivityExecutionRequest {
+        namespace: "default".into(),
+        activity_id: rest[2].clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("delete standalone activity");
 }

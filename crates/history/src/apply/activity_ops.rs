@@ -70,6 +70,7 @@ pub fn run_operation(
     c: cmd::RunOperation,
 ) -> ApplyResult<command_result::Result> {
     let mut ms = load_run(batch, now, &c.namespace_id, &c.workflow_id, &c.run_id)?;
+    super::standalone_activity::check_operation(&ms, c.operation.as_ref())?;
     let jitter = Jitter(c.jitter_seed);
     let mut result = cmd::RunOperationResult::default();
     match c.operation {

@@ -84,6 +84,44 @@ pub fn closed_refusal(
     })
 }
 
+/// Pause and unpause of a standalone activity, with Temporal's transitions and messages (the
+/// operation itself is the workflow activity's); its other run operations are not built.
+pub fn check_operation(
+    ms: &MutableState,
+    operation: Option<&chronicle_proto::chronicle::history::v1::run_operation::Operation>,
+) -> ApplyResult<()> {
+    use chronicle_proto::chronicle::history::v1::run_operation::Operation;
+    if !is_standalone(ms) {
+        return Ok(());
+    }
+    let activity = ms.state.activities.get(&ACTIVITY_KEY);
+    let word = match activity {
+        Some(a) if a.paused => "Paused",
+        Some(a) if a.cancel_requested => "CancelRequested",
+        Some(a) if a.started => "Started",
+        Some(_) => "Scheduled",
+        None => status_word(ms.state.status),
+    };
+    let refuse = |message: String| Err(ApiError::failed_precondition(message).into());
+    match operation {
+        Some(Operation::PauseActivity(r)) => match activity {
+            Some(a) if a.paused && a.pause_request_id == r.request_id => Ok(()),
+            Some(a) if !a.paused && !a.cancel_requested => Ok(()),
+            _ => refuse(format!("activity is in non-pausable state {word}")),
+        },
+        Some(Operation::UnpauseActivity(_)) => match activity {
+            None => refuse(format!("activity is in terminal state {word}")),
+            Some(a) if a.paused => Ok(()),
+            Some(_) => refuse(format!("activity is in non-unpausable state {word}")),
+        },
+        _ => Err(ApiError::new(
+            tonic::Code::Unimplemented,
+            "Standalone activity is disabled",
+        )
+        .into()),
+    }
+}
+
 /// The API status of a record's workflow-style status (the two enums share their names).
 pub fn api_status(status: i32) -> ActivityExecutionStatus {
     match WorkflowExecutionStatus::try_from(status).unwrap_or_default() {

@@ -321,3 +321,50 @@ fn termination_closes_a_running_activity_once() {
         "already terminated with request ID t1"
     );
 }
+
+#[test]
+fn pause_withdraws_the_task_and_unpause_dispatches_it_with_temporals_refusals() {
+    let h = Harness::new();
+    start(&h, start_request("a", "r1"), "run-1").unwrap();
+    let operation = |op: cmd::run_operation::Operation| {
+        h.apply(
+            SHARD,
+            Kind::RunOperation(cmd::RunOperation {
+                namespace_id: NS.into(),
+                workflow_id: key("a"),
+                run_id: String::new(),
+                operation: Some(op),
+                jitter_seed: 0,
+            }),
+        )
+    };
+    let pause = |request_id: &str| {
+        cmd::run_operation::Operation::PauseActivity(ws::PauseActivityRequest {
+            activity: Some(ws::pause_activity_request::Activity::Id("a".into())),
+            request_id: request_id.into(),
+            ..Default::default()
+        })
+    };
+    let unpause = || {
+        cmd::run_operation::Operation::UnpauseActivity(ws::UnpauseActivityRequest {
+            activity: Some(ws::unpause_activity_request::Activity::Id("a".into())),
+            ..Default::default()
+        })
+    };
+    assert_eq!(
+        operation(unpause()).unwrap_err().message,
+        "activity is in non-unpausable state Scheduled"
+    );
+    operation(pause("p1")).unwrap();
+    assert!(
+        activity_tasks(&h).is_empty(),
+        "the waiting task is withdrawn"
+    );
+    operation(pause("p1")).unwrap();
+    assert_eq!(
+        operation(pause("p2")).unwrap_err().message,
+        "activity is in non-pausable state Paused"
+    );
+    operation(unpause()).unwrap();
+    assert_eq!(activity_tasks(&h).len(), 1, "dispatched again");
+}
