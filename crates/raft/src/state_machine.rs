@@ -141,6 +141,7 @@ impl<A: Applier> ShardStateMachine<A> {
         let mut meta = meta;
         // A snapshot newer than the state is one whose install died after the file was in place
         // and before the state was replaced (a build only ever covers applied state): finish it.
+        // This blocks while the shard loads, only ever at the first start after such a crash.
         if let Some(snapshot) = current.as_ref()
             && snapshot.last_log_id > meta.last_applied
         {
