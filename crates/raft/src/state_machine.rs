@@ -141,6 +141,7 @@ impl<A: Applier> ShardStateMachine<A> {
         let mut meta = meta;
         // A snapshot newer than the state is one whose install died after the file was in place
         // and before the state was replaced (a build only ever covers applied state): finish it.
+        // This blocks while the shard loads, only ever at the first start after such a crash.
         if let Some(snapshot) = current.as_ref()
             && snapshot.last_log_id > meta.last_applied
         {
@@ -288,27 +289,28 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
         let last_snapshot_id = self.last_snapshot_id;
         let applied = installed.clone();
         // Writing and loading a large shard blocks, so both run off the async runtime.
-        tokio::task::spawn_blocking(move || -> SmResult<()> {
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             let file = SnapshotFile::of(&tables);
             // First the received data becomes the snapshot file, durably: from then on a crash
             // is finished from it at the next open (see `open`).
             {
                 let mut current = lock_current(&current);
                 let mut data = data;
-                data.seek(SeekFrom::Start(base)).map_err(read_err)?;
-                file.write_from(&snapshot_meta, &data).map_err(write_err)?;
+                data.seek(SeekFrom::Start(base))?;
+                file.write_from(&snapshot_meta, &data)?;
                 *current = Some(snapshot_meta);
             }
             chronicle_storage::failpoint::check(
                 chronicle_storage::failpoint::names::SNAPSHOT_INSTALL_STATE,
                 tables.db().path(),
             )
-            .map_err(|e| write_err(std::io::Error::other(e)))?;
+            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
             // Then the state, with the applied record, in one write.
-            load_snapshot_file(&tables, &applied, last_snapshot_id).map_err(write_err)
+            load_snapshot_file(&tables, &applied, last_snapshot_id)
         })
         .await
-        .map_err(write_err)??;
+        .map_err(write_err)?
+        .map_err(write_err)?;
         self.meta = installed;
         // Only now may the log be purged up to the snapshot on disk.
         if let Some(last) = self.meta.last_applied {

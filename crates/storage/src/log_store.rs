@@ -374,8 +374,15 @@ where
             .last_entry()
             .map_err(StorageIOError::read_logs)?
             .map(|e| e.get_log_id().clone());
+        // By index: entries a held-back purge covers may be of a later term than its log ID
+        // (entries that conflict with the snapshot's log, purged rather than truncated).
+        let last_log_id = match (last, &last_purged) {
+            (Some(last), Some(purged)) if last.index <= purged.index => Some(purged.clone()),
+            (Some(last), _) => Some(last),
+            (None, purged) => purged.clone(),
+        };
         Ok(LogState {
-            last_log_id: std::cmp::max(last, last_purged.clone()),
+            last_log_id,
             last_purged_log_id: last_purged,
         })
     }

@@ -76,14 +76,7 @@ impl PurgeGate {
             return;
         }
         state.covered = Some(index);
-        if !state
-            .deferred
-            .as_ref()
-            .is_some_and(|(upto, _)| *upto <= index)
-        {
-            return;
-        }
-        let Some((upto, ops)) = state.deferred.take() else {
+        let Some((upto, ops)) = state.deferred.take_if(|(upto, _)| *upto <= index) else {
             return;
         };
         self.db.log_writer().submit(LogWrite {
