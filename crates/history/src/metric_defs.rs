@@ -319,6 +319,7 @@ pub(crate) fn command_namespace(
         ResetWorkflow(c) => &c.namespace_id,
         RunOperation(c) => &c.namespace_id,
         BatchJob(c) => &c.namespace_id,
+        UpdateClusterMember(_) => return CommandNamespace::System,
         CompleteWorkflowTask(c) => return token_namespace(&c.token),
         FailWorkflowTask(c) => return token_namespace(&c.token),
         RespondActivity(c) => return token_namespace(&c.token),

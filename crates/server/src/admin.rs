@@ -16,6 +16,7 @@ use chronicle_history::placement;
 use chronicle_proto::chronicle::admin::v1::{
     self as apb, admin_api_client::AdminApiClient, admin_api_server,
 };
+use chronicle_proto::chronicle::persistence::v1::{ClusterMember, MemberState};
 use chronicle_types::ApiError;
 use chronicle_types::shard::METADATA_GROUP;
 use tonic::{Request, Response, Status};
@@ -133,7 +134,45 @@ impl admin_api_server::AdminApi for AdminApiService {
             num_shards: self.engine.num_shards(),
             initialized: self.engine.is_initialized().await.map_err(Status::from)?,
             cluster_id: self.identity.cluster_id.get(),
+            dropped_groups: (0..self.engine.num_shards())
+                .chain([METADATA_GROUP])
+                .filter(|g| self.engine.dropped_replica(*g))
+                .collect(),
         }))
+    }
+
+    async fn update_member(
+        &self,
+        r: Request<apb::UpdateMemberRequest>,
+    ) -> Result<Response<apb::UpdateMemberResponse>, Status> {
+        let r = r.into_inner();
+        let member = r
+            .member
+            .ok_or_else(|| Status::invalid_argument("the member is missing"))?;
+        self.engine
+            .update_member(member, r.replaces)
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(apb::UpdateMemberResponse {}))
+    }
+
+    async fn list_members(
+        &self,
+        _: Request<apb::ListMembersRequest>,
+    ) -> Result<Response<apb::ListMembersResponse>, Status> {
+        Ok(Response::new(apb::ListMembersResponse {
+            members: self.engine.member_records().map_err(Status::from)?,
+        }))
+    }
+
+    async fn drop_replica(
+        &self,
+        r: Request<apb::DropReplicaRequest>,
+    ) -> Result<Response<apb::DropReplicaResponse>, Status> {
+        self.engine
+            .drop_replica(r.into_inner().group)
+            .map_err(Status::from)?;
+        Ok(Response::new(apb::DropReplicaResponse {}))
     }
 
     async fn set_group_members(
@@ -344,18 +383,26 @@ pub async fn init_cluster(
             .map_err(|s| anyhow::anyhow!("{}: {}", nodes[i], s.message()))?;
     }
     let ids: Vec<u64> = members.iter().map(|m| m.node_id).collect();
-    // Groups with the same voters (in the same order) are initialised in one call.
-    let mut by_voters: BTreeMap<Vec<u64>, Vec<u32>> = BTreeMap::new();
+    // Each group is initialised by the one of its voters that initialised the fewest so far
+    // (ties: the ring's order), so first leaders spread evenly whatever the random IDs; groups
+    // with the same voters and initialiser go in one call.
+    let mut initialised: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut calls: BTreeMap<(u64, Vec<u64>), Vec<u32>> = BTreeMap::new();
     for group in (0..num_shards).chain([METADATA_GROUP]) {
-        by_voters
-            .entry(placement::desired_voters(&ids, group))
-            .or_default()
-            .push(group);
+        let voters = placement::desired_voters(&ids, group);
+        let first = *voters
+            .iter()
+            .min_by_key(|id| initialised.get(id).copied().unwrap_or(0))
+            .context("the placement gave a group no voter")?;
+        *initialised.entry(first).or_default() += 1;
+        let mut sorted = voters.clone();
+        sorted.sort_unstable();
+        calls.entry((first, sorted)).or_default().push(group);
     }
-    for (voters, groups) in by_voters {
+    for ((first, voters), groups) in calls {
         let first = ids
             .iter()
-            .position(|id| *id == voters[0])
+            .position(|id| *id == first)
             .context("the placement chose a node that is not a member")?;
         let voter_members: Vec<apb::Member> = members
             .iter()
@@ -380,6 +427,19 @@ pub async fn init_cluster(
             .partition(|m| metadata_voters.contains(&m.node_id));
         set_group_members(nodes, METADATA_GROUP, voters, learners).await?;
     }
+    // The member list the placement driver works from.
+    for m in &members {
+        crate::placement_driver::update_member(
+            nodes,
+            ClusterMember {
+                node_id: m.node_id,
+                raft_addr: m.raft_addr.clone(),
+                state: MemberState::Active as i32,
+            },
+            0,
+        )
+        .await?;
+    }
     Ok((cluster_id, members))
 }
 
@@ -402,6 +462,10 @@ pub async fn set_group_members(
                 voters: voters.clone(),
                 learners: learners.clone(),
             };
+            // A new replica that cannot catch up (its node is down) must not hold the caller
+            // forever: the call is given up and tried again later.
+            let mut request = tonic::Request::new(request);
+            request.set_timeout(Duration::from_secs(60));
             match AdminApiClient::new(channel)
                 .set_group_members(request)
                 .await
@@ -419,7 +483,7 @@ pub async fn set_group_members(
 }
 
 /// Nodes may still be starting: ask again for a while.
-async fn describe_with_retry(
+pub(crate) async fn describe_with_retry(
     client: &mut AdminApiClient<tonic::transport::Channel>,
     addr: &str,
 ) -> anyhow::Result<apb::NodeInfo> {
@@ -606,6 +670,24 @@ pub async fn replace_node(
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+    }
+    // The member list (clusters founded before it was kept have none): the new node counts,
+    // the old one is draining, and the placement driver records it drained.
+    if !crate::placement_driver::list_members(nodes)
+        .await
+        .unwrap_or_default()
+        .is_empty()
+    {
+        crate::placement_driver::update_member(
+            nodes,
+            ClusterMember {
+                node_id: new.node_id,
+                raft_addr: new.raft_addr.clone(),
+                state: MemberState::Active as i32,
+            },
+            remove,
+        )
+        .await?;
     }
     Ok(changed)
 }

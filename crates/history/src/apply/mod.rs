@@ -9,6 +9,7 @@ mod activity_ops_tests;
 pub mod child;
 #[cfg(test)]
 mod child_tests;
+pub mod cluster_members;
 pub(crate) mod delete;
 mod eager_start;
 mod external;
@@ -248,6 +249,7 @@ fn apply_command(
         shard_command::Kind::DeleteNamespace(c) => namespace::delete(batch, c),
         shard_command::Kind::RunOperation(c) => activity_ops::run_operation(batch, now, c),
         shard_command::Kind::BatchJob(c) => crate::batch::apply::command(batch, now, c),
+        shard_command::Kind::UpdateClusterMember(c) => cluster_members::update(batch, c),
     }
 }
 
