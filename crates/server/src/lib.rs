@@ -6,6 +6,7 @@
 pub mod admin;
 mod admission;
 pub mod cli;
+mod cluster_init;
 pub mod config_file;
 pub mod describe;
 pub mod local_cluster;
