@@ -18,7 +18,7 @@ from temporalio.client import Client
 
 import invariants
 import workflows as wf
-from conftest import IS_CHRONICLE, SERVER_KIND, SplitServer, chronicle_bin, new_id
+from conftest import IS_CHRONICLE, SERVER_KIND, SplitServer, chronicle_bin, free_port, new_id
 from test_durability import SupervisedWorker
 
 WORKFLOWS = int(os.environ.get("COMPAT_PLACEMENT_WORKFLOWS", "16"))
@@ -93,8 +93,7 @@ async def test_four_history_nodes_hold_three_replicas_of_each_shard(tmp_path):
             assert all(not g["learners"] for g in holders.values()), shard
             for n in holders:
                 hosting[n] += 1
-        # 4 shards x 3 replicas over 4 nodes: no node holds every shard, none holds none... is
-        # what an even ring gives; what must hold is that some node lacks some shard.
+        # 12 replicas over 4 nodes: some node lacks some shard (and answers for it with a hint).
         assert min(hosting.values()) < SplitServer.NUM_SHARDS, hosting
         meta = groups["meta"]
         assert len(meta) == 4, "every node holds the metadata group"
@@ -110,4 +109,145 @@ async def test_four_history_nodes_hold_three_replicas_of_each_shard(tmp_path):
         await invariants.check_histories(client, run_ids)
         invariants.check_replicas_agree(cluster)
     finally:
+        cluster.kill()
+
+
+def cluster_nodes(cluster: SplitServer) -> str:
+    return ",".join(n.fields["internal"] for n in cluster.histories)
+
+
+async def steady_load(client: Client, worker_client: Client, stop: asyncio.Event) -> dict:
+    """Starts a few workflows a second until `stop`, then waits for every result."""
+    effects = os.path.join(os.environ.get("TMPDIR", "/tmp"), new_id("effects"))
+    os.makedirs(effects)
+    task_queue = new_id("tq-steady")
+    worker = SupervisedWorker(worker_client, task_queue)
+    handles, inputs = [], {}
+    try:
+        while not stop.is_set():
+            wid = new_id("steady")
+            inputs[wid] = wf.DurableInput(directory=effects, amount=len(inputs) + 1, timer_ms=500)
+            handles.append(await client.start_workflow(
+                wf.DurableWorkflow.run, inputs[wid], id=wid, task_queue=task_queue,
+                task_timeout=timedelta(seconds=3)))
+            await asyncio.sleep(0.25)
+        results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 120)
+    finally:
+        await worker.close()
+    for h, r in zip(handles, results):
+        assert r == wf.durable_expected(inputs[h.id].amount), h.id
+    return {h.id: h.result_run_id for h in handles}
+
+
+def check_three_replicas(report: dict, allowed: set) -> dict:
+    """Every shard has exactly three voters, on distinct nodes among `allowed`; returns how many
+    shards each node holds."""
+    groups = replicas_by_group(report)
+    hosting: dict = {}
+    for shard in range(SplitServer.NUM_SHARDS):
+        holders = groups.get(str(shard), {})
+        assert len(holders) == 3 and set(holders) <= allowed, (shard, holders.keys(), allowed)
+        for g in holders.values():
+            assert set(g["voters"]) == set(holders) and not g["learners"], (shard, g)
+        for n in holders:
+            hosting[n] = hosting.get(n, 0) + 1
+    return hosting
+
+
+async def test_draining_a_node_under_load_moves_its_replicas_and_loses_nothing(tmp_path):
+    cluster = SplitServer(str(tmp_path / "cluster"), history_count=4)
+    os.makedirs(cluster.log_dir)
+    await asyncio.to_thread(cluster.start)
+    try:
+        report = describe_json(cluster)
+        ids = [n["node_id"] for n in report["nodes"]]
+        assert [m["state"] for m in report["members"]] == ["active"] * 4, report["members"]
+        victim = ids[1]
+        client = await Client.connect(cluster.frontends[0])
+        worker_client = await Client.connect(cluster.frontends[-1])
+        stop = asyncio.Event()
+        load = asyncio.create_task(steady_load(client, worker_client, stop))
+        await asyncio.sleep(1.5)
+        drain = await asyncio.to_thread(
+            subprocess.run, [chronicle_bin(), "cluster", "drain", "--nodes", cluster_nodes(cluster),
+                             str(victim), "--wait-secs", "150"], capture_output=True, timeout=170)
+        assert drain.returncode == 0, drain
+        assert b"is drained" in drain.stdout, drain
+        await asyncio.sleep(1.5)
+        stop.set()
+        run_ids = await load
+        assert len(run_ids) >= 5, len(run_ids)
+
+        report = describe_json(cluster)
+        states = {m["node_id"]: m["state"] for m in report["members"]}
+        assert states[victim] == "drained" and sum(s == "active" for s in states.values()) == 3, states
+        drained = next(n for n in report["nodes"] if n["node_id"] == victim)
+        assert drained.get("groups") == [], f"the drained node still holds {drained.get('groups')}"
+        check_three_replicas(report, set(ids) - {victim})
+        meta = replicas_by_group(report)["meta"]
+        assert victim not in meta and len(meta) == 3, meta.keys()
+
+        # Three active nodes are the least: another drain is refused, and says why.
+        again = subprocess.run([chronicle_bin(), "cluster", "drain", "--nodes", cluster_nodes(cluster),
+                                str(ids[0])], capture_output=True, timeout=60)
+        assert again.returncode != 0 and b"would leave 2 active history nodes" in again.stderr, again
+
+        await invariants.check_histories(client, run_ids)
+        invariants.check_replicas_agree(cluster)
+    finally:
+        cluster.kill()
+
+
+async def test_adding_a_node_to_three_moves_some_replicas_to_it(tmp_path):
+    cluster = SplitServer(str(tmp_path / "cluster"), history_count=3)
+    os.makedirs(cluster.log_dir)
+    await asyncio.to_thread(cluster.start)
+    extra = None
+    try:
+        matching = next(n for n in cluster.nodes if n.name.startswith("matching"))
+        addr = f"127.0.0.1:{free_port()}"
+        log = open(os.path.join(cluster.log_dir, "history-extra.log"), "wb")
+        extra = subprocess.Popen(
+            [chronicle_bin(), "server", "start", "--role", "history", "--replicated",
+             "--num-shards", str(SplitServer.NUM_SHARDS), "--internal-addr", addr,
+             "--data-dir", str(tmp_path / "extra"), "--matching-addr", matching.fields["internal"]],
+            stdout=log, stderr=log)
+        added = subprocess.run([chronicle_bin(), "cluster", "add-node", "--nodes", cluster_nodes(cluster),
+                                "--add", addr], capture_output=True, timeout=90)
+        assert added.returncode == 0, added
+        nodes = cluster_nodes(cluster) + "," + addr
+
+        def describe_all() -> dict:
+            out = subprocess.run([chronicle_bin(), "cluster", "describe", "--json", "--nodes", nodes],
+                                 capture_output=True, timeout=60)
+            return json.loads(out.stdout)
+
+        deadline = asyncio.get_running_loop().time() + 120
+        while True:
+            report = await asyncio.to_thread(describe_all)
+            new_id_ = next(n["node_id"] for n in report["nodes"] if n["address"] == addr)
+            try:
+                hosting = check_three_replicas(report, {n["node_id"] for n in report["nodes"]})
+                meta = replicas_by_group(report)["meta"]
+                if hosting.get(new_id_, 0) > 0 and new_id_ in meta and all(
+                        len(holders) == 3 for holders in [h for g, h in replicas_by_group(report).items()
+                                                          if g != "meta"]):
+                    break
+            except AssertionError:
+                pass
+            assert asyncio.get_running_loop().time() < deadline, json.dumps(report)[:3000]
+            await asyncio.sleep(1)
+        # Replicas moved: the new node holds some, the total stays three per shard, so the three
+        # founders gave up as many as it took.
+        assert hosting[new_id_] > 0 and sum(hosting.values()) == 3 * SplitServer.NUM_SHARDS, hosting
+        assert len(hosting) == 4, hosting
+        assert {m["node_id"]: m["state"] for m in report["members"]}[new_id_] == "active"
+
+        client = await Client.connect(cluster.frontends[0])
+        worker_client = await Client.connect(cluster.frontends[-1])
+        run_ids = await run_workflows(client, worker_client, WORKFLOWS)
+        await invariants.check_histories(client, run_ids)
+    finally:
+        if extra is not None:
+            extra.kill()
         cluster.kill()

@@ -129,6 +129,8 @@ pub struct HistoryEngine {
     pub(crate) router: std::sync::OnceLock<Arc<dyn chronicle_cluster::HistoryService>>,
     /// Each group's leader at the last scrape, to count leader changes (`group_status.rs`).
     pub(crate) last_seen_leaders: std::sync::Mutex<Vec<Option<u64>>>,
+    /// Groups whose replica moved away from this node while it ran (`placement.rs`).
+    pub(crate) dropped: std::sync::Mutex<std::collections::BTreeSet<ShardId>>,
 }
 
 impl HistoryEngine {
@@ -148,6 +150,24 @@ impl HistoryEngine {
             namespace_names: Some(namespace_names.clone()),
         });
         let (shutdown, _) = watch::channel(false);
+        // Replicas moved to other nodes while this node ran: their data goes before they open.
+        let dropped = db.dropped_groups().map_err(|e| RaftError::Start {
+            group: METADATA_GROUP,
+            reason: format!("reading the dropped groups: {e}"),
+        })?;
+        for group in &dropped {
+            db.wipe_group(*group).map_err(|e| RaftError::Start {
+                group: *group,
+                reason: format!("deleting the data of a replica moved away: {e}"),
+            })?;
+            tracing::info!(group, "deleted the data of a replica moved to other nodes");
+        }
+        if !dropped.is_empty() {
+            db.set_dropped_groups(&[]).map_err(|e| RaftError::Start {
+                group: METADATA_GROUP,
+                reason: e.to_string(),
+            })?;
+        }
         let mut shards = Vec::new();
         for id in 0..config.num_shards {
             // Visibility indexes for runs applied before they existed, before the group applies.
@@ -212,6 +232,7 @@ impl HistoryEngine {
             shutdown,
             router: std::sync::OnceLock::new(),
             last_seen_leaders: Default::default(),
+            dropped: Default::default(),
         });
         // A single voter elects itself within its election timeout; wait for that (and for the
         // group to be ready) so that start-dev answers its first requests. A replicated group's
@@ -729,6 +750,7 @@ fn command_label(kind: &shard_command::Kind) -> &'static str {
         CancelActivityExecution(_) => "cancel_activity_execution",
         TerminateActivityExecution(_) => "terminate_activity_execution",
         DeleteActivityExecution(_) => "delete_activity_execution",
+        UpdateClusterMember(_) => "update_cluster_member",
     }
 }
 

@@ -31,8 +31,9 @@ impl HistoryEngine {
         self.shards
             .iter()
             .chain(std::iter::once(&self.metadata))
-            // Groups placed on other nodes have no replica here (before init: all groups).
-            .filter(|shard| self.hosts(shard) || !self.hosts(&self.metadata))
+            // Groups placed on other nodes (or moved away) have no replica here; before
+            // `cluster init` a node holds none.
+            .filter(|shard| self.hosts(shard))
             .map(|shard| {
                 let metrics = shard.raft.metrics().borrow().clone();
                 let membership = metrics.membership_config.membership();

@@ -348,6 +348,7 @@ pub(crate) fn command_namespace(
         CancelActivityExecution(c) => &c.namespace_id,
         TerminateActivityExecution(c) => &c.namespace_id,
         DeleteActivityExecution(c) => &c.namespace_id,
+        UpdateClusterMember(_) => return CommandNamespace::System,
         CompleteWorkflowTask(c) => return token_namespace(&c.token),
         FailWorkflowTask(c) => return token_namespace(&c.token),
         RespondActivity(c) => return token_namespace(&c.token),

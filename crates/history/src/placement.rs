@@ -15,6 +15,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 
+use chronicle_proto::chronicle::history::v1::{self as cmd, shard_command};
+use chronicle_proto::chronicle::persistence::v1::ClusterMember;
 use chronicle_types::shard::{METADATA_GROUP, ShardId};
 use chronicle_types::{ApiError, ApiResult};
 use hashring::HashRing;
@@ -110,6 +112,9 @@ pub fn desired_voters(members: &[u64], group: ShardId) -> Vec<u64> {
 impl HistoryEngine {
     /// Whether this node holds a replica of `shard` (votes in it or learns it).
     pub(crate) fn hosts(&self, shard: &Shard) -> bool {
+        if lock(&self.dropped).contains(&shard.id) {
+            return false;
+        }
         shard
             .raft
             .metrics()
@@ -233,6 +238,84 @@ impl HistoryEngine {
             changed: true,
         })
     }
+}
+
+impl HistoryEngine {
+    /// This node's replica of `group` was moved to other nodes (the group's committed
+    /// membership no longer has it; the placement driver says so): it stops taking Raft
+    /// messages for it (peers see NoSuchGroup), no longer reports or serves it, and its data
+    /// is deleted at the next start. Refused on the group's leader.
+    pub fn drop_replica(&self, group: ShardId) -> ApiResult<()> {
+        let shard = self.shard_by_id(group)?;
+        // The Raft state, not `is_leader`: a leader that left the voters steps down to learner
+        // but may still name itself the leader.
+        let state = shard.raft.metrics().borrow().state;
+        if state == openraft::ServerState::Leader {
+            return Err(ApiError::failed_precondition(format!(
+                "node {} leads group {group}: it is still a member",
+                self.config.node_id
+            )));
+        }
+        let Some(replication) = &self.config.replication else {
+            return Err(ApiError::failed_precondition(
+                "a single-voter node holds every group",
+            ));
+        };
+        let mut dropped = lock(&self.dropped);
+        if dropped.insert(group) {
+            replication.registry.remove(group);
+            let db = shard.tables.db();
+            let mut stored = db
+                .dropped_groups()
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            if !stored.contains(&group) {
+                stored.push(group);
+            }
+            db.set_dropped_groups(&stored)
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            tracing::info!(group, "replica moved to other nodes: dropped");
+        }
+        Ok(())
+    }
+
+    /// Whether this node dropped `group` and must restart before it can hold it again (its
+    /// Raft instance still has the old state in memory).
+    pub fn dropped_replica(&self, group: ShardId) -> bool {
+        lock(&self.dropped).contains(&group)
+    }
+
+    /// The cluster's members as recorded in this node's metadata replica (empty for a cluster
+    /// founded before members were recorded).
+    pub fn member_records(&self) -> ApiResult<Vec<ClusterMember>> {
+        Ok(self
+            .metadata
+            .tables
+            .cluster_members()
+            .map_err(|e| ApiError::unavailable(e.to_string()))?
+            .members)
+    }
+
+    /// Registers, drains or marks drained a member, through the metadata group's leader
+    /// (NotLeader elsewhere).
+    pub async fn update_member(&self, member: ClusterMember, replaces: u64) -> ApiResult<()> {
+        let kind = shard_command::Kind::UpdateClusterMember(cmd::UpdateClusterMember {
+            member: Some(member),
+            replaces,
+        });
+        self.propose(&self.metadata, kind).await?;
+        Ok(())
+    }
+
+    /// Whether this node leads the metadata group (and so runs the placement driver).
+    pub fn leads_metadata(&self) -> bool {
+        self.is_leader(&self.metadata)
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What [`HistoryEngine::set_members`] left the group with.

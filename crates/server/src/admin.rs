@@ -12,13 +12,15 @@ use std::time::Duration;
 use anyhow::Context;
 use chronicle_history::HistoryEngine;
 use chronicle_history::membership::MemberChange;
-use chronicle_history::placement;
 use chronicle_proto::chronicle::admin::v1::{
     self as apb, admin_api_client::AdminApiClient, admin_api_server,
 };
+use chronicle_proto::chronicle::persistence::v1::{ClusterMember, MemberState};
 use chronicle_types::ApiError;
 use chronicle_types::shard::METADATA_GROUP;
 use tonic::{Request, Response, Status};
+
+pub use crate::cluster_init::{init_cluster, set_group_members};
 
 /// The `AdminApi` of a history node.
 pub struct AdminApiService {
@@ -133,7 +135,45 @@ impl admin_api_server::AdminApi for AdminApiService {
             num_shards: self.engine.num_shards(),
             initialized: self.engine.is_initialized().await.map_err(Status::from)?,
             cluster_id: self.identity.cluster_id.get(),
+            dropped_groups: (0..self.engine.num_shards())
+                .chain([METADATA_GROUP])
+                .filter(|g| self.engine.dropped_replica(*g))
+                .collect(),
         }))
+    }
+
+    async fn update_member(
+        &self,
+        r: Request<apb::UpdateMemberRequest>,
+    ) -> Result<Response<apb::UpdateMemberResponse>, Status> {
+        let r = r.into_inner();
+        let member = r
+            .member
+            .ok_or_else(|| Status::invalid_argument("the member is missing"))?;
+        self.engine
+            .update_member(member, r.replaces)
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(apb::UpdateMemberResponse {}))
+    }
+
+    async fn list_members(
+        &self,
+        _: Request<apb::ListMembersRequest>,
+    ) -> Result<Response<apb::ListMembersResponse>, Status> {
+        Ok(Response::new(apb::ListMembersResponse {
+            members: self.engine.member_records().map_err(Status::from)?,
+        }))
+    }
+
+    async fn drop_replica(
+        &self,
+        r: Request<apb::DropReplicaRequest>,
+    ) -> Result<Response<apb::DropReplicaResponse>, Status> {
+        self.engine
+            .drop_replica(r.into_inner().group)
+            .map_err(Status::from)?;
+        Ok(Response::new(apb::DropReplicaResponse {}))
     }
 
     async fn set_group_members(
@@ -284,152 +324,8 @@ impl admin_api_server::AdminApi for AdminApiService {
     }
 }
 
-/// Asks every node at `nodes` (internal addresses) who it is, checks they are fresh and agree on
-/// the shard count, mints the cluster's ID and has every node join it, then has each group
-/// initialised by exactly one node with the voters the placement gives it
-/// ([`chronicle_history::placement`]: three distinct nodes per shard, three or five for the
-/// metadata group), by the first of them, its preferred leader: the initialising node
-/// campaigns at once and so first leads the group, and leadership starts spread (cluster.md
-/// §2.3). Every other node then joins the metadata group as a learner, so each node holds the
-/// member list the placement is computed from. Returns the cluster ID and the members.
-pub async fn init_cluster(
-    nodes: &[String],
-    num_shards: u32,
-) -> anyhow::Result<(String, Vec<apb::Member>)> {
-    anyhow::ensure!(!nodes.is_empty(), "no nodes given");
-    let cluster_id = uuid::Uuid::new_v4().to_string();
-    let mut clients = Vec::new();
-    let mut members = Vec::new();
-    for addr in nodes {
-        let channel = chronicle_cluster::grpc::lazy_channel(addr).map_err(anyhow::Error::msg)?;
-        let mut client = AdminApiClient::new(channel);
-        let info = describe_with_retry(&mut client, addr).await?;
-        anyhow::ensure!(
-            !info.initialized,
-            "{addr} (node {}) already belongs to a cluster: a cluster is initialised once",
-            info.node_id
-        );
-        anyhow::ensure!(
-            info.cluster_id.is_empty(),
-            "{addr} (node {}) already joined cluster {}: give it a fresh data directory",
-            info.node_id,
-            info.cluster_id
-        );
-        anyhow::ensure!(
-            info.num_shards == num_shards,
-            "{addr} has {} shards, not {num_shards} (start it with --num-shards {num_shards} \
-             and a fresh data directory)",
-            info.num_shards
-        );
-        anyhow::ensure!(
-            !members
-                .iter()
-                .any(|m: &apb::Member| m.node_id == info.node_id),
-            "{addr} is node {} again: each node needs its own data directory",
-            info.node_id
-        );
-        members.push(apb::Member {
-            node_id: info.node_id,
-            raft_addr: info.raft_addr,
-        });
-        clients.push(client);
-    }
-    // Every node joins before any group starts, so the first votes are not refused.
-    for (i, client) in clients.iter_mut().enumerate() {
-        client
-            .join_cluster(apb::JoinClusterRequest {
-                cluster_id: cluster_id.clone(),
-            })
-            .await
-            .map_err(|s| anyhow::anyhow!("{}: {}", nodes[i], s.message()))?;
-    }
-    let ids: Vec<u64> = members.iter().map(|m| m.node_id).collect();
-    // Groups with the same voters (in the same order) are initialised in one call. The
-    // initialising node of each group (its first leader) is the voter that leads the fewest
-    // groups so far, ring order breaking ties: the ring's first choices alone can leave a node
-    // leading nothing when there are few shards.
-    let mut by_voters: BTreeMap<Vec<u64>, Vec<u32>> = BTreeMap::new();
-    let mut leads: BTreeMap<u64, usize> = BTreeMap::new();
-    for group in (0..num_shards).chain([METADATA_GROUP]) {
-        let mut voters = placement::desired_voters(&ids, group);
-        if let Some(pos) =
-            (0..voters.len()).min_by_key(|i| (leads.get(&voters[*i]).copied().unwrap_or(0), *i))
-        {
-            voters[..=pos].rotate_right(1);
-        }
-        if let Some(first) = voters.first() {
-            *leads.entry(*first).or_default() += 1;
-        }
-        by_voters.entry(voters).or_default().push(group);
-    }
-    for (voters, groups) in by_voters {
-        let first = ids
-            .iter()
-            .position(|id| *id == voters[0])
-            .context("the placement chose a node that is not a member")?;
-        let voter_members: Vec<apb::Member> = members
-            .iter()
-            .filter(|m| voters.contains(&m.node_id))
-            .cloned()
-            .collect();
-        clients[first]
-            .initialize_cluster(apb::InitializeClusterRequest {
-                num_shards,
-                members: voter_members,
-                groups,
-                cluster_id: cluster_id.clone(),
-            })
-            .await
-            .map_err(|s| anyhow::anyhow!("{}: {}", nodes[first], s.message()))?;
-    }
-    let metadata_voters = placement::desired_voters(&ids, METADATA_GROUP);
-    if metadata_voters.len() < members.len() {
-        let (voters, learners): (Vec<apb::Member>, Vec<apb::Member>) = members
-            .iter()
-            .cloned()
-            .partition(|m| metadata_voters.contains(&m.node_id));
-        set_group_members(nodes, METADATA_GROUP, voters, learners).await?;
-    }
-    Ok((cluster_id, members))
-}
-
-/// Asks the nodes at `nodes` in turn until the leader of `group` has set its members (a group
-/// just initialised may still be electing). Returns the answer.
-pub async fn set_group_members(
-    nodes: &[String],
-    group: u32,
-    voters: Vec<apb::Member>,
-    learners: Vec<apb::Member>,
-) -> anyhow::Result<apb::SetGroupMembersResponse> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let mut last_error = String::from("no node answered");
-        for addr in nodes {
-            let channel =
-                chronicle_cluster::grpc::lazy_channel(addr).map_err(anyhow::Error::msg)?;
-            let request = apb::SetGroupMembersRequest {
-                group,
-                voters: voters.clone(),
-                learners: learners.clone(),
-            };
-            match AdminApiClient::new(channel)
-                .set_group_members(request)
-                .await
-            {
-                Ok(answer) => return Ok(answer.into_inner()),
-                Err(status) => last_error = format!("{addr}: {}", status.message()),
-            }
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "group {group}: no leader set its members within 120 s ({last_error})"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
 /// Nodes may still be starting: ask again for a while.
-async fn describe_with_retry(
+pub(crate) async fn describe_with_retry(
     client: &mut AdminApiClient<tonic::transport::Channel>,
     addr: &str,
 ) -> anyhow::Result<apb::NodeInfo> {
@@ -616,6 +512,24 @@ pub async fn replace_node(
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+    }
+    // The member list (clusters founded before it was kept have none): the new node counts,
+    // the old one is draining, and the placement driver records it drained.
+    if !crate::placement_driver::list_members(nodes)
+        .await
+        .unwrap_or_default()
+        .is_empty()
+    {
+        crate::placement_driver::update_member(
+            nodes,
+            ClusterMember {
+                node_id: new.node_id,
+                raft_addr: new.raft_addr.clone(),
+                state: MemberState::Active as i32,
+            },
+            remove,
+        )
+        .await?;
     }
     Ok(changed)
 }

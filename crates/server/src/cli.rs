@@ -29,9 +29,19 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
-    /// Found a replicated history cluster, once: every node started with `--replicated` and a
-    /// fresh data directory becomes a voter of every shard group and of the metadata group.
+    /// Found a replicated history cluster, once, from nodes started with `--replicated` and a
+    /// fresh data directory: each shard gets three voters on distinct nodes (placed by a
+    /// consistent-hash ring), the metadata group three (five from five nodes) and every other
+    /// node as a learner.
     Init(ClusterInit),
+    /// Add a history node (started with a fresh data directory, --replicated and the cluster's
+    /// --num-shards) to the cluster: it is registered and the placement driver moves to it the
+    /// replicas the ring gives it.
+    AddNode(ClusterAddNode),
+    /// Drain a history node: the placement driver moves all its replicas to the other active
+    /// nodes, then the node leaves the cluster (stop it afterwards). Refused when fewer than
+    /// three active nodes would remain. Waits until the node is drained.
+    Drain(ClusterDrain),
     /// Show the history nodes and, per shard, its leader, term, members, each replica's applied
     /// index and each follower's lag.
     Describe(ClusterDescribe),
@@ -57,6 +67,42 @@ pub struct ClusterReplaceNode {
     /// Internal address of the new node.
     #[arg(long)]
     pub add: String,
+    #[command(flatten)]
+    pub internode: InternodeTlsArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterAddNode {
+    /// Internal addresses of the cluster's history nodes.
+    #[arg(
+        long,
+        env = "CHRONICLE_CLUSTER_NODES",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub nodes: Vec<String>,
+    /// Internal address of the new node.
+    #[arg(long)]
+    pub add: String,
+    #[command(flatten)]
+    pub internode: InternodeTlsArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterDrain {
+    /// Internal addresses of the cluster's history nodes.
+    #[arg(
+        long,
+        env = "CHRONICLE_CLUSTER_NODES",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub nodes: Vec<String>,
+    /// ID of the node to drain (`chronicle cluster describe` lists them).
+    pub node: u64,
+    /// Give up waiting after this many seconds (the drain goes on; 0: do not wait).
+    #[arg(long, default_value_t = 600)]
+    pub wait_secs: u64,
     #[command(flatten)]
     pub internode: InternodeTlsArgs,
 }

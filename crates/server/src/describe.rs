@@ -6,7 +6,26 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use chronicle_proto::chronicle::admin::v1::{self as apb, admin_api_client::AdminApiClient};
+use chronicle_proto::chronicle::persistence::v1::{ClusterMember, MemberState};
 use chronicle_types::shard::METADATA_GROUP;
+
+fn member_state(m: &ClusterMember) -> &'static str {
+    match MemberState::try_from(m.state).unwrap_or_default() {
+        MemberState::Active => "active",
+        MemberState::Draining => "draining",
+        MemberState::Drained => "drained",
+        MemberState::Unspecified => "unknown",
+    }
+}
+
+/// The member list of the first node that gave one (the metadata replicas agree but for lag).
+fn members(reports: &[NodeReport]) -> &[ClusterMember] {
+    reports
+        .iter()
+        .map(|r| r.members.as_slice())
+        .find(|m| !m.is_empty())
+        .unwrap_or(&[])
+}
 
 /// One node's answers, or why it gave none.
 pub struct NodeReport {
@@ -14,6 +33,8 @@ pub struct NodeReport {
     pub info: Result<(apb::NodeInfo, apb::DescribeGroupsResponse), String>,
     /// With `--digests`: each group's state digest on this node.
     pub digests: Option<Result<apb::DigestGroupsResponse, String>>,
+    /// The member list as this node's metadata replica records it.
+    pub members: Vec<ClusterMember>,
 }
 
 /// Asks each node (internal addresses); an unreachable node is reported, not fatal: describe
@@ -38,7 +59,13 @@ pub async fn describe_cluster(nodes: &[String], digests: bool) -> Vec<NodeReport
                     .describe_groups(apb::DescribeGroupsRequest {})
                     .await?
                     .into_inner();
-                Ok::<_, tonic::Status>((info, groups))
+                // An older node without the call lists no members.
+                let members = client
+                    .list_members(apb::ListMembersRequest {})
+                    .await
+                    .map(|m| m.into_inner().members)
+                    .unwrap_or_default();
+                Ok::<_, tonic::Status>((info, groups, members))
             };
             match tokio::time::timeout(std::time::Duration::from_secs(5), call).await {
                 Ok(Ok(answer)) => Ok(answer),
@@ -47,10 +74,15 @@ pub async fn describe_cluster(nodes: &[String], digests: bool) -> Vec<NodeReport
             }
         }
         .await;
+        let (info, members) = match info {
+            Ok((info, groups, members)) => (Ok((info, groups)), members),
+            Err(e) => (Err(e), Vec::new()),
+        };
         reports.push(NodeReport {
             addr: addr.clone(),
             info,
             digests: digest,
+            members,
         });
     }
     reports
@@ -179,6 +211,24 @@ pub fn render_text(reports: &[NodeReport]) -> String {
             }
         }
     }
+    let members = members(reports);
+    if !members.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "MEMBER NODE ID               ADDRESS                 STATE"
+        );
+        for m in members {
+            let _ = writeln!(
+                out,
+                "{:<6} {:<21} {:<23} {}",
+                name(m.node_id),
+                m.node_id,
+                m.raft_addr,
+                member_state(m)
+            );
+        }
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -271,7 +321,17 @@ pub fn render_json(reports: &[NodeReport]) -> serde_json::Value {
             node
         })
         .collect();
-    serde_json::json!({ "nodes": nodes })
+    let members: Vec<serde_json::Value> = members(reports)
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "node_id": m.node_id,
+                "address": m.raft_addr,
+                "state": member_state(m),
+            })
+        })
+        .collect();
+    serde_json::json!({ "nodes": nodes, "members": members })
 }
 
 /// The `digests` member of a node's JSON: per group, its applied index and digest.

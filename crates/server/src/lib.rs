@@ -6,10 +6,12 @@
 pub mod admin;
 mod admission;
 pub mod cli;
+mod cluster_init;
 pub mod config_file;
 pub mod describe;
 pub mod local_cluster;
 pub mod observability;
+pub mod placement_driver;
 mod roles;
 
 pub use roles::{Admission, NodeConfig, NodeListeners, Roles, run_node};

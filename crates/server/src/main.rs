@@ -2,9 +2,9 @@ use std::net::ToSocketAddrs;
 
 use anyhow::Context;
 use chronicle_server::cli::{
-    Cli, ClusterCommand, ClusterDescribe, ClusterInit, ClusterReplaceNode, Command, ServerCommand,
-    Start, StartDev, StartLocalCluster, default_data_dir, parse_dynamic_config,
-    parse_search_attribute,
+    Cli, ClusterAddNode, ClusterCommand, ClusterDescribe, ClusterDrain, ClusterInit,
+    ClusterReplaceNode, Command, ServerCommand, Start, StartDev, StartLocalCluster,
+    default_data_dir, parse_dynamic_config, parse_search_attribute,
 };
 use chronicle_server::config_file::{self, ConfigFile};
 use chronicle_server::local_cluster::{LocalClusterOptions, run_local_cluster};
@@ -37,6 +37,54 @@ fn main() -> anyhow::Result<()> {
         Command::Cluster(ClusterCommand::Init(args)) => cluster_init(args),
         Command::Cluster(ClusterCommand::Describe(args)) => cluster_describe(args),
         Command::Cluster(ClusterCommand::ReplaceNode(args)) => cluster_replace_node(args),
+        Command::Cluster(ClusterCommand::AddNode(args)) => cluster_add_node(args),
+        Command::Cluster(ClusterCommand::Drain(args)) => cluster_drain(args),
+    }
+}
+
+fn cluster_add_node(args: ClusterAddNode) -> anyhow::Result<()> {
+    init_logging("warn", "text");
+    internode_tls(&args.internode);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(chronicle_server::placement_driver::add_node(
+        &args.nodes,
+        &args.add,
+    )) {
+        Ok(id) => {
+            println!(
+                "node {id} at {} added: the placement driver moves its replicas to it \
+                 (`chronicle cluster describe` shows them)",
+                args.add
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("chronicle: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn cluster_drain(args: ClusterDrain) -> anyhow::Result<()> {
+    init_logging("warn", "text");
+    internode_tls(&args.internode);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let wait = (args.wait_secs > 0).then(|| std::time::Duration::from_secs(args.wait_secs));
+    match runtime.block_on(chronicle_server::placement_driver::drain(
+        &args.nodes,
+        args.node,
+        wait,
+        |line| println!("{line}"),
+    )) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            eprintln!("chronicle: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 

@@ -392,6 +392,8 @@ pub async fn run_node(
             routed_local = Some(router);
             let identity =
                 crate::admin::NodeIdentity::load(db.clone(), cluster_id.clone(), &engine).await?;
+            // Acts only while this node leads the metadata group.
+            crate::placement_driver::spawn(&engine);
             raft_services = Some((
                 TransportService::new(cluster_id, node_id, replication.registry).into_server(),
                 crate::admin::AdminApiService::new(engine.clone(), node_id, node_addr, identity)

@@ -280,6 +280,7 @@ const NODE_META_GROUP: u32 = u32::MAX - 1;
 const NODE_META_SHARD_COUNT: u8 = 1;
 const NODE_META_NODE_ID: u8 = 2;
 const NODE_META_CLUSTER_ID: u8 = 3;
+const NODE_META_DROPPED_GROUPS: u8 = 4;
 
 impl Db {
     /// The number of history shards this data directory was created with. Directories from
@@ -340,6 +341,45 @@ impl Db {
                     reason: "the stored cluster ID is not UTF-8".into(),
                 }),
         }
+    }
+
+    /// Groups whose replica this node gave up (moved to other nodes) while running: their data
+    /// is deleted at the next start, before the groups open ([`Db::wipe_group`]).
+    pub fn dropped_groups(&self) -> StorageResult<Vec<u32>> {
+        let key = crate::keys::shard_meta(NODE_META_GROUP, NODE_META_DROPPED_GROUPS);
+        Ok(self
+            .get(Cf::ShardMeta, &key)?
+            .unwrap_or_default()
+            .chunks_exact(4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    /// Records the dropped groups (synced).
+    pub fn set_dropped_groups(&self, groups: &[u32]) -> StorageResult<()> {
+        let key = crate::keys::shard_meta(NODE_META_GROUP, NODE_META_DROPPED_GROUPS);
+        let value: Vec<u8> = groups.iter().flat_map(|g| g.to_be_bytes()).collect();
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.inner
+            .rocks
+            .put_cf_opt(self.cf(Cf::ShardMeta), key, value, &opts)?;
+        Ok(())
+    }
+
+    /// Deletes every row of `group` (its state, Raft log and vote) in one synced write: the
+    /// node no longer holds a replica of it. Only while the group is not open.
+    pub fn wipe_group(&self, group: u32) -> StorageResult<()> {
+        let prefix = crate::keys::shard_prefix(group);
+        let end = crate::keys::prefix_end(&prefix);
+        let mut batch = rocksdb::WriteBatch::default();
+        for cf in Cf::ALL {
+            batch.delete_range_cf(self.cf(cf), &prefix, &end);
+        }
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.inner.rocks.write_opt(batch, &opts)?;
+        Ok(())
     }
 
     /// Stores the cluster ID (synced). The caller checks that none, or the same, was stored.

@@ -18,6 +18,8 @@ pub const META_NEXT_TASK_ID: u8 = 2;
 /// The node's count of snapshots built for the group (unique snapshot IDs across restarts).
 /// Node-local: replicas that applied the same log differ here, so the state digest skips it.
 pub const META_SNAPSHOT_SEQ: u8 = 3;
+/// The metadata group's cluster members (`ClusterMembers`): replicated state.
+pub const META_CLUSTER_MEMBERS: u8 = 4;
 
 fn decode<M: Message + Default>(cf: Cf, bytes: &[u8]) -> StorageResult<M> {
     M::decode(bytes).map_err(|e| StorageError::Corrupt {
@@ -169,6 +171,15 @@ impl ShardTables {
             .get(Cf::Namespaces, &keys::namespace(self.shard, name))?
             .map(|b| decode(Cf::Namespaces, &b))
             .transpose()
+    }
+
+    /// The cluster's members (on the metadata group; empty before any was registered).
+    pub fn cluster_members(&self) -> StorageResult<pb::ClusterMembers> {
+        Ok(self
+            .get_meta(META_CLUSTER_MEMBERS)?
+            .map(|b| decode(Cf::ShardMeta, &b))
+            .transpose()?
+            .unwrap_or_default())
     }
 
     pub fn namespaces(&self) -> StorageResult<Vec<pb::NamespaceRecord>> {
@@ -641,6 +652,15 @@ impl ShardBatch {
 
     pub fn namespace(&self, name: &str) -> StorageResult<Option<pb::NamespaceRecord>> {
         self.get_msg(Cf::Namespaces, &keys::namespace(self.tables.shard, name))
+    }
+
+    pub fn cluster_members(&self) -> StorageResult<pb::ClusterMembers> {
+        let key = keys::shard_meta(self.tables.shard, META_CLUSTER_MEMBERS);
+        Ok(self.get_msg(Cf::ShardMeta, &key)?.unwrap_or_default())
+    }
+
+    pub fn put_cluster_members(&mut self, members: &pb::ClusterMembers) {
+        self.put_meta(META_CLUSTER_MEMBERS, members.encode_to_vec());
     }
 
     pub fn put_namespace(&mut self, name: &str, record: &pb::NamespaceRecord) {

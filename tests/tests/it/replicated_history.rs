@@ -298,7 +298,7 @@ async fn replicated_history_survives_losing_the_shard_leader() {
         }
     }
     assert_eq!(taken, 1, "exactly the leader takes the command");
-    // Each shard's leader is the node that initialised it (shard s: node s % 3).
+    // Each shard's leader is the node that initialised it: init spreads them over the nodes.
     for s in 0..SHARDS {
         router
             .propose_transfer(s, transfer.clone())

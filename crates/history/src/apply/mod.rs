@@ -9,6 +9,7 @@ mod activity_ops_tests;
 pub mod child;
 #[cfg(test)]
 mod child_tests;
+pub mod cluster_members;
 pub(crate) mod delete;
 mod eager_start;
 mod external;
@@ -266,6 +267,7 @@ fn apply_command(
         shard_command::Kind::DeleteActivityExecution(c) => {
             standalone_activity::control::delete(batch, now, c)
         }
+        shard_command::Kind::UpdateClusterMember(c) => cluster_members::update(batch, c),
     }
 }
 

@@ -1,0 +1,333 @@
+//! The placement driver and the commands that change the member list (`cluster add-node`,
+//! `cluster drain`).
+//!
+//! The member list lives in the metadata group (`UpdateClusterMember`). The driver runs on
+//! every history node and acts only on the metadata group's leader: whenever the list changed
+//! (and once after each leadership gain, so a move cut short by a crash or a leader change is
+//! finished), it walks every group, one at a time, and moves the group's membership to what the
+//! ring over the ACTIVE members gives (`chronicle_history::placement`): new replicas join as
+//! learners and catch up, one membership change sets the voters, the replicas that left drop
+//! their data. Each step is idempotent, so a pass can always be run again. When a pass leaves
+//! no replica on a DRAINING node, the driver records it DRAINED.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chronicle_history::HistoryEngine;
+use chronicle_history::placement;
+use chronicle_proto::chronicle::admin::v1::{self as apb, admin_api_client::AdminApiClient};
+use chronicle_proto::chronicle::persistence::v1::{ClusterMember, MemberState};
+use chronicle_types::shard::METADATA_GROUP;
+
+/// How often the driver looks at the member list.
+const TICK: Duration = Duration::from_secs(1);
+/// Attempts per group in one pass: a leader that leaves the voters steps down, and the next
+/// leader finishes the change.
+const ATTEMPTS_PER_GROUP: usize = 5;
+
+fn client(addr: &str) -> anyhow::Result<AdminApiClient<tonic::transport::Channel>> {
+    Ok(AdminApiClient::new(
+        chronicle_cluster::grpc::lazy_channel(addr).map_err(anyhow::Error::msg)?,
+    ))
+}
+
+/// Runs the driver until the engine shuts down.
+pub fn spawn(engine: &Arc<HistoryEngine>) {
+    // A weak handle between ticks: a stopped node's engine (and its RocksDB) is freed at once.
+    let weak = Arc::downgrade(engine);
+    tokio::spawn(async move {
+        let mut converged: Option<Vec<(u64, i32)>> = None;
+        loop {
+            tokio::time::sleep(TICK).await;
+            let Some(engine) = weak.upgrade() else {
+                return;
+            };
+            if engine.is_shut_down() {
+                return;
+            }
+            if !engine.leads_metadata() {
+                converged = None;
+                continue;
+            }
+            let members = match engine.member_records() {
+                Ok(members) if !members.is_empty() => members,
+                // A cluster founded before members were recorded: nothing to place.
+                _ => continue,
+            };
+            let fingerprint: Vec<(u64, i32)> =
+                members.iter().map(|m| (m.node_id, m.state)).collect();
+            if converged.as_ref() == Some(&fingerprint) {
+                continue;
+            }
+            match pass(&engine, &members).await {
+                Ok(()) => converged = Some(fingerprint),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "placement pass incomplete; retrying")
+                }
+            }
+        }
+    });
+}
+
+/// One walk over every group; then DRAINING members that hold nothing become DRAINED.
+async fn pass(engine: &HistoryEngine, members: &[ClusterMember]) -> anyhow::Result<()> {
+    let state = |m: &ClusterMember| MemberState::try_from(m.state).unwrap_or_default();
+    let active: Vec<u64> = members
+        .iter()
+        .filter(|m| state(m) == MemberState::Active)
+        .map(|m| m.node_id)
+        .collect();
+    let reachable: BTreeMap<u64, String> = members
+        .iter()
+        .filter(|m| state(m) != MemberState::Drained)
+        .map(|m| (m.node_id, m.raft_addr.clone()))
+        .collect();
+    let nodes: Vec<String> = reachable.values().cloned().collect();
+    // What each node holds now (a replica that was removed while the node was away still shows
+    // here, and is dropped below) and what it dropped since it started (it must restart before
+    // it can hold those again).
+    let mut hosted: BTreeMap<u64, BTreeSet<u32>> = BTreeMap::new();
+    let mut dropped: BTreeMap<u64, BTreeSet<u32>> = BTreeMap::new();
+    // A node that does not answer is left alone in this pass, which then counts as incomplete
+    // (tried again), so its leftover replicas are dropped once it answers.
+    let mut unanswered = Vec::new();
+    for (id, addr) in &reachable {
+        let mut c = client(addr)?;
+        let mut groups = tonic::Request::new(apb::DescribeGroupsRequest {});
+        groups.set_timeout(Duration::from_secs(5));
+        match c.describe_groups(groups).await {
+            Ok(groups) => {
+                hosted.insert(
+                    *id,
+                    groups.into_inner().groups.iter().map(|g| g.group).collect(),
+                );
+            }
+            Err(_) => unanswered.push(*id),
+        }
+        let mut info = tonic::Request::new(apb::DescribeNodeRequest {});
+        info.set_timeout(Duration::from_secs(5));
+        if let Ok(info) = c.describe_node(info).await {
+            dropped.insert(*id, info.into_inner().dropped_groups.into_iter().collect());
+        }
+    }
+    let member = |id: &u64| apb::Member {
+        node_id: *id,
+        raft_addr: reachable.get(id).cloned().unwrap_or_default(),
+    };
+    for group in (0..engine.num_shards()).chain([METADATA_GROUP]) {
+        let voters = placement::desired_voters(&active, group);
+        let learners: Vec<u64> = if group == METADATA_GROUP {
+            // Every active node holds the metadata, so it can compute the placement.
+            active
+                .iter()
+                .filter(|id| !voters.contains(id))
+                .copied()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let wanted: BTreeSet<u64> = voters.iter().chain(&learners).copied().collect();
+        if let Some(node) = wanted
+            .iter()
+            .find(|id| dropped.get(id).is_some_and(|d| d.contains(&group)))
+        {
+            anyhow::bail!(
+                "node {node} gave up group {group} since it started and holds it again only \
+                 after a restart"
+            );
+        }
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let answer = crate::admin::set_group_members(
+                &nodes,
+                group,
+                voters.iter().map(member).collect(),
+                learners.iter().map(member).collect(),
+            )
+            .await?;
+            if !answer.changed || attempts >= ATTEMPTS_PER_GROUP {
+                if answer.changed {
+                    anyhow::bail!("group {group} did not settle on {voters:?}");
+                }
+                break;
+            }
+            tracing::info!(group, voters = ?answer.voters, "placement: group moved");
+        }
+        // The replicas that left drop their data.
+        for (id, groups) in &hosted {
+            if groups.contains(&group) && !wanted.contains(id) {
+                let addr = &reachable[id];
+                client(addr)?
+                    .drop_replica(apb::DropReplicaRequest { group })
+                    .await
+                    .map_err(|s| {
+                        anyhow::anyhow!("{addr}: dropping group {group}: {}", s.message())
+                    })?;
+            }
+        }
+    }
+    anyhow::ensure!(
+        unanswered.is_empty(),
+        "nodes {unanswered:?} did not answer; their replicas are checked again"
+    );
+    for m in members.iter().filter(|m| state(m) == MemberState::Draining) {
+        engine
+            .update_member(
+                ClusterMember {
+                    state: MemberState::Drained as i32,
+                    ..m.clone()
+                },
+                0,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("recording node {} drained: {}", m.node_id, e.message))?;
+        tracing::info!(node = m.node_id, "drained: it holds no replica");
+    }
+    Ok(())
+}
+
+/// Asks the nodes at `nodes` in turn until the metadata group's leader recorded `member`.
+pub async fn update_member(
+    nodes: &[String],
+    member: ClusterMember,
+    replaces: u64,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut last_error = String::from("no node answered");
+        for addr in nodes {
+            let request = apb::UpdateMemberRequest {
+                member: Some(member.clone()),
+                replaces,
+            };
+            match client(addr)?.update_member(request).await {
+                Ok(_) => return Ok(()),
+                // A refusal of the change itself (drain below three nodes, a reused ID).
+                Err(s) if s.code() != tonic::Code::Unavailable => {
+                    anyhow::bail!("{}", s.message())
+                }
+                Err(s) => last_error = format!("{addr}: {}", s.message()),
+            }
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no metadata leader recorded the change within 60 s ({last_error})"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The member list, from the first of `nodes` that answers.
+pub async fn list_members(nodes: &[String]) -> anyhow::Result<Vec<ClusterMember>> {
+    let mut last_error = String::from("no node given");
+    for addr in nodes {
+        match client(addr)?.list_members(apb::ListMembersRequest {}).await {
+            Ok(answer) => return Ok(answer.into_inner().members),
+            Err(s) => last_error = format!("{addr}: {}", s.message()),
+        }
+    }
+    anyhow::bail!("no node listed the members ({last_error})")
+}
+
+/// `chronicle cluster add-node`: the fresh node at `add` joins the cluster of `nodes` and is
+/// registered ACTIVE; the driver then moves to it the replicas the ring gives it. Returns its
+/// node ID.
+pub async fn add_node(nodes: &[String], add: &str) -> anyhow::Result<u64> {
+    let new = crate::admin::describe_with_retry(&mut client(add)?, add).await?;
+    let mut cluster_id = String::new();
+    for addr in nodes {
+        if let Ok(info) = client(addr)?
+            .describe_node(apb::DescribeNodeRequest {})
+            .await
+        {
+            let info = info.into_inner();
+            if info.initialized {
+                anyhow::ensure!(
+                    info.num_shards == new.num_shards,
+                    "{add} has {} shards, the cluster {}: start it with --num-shards {}",
+                    new.num_shards,
+                    info.num_shards,
+                    info.num_shards
+                );
+                cluster_id = info.cluster_id;
+                break;
+            }
+        }
+    }
+    anyhow::ensure!(
+        !cluster_id.is_empty(),
+        "none of {nodes:?} answered as a cluster member"
+    );
+    anyhow::ensure!(
+        new.cluster_id.is_empty() || new.cluster_id == cluster_id,
+        "{add} (node {}) belongs to cluster {}, not {cluster_id}: give it a fresh data directory",
+        new.node_id,
+        new.cluster_id
+    );
+    client(add)?
+        .join_cluster(apb::JoinClusterRequest { cluster_id })
+        .await
+        .map_err(|s| anyhow::anyhow!("{add}: {}", s.message()))?;
+    update_member(
+        nodes,
+        ClusterMember {
+            node_id: new.node_id,
+            raft_addr: new.raft_addr,
+            state: MemberState::Active as i32,
+        },
+        0,
+    )
+    .await?;
+    Ok(new.node_id)
+}
+
+/// `chronicle cluster drain`: records `node` DRAINING (refused when fewer than three active
+/// nodes would remain), then with `wait` follows the driver until it is DRAINED.
+pub async fn drain(
+    nodes: &[String],
+    node: u64,
+    wait: Option<Duration>,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<()> {
+    let members = list_members(nodes).await?;
+    let Some(member) = members.iter().find(|m| m.node_id == node) else {
+        anyhow::bail!(
+            "node {node} is not a member of this cluster (`cluster describe` lists them)"
+        );
+    };
+    update_member(
+        nodes,
+        ClusterMember {
+            state: MemberState::Draining as i32,
+            ..member.clone()
+        },
+        0,
+    )
+    .await?;
+    progress(&format!(
+        "node {node} is draining: its replicas move to the other nodes"
+    ));
+    let Some(wait) = wait else {
+        return Ok(());
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let drained = list_members(nodes)
+            .await?
+            .iter()
+            .any(|m| m.node_id == node && m.state == MemberState::Drained as i32);
+        if drained {
+            progress(&format!(
+                "node {node} is drained: it holds no replica and can be stopped"
+            ));
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "node {node} still holds replicas after {wait:?}: see `cluster describe`"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
