@@ -53,7 +53,7 @@ pub(crate) enum BatchOperation {
     /// batcher sends it; a run without a matching activity answers NotFound (done).
     UnpauseActivities(ws::UnpauseActivityRequest),
     ResetActivities(ws::ResetActivityRequest),
-    UpdateActivityOptions(ws::UpdateActivityOptionsRequest),
+    UpdateActivityOptions(Box<ws::UpdateActivityOptionsRequest>),
 }
 
 impl BatchOperation {
@@ -122,7 +122,7 @@ impl BatchOperation {
             Some(Operation::UpdateActivityOptionsOperation(op)) => {
                 use chronicle_proto::temporal::api::batch::v1::batch_operation_update_activity_options::Activity;
                 use ws::update_activity_options_request::Activity as Selector;
-                Ok(Self::UpdateActivityOptions(
+                Ok(Self::UpdateActivityOptions(Box::new(
                     ws::UpdateActivityOptionsRequest {
                         namespace: request.namespace.clone(),
                         identity: op.identity.clone(),
@@ -136,7 +136,7 @@ impl BatchOperation {
                         restore_original: op.restore_original,
                         ..Default::default()
                     },
-                ))
+                )))
             }
             Some(other) => Err(ApiError::invalid_argument(format!(
                 "The operation type {} is not supported",
@@ -290,7 +290,7 @@ impl BatchOperation {
             Self::UpdateActivityOptions(template) => {
                 let request = ws::UpdateActivityOptionsRequest {
                     execution: Some(execution.clone()),
-                    ..template.clone()
+                    ..(**template).clone()
                 };
                 let named = request.activity.is_some();
                 let operation = run_operation::Operation::UpdateActivityOptions(request);
