@@ -32,6 +32,8 @@ const FIRE_RETRY_PAUSE: Duration = Duration::from_millis(100);
 const OUTBOX_BATCH: usize = 1000;
 /// How often the outbox is swept for tasks to hand over again.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// At most one "handing tasks to matching failed" warning per shard this often.
+const DISPATCH_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 pub(crate) fn spawn(
     engine: Arc<HistoryEngine>,
@@ -221,6 +223,9 @@ async fn outbox_loop(
     let mut floor: u64 = 0;
     let mut last_sweep = Instant::now();
     let transfers = Arc::new(crate::transfer::TransferTracker::default());
+    // Dispatch failures since the last warning, and when it was logged.
+    let mut dispatch_failures: u64 = 0;
+    let mut last_dispatch_warning: Option<Instant> = None;
     // Outbox ID -> when this leader first read the row (the age of the oldest is a gauge).
     let mut first_seen: std::collections::BTreeMap<u64, i64> = std::collections::BTreeMap::new();
     loop {
@@ -376,8 +381,23 @@ async fn outbox_loop(
                     handed.insert(key.clone(), (Instant::now(), placement));
                 }
                 Err(e) => {
-                    // Not in `handed`: the next sweep hands it over again.
-                    tracing::warn!(shard = shard.id, error = %e.message, "handing a task to matching failed; will retry")
+                    // Not in `handed`: the next sweep hands it over again. Under overload every
+                    // row of a sweep fails alike: one warning per shard every 10 s, with how many
+                    // failed since, not one line per row (an overload test wrote 65,000 lines).
+                    dispatch_failures += 1;
+                    if last_dispatch_warning.is_none_or(|at| at.elapsed() >= DISPATCH_WARNING_EVERY)
+                    {
+                        tracing::warn!(
+                            shard = shard.id,
+                            namespace_id = %task.namespace_id,
+                            task_queue = %task.task_queue,
+                            failures = dispatch_failures,
+                            error = %e.message,
+                            "handing tasks to matching failed; they are handed over again at the next sweep"
+                        );
+                        last_dispatch_warning = Some(Instant::now());
+                        dispatch_failures = 0;
+                    }
                 }
             }
         }
