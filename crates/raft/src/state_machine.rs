@@ -273,54 +273,10 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
         snapshot: Box<SnapshotData>,
     ) -> SmResult<()> {
-        let (data, base) = snapshot.into_std().await.map_err(read_err)?;
-        chronicle_storage::failpoint::check(
-            chronicle_storage::failpoint::names::SNAPSHOT_INSTALL,
-            self.tables.db().path(),
-        )
-        .map_err(|e| write_err(std::io::Error::other(e)))?;
-        let installed = AppliedMeta {
-            last_applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-        };
-        let tables = self.tables.clone();
-        let current = self.current_snapshot.clone();
-        let snapshot_meta = meta.clone();
-        let last_snapshot_id = self.last_snapshot_id;
-        let applied = installed.clone();
-        // Writing and loading a large shard blocks, so both run off the async runtime.
-        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-            let file = SnapshotFile::of(&tables);
-            // First the received data becomes the snapshot file, durably: from then on a crash
-            // is finished from it at the next open (see `open`).
-            {
-                let mut current = lock_current(&current);
-                let mut data = data;
-                data.seek(SeekFrom::Start(base))?;
-                file.write_from(&snapshot_meta, &data)?;
-                *current = Some(snapshot_meta);
-            }
-            chronicle_storage::failpoint::check(
-                chronicle_storage::failpoint::names::SNAPSHOT_INSTALL_STATE,
-                tables.db().path(),
-            )
-            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
-            // Then the state, with the applied record, in one write.
-            load_snapshot_file(&tables, &applied, last_snapshot_id)
-        })
-        .await
-        .map_err(write_err)?
-        .map_err(write_err)?;
-        self.meta = installed;
-        // Only now may the log be purged up to the snapshot on disk.
-        if let Some(last) = self.meta.last_applied {
-            self.purge_gate.covered_up_to(last.index);
-        }
-        // The received copy is now in the snapshot file (nothing if the data came from
-        // elsewhere, as in tests).
-        let _ = std::fs::remove_file(SnapshotFile::of(&self.tables).receiving_path());
-        self.applier.state_replaced(self.tables.shard());
-        Ok(())
+        let started = std::time::Instant::now();
+        let installed = self.install_snapshot_measured(meta, snapshot).await;
+        chronicle_storage::metric_defs::record_snapshot("install", started, installed.is_ok());
+        installed
     }
 
     async fn get_current_snapshot(&mut self) -> SmResult<Option<Snapshot<ShardRaftConfig>>> {
@@ -382,11 +338,66 @@ fn lock_current(current: &CurrentSnapshot) -> std::sync::MutexGuard<'_, Option<M
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl RaftSnapshotBuilder<ShardRaftConfig> for ShardSnapshotBuilder {
-    // The closures return openraft's `StorageError`, whose size is openraft's choice; boxing it
-    // here would only be unboxed again for the trait's return type.
+impl<A: Applier> ShardStateMachine<A> {
+    async fn install_snapshot_measured(
+        &mut self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        snapshot: Box<SnapshotData>,
+    ) -> SmResult<()> {
+        let (data, base) = snapshot.into_std().await.map_err(read_err)?;
+        chronicle_storage::failpoint::check(
+            chronicle_storage::failpoint::names::SNAPSHOT_INSTALL,
+            self.tables.db().path(),
+        )
+        .map_err(|e| write_err(std::io::Error::other(e)))?;
+        let installed = AppliedMeta {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        let tables = self.tables.clone();
+        let current = self.current_snapshot.clone();
+        let snapshot_meta = meta.clone();
+        let last_snapshot_id = self.last_snapshot_id;
+        let applied = installed.clone();
+        // Writing and loading a large shard blocks, so both run off the async runtime.
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            let file = SnapshotFile::of(&tables);
+            // First the received data becomes the snapshot file, durably: from then on a crash
+            // is finished from it at the next open (see `open`).
+            {
+                let mut current = lock_current(&current);
+                let mut data = data;
+                data.seek(SeekFrom::Start(base))?;
+                file.write_from(&snapshot_meta, &data)?;
+                *current = Some(snapshot_meta);
+            }
+            chronicle_storage::failpoint::check(
+                chronicle_storage::failpoint::names::SNAPSHOT_INSTALL_STATE,
+                tables.db().path(),
+            )
+            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
+            // Then the state, with the applied record, in one write.
+            load_snapshot_file(&tables, &applied, last_snapshot_id)
+        })
+        .await
+        .map_err(write_err)?
+        .map_err(write_err)?;
+        self.meta = installed;
+        // Only now may the log be purged up to the snapshot on disk.
+        if let Some(last) = self.meta.last_applied {
+            self.purge_gate.covered_up_to(last.index);
+        }
+        // The received copy is now in the snapshot file (nothing if the data came from
+        // elsewhere, as in tests).
+        let _ = std::fs::remove_file(SnapshotFile::of(&self.tables).receiving_path());
+        self.applier.state_replaced(self.tables.shard());
+        Ok(())
+    }
+}
+
+impl ShardSnapshotBuilder {
     #[allow(clippy::result_large_err)]
-    async fn build_snapshot(&mut self) -> SmResult<Snapshot<ShardRaftConfig>> {
+    async fn build_snapshot_measured(&mut self) -> SmResult<Snapshot<ShardRaftConfig>> {
         let tables = self.tables.clone();
         let snapshot_seq = self.snapshot_seq;
         let current_snapshot = self.current_snapshot.clone();
@@ -463,6 +474,18 @@ impl RaftSnapshotBuilder<ShardRaftConfig> for ShardSnapshotBuilder {
             meta: snapshot_meta,
             snapshot: Box::new(SnapshotData::new(file, base)),
         })
+    }
+}
+
+impl RaftSnapshotBuilder<ShardRaftConfig> for ShardSnapshotBuilder {
+    // The closures return openraft's `StorageError`, whose size is openraft's choice; boxing it
+    // here would only be unboxed again for the trait's return type.
+    #[allow(clippy::result_large_err)]
+    async fn build_snapshot(&mut self) -> SmResult<Snapshot<ShardRaftConfig>> {
+        let started = std::time::Instant::now();
+        let built = self.build_snapshot_measured().await;
+        chronicle_storage::metric_defs::record_snapshot("build", started, built.is_ok());
+        built
     }
 }
 

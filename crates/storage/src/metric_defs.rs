@@ -25,6 +25,22 @@ pub const OUTBOX_DEPTH: &str = "chronicle_outbox_depth";
 /// Block cache in use (shared by the column families).
 pub const ROCKSDB_BLOCK_CACHE_BYTES: &str = "chronicle_rocksdb_block_cache_bytes";
 
+/// Raft snapshots built (of this node's groups) and installed (received from a leader), by
+/// outcome (`op` = build | install, `outcome` = ok | error).
+pub const RAFT_SNAPSHOTS: &str = "chronicle_raft_snapshots";
+/// Time to build or install one snapshot, in seconds (`op` label).
+pub const RAFT_SNAPSHOT_DURATION: &str = "chronicle_raft_snapshot_duration_seconds";
+
+/// Counts one snapshot build or install and its duration.
+pub fn record_snapshot(op: &'static str, started: std::time::Instant, ok: bool) {
+    metrics::counter!(RAFT_SNAPSHOTS, "op" => op, "outcome" => if ok { "ok" } else { "error" })
+        .increment(1);
+    if ok {
+        metrics::histogram!(RAFT_SNAPSHOT_DURATION, "op" => op)
+            .record(started.elapsed().as_secs_f64());
+    }
+}
+
 /// Histograms that count things (not seconds): exported with count buckets.
 pub const DIMENSIONLESS_HISTOGRAMS: &[&str] = &[RAFT_LOG_WRITES_PER_SYNC];
 
@@ -34,6 +50,15 @@ pub fn describe() {
         RAFT_LOG_APPEND_DURATION,
         Unit::Seconds,
         "Node-wide Raft log write (and fsync) of one batch of all groups' appends."
+    );
+    metrics::describe_counter!(
+        RAFT_SNAPSHOTS,
+        "Raft snapshots built and installed, by op and outcome."
+    );
+    describe_histogram!(
+        RAFT_SNAPSHOT_DURATION,
+        Unit::Seconds,
+        "Time to build or install one Raft snapshot."
     );
     describe_histogram!(
         RAFT_LOG_WRITES_PER_SYNC,
