@@ -486,8 +486,12 @@ struct JwksEndpoint {
 
 impl JwksEndpoint {
     async fn serve(keys: &[&Key]) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve_on(listener, keys)
+    }
+
+    fn serve_on(listener: tokio::net::TcpListener, keys: &[&Key]) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let url = format!(
             "http://{}/.well-known/jwks.json",
             listener.local_addr().unwrap()
@@ -636,23 +640,7 @@ async fn auth_from_an_unreachable_url_refuses_every_token_until_it_is_fetched() 
 
     // The provider comes up on that address; the server's retry picks the keys up.
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let body = serde_json::json!({ "keys": [ec.jwk.clone()] }).to_string();
-    let serve = tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                return;
-            };
-            let mut buf = [0u8; 2048];
-            let _ = conn.read(&mut buf).await;
-            let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = conn.write_all(response.as_bytes()).await;
-            let _ = conn.shutdown().await;
-        }
-    });
+    let endpoint = JwksEndpoint::serve_on(listener, &[&ec]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         match raw
@@ -671,7 +659,7 @@ async fn auth_from_an_unreachable_url_refuses_every_token_until_it_is_fetched() 
         }
     }
     server.stop().await.unwrap();
-    serve.abort();
+    endpoint.task.abort();
 }
 
 fn resource_exhausted(status: &tonic::Status) -> ResourceExhaustedFailure {
