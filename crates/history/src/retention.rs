@@ -52,6 +52,20 @@ async fn sweep_loop(
         if *shutdown.borrow() {
             return;
         }
+        // The metadata group's leader removes deleted records whose runs are all gone, from the
+        // loop of its first shard (the metadata group has no processors of its own), whether or
+        // not it leads that shard: with leadership spread, the two rarely share a leader.
+        if engine
+            .shards
+            .first()
+            .is_some_and(|first| first.id == shard.id)
+            && engine.is_leader(&engine.metadata)
+        {
+            match engine.metadata.tables.namespaces() {
+                Ok(namespaces) => remove_empty_namespaces(&engine, &namespaces).await,
+                Err(e) => tracing::error!(error = %e, "reading namespaces failed"),
+            }
+        }
         if !engine.is_leader(&shard) {
             was_leader = false;
             continue;
@@ -74,11 +88,6 @@ async fn sweep_loop(
                 .map(|i| i.id.clone())
                 .unwrap_or_default();
             delete_namespace_runs(&engine, &shard, &id).await;
-        }
-        // The metadata group's leader removes deleted records whose runs are all gone. Shard 0's
-        // loop does it (the metadata group has no processors of its own).
-        if shard.id == 0 && engine.is_leader(&engine.metadata) {
-            remove_empty_namespaces(&engine, &namespaces).await;
         }
     }
 }
@@ -189,6 +198,41 @@ async fn expire_untimed_runs(
 }
 
 /// Removes DELETED namespace records with no run left on any shard of this node.
+/// Whether no shard holds a run (or standalone activity) of the namespace any more. In a cluster
+/// each shard is asked of its leader through the router (this node may hold only some shards,
+/// and its follower replicas may lag); start-dev reads its own shards.
+async fn namespace_is_empty(engine: &HistoryEngine, namespace_id: &str) -> bool {
+    if let Some(router) = engine.router.get() {
+        for standalone_activities in [false, true] {
+            let counted = router
+                .list_workflows(cmd::ListWorkflowsRequest {
+                    namespace_id: namespace_id.to_string(),
+                    count_only: true,
+                    standalone_activities,
+                    ..Default::default()
+                })
+                .await;
+            match counted {
+                Ok(answer) if answer.count == 0 => {}
+                Ok(_) => return false,
+                Err(e) => {
+                    tracing::debug!(error = %e.message, "counting a deleted namespace's runs failed; the next sweep tries again");
+                    return false;
+                }
+            }
+        }
+        return true;
+    }
+    engine.shards.iter().all(|shard| {
+        let mut any = false;
+        let read = shard.tables.for_each_execution(namespace_id, None, |_| {
+            any = true;
+            false
+        });
+        read.is_ok() && !any
+    })
+}
+
 async fn remove_empty_namespaces(engine: &HistoryEngine, namespaces: &[pb::NamespaceRecord]) {
     let now = now_millis();
     for record in namespaces.iter().filter(|r| is_deleted(r)) {
@@ -203,25 +247,7 @@ async fn remove_empty_namespaces(engine: &HistoryEngine, namespaces: &[pb::Names
         if due > now {
             continue;
         }
-        let mut empty = true;
-        for shard in &engine.shards {
-            let mut any = false;
-            if shard
-                .tables
-                .for_each_execution(&info.id, None, |_| {
-                    any = true;
-                    false
-                })
-                .is_err()
-            {
-                any = true;
-            }
-            if any {
-                empty = false;
-                break;
-            }
-        }
-        if !empty {
+        if !namespace_is_empty(engine, &info.id).await {
             continue;
         }
         let removed = engine
