@@ -217,7 +217,7 @@ impl Authenticator {
     /// (the default is deny), so a frontend does not depend on its identity provider to start.
     pub async fn load(config: AuthConfig) -> Result<Arc<Self>, String> {
         let keys = match &config.jwks {
-            JwksSource::File(_) => Self::read_file(&config)?,
+            JwksSource::File(path) => Self::read_file(path, file_stamp(path))?,
             JwksSource::Url(url) => match Self::read_url(url).await {
                 Ok(keys) => keys,
                 Err(e) => {
@@ -260,14 +260,11 @@ impl Authenticator {
             .len()
     }
 
-    fn read_file(config: &AuthConfig) -> Result<KeySet, String> {
-        let JwksSource::File(path) = &config.jwks else {
-            return Err("not a file".into());
-        };
-        let stamp = file_stamp(path);
+    /// Reads a key file; `stamp` is the file's, taken just before.
+    fn read_file(path: &std::path::Path, stamp: Option<Stamp>) -> Result<KeySet, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("reading the JWKS {}: {e}", path.display()))?;
-        Self::key_set(&text, &config.jwks, stamp)
+        Self::key_set(&text, &JwksSource::File(path.to_path_buf()), stamp)
     }
 
     async fn read_url(url: &str) -> Result<KeySet, String> {
@@ -297,7 +294,7 @@ impl Authenticator {
                 if !force && stamp == self.current_stamp() {
                     return;
                 }
-                Self::read_file(&self.config)
+                Self::read_file(path, stamp)
             }
             JwksSource::Url(url) => Self::read_url(url).await,
         };
