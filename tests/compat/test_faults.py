@@ -190,6 +190,9 @@ async def test_wiped_node_rejoins_as_a_new_node(tmp_path):
         await restarted(cluster, "history-3", since, timeout=120)
         line = await asyncio.to_thread(cluster.wait_for_line, lambda l: "replaces lost node" in l, 60)
         assert "fresh data directory" in line
+        # The groups change one after another; the supervisor says when the last one has.
+        await asyncio.to_thread(
+            cluster.wait_for_line, lambda l: "place in every group" in l, 180)
         new = replica_ids(cluster)
         assert len(new) == 3 and len(new & old) == 2, f"voters before {old}, after {new}"
 

@@ -415,7 +415,10 @@ pub async fn rejoin_fresh_nodes(
         progress(&format!(
             "{addr} has a fresh data directory: node {id} replaces lost node {old}"
         ));
-        replace_node(nodes, addr, old, &mut progress).await?;
+        let changed = replace_node(nodes, addr, old, &mut progress).await?;
+        progress(&format!(
+            "{addr}: node {id} took lost node {old}'s place in every group ({changed} changed)"
+        ));
     }
     Ok(fresh.len())
 }
