@@ -76,12 +76,17 @@ impl HistoryEngine {
         }
         let unavailable = |e: String| ApiError::unavailable(format!("group {group}: {e}"));
         if !voters.contains(&add_id) {
-            // Blocks until the learner has caught up with the leader's log.
-            shard
-                .raft
-                .add_learner(add_id, openraft::BasicNode { addr: add_addr }, true)
+            if !learners.contains(&add_id) {
+                shard
+                    .raft
+                    .add_learner(add_id, openraft::BasicNode { addr: add_addr }, false)
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))?;
+            }
+            // Bounded: a new node that dies meanwhile must not hold the caller forever.
+            crate::placement::wait_caught_up(shard, add_id, crate::placement::CATCH_UP_TIMEOUT)
                 .await
-                .map_err(|e| unavailable(e.to_string()))?;
+                .map_err(unavailable)?;
         }
         let mut new_voters = voters.clone();
         new_voters.insert(add_id);

@@ -196,13 +196,19 @@ impl HistoryEngine {
         }
         for (id, addr) in voters.iter().chain(learners.iter()) {
             if !old_nodes.contains(id) {
-                // Blocks until the learner has caught up with the leader's log.
                 shard
                     .raft
-                    .add_learner(*id, BasicNode { addr: addr.clone() }, true)
+                    .add_learner(*id, BasicNode { addr: addr.clone() }, false)
                     .await
                     .map_err(|e| unavailable(e.to_string()))?;
             }
+        }
+        // Only a replica that holds the log votes: a learner added by an earlier call that gave
+        // up waiting (its node is down, or was replaced meanwhile) is never promoted unchecked.
+        for id in want_voters.difference(&old_voters) {
+            wait_caught_up(shard, *id, CATCH_UP_TIMEOUT)
+                .await
+                .map_err(unavailable)?;
         }
         if old_voters != want_voters {
             // Removed voters stay as learners for a moment; the next step removes those not
@@ -316,6 +322,42 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How long a membership change waits for a new replica to catch up before it gives up (and
+/// is tried again later): a replica on a node that is down never does.
+pub(crate) const CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// On the leader of the group: waits until `id` has received the log up to the group's current
+/// membership entry (the entry that made it a member, or a later one), as openraft's own
+/// blocking `add_learner` does, but for at most `timeout`. A replica whose node does not
+/// answer, or answers as another node, never matches. An error names the replica.
+pub(crate) async fn wait_caught_up(
+    shard: &Shard,
+    id: u64,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    shard
+        .raft
+        .wait(Some(timeout))
+        .metrics(
+            |m| {
+                let Some(replication) = &m.replication else {
+                    // No longer the leader: the membership change itself fails with NotLeader.
+                    return true;
+                };
+                let membership_entry = m.membership_config.log_id();
+                replication
+                    .get(&id)
+                    .is_some_and(|matched| matched.is_some() && matched >= membership_entry)
+            },
+            "replica catch-up",
+        )
+        .await
+        .map(|_| ())
+        .map_err(|_| {
+            format!("node {id} has not caught up with the log within {timeout:?}; not promoted")
+        })
 }
 
 /// What [`HistoryEngine::set_members`] left the group with.

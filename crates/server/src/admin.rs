@@ -476,6 +476,27 @@ pub async fn replace_node(
     })
     .await
     .map_err(|s| anyhow::anyhow!("{new_addr}: {}", s.message()))?;
+    // The member list first (clusters founded before it was kept have none): the new node
+    // counts, the old one is draining, and the placement driver records it drained. Recorded
+    // before any group changes, so the driver (which moves groups toward the placement over the
+    // active members) works toward the same voters as this replacement and never puts the lost
+    // node back into a group already changed.
+    if !crate::placement_driver::list_members(nodes)
+        .await
+        .unwrap_or_default()
+        .is_empty()
+    {
+        crate::placement_driver::update_member(
+            nodes,
+            ClusterMember {
+                node_id: new.node_id,
+                raft_addr: new.raft_addr.clone(),
+                state: MemberState::Active as i32,
+            },
+            remove,
+        )
+        .await?;
+    }
     let groups: Vec<u32> = (0..new.num_shards).chain([METADATA_GROUP]).collect();
     let mut changed = 0;
     for group in groups {
@@ -515,24 +536,6 @@ pub async fn replace_node(
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-    }
-    // The member list (clusters founded before it was kept have none): the new node counts,
-    // the old one is draining, and the placement driver records it drained.
-    if !crate::placement_driver::list_members(nodes)
-        .await
-        .unwrap_or_default()
-        .is_empty()
-    {
-        crate::placement_driver::update_member(
-            nodes,
-            ClusterMember {
-                node_id: new.node_id,
-                raft_addr: new.raft_addr.clone(),
-                state: MemberState::Active as i32,
-            },
-            remove,
-        )
-        .await?;
     }
     Ok(changed)
 }
