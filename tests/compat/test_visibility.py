@@ -484,3 +484,62 @@ async def test_cli_list_count_and_search_attribute_commands(client, server_addre
         listed = await cli_json(server_address, "operator", "search-attribute", "list")
         return name not in str(listed)
     await eventually(gone, what="search attribute removed")
+
+
+async def test_time_ranges_list_and_count_exactly(client, server_address):
+    """StartTime and CloseTime bounds, alone (a count then reads only the index: both times are
+    in its keys), with a status, and combined, in a namespace of their own so every run counts."""
+    ns = await new_namespace(client)
+    c = await Client.connect(server_address, namespace=ns)
+    prefix = new_id("range")
+    handles = []
+    for i in range(6):
+        handles.append(await c.start_workflow("VisNoWorker", id=f"{prefix}-{i}", task_queue=prefix))
+        await asyncio.sleep(0.3)
+    for i in (1, 3, 4):  # closed in this order, apart in time
+        await handles[i].terminate("done")
+        await asyncio.sleep(0.3)
+    await wait_listed(c, "ExecutionStatus = 'Terminated'", 3)
+    starts, closes = {}, {}
+    for i, h in enumerate(handles):
+        d = await h.describe()
+        starts[i] = d.start_time
+        if d.close_time is not None:
+            closes[i] = d.close_time
+    def at(t: datetime) -> str:
+        return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # Bounds halfway between neighbouring events: no equality at the boundary to depend on.
+    mid_start = at(starts[2] + (starts[3] - starts[2]) / 2)
+    mid_close = at(closes[3] + (closes[4] - closes[3]) / 2)
+    early = at(starts[0] - timedelta(seconds=1))
+    late = at(closes[4] + timedelta(seconds=1))
+    cases = [
+        (f"StartTime > '{mid_start}'", {3, 4, 5}),
+        (f"StartTime >= '{mid_start}'", {3, 4, 5}),
+        (f"StartTime < '{mid_start}'", {0, 1, 2}),
+        (f"StartTime <= '{early}'", set()),
+        (f"StartTime > '{early}'", {0, 1, 2, 3, 4, 5}),
+        (f"StartTime BETWEEN '{early}' AND '{mid_start}'", {0, 1, 2}),
+        (f"CloseTime > '{mid_close}'", {4}),
+        (f"CloseTime < '{mid_close}'", {1, 3}),
+        (f"CloseTime BETWEEN '{early}' AND '{late}'", {1, 3, 4}),
+        (f"CloseTime > '{late}'", set()),
+        (f"ExecutionStatus = 'Running' AND StartTime > '{mid_start}'", {5}),
+        (f"ExecutionStatus = 'Terminated' AND StartTime < '{mid_start}'", {1}),
+        (f"StartTime > '{mid_start}' AND CloseTime < '{mid_close}'", {3}),
+        (f"StartTime < '{mid_start}' AND ExecutionStatus != 'Running'", {1}),
+        (f"WorkflowType = 'VisNoWorker' AND CloseTime >= '{early}'", {1, 3, 4}),
+    ]
+    failures = []
+    for query, expected in cases:
+        want = {f"{prefix}-{i}" for i in expected}
+        got = await ids(c, query)
+        if set(got) != want or len(got) != len(want):
+            failures.append(f"{query}: got {sorted(got)}, want {sorted(want)}")
+        counted = await count(c, query)
+        if counted.count != len(want):
+            failures.append(f"count {query}: {counted.count} != {len(want)}")
+    # Paged one run at a time, a range still lists every run once, in list order.
+    paged = await ids(c, f"StartTime > '{early}'", page_size=1)
+    assert paged == await ids(c, f"StartTime > '{early}'"), paged
+    assert not failures, "\n".join(failures)

@@ -21,7 +21,7 @@ use chronicle_types::{ApiError, ApiResult};
 use chronicle_visibility::eval;
 use chronicle_visibility::order::SortKey;
 
-use chronicle_storage::visibility::{IndexedRun, ListPosition, VisIndex};
+use chronicle_storage::visibility::{IndexedRun, ListPosition, TimeRange, VisIndex};
 use chronicle_visibility::attrs::Value;
 use chronicle_visibility::query::{CmpOp, Expr};
 
@@ -88,8 +88,8 @@ pub(crate) fn list(
         for (shard, scan) in &scans {
             match scan {
                 // The index row alone answers: its filter is the index's own term, or none.
-                Scan::Index(index, true) => {
-                    for_each_indexed(shard, namespace_id, index, None, |run| {
+                Scan::Index(index, range, true) => {
+                    for_each_indexed(shard, namespace_id, index, range, None, |run| {
                         if kind_matches(run.workflow_id) {
                             tally(run.status);
                         }
@@ -167,8 +167,9 @@ pub(crate) fn list(
 enum Scan {
     /// The runs of one workflow ID (any order).
     Workflow(String),
-    /// A visibility index, in list order; `true` when the index's term is the whole filter.
-    Index(VisIndex, bool),
+    /// A visibility index, in list order, limited to a range of start and close times; `true`
+    /// when the index's term and the range are the whole filter.
+    Index(VisIndex, TimeRange, bool),
 }
 
 fn position(key: &SortKey) -> ListPosition {
@@ -183,6 +184,7 @@ fn for_each_indexed(
     shard: &Shard,
     namespace_id: &str,
     index: &VisIndex,
+    range: &TimeRange,
     after: Option<&SortKey>,
     mut visit: impl FnMut(IndexedRun<'_>) -> ApiResult<bool>,
 ) -> ApiResult<()> {
@@ -193,6 +195,7 @@ fn for_each_indexed(
         namespace_id,
         index,
         after.map(position).as_ref(),
+        range,
         |run| match visit(run) {
             Ok(go_on) => go_on,
             Err(e) => {
@@ -231,17 +234,19 @@ fn for_each_run(
                 .map_err(storage)?;
             failed.map_or(Ok(()), Err)
         }
-        Scan::Index(index, _) => for_each_indexed(shard, namespace_id, index, after, |run| {
-            match shard
-                .tables
-                .execution(namespace_id, run.workflow_id, run.run_id)
-                .map_err(storage)?
-            {
-                Some(state) => visit(state),
-                // (Not possible: rows are written with their run; skipped rather than trusted.)
-                None => Ok(true),
-            }
-        }),
+        Scan::Index(index, range, _) => {
+            for_each_indexed(shard, namespace_id, index, range, after, |run| {
+                match shard
+                    .tables
+                    .execution(namespace_id, run.workflow_id, run.run_id)
+                    .map_err(storage)?
+                {
+                    Some(state) => visit(state),
+                    // (Not possible: rows are written with their run; skipped rather than trusted.)
+                    None => Ok(true),
+                }
+            })
+        }
     }
 }
 
@@ -272,21 +277,78 @@ fn plan<'a>(
             .map(|id| (engine.shard_of(namespace_id, &id), Scan::Workflow(id)))
             .collect();
     }
-    let (index, whole) = match &query.filter {
-        None => (VisIndex::All, true),
-        Some(expr) => match indexed_term(expr) {
-            Some(index) => {
-                let whole = matches!(expr, Expr::Cmp(..));
-                (index, whole)
+    let (index, range, whole) = match &query.filter {
+        None => (VisIndex::All, TimeRange::default(), true),
+        Some(expr) => {
+            let index = indexed_term(expr);
+            let mut range = TimeRange::default();
+            let mut terms = Vec::new();
+            and_terms(expr, &mut terms);
+            // Whole when every top-level AND term is the index's own or a time bound that the
+            // range applies exactly.
+            let mut whole = true;
+            for term in terms {
+                let is_index_term = index.is_some() && indexed_term(term) == index;
+                if !is_index_term && !narrow(&mut range, term) {
+                    whole = false;
+                }
             }
-            None => (VisIndex::All, false),
-        },
+            (index.unwrap_or(VisIndex::All), range, whole)
+        }
     };
     engine
         .shards
         .iter()
-        .map(|s| (s, Scan::Index(index.clone(), whole)))
+        .map(|s| (s, Scan::Index(index.clone(), range.clone(), whole)))
         .collect()
+}
+
+/// The top-level AND terms of a filter.
+fn and_terms<'e>(expr: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match expr {
+        Expr::And(a, b) => {
+            and_terms(a, out);
+            and_terms(b, out);
+        }
+        other => out.push(other),
+    }
+}
+
+/// Narrows `range` by a filter term on StartTime or CloseTime; false (and `range` untouched)
+/// for any other term. Strict bounds become inclusive ones a nanosecond inside, the precision
+/// of the stored times.
+fn narrow(range: &mut TimeRange, term: &Expr) -> bool {
+    let (attr, min, max) = match term {
+        Expr::Cmp(attr, op, Value::Time(t)) => {
+            let t = *t;
+            let (min, max) = match op {
+                CmpOp::Eq => (Some(t), Some(t)),
+                CmpOp::Gt => (Some(t.saturating_add(1)), None),
+                CmpOp::Ge => (Some(t), None),
+                CmpOp::Lt => (None, Some(t.saturating_sub(1))),
+                CmpOp::Le => (None, Some(t)),
+                CmpOp::Ne => return false,
+            };
+            (attr, min, max)
+        }
+        Expr::Between(attr, Value::Time(a), Value::Time(b), false) => (attr, Some(*a), Some(*b)),
+        _ => return false,
+    };
+    if attr.source != chronicle_visibility::attrs::Source::Core {
+        return false;
+    }
+    let (lower, upper) = match attr.name.as_str() {
+        "StartTime" => (&mut range.start_min, &mut range.start_max),
+        "CloseTime" => (&mut range.close_min, &mut range.close_max),
+        _ => return false,
+    };
+    if let Some(min) = min {
+        *lower = Some(lower.map_or(min, |l| l.max(min)));
+    }
+    if let Some(max) = max {
+        *upper = Some(upper.map_or(max, |u| u.min(max)));
+    }
+    true
 }
 
 /// An index that holds every run a filter can match: from an equality on the status or the

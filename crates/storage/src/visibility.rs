@@ -122,10 +122,10 @@ fn order_bytes(key: &mut Vec<u8>, p: &ListPosition) {
         }
         Some(close) => {
             key.push(1);
-            key.extend_from_slice(&(u64::MAX - flip(close)).to_be_bytes());
+            key.extend_from_slice(&descending(close));
         }
     }
-    key.extend_from_slice(&(u64::MAX - flip(p.start)).to_be_bytes());
+    key.extend_from_slice(&descending(p.start));
     key.extend_from_slice(p.run_id.as_bytes());
 }
 
@@ -209,45 +209,128 @@ pub struct IndexedRun<'a> {
     pub run_id: &'a str,
 }
 
+/// Bounds on a run's start and close times (nanoseconds since the epoch, inclusive) that an
+/// index read applies from the keys alone: both times are part of every row's key. An open run
+/// has no close time, so any close bound leaves open runs out (as a comparison with a null
+/// close time is never true). The default is no bound.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub start_min: Option<i64>,
+    pub start_max: Option<i64>,
+    pub close_min: Option<i64>,
+    pub close_max: Option<i64>,
+}
+
+impl TimeRange {
+    fn bounds_close(&self) -> bool {
+        self.close_min.is_some() || self.close_max.is_some()
+    }
+
+    fn holds(&self, start: i64, close: Option<i64>) -> bool {
+        let within = |t: i64, min: Option<i64>, max: Option<i64>| {
+            min.is_none_or(|m| t >= m) && max.is_none_or(|m| t <= m)
+        };
+        within(start, self.start_min, self.start_max)
+            && match close {
+                Some(close) => within(close, self.close_min, self.close_max),
+                None => !self.bounds_close(),
+            }
+    }
+}
+
+/// The bytes of a time in a key: descending, so later times come first.
+fn descending(t: i64) -> [u8; 8] {
+    (u64::MAX - flip(t)).to_be_bytes()
+}
+
+fn from_descending(bytes: &[u8]) -> i64 {
+    let raw = u64::from_be_bytes(bytes.try_into().unwrap_or([0; 8]));
+    ((u64::MAX - raw) ^ (1 << 63)) as i64
+}
+
 /// Reads `index` of a namespace in list order, from just after `after` on, until `visit`
-/// answers false.
+/// answers false. Only rows within `range` are visited, and the read skips what the key order
+/// rules out: open rows are in descending start time, so a start bound limits them to a slice;
+/// closed rows are in descending close time, so a close bound does, and so does a lower start
+/// bound (a run closes no earlier than it starts). Closed rows within the slice are checked
+/// against the whole range from their keys.
 pub fn for_each(
     db: &Db,
     shard: ShardId,
     namespace_id: &str,
     index: &VisIndex,
     after: Option<&ListPosition>,
+    range: &TimeRange,
     mut visit: impl FnMut(IndexedRun<'_>) -> bool,
 ) -> StorageResult<()> {
     let prefix = index_prefix(shard, namespace_id, index);
     let order_start = prefix.len();
-    let mut iter = db.prefix_iterator(Cf::Visibility, &prefix);
     let after_key = after.map(|p| {
         let mut key = prefix.clone();
         order_bytes(&mut key, p);
         key
     });
-    iter.seek(after_key.as_deref().unwrap_or(&prefix));
-    while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
-        if !k.starts_with(&prefix) {
-            break;
+    // (section byte, where its rows in range begin, the lowest time its rows in range have).
+    let mut sections = Vec::with_capacity(2);
+    if !range.bounds_close() {
+        let mut begin = prefix.clone();
+        begin.push(0);
+        begin.extend_from_slice(&0u64.to_be_bytes());
+        if let Some(max) = range.start_max {
+            begin.extend_from_slice(&descending(max));
         }
-        if after_key.as_deref() == Some(k) {
+        sections.push((0u8, begin, range.start_min));
+    }
+    let mut begin = prefix.clone();
+    begin.push(1);
+    if let Some(max) = range.close_max {
+        begin.extend_from_slice(&descending(max));
+    }
+    let close_floor = match (range.close_min, range.start_min) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    sections.push((1u8, begin, close_floor));
+    let mut iter = db.prefix_iterator(Cf::Visibility, &prefix);
+    'sections: for (section, begin, floor) in sections {
+        let from = match &after_key {
+            Some(after) if *after > begin => after.as_slice(),
+            _ => begin.as_slice(),
+        };
+        iter.seek(from);
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if !k.starts_with(&prefix) || k.get(order_start) != Some(&section) {
+                break;
+            }
+            if after_key.as_deref() == Some(k) {
+                iter.next();
+                continue;
+            }
+            let close = from_descending(k.get(order_start + 1..order_start + 9).unwrap_or(&[]));
+            let start = from_descending(k.get(order_start + 9..order_start + 17).unwrap_or(&[]));
+            // The time the section is ordered by: past the floor, no later row is in range.
+            let ordered_by = if section == 0 { start } else { close };
+            if floor.is_some_and(|floor| ordered_by < floor) {
+                break;
+            }
+            let close = (section == 1).then_some(close);
+            if range.holds(start, close) {
+                let run_id = std::str::from_utf8(k.get(order_start + 17..).unwrap_or_default())
+                    .unwrap_or_default();
+                let workflow_id =
+                    std::str::from_utf8(v.get(1..).unwrap_or_default()).unwrap_or_default();
+                let status = i32::from(v.first().copied().unwrap_or(0));
+                if !visit(IndexedRun {
+                    status,
+                    workflow_id,
+                    run_id,
+                }) {
+                    break 'sections;
+                }
+            }
             iter.next();
-            continue;
         }
-        let run_id =
-            std::str::from_utf8(k.get(order_start + 17..).unwrap_or_default()).unwrap_or_default();
-        let workflow_id = std::str::from_utf8(v.get(1..).unwrap_or_default()).unwrap_or_default();
-        let status = i32::from(v.first().copied().unwrap_or(0));
-        if !visit(IndexedRun {
-            status,
-            workflow_id,
-            run_id,
-        }) {
-            break;
-        }
-        iter.next();
+        iter.status()?;
     }
     iter.status()?;
     Ok(())
@@ -331,10 +414,18 @@ mod tests {
         }
         let read = |index: VisIndex, after: Option<ListPosition>| {
             let mut out = Vec::new();
-            for_each(&db, 3, "ns", &index, after.as_ref(), |r| {
-                out.push(format!("{}:{}:{}", r.run_id, r.status, r.workflow_id));
-                true
-            })
+            for_each(
+                &db,
+                3,
+                "ns",
+                &index,
+                after.as_ref(),
+                &TimeRange::default(),
+                |r| {
+                    out.push(format!("{}:{}:{}", r.run_id, r.status, r.workflow_id));
+                    true
+                },
+            )
             .unwrap();
             out
         };
@@ -360,6 +451,86 @@ mod tests {
         );
         let (deletes, puts) = changes(3, Some(&closed), None).unwrap();
         assert_eq!((deletes.len(), puts.len()), (3, 0));
+    }
+
+    #[test]
+    fn a_time_range_yields_exactly_the_rows_within_it_in_list_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        // Open runs (status 1) and closed ones (2), with starts and closes spread over time,
+        // including negative times (before the epoch).
+        let mut runs = Vec::new();
+        for i in 0..60i64 {
+            let start = (i * 37) % 50 - 10;
+            let (status, close) = if i % 3 == 0 {
+                (1, 0)
+            } else {
+                (2, start + (i % 7))
+            };
+            runs.push(run(&format!("r{i:02}"), status, start, close));
+        }
+        for r in &runs {
+            let (_, puts) = changes(3, None, Some(&r.encode_to_vec())).unwrap();
+            for (k, v) in puts {
+                db.rocks().put_cf(db.cf(Cf::Visibility), k, v).unwrap();
+            }
+        }
+        let secs = |t: i64| t * 1_000_000_000;
+        let read = |range: &TimeRange, after: Option<&ListPosition>| {
+            let mut out = Vec::new();
+            for_each(&db, 3, "ns", &VisIndex::All, after, range, |r| {
+                out.push(r.run_id.to_string());
+                true
+            })
+            .unwrap();
+            out
+        };
+        let everything = read(&TimeRange::default(), None);
+        assert_eq!(everything.len(), runs.len());
+        let bound = |t: Option<i64>| t.map(secs);
+        let candidates = [None, Some(-5), Some(0), Some(12), Some(30), Some(45)];
+        for start_min in candidates {
+            for start_max in [None, Some(0), Some(20), Some(39)] {
+                for (close_min, close_max) in [
+                    (None, None),
+                    (Some(3), None),
+                    (None, Some(25)),
+                    (Some(10), Some(30)),
+                ] {
+                    let range = TimeRange {
+                        start_min: bound(start_min),
+                        start_max: bound(start_max),
+                        close_min: bound(close_min),
+                        close_max: bound(close_max),
+                    };
+                    // Brute force: every run in list order, kept when within the range.
+                    let expected: Vec<String> = everything
+                        .iter()
+                        .filter(|id| {
+                            let r = runs.iter().find(|r| &r.run_id == *id).unwrap();
+                            let p = position(r);
+                            range.holds(p.start, p.close)
+                        })
+                        .cloned()
+                        .collect();
+                    assert_eq!(read(&range, None), expected, "{range:?}");
+                    // Resuming after any row of the full list gives the rest of the answer.
+                    for (i, id) in everything.iter().enumerate().step_by(7) {
+                        let r = runs.iter().find(|r| &r.run_id == id).unwrap();
+                        let rest: Vec<String> = expected
+                            .iter()
+                            .filter(|e| everything.iter().position(|x| x == *e).unwrap() > i)
+                            .cloned()
+                            .collect();
+                        assert_eq!(
+                            read(&range, Some(&position(r))),
+                            rest,
+                            "{range:?} after {id}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -398,18 +569,34 @@ mod tests {
             "no runs, nothing to build"
         );
         let mut listed = Vec::new();
-        for_each(&db, 1, "ns", &VisIndex::All, None, |r| {
-            listed.push(r.run_id.to_string());
-            true
-        })
+        for_each(
+            &db,
+            1,
+            "ns",
+            &VisIndex::All,
+            None,
+            &TimeRange::default(),
+            |r| {
+                listed.push(r.run_id.to_string());
+                true
+            },
+        )
         .unwrap();
         listed.sort();
         assert_eq!(listed, ["a", "b"]);
         let mut other = 0;
-        for_each(&db, 2, "ns", &VisIndex::Status(1), None, |_| {
-            other += 1;
-            true
-        })
+        for_each(
+            &db,
+            2,
+            "ns",
+            &VisIndex::Status(1),
+            None,
+            &TimeRange::default(),
+            |_| {
+                other += 1;
+                true
+            },
+        )
         .unwrap();
         assert_eq!(other, 0, "shard 2 not built yet");
         assert!(build_if_missing(&db, 2).unwrap());
