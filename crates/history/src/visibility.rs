@@ -8,9 +8,11 @@
 //! workflow ID (`WorkflowId = 'x'` or `WorkflowId IN (...)` among its top-level AND terms)
 //! reads only those workflows' runs, on their shards (the `executions` key begins with the
 //! workflow ID); otherwise a visibility index (`chronicle_storage::visibility`) is read in list
-//! order: by status or workflow type when a top-level AND term fixes one, else every run. An
-//! index read stops once a shard has given a page's worth of matches after the token, and a
-//! count whose filter is the index's own term (or none) counts index rows without reading runs.
+//! order: by a keyword value, workflow type or status when a top-level AND term fixes one (in
+//! that order of preference), else every run, limited to the slice that top-level StartTime and
+//! CloseTime bounds allow. An index read stops once a shard has given a page's worth of matches
+//! after the token, and a count whose filter is a status or type index's own term and time
+//! bounds (or none) counts index rows without reading runs.
 
 use std::collections::BTreeMap;
 
@@ -280,15 +282,26 @@ fn plan<'a>(
     let (index, range, whole) = match &query.filter {
         None => (VisIndex::All, TimeRange::default(), true),
         Some(expr) => {
-            let index = indexed_term(expr);
             let mut range = TimeRange::default();
             let mut terms = Vec::new();
             and_terms(expr, &mut terms);
-            // Whole when every top-level AND term is the index's own or a time bound that the
-            // range applies exactly.
+            // The most selective index a term fits: a keyword value, else a workflow type, else
+            // a status.
+            let index = terms
+                .iter()
+                .filter_map(|term| indexed_term(term))
+                .max_by_key(|index| match index {
+                    VisIndex::Keyword { .. } => 3,
+                    VisIndex::WorkflowType(_) => 2,
+                    VisIndex::Status(_) => 1,
+                    VisIndex::All => 0,
+                });
+            // Whole when every top-level AND term is the index's own (an index whose rows say
+            // exactly what the term does) or a time bound that the range applies exactly.
+            let exact = matches!(index, Some(VisIndex::Status(_) | VisIndex::WorkflowType(_)));
             let mut whole = true;
             for term in terms {
-                let is_index_term = index.is_some() && indexed_term(term) == index;
+                let is_index_term = exact && indexed_term(term) == index;
                 if !is_index_term && !narrow(&mut range, term) {
                     whole = false;
                 }
@@ -351,9 +364,11 @@ fn narrow(range: &mut TimeRange, term: &Expr) -> bool {
     true
 }
 
-/// An index that holds every run a filter can match: from an equality on the status or the
-/// workflow type among its top-level AND terms.
+/// The index that holds every run a filter term can match: an equality on the status, the
+/// workflow type, or a Keyword or KeywordList attribute (its rows hold values of at most
+/// `MAX_INDEXED_VALUE_BYTES`).
 fn indexed_term(expr: &Expr) -> Option<VisIndex> {
+    use chronicle_visibility::attrs::{SaType, Source};
     match expr {
         Expr::Cmp(attr, CmpOp::Eq, Value::Int(status)) if attr.name == "ExecutionStatus" => {
             i32::try_from(*status).ok().map(VisIndex::Status)
@@ -361,7 +376,16 @@ fn indexed_term(expr: &Expr) -> Option<VisIndex> {
         Expr::Cmp(attr, CmpOp::Eq, Value::Str(name)) if attr.name == "WorkflowType" => {
             Some(VisIndex::WorkflowType(name.clone()))
         }
-        Expr::And(a, b) => indexed_term(a).or_else(|| indexed_term(b)),
+        Expr::Cmp(attr, CmpOp::Eq, Value::Str(value))
+            if attr.source != Source::Core
+                && matches!(attr.ty, SaType::Keyword | SaType::KeywordList)
+                && value.len() <= chronicle_storage::visibility::MAX_INDEXED_VALUE_BYTES =>
+        {
+            Some(VisIndex::Keyword {
+                attribute: attr.name.clone(),
+                value: value.clone(),
+            })
+        }
         _ => None,
     }
 }

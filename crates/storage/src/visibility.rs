@@ -10,11 +10,22 @@
 //! | 0, every run | `0u8` | order |
 //! | 1, by status | `1u8`, status (u8) | order |
 //! | 2, by workflow type | `2u8`, type name (str) | order |
+//! | 3, by keyword value | `3u8`, attribute name (str), value (str) | order |
 //!
 //! order = open (0) or closed (1) as u8, close time descending (u64, 0 while open), start time
 //! descending (u64), run ID (raw bytes, last). That is Temporal's list order (open runs first,
 //! then newest close, newest start, run ID), so an index read in key order yields runs in list
 //! order and a page stops after its last row. Value: status (u8) and the workflow ID.
+//!
+//! Index 3 holds a row per search-attribute value that can be a Keyword: a JSON string, or
+//! each distinct string of a JSON list (a KeywordList), of at most [`MAX_INDEXED_VALUE_BYTES`],
+//! for attributes whose payload is typed `Keyword` or `KeywordList` or not typed at all (the
+//! type lives in the namespace's registry, which rows derived from a run alone cannot read). A
+//! reader filters what the index yields by the attribute's registered type.
+//!
+//! Each shard's rows carry a format version ([`FORMAT`], one key after every namespace); a
+//! shard whose rows are of an older format (or have none) is rebuilt from its runs when the node
+//! starts, before its group applies anything.
 
 use prost::Message;
 
@@ -26,6 +37,13 @@ use chronicle_proto::chronicle::persistence::v1 as pb;
 const ALL: u8 = 0;
 const BY_STATUS: u8 = 1;
 const BY_TYPE: u8 = 2;
+const BY_KEYWORD: u8 = 3;
+
+/// The rows' format: 1 had indexes 0 to 2, 2 added index 3.
+pub const FORMAT: u32 = 2;
+
+/// Longest keyword value with a row of its own: a filter on a longer value reads another index.
+pub const MAX_INDEXED_VALUE_BYTES: usize = 256;
 
 /// Which index to read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +51,11 @@ pub enum VisIndex {
     All,
     Status(i32),
     WorkflowType(String),
+    /// Runs with a search attribute holding this string (or a list holding it).
+    Keyword {
+        attribute: String,
+        value: String,
+    },
 }
 
 /// A run's place in list order: close time (`None` while open) and start time in nanoseconds
@@ -76,6 +99,8 @@ struct IndexedFields {
     start_time: Option<chronicle_proto::wkt::Timestamp>,
     #[prost(message, optional, tag = "10")]
     close_time: Option<chronicle_proto::wkt::Timestamp>,
+    #[prost(message, optional, tag = "19")]
+    search_attributes: Option<chronicle_proto::temporal::api::common::v1::SearchAttributes>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -96,6 +121,7 @@ impl From<IndexedFields> for pb::WorkflowExecutionState {
             status: f.status,
             start_time: f.start_time,
             close_time: f.close_time,
+            search_attributes: f.search_attributes,
             ..Default::default()
         }
     }
@@ -138,7 +164,41 @@ fn index_prefix(shard: ShardId, namespace_id: &str, index: &VisIndex) -> Vec<u8>
             .u8(u8::try_from(*s).unwrap_or(u8::MAX))
             .build(),
         VisIndex::WorkflowType(t) => key.u8(BY_TYPE).str(t).build(),
+        VisIndex::Keyword { attribute, value } => {
+            key.u8(BY_KEYWORD).str(attribute).str(value).build()
+        }
     }
+}
+
+/// The keyword rows' (attribute, value) pairs of a run, sorted and distinct.
+fn keyword_values(state: &pb::WorkflowExecutionState) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Some(attrs) = &state.search_attributes else {
+        return out;
+    };
+    for (name, payload) in &attrs.indexed_fields {
+        let typed = payload.metadata.get("type").map(Vec::as_slice);
+        if !matches!(typed, None | Some(b"Keyword") | Some(b"KeywordList")) {
+            continue;
+        }
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(&payload.data) else {
+            continue;
+        };
+        let mut push = |v: &serde_json::Value| {
+            if let serde_json::Value::String(v) = v
+                && v.len() <= MAX_INDEXED_VALUE_BYTES
+            {
+                out.push((name.clone(), v.clone()));
+            }
+        };
+        match &json {
+            serde_json::Value::Array(items) => items.iter().for_each(&mut push),
+            other => push(other),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The index rows of a run.
@@ -151,18 +211,24 @@ pub fn rows(shard: ShardId, state: &pb::WorkflowExecutionState) -> Vec<Row> {
         .as_ref()
         .map(|t| t.name.clone())
         .unwrap_or_default();
-    [
+    let mut indexes = vec![
         VisIndex::All,
         VisIndex::Status(state.status),
         VisIndex::WorkflowType(workflow_type),
-    ]
-    .iter()
-    .map(|index| {
-        let mut key = index_prefix(shard, &state.namespace_id, index);
-        order_bytes(&mut key, &p);
-        (key, value.clone())
-    })
-    .collect()
+    ];
+    indexes.extend(
+        keyword_values(state)
+            .into_iter()
+            .map(|(attribute, value)| VisIndex::Keyword { attribute, value }),
+    );
+    indexes
+        .iter()
+        .map(|index| {
+            let mut key = index_prefix(shard, &state.namespace_id, index);
+            order_bytes(&mut key, &p);
+            (key, value.clone())
+        })
+        .collect()
 }
 
 /// An index row: key and value.
@@ -336,21 +402,47 @@ pub fn for_each(
     Ok(())
 }
 
-/// Builds the indexes of a shard whose runs have none (a data directory from before the
-/// `visibility` family existed). Derived from the runs alone, so every replica builds the same
-/// rows; run before the shard's group applies anything. Returns whether it built.
-pub fn build_if_missing(db: &Db, shard: ShardId) -> StorageResult<bool> {
+/// The key holding a shard's row format: after every namespace's rows (a namespace ID's
+/// length, the first two bytes after the shard, is never 0xffff).
+fn format_key(shard: ShardId) -> Vec<u8> {
+    let mut key = keys::shard_prefix(shard);
+    key.extend_from_slice(&[0xff, 0xff]);
+    key.extend_from_slice(b"format");
+    key
+}
+
+/// The format of a shard's rows: `None` when it has no rows at all, 1 for rows written before
+/// the format was recorded.
+fn stored_format(db: &Db, shard: ShardId) -> StorageResult<Option<u32>> {
+    if let Some(v) = db.get(Cf::Visibility, &format_key(shard))? {
+        let bytes: [u8; 4] = v.as_slice().try_into().unwrap_or([0; 4]);
+        return Ok(Some(u32::from_be_bytes(bytes)));
+    }
     let prefix = keys::shard_prefix(shard);
     let mut existing = db.prefix_iterator(Cf::Visibility, &prefix);
     existing.seek(&prefix);
-    if existing.key().is_some() {
+    let any = existing.key().is_some();
+    existing.status()?;
+    Ok(any.then_some(1))
+}
+
+/// Builds the indexes of a shard whose rows are missing or of an older [`FORMAT`] (a data
+/// directory from before the `visibility` family, or from before an index was added): its rows
+/// are deleted and derived again from its runs, so every replica builds the same rows, and the
+/// format is recorded last (a crash in between builds again at the next start). Run before the
+/// shard's group applies anything. Returns whether it built.
+pub fn build_if_missing(db: &Db, shard: ShardId) -> StorageResult<bool> {
+    let stored = stored_format(db, shard)?;
+    if stored == Some(FORMAT) {
         return Ok(false);
     }
-    existing.status()?;
-    drop(existing);
+    let prefix = keys::shard_prefix(shard);
+    let mut batch = rocksdb::WriteBatch::default();
+    if stored.is_some() {
+        batch.delete_range_cf(db.cf(Cf::Visibility), &prefix, &keys::prefix_end(&prefix));
+    }
     let mut runs = db.prefix_iterator(Cf::Executions, &prefix);
     runs.seek(&prefix);
-    let mut batch = rocksdb::WriteBatch::default();
     let mut built = false;
     while let Some(v) = runs.value() {
         let (_, puts) = changes(shard, None, Some(v))?;
@@ -365,9 +457,12 @@ pub fn build_if_missing(db: &Db, shard: ShardId) -> StorageResult<bool> {
         runs.next();
     }
     runs.status()?;
-    if !batch.is_empty() {
-        db.rocks().write_opt(batch, &db.state_write_options())?;
-    }
+    batch.put_cf(
+        db.cf(Cf::Visibility),
+        format_key(shard),
+        FORMAT.to_be_bytes(),
+    );
+    db.rocks().write_opt(batch, &db.state_write_options())?;
     Ok(built)
 }
 
@@ -533,9 +628,143 @@ mod tests {
         }
     }
 
+    fn with_attributes(mut state: pb::WorkflowExecutionState) -> pb::WorkflowExecutionState {
+        use chronicle_proto::temporal::api::common::v1::{Payload, SearchAttributes};
+        let payload = |json: &str, ty: Option<&str>| Payload {
+            metadata: ty
+                .map(|t| [("type".to_string(), t.as_bytes().to_vec())].into())
+                .unwrap_or_default(),
+            data: json.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let long = format!("\"{}\"", "x".repeat(MAX_INDEXED_VALUE_BYTES + 1));
+        state.search_attributes = Some(SearchAttributes {
+            indexed_fields: [
+                ("Untyped".to_string(), payload("\"abc\"", None)),
+                ("Typed".to_string(), payload("\"x\"", Some("Keyword"))),
+                (
+                    "Tags".to_string(),
+                    payload("[\"b\",\"a\",\"b\",7]", Some("KeywordList")),
+                ),
+                ("Words".to_string(), payload("\"hello\"", Some("Text"))),
+                (
+                    "When".to_string(),
+                    payload("\"2024-01-01T00:00:00Z\"", Some("Datetime")),
+                ),
+                ("Long".to_string(), payload(&long, Some("Keyword"))),
+                ("Count".to_string(), payload("5", Some("Int"))),
+                ("Broken".to_string(), payload("{not json", None)),
+            ]
+            .into(),
+        });
+        state
+    }
+
+    #[test]
+    fn keyword_rows_hold_each_short_string_of_keyword_typed_or_untyped_attributes() {
+        let state = with_attributes(run("r", 1, 7, 0));
+        assert_eq!(
+            keyword_values(&state),
+            [
+                ("Tags".to_string(), "a".to_string()),
+                ("Tags".to_string(), "b".to_string()),
+                ("Typed".to_string(), "x".to_string()),
+                ("Untyped".to_string(), "abc".to_string()),
+            ]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let (_, puts) = changes(3, None, Some(&state.encode_to_vec())).unwrap();
+        assert_eq!(
+            puts.len(),
+            3 + 4,
+            "three indexes of every run, four keyword rows"
+        );
+        for (k, v) in puts {
+            db.rocks().put_cf(db.cf(Cf::Visibility), k, v).unwrap();
+        }
+        let find = |attribute: &str, value: &str| {
+            let mut out = Vec::new();
+            let index = VisIndex::Keyword {
+                attribute: attribute.into(),
+                value: value.into(),
+            };
+            for_each(&db, 3, "ns", &index, None, &TimeRange::default(), |r| {
+                out.push(r.run_id.to_string());
+                true
+            })
+            .unwrap();
+            out
+        };
+        assert_eq!(find("Tags", "a"), ["r"]);
+        assert_eq!(find("Untyped", "abc"), ["r"]);
+        assert!(find("Tags", "c").is_empty());
+        assert!(
+            find("Words", "hello").is_empty(),
+            "Text values have no rows"
+        );
+        // Removing the attributes removes their rows.
+        let bare = run("r", 1, 7, 0);
+        let (deletes, puts) =
+            changes(3, Some(&state.encode_to_vec()), Some(&bare.encode_to_vec())).unwrap();
+        assert_eq!((deletes.len(), puts.len()), (4, 0));
+    }
+
+    #[test]
+    fn rows_of_an_older_format_are_rebuilt_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let state = with_attributes(run("r", 1, 7, 0));
+        let key = keys::execution(1, "ns", &state.workflow_id, "r");
+        db.rocks()
+            .put_cf(db.cf(Cf::Executions), key, state.encode_to_vec())
+            .unwrap();
+        // Format 1: the three first indexes, no format key, and a row no run explains.
+        for (k, v) in rows(1, &run("r", 1, 7, 0)) {
+            db.rocks().put_cf(db.cf(Cf::Visibility), k, v).unwrap();
+        }
+        let stray = rows(1, &run("gone", 2, 1, 2)).remove(0);
+        db.rocks()
+            .put_cf(db.cf(Cf::Visibility), &stray.0, &stray.1)
+            .unwrap();
+        assert_eq!(stored_format(&db, 1).unwrap(), Some(1));
+        assert!(build_if_missing(&db, 1).unwrap());
+        assert_eq!(stored_format(&db, 1).unwrap(), Some(FORMAT));
+        assert!(!build_if_missing(&db, 1).unwrap(), "built once");
+        let mut listed = Vec::new();
+        for_each(
+            &db,
+            1,
+            "ns",
+            &VisIndex::All,
+            None,
+            &TimeRange::default(),
+            |r| {
+                listed.push(r.run_id.to_string());
+                true
+            },
+        )
+        .unwrap();
+        assert_eq!(listed, ["r"], "the stray row went with the old format");
+        let mut tagged = 0;
+        let index = VisIndex::Keyword {
+            attribute: "Tags".into(),
+            value: "a".into(),
+        };
+        for_each(&db, 1, "ns", &index, None, &TimeRange::default(), |_| {
+            tagged += 1;
+            true
+        })
+        .unwrap();
+        assert_eq!(tagged, 1);
+        // A shard with no rows and no runs records the format and builds nothing.
+        assert!(!build_if_missing(&db, 9).unwrap());
+        assert_eq!(stored_format(&db, 9).unwrap(), Some(FORMAT));
+    }
+
     #[test]
     fn rows_from_the_partial_decode_equal_rows_from_the_whole_state() {
-        let mut state = run("r", 2, 7, 9);
+        let mut state = with_attributes(run("r", 2, 7, 9));
         state.workflow_type = Some(chronicle_proto::temporal::api::common::v1::WorkflowType {
             name: "Typed".into(),
         });
