@@ -261,6 +261,12 @@ if hist_np:
     peers = {p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
              for r in hist_np[0]["spec"]["ingress"] for p in r.get("from", []) if "podSelector" in p}
     check(peers == {"history", "matching", "frontend", "init"}, f"history admits {peers}")
+match_np = [np for np in nps if np["metadata"]["name"].endswith("-matching")]
+if match_np:
+    peers = {p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+             for r in match_np[0]["spec"]["ingress"] for p in r.get("from", []) if "podSelector" in p}
+    # Matching nodes forward to the owners of root partitions: they must reach each other.
+    check(peers == {"history", "matching", "frontend"}, f"matching admits {peers}")
 
 # --- init job -----------------------------------------------------------------------------------
 jobs = by_kind("Job")
