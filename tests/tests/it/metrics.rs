@@ -211,8 +211,10 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
         .await
         .expect_err("a running workflow's ID is taken");
     assert_eq!(err.code(), Code::AlreadyExists);
-    // No poller yet: the task waits in matching's backlog (an async match).
+    // No poller yet: the task waits in matching's backlog (an async match). Polled once matching
+    // queued it, and at least half a second later.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_counter(metrics, "chronicle_task_queue_backlog_added", 1.0).await;
     let task = raw
         .poll_workflow_task_queue(poll(&task_queue))
         .await
@@ -252,10 +254,11 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
     let continued_id = unique("metrics-continued");
     let waiting_poll = {
         let mut raw = raw.clone();
-        let request = poll(&task_queue);
+        let mut request = poll(&task_queue);
+        request.identity = "metrics-sync-poller".into();
         tokio::spawn(async move { raw.poll_workflow_task_queue(request).await })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_waiting_poller(&mut raw, &task_queue, "metrics-sync-poller").await;
     raw.start_workflow_execution(start_request(&continued_id, "MetricsWorkflow", &task_queue))
         .await
         .expect("start");
@@ -691,6 +694,49 @@ async fn ready_again_after_a_restart_replays_the_log() {
 }
 
 /// The value of a gauge without labels in a fresh scrape.
+/// Waits until the unlabelled counter `name` reaches `at_least`.
+async fn wait_for_counter(metrics: SocketAddr, name: &str, at_least: f64) {
+    for _ in 0..100 {
+        let (_, text) = get(metrics, "/metrics").await;
+        if parse(&text)
+            .samples
+            .iter()
+            .any(|s| s.name == name && s.value >= at_least)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} never reached {at_least}");
+}
+
+/// Waits until matching lists `identity` among the pollers of `task_queue`'s workflow tasks: a
+/// poll registers its identity and its place among the waiting polls at once, so a task added
+/// after that is handed to it.
+async fn wait_for_waiting_poller(
+    raw: &mut ws::workflow_service_client::WorkflowServiceClient<tonic::transport::Channel>,
+    task_queue: &str,
+    identity: &str,
+) {
+    for _ in 0..100 {
+        let described = raw
+            .describe_task_queue(ws::DescribeTaskQueueRequest {
+                namespace: "default".into(),
+                task_queue: queue(task_queue),
+                task_queue_type: 1, // workflow
+                ..Default::default()
+            })
+            .await
+            .expect("describe task queue")
+            .into_inner();
+        if described.pollers.iter().any(|p| p.identity == identity) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{identity} never showed up among the pollers of {task_queue}");
+}
+
 async fn gauge(metrics: SocketAddr, name: &str) -> f64 {
     let (status, text) = get(metrics, "/metrics").await;
     assert_eq!(status, 200);
