@@ -173,7 +173,7 @@ impl MatchingEngine {
                         },
                         // Handed over at the root a moment ago (one call away).
                         PollOutcome::Sync {
-                            handed_at: Instant::now(),
+                            handed_at: Some(Instant::now()),
                         },
                     ));
                 }

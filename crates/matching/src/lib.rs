@@ -49,7 +49,7 @@ impl Handoff {
         (
             self.dispatch,
             PollOutcome::Sync {
-                handed_at: self.handed_at,
+                handed_at: Some(self.handed_at),
             },
         )
     }
@@ -313,7 +313,7 @@ impl MatchingEngine {
                 return Ok(Taken::Now(
                     Dispatch::Task(task),
                     PollOutcome::Sync {
-                        handed_at: offered_at,
+                        handed_at: Some(offered_at),
                     },
                 ));
             }
@@ -459,7 +459,7 @@ impl MatchingService for MatchingEngine {
             };
             match dispatch {
                 Dispatch::Query(query) => {
-                    record(outcome);
+                    record(outcome.for_query());
                     return Ok(query.response);
                 }
                 Dispatch::Task(task) => {

@@ -80,10 +80,22 @@ pub fn describe() {
 pub(crate) enum PollOutcome {
     /// A task (or query) from the backlog, queued at `queued_at` (a task).
     Backlog { queued_at: Option<Instant> },
-    /// A task handed to the waiting poll at `handed_at`.
-    Sync { handed_at: Instant },
+    /// A task handed to the waiting poll at `handed_at` (a query task: none, it is no added
+    /// task).
+    Sync { handed_at: Option<Instant> },
     /// No task until the poll's deadline.
     Timeout,
+}
+
+impl PollOutcome {
+    /// The outcome of a poll answered with a query task: Temporal counts every query it hands
+    /// out as a sync match, and times none (its match latencies time added tasks).
+    pub(crate) fn for_query(self) -> Self {
+        match self {
+            PollOutcome::Timeout => PollOutcome::Timeout,
+            _ => PollOutcome::Sync { handed_at: None },
+        }
+    }
 }
 
 /// Counts a poll the way Temporal's matching does (labels: namespace, taskqueue, task_type,
@@ -138,14 +150,16 @@ pub(crate) fn record_poll(
         PollOutcome::Sync { handed_at } => {
             metrics::counter!(POLL_SUCCESS, &labels[..]).increment(1);
             metrics::counter!(POLL_SUCCESS_SYNC, &labels[..]).increment(1);
-            labels[1].1 = if is_workflow {
-                "AddWorkflowTask"
-            } else {
-                "AddActivityTask"
+            if let Some(handed_at) = handed_at {
+                labels[1].1 = if is_workflow {
+                    "AddWorkflowTask"
+                } else {
+                    "AddActivityTask"
+                }
+                .to_string();
+                metrics::histogram!(SYNCMATCH_LATENCY, &labels[..])
+                    .record(handed_at.elapsed().as_secs_f64());
             }
-            .to_string();
-            metrics::histogram!(SYNCMATCH_LATENCY, &labels[..])
-                .record(handed_at.elapsed().as_secs_f64());
         }
     }
 }
