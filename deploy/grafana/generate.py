@@ -219,6 +219,18 @@ def server_overview():
             [(f"sum by (task_type) (rate(poll_timeouts{{{NS}, {TNS}}}[{RATE}]))",
               "{{task_type}}")],
             unit="ops", w=8, description="Polls that ended without a task (idle workers).")
+    b.panel("Sync match latency p95",
+            [(p(0.95, f"syncmatch_latency_bucket{{{NS}, {TNS}}}", "task_type, le"),
+              "{{task_type}}")],
+            unit="s", w=12,
+            description="Tasks handed straight to a waiting poll: from the hand-over to history "
+                        "recording the task as started.")
+    b.panel("Async match latency p95",
+            [(p(0.95, f"asyncmatch_latency_bucket{{{NS}, {TNS}}}", "task_type, le"),
+              "{{task_type}}")],
+            unit="s", w=12,
+            description="Tasks a poll took from the backlog: how long they waited there, until "
+                        "history recorded them as started. High means too few workers.")
     b.row("Persistence and history tasks")
     b.panel("Writes by operation",
             [(f"sum by (operation) (rate(persistence_requests{{{NS}}}[{RATE}]))",
@@ -240,6 +252,17 @@ def server_overview():
     b.panel("Task errors",
             [(f"sum by (operation) (rate(task_errors{{{NS}, {TNS}}}[{RATE}]))", "{{operation}}")],
             unit="ops", w=8)
+    b.panel("Task latency p95 (all attempts)",
+            [(p(0.95, f"task_latency_bucket{{{NS}, {TNS}}}", "operation, le"), "{{operation}}")],
+            unit="s", w=12,
+            description="From a task's first attempt to its completion, retries included.")
+    b.panel("Task queue latency p95",
+            [(p(0.95, f"task_latency_queue_bucket{{{NS}, {TNS}}}", "operation, le"),
+              "{{operation}}")],
+            unit="s", w=12,
+            description="From a task's visibility (a timer's fire time; an outbox task's first "
+                        "read by the shard leader) to its completion: a queue falling behind "
+                        "shows here first.")
     b.row("Processes")
     b.panel("Shards led by node",
             [(f"sum by (instance) (numshards_gauge{{{NS}}})", "{{instance}}")], w=12)
@@ -304,6 +327,16 @@ def cluster():
               "queued (no poller waiting)"),
              (f"sum(rate(chronicle_sticky_worker_unavailable{{{NS}}}[{RATE}]))",
               "sticky -> normal queue")], unit="ops", w=12)
+    b.panel("Timer queue latency p99 by node",
+            [(p(0.99, f"task_latency_queue_bucket{{{NS}, operation=~\"TimerActive.*\"}}",
+                "instance, le"), "{{instance}}")], unit="s", w=12,
+            description="From each timer's fire time to its firing, on the shard leaders.")
+    b.panel("Match latency p95 by matching node",
+            [(p(0.95, f"syncmatch_latency_bucket{{{NS}}}", "instance, le"), "sync {{instance}}"),
+             (p(0.95, f"asyncmatch_latency_bucket{{{NS}}}", "instance, le"),
+              "async {{instance}}")], unit="s", w=12,
+            description="Per matching node: a node whose partitions back up shows a higher "
+                        "async match latency.")
     b.panel("Sync match ratio",
             [(f"sum(rate(poll_success_sync{{{NS}}}[{RATE}])) / "
               f"sum(rate(poll_success{{{NS}}}[{RATE}]))", "sync / all")],

@@ -182,11 +182,42 @@ if scenario == "large":
 
 # --- frontend and matching ---------------------------------------------------------------------
 fe = one("Deployment", "-frontend")
-ma = one("Deployment", "-matching")
-check(ma["spec"]["replicas"] == 1 and ma["spec"]["strategy"]["type"] == "Recreate",
-      "matching is one pod with the Recreate strategy")
-check(config.get("CHRONICLE_MATCHING_ADDR", "").startswith(ma["metadata"]["name"] + "."),
-      "CHRONICLE_MATCHING_ADDR names the matching Service")
+# Matching: a StatefulSet whose pods' stable names make the ring's node list, the same in every
+# process (history, frontend and matching read it from the one ConfigMap).
+ma = one("StatefulSet", "-matching")
+check(not [d for d in by_kind("Deployment") if d["metadata"]["name"].endswith("-matching")],
+      "matching is still a Deployment")
+matching_replicas = {"large": 4}.get(scenario, 2)
+check(ma.get("spec", {}).get("replicas") == matching_replicas,
+      f"matching replicas {ma.get('spec', {}).get('replicas')}")
+check(ma.get("spec", {}).get("podManagementPolicy") == "Parallel", "matching podManagementPolicy")
+check(ma.get("spec", {}).get("updateStrategy", {}).get("type") == "RollingUpdate",
+      "matching updateStrategy")
+check("volumeClaimTemplates" not in ma.get("spec", {}), "matching stores nothing: no PVC")
+mheadless = one("Service", ma.get("spec", {}).get("serviceName", "?"))
+check(mheadless.get("spec", {}).get("clusterIP") == "None", "matching Service is not headless")
+check(mheadless.get("spec", {}).get("publishNotReadyAddresses") is True,
+      "matching headless Service does not publish not-ready pods")
+check({p["name"] for p in mheadless.get("spec", {}).get("ports", [])} == {"internal", "metrics"},
+      "matching headless Service ports")
+check(not [s for s in by_kind("Service") if s["metadata"]["name"].endswith("-matching")],
+      "a ClusterIP matching Service would hide the ring's nodes")
+expected_matching = [f"{ma['metadata']['name']}-{i}.{ma['spec']['serviceName']}.chronicle.svc."
+                     f"cluster.local:7234" for i in range(matching_replicas)]
+check(config.get("CHRONICLE_MATCHING_ADDR") == ",".join(expected_matching),
+      f"CHRONICLE_MATCHING_ADDR {config.get('CHRONICLE_MATCHING_ADDR')}")
+check(config.get("CHRONICLE_TASK_QUEUE_PARTITIONS") == {"large": "8"}.get(scenario, "4"),
+      f"CHRONICLE_TASK_QUEUE_PARTITIONS {config.get('CHRONICLE_TASK_QUEUE_PARTITIONS')}")
+# Every history, matching and frontend pod names itself in its log lines, and reads the ring's
+# node list from the ConfigMap (no pod overrides it).
+for w in (sts, ma, fe):
+    c = w["spec"]["template"]["spec"]["containers"][0]
+    wenv = {e["name"]: e.get("value") for e in c.get("env", [])}
+    check(wenv.get("CHRONICLE_NODE_NAME") == "$(POD_NAME)",
+          f"{w['metadata']['name']}: CHRONICLE_NODE_NAME {wenv.get('CHRONICLE_NODE_NAME')}")
+    check("CHRONICLE_MATCHING_ADDR" not in wenv, f"{w['metadata']['name']} overrides the matching list")
+    check(any(e.get("configMapRef", {}).get("name", "").endswith("-config") for e in c.get("envFrom", [])),
+          f"{w['metadata']['name']} does not read the ConfigMap")
 hpa = by_kind("HorizontalPodAutoscaler")
 if scenario == "large":
     check(len(hpa) == 1 and hpa[0]["spec"]["scaleTargetRef"]["name"] == fe["metadata"]["name"],
@@ -230,6 +261,12 @@ if hist_np:
     peers = {p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
              for r in hist_np[0]["spec"]["ingress"] for p in r.get("from", []) if "podSelector" in p}
     check(peers == {"history", "matching", "frontend", "init"}, f"history admits {peers}")
+match_np = [np for np in nps if np["metadata"]["name"].endswith("-matching")]
+if match_np:
+    peers = {p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+             for r in match_np[0]["spec"]["ingress"] for p in r.get("from", []) if "podSelector" in p}
+    # Matching nodes forward to the owners of root partitions: they must reach each other.
+    check(peers == {"history", "matching", "frontend"}, f"matching admits {peers}")
 
 # --- init job -----------------------------------------------------------------------------------
 jobs = by_kind("Job")

@@ -1,5 +1,5 @@
 """Runs the Helm chart's cluster as local processes, from the rendered manifests: each history
-pod, the matching pod, one frontend pod and the init Job get exactly the args, ConfigMap
+pod, each matching pod, one frontend pod and the init Job get exactly the args, ConfigMap
 variables and env the chart gives them. What Kubernetes would provide is stood in for: a pod IP
 is a loopback address (127.0.0.11, .12, ...), DNS names become those addresses, the data PVC is a
 directory, and the pod's bind address 0.0.0.0 becomes its loopback address (one machine, one
@@ -26,19 +26,22 @@ rendered, binary, workdir, state_path = sys.argv[1:5]
 docs = [d for d in yaml.safe_load_all(open(rendered)) if d]
 config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config"))
 sts = next(d for d in docs if d["kind"] == "StatefulSet")
+matching = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"].endswith("-matching"))
+sts = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"].endswith("-history"))
 deployments = {d["metadata"]["name"].rsplit("-", 1)[1]: d for d in docs if d["kind"] == "Deployment"}
 job = next(d for d in docs if d["kind"] == "Job")
 namespace = sts["metadata"]["namespace"]
 domain = f"{namespace}.svc.cluster.local"
 
 pods = {}  # pod name -> loopback ip
+hosts = {}  # a pod's DNS name under its headless Service -> its ip
 for i in range(sts["spec"]["replicas"]):
     pods[f"{sts['metadata']['name']}-{i}"] = f"127.0.0.{11 + i}"
-matching_svc = deployments["matching"]["metadata"]["name"]
-pods[f"{matching_svc}-0"] = "127.0.0.20"
+    hosts[f"{sts['metadata']['name']}-{i}.{sts['spec']['serviceName']}.{domain}"] = f"127.0.0.{11 + i}"
+for i in range(matching["spec"]["replicas"]):
+    pods[f"{matching['metadata']['name']}-{i}"] = f"127.0.0.{41 + i}"
+    hosts[f"{matching['metadata']['name']}-{i}.{matching['spec']['serviceName']}.{domain}"] = f"127.0.0.{41 + i}"
 pods[f"{deployments['frontend']['metadata']['name']}-0"] = "127.0.0.21"
-hosts = {f"{pod}.{sts['spec']['serviceName']}.{domain}": ip for pod, ip in pods.items()}
-hosts[f"{matching_svc}.{domain}"] = pods[f"{matching_svc}-0"]
 
 
 def resolve(value):
@@ -115,8 +118,9 @@ try:
     for pod in pods:
         if pod.startswith(sts["metadata"]["name"] + "-"):
             start(pod, sts["spec"]["template"]["spec"]["containers"][0], "history")
-    start(f"{matching_svc}-0", deployments["matching"]["spec"]["template"]["spec"]["containers"][0],
-          "matching")
+    for i in range(matching["spec"]["replicas"]):
+        start(f"{matching['metadata']['name']}-{i}",
+              matching["spec"]["template"]["spec"]["containers"][0], "matching")
     start(f"{deployments['frontend']['metadata']['name']}-0",
           deployments["frontend"]["spec"]["template"]["spec"]["containers"][0], "frontend")
     # The init Job, as Kubernetes would run it once the pods exist.

@@ -265,9 +265,12 @@ class SplitServer:
     NUM_SHARDS = 4
 
     def __init__(self, log_dir: str, history_count: Optional[int] = None, frontend_count: Optional[int] = None,
-                 restart: bool = False, matching_count: Optional[int] = None):
+                 restart: bool = False, matching_count: Optional[int] = None,
+                 extra_args: Optional[List[str]] = None):
         self.log_dir = log_dir
         self.restart = restart
+        # More flags of start-local-cluster (a `--log-level` here replaces the default `warn`).
+        self.extra_args = list(extra_args or [])
         self.lines: List[str] = []
         self.owner = None
         self.history_count = history_count or int(os.environ.get("COMPAT_HISTORY_NODES", "3"))
@@ -291,6 +294,10 @@ class SplitServer:
             cmd += ["--matching", str(self.matching_count)]
         if self.restart:
             cmd.append("--restart")
+        if "--log-level" in self.extra_args:
+            at = cmd.index("--log-level")
+            del cmd[at:at + 2]
+        cmd += self.extra_args
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
                                      preexec_fn=_die_with_parent)

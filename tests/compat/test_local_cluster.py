@@ -6,6 +6,7 @@ and a describe that shows every shard's leader and the node that is down.
 Chronicle only: Temporal has no such commands."""
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -211,3 +212,36 @@ async def test_a_cluster_recorded_with_one_matching_node_starts_again_as_it_was(
         assert await run_timer_workflow(client, client)
     finally:
         again.kill()
+
+
+async def test_json_logs_name_their_node_on_every_line_of_every_role(tmp_path):
+    """Operators grep one stream holding every node's lines: with --log-format json, each line of
+    each child is a JSON object whose `node` is the child's name, on every role; and no workflow
+    payload reaches a log."""
+    cluster = SplitServer(str(tmp_path), history_count=3, frontend_count=1,
+                          extra_args=["--log-format", "json", "--log-level", "info"])
+    await asyncio.to_thread(cluster.start)
+    marker = new_id("payload-never-logged")
+    try:
+        client = await Client.connect(cluster.frontends[0])
+        task_queue = new_id("tq-logs")
+        async with Worker(client, task_queue=task_queue, workflows=[wf.OrderWorkflow],
+                          activities=[wf.reserve_stock, wf.charge_payment, wf.ship_order]):
+            result = await client.execute_workflow(
+                wf.OrderWorkflow.run, wf.Order(marker, 2, 150), id=new_id("logs"),
+                task_queue=task_queue, execution_timeout=timedelta(seconds=60))
+        assert result.tracking == f"tracking-{marker}"
+    finally:
+        await asyncio.to_thread(cluster.stop)
+    roles = set()
+    for node in cluster.nodes:
+        with open(node.log_path, errors="replace") as f:
+            lines = [line for line in f if line.strip()]
+        assert lines, f"{node.name} wrote no log line"
+        for line in lines:
+            parsed = json.loads(line)
+            assert parsed.get("node") == node.name, f"{node.name}: {line}"
+            assert "level" in parsed and "fields" in parsed, line
+            assert marker not in line, f"{node.name} logged a payload: {line}"
+        roles.add(node.name.split("-")[0])
+    assert roles == {"history", "matching", "frontend"}

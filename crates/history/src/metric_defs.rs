@@ -43,6 +43,15 @@ pub const TASK_REQUESTS: &str = "task_requests";
 pub const TASK_ERRORS: &str = "task_errors";
 /// Time of one attempt, in seconds.
 pub const TASK_LATENCY_PROCESSING: &str = "task_latency_processing";
+/// Time from a task's first attempt to its completion, over all its attempts, in seconds
+/// (labels as `task_requests`). Timers: from the first attempt to fire it; outbox tasks: from
+/// when the shard leader first read the row (the outbox keeps no creation time; while a leader
+/// lives it reads a new row within milliseconds of its commit).
+pub const TASK_LATENCY: &str = "task_latency";
+/// Time from a task's visibility to its completion, in seconds (labels as `task_requests` plus
+/// `queue_reader_id`): a timer from its fire time, so a late timer queue shows here; an outbox
+/// task as `task_latency` (from when the leader first read it).
+pub const TASK_LATENCY_QUEUE: &str = "task_latency_queue";
 
 /// History shards this node leads (Temporal: shards owned by the host), set at each scrape.
 pub const NUMSHARDS_GAUGE: &str = "numshards_gauge";
@@ -154,6 +163,14 @@ pub fn describe() {
         ),
         (PERSISTENCE_LATENCY, "Time of a shard write."),
         (TASK_LATENCY_PROCESSING, "Time of one task attempt."),
+        (
+            TASK_LATENCY,
+            "Time from a task's first attempt to its completion.",
+        ),
+        (
+            TASK_LATENCY_QUEUE,
+            "Time from a task's visibility to its completion.",
+        ),
         (TIMER_TASK_LATENCY, "Lateness of fired timers."),
         (SHARD_COMMAND_LATENCY, "Time from proposal to apply."),
     ] {
@@ -272,25 +289,58 @@ pub(crate) fn transfer_task_type(kind: i32) -> &'static str {
     }
 }
 
-/// Records one attempt of a timer or transfer task.
+/// Temporal's `archetype` of a task: Chronicle's tasks all belong to workflow runs.
+const TASK_ARCHETYPE: &str = "workflow";
+/// Temporal's `task_priority`: the tasks of Chronicle's queues are all run alike, as Temporal's
+/// default (high) priority class.
+const TASK_PRIORITY: &str = "high";
+
+/// Records one attempt of a timer or transfer task (labels as Temporal's history queues set
+/// them: the attempt's latency without `task_priority`, the counters with it).
 pub(crate) fn record_task(
     task_type: &'static str,
     namespace: String,
     started: std::time::Instant,
     ok: bool,
 ) {
-    let labels = [
+    let mut labels = vec![
         ("service_name", SERVICE_NAME.to_string()),
         ("operation", task_type.to_string()),
         ("task_type", task_type.to_string()),
         ("namespace", namespace),
+        ("archetype", TASK_ARCHETYPE.to_string()),
     ];
-    metrics::counter!(TASK_REQUESTS, &labels[..]).increment(1);
     metrics::histogram!(TASK_LATENCY_PROCESSING, &labels[..])
         .record(started.elapsed().as_secs_f64());
+    labels.push(("task_priority", TASK_PRIORITY.to_string()));
+    metrics::counter!(TASK_REQUESTS, &labels[..]).increment(1);
     if !ok {
         metrics::counter!(TASK_ERRORS, &labels[..]).increment(1);
     }
+}
+
+/// Records a task's completion: `task_latency` since `first_attempt_ms` and
+/// `task_latency_queue` since `visible_ms` (milliseconds since the epoch).
+pub(crate) fn record_task_done(
+    task_type: &'static str,
+    namespace: String,
+    first_attempt_ms: i64,
+    visible_ms: i64,
+) {
+    let now = chronicle_types::time::now_millis();
+    let seconds_since = |ms: i64| now.saturating_sub(ms).max(0) as f64 / 1000.0;
+    let mut labels = vec![
+        ("service_name", SERVICE_NAME.to_string()),
+        ("operation", task_type.to_string()),
+        ("task_type", task_type.to_string()),
+        ("namespace", namespace),
+        ("archetype", TASK_ARCHETYPE.to_string()),
+        ("task_priority", TASK_PRIORITY.to_string()),
+    ];
+    metrics::histogram!(TASK_LATENCY, &labels[..]).record(seconds_since(first_attempt_ms));
+    // One reader per queue (Temporal's default reader is 0).
+    labels.push(("queue_reader_id", "0".to_string()));
+    metrics::histogram!(TASK_LATENCY_QUEUE, &labels[..]).record(seconds_since(visible_ms));
 }
 
 /// Temporal's persistence operation for a command.

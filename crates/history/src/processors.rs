@@ -79,12 +79,15 @@ async fn timer_loop(
     // tombstones ahead of `now` that every seek would have to walk).
     let mut next_read = i64::MIN;
     let mut was_leader = false;
+    // Timer key -> when this leader first tried to fire it (`task_latency` spans the attempts).
+    let mut first_attempts: HashMap<Vec<u8>, i64> = HashMap::new();
     loop {
         if *shutdown.borrow() {
             return;
         }
         if !engine.is_leader(&shard) {
             was_leader = false;
+            first_attempts.clear();
             shard
                 .queue_ages
                 .oldest_due_timer_ms
@@ -133,11 +136,19 @@ async fn timer_loop(
             }),
             std::sync::atomic::Ordering::Relaxed,
         );
+        if due.len() < TIMER_BATCH {
+            // Every due timer was read: those no longer due fired (or were deleted).
+            let due_keys: std::collections::HashSet<&Vec<u8>> =
+                due.iter().map(|(k, _)| k).collect();
+            first_attempts.retain(|k, _| due_keys.contains(k));
+        }
         if !due.is_empty() {
+            let attempt_ms = now_millis();
             // Fired concurrently so that their log appends share fsyncs.
             let fires = due.into_iter().map(|(key, task)| {
                 let engine = engine.clone();
                 let shard = shard.clone();
+                let first_attempt_ms = *first_attempts.entry(key.clone()).or_insert(attempt_ms);
                 async move {
                     let deadline = chronicle_storage::keys::timer_fire_time(&key);
                     let kind = pb::timer_task::Kind::try_from(task.kind).unwrap_or_default().as_str_name();
@@ -146,9 +157,10 @@ async fn timer_loop(
                     let fire = cmd::FireTimer { key, task: Some(task), new_run_id: chronicle_types::new_run_id() };
                     let started = Instant::now();
                     let fired = engine.propose(&shard, shard_command::Kind::FireTimer(fire)).await;
-                    metric_defs::record_task(task_type, namespace, started, fired.is_ok());
+                    metric_defs::record_task(task_type, namespace.clone(), started, fired.is_ok());
                     match fired {
                         Ok(_) => {
+                            metric_defs::record_task_done(task_type, namespace, first_attempt_ms, deadline);
                             metrics::counter!(metric_defs::TIMER_TASKS_FIRED, "kind" => kind).increment(1);
                             metrics::histogram!(metric_defs::TIMER_TASK_LATENCY).record(now_millis().saturating_sub(deadline).max(0) as f64 / 1000.0);
                             true
@@ -303,15 +315,23 @@ async fn outbox_loop(
                     let (engine, shard, transfers) =
                         (engine.clone(), shard.clone(), transfers.clone());
                     let task = task.clone();
+                    let read_at_ms = first_seen.get(&id).copied().unwrap_or(seen_at);
                     tokio::spawn(async move {
                         let started = Instant::now();
                         let result = crate::transfer::execute(&engine, &shard, id, &task).await;
+                        let task_type = metric_defs::transfer_task_type(task.kind);
+                        let namespace = engine.namespace_name(&task.namespace_id);
                         metric_defs::record_task(
-                            metric_defs::transfer_task_type(task.kind),
-                            engine.namespace_name(&task.namespace_id),
+                            task_type,
+                            namespace.clone(),
                             started,
                             result.is_ok(),
                         );
+                        if result.is_ok() {
+                            metric_defs::record_task_done(
+                                task_type, namespace, read_at_ms, read_at_ms,
+                            );
+                        }
                         if let Err(e) = &result {
                             tracing::debug!(shard = shard.id, error = %e.message, "transfer task failed; it runs again at the next sweep");
                         }
@@ -369,16 +389,21 @@ async fn outbox_loop(
                 Ok(()) => engine.matching.add_task(queue, task_ref).await,
             };
             drop(measure);
-            metric_defs::record_task(
-                metric_defs::transfer_task_type(task.kind),
-                engine.namespace_name(&task.namespace_id),
-                started,
-                added.is_ok(),
-            );
+            let task_type = metric_defs::transfer_task_type(task.kind);
+            let namespace = engine.namespace_name(&task.namespace_id);
+            metric_defs::record_task(task_type, namespace.clone(), started, added.is_ok());
             match added {
                 Ok(()) => {
                     metrics::counter!(metric_defs::TRANSFER_TASKS_DISPATCHED).increment(1);
-                    handed.insert(key.clone(), (Instant::now(), placement));
+                    let handed_before = handed.insert(key.clone(), (Instant::now(), placement));
+                    if handed_before.is_none() {
+                        // Done once matching has it (handing it over again is a retry).
+                        let read_at_ms = first_seen
+                            .get(&outbox_id_of(key))
+                            .copied()
+                            .unwrap_or(seen_at);
+                        metric_defs::record_task_done(task_type, namespace, read_at_ms, read_at_ms);
+                    }
                 }
                 Err(e) => {
                     // Not in `handed`: the next sweep hands it over again. Under overload every

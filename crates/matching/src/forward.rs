@@ -19,7 +19,7 @@ use chronicle_types::ApiResult;
 use tokio::sync::oneshot;
 
 use crate::metric_defs::{self, PollOutcome};
-use crate::{Dispatch, MatchingEngine, Queue};
+use crate::{Dispatch, Handoff, MatchingEngine, Queue};
 
 /// How long a child partition's task waits at the root for a poller before the child takes it
 /// back (and offers it again).
@@ -34,6 +34,7 @@ const FORWARD_AGAIN_PAUSE: Duration = Duration::from_millis(50);
 pub(crate) struct PendingOffer {
     id: u64,
     task: TaskRef,
+    offered_at: Instant,
     /// Told when a poller took the task.
     taken: oneshot::Sender<()>,
 }
@@ -45,12 +46,13 @@ impl PendingOffer {
     }
 }
 
-/// The first offered task whose offerer still waits, for a poll of the root partition.
-pub(crate) fn take_offer(queue: &mut Queue) -> Option<TaskRef> {
+/// The first offered task whose offerer still waits, for a poll of the root partition, and
+/// when it was offered.
+pub(crate) fn take_offer(queue: &mut Queue) -> Option<(TaskRef, Instant)> {
     while let Some(offer) = queue.offers.pop_front() {
         if offer.taken.send(()).is_ok() {
             metrics::counter!(metric_defs::TASKS_FORWARDED).increment(1);
-            return Some(offer.task);
+            return Some((offer.task, offer.offered_at));
         }
     }
     None
@@ -90,6 +92,7 @@ impl MatchingEngine {
                     queue.offers.push_back(PendingOffer {
                         id,
                         task,
+                        offered_at: Instant::now(),
                         taken: tx,
                     });
                     rx
@@ -138,7 +141,7 @@ impl MatchingEngine {
         &self,
         key: &TaskQueueKey,
         identity: &str,
-        mut here: oneshot::Receiver<Dispatch>,
+        mut here: oneshot::Receiver<Handoff>,
         deadline: Instant,
     ) -> Option<(Dispatch, PollOutcome)> {
         let mut stopping = self.stopping.subscribe();
@@ -150,7 +153,7 @@ impl MatchingEngine {
             }
             let on_root = self.forward_poll_to_root(root.clone(), identity, wait);
             let from_root = tokio::select! {
-                received = &mut here => return received.ok().map(|d| (d, PollOutcome::Sync)),
+                received = &mut here => return received.ok().map(Handoff::into_sync_match),
                 answer = on_root => answer,
                 () = tokio::time::sleep_until(deadline.into()) => return None,
                 _ = stopping.wait_for(|stop| *stop) => return None,
@@ -159,8 +162,8 @@ impl MatchingEngine {
                 Ok(Some(dispatch)) => {
                     // Leave this partition's pollers; a task handed here meanwhile is kept.
                     here.close();
-                    if let Ok(dispatch) = here.try_recv() {
-                        self.put_back(key, dispatch);
+                    if let Ok(handoff) = here.try_recv() {
+                        self.put_back(key, handoff.dispatch);
                     }
                     metrics::counter!(metric_defs::POLLS_FORWARDED).increment(1);
                     return Some((
@@ -168,7 +171,10 @@ impl MatchingEngine {
                             ForwardedDispatch::Task(task) => Dispatch::Task(task),
                             ForwardedDispatch::Query(query) => Dispatch::Query(query),
                         },
-                        PollOutcome::Sync,
+                        // Handed over at the root a moment ago (one call away).
+                        PollOutcome::Sync {
+                            handed_at: Some(Instant::now()),
+                        },
                     ));
                 }
                 Ok(None) => FORWARD_AGAIN_PAUSE,
@@ -179,7 +185,7 @@ impl MatchingEngine {
             };
             let pause_end = deadline.min(Instant::now() + pause);
             tokio::select! {
-                received = &mut here => return received.ok().map(|d| (d, PollOutcome::Sync)),
+                received = &mut here => return received.ok().map(Handoff::into_sync_match),
                 () = tokio::time::sleep_until(pause_end.into()) => {}
                 _ = stopping.wait_for(|stop| *stop) => return None,
             }
@@ -198,7 +204,10 @@ impl MatchingEngine {
                     false
                 }
                 Some(Dispatch::Task(task)) => {
-                    queue.queued.insert((task.shard, task.outbox_id));
+                    queue
+                        .queued
+                        .entry((task.shard, task.outbox_id))
+                        .or_insert_with(Instant::now);
                     queue.tasks.push_front(task);
                     let start = parse_partition(&key.name).1 != 0 && !queue.draining;
                     queue.draining |= start;
@@ -273,7 +282,8 @@ impl MatchingEngine {
         queue.draining = true;
         let id = (task.shard, task.outbox_id);
         if let Some(Dispatch::Task(task)) = queue.offer(Dispatch::Task(task)) {
-            queue.queued.insert(id);
+            // Still marked with when it was first queued here (the drainer kept the mark).
+            queue.queued.entry(id).or_insert_with(Instant::now);
             queue.tasks.push_front(task);
         } else {
             queue.queued.remove(&id);

@@ -10,7 +10,7 @@
 mod forward;
 pub mod metric_defs;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -37,20 +37,40 @@ enum Dispatch {
     Query(QueryTask),
 }
 
+/// A dispatch handed straight to a waiting poll (a sync match), and when: the poll reports the
+/// time until history recorded the task as started as `syncmatch_latency`.
+struct Handoff {
+    dispatch: Dispatch,
+    handed_at: Instant,
+}
+
+impl Handoff {
+    fn into_sync_match(self) -> (Dispatch, PollOutcome) {
+        (
+            self.dispatch,
+            PollOutcome::Sync {
+                handed_at: Some(self.handed_at),
+            },
+        )
+    }
+}
+
 /// What a poll finds on arrival (moved once, straight out: boxing would only add an allocation).
 #[allow(clippy::large_enum_variant)]
 enum Taken {
-    Now(Dispatch),
-    Wait(oneshot::Receiver<Dispatch>),
+    /// Found waiting here, and how it counts.
+    Now(Dispatch, PollOutcome),
+    Wait(oneshot::Receiver<Handoff>),
 }
 
 #[derive(Default)]
 struct Queue {
     tasks: VecDeque<TaskRef>,
-    /// (shard, outbox row) of queued tasks: a re-dispatched task is not queued twice.
-    queued: HashSet<(u32, u64)>,
+    /// (shard, outbox row) of queued tasks, and when each was queued (a poll that takes it
+    /// reports the wait as `asyncmatch_latency`): a re-dispatched task is not queued twice.
+    queued: HashMap<(u32, u64), Instant>,
     queries: VecDeque<QueryTask>,
-    pollers: VecDeque<oneshot::Sender<Dispatch>>,
+    pollers: VecDeque<oneshot::Sender<Handoff>>,
     /// Identity -> last poll, for DescribeTaskQueue.
     recent_pollers: HashMap<String, (Instant, std::time::SystemTime)>,
     /// Root partition: tasks of child partitions waiting here for a poller (`forward_task`).
@@ -87,11 +107,15 @@ impl Queue {
 
     /// Hands `dispatch` to a waiting poller, or gives it back when none is waiting.
     fn offer(&mut self, mut dispatch: Dispatch) -> Option<Dispatch> {
+        let handed_at = Instant::now();
         while let Some(poller) = self.pollers.pop_front() {
-            match poller.send(dispatch) {
+            match poller.send(Handoff {
+                dispatch,
+                handed_at,
+            }) {
                 Ok(()) => return None,
                 // That poll was cancelled or timed out; try the next one.
-                Err(back) => dispatch = back,
+                Err(back) => dispatch = back.dispatch,
             }
         }
         Some(dispatch)
@@ -233,7 +257,7 @@ impl MatchingEngine {
             .remove(key);
         self.sweep_idle_queues(false);
         let receiver = match self.take_or_wait(key, identity)? {
-            Taken::Now(dispatch) => return Ok(Some((dispatch, PollOutcome::Backlog))),
+            Taken::Now(dispatch, outcome) => return Ok(Some((dispatch, outcome))),
             Taken::Wait(receiver) => receiver,
         };
         if parse_partition(&key.name).1 != 0 {
@@ -245,7 +269,7 @@ impl MatchingEngine {
         let mut stopping = self.stopping.subscribe();
         Ok(tokio::select! {
             received = tokio::time::timeout_at(deadline.into(), receiver) => match received {
-                Ok(Ok(dispatch)) => Some((dispatch, PollOutcome::Sync)),
+                Ok(Ok(handoff)) => Some(handoff.into_sync_match()),
                 _ => None,
             },
             _ = stopping.wait_for(|stop| *stop) => None,
@@ -268,17 +292,30 @@ impl MatchingEngine {
                 (Instant::now(), std::time::SystemTime::now()),
             );
             if let Some(query) = queue.queries.pop_front() {
-                return Ok(Taken::Now(Dispatch::Query(query)));
+                return Ok(Taken::Now(
+                    Dispatch::Query(query),
+                    PollOutcome::Backlog { queued_at: None },
+                ));
             }
             let now_ms = chronicle_types::time::now_millis();
             while let Some(task) = queue.tasks.pop_front() {
-                queue.queued.remove(&(task.shard, task.outbox_id));
+                let queued_at = queue.queued.remove(&(task.shard, task.outbox_id));
                 if task.expires_at_ms == 0 || task.expires_at_ms > now_ms {
-                    return Ok(Taken::Now(Dispatch::Task(task)));
+                    return Ok(Taken::Now(
+                        Dispatch::Task(task),
+                        PollOutcome::Backlog { queued_at },
+                    ));
                 }
             }
-            if let Some(task) = forward::take_offer(queue) {
-                return Ok(Taken::Now(Dispatch::Task(task)));
+            if let Some((task, offered_at)) = forward::take_offer(queue) {
+                // A child partition's task waiting here for a poller: a sync match, as in
+                // Temporal (the child forwards it only while it waits for one).
+                return Ok(Taken::Now(
+                    Dispatch::Task(task),
+                    PollOutcome::Sync {
+                        handed_at: Some(offered_at),
+                    },
+                ));
             }
             // Polls that timed out or were cancelled leave closed senders behind.
             queue.pollers.retain(|p| !p.is_closed());
@@ -344,7 +381,7 @@ impl MatchingService for MatchingEngine {
         let back_to_history = {
             let mut queues = self.queues.lock().expect("matching lock");
             let q = queues.entry(queue.clone()).or_default();
-            if q.queued.contains(&(task.shard, task.outbox_id)) {
+            if q.queued.contains_key(&(task.shard, task.outbox_id)) {
                 return Ok(());
             }
             // A sticky queue nobody polls (its worker is gone, or this node restarted and has
@@ -366,7 +403,8 @@ impl MatchingService for MatchingEngine {
                             ResourceExhaustedScope::System,
                         ));
                     }
-                    q.queued.insert((task.shard, task.outbox_id));
+                    q.queued
+                        .insert((task.shard, task.outbox_id), Instant::now());
                     q.tasks.push_back(task);
                     metrics::counter!(metric_defs::TASKS_QUEUED).increment(1);
                     if is_child_partition && !q.draining {
@@ -421,7 +459,7 @@ impl MatchingService for MatchingEngine {
             };
             match dispatch {
                 Dispatch::Query(query) => {
-                    record(outcome);
+                    record(outcome.for_query());
                     return Ok(query.response);
                 }
                 Dispatch::Task(task) => {

@@ -1,6 +1,8 @@
 //! Metrics of the matching role: Temporal's matching-service names and labels where one exists,
 //! Chronicle's own prefixed `chronicle_`.
 
+use std::time::Instant;
+
 use chronicle_proto::temporal::api::enums::v1::TaskQueueKind;
 use chronicle_proto::temporal::api::taskqueue::v1::TaskQueue;
 
@@ -13,6 +15,15 @@ pub const POLL_SUCCESS: &str = "poll_success";
 pub const POLL_SUCCESS_SYNC: &str = "poll_success_sync";
 /// Polls that ended without a task.
 pub const POLL_TIMEOUTS: &str = "poll_timeouts";
+
+/// Time from a task's arrival to history recording it as started, for a task handed straight
+/// to a waiting poll (sync match), in seconds (labels as the poll counters, operation
+/// `AddWorkflowTask` / `AddActivityTask` as Temporal's matching handler records it).
+pub const SYNCMATCH_LATENCY: &str = "syncmatch_latency";
+/// Time from a task's queueing to history recording it as started, for a task a poll took from
+/// the backlog (async match), in seconds (operation `PollWorkflowTaskQueue` /
+/// `PollActivityTaskQueue`).
+pub const ASYNCMATCH_LATENCY: &str = "asyncmatch_latency";
 
 /// Tasks queued because no poller was waiting.
 pub const TASKS_QUEUED: &str = "chronicle_task_queue_backlog_added";
@@ -35,6 +46,16 @@ pub fn describe() {
         "Polls that returned a sync-matched task."
     );
     describe_counter!(POLL_TIMEOUTS, "Polls that ended without a task.");
+    metrics::describe_histogram!(
+        SYNCMATCH_LATENCY,
+        metrics::Unit::Seconds,
+        "Time from a sync-matched task's arrival to its start."
+    );
+    metrics::describe_histogram!(
+        ASYNCMATCH_LATENCY,
+        metrics::Unit::Seconds,
+        "Time from a backlogged task's queueing to its start."
+    );
     describe_counter!(TASKS_QUEUED, "Tasks queued because no poller was waiting.");
     describe_counter!(
         TASKS_REFUSED,
@@ -57,17 +78,30 @@ pub fn describe() {
 /// How a poll ended.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PollOutcome {
-    /// A task from the backlog.
-    Backlog,
-    /// A task handed to the waiting poll.
-    Sync,
+    /// A task (or query) from the backlog, queued at `queued_at` (a task).
+    Backlog { queued_at: Option<Instant> },
+    /// A task handed to the waiting poll at `handed_at` (a query task: none, it is no added
+    /// task).
+    Sync { handed_at: Option<Instant> },
     /// No task until the poll's deadline.
     Timeout,
 }
 
+impl PollOutcome {
+    /// The outcome of a poll answered with a query task: Temporal counts every query it hands
+    /// out as a sync match, and times none (its match latencies time added tasks).
+    pub(crate) fn for_query(self) -> Self {
+        match self {
+            PollOutcome::Timeout => PollOutcome::Timeout,
+            _ => PollOutcome::Sync { handed_at: None },
+        }
+    }
+}
+
 /// Counts a poll the way Temporal's matching does (labels: namespace, taskqueue, task_type,
-/// partition, operation `TaskQueueMgr`). Sticky queues are reported under their normal queue's
-/// name with partition `__sticky__`, as Temporal does.
+/// partition, operation `TaskQueueMgr`), and how long its task waited (sync or async match,
+/// once history recorded the task as started). Sticky queues are reported under their normal
+/// queue's name with partition `__sticky__`, as Temporal does.
 pub(crate) fn record_poll(
     namespace: &str,
     task_queue: Option<&TaskQueue>,
@@ -89,7 +123,7 @@ pub(crate) fn record_poll(
         }
         None => (String::new(), "0".to_string()),
     };
-    let labels = [
+    let mut labels = [
         ("service_name", SERVICE_NAME.to_string()),
         ("operation", "TaskQueueMgr".to_string()),
         ("namespace", namespace.to_string()),
@@ -97,12 +131,35 @@ pub(crate) fn record_poll(
         ("task_type", task_type.to_string()),
         ("partition", partition),
     ];
+    let is_workflow = task_type == "Workflow";
     match outcome {
         PollOutcome::Timeout => metrics::counter!(POLL_TIMEOUTS, &labels[..]).increment(1),
-        PollOutcome::Backlog => metrics::counter!(POLL_SUCCESS, &labels[..]).increment(1),
-        PollOutcome::Sync => {
+        PollOutcome::Backlog { queued_at } => {
+            metrics::counter!(POLL_SUCCESS, &labels[..]).increment(1);
+            if let Some(queued_at) = queued_at {
+                labels[1].1 = if is_workflow {
+                    "PollWorkflowTaskQueue"
+                } else {
+                    "PollActivityTaskQueue"
+                }
+                .to_string();
+                metrics::histogram!(ASYNCMATCH_LATENCY, &labels[..])
+                    .record(queued_at.elapsed().as_secs_f64());
+            }
+        }
+        PollOutcome::Sync { handed_at } => {
             metrics::counter!(POLL_SUCCESS, &labels[..]).increment(1);
             metrics::counter!(POLL_SUCCESS_SYNC, &labels[..]).increment(1);
+            if let Some(handed_at) = handed_at {
+                labels[1].1 = if is_workflow {
+                    "AddWorkflowTask"
+                } else {
+                    "AddActivityTask"
+                }
+                .to_string();
+                metrics::histogram!(SYNCMATCH_LATENCY, &labels[..])
+                    .record(handed_at.elapsed().as_secs_f64());
+            }
         }
     }
 }

@@ -248,6 +248,9 @@ pub struct StartLocalCluster {
     /// Log level of every node (their logs are in DATA_DIR/logs).
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Log format of every node: text or json (each line names its node, e.g. `history-2`).
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
     /// Relaxed durability on the history nodes (see `start-dev --no-fsync`).
     #[arg(long)]
     pub no_fsync: bool,
@@ -326,6 +329,10 @@ pub struct Start {
     /// Log format: text or json.
     #[arg(long, env = "CHRONICLE_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// This node's name in its log lines (the `node` field) [default: its roles and address,
+    /// e.g. `history@10.0.0.5:7234`]. The chart sets the pod's name.
+    #[arg(long, env = "CHRONICLE_NODE_NAME")]
+    pub node_name: Option<String>,
     /// Relaxed durability: acknowledge writes before the Raft log is fsynced.
     #[arg(long, env = "CHRONICLE_NO_FSYNC")]
     pub no_fsync: bool,

@@ -10,6 +10,7 @@ mod cluster_init;
 pub mod config_file;
 pub mod describe;
 pub mod local_cluster;
+pub mod logging;
 pub mod observability;
 pub mod placement_driver;
 mod roles;

@@ -44,6 +44,8 @@ pub struct LocalClusterOptions {
     /// Start a child again when it dies (off by default).
     pub restart: bool,
     pub log_level: String,
+    /// `text` or `json`, for every child.
+    pub log_format: String,
     pub namespaces: Vec<String>,
     pub no_fsync: bool,
     /// `--min-namespace-retention` of every frontend (None: their default).
@@ -245,6 +247,11 @@ fn node_args(
         spec.metrics.port().to_string(),
         "--log-level".into(),
         options.log_level.clone(),
+        "--log-format".into(),
+        options.log_format.clone(),
+        // Its lines name it as the supervisor and its log file do.
+        "--node-name".into(),
+        spec.name.clone(),
     ];
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
     let internode = &options.internode_tls;
@@ -655,6 +662,7 @@ mod tests {
             num_shards: 4,
             restart: false,
             log_level: "info".into(),
+            log_format: "text".into(),
             namespaces: vec![],
             no_fsync: false,
             min_namespace_retention: None,
@@ -693,6 +701,11 @@ mod tests {
             .unwrap()
             .join(" ");
         assert!(history.contains("--role history"), "{history}");
+        // Its log lines name it as its log file does, in the supervisor's format.
+        assert!(
+            history.contains("--log-format text --node-name history-1"),
+            "{history}"
+        );
         assert!(history.contains("--replicated --num-shards 4"), "{history}");
         assert!(
             history.contains("--matching-addr 127.0.0.21:7234"),

@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn cluster_add_node(args: ClusterAddNode) -> anyhow::Result<()> {
-    init_logging("warn", "text");
+    init_logging("warn", "text", "cli");
     internode_tls(&args.internode);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -68,7 +68,7 @@ fn cluster_add_node(args: ClusterAddNode) -> anyhow::Result<()> {
 }
 
 fn cluster_drain(args: ClusterDrain) -> anyhow::Result<()> {
-    init_logging("warn", "text");
+    init_logging("warn", "text", "cli");
     internode_tls(&args.internode);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -89,7 +89,7 @@ fn cluster_drain(args: ClusterDrain) -> anyhow::Result<()> {
 }
 
 fn cluster_replace_node(args: ClusterReplaceNode) -> anyhow::Result<()> {
-    init_logging("warn", "text");
+    init_logging("warn", "text", "cli");
     internode_tls(&args.internode);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -126,7 +126,7 @@ fn internode_tls(args: &chronicle_server::cli::InternodeTlsArgs) {
 
 fn start_local_cluster(args: StartLocalCluster) -> anyhow::Result<()> {
     internode_tls(&args.internode);
-    init_logging("warn", "text");
+    init_logging("warn", &args.log_format, "local-cluster");
     let options = LocalClusterOptions {
         history: args.history,
         matching: args.matching,
@@ -136,6 +136,7 @@ fn start_local_cluster(args: StartLocalCluster) -> anyhow::Result<()> {
         num_shards: args.num_shards,
         restart: args.restart,
         log_level: args.log_level,
+        log_format: args.log_format,
         namespaces: args.namespaces,
         no_fsync: args.no_fsync,
         min_namespace_retention: args.min_namespace_retention,
@@ -176,7 +177,7 @@ fn cluster_describe(args: ClusterDescribe) -> anyhow::Result<()> {
 }
 
 fn cluster_init(args: ClusterInit) -> anyhow::Result<()> {
-    init_logging("info", "text");
+    init_logging("info", "text", "cli");
     internode_tls(&args.internode);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -223,24 +224,16 @@ fn cluster_init(args: ClusterInit) -> anyhow::Result<()> {
     }
 }
 
-fn init_logging(log_level: &str, log_format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{log_level},openraft=warn"))
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: log files and `kubectl logs` get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if log_format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+fn init_logging(log_level: &str, log_format: &str, node: &str) {
+    chronicle_server::logging::init(log_level, log_format, node);
 }
 
 fn start_dev(args: StartDev) -> anyhow::Result<()> {
-    init_logging(&args.log_level, &args.log_format);
+    init_logging(
+        &args.log_level,
+        &args.log_format,
+        &format!("dev@{}:{}", args.ip, args.port),
+    );
     let search_attributes = args
         .search_attributes
         .iter()
@@ -311,7 +304,17 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
 
 /// `chronicle server start`: a node with the roles given.
 fn start(args: Start) -> anyhow::Result<()> {
-    init_logging(&args.log_level, &args.log_format);
+    let node_name = args.node_name.clone().unwrap_or_else(|| {
+        let addr = args.advertise_addr.as_deref().unwrap_or(
+            if args.role.contains("history") || args.role.contains("matching") {
+                &args.internal_addr
+            } else {
+                &args.frontend_addr
+            },
+        );
+        format!("{}@{addr}", args.role.replace(' ', ""))
+    });
+    init_logging(&args.log_level, &args.log_format, &node_name);
     internode_tls(&args.internode);
     let roles = Roles::parse(&args.role)?;
     let mut config = NodeConfig::new(

@@ -182,7 +182,8 @@ const POLL_LABELS: &[&str] = &[
 async fn metrics_port_serves_health_and_temporal_metrics() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = config_for(dir.path());
-    config.max_poll_wait = Duration::from_secs(1);
+    // Long enough for a poll to wait through a start (the sync match below).
+    config.max_poll_wait = Duration::from_secs(3);
     let server = RunningServer::start_with_metrics(config)
         .await
         .expect("server starts");
@@ -210,6 +211,10 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
         .await
         .expect_err("a running workflow's ID is taken");
     assert_eq!(err.code(), Code::AlreadyExists);
+    // No poller yet: the task waits in matching's backlog (an async match). Polled once matching
+    // queued it, and at least half a second later.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_counter(metrics, "chronicle_task_queue_backlog_added", 1.0).await;
     let task = raw
         .poll_workflow_task_queue(poll(&task_queue))
         .await
@@ -245,14 +250,21 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
         .into_inner();
     assert_eq!(history.history.map(|h| h.events.len()), Some(1));
 
-    // A run that continues as new.
+    // A run that continues as new, its task handed to a poll already waiting (a sync match).
     let continued_id = unique("metrics-continued");
+    let waiting_poll = {
+        let mut raw = raw.clone();
+        let mut request = poll(&task_queue);
+        request.identity = "metrics-sync-poller".into();
+        tokio::spawn(async move { raw.poll_workflow_task_queue(request).await })
+    };
+    wait_for_waiting_poller(&mut raw, &task_queue, "metrics-sync-poller").await;
     raw.start_workflow_execution(start_request(&continued_id, "MetricsWorkflow", &task_queue))
         .await
         .expect("start");
-    let task = raw
-        .poll_workflow_task_queue(poll(&task_queue))
+    let task = waiting_poll
         .await
+        .expect("poll task")
         .expect("poll")
         .into_inner();
     assert_eq!(
@@ -502,19 +514,55 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
             .value,
         1.0
     );
-    // A sync match is a success too (whether this one was depends on the outbox's timing).
-    let sync: f64 = scrape
-        .find("poll_success_sync", &workflow_polls)
-        .iter()
-        .map(|s| s.value)
-        .sum();
-    assert!(sync <= 2.0);
-    if sync > 0.0 {
-        scrape.assert_type("poll_success_sync", "counter");
+    // One task was handed to the waiting poll, the other taken from the backlog.
+    scrape.assert_type("poll_success_sync", "counter");
+    assert_eq!(
+        scrape
+            .one("poll_success_sync", &workflow_polls, POLL_LABELS)
+            .value,
+        1.0
+    );
+    for (family, operation) in [
+        ("syncmatch_latency", "AddWorkflowTask"),
+        ("asyncmatch_latency", "PollWorkflowTaskQueue"),
+    ] {
+        let labels = [
+            ("service_name", "matching"),
+            ("operation", operation),
+            ("namespace", "default"),
+            ("taskqueue", queue_label.as_str()),
+            ("task_type", "Workflow"),
+            ("partition", "0"),
+        ];
+        scrape.assert_histogram(family, &labels, "0.001", "1000");
+        let count = scrape.one(&format!("{family}_count"), &labels, POLL_LABELS);
+        assert_eq!(count.value, 1.0, "{family}");
     }
+    // The backlogged task waited for its poll at least the half second before it.
+    let waited = scrape.one(
+        "asyncmatch_latency_sum",
+        &[
+            ("operation", "PollWorkflowTaskQueue"),
+            ("taskqueue", queue_label.as_str()),
+        ],
+        POLL_LABELS,
+    );
+    assert!(
+        waited.value >= 0.4,
+        "asyncmatch_latency_sum {}",
+        waited.value
+    );
 
-    // Timer and transfer tasks, under Temporal's task types.
+    // Timer and transfer tasks, under Temporal's task types and labels.
     scrape.assert_type("task_requests", "counter");
+    const TASK_LABELS: &[&str] = &[
+        "service_name",
+        "operation",
+        "task_type",
+        "namespace",
+        "archetype",
+        "task_priority",
+    ];
     for task_type in [
         "TransferActiveTaskWorkflowTask",
         "TimerActiveTaskWorkflowRunTimeout",
@@ -524,18 +572,17 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
             ("operation", task_type),
             ("task_type", task_type),
             ("namespace", "default"),
+            ("archetype", "workflow"),
         ];
-        assert!(
-            scrape
-                .one(
-                    "task_requests",
-                    &labels,
-                    &["service_name", "operation", "task_type", "namespace"],
-                )
-                .value
-                >= 1.0
-        );
+        assert!(scrape.one("task_requests", &labels, TASK_LABELS).value >= 1.0);
         scrape.assert_histogram("task_latency_processing", &labels, "0.001", "1000");
+        scrape.one("task_latency_processing_count", &labels, &TASK_LABELS[..5]);
+        scrape.assert_histogram("task_latency", &labels, "0.001", "1000");
+        scrape.one("task_latency_count", &labels, TASK_LABELS);
+        scrape.assert_histogram("task_latency_queue", &labels, "0.001", "1000");
+        let mut queue_labels = TASK_LABELS.to_vec();
+        queue_labels.push("queue_reader_id");
+        scrape.one("task_latency_queue_count", &labels, &queue_labels);
     }
 
     // Process and shard ownership.
@@ -647,6 +694,49 @@ async fn ready_again_after_a_restart_replays_the_log() {
 }
 
 /// The value of a gauge without labels in a fresh scrape.
+/// Waits until the unlabelled counter `name` reaches `at_least`.
+async fn wait_for_counter(metrics: SocketAddr, name: &str, at_least: f64) {
+    for _ in 0..100 {
+        let (_, text) = get(metrics, "/metrics").await;
+        if parse(&text)
+            .samples
+            .iter()
+            .any(|s| s.name == name && s.value >= at_least)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} never reached {at_least}");
+}
+
+/// Waits until matching lists `identity` among the pollers of `task_queue`'s workflow tasks: a
+/// poll registers its identity and its place among the waiting polls at once, so a task added
+/// after that is handed to it.
+async fn wait_for_waiting_poller(
+    raw: &mut ws::workflow_service_client::WorkflowServiceClient<tonic::transport::Channel>,
+    task_queue: &str,
+    identity: &str,
+) {
+    for _ in 0..100 {
+        let described = raw
+            .describe_task_queue(ws::DescribeTaskQueueRequest {
+                namespace: "default".into(),
+                task_queue: queue(task_queue),
+                task_queue_type: 1, // workflow
+                ..Default::default()
+            })
+            .await
+            .expect("describe task queue")
+            .into_inner();
+        if described.pollers.iter().any(|p| p.identity == identity) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{identity} never showed up among the pollers of {task_queue}");
+}
+
 async fn gauge(metrics: SocketAddr, name: &str) -> f64 {
     let (status, text) = get(metrics, "/metrics").await;
     assert_eq!(status, 200);

@@ -74,9 +74,20 @@ app.kubernetes.io/component: {{ .component }}
 {{- join "," $addrs -}}
 {{- end -}}
 
-{{/* The one matching node's internal address (through its Service). */}}
-{{- define "chronicle.matchingAddr" -}}
-{{- printf "%s-matching.%s.svc.%s:%d" (include "chronicle.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.ports.internal) -}}
+{{/* The matching headless Service: stable DNS for every matching pod. */}}
+{{- define "chronicle.matchingHeadless" -}}
+{{- printf "%s-matching-headless" (include "chronicle.fullname" .) -}}
+{{- end -}}
+
+{{/* Internal addresses of every matching pod, comma-separated (the matching ring's nodes). */}}
+{{- define "chronicle.matchingAddrs" -}}
+{{- $full := include "chronicle.fullname" . -}}
+{{- $svc := include "chronicle.matchingHeadless" . -}}
+{{- $addrs := list -}}
+{{- range $i := until (int .Values.matching.replicaCount) -}}
+{{- $addrs = append $addrs (printf "%s-matching-%d.%s.%s.svc.%s:%d" $full $i $svc $.Release.Namespace $.Values.clusterDomain (int $.Values.ports.internal)) -}}
+{{- end -}}
+{{- join "," $addrs -}}
 {{- end -}}
 
 {{/* Pod annotations shared by every component: the config checksum rolls pods when it changes. */}}
@@ -180,6 +191,9 @@ readinessProbe:
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
+# The `node` field of every log line: the pod's name.
+- name: CHRONICLE_NODE_NAME
+  value: $(POD_NAME)
 - name: POD_NAMESPACE
   valueFrom:
     fieldRef:
