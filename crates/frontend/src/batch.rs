@@ -7,6 +7,7 @@ use chronicle_proto::chronicle::history::v1::{
     batch_response::Op as RespOp,
 };
 use chronicle_proto::chronicle::persistence::v1::NamespaceRecord;
+use chronicle_proto::temporal::api::common::v1::WorkflowExecution;
 use chronicle_proto::temporal::api::enums::v1::{
     ExecutionType, ResourceExhaustedCause, ResourceExhaustedScope,
 };
@@ -140,7 +141,17 @@ fn check_start(r: &ws::StartBatchOperationRequest) -> ApiResult<()> {
             if u.update_mask.is_none() {
                 return Err(invalid("must provide UpdateMask"));
             }
-            Ok(())
+            // What Temporal's frontend would refuse for every run (bad mask paths, priority,
+            // time skipping) is refused once, at the start.
+            crate::workflow_options::check(&ws::UpdateWorkflowExecutionOptionsRequest {
+                workflow_execution: Some(WorkflowExecution {
+                    workflow_id: "batch".to_string(),
+                    run_id: String::new(),
+                }),
+                workflow_execution_options: u.workflow_execution_options.clone(),
+                update_mask: u.update_mask.clone(),
+                ..Default::default()
+            })
         }
         _ => Ok(()),
     }
@@ -155,6 +166,7 @@ fn job_query(r: &ws::StartBatchOperationRequest) -> String {
             Operation::TerminationOperation(_)
                 | Operation::CancellationOperation(_)
                 | Operation::SignalOperation(_)
+                | Operation::UpdateWorkflowOptionsOperation(_)
         )
     );
     if r.visibility_query.is_empty() || !only_running {
