@@ -26,6 +26,7 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from conftest import new_id
+from test_batch import wait_no_running_batch
 from test_cli import cli, eventually
 
 PINNED = VersioningOverride.PinnedOverrideBehavior.PINNED_OVERRIDE_BEHAVIOR_PINNED
@@ -195,6 +196,7 @@ async def test_cli_batch_update_options(client, server_address, task_queue):
     async def all_listed():
         assert sorted(await listed(client, query)) == sorted(ids)
     await eventually(all_listed)
+    await wait_no_running_batch(client)
     await cli(server_address, "workflow", "update-options", "--query", query,
               "--versioning-override-behavior", "auto_upgrade", "--yes", "--reason", "compat")
 

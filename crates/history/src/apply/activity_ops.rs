@@ -28,6 +28,7 @@ use super::{ApplyResult, load_run};
 use crate::mutable_state::MutableState;
 
 mod options;
+pub(crate) mod pause_attribute;
 
 pub(crate) use options::camel as camel_path;
 pub use options::merge_options;
@@ -76,9 +77,18 @@ pub fn run_operation(
     let jitter = Jitter(c.jitter_seed);
     let mut result = cmd::RunOperationResult::default();
     match c.operation {
-        Some(run_operation::Operation::PauseActivity(r)) => pause(batch, &mut ms, &r)?,
-        Some(run_operation::Operation::UnpauseActivity(r)) => unpause(batch, &mut ms, &r, jitter)?,
-        Some(run_operation::Operation::ResetActivity(r)) => reset(batch, &mut ms, &r, jitter)?,
+        Some(run_operation::Operation::PauseActivity(r)) => {
+            pause(batch, &mut ms, &r)?;
+            pause_attribute::refresh(&mut ms);
+        }
+        Some(run_operation::Operation::UnpauseActivity(r)) => {
+            unpause(batch, &mut ms, &r, jitter)?;
+            pause_attribute::refresh(&mut ms);
+        }
+        Some(run_operation::Operation::ResetActivity(r)) => {
+            reset(batch, &mut ms, &r, jitter)?;
+            pause_attribute::refresh(&mut ms);
+        }
         Some(run_operation::Operation::UpdateActivityOptions(r)) => {
             result.activity_options = Some(update_options(batch, &mut ms, &r)?);
         }

@@ -25,7 +25,7 @@ mod timer;
 pub mod update;
 #[cfg(test)]
 mod update_tests;
-mod workflow_options;
+pub(crate) mod workflow_options;
 #[cfg(test)]
 mod workflow_options_tests;
 mod workflow_task;

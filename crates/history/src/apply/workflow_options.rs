@@ -85,6 +85,7 @@ pub fn update(
         priority: merged.priority.clone(),
         ..Default::default()
     };
+    apply_event(&mut ms.state, &attributes);
     let written = ms.add_or_buffer_event(
         EventType::WorkflowExecutionOptionsUpdated,
         Attributes::WorkflowExecutionOptionsUpdatedEventAttributes(attributes),
@@ -97,20 +98,28 @@ pub fn update(
     if let Some(event) = event {
         event.worker_may_ignore = true;
     }
-    // The versioning info appears with the first override and stays (empty) once removed.
-    if stored_override.is_some() || ms.state.versioning_info.is_some() {
-        ms.state
-            .versioning_info
-            .get_or_insert_with(WorkflowExecutionVersioningInfo::default)
-            .versioning_override = stored_override;
-    }
-    // As Temporal: an update without a priority leaves the run's priority as it was.
-    if merged.priority.is_some() {
-        ms.state.priority = merged.priority.clone();
-    }
-    set_behavior_attribute(&mut ms);
     ms.persist(batch);
     Ok(result)
+}
+
+/// What a WorkflowExecutionOptionsUpdated event does to the run (when written, and when a
+/// reset replays it).
+pub(crate) fn apply_event(
+    state: &mut pb::WorkflowExecutionState,
+    a: &WorkflowExecutionOptionsUpdatedEventAttributes,
+) {
+    // The versioning info appears with the first override and stays (empty) once removed.
+    if a.versioning_override.is_some() || state.versioning_info.is_some() {
+        state
+            .versioning_info
+            .get_or_insert_with(WorkflowExecutionVersioningInfo::default)
+            .versioning_override = a.versioning_override.clone();
+    }
+    // As Temporal: an update without a priority leaves the run's priority as it was.
+    if a.priority.is_some() {
+        state.priority = a.priority.clone();
+    }
+    set_behavior_attribute(state);
 }
 
 /// The run's options as an update merges into them.
@@ -355,17 +364,14 @@ fn merge(
 
 /// Keeps `TemporalWorkflowVersioningBehavior` in step with the run's override, as Temporal's
 /// visibility record shows the effective behavior.
-fn set_behavior_attribute(ms: &mut MutableState) {
-    let behavior = effective_behavior(&ms.state);
+fn set_behavior_attribute(state: &mut pb::WorkflowExecutionState) {
+    let behavior = effective_behavior(state);
     if behavior == VersioningBehavior::Unspecified {
-        if let Some(attrs) = ms.state.search_attributes.as_mut() {
+        if let Some(attrs) = state.search_attributes.as_mut() {
             attrs.indexed_fields.remove(VERSIONING_BEHAVIOR_ATTRIBUTE);
         }
     } else {
-        let attrs = ms
-            .state
-            .search_attributes
-            .get_or_insert_with(Default::default);
+        let attrs = state.search_attributes.get_or_insert_with(Default::default);
         attrs.indexed_fields.insert(
             VERSIONING_BEHAVIOR_ATTRIBUTE.to_string(),
             keyword_payload(behavior_name(behavior)),

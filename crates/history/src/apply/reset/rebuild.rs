@@ -283,6 +283,10 @@ fn apply_event(state: &mut pb::WorkflowExecutionState, base_run: &str, event: &H
                 merge_payloads(&mut memo.fields, &upsert.fields);
             }
         }
+        Attributes::WorkflowExecutionOptionsUpdatedEventAttributes(a) => {
+            // The new run keeps the options its history's prefix set, as Temporal's replay does.
+            crate::apply::workflow_options::apply_event(state, a);
+        }
         Attributes::WorkflowExecutionUpdateAcceptedEventAttributes(a) => {
             let sequence = state.next_update_sequence;
             state.next_update_sequence += 1;
