@@ -266,3 +266,58 @@ fn an_update_during_a_running_task_waits_for_it_and_a_closed_run_refuses() {
     assert_eq!(err.code, tonic::Code::NotFound as i32);
     assert_eq!(err.message, "workflow execution already completed");
 }
+
+#[test]
+fn a_reset_run_keeps_the_options_its_prefix_set() {
+    let h = Harness::new();
+    h.start(SHARD, WF, "run-1");
+    let options = WorkflowExecutionOptions {
+        priority: priority(2),
+        ..auto_upgrade()
+    };
+    h.ok(
+        SHARD,
+        update(options.clone(), &["priority", "versioning_override"]),
+    );
+    let token = h.start_task(SHARD, WF);
+    h.complete_task(SHARD, token, vec![]).expect("completes");
+    let completed = h
+        .history(SHARD, WF)
+        .iter()
+        .rev()
+        .find(|e| e.event_type == EventType::WorkflowTaskCompleted as i32)
+        .expect("completed")
+        .event_id;
+    h.ok(
+        SHARD,
+        Kind::ResetWorkflow(cmd::ResetWorkflow {
+            namespace_id: NS.into(),
+            request: Some(ws::ResetWorkflowExecutionRequest {
+                namespace: "default".into(),
+                workflow_execution: Some(WorkflowExecution {
+                    workflow_id: WF.into(),
+                    run_id: "run-1".into(),
+                }),
+                reason: "again".into(),
+                workflow_task_finish_event_id: completed,
+                request_id: "reset-1".into(),
+                ..Default::default()
+            }),
+            new_run_id: "run-2".into(),
+        }),
+    );
+    let state = h.state(SHARD, WF);
+    assert_eq!(state.run_id, "run-2");
+    assert_eq!(state.priority, priority(2));
+    assert_eq!(
+        state.versioning_info.unwrap().versioning_override,
+        options.versioning_override
+    );
+    assert!(
+        state
+            .search_attributes
+            .unwrap()
+            .indexed_fields
+            .contains_key(super::workflow_options::VERSIONING_BEHAVIOR_ATTRIBUTE)
+    );
+}
