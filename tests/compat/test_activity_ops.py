@@ -16,7 +16,9 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from temporalio.api.activity.v1 import ActivityOptions
 from temporalio.api.command.v1 import Command, CompleteWorkflowExecutionCommandAttributes
 from temporalio.api.common.v1 import RetryPolicy, WorkflowExecution, WorkflowType
+from temporalio.api.batch.v1 import BatchOperationUnpauseActivities
 from temporalio.api.enums.v1 import (
+    BatchOperationState,
     CommandType,
     EventType,
     PendingActivityState,
@@ -25,14 +27,17 @@ from temporalio.api.enums.v1 import (
 from temporalio.api.operatorservice.v1 import ListClustersRequest
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import (
+    DescribeBatchOperationRequest,
     DescribeNamespaceRequest,
     DescribeTaskQueueRequest,
     DescribeWorkflowExecutionRequest,
     GetClusterInfoRequest,
+    ListWorkflowExecutionsRequest,
     ListTaskQueuePartitionsRequest,
     PauseActivityRequest,
     ResetActivityRequest,
     ResetStickyTaskQueueRequest,
+    StartBatchOperationRequest,
     RespondWorkflowTaskCompletedRequest,
     StartWorkflowExecutionRequest,
     UnpauseActivityRequest,
@@ -44,6 +49,7 @@ from temporalio.worker import Worker
 import activities_state
 import activity_ops_workflows as aw
 from conftest import new_id
+from test_batch import wait_no_running_batch
 from test_cli import cli, eventually
 
 TIMEOUT = 30
@@ -385,3 +391,69 @@ async def test_paused_activity_does_not_time_out(client, task_queue):
             await asyncio.wait_for(handle.result(), TIMEOUT)
         events = [e async for e in handle.fetch_history_events()]
         assert any(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT for e in events)
+
+
+def pause_info(info):
+    """The run's TemporalPauseInfo values (None when absent)."""
+    payload = info.search_attributes.indexed_fields.get("TemporalPauseInfo")
+    return None if payload is None else json.loads(payload.data)
+
+
+async def listed_ids(client, query):
+    r = await client.workflow_service.list_workflow_executions(ListWorkflowExecutionsRequest(
+        namespace="default", query=query))
+    return sorted(e.execution.workflow_id for e in r.executions)
+
+
+async def test_pause_info_search_attribute_and_batch_unpause_by_type(client, task_queue):
+    paused, running = new_id("pause-info"), new_id("pause-info")
+    async with worker(client, task_queue):
+        handles = [await client.start_workflow(aw.FlakyActivityWorkflow.run, key, id=key, task_queue=task_queue)
+                   for key in (paused, running)]
+        for key in (paused, running):
+            await wait_attempts(key, 1)
+        await client.workflow_service.pause_activity(PauseActivityRequest(
+            namespace="default", execution=execution(paused), id="flaky", reason="investigating"))
+        info = (await describe(client, paused)).workflow_execution_info
+        assert pause_info(info) == ["property:activityType=flaky"]
+        assert pause_info((await describe(client, running)).workflow_execution_info) is None
+        mine = f"TaskQueue='{task_queue}'"
+
+        async def paused_listed():
+            assert await listed_ids(client, f"{mine} AND TemporalPauseInfo = 'property:activityType=flaky'") == [paused]
+            assert await listed_ids(client, f"{mine} AND TemporalPauseInfo IS NOT NULL") == [paused]
+        await eventually(paused_listed)
+
+        # Unpausing removes the attribute.
+        await client.workflow_service.unpause_activity(UnpauseActivityRequest(
+            namespace="default", execution=execution(paused), id="flaky"))
+        assert pause_info((await describe(client, paused)).workflow_execution_info) is None
+
+        async def none_listed():
+            assert await listed_ids(client, f"{mine} AND TemporalPauseInfo IS NOT NULL") == []
+        await eventually(none_listed)
+
+        # A batch unpause by type reaches only the runs whose TemporalPauseInfo names the type.
+        await client.workflow_service.pause_activity(PauseActivityRequest(
+            namespace="default", execution=execution(paused), id="flaky"))
+        await eventually(paused_listed)
+        await wait_no_running_batch(client)
+        job_id = new_id("unpause-by-type")
+        await client.workflow_service.start_batch_operation(StartBatchOperationRequest(
+            namespace="default", job_id=job_id, reason="resume", visibility_query=mine,
+            unpause_activities_operation=BatchOperationUnpauseActivities(type="flaky")))
+
+        async def finished():
+            d = await client.workflow_service.describe_batch_operation(DescribeBatchOperationRequest(
+                namespace="default", job_id=job_id))
+            assert d.state == BatchOperationState.BATCH_OPERATION_STATE_COMPLETED, d
+            return d
+        done = await eventually(finished, timeout=60)
+        assert done.total_operation_count == 1
+        assert done.complete_operation_count == 1
+        a = await wait_pending(client, paused, "flaky", lambda a: not a.paused)
+        assert not a.paused
+        for key in (paused, running):
+            aw.RELEASED.add(key)
+        for handle in handles:
+            await asyncio.wait_for(handle.result(), TIMEOUT)

@@ -15,6 +15,7 @@ from temporalio.api.enums.v1 import (
     EventType,
     ResetReapplyExcludeType,
     ResetReapplyType,
+    UpdateAdmittedEventOrigin,
     WorkflowExecutionStatus,
     WorkflowTaskFailedCause,
 )
@@ -323,5 +324,18 @@ async def test_reset_reapplies_updates(client, task_queue, exclude_updates):
                 await asyncio.sleep(0.1)
             else:
                 raise AssertionError("the reapplied update did not complete in the new run")
+            # As Temporal writes it: the update is admitted in the new run's history (origin
+            # REAPPLY, with the request), and its acceptance then carries no second copy.
+            events = await events_of(current)
+            admitted = [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ADMITTED]
+            assert len(admitted) == 1
+            attrs = admitted[0].workflow_execution_update_admitted_event_attributes
+            assert attrs.origin == UpdateAdmittedEventOrigin.UPDATE_ADMITTED_EVENT_ORIGIN_REAPPLY
+            assert attrs.request.input.name == "add"
+            accepted = [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED]
+            assert len(accepted) == 1 and accepted[0].event_id > admitted[0].event_id
+            acceptance = accepted[0].workflow_execution_update_accepted_event_attributes
+            assert acceptance.protocol_instance_id == attrs.request.meta.update_id
+            assert not acceptance.HasField("accepted_request")
         await current.signal("finish")
         assert await asyncio.wait_for(current.result(), TIMEOUT) == expected

@@ -7,6 +7,7 @@ use chronicle_proto::chronicle::history::v1::{
     batch_response::Op as RespOp,
 };
 use chronicle_proto::chronicle::persistence::v1::NamespaceRecord;
+use chronicle_proto::temporal::api::common::v1::WorkflowExecution;
 use chronicle_proto::temporal::api::enums::v1::{
     ExecutionType, ResourceExhaustedCause, ResourceExhaustedScope,
 };
@@ -140,27 +141,56 @@ fn check_start(r: &ws::StartBatchOperationRequest) -> ApiResult<()> {
             if u.update_mask.is_none() {
                 return Err(invalid("must provide UpdateMask"));
             }
-            Ok(())
+            // What Temporal's frontend would refuse for every run (bad mask paths, priority,
+            // time skipping) is refused once, at the start.
+            crate::workflow_options::check(&ws::UpdateWorkflowExecutionOptionsRequest {
+                workflow_execution: Some(WorkflowExecution {
+                    workflow_id: "batch".to_string(),
+                    run_id: String::new(),
+                }),
+                workflow_execution_options: u.workflow_execution_options.clone(),
+                update_mask: u.update_mask.clone(),
+                ..Default::default()
+            })
         }
         _ => Ok(()),
     }
 }
 
-/// The query the job pages through: Temporal's batcher limits terminate, cancel and signal to
-/// running executions.
+/// The query the job pages through: an unpause by activity type pages through the runs whose
+/// `TemporalPauseInfo` names the type (Temporal's frontend replaces the query so), and
+/// Temporal's batcher limits the operations on running work to running executions.
 fn job_query(r: &ws::StartBatchOperationRequest) -> String {
+    use chronicle_proto::temporal::api::batch::v1::batch_operation_unpause_activities::Activity;
+    let query = match &r.operation {
+        Some(Operation::UnpauseActivitiesOperation(op)) if !r.visibility_query.is_empty() => {
+            match &op.activity {
+                Some(Activity::Type(activity_type)) => {
+                    let entry = format!("property:activityType={activity_type}");
+                    let quoted = entry.replace('\\', "\\\\").replace('\'', "\\'");
+                    format!("TemporalPauseInfo = '{quoted}'")
+                }
+                _ => r.visibility_query.clone(),
+            }
+        }
+        _ => r.visibility_query.clone(),
+    };
     let only_running = matches!(
         r.operation,
         Some(
             Operation::TerminationOperation(_)
                 | Operation::CancellationOperation(_)
                 | Operation::SignalOperation(_)
+                | Operation::UpdateWorkflowOptionsOperation(_)
+                | Operation::UnpauseActivitiesOperation(_)
+                | Operation::ResetActivitiesOperation(_)
+                | Operation::UpdateActivityOptionsOperation(_)
         )
     );
-    if r.visibility_query.is_empty() || !only_running {
-        r.visibility_query.clone()
+    if query.is_empty() || !only_running {
+        query
     } else {
-        format!("({}) AND ({RUNNING_FILTER})", r.visibility_query)
+        format!("({query}) AND ({RUNNING_FILTER})")
     }
 }
 

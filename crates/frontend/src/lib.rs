@@ -18,6 +18,7 @@ mod status_compat;
 mod update;
 mod validate;
 mod visibility;
+mod workflow_options;
 mod workflow_service;
 
 use std::sync::Arc;

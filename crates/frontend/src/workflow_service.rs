@@ -918,6 +918,15 @@ impl WorkflowService for WorkflowHandler {
         ok(crate::update::execute_multi_operation(&self.ctx, &ns, r).await?)
     }
 
+    async fn update_workflow_execution_options(
+        &self,
+        r: Request<ws::UpdateWorkflowExecutionOptionsRequest>,
+    ) -> Res<ws::UpdateWorkflowExecutionOptionsResponse> {
+        let r = r.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        ok(crate::workflow_options::update(&self.ctx, &ns, r).await?)
+    }
+
     // Run operations and task queue reads (crate::activity_ops).
     async fn pause_activity(
         &self,

@@ -211,6 +211,14 @@ pub fn execution_info(state: &pb::WorkflowExecutionState) -> wf::WorkflowExecuti
             .clone()
             .or_else(|| Some(execution_of(state))),
         priority: state.priority.clone(),
+        versioning_info: state.versioning_info.as_ref().map(|info| {
+            let mut info = info.clone();
+            info.versioning_override = info
+                .versioning_override
+                .as_ref()
+                .map(crate::apply::described_override);
+            info
+        }),
         ..Default::default()
     }
 }

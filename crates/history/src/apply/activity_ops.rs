@@ -28,7 +28,9 @@ use super::{ApplyResult, load_run};
 use crate::mutable_state::MutableState;
 
 mod options;
+pub(crate) mod pause_attribute;
 
+pub(crate) use options::camel as camel_path;
 pub use options::merge_options;
 
 /// Temporal's `ErrActivityNotFound`.
@@ -71,12 +73,22 @@ pub fn run_operation(
 ) -> ApplyResult<command_result::Result> {
     let mut ms = load_run(batch, now, &c.namespace_id, &c.workflow_id, &c.run_id)?;
     super::standalone_activity::check_operation(&ms, c.operation.as_ref())?;
+
     let jitter = Jitter(c.jitter_seed);
     let mut result = cmd::RunOperationResult::default();
     match c.operation {
-        Some(run_operation::Operation::PauseActivity(r)) => pause(batch, &mut ms, &r)?,
-        Some(run_operation::Operation::UnpauseActivity(r)) => unpause(batch, &mut ms, &r, jitter)?,
-        Some(run_operation::Operation::ResetActivity(r)) => reset(batch, &mut ms, &r, jitter)?,
+        Some(run_operation::Operation::PauseActivity(r)) => {
+            pause(batch, &mut ms, &r)?;
+            pause_attribute::refresh(&mut ms);
+        }
+        Some(run_operation::Operation::UnpauseActivity(r)) => {
+            unpause(batch, &mut ms, &r, jitter)?;
+            pause_attribute::refresh(&mut ms);
+        }
+        Some(run_operation::Operation::ResetActivity(r)) => {
+            reset(batch, &mut ms, &r, jitter)?;
+            pause_attribute::refresh(&mut ms);
+        }
         Some(run_operation::Operation::UpdateActivityOptions(r)) => {
             result.activity_options = Some(update_options(batch, &mut ms, &r)?);
         }
@@ -87,6 +99,11 @@ pub fn run_operation(
                 return Err(workflow_completed().into());
             }
             ms.clear_sticky();
+        }
+        Some(run_operation::Operation::UpdateWorkflowExecutionOptions(r)) => {
+            // Writes an event, and nothing at all when the options do not change.
+            return super::workflow_options::update(batch, ms, &r)
+                .map(command_result::Result::RunOperation);
         }
         None => return Err(ApiError::invalid_argument("run operation missing").into()),
     }

@@ -250,3 +250,24 @@ fn reset_of_a_waiting_activity_starts_over_at_attempt_one() {
         "dispatched now, not after the backoff"
     );
 }
+
+#[test]
+fn pause_sets_temporal_pause_info_and_unpause_removes_it() {
+    let h = with_activity();
+    let attribute = |h: &Harness| {
+        h.state(SHARD, WF)
+            .search_attributes
+            .unwrap_or_default()
+            .indexed_fields
+            .get(super::activity_ops::pause_attribute::PAUSE_INFO_ATTRIBUTE)
+            .map(|p| String::from_utf8(p.data.clone()).unwrap())
+    };
+    assert_eq!(attribute(&h), None);
+    h.ok(SHARD, pause("a", "p1"));
+    assert_eq!(
+        attribute(&h).as_deref(),
+        Some("[\"property:activityType=Work\"]")
+    );
+    h.ok(SHARD, unpause(0, 1));
+    assert_eq!(attribute(&h), None);
+}

@@ -25,6 +25,9 @@ mod timer;
 pub mod update;
 #[cfg(test)]
 mod update_tests;
+pub(crate) mod workflow_options;
+#[cfg(test)]
+mod workflow_options_tests;
 mod workflow_task;
 
 use chronicle_proto::chronicle::history::v1::{self as cmd, command_result, shard_command};
@@ -41,6 +44,7 @@ use crate::notify::ShardNotifier;
 
 pub use activity::{next_retry_delay_ms, retry_state_for};
 pub use activity_ops::options_of as activity_options_of;
+pub use workflow_options::described_override;
 
 pub enum ApplyError {
     /// Refuse the command; undo its writes.

@@ -276,7 +276,10 @@ pub fn request_messages(state: &pb::WorkflowExecutionState, started_event_id: i6
         .updates
         .values()
         .filter(|u| {
-            u.stage == Stage::Admitted as i32 && u.sent_started_event_id == started_event_id
+            u.stage == Stage::Admitted as i32
+                && u.sent_started_event_id == started_event_id
+                // (an update admitted by an event reaches the worker in its history)
+                && u.admitted_event_id == 0
         })
         .collect();
     sent.sort_by_key(|u| u.sequence);
@@ -391,7 +394,13 @@ pub fn handle_message(
             if stage != Stage::Admitted {
                 return Err(invalid_transition("Acceptance"));
             }
-            let accepted_request = info.request.take().or(acceptance.accepted_request);
+            // An update admitted by an event has its request there already (Temporal then
+            // writes the acceptance without one).
+            let accepted_request = if info.admitted_event_id > 0 {
+                None
+            } else {
+                info.request.take().or(acceptance.accepted_request)
+            };
             let event_id = ms.add_event(
                 EventType::WorkflowExecutionUpdateAccepted,
                 Attributes::WorkflowExecutionUpdateAcceptedEventAttributes(

@@ -534,3 +534,90 @@ fn an_update_to_a_run_whose_start_is_delayed_waits_for_the_first_task() {
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].protocol_instance_id, "early");
 }
+
+#[test]
+fn a_reset_admits_the_accepted_update_again_by_an_admitted_event() {
+    use chronicle_proto::temporal::api::enums::v1::{ResetReapplyType, UpdateAdmittedEventOrigin};
+    let h = idle_workflow();
+    admit(&h, "u1").expect("admitted");
+    let token = h.start_task(SHARD, WF);
+    let accept = acceptance("u1");
+    let done = response("u1");
+    complete(
+        &h,
+        token,
+        vec![protocol_command(&accept), protocol_command(&done)],
+        vec![accept, done],
+    )
+    .expect("completed");
+    assert_eq!(stage(&h, "u1"), Some(Stage::Completed));
+    // Reset to the first task's completion (event 4): the update came after it.
+    h.ok(
+        SHARD,
+        Kind::ResetWorkflow(cmd::ResetWorkflow {
+            namespace_id: NS.into(),
+            request: Some(ws::ResetWorkflowExecutionRequest {
+                namespace: "default".into(),
+                workflow_execution: Some(WorkflowExecution {
+                    workflow_id: WF.into(),
+                    run_id: "run-1".into(),
+                }),
+                reason: "again".into(),
+                workflow_task_finish_event_id: 4,
+                request_id: "reset-1".into(),
+                #[allow(deprecated)]
+                reset_reapply_type: ResetReapplyType::AllEligible as i32,
+                ..Default::default()
+            }),
+            new_run_id: "run-2".into(),
+        }),
+    );
+    let state = h.state(SHARD, WF);
+    assert_eq!(state.run_id, "run-2");
+    let info = state.updates.get("u1").expect("re-admitted");
+    assert_eq!(info.stage, Stage::Admitted as i32);
+    assert!(info.request.is_none(), "the request is in history");
+    let history = h.history(SHARD, WF);
+    let admitted = history
+        .iter()
+        .find(|e| e.event_id == info.admitted_event_id)
+        .expect("the Admitted event");
+    let Some(Attributes::WorkflowExecutionUpdateAdmittedEventAttributes(a)) = &admitted.attributes
+    else {
+        panic!("{admitted:?}");
+    };
+    assert_eq!(a.origin, UpdateAdmittedEventOrigin::Reapply as i32);
+    assert_eq!(
+        a.request.as_ref().unwrap().meta.as_ref().unwrap().update_id,
+        "u1"
+    );
+    // The worker reads it from history: no request message; its acceptance has no copy.
+    let token = h.start_task(SHARD, WF);
+    assert!(
+        crate::apply::update::request_messages(&h.state(SHARD, WF), token.started_event_id)
+            .is_empty()
+    );
+    // (even when the worker's acceptance echoes the request)
+    let accept = message(
+        "u1",
+        "accept",
+        &upd::Acceptance {
+            accepted_request_message_id: "u1/request".into(),
+            accepted_request_sequencing_event_id: 4,
+            accepted_request: a.request.clone(),
+        },
+    );
+    complete(&h, token, vec![protocol_command(&accept)], vec![accept]).expect("completed");
+    let accepted = h
+        .history(SHARD, WF)
+        .into_iter()
+        .rev()
+        .find_map(|e| match e.attributes {
+            Some(Attributes::WorkflowExecutionUpdateAcceptedEventAttributes(a)) => Some(a),
+            _ => None,
+        })
+        .expect("accepted");
+    assert_eq!(accepted.protocol_instance_id, "u1");
+    assert!(accepted.accepted_request.is_none());
+    assert_eq!(stage(&h, "u1"), Some(Stage::Accepted));
+}

@@ -54,6 +54,8 @@ pub(crate) enum BatchOperation {
     UnpauseActivities(ws::UnpauseActivityRequest),
     ResetActivities(ws::ResetActivityRequest),
     UpdateActivityOptions(Box<ws::UpdateActivityOptionsRequest>),
+    /// UpdateWorkflowExecutionOptions of each run, with the job's options, mask and identity.
+    UpdateWorkflowOptions(Box<ws::UpdateWorkflowExecutionOptionsRequest>),
 }
 
 impl BatchOperation {
@@ -138,6 +140,15 @@ impl BatchOperation {
                     },
                 )))
             }
+            Some(Operation::UpdateWorkflowOptionsOperation(op)) => Ok(Self::UpdateWorkflowOptions(
+                Box::new(ws::UpdateWorkflowExecutionOptionsRequest {
+                    namespace: request.namespace.clone(),
+                    workflow_execution_options: op.workflow_execution_options.clone(),
+                    update_mask: op.update_mask.clone(),
+                    identity: op.identity.clone(),
+                    ..Default::default()
+                }),
+            )),
             Some(other) => Err(ApiError::invalid_argument(format!(
                 "The operation type {} is not supported",
                 operation_name(other)
@@ -159,6 +170,9 @@ impl BatchOperation {
             Self::UnpauseActivities(_) => BatchOperationType::UnpauseActivity,
             Self::ResetActivities(_) => BatchOperationType::ResetActivity,
             Self::UpdateActivityOptions(_) => BatchOperationType::UpdateActivityOptions,
+            // The type Temporal's frontend records for these jobs (deprecated in the API since).
+            #[allow(deprecated)]
+            Self::UpdateWorkflowOptions(_) => BatchOperationType::UpdateExecutionOptions,
         }
     }
 
@@ -172,6 +186,7 @@ impl BatchOperation {
             Self::UnpauseActivities(r) => &r.identity,
             Self::ResetActivities(r) => &r.identity,
             Self::UpdateActivityOptions(r) => &r.identity,
+            Self::UpdateWorkflowOptions(r) => &r.identity,
         }
     }
 
@@ -295,6 +310,14 @@ impl BatchOperation {
                 let named = request.activity.is_some();
                 let operation = run_operation::Operation::UpdateActivityOptions(request);
                 on_run(history, namespace_id, execution, named.then_some(operation)).await
+            }
+            Self::UpdateWorkflowOptions(template) => {
+                let request = ws::UpdateWorkflowExecutionOptionsRequest {
+                    workflow_execution: Some(execution.clone()),
+                    ..(**template).clone()
+                };
+                let operation = run_operation::Operation::UpdateWorkflowExecutionOptions(request);
+                on_run(history, namespace_id, execution, Some(operation)).await
             }
         };
         match outcome {

@@ -5,7 +5,7 @@
 use chronicle_proto::chronicle::history::v1::{self as cmd, batch_command::Op, command_result};
 use chronicle_proto::chronicle::persistence::v1 as pb;
 use chronicle_proto::temporal::api::batch::v1::{
-    BatchOperationSignal, BatchOperationTermination, BatchOperationUpdateWorkflowExecutionOptions,
+    BatchOperationCancelActivities, BatchOperationSignal, BatchOperationTermination,
 };
 use chronicle_proto::temporal::api::common::v1::{Execution, WorkflowExecution};
 use chronicle_proto::temporal::api::enums::v1::{
@@ -256,8 +256,8 @@ fn operations_not_served_are_refused_and_write_nothing() {
         job_id: JOB.into(),
         reason: "r".into(),
         visibility_query: "q".into(),
-        operation: Some(Operation::UpdateWorkflowOptionsOperation(
-            BatchOperationUpdateWorkflowExecutionOptions::default(),
+        operation: Some(Operation::CancelActivitiesOperation(
+            BatchOperationCancelActivities::default(),
         )),
         ..Default::default()
     };

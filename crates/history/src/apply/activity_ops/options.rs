@@ -13,7 +13,7 @@ type FieldSetter<M> = (&'static str, fn(&mut M, &M));
 
 /// A field mask path in Temporal's form: each segment in lowerCamelCase (`task_queue.name` and
 /// `taskQueue.name` are the same path).
-fn camel(path: &str) -> String {
+pub(crate) fn camel(path: &str) -> String {
     path.split('.')
         .map(|segment| {
             let mut out = String::with_capacity(segment.len());

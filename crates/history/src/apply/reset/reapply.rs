@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use chronicle_proto::chronicle::persistence::v1 as pb;
 use chronicle_proto::chronicle::persistence::v1::update_info::Stage;
 use chronicle_proto::temporal::api::enums::v1::{
-    EventType, ResetReapplyExcludeType, ResetReapplyType,
+    EventType, ResetReapplyExcludeType, ResetReapplyType, UpdateAdmittedEventOrigin,
 };
 use chronicle_proto::temporal::api::history::v1 as h;
 use chronicle_proto::temporal::api::history::v1::HistoryEvent;
@@ -15,7 +15,6 @@ use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
 use chronicle_storage::ShardBatch;
 
 use super::super::ApplyResult;
-use super::rebuild::accepted_request;
 use crate::mutable_state::MutableState;
 
 /// The kinds of events a reset leaves behind, from the deprecated include type and the exclude
@@ -87,7 +86,8 @@ fn continued_run(events: &[HistoryEvent]) -> Option<String> {
 }
 
 /// Reapplies the eligible events to the new run: signals become new Signaled events; updates
-/// the base run admitted or accepted are admitted again (delivered with the next workflow task).
+/// the base run admitted or accepted are admitted again by UpdateAdmitted events (the worker
+/// reads them with the next workflow task).
 pub fn reapply(ms: &mut MutableState, events: &[HistoryEvent], excluded: Excluded) {
     for event in events {
         match event.attributes.as_ref() {
@@ -105,12 +105,20 @@ pub fn reapply(ms: &mut MutableState, events: &[HistoryEvent], excluded: Exclude
                     ),
                 );
             }
-            Some(
-                Attributes::WorkflowExecutionUpdateAcceptedEventAttributes(_)
-                | Attributes::WorkflowExecutionUpdateAdmittedEventAttributes(_),
-            ) if !excluded.updates => {
-                if let Some(request) = accepted_request(event) {
-                    readmit_update(ms, request);
+            Some(Attributes::WorkflowExecutionUpdateAdmittedEventAttributes(a))
+                if !excluded.updates =>
+            {
+                if let Some(request) = a.request.clone() {
+                    readmit_update(ms, request, a.origin);
+                }
+            }
+            // An acceptance with its request is admitted again (origin REAPPLY); one without
+            // follows an Admitted event, which is reapplied instead, as in Temporal.
+            Some(Attributes::WorkflowExecutionUpdateAcceptedEventAttributes(a))
+                if !excluded.updates =>
+            {
+                if let Some(request) = a.accepted_request.clone() {
+                    readmit_update(ms, request, UpdateAdmittedEventOrigin::Reapply as i32);
                 }
             }
             _ => {}
@@ -118,9 +126,12 @@ pub fn reapply(ms: &mut MutableState, events: &[HistoryEvent], excluded: Exclude
     }
 }
 
+/// Admits an update in the new run by a WorkflowExecutionUpdateAdmitted event, as Temporal's
+/// reset does: the worker reads the request from history.
 fn readmit_update(
     ms: &mut MutableState,
     request: chronicle_proto::temporal::api::update::v1::Request,
+    origin: i32,
 ) {
     let update_id = request
         .meta
@@ -130,6 +141,15 @@ fn readmit_update(
     if update_id.is_empty() || ms.state.updates.contains_key(&update_id) {
         return;
     }
+    let event_id = ms.add_event(
+        EventType::WorkflowExecutionUpdateAdmitted,
+        Attributes::WorkflowExecutionUpdateAdmittedEventAttributes(
+            h::WorkflowExecutionUpdateAdmittedEventAttributes {
+                request: Some(request),
+                origin,
+            },
+        ),
+    );
     let sequence = ms.state.next_update_sequence;
     ms.state.next_update_sequence = sequence.saturating_add(1);
     ms.state.updates.insert(
@@ -137,8 +157,8 @@ fn readmit_update(
         pb::UpdateInfo {
             update_id,
             stage: Stage::Admitted as i32,
-            request: Some(request),
             sequence,
+            admitted_event_id: event_id,
             ..Default::default()
         },
     );

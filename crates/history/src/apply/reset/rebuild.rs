@@ -11,7 +11,6 @@ use chronicle_proto::chronicle::persistence::v1::update_info::Stage;
 use chronicle_proto::temporal::api::enums::v1::WorkflowExecutionStatus;
 use chronicle_proto::temporal::api::history::v1::HistoryEvent;
 use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
-use chronicle_proto::temporal::api::update::v1 as upd;
 use chronicle_types::time::{from_millis, millis, opt_duration_millis};
 use prost::Message;
 
@@ -283,6 +282,32 @@ fn apply_event(state: &mut pb::WorkflowExecutionState, base_run: &str, event: &H
                 merge_payloads(&mut memo.fields, &upsert.fields);
             }
         }
+        Attributes::WorkflowExecutionOptionsUpdatedEventAttributes(a) => {
+            // The new run keeps the options its history's prefix set, as Temporal's replay does.
+            crate::apply::workflow_options::apply_event(state, a);
+        }
+        Attributes::WorkflowExecutionUpdateAdmittedEventAttributes(a) => {
+            // Admitted by this event and not (yet, in the prefix) accepted: the new run's
+            // worker reads it from history, as the base run's did.
+            let update_id = a
+                .request
+                .as_ref()
+                .and_then(|r| r.meta.as_ref())
+                .map(|m| m.update_id.clone())
+                .unwrap_or_default();
+            let sequence = state.next_update_sequence;
+            state.next_update_sequence += 1;
+            state.updates.insert(
+                update_id.clone(),
+                pb::UpdateInfo {
+                    update_id,
+                    stage: Stage::Admitted as i32,
+                    admitted_event_id: id,
+                    sequence,
+                    ..Default::default()
+                },
+            );
+        }
         Attributes::WorkflowExecutionUpdateAcceptedEventAttributes(a) => {
             let sequence = state.next_update_sequence;
             state.next_update_sequence += 1;
@@ -310,17 +335,6 @@ fn apply_event(state: &mut pb::WorkflowExecutionState, base_run: &str, event: &H
             }
         }
         _ => {}
-    }
-}
-
-/// The request an accepted update carried, for re-admitting it in a new run.
-pub fn accepted_request(event: &HistoryEvent) -> Option<upd::Request> {
-    match event.attributes.as_ref() {
-        Some(Attributes::WorkflowExecutionUpdateAcceptedEventAttributes(a)) => {
-            a.accepted_request.clone()
-        }
-        Some(Attributes::WorkflowExecutionUpdateAdmittedEventAttributes(a)) => a.request.clone(),
-        _ => None,
     }
 }
 
