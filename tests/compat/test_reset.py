@@ -13,6 +13,7 @@ import pytest
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import (
     EventType,
+    PendingWorkflowTaskState,
     ResetReapplyExcludeType,
     ResetReapplyType,
     UpdateAdmittedEventOrigin,
@@ -202,9 +203,26 @@ async def test_reset_of_a_running_workflow_terminates_it(client, task_queue):
     assert result == {"items": ["a"], "total": 10, "build": "fixed"}
 
 
+async def quiet_last_event_id(handle) -> int:
+    """The run's last event ID once nothing is in flight: no workflow task started (the stopped
+    worker's last completion may still be on its way), and the same last event over half a
+    second."""
+    previous = None
+    for _ in range(TIMEOUT * 4):
+        last = (await events_of(handle))[-1].event_id
+        described = (await handle.describe()).raw_description
+        started = (described.HasField("pending_workflow_task")
+                   and described.pending_workflow_task.state == PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_STARTED)
+        if last == previous and not started:
+            return last
+        previous = last
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{handle.id} kept changing")
+
+
 async def test_reset_refusals(client, task_queue):
     handle = await buggy_run(client, task_queue, items=("a",), checkout=False)
-    last = (await events_of(handle))[-1].event_id
+    last = await quiet_last_event_id(handle)
     for bad in (1, last + 1):
         with pytest.raises(RPCError) as e:
             await reset(client, handle, bad)
