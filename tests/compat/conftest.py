@@ -265,8 +265,11 @@ class SplitServer:
     NUM_SHARDS = 4
 
     def __init__(self, log_dir: str, history_count: Optional[int] = None, frontend_count: Optional[int] = None,
-                 restart: bool = False, matching_count: Optional[int] = None):
+                 restart: bool = False, matching_count: Optional[int] = None,
+                 extra_args: Optional[List[str]] = None):
         self.log_dir = log_dir
+        # More `start-local-cluster` flags (e.g. `--dead-node-timeout 3s`).
+        self.extra_args = list(extra_args or [])
         self.restart = restart
         self.lines: List[str] = []
         self.owner = None
@@ -291,6 +294,7 @@ class SplitServer:
             cmd += ["--matching", str(self.matching_count)]
         if self.restart:
             cmd.append("--restart")
+        cmd += self.extra_args
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
                                      preexec_fn=_die_with_parent)

@@ -378,6 +378,11 @@ impl HistoryEngine {
         self.config.num_shards
     }
 
+    /// This node's ID (the random ID of its data directory).
+    pub fn node_id(&self) -> u64 {
+        self.config.node_id
+    }
+
     pub(crate) fn shard_of(&self, namespace_id: &str, workflow_id: &str) -> &Arc<Shard> {
         &self.shards[shard_for(namespace_id, workflow_id, self.config.num_shards) as usize]
     }

@@ -14,6 +14,7 @@ fn member_state(m: &ClusterMember) -> &'static str {
         MemberState::Active => "active",
         MemberState::Draining => "draining",
         MemberState::Drained => "drained",
+        MemberState::Dead => "dead",
         MemberState::Unspecified => "unknown",
     }
 }
