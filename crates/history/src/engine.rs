@@ -304,6 +304,15 @@ impl HistoryEngine {
 
     /// Whether any group of this node has a membership (initialised here or joined).
     pub async fn is_initialized(&self) -> ApiResult<bool> {
+        let dropped = self
+            .dropped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        // A node that gave up a replica was in a cluster (and that group's instance is stopped).
+        if !dropped.is_empty() {
+            return Ok(true);
+        }
         for group in self.shards.iter().chain(std::iter::once(&self.metadata)) {
             if group
                 .raft

@@ -63,7 +63,7 @@ fn state(m: &ClusterMember) -> MemberState {
 
 /// Whether the node behind `channel` answers within [`PING_TIMEOUT`].
 async fn answers(channel: tonic::transport::Channel) -> bool {
-    let mut request = tonic::Request::new(apb::DescribeNodeRequest {});
+    let mut request = tonic::Request::new(apb::DescribeNodeRequest::default());
     request.set_timeout(PING_TIMEOUT);
     let mut client = AdminApiClient::new(channel);
     let call = client.describe_node(request);

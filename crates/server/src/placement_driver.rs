@@ -140,10 +140,13 @@ async fn pass(
             }
             Err(_) => unanswered.push(*id),
         }
-        let mut info = tonic::Request::new(apb::DescribeNodeRequest {});
+        let mut info = tonic::Request::new(apb::DescribeNodeRequest::default());
         info.set_timeout(Duration::from_secs(5));
         if let Ok(info) = c.describe_node(info).await {
-            dropped.insert(*id, info.into_inner().dropped_groups.into_iter().collect());
+            let info = info.into_inner();
+            dropped.insert(*id, info.dropped_groups.into_iter().collect());
+            // Replicas removed earlier whose drop never happened are dropped too.
+            hosted.entry(*id).or_default().extend(info.removed_groups);
         }
     }
     let member = |id: &u64| apb::Member {
@@ -210,12 +213,22 @@ async fn pass(
                     group,
                     "placement: the replica that left drops it"
                 );
-                client(addr)?
-                    .drop_replica(apb::DropReplicaRequest { group })
-                    .await
-                    .map_err(|s| {
-                        anyhow::anyhow!("{addr}: dropping group {group}: {}", s.message())
-                    })?;
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    match client(addr)?
+                        .drop_replica(apb::DropReplicaRequest { group })
+                        .await
+                    {
+                        Ok(_) => break,
+                        // A leader that left the voters steps down a moment after the change
+                        // commits.
+                        Err(s) if s.code() == tonic::Code::FailedPrecondition && tries < 20 => {
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                        Err(s) => anyhow::bail!("{addr}: dropping group {group}: {}", s.message()),
+                    }
+                }
             }
         }
     }
@@ -290,7 +303,7 @@ pub async fn add_node(nodes: &[String], add: &str) -> anyhow::Result<u64> {
     let mut cluster_id = String::new();
     for addr in nodes {
         if let Ok(info) = client(addr)?
-            .describe_node(apb::DescribeNodeRequest {})
+            .describe_node(apb::DescribeNodeRequest::default())
             .await
         {
             let info = info.into_inner();
