@@ -269,7 +269,8 @@ class SplitServer:
                  extra_args: Optional[List[str]] = None):
         self.log_dir = log_dir
         self.restart = restart
-        # More flags of start-local-cluster (a `--log-level` here replaces the default `warn`).
+        # More flags of start-local-cluster (e.g. `--dead-node-timeout 3s`; a `--log-level` here
+        # replaces the default `warn`).
         self.extra_args = list(extra_args or [])
         self.lines: List[str] = []
         self.owner = None

@@ -18,7 +18,7 @@ import signal
 import time
 import urllib.request
 from datetime import timedelta
-from typing import Awaitable, Callable, Dict
+from typing import Awaitable, Callable, Dict, List, Optional
 
 import pytest
 from temporalio.client import Client
@@ -87,10 +87,12 @@ async def bounce(cluster: SplitServer, name: str, sig: int) -> None:
 
 
 async def under_load(tmp_path, fault: Callable[[SplitServer], Awaitable[None]],
-                     restart: bool = True) -> Dict[str, float]:
+                     restart: bool = True, history_count: int = 3,
+                     extra_args: Optional[List[str]] = None) -> Dict[str, float]:
     effects = str(tmp_path / "effects")
     os.makedirs(effects)
-    cluster = SplitServer(str(tmp_path / "cluster"), history_count=3, frontend_count=2, restart=restart)
+    cluster = SplitServer(str(tmp_path / "cluster"), history_count=history_count, frontend_count=2,
+                          restart=restart, extra_args=extra_args)
     os.makedirs(cluster.log_dir)
     await asyncio.to_thread(cluster.start)
     try:
@@ -197,3 +199,74 @@ async def test_wiped_node_rejoins_as_a_new_node(tmp_path):
         assert len(new) == 3 and len(new & old) == 2, f"voters before {old}, after {new}"
 
     await under_load(tmp_path, fault)
+
+
+def describe(cluster: SplitServer) -> dict:
+    nodes = ",".join(n.fields["internal"] for n in cluster.histories)
+    out = subprocess.run([chronicle_bin(), "cluster", "describe", "--json", "--nodes", nodes],
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0, out
+    return json.loads(out.stdout)
+
+
+def placement_problems(report: dict, dead: int) -> list:
+    """Why the groups are not yet all on live nodes: each group (shards and the metadata group)
+    must have three voters, none of them `dead`, every live holder agreeing on them, and `dead`
+    must be recorded DEAD in the member list."""
+    problems = []
+    states = {m["node_id"]: m["state"] for m in report["members"]}
+    if states.get(dead) != "dead":
+        problems.append(f"node {dead} is {states.get(dead)}, not dead")
+    groups: dict = {}
+    for node in report["nodes"]:
+        for g in node.get("groups", []):
+            groups.setdefault(g["group"], {})[node["node_id"]] = g
+    for name in [str(s) for s in range(SplitServer.NUM_SHARDS)] + ["meta"]:
+        holders = groups.get(name, {})
+        leaders = [g for g in holders.values() if g["state"] == "Leader"]
+        if len(leaders) != 1:
+            problems.append(f"group {name}: {len(leaders)} leaders")
+            continue
+        voters = set(leaders[0]["voters"])
+        members = voters | set(leaders[0]["learners"])
+        if len(voters) != 3 or dead in members:
+            problems.append(f"group {name}: voters {sorted(voters)}, learners {leaders[0]['learners']}")
+        # A shard's replicas are its voters; the metadata group also has every other active node
+        # as a learner (here none: three live nodes, three voters).
+        if set(holders) != voters:
+            problems.append(f"group {name}: held by {sorted(holders)}, voters {sorted(voters)}")
+    return problems
+
+
+async def test_dead_node_replicas_move_to_the_live_nodes(tmp_path):
+    """Four history nodes; the metadata group's leader is killed for good (kill -9, never
+    restarted). After the dead-node timeout the new metadata leader declares it dead and moves
+    every replica it held to the three live nodes, one group at a time, while workflows keep
+    being started; then the invariant checker."""
+    async def fault(cluster: SplitServer) -> None:
+        report = await asyncio.to_thread(describe, cluster)
+        assert [m["state"] for m in report["members"]] == ["active"] * 4, report["members"]
+        meta_leader = next(n for n in report["nodes"]
+                           if any(g["group"] == "meta" and g["state"] == "Leader" for g in n.get("groups", [])))
+        victim_id = meta_leader["node_id"]
+        held = [g["group"] for g in meta_leader["groups"] if g["group"] != "meta"]
+        victim = next(n for n in cluster.histories if n.fields["internal"] == meta_leader["address"])
+        victim.kill()
+        killed = time.monotonic()
+        # Not before the timeout: a node back within it would be left alone.
+        await asyncio.sleep(1.5)
+        early = await asyncio.to_thread(describe, cluster)
+        assert {m["node_id"]: m["state"] for m in early["members"]}[victim_id] == "active", early["members"]
+        problems = ["not looked yet"]
+        while problems:
+            assert time.monotonic() - killed < 75, f"replicas of dead node {victim_id} not moved: {problems}"
+            await asyncio.sleep(1)
+            problems = placement_problems(await asyncio.to_thread(describe, cluster), victim_id)
+        logs = os.path.join(cluster.log_dir, "cluster", "logs")
+        text = "".join(open(os.path.join(logs, f), errors="replace").read() for f in os.listdir(logs))
+        assert "history node declared dead" in text and str(victim_id) in text
+        print(f"\nnode {victim_id} (held shards {held}) declared dead; its replicas moved in "
+              f"{time.monotonic() - killed:.1f} s after kill -9")
+
+    await under_load(tmp_path, fault, restart=False, history_count=4,
+                     extra_args=["--dead-node-timeout", "4s"])

@@ -163,6 +163,9 @@ async def test_draining_a_node_under_load_moves_its_replicas_and_loses_nothing(t
         ids = [n["node_id"] for n in report["nodes"]]
         assert [m["state"] for m in report["members"]] == ["active"] * 4, report["members"]
         victim = ids[1]
+        victim_before = next(n for n in report["nodes"] if n["node_id"] == victim)
+        held_before = {g["group"] for g in victim_before["groups"]}
+        assert "meta" in held_before and held_before <= set(victim_before["groups_with_data"]), victim_before
         client = await Client.connect(cluster.frontends[0])
         worker_client = await Client.connect(cluster.frontends[-1])
         stop = asyncio.Event()
@@ -183,6 +186,9 @@ async def test_draining_a_node_under_load_moves_its_replicas_and_loses_nothing(t
         assert states[victim] == "drained" and sum(s == "active" for s in states.values()) == 3, states
         drained = next(n for n in report["nodes"] if n["node_id"] == victim)
         assert drained.get("groups") == [], f"the drained node still holds {drained.get('groups')}"
+        # Its replicas' data is deleted as they are dropped, without a restart.
+        left = held_before & set(drained["groups_with_data"])
+        assert not left, f"the drained node still stores data of the groups it held: {left}"
         check_three_replicas(report, set(ids) - {victim})
         meta = replicas_by_group(report)["meta"]
         assert victim not in meta and len(meta) == 3, meta.keys()

@@ -304,6 +304,15 @@ impl HistoryEngine {
 
     /// Whether any group of this node has a membership (initialised here or joined).
     pub async fn is_initialized(&self) -> ApiResult<bool> {
+        let dropped = self
+            .dropped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        // A node that gave up a replica was in a cluster (and that group's instance is stopped).
+        if !dropped.is_empty() {
+            return Ok(true);
+        }
         for group in self.shards.iter().chain(std::iter::once(&self.metadata)) {
             if group
                 .raft
@@ -376,6 +385,11 @@ impl HistoryEngine {
 
     pub fn num_shards(&self) -> u32 {
         self.config.num_shards
+    }
+
+    /// This node's ID (the random ID of its data directory).
+    pub fn node_id(&self) -> u64 {
+        self.config.node_id
     }
 
     pub(crate) fn shard_of(&self, namespace_id: &str, workflow_id: &str) -> &Arc<Shard> {

@@ -249,9 +249,13 @@ impl HistoryEngine {
 impl HistoryEngine {
     /// This node's replica of `group` was moved to other nodes (the group's committed
     /// membership no longer has it; the placement driver says so): it stops taking Raft
-    /// messages for it (peers see NoSuchGroup), no longer reports or serves it, and its data
-    /// is deleted at the next start. Refused on the group's leader.
-    pub fn drop_replica(&self, group: ShardId) -> ApiResult<()> {
+    /// messages for it (peers see NoSuchGroup), no longer reports or serves it, its Raft
+    /// instance is stopped and then its data (rows of every column family, snapshot files) is
+    /// deleted. The group is recorded as dropped (synced) before anything is deleted and stays
+    /// recorded until the next start, which deletes it again before the groups open: a crash
+    /// midway, or a late write of the stopped instance, leaves nothing behind after that start.
+    /// Refused on the group's leader.
+    pub async fn drop_replica(&self, group: ShardId) -> ApiResult<()> {
         let shard = self.shard_by_id(group)?;
         // The Raft state, not `is_leader`: a leader that left the voters steps down to learner
         // but may still name itself the leader.
@@ -267,9 +271,11 @@ impl HistoryEngine {
                 "a single-voter node holds every group",
             ));
         };
-        let mut dropped = lock(&self.dropped);
-        if dropped.insert(group) {
-            replication.registry.remove(group);
+        {
+            let mut dropped = lock(&self.dropped);
+            if dropped.contains(&group) {
+                return Ok(());
+            }
             let db = shard.tables.db();
             let mut stored = db
                 .dropped_groups()
@@ -279,13 +285,65 @@ impl HistoryEngine {
             }
             db.set_dropped_groups(&stored)
                 .map_err(|e| ApiError::unavailable(e.to_string()))?;
-            tracing::info!(group, "replica moved to other nodes: dropped");
+            dropped.insert(group);
+            replication.registry.remove(group);
+        }
+        // Nothing of the group runs or writes once its instance stopped (a removed replica
+        // would otherwise keep campaigning); `failed_group` ignores a stopped group.
+        if let Err(e) = shard.raft.shutdown().await {
+            tracing::warn!(group, error = %e, "dropped replica did not stop cleanly");
+        }
+        let db = shard.tables.db().clone();
+        let wiped = tokio::task::spawn_blocking(move || db.wipe_group(group))
+            .await
+            .map_err(|e| ApiError::internal(format!("wiping group {group}: {e}")))?;
+        match wiped {
+            Ok(()) => tracing::info!(
+                group,
+                "replica moved to other nodes: stopped and its data deleted"
+            ),
+            // Still recorded as dropped: the next start deletes it.
+            Err(e) => tracing::error!(
+                group,
+                error = %e,
+                "replica moved to other nodes: stopped; deleting its data failed, the next \
+                 start deletes it"
+            ),
         }
         Ok(())
     }
 
+    /// Groups whose Raft state this node holds although their committed membership no longer
+    /// has it (not dropped yet): a replica moved away whose drop did not happen (its node led
+    /// the group at that moment, or the driver stopped).
+    pub fn removed_groups(&self) -> Vec<ShardId> {
+        let dropped = lock(&self.dropped).clone();
+        self.shards
+            .iter()
+            .chain(std::iter::once(&self.metadata))
+            .filter(|shard| !dropped.contains(&shard.id))
+            .filter(|shard| {
+                let metrics = shard.raft.metrics().borrow().clone();
+                let membership = metrics.membership_config.membership();
+                membership.voter_ids().next().is_some()
+                    && membership.get_node(&self.config.node_id).is_none()
+            })
+            .map(|shard| shard.id)
+            .collect()
+    }
+
+    /// Whether any row of `group` is still stored on this node (a dropped replica's data is
+    /// deleted at once; this says whether it was).
+    pub fn holds_rows_of(&self, group: ShardId) -> ApiResult<bool> {
+        self.shard_by_id(group)?
+            .tables
+            .db()
+            .group_has_rows(group)
+            .map_err(|e| ApiError::unavailable(e.to_string()))
+    }
+
     /// Whether this node dropped `group` and must restart before it can hold it again (its
-    /// Raft instance still has the old state in memory).
+    /// Raft instance is stopped).
     pub fn dropped_replica(&self, group: ShardId) -> bool {
         lock(&self.dropped).contains(&group)
     }

@@ -127,8 +127,21 @@ impl AdminApiService {
 impl admin_api_server::AdminApi for AdminApiService {
     async fn describe_node(
         &self,
-        _: Request<apb::DescribeNodeRequest>,
+        r: Request<apb::DescribeNodeRequest>,
     ) -> Result<Response<apb::NodeInfo>, Status> {
+        let groups_with_rows = if r.into_inner().with_stored_groups {
+            (0..self.engine.num_shards())
+                .chain([METADATA_GROUP])
+                .filter_map(|g| match self.engine.holds_rows_of(g) {
+                    Ok(true) => Some(Ok(g)),
+                    Ok(false) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<_, _>>()
+                .map_err(Status::from)?
+        } else {
+            Vec::new()
+        };
         Ok(Response::new(apb::NodeInfo {
             node_id: self.node_id,
             raft_addr: self.raft_addr.clone(),
@@ -139,6 +152,8 @@ impl admin_api_server::AdminApi for AdminApiService {
                 .chain([METADATA_GROUP])
                 .filter(|g| self.engine.dropped_replica(*g))
                 .collect(),
+            groups_with_rows,
+            removed_groups: self.engine.removed_groups(),
         }))
     }
 
@@ -172,6 +187,7 @@ impl admin_api_server::AdminApi for AdminApiService {
     ) -> Result<Response<apb::DropReplicaResponse>, Status> {
         self.engine
             .drop_replica(r.into_inner().group)
+            .await
             .map_err(Status::from)?;
         Ok(Response::new(apb::DropReplicaResponse {}))
     }
@@ -331,7 +347,10 @@ pub(crate) async fn describe_with_retry(
 ) -> anyhow::Result<apb::NodeInfo> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        match client.describe_node(apb::DescribeNodeRequest {}).await {
+        match client
+            .describe_node(apb::DescribeNodeRequest::default())
+            .await
+        {
             Ok(info) => return Ok(info.into_inner()),
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::info!(%addr, error = %e.message(), "waiting for the node");
@@ -449,7 +468,9 @@ pub async fn replace_node(
         let channel = chronicle_cluster::grpc::lazy_channel(addr).map_err(anyhow::Error::msg)?;
         let mut client = AdminApiClient::new(channel);
         if cluster_id.is_empty()
-            && let Ok(info) = client.describe_node(apb::DescribeNodeRequest {}).await
+            && let Ok(info) = client
+                .describe_node(apb::DescribeNodeRequest::default())
+                .await
             && info.get_ref().initialized
         {
             cluster_id = info.into_inner().cluster_id;

@@ -257,6 +257,9 @@ pub struct StartLocalCluster {
     /// The frontends' `--min-namespace-retention` (default: theirs, one hour).
     #[arg(long)]
     pub min_namespace_retention: Option<String>,
+    /// The history nodes' `--dead-node-timeout` (default: theirs, five minutes).
+    #[arg(long)]
+    pub dead_node_timeout: Option<String>,
     #[command(flatten)]
     pub internode: InternodeTlsArgs,
     #[command(flatten)]
@@ -298,6 +301,12 @@ pub struct Start {
     /// once with `chronicle cluster init`); without it, this node is every group's only voter.
     #[arg(long, env = "CHRONICLE_REPLICATED")]
     pub replicated: bool,
+    /// Replicated history: how long a history node may be unreachable from the metadata
+    /// group's leader before it is declared dead and its replicas are rebuilt on the other
+    /// nodes (a Go-style duration: `5m`, `30s`). A node back before then is left alone; a dead
+    /// node must rejoin on a fresh data directory.
+    #[arg(long, env = "CHRONICLE_DEAD_NODE_TIMEOUT", default_value = "5m", value_parser = parse_go_duration)]
+    pub dead_node_timeout: std::time::Duration,
     /// Address other nodes reach this node's internal API and Raft transport at [default: the
     /// bound internal address]. Must stay stable for the node's life.
     #[arg(long, env = "CHRONICLE_ADVERTISE_ADDR")]

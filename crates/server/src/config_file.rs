@@ -41,6 +41,7 @@ pub struct ConfigFile {
     pub internal_addr: Option<String>,
     pub history_addr: Option<OneOrMany>,
     pub replicated: Option<bool>,
+    pub dead_node_timeout: Option<String>,
     pub advertise_addr: Option<String>,
     pub matching_addr: Option<OneOrMany>,
     pub task_queue_partitions: Option<u32>,
@@ -82,6 +83,10 @@ impl ConfigFile {
                 (1..=4096).contains(&n),
                 "num_shards must be between 1 and 4096, not {n}"
             );
+        }
+        if let Some(timeout) = &file.dead_node_timeout {
+            crate::cli::parse_go_duration(timeout)
+                .map_err(|e| anyhow::anyhow!("dead_node_timeout: {e}"))?;
         }
         if let Some(retention) = &file.min_namespace_retention {
             crate::cli::parse_go_duration(retention)
@@ -189,6 +194,12 @@ pub fn apply(args: &mut Start, file: ConfigFile, matches: &ArgMatches) {
     fill_admission!(max_pollers_per_queue);
     fill_admission!(max_pending_queries);
     fill_admission!(max_pending_proposals);
+    if let Some(timeout) = file.dead_node_timeout
+        && unset(matches, "dead_node_timeout")
+        && let Ok(value) = crate::cli::parse_go_duration(&timeout)
+    {
+        args.dead_node_timeout = value;
+    }
     if let Some(retention) = file.min_namespace_retention
         && unset(matches, "min_namespace_retention")
         && let Ok(value) = crate::cli::parse_go_duration(&retention)
@@ -285,6 +296,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("min_namespace_retention"), "{err}");
+    }
+
+    #[test]
+    fn the_dead_node_timeout_comes_from_the_file_unless_a_flag_sets_it() {
+        let five_minutes = start_with(&[], "");
+        assert_eq!(
+            five_minutes.dead_node_timeout,
+            std::time::Duration::from_secs(300),
+            "default"
+        );
+        let file = start_with(&[], "dead_node_timeout = \"10m\"");
+        assert_eq!(file.dead_node_timeout, std::time::Duration::from_secs(600));
+        let flag = start_with(
+            &["--dead-node-timeout", "30s"],
+            "dead_node_timeout = \"10m\"",
+        );
+        assert_eq!(flag.dead_node_timeout, std::time::Duration::from_secs(30));
+        let err = ConfigFile::parse("dead_node_timeout = \"later\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dead_node_timeout"), "{err}");
     }
 
     #[test]

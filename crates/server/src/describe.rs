@@ -14,6 +14,7 @@ fn member_state(m: &ClusterMember) -> &'static str {
         MemberState::Active => "active",
         MemberState::Draining => "draining",
         MemberState::Drained => "drained",
+        MemberState::Dead => "dead",
         MemberState::Unspecified => "unknown",
     }
 }
@@ -52,7 +53,9 @@ pub async fn describe_cluster(nodes: &[String], digests: bool) -> Vec<NodeReport
             let mut client = AdminApiClient::new(channel);
             let call = async {
                 let info = client
-                    .describe_node(apb::DescribeNodeRequest {})
+                    .describe_node(apb::DescribeNodeRequest {
+                        with_stored_groups: true,
+                    })
                     .await?
                     .into_inner();
                 let groups = client
@@ -297,6 +300,11 @@ pub fn render_json(reports: &[NodeReport]) -> serde_json::Value {
                     "num_shards": info.num_shards,
                     "initialized": info.initialized,
                     "cluster_id": info.cluster_id,
+                    // Groups with any row on this node's disk (those it holds, and small
+                    // start-up records of others); a dropped replica's data is deleted as it is
+                    // dropped.
+                    "groups_with_data": info.groups_with_rows.iter().map(|g| group_name(*g))
+                        .collect::<Vec<_>>(),
                     "groups": answer.groups.iter().map(|g| serde_json::json!({
                         "group": group_name(g.group),
                         "state": g.state,

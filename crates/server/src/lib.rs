@@ -11,6 +11,7 @@ pub mod config_file;
 pub mod describe;
 pub mod local_cluster;
 pub mod logging;
+pub mod node_liveness;
 pub mod observability;
 pub mod placement_driver;
 mod roles;
@@ -127,6 +128,7 @@ pub async fn run(
         num_shards: config.num_shards,
         history_addr: None,
         replicated: false,
+        dead_node_timeout: crate::roles::DEFAULT_DEAD_NODE_TIMEOUT,
         advertise_addr: None,
         matching_addr: None,
         task_queue_partitions: None,

@@ -50,6 +50,8 @@ pub struct LocalClusterOptions {
     pub no_fsync: bool,
     /// `--min-namespace-retention` of every frontend (None: their default).
     pub min_namespace_retention: Option<String>,
+    /// `--dead-node-timeout` of every history node (None: their default).
+    pub dead_node_timeout: Option<String>,
     /// Node-to-node mutual TLS for every child (and this supervisor's own admin calls).
     pub internode_tls: chronicle_types::tls::TlsFiles,
     /// TLS on the frontends' public API.
@@ -303,6 +305,9 @@ fn node_args(
             }
             if options.no_fsync {
                 args.push("--no-fsync".into());
+            }
+            if let Some(timeout) = &options.dead_node_timeout {
+                args.extend(["--dead-node-timeout".into(), timeout.clone()]);
             }
         }
         // A matching node knows its peers: it forwards to the owners of root partitions.
@@ -666,6 +671,7 @@ mod tests {
             namespaces: vec![],
             no_fsync: false,
             min_namespace_retention: None,
+            dead_node_timeout: None,
             internode_tls: Default::default(),
             frontend_tls: Default::default(),
         }

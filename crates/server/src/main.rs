@@ -140,6 +140,7 @@ fn start_local_cluster(args: StartLocalCluster) -> anyhow::Result<()> {
         namespaces: args.namespaces,
         no_fsync: args.no_fsync,
         min_namespace_retention: args.min_namespace_retention,
+        dead_node_timeout: args.dead_node_timeout,
         internode_tls: args.internode.files(),
         frontend_tls: args.frontend_tls.files(),
     };
@@ -328,6 +329,7 @@ fn start(args: Start) -> anyhow::Result<()> {
     config.namespaces = args.namespaces.clone();
     config.sync_writes = !args.no_fsync;
     config.replicated = args.replicated;
+    config.dead_node_timeout = args.dead_node_timeout;
     config.advertise_addr = args.advertise_addr.clone();
     config.frontend_tls = args.frontend_tls.files();
     config.admission = args.admission.to_admission().map_err(anyhow::Error::msg)?;

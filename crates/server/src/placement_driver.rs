@@ -8,7 +8,9 @@
 //! ring over the ACTIVE members gives (`chronicle_history::placement`): new replicas join as
 //! learners and catch up, one membership change sets the voters, the replicas that left drop
 //! their data. Each step is idempotent, so a pass can always be run again. When a pass leaves
-//! no replica on a DRAINING node, the driver records it DRAINED.
+//! no replica on a DRAINING node, the driver records it DRAINED. A node unreachable for longer
+//! than the dead-node timeout is recorded DEAD (`node_liveness.rs`) and leaves the ring the
+//! same way, without waiting for it: its replicas are rebuilt on the active nodes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -32,12 +34,17 @@ fn client(addr: &str) -> anyhow::Result<AdminApiClient<tonic::transport::Channel
     ))
 }
 
-/// Runs the driver until the engine shuts down.
-pub fn spawn(engine: &Arc<HistoryEngine>) {
+/// What a pass converged on: each member's state, and the dead members that answer again.
+type Fingerprint = (Vec<(u64, i32)>, BTreeSet<u64>);
+
+/// Runs the driver (and the liveness watch that declares nodes dead after `dead_after`) until
+/// the engine shuts down.
+pub fn spawn(engine: &Arc<HistoryEngine>, dead_after: Duration) {
+    let liveness = crate::node_liveness::spawn(engine, dead_after);
     // A weak handle between ticks: a stopped node's engine (and its RocksDB) is freed at once.
     let weak = Arc::downgrade(engine);
     tokio::spawn(async move {
-        let mut converged: Option<Vec<(u64, i32)>> = None;
+        let mut converged: Option<Fingerprint> = None;
         loop {
             tokio::time::sleep(TICK).await;
             let Some(engine) = weak.upgrade() else {
@@ -55,12 +62,19 @@ pub fn spawn(engine: &Arc<HistoryEngine>) {
                 // A cluster founded before members were recorded: nothing to place.
                 _ => continue,
             };
-            let fingerprint: Vec<(u64, i32)> =
-                members.iter().map(|m| (m.node_id, m.state)).collect();
+            // A dead node answering again is a change too: its leftovers are dropped.
+            let returned = liveness
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .returned();
+            let fingerprint: Fingerprint = (
+                members.iter().map(|m| (m.node_id, m.state)).collect(),
+                returned.clone(),
+            );
             if converged.as_ref() == Some(&fingerprint) {
                 continue;
             }
-            match pass(&engine, &members).await {
+            match pass(&engine, &members, &returned).await {
                 Ok(()) => converged = Some(fingerprint),
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "placement pass incomplete; retrying")
@@ -71,19 +85,40 @@ pub fn spawn(engine: &Arc<HistoryEngine>) {
 }
 
 /// One walk over every group; then DRAINING members that hold nothing become DRAINED.
-async fn pass(engine: &HistoryEngine, members: &[ClusterMember]) -> anyhow::Result<()> {
+/// `returned`: DEAD members that answer again, whose leftover replicas are dropped.
+async fn pass(
+    engine: &HistoryEngine,
+    members: &[ClusterMember],
+    returned: &BTreeSet<u64>,
+) -> anyhow::Result<()> {
     let state = |m: &ClusterMember| MemberState::try_from(m.state).unwrap_or_default();
     let active: Vec<u64> = members
         .iter()
         .filter(|m| state(m) == MemberState::Active)
         .map(|m| m.node_id)
         .collect();
+    let dead: Vec<u64> = members
+        .iter()
+        .filter(|m| state(m) == MemberState::Dead)
+        .map(|m| m.node_id)
+        .collect();
+    // The members the driver waits for: active and draining ones. A dead one is never waited
+    // for (its groups move on a quorum of the others); one that answers again is asked what it
+    // still holds, so that it drops it.
     let reachable: BTreeMap<u64, String> = members
         .iter()
-        .filter(|m| state(m) != MemberState::Drained)
+        .filter(|m| match state(m) {
+            MemberState::Drained => false,
+            MemberState::Dead => returned.contains(&m.node_id),
+            _ => true,
+        })
         .map(|m| (m.node_id, m.raft_addr.clone()))
         .collect();
-    let nodes: Vec<String> = reachable.values().cloned().collect();
+    let nodes: Vec<String> = members
+        .iter()
+        .filter(|m| matches!(state(m), MemberState::Active | MemberState::Draining))
+        .map(|m| m.raft_addr.clone())
+        .collect();
     // What each node holds now (a replica that was removed while the node was away still shows
     // here, and is dropped below) and what it dropped since it started (it must restart before
     // it can hold those again).
@@ -105,10 +140,13 @@ async fn pass(engine: &HistoryEngine, members: &[ClusterMember]) -> anyhow::Resu
             }
             Err(_) => unanswered.push(*id),
         }
-        let mut info = tonic::Request::new(apb::DescribeNodeRequest {});
+        let mut info = tonic::Request::new(apb::DescribeNodeRequest::default());
         info.set_timeout(Duration::from_secs(5));
         if let Ok(info) = c.describe_node(info).await {
-            dropped.insert(*id, info.into_inner().dropped_groups.into_iter().collect());
+            let info = info.into_inner();
+            dropped.insert(*id, info.dropped_groups.into_iter().collect());
+            // Replicas removed earlier whose drop never happened are dropped too.
+            hosted.entry(*id).or_default().extend(info.removed_groups);
         }
     }
     let member = |id: &u64| apb::Member {
@@ -153,18 +191,44 @@ async fn pass(engine: &HistoryEngine, members: &[ClusterMember]) -> anyhow::Resu
                 }
                 break;
             }
-            tracing::info!(group, voters = ?answer.voters, "placement: group moved");
+            let left_dead: Vec<u64> = dead
+                .iter()
+                .filter(|id| !answer.voters.contains(id))
+                .copied()
+                .collect();
+            tracing::info!(
+                group,
+                voters = ?answer.voters,
+                learners = ?answer.learners,
+                dead_members = ?left_dead,
+                "placement: group moved"
+            );
         }
         // The replicas that left drop their data.
         for (id, groups) in &hosted {
             if groups.contains(&group) && !wanted.contains(id) {
                 let addr = &reachable[id];
-                client(addr)?
-                    .drop_replica(apb::DropReplicaRequest { group })
-                    .await
-                    .map_err(|s| {
-                        anyhow::anyhow!("{addr}: dropping group {group}: {}", s.message())
-                    })?;
+                tracing::info!(
+                    node = id,
+                    group,
+                    "placement: the replica that left drops it"
+                );
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    match client(addr)?
+                        .drop_replica(apb::DropReplicaRequest { group })
+                        .await
+                    {
+                        Ok(_) => break,
+                        // A leader that left the voters steps down a moment after the change
+                        // commits.
+                        Err(s) if s.code() == tonic::Code::FailedPrecondition && tries < 20 => {
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                        Err(s) => anyhow::bail!("{addr}: dropping group {group}: {}", s.message()),
+                    }
+                }
             }
         }
     }
@@ -239,7 +303,7 @@ pub async fn add_node(nodes: &[String], add: &str) -> anyhow::Result<u64> {
     let mut cluster_id = String::new();
     for addr in nodes {
         if let Ok(info) = client(addr)?
-            .describe_node(apb::DescribeNodeRequest {})
+            .describe_node(apb::DescribeNodeRequest::default())
             .await
         {
             let info = info.into_inner();

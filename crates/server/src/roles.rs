@@ -82,6 +82,11 @@ impl Roles {
     }
 }
 
+/// How long a history node may be unreachable before its replicas are moved: a few minutes,
+/// like Temporal's, TiKV's and CockroachDB's store-down thresholds, so a restart or a short
+/// partition never moves data.
+pub const DEFAULT_DEAD_NODE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
 /// Everything a node needs; [`crate::ServerConfig`] is the start-dev subset.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -95,6 +100,9 @@ pub struct NodeConfig {
     /// History groups are replicated across history nodes (a cluster founded by `chronicle
     /// cluster init`) instead of having this node as their only voter.
     pub replicated: bool,
+    /// Replicated history: how long a member may be unreachable from the metadata leader
+    /// before it is declared dead and its replicas are moved to the other nodes.
+    pub dead_node_timeout: Duration,
     /// Address other nodes reach this node's internal listener at (Raft and internal API);
     /// default: the listener's bound address.
     pub advertise_addr: Option<String>,
@@ -144,6 +152,7 @@ impl NodeConfig {
             num_shards: None,
             history_addr: None,
             replicated: false,
+            dead_node_timeout: DEFAULT_DEAD_NODE_TIMEOUT,
             advertise_addr: None,
             matching_addr: None,
             task_queue_partitions: None,
@@ -393,7 +402,7 @@ pub async fn run_node(
             let identity =
                 crate::admin::NodeIdentity::load(db.clone(), cluster_id.clone(), &engine).await?;
             // Acts only while this node leads the metadata group.
-            crate::placement_driver::spawn(&engine);
+            crate::placement_driver::spawn(&engine, config.dead_node_timeout);
             raft_services = Some((
                 TransportService::new(cluster_id, node_id, replication.registry).into_server(),
                 crate::admin::AdminApiService::new(engine.clone(), node_id, node_addr, identity)

@@ -380,9 +380,22 @@ impl Db {
         Ok(())
     }
 
-    /// Deletes every row of `group` (its state, Raft log and vote) in one synced write: the
-    /// node no longer holds a replica of it. Only while the group is not open.
+    /// Deletes every row of `group` (its state, Raft log and vote) in one synced write (all of
+    /// them or, after a crash, none), then its snapshot files, then compacts the range so the
+    /// disk space comes back: the node no longer holds a replica of it. Only while the group is
+    /// not open or stopped. Repeating it is harmless, which makes an interrupted wipe safe to
+    /// finish at the next start.
     pub fn wipe_group(&self, group: u32) -> StorageResult<()> {
+        // Log writes the group's instance queued before it stopped land first (the writer
+        // completes writes in the order they were submitted), so none can follow the wipe.
+        let (done, written) = std::sync::mpsc::channel();
+        self.log_writer().submit(crate::log_writer::LogWrite {
+            ops: Vec::new(),
+            done: Box::new(move |_| {
+                let _ = done.send(());
+            }),
+        });
+        let _ = written.recv();
         let prefix = crate::keys::shard_prefix(group);
         let end = crate::keys::prefix_end(&prefix);
         let mut batch = rocksdb::WriteBatch::default();
@@ -392,7 +405,40 @@ impl Db {
         let mut opts = rocksdb::WriteOptions::default();
         opts.set_sync(true);
         self.inner.rocks.write_opt(batch, &opts)?;
+        // The snapshot (`snapshots/group-<id>.snap`) and any temporary file next to it.
+        let snapshots = self.path().join("snapshots");
+        let name = format!("group-{group}.");
+        if let Ok(entries) = std::fs::read_dir(&snapshots) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&name) {
+                    match std::fs::remove_file(entry.path()) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        for cf in Cf::ALL {
+            self.inner
+                .rocks
+                .compact_range_cf(self.cf(cf), Some(&prefix), Some(&end));
+        }
         Ok(())
+    }
+
+    /// Whether any column family holds a row of `group` on this node.
+    pub fn group_has_rows(&self, group: u32) -> StorageResult<bool> {
+        let prefix = crate::keys::shard_prefix(group);
+        for cf in Cf::ALL {
+            let mut iter = self.inner.rocks.raw_iterator_cf(self.cf(cf));
+            iter.seek(&prefix);
+            if iter.valid() && iter.key().is_some_and(|k| k.starts_with(&prefix)) {
+                tracing::debug!(group, cf = ?cf, "group has rows");
+                return Ok(true);
+            }
+            iter.status()?;
+        }
+        Ok(false)
     }
 
     /// Stores the cluster ID (synced). The caller checks that none, or the same, was stored.

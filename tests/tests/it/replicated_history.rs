@@ -207,7 +207,7 @@ async fn replicated_history_survives_losing_the_shard_leader() {
     // Every node stored the cluster's ID; one of them refuses to join another cluster.
     for addr in &addrs {
         let info = apb::admin_api_client::AdminApiClient::new(lazy_channel(addr).unwrap())
-            .describe_node(apb::DescribeNodeRequest {})
+            .describe_node(apb::DescribeNodeRequest::default())
             .await
             .expect("describe")
             .into_inner();
