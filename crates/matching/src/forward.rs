@@ -19,7 +19,7 @@ use chronicle_types::ApiResult;
 use tokio::sync::oneshot;
 
 use crate::metric_defs::{self, PollOutcome};
-use crate::{Dispatch, Handoff, MatchingEngine, Queue};
+use crate::{Dispatch, Handoff, MatchingEngine, Queue, Taken};
 
 /// How long a child partition's task waits at the root for a poller before the child takes it
 /// back (and offers it again).
@@ -29,6 +29,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Pause before forwarding a poll again after the root answered it empty early (it moved, or
 /// its node is stopping).
 const FORWARD_AGAIN_PAUSE: Duration = Duration::from_millis(50);
+/// How often a poll waiting on its child partition checks whether it may be the forwarded one.
+const FORWARD_SLOT_RECHECK: Duration = Duration::from_millis(50);
 
 /// A child partition's task waiting at the root partition for a poller.
 pub(crate) struct PendingOffer {
@@ -134,9 +136,17 @@ impl MatchingEngine {
     }
 
     /// A poll of child partition `key` that found nothing there: waits for this partition's
-    /// next task or the root's, whichever comes first, until `deadline`. A forwarded poll that
-    /// ends early (the root moved to another node, or its node did not answer) is sent again,
-    /// so a lone poller keeps waiting on the root wherever it is.
+    /// next task, and, if no other poll of the partition is forwarded already, becomes the one
+    /// that waits on the root instead, until `deadline`. A forwarded poll that ends early (the
+    /// root moved to another node, or its node did not answer) is sent again, so a lone poller
+    /// keeps waiting on the root wherever it is.
+    ///
+    /// A forwarded poll is committed to: it stops waiting here before it is sent, and is never
+    /// abandoned for a task that arrives here meanwhile. Abandoning it (dropping the call) lost
+    /// whatever the root had handed to it in the meantime: that task reached no worker, and
+    /// history handed it over again only after 10 s (about 1% of the workflows of a loaded
+    /// two-node matching ring). As in Temporal, one poll per partition is forwarded at a time,
+    /// so the other pollers keep matching this partition's tasks here.
     pub(crate) async fn wait_here_or_on_root(
         &self,
         key: &TaskQueueKey,
@@ -147,24 +157,35 @@ impl MatchingEngine {
         let mut stopping = self.stopping.subscribe();
         let root = root_of(key);
         loop {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            if wait.is_zero() {
-                return None;
+            if deadline <= Instant::now() {
+                return self.stop_waiting_here(here);
             }
-            let on_root = self.forward_poll_to_root(root.clone(), identity, wait);
+            if !self.take_forward_slot(key) {
+                // Another poll of this partition waits on the root: wait here, and look again
+                // shortly in case it is answered (then this poll takes its place).
+                let recheck = deadline.min(Instant::now() + FORWARD_SLOT_RECHECK);
+                tokio::select! {
+                    received = &mut here => return received.ok().map(Handoff::into_sync_match),
+                    () = tokio::time::sleep_until(recheck.into()) => continue,
+                    _ = stopping.wait_for(|stop| *stop) => return self.stop_waiting_here(here),
+                }
+            }
+            // This poll is forwarded: it leaves this partition's pollers first.
+            if let Some(found) = self.stop_waiting_here(here) {
+                self.release_forward_slot(key);
+                return Some(found);
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
             let from_root = tokio::select! {
-                received = &mut here => return received.ok().map(Handoff::into_sync_match),
-                answer = on_root => answer,
-                () = tokio::time::sleep_until(deadline.into()) => return None,
-                _ = stopping.wait_for(|stop| *stop) => return None,
+                answer = self.forward_poll_to_root(root.clone(), identity, wait) => answer,
+                // The root's own wait ends at the same deadline, and a stopping node answers
+                // its polls empty: these only cut short a call that has nothing to deliver.
+                () = tokio::time::sleep_until(deadline.into()) => Ok(None),
+                _ = stopping.wait_for(|stop| *stop) => Ok(None),
             };
+            self.release_forward_slot(key);
             let pause = match from_root {
                 Ok(Some(dispatch)) => {
-                    // Leave this partition's pollers; a task handed here meanwhile is kept.
-                    here.close();
-                    if let Ok(handoff) = here.try_recv() {
-                        self.put_back(key, handoff.dispatch);
-                    }
                     metrics::counter!(metric_defs::POLLS_FORWARDED).increment(1);
                     return Some((
                         match dispatch {
@@ -183,40 +204,44 @@ impl MatchingEngine {
                     RETRY_PAUSE
                 }
             };
+            if *stopping.borrow() || deadline <= Instant::now() {
+                return None;
+            }
+            // Wait here again, through the pause and after it.
+            here = match self.take_or_wait(key, identity) {
+                Ok(Taken::Now(dispatch, outcome)) => return Some((dispatch, outcome)),
+                Ok(Taken::Wait(receiver)) => receiver,
+                Err(_) => return None,
+            };
             let pause_end = deadline.min(Instant::now() + pause);
             tokio::select! {
                 received = &mut here => return received.ok().map(Handoff::into_sync_match),
                 () = tokio::time::sleep_until(pause_end.into()) => {}
-                _ = stopping.wait_for(|stop| *stop) => return None,
+                _ = stopping.wait_for(|stop| *stop) => return self.stop_waiting_here(here),
             }
         }
     }
 
-    /// Returns a dispatch nobody took to the front of `key`'s queue.
-    fn put_back(&self, key: &TaskQueueKey, dispatch: Dispatch) {
-        let start_drainer = {
-            let mut queues = self.queues.lock().expect("matching lock");
-            let queue = queues.entry(key.clone()).or_default();
-            match queue.offer(dispatch) {
-                None => false,
-                Some(Dispatch::Query(query)) => {
-                    queue.queries.push_front(query);
-                    false
-                }
-                Some(Dispatch::Task(task)) => {
-                    queue
-                        .queued
-                        .entry((task.shard, task.outbox_id))
-                        .or_insert_with(Instant::now);
-                    queue.tasks.push_front(task);
-                    let start = parse_partition(&key.name).1 != 0 && !queue.draining;
-                    queue.draining |= start;
-                    start
-                }
-            }
-        };
-        if start_drainer {
-            self.spawn_drainer(key.clone());
+    /// Leaves the partition's waiting pollers; a dispatch handed to this poll meanwhile is returned
+    /// (`None`: there was none).
+    fn stop_waiting_here(
+        &self,
+        mut here: oneshot::Receiver<Handoff>,
+    ) -> Option<(Dispatch, PollOutcome)> {
+        here.close();
+        here.try_recv().ok().map(Handoff::into_sync_match)
+    }
+
+    /// Makes the caller `key`'s forwarded poll if it has none; `false`: it has one.
+    fn take_forward_slot(&self, key: &TaskQueueKey) -> bool {
+        let mut queues = self.queues.lock().expect("matching lock");
+        let queue = queues.entry(key.clone()).or_default();
+        !std::mem::replace(&mut queue.forwarding_poll, true)
+    }
+
+    fn release_forward_slot(&self, key: &TaskQueueKey) {
+        if let Some(queue) = self.queues.lock().expect("matching lock").get_mut(key) {
+            queue.forwarding_poll = false;
         }
     }
 
@@ -409,5 +434,39 @@ mod tests {
             .await
             .unwrap();
         assert!(later.is_none());
+    }
+
+    /// A task the root hands to a partition's forwarded poll while a task of the partition
+    /// itself arrives is not lost: each reaches a poll, once.
+    #[tokio::test]
+    async fn tasks_arriving_at_the_root_and_the_partition_together_both_reach_a_poller() {
+        for round in 0..20u64 {
+            let (child_node, root_node) = two_nodes();
+            let first = {
+                let child_node = child_node.clone();
+                tokio::spawn(async move {
+                    child_node
+                        .forward_poll(key("/_sys/q/1"), "p1", Duration::from_secs(8))
+                        .await
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let (at_root, here) = (round * 2 + 1, round * 2 + 2);
+            root_node.add_task(key("q"), task(at_root)).await.unwrap();
+            child_node
+                .add_task(key("/_sys/q/1"), task(here))
+                .await
+                .unwrap();
+            let got_first = taken(first.await.unwrap().unwrap());
+            let got_second = taken(
+                child_node
+                    .forward_poll(key("/_sys/q/1"), "p1", Duration::from_secs(8))
+                    .await
+                    .unwrap(),
+            );
+            let mut got = [got_first, got_second];
+            got.sort_unstable();
+            assert_eq!(got, [at_root, here], "round {round}");
+        }
     }
 }

@@ -77,6 +77,8 @@ struct Queue {
     offers: VecDeque<forward::PendingOffer>,
     /// Child partition: a task forwarder runs for its backlog.
     draining: bool,
+    /// Child partition: one of its polls is forwarded to the root (at most one at a time).
+    forwarding_poll: bool,
 }
 
 /// A sticky queue with no poll for this long has no worker (Temporal's window is the same).
@@ -89,6 +91,7 @@ impl Queue {
             && self.queries.is_empty()
             && self.offers.iter().all(forward::PendingOffer::is_abandoned)
             && !self.draining
+            && !self.forwarding_poll
             && self.pollers.iter().all(|p| p.is_closed())
             && self
                 .recent_pollers
