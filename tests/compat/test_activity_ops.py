@@ -43,6 +43,7 @@ from temporalio.api.workflowservice.v1 import (
     UnpauseActivityRequest,
     UpdateActivityOptionsRequest,
 )
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
@@ -364,7 +365,8 @@ async def test_small_rpcs(client, task_queue):
         namespace="default", execution=execution(new_id("missing")))))
     assert err.status == RPCStatusCode.NOT_FOUND
     info = await ws.get_cluster_info(GetClusterInfoRequest())
-    assert info.cluster_name and info.cluster_id and info.history_shard_count >= 1
+    assert info.cluster_name and info.history_shard_count >= 1
+    uuid.UUID(info.cluster_id)  # a random ID, as Temporal mints at its first start
     assert info.supported_clients["temporal-cli"] == "<2.0.0"
     clusters = await client.operator_service.list_clusters(ListClustersRequest())
     assert [c.cluster_name for c in clusters.clusters] == [info.cluster_name]
@@ -457,3 +459,17 @@ async def test_pause_info_search_attribute_and_batch_unpause_by_type(client, tas
             aw.RELEASED.add(key)
         for handle in handles:
             await asyncio.wait_for(handle.result(), TIMEOUT)
+
+
+async def test_a_dev_servers_cluster_id_stays_across_restarts(tmp_path, server_factory):
+    """start-dev mints its cluster ID once and keeps it with the data directory."""
+    srv = server_factory(str(tmp_path / "data"))
+    first = await (await Client.connect(srv.address)).workflow_service.get_cluster_info(GetClusterInfoRequest())
+    uuid.UUID(first.cluster_id)
+    srv.stop()
+    srv.start()
+    again = await (await Client.connect(srv.address)).workflow_service.get_cluster_info(GetClusterInfoRequest())
+    assert again.cluster_id == first.cluster_id
+    other = server_factory(str(tmp_path / "other"))
+    elsewhere = await (await Client.connect(other.address)).workflow_service.get_cluster_info(GetClusterInfoRequest())
+    assert elsewhere.cluster_id != first.cluster_id

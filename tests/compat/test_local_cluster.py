@@ -14,6 +14,8 @@ import time
 from datetime import timedelta
 
 import pytest
+from temporalio.api.operatorservice.v1 import ListClustersRequest
+from temporalio.api.workflowservice.v1 import GetClusterInfoRequest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -83,6 +85,12 @@ async def test_a_dead_child_is_reported_the_rest_serve_and_ctrl_c_stops_all(tmp_
         cluster_line = table.splitlines()[0].split()
         assert cluster_line[0] == "CLUSTER" and len(cluster_line) == 2, table
         assert len(cluster_line[1]) == 36 and cluster_line[1].count("-") == 4, table
+        # Every frontend reports it (GetClusterInfo, ListClusters), as the nodes stored it.
+        for c in (client, worker_client):
+            info = await c.workflow_service.get_cluster_info(GetClusterInfoRequest())
+            assert info.cluster_id == cluster_line[1], info
+            listed = await c.operator_service.list_clusters(ListClustersRequest())
+            assert [m.cluster_id for m in listed.clusters] == [cluster_line[1]]
         groups = [line.split() for line in table.splitlines() if line[:1].isdigit() or line.startswith("meta")]
         assert len(groups) == SplitServer.NUM_SHARDS + 1, table
         assert all(g[1] in ("n1", "n2", "n3") for g in groups), f"a group without a leader:\n{table}"

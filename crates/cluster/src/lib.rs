@@ -60,6 +60,15 @@ pub struct PollerInfo {
 
 #[async_trait]
 pub trait HistoryService: Send + Sync + 'static {
+    /// The ID of the cluster (GetClusterInfo, ListClusters): minted by `cluster init`, or a
+    /// single-node server's own. Empty while no history node has joined a cluster yet.
+    async fn cluster_id(&self) -> ApiResult<String> {
+        Err(chronicle_types::ApiError::new(
+            tonic::Code::Unimplemented,
+            "this history service does not know its cluster",
+        ))
+    }
+
     // Namespaces (held by the metadata group).
     async fn register_namespace(&self, record: NamespaceRecord) -> ApiResult<()>;
     async fn update_namespace(&self, record: NamespaceRecord) -> ApiResult<()>;

@@ -35,9 +35,6 @@ pub use ratelimit::{RateLimitConfig, RateLimiter};
 pub use status_compat::StatusCompatLayer;
 pub use workflow_service::WorkflowHandler;
 
-/// The cluster ID GetClusterInfo and ListClusters report.
-pub(crate) const CLUSTER_ID: &str = "chronicle";
-
 /// What the frontend needs from the rest of the node.
 #[derive(Clone)]
 pub struct FrontendContext {

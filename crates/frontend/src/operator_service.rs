@@ -52,7 +52,7 @@ impl OperatorService for OperatorHandler {
         Ok(Response::new(os::ListClustersResponse {
             clusters: vec![os::ClusterMetadata {
                 cluster_name: crate::namespaces::CLUSTER_NAME.into(),
-                cluster_id: crate::CLUSTER_ID.into(),
+                cluster_id: self.ctx.history.cluster_id().await?,
                 initial_failover_version: 1,
                 history_shard_count: self.ctx.num_shards as i32,
                 is_connection_enabled: true,

@@ -216,7 +216,7 @@ impl WorkflowService for WorkflowHandler {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<HashMap<_, _>>(),
             server_version: self.ctx.server_version.clone(),
-            cluster_id: crate::CLUSTER_ID.into(),
+            cluster_id: self.ctx.history.cluster_id().await?,
             cluster_name: crate::namespaces::CLUSTER_NAME.into(),
             history_shard_count: self.ctx.num_shards as i32,
             persistence_store: "rocksdb".into(),

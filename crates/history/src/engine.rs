@@ -303,6 +303,21 @@ impl HistoryEngine {
     }
 
     /// Whether any group of this node has a membership (initialised here or joined).
+    /// The cluster ID to report (GetClusterInfo): the one this node joined, else on a
+    /// single-node server (start-dev) its own, minted at the first call and kept for the life of
+    /// the data directory; empty on a replicated node that has not joined a cluster yet.
+    pub fn reported_cluster_id(&self) -> ApiResult<String> {
+        let db = self.metadata.tables.db();
+        if let Some(id) = db.cluster_id().map_err(crate::read::storage)? {
+            return Ok(id);
+        }
+        if self.config.replication.is_some() {
+            return Ok(String::new());
+        }
+        db.dev_cluster_id(|| uuid::Uuid::new_v4().to_string())
+            .map_err(crate::read::storage)
+    }
+
     pub async fn is_initialized(&self) -> ApiResult<bool> {
         let dropped = self
             .dropped

@@ -327,6 +327,10 @@ fn query_result_response(result: WorkflowQueryResult) -> ApiResult<ws::QueryWork
 
 #[async_trait]
 impl HistoryService for HistoryEngine {
+    async fn cluster_id(&self) -> ApiResult<String> {
+        self.reported_cluster_id()
+    }
+
     async fn register_namespace(&self, record: NamespaceRecord) -> ApiResult<()> {
         self.propose(
             &self.metadata,

@@ -294,6 +294,7 @@ const NODE_META_SHARD_COUNT: u8 = 1;
 const NODE_META_NODE_ID: u8 = 2;
 const NODE_META_CLUSTER_ID: u8 = 3;
 const NODE_META_DROPPED_GROUPS: u8 = 4;
+const NODE_META_DEV_CLUSTER_ID: u8 = 5;
 
 impl Db {
     /// The number of history shards this data directory was created with. Directories from
@@ -439,6 +440,26 @@ impl Db {
             iter.status()?;
         }
         Ok(false)
+    }
+
+    /// The ID a single-node server (start-dev) reports as its cluster's: minted by `mint` at the
+    /// first call and stored (synced), so it stays for the life of the data directory. Kept
+    /// apart from [`Db::cluster_id`], which says the node joined a replicated cluster.
+    pub fn dev_cluster_id(&self, mint: impl FnOnce() -> String) -> StorageResult<String> {
+        let key = crate::keys::shard_meta(NODE_META_GROUP, NODE_META_DEV_CLUSTER_ID);
+        if let Some(bytes) = self.get(Cf::ShardMeta, &key)? {
+            return String::from_utf8(bytes).map_err(|_| StorageError::Corrupt {
+                cf: "shard_meta",
+                reason: "the stored cluster ID is not UTF-8".into(),
+            });
+        }
+        let id = mint();
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.inner
+            .rocks
+            .put_cf_opt(self.cf(Cf::ShardMeta), key, id.as_bytes(), &opts)?;
+        Ok(id)
     }
 
     /// Stores the cluster ID (synced). The caller checks that none, or the same, was stored.

@@ -51,8 +51,10 @@ impl HistoryApiService {
 #[tonic::async_trait]
 impl history_api_server::HistoryApi for HistoryApiService {
     async fn describe_node(&self, _: Request<hpb::Empty>) -> Reply<hpb::HistoryNodeInfo> {
+        let cluster_id = self.inner.cluster_id().await.map_err(Status::from)?;
         Ok(Response::new(hpb::HistoryNodeInfo {
             num_shards: self.num_shards,
+            cluster_id,
         }))
     }
 
@@ -417,6 +419,10 @@ fn answer<T>(result: Result<Response<T>, Status>) -> ApiResult<T> {
 
 #[async_trait]
 impl HistoryService for RemoteHistory {
+    async fn cluster_id(&self) -> ApiResult<String> {
+        Ok(self.describe_node().await?.cluster_id)
+    }
+
     async fn register_namespace(&self, record: NamespaceRecord) -> ApiResult<()> {
         let request = hpb::NamespaceRecordRequest {
             record: Some(record),

@@ -63,6 +63,8 @@ pub struct RoutedHistory {
     next_seed: AtomicUsize,
     /// Shard count of the cluster (0 until a node told us).
     num_shards: AtomicU32,
+    /// The cluster's ID, once a node answered with one (it never changes).
+    cluster_id: std::sync::OnceLock<String>,
 }
 
 /// A lazily connected channel to another node's internal API (history or matching): nodes may start
@@ -87,6 +89,7 @@ impl RoutedHistory {
             leaders: Mutex::new(HashMap::new()),
             next_seed: AtomicUsize::new(0),
             num_shards: AtomicU32::new(0),
+            cluster_id: std::sync::OnceLock::new(),
         }
     }
 
@@ -265,6 +268,28 @@ fn execution_id(e: &Option<chronicle_proto::temporal_api::common::v1::WorkflowEx
 
 #[async_trait]
 impl HistoryService for RoutedHistory {
+    /// Asked of the history nodes in turn until one has joined the cluster, then kept.
+    async fn cluster_id(&self) -> ApiResult<String> {
+        if let Some(id) = self.cluster_id.get() {
+            return Ok(id.clone());
+        }
+        let mut last = ApiError::unavailable("no history node is configured");
+        for addr in &self.seeds {
+            match self.client(addr)?.describe_node().await {
+                Ok(info) if !info.cluster_id.is_empty() => {
+                    return Ok(self.cluster_id.get_or_init(|| info.cluster_id).clone());
+                }
+                Ok(_) => {
+                    last = ApiError::unavailable(format!(
+                        "{addr} has not joined a cluster yet (run `chronicle cluster init`)"
+                    ))
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     async fn register_namespace(&self, record: NamespaceRecord) -> ApiResult<()> {
         self.route(METADATA_GROUP, Retry::OnlyIfNotProposed, |h| {
             let record = record.clone();
