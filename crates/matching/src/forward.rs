@@ -60,6 +60,21 @@ pub(crate) fn take_offer(queue: &mut Queue) -> Option<(TaskRef, Instant)> {
     None
 }
 
+/// A child partition's one forwarded poll, held while it waits on the root.
+struct ForwardSlot<'a> {
+    engine: &'a MatchingEngine,
+    key: TaskQueueKey,
+}
+
+impl Drop for ForwardSlot<'_> {
+    fn drop(&mut self) {
+        let mut queues = self.engine.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(queue) = queues.get_mut(&self.key) {
+            queue.forwarding_poll = false;
+        }
+    }
+}
+
 fn root_of(key: &TaskQueueKey) -> TaskQueueKey {
     TaskQueueKey {
         namespace_id: key.namespace_id.clone(),
@@ -160,7 +175,7 @@ impl MatchingEngine {
             if deadline <= Instant::now() {
                 return self.stop_waiting_here(here);
             }
-            if !self.take_forward_slot(key) {
+            let Some(slot) = self.take_forward_slot(key) else {
                 // Another poll of this partition waits on the root: wait here, and look again
                 // shortly in case it is answered (then this poll takes its place).
                 let recheck = deadline.min(Instant::now() + FORWARD_SLOT_RECHECK);
@@ -169,10 +184,9 @@ impl MatchingEngine {
                     () = tokio::time::sleep_until(recheck.into()) => continue,
                     _ = stopping.wait_for(|stop| *stop) => return self.stop_waiting_here(here),
                 }
-            }
+            };
             // This poll is forwarded: it leaves this partition's pollers first.
             if let Some(found) = self.stop_waiting_here(here) {
-                self.release_forward_slot(key);
                 return Some(found);
             }
             let wait = deadline.saturating_duration_since(Instant::now());
@@ -183,7 +197,7 @@ impl MatchingEngine {
                 () = tokio::time::sleep_until(deadline.into()) => Ok(None),
                 _ = stopping.wait_for(|stop| *stop) => Ok(None),
             };
-            self.release_forward_slot(key);
+            drop(slot);
             let pause = match from_root {
                 Ok(Some(dispatch)) => {
                     metrics::counter!(metric_defs::POLLS_FORWARDED).increment(1);
@@ -232,17 +246,22 @@ impl MatchingEngine {
         here.try_recv().ok().map(Handoff::into_sync_match)
     }
 
-    /// Makes the caller `key`'s forwarded poll if it has none; `false`: it has one.
-    fn take_forward_slot(&self, key: &TaskQueueKey) -> bool {
+    /// Makes the caller `key`'s forwarded poll if it has none (`None`: it has one). The slot is
+    /// given back when the returned guard is dropped, also when the poll itself is dropped
+    /// mid-forward (its client cancelled the long poll, a worker shutting down): a slot kept
+    /// by a poll that no longer exists would stop every later poll of the partition from
+    /// waiting on the root, and a task offered there by another partition would then find no
+    /// poller, ever.
+    fn take_forward_slot(&self, key: &TaskQueueKey) -> Option<ForwardSlot<'_>> {
         let mut queues = self.queues.lock().expect("matching lock");
         let queue = queues.entry(key.clone()).or_default();
-        !std::mem::replace(&mut queue.forwarding_poll, true)
-    }
-
-    fn release_forward_slot(&self, key: &TaskQueueKey) {
-        if let Some(queue) = self.queues.lock().expect("matching lock").get_mut(key) {
-            queue.forwarding_poll = false;
+        if std::mem::replace(&mut queue.forwarding_poll, true) {
+            return None;
         }
+        Some(ForwardSlot {
+            engine: self,
+            key: key.clone(),
+        })
     }
 
     /// Starts offering child partition `key`'s backlog to the root's pollers (the caller set
@@ -418,6 +437,39 @@ mod tests {
                 .tasks
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn a_forwarded_poll_dropped_by_its_client_lets_the_next_poll_forward() {
+        let (child_node, root_node) = two_nodes();
+        // A poll of partition 1 is forwarded to the root, then its client goes away (a worker
+        // shutting down cancels its long polls): the call is dropped mid-forward.
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(200),
+            child_node.forward_poll(key("/_sys/q/1"), "gone", Duration::from_secs(8)),
+        )
+        .await;
+        assert!(
+            cancelled.is_err(),
+            "the poll was still waiting when dropped"
+        );
+        // The next poll of partition 1 waits on the root too, so a root task reaches it.
+        let next = {
+            let child_node = child_node.clone();
+            tokio::spawn(async move {
+                child_node
+                    .forward_poll(key("/_sys/q/1"), "next", Duration::from_secs(8))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        root_node.add_task(key("q"), task(9)).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), next)
+            .await
+            .expect("the root's task reached the partition's poller")
+            .unwrap()
+            .unwrap();
+        assert_eq!(taken(got), 9);
     }
 
     #[tokio::test]
