@@ -37,6 +37,9 @@ fn client(addr: &str) -> anyhow::Result<AdminApiClient<tonic::transport::Channel
 /// What a pass converged on: each member's state, and the dead members that answer again.
 type Fingerprint = (Vec<(u64, i32)>, BTreeSet<u64>);
 
+/// How often an incomplete placement pass is reported while it keeps being retried.
+const INCOMPLETE_WARNING_EVERY: Duration = Duration::from_secs(30);
+
 /// Runs the driver (and the liveness watch that declares nodes dead after `dead_after`) until
 /// the engine shuts down.
 pub fn spawn(engine: &Arc<HistoryEngine>, dead_after: Duration) {
@@ -45,6 +48,10 @@ pub fn spawn(engine: &Arc<HistoryEngine>, dead_after: Duration) {
     let weak = Arc::downgrade(engine);
     tokio::spawn(async move {
         let mut converged: Option<Fingerprint> = None;
+        // Passes retry every tick while a node is down; the warning says so once per
+        // `INCOMPLETE_WARNING_EVERY` with how many passes were incomplete, not once a second.
+        let mut incomplete: u64 = 0;
+        let mut last_warning: Option<tokio::time::Instant> = None;
         loop {
             tokio::time::sleep(TICK).await;
             let Some(engine) = weak.upgrade() else {
@@ -75,9 +82,22 @@ pub fn spawn(engine: &Arc<HistoryEngine>, dead_after: Duration) {
                 continue;
             }
             match pass(&engine, &members, &returned).await {
-                Ok(()) => converged = Some(fingerprint),
+                Ok(()) => {
+                    converged = Some(fingerprint);
+                    incomplete = 0;
+                    last_warning = None;
+                }
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "placement pass incomplete; retrying")
+                    incomplete += 1;
+                    if last_warning.is_none_or(|at| at.elapsed() >= INCOMPLETE_WARNING_EVERY) {
+                        tracing::warn!(
+                            error = %format!("{e:#}"),
+                            passes = incomplete,
+                            "placement pass incomplete; retrying every second"
+                        );
+                        last_warning = Some(tokio::time::Instant::now());
+                        incomplete = 0;
+                    }
                 }
             }
         }
