@@ -473,3 +473,21 @@ async def test_a_dev_servers_cluster_id_stays_across_restarts(tmp_path, server_f
     other = server_factory(str(tmp_path / "other"))
     elsewhere = await (await Client.connect(other.address)).workflow_service.get_cluster_info(GetClusterInfoRequest())
     assert elsewhere.cluster_id != first.cluster_id
+
+
+async def test_legacy_task_queue_status_and_the_cli_legacy_describe(client, server_address, task_queue):
+    """The legacy status comes only when asked for (the CLI's `--legacy-mode` reads it), with the
+    queue's backlog: a workflow task nobody polls yet."""
+    await client.start_workflow("LegacyStatusNoWorker", id=new_id("legacy"), task_queue=task_queue)
+    ws = client.workflow_service
+    def request(with_status):
+        return DescribeTaskQueueRequest(namespace="default", task_queue=TaskQueue(name=task_queue),
+                                        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                                        include_task_queue_status=with_status)
+    plain = await ws.describe_task_queue(request(False))
+    assert not plain.HasField("task_queue_status")
+    described = await ws.describe_task_queue(request(True))
+    assert described.HasField("task_queue_status")
+    assert described.task_queue_status.rate_per_second > 0
+    shown = await cli(server_address, "task-queue", "describe", "--task-queue", task_queue, "--legacy-mode")
+    assert shown.returncode == 0, shown.stderr

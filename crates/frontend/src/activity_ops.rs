@@ -160,9 +160,16 @@ pub async fn describe_task_queue(
         }
         _ => TaskKind::Workflow,
     };
-    ctx.matching
+    let mut described = ctx
+        .matching
         .describe_task_queue(namespace_id, &name, kind)
-        .await
+        .await?;
+    // The legacy status only when asked for, as Temporal answers.
+    #[allow(deprecated)]
+    if !r.include_task_queue_status {
+        described.task_queue_status = None;
+    }
+    Ok(described)
 }
 
 /// ListTaskQueuePartitions: the partitions of the queue's workflow and activity queues, each

@@ -23,6 +23,7 @@ use chronicle_cluster::{
 use chronicle_proto::chronicle::persistence::v1::TaskToken;
 use chronicle_proto::temporal::api::enums::v1::{ResourceExhaustedCause, ResourceExhaustedScope};
 use chronicle_proto::temporal::api::taskqueue::v1::PollerInfo as ApiPollerInfo;
+use chronicle_proto::temporal::api::taskqueue::v1::TaskQueueStatus;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_types::{ApiError, ApiResult};
 use prost::Message;
@@ -81,7 +82,11 @@ struct Queue {
     forwarding_poll: bool,
 }
 
+/// Temporal's default task dispatch rate limit per task queue (`matching.rps`), which
+/// DescribeTaskQueue reports.
+const DEFAULT_DISPATCH_RATE_PER_SECOND: f64 = 100_000.0;
 /// A sticky queue with no poll for this long has no worker (Temporal's window is the same).
+
 const STICKY_POLLER_WINDOW: Duration = Duration::from_secs(10);
 
 impl Queue {
@@ -711,6 +716,7 @@ impl MatchingService for MatchingEngine {
     ) -> ApiResult<ws::DescribeTaskQueueResponse> {
         // One type's pollers, as Temporal answers (`temporal task-queue describe` asks per type).
         let mut pollers = Vec::new();
+        let mut backlog = 0usize;
         let queues = self.queues.lock().expect("matching lock");
         for k in [kind] {
             let key = TaskQueueKey {
@@ -719,6 +725,7 @@ impl MatchingService for MatchingEngine {
                 kind: k,
             };
             if let Some(q) = queues.get(&key) {
+                backlog += q.tasks.len();
                 for (identity, (seen, at)) in &q.recent_pollers {
                     if seen.elapsed() < Duration::from_secs(300) {
                         pollers.push(ApiPollerInfo {
@@ -735,8 +742,19 @@ impl MatchingService for MatchingEngine {
                 }
             }
         }
+        // The legacy status (deprecated in the API, still what `temporal task-queue describe
+        // --legacy-mode` prints, and dereferences).
+        #[allow(deprecated)]
         Ok(ws::DescribeTaskQueueResponse {
             pollers,
+            // Kept only when the request asked for it (the frontend removes it otherwise).
+            // Matching keeps no task IDs (its queues live in memory, tasks stay in history's
+            // outbox), so the levels are zero; the rate is Temporal's default dispatch limit.
+            task_queue_status: Some(TaskQueueStatus {
+                backlog_count_hint: i64::try_from(backlog).unwrap_or(i64::MAX),
+                rate_per_second: DEFAULT_DISPATCH_RATE_PER_SECOND,
+                ..Default::default()
+            }),
             ..Default::default()
         })
     }

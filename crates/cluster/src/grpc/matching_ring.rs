@@ -324,7 +324,21 @@ impl RingMatching {
 }
 
 /// Adds the pollers of `more` to `all`, keeping each identity once (its latest poll).
+/// Adds one partition's answer to the queue's: its pollers (each identity once, at its latest
+/// poll) and its backlog (the legacy status, deprecated in the API but what the CLI's legacy
+/// mode reads).
+#[allow(deprecated)]
 fn merge_pollers(all: &mut ws::DescribeTaskQueueResponse, more: ws::DescribeTaskQueueResponse) {
+    if let Some(status) = more.task_queue_status {
+        match &mut all.task_queue_status {
+            Some(total) => {
+                total.backlog_count_hint = total
+                    .backlog_count_hint
+                    .saturating_add(status.backlog_count_hint);
+            }
+            None => all.task_queue_status = Some(status),
+        }
+    }
     for poller in more.pollers {
         let at = |p: &chronicle_proto::temporal::api::taskqueue::v1::PollerInfo| {
             p.last_access_time.as_ref().map(|t| (t.seconds, t.nanos))
