@@ -85,8 +85,8 @@ struct Queue {
 /// Temporal's default task dispatch rate limit per task queue (`matching.rps`), which
 /// DescribeTaskQueue reports.
 const DEFAULT_DISPATCH_RATE_PER_SECOND: f64 = 100_000.0;
-/// A sticky queue with no poll for this long has no worker (Temporal's window is the same).
 
+/// A sticky queue with no poll for this long has no worker (Temporal's window is the same).
 const STICKY_POLLER_WINDOW: Duration = Duration::from_secs(10);
 
 impl Queue {
