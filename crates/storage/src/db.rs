@@ -295,6 +295,16 @@ const NODE_META_NODE_ID: u8 = 2;
 const NODE_META_CLUSTER_ID: u8 = 3;
 const NODE_META_DROPPED_GROUPS: u8 = 4;
 const NODE_META_DEV_CLUSTER_ID: u8 = 5;
+const NODE_META_VISIBILITY_FORMAT: u8 = 6;
+
+/// Where the format of a shard's visibility rows is kept: node metadata, outside every group's
+/// key range, so it is neither replicated, snapshotted nor part of a digest (each node records
+/// what it built itself).
+pub(crate) fn visibility_format_key(shard: crate::keys::ShardId) -> Vec<u8> {
+    let mut key = crate::keys::shard_meta(NODE_META_GROUP, NODE_META_VISIBILITY_FORMAT);
+    key.extend_from_slice(&shard.to_be_bytes());
+    key
+}
 
 impl Db {
     /// The number of history shards this data directory was created with. Directories from

@@ -23,9 +23,9 @@
 //! type lives in the namespace's registry, which rows derived from a run alone cannot read). A
 //! reader filters what the index yields by the attribute's registered type.
 //!
-//! Each shard's rows carry a format version ([`FORMAT`], one key after every namespace); a
-//! shard whose rows are of an older format (or have none) is rebuilt from its runs when the node
-//! starts, before its group applies anything.
+//! Each node records the format ([`FORMAT`]) of each shard's rows in its own metadata (outside
+//! the group's replicated key range); a shard whose rows are of an older format (or have none)
+//! is rebuilt from its runs when the node starts, before its group applies anything.
 
 use prost::Message;
 
@@ -402,19 +402,10 @@ pub fn for_each(
     Ok(())
 }
 
-/// The key holding a shard's row format: after every namespace's rows (a namespace ID's
-/// length, the first two bytes after the shard, is never 0xffff).
-fn format_key(shard: ShardId) -> Vec<u8> {
-    let mut key = keys::shard_prefix(shard);
-    key.extend_from_slice(&[0xff, 0xff]);
-    key.extend_from_slice(b"format");
-    key
-}
-
 /// The format of a shard's rows: `None` when it has no rows at all, 1 for rows written before
 /// the format was recorded.
 fn stored_format(db: &Db, shard: ShardId) -> StorageResult<Option<u32>> {
-    if let Some(v) = db.get(Cf::Visibility, &format_key(shard))? {
+    if let Some(v) = db.get(Cf::ShardMeta, &crate::db::visibility_format_key(shard))? {
         let bytes: [u8; 4] = v.as_slice().try_into().unwrap_or([0; 4]);
         return Ok(Some(u32::from_be_bytes(bytes)));
     }
@@ -458,8 +449,8 @@ pub fn build_if_missing(db: &Db, shard: ShardId) -> StorageResult<bool> {
     }
     runs.status()?;
     batch.put_cf(
-        db.cf(Cf::Visibility),
-        format_key(shard),
+        db.cf(Cf::ShardMeta),
+        crate::db::visibility_format_key(shard),
         FORMAT.to_be_bytes(),
     );
     db.rocks().write_opt(batch, &db.state_write_options())?;
