@@ -297,19 +297,24 @@ const TASK_PRIORITY: &str = "high";
 
 /// Records one attempt of a timer or transfer task (labels as Temporal's history queues set
 /// them: the attempt's latency without `task_priority`, the counters with it).
+/// The labels Temporal puts on its history task families (before `task_priority`).
+fn task_labels(task_type: &'static str, namespace: String) -> Vec<(&'static str, String)> {
+    vec![
+        ("service_name", SERVICE_NAME.to_string()),
+        ("operation", task_type.to_string()),
+        ("task_type", task_type.to_string()),
+        ("namespace", namespace),
+        ("archetype", TASK_ARCHETYPE.to_string()),
+    ]
+}
+
 pub(crate) fn record_task(
     task_type: &'static str,
     namespace: String,
     started: std::time::Instant,
     ok: bool,
 ) {
-    let mut labels = vec![
-        ("service_name", SERVICE_NAME.to_string()),
-        ("operation", task_type.to_string()),
-        ("task_type", task_type.to_string()),
-        ("namespace", namespace),
-        ("archetype", TASK_ARCHETYPE.to_string()),
-    ];
+    let mut labels = task_labels(task_type, namespace);
     metrics::histogram!(TASK_LATENCY_PROCESSING, &labels[..])
         .record(started.elapsed().as_secs_f64());
     labels.push(("task_priority", TASK_PRIORITY.to_string()));
@@ -329,14 +334,8 @@ pub(crate) fn record_task_done(
 ) {
     let now = chronicle_types::time::now_millis();
     let seconds_since = |ms: i64| now.saturating_sub(ms).max(0) as f64 / 1000.0;
-    let mut labels = vec![
-        ("service_name", SERVICE_NAME.to_string()),
-        ("operation", task_type.to_string()),
-        ("task_type", task_type.to_string()),
-        ("namespace", namespace),
-        ("archetype", TASK_ARCHETYPE.to_string()),
-        ("task_priority", TASK_PRIORITY.to_string()),
-    ];
+    let mut labels = task_labels(task_type, namespace);
+    labels.push(("task_priority", TASK_PRIORITY.to_string()));
     metrics::histogram!(TASK_LATENCY, &labels[..]).record(seconds_since(first_attempt_ms));
     // One reader per queue (Temporal's default reader is 0).
     labels.push(("queue_reader_id", "0".to_string()));

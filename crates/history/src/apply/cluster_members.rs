@@ -76,11 +76,7 @@ pub fn update(
             return Ok(super::ok());
         }
         (MemberState::Draining, Some(_)) => {
-            let active = members
-                .members
-                .iter()
-                .filter(|m| m.state == MemberState::Active as i32)
-                .count();
+            let active = active_count(&members);
             if active <= MIN_ACTIVE_MEMBERS {
                 return Err(ApiError::failed_precondition(format!(
                     "draining node {id} would leave {} active history nodes, and each shard \
@@ -104,11 +100,7 @@ pub fn update(
             return Ok(super::ok());
         }
         (MemberState::Dead, Some(MemberState::Active)) => {
-            let active = members
-                .members
-                .iter()
-                .filter(|m| m.state == MemberState::Active as i32)
-                .count();
+            let active = active_count(&members);
             // With fewer nodes left than a shard has voters, a replica could only be removed,
             // not moved: the node stays a member and its groups keep a quorum of the others.
             if active <= MIN_ACTIVE_MEMBERS {
@@ -142,6 +134,15 @@ pub fn update(
     }
     batch.put_cluster_members(&members);
     Ok(super::ok())
+}
+
+/// How many members are active (hold replicas and take new ones).
+fn active_count(members: &chronicle_proto::chronicle::persistence::v1::ClusterMembers) -> usize {
+    members
+        .members
+        .iter()
+        .filter(|m| m.state == MemberState::Active as i32)
+        .count()
 }
 
 #[cfg(test)]
