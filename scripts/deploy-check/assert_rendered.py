@@ -206,6 +206,11 @@ expected_matching = [f"{ma['metadata']['name']}-{i}.{ma['spec']['serviceName']}.
                      f"cluster.local:7234" for i in range(matching_replicas)]
 check(config.get("CHRONICLE_MATCHING_ADDR") == ",".join(expected_matching),
       f"CHRONICLE_MATCHING_ADDR {config.get('CHRONICLE_MATCHING_ADDR')}")
+# Each matching pod advertises the name the ring lists it under, so it knows its own place.
+menv = {e["name"]: e.get("value") for e in ma["spec"]["template"]["spec"]["containers"][0]["env"]}
+check(menv.get("CHRONICLE_ADVERTISE_ADDR") ==
+      f"$(POD_NAME).{ma['spec']['serviceName']}.$(POD_NAMESPACE).svc.cluster.local:7234",
+      f"matching advertise address {menv.get('CHRONICLE_ADVERTISE_ADDR')}")
 check(config.get("CHRONICLE_TASK_QUEUE_PARTITIONS") == {"large": "8"}.get(scenario, "4"),
       f"CHRONICLE_TASK_QUEUE_PARTITIONS {config.get('CHRONICLE_TASK_QUEUE_PARTITIONS')}")
 # Every history, matching and frontend pod names itself in its log lines, and reads the ring's

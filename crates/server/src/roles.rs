@@ -487,11 +487,21 @@ pub async fn run_node(
         if let Some((transport, admin)) = raft_services.take() {
             router = router.add_service(transport).add_service(admin);
         }
-        router = router.add_optional_service(
-            local_matching
-                .as_ref()
-                .map(|engine| MatchingApiService::new(engine.clone()).into_server()),
-        );
+        router = router.add_optional_service(local_matching.as_ref().map(|engine| {
+            let service = MatchingApiService::new(engine.clone());
+            match &ring {
+                // Known in the ring by its advertised address, else by the bound one.
+                Some(ring) => service.with_ring(
+                    ring.clone(),
+                    config
+                        .advertise_addr
+                        .as_deref()
+                        .unwrap_or(&addr.to_string()),
+                ),
+                None => service,
+            }
+            .into_server()
+        }));
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chronicle_cluster::MatchingService;
 use chronicle_proto::temporal::api::enums::v1::EventType;
+use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_server::{NodeConfig, NodeListeners, Roles, run_node};
 use temporalio_client::{
     WorkflowGetResultOptions, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
@@ -316,4 +318,107 @@ async fn a_restarted_matching_node_gets_pending_tasks_again() {
     }
     matching.stop().await;
     cluster.history.stop().await;
+}
+
+/// Binds a free port on loopback and releases it: an address for a node started later.
+fn reserved_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().unwrap()
+}
+
+/// A history node that knows only one of the two matching nodes sends every task there, also
+/// those whose partition the other node owns; pollers ask the owner. The matching node passes
+/// such a task on to the owner, so the workflow runs: without that, the task waited forever on
+/// a node no poller asked (a history node added with a shorter `--matching-addr` list).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_sent_to_a_matching_node_that_does_not_own_its_partition_reaches_the_owner() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (first, second) = (reserved_addr(), reserved_addr());
+    let ring_list = format!("{first},{second}");
+    let data_dir = dir.path().to_path_buf();
+    // One partition per queue: the queue's one partition has one owner, the second node below.
+    let history = Node::start("history", |c| {
+        c.data_dir = data_dir;
+        c.matching_addr = Some(first.to_string());
+        c.task_queue_partitions = Some(1);
+    })
+    .await;
+    let history_addr = history.internal();
+    let mut matching = Vec::new();
+    for addr in [first, second] {
+        let (history_addr, ring_list) = (history_addr.clone(), ring_list.clone());
+        matching.push(
+            Node::start_on("matching", Some(addr), |c| {
+                c.history_addr = Some(history_addr);
+                c.matching_addr = Some(ring_list);
+                c.task_queue_partitions = Some(1);
+            })
+            .await,
+        );
+    }
+    let frontend = Node::start("frontend", |c| {
+        c.history_addr = Some(history_addr.clone());
+        c.matching_addr = Some(ring_list.clone());
+        c.task_queue_partitions = Some(1);
+    })
+    .await;
+    let url = frontend.url();
+    wait_ready(&url).await;
+
+    let mut raw = raw_client(&url).await;
+    let namespace_id = raw
+        .describe_namespace(ws::DescribeNamespaceRequest {
+            namespace: "default".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("describe namespace")
+        .into_inner()
+        .namespace_info
+        .expect("namespace info")
+        .id;
+    // A queue whose partition the second node owns, as every node with the full list sees it.
+    let placement =
+        chronicle_cluster::grpc::RingMatching::new(&[first.to_string(), second.to_string()], 1)
+            .expect("ring");
+    let task_queue = (0..)
+        .map(|_| unique("owned-by-second"))
+        .find(|q| {
+            placement.list_partitions(&namespace_id, q, chronicle_cluster::TaskKind::Workflow)[0]
+                .owner
+                == second.to_string()
+        })
+        .expect("a queue placed on the second node");
+
+    let workflow_id = unique("relayed");
+    let started = raw
+        .start_workflow_execution(start_request(&workflow_id, "Relayed", &task_queue))
+        .await
+        .expect("start")
+        .into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let task = loop {
+        let task = raw
+            .poll_workflow_task_queue(poll(&task_queue))
+            .await
+            .expect("poll")
+            .into_inner();
+        if !task.task_token.is_empty() {
+            break task;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the task stayed on the matching node that does not own its partition"
+        );
+    };
+    assert_eq!(
+        task.workflow_execution.as_ref().map(|e| e.run_id.as_str()),
+        Some(started.run_id.as_str())
+    );
+
+    frontend.stop().await;
+    for node in matching {
+        node.stop().await;
+    }
+    history.stop().await;
 }

@@ -16,8 +16,8 @@ use chronicle_types::{ApiError, ApiResult};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::MAX_MESSAGE_BYTES;
 use super::wire::required;
+use super::{MAX_MESSAGE_BYTES, RingMatching};
 use crate::{ForwardedDispatch, MatchingService, QueryTask, TaskKind, TaskQueueKey, TaskRef};
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -33,11 +33,24 @@ fn empty(result: ApiResult<()>) -> Reply<hpb::Empty> {
 /// Serves a [`MatchingService`] (the local matching engine) as `MatchingApi`.
 pub struct MatchingApiService {
     inner: Arc<dyn MatchingService>,
+    /// The ring this node belongs to, with this node's place in it: a task that arrives for a
+    /// partition another live node owns is passed on to it.
+    ring: Option<(Arc<RingMatching>, usize)>,
 }
 
 impl MatchingApiService {
     pub fn new(inner: Arc<dyn MatchingService>) -> Self {
-        Self { inner }
+        Self { inner, ring: None }
+    }
+
+    /// Serves as the node at `me` (an address as the ring lists it) of `ring`. A sender whose
+    /// view of the ring differs from this node's (a history node started with a shorter
+    /// `--matching-addr` list, or one that cannot reach a matching node this node reaches) would
+    /// otherwise leave tasks on a node no poller asks: pollers reach each partition's owner.
+    /// Without `me` in the ring the node keeps whatever it is sent.
+    pub fn with_ring(mut self, ring: Arc<RingMatching>, me: &str) -> Self {
+        self.ring = ring.node_index(me).map(|index| (ring, index));
+        self
     }
 
     pub fn into_server(self) -> matching_api_server::MatchingApiServer<Self> {
@@ -57,6 +70,21 @@ impl matching_api_server::MatchingApi for MatchingApiService {
             kind: TaskKind::try_from(r.kind)?,
         };
         let task = TaskRef::from(required(r.task, "task")?);
+        if !r.relayed
+            && let Some((ring, me)) = &self.ring
+            && let Some(owner) = ring.owner_of_partition(&queue)
+            && owner != *me
+        {
+            match ring.relay_task(owner, queue.clone(), task.clone()).await {
+                Ok(()) => return empty(Ok(())),
+                // The owner did not take it: kept here, where the next placement change or
+                // the sender's redispatch finds it.
+                Err(error) => tracing::debug!(
+                    queue = %queue.name, %error,
+                    "passing a task on to its partition's owner failed; keeping it here"
+                ),
+            }
+        }
         empty(self.inner.add_task(queue, task).await)
     }
 
@@ -221,6 +249,23 @@ impl RemoteMatching {
     fn client(&self) -> matching_api_client::MatchingApiClient<Channel> {
         self.client.clone()
     }
+
+    /// AddTask; `relayed`: sent on by a matching node to the owner in its view of the ring.
+    pub(crate) async fn send_task(
+        &self,
+        queue: TaskQueueKey,
+        task: TaskRef,
+        relayed: bool,
+    ) -> ApiResult<()> {
+        let request = mpb::AddTaskRequest {
+            namespace_id: queue.namespace_id,
+            task_queue: queue.name,
+            kind: mpb::TaskKind::from(queue.kind) as i32,
+            task: Some((&task).into()),
+            relayed,
+        };
+        answer(self.client().add_task(request).await).map(drop)
+    }
 }
 
 fn answer<T>(result: Result<Response<T>, Status>) -> ApiResult<T> {
@@ -230,13 +275,7 @@ fn answer<T>(result: Result<Response<T>, Status>) -> ApiResult<T> {
 #[async_trait]
 impl MatchingService for RemoteMatching {
     async fn add_task(&self, queue: TaskQueueKey, task: TaskRef) -> ApiResult<()> {
-        let request = mpb::AddTaskRequest {
-            namespace_id: queue.namespace_id,
-            task_queue: queue.name,
-            kind: mpb::TaskKind::from(queue.kind) as i32,
-            task: Some((&task).into()),
-        };
-        answer(self.client().add_task(request).await).map(drop)
+        self.send_task(queue, task, false).await
     }
 
     async fn poll_workflow_task(

@@ -146,6 +146,28 @@ impl RingMatching {
         Ok(router)
     }
 
+    /// The place of the node listed as `addr`, if the ring lists it.
+    pub fn node_index(&self, addr: &str) -> Option<usize> {
+        self.addrs.iter().position(|a| &**a == addr)
+    }
+
+    /// The live owner of the partition `queue` names (a partition name, as in AddTask).
+    pub(crate) fn owner_of_partition(&self, queue: &TaskQueueKey) -> Option<usize> {
+        let (root, partition) = parse_partition(&queue.name);
+        self.owner(&queue.namespace_id, root, queue.kind, partition)
+            .ok()
+    }
+
+    /// Passes a task on to `node`, which keeps it whatever its own view of the ring.
+    pub(crate) async fn relay_task(
+        &self,
+        node: usize,
+        queue: TaskQueueKey,
+        task: TaskRef,
+    ) -> ApiResult<()> {
+        self.clients[node].send_task(queue, task, true).await
+    }
+
     /// Partitions of a normal task queue.
     pub fn partitions(&self) -> u32 {
         self.partitions
