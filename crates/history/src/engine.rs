@@ -91,6 +91,9 @@ pub(crate) struct Shard {
     /// none). `current_leader == self` is published when the vote commits, before the new
     /// term's blank entry is applied: processors and reads wait for this (cluster.md §2.7).
     ready_term: Arc<AtomicU64>,
+    /// Set when this node dropped the replica (`placement.rs`): the group's loops stop. A group
+    /// taken up again later is a new `Shard` in the same slot.
+    pub(crate) retired: AtomicBool,
     /// Latest `ShardCommand.now` proposed or applied on this shard, in microseconds since the
     /// epoch: the next command is stamped later than it, so event times never go backwards
     /// after a failover to a node with a slower clock.
@@ -118,12 +121,12 @@ const ENTRIES_IN_FLIGHT: usize = 2;
 
 pub struct HistoryEngine {
     pub(crate) config: HistoryConfig,
-    pub(crate) shards: Vec<Arc<Shard>>,
+    pub(crate) shards: crate::shard_slots::ShardSlots,
     pub(crate) metadata: Arc<Shard>,
     pub(crate) matching: Arc<dyn MatchingService>,
     pub(crate) namespace_names: Arc<NamespaceNames>,
     pub(crate) queries: crate::queries::QueryRegistry,
-    shutdown: watch::Sender<bool>,
+    pub(crate) shutdown: watch::Sender<bool>,
     /// Reaches the leaders of shards led by other nodes (transfer tasks); see
     /// [`HistoryEngine::set_router`].
     pub(crate) router: std::sync::OnceLock<Arc<dyn chronicle_cluster::HistoryService>>,
@@ -131,6 +134,11 @@ pub struct HistoryEngine {
     pub(crate) last_seen_leaders: std::sync::Mutex<Vec<Option<u64>>>,
     /// Groups whose replica moved away from this node while it ran (`placement.rs`).
     pub(crate) dropped: std::sync::Mutex<std::collections::BTreeSet<ShardId>>,
+    /// Held while a replica is dropped or taken up again, so the two never interleave.
+    pub(crate) replica_changes: tokio::sync::Mutex<()>,
+    /// What opening a group needs after the start (a dropped replica taken up again).
+    pub(crate) applier: Arc<HistoryApplier>,
+    pub(crate) notifier: ShardNotifier,
 }
 
 impl HistoryEngine {
@@ -224,7 +232,7 @@ impl HistoryEngine {
         }
         let engine = Arc::new(Self {
             config,
-            shards,
+            shards: crate::shard_slots::ShardSlots::new(shards),
             metadata,
             matching,
             namespace_names,
@@ -233,6 +241,9 @@ impl HistoryEngine {
             router: std::sync::OnceLock::new(),
             last_seen_leaders: Default::default(),
             dropped: Default::default(),
+            replica_changes: Default::default(),
+            applier,
+            notifier,
         });
         // A single voter elects itself within its election timeout; wait for that (and for the
         // group to be ready) so that start-dev answers its first requests. A replicated group's
@@ -242,12 +253,12 @@ impl HistoryEngine {
             for group in engine
                 .shards
                 .iter()
-                .chain(std::iter::once(&engine.metadata))
+                .chain(std::iter::once(engine.metadata.clone()))
             {
-                wait_until_ready(group, engine.config.node_id, Duration::from_secs(10)).await;
+                wait_until_ready(&group, engine.config.node_id, Duration::from_secs(10)).await;
             }
         }
-        for shard in &engine.shards {
+        for shard in engine.shards.iter() {
             crate::processors::spawn(engine.clone(), shard.clone(), engine.shutdown.subscribe());
         }
         Ok(engine)
@@ -267,10 +278,10 @@ impl HistoryEngine {
                 self.config.node_id
             )));
         }
-        let targets: Vec<&Arc<Shard>> = if groups.is_empty() {
+        let targets: Vec<Arc<Shard>> = if groups.is_empty() {
             self.shards
                 .iter()
-                .chain(std::iter::once(&self.metadata))
+                .chain(std::iter::once(self.metadata.clone()))
                 .collect()
         } else {
             groups
@@ -328,7 +339,11 @@ impl HistoryEngine {
         if !dropped.is_empty() {
             return Ok(true);
         }
-        for group in self.shards.iter().chain(std::iter::once(&self.metadata)) {
+        for group in self
+            .shards
+            .iter()
+            .chain(std::iter::once(self.metadata.clone()))
+        {
             if group
                 .raft
                 .is_initialized()
@@ -353,7 +368,11 @@ impl HistoryEngine {
     /// Stops the processors and the Raft groups. Committed state is already durable.
     pub async fn shutdown(&self) {
         self.shutdown.send_replace(true);
-        for group in self.shards.iter().chain(std::iter::once(&self.metadata)) {
+        for group in self
+            .shards
+            .iter()
+            .chain(std::iter::once(self.metadata.clone()))
+        {
             if let Some(replication) = &self.config.replication {
                 // Peers now get NoSuchGroup (reported to openraft as Unreachable).
                 replication.registry.remove(group.id);
@@ -370,7 +389,11 @@ impl HistoryEngine {
     /// groups stopped by [`HistoryEngine::shutdown`].
     pub async fn failed_group(&self) -> (ShardId, String) {
         let (tx, mut rx) = mpsc::channel(1);
-        for group in self.shards.iter().chain(std::iter::once(&self.metadata)) {
+        for group in self
+            .shards
+            .iter()
+            .chain(std::iter::once(self.metadata.clone()))
+        {
             let mut metrics = group.raft.metrics();
             let tx = tx.clone();
             let id = group.id;
@@ -407,13 +430,15 @@ impl HistoryEngine {
         self.config.node_id
     }
 
-    pub(crate) fn shard_of(&self, namespace_id: &str, workflow_id: &str) -> &Arc<Shard> {
-        &self.shards[shard_for(namespace_id, workflow_id, self.config.num_shards) as usize]
+    pub(crate) fn shard_of(&self, namespace_id: &str, workflow_id: &str) -> Arc<Shard> {
+        self.shards
+            .get(shard_for(namespace_id, workflow_id, self.config.num_shards) as usize)
+            .expect("shard_for is below the shard count")
     }
 
-    pub(crate) fn shard_by_id(&self, id: ShardId) -> ApiResult<&Arc<Shard>> {
+    pub(crate) fn shard_by_id(&self, id: ShardId) -> ApiResult<Arc<Shard>> {
         if id == METADATA_GROUP {
-            return Ok(&self.metadata);
+            return Ok(self.metadata.clone());
         }
         self.shards.get(id as usize).ok_or_else(|| {
             ApiError::invalid_argument(format!(
@@ -543,8 +568,12 @@ impl HistoryEngine {
         if replicated && !self.hosts(&self.metadata) {
             return Err("the node is not a member of a cluster yet".into());
         }
-        for shard in self.shards.iter().chain(std::iter::once(&self.metadata)) {
-            if replicated && !self.hosts(shard) {
+        for shard in self
+            .shards
+            .iter()
+            .chain(std::iter::once(self.metadata.clone()))
+        {
+            if replicated && !self.hosts(&shard) {
                 continue;
             }
             let metrics = shard.raft.metrics().borrow().clone();
@@ -576,7 +605,7 @@ impl HistoryEngine {
     /// Sets Temporal's `numshards_gauge` (the history shards this node leads) and the ages of
     /// the oldest queued timer and outbox task over those shards, at scrape time.
     pub fn record_shard_gauge(&self) {
-        let led: Vec<&Arc<Shard>> = self.shards.iter().filter(|s| self.is_leader(s)).collect();
+        let led: Vec<Arc<Shard>> = self.shards.iter().filter(|s| self.is_leader(s)).collect();
         metrics::gauge!(
             metric_defs::NUMSHARDS_GAUGE,
             "service_name" => metric_defs::SERVICE_NAME,
@@ -783,7 +812,7 @@ fn command_label(kind: &shard_command::Kind) -> &'static str {
     }
 }
 
-async fn open_group(
+pub(crate) async fn open_group(
     db: &Db,
     id: ShardId,
     config: &HistoryConfig,
@@ -853,6 +882,7 @@ async fn open_group(
         timer_floor: notifier.timer_floor(id),
         notifier: notifier.clone(),
         proposals,
+        retired: AtomicBool::new(false),
     })
 }
 

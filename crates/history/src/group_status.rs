@@ -30,7 +30,7 @@ impl HistoryEngine {
     pub fn group_status(&self) -> Vec<GroupStatus> {
         self.shards
             .iter()
-            .chain(std::iter::once(&self.metadata))
+            .chain(std::iter::once(self.metadata.clone()))
             // Groups placed on other nodes (or moved away) have no replica here; before
             // `cluster init` a node holds none.
             .filter(|shard| self.hosts(shard))
@@ -79,8 +79,12 @@ impl HistoryEngine {
     /// meanwhile is digested again, so the index names exactly the state hashed.
     pub fn group_digests(&self) -> Result<Vec<GroupDigest>, chronicle_storage::StorageError> {
         let mut digests = Vec::new();
-        for shard in self.shards.iter().chain(std::iter::once(&self.metadata)) {
-            if !self.hosts(shard) {
+        for shard in self
+            .shards
+            .iter()
+            .chain(std::iter::once(self.metadata.clone()))
+        {
+            if !self.hosts(&shard) {
                 continue;
             }
             let applied = || {

@@ -29,6 +29,7 @@ mod reset;
 mod retention;
 pub mod schedule;
 mod service;
+mod shard_slots;
 mod standalone_activity;
 pub mod tokens;
 mod transfer;

@@ -31,7 +31,7 @@ impl HistoryEngine {
         add: (u64, String),
         remove: Option<u64>,
     ) -> ApiResult<MemberChange> {
-        let shard = self.shard_by_id(group)?;
+        let shard = &self.shard_by_id(group)?;
         self.check_leader(shard)?;
         let membership = shard.raft.metrics().borrow().membership_config.clone();
         let voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
@@ -105,7 +105,7 @@ impl HistoryEngine {
 
     /// The Raft addresses of the members this node knows for `group` (voters and learners).
     pub fn member_addresses(&self, group: ShardId) -> ApiResult<BTreeMap<u64, String>> {
-        let shard = self.shard_by_id(group)?;
+        let shard = &self.shard_by_id(group)?;
         let metrics = shard.raft.metrics().borrow().clone();
         Ok(metrics
             .membership_config

@@ -14,6 +14,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use chronicle_proto::chronicle::history::v1::{self as cmd, shard_command};
 use chronicle_proto::chronicle::persistence::v1::ClusterMember;
@@ -174,7 +176,7 @@ impl HistoryEngine {
                 "node {both} cannot be both a voter and a learner of group {group}"
             )));
         }
-        let shard = self.shard_by_id(group)?;
+        let shard = &self.shard_by_id(group)?;
         self.check_leader(shard)?;
         let unavailable = |e: String| ApiError::unavailable(format!("group {group}: {e}"));
         let current = || {
@@ -256,7 +258,7 @@ impl HistoryEngine {
     /// midway, or a late write of the stopped instance, leaves nothing behind after that start.
     /// Refused on the group's leader.
     pub async fn drop_replica(&self, group: ShardId) -> ApiResult<()> {
-        let shard = self.shard_by_id(group)?;
+        let shard = &self.shard_by_id(group)?;
         // The Raft state, not `is_leader`: a leader that left the voters steps down to learner
         // but may still name itself the leader.
         let state = shard.raft.metrics().borrow().state;
@@ -271,6 +273,7 @@ impl HistoryEngine {
                 "a single-voter node holds every group",
             ));
         };
+        let _changing = self.replica_changes.lock().await;
         {
             let mut dropped = lock(&self.dropped);
             if dropped.contains(&group) {
@@ -287,6 +290,7 @@ impl HistoryEngine {
                 .map_err(|e| ApiError::unavailable(e.to_string()))?;
             dropped.insert(group);
             replication.registry.remove(group);
+            shard.retired.store(true, Ordering::SeqCst);
         }
         // Nothing of the group runs or writes once its instance stopped (a removed replica
         // would otherwise keep campaigning); `failed_group` ignores a stopped group.
@@ -313,6 +317,61 @@ impl HistoryEngine {
         Ok(())
     }
 
+    /// Takes up again a replica of `group` this node dropped since it started (the placement
+    /// driver asks before it adds the node to the group again): whatever is left of the old
+    /// replica is deleted, the drop record is cleared (synced) before anything new is written,
+    /// and the group opens empty, as on a fresh node; it catches up once its leader adds it.
+    /// `false` if the node did not drop the group. The metadata group is taken up again only
+    /// by a restart.
+    pub async fn rehost_replica(self: &Arc<Self>, group: ShardId) -> ApiResult<bool> {
+        let _changing = self.replica_changes.lock().await;
+        if !lock(&self.dropped).contains(&group) {
+            return Ok(false);
+        }
+        if group == METADATA_GROUP {
+            return Err(ApiError::failed_precondition(format!(
+                "node {} dropped the metadata group: it holds it again after a restart",
+                self.config.node_id
+            )));
+        }
+        let db = self.metadata.tables.db().clone();
+        let wiped = {
+            let db = db.clone();
+            tokio::task::spawn_blocking(move || -> Result<(), String> {
+                db.wipe_group(group).map_err(|e| e.to_string())?;
+                let mut stored = db.dropped_groups().map_err(|e| e.to_string())?;
+                stored.retain(|g| *g != group);
+                db.set_dropped_groups(&stored).map_err(|e| e.to_string())?;
+                chronicle_storage::visibility::build_if_missing(&db, group)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("clearing group {group}: {e}")))?
+        };
+        wiped.map_err(|e| ApiError::unavailable(format!("clearing group {group}: {e}")))?;
+        let shard = Arc::new(
+            crate::engine::open_group(
+                &db,
+                group,
+                &self.config,
+                &self.applier,
+                &self.notifier,
+                &self.shutdown,
+            )
+            .await
+            .map_err(|e| ApiError::unavailable(format!("opening group {group}: {e}")))?,
+        );
+        self.shards.replace(shard.clone());
+        lock(&self.dropped).remove(&group);
+        crate::processors::spawn(self.clone(), shard, self.shutdown.subscribe());
+        tracing::info!(
+            group,
+            "took up again a replica dropped earlier: it catches up from the leader"
+        );
+        Ok(true)
+    }
+
     /// Groups whose Raft state this node holds although their committed membership no longer
     /// has it (not dropped yet): a replica moved away whose drop did not happen (its node led
     /// the group at that moment, or the driver stopped).
@@ -320,7 +379,7 @@ impl HistoryEngine {
         let dropped = lock(&self.dropped).clone();
         self.shards
             .iter()
-            .chain(std::iter::once(&self.metadata))
+            .chain(std::iter::once(self.metadata.clone()))
             .filter(|shard| !dropped.contains(&shard.id))
             .filter(|shard| {
                 let metrics = shard.raft.metrics().borrow().clone();
@@ -342,8 +401,8 @@ impl HistoryEngine {
             .map_err(|e| ApiError::unavailable(e.to_string()))
     }
 
-    /// Whether this node dropped `group` and must restart before it can hold it again (its
-    /// Raft instance is stopped).
+    /// Whether this node dropped `group` (its Raft instance is stopped) and has not taken it up
+    /// again ([`HistoryEngine::rehost_replica`]).
     pub fn dropped_replica(&self, group: ShardId) -> bool {
         lock(&self.dropped).contains(&group)
     }

@@ -82,7 +82,7 @@ async fn timer_loop(
     // Timer key -> when this leader first tried to fire it (`task_latency` spans the attempts).
     let mut first_attempts: HashMap<Vec<u8>, i64> = HashMap::new();
     loop {
-        if *shutdown.borrow() {
+        if *shutdown.borrow() || shard.retired.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         if !engine.is_leader(&shard) {
@@ -241,7 +241,7 @@ async fn outbox_loop(
     // Outbox ID -> when this leader first read the row (the age of the oldest is a gauge).
     let mut first_seen: std::collections::BTreeMap<u64, i64> = std::collections::BTreeMap::new();
     loop {
-        if *shutdown.borrow() {
+        if *shutdown.borrow() || shard.retired.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         if !engine.is_leader(&shard) {

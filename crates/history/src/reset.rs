@@ -21,7 +21,7 @@ impl HistoryEngine {
             .as_ref()
             .map(|e| e.workflow_id.clone())
             .unwrap_or_default();
-        let shard = self.shard_of(namespace_id, &workflow_id);
+        let shard = &self.shard_of(namespace_id, &workflow_id);
         let result = self
             .propose(
                 shard,

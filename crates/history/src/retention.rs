@@ -49,18 +49,13 @@ async fn sweep_loop(
             _ = shutdown.changed() => {}
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
         }
-        if *shutdown.borrow() {
+        if *shutdown.borrow() || shard.retired.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         // The metadata group's leader removes deleted records whose runs are all gone, from the
         // loop of its first shard (the metadata group has no processors of its own), whether or
         // not it leads that shard: with leadership spread, the two rarely share a leader.
-        if engine
-            .shards
-            .first()
-            .is_some_and(|first| first.id == shard.id)
-            && engine.is_leader(&engine.metadata)
-        {
+        if shard.id == 0 && engine.is_leader(&engine.metadata) {
             match engine.metadata.tables.namespaces() {
                 Ok(namespaces) => remove_empty_namespaces(&engine, &namespaces).await,
                 Err(e) => tracing::error!(error = %e, "reading namespaces failed"),

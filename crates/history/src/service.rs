@@ -33,7 +33,7 @@ impl HistoryEngine {
         &self,
         namespace_id: &str,
         token: &pb::TaskToken,
-    ) -> ApiResult<&std::sync::Arc<Shard>> {
+    ) -> ApiResult<std::sync::Arc<Shard>> {
         if token.namespace_id != namespace_id {
             return Err(ApiError::invalid_argument(
                 "Task token does not belong to the request's namespace.",
@@ -393,7 +393,7 @@ impl HistoryService for HistoryEngine {
         namespace_id: &str,
         request: ws::StartWorkflowExecutionRequest,
     ) -> ApiResult<ws::StartWorkflowExecutionResponse> {
-        let shard = self.shard_of(namespace_id, &request.workflow_id);
+        let shard = &self.shard_of(namespace_id, &request.workflow_id);
         let run_id = chronicle_types::new_run_id();
         let (workflow_id, request_id) = (request.workflow_id.clone(), request.request_id.clone());
         let result = self
@@ -443,7 +443,7 @@ impl HistoryService for HistoryEngine {
             .as_ref()
             .map(|e| e.workflow_id.clone())
             .unwrap_or_default();
-        let shard = self.shard_of(namespace_id, &workflow_id);
+        let shard = &self.shard_of(namespace_id, &workflow_id);
         self.propose(
             shard,
             Kind::SignalWorkflow(cmd::SignalWorkflow {
@@ -461,7 +461,7 @@ impl HistoryService for HistoryEngine {
         namespace_id: &str,
         request: ws::SignalWithStartWorkflowExecutionRequest,
     ) -> ApiResult<ws::SignalWithStartWorkflowExecutionResponse> {
-        let shard = self.shard_of(namespace_id, &request.workflow_id);
+        let shard = &self.shard_of(namespace_id, &request.workflow_id);
         let result = self
             .propose(
                 shard,
@@ -492,7 +492,7 @@ impl HistoryService for HistoryEngine {
             .as_ref()
             .map(|e| e.workflow_id.clone())
             .unwrap_or_default();
-        let shard = self.shard_of(namespace_id, &workflow_id);
+        let shard = &self.shard_of(namespace_id, &workflow_id);
         self.propose(
             shard,
             Kind::TerminateWorkflow(cmd::TerminateWorkflow {
@@ -518,7 +518,7 @@ impl HistoryService for HistoryEngine {
         request: ws::DeleteWorkflowExecutionRequest,
     ) -> ApiResult<()> {
         let execution = request.workflow_execution.unwrap_or_default();
-        let shard = self.shard_of(namespace_id, &execution.workflow_id);
+        let shard = &self.shard_of(namespace_id, &execution.workflow_id);
         self.propose(
             shard,
             Kind::DeleteWorkflowExecution(cmd::DeleteWorkflowExecution {
@@ -547,7 +547,7 @@ impl HistoryService for HistoryEngine {
             .as_ref()
             .map(|e| e.workflow_id.clone())
             .unwrap_or_default();
-        let shard = self.shard_of(namespace_id, &workflow_id);
+        let shard = &self.shard_of(namespace_id, &workflow_id);
         self.propose(
             shard,
             Kind::RequestCancelWorkflow(cmd::RequestCancelWorkflow {
@@ -570,7 +570,7 @@ impl HistoryService for HistoryEngine {
             .as_ref()
             .map(|e| e.workflow_id.clone())
             .unwrap_or_default();
-        let shard = self.shard_of(namespace_id, &workflow_id);
+        let shard = &self.shard_of(namespace_id, &workflow_id);
         self.check_leader(shard)?;
         let state = read::load_state(shard, namespace_id, &request.execution)?;
         Ok(read::describe(&state))
@@ -590,7 +590,7 @@ impl HistoryService for HistoryEngine {
         if let Some(t) = &token {
             execution.run_id = t.run_id.clone();
         }
-        let shard = self.shard_of(namespace_id, &execution.workflow_id);
+        let shard = &self.shard_of(namespace_id, &execution.workflow_id);
         self.check_leader(shard)?;
         let close_only =
             request.history_event_filter_type == HistoryEventFilterType::CloseEvent as i32;
@@ -682,7 +682,7 @@ impl HistoryService for HistoryEngine {
         if let Some(t) = &token {
             execution.run_id = t.run_id.clone();
         }
-        let shard = self.shard_of(namespace_id, &execution.workflow_id);
+        let shard = &self.shard_of(namespace_id, &execution.workflow_id);
         self.check_leader(shard)?;
         let state = read::load_state(shard, namespace_id, &Some(execution))?;
         let page_size = if request.maximum_page_size > 0 {
@@ -730,7 +730,7 @@ impl HistoryService for HistoryEngine {
             .as_ref()
             .map(|e| e.workflow_id.clone())
             .unwrap_or_default();
-        let shard = self.shard_of(namespace_id, &workflow_id);
+        let shard = &self.shard_of(namespace_id, &workflow_id);
         self.check_leader(shard)?;
         let state = read::load_state(shard, namespace_id, &request.execution)?;
         if let Some(rejected) = query_rejection(&state, request.query_reject_condition) {
@@ -866,7 +866,7 @@ impl HistoryService for HistoryEngine {
             "RecordWorkflowTaskStarted",
             self.namespace_name(&task.namespace_id),
         );
-        let shard = self.shard_of(&task.namespace_id, &task.workflow_id);
+        let shard = &self.shard_of(&task.namespace_id, &task.workflow_id);
         let result = self
             .propose(
                 shard,
@@ -935,7 +935,7 @@ impl HistoryService for HistoryEngine {
             "RecordActivityTaskStarted",
             self.namespace_name(&task.namespace_id),
         );
-        let shard = self.shard_of(&task.namespace_id, &task.workflow_id);
+        let shard = &self.shard_of(&task.namespace_id, &task.workflow_id);
         let result = self
             .propose(
                 shard,
@@ -976,7 +976,7 @@ impl HistoryService for HistoryEngine {
     }
 
     async fn sticky_worker_unavailable(&self, task: &TaskRef) -> ApiResult<()> {
-        let shard = self.shard_of(&task.namespace_id, &task.workflow_id);
+        let shard = &self.shard_of(&task.namespace_id, &task.workflow_id);
         self.propose(
             shard,
             Kind::StickyWorkerUnavailable(cmd::StickyWorkerUnavailable {
@@ -996,7 +996,7 @@ impl HistoryService for HistoryEngine {
         request: ws::RespondWorkflowTaskCompletedRequest,
     ) -> ApiResult<ws::RespondWorkflowTaskCompletedResponse> {
         let token = tokens::decode(&request.task_token)?;
-        let shard = self.token_shard(namespace_id, &token)?;
+        let shard = &self.token_shard(namespace_id, &token)?;
         let key: RunKey = (
             token.namespace_id.clone(),
             token.workflow_id.clone(),
@@ -1045,7 +1045,7 @@ impl HistoryService for HistoryEngine {
         request: ws::RespondWorkflowTaskFailedRequest,
     ) -> ApiResult<()> {
         let token = tokens::decode(&request.task_token)?;
-        let shard = self.token_shard(namespace_id, &token)?;
+        let shard = &self.token_shard(namespace_id, &token)?;
         self.propose(
             shard,
             Kind::FailWorkflowTask(cmd::FailWorkflowTask {
@@ -1063,7 +1063,7 @@ impl HistoryService for HistoryEngine {
         outcome: ActivityOutcome,
     ) -> ApiResult<()> {
         let token = self.activity_target_token(namespace_id, &outcome.target)?;
-        let shard = self.shard_of(namespace_id, &token.workflow_id);
+        let shard = &self.shard_of(namespace_id, &token.workflow_id);
         let identity = outcome.identity.clone();
         let outcome = match outcome.result {
             ActivityResult::Completed(result) => {
@@ -1107,7 +1107,7 @@ impl HistoryService for HistoryEngine {
         heartbeat: ActivityHeartbeat,
     ) -> ApiResult<HeartbeatOutcome> {
         let token = self.activity_target_token(namespace_id, &heartbeat.target)?;
-        let shard = self.shard_of(namespace_id, &token.workflow_id);
+        let shard = &self.shard_of(namespace_id, &token.workflow_id);
         let result = self
             .propose(
                 shard,
@@ -1132,7 +1132,7 @@ impl HistoryService for HistoryEngine {
         &self,
         mut operation: cmd::RunOperation,
     ) -> ApiResult<cmd::RunOperationResult> {
-        let shard = self.shard_of(&operation.namespace_id, &operation.workflow_id);
+        let shard = &self.shard_of(&operation.namespace_id, &operation.workflow_id);
         // The leader draws the randomness of any jitter, so replicas agree on it.
         operation.jitter_seed = uuid::Uuid::new_v4().as_u64_pair().0;
         match self.propose(shard, Kind::RunOperation(operation)).await? {
@@ -1146,7 +1146,7 @@ impl HistoryService for HistoryEngine {
         shard: u32,
         command: cmd::ShardCommand,
     ) -> ApiResult<cmd::CommandResult> {
-        let shard = self.shard_by_id(shard)?;
+        let shard = &self.shard_by_id(shard)?;
         let kind = command
             .kind
             .ok_or_else(|| ApiError::invalid_argument("transfer command without a kind"))?;

@@ -42,7 +42,7 @@ impl HistoryEngine {
             Op::Describe(r) => Answer::Describe(self.describe_activity(namespace_id, r).await?),
             Op::Poll(r) => Answer::Poll(self.poll_activity(namespace_id, r).await?),
             Op::Cancel(r) => {
-                let shard = self.shard_of(namespace_id, &key(&r.activity_id));
+                let shard = &self.shard_of(namespace_id, &key(&r.activity_id));
                 self.propose(
                     shard,
                     Kind::CancelActivityExecution(cmd::CancelActivityExecution {
@@ -54,7 +54,7 @@ impl HistoryEngine {
                 Answer::Done(cmd::Empty {})
             }
             Op::Terminate(r) => {
-                let shard = self.shard_of(namespace_id, &key(&r.activity_id));
+                let shard = &self.shard_of(namespace_id, &key(&r.activity_id));
                 self.propose(
                     shard,
                     Kind::TerminateActivityExecution(cmd::TerminateActivityExecution {
@@ -66,7 +66,7 @@ impl HistoryEngine {
                 Answer::Done(cmd::Empty {})
             }
             Op::Delete(r) => {
-                let shard = self.shard_of(namespace_id, &key(&r.activity_id));
+                let shard = &self.shard_of(namespace_id, &key(&r.activity_id));
                 self.propose(
                     shard,
                     Kind::DeleteActivityExecution(cmd::DeleteActivityExecution {
@@ -86,7 +86,7 @@ impl HistoryEngine {
         namespace_id: &str,
         request: ws::StartActivityExecutionRequest,
     ) -> ApiResult<ws::StartActivityExecutionResponse> {
-        let shard = self.shard_of(namespace_id, &key(&request.activity_id));
+        let shard = &self.shard_of(namespace_id, &key(&request.activity_id));
         let (namespace, activity_id) = (request.namespace.clone(), request.activity_id.clone());
         let result = self
             .propose(
@@ -145,7 +145,7 @@ impl HistoryEngine {
         namespace_id: &str,
         request: ws::DescribeActivityExecutionRequest,
     ) -> ApiResult<ws::DescribeActivityExecutionResponse> {
-        let shard = self.shard_of(namespace_id, &key(&request.activity_id));
+        let shard = &self.shard_of(namespace_id, &key(&request.activity_id));
         self.check_leader(shard)?;
         let deadline = tokio::time::Instant::now() + LONG_POLL;
         let mut changes = shard.watch_workflow(namespace_id, &key(&request.activity_id));
@@ -171,7 +171,7 @@ impl HistoryEngine {
         namespace_id: &str,
         request: ws::PollActivityExecutionRequest,
     ) -> ApiResult<ws::PollActivityExecutionResponse> {
-        let shard = self.shard_of(namespace_id, &key(&request.activity_id));
+        let shard = &self.shard_of(namespace_id, &key(&request.activity_id));
         self.check_leader(shard)?;
         let deadline = tokio::time::Instant::now() + LONG_POLL;
         let mut changes = shard.watch_workflow(namespace_id, &key(&request.activity_id));

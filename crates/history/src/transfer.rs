@@ -243,7 +243,7 @@ async fn start_child(
         .root_execution
         .clone()
         .or_else(|| Some(execution_of(parent)));
-    let child_shard = engine.shard_of(&child.namespace_id, &child.workflow_id);
+    let child_shard = &engine.shard_of(&child.namespace_id, &child.workflow_id);
     let started = engine
         .propose_anywhere(
             child_shard,
@@ -288,7 +288,7 @@ async fn report_child_closed(
         .as_ref()
         .map(|e| e.workflow_id.clone())
         .unwrap_or_default();
-    let parent_shard = engine.shard_of(&parent.namespace_id, &parent_workflow_id);
+    let parent_shard = &engine.shard_of(&parent.namespace_id, &parent_workflow_id);
     engine
         .propose_anywhere(
             parent_shard,
@@ -319,7 +319,7 @@ async fn apply_parent_close_policy(
         }),
         initiated_event_id: task.scheduled_event_id,
     };
-    let child_shard = engine.shard_of(&task.target_namespace_id, &task.target_workflow_id);
+    let child_shard = &engine.shard_of(&task.target_namespace_id, &task.target_workflow_id);
     engine
         .propose_anywhere(
             child_shard,
@@ -425,7 +425,7 @@ async fn deliver_external(
                     )));
                 }
             };
-            let target_shard = engine.shard_of(&info.namespace_id, &target.workflow_id);
+            let target_shard = &engine.shard_of(&info.namespace_id, &target.workflow_id);
             match engine.propose_anywhere(target_shard, kind).await {
                 Ok(_) => false,
                 // No such workflow, closed, or not this workflow's child.

@@ -75,7 +75,7 @@ impl HistoryEngine {
             .as_ref()
             .map(|p| Stage::try_from(p.lifecycle_stage).unwrap_or(Stage::Unspecified))
             .unwrap_or(Stage::Unspecified);
-        let shard = self.shard_of(namespace_id, &workflow_id);
+        let shard = &self.shard_of(namespace_id, &workflow_id);
         // Subscribed before proposing, so no change between the two goes unseen.
         let mut changes = shard.watch_workflow(namespace_id, &workflow_id);
         let mut request = request;
@@ -137,7 +137,7 @@ impl HistoryEngine {
             .update_ref
             .ok_or_else(|| ApiError::invalid_argument("UpdateRef is not set on request."))?;
         let execution = update_ref.workflow_execution.unwrap_or_default();
-        let shard = self.shard_of(namespace_id, &execution.workflow_id);
+        let shard = &self.shard_of(namespace_id, &execution.workflow_id);
         self.check_leader(shard)?;
         let mut changes = shard.watch_workflow(namespace_id, &execution.workflow_id);
         changes.mark_seen();

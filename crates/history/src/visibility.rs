@@ -75,7 +75,7 @@ pub(crate) fn list(
         // A router's scatter: each shard is asked of its leader, whose state holds every write
         // acknowledged so far (a follower may still be applying).
         for id in &request.shards {
-            engine.check_leader(engine.shard_by_id(*id)?)?;
+            engine.check_leader(engine.shard_by_id(*id)?.as_ref())?;
         }
         scans.retain(|(shard, _)| request.shards.contains(&shard.id));
     }
@@ -255,12 +255,12 @@ fn for_each_run(
 /// What to read on which shard: only the pinned workflows' runs on their shards when a top-level
 /// AND term fixes the workflow ID, else on every shard the index that fits a top-level AND term
 /// (`ExecutionStatus = ...`, `WorkflowType = ...`), else the index of every run.
-fn plan<'a>(
-    engine: &'a HistoryEngine,
+fn plan(
+    engine: &HistoryEngine,
     namespace_id: &str,
     query: &chronicle_visibility::ParsedQuery,
     activities: bool,
-) -> Vec<(&'a std::sync::Arc<Shard>, Scan)> {
+) -> Vec<(std::sync::Arc<Shard>, Scan)> {
     if let Some(ids) = query.filter.as_ref().and_then(pinned_workflow_ids) {
         let mut ids: Vec<String> = ids
             .into_iter()

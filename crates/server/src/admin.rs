@@ -192,6 +192,18 @@ impl admin_api_server::AdminApi for AdminApiService {
         Ok(Response::new(apb::DropReplicaResponse {}))
     }
 
+    async fn rehost_replica(
+        &self,
+        r: Request<apb::RehostReplicaRequest>,
+    ) -> Result<Response<apb::RehostReplicaResponse>, Status> {
+        let rehosted = self
+            .engine
+            .rehost_replica(r.into_inner().group)
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(apb::RehostReplicaResponse { rehosted }))
+    }
+
     async fn set_group_members(
         &self,
         r: Request<apb::SetGroupMembersRequest>,

@@ -305,6 +305,10 @@ pub fn render_json(reports: &[NodeReport]) -> serde_json::Value {
                     // dropped.
                     "groups_with_data": info.groups_with_rows.iter().map(|g| group_name(*g))
                         .collect::<Vec<_>>(),
+                    // Replicas this node dropped since it started (moved to other nodes); it
+                    // opens one anew when the group is placed on it again.
+                    "dropped_groups": info.dropped_groups.iter().map(|g| group_name(*g))
+                        .collect::<Vec<_>>(),
                     "groups": answer.groups.iter().map(|g| serde_json::json!({
                         "group": group_name(g.group),
                         "state": g.state,

@@ -12,6 +12,7 @@
 //! than the dead-node timeout is recorded DEAD (`node_liveness.rs`) and leaves the ring the
 //! same way, without waiting for it: its replicas are rebuilt on the active nodes.
 
+use anyhow::Context;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,8 +141,8 @@ async fn pass(
         .map(|m| m.raft_addr.clone())
         .collect();
     // What each node holds now (a replica that was removed while the node was away still shows
-    // here, and is dropped below) and what it dropped since it started (it must restart before
-    // it can hold those again).
+    // here, and is dropped below) and what it dropped since it started (taken up again below
+    // before it is added back).
     let mut hosted: BTreeMap<u64, BTreeSet<u32>> = BTreeMap::new();
     let mut dropped: BTreeMap<u64, BTreeSet<u32>> = BTreeMap::new();
     // A node that does not answer is left alone in this pass, which then counts as incomplete
@@ -186,13 +187,25 @@ async fn pass(
             Vec::new()
         };
         let wanted: BTreeSet<u64> = voters.iter().chain(&learners).copied().collect();
-        if let Some(node) = wanted
+        // A node that dropped this group since it started opens it anew, empty, before it is
+        // added back (it then catches up like a new replica).
+        for node in wanted
             .iter()
-            .find(|id| dropped.get(id).is_some_and(|d| d.contains(&group)))
+            .filter(|id| dropped.get(id).is_some_and(|d| d.contains(&group)))
         {
-            anyhow::bail!(
-                "node {node} gave up group {group} since it started and holds it again only \
-                 after a restart"
+            let addr = reachable
+                .get(node)
+                .with_context(|| format!("node {node} is not reachable"))?;
+            let mut request = tonic::Request::new(apb::RehostReplicaRequest { group });
+            request.set_timeout(Duration::from_secs(30));
+            client(addr)?
+                .rehost_replica(request)
+                .await
+                .with_context(|| format!("node {node} taking up group {group} again"))?;
+            tracing::info!(
+                node,
+                group,
+                "a node that dropped the group takes it up again"
             );
         }
         let mut attempts = 0;

@@ -46,7 +46,7 @@ pub(crate) async fn run(
 ) {
     let driven: Arc<Mutex<HashSet<JobKey>>> = Arc::default();
     loop {
-        if *shutdown.borrow() {
+        if *shutdown.borrow() || shard.retired.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         if engine.is_leader(&shard) {

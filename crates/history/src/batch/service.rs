@@ -64,7 +64,7 @@ impl HistoryEngine {
         op: CmdOp,
     ) -> ApiResult<pb::BatchJobState> {
         required(job_id)?;
-        let shard = self.shard_of(namespace_id, job_id);
+        let shard = &self.shard_of(namespace_id, job_id);
         let result = self
             .propose(
                 shard,
@@ -89,7 +89,7 @@ impl HistoryEngine {
         only_shards: &[u32],
     ) -> ApiResult<Vec<pb::BatchJobState>> {
         for id in only_shards {
-            self.check_leader(self.shard_by_id(*id)?)?;
+            self.check_leader(self.shard_by_id(*id)?.as_ref())?;
         }
         let mut jobs = Vec::new();
         let shards = self
@@ -141,7 +141,7 @@ impl HistoryEngine {
             }
             Op::Describe(r) => {
                 required(&r.job_id)?;
-                let shard = self.shard_of(namespace_id, &r.job_id);
+                let shard = &self.shard_of(namespace_id, &r.job_id);
                 self.check_leader(shard)?;
                 let state = shard
                     .tables

@@ -93,7 +93,7 @@ impl HistoryEngine {
         op: CmdOp,
     ) -> ApiResult<pb::ScheduleState> {
         required(schedule_id)?;
-        let shard = self.shard_of(namespace_id, schedule_id);
+        let shard = &self.shard_of(namespace_id, schedule_id);
         let result = self
             .propose(
                 shard,
@@ -149,7 +149,7 @@ impl HistoryEngine {
             }
             Op::Describe(r) => {
                 required(&r.schedule_id)?;
-                let shard = self.shard_of(namespace_id, &r.schedule_id);
+                let shard = &self.shard_of(namespace_id, &r.schedule_id);
                 let deadline = tokio::time::Instant::now() + DESCRIBE_WAITS_FOR_STARTS;
                 let state = loop {
                     self.check_leader(shard)?;
@@ -171,7 +171,7 @@ impl HistoryEngine {
             }
             Op::MatchingTimes(r) => {
                 required(&r.schedule_id)?;
-                let shard = self.shard_of(namespace_id, &r.schedule_id);
+                let shard = &self.shard_of(namespace_id, &r.schedule_id);
                 self.check_leader(shard)?;
                 let state = shard
                     .tables
@@ -205,7 +205,7 @@ impl HistoryEngine {
                 let mut all = Vec::new();
                 // A router's scatter asks each shard of its leader (see `list_workflows`).
                 for id in &only_shards {
-                    self.check_leader(self.shard_by_id(*id)?)?;
+                    self.check_leader(self.shard_by_id(*id)?.as_ref())?;
                 }
                 let shards = self
                     .shards

@@ -161,7 +161,7 @@ pub(crate) async fn start(
         priority: nw.priority.clone(),
         ..Default::default()
     };
-    let target = engine.shard_of(&task.namespace_id, &pending.workflow_id);
+    let target = &engine.shard_of(&task.namespace_id, &pending.workflow_id);
     let started = engine
         .propose_anywhere(
             target,
@@ -232,7 +232,7 @@ pub(crate) async fn report_closed(
             Some(Attributes::WorkflowExecutionFailedEventAttributes(a)) => failure = a.failure,
             _ => {}
         }
-        let schedule_shard = engine.shard_of(&task.target_namespace_id, &task.target_workflow_id);
+        let schedule_shard = &engine.shard_of(&task.target_namespace_id, &task.target_workflow_id);
         engine
             .propose_anywhere(
                 schedule_shard,
@@ -265,7 +265,7 @@ pub(crate) async fn stop_workflow(
         .map_err(storage)?;
     let identity = state.as_ref().map(identity).unwrap_or_default();
     let namespace = state.map(|s| s.namespace).unwrap_or_default();
-    let target = engine.shard_of(&task.target_namespace_id, &task.target_workflow_id);
+    let target = &engine.shard_of(&task.target_namespace_id, &task.target_workflow_id);
     let execution = Some(WorkflowExecution {
         workflow_id: task.target_workflow_id.clone(),
         run_id: String::new(),
