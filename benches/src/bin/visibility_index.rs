@@ -20,6 +20,9 @@ use chronicle_storage::{Cf, ShardBatch, ShardTables};
 const NAMESPACE: &str = "bench-ns";
 const PAGE: usize = 100;
 
+/// A measured read: its label and what it returns (the runs it found).
+type Case<'a> = (&'static str, Box<dyn FnMut() -> usize + 'a>);
+
 fn state(i: u64, runs: u64) -> WorkflowExecutionState {
     let payload = |json: String, ty: &str| Payload {
         metadata: [
@@ -32,7 +35,7 @@ fn state(i: u64, runs: u64) -> WorkflowExecutionState {
     };
     // Amounts are a permutation of 0..runs, so a range of width w holds w runs.
     let amount = (i * 7_919) % runs;
-    let open = i % 100 == 0;
+    let open = i.is_multiple_of(100);
     WorkflowExecutionState {
         namespace_id: NAMESPACE.into(),
         workflow_id: format!("order-{i:08}"),
@@ -53,7 +56,10 @@ fn state(i: u64, runs: u64) -> WorkflowExecutionState {
         next_event_id: 12,
         search_attributes: Some(SearchAttributes {
             indexed_fields: [
-                ("OrderAmount".to_string(), payload(amount.to_string(), "Int")),
+                (
+                    "OrderAmount".to_string(),
+                    payload(amount.to_string(), "Int"),
+                ),
                 (
                     "Region".to_string(),
                     payload(format!("\"region-{}\"", i % 10), "Keyword"),
@@ -168,7 +174,7 @@ fn main() {
         .expect("count");
         n
     };
-    let cases: [(&str, Box<dyn FnMut() -> usize>); 4] = [
+    let cases: [Case; 4] = [
         (
             "count, every run read (before)",
             Box::new(|| read(&tables, &VisIndex::All, &query, None)),

@@ -73,7 +73,7 @@ pub(crate) fn list(
         Some(SortKey::decode(&request.next_page_token).map_err(ApiError::invalid_argument)?)
     };
     let namespace_id = request.namespace_id.as_str();
-    let mut scans = plan(engine, namespace_id, &query, activities)?;
+    let mut scans = plan(engine, namespace_id, &query, activities, request.count_only)?;
     if !request.shards.is_empty() {
         // A router's scatter: each shard is asked of its leader, whose state holds every write
         // acknowledged so far (a follower may still be applying).
@@ -273,6 +273,7 @@ fn plan<'a>(
     namespace_id: &str,
     query: &chronicle_visibility::ParsedQuery,
     activities: bool,
+    count_only: bool,
 ) -> ApiResult<Vec<(&'a std::sync::Arc<Shard>, Scan)>> {
     if let Some(ids) = query.filter.as_ref().and_then(pinned_workflow_ids) {
         let mut ids: Vec<String> = ids
@@ -299,7 +300,12 @@ fn plan<'a>(
     let candidates = terms::candidates(&filter_terms);
     let mut scans = Vec::with_capacity(engine.shards.len());
     for shard in engine.shards.iter() {
-        let chosen = terms::choose(&candidates, |index, cap| {
+        let cap = if count_only {
+            terms::COUNT_ESTIMATE_CAP
+        } else {
+            terms::PAGE_ESTIMATE_CAP
+        };
+        let chosen = terms::choose(&candidates, cap, |index, cap| {
             chronicle_storage::visibility::estimate(
                 shard.tables.db(),
                 shard.tables.shard(),

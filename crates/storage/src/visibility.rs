@@ -783,6 +783,21 @@ mod tests {
         assert!(build_if_missing(&db, 1).unwrap());
         assert_eq!(stored_format(&db, 1).unwrap(), Some(FORMAT));
         assert!(!build_if_missing(&db, 1).unwrap(), "built once");
+        // A directory of format 2 (keyword rows only) is rebuilt too, and gains the Int rows.
+        db.rocks()
+            .put_cf(
+                db.cf(Cf::ShardMeta),
+                crate::db::visibility_format_key(1),
+                2u32.to_be_bytes(),
+            )
+            .unwrap();
+        assert!(build_if_missing(&db, 1).unwrap());
+        assert_eq!(stored_format(&db, 1).unwrap(), Some(FORMAT));
+        let count = VisIndex::Value {
+            attribute: "Count".into(),
+            value: Scalar::Int(5),
+        };
+        assert_eq!(listed(&db, 1, &count), ["r"]);
         assert_eq!(
             listed(&db, 1, &VisIndex::All),
             ["r"],

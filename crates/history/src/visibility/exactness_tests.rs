@@ -406,7 +406,7 @@ fn check_all(db: &Db, runs: &BTreeMap<String, WorkflowExecutionState>) -> usize 
             );
         }
         // The planner's choice is one of them (the one with the fewest rows).
-        let chosen = terms::choose(&candidates, |index, cap| {
+        let chosen = terms::choose(&candidates, terms::PAGE_ESTIMATE_CAP, |index, cap| {
             vis::estimate(db, SHARD, "ns", index, cap)
         })
         .unwrap();

@@ -10,9 +10,11 @@ use chronicle_storage::visibility::{Kind, Scalar, Slice, VisIndex};
 use chronicle_visibility::attrs::{SaType, Source, Value};
 use chronicle_visibility::query::{Attr, CmpOp, Expr};
 
-/// Rows counted at most per candidate index when several fit: past this, the preference order
-/// decides.
-const ESTIMATE_CAP: usize = 4096;
+/// Rows counted at most per candidate index when several fit, for a page (which a list-ordered
+/// index gives after about a page of rows whatever its size) and for a count (which reads every
+/// row of the index it picks); past this, the preference order decides.
+pub(super) const PAGE_ESTIMATE_CAP: usize = 2_048;
+pub(super) const COUNT_ESTIMATE_CAP: usize = 65_536;
 
 /// An index that holds every run some top-level AND terms can match.
 #[derive(Clone, Debug, PartialEq)]
@@ -222,9 +224,10 @@ pub(super) fn candidates(terms: &[&Expr]) -> Vec<Candidate> {
 }
 
 /// The candidate with the fewest rows on a shard (`count` counts an index's rows up to a cap),
-/// by preference among those past [`ESTIMATE_CAP`] or equal.
+/// by preference among those past `cap` rows or equal.
 pub(super) fn choose<E>(
     candidates: &[Candidate],
+    cap: usize,
     mut count: impl FnMut(&VisIndex, usize) -> Result<usize, E>,
 ) -> Result<Option<&Candidate>, E> {
     if candidates.len() <= 1 {
@@ -234,7 +237,7 @@ pub(super) fn choose<E>(
     by_rank.sort_by_key(|c| std::cmp::Reverse(c.rank));
     let mut best: Option<(&Candidate, usize)> = None;
     for candidate in by_rank {
-        let cap = best.map_or(ESTIMATE_CAP, |(_, n)| n);
+        let cap = best.map_or(cap, |(_, n)| n);
         if cap == 0 {
             break;
         }
