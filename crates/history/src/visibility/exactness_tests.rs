@@ -411,6 +411,15 @@ fn check_all(db: &Db, runs: &BTreeMap<String, WorkflowExecutionState>) -> usize 
         })
         .unwrap();
         assert_eq!(chosen.is_some(), !candidates.is_empty(), "{text}");
+        if let Some(chosen) = chosen {
+            let rows = |i: &vis::VisIndex| vis::estimate(db, SHARD, "ns", i, usize::MAX).unwrap();
+            let fewest = candidates.iter().map(|c| rows(&c.index)).min().unwrap();
+            assert_eq!(
+                rows(&chosen.index),
+                fewest,
+                "{text}: not the smallest index"
+            );
+        }
     }
     whole_reads
 }
