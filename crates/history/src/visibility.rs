@@ -8,11 +8,14 @@
 //! workflow ID (`WorkflowId = 'x'` or `WorkflowId IN (...)` among its top-level AND terms)
 //! reads only those workflows' runs, on their shards (the `executions` key begins with the
 //! workflow ID); otherwise a visibility index (`chronicle_storage::visibility`) is read in list
-//! order: by a keyword value, workflow type or status when a top-level AND term fixes one (in
-//! that order of preference), else every run, limited to the slice that top-level StartTime and
-//! CloseTime bounds allow. An index read stops once a shard has given a page's worth of matches
-//! after the token, and a count whose filter is a status or type index's own term and time
-//! bounds (or none) counts index rows without reading runs.
+//! order: by a custom attribute's value, a slice of its values (`IN`, ranges, a keyword
+//! prefix), the workflow type or the status when top-level AND terms allow (the one with the
+//! fewest rows on each shard, see [`terms`]), else every run, limited to the slice that
+//! top-level StartTime and CloseTime bounds allow. An index read stops once a shard has given a
+//! page's worth of matches after the token, and a count whose filter is an index's own exact
+//! terms and time bounds (or none) counts index rows without reading runs.
+
+mod terms;
 
 use std::collections::BTreeMap;
 
@@ -70,7 +73,7 @@ pub(crate) fn list(
         Some(SortKey::decode(&request.next_page_token).map_err(ApiError::invalid_argument)?)
     };
     let namespace_id = request.namespace_id.as_str();
-    let mut scans = plan(engine, namespace_id, &query, activities);
+    let mut scans = plan(engine, namespace_id, &query, activities, request.count_only)?;
     if !request.shards.is_empty() {
         // A router's scatter: each shard is asked of its leader, whose state holds every write
         // acknowledged so far (a follower may still be applying).
@@ -91,14 +94,14 @@ pub(crate) fn list(
             match scan {
                 // The index row alone answers: its filter is the index's own term, or none.
                 Scan::Index(index, range, true) => {
-                    for_each_indexed(shard, namespace_id, index, range, None, |run| {
+                    for_each_indexed(shard, namespace_id, index, range, None, None, |run| {
                         if kind_matches(run.workflow_id) {
                             tally(run.status);
                         }
                         Ok(true)
                     })?;
                 }
-                _ => for_each_run(shard, namespace_id, scan, None, |state| {
+                _ => for_each_run(shard, namespace_id, scan, None, None, |state| {
                     if matches(&state) {
                         tally(state.status);
                     }
@@ -121,26 +124,33 @@ pub(crate) fn list(
     let mut rows: Vec<(SortKey, WorkflowExecutionState)> = Vec::new();
     for (shard, scan) in &scans {
         let mut found = 0usize;
-        for_each_run(shard, namespace_id, scan, after.as_ref(), |state| {
-            if !matches(&state) {
-                return Ok(true);
-            }
-            let key = SortKey::of_state(&state);
-            if after.as_ref().is_some_and(|a| key <= *a) {
-                return Ok(true);
-            }
-            rows.push((key, state));
-            found += 1;
-            if matches!(scan, Scan::Index(..)) {
-                // An index yields runs in list order: this shard's part of the page is complete.
-                return Ok(found < keep);
-            }
-            if rows.len() >= keep.saturating_mul(2) {
-                rows.sort_by(|a, b| a.0.cmp(&b.0));
-                rows.truncate(keep);
-            }
-            Ok(true)
-        })?;
+        for_each_run(
+            shard,
+            namespace_id,
+            scan,
+            after.as_ref(),
+            Some(keep),
+            |state| {
+                if !matches(&state) {
+                    return Ok(true);
+                }
+                let key = SortKey::of_state(&state);
+                if after.as_ref().is_some_and(|a| key <= *a) {
+                    return Ok(true);
+                }
+                rows.push((key, state));
+                found += 1;
+                if matches!(scan, Scan::Index(..)) {
+                    // An index yields runs in list order: this shard's part of the page is complete.
+                    return Ok(found < keep);
+                }
+                if rows.len() >= keep.saturating_mul(2) {
+                    rows.sort_by(|a, b| a.0.cmp(&b.0));
+                    rows.truncate(keep);
+                }
+                Ok(true)
+            },
+        )?;
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         rows.truncate(keep);
     }
@@ -188,6 +198,7 @@ fn for_each_indexed(
     index: &VisIndex,
     range: &TimeRange,
     after: Option<&SortKey>,
+    page_hint: Option<usize>,
     mut visit: impl FnMut(IndexedRun<'_>) -> ApiResult<bool>,
 ) -> ApiResult<()> {
     let mut failed = None;
@@ -198,6 +209,7 @@ fn for_each_indexed(
         index,
         after.map(position).as_ref(),
         range,
+        page_hint,
         |run| match visit(run) {
             Ok(go_on) => go_on,
             Err(e) => {
@@ -217,6 +229,7 @@ fn for_each_run(
     namespace_id: &str,
     scan: &Scan,
     after: Option<&SortKey>,
+    page_hint: Option<usize>,
     mut visit: impl FnMut(WorkflowExecutionState) -> ApiResult<bool>,
 ) -> ApiResult<()> {
     match scan {
@@ -237,7 +250,7 @@ fn for_each_run(
             failed.map_or(Ok(()), Err)
         }
         Scan::Index(index, range, _) => {
-            for_each_indexed(shard, namespace_id, index, range, after, |run| {
+            for_each_indexed(shard, namespace_id, index, range, after, page_hint, |run| {
                 match shard
                     .tables
                     .execution(namespace_id, run.workflow_id, run.run_id)
@@ -253,14 +266,15 @@ fn for_each_run(
 }
 
 /// What to read on which shard: only the pinned workflows' runs on their shards when a top-level
-/// AND term fixes the workflow ID, else on every shard the index that fits a top-level AND term
-/// (`ExecutionStatus = ...`, `WorkflowType = ...`), else the index of every run.
+/// AND term fixes the workflow ID, else on every shard the index that fits top-level AND terms
+/// with the fewest rows there ([`terms::choose`]), else the index of every run.
 fn plan(
     engine: &HistoryEngine,
     namespace_id: &str,
     query: &chronicle_visibility::ParsedQuery,
     activities: bool,
-) -> Vec<(std::sync::Arc<Shard>, Scan)> {
+    count_only: bool,
+) -> ApiResult<Vec<(std::sync::Arc<Shard>, Scan)>> {
     if let Some(ids) = query.filter.as_ref().and_then(pinned_workflow_ids) {
         let mut ids: Vec<String> = ids
             .into_iter()
@@ -274,46 +288,52 @@ fn plan(
             .collect();
         ids.sort();
         ids.dedup();
-        return ids
+        return Ok(ids
             .into_iter()
             .map(|id| (engine.shard_of(namespace_id, &id), Scan::Workflow(id)))
-            .collect();
+            .collect());
     }
-    let (index, range, whole) = match &query.filter {
-        None => (VisIndex::All, TimeRange::default(), true),
-        Some(expr) => {
-            let mut range = TimeRange::default();
-            let mut terms = Vec::new();
-            and_terms(expr, &mut terms);
-            // The most selective index a term fits: a keyword value, else a workflow type, else
-            // a status.
-            let index = terms
-                .iter()
-                .filter_map(|term| indexed_term(term))
-                .max_by_key(|index| match index {
-                    VisIndex::Keyword { .. } => 3,
-                    VisIndex::WorkflowType(_) => 2,
-                    VisIndex::Status(_) => 1,
-                    VisIndex::All => 0,
-                });
-            // Whole when every top-level AND term is the index's own (an index whose rows say
-            // exactly what the term does) or a time bound that the range applies exactly.
-            let exact = matches!(index, Some(VisIndex::Status(_) | VisIndex::WorkflowType(_)));
-            let mut whole = true;
-            for term in terms {
-                let is_index_term = exact && indexed_term(term) == index;
-                if !is_index_term && !narrow(&mut range, term) {
-                    whole = false;
-                }
-            }
-            (index.unwrap_or(VisIndex::All), range, whole)
+    let mut filter_terms = Vec::new();
+    if let Some(expr) = &query.filter {
+        and_terms(expr, &mut filter_terms);
+    }
+    let candidates = terms::candidates(&filter_terms);
+    let mut scans = Vec::with_capacity(engine.num_shards() as usize);
+    for shard in engine.shards.iter() {
+        let cap = if count_only {
+            terms::COUNT_ESTIMATE_CAP
+        } else {
+            terms::PAGE_ESTIMATE_CAP
+        };
+        let chosen = terms::choose(&candidates, cap, |index, cap| {
+            chronicle_storage::visibility::estimate(
+                shard.tables.db(),
+                shard.tables.shard(),
+                namespace_id,
+                index,
+                cap,
+            )
+            .map_err(storage)
+        })?;
+        scans.push((shard, index_scan(&filter_terms, chosen)));
+    }
+    Ok(scans)
+}
+
+/// The read of `chosen` (none: the index of every run) for a filter's top-level AND terms,
+/// within their time bounds; whole when every term is answered exactly by the index's rows or
+/// is a time bound that the range applies exactly.
+fn index_scan(filter_terms: &[&Expr], chosen: Option<&terms::Candidate>) -> Scan {
+    let mut range = TimeRange::default();
+    let mut whole = true;
+    for (i, term) in filter_terms.iter().enumerate() {
+        let served = chosen.is_some_and(|c| c.exact && c.terms.contains(&i));
+        if !narrow(&mut range, term) && !served {
+            whole = false;
         }
-    };
-    engine
-        .shards
-        .iter()
-        .map(|s| (s, Scan::Index(index.clone(), range.clone(), whole)))
-        .collect()
+    }
+    let index = chosen.map_or(VisIndex::All, |c| c.index.clone());
+    Scan::Index(index, range, whole)
 }
 
 /// The top-level AND terms of a filter.
@@ -364,32 +384,6 @@ fn narrow(range: &mut TimeRange, term: &Expr) -> bool {
     true
 }
 
-/// The index that holds every run a filter term can match: an equality on the status, the
-/// workflow type, or a Keyword or KeywordList attribute (its rows hold values of at most
-/// `MAX_INDEXED_VALUE_BYTES`).
-fn indexed_term(expr: &Expr) -> Option<VisIndex> {
-    use chronicle_visibility::attrs::{SaType, Source};
-    match expr {
-        Expr::Cmp(attr, CmpOp::Eq, Value::Int(status)) if attr.name == "ExecutionStatus" => {
-            i32::try_from(*status).ok().map(VisIndex::Status)
-        }
-        Expr::Cmp(attr, CmpOp::Eq, Value::Str(name)) if attr.name == "WorkflowType" => {
-            Some(VisIndex::WorkflowType(name.clone()))
-        }
-        Expr::Cmp(attr, CmpOp::Eq, Value::Str(value))
-            if attr.source != Source::Core
-                && matches!(attr.ty, SaType::Keyword | SaType::KeywordList)
-                && value.len() <= chronicle_storage::visibility::MAX_INDEXED_VALUE_BYTES =>
-        {
-            Some(VisIndex::Keyword {
-                attribute: attr.name.clone(),
-                value: value.clone(),
-            })
-        }
-        _ => None,
-    }
-}
-
 /// The workflow IDs a filter limits runs to, if a top-level AND term does.
 fn pinned_workflow_ids(expr: &Expr) -> Option<Vec<String>> {
     let strings = |values: &[Value]| -> Option<Vec<String>> {
@@ -410,6 +404,9 @@ fn pinned_workflow_ids(expr: &Expr) -> Option<Vec<String>> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod exactness_tests;
 
 #[cfg(test)]
 mod tests {

@@ -10,24 +10,26 @@
 //! | 0, every run | `0u8` | order |
 //! | 1, by status | `1u8`, status (u8) | order |
 //! | 2, by workflow type | `2u8`, type name (str) | order |
-//! | 3, by keyword value | `3u8`, attribute name (str), value (str) | order |
+//! | 3, by attribute value | `3u8`, attribute name (str), kind (u8), value (see [`values`]) | order |
 //!
 //! order = open (0) or closed (1) as u8, close time descending (u64, 0 while open), start time
 //! descending (u64), run ID (raw bytes, last). That is Temporal's list order (open runs first,
 //! then newest close, newest start, run ID), so an index read in key order yields runs in list
 //! order and a page stops after its last row. Value: status (u8) and the workflow ID.
 //!
-//! Index 3 holds a row per search-attribute value that can be a Keyword: a JSON string, or
-//! each distinct string of a JSON list (a KeywordList), of at most [`MAX_INDEXED_VALUE_BYTES`],
-//! for attributes whose payload is typed `Keyword` or `KeywordList` or not typed at all (the
-//! type lives in the namespace's registry, which rows derived from a run alone cannot read). A
-//! reader filters what the index yields by the attribute's registered type.
+//! Index 3 holds a row per search-attribute value and kind it decodes as (Keyword, each string
+//! of a KeywordList, Int, Double, Bool, Datetime) in an order-preserving encoding, so a value,
+//! a list of values, a range or a keyword prefix is a slice of it ([`values`]). Rows within one
+//! value are in list order; a slice of several values is ordered after reading its keys.
 //!
 //! Each node records the format ([`FORMAT`]) of each shard's rows in its own metadata (outside
 //! the group's replicated key range); a shard whose rows are of an older format (or have none)
 //! is rebuilt from its runs when the node starts, before its group applies anything.
 
 use prost::Message;
+
+mod values;
+pub use values::{Kind, MAX_INDEXED_VALUE_BYTES, Scalar, Slice};
 
 use crate::db::{Cf, Db};
 use crate::error::StorageResult;
@@ -37,24 +39,30 @@ use chronicle_proto::chronicle::persistence::v1 as pb;
 const ALL: u8 = 0;
 const BY_STATUS: u8 = 1;
 const BY_TYPE: u8 = 2;
-const BY_KEYWORD: u8 = 3;
+const BY_VALUE: u8 = 3;
 
-/// The rows' format: 1 had indexes 0 to 2, 2 added index 3.
-pub const FORMAT: u32 = 2;
-
-/// Longest keyword value with a row of its own: a filter on a longer value reads another index.
-pub const MAX_INDEXED_VALUE_BYTES: usize = 256;
+/// The rows' format: 1 had indexes 0 to 2, 2 added index 3 for keywords of at most 256 bytes,
+/// 3 made index 3 hold values of every kind, ordered (and keywords cut to 256 bytes).
+pub const FORMAT: u32 = 3;
 
 /// Which index to read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum VisIndex {
     All,
     Status(i32),
     WorkflowType(String),
-    /// Runs with a search attribute holding this string (or a list holding it).
-    Keyword {
+    /// Runs with a search attribute holding this value (or a keyword list holding it), in list
+    /// order.
+    Value {
         attribute: String,
-        value: String,
+        value: Scalar,
+    },
+    /// Runs with a search attribute holding a value of `kind` within one of `slices`: read
+    /// whole (keys only), then visited in list order.
+    Values {
+        attribute: String,
+        kind: Kind,
+        slices: Vec<Slice>,
     },
 }
 
@@ -164,41 +172,12 @@ fn index_prefix(shard: ShardId, namespace_id: &str, index: &VisIndex) -> Vec<u8>
             .u8(u8::try_from(*s).unwrap_or(u8::MAX))
             .build(),
         VisIndex::WorkflowType(t) => key.u8(BY_TYPE).str(t).build(),
-        VisIndex::Keyword { attribute, value } => {
-            key.u8(BY_KEYWORD).str(attribute).str(value).build()
+        VisIndex::Value { attribute, value } => {
+            values::value_prefix(shard, namespace_id, attribute, value)
         }
+        // (Not read by prefix: see `values::for_each`.)
+        VisIndex::Values { attribute, .. } => key.u8(BY_VALUE).str(attribute).build(),
     }
-}
-
-/// The keyword rows' (attribute, value) pairs of a run, sorted and distinct.
-fn keyword_values(state: &pb::WorkflowExecutionState) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let Some(attrs) = &state.search_attributes else {
-        return out;
-    };
-    for (name, payload) in &attrs.indexed_fields {
-        let typed = payload.metadata.get("type").map(Vec::as_slice);
-        if !matches!(typed, None | Some(b"Keyword") | Some(b"KeywordList")) {
-            continue;
-        }
-        let Ok(json) = serde_json::from_slice::<serde_json::Value>(&payload.data) else {
-            continue;
-        };
-        let mut push = |v: &serde_json::Value| {
-            if let serde_json::Value::String(v) = v
-                && v.len() <= MAX_INDEXED_VALUE_BYTES
-            {
-                out.push((name.clone(), v.clone()));
-            }
-        };
-        match &json {
-            serde_json::Value::Array(items) => items.iter().for_each(&mut push),
-            other => push(other),
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
 }
 
 /// The index rows of a run.
@@ -211,20 +190,18 @@ pub fn rows(shard: ShardId, state: &pb::WorkflowExecutionState) -> Vec<Row> {
         .as_ref()
         .map(|t| t.name.clone())
         .unwrap_or_default();
-    let mut indexes = vec![
+    let mut prefixes: Vec<Vec<u8>> = [
         VisIndex::All,
         VisIndex::Status(state.status),
         VisIndex::WorkflowType(workflow_type),
-    ];
-    indexes.extend(
-        keyword_values(state)
-            .into_iter()
-            .map(|(attribute, value)| VisIndex::Keyword { attribute, value }),
-    );
-    indexes
-        .iter()
-        .map(|index| {
-            let mut key = index_prefix(shard, &state.namespace_id, index);
+    ]
+    .iter()
+    .map(|index| index_prefix(shard, &state.namespace_id, index))
+    .collect();
+    prefixes.extend(values::prefixes(shard, state));
+    prefixes
+        .into_iter()
+        .map(|mut key| {
             order_bytes(&mut key, &p);
             (key, value.clone())
         })
@@ -314,12 +291,58 @@ fn from_descending(bytes: &[u8]) -> i64 {
     ((u64::MAX - raw) ^ (1 << 63)) as i64
 }
 
+/// The close time (`None` while open) and start time in a row's order bytes.
+fn order_times(order: &[u8]) -> (Option<i64>, i64) {
+    let close = from_descending(order.get(1..9).unwrap_or(&[]));
+    let start = from_descending(order.get(9..17).unwrap_or(&[]));
+    ((order.first() == Some(&1)).then_some(close), start)
+}
+
+/// A row from its order bytes and value.
+fn indexed_run<'a>(order: &'a [u8], value: &'a [u8]) -> IndexedRun<'a> {
+    IndexedRun {
+        status: i32::from(value.first().copied().unwrap_or(0)),
+        workflow_id: std::str::from_utf8(value.get(1..).unwrap_or_default()).unwrap_or_default(),
+        run_id: std::str::from_utf8(order.get(17..).unwrap_or_default()).unwrap_or_default(),
+    }
+}
+
+/// The number of rows of `index` (any times), counted up to `cap`: how selective a term is.
+pub fn estimate(
+    db: &Db,
+    shard: ShardId,
+    namespace_id: &str,
+    index: &VisIndex,
+    cap: usize,
+) -> StorageResult<usize> {
+    if let VisIndex::Values {
+        attribute,
+        kind,
+        slices,
+    } = index
+    {
+        return values::estimate(db, shard, namespace_id, attribute, *kind, slices, cap);
+    }
+    let prefix = index_prefix(shard, namespace_id, index);
+    let mut iter = db.prefix_iterator(Cf::Visibility, &prefix);
+    iter.seek(&prefix);
+    let mut n = 0usize;
+    while n < cap && iter.key().is_some() {
+        n += 1;
+        iter.next();
+    }
+    iter.status()?;
+    Ok(n)
+}
+
 /// Reads `index` of a namespace in list order, from just after `after` on, until `visit`
-/// answers false. Only rows within `range` are visited, and the read skips what the key order
+/// answers false (`page_hint`: how many rows the caller expects to take, `None` for a count,
+/// which takes the rows of a [`VisIndex::Values`] in key order). Only rows within `range` are visited, and the read skips what the key order
 /// rules out: open rows are in descending start time, so a start bound limits them to a slice;
 /// closed rows are in descending close time, so a close bound does, and so does a lower start
 /// bound (a run closes no earlier than it starts). Closed rows within the slice are checked
 /// against the whole range from their keys.
+#[allow(clippy::too_many_arguments)]
 pub fn for_each(
     db: &Db,
     shard: ShardId,
@@ -327,8 +350,28 @@ pub fn for_each(
     index: &VisIndex,
     after: Option<&ListPosition>,
     range: &TimeRange,
+    page_hint: Option<usize>,
     mut visit: impl FnMut(IndexedRun<'_>) -> bool,
 ) -> StorageResult<()> {
+    if let VisIndex::Values {
+        attribute,
+        kind,
+        slices,
+    } = index
+    {
+        return values::for_each(
+            db,
+            shard,
+            namespace_id,
+            attribute,
+            *kind,
+            slices,
+            after,
+            range,
+            page_hint,
+            visit,
+        );
+    }
     let prefix = index_prefix(shard, namespace_id, index);
     let order_start = prefix.len();
     let after_key = after.map(|p| {
@@ -465,10 +508,19 @@ mod tests {
     /// The run IDs `index` of shard `shard` (namespace "ns") lists, in order.
     fn listed(db: &Db, shard: ShardId, index: &VisIndex) -> Vec<String> {
         let mut out = Vec::new();
-        for_each(db, shard, "ns", index, None, &TimeRange::default(), |r| {
-            out.push(r.run_id.to_string());
-            true
-        })
+        for_each(
+            db,
+            shard,
+            "ns",
+            index,
+            None,
+            &TimeRange::default(),
+            Some(10),
+            |r| {
+                out.push(r.run_id.to_string());
+                true
+            },
+        )
         .unwrap();
         out
     }
@@ -518,6 +570,7 @@ mod tests {
                 &index,
                 after.as_ref(),
                 &TimeRange::default(),
+                Some(10),
                 |r| {
                     out.push(format!("{}:{}:{}", r.run_id, r.status, r.workflow_id));
                     true
@@ -575,7 +628,7 @@ mod tests {
         let secs = |t: i64| t * 1_000_000_000;
         let read = |range: &TimeRange, after: Option<&ListPosition>| {
             let mut out = Vec::new();
-            for_each(&db, 3, "ns", &VisIndex::All, after, range, |r| {
+            for_each(&db, 3, "ns", &VisIndex::All, after, range, Some(10), |r| {
                 out.push(r.run_id.to_string());
                 true
             })
@@ -663,47 +716,50 @@ mod tests {
     }
 
     #[test]
-    fn keyword_rows_hold_each_short_string_of_keyword_typed_or_untyped_attributes() {
+    fn value_rows_hold_each_value_as_every_kind_it_decodes_as() {
         let state = with_attributes(run("r", 1, 7, 0));
-        assert_eq!(
-            keyword_values(&state),
-            [
-                ("Tags".to_string(), "a".to_string()),
-                ("Tags".to_string(), "b".to_string()),
-                ("Typed".to_string(), "x".to_string()),
-                ("Untyped".to_string(), "abc".to_string()),
-            ]
-        );
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path(), DbOptions::default()).unwrap();
         let (_, puts) = changes(3, None, Some(&state.encode_to_vec())).unwrap();
+        // Keywords: abc, x, a, b, hello, the date, the long one; Datetime: the date; Int and
+        // Double: 5; Bool: none. "Broken" is no JSON.
         assert_eq!(
             puts.len(),
-            3 + 4,
-            "three indexes of every run, four keyword rows"
+            3 + 7 + 1 + 2,
+            "three indexes of every run, value rows"
         );
         for (k, v) in puts {
             db.rocks().put_cf(db.cf(Cf::Visibility), k, v).unwrap();
         }
-        let find = |attribute: &str, value: &str| {
-            let index = VisIndex::Keyword {
+        let find = |attribute: &str, value: Scalar| {
+            let index = VisIndex::Value {
                 attribute: attribute.into(),
-                value: value.into(),
+                value,
             };
             listed(&db, 3, &index)
         };
-        assert_eq!(find("Tags", "a"), ["r"]);
-        assert_eq!(find("Untyped", "abc"), ["r"]);
-        assert!(find("Tags", "c").is_empty());
-        assert!(
-            find("Words", "hello").is_empty(),
-            "Text values have no rows"
+        let kw = |s: &str| Scalar::Keyword(s.into());
+        assert_eq!(find("Tags", kw("a")), ["r"]);
+        assert_eq!(find("Untyped", kw("abc")), ["r"]);
+        assert_eq!(find("Count", Scalar::Int(5)), ["r"]);
+        assert_eq!(find("Count", Scalar::Double(5.0)), ["r"]);
+        assert_eq!(
+            find("When", Scalar::Datetime(1_704_067_200_000_000_000)),
+            ["r"]
+        );
+        assert!(find("Tags", kw("c")).is_empty());
+        assert!(find("Count", Scalar::Int(6)).is_empty());
+        let long = "x".repeat(MAX_INDEXED_VALUE_BYTES + 1);
+        assert_eq!(
+            find("Long", kw(&long)),
+            ["r"],
+            "a long value's row holds its start"
         );
         // Removing the attributes removes their rows.
         let bare = run("r", 1, 7, 0);
         let (deletes, puts) =
             changes(3, Some(&state.encode_to_vec()), Some(&bare.encode_to_vec())).unwrap();
-        assert_eq!((deletes.len(), puts.len()), (4, 0));
+        assert_eq!((deletes.len(), puts.len()), (10, 0));
     }
 
     #[test]
@@ -727,14 +783,29 @@ mod tests {
         assert!(build_if_missing(&db, 1).unwrap());
         assert_eq!(stored_format(&db, 1).unwrap(), Some(FORMAT));
         assert!(!build_if_missing(&db, 1).unwrap(), "built once");
+        // A directory of format 2 (keyword rows only) is rebuilt too, and gains the Int rows.
+        db.rocks()
+            .put_cf(
+                db.cf(Cf::ShardMeta),
+                crate::db::visibility_format_key(1),
+                2u32.to_be_bytes(),
+            )
+            .unwrap();
+        assert!(build_if_missing(&db, 1).unwrap());
+        assert_eq!(stored_format(&db, 1).unwrap(), Some(FORMAT));
+        let count = VisIndex::Value {
+            attribute: "Count".into(),
+            value: Scalar::Int(5),
+        };
+        assert_eq!(listed(&db, 1, &count), ["r"]);
         assert_eq!(
             listed(&db, 1, &VisIndex::All),
             ["r"],
             "the stray row went with the old format"
         );
-        let index = VisIndex::Keyword {
+        let index = VisIndex::Value {
             attribute: "Tags".into(),
-            value: "a".into(),
+            value: Scalar::Keyword("a".into()),
         };
         assert_eq!(listed(&db, 1, &index), ["r"]);
         // A shard with no rows and no runs records the format and builds nothing.

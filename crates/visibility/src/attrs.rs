@@ -279,7 +279,8 @@ fn show(json: &serde_json::Value) -> String {
     }
 }
 
-fn decode_json(json: &serde_json::Value, ty: SaType) -> Result<Option<Value>, String> {
+/// Decodes a search-attribute value already parsed from its JSON as `ty` (see [`decode`]).
+pub fn decode_json(json: &serde_json::Value, ty: SaType) -> Result<Option<Value>, String> {
     use serde_json::Value as J;
     if json.is_null() {
         return Ok(None);
