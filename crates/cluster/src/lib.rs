@@ -301,6 +301,16 @@ pub trait HistoryService: Send + Sync + 'static {
         let _ = (namespace_id, request);
         Err(unimplemented("standalone activities"))
     }
+
+    /// The Nexus endpoint registry (metadata group): a change is proposed there (the leader
+    /// mints IDs), a read is served by its leader, so each read sees every acknowledged change.
+    async fn nexus_endpoints(
+        &self,
+        request: chronicle_proto::chronicle::history::v1::NexusEndpointsRequest,
+    ) -> ApiResult<chronicle_proto::chronicle::history::v1::NexusEndpointsResponse> {
+        let _ = request;
+        Err(unimplemented("Nexus endpoints"))
+    }
 }
 
 fn unimplemented(what: &str) -> chronicle_types::ApiError {
