@@ -1,12 +1,16 @@
 """Nexus against the server under test: the endpoint registry (OperatorService's
 Create/Get/Update/Delete/ListNexusEndpoints) through the ``temporal operator nexus endpoint``
-commands and raw gRPC calls, with Temporal's validation, errors, versions and paging."""
+commands and raw gRPC calls, with Temporal's validation, errors, versions and paging; and a
+worker hosting Nexus service handlers, which polls its Nexus task queue."""
 
 import asyncio
 import uuid
 
 import pytest
 from temporalio.api.common.v1 import Payload
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.api.nexus.v1 import EndpointSpec, EndpointTarget
 from temporalio.api.operatorservice.v1 import (
     CreateNexusEndpointRequest,
@@ -15,10 +19,13 @@ from temporalio.api.operatorservice.v1 import (
     ListNexusEndpointsRequest,
     UpdateNexusEndpointRequest,
 )
+from nexusrpc.handler import StartOperationContext, service_handler, sync_operation
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Worker
 
+import workflows as wf
 from conftest import IS_CHRONICLE, new_id
-from test_cli import cli, cli_json
+from test_cli import cli, cli_json, eventually
 
 
 def endpoint_name(prefix: str = "ep") -> str:
@@ -232,3 +239,33 @@ async def test_endpoints_survive_a_restart(server_factory, tmp_path):
     await refused(ops.get_nexus_endpoint(GetNexusEndpointRequest(id=gone.id)), RPCStatusCode.NOT_FOUND)
     listed = await ops.list_nexus_endpoints(ListNexusEndpointsRequest(name=name))
     assert [e.id for e in listed.endpoints] == [kept.id]
+
+
+@service_handler(name="CompatEcho")
+class EchoHandler:
+    @sync_operation
+    async def echo(self, ctx: StartOperationContext, text: str) -> str:
+        return text
+
+
+async def test_worker_with_nexus_handlers_polls_and_keeps_running(client, task_queue):
+    """A worker hosting Nexus service handlers polls the queue's Nexus task queue (listed among
+    its Nexus pollers) and keeps serving its workflows past several poll intervals' worth of
+    activity (an error answer to the Nexus poll makes the SDK shut the whole worker down)."""
+    async with Worker(client, task_queue=task_queue, workflows=[wf.TimerWorkflow],
+                      nexus_service_handlers=[EchoHandler()]):
+        first = await client.execute_workflow(wf.TimerWorkflow.run, 0.1, id=new_id("nexus-worker"),
+                                              task_queue=task_queue)
+        assert first == "woke"
+
+        async def nexus_poller_listed():
+            described = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+                namespace="default", task_queue=TaskQueue(name=task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_NEXUS))
+            assert [p.identity for p in described.pollers] == [client.identity], described
+
+        await eventually(nexus_poller_listed)
+        await asyncio.sleep(3)
+        second = await client.execute_workflow(wf.TimerWorkflow.run, 0.1, id=new_id("nexus-worker"),
+                                               task_queue=task_queue)
+        assert second == "woke"

@@ -40,6 +40,7 @@ pub struct TaskRef {
 pub enum TaskKind {
     Workflow,
     Activity,
+    Nexus,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -389,6 +390,17 @@ pub trait MatchingService: Send + Sync + 'static {
         namespace_id: &str,
         request: ws::PollActivityTaskQueueRequest,
     ) -> ApiResult<ws::PollActivityTaskQueueResponse>;
+    /// A Nexus handler worker's long poll. No Nexus task is dispatched yet (operations are not
+    /// built), so it waits like any poll and answers empty; the worker shows among the queue's
+    /// pollers.
+    async fn poll_nexus_task(
+        &self,
+        namespace_id: &str,
+        request: ws::PollNexusTaskQueueRequest,
+    ) -> ApiResult<ws::PollNexusTaskQueueResponse> {
+        let _ = (namespace_id, request);
+        Err(unimplemented_matching("PollNexusTaskQueue"))
+    }
     /// Sends a query task to a workflow worker of `task_queue` and waits for its answer.
     async fn query_workflow(
         &self,
