@@ -9,6 +9,7 @@
 
 mod forward;
 pub mod metric_defs;
+mod nexus;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -565,32 +566,7 @@ impl MatchingService for MatchingEngine {
         namespace_id: &str,
         request: ws::PollNexusTaskQueueRequest,
     ) -> ApiResult<ws::PollNexusTaskQueueResponse> {
-        let key = TaskQueueKey {
-            namespace_id: namespace_id.to_string(),
-            name: request
-                .task_queue
-                .as_ref()
-                .map(|t| t.name.clone())
-                .unwrap_or_default(),
-            kind: TaskKind::Nexus,
-        };
-        let deadline = self.poll_deadline();
-        // Nothing offers Nexus tasks yet: the poll holds its place among the queue's pollers
-        // (DescribeTaskQueue lists it) until the poll interval ends or matching stops.
-        while let Some((dispatch, _)) = self
-            .next_dispatch(&key, &request.identity, deadline)
-            .await?
-        {
-            tracing::warn!(?key, "a task reached a Nexus task queue and was dropped");
-            drop(dispatch);
-        }
-        metric_defs::record_poll(
-            &request.namespace,
-            request.task_queue.as_ref(),
-            "Nexus",
-            PollOutcome::Timeout,
-        );
-        Ok(ws::PollNexusTaskQueueResponse::default())
+        self.poll_nexus(namespace_id, request).await
     }
 
     async fn query_workflow(
@@ -818,39 +794,6 @@ mod tests {
             identity: "unit".into(),
             ..Default::default()
         }
-    }
-
-    /// A Nexus poll waits its interval, answers empty, and its worker is listed among the
-    /// queue's Nexus pollers only.
-    #[tokio::test]
-    async fn nexus_polls_wait_and_are_listed_as_nexus_pollers() {
-        let engine = engine(MatchingLimits::default());
-        let started = std::time::Instant::now();
-        let answer = engine
-            .poll_nexus_task(
-                "ns",
-                ws::PollNexusTaskQueueRequest {
-                    namespace: "default".into(),
-                    task_queue: poll_request("tq").task_queue,
-                    identity: "nexus-worker".into(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        assert!(answer.task_token.is_empty() && answer.request.is_none());
-        assert!(started.elapsed() >= Duration::from_millis(50));
-        let nexus = engine
-            .describe_task_queue("ns", "tq", TaskKind::Nexus)
-            .await
-            .unwrap();
-        let identities: Vec<_> = nexus.pollers.iter().map(|p| p.identity.as_str()).collect();
-        assert_eq!(identities, ["nexus-worker"]);
-        let activity = engine
-            .describe_task_queue("ns", "tq", TaskKind::Activity)
-            .await
-            .unwrap();
-        assert!(activity.pollers.is_empty());
     }
 
     /// A stopping node must not hold its workers' long polls for a whole poll interval: its
