@@ -40,6 +40,7 @@ pub struct TaskRef {
 pub enum TaskKind {
     Workflow,
     Activity,
+    Nexus,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -301,6 +302,16 @@ pub trait HistoryService: Send + Sync + 'static {
         let _ = (namespace_id, request);
         Err(unimplemented("standalone activities"))
     }
+
+    /// The Nexus endpoint registry (metadata group): a change is proposed there (the leader
+    /// mints IDs), a read is served by its leader, so each read sees every acknowledged change.
+    async fn nexus_endpoints(
+        &self,
+        request: chronicle_proto::chronicle::history::v1::NexusEndpointsRequest,
+    ) -> ApiResult<chronicle_proto::chronicle::history::v1::NexusEndpointsResponse> {
+        let _ = request;
+        Err(unimplemented("Nexus endpoints"))
+    }
 }
 
 fn unimplemented(what: &str) -> chronicle_types::ApiError {
@@ -379,6 +390,17 @@ pub trait MatchingService: Send + Sync + 'static {
         namespace_id: &str,
         request: ws::PollActivityTaskQueueRequest,
     ) -> ApiResult<ws::PollActivityTaskQueueResponse>;
+    /// A Nexus handler worker's long poll. No Nexus task is dispatched yet (operations are not
+    /// built), so it waits like any poll and answers empty; the worker shows among the queue's
+    /// pollers.
+    async fn poll_nexus_task(
+        &self,
+        namespace_id: &str,
+        request: ws::PollNexusTaskQueueRequest,
+    ) -> ApiResult<ws::PollNexusTaskQueueResponse> {
+        let _ = (namespace_id, request);
+        Err(unimplemented_matching("PollNexusTaskQueue"))
+    }
     /// Sends a query task to a workflow worker of `task_queue` and waits for its answer.
     async fn query_workflow(
         &self,

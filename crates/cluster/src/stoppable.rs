@@ -66,6 +66,15 @@ impl MatchingService for PollsEndAtShutdown {
             .await
     }
 
+    async fn poll_nexus_task(
+        &self,
+        namespace_id: &str,
+        request: ws::PollNexusTaskQueueRequest,
+    ) -> ApiResult<ws::PollNexusTaskQueueResponse> {
+        self.or_empty(self.inner.poll_nexus_task(namespace_id, request))
+            .await
+    }
+
     async fn query_workflow(
         &self,
         namespace_id: &str,

@@ -154,10 +154,7 @@ pub async fn describe_task_queue(
     let name = task_queue_name(r.task_queue.as_ref())?;
     let kind = match TaskQueueType::try_from(r.task_queue_type).unwrap_or_default() {
         TaskQueueType::Activity => TaskKind::Activity,
-        TaskQueueType::Nexus => {
-            // No Nexus endpoints are served: the queue has no pollers.
-            return Ok(ws::DescribeTaskQueueResponse::default());
-        }
+        TaskQueueType::Nexus => TaskKind::Nexus,
         _ => TaskKind::Workflow,
     };
     let mut described = ctx

@@ -9,6 +9,7 @@ mod delete;
 pub mod gate;
 pub mod metric_defs;
 mod namespaces;
+mod nexus_endpoints;
 mod operator_service;
 pub mod ratelimit;
 mod reset;

@@ -1,4 +1,5 @@
-//! `temporal.api.operatorservice.v1.OperatorService`: the search-attribute registry. Each
+//! `temporal.api.operatorservice.v1.OperatorService`: the search-attribute registry (and the
+//! Nexus endpoint registry, `crate::nexus_endpoints`). Each
 //! namespace's custom search attributes are part of its record in the metadata group (durable
 //! and replicated); changes are applied there, checked against the stored registry.
 
@@ -119,5 +120,45 @@ impl OperatorService for OperatorHandler {
         self.ctx.namespaces.invalidate(&r.namespace);
         result?;
         Ok(Response::new(os::RemoveSearchAttributesResponse {}))
+    }
+
+    async fn create_nexus_endpoint(
+        &self,
+        request: Request<os::CreateNexusEndpointRequest>,
+    ) -> Result<Response<os::CreateNexusEndpointResponse>, Status> {
+        let answer = crate::nexus_endpoints::create(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn update_nexus_endpoint(
+        &self,
+        request: Request<os::UpdateNexusEndpointRequest>,
+    ) -> Result<Response<os::UpdateNexusEndpointResponse>, Status> {
+        let answer = crate::nexus_endpoints::update(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn delete_nexus_endpoint(
+        &self,
+        request: Request<os::DeleteNexusEndpointRequest>,
+    ) -> Result<Response<os::DeleteNexusEndpointResponse>, Status> {
+        let answer = crate::nexus_endpoints::delete(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn get_nexus_endpoint(
+        &self,
+        request: Request<os::GetNexusEndpointRequest>,
+    ) -> Result<Response<os::GetNexusEndpointResponse>, Status> {
+        let answer = crate::nexus_endpoints::get(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn list_nexus_endpoints(
+        &self,
+        request: Request<os::ListNexusEndpointsRequest>,
+    ) -> Result<Response<os::ListNexusEndpointsResponse>, Status> {
+        let answer = crate::nexus_endpoints::list(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(answer))
     }
 }

@@ -662,6 +662,19 @@ impl WorkflowService for WorkflowHandler {
         ok(self.ctx.matching.poll_activity_task(&ns, r).await?)
     }
 
+    /// Nexus handler workers poll here. No Nexus task is dispatched yet (docs/nexus.md), so the
+    /// poll waits its interval and answers empty, as an idle queue does on Temporal; answering
+    /// Unimplemented made the SDK's worker fail and shut down.
+    async fn poll_nexus_task_queue(
+        &self,
+        request: Request<ws::PollNexusTaskQueueRequest>,
+    ) -> Res<ws::PollNexusTaskQueueResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        validate::task_queue_name(r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""))?;
+        ok(self.ctx.matching.poll_nexus_task(&ns, r).await?)
+    }
+
     async fn respond_activity_task_completed(
         &self,
         request: Request<ws::RespondActivityTaskCompletedRequest>,

@@ -809,6 +809,7 @@ fn command_label(kind: &shard_command::Kind) -> &'static str {
         TerminateActivityExecution(_) => "terminate_activity_execution",
         DeleteActivityExecution(_) => "delete_activity_execution",
         UpdateClusterMember(_) => "update_cluster_member",
+        NexusEndpoint(_) => "nexus_endpoint",
     }
 }
 

@@ -20,6 +20,7 @@ pub mod membership;
 pub mod metric_defs;
 pub mod mutable_state;
 pub mod namespace_names;
+mod nexus_endpoints;
 pub mod notify;
 pub mod placement;
 mod processors;

@@ -354,6 +354,12 @@ pub(crate) fn persistence_operation(
         UpsertNamespace(c) if c.create => "CreateNamespace",
         UpsertNamespace(_) => "UpdateNamespace",
         DeleteNamespace(_) => "DeleteNamespace",
+        NexusEndpoint(c) => match c.op {
+            Some(
+                chronicle_proto::chronicle::history::v1::nexus_endpoint_command::Op::DeleteId(_),
+            ) => "DeleteNexusEndpoint",
+            _ => "CreateOrUpdateNexusEndpoint",
+        },
         DeleteWorkflowExecution(_) => "DeleteWorkflowExecution",
         _ => "UpdateWorkflowExecution",
     }
@@ -397,7 +403,7 @@ pub(crate) fn command_namespace(
         CancelActivityExecution(c) => &c.namespace_id,
         TerminateActivityExecution(c) => &c.namespace_id,
         DeleteActivityExecution(c) => &c.namespace_id,
-        UpdateClusterMember(_) => return CommandNamespace::System,
+        UpdateClusterMember(_) | NexusEndpoint(_) => return CommandNamespace::System,
         CompleteWorkflowTask(c) => return token_namespace(&c.token),
         FailWorkflowTask(c) => return token_namespace(&c.token),
         RespondActivity(c) => return token_namespace(&c.token),

@@ -1191,4 +1191,11 @@ impl HistoryService for HistoryEngine {
     ) -> ApiResult<cmd::StandaloneActivityResponse> {
         self.standalone_activity_op(namespace_id, request).await
     }
+
+    async fn nexus_endpoints(
+        &self,
+        request: cmd::NexusEndpointsRequest,
+    ) -> ApiResult<cmd::NexusEndpointsResponse> {
+        self.nexus_endpoints_op(request).await
+    }
 }

@@ -9,6 +9,7 @@
 
 mod forward;
 pub mod metric_defs;
+mod nexus;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -558,6 +559,14 @@ impl MatchingService for MatchingEngine {
                 }
             }
         }
+    }
+
+    async fn poll_nexus_task(
+        &self,
+        namespace_id: &str,
+        request: ws::PollNexusTaskQueueRequest,
+    ) -> ApiResult<ws::PollNexusTaskQueueResponse> {
+        self.poll_nexus(namespace_id, request).await
     }
 
     async fn query_workflow(

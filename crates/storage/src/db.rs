@@ -28,10 +28,12 @@ pub enum Cf {
     Schedules,
     /// Batch operations (shard state, like schedules).
     BatchJobs,
+    /// Nexus endpoints (metadata group): records by ID and a name index.
+    NexusEndpoints,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 12] = [
+    pub const ALL: [Cf; 13] = [
         Cf::RaftLog,
         Cf::RaftMeta,
         Cf::ShardMeta,
@@ -44,9 +46,10 @@ impl Cf {
         Cf::Visibility,
         Cf::Schedules,
         Cf::BatchJobs,
+        Cf::NexusEndpoints,
     ];
     /// Families that belong to the state machine (and so to snapshots).
-    pub const STATE: [Cf; 10] = [
+    pub const STATE: [Cf; 11] = [
         Cf::ShardMeta,
         Cf::Executions,
         Cf::Current,
@@ -57,6 +60,8 @@ impl Cf {
         Cf::Visibility,
         Cf::Schedules,
         Cf::BatchJobs,
+        // Last, so a snapshot dump's family positions stay what older dumps recorded.
+        Cf::NexusEndpoints,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +78,7 @@ impl Cf {
             Cf::Visibility => "visibility",
             Cf::Schedules => "schedules",
             Cf::BatchJobs => "batch_jobs",
+            Cf::NexusEndpoints => "nexus_endpoints",
         }
     }
 }

@@ -58,6 +58,7 @@ fn value_type(cf: Cf) -> Option<&'static str> {
         Cf::Namespaces => Some(".chronicle.persistence.v1.NamespaceRecord"),
         Cf::Schedules => Some(".chronicle.persistence.v1.ScheduleState"),
         Cf::BatchJobs => Some(".chronicle.persistence.v1.BatchJobState"),
+        Cf::NexusEndpoints => Some(".chronicle.persistence.v1.NexusEndpointRecord"),
         Cf::ShardMeta | Cf::RaftLog | Cf::RaftMeta | Cf::Visibility => None,
     }
 }

@@ -143,6 +143,30 @@ pub fn namespace(group: ShardId, name: &str) -> Vec<u8> {
     KeyBuf::shard(group).str(name).build()
 }
 
+/// `nexus_endpoints`: group, then an endpoint record by ID ...
+pub fn nexus_endpoint(group: ShardId, id: &str) -> Vec<u8> {
+    KeyBuf::shard(group)
+        .u8(NEXUS_ENDPOINT_BY_ID)
+        .str(id)
+        .build()
+}
+
+/// ... or the name index (its value: a record holding only the ID).
+pub fn nexus_endpoint_name(group: ShardId, name: &str) -> Vec<u8> {
+    KeyBuf::shard(group)
+        .u8(NEXUS_ENDPOINT_BY_NAME)
+        .str(name)
+        .build()
+}
+
+/// Every endpoint record of the group (not the name index).
+pub fn nexus_endpoints_prefix(group: ShardId) -> Vec<u8> {
+    KeyBuf::shard(group).u8(NEXUS_ENDPOINT_BY_ID).build()
+}
+
+const NEXUS_ENDPOINT_BY_ID: u8 = 1;
+const NEXUS_ENDPOINT_BY_NAME: u8 = 2;
+
 pub fn shard_prefix(shard: ShardId) -> Vec<u8> {
     shard.to_be_bytes().to_vec()
 }

@@ -173,6 +173,51 @@ impl ShardTables {
             .transpose()
     }
 
+    pub fn nexus_endpoint(&self, id: &str) -> StorageResult<Option<pb::NexusEndpointRecord>> {
+        self.db
+            .get(Cf::NexusEndpoints, &keys::nexus_endpoint(self.shard, id))?
+            .map(|b| decode(Cf::NexusEndpoints, &b))
+            .transpose()
+    }
+
+    /// The endpoint named `name`, through the name index.
+    pub fn nexus_endpoint_by_name(
+        &self,
+        name: &str,
+    ) -> StorageResult<Option<pb::NexusEndpointRecord>> {
+        let index: Option<pb::NexusEndpointRecord> = self
+            .db
+            .get(
+                Cf::NexusEndpoints,
+                &keys::nexus_endpoint_name(self.shard, name),
+            )?
+            .map(|b| decode(Cf::NexusEndpoints, &b))
+            .transpose()?;
+        match index {
+            Some(index) => self.nexus_endpoint(&index.id),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` endpoints in ID order, from the first whose ID is `from_id` or after.
+    pub fn nexus_endpoints(
+        &self,
+        from_id: &str,
+        limit: usize,
+    ) -> StorageResult<Vec<pb::NexusEndpointRecord>> {
+        let records = keys::nexus_endpoints_prefix(self.shard);
+        Ok(self
+            .scan_from(
+                Cf::NexusEndpoints,
+                &keys::nexus_endpoint(self.shard, from_id),
+                limit,
+                |k| k.starts_with(&records),
+            )?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
     /// The cluster's members (on the metadata group; empty before any was registered).
     pub fn cluster_members(&self) -> StorageResult<pb::ClusterMembers> {
         Ok(self
@@ -652,6 +697,54 @@ impl ShardBatch {
 
     pub fn namespace(&self, name: &str) -> StorageResult<Option<pb::NamespaceRecord>> {
         self.get_msg(Cf::Namespaces, &keys::namespace(self.tables.shard, name))
+    }
+
+    pub fn nexus_endpoint(&self, id: &str) -> StorageResult<Option<pb::NexusEndpointRecord>> {
+        self.get_msg(
+            Cf::NexusEndpoints,
+            &keys::nexus_endpoint(self.tables.shard, id),
+        )
+    }
+
+    /// The ID of the endpoint named `name`, seeing this batch's own writes.
+    pub fn nexus_endpoint_id_by_name(&self, name: &str) -> StorageResult<Option<String>> {
+        let index: Option<pb::NexusEndpointRecord> = self.get_msg(
+            Cf::NexusEndpoints,
+            &keys::nexus_endpoint_name(self.tables.shard, name),
+        )?;
+        Ok(index.map(|index| index.id))
+    }
+
+    /// Writes the record and its name-index row (the caller removes a replaced name's row).
+    pub fn put_nexus_endpoint(&mut self, record: &pb::NexusEndpointRecord) {
+        let shard = self.tables.shard;
+        let name = record.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("");
+        let index = pb::NexusEndpointRecord {
+            id: record.id.clone(),
+            ..Default::default()
+        };
+        self.put(
+            Cf::NexusEndpoints,
+            keys::nexus_endpoint_name(shard, name),
+            index.encode_to_vec(),
+        );
+        self.put(
+            Cf::NexusEndpoints,
+            keys::nexus_endpoint(shard, &record.id),
+            record.encode_to_vec(),
+        );
+    }
+
+    pub fn delete_nexus_endpoint_name(&mut self, name: &str) {
+        let key = keys::nexus_endpoint_name(self.tables.shard, name);
+        self.delete(Cf::NexusEndpoints, key);
+    }
+
+    pub fn delete_nexus_endpoint(&mut self, record: &pb::NexusEndpointRecord) {
+        let name = record.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("");
+        self.delete_nexus_endpoint_name(name);
+        let key = keys::nexus_endpoint(self.tables.shard, &record.id);
+        self.delete(Cf::NexusEndpoints, key);
     }
 
     pub fn cluster_members(&self) -> StorageResult<pb::ClusterMembers> {

@@ -16,6 +16,7 @@ mod history_api;
 mod history_limits;
 mod metrics;
 mod namespaces;
+mod nexus;
 mod queries;
 mod replicated_history;
 mod reset;

@@ -101,6 +101,13 @@ impl history_api_server::HistoryApi for HistoryApiService {
         reply(self.inner.standalone_activity(&namespace_id, r).await)
     }
 
+    async fn nexus_endpoints(
+        &self,
+        r: Request<hpb::NexusEndpointsRequest>,
+    ) -> Reply<hpb::NexusEndpointsResponse> {
+        reply(self.inner.nexus_endpoints(r.into_inner()).await)
+    }
+
     async fn register_namespace(
         &self,
         r: Request<hpb::NamespaceRecordRequest>,
@@ -495,6 +502,13 @@ impl HistoryService for RemoteHistory {
     ) -> ApiResult<hpb::StandaloneActivityResponse> {
         request.namespace_id = namespace_id.into();
         answer(self.client().standalone_activity(request).await)
+    }
+
+    async fn nexus_endpoints(
+        &self,
+        request: hpb::NexusEndpointsRequest,
+    ) -> ApiResult<hpb::NexusEndpointsResponse> {
+        answer(self.client().nexus_endpoints(request).await)
     }
 
     async fn start_workflow(

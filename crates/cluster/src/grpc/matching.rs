@@ -114,6 +114,15 @@ impl matching_api_server::MatchingApi for MatchingApiService {
         )
     }
 
+    async fn poll_nexus_task(
+        &self,
+        r: Request<mpb::PollNexusTaskRequest>,
+    ) -> Reply<ws::PollNexusTaskQueueResponse> {
+        let r = r.into_inner();
+        let request = required(r.request, "request")?;
+        reply(self.inner.poll_nexus_task(&r.namespace_id, request).await)
+    }
+
     async fn query_workflow(
         &self,
         r: Request<mpb::QueryWorkflowRequest>,
@@ -150,10 +159,10 @@ impl matching_api_server::MatchingApi for MatchingApiService {
         r: Request<mpb::DescribeTaskQueueRequest>,
     ) -> Reply<ws::DescribeTaskQueueResponse> {
         let r = r.into_inner();
-        let kind = if r.task_kind == mpb::TaskKind::Activity as i32 {
-            TaskKind::Activity
-        } else {
-            TaskKind::Workflow
+        let kind = match mpb::TaskKind::try_from(r.task_kind) {
+            Ok(mpb::TaskKind::Activity) => TaskKind::Activity,
+            Ok(mpb::TaskKind::Nexus) => TaskKind::Nexus,
+            _ => TaskKind::Workflow,
         };
         reply(
             self.inner
@@ -302,6 +311,18 @@ impl MatchingService for RemoteMatching {
         answer(self.client().poll_activity_task(request).await)
     }
 
+    async fn poll_nexus_task(
+        &self,
+        namespace_id: &str,
+        request: ws::PollNexusTaskQueueRequest,
+    ) -> ApiResult<ws::PollNexusTaskQueueResponse> {
+        let request = mpb::PollNexusTaskRequest {
+            namespace_id: namespace_id.into(),
+            request: Some(request),
+        };
+        answer(self.client().poll_nexus_task(request).await)
+    }
+
     async fn query_workflow(
         &self,
         namespace_id: &str,
@@ -342,10 +363,7 @@ impl MatchingService for RemoteMatching {
             namespace_id: namespace_id.into(),
             name: name.into(),
             kind: TaskQueueKind::Normal as i32,
-            task_kind: match kind {
-                TaskKind::Workflow => mpb::TaskKind::Workflow,
-                TaskKind::Activity => mpb::TaskKind::Activity,
-            } as i32,
+            task_kind: mpb::TaskKind::from(kind) as i32,
         };
         answer(self.client().describe_task_queue(request).await)
     }

@@ -99,6 +99,7 @@ fn kind_byte(kind: TaskKind) -> u8 {
     match kind {
         TaskKind::Workflow => 1,
         TaskKind::Activity => 2,
+        TaskKind::Nexus => 3,
     }
 }
 
@@ -451,6 +452,32 @@ impl MatchingService for RingMatching {
                     tq.name = name;
                 }
                 async move { client.poll_activity_task(namespace_id, request).await }
+            },
+        )
+        .await
+    }
+
+    async fn poll_nexus_task(
+        &self,
+        namespace_id: &str,
+        request: ws::PollNexusTaskQueueRequest,
+    ) -> ApiResult<ws::PollNexusTaskQueueResponse> {
+        let queue = request
+            .task_queue
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        self.routed_poll(
+            namespace_id,
+            &queue,
+            TaskKind::Nexus,
+            false,
+            |client, name| {
+                let mut request = request.clone();
+                if let Some(tq) = request.task_queue.as_mut() {
+                    tq.name = name;
+                }
+                async move { client.poll_nexus_task(namespace_id, request).await }
             },
         )
         .await

@@ -736,6 +736,24 @@ impl HistoryService for RoutedHistory {
         .await
     }
 
+    async fn nexus_endpoints(
+        &self,
+        request: hpb::NexusEndpointsRequest,
+    ) -> ApiResult<hpb::NexusEndpointsResponse> {
+        use hpb::nexus_endpoints_request::Op;
+        // A change applied twice would fail the second time (name taken, version moved on,
+        // ID gone): resend it only if it never reached the log. Reads may always be resent.
+        let retry = match &request.op {
+            Some(Op::Change(_)) | None => Retry::OnlyIfNotProposed,
+            Some(Op::GetId(_)) | Some(Op::List(_)) => Retry::Idempotent,
+        };
+        self.route(METADATA_GROUP, retry, |h| {
+            let request = request.clone();
+            async move { h.nexus_endpoints(request).await }
+        })
+        .await
+    }
+
     async fn schedule(
         &self,
         namespace_id: &str,

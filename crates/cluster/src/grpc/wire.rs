@@ -143,6 +143,7 @@ impl From<TaskKind> for mpb::TaskKind {
         match k {
             TaskKind::Workflow => mpb::TaskKind::Workflow,
             TaskKind::Activity => mpb::TaskKind::Activity,
+            TaskKind::Nexus => mpb::TaskKind::Nexus,
         }
     }
 }
@@ -153,6 +154,7 @@ impl TryFrom<i32> for TaskKind {
         match mpb::TaskKind::try_from(k) {
             Ok(mpb::TaskKind::Workflow) => Ok(TaskKind::Workflow),
             Ok(mpb::TaskKind::Activity) => Ok(TaskKind::Activity),
+            Ok(mpb::TaskKind::Nexus) => Ok(TaskKind::Nexus),
             _ => Err(ApiError::internal(format!(
                 "internal request with task kind {k}"
             ))),

@@ -15,6 +15,9 @@ mod eager_start;
 mod external;
 pub(crate) mod namespace;
 mod new_run;
+pub(crate) mod nexus_endpoint;
+#[cfg(test)]
+mod nexus_endpoint_tests;
 pub mod reset;
 #[cfg(test)]
 mod safety_tests;
@@ -272,6 +275,7 @@ fn apply_command(
             standalone_activity::control::delete(batch, now, c)
         }
         shard_command::Kind::UpdateClusterMember(c) => cluster_members::update(batch, c),
+        shard_command::Kind::NexusEndpoint(c) => nexus_endpoint::command(batch, now, c),
     }
 }
 
