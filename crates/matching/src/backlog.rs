@@ -117,13 +117,13 @@ impl MatchingEngine {
         reporter.namespace_names.get(namespace_id).cloned()
     }
 
-    /// Counts a task just added to `queue` as a `no_poller_tasks` when it is a root partition
-    /// nobody polled lately (Temporal counts at the root only: a child's task is forwarded).
-    pub(crate) async fn count_if_no_poller(&self, queue: &TaskQueueKey, no_recent_poller: bool) {
-        if !no_recent_poller {
-            return;
-        }
-        if let Some(namespace) = self.namespace_name(&queue.namespace_id).await {
+    /// After a task was added to `queue`: learns its namespace's name if this node does not know
+    /// it yet (the backlog gauges need it), and counts the task as a `no_poller_tasks` when it
+    /// went to a root partition nobody polled lately (Temporal counts at the root only: a
+    /// child's task is forwarded there).
+    pub(crate) async fn task_added(&self, queue: &TaskQueueKey, no_recent_poller: bool) {
+        let namespace = self.namespace_name(&queue.namespace_id).await;
+        if let (true, Some(namespace)) = (no_recent_poller, namespace) {
             metric_defs::record_no_poller_task(&namespace, &queue.name, task_type(queue.kind));
         }
     }

@@ -455,7 +455,7 @@ impl MatchingService for MatchingEngine {
                 None
             }
         };
-        self.count_if_no_poller(&queue, no_recent_poller).await;
+        self.task_added(&queue, no_recent_poller).await;
         if start_drainer {
             self.spawn_drainer(queue);
         }
