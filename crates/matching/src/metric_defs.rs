@@ -252,7 +252,8 @@ pub(crate) fn record_backlog(backlog: &PartitionBacklog) {
 
 /// Counts a poll the way Temporal's matching does (labels: namespace, namespace_state,
 /// taskqueue, task_type, partition, the worker version labels, operation `TaskQueueMgr`), and
-/// how long its task waited (sync or async match, once history recorded the task as started).
+/// how long its task waited (sync or async match, once history recorded the task as started;
+/// without the namespace state and worker labels, as Temporal records those).
 /// Sticky queues are reported under their normal queue's name with partition `__sticky__`, as
 /// Temporal does.
 pub(crate) fn record_poll(
@@ -270,24 +271,25 @@ pub(crate) fn record_poll(
         ),
         None => (String::new(), "0".to_string()),
     };
-    let [build_id, deployment_name, version] = worker_labels(deployment);
-    let mut labels = [
+    // The match latencies carry Temporal's per-partition labels only (its matching engine
+    // records them outside the physical queue's scope); the poll counters add the namespace
+    // state and the worker version labels of the queue that served the poll.
+    let mut labels = vec![
         ("service_name", SERVICE_NAME.to_string()),
         ("operation", "TaskQueueMgr".to_string()),
         ("namespace", namespace.to_string()),
-        ("namespace_state", NAMESPACE_STATE_ACTIVE.to_string()),
         ("taskqueue", name),
         ("task_type", task_type.to_string()),
         ("partition", partition),
-        build_id,
-        deployment_name,
-        version,
     ];
+    let mut poll_labels = labels.clone();
+    poll_labels.push(("namespace_state", NAMESPACE_STATE_ACTIVE.to_string()));
+    poll_labels.extend(worker_labels(deployment));
     let is_workflow = task_type == "Workflow";
     match outcome {
-        PollOutcome::Timeout => metrics::counter!(POLL_TIMEOUTS, &labels[..]).increment(1),
+        PollOutcome::Timeout => metrics::counter!(POLL_TIMEOUTS, &poll_labels[..]).increment(1),
         PollOutcome::Backlog { queued_at } => {
-            metrics::counter!(POLL_SUCCESS, &labels[..]).increment(1);
+            metrics::counter!(POLL_SUCCESS, &poll_labels[..]).increment(1);
             if let Some(queued_at) = queued_at {
                 labels[1].1 = if is_workflow {
                     "PollWorkflowTaskQueue"
@@ -300,8 +302,8 @@ pub(crate) fn record_poll(
             }
         }
         PollOutcome::Sync { handed_at } => {
-            metrics::counter!(POLL_SUCCESS, &labels[..]).increment(1);
-            metrics::counter!(POLL_SUCCESS_SYNC, &labels[..]).increment(1);
+            metrics::counter!(POLL_SUCCESS, &poll_labels[..]).increment(1);
+            metrics::counter!(POLL_SUCCESS_SYNC, &poll_labels[..]).increment(1);
             if let Some(handed_at) = handed_at {
                 labels[1].1 = if is_workflow {
                     "AddWorkflowTask"

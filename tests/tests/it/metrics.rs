@@ -175,8 +175,8 @@ const CLOSE_LABELS: &[&str] = &[
     "taskqueue",
     "workflowType",
 ];
-/// Labels of the poll families and the match latencies (Temporal's, the worker version ones
-/// those of the physical queue the poll was served from).
+/// Labels of the poll counters (Temporal's; the worker version ones are those of the physical
+/// queue the poll was served from).
 pub(crate) const POLL_LABELS: &[&str] = &[
     "service_name",
     "operation",
@@ -188,6 +188,16 @@ pub(crate) const POLL_LABELS: &[&str] = &[
     "worker_build_id",
     "worker_deployment_name",
     "worker_version",
+];
+/// Labels of the match latencies (Temporal records them without the namespace state and the
+/// worker version labels).
+const MATCH_LATENCY_LABELS: &[&str] = &[
+    "service_name",
+    "operation",
+    "namespace",
+    "taskqueue",
+    "task_type",
+    "partition",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -551,7 +561,7 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
             ("partition", "0"),
         ];
         scrape.assert_histogram(family, &labels, "0.001", "1000");
-        let count = scrape.one(&format!("{family}_count"), &labels, POLL_LABELS);
+        let count = scrape.one(&format!("{family}_count"), &labels, MATCH_LATENCY_LABELS);
         assert_eq!(count.value, 1.0, "{family}");
     }
     // The backlogged task waited for its poll at least the half second before it.
@@ -561,7 +571,7 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
             ("operation", "PollWorkflowTaskQueue"),
             ("taskqueue", queue_label.as_str()),
         ],
-        POLL_LABELS,
+        MATCH_LATENCY_LABELS,
     );
     assert!(
         waited.value >= 0.4,
