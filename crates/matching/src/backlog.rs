@@ -119,8 +119,7 @@ impl MatchingEngine {
 
     /// After a task was added to `queue`: learns its namespace's name if this node does not know
     /// it yet (the backlog gauges need it), and counts the task as a `no_poller_tasks` when it
-    /// went to a root partition nobody polled lately (Temporal counts at the root only: a
-    /// child's task is forwarded there).
+    /// went to a partition nobody polled lately.
     pub(crate) async fn task_added(&self, queue: &TaskQueueKey, no_recent_poller: bool) {
         let namespace = self.namespace_name(&queue.namespace_id).await;
         if let (true, Some(namespace)) = (no_recent_poller, namespace) {

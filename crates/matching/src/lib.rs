@@ -143,7 +143,7 @@ pub struct MatchingLimits {
     pub max_pollers_per_queue: usize,
     /// Queries waiting for a worker's answer, over all queues.
     pub max_pending_queries: usize,
-    /// A task added to a root partition held this long, that nobody polled this long, counts
+    /// A task added to a partition held this long, that nobody polled this long, counts
     /// as a `no_poller_tasks` (Temporal's two minutes by default).
     pub no_poller_threshold: Duration,
 }
@@ -421,9 +421,8 @@ impl MatchingService for MatchingEngine {
             if q.queued.contains_key(&(task.shard, task.outbox_id)) {
                 return Ok(());
             }
-            no_recent_poller = !is_child_partition
-                && !task.sticky
-                && q.has_no_recent_poller(self.limits.no_poller_threshold);
+            no_recent_poller =
+                !task.sticky && q.has_no_recent_poller(self.limits.no_poller_threshold);
             // A sticky queue nobody polls (its worker is gone, or this node restarted and has
             // not seen it since): the task goes back to history for the normal queue now rather
             // than after the sticky schedule-to-start timeout, as in Temporal.

@@ -26,8 +26,8 @@ pub const SYNCMATCH_LATENCY: &str = "syncmatch_latency";
 /// `PollActivityTaskQueue`).
 pub const ASYNCMATCH_LATENCY: &str = "asyncmatch_latency";
 
-/// Tasks added to a root partition that has been in memory for [`NO_POLLER_THRESHOLD`] without
-/// a poll in that time (Temporal's `no_poller_tasks`): work nobody is there to do.
+/// Tasks added to a partition that has been in memory for [`NO_POLLER_THRESHOLD`] without a
+/// poll in that time (Temporal's `no_poller_tasks`): work nobody is there to do.
 pub const NO_POLLER_TASKS: &str = "no_poller_tasks";
 /// Tasks waiting in a partition's backlog, set at scrape time (a gauge per partition).
 pub const APPROXIMATE_BACKLOG_COUNT: &str = "approximate_backlog_count";
@@ -206,9 +206,14 @@ pub(crate) fn queue_and_partition(
     }
 }
 
-/// Counts a task added to a root partition nobody polled lately (`no_poller_tasks`).
+/// Counts a task added to a partition nobody polled lately (`no_poller_tasks`).
+/// Every such task is counted under the root partition (`0`), as Temporal counts them there:
+/// its child partitions hand every task they get to the root, which counts it when nobody polled
+/// the queue lately. A Chronicle child partition keeps its tasks and has pollers of its own, so
+/// it counts its tasks itself, by the same rule.
 pub(crate) fn record_no_poller_task(namespace: &str, task_queue: &str, task_type: &'static str) {
-    let (name, partition) = queue_and_partition(task_queue, false, None);
+    let (name, _) = queue_and_partition(task_queue, false, None);
+    let partition = "0";
     metrics::counter!(
         NO_POLLER_TASKS,
         "service_name" => SERVICE_NAME,
