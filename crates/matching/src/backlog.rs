@@ -138,6 +138,10 @@ impl MatchingEngine {
                 let Some(namespace) = reporter.namespace_names.get(&key.namespace_id) else {
                     continue;
                 };
+                if q.sticky_normal_name.as_deref() == Some("") {
+                    // A sticky queue no poll reached yet: its normal queue is not known.
+                    continue;
+                }
                 let (taskqueue, partition) = metric_defs::queue_and_partition(
                     &key.name,
                     q.sticky_normal_name.is_some(),

@@ -83,8 +83,8 @@ struct Queue {
     forwarding_poll: bool,
     /// When this node started holding the queue (`no_poller_tasks` waits for it to age).
     loaded_at: backlog::LoadedAt,
-    /// A sticky queue: the normal queue its worker polls too (learned from its polls), which
-    /// its metrics are reported under.
+    /// A sticky queue: the normal queue its worker polls too (learned from its polls; empty
+    /// until one arrived), which its metrics are reported under.
     sticky_normal_name: Option<String>,
 }
 
@@ -423,6 +423,10 @@ impl MatchingService for MatchingEngine {
             }
             no_recent_poller =
                 !task.sticky && q.has_no_recent_poller(self.limits.no_poller_threshold);
+            if task.sticky && q.sticky_normal_name.is_none() {
+                // Sticky, its normal queue not known until its worker polls it.
+                q.sticky_normal_name = Some(String::new());
+            }
             // A sticky queue nobody polls (its worker is gone, or this node restarted and has
             // not seen it since): the task goes back to history for the normal queue now rather
             // than after the sticky schedule-to-start timeout, as in Temporal.
