@@ -377,7 +377,7 @@ def cluster():
               "oldest outbox task {{instance}}")], unit="s", w=12,
             description="Over the shards each node leads: how late the earliest due timer is "
             "(should stay near 0), and the age of the oldest outbox task (a task waiting for "
-            "a worker, or a transfer task not run yet; a failover restarts its count).")
+            "a worker, or a transfer task not run yet; counted from its commit).")
     b.row("Raft groups")
     b.panel("Groups led, leaderless, under-replicated",
             [(f"sum by (instance) (chronicle_raft_groups_led{{{NS}}})", "led {{instance}}"),

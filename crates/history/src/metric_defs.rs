@@ -111,8 +111,9 @@ pub const TRANSFER_TASKS_EXECUTED: &str = "chronicle_transfer_task_executed";
 /// the fire time of the earliest timer that is due and not fired yet (0 when none is due).
 pub const TIMER_QUEUE_LAG: &str = "chronicle_timer_queue_lag_seconds";
 /// Age of the oldest outbox task, in seconds, over the shards this node leads: a workflow or
-/// activity task waiting for a worker, or a transfer task not run yet. Counted from when the
-/// current leader first read it (a failover restarts the count).
+/// activity task waiting for a worker, or a transfer task not run yet. Counted from the commit
+/// that wrote it (its row's visibility time; a row without one, from when the current leader
+/// first read it).
 pub const OUTBOX_OLDEST_TASK_AGE: &str = "chronicle_outbox_oldest_task_age_seconds";
 
 /// Histograms of counts, not durations: they get dimensionless buckets.

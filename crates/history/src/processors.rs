@@ -243,8 +243,10 @@ async fn outbox_loop(
     // Dispatch failures since the last warning, and when it was logged.
     let mut dispatch_failures: u64 = 0;
     let mut last_dispatch_warning: Option<Instant> = None;
-    // Outbox ID -> when this leader first read the row (the age of the oldest is a gauge).
-    let mut first_seen: std::collections::BTreeMap<u64, i64> = std::collections::BTreeMap::new();
+    // Outbox ID -> (when this leader first read the row, when its task became visible: the
+    // commit of the command that wrote it). The oldest visible row's age is a gauge.
+    let mut first_seen: std::collections::BTreeMap<u64, (i64, i64)> =
+        std::collections::BTreeMap::new();
     // Outbox ID -> attempts this leader made to run or hand over the task (`task_attempt`).
     let mut attempts: HashMap<u64, u32> = HashMap::new();
     loop {
@@ -310,11 +312,17 @@ async fn outbox_loop(
             attempts.retain(|id, _| *id >= floor);
         }
         let seen_at = chronicle_types::time::now_millis();
-        for (key, _) in &rows {
-            first_seen.entry(outbox_id_of(key)).or_insert(seen_at);
+        for (key, task) in &rows {
+            first_seen
+                .entry(outbox_id_of(key))
+                .or_insert_with(|| (seen_at, metric_defs::outbox_visible_ms(task, seen_at)));
         }
         shard.queue_ages.oldest_outbox_task_ms.store(
-            first_seen.values().next().copied().unwrap_or(i64::MAX),
+            // IDs grow with the commits, so the first row is the one visible longest.
+            first_seen
+                .values()
+                .next()
+                .map_or(i64::MAX, |(_, visible)| *visible),
             std::sync::atomic::Ordering::Relaxed,
         );
         let more = rows.len() >= OUTBOX_BATCH;
@@ -324,8 +332,8 @@ async fn outbox_loop(
                 if transfers.begin(id) {
                     let (engine, shard, transfers) =
                         (engine.clone(), shard.clone(), transfers.clone());
-                    let read_at_ms = first_seen.get(&id).copied().unwrap_or(seen_at);
-                    let visible_ms = metric_defs::outbox_visible_ms(task, read_at_ms);
+                    let (read_at_ms, visible_ms) =
+                        first_seen.get(&id).copied().unwrap_or((seen_at, seen_at));
                     let attempt = next_attempt(&mut attempts, id);
                     let task = task.clone();
                     tokio::spawn(async move {
@@ -411,11 +419,10 @@ async fn outbox_loop(
                     let handed_before = handed.insert(key.clone(), (Instant::now(), placement));
                     if handed_before.is_none() {
                         // Done once matching has it (handing it over again is a retry).
-                        let read_at_ms = first_seen
+                        let (read_at_ms, visible_ms) = first_seen
                             .get(&outbox_id_of(key))
                             .copied()
-                            .unwrap_or(seen_at);
-                        let visible_ms = metric_defs::outbox_visible_ms(task, read_at_ms);
+                            .unwrap_or((seen_at, seen_at));
                         metric_defs::record_task_done(
                             task_type, namespace, read_at_ms, visible_ms, attempt,
                         );

@@ -255,5 +255,13 @@ async fn outbox_queue_latency_counts_from_the_tasks_commit() {
         latency < 1.5,
         "task_latency counts this leader's attempts only: {latency}"
     );
+    // Not started yet: the oldest outbox row's age counts from its commit too.
+    let age = scraped
+        .one("chronicle_outbox_oldest_task_age_seconds", &[], &[])
+        .value;
+    assert!(
+        age >= 1.5,
+        "the waiting task's age spans the downtime: {age}"
+    );
     server.stop().await.expect("stop");
 }
