@@ -92,6 +92,26 @@ impl MatchingEngine {
         }
     }
 
+    /// What a poll tells the metrics: its namespace's name and, for a sticky queue, the normal
+    /// queue it belongs to.
+    pub(crate) fn note_poll(
+        &self,
+        key: &TaskQueueKey,
+        namespace: &str,
+        task_queue: Option<&chronicle_proto::temporal::api::taskqueue::v1::TaskQueue>,
+    ) {
+        self.learn_namespace(&key.namespace_id, namespace);
+        if let Some(q) = task_queue.filter(|q| {
+            q.kind == chronicle_proto::temporal::api::enums::v1::TaskQueueKind::Sticky as i32
+        }) {
+            let mut queues = self.queues.lock().expect("matching lock");
+            let queue = queues.entry(key.clone()).or_default();
+            if queue.sticky_normal_name.as_deref() != Some(q.normal_name.as_str()) {
+                queue.sticky_normal_name = Some(q.normal_name.clone());
+            }
+        }
+    }
+
     /// The name of namespace `namespace_id`, asking history when it was never seen here.
     pub(crate) async fn namespace_name(&self, namespace_id: &str) -> Option<String> {
         {
