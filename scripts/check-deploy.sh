@@ -213,6 +213,10 @@ step "chart cluster: what the rules and the cluster dashboard assume"
     "sum(asyncmatch_latency_count{namespace=\"ci\", taskqueue=~\"deploy_check_late.*\"}) > 0" \
     "sum(task_latency_queue_count{$C, chronicle_component=\"history\", operation=~\"TimerActive.*\"}) > 0" \
     "sum(task_latency_count{$C, chronicle_component=\"history\", operation=\"TransferActiveTaskWorkflowTask\"}) > 0" \
+    "sum(task_attempt_count{$C, chronicle_component=\"history\", operation=\"TransferActiveTaskWorkflowTask\"}) > 0" \
+    "sum(poll_success{$C, chronicle_component=\"matching\", namespace_state=\"active\", worker_version=\"__unversioned__\"}) > 0" \
+    "count(approximate_backlog_count{$C, chronicle_component=\"matching\", task_priority=\"3\"}) > 0" \
+    "count(approximate_backlog_age_seconds{$C, chronicle_component=\"matching\", operation=\"TaskQueuePartitionManager\"}) > 0" \
     "sum(numshards_gauge{$C}) == 8" \
     "count(numshards_gauge{$C}) == 3" \
     "sum(service_requests{$C, service_name=\"frontend\", chronicle_component=\"frontend\"}) > 0" \

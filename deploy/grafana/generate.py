@@ -231,6 +231,24 @@ def server_overview():
             unit="s", w=12,
             description="Tasks a poll took from the backlog: how long they waited there, until "
                         "history recorded them as started. High means too few workers.")
+    b.panel("Backlog",
+            [(f"sum by (taskqueue, task_type) (approximate_backlog_count{{{NS}, {TNS}}})",
+              "{{taskqueue}} {{task_type}}")],
+            unit="short", w=8,
+            description="Tasks waiting in matching for a poller, per task queue (summed over "
+                        "its partitions).")
+    b.panel("Backlog age",
+            [(f"max by (taskqueue, task_type) (approximate_backlog_age_seconds{{{NS}, {TNS}}})",
+              "{{taskqueue}} {{task_type}}")],
+            unit="s", w=8,
+            description="Age of the oldest waiting task, per task queue (its oldest partition). "
+                        "Growing: workers do not keep up, or none poll.")
+    b.panel("Tasks with no poller",
+            [(f"sum by (taskqueue, task_type) (rate(no_poller_tasks{{{NS}, {TNS}}}[{RATE}]))",
+              "{{taskqueue}} {{task_type}}")],
+            unit="ops", w=8,
+            description="Tasks added to a task queue nobody polled in the last two minutes "
+                        "(no worker runs for it).")
     b.row("Persistence and history tasks")
     b.panel("Writes by operation",
             [(f"sum by (operation) (rate(persistence_requests{{{NS}}}[{RATE}]))",
@@ -260,9 +278,14 @@ def server_overview():
             [(p(0.95, f"task_latency_queue_bucket{{{NS}, {TNS}}}", "operation, le"),
               "{{operation}}")],
             unit="s", w=12,
-            description="From a task's visibility (a timer's fire time; an outbox task's first "
-                        "read by the shard leader) to its completion: a queue falling behind "
-                        "shows here first.")
+            description="From a task's visibility (a timer's fire time; an outbox task's "
+                        "commit) to its completion: a queue falling behind shows here first.")
+    b.panel("Task attempts p95",
+            [(p(0.95, f"task_attempt_bucket{{{NS}, {TNS}}}", "operation, le"),
+              "{{operation}}")],
+            unit="short", w=24,
+            description="Attempts a timer or transfer task took to complete (1 when nothing "
+                        "failed).")
     b.row("Processes")
     b.panel("Shards led by node",
             [(f"sum by (instance) (numshards_gauge{{{NS}}})", "{{instance}}")], w=12)
@@ -354,7 +377,7 @@ def cluster():
               "oldest outbox task {{instance}}")], unit="s", w=12,
             description="Over the shards each node leads: how late the earliest due timer is "
             "(should stay near 0), and the age of the oldest outbox task (a task waiting for "
-            "a worker, or a transfer task not run yet; a failover restarts its count).")
+            "a worker, or a transfer task not run yet; counted from its commit).")
     b.row("Raft groups")
     b.panel("Groups led, leaderless, under-replicated",
             [(f"sum by (instance) (chronicle_raft_groups_led{{{NS}}})", "led {{instance}}"),

@@ -30,6 +30,7 @@ ALLOWED_EMPTY = {
     "task_errors": "needs a failing timer or transfer task (a fault)",
     "poll_timeouts": "needs a poll that waits its full long-poll time (about a minute)",
     "chronicle_sticky_worker_unavailable": "needs a sticky worker that went away",
+    "no_poller_tasks": "needs a task queue nobody polled for two minutes",
 }
 RULE_FILES = ["deploy/prometheus/chronicle-alerts.yaml"]
 # What the Grafana variables stand for in a query run outside Grafana.

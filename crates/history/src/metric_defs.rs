@@ -44,14 +44,17 @@ pub const TASK_ERRORS: &str = "task_errors";
 /// Time of one attempt, in seconds.
 pub const TASK_LATENCY_PROCESSING: &str = "task_latency_processing";
 /// Time from a task's first attempt to its completion, over all its attempts, in seconds
-/// (labels as `task_requests`). Timers: from the first attempt to fire it; outbox tasks: from
-/// when the shard leader first read the row (the outbox keeps no creation time; while a leader
-/// lives it reads a new row within milliseconds of its commit).
+/// (labels as `task_requests`), counted by the leader that completed it (Temporal: the task's
+/// in-memory latency across attempts).
 pub const TASK_LATENCY: &str = "task_latency";
 /// Time from a task's visibility to its completion, in seconds (labels as `task_requests` plus
 /// `queue_reader_id`): a timer from its fire time, so a late timer queue shows here; an outbox
-/// task as `task_latency` (from when the leader first read it).
+/// task from its creation (the time of the command that wrote it, which the leader stamped on
+/// the replicated row), so a failover or a slow leader shows here too.
 pub const TASK_LATENCY_QUEUE: &str = "task_latency_queue";
+/// Attempts a task took to complete, counted by the leader that completed it (a dimensionless
+/// histogram; labels as `task_latency_processing`).
+pub const TASK_ATTEMPT: &str = "task_attempt";
 
 /// History shards this node leads (Temporal: shards owned by the host), set at each scrape.
 pub const NUMSHARDS_GAUGE: &str = "numshards_gauge";
@@ -108,12 +111,17 @@ pub const TRANSFER_TASKS_EXECUTED: &str = "chronicle_transfer_task_executed";
 /// the fire time of the earliest timer that is due and not fired yet (0 when none is due).
 pub const TIMER_QUEUE_LAG: &str = "chronicle_timer_queue_lag_seconds";
 /// Age of the oldest outbox task, in seconds, over the shards this node leads: a workflow or
-/// activity task waiting for a worker, or a transfer task not run yet. Counted from when the
-/// current leader first read it (a failover restarts the count).
+/// activity task waiting for a worker, or a transfer task not run yet. Counted from the commit
+/// that wrote it (its row's visibility time; a row without one, from when the current leader
+/// first read it).
 pub const OUTBOX_OLDEST_TASK_AGE: &str = "chronicle_outbox_oldest_task_age_seconds";
 
 /// Histograms of counts, not durations: they get dimensionless buckets.
-pub const DIMENSIONLESS_HISTOGRAMS: &[&str] = &[STATE_TRANSITION_COUNT, SHARD_COMMAND_BATCH_SIZE];
+pub const DIMENSIONLESS_HISTOGRAMS: &[&str] = &[
+    STATE_TRANSITION_COUNT,
+    SHARD_COMMAND_BATCH_SIZE,
+    TASK_ATTEMPT,
+];
 
 /// Describes every metric of the role (the exporter's `# HELP` lines).
 pub fn describe() {
@@ -218,6 +226,11 @@ pub fn describe() {
         SHARD_COMMAND_BATCH_SIZE,
         Unit::Count,
         "Commands per Raft log entry."
+    );
+    describe_histogram!(
+        TASK_ATTEMPT,
+        Unit::Count,
+        "Attempts a history task took to complete."
     );
 }
 
@@ -324,22 +337,34 @@ pub(crate) fn record_task(
     }
 }
 
-/// Records a task's completion: `task_latency` since `first_attempt_ms` and
-/// `task_latency_queue` since `visible_ms` (milliseconds since the epoch).
+/// Records a task's completion: `task_latency` since `first_attempt_ms`, `task_latency_queue`
+/// since `visible_ms` (milliseconds since the epoch) and the `attempts` it took.
 pub(crate) fn record_task_done(
     task_type: &'static str,
     namespace: String,
     first_attempt_ms: i64,
     visible_ms: i64,
+    attempts: u32,
 ) {
     let now = chronicle_types::time::now_millis();
     let seconds_since = |ms: i64| now.saturating_sub(ms).max(0) as f64 / 1000.0;
     let mut labels = task_labels(task_type, namespace);
+    metrics::histogram!(TASK_ATTEMPT, &labels[..]).record(f64::from(attempts.max(1)));
     labels.push(("task_priority", TASK_PRIORITY.to_string()));
     metrics::histogram!(TASK_LATENCY, &labels[..]).record(seconds_since(first_attempt_ms));
     // One reader per queue (Temporal's default reader is 0).
     labels.push(("queue_reader_id", "0".to_string()));
     metrics::histogram!(TASK_LATENCY_QUEUE, &labels[..]).record(seconds_since(visible_ms));
+}
+
+/// When an outbox task became visible: the time of the command that wrote it, stamped on the
+/// row at apply; a row written before rows carried it counts from `first_read_ms`.
+pub(crate) fn outbox_visible_ms(task: &pb::OutboxTask, first_read_ms: i64) -> i64 {
+    task.visibility_time.as_ref().map_or(first_read_ms, |t| {
+        t.seconds
+            .saturating_mul(1000)
+            .saturating_add(i64::from(t.nanos) / 1_000_000)
+    })
 }
 
 /// Temporal's persistence operation for a command.

@@ -79,8 +79,9 @@ async fn timer_loop(
     // tombstones ahead of `now` that every seek would have to walk).
     let mut next_read = i64::MIN;
     let mut was_leader = false;
-    // Timer key -> when this leader first tried to fire it (`task_latency` spans the attempts).
-    let mut first_attempts: HashMap<Vec<u8>, i64> = HashMap::new();
+    // Timer key -> when this leader first tried to fire it (`task_latency` spans the attempts)
+    // and how many attempts it made (`task_attempt`).
+    let mut first_attempts: HashMap<Vec<u8>, (i64, u32)> = HashMap::new();
     loop {
         if *shutdown.borrow() || shard.retired.load(std::sync::atomic::Ordering::Relaxed) {
             return;
@@ -148,7 +149,11 @@ async fn timer_loop(
             let fires = due.into_iter().map(|(key, task)| {
                 let engine = engine.clone();
                 let shard = shard.clone();
-                let first_attempt_ms = *first_attempts.entry(key.clone()).or_insert(attempt_ms);
+                let (first_attempt_ms, attempts) = {
+                    let entry = first_attempts.entry(key.clone()).or_insert((attempt_ms, 0));
+                    entry.1 = entry.1.saturating_add(1);
+                    *entry
+                };
                 async move {
                     let deadline = chronicle_storage::keys::timer_fire_time(&key);
                     let kind = pb::timer_task::Kind::try_from(task.kind).unwrap_or_default().as_str_name();
@@ -160,7 +165,7 @@ async fn timer_loop(
                     metric_defs::record_task(task_type, namespace.clone(), started, fired.is_ok());
                     match fired {
                         Ok(_) => {
-                            metric_defs::record_task_done(task_type, namespace, first_attempt_ms, deadline);
+                            metric_defs::record_task_done(task_type, namespace, first_attempt_ms, deadline, attempts);
                             metrics::counter!(metric_defs::TIMER_TASKS_FIRED, "kind" => kind).increment(1);
                             metrics::histogram!(metric_defs::TIMER_TASK_LATENCY).record(now_millis().saturating_sub(deadline).max(0) as f64 / 1000.0);
                             true
@@ -238,8 +243,12 @@ async fn outbox_loop(
     // Dispatch failures since the last warning, and when it was logged.
     let mut dispatch_failures: u64 = 0;
     let mut last_dispatch_warning: Option<Instant> = None;
-    // Outbox ID -> when this leader first read the row (the age of the oldest is a gauge).
-    let mut first_seen: std::collections::BTreeMap<u64, i64> = std::collections::BTreeMap::new();
+    // Outbox ID -> (when this leader first read the row, when its task became visible: the
+    // commit of the command that wrote it). The oldest visible row's age is a gauge.
+    let mut first_seen: std::collections::BTreeMap<u64, (i64, i64)> =
+        std::collections::BTreeMap::new();
+    // Outbox ID -> attempts this leader made to run or hand over the task (`task_attempt`).
+    let mut attempts: HashMap<u64, u32> = HashMap::new();
     loop {
         if *shutdown.borrow() || shard.retired.load(std::sync::atomic::Ordering::Relaxed) {
             return;
@@ -248,6 +257,7 @@ async fn outbox_loop(
             was_leader = false;
             handed.clear();
             first_seen.clear();
+            attempts.clear();
             shard
                 .queue_ages
                 .oldest_outbox_task_ms
@@ -294,17 +304,25 @@ async fn outbox_loop(
                 let present_ids: std::collections::HashSet<u64> =
                     rows.iter().map(|(k, _)| outbox_id_of(k)).collect();
                 first_seen.retain(|id, _| present_ids.contains(id));
+                attempts.retain(|id, _| present_ids.contains(id));
                 transfers.forget_absent(&present_ids);
             }
             // Rows below the first one present are gone (IDs only grow, rows are only deleted).
             first_seen = first_seen.split_off(&floor);
+            attempts.retain(|id, _| *id >= floor);
         }
         let seen_at = chronicle_types::time::now_millis();
-        for (key, _) in &rows {
-            first_seen.entry(outbox_id_of(key)).or_insert(seen_at);
+        for (key, task) in &rows {
+            first_seen
+                .entry(outbox_id_of(key))
+                .or_insert_with(|| (seen_at, metric_defs::outbox_visible_ms(task, seen_at)));
         }
         shard.queue_ages.oldest_outbox_task_ms.store(
-            first_seen.values().next().copied().unwrap_or(i64::MAX),
+            // IDs grow with the commits, so the first row is the one visible longest.
+            first_seen
+                .values()
+                .next()
+                .map_or(i64::MAX, |(_, visible)| *visible),
             std::sync::atomic::Ordering::Relaxed,
         );
         let more = rows.len() >= OUTBOX_BATCH;
@@ -314,8 +332,10 @@ async fn outbox_loop(
                 if transfers.begin(id) {
                     let (engine, shard, transfers) =
                         (engine.clone(), shard.clone(), transfers.clone());
+                    let (read_at_ms, visible_ms) =
+                        first_seen.get(&id).copied().unwrap_or((seen_at, seen_at));
+                    let attempt = next_attempt(&mut attempts, id);
                     let task = task.clone();
-                    let read_at_ms = first_seen.get(&id).copied().unwrap_or(seen_at);
                     tokio::spawn(async move {
                         let started = Instant::now();
                         let result = crate::transfer::execute(&engine, &shard, id, &task).await;
@@ -329,7 +349,7 @@ async fn outbox_loop(
                         );
                         if result.is_ok() {
                             metric_defs::record_task_done(
-                                task_type, namespace, read_at_ms, read_at_ms,
+                                task_type, namespace, read_at_ms, visible_ms, attempt,
                             );
                         }
                         if let Err(e) = &result {
@@ -371,6 +391,7 @@ async fn outbox_loop(
             {
                 continue;
             }
+            let attempt = next_attempt(&mut attempts, outbox_id_of(key));
             let started = Instant::now();
             let measure = metric_defs::RequestTimer::new(
                 "matching",
@@ -398,11 +419,13 @@ async fn outbox_loop(
                     let handed_before = handed.insert(key.clone(), (Instant::now(), placement));
                     if handed_before.is_none() {
                         // Done once matching has it (handing it over again is a retry).
-                        let read_at_ms = first_seen
+                        let (read_at_ms, visible_ms) = first_seen
                             .get(&outbox_id_of(key))
                             .copied()
-                            .unwrap_or(seen_at);
-                        metric_defs::record_task_done(task_type, namespace, read_at_ms, read_at_ms);
+                            .unwrap_or((seen_at, seen_at));
+                        metric_defs::record_task_done(
+                            task_type, namespace, read_at_ms, visible_ms, attempt,
+                        );
                     }
                 }
                 Err(e) => {
@@ -447,4 +470,11 @@ fn outbox_id_of(key: &[u8]) -> u64 {
         .checked_sub(8)
         .and_then(|start| key[start..].try_into().ok())
         .map_or(0, u64::from_be_bytes)
+}
+
+/// Counts one more attempt of outbox task `id` and returns its number.
+fn next_attempt(attempts: &mut HashMap<u64, u32>, id: u64) -> u32 {
+    let count = attempts.entry(id).or_insert(0);
+    *count = count.saturating_add(1);
+    *count
 }

@@ -7,6 +7,7 @@
 //! re-dispatches what matching may have lost (restart, dropped poll), so matching nodes are
 //! stateless and restartable.
 
+mod backlog;
 mod forward;
 pub mod metric_defs;
 mod nexus;
@@ -81,6 +82,11 @@ struct Queue {
     draining: bool,
     /// Child partition: one of its polls is forwarded to the root (at most one at a time).
     forwarding_poll: bool,
+    /// When this node started holding the queue (`no_poller_tasks` waits for it to age).
+    loaded_at: backlog::LoadedAt,
+    /// A sticky queue: the normal queue its worker polls too (learned from its polls; empty
+    /// until one arrived), which its metrics are reported under.
+    sticky_normal_name: Option<String>,
 }
 
 /// Temporal's default task dispatch rate limit per task queue (`matching.rps`), which
@@ -107,11 +113,7 @@ impl Queue {
 
     /// Whether a poller waits now or polled within [`STICKY_POLLER_WINDOW`].
     fn has_recent_poller(&self) -> bool {
-        self.pollers.iter().any(|p| !p.is_closed())
-            || self
-                .recent_pollers
-                .values()
-                .any(|(at, _)| at.elapsed() < STICKY_POLLER_WINDOW)
+        self.polled_within(STICKY_POLLER_WINDOW)
     }
 
     /// Hands `dispatch` to a waiting poller, or gives it back when none is waiting.
@@ -142,6 +144,9 @@ pub struct MatchingLimits {
     pub max_pollers_per_queue: usize,
     /// Queries waiting for a worker's answer, over all queues.
     pub max_pending_queries: usize,
+    /// A task added to a partition held this long, that nobody polled this long, counts
+    /// as a `no_poller_tasks` (Temporal's two minutes by default).
+    pub no_poller_threshold: Duration,
 }
 
 impl Default for MatchingLimits {
@@ -150,6 +155,7 @@ impl Default for MatchingLimits {
             max_backlog_per_queue: 100_000,
             max_pollers_per_queue: 5_000,
             max_pending_queries: 10_000,
+            no_poller_threshold: metric_defs::NO_POLLER_THRESHOLD,
         }
     }
 }
@@ -177,6 +183,7 @@ pub struct MatchingEngine {
     forwarder: OnceLock<Arc<dyn MatchingService>>,
     next_offer_id: std::sync::atomic::AtomicU64,
     me: Weak<MatchingEngine>,
+    backlog_reporter: Mutex<backlog::BacklogReporter>,
 }
 
 /// How long a shut-down sticky queue is remembered (history stops using it at the first task).
@@ -200,6 +207,7 @@ impl MatchingEngine {
             stopping: tokio::sync::watch::Sender::new(false),
             limits,
             last_sweep: Mutex::new(Instant::now()),
+            backlog_reporter: Mutex::default(),
         })
     }
 
@@ -387,11 +395,18 @@ impl MatchingService for MatchingEngine {
         }
         let is_child_partition = parse_partition(&queue.name).1 != 0;
         let mut start_drainer = false;
+        let no_recent_poller;
         let back_to_history = {
             let mut queues = self.queues.lock().expect("matching lock");
             let q = queues.entry(queue.clone()).or_default();
             if q.queued.contains_key(&(task.shard, task.outbox_id)) {
                 return Ok(());
+            }
+            no_recent_poller =
+                !task.sticky && q.has_no_recent_poller(self.limits.no_poller_threshold);
+            if task.sticky && q.sticky_normal_name.is_none() {
+                // Sticky, its normal queue not known until its worker polls it.
+                q.sticky_normal_name = Some(String::new());
             }
             // A sticky queue nobody polls (its worker is gone, or this node restarted and has
             // not seen it since): the task goes back to history for the normal queue now rather
@@ -424,6 +439,7 @@ impl MatchingService for MatchingEngine {
                 None
             }
         };
+        self.task_added(&queue, no_recent_poller).await;
         if start_drainer {
             self.spawn_drainer(queue);
         }
@@ -449,11 +465,13 @@ impl MatchingService for MatchingEngine {
             name,
             kind: TaskKind::Workflow,
         };
+        self.note_poll(&key, &request.namespace, request.task_queue.as_ref());
         let deadline = self.poll_deadline();
         let record = |outcome| {
             metric_defs::record_poll(
                 &request.namespace,
                 request.task_queue.as_ref(),
+                request.deployment_options.as_ref(),
                 "Workflow",
                 outcome,
             )
@@ -515,11 +533,13 @@ impl MatchingService for MatchingEngine {
             name,
             kind: TaskKind::Activity,
         };
+        self.note_poll(&key, &request.namespace, request.task_queue.as_ref());
         let deadline = self.poll_deadline();
         let record = |outcome| {
             metric_defs::record_poll(
                 &request.namespace,
                 request.task_queue.as_ref(),
+                request.deployment_options.as_ref(),
                 "Activity",
                 outcome,
             )

@@ -3,8 +3,9 @@
 
 use std::time::Instant;
 
-use chronicle_proto::temporal::api::enums::v1::TaskQueueKind;
+use chronicle_proto::temporal::api::enums::v1::{TaskQueueKind, WorkerVersioningMode};
 use chronicle_proto::temporal::api::taskqueue::v1::TaskQueue;
+use chronicle_proto::temporal_api::deployment::v1::WorkerDeploymentOptions;
 
 /// Temporal's `service_name` of this role.
 pub const SERVICE_NAME: &str = "matching";
@@ -24,6 +25,28 @@ pub const SYNCMATCH_LATENCY: &str = "syncmatch_latency";
 /// the backlog (async match), in seconds (operation `PollWorkflowTaskQueue` /
 /// `PollActivityTaskQueue`).
 pub const ASYNCMATCH_LATENCY: &str = "asyncmatch_latency";
+
+/// Tasks added to a partition that has been in memory for [`NO_POLLER_THRESHOLD`] without a
+/// poll in that time (Temporal's `no_poller_tasks`): work nobody is there to do.
+pub const NO_POLLER_TASKS: &str = "no_poller_tasks";
+/// Tasks waiting in a partition's backlog, set at scrape time (a gauge per partition).
+pub const APPROXIMATE_BACKLOG_COUNT: &str = "approximate_backlog_count";
+/// Age of the oldest task waiting in a partition's backlog, in seconds (0 when empty).
+pub const APPROXIMATE_BACKLOG_AGE_SECONDS: &str = "approximate_backlog_age_seconds";
+
+/// How long a root partition must have been in memory, and without a poll, before the tasks
+/// added to it count as `no_poller_tasks` (Temporal's threshold is the same two minutes).
+pub const NO_POLLER_THRESHOLD: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Temporal's `namespace_state` of an active namespace (Chronicle has no standby clusters).
+const NAMESPACE_STATE_ACTIVE: &str = "active";
+/// Temporal's `worker_version` of the unversioned physical queue.
+const UNVERSIONED: &str = "__unversioned__";
+/// The priority key of Temporal's default subqueue, which every task without a priority is
+/// counted under (`task_priority` of `approximate_backlog_count`).
+const DEFAULT_PRIORITY_KEY: &str = "3";
+/// `operation` of the per-partition families (Temporal's partition manager scope).
+const PARTITION_MANAGER_OPERATION: &str = "TaskQueuePartitionManager";
 
 /// Tasks queued because no poller was waiting.
 pub const TASKS_QUEUED: &str = "chronicle_task_queue_backlog_added";
@@ -55,6 +78,19 @@ pub fn describe() {
         ASYNCMATCH_LATENCY,
         metrics::Unit::Seconds,
         "Time from a backlogged task's queueing to its start."
+    );
+    describe_counter!(
+        NO_POLLER_TASKS,
+        "Tasks added to a task queue with no poller in the last two minutes."
+    );
+    metrics::describe_gauge!(
+        APPROXIMATE_BACKLOG_COUNT,
+        "Tasks waiting in a task queue partition's backlog."
+    );
+    metrics::describe_gauge!(
+        APPROXIMATE_BACKLOG_AGE_SECONDS,
+        metrics::Unit::Seconds,
+        "Age of the oldest task in a task queue partition's backlog."
     );
     describe_counter!(TASKS_QUEUED, "Tasks queued because no poller was waiting.");
     describe_counter!(
@@ -98,32 +134,152 @@ impl PollOutcome {
     }
 }
 
-/// Counts a poll the way Temporal's matching does (labels: namespace, taskqueue, task_type,
-/// partition, operation `TaskQueueMgr`), and how long its task waited (sync or async match,
-/// once history recorded the task as started). Sticky queues are reported under their normal
-/// queue's name with partition `__sticky__`, as Temporal does.
+/// The `worker_version`, `worker_deployment_name` and `worker_build_id` labels of a poll: those
+/// of the physical queue Temporal serves it from, the version's queue for a worker that polls
+/// as a versioned worker of a deployment, else the unversioned one.
+pub(crate) fn worker_labels(
+    deployment: Option<&WorkerDeploymentOptions>,
+) -> [(&'static str, String); 3] {
+    match deployment {
+        Some(d) if d.worker_versioning_mode == WorkerVersioningMode::Versioned as i32 => [
+            ("worker_build_id", sanitize_label(&d.build_id).into_owned()),
+            (
+                "worker_deployment_name",
+                sanitize_label(&d.deployment_name).into_owned(),
+            ),
+            (
+                "worker_version",
+                sanitize_label(&format!("{}:{}", d.deployment_name, d.build_id)).into_owned(),
+            ),
+        ],
+        _ => [
+            ("worker_build_id", String::new()),
+            ("worker_deployment_name", String::new()),
+            ("worker_version", UNVERSIONED.to_string()),
+        ],
+    }
+}
+
+/// Label values keep ASCII letters, digits and `_`, as Temporal's reporter sanitizes them (the
+/// exporter does it for every value; done here too so tests of these labels read the same).
+fn sanitize_label(value: &str) -> std::borrow::Cow<'_, str> {
+    if value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        std::borrow::Cow::Borrowed(value)
+    } else {
+        std::borrow::Cow::Owned(
+            value
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The queue name and partition a partition is reported under: a sticky queue under its normal
+/// queue's name (`normal_name`, when known) with partition `__sticky__`, as Temporal does, a
+/// normal one under its root's name with the partition's number.
+pub(crate) fn queue_and_partition(
+    name: &str,
+    sticky: bool,
+    normal_name: Option<&str>,
+) -> (String, String) {
+    if sticky {
+        (
+            normal_name
+                .filter(|n| !n.is_empty())
+                .unwrap_or(name)
+                .to_string(),
+            "__sticky__".to_string(),
+        )
+    } else {
+        let (root, partition) = chronicle_cluster::partition::parse_partition(name);
+        (root.to_string(), partition.to_string())
+    }
+}
+
+/// Counts a task added to a partition nobody polled lately (`no_poller_tasks`).
+/// Every such task is counted under the root partition (`0`), as Temporal counts them there:
+/// its child partitions hand every task they get to the root, which counts it when nobody polled
+/// the queue lately. A Chronicle child partition keeps its tasks and has pollers of its own, so
+/// it counts its tasks itself, by the same rule.
+pub(crate) fn record_no_poller_task(namespace: &str, task_queue: &str, task_type: &'static str) {
+    let (name, _) = queue_and_partition(task_queue, false, None);
+    let partition = "0";
+    metrics::counter!(
+        NO_POLLER_TASKS,
+        "service_name" => SERVICE_NAME,
+        "operation" => PARTITION_MANAGER_OPERATION,
+        "namespace" => namespace.to_string(),
+        "namespace_state" => NAMESPACE_STATE_ACTIVE,
+        "taskqueue" => name,
+        "task_type" => task_type,
+        "partition" => partition,
+    )
+    .increment(1);
+}
+
+/// One partition's backlog as the scrape finds it.
+pub(crate) struct PartitionBacklog {
+    pub namespace: String,
+    pub taskqueue: String,
+    pub partition: String,
+    pub task_type: &'static str,
+    pub count: usize,
+    pub oldest_age_seconds: f64,
+}
+
+/// Sets `approximate_backlog_count` and `approximate_backlog_age_seconds` of one partition
+/// (Chronicle has only the unversioned physical queue, and every task in the default priority).
+pub(crate) fn record_backlog(backlog: &PartitionBacklog) {
+    let mut labels = vec![
+        ("service_name", SERVICE_NAME.to_string()),
+        ("operation", PARTITION_MANAGER_OPERATION.to_string()),
+        ("namespace", backlog.namespace.clone()),
+        ("namespace_state", NAMESPACE_STATE_ACTIVE.to_string()),
+        ("taskqueue", backlog.taskqueue.clone()),
+        ("task_type", backlog.task_type.to_string()),
+        ("partition", backlog.partition.clone()),
+    ];
+    labels.extend(worker_labels(None));
+    metrics::gauge!(APPROXIMATE_BACKLOG_AGE_SECONDS, &labels[..]).set(backlog.oldest_age_seconds);
+    labels.push(("task_priority", DEFAULT_PRIORITY_KEY.to_string()));
+    metrics::gauge!(APPROXIMATE_BACKLOG_COUNT, &labels[..]).set(backlog.count as f64);
+}
+
+/// Counts a poll the way Temporal's matching does (labels: namespace, namespace_state,
+/// taskqueue, task_type, partition, the worker version labels, operation `TaskQueueMgr`), and
+/// how long its task waited (sync or async match, once history recorded the task as started;
+/// without the namespace state and worker labels, as Temporal records those).
+/// Sticky queues are reported under their normal queue's name with partition `__sticky__`, as
+/// Temporal does.
 pub(crate) fn record_poll(
     namespace: &str,
     task_queue: Option<&TaskQueue>,
+    deployment: Option<&WorkerDeploymentOptions>,
     task_type: &'static str,
     outcome: PollOutcome,
 ) {
     let (name, partition) = match task_queue {
-        Some(q) if q.kind == TaskQueueKind::Sticky as i32 => (
-            if q.normal_name.is_empty() {
-                q.name.clone()
-            } else {
-                q.normal_name.clone()
-            },
-            "__sticky__".to_string(),
+        Some(q) => queue_and_partition(
+            &q.name,
+            q.kind == TaskQueueKind::Sticky as i32,
+            Some(&q.normal_name),
         ),
-        Some(q) => {
-            let (root, partition) = chronicle_cluster::partition::parse_partition(&q.name);
-            (root.to_string(), partition.to_string())
-        }
         None => (String::new(), "0".to_string()),
     };
-    let mut labels = [
+    // The match latencies carry Temporal's per-partition labels only (its matching engine
+    // records them outside the physical queue's scope); the poll counters add the namespace
+    // state and the worker version labels of the queue that served the poll.
+    let mut labels = vec![
         ("service_name", SERVICE_NAME.to_string()),
         ("operation", "TaskQueueMgr".to_string()),
         ("namespace", namespace.to_string()),
@@ -131,11 +287,14 @@ pub(crate) fn record_poll(
         ("task_type", task_type.to_string()),
         ("partition", partition),
     ];
+    let mut poll_labels = labels.clone();
+    poll_labels.push(("namespace_state", NAMESPACE_STATE_ACTIVE.to_string()));
+    poll_labels.extend(worker_labels(deployment));
     let is_workflow = task_type == "Workflow";
     match outcome {
-        PollOutcome::Timeout => metrics::counter!(POLL_TIMEOUTS, &labels[..]).increment(1),
+        PollOutcome::Timeout => metrics::counter!(POLL_TIMEOUTS, &poll_labels[..]).increment(1),
         PollOutcome::Backlog { queued_at } => {
-            metrics::counter!(POLL_SUCCESS, &labels[..]).increment(1);
+            metrics::counter!(POLL_SUCCESS, &poll_labels[..]).increment(1);
             if let Some(queued_at) = queued_at {
                 labels[1].1 = if is_workflow {
                     "PollWorkflowTaskQueue"
@@ -148,8 +307,8 @@ pub(crate) fn record_poll(
             }
         }
         PollOutcome::Sync { handed_at } => {
-            metrics::counter!(POLL_SUCCESS, &labels[..]).increment(1);
-            metrics::counter!(POLL_SUCCESS_SYNC, &labels[..]).increment(1);
+            metrics::counter!(POLL_SUCCESS, &poll_labels[..]).increment(1);
+            metrics::counter!(POLL_SUCCESS_SYNC, &poll_labels[..]).increment(1);
             if let Some(handed_at) = handed_at {
                 labels[1].1 = if is_workflow {
                     "AddWorkflowTask"

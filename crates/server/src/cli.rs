@@ -537,6 +537,7 @@ impl AdmissionArgs {
                     "max-pollers-per-queue",
                 )?,
                 max_pending_queries: positive(self.max_pending_queries, "max-pending-queries")?,
+                no_poller_threshold: chronicle_matching::metric_defs::NO_POLLER_THRESHOLD,
             },
             max_pending_proposals: positive(self.max_pending_proposals, "max-pending-proposals")?,
             min_namespace_retention: self.min_namespace_retention,

@@ -93,6 +93,8 @@ pub struct Readiness {
     /// Weak: a probe must not keep the engine (and the data directory's lock) alive after the
     /// server stopped.
     history: OnceLock<Weak<HistoryEngine>>,
+    /// The node's matching engine, whose backlog gauges are set at scrape time.
+    matching: OnceLock<Weak<chronicle_matching::MatchingEngine>>,
 }
 
 impl Readiness {
@@ -107,6 +109,10 @@ impl Readiness {
         let _ = self.history.set(Arc::downgrade(history));
     }
 
+    pub fn set_matching(&self, matching: &Arc<chronicle_matching::MatchingEngine>) {
+        let _ = self.matching.set(Arc::downgrade(matching));
+    }
+
     pub fn set_serving(&self, serving: bool) {
         self.serving.store(serving, Ordering::SeqCst);
     }
@@ -116,6 +122,9 @@ impl Readiness {
         if let Some(history) = self.history.get().and_then(Weak::upgrade) {
             history.record_shard_gauge();
             history.record_node_gauges();
+        }
+        if let Some(matching) = self.matching.get().and_then(Weak::upgrade) {
+            matching.record_backlog_gauges();
         }
     }
 

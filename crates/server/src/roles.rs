@@ -460,6 +460,7 @@ pub async fn run_node(
     // Matching keeps a weak reference to history; `history` lives until this function returns.
     if let Some(engine) = &local_matching {
         engine.set_history(&history);
+        readiness.set_matching(engine);
     }
 
     let mut servers = tokio::task::JoinSet::new();

@@ -370,6 +370,9 @@ pub struct ShardBatch {
     /// (namespace ID, workflow ID) of every execution this batch wrote, so that only the long
     /// polls waiting on those workflows wake once the batch is applied.
     changed_workflows: Vec<(String, String)>,
+    /// The time of the command being applied (the leader stamped it before proposing): outbox
+    /// rows written without a visibility time get it, so every replica stores the same row.
+    command_time: Option<chronicle_proto::wkt::Timestamp>,
 }
 
 fn cf_index(cf: Cf) -> u8 {
@@ -386,6 +389,7 @@ impl ShardBatch {
             next_task_id: None,
             min_timer_fire_ms: None,
             changed_workflows: Vec::new(),
+            command_time: None,
         }
     }
 
@@ -642,13 +646,24 @@ impl ShardBatch {
         self.delete(Cf::Timers, key.to_vec());
     }
 
+    /// Sets the time of the command about to be applied (see [`ShardBatch::put_outbox`]).
+    pub fn set_command_time(&mut self, time: Option<chronicle_proto::wkt::Timestamp>) {
+        self.command_time = time;
+    }
+
+    /// Writes an outbox row; one without a visibility time gets the command's time (when the
+    /// task became visible, which its queue latency counts from).
     pub fn put_outbox(&mut self, task: &pb::OutboxTask) -> StorageResult<u64> {
         let id = self.next_task_id()?;
-        self.put(
-            Cf::Outbox,
-            keys::outbox(self.tables.shard, id),
-            task.encode_to_vec(),
-        );
+        let value = match &self.command_time {
+            Some(time) if task.visibility_time.is_none() => {
+                let mut stamped = task.clone();
+                stamped.visibility_time = Some(*time);
+                stamped.encode_to_vec()
+            }
+            _ => task.encode_to_vec(),
+        };
+        self.put(Cf::Outbox, keys::outbox(self.tables.shard, id), value);
         Ok(id)
     }
 

@@ -15,6 +15,7 @@ mod failpoints;
 mod history_api;
 mod history_limits;
 mod metrics;
+mod metrics_matching;
 mod namespaces;
 mod nexus;
 mod queries;

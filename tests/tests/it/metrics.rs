@@ -36,7 +36,7 @@ pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// Waits until `/health/ready` answers 200; until then it must answer 503.
-async fn wait_ready(metrics: SocketAddr) {
+pub(crate) async fn wait_ready(metrics: SocketAddr) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let (status, body) = get(metrics, "/health/ready").await;
@@ -56,18 +56,18 @@ async fn wait_ready(metrics: SocketAddr) {
 
 /// One sample line of the exposition.
 #[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
+pub(crate) struct Sample {
+    pub(crate) name: String,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) value: f64,
 }
 
-struct Scrape {
+pub(crate) struct Scrape {
     types: BTreeMap<String, String>,
-    samples: Vec<Sample>,
+    pub(crate) samples: Vec<Sample>,
 }
 
-fn parse(text: &str) -> Scrape {
+pub(crate) fn parse(text: &str) -> Scrape {
     let mut types = BTreeMap::new();
     let mut samples = Vec::new();
     for line in text.lines() {
@@ -106,7 +106,7 @@ fn parse(text: &str) -> Scrape {
 
 impl Scrape {
     /// Samples of `name` whose labels include every pair of `with`.
-    fn find(&self, name: &str, with: &[(&str, &str)]) -> Vec<&Sample> {
+    pub(crate) fn find(&self, name: &str, with: &[(&str, &str)]) -> Vec<&Sample> {
         self.samples
             .iter()
             .filter(|s| {
@@ -119,7 +119,7 @@ impl Scrape {
     }
 
     /// The one sample of `name` with those labels; asserts its exact label names.
-    fn one(&self, name: &str, with: &[(&str, &str)], label_names: &[&str]) -> &Sample {
+    pub(crate) fn one(&self, name: &str, with: &[(&str, &str)], label_names: &[&str]) -> &Sample {
         let found = self.find(name, with);
         assert_eq!(
             found.len(),
@@ -132,7 +132,7 @@ impl Scrape {
         found[0]
     }
 
-    fn assert_type(&self, name: &str, kind: &str) {
+    pub(crate) fn assert_type(&self, name: &str, kind: &str) {
         assert_eq!(
             self.types.get(name).map(String::as_str),
             Some(kind),
@@ -142,7 +142,13 @@ impl Scrape {
 
     /// A histogram with Temporal's bucket boundaries (`first` to `last`, then `+Inf`) for the
     /// series with `with`, and `_sum` / `_count`.
-    fn assert_histogram(&self, name: &str, with: &[(&str, &str)], first: &str, last: &str) {
+    pub(crate) fn assert_histogram(
+        &self,
+        name: &str,
+        with: &[(&str, &str)],
+        first: &str,
+        last: &str,
+    ) {
         self.assert_type(name, "histogram");
         let buckets = self.find(&format!("{name}_bucket"), with);
         let bounds: Vec<&str> = buckets
@@ -169,7 +175,23 @@ const CLOSE_LABELS: &[&str] = &[
     "taskqueue",
     "workflowType",
 ];
-const POLL_LABELS: &[&str] = &[
+/// Labels of the poll counters (Temporal's; the worker version ones are those of the physical
+/// queue the poll was served from).
+pub(crate) const POLL_LABELS: &[&str] = &[
+    "service_name",
+    "operation",
+    "namespace",
+    "namespace_state",
+    "taskqueue",
+    "task_type",
+    "partition",
+    "worker_build_id",
+    "worker_deployment_name",
+    "worker_version",
+];
+/// Labels of the match latencies (Temporal records them without the namespace state and the
+/// worker version labels).
+const MATCH_LATENCY_LABELS: &[&str] = &[
     "service_name",
     "operation",
     "namespace",
@@ -489,9 +511,13 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
         ("service_name", "matching"),
         ("operation", "TaskQueueMgr"),
         ("namespace", "default"),
+        ("namespace_state", "active"),
         ("taskqueue", queue_label.as_str()),
         ("task_type", "Workflow"),
         ("partition", "0"),
+        ("worker_build_id", ""),
+        ("worker_deployment_name", ""),
+        ("worker_version", "__unversioned__"),
     ];
     scrape.assert_type("poll_success", "counter");
     assert_eq!(
@@ -535,7 +561,7 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
             ("partition", "0"),
         ];
         scrape.assert_histogram(family, &labels, "0.001", "1000");
-        let count = scrape.one(&format!("{family}_count"), &labels, POLL_LABELS);
+        let count = scrape.one(&format!("{family}_count"), &labels, MATCH_LATENCY_LABELS);
         assert_eq!(count.value, 1.0, "{family}");
     }
     // The backlogged task waited for its poll at least the half second before it.
@@ -545,7 +571,7 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
             ("operation", "PollWorkflowTaskQueue"),
             ("taskqueue", queue_label.as_str()),
         ],
-        POLL_LABELS,
+        MATCH_LATENCY_LABELS,
     );
     assert!(
         waited.value >= 0.4,
@@ -583,6 +609,14 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
         let mut queue_labels = TASK_LABELS.to_vec();
         queue_labels.push("queue_reader_id");
         scrape.one("task_latency_queue_count", &labels, &queue_labels);
+        // Attempts per completed task: one each here, in dimensionless buckets.
+        scrape.assert_histogram("task_attempt", &labels, "1", "100000");
+        let attempts = scrape.one("task_attempt_count", &labels, &TASK_LABELS[..5]);
+        let attempts_sum = scrape.one("task_attempt_sum", &labels, &TASK_LABELS[..5]);
+        assert_eq!(
+            attempts_sum.value, attempts.value,
+            "{task_type} took one attempt each"
+        );
     }
 
     // Process and shard ownership.
@@ -695,7 +729,7 @@ async fn ready_again_after_a_restart_replays_the_log() {
 
 /// The value of a gauge without labels in a fresh scrape.
 /// Waits until the unlabelled counter `name` reaches `at_least`.
-async fn wait_for_counter(metrics: SocketAddr, name: &str, at_least: f64) {
+pub(crate) async fn wait_for_counter(metrics: SocketAddr, name: &str, at_least: f64) {
     for _ in 0..100 {
         let (_, text) = get(metrics, "/metrics").await;
         if parse(&text)

@@ -175,6 +175,7 @@ fn apply_one(
     command: cmd::ShardCommand,
 ) -> Result<cmd::CommandResult, StorageError> {
     drop(metric_defs::take_observations());
+    batch.set_command_time(command.now);
     let savepoint = batch.savepoint();
     let retention = command.retention;
     let result = match delete::with_retention(retention, || apply_command(batch, command)) {
