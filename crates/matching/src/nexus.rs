@@ -37,6 +37,7 @@ impl MatchingEngine {
         metric_defs::record_poll(
             &request.namespace,
             request.task_queue.as_ref(),
+            request.deployment_options.as_ref(),
             "Nexus",
             PollOutcome::Timeout,
         );
