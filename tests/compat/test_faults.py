@@ -270,3 +270,47 @@ async def test_dead_node_replicas_move_to_the_live_nodes(tmp_path):
 
     await under_load(tmp_path, fault, restart=False, history_count=4,
                      extra_args=["--dead-node-timeout", "4s"])
+
+
+async def test_a_wiped_node_back_after_it_was_declared_dead_joins_as_a_new_node(tmp_path):
+    """Four history nodes; one loses its disk and stays away past the dead-node timeout, so its
+    replicas are rebuilt on the three others. When it comes back on an empty directory there is
+    no lost member left for it to replace: it joins as a new node, and the placement moves some
+    replicas to it."""
+    async def fault(cluster: SplitServer) -> None:
+        victim = cluster.node("history-4")
+        report = await asyncio.to_thread(describe, cluster)
+        victim_id = next(n["node_id"] for n in report["nodes"] if n["address"] == victim.fields["internal"])
+        since = len(cluster.lines)
+        # The supervisor would start the node again at once: it is stopped until the node was
+        # declared dead and its disk is gone.
+        os.kill(cluster.proc.pid, signal.SIGSTOP)
+        try:
+            victim.kill()
+            await asyncio.sleep(0.5)
+            shutil.rmtree(os.path.join(cluster.log_dir, "cluster", "history-4"))
+            problems = ["not looked yet"]
+            deadline = time.monotonic() + 75
+            while problems:
+                assert time.monotonic() < deadline, f"replicas of dead node {victim_id} not moved: {problems}"
+                await asyncio.sleep(1)
+                problems = placement_problems(await asyncio.to_thread(describe, cluster), victim_id)
+        finally:
+            os.kill(cluster.proc.pid, signal.SIGCONT)
+        await restarted(cluster, "history-4", since, timeout=120)
+        line = await asyncio.to_thread(cluster.wait_for_line, lambda l: "joined the cluster as a new node" in l, 90)
+        new_id = int(line.split("node ")[1].split()[0])
+        assert new_id != victim_id, line
+        # The new node is an active member, and the placement gives it replicas.
+        deadline = time.monotonic() + 90
+        while True:
+            report = await asyncio.to_thread(describe, cluster)
+            states = {m["node_id"]: m["state"] for m in report["members"]}
+            held = next((n.get("groups", []) for n in report["nodes"] if n["node_id"] == new_id), [])
+            if states.get(new_id) == "active" and any(g["group"] != "meta" for g in held):
+                break
+            assert time.monotonic() < deadline, f"new node {new_id}: {states}, holds {held}"
+            await asyncio.sleep(1)
+        assert states[victim_id] == "dead", states
+
+    await under_load(tmp_path, fault, history_count=4, extra_args=["--dead-node-timeout", "4s"])

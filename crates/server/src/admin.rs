@@ -396,7 +396,9 @@ pub async fn cluster_founded(nodes: &[String], num_shards: u32) -> anyhow::Resul
 
 /// Nodes of a founded cluster that came back with a fresh data directory (a wiped disk) are
 /// new nodes with new IDs: each takes the place of a member that no longer answers to any of
-/// `nodes`, in every group ([`replace_node`]). Returns how many were rejoined.
+/// `nodes`, in every group ([`replace_node`]), or, when no member is missing (the old node was
+/// declared dead and its replicas moved already), joins as a new node
+/// ([`crate::placement_driver::add_node`]). Returns how many were rejoined.
 pub async fn rejoin_fresh_nodes(
     nodes: &[String],
     mut progress: impl FnMut(&str),
@@ -435,21 +437,33 @@ pub async fn rejoin_fresh_nodes(
         .into_iter()
         .filter(|v| !present.contains(v))
         .collect();
-    anyhow::ensure!(
-        lost.len() >= fresh.len(),
-        "{} node(s) have fresh data directories but only {} member(s) are missing: start them \
-         with the data they had, or remove them",
-        fresh.len(),
-        lost.len()
-    );
-    for ((addr, id), old) in fresh.iter().zip(lost) {
-        progress(&format!(
-            "{addr} has a fresh data directory: node {id} replaces lost node {old}"
-        ));
-        let changed = replace_node(nodes, addr, old, &mut progress).await?;
-        progress(&format!(
-            "{addr}: node {id} took lost node {old}'s place in every group ({changed} changed)"
-        ));
+    let mut lost = lost.into_iter();
+    for (addr, id) in &fresh {
+        match lost.next() {
+            Some(old) => {
+                progress(&format!(
+                    "{addr} has a fresh data directory: node {id} replaces lost node {old}"
+                ));
+                let changed = replace_node(nodes, addr, old, &mut progress).await?;
+                progress(&format!(
+                    "{addr}: node {id} took lost node {old}'s place in every group ({changed} \
+                     changed)"
+                ));
+            }
+            // No member is missing: the node this one was before was declared dead (or
+            // drained) and its replicas already live elsewhere. It joins as a new node, and the
+            // placement moves some replicas to it.
+            None => {
+                progress(&format!(
+                    "{addr} has a fresh data directory and no member is missing: node {id} \
+                     joins as a new node"
+                ));
+                crate::placement_driver::add_node(nodes, addr).await?;
+                progress(&format!(
+                    "{addr}: node {id} joined the cluster as a new node"
+                ));
+            }
+        }
     }
     Ok(fresh.len())
 }
