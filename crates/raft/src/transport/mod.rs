@@ -18,7 +18,7 @@ mod frames;
 mod server;
 
 pub use client::{GrpcNetwork, GrpcNetworkFactory, Lane, PeerPool, PeerPoolConfig};
-pub use server::{GroupRegistry, TransportService, server_builder};
+pub use server::{GroupRegistry, StopStreams, TransportService, server_builder};
 
 use std::sync::{Arc, RwLock};
 

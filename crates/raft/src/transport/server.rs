@@ -59,6 +59,25 @@ pub struct TransportService {
     cluster_id: super::ClusterId,
     node_id: u64,
     registry: GroupRegistry,
+    stopping: StopStreams,
+}
+
+/// Ends every `Frames` stream of a [`TransportService`]. A server's graceful shutdown waits for
+/// its connections to go idle, which a peer's long-lived stream never does: the node stopping
+/// calls [`StopStreams::stop`] when it stops serving, and the peers open new streams elsewhere
+/// or find it gone.
+#[derive(Clone)]
+pub struct StopStreams(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl StopStreams {
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    async fn stopped(&self) {
+        let mut stopped = self.0.subscribe();
+        let _ = stopped.wait_for(|stop| *stop).await;
+    }
 }
 
 impl TransportService {
@@ -71,7 +90,13 @@ impl TransportService {
             cluster_id: cluster_id.into(),
             node_id,
             registry,
+            stopping: StopStreams(Arc::new(tokio::sync::watch::channel(false).0)),
         }
+    }
+
+    /// The handle that ends this service's streams (see [`StopStreams`]).
+    pub fn stop_handle(&self) -> StopStreams {
+        self.stopping.clone()
     }
 
     /// The tonic service to add to a server, with message limits that fit large appends and
@@ -287,7 +312,18 @@ impl RaftTransport for TransportService {
         request: Request<Streaming<RaftFrame>>,
     ) -> Result<Response<Self::FramesStream>, Status> {
         let (answers, answered) = mpsc::unbounded_channel();
-        tokio::spawn(read_frames(self.clone(), request.into_inner(), answers));
-        Ok(Response::new(reply_frames(answered)))
+        let stopping = self.stopping.clone();
+        let reading = read_frames(self.clone(), request.into_inner(), answers);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = reading => {}
+                () = stopping.stopped() => {}
+            }
+        });
+        let stopping = self.stopping.clone();
+        let frames = futures::StreamExt::take_until(reply_frames(answered), async move {
+            stopping.stopped().await;
+        });
+        Ok(Response::new(Box::pin(frames)))
     }
 }
