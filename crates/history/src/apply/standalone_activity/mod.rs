@@ -84,8 +84,9 @@ pub fn closed_refusal(
     })
 }
 
-/// Pause and unpause of a standalone activity, with Temporal's transitions and messages (the
-/// operation itself is the workflow activity's); its other run operations are not built.
+/// Pause, unpause and options updates of a standalone activity, with Temporal's transitions and
+/// messages (the operation itself is the workflow activity's); its other run operations (reset)
+/// are not built.
 pub fn check_operation(
     ms: &MutableState,
     operation: Option<&chronicle_proto::chronicle::history::v1::run_operation::Operation>,
@@ -113,6 +114,12 @@ pub fn check_operation(
             None => refuse(format!("activity is in terminal state {word}")),
             Some(a) if a.paused => Ok(()),
             Some(_) => refuse(format!("activity is in non-unpausable state {word}")),
+        },
+        Some(Operation::UpdateActivityOptions(_)) => match activity {
+            Some(_) => Ok(()),
+            None => refuse(format!(
+                "Cannot update options for activity in state {word}"
+            )),
         },
         _ => Err(ApiError::new(
             tonic::Code::Unimplemented,
