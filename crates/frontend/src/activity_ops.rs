@@ -206,8 +206,8 @@ fn standalone_activity_disabled() -> ApiError {
 
 /// Temporal's checks of an `*ActivityExecution` request's target, then the workflow execution.
 /// Pause, unpause and update-options without a workflow ID act on the standalone activity with
-/// the ID (whose record is keyed so; its run ID is the activity's). Reset of a standalone
-/// activity is not built.
+/// the ID (whose record is keyed so; its run ID is the activity's). Reset reaches the record too,
+/// which refuses it (a running standalone activity's reset is not built).
 fn workflow_or_standalone(workflow_id: &str, activity_id: &str) -> String {
     if workflow_id.is_empty() && !activity_id.is_empty() {
         chronicle_types::standalone_activity::key(activity_id)
@@ -302,7 +302,8 @@ pub async fn reset_execution(
     namespace_id: &str,
     r: ws::ResetActivityExecutionRequest,
 ) -> ApiResult<ws::ResetActivityExecutionResponse> {
-    let execution = execution_target(&r.workflow_id, &r.activity_id, &r.run_id, &r.identity)?;
+    let workflow_id = workflow_or_standalone(&r.workflow_id, &r.activity_id);
+    let execution = execution_target(&workflow_id, &r.activity_id, &r.run_id, &r.identity)?;
     let request = ws::ResetActivityRequest {
         namespace: r.namespace,
         execution: Some(execution),
