@@ -89,3 +89,28 @@ class Counter:
     async def run(self) -> int:
         await workflow.wait_condition(lambda: self.finished)
         return self.total
+
+
+@workflow.defn(name="ResetChild")
+class WaitingChild:
+    """A child that runs until its ``finish`` signal, then returns what it was started with; its
+    ``again`` signal makes it continue as new first."""
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.again = False
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.finished = True
+
+    @workflow.signal(name="again")
+    def continue_again(self) -> None:
+        self.again = True
+
+    @workflow.run
+    async def run(self, tag: str) -> str:
+        await workflow.wait_condition(lambda: self.finished or self.again)
+        if self.again:
+            workflow.continue_as_new(tag + "+")
+        return f"child {tag} done"

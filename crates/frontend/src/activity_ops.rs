@@ -205,9 +205,9 @@ fn standalone_activity_disabled() -> ApiError {
 }
 
 /// Temporal's checks of an `*ActivityExecution` request's target, then the workflow execution.
-/// Pause and unpause without a workflow ID act on the standalone activity with the ID (whose
-/// record is keyed so; its run ID is the activity's). Reset and update-options of standalone
-/// activities are not built.
+/// Pause, unpause and update-options without a workflow ID act on the standalone activity with
+/// the ID (whose record is keyed so; its run ID is the activity's). Reset reaches the record too,
+/// which refuses it (a running standalone activity's reset is not built).
 fn workflow_or_standalone(workflow_id: &str, activity_id: &str) -> String {
     if workflow_id.is_empty() && !activity_id.is_empty() {
         chronicle_types::standalone_activity::key(activity_id)
@@ -222,11 +222,11 @@ fn execution_target(
     run_id: &str,
     identity: &str,
 ) -> ApiResult<WorkflowExecution> {
-    if workflow_id.is_empty() {
-        return Err(standalone_activity_disabled());
-    }
     if activity_id.is_empty() {
         return Err(ApiError::invalid_argument("activity ID is required"));
+    }
+    if workflow_id.is_empty() {
+        return Err(standalone_activity_disabled());
     }
     let limit = chronicle_types::limits::MAX_ID_LENGTH;
     if activity_id.len() > limit {
@@ -302,7 +302,8 @@ pub async fn reset_execution(
     namespace_id: &str,
     r: ws::ResetActivityExecutionRequest,
 ) -> ApiResult<ws::ResetActivityExecutionResponse> {
-    let execution = execution_target(&r.workflow_id, &r.activity_id, &r.run_id, &r.identity)?;
+    let workflow_id = workflow_or_standalone(&r.workflow_id, &r.activity_id);
+    let execution = execution_target(&workflow_id, &r.activity_id, &r.run_id, &r.identity)?;
     let request = ws::ResetActivityRequest {
         namespace: r.namespace,
         execution: Some(execution),
@@ -322,7 +323,8 @@ pub async fn update_execution_options(
     namespace_id: &str,
     r: ws::UpdateActivityExecutionOptionsRequest,
 ) -> ApiResult<ws::UpdateActivityExecutionOptionsResponse> {
-    let execution = execution_target(&r.workflow_id, &r.activity_id, &r.run_id, &r.identity)?;
+    let workflow_id = workflow_or_standalone(&r.workflow_id, &r.activity_id);
+    let execution = execution_target(&workflow_id, &r.activity_id, &r.run_id, &r.identity)?;
     let request = ws::UpdateActivityOptionsRequest {
         namespace: r.namespace,
         execution: Some(execution),

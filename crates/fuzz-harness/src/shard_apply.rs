@@ -840,8 +840,10 @@ fn shard_command(u: &mut Unstructured, shard: &mut Shard) -> ArbResult<cmd::Shar
                     run_id,
                 }),
                 initiated_event_id: int(u, 5)?,
+                original_run_id: text(u, &["run-1"])?,
             }),
             root_execution: None,
+            reconnect_after_reset: u.arbitrary()?,
         }),
     };
     let mut command = shard.stamp(kind);

@@ -22,7 +22,7 @@ use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_types::{ApiError, ApiResult};
 
-use crate::apply::child::HISTORY_SERVICE_IDENTITY;
+use crate::apply::child::{HISTORY_SERVICE_IDENTITY, initiated_before_reset, original_run_id};
 use crate::engine::{HistoryEngine, Shard};
 use crate::read::{execution_of, is_closed, storage};
 
@@ -238,6 +238,7 @@ async fn start_child(
         namespace: engine.namespace_name(&parent.namespace_id),
         execution: Some(execution_of(parent)),
         initiated_event_id,
+        original_run_id: original_run_id(parent, &read_event(shard, parent, 1)?),
     };
     let root = parent
         .root_execution
@@ -253,6 +254,7 @@ async fn start_child(
                 run_id: chronicle_types::new_run_id(),
                 parent: Some(parent_info),
                 root_execution: root,
+                reconnect_after_reset: initiated_before_reset(parent, child),
             }),
         )
         .await;
@@ -318,6 +320,7 @@ async fn apply_parent_close_policy(
             run_id: task.run_id.clone(),
         }),
         initiated_event_id: task.scheduled_event_id,
+        original_run_id: String::new(),
     };
     let child_shard = &engine.shard_of(&task.target_namespace_id, &task.target_workflow_id);
     engine

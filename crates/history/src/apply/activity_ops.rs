@@ -24,7 +24,7 @@ use chronicle_types::ApiError;
 use chronicle_types::time::{from_millis, millis, opt_duration_millis};
 
 use super::activity::{next_retry_delay_ms, retry_due};
-use super::{ApplyResult, load_run};
+use super::{ApplyError, ApplyResult, load_run};
 use crate::mutable_state::MutableState;
 
 mod options;
@@ -71,7 +71,19 @@ pub fn run_operation(
     now: Timestamp,
     c: cmd::RunOperation,
 ) -> ApplyResult<command_result::Result> {
-    let mut ms = load_run(batch, now, &c.namespace_id, &c.workflow_id, &c.run_id)?;
+    let mut ms = match load_run(batch, now, &c.namespace_id, &c.workflow_id, &c.run_id) {
+        // A standalone activity's key names the activity, as Temporal's message does.
+        Err(ApplyError::Rejected(e)) if e.is_not_found() => {
+            return Err(
+                match chronicle_types::standalone_activity::activity_id(&c.workflow_id) {
+                    Some(id) => ApiError::not_found(format!("activity not found for ID: {id}")),
+                    None => e,
+                }
+                .into(),
+            );
+        }
+        loaded => loaded?,
+    };
     super::standalone_activity::check_operation(&ms, c.operation.as_ref())?;
 
     let jitter = Jitter(c.jitter_seed);

@@ -51,6 +51,52 @@ pub fn same_parent(a: &pb::ParentExecutionInfo, b: &pb::ParentExecutionInfo) -> 
         && run(a) == run(b)
 }
 
+/// Whether a child's run whose parent of record is `recorded` belongs to the reset lineage of
+/// `parent` (a reset run asking to start the child again): a run of the same workflow sharing
+/// its original execution run ID, as Temporal's start-child task checks before it starts a child
+/// for a reset run.
+pub fn same_reset_lineage(
+    recorded: &pb::ParentExecutionInfo,
+    parent: &pb::ParentExecutionInfo,
+) -> bool {
+    let workflow_id =
+        |p: &pb::ParentExecutionInfo| p.execution.as_ref().map(|e| e.workflow_id.clone());
+    let recorded_run = recorded
+        .execution
+        .as_ref()
+        .map(|e| e.run_id.as_str())
+        .unwrap_or_default();
+    !parent.original_run_id.is_empty()
+        && recorded.namespace_id == parent.namespace_id
+        && workflow_id(recorded) == workflow_id(parent)
+        && (recorded_run == parent.original_run_id
+            || recorded.original_run_id == parent.original_run_id)
+}
+
+/// A run's original execution run ID, from its first event (a reset run's is its base run's).
+pub(crate) fn original_run_id(
+    state: &pb::WorkflowExecutionState,
+    first_event: &h::HistoryEvent,
+) -> String {
+    match first_event.attributes.as_ref() {
+        Some(Attributes::WorkflowExecutionStartedEventAttributes(a))
+            if !a.original_execution_run_id.is_empty() =>
+        {
+            a.original_execution_run_id.clone()
+        }
+        _ => state.run_id.clone(),
+    }
+}
+
+/// Whether `child` was initiated in the history a reset run took from its base run: its start
+/// request ID is the base run's, not one this run made.
+pub(crate) fn initiated_before_reset(
+    parent: &pb::WorkflowExecutionState,
+    child: &pb::ChildExecutionInfo,
+) -> bool {
+    child.create_request_id != child_request_id(&parent.run_id, child.initiated_event_id)
+}
+
 /// How many resets a child's close follows from the parent run it names (a bound, so a cycle of
 /// reset links cannot loop).
 const MAX_RESET_FORWARDS: usize = 16;

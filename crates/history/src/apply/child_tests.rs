@@ -14,7 +14,8 @@ use chronicle_proto::temporal::api::command::v1::{
 };
 use chronicle_proto::temporal::api::common::v1::{WorkflowExecution, WorkflowType};
 use chronicle_proto::temporal::api::enums::v1::{
-    EventType, ParentClosePolicy, StartChildWorkflowExecutionFailedCause, WorkflowExecutionStatus,
+    EventType, ParentClosePolicy, ResetReapplyType, StartChildWorkflowExecutionFailedCause,
+    WorkflowExecutionStatus,
 };
 use chronicle_proto::temporal::api::history::v1::HistoryEvent;
 use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
@@ -217,7 +218,21 @@ impl Harness {
         child_id: &str,
         repeat: usize,
     ) -> String {
-        let parent = self.state(PARENT, &task.workflow_id);
+        let parent = self
+            .tables(PARENT)
+            .execution(NS, &task.workflow_id, &task.run_id)
+            .unwrap()
+            .expect("the task's parent run");
+        let first_event = self
+            .tables(PARENT)
+            .history(NS, &task.workflow_id, &task.run_id, 1, 1)
+            .unwrap()
+            .remove(0);
+        let child = &parent.children[&task.scheduled_event_id];
+        let parent_record = pb::ParentExecutionInfo {
+            original_run_id: super::child::original_run_id(&parent, &first_event),
+            ..parent_info(&parent, task.scheduled_event_id)
+        };
         let mut run_ids = Vec::new();
         for attempt in 0..repeat {
             let started = self.apply(
@@ -234,14 +249,13 @@ impl Harness {
                             name: "tq".into(),
                             ..Default::default()
                         }),
-                        request_id: parent.children[&task.scheduled_event_id]
-                            .create_request_id
-                            .clone(),
+                        request_id: child.create_request_id.clone(),
                         ..Default::default()
                     }),
                     run_id: format!("child-run-{attempt}"),
-                    parent: Some(parent_info(&parent, task.scheduled_event_id)),
+                    parent: Some(parent_record.clone()),
                     root_execution: parent.root_execution.clone(),
+                    reconnect_after_reset: super::child::initiated_before_reset(&parent, child),
                 }),
             );
             match started {
@@ -254,6 +268,27 @@ impl Harness {
             "one child run for every attempt: {run_ids:?}"
         );
         run_ids.remove(0)
+    }
+
+    /// Applies a reset on `shard` as the leader proposes it (having picked `new_run_id`): the
+    /// run it answers, or its refusal.
+    pub(super) fn reset(
+        &self,
+        shard: u32,
+        request: ws::ResetWorkflowExecutionRequest,
+        new_run_id: &str,
+    ) -> Result<String, cmd::CommandError> {
+        match self.apply(
+            shard,
+            Kind::ResetWorkflow(cmd::ResetWorkflow {
+                namespace_id: NS.into(),
+                request: Some(request),
+                new_run_id: new_run_id.into(),
+            }),
+        )? {
+            command_result::Result::ResetWorkflow(r) => Ok(r.run_id),
+            other => panic!("reset answered {other:?}"),
+        }
     }
 
     pub(super) fn record_start(&self, task_id: u64, task: &pb::OutboxTask, outcome: Outcome) {
@@ -303,6 +338,31 @@ fn parent_info(parent: &pb::WorkflowExecutionState, initiated: i64) -> pb::Paren
             run_id: parent.run_id.clone(),
         }),
         initiated_event_id: initiated,
+        original_run_id: String::new(),
+    }
+}
+
+/// A reset of `workflow_id` (run `run_id`, or the current run when empty) to
+/// `finish_event_id`, reapplying everything eligible, as a client sends it.
+pub(super) fn reset_request(
+    workflow_id: &str,
+    run_id: &str,
+    finish_event_id: i64,
+    request_id: &str,
+) -> ws::ResetWorkflowExecutionRequest {
+    ws::ResetWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_execution: Some(WorkflowExecution {
+            workflow_id: workflow_id.into(),
+            run_id: run_id.into(),
+        }),
+        reason: "bad deploy".into(),
+        workflow_task_finish_event_id: finish_event_id,
+        request_id: request_id.into(),
+        // The deprecated field is still what clients set.
+        #[allow(deprecated)]
+        reset_reapply_type: ResetReapplyType::AllEligible as i32,
+        ..Default::default()
     }
 }
 
@@ -506,6 +566,7 @@ fn a_workflow_id_in_use_fails_the_start() {
             run_id: "new-run".into(),
             parent: Some(parent_info(&parent, task.scheduled_event_id)),
             root_execution: None,
+            reconnect_after_reset: false,
         }),
     );
     let error = refused.expect_err("the ID is in use");

@@ -68,14 +68,15 @@ pub fn start_child(
         .request
         .ok_or_else(|| ApiError::invalid_argument("start request missing"))?;
     // A chain this parent's initiated event already started (maybe continued or retried since,
-    // maybe closed) answers a retried start: a child starts once.
+    // maybe closed) answers a retried start: a child starts once. A reset run starting a child
+    // of its base run's history again reconnects to the chain a run of its lineage started.
     if let Some(current) = batch.current(&c.namespace_id, &request.workflow_id)?
         && let Some(state) =
             batch.execution(&c.namespace_id, &request.workflow_id, &current.run_id)?
-        && state
-            .parent
-            .as_ref()
-            .is_some_and(|p| super::child::same_parent(p, &parent))
+        && state.parent.as_ref().is_some_and(|p| {
+            super::child::same_parent(p, &parent)
+                || (c.reconnect_after_reset && super::child::same_reset_lineage(p, &parent))
+        })
     {
         return Ok(started(state.first_run_id, false));
     }

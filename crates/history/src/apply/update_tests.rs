@@ -21,7 +21,7 @@ use chronicle_proto::temporal::api::update::v1 as upd;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use prost::Name;
 
-use super::child_tests::{Harness, NS};
+use super::child_tests::{Harness, NS, reset_request};
 use pb::update_info::Stage;
 
 const SHARD: u32 = 0;
@@ -537,7 +537,7 @@ fn an_update_to_a_run_whose_start_is_delayed_waits_for_the_first_task() {
 
 #[test]
 fn a_reset_admits_the_accepted_update_again_by_an_admitted_event() {
-    use chronicle_proto::temporal::api::enums::v1::{ResetReapplyType, UpdateAdmittedEventOrigin};
+    use chronicle_proto::temporal::api::enums::v1::UpdateAdmittedEventOrigin;
     let h = idle_workflow();
     admit(&h, "u1").expect("admitted");
     let token = h.start_task(SHARD, WF);
@@ -552,26 +552,8 @@ fn a_reset_admits_the_accepted_update_again_by_an_admitted_event() {
     .expect("completed");
     assert_eq!(stage(&h, "u1"), Some(Stage::Completed));
     // Reset to the first task's completion (event 4): the update came after it.
-    h.ok(
-        SHARD,
-        Kind::ResetWorkflow(cmd::ResetWorkflow {
-            namespace_id: NS.into(),
-            request: Some(ws::ResetWorkflowExecutionRequest {
-                namespace: "default".into(),
-                workflow_execution: Some(WorkflowExecution {
-                    workflow_id: WF.into(),
-                    run_id: "run-1".into(),
-                }),
-                reason: "again".into(),
-                workflow_task_finish_event_id: 4,
-                request_id: "reset-1".into(),
-                #[allow(deprecated)]
-                reset_reapply_type: ResetReapplyType::AllEligible as i32,
-                ..Default::default()
-            }),
-            new_run_id: "run-2".into(),
-        }),
-    );
+    h.reset(SHARD, reset_request(WF, "run-1", 4, "reset-1"), "run-2")
+        .expect("reset applies");
     let state = h.state(SHARD, WF);
     assert_eq!(state.run_id, "run-2");
     let info = state.updates.get("u1").expect("re-admitted");

@@ -13,7 +13,7 @@ use chronicle_proto::temporal::api::workflow::v1::{VersioningOverride, WorkflowE
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_proto::temporal_api::deployment::v1::WorkerDeploymentVersion;
 
-use super::child_tests::{Harness, NS};
+use super::child_tests::{Harness, NS, reset_request};
 
 const SHARD: u32 = 0;
 const WF: &str = "wf-options";
@@ -288,24 +288,12 @@ fn a_reset_run_keeps_the_options_its_prefix_set() {
         .find(|e| e.event_type == EventType::WorkflowTaskCompleted as i32)
         .expect("completed")
         .event_id;
-    h.ok(
+    h.reset(
         SHARD,
-        Kind::ResetWorkflow(cmd::ResetWorkflow {
-            namespace_id: NS.into(),
-            request: Some(ws::ResetWorkflowExecutionRequest {
-                namespace: "default".into(),
-                workflow_execution: Some(WorkflowExecution {
-                    workflow_id: WF.into(),
-                    run_id: "run-1".into(),
-                }),
-                reason: "again".into(),
-                workflow_task_finish_event_id: completed,
-                request_id: "reset-1".into(),
-                ..Default::default()
-            }),
-            new_run_id: "run-2".into(),
-        }),
-    );
+        reset_request(WF, "run-1", completed, "reset-1"),
+        "run-2",
+    )
+    .expect("reset applies");
     let state = h.state(SHARD, WF);
     assert_eq!(state.run_id, "run-2");
     assert_eq!(state.priority, priority(2));

@@ -4,7 +4,7 @@
 // The deprecated reapply type is still part of the request Temporal's clients send.
 #![allow(deprecated)]
 
-use chronicle_proto::chronicle::history::v1::{self as cmd, command_result, shard_command::Kind};
+use chronicle_proto::chronicle::history::v1::{self as cmd, shard_command::Kind};
 use chronicle_proto::chronicle::persistence::v1 as pb;
 use chronicle_proto::temporal::api::command::v1::{
     ScheduleActivityTaskCommandAttributes, StartTimerCommandAttributes,
@@ -19,7 +19,7 @@ use chronicle_proto::temporal::api::history::v1::HistoryEvent;
 use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 
-use super::super::child_tests::{Harness, NS, complete_command};
+use super::super::child_tests::{self, Harness, NS, complete_command};
 
 const SHARD: u32 = 0;
 const WF: &str = "wf";
@@ -43,14 +43,18 @@ fn timer(id: &str) -> CommandAttributes {
 }
 
 fn signal(h: &Harness, name: &str) {
+    signal_workflow(h, SHARD, WF, name);
+}
+
+fn signal_workflow(h: &Harness, shard: u32, workflow_id: &str, name: &str) {
     h.ok(
-        SHARD,
+        shard,
         Kind::SignalWorkflow(cmd::SignalWorkflow {
             namespace_id: NS.into(),
             request: Some(ws::SignalWorkflowExecutionRequest {
                 namespace: "default".into(),
                 workflow_execution: Some(WorkflowExecution {
-                    workflow_id: WF.into(),
+                    workflow_id: workflow_id.into(),
                     run_id: String::new(),
                 }),
                 signal_name: name.into(),
@@ -61,23 +65,13 @@ fn signal(h: &Harness, name: &str) {
     );
 }
 
+/// A reset of the test's workflow.
 fn reset_request(
     run_id: &str,
     event_id: i64,
     request_id: &str,
 ) -> ws::ResetWorkflowExecutionRequest {
-    ws::ResetWorkflowExecutionRequest {
-        namespace: "default".into(),
-        workflow_execution: Some(WorkflowExecution {
-            workflow_id: WF.into(),
-            run_id: run_id.into(),
-        }),
-        reason: "bad deploy".into(),
-        workflow_task_finish_event_id: event_id,
-        request_id: request_id.into(),
-        reset_reapply_type: ResetReapplyType::AllEligible as i32,
-        ..Default::default()
-    }
+    child_tests::reset_request(WF, run_id, event_id, request_id)
 }
 
 fn reset(
@@ -85,17 +79,7 @@ fn reset(
     request: ws::ResetWorkflowExecutionRequest,
     new_run_id: &str,
 ) -> Result<String, cmd::CommandError> {
-    match h.apply(
-        SHARD,
-        Kind::ResetWorkflow(cmd::ResetWorkflow {
-            namespace_id: NS.into(),
-            request: Some(request),
-            new_run_id: new_run_id.into(),
-        }),
-    )? {
-        command_result::Result::ResetWorkflow(r) => Ok(r.run_id),
-        other => panic!("reset answered {other:?}"),
-    }
+    h.reset(SHARD, request, new_run_id)
 }
 
 fn run_history(h: &Harness, run_id: &str) -> Vec<HistoryEvent> {
@@ -373,24 +357,13 @@ fn a_started_child_of_a_reset_parent_reports_its_close_to_the_new_run() {
     // Events: 5 initiated, 6 child started, 7-8 a task (running). Reset to its Started event:
     // the child is pending (started) in the new run.
     let _running = h.start_task(PARENT, "parent");
-    let request = ws::ResetWorkflowExecutionRequest {
-        workflow_execution: Some(WorkflowExecution {
-            workflow_id: "parent".into(),
-            run_id: String::new(),
-        }),
-        ..reset_request("", 8, "req-child")
-    };
-    let new_run = match h.ok(
-        PARENT,
-        Kind::ResetWorkflow(cmd::ResetWorkflow {
-            namespace_id: NS.into(),
-            request: Some(request),
-            new_run_id: "parent-new".into(),
-        }),
-    ) {
-        command_result::Result::ResetWorkflow(r) => r.run_id,
-        other => panic!("{other:?}"),
-    };
+    let new_run = h
+        .reset(
+            PARENT,
+            child_tests::reset_request("parent", "", 8, "req-child"),
+            "parent-new",
+        )
+        .expect("reset applies");
     let parent = h.state(PARENT, "parent");
     assert_eq!(parent.run_id, new_run);
     assert!(parent.children.get(&5).is_some_and(|c| c.started));
@@ -409,4 +382,145 @@ fn a_started_child_of_a_reset_parent_reports_its_close_to_the_new_run() {
         "{types:?}"
     );
     assert!(h.state(PARENT, "parent").children.is_empty());
+}
+
+/// The parent started a child and a signal scheduled a task before the child's start was
+/// recorded (events 5 initiated, 6 signaled, 7 task scheduled, 8 child started); then the child
+/// continued as new. Resetting the parent to event 8 leaves the child initiated but not started
+/// in the new run, whose start task reconnects to the chain the base run started (as Temporal's
+/// does) instead of failing on the running workflow ID.
+#[test]
+fn a_reset_run_reconnects_to_a_child_initiated_but_not_started_in_its_prefix() {
+    use super::super::child_tests::{CHILD, PARENT, start_child_command};
+    use chronicle_proto::chronicle::history::v1::record_child_start_outcome::Outcome;
+    use chronicle_proto::temporal::api::command::v1::ContinueAsNewWorkflowExecutionCommandAttributes;
+    use chronicle_proto::temporal::api::common::v1::WorkflowType;
+    use chronicle_proto::temporal::api::enums::v1::ParentClosePolicy;
+    let h = Harness::new();
+    h.start(PARENT, "parent", "parent-run");
+    h.decide(
+        PARENT,
+        "parent",
+        vec![start_child_command("child", ParentClosePolicy::Terminate)],
+    );
+    signal_workflow(&h, PARENT, "parent", "poke");
+    let (task_id, task) = h.transfer(PARENT, pb::outbox_task::Kind::StartChild)[0].clone();
+    let first_child_run = h.start_child(&task, "child", 1);
+    h.record_start(
+        task_id,
+        &task,
+        Outcome::StartedRunId(first_child_run.clone()),
+    );
+    use EventType as E;
+    assert_eq!(
+        h.types(PARENT, "parent")[4..],
+        [
+            E::StartChildWorkflowExecutionInitiated,
+            E::WorkflowExecutionSignaled,
+            E::WorkflowTaskScheduled,
+            E::ChildWorkflowExecutionStarted,
+        ]
+    );
+    h.decide(
+        CHILD,
+        "child",
+        vec![
+            CommandAttributes::ContinueAsNewWorkflowExecutionCommandAttributes(
+                ContinueAsNewWorkflowExecutionCommandAttributes {
+                    workflow_type: Some(WorkflowType {
+                        name: "Child".into(),
+                    }),
+                    ..Default::default()
+                },
+            ),
+        ],
+    );
+    let second_child_run = h.state(CHILD, "child").run_id;
+    assert_ne!(second_child_run, first_child_run);
+
+    let new_run = h
+        .reset(
+            PARENT,
+            child_tests::reset_request("parent", "parent-run", 8, "req-reconnect"),
+            "parent-new",
+        )
+        .expect("reset applies");
+    let parent = h.state(PARENT, "parent");
+    assert!(parent.children.get(&5).is_some_and(|c| !c.started));
+    let (task_id, task) = h
+        .transfer(PARENT, pb::outbox_task::Kind::StartChild)
+        .into_iter()
+        .find(|(_, t)| t.run_id == new_run)
+        .expect("the new run starts its pending child");
+    // Every attempt answers the chain's first run; no run is added to the child's chain.
+    assert_eq!(h.start_child(&task, "child", 2), first_child_run);
+    assert_eq!(h.state(CHILD, "child").run_id, second_child_run);
+    h.record_start(
+        task_id,
+        &task,
+        Outcome::StartedRunId(first_child_run.clone()),
+    );
+    let events = h.history(PARENT, "parent");
+    let started = events
+        .iter()
+        .find_map(|e| match &e.attributes {
+            Some(Attributes::ChildWorkflowExecutionStartedEventAttributes(a)) => Some(a.clone()),
+            _ => None,
+        })
+        .expect("the new run records the start");
+    assert_eq!(started.initiated_event_id, 5);
+    assert_eq!(started.workflow_execution.unwrap().run_id, first_child_run);
+
+    // The child closes and reports to the base run it knows: the close reaches the new run.
+    h.decide(CHILD, "child", vec![complete_command()]);
+    h.report_close("child");
+    assert!(
+        h.types(PARENT, "parent")
+            .contains(&EventType::ChildWorkflowExecutionCompleted)
+    );
+    assert!(h.state(PARENT, "parent").children.is_empty());
+}
+
+/// Which recorded parents count as the asking reset run's: its original run and the runs that
+/// share it (other resets of it), of the same workflow; nothing when the asker names no original.
+#[test]
+fn the_reset_lineage_is_the_parent_workflows_runs_sharing_its_original_run() {
+    use super::super::child::same_reset_lineage;
+    use chronicle_proto::chronicle::persistence::v1::ParentExecutionInfo;
+    let record = |workflow_id: &str, run_id: &str, original: &str| ParentExecutionInfo {
+        namespace_id: NS.into(),
+        namespace: "default".into(),
+        execution: Some(WorkflowExecution {
+            workflow_id: workflow_id.into(),
+            run_id: run_id.into(),
+        }),
+        initiated_event_id: 5,
+        original_run_id: original.into(),
+    };
+    let asking = record("parent", "parent-new", "parent-run");
+    assert!(same_reset_lineage(
+        &record("parent", "parent-run", ""),
+        &asking
+    ));
+    assert!(same_reset_lineage(
+        &record("parent", "parent-other-reset", "parent-run"),
+        &asking
+    ));
+    assert!(!same_reset_lineage(
+        &record("stranger", "parent-run", ""),
+        &asking
+    ));
+    assert!(!same_reset_lineage(
+        &record("parent", "unrelated", "unrelated"),
+        &asking
+    ));
+    let other_namespace = ParentExecutionInfo {
+        namespace_id: "other-ns".into(),
+        ..record("parent", "parent-run", "")
+    };
+    assert!(!same_reset_lineage(&other_namespace, &asking));
+    assert!(!same_reset_lineage(
+        &record("parent", "parent-run", ""),
+        &record("parent", "parent-new", "")
+    ));
 }

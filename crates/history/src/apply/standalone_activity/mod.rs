@@ -84,8 +84,9 @@ pub fn closed_refusal(
     })
 }
 
-/// Pause and unpause of a standalone activity, with Temporal's transitions and messages (the
-/// operation itself is the workflow activity's); its other run operations are not built.
+/// Pause, unpause and options updates of a standalone activity, with Temporal's transitions and
+/// messages (the operation itself is the workflow activity's); a reset is refused (a closed
+/// activity's as Temporal refuses it; an open one's is not built).
 pub fn check_operation(
     ms: &MutableState,
     operation: Option<&chronicle_proto::chronicle::history::v1::run_operation::Operation>,
@@ -114,6 +115,16 @@ pub fn check_operation(
             Some(a) if a.paused => Ok(()),
             Some(_) => refuse(format!("activity is in non-unpausable state {word}")),
         },
+        Some(Operation::UpdateActivityOptions(_)) => match activity {
+            Some(_) => Ok(()),
+            None => refuse(format!(
+                "Cannot update options for activity in state {word}"
+            )),
+        },
+        // Temporal's refusal of a closed activity; resetting an open one is not built.
+        Some(Operation::ResetActivity(_)) if activity.is_none() => {
+            refuse("activity execution is not running".to_string())
+        }
         _ => Err(ApiError::new(
             tonic::Code::Unimplemented,
             "Standalone activity is disabled",
