@@ -293,6 +293,16 @@ class CalcHandler:
     async def fail(self, ctx: StartOperationContext, text: str) -> str:
         raise nexusrpc.OperationError(f"failed {text}", state=nexusrpc.OperationErrorState.FAILED)
 
+    attempts: dict = {}
+
+    @sync_operation
+    async def flaky(self, ctx: StartOperationContext, key: str) -> str:
+        """Fails its first attempt with a retryable handler error (same request ID each time)."""
+        CalcHandler.attempts.setdefault(key, []).append(ctx.request_id)
+        if len(CalcHandler.attempts[key]) == 1:
+            raise nexusrpc.HandlerError("try again", type=nexusrpc.HandlerErrorType.INTERNAL)
+        return f"ok after {len(CalcHandler.attempts[key])}"
+
 
 @workflow.defn(sandboxed=False)
 class NexusCallerWorkflow:
@@ -302,7 +312,7 @@ class NexusCallerWorkflow:
     async def run(self, endpoint: str, operation: str, arg) -> dict:
         nexus = workflow.create_nexus_client(service=CalcHandler, endpoint=endpoint)
         op = {"double": CalcHandler.double, "refuse": CalcHandler.refuse,
-              "fail": CalcHandler.fail}[operation]
+              "fail": CalcHandler.fail, "flaky": CalcHandler.flaky}[operation]
         try:
             result = await nexus.execute_operation(op, arg, schedule_to_close_timeout=timedelta(seconds=60))
             return {"result": result}
@@ -371,6 +381,24 @@ async def test_workflow_calls_sync_operations(client, task_queue):
         types = await event_types(failed_handle)
         assert EventType.EVENT_TYPE_NEXUS_OPERATION_FAILED in types
         assert EventType.EVENT_TYPE_NEXUS_OPERATION_COMPLETED not in types
+
+
+async def test_retryable_handler_error_is_retried(client, task_queue):
+    """A retryable handler error (INTERNAL) does not fail the operation: the start request is
+    sent again, with the same request ID, and the second attempt's result completes it."""
+    endpoint = await create_worker_endpoint(client, task_queue)
+    key = new_id("flaky")
+    async with Worker(client, task_queue=task_queue, workflows=[NexusCallerWorkflow],
+                      nexus_service_handlers=[CalcHandler()],
+                      workflow_runner=UnsandboxedWorkflowRunner()):
+        handle = await client.start_workflow(NexusCallerWorkflow.run, args=[endpoint, "flaky", key],
+                                             id=new_id("nexus-call"), task_queue=task_queue)
+        assert await handle.result() == {"result": "ok after 2"}
+        request_ids = CalcHandler.attempts[key]
+        assert len(request_ids) == 2 and request_ids[0] == request_ids[1], request_ids
+        types = await event_types(handle)
+        assert EventType.EVENT_TYPE_NEXUS_OPERATION_COMPLETED in types
+        assert EventType.EVENT_TYPE_NEXUS_OPERATION_FAILED not in types
 
 
 async def test_unknown_endpoint_fails_the_workflow_task(client, task_queue):
