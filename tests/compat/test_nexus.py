@@ -294,6 +294,14 @@ class CalcHandler:
         raise nexusrpc.OperationError(f"failed {text}", state=nexusrpc.OperationErrorState.FAILED)
 
     attempts: dict = {}
+    release: dict = {}
+
+    @sync_operation
+    async def slow(self, ctx: StartOperationContext, key: str) -> str:
+        """Answers once the test releases it (at most 5 s later)."""
+        event = CalcHandler.release.setdefault(key, asyncio.Event())
+        await asyncio.wait_for(event.wait(), 5)
+        return "released"
 
     @sync_operation
     async def flaky(self, ctx: StartOperationContext, key: str) -> str:
@@ -312,7 +320,8 @@ class NexusCallerWorkflow:
     async def run(self, endpoint: str, operation: str, arg) -> dict:
         nexus = workflow.create_nexus_client(service=CalcHandler, endpoint=endpoint)
         op = {"double": CalcHandler.double, "refuse": CalcHandler.refuse,
-              "fail": CalcHandler.fail, "flaky": CalcHandler.flaky}[operation]
+              "fail": CalcHandler.fail, "flaky": CalcHandler.flaky,
+              "slow": CalcHandler.slow}[operation]
         try:
             result = await nexus.execute_operation(op, arg, schedule_to_close_timeout=timedelta(seconds=60))
             return {"result": result}
@@ -396,9 +405,41 @@ async def test_retryable_handler_error_is_retried(client, task_queue):
         assert await handle.result() == {"result": "ok after 2"}
         request_ids = CalcHandler.attempts[key]
         assert len(request_ids) == 2 and request_ids[0] == request_ids[1], request_ids
+        assert not (await handle.describe()).raw_description.pending_nexus_operations
         types = await event_types(handle)
         assert EventType.EVENT_TYPE_NEXUS_OPERATION_COMPLETED in types
         assert EventType.EVENT_TYPE_NEXUS_OPERATION_FAILED not in types
+
+
+async def test_describe_lists_a_pending_operation(client, task_queue):
+    """While the handler works on the start request, DescribeWorkflowExecution lists the
+    operation as pending (Scheduled, no attempt finished yet); once it completed, nothing is pending."""
+    from temporalio.api.enums.v1 import PendingNexusOperationState
+    endpoint = await create_worker_endpoint(client, task_queue)
+    key = new_id("slow")
+    async with Worker(client, task_queue=task_queue, workflows=[NexusCallerWorkflow],
+                      nexus_service_handlers=[CalcHandler()],
+                      workflow_runner=UnsandboxedWorkflowRunner()):
+        handle = await client.start_workflow(NexusCallerWorkflow.run, args=[endpoint, "slow", key],
+                                             id=new_id("nexus-call"), task_queue=task_queue)
+
+        async def pending():
+            assert key in CalcHandler.release, "the handler has not started yet"
+            ops = (await handle.describe()).raw_description.pending_nexus_operations
+            assert len(ops) == 1, ops
+            return ops[0]
+
+        op = await eventually(pending)
+        assert (op.endpoint, op.service, op.operation) == (endpoint, "CompatCalc", "slow")
+        assert op.state == PendingNexusOperationState.PENDING_NEXUS_OPERATION_STATE_SCHEDULED
+        assert op.attempt == 0  # attempts made so far: none finished
+        assert op.schedule_to_close_timeout.ToTimedelta() == timedelta(seconds=60)
+        scheduled = [e async for e in handle.fetch_history_events()
+                     if e.event_type == EventType.EVENT_TYPE_NEXUS_OPERATION_SCHEDULED]
+        assert op.scheduled_event_id == scheduled[0].event_id
+        CalcHandler.release[key].set()
+        assert await handle.result() == {"result": "released"}
+        assert not (await handle.describe()).raw_description.pending_nexus_operations
 
 
 async def test_unknown_endpoint_fails_the_workflow_task(client, task_queue):

@@ -153,3 +153,31 @@ impl HistoryEngine {
         })
     }
 }
+
+/// DescribeWorkflowExecution's `pending_nexus_operations`, in scheduling order. A sync
+/// operation is Scheduled until it closes (retries are offered again at once, so there is no
+/// backing-off state to show).
+pub(crate) fn pending_operations(
+    state: &pb::WorkflowExecutionState,
+) -> Vec<chronicle_proto::temporal::api::workflow::v1::PendingNexusOperationInfo> {
+    use chronicle_proto::temporal::api::enums::v1::PendingNexusOperationState;
+    let mut ops: Vec<&pb::NexusOperationInfo> = state.nexus_operations.values().collect();
+    ops.sort_by_key(|op| op.scheduled_event_id);
+    ops.into_iter()
+        .map(
+            |op| chronicle_proto::temporal::api::workflow::v1::PendingNexusOperationInfo {
+                endpoint: op.endpoint.clone(),
+                service: op.service.clone(),
+                operation: op.operation.clone(),
+                schedule_to_close_timeout: op.schedule_to_close_timeout,
+                scheduled_time: op.scheduled_time,
+                state: PendingNexusOperationState::Scheduled as i32,
+                // Temporal counts the attempts made: 0 while the first is in flight.
+                attempt: op.attempt.saturating_sub(1),
+                last_attempt_failure: op.last_attempt_failure.clone(),
+                scheduled_event_id: op.scheduled_event_id,
+                ..Default::default()
+            },
+        )
+        .collect()
+}
