@@ -261,6 +261,29 @@ fn an_unknown_endpoint_fails_the_workflow_task() {
     );
     let types = h.types(SHARD, WF);
     assert!(!types.contains(&EventType::NexusOperationScheduled));
+    // The retry that sends it again is refused without failing the task again (paced by the
+    // task timeout, not a hot loop).
+    let retry = h.start_task(SHARD, WF);
+    assert_eq!(retry.attempt, 2);
+    let again = h.apply(
+        SHARD,
+        Kind::CompleteWorkflowTask(cmd::CompleteWorkflowTask {
+            token: Some(retry.clone()),
+            request: Some(ws::RespondWorkflowTaskCompletedRequest {
+                namespace: "default".into(),
+                commands: vec![schedule_command("calc-ep", 30)],
+                ..Default::default()
+            }),
+            nexus_request_ids: vec!["req-2".into()],
+            ..Default::default()
+        }),
+    );
+    assert!(again.is_err());
+    let task = h.state(SHARD, WF).workflow_task.expect("still started");
+    assert_eq!(
+        (task.attempt, task.started_event_id),
+        (2, retry.started_event_id)
+    );
     assert!(h.state(SHARD, WF).nexus_operations.is_empty());
     assert!(
         h.transfer(SHARD, pb::outbox_task::Kind::NexusTask)

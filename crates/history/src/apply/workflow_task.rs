@@ -220,11 +220,17 @@ pub fn complete(
             // Temporal's behaviour for a bad command: nothing of the completion is kept, the task
             // is failed with the cause, a new one is scheduled, and the worker gets the error.
             batch.rollback(savepoint);
-            if task.attempt > 1 && cause == WorkflowTaskFailedCause::FeatureDisabled {
+            if task.attempt > 1
+                && matches!(
+                    cause,
+                    WorkflowTaskFailedCause::FeatureDisabled
+                        | WorkflowTaskFailedCause::BadScheduleNexusOperationAttributes
+                )
+            {
                 // A retry that fails the same way again is not failed again (Temporal does this
-                // for every cause but UnhandledCommand; here only for commands Chronicle does not
-                // serve, which no retry can fix): the task stays started until it times out and
-                // is retried then, so a worker that keeps sending such a command is paced by the
+                // for every cause but UnhandledCommand; here for commands Chronicle does not
+                // serve and for Nexus operations on endpoints not found): the task stays started
+                // until it times out and is retried then, so a worker that keeps sending such a command is paced by the
                 // task timeout instead of spinning through attempts as fast as it can answer.
                 return Err(ApplyError::Rejected(ApiError::invalid_argument(message)));
             }
