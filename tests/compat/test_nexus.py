@@ -1,10 +1,13 @@
 """Nexus against the server under test: the endpoint registry (OperatorService's
 Create/Get/Update/Delete/ListNexusEndpoints) through the ``temporal operator nexus endpoint``
-commands and raw gRPC calls, with Temporal's validation, errors, versions and paging; and a
-worker hosting Nexus service handlers, which polls its Nexus task queue."""
+commands and raw gRPC calls, with Temporal's validation, errors, versions and paging; a
+worker hosting Nexus service handlers, which polls its Nexus task queue; and workflows calling
+synchronous operations of such a worker (success, handler and operation errors, an unknown
+endpoint)."""
 
 import asyncio
 import uuid
+from datetime import timedelta
 
 import pytest
 from temporalio.api.common.v1 import Payload
@@ -19,7 +22,12 @@ from temporalio.api.operatorservice.v1 import (
     ListNexusEndpointsRequest,
     UpdateNexusEndpointRequest,
 )
+import nexusrpc
 from nexusrpc.handler import StartOperationContext, service_handler, sync_operation
+from temporalio import workflow
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
+from temporalio.exceptions import ApplicationError, NexusOperationError
+from temporalio.worker import UnsandboxedWorkflowRunner
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
@@ -269,3 +277,188 @@ async def test_worker_with_nexus_handlers_polls_and_keeps_running(client, task_q
         second = await client.execute_workflow(wf.TimerWorkflow.run, 0.1, id=new_id("nexus-worker"),
                                                task_queue=task_queue)
         assert second == "woke"
+
+
+@service_handler(name="CompatCalc")
+class CalcHandler:
+    @sync_operation
+    async def double(self, ctx: StartOperationContext, n: int) -> int:
+        return n * 2
+
+    @sync_operation
+    async def refuse(self, ctx: StartOperationContext, text: str) -> str:
+        raise nexusrpc.HandlerError(f"refused {text}", type=nexusrpc.HandlerErrorType.BAD_REQUEST)
+
+    @sync_operation
+    async def fail(self, ctx: StartOperationContext, text: str) -> str:
+        raise nexusrpc.OperationError(f"failed {text}", state=nexusrpc.OperationErrorState.FAILED)
+
+    attempts: dict = {}
+    release: dict = {}
+
+    @sync_operation
+    async def slow(self, ctx: StartOperationContext, key: str) -> str:
+        """Answers once the test releases it (at most 5 s later)."""
+        event = CalcHandler.release.setdefault(key, asyncio.Event())
+        await asyncio.wait_for(event.wait(), 5)
+        return "released"
+
+    @sync_operation
+    async def flaky(self, ctx: StartOperationContext, key: str) -> str:
+        """Fails its first attempt with a retryable handler error (same request ID each time)."""
+        CalcHandler.attempts.setdefault(key, []).append(ctx.request_id)
+        if len(CalcHandler.attempts[key]) == 1:
+            raise nexusrpc.HandlerError("try again", type=nexusrpc.HandlerErrorType.INTERNAL)
+        return f"ok after {len(CalcHandler.attempts[key])}"
+
+
+@workflow.defn(sandboxed=False)
+class NexusCallerWorkflow:
+    """Calls one CompatCalc operation; reports the result or how the call failed."""
+
+    @workflow.run
+    async def run(self, endpoint: str, operation: str, arg) -> dict:
+        nexus = workflow.create_nexus_client(service=CalcHandler, endpoint=endpoint)
+        op = {"double": CalcHandler.double, "refuse": CalcHandler.refuse,
+              "fail": CalcHandler.fail, "flaky": CalcHandler.flaky,
+              "slow": CalcHandler.slow}[operation]
+        try:
+            result = await nexus.execute_operation(op, arg, schedule_to_close_timeout=timedelta(seconds=60))
+            return {"result": result}
+        except NexusOperationError as e:
+            cause = e.__cause__
+            return {
+                "error": str(e), "service": e.service, "operation": e.operation,
+                "cause_type": type(cause).__name__, "cause": str(cause),
+                "handler_type": getattr(getattr(cause, "type", None), "name", None),
+                "retryable": getattr(cause, "retryable", None),
+                "non_retryable": getattr(cause, "non_retryable", None),
+            }
+
+
+async def create_worker_endpoint(client, task_queue: str) -> str:
+    name = endpoint_name("calc")
+    await client.operator_service.create_nexus_endpoint(CreateNexusEndpointRequest(
+        spec=worker_spec(name, task_queue)))
+    return name
+
+
+async def event_types(handle) -> list:
+    return [e.event_type async for e in handle.fetch_history_events()]
+
+
+async def test_workflow_calls_sync_operations(client, task_queue):
+    """A workflow's sync Nexus operation completes with the handler's result; a handler error
+    that is not retryable, and an operation error, fail the operation (NexusOperationFailed)
+    with the handler's failure as the cause."""
+    endpoint = await create_worker_endpoint(client, task_queue)
+    async with Worker(client, task_queue=task_queue, workflows=[NexusCallerWorkflow],
+                      nexus_service_handlers=[CalcHandler()],
+                      workflow_runner=UnsandboxedWorkflowRunner()):
+        handle = await client.start_workflow(NexusCallerWorkflow.run, args=[endpoint, "double", 21],
+                                             id=new_id("nexus-call"), task_queue=task_queue)
+        assert await handle.result() == {"result": 42}
+        events = [e async for e in handle.fetch_history_events()]
+        scheduled = [e for e in events if e.event_type == EventType.EVENT_TYPE_NEXUS_OPERATION_SCHEDULED]
+        completed = [e for e in events if e.event_type == EventType.EVENT_TYPE_NEXUS_OPERATION_COMPLETED]
+        assert len(scheduled) == 1 and len(completed) == 1
+        attrs = scheduled[0].nexus_operation_scheduled_event_attributes
+        assert (attrs.endpoint, attrs.service, attrs.operation) == (endpoint, "CompatCalc", "double")
+        assert attrs.request_id and attrs.endpoint_id
+        assert attrs.schedule_to_close_timeout.ToTimedelta() == timedelta(seconds=60)
+        done = completed[0].nexus_operation_completed_event_attributes
+        assert done.scheduled_event_id == scheduled[0].event_id
+        assert done.request_id == attrs.request_id
+        assert done.result.data == b"42"
+        # No Started event for a sync operation.
+        assert EventType.EVENT_TYPE_NEXUS_OPERATION_STARTED not in [e.event_type for e in events]
+
+        refused = await client.execute_workflow(NexusCallerWorkflow.run, args=[endpoint, "refuse", "x"],
+                                                id=new_id("nexus-call"), task_queue=task_queue)
+        assert refused["error"] == "nexus operation completed unsuccessfully", refused
+        assert (refused["service"], refused["operation"]) == ("CompatCalc", "refuse")
+        assert refused["cause_type"] == "HandlerError", refused
+        assert refused["handler_type"] == "BAD_REQUEST", refused
+        assert "refused x" in refused["cause"], refused
+
+        failed_handle = await client.start_workflow(NexusCallerWorkflow.run, args=[endpoint, "fail", "y"],
+                                                    id=new_id("nexus-call"), task_queue=task_queue)
+        failed = await failed_handle.result()
+        assert failed["error"] == "nexus operation completed unsuccessfully", failed
+        assert failed["cause_type"] == "ApplicationError", failed
+        assert "failed y" in failed["cause"], failed
+        types = await event_types(failed_handle)
+        assert EventType.EVENT_TYPE_NEXUS_OPERATION_FAILED in types
+        assert EventType.EVENT_TYPE_NEXUS_OPERATION_COMPLETED not in types
+
+
+async def test_retryable_handler_error_is_retried(client, task_queue):
+    """A retryable handler error (INTERNAL) does not fail the operation: the start request is
+    sent again, with the same request ID, and the second attempt's result completes it."""
+    endpoint = await create_worker_endpoint(client, task_queue)
+    key = new_id("flaky")
+    async with Worker(client, task_queue=task_queue, workflows=[NexusCallerWorkflow],
+                      nexus_service_handlers=[CalcHandler()],
+                      workflow_runner=UnsandboxedWorkflowRunner()):
+        handle = await client.start_workflow(NexusCallerWorkflow.run, args=[endpoint, "flaky", key],
+                                             id=new_id("nexus-call"), task_queue=task_queue)
+        assert await handle.result() == {"result": "ok after 2"}
+        request_ids = CalcHandler.attempts[key]
+        assert len(request_ids) == 2 and request_ids[0] == request_ids[1], request_ids
+        assert not (await handle.describe()).raw_description.pending_nexus_operations
+        types = await event_types(handle)
+        assert EventType.EVENT_TYPE_NEXUS_OPERATION_COMPLETED in types
+        assert EventType.EVENT_TYPE_NEXUS_OPERATION_FAILED not in types
+
+
+async def test_describe_lists_a_pending_operation(client, task_queue):
+    """While the handler works on the start request, DescribeWorkflowExecution lists the
+    operation as pending (Scheduled, no attempt finished yet); once it completed, nothing is pending."""
+    from temporalio.api.enums.v1 import PendingNexusOperationState
+    endpoint = await create_worker_endpoint(client, task_queue)
+    key = new_id("slow")
+    async with Worker(client, task_queue=task_queue, workflows=[NexusCallerWorkflow],
+                      nexus_service_handlers=[CalcHandler()],
+                      workflow_runner=UnsandboxedWorkflowRunner()):
+        handle = await client.start_workflow(NexusCallerWorkflow.run, args=[endpoint, "slow", key],
+                                             id=new_id("nexus-call"), task_queue=task_queue)
+
+        async def pending():
+            assert key in CalcHandler.release, "the handler has not started yet"
+            ops = (await handle.describe()).raw_description.pending_nexus_operations
+            assert len(ops) == 1, ops
+            return ops[0]
+
+        op = await eventually(pending)
+        assert (op.endpoint, op.service, op.operation) == (endpoint, "CompatCalc", "slow")
+        assert op.state == PendingNexusOperationState.PENDING_NEXUS_OPERATION_STATE_SCHEDULED
+        assert op.attempt == 0  # attempts made so far: none finished
+        assert op.schedule_to_close_timeout.ToTimedelta() == timedelta(seconds=60)
+        scheduled = [e async for e in handle.fetch_history_events()
+                     if e.event_type == EventType.EVENT_TYPE_NEXUS_OPERATION_SCHEDULED]
+        assert op.scheduled_event_id == scheduled[0].event_id
+        CalcHandler.release[key].set()
+        assert await handle.result() == {"result": "released"}
+        assert not (await handle.describe()).raw_description.pending_nexus_operations
+
+
+async def test_unknown_endpoint_fails_the_workflow_task(client, task_queue):
+    """Scheduling an operation on an endpoint that does not exist fails the workflow task with
+    BAD_SCHEDULE_NEXUS_OPERATION_ATTRIBUTES, as Temporal does."""
+    missing = endpoint_name("missing")
+    async with Worker(client, task_queue=task_queue, workflows=[NexusCallerWorkflow],
+                      workflow_runner=UnsandboxedWorkflowRunner()):
+        handle = await client.start_workflow(NexusCallerWorkflow.run, args=[missing, "double", 1],
+                                             id=new_id("nexus-call"), task_queue=task_queue)
+
+        async def task_failed():
+            failed = [e async for e in handle.fetch_history_events()
+                      if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
+            assert failed, "no failed workflow task yet"
+            attrs = failed[0].workflow_task_failed_event_attributes
+            assert attrs.cause == WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_BAD_SCHEDULE_NEXUS_OPERATION_ATTRIBUTES
+            assert attrs.failure.message == (
+                f'BadScheduleNexusOperationAttributes: endpoint "{missing}" not found'), attrs.failure.message
+
+        await eventually(task_failed)
+        await handle.terminate()

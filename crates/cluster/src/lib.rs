@@ -312,6 +312,17 @@ pub trait HistoryService: Send + Sync + 'static {
         let _ = request;
         Err(unimplemented("Nexus endpoints"))
     }
+
+    /// Nexus tasks (docs/nexus.md): a handler worker's poll takes the start request of an
+    /// operation (a read on the caller's shard), and the worker's answer is recorded there.
+    async fn nexus_task(
+        &self,
+        namespace_id: &str,
+        request: chronicle_proto::chronicle::history::v1::NexusTaskRequest,
+    ) -> ApiResult<chronicle_proto::chronicle::history::v1::NexusTaskResponse> {
+        let _ = (namespace_id, request);
+        Err(unimplemented("Nexus operations"))
+    }
 }
 
 fn unimplemented(what: &str) -> chronicle_types::ApiError {

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use chronicle_cluster::{ActivityHeartbeat, ActivityOutcome, ActivityResult, ActivityTarget};
+use chronicle_proto::chronicle::history::v1 as hpb;
 use chronicle_proto::temporal::api::namespace::v1::{NamespaceInfo, UpdateNamespaceInfo};
 use chronicle_proto::temporal::api::workflowservice::v1::{
     self as ws, workflow_service_server::WorkflowService,
@@ -662,9 +663,8 @@ impl WorkflowService for WorkflowHandler {
         ok(self.ctx.matching.poll_activity_task(&ns, r).await?)
     }
 
-    /// Nexus handler workers poll here. No Nexus task is dispatched yet (docs/nexus.md), so the
-    /// poll waits its interval and answers empty, as an idle queue does on Temporal; answering
-    /// Unimplemented made the SDK's worker fail and shut down.
+    /// Nexus handler workers poll here for the start requests of operations workflows call
+    /// (docs/nexus.md); an idle poll answers empty at the end of its interval.
     async fn poll_nexus_task_queue(
         &self,
         request: Request<ws::PollNexusTaskQueueRequest>,
@@ -673,6 +673,35 @@ impl WorkflowService for WorkflowHandler {
         let ns = self.ns(&r.namespace).await?;
         validate::task_queue_name(r.task_queue.as_ref().map(|t| t.name.as_str()).unwrap_or(""))?;
         ok(self.ctx.matching.poll_nexus_task(&ns, r).await?)
+    }
+
+    /// A handler's answer to a start request, recorded on the calling workflow's shard.
+    async fn respond_nexus_task_completed(
+        &self,
+        request: Request<ws::RespondNexusTaskCompletedRequest>,
+    ) -> Res<ws::RespondNexusTaskCompletedResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        let request = hpb::NexusTaskRequest {
+            namespace_id: ns.clone(),
+            op: Some(hpb::nexus_task_request::Op::Completed(r)),
+        };
+        self.ctx.history.nexus_task(&ns, request).await?;
+        ok(ws::RespondNexusTaskCompletedResponse::default())
+    }
+
+    async fn respond_nexus_task_failed(
+        &self,
+        request: Request<ws::RespondNexusTaskFailedRequest>,
+    ) -> Res<ws::RespondNexusTaskFailedResponse> {
+        let r = request.into_inner();
+        let ns = self.ns(&r.namespace).await?;
+        let request = hpb::NexusTaskRequest {
+            namespace_id: ns.clone(),
+            op: Some(hpb::nexus_task_request::Op::Failed(r)),
+        };
+        self.ctx.history.nexus_task(&ns, request).await?;
+        ok(ws::RespondNexusTaskFailedResponse::default())
     }
 
     async fn respond_activity_task_completed(

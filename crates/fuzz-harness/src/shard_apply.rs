@@ -242,6 +242,8 @@ fn seed(shard: &mut Shard) {
         }),
         new_run_id: "seed-next".into(),
         eager_activities: false,
+        nexus_endpoints: Vec::new(),
+        nexus_request_ids: Vec::new(),
     }));
     shard.apply(&complete.encode_to_vec());
 }
@@ -662,6 +664,8 @@ fn shard_command(u: &mut Unstructured, shard: &mut Shard) -> ArbResult<cmd::Shar
                 }),
                 new_run_id: text(u, &["next-run", "run-0"])?,
                 eager_activities: u.arbitrary()?,
+                nexus_endpoints: Vec::new(),
+                nexus_request_ids: Vec::new(),
             })
         }
         3 => Kind::FailWorkflowTask(cmd::FailWorkflowTask {

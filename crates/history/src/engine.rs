@@ -781,6 +781,7 @@ fn command_label(kind: &shard_command::Kind) -> &'static str {
         FailWorkflowTask(_) => "fail_workflow_task",
         RecordActivityTaskStarted(_) => "record_activity_task_started",
         RespondActivity(_) => "respond_activity",
+        RespondNexusTask(_) => "respond_nexus_task",
         RecordActivityHeartbeat(_) => "record_activity_heartbeat",
         SignalWorkflow(_) => "signal_workflow",
         TerminateWorkflow(_) => "terminate_workflow",

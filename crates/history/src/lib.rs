@@ -21,6 +21,7 @@ pub mod metric_defs;
 pub mod mutable_state;
 pub mod namespace_names;
 mod nexus_endpoints;
+mod nexus_tasks;
 pub mod notify;
 pub mod placement;
 mod processors;

@@ -280,6 +280,7 @@ pub(crate) fn timer_task_type(kind: i32) -> &'static str {
         Kind::WorkflowStartDelay => "TimerActiveTaskWorkflowBackoffTimer",
         Kind::Schedule => "TimerActiveTaskScheduleTimer",
         Kind::DeleteRun => "TimerActiveTaskDeleteHistoryEvent",
+        Kind::NexusOperationTimeout => "TimerActiveTaskStateMachineTimer",
         Kind::Unspecified => "TimerActiveTaskUnknown",
     }
 }
@@ -298,6 +299,8 @@ pub(crate) fn transfer_task_type(kind: i32) -> &'static str {
         Kind::ScheduleStart => "TransferActiveTaskScheduleStart",
         Kind::ScheduleWorkflowClosed => "TransferActiveTaskCloseExecution",
         Kind::ScheduleStopWorkflow => "TransferActiveTaskScheduleStop",
+        // Temporal's outbound queue task for a Nexus start request.
+        Kind::NexusTask => "OutboundActiveTaskInvocation",
         Kind::Unspecified => "TransferActiveTaskUnknown",
     }
 }
@@ -432,6 +435,7 @@ pub(crate) fn command_namespace(
         CompleteWorkflowTask(c) => return token_namespace(&c.token),
         FailWorkflowTask(c) => return token_namespace(&c.token),
         RespondActivity(c) => return token_namespace(&c.token),
+        RespondNexusTask(c) => return token_namespace(&c.token),
         RecordActivityHeartbeat(c) => return token_namespace(&c.token),
         RecordChildClosed(c) => match &c.parent {
             Some(parent) => &parent.namespace_id,

@@ -361,13 +361,16 @@ async fn outbox_loop(
                 }
                 continue;
             }
-            let kind = if task.kind == pb::outbox_task::Kind::ActivityTask as i32 {
-                TaskKind::Activity
-            } else {
-                TaskKind::Workflow
+            let (kind, queue_namespace_id) = match pb::outbox_task::Kind::try_from(task.kind) {
+                Ok(pb::outbox_task::Kind::ActivityTask) => (TaskKind::Activity, &task.namespace_id),
+                // A Nexus start request goes to the endpoint's handler namespace.
+                Ok(pb::outbox_task::Kind::NexusTask) => {
+                    (TaskKind::Nexus, &task.target_namespace_id)
+                }
+                _ => (TaskKind::Workflow, &task.namespace_id),
             };
             let queue = TaskQueueKey {
-                namespace_id: task.namespace_id.clone(),
+                namespace_id: queue_namespace_id.clone(),
                 name: task.task_queue.clone(),
                 kind,
             };
@@ -395,10 +398,10 @@ async fn outbox_loop(
             let started = Instant::now();
             let measure = metric_defs::RequestTimer::new(
                 "matching",
-                if kind == TaskKind::Activity {
-                    "AddActivityTask"
-                } else {
-                    "AddWorkflowTask"
+                match kind {
+                    TaskKind::Activity => "AddActivityTask",
+                    TaskKind::Nexus => "AddNexusTask",
+                    _ => "AddWorkflowTask",
                 },
                 engine.namespace_name(&task.namespace_id),
             );

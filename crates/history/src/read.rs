@@ -327,6 +327,7 @@ pub fn describe(state: &pb::WorkflowExecutionState) -> ws::DescribeWorkflowExecu
         workflow_execution_info: Some(execution_info(state)),
         pending_activities,
         pending_workflow_task,
+        pending_nexus_operations: crate::nexus_tasks::pending_operations(state),
         workflow_extended_info: Some(crate::reset::extended_info(state)),
         ..Default::default()
     }

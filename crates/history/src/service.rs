@@ -1002,6 +1002,7 @@ impl HistoryService for HistoryEngine {
             token.workflow_id.clone(),
             token.run_id.clone(),
         );
+        let (nexus_endpoints, nexus_request_ids) = self.resolve_nexus_commands(&request)?;
         let query_results = request.query_results.clone();
         // Query results count only once the completion commits (a stale task's do not).
         self.queries.set_answering(&key, query_results.keys(), true);
@@ -1010,6 +1011,8 @@ impl HistoryService for HistoryEngine {
                 shard,
                 Kind::CompleteWorkflowTask(cmd::CompleteWorkflowTask {
                     token: Some(token),
+                    nexus_endpoints,
+                    nexus_request_ids,
                     request: Some(request),
                     new_run_id: chronicle_types::new_run_id(),
                     eager_activities: self.config.eager_activities,
@@ -1197,5 +1200,13 @@ impl HistoryService for HistoryEngine {
         request: cmd::NexusEndpointsRequest,
     ) -> ApiResult<cmd::NexusEndpointsResponse> {
         self.nexus_endpoints_op(request).await
+    }
+
+    async fn nexus_task(
+        &self,
+        namespace_id: &str,
+        request: cmd::NexusTaskRequest,
+    ) -> ApiResult<cmd::NexusTaskResponse> {
+        self.nexus_task_op(namespace_id, request).await
     }
 }

@@ -1,13 +1,15 @@
-//! Nexus task queues: a Nexus handler worker's long poll (`PollNexusTaskQueue`). Nothing offers
-//! Nexus tasks yet (operations are not built, docs/nexus.md), so a poll holds its place among the
-//! queue's pollers, where DescribeTaskQueue lists it, and answers empty at the interval's end.
+//! Nexus task queues: a Nexus handler worker's long poll (`PollNexusTaskQueue`). History offers
+//! a Nexus operation's start request here (docs/nexus.md); the poll that takes it asks the
+//! caller's shard for the request and its task token, and answers empty at the interval's end.
 
 use chronicle_cluster::{TaskKind, TaskQueueKey};
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_types::ApiResult;
 
-use crate::MatchingEngine;
+use chronicle_proto::chronicle::history::v1 as hpb;
+
 use crate::metric_defs::{self, PollOutcome};
+use crate::{Dispatch, MatchingEngine, poller, start_request_id, task_is_stale};
 
 impl MatchingEngine {
     pub(crate) async fn poll_nexus(
@@ -24,24 +26,57 @@ impl MatchingEngine {
                 .unwrap_or_default(),
             kind: TaskKind::Nexus,
         };
+        self.note_poll(&key, &request.namespace, request.task_queue.as_ref());
         let deadline = self.poll_deadline();
-        // Nothing offers Nexus tasks yet: the poll holds its place among the queue's pollers
-        // (DescribeTaskQueue lists it) until the poll interval ends or matching stops.
-        while let Some((dispatch, _)) = self
-            .next_dispatch(&key, &request.identity, deadline)
-            .await?
-        {
-            tracing::warn!(?key, "a task reached a Nexus task queue and was dropped");
-            drop(dispatch);
+        let record = |outcome| {
+            metric_defs::record_poll(
+                &request.namespace,
+                request.task_queue.as_ref(),
+                request.deployment_options.as_ref(),
+                "Nexus",
+                outcome,
+            )
+        };
+        loop {
+            let Some((dispatch, outcome)) = self
+                .next_dispatch(&key, &request.identity, deadline)
+                .await?
+            else {
+                record(PollOutcome::Timeout);
+                return Ok(ws::PollNexusTaskQueueResponse::default());
+            };
+            let Dispatch::Task(task) = dispatch else {
+                continue;
+            };
+            let info = poller(start_request_id(), &request.identity, &request.task_queue);
+            let taken = hpb::NexusTaskRequest {
+                namespace_id: task.namespace_id.clone(),
+                op: Some(hpb::nexus_task_request::Op::Started(
+                    hpb::RecordTaskStartedRequest {
+                        task: Some(hpb::TaskRef::from(&task)),
+                        poller: Some(hpb::PollerInfo::from(&info)),
+                    },
+                )),
+            };
+            match self.history()?.nexus_task(&task.namespace_id, taken).await {
+                Ok(answer) => {
+                    record(outcome);
+                    return Ok(answer.started.unwrap_or_default());
+                }
+                Err(e) if task_is_stale(&e) => continue,
+                Err(e) => {
+                    tracing::warn!(
+                        namespace_id = %task.namespace_id,
+                        workflow_id = %task.workflow_id,
+                        run_id = %task.run_id,
+                        shard = task.shard,
+                        error = %e.message,
+                        "taking a Nexus task failed; history will offer it again"
+                    );
+                    continue;
+                }
+            }
         }
-        metric_defs::record_poll(
-            &request.namespace,
-            request.task_queue.as_ref(),
-            request.deployment_options.as_ref(),
-            "Nexus",
-            PollOutcome::Timeout,
-        );
-        Ok(ws::PollNexusTaskQueueResponse::default())
     }
 }
 

@@ -101,6 +101,12 @@ impl history_api_server::HistoryApi for HistoryApiService {
         reply(self.inner.standalone_activity(&namespace_id, r).await)
     }
 
+    async fn nexus_task(&self, r: Request<hpb::NexusTaskRequest>) -> Reply<hpb::NexusTaskResponse> {
+        let r = r.into_inner();
+        let namespace_id = r.namespace_id.clone();
+        reply(self.inner.nexus_task(&namespace_id, r).await)
+    }
+
     async fn nexus_endpoints(
         &self,
         r: Request<hpb::NexusEndpointsRequest>,
@@ -502,6 +508,15 @@ impl HistoryService for RemoteHistory {
     ) -> ApiResult<hpb::StandaloneActivityResponse> {
         request.namespace_id = namespace_id.into();
         answer(self.client().standalone_activity(request).await)
+    }
+
+    async fn nexus_task(
+        &self,
+        namespace_id: &str,
+        mut request: hpb::NexusTaskRequest,
+    ) -> ApiResult<hpb::NexusTaskResponse> {
+        request.namespace_id = namespace_id.into();
+        answer(self.client().nexus_task(request).await)
     }
 
     async fn nexus_endpoints(

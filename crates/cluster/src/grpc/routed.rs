@@ -736,6 +736,37 @@ impl HistoryService for RoutedHistory {
         .await
     }
 
+    async fn nexus_task(
+        &self,
+        namespace_id: &str,
+        request: hpb::NexusTaskRequest,
+    ) -> ApiResult<hpb::NexusTaskResponse> {
+        use hpb::nexus_task_request::Op;
+        let (shard, retry) = match &request.op {
+            // Taking a task only reads the caller's run.
+            Some(Op::Started(r)) => (
+                r.task.as_ref().map(|t| t.shard).ok_or_else(|| {
+                    ApiError::invalid_argument("the Nexus task to start is missing")
+                })?,
+                Retry::Idempotent,
+            ),
+            // An answer is checked at apply against the pending operation, so a resent one
+            // changes nothing more.
+            Some(Op::Completed(r)) => (self.token_shard(&r.task_token).await?, Retry::Idempotent),
+            Some(Op::Failed(r)) => (self.token_shard(&r.task_token).await?, Retry::Idempotent),
+            None => {
+                return Err(ApiError::invalid_argument(
+                    "the Nexus task request is empty",
+                ));
+            }
+        };
+        self.route(shard, retry, |h| {
+            let request = request.clone();
+            async move { h.nexus_task(namespace_id, request).await }
+        })
+        .await
+    }
+
     async fn nexus_endpoints(
         &self,
         request: hpb::NexusEndpointsRequest,

@@ -200,6 +200,8 @@ impl Harness {
                 }),
                 new_run_id: uuid::Uuid::new_v4().to_string(),
                 eager_activities: true,
+                nexus_endpoints: Vec::new(),
+                nexus_request_ids: Vec::new(),
             }),
         )
     }

@@ -18,6 +18,9 @@ mod new_run;
 pub(crate) mod nexus_endpoint;
 #[cfg(test)]
 mod nexus_endpoint_tests;
+pub(crate) mod nexus_operation;
+#[cfg(test)]
+mod nexus_operation_tests;
 pub mod reset;
 #[cfg(test)]
 mod safety_tests;
@@ -229,6 +232,7 @@ fn apply_command(
             activity::record_started(batch, now, c)
         }
         shard_command::Kind::RespondActivity(c) => activity::respond(batch, now, c),
+        shard_command::Kind::RespondNexusTask(c) => nexus_operation::respond(batch, now, c),
         shard_command::Kind::RecordActivityHeartbeat(c) => activity::heartbeat(batch, now, c),
         shard_command::Kind::SignalWorkflow(c) => signal::signal(batch, now, c),
         shard_command::Kind::TerminateWorkflow(c) => signal::terminate(batch, now, c),
@@ -355,6 +359,7 @@ pub fn close_run(
         batch.delete_outbox(activity.outbox_task_id as u64);
     }
     ms.state.activities.clear();
+    nexus_operation::on_close(batch, ms);
     ms.state.timers.clear();
     ms.state.buffered_events.clear();
     update::on_close(ms);

@@ -30,6 +30,8 @@ fn completion(token: chronicle_proto::chronicle::persistence::v1::TaskToken) -> 
         }),
         new_run_id: "next-run".into(),
         eager_activities: false,
+        nexus_endpoints: Vec::new(),
+        nexus_request_ids: Vec::new(),
     })
 }
 

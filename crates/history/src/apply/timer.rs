@@ -121,6 +121,7 @@ pub fn fire(
         Kind::WorkflowTaskScheduleToStartTimeout => {
             workflow_task::sticky_timed_out(batch, &mut ms, task.event_id, task.attempt)?
         }
+        Kind::NexusOperationTimeout => super::nexus_operation::timed_out(batch, &mut ms, &task)?,
         Kind::Unspecified | Kind::Schedule | Kind::DeleteRun => false,
     };
     if changed {

@@ -7,7 +7,7 @@ use chronicle_proto::chronicle::persistence::v1 as pb;
 use chronicle_proto::temporal::api::command::v1::{
     Command, CompleteWorkflowExecutionCommandAttributes,
     ContinueAsNewWorkflowExecutionCommandAttributes, ProtocolMessageCommandAttributes,
-    ScheduleNexusOperationCommandAttributes, command::Attributes as CommandAttributes,
+    RequestCancelNexusOperationCommandAttributes, command::Attributes as CommandAttributes,
 };
 use chronicle_proto::temporal::api::common::v1::{WorkflowExecution, WorkflowType};
 use chronicle_proto::temporal::api::enums::v1::{
@@ -142,6 +142,8 @@ fn complete(
             }),
             new_run_id: "next-run".into(),
             eager_activities: false,
+            nexus_endpoints: Vec::new(),
+            nexus_request_ids: Vec::new(),
         }),
     )
 }
@@ -374,14 +376,16 @@ fn an_unsupported_command_fails_the_task_with_feature_disabled_once() {
     let h = Harness::new();
     h.start(SHARD, WF, "run-1");
     let nexus = || {
-        vec![CommandAttributes::ScheduleNexusOperationCommandAttributes(
-            ScheduleNexusOperationCommandAttributes::default(),
-        )]
+        vec![
+            CommandAttributes::RequestCancelNexusOperationCommandAttributes(
+                RequestCancelNexusOperationCommandAttributes::default(),
+            ),
+        ]
     };
     let token = h.start_task(SHARD, WF);
     let refused = complete(&h, token, nexus(), vec![]).expect_err("refused");
     assert!(
-        refused.message.contains("ScheduleNexusOperation"),
+        refused.message.contains("RequestCancelNexusOperation"),
         "{refused:?}"
     );
     let failed = h

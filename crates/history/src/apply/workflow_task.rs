@@ -181,6 +181,11 @@ pub fn complete(
         &request,
         &c.new_run_id,
         c.eager_activities,
+        super::nexus_operation::Resolved {
+            endpoints: &c.nexus_endpoints,
+            request_ids: &c.nexus_request_ids,
+            used: 0,
+        },
     ) {
         Ok(eager_activities) => {
             // Temporal's hard history limits: a run that reached one is terminated rather than
@@ -215,11 +220,17 @@ pub fn complete(
             // Temporal's behaviour for a bad command: nothing of the completion is kept, the task
             // is failed with the cause, a new one is scheduled, and the worker gets the error.
             batch.rollback(savepoint);
-            if task.attempt > 1 && cause == WorkflowTaskFailedCause::FeatureDisabled {
+            if task.attempt > 1
+                && matches!(
+                    cause,
+                    WorkflowTaskFailedCause::FeatureDisabled
+                        | WorkflowTaskFailedCause::BadScheduleNexusOperationAttributes
+                )
+            {
                 // A retry that fails the same way again is not failed again (Temporal does this
-                // for every cause but UnhandledCommand; here only for commands Chronicle does not
-                // serve, which no retry can fix): the task stays started until it times out and
-                // is retried then, so a worker that keeps sending such a command is paced by the
+                // for every cause but UnhandledCommand; here for commands Chronicle does not
+                // serve and for Nexus operations on endpoints not found): the task stays started
+                // until it times out and is retried then, so a worker that keeps sending such a command is paced by the
                 // task timeout instead of spinning through attempts as fast as it can answer.
                 return Err(ApplyError::Rejected(ApiError::invalid_argument(message)));
             }
@@ -277,6 +288,7 @@ fn apply_completion(
     request: &chronicle_proto::temporal::api::workflowservice::v1::RespondWorkflowTaskCompletedRequest,
     new_run_id: &str,
     eager_activities: bool,
+    nexus: super::nexus_operation::Resolved<'_>,
 ) -> Result<Vec<cmd::RecordActivityTaskStartedResult>, Rejection> {
     if task.transient {
         ms.write_transient_events(task);
@@ -316,6 +328,7 @@ fn apply_completion(
         eager_scheduled: Vec::new(),
         messages: super::update::Messages::new(&request.messages),
         identity: &request.identity,
+        nexus,
     };
     for command in &request.commands {
         if closed {
@@ -395,6 +408,8 @@ pub(super) struct CommandContext<'a> {
     pub messages: super::update::Messages<'a>,
     /// The completing worker's identity.
     pub identity: &'a str,
+    /// What the leader resolved for the ScheduleNexusOperation commands.
+    pub nexus: super::nexus_operation::Resolved<'a>,
 }
 
 /// Applies one command; returns whether it closed the workflow.
@@ -745,6 +760,10 @@ fn apply_command(
             super::update::protocol_message_command(ms, ctx, &a.message_id)?;
             Ok(false)
         }
+        CommandAttributes::ScheduleNexusOperationCommandAttributes(a) => {
+            super::nexus_operation::schedule(batch, ms, a, ctx)?;
+            Ok(false)
+        }
         // Temporal's cause for a command the server does not serve (as for Nexus operations
         // on a server with Nexus disabled): the task fails and says which command it was.
         other => Err(reject(
@@ -760,7 +779,6 @@ fn apply_command(
 /// The command type of an attributes variant this server does not serve, as Temporal names it.
 fn unsupported_command_name(attributes: &CommandAttributes) -> &'static str {
     match attributes {
-        CommandAttributes::ScheduleNexusOperationCommandAttributes(_) => "ScheduleNexusOperation",
         CommandAttributes::RequestCancelNexusOperationCommandAttributes(_) => {
             "RequestCancelNexusOperation"
         }

@@ -1,0 +1,183 @@
+//! Nexus operations on the caller's shard (docs/nexus.md): the leader resolves the endpoints a
+//! workflow task's ScheduleNexusOperation commands name before proposing, a handler worker's
+//! poll takes an operation's start request (a read of the caller's run), and the worker's answer
+//! is proposed as `RespondNexusTask` (apply/nexus_operation).
+
+use chronicle_proto::chronicle::history::v1::{
+    self as cmd, nexus_task_request::Op, respond_nexus_task, shard_command::Kind,
+};
+use chronicle_proto::chronicle::persistence::v1 as pb;
+use chronicle_proto::temporal::api::command::v1::command::Attributes as CommandAttributes;
+use chronicle_proto::temporal::api::nexus::v1 as nexus;
+use chronicle_proto::temporal::api::workflowservice::v1 as ws;
+use chronicle_types::{ApiError, ApiResult};
+
+use crate::engine::HistoryEngine;
+use crate::read::{is_closed, storage};
+use crate::tokens;
+
+impl HistoryEngine {
+    /// The endpoints a completion's ScheduleNexusOperation commands name, as this node's copy of
+    /// the registry holds them now, and a request ID per command: carried by the command so
+    /// every replica schedules the same operations.
+    pub(crate) fn resolve_nexus_commands(
+        &self,
+        request: &ws::RespondWorkflowTaskCompletedRequest,
+    ) -> ApiResult<(Vec<pb::NexusEndpointRecord>, Vec<String>)> {
+        let mut endpoints: Vec<pb::NexusEndpointRecord> = Vec::new();
+        let mut request_ids = Vec::new();
+        for command in &request.commands {
+            let Some(CommandAttributes::ScheduleNexusOperationCommandAttributes(a)) =
+                &command.attributes
+            else {
+                continue;
+            };
+            request_ids.push(uuid::Uuid::new_v4().to_string());
+            let known = endpoints
+                .iter()
+                .any(|e| e.spec.as_ref().is_some_and(|s| s.name == a.endpoint));
+            if a.endpoint.is_empty() || known {
+                continue;
+            }
+            if let Some(record) = self
+                .metadata
+                .tables
+                .nexus_endpoint_by_name(&a.endpoint)
+                .map_err(storage)?
+            {
+                endpoints.push(record);
+            }
+        }
+        Ok((endpoints, request_ids))
+    }
+
+    pub(crate) async fn nexus_task_op(
+        &self,
+        namespace_id: &str,
+        request: cmd::NexusTaskRequest,
+    ) -> ApiResult<cmd::NexusTaskResponse> {
+        let (token_bytes, outcome) = match request.op {
+            Some(Op::Started(r)) => {
+                let task = r
+                    .task
+                    .ok_or_else(|| ApiError::invalid_argument("the Nexus task is missing"))?;
+                return Ok(cmd::NexusTaskResponse {
+                    started: Some(self.nexus_task_started(&task)?),
+                });
+            }
+            Some(Op::Completed(r)) => (
+                r.task_token.clone(),
+                respond_nexus_task::Outcome::Completed(r),
+            ),
+            Some(Op::Failed(r)) => (r.task_token.clone(), respond_nexus_task::Outcome::Failed(r)),
+            None => {
+                return Err(ApiError::invalid_argument(
+                    "the Nexus task request is empty",
+                ));
+            }
+        };
+        let token = tokens::decode(&token_bytes)?;
+        if !token.is_nexus {
+            return Err(ApiError::invalid_argument(
+                "Error deserializing task token.",
+            ));
+        }
+        let shard = self.shard_of(&token.namespace_id, &token.workflow_id);
+        self.propose(
+            &shard,
+            Kind::RespondNexusTask(cmd::RespondNexusTask {
+                token: Some(token),
+                outcome: Some(outcome),
+                handler_namespace_id: namespace_id.to_string(),
+            }),
+        )
+        .await?;
+        Ok(cmd::NexusTaskResponse::default())
+    }
+
+    /// What a handler's poll answers for the operation `task` offers, read on the caller's
+    /// shard leader: NotFound when the operation is no longer pending (matching drops the task).
+    fn nexus_task_started(&self, task: &cmd::TaskRef) -> ApiResult<ws::PollNexusTaskQueueResponse> {
+        let shard = self.shard_of(&task.namespace_id, &task.workflow_id);
+        self.check_leader(&shard)?;
+        let gone = || ApiError::not_found("Nexus operation not found");
+        let state = shard
+            .tables
+            .execution(&task.namespace_id, &task.workflow_id, &task.run_id)
+            .map_err(storage)?
+            .ok_or_else(gone)?;
+        if is_closed(&state) {
+            return Err(gone());
+        }
+        let op = state
+            .nexus_operations
+            .get(&task.scheduled_event_id)
+            .filter(|op| op.outbox_task_id == task.outbox_id)
+            .ok_or_else(gone)?;
+        let token = pb::TaskToken {
+            namespace_id: task.namespace_id.clone(),
+            workflow_id: task.workflow_id.clone(),
+            run_id: task.run_id.clone(),
+            scheduled_event_id: op.scheduled_event_id,
+            attempt: op.attempt,
+            is_nexus: true,
+            ..Default::default()
+        };
+        let mut header: std::collections::HashMap<String, String> =
+            op.nexus_header.clone().into_iter().collect();
+        if let Some(timeout) = &op.schedule_to_close_timeout {
+            // Nexus's header for how long the caller waits for the operation.
+            let ms = chronicle_types::time::duration_millis(timeout);
+            header.insert("operation-timeout".into(), format!("{ms}ms"));
+        }
+        Ok(ws::PollNexusTaskQueueResponse {
+            task_token: tokens::encode(&token),
+            request: Some(nexus::Request {
+                header,
+                scheduled_time: op.scheduled_time,
+                capabilities: Some(nexus::request::Capabilities {
+                    temporal_failure_responses: true,
+                }),
+                variant: Some(nexus::request::Variant::StartOperation(
+                    nexus::StartOperationRequest {
+                        service: op.service.clone(),
+                        operation: op.operation.clone(),
+                        request_id: op.request_id.clone(),
+                        payload: op.input.clone(),
+                        ..Default::default()
+                    },
+                )),
+                endpoint: op.endpoint.clone(),
+            }),
+            ..Default::default()
+        })
+    }
+}
+
+/// DescribeWorkflowExecution's `pending_nexus_operations`, in scheduling order. A sync
+/// operation is Scheduled until it closes (retries are offered again at once, so there is no
+/// backing-off state to show).
+pub(crate) fn pending_operations(
+    state: &pb::WorkflowExecutionState,
+) -> Vec<chronicle_proto::temporal::api::workflow::v1::PendingNexusOperationInfo> {
+    use chronicle_proto::temporal::api::enums::v1::PendingNexusOperationState;
+    let mut ops: Vec<&pb::NexusOperationInfo> = state.nexus_operations.values().collect();
+    ops.sort_by_key(|op| op.scheduled_event_id);
+    ops.into_iter()
+        .map(
+            |op| chronicle_proto::temporal::api::workflow::v1::PendingNexusOperationInfo {
+                endpoint: op.endpoint.clone(),
+                service: op.service.clone(),
+                operation: op.operation.clone(),
+                schedule_to_close_timeout: op.schedule_to_close_timeout,
+                scheduled_time: op.scheduled_time,
+                state: PendingNexusOperationState::Scheduled as i32,
+                // Temporal counts the attempts made: 0 while the first is in flight.
+                attempt: op.attempt.saturating_sub(1),
+                last_attempt_failure: op.last_attempt_failure.clone(),
+                scheduled_event_id: op.scheduled_event_id,
+                ..Default::default()
+            },
+        )
+        .collect()
+}
