@@ -219,6 +219,7 @@ step "chart cluster: what the rules and the cluster dashboard assume"
     "count(approximate_backlog_age_seconds{$C, chronicle_component=\"matching\", operation=\"TaskQueuePartitionManager\"}) > 0" \
     "sum(numshards_gauge{$C}) == 8" \
     "count(numshards_gauge{$C}) == 3" \
+    "sum(sharditem_created_count{$C, operation=\"ShardController\"}) >= 8" \
     "sum(service_requests{$C, service_name=\"frontend\", chronicle_component=\"frontend\"}) > 0" \
     "!service_requests{$C, service_name=\"frontend\", chronicle_component!=\"frontend\"}" \
     "sum(workflow_success{$C, temporal_namespace=\"default\"}) > 0" \

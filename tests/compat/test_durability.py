@@ -17,6 +17,11 @@ from temporalio.worker import Worker
 import workflows as wf
 from conftest import new_id
 
+# A task lost with a crashed node is handed out again after this. Long enough that a worker on a
+# loaded machine (CI beside other builds) completes each attempt before it times out: with 3 s
+# the attempts timed out one after another and the workflows never moved.
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=10)
+
 WORKFLOWS = int(os.environ.get("COMPAT_DURABILITY_WORKFLOWS", "200"))
 
 pytestmark = [
@@ -84,7 +89,7 @@ async def test_server_crash_and_restart_loses_nothing(server_factory, tmp_path):
         t0 = time.monotonic()
         handles = await asyncio.wait_for(asyncio.gather(*(
             client.start_workflow(wf.DurableWorkflow.run, inp, id=wid, task_queue=task_queue,
-                                  task_timeout=timedelta(seconds=3))
+                                  task_timeout=WORKFLOW_TASK_TIMEOUT)
             for wid, inp in inputs.items())), 60)
         run_ids = {h.id: h.result_run_id for h in handles}
         start_duration = time.monotonic() - t0

@@ -28,6 +28,11 @@ from conftest import IS_CHRONICLE, SERVER_KIND, SplitServer, chronicle_bin, new_
 from invariants import check_histories, check_replicas_agree
 from test_durability import SupervisedWorker
 
+# A task lost with a crashed node is handed out again after this. Long enough that a worker on a
+# loaded machine (CI beside other builds) completes each attempt before it times out: with 3 s
+# the attempts timed out one after another and the workflows never moved.
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=10)
+
 LOAD_SECONDS = float(os.environ.get("COMPAT_FAULT_SECONDS", "6"))
 
 pytestmark = [
@@ -113,7 +118,7 @@ async def under_load(tmp_path, fault: Callable[[SplitServer], Awaitable[None]],
                 try:
                     handles.append(await client.start_workflow(
                         wf.DurableWorkflow.run, inp, id=wid, task_queue=task_queue,
-                        task_timeout=timedelta(seconds=3)))
+                        task_timeout=WORKFLOW_TASK_TIMEOUT))
                     amounts[wid] = inp.amount
                 except Exception as e:  # not acknowledged: not owed a completion, but counted
                     start_errors.append(repr(e))

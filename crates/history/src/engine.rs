@@ -738,8 +738,11 @@ async fn readiness_loop(
             let m = metrics.borrow_and_update();
             (m.current_leader, m.current_term)
         };
-        if leader != Some(node_id) || ready_term.load(Ordering::SeqCst) != term {
-            leading.store(false, Ordering::SeqCst);
+        if (leader != Some(node_id) || ready_term.load(Ordering::SeqCst) != term)
+            && leading.swap(false, Ordering::SeqCst)
+            && group != METADATA_GROUP
+        {
+            metric_defs::record_shard_leadership(false);
         }
         if leader == Some(node_id) && ready_term.load(Ordering::SeqCst) != term {
             match raft.ensure_linearizable().await {
@@ -747,7 +750,9 @@ async fn readiness_loop(
                     // Still the same term: a new term needs its own round.
                     if raft.metrics().borrow().current_term == term {
                         ready_term.store(term, Ordering::SeqCst);
-                        leading.store(true, Ordering::SeqCst);
+                        if !leading.swap(true, Ordering::SeqCst) && group != METADATA_GROUP {
+                            metric_defs::record_shard_leadership(true);
+                        }
                         tracing::info!(group, term, "leading the group");
                     }
                     continue;

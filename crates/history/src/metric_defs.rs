@@ -58,6 +58,27 @@ pub const TASK_ATTEMPT: &str = "task_attempt";
 
 /// History shards this node leads (Temporal: shards owned by the host), set at each scrape.
 pub const NUMSHARDS_GAUGE: &str = "numshards_gauge";
+/// A history shard this node came to lead (Temporal: a shard context created on the host).
+pub const SHARDITEM_CREATED: &str = "sharditem_created_count";
+/// A history shard this node stopped leading (Temporal: a shard context removed from the host).
+pub const SHARDITEM_REMOVED: &str = "sharditem_removed_count";
+/// A history shard this node stopped leading (Temporal: a shard context closed).
+pub const SHARD_CLOSED: &str = "shard_closed_count";
+
+/// Counts a change of leadership of a history shard on this node, as Temporal's shard controller
+/// counts shards acquired and released (operation `ShardController`).
+pub fn record_shard_leadership(gained: bool) {
+    let labels = [
+        ("service_name", SERVICE_NAME),
+        ("operation", "ShardController"),
+    ];
+    if gained {
+        metrics::counter!(SHARDITEM_CREATED, &labels).increment(1);
+    } else {
+        metrics::counter!(SHARDITEM_REMOVED, &labels).increment(1);
+        metrics::counter!(SHARD_CLOSED, &labels).increment(1);
+    }
+}
 
 // Chronicle's Raft gauges, per node (never per shard), set at scrape time from each group's
 // openraft metrics on this node.
@@ -185,6 +206,12 @@ pub fn describe() {
         describe_histogram!(name, Unit::Seconds, help);
     }
     metrics::describe_gauge!(NUMSHARDS_GAUGE, "History shards this node leads.");
+    metrics::describe_counter!(SHARDITEM_CREATED, "History shards this node came to lead.");
+    metrics::describe_counter!(
+        SHARDITEM_REMOVED,
+        "History shards this node stopped leading."
+    );
+    metrics::describe_counter!(SHARD_CLOSED, "History shards this node stopped leading.");
     metrics::describe_gauge!(
         TIMER_QUEUE_LAG,
         Unit::Seconds,

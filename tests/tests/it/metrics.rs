@@ -643,6 +643,28 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
             .value,
         4.0
     );
+    // Temporal's shard controller counters: each of the 4 shards was taken up once, none let go.
+    scrape.assert_type("sharditem_created_count", "counter");
+    assert_eq!(
+        scrape
+            .one(
+                "sharditem_created_count",
+                &[
+                    ("service_name", "history"),
+                    ("operation", "ShardController")
+                ],
+                &["service_name", "operation"],
+            )
+            .value,
+        4.0
+    );
+    assert!(
+        !scrape
+            .samples
+            .iter()
+            .any(|s| s.name == "sharditem_removed_count"),
+        "no shard was let go on a single node"
+    );
 
     // Per-node Raft families: the 4 shards and the metadata group, all led by this one node.
     for (name, value) in [
