@@ -183,7 +183,7 @@ async def test_rolling_restart_of_every_node(tmp_path):
 # workflows under load sometimes do not finish, or the replicas do not settle on one index, after
 # the wiped node took its predecessor's place. The cause is not found yet (issue 12). Marked as an
 # expected failure, not strict, so CI stays meaningful for the rest while it is investigated; it
-# still runs, and `-p no:xfail`-style runs or `--runxfail` show its real outcome.
+# still runs, and `pytest --runxfail` shows its real outcome.
 @pytest.mark.xfail(strict=False, reason="flaky since the 2026-12-07 merges; cause not found (issue 12)")
 async def test_wiped_node_rejoins_as_a_new_node(tmp_path):
     async def fault(cluster: SplitServer) -> None:
