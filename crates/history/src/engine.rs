@@ -399,16 +399,29 @@ impl HistoryEngine {
             let id = group.id;
             tokio::spawn(async move {
                 loop {
-                    let fatal = match &metrics.borrow_and_update().running_state {
-                        Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
-                        Err(e) => Some(e.to_string()),
+                    let (stopped, fatal) = match &metrics.borrow_and_update().running_state {
+                        Ok(()) => (false, None),
+                        Err(openraft::error::Fatal::Stopped) => (true, None),
+                        Err(e) => (true, Some(e.to_string())),
                     };
                     if let Some(reason) = fatal {
                         let _ = tx.send((id, reason)).await;
                         return;
                     }
                     if metrics.changed().await.is_err() {
-                        // The group is gone; a last state it published was seen above.
+                        // The core is gone. One that stopped or failed said so first (seen
+                        // above); one that did not panicked (openraft panics on some
+                        // protocol violations, such as a follower whose log went back) and
+                        // the group serves nothing until the node restarts.
+                        if !stopped {
+                            let _ = tx
+                                .send((
+                                    id,
+                                    "the Raft core stopped without a reason (it panicked)"
+                                        .to_string(),
+                                ))
+                                .await;
+                        }
                         return;
                     }
                 }

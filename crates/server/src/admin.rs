@@ -121,6 +121,21 @@ impl AdminApiService {
     pub fn into_server(self) -> admin_api_server::AdminApiServer<Self> {
         admin_api_server::AdminApiServer::new(self)
     }
+
+    /// A request that names its node (`node_id` not 0) is refused by any other node: after a
+    /// wiped node came back as a new node on the same address, a request meant for the old one
+    /// (a draining member the placement driver still asks) must not drop or wipe the new one's
+    /// replicas.
+    fn ensure_addressed_to_me(&self, node_id: u64) -> Result<(), Status> {
+        if node_id != 0 && node_id != self.node_id {
+            return Err(ApiError::failed_precondition(format!(
+                "this is node {}, not node {node_id}: that node no longer answers at this address",
+                self.node_id
+            ))
+            .into());
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -185,8 +200,10 @@ impl admin_api_server::AdminApi for AdminApiService {
         &self,
         r: Request<apb::DropReplicaRequest>,
     ) -> Result<Response<apb::DropReplicaResponse>, Status> {
+        let r = r.into_inner();
+        self.ensure_addressed_to_me(r.node_id)?;
         self.engine
-            .drop_replica(r.into_inner().group)
+            .drop_replica(r.group)
             .await
             .map_err(Status::from)?;
         Ok(Response::new(apb::DropReplicaResponse {}))
@@ -196,9 +213,11 @@ impl admin_api_server::AdminApi for AdminApiService {
         &self,
         r: Request<apb::RehostReplicaRequest>,
     ) -> Result<Response<apb::RehostReplicaResponse>, Status> {
+        let r = r.into_inner();
+        self.ensure_addressed_to_me(r.node_id)?;
         let rehosted = self
             .engine
-            .rehost_replica(r.into_inner().group)
+            .rehost_replica(r.group)
             .await
             .map_err(Status::from)?;
         Ok(Response::new(apb::RehostReplicaResponse { rehosted }))

@@ -61,13 +61,14 @@ fn state(m: &ClusterMember) -> MemberState {
     MemberState::try_from(m.state).unwrap_or_default()
 }
 
-/// Whether the node behind `channel` answers within [`PING_TIMEOUT`].
-async fn answers(channel: tonic::transport::Channel) -> bool {
+/// Whether node `id` answers behind `channel` within [`PING_TIMEOUT`]. Another node answering
+/// at its address (a wiped node back with a new ID) is not the member answering.
+async fn answers(channel: tonic::transport::Channel, id: u64) -> bool {
     let mut request = tonic::Request::new(apb::DescribeNodeRequest::default());
     request.set_timeout(PING_TIMEOUT);
     let mut client = AdminApiClient::new(channel);
     let call = client.describe_node(request);
-    matches!(tokio::time::timeout(PING_TIMEOUT, call).await, Ok(Ok(_)))
+    matches!(tokio::time::timeout(PING_TIMEOUT, call).await, Ok(Ok(info)) if info.get_ref().node_id == id)
 }
 
 /// Watches the members until the engine shuts down; returns what the driver reads.
@@ -116,7 +117,7 @@ pub fn spawn(engine: &Arc<HistoryEngine>, dead_after: Duration) -> Arc<Mutex<Liv
                     },
                 };
                 let id = m.node_id;
-                pings.spawn(async move { (id, answers(channel).await) });
+                pings.spawn(async move { (id, answers(channel, id).await) });
             }
             let mut answered = BTreeSet::new();
             while let Some(done) = pings.join_next().await {

@@ -148,26 +148,47 @@ async fn pass(
     // A node that does not answer is left alone in this pass, which then counts as incomplete
     // (tried again), so its leftover replicas are dropped once it answers.
     let mut unanswered = Vec::new();
+    // Each group's voters and learners as its leader sees them.
+    let mut memberships: BTreeMap<u32, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
     for (id, addr) in &reachable {
         let mut c = client(addr)?;
+        let mut info = tonic::Request::new(apb::DescribeNodeRequest::default());
+        info.set_timeout(Duration::from_secs(5));
+        let info = match c.describe_node(info).await {
+            Ok(info) => info.into_inner(),
+            Err(_) => {
+                unanswered.push(*id);
+                continue;
+            }
+        };
+        // Another node on the member's address: a wiped node back as a new node where a
+        // draining (replaced) member lived. What it holds is its own, never the old member's:
+        // taken for the old member's, its fresh replicas would be dropped as leftovers. The old
+        // member holds nothing any more.
+        if info.node_id != *id {
+            tracing::info!(
+                member = id,
+                answering = info.node_id,
+                addr,
+                "another node answers at the member's address: the member holds nothing"
+            );
+            continue;
+        }
+        dropped.insert(*id, info.dropped_groups.into_iter().collect());
         let mut groups = tonic::Request::new(apb::DescribeGroupsRequest {});
         groups.set_timeout(Duration::from_secs(5));
         match c.describe_groups(groups).await {
             Ok(groups) => {
-                hosted.insert(
-                    *id,
-                    groups.into_inner().groups.iter().map(|g| g.group).collect(),
-                );
+                let groups = groups.into_inner().groups;
+                for g in groups.iter().filter(|g| g.state == "Leader") {
+                    memberships.insert(g.group, (g.voters.clone(), g.learners.clone()));
+                }
+                let held = hosted.entry(*id).or_default();
+                held.extend(groups.iter().map(|g| g.group));
+                // Replicas removed earlier whose drop never happened are dropped too.
+                held.extend(info.removed_groups);
             }
             Err(_) => unanswered.push(*id),
-        }
-        let mut info = tonic::Request::new(apb::DescribeNodeRequest::default());
-        info.set_timeout(Duration::from_secs(5));
-        if let Ok(info) = c.describe_node(info).await {
-            let info = info.into_inner();
-            dropped.insert(*id, info.dropped_groups.into_iter().collect());
-            // Replicas removed earlier whose drop never happened are dropped too.
-            hosted.entry(*id).or_default().extend(info.removed_groups);
         }
     }
     let member = |id: &u64| apb::Member {
@@ -196,7 +217,34 @@ async fn pass(
             let addr = reachable
                 .get(node)
                 .with_context(|| format!("node {node} is not reachable"))?;
-            let mut request = tonic::Request::new(apb::RehostReplicaRequest { group });
+            // A replica opened anew starts from an empty log. Its leader must not still count
+            // it as a member with the entries it had (openraft's leader stops on a follower
+            // whose log went back): out of the group first, then back in as a new replica.
+            if let Some((current_voters, current_learners)) = memberships.get(&group)
+                && (current_voters.contains(node) || current_learners.contains(node))
+            {
+                // Addresses matter only for nodes that join; these are all members already.
+                let keep = |ids: &[u64]| -> Vec<apb::Member> {
+                    ids.iter().filter(|id| *id != node).map(member).collect()
+                };
+                tracing::warn!(
+                    node,
+                    group,
+                    "a node that dropped the group is still its member: removed before it takes \
+                     it up again"
+                );
+                crate::admin::set_group_members(
+                    &nodes,
+                    group,
+                    keep(current_voters),
+                    keep(current_learners),
+                )
+                .await?;
+            }
+            let mut request = tonic::Request::new(apb::RehostReplicaRequest {
+                group,
+                node_id: *node,
+            });
             request.set_timeout(Duration::from_secs(30));
             client(addr)?
                 .rehost_replica(request)
@@ -250,7 +298,10 @@ async fn pass(
                 loop {
                     tries += 1;
                     match client(addr)?
-                        .drop_replica(apb::DropReplicaRequest { group })
+                        .drop_replica(apb::DropReplicaRequest {
+                            group,
+                            node_id: *id,
+                        })
                         .await
                     {
                         Ok(_) => break,
