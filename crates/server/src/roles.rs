@@ -329,6 +329,7 @@ pub async fn run_node(
     // History: local engine (with its data directory) or remote nodes.
     let mut local_history = None;
     let mut raft_services = None;
+    let mut transport_streams: Option<chronicle_raft::transport::StopStreams> = None;
     let mut routed_local: Option<Arc<RoutedHistory>> = None;
     let history: Arc<dyn HistoryService>;
     let num_shards;
@@ -403,8 +404,10 @@ pub async fn run_node(
                 crate::admin::NodeIdentity::load(db.clone(), cluster_id.clone(), &engine).await?;
             // Acts only while this node leads the metadata group.
             crate::placement_driver::spawn(&engine, config.dead_node_timeout);
+            let transport = TransportService::new(cluster_id, node_id, replication.registry);
+            transport_streams = Some(transport.stop_handle());
             raft_services = Some((
-                TransportService::new(cluster_id, node_id, replication.registry).into_server(),
+                transport.into_server(),
                 crate::admin::AdminApiService::new(engine.clone(), node_id, node_addr, identity)
                     .into_server(),
             ));
@@ -472,6 +475,15 @@ pub async fn run_node(
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
+
+    if let Some(streams) = transport_streams.take() {
+        // Peers' Raft streams would keep the internal server's graceful shutdown waiting.
+        let stop = stopped();
+        tokio::spawn(async move {
+            stop.await;
+            streams.stop();
+        });
+    }
 
     if let Some(listener) = listeners.internal {
         let addr = listener.local_addr()?;

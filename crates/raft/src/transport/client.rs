@@ -1,11 +1,13 @@
 //! The sending side: a pool of channels to peers and openraft's network on top of it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chronicle_proto::chronicle::raft::v1::{
-    Header, RaftReply, RaftRequest, raft_reply, raft_transport_client::RaftTransportClient,
+    Header, RaftReply, RaftRequest, framed_request, raft_reply,
+    raft_transport_client::RaftTransportClient,
 };
 use openraft::BasicNode;
 use openraft::error::{
@@ -21,6 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
+use super::frames::{FrameError, FrameSender};
 use super::{CODEC, MAX_MESSAGE_BYTES, decode, encode};
 use crate::ShardRaftConfig;
 
@@ -77,12 +80,32 @@ struct PoolInner {
     node_id: u64,
     config: PeerPoolConfig,
     channels: Mutex<HashMap<(u64, Lane), PeerChannel>>,
+    /// The open `Frames` stream per peer and lane (appends and votes of every group).
+    streams: Mutex<HashMap<(u64, Lane), PeerStream>>,
+    /// Peers (at an address) that answered `Frames` with `Unimplemented`, and when: they get
+    /// unary RPCs until [`UNARY_RETRY_AFTER`] has passed (a rolling upgrade may reach them).
+    unary_only: Mutex<HashMap<(u64, String), Instant>>,
+    next_stream: AtomicU64,
 }
 
 struct PeerChannel {
     addr: String,
     channel: Channel,
 }
+
+struct PeerStream {
+    addr: String,
+    /// Tells this stream apart from a later one on the same key, so a stream that ends only
+    /// forgets itself.
+    serial: u64,
+    sender: FrameSender,
+}
+
+/// Appends above this size are sent as unary RPCs rather than on the peer's stream.
+const FRAMED_APPEND_MAX_BYTES: usize = 1024 * 1024;
+
+/// How long a peer without `Frames` is sent unary RPCs before a stream is tried again.
+const UNARY_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 impl PeerPool {
     pub fn new(
@@ -96,6 +119,9 @@ impl PeerPool {
                 node_id,
                 config,
                 channels: Mutex::new(HashMap::new()),
+                streams: Mutex::new(HashMap::new()),
+                unary_only: Mutex::new(HashMap::new()),
+                next_stream: AtomicU64::new(0),
             }),
         }
     }
@@ -141,13 +167,78 @@ impl PeerPool {
         self.lock().remove(&(target, lane));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, Lane), PeerChannel>> {
-        // The map only ever holds complete entries, so a panic elsewhere cannot leave it torn.
-        self.inner
-            .channels
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Forgets the channel and the stream to `target` on `lane`: the next call opens both
+    /// anew. Calls in flight on the old stream still get their answers.
+    fn retire(&self, target: u64, lane: Lane) {
+        lock(&self.inner.streams).remove(&(target, lane));
+        self.forget(target, lane);
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, Lane), PeerChannel>> {
+        lock(&self.inner.channels)
+    }
+
+    /// The `Frames` stream to `target` on `lane`, opened if there is none (or it ended, or the
+    /// peer's address changed); `None` if the peer only speaks the unary RPCs.
+    pub(crate) fn frame_sender(
+        &self,
+        target: u64,
+        addr: &str,
+        lane: Lane,
+    ) -> Result<Option<FrameSender>, String> {
+        {
+            let mut unary_only = lock(&self.inner.unary_only);
+            let key = (target, addr.to_string());
+            match unary_only.get(&key) {
+                Some(since) if since.elapsed() < UNARY_RETRY_AFTER => return Ok(None),
+                Some(_) => {
+                    unary_only.remove(&key);
+                }
+                None => {}
+            }
+        }
+        let mut streams = lock(&self.inner.streams);
+        if let Some(existing) = streams.get(&(target, lane))
+            && existing.addr == addr
+            && !existing.sender.is_closed()
+        {
+            return Ok(Some(existing.sender.clone()));
+        }
+        let channel = self.channel(target, addr, lane)?;
+        let serial = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
+        let pool = self.clone();
+        let sender = FrameSender::open(channel, move || {
+            // The connection failed or the peer went away: the next call dials afresh.
+            let mut streams = lock(&pool.inner.streams);
+            if streams.get(&(target, lane)).map(|s| s.serial) == Some(serial) {
+                streams.remove(&(target, lane));
+                drop(streams);
+                pool.forget(target, lane);
+            }
+        });
+        streams.insert(
+            (target, lane),
+            PeerStream {
+                addr: addr.to_string(),
+                serial,
+                sender: sender.clone(),
+            },
+        );
+        Ok(Some(sender))
+    }
+
+    /// `target` at `addr` answered `Frames` with `Unimplemented`.
+    pub(crate) fn mark_unary_only(&self, target: u64, addr: &str) {
+        lock(&self.inner.unary_only).insert((target, addr.to_string()), Instant::now());
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The pool's maps only ever hold complete entries, so a panic elsewhere cannot leave them
+    // torn.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// openraft's network factory of one group.
@@ -184,6 +275,11 @@ pub struct GrpcNetwork {
     group: u32,
     target: u64,
     addr: String,
+}
+
+enum Framed {
+    Answered(RaftReply),
+    UseUnary(RaftRequest),
 }
 
 #[derive(Clone, Copy)]
@@ -227,14 +323,7 @@ impl GrpcNetwork {
                 "this node has not joined a cluster yet".to_string(),
             ));
         }
-        let channel = self
-            .pool
-            .channel(target, &self.addr, lane)
-            .map_err(unreachable)?;
-        let mut client = RaftTransportClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let mut request = tonic::Request::new(RaftRequest {
+        let request = RaftRequest {
             header: Some(Header {
                 cluster_id,
                 from_node: self.pool.node_id(),
@@ -243,19 +332,26 @@ impl GrpcNetwork {
             }),
             codec: CODEC as i32,
             payload,
-        });
-        // The receiver stops working on a request openraft has already given up on.
-        request.set_timeout(option.hard_ttl());
-        let result = match rpc {
-            Rpc::AppendEntries => client.append_entries(request).await,
-            Rpc::Vote => client.vote(request).await,
-            Rpc::InstallSnapshot => client.install_snapshot(request).await,
         };
-        let reply: RaftReply = match result {
-            Ok(reply) => reply.into_inner(),
-            Err(status) => return Err(self.status_error(lane, status)),
+        let reply = match self.call_framed(rpc, lane, request, option).await? {
+            Framed::Answered(reply) => reply,
+            Framed::UseUnary(request) => self.call_unary(rpc, lane, request, option).await?,
         };
         let group = self.group;
+        if matches!(
+            reply.result,
+            Some(
+                raft_reply::Result::WrongNode(_)
+                    | raft_reply::Result::NoSuchGroup(_)
+                    | raft_reply::Result::WrongCluster(_)
+                    | raft_reply::Result::UnsupportedCodec(_)
+            )
+        ) {
+            // The process that answered may be on its way out (a stopping server keeps serving
+            // the streams already open on its connections) or another node now has the
+            // address: the next call dials afresh. Calls in flight on the old stream finish.
+            self.pool.retire(target, lane);
+        }
         match reply.result {
             Some(raft_reply::Result::Ok(bytes)) => decode(&bytes)
                 .map_err(|e| network_error(format!("decoding node {target}'s answer: {e}"))),
@@ -285,6 +381,79 @@ impl GrpcNetwork {
             ))),
             None => Err(network_error(format!("node {target} sent an empty reply"))),
         }
+    }
+
+    /// Appends and votes go on the peer's `Frames` stream; snapshot chunks, large appends and
+    /// every message to a peer without `Frames` as unary RPCs.
+    async fn call_framed<E: std::error::Error>(
+        &self,
+        rpc: Rpc,
+        lane: Lane,
+        request: RaftRequest,
+        option: &RPCOption,
+    ) -> Result<Framed, RPCError<u64, BasicNode, E>> {
+        let call = match rpc {
+            // A large append (a follower catching up) would hold up every other group's
+            // messages behind it on the shared stream; on its own HTTP/2 stream it interleaves.
+            Rpc::AppendEntries if request.payload.len() > FRAMED_APPEND_MAX_BYTES => {
+                return Ok(Framed::UseUnary(request));
+            }
+            Rpc::AppendEntries => framed_request::Call::AppendEntries,
+            Rpc::Vote => framed_request::Call::Vote,
+            Rpc::InstallSnapshot => return Ok(Framed::UseUnary(request)),
+        };
+        let Some(sender) = self
+            .pool
+            .frame_sender(self.target, &self.addr, lane)
+            .map_err(unreachable)?
+        else {
+            return Ok(Framed::UseUnary(request));
+        };
+        let context = || {
+            format!(
+                "node {} at {} (group {})",
+                self.target, self.addr, self.group
+            )
+        };
+        match sender.call(call(request), option.hard_ttl()).await {
+            Ok(reply) => Ok(Framed::Answered(reply)),
+            Err(FrameError::Unimplemented(call)) => {
+                self.pool.mark_unary_only(self.target, &self.addr);
+                match *call {
+                    framed_request::Call::AppendEntries(request)
+                    | framed_request::Call::Vote(request) => Ok(Framed::UseUnary(request)),
+                }
+            }
+            Err(FrameError::Unreachable(why)) => Err(unreachable(format!("{}: {why}", context()))),
+            Err(FrameError::Failed(why)) => Err(network_error(format!("{}: {why}", context()))),
+        }
+    }
+
+    async fn call_unary<E: std::error::Error>(
+        &self,
+        rpc: Rpc,
+        lane: Lane,
+        request: RaftRequest,
+        option: &RPCOption,
+    ) -> Result<RaftReply, RPCError<u64, BasicNode, E>> {
+        let channel = self
+            .pool
+            .channel(self.target, &self.addr, lane)
+            .map_err(unreachable)?;
+        let mut client = RaftTransportClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut request = tonic::Request::new(request);
+        // The receiver stops working on a request openraft has already given up on.
+        request.set_timeout(option.hard_ttl());
+        let result = match rpc {
+            Rpc::AppendEntries => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::InstallSnapshot => client.install_snapshot(request).await,
+        };
+        result
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.status_error(lane, status))
     }
 
     /// Connection failures mean the peer is down or restarting: openraft should back off

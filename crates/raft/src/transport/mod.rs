@@ -4,6 +4,8 @@
 //!   group of the node) and [`GrpcNetworkFactory`], openraft's network for one group.
 //! - [`server`]: [`GroupRegistry`] (the groups this node hosts) and [`TransportService`], which
 //!   checks each request's header and hands the message to the group's `Raft`.
+//! - [`frames`]: the `Frames` stream per peer and lane that carries every group's appends and
+//!   votes (snapshot chunks stay unary RPCs; so does everything to a peer without `Frames`).
 //!
 //! Wire contract: every request carries `Header{cluster_id, from_node, to_node, group}` and a
 //! payload, openraft's request type encoded with postcard under [`Codec::PostcardOpenraft09`]. The
@@ -12,10 +14,11 @@
 //! openraft as `Unreachable`, so it backs off instead of hammering a peer that cannot answer.
 
 mod client;
+mod frames;
 mod server;
 
 pub use client::{GrpcNetwork, GrpcNetworkFactory, Lane, PeerPool, PeerPoolConfig};
-pub use server::{GroupRegistry, TransportService, server_builder};
+pub use server::{GroupRegistry, StopStreams, TransportService, server_builder};
 
 use std::sync::{Arc, RwLock};
 

@@ -4,12 +4,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use chronicle_proto::chronicle::raft::v1::{
-    NoSuchGroup, RaftReply, RaftRequest, UnsupportedCodec, WrongCluster, WrongNode, raft_reply,
+    FramedReply, FramedRequest, NoSuchGroup, RaftFrame, RaftReply, RaftReplyFrame, RaftRequest,
+    UnsupportedCodec, WrongCluster, WrongNode, framed_reply, framed_request, raft_reply,
     raft_transport_server::{RaftTransport, RaftTransportServer},
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::{Request, Response, Status};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
 
 use super::{CODEC, MAX_MESSAGE_BYTES, decode, encode};
 use crate::ShardRaft;
@@ -57,6 +59,25 @@ pub struct TransportService {
     cluster_id: super::ClusterId,
     node_id: u64,
     registry: GroupRegistry,
+    stopping: StopStreams,
+}
+
+/// Ends every `Frames` stream of a [`TransportService`]. A server's graceful shutdown waits for
+/// its connections to go idle, which a peer's long-lived stream never does: the node stopping
+/// calls [`StopStreams::stop`] when it stops serving, and the peers open new streams elsewhere
+/// or find it gone.
+#[derive(Clone)]
+pub struct StopStreams(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl StopStreams {
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    async fn stopped(&self) {
+        let mut stopped = self.0.subscribe();
+        let _ = stopped.wait_for(|stop| *stop).await;
+    }
 }
 
 impl TransportService {
@@ -69,7 +90,13 @@ impl TransportService {
             cluster_id: cluster_id.into(),
             node_id,
             registry,
+            stopping: StopStreams(Arc::new(tokio::sync::watch::channel(false).0)),
         }
+    }
+
+    /// The handle that ends this service's streams (see [`StopStreams`]).
+    pub fn stop_handle(&self) -> StopStreams {
+        self.stopping.clone()
     }
 
     /// The tonic service to add to a server, with message limits that fit large appends and
@@ -122,6 +149,99 @@ impl TransportService {
     }
 }
 
+impl TransportService {
+    async fn append_entries_reply(&self, request: RaftRequest) -> Result<RaftReply, Status> {
+        let raft = match self.admit(&request) {
+            Ok(raft) => raft,
+            Err(refusal) => return Ok(refusal),
+        };
+        reply(raft.append_entries(payload(&request)?).await)
+    }
+
+    async fn vote_reply(&self, request: RaftRequest) -> Result<RaftReply, Status> {
+        let raft = match self.admit(&request) {
+            Ok(raft) => raft,
+            Err(refusal) => return Ok(refusal),
+        };
+        reply(raft.vote(payload(&request)?).await)
+    }
+
+    /// One message of a frame, answered as its unary RPC would be (a status becomes `failed`).
+    async fn framed(&self, request: FramedRequest) -> FramedReply {
+        let work = async {
+            match request.call {
+                Some(framed_request::Call::AppendEntries(r)) => self.append_entries_reply(r).await,
+                Some(framed_request::Call::Vote(r)) => self.vote_reply(r).await,
+                None => Err(Status::invalid_argument("a framed message without a call")),
+            }
+        };
+        let result = match request.timeout_ms {
+            0 => work.await,
+            ms => tokio::time::timeout(std::time::Duration::from_millis(ms.into()), work)
+                .await
+                .unwrap_or_else(|_| Err(Status::deadline_exceeded("deadline passed"))),
+        };
+        FramedReply {
+            id: request.id,
+            outcome: Some(match result {
+                Ok(reply) => framed_reply::Outcome::Reply(reply),
+                Err(status) => framed_reply::Outcome::Failed(status.to_string()),
+            }),
+        }
+    }
+}
+
+/// Most answers sent back in one frame (the rest go in the next).
+const MAX_REPLIES_PER_FRAME: usize = 256;
+
+/// The answers of a peer's stream, in frames: each frame carries every answer ready when it is
+/// sent. Ends once the peer closed its side and every message it sent has been answered.
+type ReplyFrames = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<RaftReplyFrame, Status>> + Send + 'static>,
+>;
+
+fn reply_frames(answers: mpsc::UnboundedReceiver<FramedReply>) -> ReplyFrames {
+    Box::pin(futures::stream::unfold(answers, |mut answers| async move {
+        let first = answers.recv().await?;
+        let mut replies = vec![first];
+        while replies.len() < MAX_REPLIES_PER_FRAME {
+            match answers.try_recv() {
+                Ok(next) => replies.push(next),
+                Err(_) => break,
+            }
+        }
+        Some((Ok(RaftReplyFrame { replies }), answers))
+    }))
+}
+
+/// Reads a peer's frames and handles each message on its own task, so an append waiting for
+/// its fsync never holds up another group's heartbeat or vote.
+async fn read_frames(
+    service: TransportService,
+    mut frames: Streaming<RaftFrame>,
+    answers: mpsc::UnboundedSender<FramedReply>,
+) {
+    loop {
+        let frame = match frames.message().await {
+            Ok(Some(frame)) => frame,
+            // The peer closed its side (its pool dropped the stream) or the connection broke:
+            // messages already read are still answered, if anyone is listening.
+            Ok(None) => return,
+            Err(status) => {
+                tracing::debug!(%status, "Raft frame stream ended");
+                return;
+            }
+        };
+        for request in frame.requests {
+            let service = service.clone();
+            let answers = answers.clone();
+            tokio::spawn(async move {
+                let _ = answers.send(service.framed(request).await);
+            });
+        }
+    }
+}
+
 /// A tonic server configured for Raft traffic: many groups' heartbeats share one connection per
 /// peer, so the concurrent-stream limit is raised well above hyper's default of 200; HTTP/2
 /// pings find a peer that vanished without closing its connection; no Nagle delay on small
@@ -142,14 +262,14 @@ fn payload<T: DeserializeOwned>(request: &RaftRequest) -> Result<T, Status> {
         .map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
 }
 
-fn reply<T: Serialize, E: Serialize>(result: Result<T, E>) -> Result<Response<RaftReply>, Status> {
+fn reply<T: Serialize, E: Serialize>(result: Result<T, E>) -> Result<RaftReply, Status> {
     let result = match result {
         Ok(ok) => raft_reply::Result::Ok(encode(&ok).map_err(encode_failed)?),
         Err(err) => raft_reply::Result::RaftError(encode(&err).map_err(encode_failed)?),
     };
-    Ok(Response::new(RaftReply {
+    Ok(RaftReply {
         result: Some(result),
-    }))
+    })
 }
 
 fn encode_failed(e: postcard::Error) -> Status {
@@ -162,21 +282,15 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let request = request.into_inner();
-        let raft = match self.admit(&request) {
-            Ok(raft) => raft,
-            Err(refusal) => return Ok(Response::new(refusal)),
-        };
-        reply(raft.append_entries(payload(&request)?).await)
+        self.append_entries_reply(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let request = request.into_inner();
-        let raft = match self.admit(&request) {
-            Ok(raft) => raft,
-            Err(refusal) => return Ok(Response::new(refusal)),
-        };
-        reply(raft.vote(payload(&request)?).await)
+        self.vote_reply(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn install_snapshot(
@@ -188,6 +302,28 @@ impl RaftTransport for TransportService {
             Ok(raft) => raft,
             Err(refusal) => return Ok(Response::new(refusal)),
         };
-        reply(raft.install_snapshot(payload(&request)?).await)
+        reply(raft.install_snapshot(payload(&request)?).await).map(Response::new)
+    }
+
+    type FramesStream = ReplyFrames;
+
+    async fn frames(
+        &self,
+        request: Request<Streaming<RaftFrame>>,
+    ) -> Result<Response<Self::FramesStream>, Status> {
+        let (answers, answered) = mpsc::unbounded_channel();
+        let stopping = self.stopping.clone();
+        let reading = read_frames(self.clone(), request.into_inner(), answers);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = reading => {}
+                () = stopping.stopped() => {}
+            }
+        });
+        let stopping = self.stopping.clone();
+        let frames = futures::StreamExt::take_until(reply_frames(answered), async move {
+            stopping.stopped().await;
+        });
+        Ok(Response::new(Box::pin(frames)))
     }
 }
