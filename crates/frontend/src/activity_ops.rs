@@ -34,6 +34,16 @@ async fn run(
     execution: &WorkflowExecution,
     operation: run_operation::Operation,
 ) -> ApiResult<RunOperationResult> {
+    run_with_request_id(ctx, namespace_id, execution, operation, String::new()).await
+}
+
+async fn run_with_request_id(
+    ctx: &FrontendContext,
+    namespace_id: &str,
+    execution: &WorkflowExecution,
+    operation: run_operation::Operation,
+    request_id: String,
+) -> ApiResult<RunOperationResult> {
     ctx.history
         .run_operation(RunOperation {
             namespace_id: namespace_id.to_string(),
@@ -41,6 +51,7 @@ async fn run(
             run_id: execution.run_id.clone(),
             operation: Some(operation),
             jitter_seed: 0,
+            request_id,
         })
         .await
 }
@@ -77,7 +88,16 @@ pub async fn unpause(
 pub async fn reset(
     ctx: &FrontendContext,
     namespace_id: &str,
+    r: ws::ResetActivityRequest,
+) -> ApiResult<ws::ResetActivityResponse> {
+    reset_with_request_id(ctx, namespace_id, r, String::new()).await
+}
+
+async fn reset_with_request_id(
+    ctx: &FrontendContext,
+    namespace_id: &str,
     mut r: ws::ResetActivityRequest,
+    request_id: String,
 ) -> ApiResult<ws::ResetActivityResponse> {
     let execution = workflow_id(r.execution.as_ref())?.clone();
     if r.activity.is_none() {
@@ -85,7 +105,7 @@ pub async fn reset(
     }
     validate::duration(&mut r.jitter, "Jitter")?;
     let op = run_operation::Operation::ResetActivity(r);
-    run(ctx, namespace_id, &execution, op).await?;
+    run_with_request_id(ctx, namespace_id, &execution, op, request_id).await?;
     Ok(ws::ResetActivityResponse {})
 }
 
@@ -206,8 +226,7 @@ fn standalone_activity_disabled() -> ApiError {
 
 /// Temporal's checks of an `*ActivityExecution` request's target, then the workflow execution.
 /// Pause, unpause and update-options without a workflow ID act on the standalone activity with
-/// the ID (whose record is keyed so; its run ID is the activity's). Reset reaches the record too,
-/// which refuses it (a running standalone activity's reset is not built).
+/// the ID (whose record is keyed so; its run ID is the activity's), and so does reset.
 fn workflow_or_standalone(workflow_id: &str, activity_id: &str) -> String {
     if workflow_id.is_empty() && !activity_id.is_empty() {
         chronicle_types::standalone_activity::key(activity_id)
@@ -314,7 +333,7 @@ pub async fn reset_execution(
         jitter: r.jitter,
         restore_original_options: r.restore_original_options,
     };
-    reset(ctx, namespace_id, request).await?;
+    reset_with_request_id(ctx, namespace_id, request, r.request_id).await?;
     Ok(ws::ResetActivityExecutionResponse {})
 }
 

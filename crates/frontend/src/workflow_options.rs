@@ -32,6 +32,7 @@ pub async fn update(
             run_id: execution.run_id,
             operation: Some(run_operation::Operation::UpdateWorkflowExecutionOptions(r)),
             jitter_seed: 0,
+            request_id: String::new(),
         })
         .await?;
     Ok(ws::UpdateWorkflowExecutionOptionsResponse {

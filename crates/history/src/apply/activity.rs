@@ -210,7 +210,14 @@ pub fn respond(
             if r.last_heartbeat_details.is_some() {
                 activity.heartbeat_details = r.last_heartbeat_details.clone();
             }
-            match retry_decision(&activity, &failure, millis(&now)) {
+            // A standalone activity reset while this attempt ran starts over at attempt 1,
+            // at once, whatever the failure and the retry policy say (as Temporal).
+            let decision = if activity.reset_requested {
+                Ok(0)
+            } else {
+                retry_decision(&activity, &failure, millis(&now))
+            };
+            match decision {
                 // As Temporal: a paused activity's retryable failure only moves it to its next
                 // attempt, which waits for the unpause (no backoff, no attempt limit yet).
                 Ok(_) | Err(RetryState::MaximumAttemptsReached | RetryState::Timeout)
@@ -449,8 +456,12 @@ fn next_attempt(
     failure: Failure,
 ) -> pb::ActivityInfo {
     let reset_heartbeats = activity.reset_heartbeats;
+    // A standalone activity's reset that waited for this attempt (see
+    // `activity_ops::standalone_reset`) takes effect now.
+    let reset = activity.reset_requested;
+    let restore_options = activity.reset_restore_options;
     let mut next = pb::ActivityInfo {
-        attempt: activity.attempt + 1,
+        attempt: if reset { 1 } else { activity.attempt + 1 },
         started: false,
         started_time: None,
         started_request_id: String::new(),
@@ -461,11 +472,16 @@ fn next_attempt(
         last_attempt_complete_time: Some(ms.now),
         reset_while_running: false,
         reset_heartbeats: false,
+        reset_requested: false,
+        reset_restore_options: false,
         ..activity
     };
     if reset_heartbeats {
         next.heartbeat_details = None;
         next.last_heartbeat_time = None;
+    }
+    if restore_options {
+        super::activity_ops::restore_original(&mut next);
     }
     next
 }
@@ -646,7 +662,9 @@ pub fn timed_out(
         _ => false,
     };
     let failure = timeout_failure(kind, activity.heartbeat_details.clone());
-    let decision = if retryable {
+    let decision = if retryable && activity.reset_requested {
+        Ok(0)
+    } else if retryable {
         retry_decision(&activity, &failure, now_ms)
     } else {
         Err(RetryState::Timeout)

@@ -29,6 +29,9 @@ use crate::mutable_state::MutableState;
 
 mod options;
 pub(crate) mod pause_attribute;
+mod standalone_reset;
+
+pub(crate) use standalone_reset::restore_original;
 
 pub(crate) use options::camel as camel_path;
 pub use options::merge_options;
@@ -96,6 +99,11 @@ pub fn run_operation(
         Some(run_operation::Operation::UnpauseActivity(r)) => {
             unpause(batch, &mut ms, &r, jitter)?;
             pause_attribute::refresh(&mut ms);
+        }
+        Some(run_operation::Operation::ResetActivity(r))
+            if super::standalone_activity::is_standalone(&ms) =>
+        {
+            standalone_reset::reset(batch, &mut ms, &r, &c.request_id, jitter)?;
         }
         Some(run_operation::Operation::ResetActivity(r)) => {
             reset(batch, &mut ms, &r, jitter)?;

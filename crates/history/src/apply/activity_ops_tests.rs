@@ -62,6 +62,7 @@ fn operation(op: cmd::run_operation::Operation, seed: u64) -> Kind {
         run_id: String::new(),
         operation: Some(op),
         jitter_seed: seed,
+        request_id: String::new(),
     })
 }
 

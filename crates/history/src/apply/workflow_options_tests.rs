@@ -40,6 +40,7 @@ fn update(options: WorkflowExecutionOptions, paths: &[&str]) -> Kind {
             ),
         ),
         jitter_seed: 0,
+        request_id: String::new(),
     })
 }
 

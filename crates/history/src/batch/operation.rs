@@ -348,6 +348,7 @@ async fn on_run(
             run_id: execution.run_id.clone(),
             operation: Some(operation),
             jitter_seed: 0,
+            request_id: String::new(),
         })
         .await
         .map(|_| ())

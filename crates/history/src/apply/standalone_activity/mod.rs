@@ -116,15 +116,21 @@ pub fn check_operation(
             Some(_) => refuse(format!("activity is in non-unpausable state {word}")),
         },
         Some(Operation::UpdateActivityOptions(_)) => match activity {
+            // As Temporal: not while a reset waits for the running attempt.
+            Some(a) if a.reset_requested => {
+                refuse("Cannot update options for activity in state ResetRequested".to_string())
+            }
             Some(_) => Ok(()),
             None => refuse(format!(
                 "Cannot update options for activity in state {word}"
             )),
         },
-        // Temporal's refusal of a closed activity; resetting an open one is not built.
-        Some(Operation::ResetActivity(_)) if activity.is_none() => {
-            refuse("activity execution is not running".to_string())
-        }
+        // Temporal's refusal of a closed activity; an open one's reset is checked where it is
+        // applied (`activity_ops::standalone_reset`).
+        Some(Operation::ResetActivity(_)) => match activity {
+            None => refuse("activity execution is not running".to_string()),
+            Some(_) => Ok(()),
+        },
         _ => Err(ApiError::new(
             tonic::Code::Unimplemented,
             "Standalone activity is disabled",

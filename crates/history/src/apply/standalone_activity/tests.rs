@@ -335,6 +335,7 @@ fn pause_withdraws_the_task_and_unpause_dispatches_it_with_temporals_refusals() 
                 run_id: String::new(),
                 operation: Some(op),
                 jitter_seed: 0,
+                request_id: String::new(),
             }),
         )
     };
@@ -367,4 +368,84 @@ fn pause_withdraws_the_task_and_unpause_dispatches_it_with_temporals_refusals() 
     );
     operation(unpause()).unwrap();
     assert_eq!(activity_tasks(&h).len(), 1, "dispatched again");
+}
+
+#[test]
+fn a_reset_while_the_last_attempt_runs_waits_and_then_starts_over_at_attempt_1() {
+    let h = Harness::new();
+    start(&h, start_request("a", "r1"), "run-1").unwrap();
+    let reset = |request_id: &str| {
+        h.apply(
+            SHARD,
+            Kind::RunOperation(cmd::RunOperation {
+                namespace_id: NS.into(),
+                workflow_id: key("a"),
+                run_id: String::new(),
+                operation: Some(cmd::run_operation::Operation::ResetActivity(
+                    ws::ResetActivityRequest {
+                        activity: Some(ws::reset_activity_request::Activity::Id("a".into())),
+                        reset_heartbeat: true,
+                        ..Default::default()
+                    },
+                )),
+                jitter_seed: 7,
+                request_id: request_id.into(),
+            }),
+        )
+    };
+    // Attempt 2 of 2 runs (the policy allows no third).
+    let token = poll(&h, "a", 1);
+    respond(
+        &h,
+        token,
+        respond_activity::Outcome::Failed(ws::RespondActivityTaskFailedRequest::default()),
+    )
+    .unwrap();
+    let mut batch = chronicle_storage::ShardBatch::new(h.tables(SHARD));
+    let mut ms = crate::mutable_state::MutableState::new(
+        state(&h, "a"),
+        chronicle_types::time::from_millis(2_000_000),
+    );
+    assert!(matches!(
+        crate::apply::activity::retry_due(&mut batch, &mut ms, super::ACTIVITY_KEY, 2),
+        Ok(true)
+    ));
+    ms.persist(&mut batch);
+    batch.commit().unwrap();
+    let token = poll(&h, "a", 2);
+
+    reset("x").unwrap();
+    let running = &state(&h, "a").activities[&super::ACTIVITY_KEY];
+    assert_eq!(running.attempt, 2, "the running attempt is left alone");
+    assert!(running.reset_requested && running.reset_while_running);
+    reset("x").unwrap();
+    assert_eq!(
+        reset("y").unwrap_err().message,
+        "cannot reset an activity with a pending reset"
+    );
+    // Even a non-retryable failure of the last attempt starts over at attempt 1, dispatched.
+    let non_retryable = respond_activity::Outcome::Failed(ws::RespondActivityTaskFailedRequest {
+        failure: Some(Failure {
+            message: "bad".into(),
+            failure_info: Some(failure::FailureInfo::ApplicationFailureInfo(
+                ApplicationFailureInfo {
+                    non_retryable: true,
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    respond(&h, token, non_retryable).unwrap();
+    let s = state(&h, "a");
+    assert_eq!(s.status, WorkflowExecutionStatus::Running as i32);
+    let next = &s.activities[&super::ACTIVITY_KEY];
+    assert_eq!(next.attempt, 1);
+    assert!(!next.reset_requested && !next.reset_while_running);
+    assert!(next.next_attempt_schedule_time.is_some());
+    assert_eq!(
+        next.next_attempt_schedule_time, next.last_attempt_complete_time,
+        "attempt 1 is due at once (no backoff)"
+    );
 }
