@@ -139,7 +139,16 @@ pub struct HistoryEngine {
     /// What opening a group needs after the start (a dropped replica taken up again).
     pub(crate) applier: Arc<HistoryApplier>,
     pub(crate) notifier: ShardNotifier,
+    /// Groups whose Raft core stopped on a fatal error or panicked, from every instance this
+    /// engine opened (a replica taken up again included); read by [`HistoryEngine::failed_group`].
+    fatal: (
+        mpsc::UnboundedSender<GroupFailure>,
+        tokio::sync::Mutex<mpsc::UnboundedReceiver<GroupFailure>>,
+    ),
 }
+
+/// A group that stopped serving, and why.
+type GroupFailure = (ShardId, String);
 
 impl HistoryEngine {
     /// Opens every group of this node and starts the leader processors.
@@ -244,7 +253,18 @@ impl HistoryEngine {
             replica_changes: Default::default(),
             applier,
             notifier,
+            fatal: {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (tx, tokio::sync::Mutex::new(rx))
+            },
         });
+        for group in engine
+            .shards
+            .iter()
+            .chain(std::iter::once(engine.metadata.clone()))
+        {
+            engine.watch_for_failure(&group);
+        }
         // A single voter elects itself within its election timeout; wait for that (and for the
         // group to be ready) so that start-dev answers its first requests. A replicated group's
         // leader may be elsewhere or not elected yet (no quorum, not initialised): the node
@@ -388,50 +408,45 @@ impl HistoryEngine {
     /// that it restarts and re-applies its log. Never resolves while every group runs, nor for
     /// groups stopped by [`HistoryEngine::shutdown`].
     pub async fn failed_group(&self) -> (ShardId, String) {
-        let (tx, mut rx) = mpsc::channel(1);
-        for group in self
-            .shards
-            .iter()
-            .chain(std::iter::once(self.metadata.clone()))
-        {
-            let mut metrics = group.raft.metrics();
-            let tx = tx.clone();
-            let id = group.id;
-            tokio::spawn(async move {
-                loop {
-                    let (stopped, fatal) = match &metrics.borrow_and_update().running_state {
-                        Ok(()) => (false, None),
-                        Err(openraft::error::Fatal::Stopped) => (true, None),
-                        Err(e) => (true, Some(e.to_string())),
-                    };
-                    if let Some(reason) = fatal {
-                        let _ = tx.send((id, reason)).await;
-                        return;
-                    }
-                    if metrics.changed().await.is_err() {
-                        // The core is gone. One that stopped or failed said so first (seen
-                        // above); one that did not panicked (openraft panics on some
-                        // protocol violations, such as a follower whose log went back) and
-                        // the group serves nothing until the node restarts.
-                        if !stopped {
-                            let _ = tx
-                                .send((
-                                    id,
-                                    "the Raft core stopped without a reason (it panicked)"
-                                        .to_string(),
-                                ))
-                                .await;
-                        }
-                        return;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        match rx.recv().await {
+        let mut failures = self.fatal.1.lock().await;
+        match failures.recv().await {
             Some(failed) => failed,
+            // The engine holds a sender as long as it lives.
             None => std::future::pending().await,
         }
+    }
+
+    /// Reports to [`HistoryEngine::failed_group`] when this instance of a group stops on a
+    /// fatal error, or its core ends without saying why (a panic: openraft panics on some
+    /// protocol violations, such as a follower whose log went back), so the node fails fast
+    /// instead of keeping a group that serves nothing until someone restarts it. An instance
+    /// stopped on purpose (shutdown, a dropped replica) is not reported.
+    pub(crate) fn watch_for_failure(&self, group: &Shard) {
+        let mut metrics = group.raft.metrics();
+        let tx = self.fatal.0.clone();
+        let id = group.id;
+        tokio::spawn(async move {
+            loop {
+                let (stopped, fatal) = match &metrics.borrow_and_update().running_state {
+                    Ok(()) => (false, None),
+                    Err(openraft::error::Fatal::Stopped) => (true, None),
+                    Err(e) => (true, Some(e.to_string())),
+                };
+                if let Some(reason) = fatal {
+                    let _ = tx.send((id, reason));
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    if !stopped {
+                        let _ = tx.send((
+                            id,
+                            "the Raft core ended without a reason (it panicked)".to_string(),
+                        ));
+                    }
+                    return;
+                }
+            }
+        });
     }
 
     pub fn num_shards(&self) -> u32 {

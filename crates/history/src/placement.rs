@@ -363,6 +363,7 @@ impl HistoryEngine {
             .map_err(|e| ApiError::unavailable(format!("opening group {group}: {e}")))?,
         );
         self.shards.replace(shard.clone());
+        self.watch_for_failure(&shard);
         lock(&self.dropped).remove(&group);
         crate::processors::spawn(self.clone(), shard, self.shutdown.subscribe());
         tracing::info!(
