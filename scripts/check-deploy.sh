@@ -220,6 +220,11 @@ step "chart cluster: what the rules and the cluster dashboard assume"
     "sum(numshards_gauge{$C}) == 8" \
     "count(numshards_gauge{$C}) == 3" \
     "sum(sharditem_created_count{$C, operation=\"ShardController\"}) >= 8" \
+    "sum(client_requests{$C, chronicle_component=\"frontend\", service_name=\"frontend\", service_role=\"history\", operation=\"HistoryClientStartWorkflowExecution\", temporal_namespace=\"default\"}) > 0" \
+    "sum(client_requests{$C, chronicle_component=\"frontend\", service_name=\"frontend\", service_role=\"matching\", operation=\"MatchingClientPollWorkflowTaskQueue\"}) > 0" \
+    "sum(client_requests{$C, chronicle_component=\"history\", service_name=\"history\", service_role=\"matching\", operation=\"MatchingClientAddWorkflowTask\", temporal_namespace=\"default\"}) > 0" \
+    "sum(client_requests{$C, chronicle_component=\"matching\", service_name=\"matching\", service_role=\"history\", operation=\"HistoryClientRecordWorkflowTaskStarted\", temporal_namespace=\"default\"}) > 0" \
+    "count(client_latency_bucket{$C, service_name=\"history\", le=\"+Inf\"}) > 0" \
     "sum(service_requests{$C, service_name=\"frontend\", chronicle_component=\"frontend\"}) > 0" \
     "!service_requests{$C, service_name=\"frontend\", chronicle_component!=\"frontend\"}" \
     "sum(workflow_success{$C, temporal_namespace=\"default\"}) > 0" \

@@ -179,6 +179,24 @@ def server_overview():
               f"(rate(service_errors_resource_exhausted{{{fe}}}[{RATE}]))",
               "{{operation}} {{resource_exhausted_cause}}")],
             unit="reqps", w=8)
+    b.row("Calls between roles")
+    b.panel("Calls by caller and operation",
+            [(f"sum by (service_name, operation) (rate(client_requests{{{NS}, {TNS}}}[{RATE}]))",
+              "{{service_name}} {{operation}}")],
+            unit="reqps", w=8,
+            description="Frontend to history and matching, history to matching, matching to "
+                        "history (and a task-queue partition to its root), as Temporal's "
+                        "internal clients count them.")
+    b.panel("Call latency p95 by operation",
+            [(p(0.95, f"client_latency_bucket{{{NS}, {TNS}, operation!~\".*Poll.*\"}}",
+                "service_name, operation, le"), "{{service_name}} {{operation}}")],
+            unit="s", w=8, description="Long polls are left out: they wait by design.")
+    b.panel("Call errors by type",
+            [(f"sum by (service_name, operation, error_type) "
+              f"(rate(client_errors{{{NS}, {TNS}}}[{RATE}]))",
+              "{{service_name}} {{operation}} {{error_type}}")],
+            unit="reqps", w=8,
+            description="Every failed call; a long poll its worker closed counts as Canceled.")
     b.row("Workflows")
     closes = ["success", "failed", "timeout", "terminate", "cancel", "continued_as_new"]
     b.panel("Workflow closes",

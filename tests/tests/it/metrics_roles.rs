@@ -1,0 +1,103 @@
+//! Temporal's families of the calls between roles (`client_requests`, `client_errors`,
+//! `client_latency`), asserted on the scrape of `metrics::metrics_port_serves_health_and_temporal_metrics`
+//! after its run (starts, a duplicate start, polls, completions, a terminate, a history long poll).
+
+use crate::metrics::Scrape;
+
+/// Temporal's labels of its internal clients' families (`client_errors` adds `error_type`).
+const CLIENT_LABELS: &[&str] = &["service_name", "service_role", "operation", "namespace"];
+
+/// Each call the run made from one role to another is counted under the caller's
+/// `service_name`, the called `service_role` and Temporal's `HistoryClient<RPC>` /
+/// `MatchingClient<RPC>` operation, with its latency; failures by error type.
+pub(crate) fn assert_client_families(scrape: &Scrape) {
+    scrape.assert_type("client_requests", "counter");
+    scrape.assert_type("client_errors", "counter");
+    for (caller, role, operation, at_least) in [
+        // 5 starts (one refused as a duplicate).
+        (
+            "frontend",
+            "history",
+            "HistoryClientStartWorkflowExecution",
+            5.0,
+        ),
+        (
+            "frontend",
+            "history",
+            "HistoryClientRespondWorkflowTaskCompleted",
+            2.0,
+        ),
+        (
+            "frontend",
+            "history",
+            "HistoryClientTerminateWorkflowExecution",
+            1.0,
+        ),
+        (
+            "frontend",
+            "history",
+            "HistoryClientGetWorkflowExecutionHistory",
+            2.0,
+        ),
+        (
+            "frontend",
+            "matching",
+            "MatchingClientPollWorkflowTaskQueue",
+            2.0,
+        ),
+        (
+            "frontend",
+            "matching",
+            "MatchingClientPollActivityTaskQueue",
+            1.0,
+        ),
+        // History's outbox hands each workflow task to matching.
+        ("history", "matching", "MatchingClientAddWorkflowTask", 2.0),
+        // Matching has history record each task it hands to a poll as started.
+        (
+            "matching",
+            "history",
+            "HistoryClientRecordWorkflowTaskStarted",
+            2.0,
+        ),
+    ] {
+        let labels = [
+            ("service_name", caller),
+            ("service_role", role),
+            ("operation", operation),
+            ("namespace", "default"),
+        ];
+        let requests = scrape.one("client_requests", &labels, CLIENT_LABELS).value;
+        assert!(requests >= at_least, "{operation}: {requests} requests");
+        scrape.assert_histogram("client_latency", &labels, "0.001", "1000");
+        // Every call counted here ended (the run waited for each answer).
+        let ended = scrape
+            .one("client_latency_count", &labels, CLIENT_LABELS)
+            .value;
+        assert_eq!(ended, requests, "{operation}: every call ended");
+    }
+    // The duplicate start failed in history with Temporal's error type; nothing else failed.
+    let mut with_type = CLIENT_LABELS.to_vec();
+    with_type.push("error_type");
+    let duplicate = scrape.one(
+        "client_errors",
+        &[
+            ("service_name", "frontend"),
+            ("service_role", "history"),
+            ("operation", "HistoryClientStartWorkflowExecution"),
+            ("namespace", "default"),
+            ("error_type", "serviceerror_WorkflowExecutionAlreadyStarted"),
+        ],
+        &with_type,
+    );
+    assert_eq!(duplicate.value, 1.0);
+    let errors: Vec<_> = scrape
+        .find("client_errors", &[])
+        .into_iter()
+        .filter(|s| {
+            s.labels.get("operation").map(String::as_str)
+                != Some("HistoryClientStartWorkflowExecution")
+        })
+        .collect();
+    assert!(errors.is_empty(), "no other call failed: {errors:?}");
+}
