@@ -225,6 +225,9 @@ step "chart cluster: what the rules and the cluster dashboard assume"
     "sum(client_requests{$C, chronicle_component=\"history\", service_name=\"history\", service_role=\"matching\", operation=\"MatchingClientAddWorkflowTask\", temporal_namespace=\"default\"}) > 0" \
     "sum(client_requests{$C, chronicle_component=\"matching\", service_name=\"matching\", service_role=\"history\", operation=\"HistoryClientRecordWorkflowTaskStarted\", temporal_namespace=\"default\"}) > 0" \
     "count(client_latency_bucket{$C, service_name=\"history\", le=\"+Inf\"}) > 0" \
+    "sum(acquire_shards_count{$C, service_name=\"history\", operation=\"ShardController\"}) >= 8" \
+    "count(acquire_shards_latency_bucket{$C, operation=\"ShardController\", le=\"+Inf\"}) > 0" \
+    "count(membership_changed_count{$C, service_name=\"history\", operation=\"ShardController\"} >= 1) == 3" \
     "sum(service_requests{$C, service_name=\"frontend\", chronicle_component=\"frontend\"}) > 0" \
     "!service_requests{$C, service_name=\"frontend\", chronicle_component!=\"frontend\"}" \
     "sum(workflow_success{$C, temporal_namespace=\"default\"}) > 0" \

@@ -329,6 +329,21 @@ def cluster():
             [(f"sum by (instance) (numshards_gauge{{{NS}}})", "{{instance}}")], w=12, h=10,
             stack=True, description="Balanced leadership spreads proposals and task "
                                      "processing over the nodes.")
+    b.panel("Shard acquisitions by node",
+            [(f"sum by (instance) (increase(acquire_shards_count{{{NS}}}[{RATE}]))",
+              "{{instance}}")], w=8,
+            description="Shards a node took up after its Raft replica was elected leader "
+                        "(Temporal's acquire_shards_count): bursts are failovers.")
+    b.panel("Shard acquisition p95",
+            [(p(0.95, f"acquire_shards_latency_bucket{{{NS}}}", "instance, le"),
+              "{{instance}}")], unit="s", w=8,
+            description="From a shard's election to its leader serving it (earlier terms' "
+                        "entries applied).")
+    b.panel("Ring membership changes",
+            [(f"sum by (instance) (increase(membership_changed_count{{{NS}}}[{RATE}]))",
+              "{{instance}}")], w=8,
+            description="Changes of each node's view of the history members (a node added, "
+                        "drained, dead, replaced).")
     b.row("Raft proposals (group commit)")
     b.panel("Commands proposed by kind",
             [(f"sum by (command) (rate(chronicle_history_shard_commands{{{NS}}}[{RATE}]))",

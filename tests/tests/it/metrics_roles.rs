@@ -101,3 +101,35 @@ pub(crate) fn assert_client_families(scrape: &Scrape) {
         .collect();
     assert!(errors.is_empty(), "no other call failed: {errors:?}");
 }
+
+/// Temporal's shard-controller families on one node with 4 shards: each shard was taken up
+/// once (one attempt, ended when its term was ready), and the node saw one ring (itself).
+pub(crate) fn assert_shard_controller_families(scrape: &Scrape) {
+    let controller = [
+        ("service_name", "history"),
+        ("operation", "ShardController"),
+    ];
+    let labels = &["service_name", "operation"];
+    scrape.assert_type("acquire_shards_count", "counter");
+    assert_eq!(
+        scrape
+            .one("acquire_shards_count", &controller, labels)
+            .value,
+        4.0
+    );
+    scrape.assert_histogram("acquire_shards_latency", &controller, "0.001", "1000");
+    assert_eq!(
+        scrape
+            .one("acquire_shards_latency_count", &controller, labels)
+            .value,
+        4.0,
+        "every attempt ended"
+    );
+    scrape.assert_type("membership_changed_count", "counter");
+    assert_eq!(
+        scrape
+            .one("membership_changed_count", &controller, labels)
+            .value,
+        1.0
+    );
+}
