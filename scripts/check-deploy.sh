@@ -217,6 +217,10 @@ step "chart cluster: what the rules and the cluster dashboard assume"
     "sum(poll_success{$C, chronicle_component=\"matching\", namespace_state=\"active\", worker_version=\"__unversioned__\"}) > 0" \
     "count(approximate_backlog_count{$C, chronicle_component=\"matching\", task_priority=\"3\"}) > 0" \
     "count(approximate_backlog_age_seconds{$C, chronicle_component=\"matching\", operation=\"TaskQueuePartitionManager\"}) > 0" \
+    "count(physical_approximate_backlog_count{$C, chronicle_component=\"matching\", operation=\"TaskQueueMgr\", task_priority=\"3\"}) > 0" \
+    "count(physical_approximate_backlog_age_seconds{$C, chronicle_component=\"matching\", operation=\"TaskQueueMgr\"}) > 0" \
+    "count(pending_polls{$C, chronicle_component=\"matching\", operation=\"TaskQueueMgr\", worker_version=\"__unversioned__\"}) > 0" \
+    "sum(poll_latency_count{$C, chronicle_component=\"matching\", poll_result=\"dispatch\", task_priority=\"\"}) > 0" \
     "sum(numshards_gauge{$C}) == 8" \
     "count(numshards_gauge{$C}) == 3" \
     "sum(sharditem_created_count{$C, operation=\"ShardController\"}) >= 8" \

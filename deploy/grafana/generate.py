@@ -237,6 +237,18 @@ def server_overview():
             [(f"sum by (task_type) (rate(poll_timeouts{{{NS}, {TNS}}}[{RATE}]))",
               "{{task_type}}")],
             unit="ops", w=8, description="Polls that ended without a task (idle workers).")
+    b.panel("Waiting polls",
+            [(f"sum by (taskqueue, task_type) (pending_polls{{{NS}, {TNS}}})",
+              "{{taskqueue}} {{task_type}}")],
+            unit="short", w=12,
+            description="Worker polls waiting in matching for a task, per task queue (summed "
+                        "over its partitions). Zero while tasks back up: no worker polls.")
+    b.panel("Poll wait p95 by result",
+            [(p(0.95, f"poll_latency_bucket{{{NS}, {TNS}}}", "task_type, poll_result, le"),
+              "{{task_type}} {{poll_result}}")],
+            unit="s", w=12,
+            description="How long a poll waited: until it got a task (dispatch) or its long-poll "
+                        "deadline (timeout). Short dispatch waits mean work waits for workers.")
     b.panel("Sync match latency p95",
             [(p(0.95, f"syncmatch_latency_bucket{{{NS}, {TNS}}}", "task_type, le"),
               "{{task_type}}")],
