@@ -232,6 +232,9 @@ step "chart cluster: what the rules and the cluster dashboard assume"
     "sum(acquire_shards_count{$C, service_name=\"history\", operation=\"ShardController\"}) >= 8" \
     "count(acquire_shards_latency_bucket{$C, operation=\"ShardController\", le=\"+Inf\"}) > 0" \
     "count(membership_changed_count{$C, service_name=\"history\", operation=\"ShardController\"} >= 1) == 3" \
+    "count(cache_usage{$C, chronicle_component=\"history\", service_name=\"history\", cache_type=\"rocksdb_block\"} > 0) == 3" \
+    "count(cache_size{$C, cache_type=\"rocksdb_block\"} == 67108864) == 3" \
+    "count(cache_pinned_usage{$C, cache_type=\"rocksdb_block\"}) == 3" \
     "sum(service_requests{$C, service_name=\"frontend\", chronicle_component=\"frontend\"}) > 0" \
     "!service_requests{$C, service_name=\"frontend\", chronicle_component!=\"frontend\"}" \
     "sum(workflow_success{$C, temporal_namespace=\"default\"}) > 0" \

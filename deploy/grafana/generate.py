@@ -470,8 +470,15 @@ def cluster():
             [(f"sum by (cf) (chronicle_rocksdb_memtable_bytes{{{NS}}})", "{{cf}}")],
             unit="bytes", w=8, stack=True)
     b.panel("Block cache in use",
-            [(f"sum by (instance) (chronicle_rocksdb_block_cache_bytes{{{NS}}})",
-              "{{instance}}")], unit="bytes", w=8)
+            [(f"sum by (instance) (cache_usage{{{NS}, cache_type=\"rocksdb_block\"}})",
+              "{{instance}}"),
+             (f"sum by (instance) (cache_pinned_usage{{{NS}, cache_type=\"rocksdb_block\"}})",
+              "pinned {{instance}}"),
+             (f"max(cache_size{{{NS}, cache_type=\"rocksdb_block\"}})", "capacity")],
+            unit="bytes", w=8,
+            description="The RocksDB block cache (Temporal's cache gauges, cache_type "
+                        "rocksdb_block): bytes held, bytes pinned (index and filter tops, blocks "
+                        "in use), capacity.")
     return dashboard("chronicle-cluster", "Chronicle / Cluster",
                      "Shards, leaders, Raft proposals and per-node load of a Chronicle cluster.",
                      b, ["chronicle"], temporal_ns=False)

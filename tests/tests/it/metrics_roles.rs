@@ -133,3 +133,27 @@ pub(crate) fn assert_shard_controller_families(scrape: &Scrape) {
         1.0
     );
 }
+
+/// Temporal's cache gauges for the RocksDB block cache (Chronicle's one cache of history's
+/// data): its 64 MiB capacity, and the bytes it holds and has pinned after the run's reads.
+pub(crate) fn assert_cache_families(scrape: &Scrape) {
+    let cache = [("service_name", "history"), ("cache_type", "rocksdb_block")];
+    let labels = &["service_name", "cache_type"];
+    for name in ["cache_size", "cache_usage", "cache_pinned_usage"] {
+        scrape.assert_type(name, "gauge");
+    }
+    assert_eq!(
+        scrape.one("cache_size", &cache, labels).value,
+        64.0 * 1024.0 * 1024.0
+    );
+    let usage = scrape.one("cache_usage", &cache, labels).value;
+    let pinned = scrape.one("cache_pinned_usage", &cache, labels).value;
+    assert!(usage > 0.0, "the run's reads went through the cache");
+    assert!(pinned <= usage, "pinned {pinned} of {usage}");
+    // Temporal's mutable-state and events caches have no counterpart: no such series.
+    assert!(
+        !scrape.samples.iter().any(|s| s.name.starts_with("cache_")
+            && s.labels.get("cache_type").map(String::as_str) != Some("rocksdb_block")),
+        "only the block cache is reported"
+    );
+}
