@@ -118,3 +118,26 @@ async def test_internal_client_shard_controller_and_poll_families(server, client
                           poll_result="dispatch", task_priority="", operation="TaskQueueMgr")
     assert all(set(s[1]) == POLL_LABELS | {"forwarded", "task_priority", "poll_result"} for s in dispatched)
     assert sum(s[2] for s in dispatched) >= 2, dispatched
+
+
+async def test_history_counts_its_calls_for_children(server, client: Client, task_queue: str):
+    """A parent's transfer tasks: history starts each child and reports each close to the
+    parent, as calls of history to history."""
+    children = [new_id("child"), new_id("child")]
+    async with Worker(client, task_queue=task_queue, workflows=[wf.FamilyWorkflow, wf.DoublerChild]):
+        total_doubled = await client.execute_workflow(wf.FamilyWorkflow.run, children, id=new_id("family"),
+                                                      task_queue=task_queue)
+    assert total_doubled == 2 + 4
+    wanted = {"HistoryClientStartWorkflowExecution": 2, "HistoryClientRecordChildExecutionCompleted": 2}
+    deadline = time.monotonic() + 20
+    while True:
+        _, samples = scrape(metrics_addresses(server))
+        counts = {op: total(samples, "client_latency_count", service_name="history", service_role="history",
+                            operation=op, namespace="default") for op in wanted}
+        if all(counts[op] >= n for op, n in wanted.items()) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert all(counts[op] >= n for op, n in wanted.items()), counts
+    for op in wanted:
+        series = matching(samples, "client_requests", service_name="history", service_role="history", operation=op)
+        assert series and all(set(s[1]) == CLIENT_LABELS for s in series), series

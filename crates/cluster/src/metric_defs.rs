@@ -81,14 +81,14 @@ pub fn error_type_of(error: &ApiError) -> String {
 /// Temporal does, so a long poll in flight is already counted), the rest when it ends. A call
 /// abandoned by its caller (a worker that closed its long poll) ends as `Canceled`, as the
 /// canceled context of Temporal's gRPC call does.
-pub(crate) struct ClientCall {
+pub struct ClientCall {
     labels: [(&'static str, String); 4],
     started: Instant,
     finished: bool,
 }
 
 impl ClientCall {
-    pub(crate) fn start(
+    pub fn start(
         caller: &'static str,
         role: &'static str,
         operation: String,
@@ -113,7 +113,7 @@ impl ClientCall {
         }
     }
 
-    pub(crate) fn finish<T>(mut self, result: &Result<T, ApiError>) {
+    pub fn finish<T>(mut self, result: &Result<T, ApiError>) {
         self.record(result.as_ref().err().map(error_type_of));
     }
 

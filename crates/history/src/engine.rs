@@ -644,6 +644,28 @@ impl HistoryEngine {
         shard: &Shard,
         kind: shard_command::Kind,
     ) -> ApiResult<command_result::Result> {
+        // Measured as Temporal's history measures its calls to other history hosts, whether
+        // the shard is led here or elsewhere (Temporal's dev server calls itself too).
+        let measured = metric_defs::transfer_client_call(&kind).map(|(operation, namespace_id)| {
+            chronicle_cluster::metric_defs::ClientCall::start(
+                metric_defs::SERVICE_NAME,
+                chronicle_cluster::metric_defs::HISTORY_ROLE,
+                format!("HistoryClient{operation}"),
+                Some(self.namespace_name(namespace_id)),
+            )
+        });
+        let result = self.propose_on_leader(shard, kind).await;
+        if let Some(measured) = measured {
+            measured.finish(&result);
+        }
+        result
+    }
+
+    async fn propose_on_leader(
+        &self,
+        shard: &Shard,
+        kind: shard_command::Kind,
+    ) -> ApiResult<command_result::Result> {
         let router = match self.router.get() {
             Some(router) if !self.is_leader(shard) => router,
             _ => return self.propose(shard, kind).await,

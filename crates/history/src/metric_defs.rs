@@ -109,6 +109,40 @@ pub fn record_membership_changed() {
     .increment(1);
 }
 
+/// Temporal's history RPC, and the namespace ID, of a transfer task's command sent to another
+/// shard (Temporal's history calls another history host for it: the caller's `client_*`
+/// families). `None` for commands Temporal sends no history RPC for (a schedule's actions go
+/// through its frontend client).
+pub(crate) fn transfer_client_call(
+    kind: &chronicle_proto::chronicle::history::v1::shard_command::Kind,
+) -> Option<(&'static str, &str)> {
+    use chronicle_proto::chronicle::history::v1::shard_command::Kind;
+    use chronicle_proto::temporal::api::enums::v1::ParentClosePolicy;
+    match kind {
+        Kind::StartChildWorkflow(c) => Some(("StartWorkflowExecution", &c.namespace_id)),
+        Kind::RecordChildClosed(c) => Some((
+            "RecordChildExecutionCompleted",
+            c.parent.as_ref().map_or("", |p| p.namespace_id.as_str()),
+        )),
+        Kind::SignalWorkflow(c) if c.external.is_some() => {
+            Some(("SignalWorkflowExecution", &c.namespace_id))
+        }
+        Kind::RequestCancelWorkflow(c) if c.external.is_some() => {
+            Some(("RequestCancelWorkflowExecution", &c.namespace_id))
+        }
+        Kind::ApplyParentClosePolicy(c) => match ParentClosePolicy::try_from(c.policy) {
+            Ok(ParentClosePolicy::Terminate) => {
+                Some(("TerminateWorkflowExecution", &c.namespace_id))
+            }
+            Ok(ParentClosePolicy::RequestCancel) => {
+                Some(("RequestCancelWorkflowExecution", &c.namespace_id))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Counts a change of leadership of a history shard on this node, as Temporal's shard controller
 /// counts shards acquired and released (operation `ShardController`).
 pub fn record_shard_leadership(gained: bool) {
