@@ -217,9 +217,24 @@ step "chart cluster: what the rules and the cluster dashboard assume"
     "sum(poll_success{$C, chronicle_component=\"matching\", namespace_state=\"active\", worker_version=\"__unversioned__\"}) > 0" \
     "count(approximate_backlog_count{$C, chronicle_component=\"matching\", task_priority=\"3\"}) > 0" \
     "count(approximate_backlog_age_seconds{$C, chronicle_component=\"matching\", operation=\"TaskQueuePartitionManager\"}) > 0" \
+    "count(physical_approximate_backlog_count{$C, chronicle_component=\"matching\", operation=\"TaskQueueMgr\", task_priority=\"3\"}) > 0" \
+    "count(physical_approximate_backlog_age_seconds{$C, chronicle_component=\"matching\", operation=\"TaskQueueMgr\"}) > 0" \
+    "count(pending_polls{$C, chronicle_component=\"matching\", operation=\"TaskQueueMgr\", worker_version=\"__unversioned__\"}) > 0" \
+    "sum(poll_latency_count{$C, chronicle_component=\"matching\", poll_result=\"dispatch\", task_priority=\"\"}) > 0" \
     "sum(numshards_gauge{$C}) == 8" \
     "count(numshards_gauge{$C}) == 3" \
     "sum(sharditem_created_count{$C, operation=\"ShardController\"}) >= 8" \
+    "sum(client_requests{$C, chronicle_component=\"frontend\", service_name=\"frontend\", service_role=\"history\", operation=\"HistoryClientStartWorkflowExecution\", temporal_namespace=\"default\"}) > 0" \
+    "sum(client_requests{$C, chronicle_component=\"frontend\", service_name=\"frontend\", service_role=\"matching\", operation=\"MatchingClientPollWorkflowTaskQueue\"}) > 0" \
+    "sum(client_requests{$C, chronicle_component=\"history\", service_name=\"history\", service_role=\"matching\", operation=\"MatchingClientAddWorkflowTask\", temporal_namespace=\"default\"}) > 0" \
+    "sum(client_requests{$C, chronicle_component=\"matching\", service_name=\"matching\", service_role=\"history\", operation=\"HistoryClientRecordWorkflowTaskStarted\", temporal_namespace=\"default\"}) > 0" \
+    "count(client_latency_bucket{$C, service_name=\"history\", le=\"+Inf\"}) > 0" \
+    "sum(acquire_shards_count{$C, service_name=\"history\", operation=\"ShardController\"}) >= 8" \
+    "count(acquire_shards_latency_bucket{$C, operation=\"ShardController\", le=\"+Inf\"}) > 0" \
+    "count(membership_changed_count{$C, service_name=\"history\", operation=\"ShardController\"} >= 1) == 3" \
+    "count(cache_usage{$C, chronicle_component=\"history\", service_name=\"history\", cache_type=\"rocksdb_block\"} > 0) == 3" \
+    "count(cache_size{$C, cache_type=\"rocksdb_block\"} == 67108864) == 3" \
+    "count(cache_pinned_usage{$C, cache_type=\"rocksdb_block\"}) == 3" \
     "sum(service_requests{$C, service_name=\"frontend\", chronicle_component=\"frontend\"}) > 0" \
     "!service_requests{$C, service_name=\"frontend\", chronicle_component!=\"frontend\"}" \
     "sum(workflow_success{$C, temporal_namespace=\"default\"}) > 0" \

@@ -179,6 +179,24 @@ def server_overview():
               f"(rate(service_errors_resource_exhausted{{{fe}}}[{RATE}]))",
               "{{operation}} {{resource_exhausted_cause}}")],
             unit="reqps", w=8)
+    b.row("Calls between roles")
+    b.panel("Calls by caller and operation",
+            [(f"sum by (service_name, operation) (rate(client_requests{{{NS}, {TNS}}}[{RATE}]))",
+              "{{service_name}} {{operation}}")],
+            unit="reqps", w=8,
+            description="Frontend to history and matching, history to matching, matching to "
+                        "history (and a task-queue partition to its root), as Temporal's "
+                        "internal clients count them.")
+    b.panel("Call latency p95 by operation",
+            [(p(0.95, f"client_latency_bucket{{{NS}, {TNS}, operation!~\".*Poll.*\"}}",
+                "service_name, operation, le"), "{{service_name}} {{operation}}")],
+            unit="s", w=8, description="Long polls are left out: they wait by design.")
+    b.panel("Call errors by type",
+            [(f"sum by (service_name, operation, error_type) "
+              f"(rate(client_errors{{{NS}, {TNS}}}[{RATE}]))",
+              "{{service_name}} {{operation}} {{error_type}}")],
+            unit="reqps", w=8,
+            description="Every failed call; a long poll its worker closed counts as Canceled.")
     b.row("Workflows")
     closes = ["success", "failed", "timeout", "terminate", "cancel", "continued_as_new"]
     b.panel("Workflow closes",
@@ -219,6 +237,18 @@ def server_overview():
             [(f"sum by (task_type) (rate(poll_timeouts{{{NS}, {TNS}}}[{RATE}]))",
               "{{task_type}}")],
             unit="ops", w=8, description="Polls that ended without a task (idle workers).")
+    b.panel("Waiting polls",
+            [(f"sum by (taskqueue, task_type) (pending_polls{{{NS}, {TNS}}})",
+              "{{taskqueue}} {{task_type}}")],
+            unit="short", w=12,
+            description="Worker polls waiting in matching for a task, per task queue (summed "
+                        "over its partitions). Zero while tasks back up: no worker polls.")
+    b.panel("Poll wait p95 by result",
+            [(p(0.95, f"poll_latency_bucket{{{NS}, {TNS}}}", "task_type, poll_result, le"),
+              "{{task_type}} {{poll_result}}")],
+            unit="s", w=12,
+            description="How long a poll waited: until it got a task (dispatch) or its long-poll "
+                        "deadline (timeout). Short dispatch waits mean work waits for workers.")
     b.panel("Sync match latency p95",
             [(p(0.95, f"syncmatch_latency_bucket{{{NS}, {TNS}}}", "task_type, le"),
               "{{task_type}}")],
@@ -311,6 +341,21 @@ def cluster():
             [(f"sum by (instance) (numshards_gauge{{{NS}}})", "{{instance}}")], w=12, h=10,
             stack=True, description="Balanced leadership spreads proposals and task "
                                      "processing over the nodes.")
+    b.panel("Shard acquisitions by node",
+            [(f"sum by (instance) (increase(acquire_shards_count{{{NS}}}[{RATE}]))",
+              "{{instance}}")], w=8,
+            description="Shards a node took up after its Raft replica was elected leader "
+                        "(Temporal's acquire_shards_count): bursts are failovers.")
+    b.panel("Shard acquisition p95",
+            [(p(0.95, f"acquire_shards_latency_bucket{{{NS}}}", "instance, le"),
+              "{{instance}}")], unit="s", w=8,
+            description="From a shard's election to its leader serving it (earlier terms' "
+                        "entries applied).")
+    b.panel("Ring membership changes",
+            [(f"sum by (instance) (increase(membership_changed_count{{{NS}}}[{RATE}]))",
+              "{{instance}}")], w=8,
+            description="Changes of each node's view of the history members (a node added, "
+                        "drained, dead, replaced).")
     b.row("Raft proposals (group commit)")
     b.panel("Commands proposed by kind",
             [(f"sum by (command) (rate(chronicle_history_shard_commands{{{NS}}}[{RATE}]))",
@@ -425,8 +470,15 @@ def cluster():
             [(f"sum by (cf) (chronicle_rocksdb_memtable_bytes{{{NS}}})", "{{cf}}")],
             unit="bytes", w=8, stack=True)
     b.panel("Block cache in use",
-            [(f"sum by (instance) (chronicle_rocksdb_block_cache_bytes{{{NS}}})",
-              "{{instance}}")], unit="bytes", w=8)
+            [(f"sum by (instance) (cache_usage{{{NS}, cache_type=\"rocksdb_block\"}})",
+              "{{instance}}"),
+             (f"sum by (instance) (cache_pinned_usage{{{NS}, cache_type=\"rocksdb_block\"}})",
+              "pinned {{instance}}"),
+             (f"max(cache_size{{{NS}, cache_type=\"rocksdb_block\"}})", "capacity")],
+            unit="bytes", w=8,
+            description="The RocksDB block cache (Temporal's cache gauges, cache_type "
+                        "rocksdb_block): bytes held, bytes pinned (index and filter tops, blocks "
+                        "in use), capacity.")
     return dashboard("chronicle-cluster", "Chronicle / Cluster",
                      "Shards, leaders, Raft proposals and per-node load of a Chronicle cluster.",
                      b, ["chronicle"], temporal_ns=False)

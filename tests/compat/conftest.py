@@ -135,6 +135,8 @@ class ServerProcess:
         self.owner = owner  # node id of the test that started it (None: the shared server)
         self.data_dir = data_dir
         self.port = port or free_port()
+        # /metrics of the server (test_metrics.py compares the families of both servers).
+        self.metrics_port = free_port()
         self.host = "127.0.0.1"
         self.address = f"{self.host}:{self.port}"
         self.log_path = os.path.join(log_dir, f"server-{self.port}.log")
@@ -150,13 +152,13 @@ class ServerProcess:
         if SERVER_KIND == "temporal":
             cmd = [temporal_cli(), "server", "start-dev", "--headless", "--ip", self.host, "--port", str(self.port),
                    "--ui-port", str(free_port()), "--http-port", str(free_port()),
-                   "--metrics-port", str(free_port()), "--log-level", "warn"] + SEARCH_ATTRIBUTE_FLAGS + RETENTION_FLAGS \
+                   "--metrics-port", str(self.metrics_port), "--log-level", "warn"] + SEARCH_ATTRIBUTE_FLAGS + RETENTION_FLAGS \
                 + STANDALONE_ACTIVITY_FLAGS
             if self.durable:
                 cmd += ["--db-filename", os.path.join(self.data_dir, "temporal.db")]
             return cmd
         cmd = [chronicle_bin(), "server", "start-dev", "--headless", "--ip", self.host, "-p", str(self.port),
-               "--log-level", "warn"] + SEARCH_ATTRIBUTE_FLAGS + RETENTION_FLAGS
+               "--metrics-port", str(self.metrics_port), "--log-level", "warn"] + SEARCH_ATTRIBUTE_FLAGS + RETENTION_FLAGS
         cmd += ["--data-dir", self.data_dir] if self.durable else ["--ephemeral"]
         return cmd
 

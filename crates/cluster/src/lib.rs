@@ -7,6 +7,8 @@
 
 pub mod batch_list;
 pub mod grpc;
+pub mod metered;
+pub mod metric_defs;
 pub mod partition;
 pub mod stoppable;
 

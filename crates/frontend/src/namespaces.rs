@@ -63,6 +63,17 @@ impl NamespaceCache {
         Ok(info.id)
     }
 
+    /// The name of the cached namespace with ID `namespace_id` (metric labels of calls that
+    /// carry only the ID); `None` when it is not cached.
+    pub fn name_of_id(&self, namespace_id: &str) -> Option<String> {
+        self.by_name
+            .read()
+            .expect("namespace cache")
+            .iter()
+            .find(|(_, (_, r))| r.info.as_ref().is_some_and(|i| i.id == namespace_id))
+            .map(|(name, _)| name.clone())
+    }
+
     pub fn invalidate(&self, name: &str) {
         self.by_name.write().expect("namespace cache").remove(name);
     }

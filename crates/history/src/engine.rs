@@ -1,5 +1,6 @@
 //! Starting a node's shard groups and proposing commands to them.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -671,6 +672,28 @@ impl HistoryEngine {
         shard: &Shard,
         kind: shard_command::Kind,
     ) -> ApiResult<command_result::Result> {
+        // Measured as Temporal's history measures its calls to other history hosts, whether
+        // the shard is led here or elsewhere (Temporal's dev server calls itself too).
+        let measured = metric_defs::transfer_client_call(&kind).map(|(operation, namespace_id)| {
+            chronicle_cluster::metric_defs::ClientCall::start(
+                metric_defs::SERVICE_NAME,
+                chronicle_cluster::metric_defs::HISTORY_ROLE,
+                format!("HistoryClient{operation}"),
+                Some(self.namespace_name(namespace_id)),
+            )
+        });
+        let result = self.propose_on_leader(shard, kind).await;
+        if let Some(measured) = measured {
+            measured.finish(&result);
+        }
+        result
+    }
+
+    async fn propose_on_leader(
+        &self,
+        shard: &Shard,
+        kind: shard_command::Kind,
+    ) -> ApiResult<command_result::Result> {
         let router = match self.router.get() {
             Some(router) if !self.is_leader(shard) => router,
             _ => return self.propose(shard, kind).await,
@@ -761,9 +784,25 @@ async fn readiness_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut metrics = raft.metrics();
+    // The ring as the metadata replica last showed it (`membership_changed_count`).
+    let mut ring: Option<BTreeSet<u64>> = None;
+    // The term this node is taking the shard up in, and since when (`acquire_shards_*`).
+    let mut acquiring: Option<(u64, Instant)> = None;
     loop {
         let (leader, term) = {
             let m = metrics.borrow_and_update();
+            if group == METADATA_GROUP {
+                let members: BTreeSet<u64> = m
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .map(|(id, _)| *id)
+                    .collect();
+                if !members.is_empty() && ring.as_ref() != Some(&members) {
+                    metric_defs::record_membership_changed();
+                    ring = Some(members);
+                }
+            }
             (m.current_leader, m.current_term)
         };
         if (leader != Some(node_id) || ready_term.load(Ordering::SeqCst) != term)
@@ -772,7 +811,18 @@ async fn readiness_loop(
         {
             metric_defs::record_shard_leadership(false);
         }
+        // An attempt ends when its term is no longer this node's to lead.
+        if let Some((attempt_term, started)) = acquiring
+            && (leader != Some(node_id) || attempt_term != term)
+        {
+            metric_defs::record_acquire_end(started);
+            acquiring = None;
+        }
         if leader == Some(node_id) && ready_term.load(Ordering::SeqCst) != term {
+            if acquiring.is_none() && group != METADATA_GROUP {
+                metric_defs::record_acquire_start();
+                acquiring = Some((term, Instant::now()));
+            }
             match raft.ensure_linearizable().await {
                 Ok(_) => {
                     // Still the same term: a new term needs its own round.
@@ -780,6 +830,9 @@ async fn readiness_loop(
                         ready_term.store(term, Ordering::SeqCst);
                         if !leading.swap(true, Ordering::SeqCst) && group != METADATA_GROUP {
                             metric_defs::record_shard_leadership(true);
+                        }
+                        if let Some((_, started)) = acquiring.take() {
+                            metric_defs::record_acquire_end(started);
                         }
                         tracing::info!(group, term, "leading the group");
                     }

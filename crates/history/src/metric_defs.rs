@@ -65,6 +65,84 @@ pub const SHARDITEM_REMOVED: &str = "sharditem_removed_count";
 /// A history shard this node stopped leading (Temporal: a shard context closed).
 pub const SHARD_CLOSED: &str = "shard_closed_count";
 
+/// Attempts of this node to take up a history shard it was elected to lead (Temporal: passes of
+/// its shard controller's acquire loop), counted when the attempt starts.
+pub const ACQUIRE_SHARDS_COUNT: &str = "acquire_shards_count";
+/// Time of one such attempt, from the election until the shard's term was ready (its earlier
+/// entries applied) or the leadership was lost, in seconds.
+pub const ACQUIRE_SHARDS_LATENCY: &str = "acquire_shards_latency";
+/// Changes of this node's view of the ring of history nodes (the members of its metadata
+/// replica), its first view at start included (Temporal: the ring's membership events its
+/// shard controller receives, the first one when the host joins).
+pub const MEMBERSHIP_CHANGED_COUNT: &str = "membership_changed_count";
+
+/// `operation` of the shard controller's families.
+const SHARD_CONTROLLER: &str = "ShardController";
+
+/// Counts the start of an attempt to take up a shard (`acquire_shards_count`).
+pub fn record_acquire_start() {
+    metrics::counter!(
+        ACQUIRE_SHARDS_COUNT,
+        "service_name" => SERVICE_NAME,
+        "operation" => SHARD_CONTROLLER,
+    )
+    .increment(1);
+}
+
+/// Records how long an attempt to take up a shard took (`acquire_shards_latency`).
+pub fn record_acquire_end(started: std::time::Instant) {
+    metrics::histogram!(
+        ACQUIRE_SHARDS_LATENCY,
+        "service_name" => SERVICE_NAME,
+        "operation" => SHARD_CONTROLLER,
+    )
+    .record(started.elapsed().as_secs_f64());
+}
+
+/// Counts a change of this node's view of the ring (`membership_changed_count`).
+pub fn record_membership_changed() {
+    metrics::counter!(
+        MEMBERSHIP_CHANGED_COUNT,
+        "service_name" => SERVICE_NAME,
+        "operation" => SHARD_CONTROLLER,
+    )
+    .increment(1);
+}
+
+/// Temporal's history RPC, and the namespace ID, of a transfer task's command sent to another
+/// shard (Temporal's history calls another history host for it: the caller's `client_*`
+/// families). `None` for commands Temporal sends no history RPC for (a schedule's actions go
+/// through its frontend client).
+pub(crate) fn transfer_client_call(
+    kind: &chronicle_proto::chronicle::history::v1::shard_command::Kind,
+) -> Option<(&'static str, &str)> {
+    use chronicle_proto::chronicle::history::v1::shard_command::Kind;
+    use chronicle_proto::temporal::api::enums::v1::ParentClosePolicy;
+    match kind {
+        Kind::StartChildWorkflow(c) => Some(("StartWorkflowExecution", &c.namespace_id)),
+        Kind::RecordChildClosed(c) => Some((
+            "RecordChildExecutionCompleted",
+            c.parent.as_ref().map_or("", |p| p.namespace_id.as_str()),
+        )),
+        Kind::SignalWorkflow(c) if c.external.is_some() => {
+            Some(("SignalWorkflowExecution", &c.namespace_id))
+        }
+        Kind::RequestCancelWorkflow(c) if c.external.is_some() => {
+            Some(("RequestCancelWorkflowExecution", &c.namespace_id))
+        }
+        Kind::ApplyParentClosePolicy(c) => match ParentClosePolicy::try_from(c.policy) {
+            Ok(ParentClosePolicy::Terminate) => {
+                Some(("TerminateWorkflowExecution", &c.namespace_id))
+            }
+            Ok(ParentClosePolicy::RequestCancel) => {
+                Some(("RequestCancelWorkflowExecution", &c.namespace_id))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Counts a change of leadership of a history shard on this node, as Temporal's shard controller
 /// counts shards acquired and released (operation `ShardController`).
 pub fn record_shard_leadership(gained: bool) {
@@ -212,6 +290,19 @@ pub fn describe() {
         "History shards this node stopped leading."
     );
     metrics::describe_counter!(SHARD_CLOSED, "History shards this node stopped leading.");
+    metrics::describe_counter!(
+        ACQUIRE_SHARDS_COUNT,
+        "Attempts to take up a history shard this node was elected to lead."
+    );
+    describe_histogram!(
+        ACQUIRE_SHARDS_LATENCY,
+        Unit::Seconds,
+        "Time from a shard election until its term was ready."
+    );
+    metrics::describe_counter!(
+        MEMBERSHIP_CHANGED_COUNT,
+        "Changes of this node's view of the history ring."
+    );
     metrics::describe_gauge!(
         TIMER_QUEUE_LAG,
         Unit::Seconds,

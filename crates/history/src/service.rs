@@ -207,7 +207,9 @@ impl HistoryEngine {
         read::workflow_task_response(shard, &state, started, tokens::encode(&token))
     }
 
-    pub(crate) fn namespace_name(&self, namespace_id: &str) -> String {
+    /// The name of namespace `namespace_id` as this node's metadata replica holds it (answers,
+    /// metric labels); empty for an unknown ID.
+    pub fn namespace_name(&self, namespace_id: &str) -> String {
         self.namespace_names.name(namespace_id)
     }
 

@@ -113,6 +113,12 @@ impl MatchingEngine {
         }
     }
 
+    /// The name of namespace `namespace_id` if this node learned it (from a poll or history's
+    /// namespace list), without asking history.
+    pub fn known_namespace_name(&self, namespace_id: &str) -> Option<String> {
+        self.reporter().namespace_names.get(namespace_id).cloned()
+    }
+
     /// The name of namespace `namespace_id`, asking history when it was never seen here.
     pub(crate) async fn namespace_name(&self, namespace_id: &str) -> Option<String> {
         {

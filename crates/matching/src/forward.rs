@@ -209,6 +209,7 @@ impl MatchingEngine {
                         // Handed over at the root a moment ago (one call away).
                         PollOutcome::Sync {
                             handed_at: Some(Instant::now()),
+                            forwarded: true,
                         },
                     ));
                 }

@@ -53,6 +53,7 @@ impl Handoff {
             self.dispatch,
             PollOutcome::Sync {
                 handed_at: Some(self.handed_at),
+                forwarded: false,
             },
         )
     }
@@ -331,6 +332,7 @@ impl MatchingEngine {
                     Dispatch::Task(task),
                     PollOutcome::Sync {
                         handed_at: Some(offered_at),
+                        forwarded: false,
                     },
                 ));
             }
@@ -477,10 +479,19 @@ impl MatchingService for MatchingEngine {
             )
         };
         loop {
-            let Some((dispatch, outcome)) = self
-                .next_dispatch(&key, &request.identity, deadline)
-                .await?
-            else {
+            let wait = metric_defs::PollWait::start(
+                &request.namespace,
+                request.task_queue.as_ref(),
+                request.deployment_options.as_ref(),
+                "Workflow",
+            );
+            let found = self.next_dispatch(&key, &request.identity, deadline).await;
+            wait.finish(
+                found
+                    .as_ref()
+                    .map(|f| f.as_ref().map(|(_, outcome)| *outcome)),
+            );
+            let Some((dispatch, outcome)) = found? else {
                 record(PollOutcome::Timeout);
                 return Ok(ws::PollWorkflowTaskQueueResponse::default());
             };
@@ -545,10 +556,19 @@ impl MatchingService for MatchingEngine {
             )
         };
         loop {
-            let Some((dispatch, outcome)) = self
-                .next_dispatch(&key, &request.identity, deadline)
-                .await?
-            else {
+            let wait = metric_defs::PollWait::start(
+                &request.namespace,
+                request.task_queue.as_ref(),
+                request.deployment_options.as_ref(),
+                "Activity",
+            );
+            let found = self.next_dispatch(&key, &request.identity, deadline).await;
+            wait.finish(
+                found
+                    .as_ref()
+                    .map(|f| f.as_ref().map(|(_, outcome)| *outcome)),
+            );
+            let Some((dispatch, outcome)) = found? else {
                 record(PollOutcome::Timeout);
                 return Ok(ws::PollActivityTaskQueueResponse::default());
             };

@@ -34,6 +34,18 @@ pub const APPROXIMATE_BACKLOG_COUNT: &str = "approximate_backlog_count";
 /// Age of the oldest task waiting in a partition's backlog, in seconds (0 when empty).
 pub const APPROXIMATE_BACKLOG_AGE_SECONDS: &str = "approximate_backlog_age_seconds";
 
+/// Polls waiting in a partition's physical queue now (a gauge per physical queue, labels as
+/// the poll counters): raised when a poll starts waiting, lowered when it ends.
+pub const PENDING_POLLS: &str = "pending_polls";
+/// Time a poll waited for a task, in seconds, by `poll_result` (`dispatch`, `timeout`,
+/// `failed`) and `forwarded` (`true` when a child partition's poll got its task at the root).
+pub const POLL_LATENCY: &str = "poll_latency";
+/// `approximate_backlog_count` / `_age_seconds` of the partition's physical queue (Temporal has
+/// one per worker version; Chronicle one per partition, the unversioned one).
+pub const PHYSICAL_APPROXIMATE_BACKLOG_COUNT: &str = "physical_approximate_backlog_count";
+pub const PHYSICAL_APPROXIMATE_BACKLOG_AGE_SECONDS: &str =
+    "physical_approximate_backlog_age_seconds";
+
 /// How long a root partition must have been in memory, and without a poll, before the tasks
 /// added to it count as `no_poller_tasks` (Temporal's threshold is the same two minutes).
 pub const NO_POLLER_THRESHOLD: std::time::Duration = std::time::Duration::from_secs(120);
@@ -47,6 +59,8 @@ const UNVERSIONED: &str = "__unversioned__";
 const DEFAULT_PRIORITY_KEY: &str = "3";
 /// `operation` of the per-partition families (Temporal's partition manager scope).
 const PARTITION_MANAGER_OPERATION: &str = "TaskQueuePartitionManager";
+/// `operation` of the per-physical-queue families (Temporal's physical queue manager scope).
+const PHYSICAL_QUEUE_OPERATION: &str = "TaskQueueMgr";
 
 /// Tasks queued because no poller was waiting.
 pub const TASKS_QUEUED: &str = "chronicle_task_queue_backlog_added";
@@ -92,6 +106,21 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "Age of the oldest task in a task queue partition's backlog."
     );
+    metrics::describe_gauge!(PENDING_POLLS, "Polls waiting in a task queue partition.");
+    metrics::describe_histogram!(
+        POLL_LATENCY,
+        metrics::Unit::Seconds,
+        "Time a poll waited for a task, by result."
+    );
+    metrics::describe_gauge!(
+        PHYSICAL_APPROXIMATE_BACKLOG_COUNT,
+        "Tasks waiting in a physical task queue's backlog."
+    );
+    metrics::describe_gauge!(
+        PHYSICAL_APPROXIMATE_BACKLOG_AGE_SECONDS,
+        metrics::Unit::Seconds,
+        "Age of the oldest task in a physical task queue's backlog."
+    );
     describe_counter!(TASKS_QUEUED, "Tasks queued because no poller was waiting.");
     describe_counter!(
         TASKS_REFUSED,
@@ -117,8 +146,11 @@ pub(crate) enum PollOutcome {
     /// A task (or query) from the backlog, queued at `queued_at` (a task).
     Backlog { queued_at: Option<Instant> },
     /// A task handed to the waiting poll at `handed_at` (a query task: none, it is no added
-    /// task).
-    Sync { handed_at: Option<Instant> },
+    /// task); `forwarded`: the poll, of a child partition, was answered by the root partition.
+    Sync {
+        handed_at: Option<Instant>,
+        forwarded: bool,
+    },
     /// No task until the poll's deadline.
     Timeout,
 }
@@ -129,7 +161,14 @@ impl PollOutcome {
     pub(crate) fn for_query(self) -> Self {
         match self {
             PollOutcome::Timeout => PollOutcome::Timeout,
-            _ => PollOutcome::Sync { handed_at: None },
+            PollOutcome::Sync { forwarded, .. } => PollOutcome::Sync {
+                handed_at: None,
+                forwarded,
+            },
+            PollOutcome::Backlog { .. } => PollOutcome::Sync {
+                handed_at: None,
+                forwarded: false,
+            },
         }
     }
 }
@@ -253,6 +292,109 @@ pub(crate) fn record_backlog(backlog: &PartitionBacklog) {
     metrics::gauge!(APPROXIMATE_BACKLOG_AGE_SECONDS, &labels[..]).set(backlog.oldest_age_seconds);
     labels.push(("task_priority", DEFAULT_PRIORITY_KEY.to_string()));
     metrics::gauge!(APPROXIMATE_BACKLOG_COUNT, &labels[..]).set(backlog.count as f64);
+    // The partition's one physical queue (the unversioned one) holds the same backlog; Temporal
+    // reports it under its physical queue manager's operation.
+    labels[1].1 = PHYSICAL_QUEUE_OPERATION.to_string();
+    metrics::gauge!(PHYSICAL_APPROXIMATE_BACKLOG_COUNT, &labels[..]).set(backlog.count as f64);
+    labels.pop();
+    metrics::gauge!(PHYSICAL_APPROXIMATE_BACKLOG_AGE_SECONDS, &labels[..])
+        .set(backlog.oldest_age_seconds);
+}
+
+/// One wait of a poll for a task (Temporal: one call of its physical queue's `PollTask`):
+/// `pending_polls` of the queue counts it while it lasts, and `poll_latency` times it. A poll
+/// its worker abandoned ends as a `timeout`, as Temporal's canceled poll context does.
+pub(crate) struct PollWait {
+    labels: Vec<(&'static str, String)>,
+    started: Instant,
+    finished: bool,
+}
+
+impl PollWait {
+    pub(crate) fn start(
+        namespace: &str,
+        task_queue: Option<&TaskQueue>,
+        deployment: Option<&WorkerDeploymentOptions>,
+        task_type: &'static str,
+    ) -> Self {
+        let labels = poll_labels(namespace, task_queue, deployment, task_type);
+        metrics::gauge!(PENDING_POLLS, &labels[..]).increment(1.0);
+        Self {
+            labels,
+            started: Instant::now(),
+            finished: false,
+        }
+    }
+
+    /// Ends the wait with what it found: a task or query (`Some`), nothing by the deadline
+    /// (`None`), or an error.
+    pub(crate) fn finish<E>(mut self, found: Result<Option<PollOutcome>, E>) {
+        let (result, forwarded) = match found {
+            Ok(Some(PollOutcome::Sync { forwarded, .. })) => ("dispatch", forwarded),
+            Ok(Some(_)) => ("dispatch", false),
+            Ok(None) => ("timeout", false),
+            Err(_) => ("failed", false),
+        };
+        self.end(result, forwarded);
+    }
+
+    fn end(&mut self, result: &'static str, forwarded: bool) {
+        self.finished = true;
+        metrics::gauge!(PENDING_POLLS, &self.labels[..]).decrement(1.0);
+        let mut labels = self.labels.clone();
+        labels.push(("forwarded", forwarded.to_string()));
+        // Temporal's priority key of a task without a priority is exported empty.
+        labels.push(("task_priority", String::new()));
+        labels.push(("poll_result", result.to_string()));
+        metrics::histogram!(POLL_LATENCY, &labels[..]).record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for PollWait {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.end("timeout", false);
+        }
+    }
+}
+
+/// The labels of a poll's partition: service, operation `TaskQueueMgr`, namespace, queue name,
+/// task type and partition (a sticky queue under its normal queue's name, `__sticky__`).
+fn partition_labels(
+    namespace: &str,
+    task_queue: Option<&TaskQueue>,
+    task_type: &'static str,
+) -> Vec<(&'static str, String)> {
+    let (name, partition) = match task_queue {
+        Some(q) => queue_and_partition(
+            &q.name,
+            q.kind == TaskQueueKind::Sticky as i32,
+            Some(&q.normal_name),
+        ),
+        None => (String::new(), "0".to_string()),
+    };
+    vec![
+        ("service_name", SERVICE_NAME.to_string()),
+        ("operation", PHYSICAL_QUEUE_OPERATION.to_string()),
+        ("namespace", namespace.to_string()),
+        ("taskqueue", name),
+        ("task_type", task_type.to_string()),
+        ("partition", partition),
+    ]
+}
+
+/// The labels of the physical queue serving a poll: its partition's, the namespace state and
+/// the worker version labels.
+fn poll_labels(
+    namespace: &str,
+    task_queue: Option<&TaskQueue>,
+    deployment: Option<&WorkerDeploymentOptions>,
+    task_type: &'static str,
+) -> Vec<(&'static str, String)> {
+    let mut labels = partition_labels(namespace, task_queue, task_type);
+    labels.push(("namespace_state", NAMESPACE_STATE_ACTIVE.to_string()));
+    labels.extend(worker_labels(deployment));
+    labels
 }
 
 /// Counts a poll the way Temporal's matching does (labels: namespace, namespace_state,
@@ -268,28 +410,11 @@ pub(crate) fn record_poll(
     task_type: &'static str,
     outcome: PollOutcome,
 ) {
-    let (name, partition) = match task_queue {
-        Some(q) => queue_and_partition(
-            &q.name,
-            q.kind == TaskQueueKind::Sticky as i32,
-            Some(&q.normal_name),
-        ),
-        None => (String::new(), "0".to_string()),
-    };
     // The match latencies carry Temporal's per-partition labels only (its matching engine
     // records them outside the physical queue's scope); the poll counters add the namespace
     // state and the worker version labels of the queue that served the poll.
-    let mut labels = vec![
-        ("service_name", SERVICE_NAME.to_string()),
-        ("operation", "TaskQueueMgr".to_string()),
-        ("namespace", namespace.to_string()),
-        ("taskqueue", name),
-        ("task_type", task_type.to_string()),
-        ("partition", partition),
-    ];
-    let mut poll_labels = labels.clone();
-    poll_labels.push(("namespace_state", NAMESPACE_STATE_ACTIVE.to_string()));
-    poll_labels.extend(worker_labels(deployment));
+    let mut labels = partition_labels(namespace, task_queue, task_type);
+    let poll_labels = poll_labels(namespace, task_queue, deployment, task_type);
     let is_workflow = task_type == "Workflow";
     match outcome {
         PollOutcome::Timeout => metrics::counter!(POLL_TIMEOUTS, &poll_labels[..]).increment(1),
@@ -306,7 +431,7 @@ pub(crate) fn record_poll(
                     .record(queued_at.elapsed().as_secs_f64());
             }
         }
-        PollOutcome::Sync { handed_at } => {
+        PollOutcome::Sync { handed_at, .. } => {
             metrics::counter!(POLL_SUCCESS, &poll_labels[..]).increment(1);
             metrics::counter!(POLL_SUCCESS_SYNC, &poll_labels[..]).increment(1);
             if let Some(handed_at) = handed_at {

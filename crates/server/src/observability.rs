@@ -75,6 +75,7 @@ pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
             chronicle_matching::metric_defs::describe();
             chronicle_history::metric_defs::describe();
             chronicle_storage::metric_defs::describe();
+            chronicle_cluster::metric_defs::describe();
             metrics::describe_counter!(RESTARTS, "Starts of the process, per role.");
             Ok(handle)
         })

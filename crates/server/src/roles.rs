@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chronicle_cluster::grpc::{HistoryApiService, MatchingApiService, RingMatching, RoutedHistory};
+use chronicle_cluster::metered::{MeteredHistory, MeteredMatching, NamespaceNames};
 use chronicle_cluster::stoppable::PollsEndAtShutdown;
 use chronicle_cluster::{HistoryService, MatchingService};
 use chronicle_frontend::{
@@ -323,8 +324,14 @@ pub async fn run_node(
         }
     };
     if let (Some(ring), Some(engine)) = (&ring, &local_matching) {
-        engine.set_forwarder(ring.clone());
+        // A partition's forwards to its root are matching's calls to matching.
+        let forwarder = MeteredMatching::new(ring.clone(), "matching");
+        forwarder.set_namespace_names(matching_names(engine));
+        engine.set_forwarder(forwarder);
     }
+    // History's calls to matching (the outbox's task hand-over, queries), measured as
+    // Temporal's history measures its matching client.
+    let matching_for_history = MeteredMatching::new(matching.clone(), "history");
 
     // History: local engine (with its data directory) or remote nodes.
     let mut local_history = None;
@@ -384,10 +391,16 @@ pub async fn run_node(
                 suggest_continue_as_new_bytes: config.suggest_continue_as_new_bytes,
                 max_pending_proposals: config.admission.max_pending_proposals,
             },
-            matching.clone(),
+            matching_for_history.clone(),
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+        matching_for_history.set_namespace_names({
+            let engine = Arc::downgrade(&engine);
+            Arc::new(move |id: &str| {
+                Some(engine.upgrade()?.namespace_name(id)).filter(|n| !n.is_empty())
+            })
+        });
         let mut wanted = vec!["default".to_string()];
         wanted.extend(config.namespaces.iter().cloned());
         if let Some(replication) = replication {
@@ -460,9 +473,18 @@ pub async fn run_node(
         };
         history = Arc::new(remote);
     }
-    // Matching keeps a weak reference to history; `history` lives until this function returns.
+    // Matching keeps a weak reference to history; `history_for_matching` lives until this
+    // function returns. Matching's calls to history (a poll's task start) are measured as
+    // Temporal's matching measures its history client.
+    let history_for_matching: Arc<dyn HistoryService> = {
+        let metered = MeteredHistory::new(history.clone(), "matching");
+        if let Some(engine) = &local_matching {
+            metered.set_namespace_names(matching_names(engine));
+        }
+        metered
+    };
     if let Some(engine) = &local_matching {
-        engine.set_history(&history);
+        engine.set_history(&history_for_matching);
         readiness.set_matching(engine);
     }
 
@@ -532,11 +554,26 @@ pub async fn run_node(
 
     if let Some(listener) = listeners.frontend.filter(|_| roles.frontend) {
         let addr = listener.local_addr()?;
+        // The frontend's calls to history and matching, measured as Temporal's frontend
+        // measures its clients (namespace records are read unmeasured: Temporal's frontend
+        // reads them from persistence).
+        let namespaces = Arc::new(NamespaceCache::new(history.clone()));
+        let names: NamespaceNames = {
+            let namespaces = Arc::downgrade(&namespaces);
+            Arc::new(move |id: &str| namespaces.upgrade()?.name_of_id(id))
+        };
+        let frontend_history = MeteredHistory::new(history.clone(), "frontend");
+        frontend_history.set_namespace_names(names.clone());
+        // Workers' long polls end the moment the node stops, so it drains at once.
+        let frontend_matching = MeteredMatching::new(
+            Arc::new(PollsEndAtShutdown::new(matching.clone(), polls_stop)),
+            "frontend",
+        );
+        frontend_matching.set_namespace_names(names);
         let ctx = FrontendContext {
-            history: history.clone(),
-            // Workers' long polls end the moment the node stops, so it drains at once.
-            matching: Arc::new(PollsEndAtShutdown::new(matching.clone(), polls_stop)),
-            namespaces: Arc::new(NamespaceCache::new(history.clone())),
+            history: frontend_history,
+            matching: frontend_matching,
+            namespaces,
             num_shards,
             server_version: SERVER_VERSION.to_string(),
             min_namespace_retention: config.admission.min_namespace_retention,
@@ -663,4 +700,11 @@ pub async fn run_node(
         Some(Err(e)) => Err(e),
         _ => Ok(()),
     }
+}
+
+/// How a matching node names the namespaces of its calls' labels: those it learned from polls
+/// and history's namespace list.
+fn matching_names(engine: &Arc<MatchingEngine>) -> NamespaceNames {
+    let engine = Arc::downgrade(engine);
+    Arc::new(move |id: &str| engine.upgrade()?.known_namespace_name(id))
 }

@@ -545,6 +545,7 @@ impl Db {
         metrics::gauge!(m::ROCKSDB_DELAYED_WRITE_RATE)
             .set(int("rocksdb.actual-delayed-write-rate"));
         let mut block_cache = 0.0f64;
+        let (mut capacity, mut pinned) = (0.0f64, 0.0f64);
         for cf in Cf::ALL {
             let prop = |name: &str| -> f64 {
                 self.rocks()
@@ -562,8 +563,17 @@ impl Db {
                 .set(prop("rocksdb.total-sst-files-size"));
             // Column families may share one cache: report the largest, not the sum.
             block_cache = block_cache.max(prop("rocksdb.block-cache-usage"));
+            capacity = capacity.max(prop("rocksdb.block-cache-capacity"));
+            pinned = pinned.max(prop("rocksdb.block-cache-pinned-usage"));
         }
         metrics::gauge!(m::ROCKSDB_BLOCK_CACHE_BYTES).set(block_cache);
+        let cache = [
+            ("service_name", m::SERVICE_NAME),
+            ("cache_type", m::BLOCK_CACHE_TYPE),
+        ];
+        metrics::gauge!(m::CACHE_SIZE, &cache).set(capacity);
+        metrics::gauge!(m::CACHE_USAGE, &cache).set(block_cache);
+        metrics::gauge!(m::CACHE_PINNED_USAGE, &cache).set(pinned);
         let keys = |cf: Cf| -> f64 {
             self.rocks()
                 .property_int_value_cf(self.cf(cf), "rocksdb.estimate-num-keys")

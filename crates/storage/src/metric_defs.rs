@@ -25,6 +25,22 @@ pub const OUTBOX_DEPTH: &str = "chronicle_outbox_depth";
 /// Block cache in use (shared by the column families).
 pub const ROCKSDB_BLOCK_CACHE_BYTES: &str = "chronicle_rocksdb_block_cache_bytes";
 
+// Temporal's cache gauges (`cache_size`, `cache_usage`, `cache_pinned_usage`, labels
+// `service_name`, `cache_type`), for the one read cache of history's data Chronicle has: the
+// RocksDB block cache every column family shares (run state, history events, tasks, the Raft
+// log). Temporal's mutable-state and events caches have no counterpart (docs/metrics.md).
+/// The cache's capacity, in bytes.
+pub const CACHE_SIZE: &str = "cache_size";
+/// Bytes the cache holds now.
+pub const CACHE_USAGE: &str = "cache_usage";
+/// Bytes of entries held in use (pinned: index and filter tops, blocks readers hold), which the
+/// cache cannot evict.
+pub const CACHE_PINNED_USAGE: &str = "cache_pinned_usage";
+/// `cache_type` of the RocksDB block cache.
+pub const BLOCK_CACHE_TYPE: &str = "rocksdb_block";
+/// `service_name` of the storage layer's families: it serves the history role.
+pub const SERVICE_NAME: &str = "history";
+
 /// Raft snapshots built (of this node's groups) and installed (received from a leader), by
 /// outcome (`op` = build | install, `outcome` = ok | error).
 pub const RAFT_SNAPSHOTS: &str = "chronicle_raft_snapshots";
@@ -77,6 +93,12 @@ pub fn describe() {
         (ROCKSDB_MEMTABLE_BYTES, "Memtable bytes, per column family."),
         (ROCKSDB_SST_BYTES, "SST file bytes, per column family."),
         (ROCKSDB_BLOCK_CACHE_BYTES, "Block cache bytes in use."),
+        (CACHE_SIZE, "Capacity of a cache, by cache_type (bytes)."),
+        (CACHE_USAGE, "Bytes a cache holds, by cache_type."),
+        (
+            CACHE_PINNED_USAGE,
+            "Bytes of a cache's entries in use (not evictable), by cache_type.",
+        ),
         (
             TIMER_QUEUE_DEPTH,
             "Timer tasks stored on this node (RocksDB estimate).",

@@ -16,6 +16,7 @@ mod history_api;
 mod history_limits;
 mod metrics;
 mod metrics_matching;
+mod metrics_roles;
 mod namespaces;
 mod nexus;
 mod queries;

@@ -619,6 +619,11 @@ async fn metrics_port_serves_health_and_temporal_metrics() {
         );
     }
 
+    // Calls between roles, as Temporal's internal clients count them.
+    crate::metrics_roles::assert_client_families(&scrape);
+    crate::metrics_roles::assert_shard_controller_families(&scrape);
+    crate::metrics_roles::assert_cache_families(&scrape);
+
     // Process and shard ownership.
     scrape.assert_type("restarts", "counter");
     for role in ["frontend", "history", "matching"] {

@@ -1,5 +1,6 @@
 //! Temporal's per-partition matching families (`approximate_backlog_count`,
-//! `approximate_backlog_age_seconds`, `no_poller_tasks`), the worker version labels of the poll
+//! `approximate_backlog_age_seconds`, `no_poller_tasks`, their physical-queue counterparts,
+//! `pending_polls`, `poll_latency`), the worker version labels of the poll
 //! families, and the queue latency of outbox tasks counted from their commit.
 
 use std::net::SocketAddr;
@@ -61,6 +62,66 @@ fn backlog(scrape: &Scrape, queue_label: &str) -> (f64, f64) {
     (count, age)
 }
 
+/// (count, age) of the same backlog as its physical queue reports it (Chronicle has one per
+/// partition, so it equals the partition's).
+fn physical_backlog(scrape: &Scrape, queue_label: &str) -> (f64, f64) {
+    let with = [
+        ("service_name", "matching"),
+        ("operation", "TaskQueueMgr"),
+        ("namespace", "default"),
+        ("namespace_state", "active"),
+        ("taskqueue", queue_label),
+        ("task_type", "Workflow"),
+        ("partition", "0"),
+        ("worker_build_id", ""),
+        ("worker_deployment_name", ""),
+        ("worker_version", "__unversioned__"),
+    ];
+    let mut count_labels = BACKLOG_LABELS.to_vec();
+    count_labels.push("task_priority");
+    let mut count_with = with.to_vec();
+    count_with.push(("task_priority", "3"));
+    let count = scrape
+        .one(
+            "physical_approximate_backlog_count",
+            &count_with,
+            &count_labels,
+        )
+        .value;
+    let age = scrape
+        .one(
+            "physical_approximate_backlog_age_seconds",
+            &with,
+            BACKLOG_LABELS,
+        )
+        .value;
+    (count, age)
+}
+
+/// Polls of `queue_label`'s root workflow partition waiting now (`pending_polls`).
+fn pending_polls(scrape: &Scrape, queue_label: &str) -> f64 {
+    scrape
+        .one(
+            "pending_polls",
+            &[
+                ("operation", "TaskQueueMgr"),
+                ("taskqueue", queue_label),
+                ("task_type", "Workflow"),
+                ("partition", "0"),
+                ("worker_version", "__unversioned__"),
+            ],
+            POLL_LABELS,
+        )
+        .value
+}
+
+/// Labels of `poll_latency`: the poll counters' and `forwarded`, `task_priority`, `poll_result`.
+fn poll_latency_labels() -> Vec<&'static str> {
+    let mut labels = POLL_LABELS.to_vec();
+    labels.extend(["forwarded", "task_priority", "poll_result"]);
+    labels
+}
+
 fn complete_request(task_token: Vec<u8>) -> ws::RespondWorkflowTaskCompletedRequest {
     ws::RespondWorkflowTaskCompletedRequest {
         namespace: "default".into(),
@@ -114,6 +175,13 @@ async fn backlog_gauges_and_no_poller_tasks_per_partition() {
         (1.2..60.0).contains(&age),
         "the oldest waited ~1.3 s: {age}"
     );
+    scraped.assert_type("physical_approximate_backlog_count", "gauge");
+    scraped.assert_type("physical_approximate_backlog_age_seconds", "gauge");
+    assert_eq!(
+        physical_backlog(&scraped, &queue_label),
+        (count, age),
+        "the partition's one physical queue"
+    );
     scraped.assert_type("no_poller_tasks", "counter");
     let no_poller = [
         ("service_name", "matching"),
@@ -150,6 +218,9 @@ async fn backlog_gauges_and_no_poller_tasks_per_partition() {
         tokio::spawn(async move { raw.poll_workflow_task_queue(poll(&task_queue)).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let scraped = scrape(metrics).await;
+    scraped.assert_type("pending_polls", "gauge");
+    assert_eq!(pending_polls(&scraped, &queue_label), 1.0, "one poll waits");
     raw.start_workflow_execution(start_request(&unique("backlog"), "Backlog", &task_queue))
         .await
         .expect("start");
@@ -161,6 +232,33 @@ async fn backlog_gauges_and_no_poller_tasks_per_partition() {
     assert!(!task.task_token.is_empty(), "the third task");
     let scraped = scrape(metrics).await;
     assert_eq!(backlog(&scraped, &queue_label), (0.0, 0.0), "drained");
+    assert_eq!(
+        physical_backlog(&scraped, &queue_label),
+        (0.0, 0.0),
+        "drained"
+    );
+    assert_eq!(pending_polls(&scraped, &queue_label), 0.0, "no poll waits");
+    // Three polls, each got a task: two from the backlog, one handed over while it waited.
+    let dispatched = [
+        ("operation", "TaskQueueMgr"),
+        ("taskqueue", queue_label.as_str()),
+        ("task_type", "Workflow"),
+        ("partition", "0"),
+        ("forwarded", "false"),
+        ("task_priority", ""),
+        ("poll_result", "dispatch"),
+    ];
+    scraped.assert_histogram("poll_latency", &dispatched, "0.001", "1000");
+    assert_eq!(
+        scraped
+            .one("poll_latency_count", &dispatched, &poll_latency_labels())
+            .value,
+        3.0
+    );
+    let waited = scraped
+        .one("poll_latency_sum", &dispatched, &poll_latency_labels())
+        .value;
+    assert!(waited >= 0.2, "the third poll waited 200 ms: {waited}");
     assert_eq!(
         scraped
             .one("no_poller_tasks", &no_poller, &no_poller_labels)
@@ -199,6 +297,19 @@ async fn backlog_gauges_and_no_poller_tasks_per_partition() {
         ],
         POLL_LABELS,
     );
+    // Its wait ended at the poll deadline: a timeout of the version's queue.
+    let timed_out = scraped.one(
+        "poll_latency_count",
+        &[
+            ("taskqueue", queue_label.as_str()),
+            ("task_type", "Activity"),
+            ("worker_version", "orders_b1"),
+            ("poll_result", "timeout"),
+            ("forwarded", "false"),
+        ],
+        &poll_latency_labels(),
+    );
+    assert_eq!(timed_out.value, 1.0);
     server.stop().await.expect("stop");
 }
 
