@@ -64,6 +64,12 @@ STANDALONE_ACTIVITY_FLAGS = ["--dynamic-config-value", "activity.enableStandalon
                              "--dynamic-config-value", "history.enableChasm=true"]
 
 
+# Server-pushed activity cancellation (worker commands), which Chronicle always offers: off by
+# default in Temporal 1.32.
+WORKER_COMMANDS_FLAGS = ["--dynamic-config-value", "frontend.WorkerCommandsEnabled=true",
+                         "--dynamic-config-value", "system.enableCancelActivityWorkerCommand=true"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -151,7 +157,7 @@ class ServerProcess:
             cmd = [temporal_cli(), "server", "start-dev", "--headless", "--ip", self.host, "--port", str(self.port),
                    "--ui-port", str(free_port()), "--http-port", str(free_port()),
                    "--metrics-port", str(free_port()), "--log-level", "warn"] + SEARCH_ATTRIBUTE_FLAGS + RETENTION_FLAGS \
-                + STANDALONE_ACTIVITY_FLAGS
+                + STANDALONE_ACTIVITY_FLAGS + WORKER_COMMANDS_FLAGS
             if self.durable:
                 cmd += ["--db-filename", os.path.join(self.data_dir, "temporal.db")]
             return cmd

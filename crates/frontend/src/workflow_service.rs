@@ -60,6 +60,10 @@ fn describe_namespace_response(
                     eager_workflow_start: true,
                     sync_update: true,
                     async_update: true,
+                    // RecordWorkerHeartbeat is accepted; SDK core polls for worker commands
+                    // only where both are advertised (docs/worker-commands.md).
+                    worker_heartbeats: true,
+                    worker_commands: true,
                     ..Default::default()
                 },
             );
