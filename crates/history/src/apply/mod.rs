@@ -31,6 +31,8 @@ mod timer;
 pub mod update;
 #[cfg(test)]
 mod update_tests;
+#[cfg(test)]
+mod worker_commands_tests;
 pub(crate) mod workflow_options;
 #[cfg(test)]
 mod workflow_options_tests;
