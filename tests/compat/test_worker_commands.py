@@ -19,6 +19,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
+import worker_commands_raw as raw
 import worker_commands_workflows as wc
 from conftest import new_id
 
@@ -107,3 +108,26 @@ async def test_an_activity_timeout_is_left_to_the_worker(client: Client, task_qu
         assert not attempt.details.cancel_requested
         await handle.signal(wc.OutlivesItsActivity.finish)
         assert await handle.result() == "TimeoutError"
+
+
+async def test_the_commands_reach_only_the_control_queue_the_poll_named(client: Client, task_queue: str):
+    """On the wire: the cancel request reaches the control queue named by the activity poll that
+    started the attempt, once, as an ExecuteCommands Nexus start request carrying that poll's
+    task token; the worker's answer is accepted and nothing more comes."""
+    control = raw.control_queue(client.namespace)
+    activity_queue = new_id("raw-tq")
+    async with worker(client, task_queue):
+        handle = await client.start_workflow(
+            wc.CancelsActivityElsewhere.run, activity_queue, id=new_id("wc-raw"), task_queue=task_queue)
+        token = await raw.poll_activity(client, activity_queue, control)
+        # Another process's control queue gets nothing.
+        assert await raw.poll_commands(client, raw.control_queue(client.namespace), timedelta(seconds=2)) is None
+        await handle.signal(wc.CancelsActivityElsewhere.cancel_activity)
+        task = await raw.poll_commands(client, control, timedelta(seconds=PUSH_WAIT))
+        assert task is not None, "no commands on the control queue"
+        commands_token, request = task
+        assert [c.cancel_activity.task_token for c in request.commands] == [token]
+        await raw.answer_commands(client, commands_token, len(request.commands))
+        assert await raw.poll_commands(client, control, timedelta(seconds=3)) is None
+        await handle.signal(wc.CancelsActivityElsewhere.finish)
+        assert await handle.result() == "done"

@@ -112,5 +112,33 @@ class OutlivesItsActivity:
         return outcome
 
 
-WORKFLOWS = [CancelsItsActivity, WaitsOnItsActivity, OutlivesItsActivity]
+@workflow.defn
+class CancelsActivityElsewhere:
+    """Schedules activity `raw_work` on `task_queue` (a raw gRPC worker polls it), requests its
+    cancellation when signalled (TRY_CANCEL: the run does not wait) and waits for `finish`."""
+
+    def __init__(self) -> None:
+        self.cancel = False
+        self.done = False
+
+    @workflow.signal
+    def cancel_activity(self) -> None:
+        self.cancel = True
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.done = True
+
+    @workflow.run
+    async def run(self, task_queue: str) -> str:
+        handle = workflow.start_activity(
+            "raw_work", task_queue=task_queue, start_to_close_timeout=timedelta(minutes=5),
+            retry_policy=ONCE, cancellation_type=ActivityCancellationType.TRY_CANCEL)
+        await workflow.wait_condition(lambda: self.cancel)
+        handle.cancel()
+        await workflow.wait_condition(lambda: self.done)
+        return "done"
+
+
+WORKFLOWS = [CancelsItsActivity, WaitsOnItsActivity, OutlivesItsActivity, CancelsActivityElsewhere]
 ACTIVITIES = [runs_until_cancelled]
