@@ -21,7 +21,7 @@ from temporalio.worker import Worker
 
 import worker_commands_raw as raw
 import worker_commands_workflows as wc
-from conftest import new_id
+from conftest import ServerProcess, new_id
 
 # Long enough for a loaded machine, far below the activity's five-minute timeout (the SDK's own
 # fallback would come after that plus its buffer).
@@ -48,6 +48,21 @@ async def test_namespace_advertises_worker_commands(client: Client):
     # SDK core polls its control queue only where both are advertised.
     assert capabilities.worker_heartbeats
     assert capabilities.worker_commands
+
+
+async def test_the_capability_follows_frontend_worker_commands_enabled(tmp_path):
+    """`frontend.WorkerCommandsEnabled=false` (Temporal's default) withdraws the capability, and
+    with it SDK core's control queue."""
+    srv = ServerProcess(str(tmp_path), worker_commands=False)
+    srv.start()
+    try:
+        client = await Client.connect(srv.address)
+        described = await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=client.namespace))
+        assert described.namespace_info.capabilities.worker_heartbeats
+        assert not described.namespace_info.capabilities.worker_commands
+    finally:
+        srv.stop()
 
 
 async def test_cancel_request_reaches_a_running_activity_that_never_heartbeats(client: Client, task_queue: str):
