@@ -288,6 +288,7 @@ impl WorkflowScript {
             request_id: format!("poll-at-{}-{scheduled_event_id}", self.workflow_id),
             identity: WORKER_IDENTITY.to_string(),
             outbox_id: 0,
+            worker_control_task_queue: String::new(),
         })
     }
 

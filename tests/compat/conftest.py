@@ -64,6 +64,12 @@ STANDALONE_ACTIVITY_FLAGS = ["--dynamic-config-value", "activity.enableStandalon
                              "--dynamic-config-value", "history.enableChasm=true"]
 
 
+# Server-pushed activity cancellation (worker commands), which Chronicle always offers: off by
+# default in Temporal 1.32.
+WORKER_COMMANDS_FLAGS = ["--dynamic-config-value", "frontend.WorkerCommandsEnabled=true",
+                         "--dynamic-config-value", "system.enableCancelActivityWorkerCommand=true"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -130,8 +136,10 @@ class ServerProcess:
     the port stays the same across restarts so clients and workers can reconnect."""
 
     def __init__(self, log_dir: str, data_dir: Optional[str] = None, port: Optional[int] = None,
-                 owner: Optional[str] = None):
+                 owner: Optional[str] = None, worker_commands: bool = True):
         self.log_dir = log_dir
+        # False: started as Temporal starts by default, without worker commands.
+        self.worker_commands = worker_commands
         self.owner = owner  # node id of the test that started it (None: the shared server)
         self.data_dir = data_dir
         self.port = port or free_port()
@@ -153,12 +161,14 @@ class ServerProcess:
             cmd = [temporal_cli(), "server", "start-dev", "--headless", "--ip", self.host, "--port", str(self.port),
                    "--ui-port", str(free_port()), "--http-port", str(free_port()),
                    "--metrics-port", str(self.metrics_port), "--log-level", "warn"] + SEARCH_ATTRIBUTE_FLAGS + RETENTION_FLAGS \
-                + STANDALONE_ACTIVITY_FLAGS
+                + STANDALONE_ACTIVITY_FLAGS + (WORKER_COMMANDS_FLAGS if self.worker_commands else [])
             if self.durable:
                 cmd += ["--db-filename", os.path.join(self.data_dir, "temporal.db")]
             return cmd
         cmd = [chronicle_bin(), "server", "start-dev", "--headless", "--ip", self.host, "-p", str(self.port),
                "--metrics-port", str(self.metrics_port), "--log-level", "warn"] + SEARCH_ATTRIBUTE_FLAGS + RETENTION_FLAGS
+        if not self.worker_commands:
+            cmd += ["--dynamic-config-value", "frontend.WorkerCommandsEnabled=false"]
         cmd += ["--data-dir", self.data_dir] if self.durable else ["--ephemeral"]
         return cmd
 

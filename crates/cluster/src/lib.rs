@@ -36,6 +36,9 @@ pub struct TaskRef {
     /// A workflow task for a worker's sticky queue (it falls back to the normal queue when that
     /// worker is not polling).
     pub sticky: bool,
+    /// Worker commands for one worker process's control queue: a queue of one partition, like
+    /// a sticky queue, but never redirected anywhere (docs/worker-commands.md).
+    pub worker_commands: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,6 +62,9 @@ pub struct PollerInfo {
     pub request_id: String,
     pub task_queue: String,
     pub task_queue_kind: i32,
+    /// An activity poll's `worker_control_task_queue`: where that worker process takes worker
+    /// commands (empty: it takes none).
+    pub worker_control_task_queue: String,
 }
 
 #[async_trait]

@@ -47,4 +47,8 @@ pub struct FrontendContext {
     /// The shortest workflow execution retention a namespace may have (Temporal's
     /// `system.namespaceMinRetentionLocal`, default one hour).
     pub min_namespace_retention: std::time::Duration,
+    /// Namespaces advertise the `worker_commands` capability (Temporal's
+    /// `frontend.WorkerCommandsEnabled`): SDK core then polls its control queue and names it in
+    /// its activity polls (docs/worker-commands.md).
+    pub worker_commands: bool,
 }

@@ -52,6 +52,7 @@ fn ok<T>(t: T) -> Res<T> {
 
 fn describe_namespace_response(
     record: chronicle_proto::chronicle::persistence::v1::NamespaceRecord,
+    worker_commands: bool,
 ) -> ws::DescribeNamespaceResponse {
     ws::DescribeNamespaceResponse {
         namespace_info: record.info.map(|mut info| {
@@ -60,6 +61,10 @@ fn describe_namespace_response(
                     eager_workflow_start: true,
                     sync_update: true,
                     async_update: true,
+                    // RecordWorkerHeartbeat is accepted; SDK core polls for worker commands
+                    // only where both are advertised (docs/worker-commands.md).
+                    worker_heartbeats: true,
+                    worker_commands,
                     ..Default::default()
                 },
             );
@@ -282,7 +287,10 @@ impl WorkflowService for WorkflowHandler {
         } else {
             return Err(ApiError::invalid_argument("Namespace not set on request.").into());
         };
-        ok(describe_namespace_response(record))
+        ok(describe_namespace_response(
+            record,
+            self.ctx.worker_commands,
+        ))
     }
 
     async fn list_namespaces(
@@ -295,7 +303,7 @@ impl WorkflowService for WorkflowHandler {
             .list_namespaces()
             .await?
             .into_iter()
-            .map(describe_namespace_response)
+            .map(|record| describe_namespace_response(record, self.ctx.worker_commands))
             .collect();
         ok(ws::ListNamespacesResponse {
             namespaces,
@@ -352,7 +360,7 @@ impl WorkflowService for WorkflowHandler {
         }
         self.ctx.history.update_namespace(record.clone()).await?;
         self.ctx.namespaces.invalidate(&r.namespace);
-        let d = describe_namespace_response(record);
+        let d = describe_namespace_response(record, self.ctx.worker_commands);
         ok(ws::UpdateNamespaceResponse {
             namespace_info: d.namespace_info,
             config: d.config,

@@ -688,6 +688,10 @@ fn shard_command(u: &mut Unstructured, shard: &mut Shard) -> ArbResult<cmd::Shar
                 request_id: text(u, &["poll-a"])?,
                 identity: "fuzz".into(),
                 outbox_id: int(u, 0)?,
+                worker_control_task_queue: text(
+                    u,
+                    &["", "temporal-sys/worker-commands/default/w"],
+                )?,
             })
         }
         5 => {

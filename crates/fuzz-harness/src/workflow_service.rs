@@ -288,6 +288,7 @@ fn harness() -> &'static Harness {
             num_shards: 4,
             server_version: "fuzz".into(),
             min_namespace_retention: std::time::Duration::ZERO,
+            worker_commands: true,
         };
         let max_message = chronicle_types::limits::MAX_GRPC_MESSAGE_BYTES;
         let methods = method_paths();

@@ -882,6 +882,7 @@ fn command_label(kind: &shard_command::Kind) -> &'static str {
         ApplyParentClosePolicy(_) => "apply_parent_close_policy",
         RecordExternalOutcome(_) => "record_external_outcome",
         CompleteTransferTask(_) => "complete_transfer_task",
+        TakeWorkerCommands(_) => "take_worker_commands",
         UpdateWorkflow(_) => "update_workflow",
         Schedule(_) => "schedule",
         RecordScheduleStartOutcome(_) => "record_schedule_start_outcome",

@@ -37,5 +37,6 @@ pub mod tokens;
 mod transfer;
 mod update;
 mod visibility;
+mod worker_commands;
 
 pub use engine::{DEFAULT_MAX_PENDING_PROPOSALS, HistoryConfig, HistoryEngine, Replication};

@@ -205,6 +205,10 @@ pub const SHARD_COMMAND_BATCH_SIZE: &str = "chronicle_history_shard_command_batc
 /// Transfer tasks (children, parent close policies, external signals and cancellations) run by
 /// a shard leader, by outcome (`ok`, or `retry` when one failed and runs again).
 pub const TRANSFER_TASKS_EXECUTED: &str = "chronicle_transfer_task_executed";
+/// Worker commands (Temporal's name), per command: `outcome` `success` when a poll of the
+/// worker's control queue took them, `no_poller` when nobody took them in time; `namespace`,
+/// `command_type` (`cancel_activity`).
+pub const WORKER_COMMANDS_SENT: &str = "worker_commands_sent";
 
 /// How far the timer queue is behind, in seconds: over the shards this node leads, now minus
 /// the fire time of the earliest timer that is due and not fired yet (0 when none is due).
@@ -256,6 +260,10 @@ pub fn describe() {
             "Commands proposed to shard groups, by kind.",
         ),
         (TRANSFER_TASKS_EXECUTED, "Transfer tasks run, by outcome."),
+        (
+            WORKER_COMMANDS_SENT,
+            "Worker commands delivered to or dropped for a worker's control queue, by outcome.",
+        ),
         (
             SHARD_OVERLOADED,
             "Writes refused because the shard's proposal queue was full.",
@@ -419,6 +427,7 @@ pub(crate) fn transfer_task_type(kind: i32) -> &'static str {
         Kind::ScheduleStopWorkflow => "TransferActiveTaskScheduleStop",
         // Temporal's outbound queue task for a Nexus start request.
         Kind::NexusTask => "OutboundActiveTaskInvocation",
+        Kind::WorkerCommands => "OutboundActive.WorkerCommands",
         Kind::Unspecified => "TransferActiveTaskUnknown",
     }
 }
@@ -569,7 +578,7 @@ pub(crate) fn command_namespace(
                 None => CommandNamespace::System,
             };
         }
-        CompleteTransferTask(_) => return CommandNamespace::System,
+        CompleteTransferTask(_) | TakeWorkerCommands(_) => return CommandNamespace::System,
     };
     CommandNamespace::Id(id)
 }

@@ -61,8 +61,13 @@ impl HistoryEngine {
                 let task = r
                     .task
                     .ok_or_else(|| ApiError::invalid_argument("the Nexus task is missing"))?;
+                let started = if task.worker_commands {
+                    self.worker_commands_started(&task).await?
+                } else {
+                    self.nexus_task_started(&task)?
+                };
                 return Ok(cmd::NexusTaskResponse {
-                    started: Some(self.nexus_task_started(&task)?),
+                    started: Some(started),
                 });
             }
             Some(Op::Completed(r)) => (
@@ -81,6 +86,18 @@ impl HistoryEngine {
             return Err(ApiError::invalid_argument(
                 "Error deserializing task token.",
             ));
+        }
+        if token.is_worker_commands {
+            // The commands left the outbox when the poll took them: the worker's answer (its
+            // results, or a failure, which Temporal only logs) changes nothing.
+            if let respond_nexus_task::Outcome::Failed(r) = &outcome {
+                tracing::debug!(
+                    workflow_id = %token.workflow_id,
+                    failure = ?r.failure,
+                    "a worker failed its worker commands"
+                );
+            }
+            return Ok(cmd::NexusTaskResponse::default());
         }
         let shard = self.shard_of(&token.namespace_id, &token.workflow_id);
         self.propose(

@@ -361,12 +361,39 @@ async fn outbox_loop(
                 }
                 continue;
             }
+            let worker_commands = task.kind == pb::outbox_task::Kind::WorkerCommands as i32;
+            let expires_at_ms = if worker_commands {
+                crate::worker_commands::expires_at_ms(task)
+            } else {
+                // Schedule-to-start is enforced by a history timer, not by matching.
+                0
+            };
+            if worker_commands && expires_at_ms <= seen_at {
+                // Nobody took the commands in time (their worker is gone): dropped, as Temporal
+                // drops them after its last dispatch attempt.
+                if transfers.begin(outbox_id_of(key)) {
+                    let (engine, shard, transfers) =
+                        (engine.clone(), shard.clone(), transfers.clone());
+                    let id = outbox_id_of(key);
+                    let task = task.clone();
+                    tokio::spawn(async move {
+                        let dropped = crate::transfer::complete(&engine, &shard, id).await;
+                        if dropped.is_ok() {
+                            crate::worker_commands::record_sent(&engine, &task, "no_poller");
+                        }
+                        transfers.finish(id, dropped.is_ok());
+                    });
+                }
+                continue;
+            }
             let (kind, queue_namespace_id) = match pb::outbox_task::Kind::try_from(task.kind) {
                 Ok(pb::outbox_task::Kind::ActivityTask) => (TaskKind::Activity, &task.namespace_id),
                 // A Nexus start request goes to the endpoint's handler namespace.
                 Ok(pb::outbox_task::Kind::NexusTask) => {
                     (TaskKind::Nexus, &task.target_namespace_id)
                 }
+                // Worker commands: a Nexus task on the worker process's control queue.
+                Ok(pb::outbox_task::Kind::WorkerCommands) => (TaskKind::Nexus, &task.namespace_id),
                 _ => (TaskKind::Workflow, &task.namespace_id),
             };
             let queue = TaskQueueKey {
@@ -382,10 +409,10 @@ async fn outbox_loop(
                 attempt: task.attempt,
                 outbox_id: outbox_id_of(key),
                 shard: shard.id,
-                // Schedule-to-start is enforced by a history timer, not by matching.
-                expires_at_ms: 0,
+                expires_at_ms,
                 sticky: task.task_queue_kind
                     == chronicle_proto::temporal::api::enums::v1::TaskQueueKind::Sticky as i32,
+                worker_commands,
             };
             let placement = engine.matching.task_placement(&queue, &task_ref);
             if handed

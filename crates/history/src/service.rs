@@ -950,6 +950,7 @@ impl HistoryService for HistoryEngine {
                     request_id: poller.request_id.clone(),
                     identity: poller.identity.clone(),
                     outbox_id: task.outbox_id as i64,
+                    worker_control_task_queue: poller.worker_control_task_queue.clone(),
                 }),
             )
             .await?;

@@ -158,7 +158,11 @@ fn read_event(
         })
 }
 
-async fn complete(engine: &HistoryEngine, shard: &Shard, outbox_id: u64) -> ApiResult<()> {
+pub(crate) async fn complete(
+    engine: &HistoryEngine,
+    shard: &Shard,
+    outbox_id: u64,
+) -> ApiResult<()> {
     engine
         .propose(
             shard,

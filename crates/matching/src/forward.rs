@@ -363,6 +363,7 @@ mod tests {
             shard: 1,
             expires_at_ms: 0,
             sticky: false,
+            worker_commands: false,
         }
     }
 

@@ -373,6 +373,7 @@ fn poller(
             .map(|t| parse_partition(&t.name).0.to_string())
             .unwrap_or_default(),
         task_queue_kind: task_queue.as_ref().map(|t| t.kind).unwrap_or_default(),
+        worker_control_task_queue: String::new(),
     }
 }
 
@@ -575,7 +576,10 @@ impl MatchingService for MatchingEngine {
             let Dispatch::Task(task) = dispatch else {
                 continue;
             };
-            let info = poller(start_request_id(), &request.identity, &request.task_queue);
+            let info = PollerInfo {
+                worker_control_task_queue: request.worker_control_task_queue.clone(),
+                ..poller(start_request_id(), &request.identity, &request.task_queue)
+            };
             match self
                 .history()?
                 .record_activity_task_started(&task, &info)

@@ -29,8 +29,8 @@ pub mod temporal {
         }
         pub use temporalio_protos::temporal::api::{
             activity, batch, command, common, enums, errordetails, failure, filter, history,
-            namespace, nexus, protocol, query, replication, schedule, sdk, taskqueue, update,
-            version, workflow,
+            namespace, nexus, nexusservices, protocol, query, replication, schedule, sdk,
+            taskqueue, update, version, worker, workflow,
         };
     }
 }

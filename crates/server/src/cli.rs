@@ -552,6 +552,9 @@ pub struct DynamicConfig {
     pub suggest_continue_as_new_bytes: Option<i64>,
     /// `system.namespaceMinRetentionLocal`: the shortest namespace retention.
     pub min_namespace_retention: Option<std::time::Duration>,
+    /// `frontend.WorkerCommandsEnabled`: namespaces advertise the `worker_commands` capability
+    /// (server-pushed activity cancellation; Chronicle's default: on).
+    pub worker_commands: Option<bool>,
     /// Keys accepted for compatibility with `temporal server start-dev` but not acted on.
     pub ignored: Vec<String>,
 }
@@ -583,6 +586,15 @@ pub fn parse_dynamic_config(values: &[String]) -> Result<DynamicConfig, String> 
             "system.namespaceMinRetentionLocal" => {
                 config.min_namespace_retention =
                     Some(parse_go_duration(value).map_err(|e| format!("{key}: {e}"))?)
+            }
+            "frontend.WorkerCommandsEnabled" => {
+                config.worker_commands = Some(
+                    value
+                        .trim()
+                        .trim_matches('"')
+                        .parse::<bool>()
+                        .map_err(|_| format!("{key} needs true or false, not {value:?}"))?,
+                )
             }
             _ => config.ignored.push(key.to_string()),
         }
@@ -654,5 +666,9 @@ mod dynamic_config_tests {
         assert_eq!(ms("2d"), Ok(172_800_000));
         assert!(ms("").is_err() && ms("5").is_err() && ms("1x").is_err() && ms("h").is_err());
         assert!(parse_dynamic_config(&["system.namespaceMinRetentionLocal=soon".into()]).is_err());
+        let parsed =
+            parse_dynamic_config(&["frontend.WorkerCommandsEnabled=false".into()]).unwrap();
+        assert_eq!(parsed.worker_commands, Some(false));
+        assert!(parse_dynamic_config(&["frontend.WorkerCommandsEnabled=maybe".into()]).is_err());
     }
 }

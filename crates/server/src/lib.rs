@@ -55,6 +55,9 @@ pub struct ServerConfig {
     /// 0: Temporal's defaults (`--dynamic-config-value limit.historyCount.suggestContinueAsNew=N`).
     pub suggest_continue_as_new_events: i64,
     pub suggest_continue_as_new_bytes: i64,
+    /// Namespaces advertise the `worker_commands` capability (docs/worker-commands.md;
+    /// `--dynamic-config-value frontend.WorkerCommandsEnabled=false` turns it off). On by default.
+    pub worker_commands: bool,
     /// JWT authorization, rate limits and queue bounds (default: no authorization, Temporal's
     /// rate limits).
     pub admission: Admission,
@@ -72,6 +75,7 @@ impl ServerConfig {
             eager_activities: true,
             suggest_continue_as_new_events: 0,
             suggest_continue_as_new_bytes: 0,
+            worker_commands: true,
             admission: Admission::default(),
         }
     }
@@ -139,6 +143,7 @@ pub async fn run(
         eager_activities: config.eager_activities,
         suggest_continue_as_new_events: config.suggest_continue_as_new_events,
         suggest_continue_as_new_bytes: config.suggest_continue_as_new_bytes,
+        worker_commands: config.worker_commands,
         frontend_tls: Default::default(),
         admission: config.admission,
     };

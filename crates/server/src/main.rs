@@ -260,6 +260,7 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
     config.eager_activities = !args.no_eager_activities;
     config.suggest_continue_as_new_events = dynamic.suggest_continue_as_new_events.unwrap_or(0);
     config.suggest_continue_as_new_bytes = dynamic.suggest_continue_as_new_bytes.unwrap_or(0);
+    config.worker_commands = dynamic.worker_commands.unwrap_or(true);
     if args.no_fsync {
         tracing::warn!("--no-fsync: writes are acknowledged before they reach the disk");
     }

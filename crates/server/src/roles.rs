@@ -121,6 +121,8 @@ pub struct NodeConfig {
     /// Temporal's defaults.
     pub suggest_continue_as_new_events: i64,
     pub suggest_continue_as_new_bytes: i64,
+    /// Namespaces advertise the `worker_commands` capability (docs/worker-commands.md).
+    pub worker_commands: bool,
     /// TLS of the public API (frontend role); node-to-node TLS is set for the whole process
     /// (`chronicle_types::tls::set_internode`).
     pub frontend_tls: chronicle_types::tls::TlsFiles,
@@ -164,6 +166,7 @@ impl NodeConfig {
             eager_activities: true,
             suggest_continue_as_new_events: 0,
             suggest_continue_as_new_bytes: 0,
+            worker_commands: true,
             frontend_tls: Default::default(),
             admission: Admission::default(),
         }
@@ -577,6 +580,7 @@ pub async fn run_node(
             num_shards,
             server_version: SERVER_VERSION.to_string(),
             min_namespace_retention: config.admission.min_namespace_retention,
+            worker_commands: config.worker_commands,
         };
         let max_message = chronicle_types::limits::MAX_GRPC_MESSAGE_BYTES;
         let workflow = WorkflowServiceServer::new(WorkflowHandler::new(ctx.clone()))

@@ -107,6 +107,11 @@ fn is_sticky(task_queue: Option<&TaskQueue>) -> bool {
     task_queue.is_some_and(|t| t.kind == TaskQueueKind::Sticky as i32)
 }
 
+/// A worker process's control queue (polled by that process alone): one partition.
+fn is_worker_commands(task_queue: Option<&TaskQueue>) -> bool {
+    task_queue.is_some_and(|t| t.kind == TaskQueueKind::WorkerCommands as i32)
+}
+
 impl RingMatching {
     /// A router over the matching nodes at `addrs` (internal addresses), splitting every normal
     /// task queue into `partitions` partitions. Starts probing the nodes when called inside a
@@ -381,7 +386,7 @@ fn merge_pollers(all: &mut ws::DescribeTaskQueueResponse, more: ws::DescribeTask
 #[async_trait]
 impl MatchingService for RingMatching {
     async fn add_task(&self, queue: TaskQueueKey, task: TaskRef) -> ApiResult<()> {
-        let partition = if task.sticky {
+        let partition = if task.sticky || task.worker_commands {
             0
         } else {
             partition_of_task(task.shard, task.outbox_id, self.partitions)
@@ -471,7 +476,7 @@ impl MatchingService for RingMatching {
             namespace_id,
             &queue,
             TaskKind::Nexus,
-            false,
+            is_worker_commands(request.task_queue.as_ref()),
             |client, name| {
                 let mut request = request.clone();
                 if let Some(tq) = request.task_queue.as_mut() {
@@ -599,7 +604,7 @@ impl MatchingService for RingMatching {
     }
 
     fn task_placement(&self, queue: &TaskQueueKey, task: &TaskRef) -> u64 {
-        let partition = if task.sticky {
+        let partition = if task.sticky || task.worker_commands {
             0
         } else {
             partition_of_task(task.shard, task.outbox_id, self.partitions)

@@ -108,6 +108,7 @@ async fn only_tasks_whose_partition_moved_or_whose_node_came_back_are_handed_ove
         shard: 1,
         expires_at_ms: 0,
         sticky: false,
+        worker_commands: false,
     };
     let placements = || -> Vec<u64> {
         (0..64)

@@ -28,6 +28,7 @@ impl From<&TaskRef> for hpb::TaskRef {
             shard: t.shard,
             expires_at_ms: t.expires_at_ms,
             sticky: t.sticky,
+            worker_commands: t.worker_commands,
         }
     }
 }
@@ -44,6 +45,7 @@ impl From<hpb::TaskRef> for TaskRef {
             shard: t.shard,
             expires_at_ms: t.expires_at_ms,
             sticky: t.sticky,
+            worker_commands: t.worker_commands,
         }
     }
 }
@@ -55,6 +57,7 @@ impl From<&PollerInfo> for hpb::PollerInfo {
             request_id: p.request_id.clone(),
             task_queue: p.task_queue.clone(),
             task_queue_kind: p.task_queue_kind,
+            worker_control_task_queue: p.worker_control_task_queue.clone(),
         }
     }
 }
@@ -66,6 +69,7 @@ impl From<hpb::PollerInfo> for PollerInfo {
             request_id: p.request_id,
             task_queue: p.task_queue,
             task_queue_kind: p.task_queue_kind,
+            worker_control_task_queue: p.worker_control_task_queue,
         }
     }
 }
@@ -178,6 +182,7 @@ mod tests {
             shard: 4,
             expires_at_ms: 1234,
             sticky: true,
+            worker_commands: true,
         };
         assert_eq!(TaskRef::from(hpb::TaskRef::from(&task)), task);
     }

@@ -61,7 +61,14 @@ pub fn record_started(
         return Ok(stale());
     }
     batch.delete_outbox(activity.outbox_task_id as u64);
-    let activity = start_attempt(batch, &mut ms, activity, c.identity, c.request_id)?;
+    let activity = start_attempt(
+        batch,
+        &mut ms,
+        activity,
+        c.identity,
+        c.request_id,
+        c.worker_control_task_queue,
+    )?;
     let result = started_result(&ms, &activity);
     ms.persist(batch);
     Ok(result)
@@ -69,13 +76,15 @@ pub fn record_started(
 
 /// Records an attempt of a scheduled activity as started by `identity` (a poll, or the worker
 /// that completed the workflow task for an eager activity) and arms the attempt's start-to-close
-/// and heartbeat timers, which replace its schedule-to-start timer.
+/// and heartbeat timers, which replace its schedule-to-start timer. `worker_control_task_queue`
+/// is where that worker process takes worker commands (empty: nowhere).
 pub(super) fn start_attempt(
     batch: &mut ShardBatch,
     ms: &mut MutableState,
     activity: pb::ActivityInfo,
     identity: String,
     request_id: String,
+    worker_control_task_queue: String,
 ) -> ApplyResult<pb::ActivityInfo> {
     let now = ms.now;
     let now_ms = millis(&now);
@@ -112,6 +121,7 @@ pub(super) fn start_attempt(
         last_worker_identity: identity,
         outbox_task_id: 0,
         attempt_timer_keys,
+        worker_control_task_queue,
         ..activity
     };
     ms.state

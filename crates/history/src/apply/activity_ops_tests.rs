@@ -111,6 +111,7 @@ fn record_started(h: &Harness, a: &pb::ActivityInfo, outbox_id: i64) -> command_
             request_id: "poll".into(),
             identity: "worker".into(),
             outbox_id,
+            ..Default::default()
         }),
     )
 }

@@ -31,6 +31,8 @@ mod timer;
 pub mod update;
 #[cfg(test)]
 mod update_tests;
+#[cfg(test)]
+mod worker_commands_tests;
 pub(crate) mod workflow_options;
 #[cfg(test)]
 mod workflow_options_tests;
@@ -252,6 +254,9 @@ fn apply_command(
         }
         shard_command::Kind::RecordExternalOutcome(c) => external::record_outcome(batch, now, c),
         shard_command::Kind::CompleteTransferTask(c) => external::complete_transfer_task(batch, c),
+        shard_command::Kind::TakeWorkerCommands(c) => {
+            crate::worker_commands::take(batch, c.outbox_id)
+        }
         shard_command::Kind::UpdateWorkflow(c) => update::admit(batch, now, c),
         shard_command::Kind::Schedule(c) => crate::schedule::apply::command(batch, now, c),
         shard_command::Kind::RecordScheduleStartOutcome(c) => {
@@ -357,6 +362,10 @@ pub fn close_run(
     }
     for activity in ms.state.activities.values() {
         batch.delete_outbox(activity.outbox_task_id as u64);
+    }
+    // Attempts still running are told to stop (Temporal cancels them at any workflow close).
+    if ms.state.standalone_activity.is_none() {
+        crate::worker_commands::cancel_running(batch, &ms.state, ms.state.activities.values())?;
     }
     ms.state.activities.clear();
     nexus_operation::on_close(batch, ms);

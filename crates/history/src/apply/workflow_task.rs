@@ -326,6 +326,7 @@ fn apply_completion(
         initiated_children: Default::default(),
         eager_activities,
         eager_scheduled: Vec::new(),
+        cancel_requested: Vec::new(),
         messages: super::update::Messages::new(&request.messages),
         identity: &request.identity,
         nexus,
@@ -352,9 +353,18 @@ fn apply_completion(
     }
     if closed {
         // Updates still in flight were aborted with the close; messages no command referenced
-        // have nothing left to act on.
+        // have nothing left to act on. (The close told running attempts to stop.)
         return Ok(Vec::new());
     }
+    // Started attempts whose cancellation the task requested: their workers are told at once
+    // (one row per worker process for the whole task, as Temporal batches them).
+    let cancel_requested: Vec<pb::ActivityInfo> = ctx
+        .cancel_requested
+        .iter()
+        .filter_map(|id| ms.state.activities.get(id).cloned())
+        .collect();
+    crate::worker_commands::cancel_running(batch, &ms.state, &cancel_requested)
+        .map_err(Rejection::Storage)?;
     super::update::after_commands(ms, &mut ctx, task, request)?;
     ms.flush_buffered_events();
     if has_new_events || request.force_create_new_workflow_task || ms.force_new_workflow_task {
@@ -383,6 +393,7 @@ fn apply_completion(
             activity,
             request.identity.clone(),
             request_id,
+            request.worker_control_task_queue.clone(),
         )
         .map_err(storage_rejection)?;
         started.push(super::activity::started_attempt(ms, &activity));
@@ -404,6 +415,8 @@ pub(super) struct CommandContext<'a> {
     /// Scheduled event IDs of the activities to start for the completing worker once every
     /// command applied.
     pub eager_scheduled: Vec<i64>,
+    /// Scheduled event IDs of the started activities whose cancellation the task requested.
+    pub cancel_requested: Vec<i64>,
     /// The completion's protocol messages (updates), taken as ProtocolMessage commands name them.
     pub messages: super::update::Messages<'a>,
     /// The completing worker's identity.
@@ -481,6 +494,7 @@ fn apply_command(
                     .expect("present");
                 entry.cancel_requested = true;
                 entry.cancel_requested_event_id = requested_id;
+                ctx.cancel_requested.push(a.scheduled_event_id);
             } else {
                 ms.state.activities.remove(&a.scheduled_event_id);
                 if activity.outbox_task_id != 0 {

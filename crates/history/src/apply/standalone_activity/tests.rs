@@ -84,6 +84,7 @@ fn poll(h: &Harness, id: &str, attempt: i32) -> pb::TaskToken {
             request_id: format!("poll-{attempt}"),
             identity: "worker".into(),
             outbox_id: outbox_id as i64,
+            ..Default::default()
         }),
     );
     pb::TaskToken {
