@@ -405,6 +405,7 @@ pub fn create_run(
         user_metadata: request.user_metadata.clone(),
         cron_schedule: request.cron_schedule.clone(),
         scheduled_by: lineage.scheduled_by.clone(),
+        completion_callbacks: request.completion_callbacks.clone(),
         ..Default::default()
     };
     let mut ms = MutableState::new(state, now);
@@ -446,13 +447,16 @@ pub fn create_run(
                     .as_ref()
                     .and(ms.state.root_execution.clone()),
                 priority: request.priority.clone(),
+                completion_callbacks: request.completion_callbacks.clone(),
                 ..Default::default()
             },
         ),
     );
-    // The start's summary and details, on its first event as in Temporal.
+    // The start's summary and details, and its links (a Nexus caller's operation), on its
+    // first event as in Temporal.
     if let Some(event) = ms.new_events.last_mut() {
         event.user_metadata = request.user_metadata.clone();
+        event.links = request.links.clone();
     }
     if let Some(signal) = signal {
         // Remembered like any signal's request ID, so a retried signal-with-start that reaches
