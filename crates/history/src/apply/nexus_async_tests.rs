@@ -485,3 +485,30 @@ fn a_backing_run_delivers_its_callbacks_when_its_chain_ends() {
             .contains(&(rows[0].0 as i64))
     );
 }
+
+#[test]
+fn a_reset_hands_the_callbacks_to_the_new_run() {
+    let h = Harness::new();
+    start_with_callback(&h, "backing");
+    let token = h.start_task(SHARD, "backing");
+    h.complete_task(SHARD, token, vec![]).expect("completed");
+    let new_run = h
+        .reset(
+            SHARD,
+            super::child_tests::reset_request("backing", "", 4, "req-reset"),
+            "backing-reset",
+        )
+        .expect("reset");
+    // The replaced run was terminated, but the new run delivers the outcome.
+    assert!(
+        h.transfer(SHARD, pb::outbox_task::Kind::NexusCallbacks)
+            .is_empty()
+    );
+    let state = h.state(SHARD, "backing");
+    assert_eq!(state.run_id, new_run);
+    assert_eq!(state.completion_callbacks.len(), 1);
+    h.decide(SHARD, "backing", vec![complete_command()]);
+    let rows = h.transfer(SHARD, pb::outbox_task::Kind::NexusCallbacks);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].1.run_id, new_run);
+}

@@ -541,7 +541,9 @@ pub(super) fn callbacks_on_close(
     batch: &mut ShardBatch,
     ms: &MutableState,
 ) -> ApplyResult<Option<u64>> {
-    if ms.state.completion_callbacks.is_empty() || super::child::continues(ms) {
+    // A run a reset replaced leaves the delivery to the new run (which has the callbacks).
+    let replaced = !ms.state.reset_run_id.is_empty() && ms.state.reset_run_id != ms.state.run_id;
+    if ms.state.completion_callbacks.is_empty() || super::child::continues(ms) || replaced {
         return Ok(None);
     }
     Ok(Some(batch.put_outbox(&pb::OutboxTask {
