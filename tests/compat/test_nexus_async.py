@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import nexusrpc
 from temporalio import workflow
-from temporalio.api.enums.v1 import EventType, PendingNexusOperationState
+from temporalio.api.enums.v1 import CallbackState, EventType, PendingNexusOperationState
 from temporalio.api.nexus.v1 import EndpointSpec, EndpointTarget
 from temporalio.api.operatorservice.v1 import CreateNexusEndpointRequest
 from temporalio.client import WorkflowExecutionStatus
@@ -144,9 +144,21 @@ async def test_workflow_run_operation_completes_through_its_callback(client, tas
         assert [(l.workflow_id, l.event_ref.event_id, l.event_ref.event_type) for l in back_links] == [
             (caller.id, scheduled.event_id, EventType.EVENT_TYPE_NEXUS_OPERATION_SCHEDULED)], callbacks[0].links
 
+        # DescribeWorkflowExecution lists the callback, waiting for the close.
+        described = (await backing.describe()).raw_description.callbacks
+        assert len(described) == 1, described
+        assert described[0].state == CallbackState.CALLBACK_STATE_STANDBY, described
+        assert described[0].trigger.HasField("workflow_closed"), described
+        assert described[0].callback == callbacks[0]
+
         await backing.signal(BackingWorkflow.finish, "complete")
         outcome = await caller.result()
         assert outcome == {"result": "done a", "token": pending.operation_token}, outcome
+
+        async def delivered():
+            cbs = (await backing.describe()).raw_description.callbacks
+            assert [c.state for c in cbs] == [CallbackState.CALLBACK_STATE_SUCCEEDED], cbs
+        await eventually(delivered)
 
         events = await events_of(caller)
         started = of_type(events, EventType.EVENT_TYPE_NEXUS_OPERATION_STARTED)

@@ -132,3 +132,61 @@ pub(crate) async fn deliver(
     }
     Ok(())
 }
+
+/// Whether the closed run's callbacks still wait for delivery (their transfer row is there).
+pub(crate) fn delivery_pending(
+    shard: &Shard,
+    state: &pb::WorkflowExecutionState,
+) -> ApiResult<bool> {
+    for id in &state.close_report_task_ids {
+        let id = u64::try_from(*id).unwrap_or(0);
+        let rows = shard
+            .tables
+            .outbox_from(id, 1)
+            .map_err(crate::read::storage)?;
+        if rows.first().is_some_and(|(_, task)| {
+            task.kind == pb::outbox_task::Kind::NexusCallbacks as i32
+                && task.run_id == state.run_id
+                && task.workflow_id == state.workflow_id
+        }) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// DescribeWorkflowExecution's `callbacks`: each completion callback, waiting for the run to
+/// close (STANDBY), being delivered (SCHEDULED) or delivered (SUCCEEDED).
+pub(crate) fn callback_infos(
+    state: &pb::WorkflowExecutionState,
+    delivery_pending: bool,
+) -> Vec<chronicle_proto::temporal::api::workflow::v1::CallbackInfo> {
+    use chronicle_proto::temporal::api::enums::v1::CallbackState;
+    use chronicle_proto::temporal::api::workflow::v1::{CallbackInfo, callback_info};
+    let running = state.close_time.is_none();
+    let (callback_state, attempt) = if running {
+        (CallbackState::Standby, 0)
+    } else if delivery_pending {
+        (CallbackState::Scheduled, 0)
+    } else {
+        (CallbackState::Succeeded, 1)
+    };
+    state
+        .completion_callbacks
+        .iter()
+        .map(|cb| CallbackInfo {
+            callback: Some(cb.clone()),
+            trigger: Some(callback_info::Trigger {
+                variant: Some(callback_info::trigger::Variant::WorkflowClosed(
+                    callback_info::WorkflowClosed {},
+                )),
+            }),
+            registration_time: state.start_time,
+            state: callback_state as i32,
+            attempt,
+            last_attempt_complete_time: (attempt > 0).then_some(state.close_time).flatten(),
+            request_id: state.create_request_id.clone(),
+            ..Default::default()
+        })
+        .collect()
+}

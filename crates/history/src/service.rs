@@ -573,7 +573,12 @@ impl HistoryService for HistoryEngine {
         let shard = &self.shard_of(namespace_id, &workflow_id);
         self.check_leader(shard)?;
         let state = read::load_state(shard, namespace_id, &request.execution)?;
-        Ok(read::describe(&state))
+        let mut described = read::describe(&state);
+        if !state.completion_callbacks.is_empty() {
+            let pending = crate::nexus_callbacks::delivery_pending(shard, &state)?;
+            described.callbacks = crate::nexus_callbacks::callback_infos(&state, pending);
+        }
+        Ok(described)
     }
 
     async fn get_history(

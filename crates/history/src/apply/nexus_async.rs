@@ -28,7 +28,7 @@ use super::{ApplyError, ApplyResult};
 use crate::mutable_state::MutableState;
 
 /// Adds (or buffers) an event carrying links.
-fn add_with_links(
+pub(super) fn add_with_links(
     ms: &mut MutableState,
     event_type: EventType,
     attributes: Attributes,

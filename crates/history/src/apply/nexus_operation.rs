@@ -204,7 +204,11 @@ fn duration(ms: i64) -> Option<chronicle_proto::wkt::Duration> {
 pub(super) enum Outcome {
     /// The handler started the operation asynchronously: its token and links.
     Started(String, Vec<nexus::Link>),
-    Completed(Option<chronicle_proto::temporal::api::common::v1::Payload>),
+    /// A result, and the handler's links (recorded on the Completed event).
+    Completed(
+        Option<chronicle_proto::temporal::api::common::v1::Payload>,
+        Vec<nexus::Link>,
+    ),
     /// The operation failed (an operation error, or a non-retryable handler error): the cause.
     Failed(Failure),
     Canceled(Failure),
@@ -242,7 +246,7 @@ fn outcome_of(answer: respond_nexus_task::Outcome) -> Outcome {
                 _ => None,
             };
             match start {
-                Some(Start::SyncSuccess(sync)) => Outcome::Completed(sync.payload),
+                Some(Start::SyncSuccess(sync)) => Outcome::Completed(sync.payload, sync.links),
                 Some(Start::Failure(f)) => {
                     if matches!(f.failure_info, Some(FailureInfo::CanceledFailureInfo(_))) {
                         Outcome::Canceled(f)
@@ -408,10 +412,11 @@ pub fn respond(
             entry.attempt = entry.attempt.saturating_add(1);
             entry.last_attempt_failure = Some(failure);
         }
-        Outcome::Completed(result) => close(
+        Outcome::Completed(result, links) => close_with_links(
             batch,
             &mut ms,
             &op,
+            super::nexus_async::links_from_nexus(&links),
             EventType::NexusOperationCompleted,
             Attributes::NexusOperationCompletedEventAttributes(
                 h::NexusOperationCompletedEventAttributes {
@@ -468,7 +473,19 @@ pub(super) fn close(
     event_type: EventType,
     attributes: Attributes,
 ) -> ApplyResult<()> {
-    ms.add_or_buffer_event(event_type, attributes);
+    close_with_links(batch, ms, op, Vec::new(), event_type, attributes)
+}
+
+/// Closes an operation with its event (carrying these links) and wakes the workflow.
+pub(super) fn close_with_links(
+    batch: &mut ShardBatch,
+    ms: &mut MutableState,
+    op: &pb::NexusOperationInfo,
+    links: Vec<chronicle_proto::temporal::api::common::v1::Link>,
+    event_type: EventType,
+    attributes: Attributes,
+) -> ApplyResult<()> {
+    super::nexus_async::add_with_links(ms, event_type, attributes, links, false);
     ms.state.nexus_operations.remove(&op.scheduled_event_id);
     if op.outbox_task_id != 0 {
         batch.delete_outbox(op.outbox_task_id);
