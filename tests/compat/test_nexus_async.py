@@ -15,6 +15,7 @@ from temporalio.api.enums.v1 import CallbackState, EventType, PendingNexusOperat
 from temporalio.api.nexus.v1 import EndpointSpec, EndpointTarget
 from temporalio.api.operatorservice.v1 import CreateNexusEndpointRequest
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, NexusOperationError
 from temporalio.nexus import WorkflowHandle, WorkflowRunOperationContext, workflow_run_operation
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -51,7 +52,10 @@ class BackingWorkflow:
 class RunHandler:
     @workflow_run_operation
     async def run_workflow(self, ctx: WorkflowRunOperationContext, args: dict) -> WorkflowHandle[str]:
-        return await ctx.start_workflow(BackingWorkflow.run, args, id=args["id"])
+        conflict = (WorkflowIDConflictPolicy.USE_EXISTING if args.get("use_existing")
+                    else WorkflowIDConflictPolicy.UNSPECIFIED)
+        return await ctx.start_workflow(BackingWorkflow.run, args, id=args["id"],
+                                        id_conflict_policy=conflict)
 
 
 @workflow.defn(sandboxed=False)
@@ -84,6 +88,19 @@ class AsyncCallerWorkflow:
                     "cause_cause": str(cause.__cause__) if cause and cause.__cause__ else None}
 
 
+@workflow.defn(sandboxed=False)
+class SharedBackingCallerWorkflow:
+    """Starts several CompatRuns operations backed by one workflow (USE_EXISTING)."""
+
+    @workflow.run
+    async def run(self, endpoint: str, args: dict, count: int) -> list:
+        nexus = workflow.create_nexus_client(service=RunHandler, endpoint=endpoint)
+        handles = [await nexus.start_operation(RunHandler.run_workflow, {**args, "use_existing": True},
+                                               schedule_to_close_timeout=timedelta(seconds=60))
+                   for _ in range(count)]
+        return list(await asyncio.gather(*handles))
+
+
 async def create_endpoint(client, task_queue: str) -> str:
     name = new_id("runs").replace("_", "-")
     await client.operator_service.create_nexus_endpoint(CreateNexusEndpointRequest(
@@ -94,7 +111,7 @@ async def create_endpoint(client, task_queue: str) -> str:
 
 def worker(client, task_queue):
     return Worker(client, task_queue=task_queue,
-                  workflows=[AsyncCallerWorkflow, BackingWorkflow],
+                  workflows=[AsyncCallerWorkflow, BackingWorkflow, SharedBackingCallerWorkflow],
                   nexus_service_handlers=[RunHandler()],
                   workflow_runner=UnsandboxedWorkflowRunner())
 
@@ -169,7 +186,8 @@ async def test_workflow_run_operation_completes_through_its_callback(client, tas
         assert s.operation_token == pending.operation_token
         assert s.request_id == scheduled.nexus_operation_scheduled_event_attributes.request_id
         handler_links = [l.workflow_event for l in started[0].links if l.HasField("workflow_event")]
-        assert [l.workflow_id for l in handler_links] == [backing_id], started[0].links
+        assert [(l.workflow_id, l.event_ref.event_type) for l in handler_links] == [
+            (backing_id, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED)], started[0].links
         c = completed[0].nexus_operation_completed_event_attributes
         assert c.scheduled_event_id == scheduled.event_id
         assert c.result.data == b'"done a"'
@@ -281,3 +299,34 @@ async def test_workflow_run_operation_times_out(client, task_queue):
         assert await backing.result() == "done t"
         await asyncio.sleep(1)
         assert len(await events_of(caller)) == len(events)
+
+
+async def test_operations_attach_to_a_running_backing_workflow(client, task_queue):
+    """A workflow-run operation whose workflow is already running (USE_EXISTING, the SDK's
+    on_conflict_options) attaches its callback to that run (WorkflowExecutionOptionsUpdated with
+    the callback and request ID); the run's close completes every operation attached."""
+    endpoint = await create_endpoint(client, task_queue)
+    async with worker(client, task_queue):
+        backing_id = new_id("backing")
+        caller = await client.start_workflow(
+            SharedBackingCallerWorkflow.run, args=[endpoint, {"id": backing_id, "text": "s"}, 3],
+            id=new_id("shared-caller"), task_queue=task_queue)
+
+        async def all_started():
+            ops = (await caller.describe()).raw_description.pending_nexus_operations
+            assert len(ops) == 3, ops
+            assert all(o.state == PendingNexusOperationState.PENDING_NEXUS_OPERATION_STATE_STARTED
+                       for o in ops), ops
+        await eventually(all_started)
+        backing = client.get_workflow_handle(backing_id)
+        described = (await backing.describe()).raw_description.callbacks
+        assert len(described) == 3, described
+        events = await events_of(backing)
+        updates = of_type(events, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_OPTIONS_UPDATED)
+        assert len(updates) == 2, [EventType.Name(e.event_type) for e in events]
+        for update in updates:
+            attrs = update.workflow_execution_options_updated_event_attributes
+            assert attrs.attached_request_id, attrs
+            assert len(attrs.attached_completion_callbacks) == 1, attrs
+        await backing.signal(BackingWorkflow.finish, "complete")
+        assert await caller.result() == ["done s"] * 3

@@ -150,20 +150,31 @@ pub fn parse_workflow_event(link: &nexus::Link) -> Option<Link> {
     let mut event_id = 0;
     let mut event_type = None;
     let mut reference_type = "";
+    let mut request_id = String::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
             "eventID" => event_id = value.parse().ok()?,
             "eventType" => event_type = parse_event_type(&unescape(value)?),
             "referenceType" => reference_type = value,
+            "requestID" => request_id = unescape(value)?,
             _ => {}
         }
     }
+    let event_type = event_type.unwrap_or(EventType::Unspecified) as i32;
     if reference_type == "EventReference" {
         reference = Some(link::workflow_event::Reference::EventRef(
             link::workflow_event::EventReference {
                 event_id,
-                event_type: event_type.unwrap_or(EventType::Unspecified) as i32,
+                event_type,
+            },
+        ));
+    } else if reference_type == "RequestIdReference" {
+        // A start whose response carried no link names the run's Started event this way.
+        reference = Some(link::workflow_event::Reference::RequestIdRef(
+            link::workflow_event::RequestIdReference {
+                request_id,
+                event_type,
             },
         ));
     }
@@ -200,6 +211,25 @@ mod tests {
             url: "temporal:///namespaces/ns/workflows/w/r/history?referenceType=EventReference&eventID=1&eventType=EVENT_TYPE_WORKFLOW_EXECUTION_STARTED".into(),
             r#type: WORKFLOW_EVENT_TYPE.into(),
         };
+        let by_request = nexus::Link {
+            url: "temporal:///namespaces/ns/workflows/w/r/history?referenceType=RequestIdReference&requestID=q-1&eventType=WorkflowExecutionStarted".into(),
+            r#type: WORKFLOW_EVENT_TYPE.into(),
+        };
+        let Some(Link {
+            variant: Some(link::Variant::WorkflowEvent(we)),
+        }) = parse_workflow_event(&by_request)
+        else {
+            panic!("parsed");
+        };
+        assert_eq!(
+            we.reference,
+            Some(link::workflow_event::Reference::RequestIdRef(
+                link::workflow_event::RequestIdReference {
+                    request_id: "q-1".into(),
+                    event_type: EventType::WorkflowExecutionStarted as i32,
+                }
+            ))
+        );
         let parsed = parse_workflow_event(&constant).expect("parsed");
         assert_eq!(
             parsed,

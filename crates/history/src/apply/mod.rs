@@ -6,6 +6,7 @@ mod activity;
 mod activity_ops;
 #[cfg(test)]
 mod activity_ops_tests;
+pub(crate) mod attach_callbacks;
 pub mod child;
 #[cfg(test)]
 mod child_tests;

@@ -425,6 +425,29 @@ pub fn workflow_event_link(
     }
 }
 
+/// Temporal's link to the event a request made in a workflow run, by the request's ID.
+pub fn request_id_link(
+    namespace: &str,
+    workflow_id: &str,
+    run_id: &str,
+    request_id: &str,
+    event_type: EventType,
+) -> Link {
+    Link {
+        variant: Some(link::Variant::WorkflowEvent(link::WorkflowEvent {
+            namespace: namespace.to_string(),
+            workflow_id: workflow_id.to_string(),
+            run_id: run_id.to_string(),
+            reference: Some(link::workflow_event::Reference::RequestIdRef(
+                link::workflow_event::RequestIdReference {
+                    request_id: request_id.to_string(),
+                    event_type: event_type as i32,
+                },
+            )),
+        })),
+    }
+}
+
 /// The Temporal links among a handler's Nexus links (those naming workflow events; others are
 /// dropped, as Temporal drops links it cannot convert).
 pub(super) fn links_from_nexus(links: &[nexus::Link]) -> Vec<Link> {

@@ -512,3 +512,74 @@ fn a_reset_hands_the_callbacks_to_the_new_run() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].1.run_id, new_run);
 }
+
+#[test]
+fn a_use_existing_start_attaches_its_callback_once() {
+    use chronicle_proto::temporal::api::enums::v1::WorkflowIdConflictPolicy;
+    use chronicle_proto::temporal::api::workflow::v1::OnConflictOptions;
+    let h = Harness::new();
+    start_with_callback(&h, "backing");
+    let attach = || {
+        h.ok(
+            SHARD,
+            Kind::StartWorkflow(cmd::StartWorkflow {
+                namespace_id: NS.into(),
+                request: Some(ws::StartWorkflowExecutionRequest {
+                    namespace: "default".into(),
+                    workflow_id: "backing".into(),
+                    workflow_type: Some(WorkflowType {
+                        name: "Backing".into(),
+                    }),
+                    task_queue: Some(TaskQueue {
+                        name: "tq".into(),
+                        ..Default::default()
+                    }),
+                    request_id: "req-second".into(),
+                    workflow_id_conflict_policy: WorkflowIdConflictPolicy::UseExisting as i32,
+                    completion_callbacks: vec![Callback {
+                        variant: Some(callback::Variant::Nexus(callback::Nexus {
+                            url: "temporal://system".into(),
+                            header: Default::default(),
+                        })),
+                        links: Vec::new(),
+                    }],
+                    on_conflict_options: Some(OnConflictOptions {
+                        attach_request_id: true,
+                        attach_completion_callbacks: true,
+                        attach_links: true,
+                    }),
+                    ..Default::default()
+                }),
+                run_id: "unused-run".into(),
+                ..Default::default()
+            }),
+        )
+    };
+    attach();
+    let state = h.state(SHARD, "backing");
+    assert_eq!(state.run_id, "backing-run");
+    assert_eq!(state.completion_callbacks.len(), 2);
+    let updates: Vec<_> = h
+        .history(SHARD, "backing")
+        .into_iter()
+        .filter(|e| e.event_type == EventType::WorkflowExecutionOptionsUpdated as i32)
+        .collect();
+    assert_eq!(updates.len(), 1);
+    assert!(updates[0].worker_may_ignore);
+    let Some(Attributes::WorkflowExecutionOptionsUpdatedEventAttributes(a)) =
+        &updates[0].attributes
+    else {
+        panic!("attributes");
+    };
+    assert_eq!(a.attached_request_id, "req-second");
+    assert_eq!(a.attached_completion_callbacks.len(), 1);
+    // The same start again (a retry) attaches nothing more.
+    attach();
+    assert_eq!(h.state(SHARD, "backing").completion_callbacks.len(), 2);
+    h.decide(SHARD, "backing", vec![complete_command()]);
+    assert_eq!(
+        h.transfer(SHARD, pb::outbox_task::Kind::NexusCallbacks)
+            .len(),
+        1
+    );
+}

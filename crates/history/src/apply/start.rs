@@ -210,7 +210,10 @@ fn start_with_signal(
             let reuse = WorkflowIdReusePolicy::try_from(request.workflow_id_reuse_policy)
                 .unwrap_or_default();
             match conflict {
-                WorkflowIdConflictPolicy::UseExisting => return Ok(started(current.run_id, false)),
+                WorkflowIdConflictPolicy::UseExisting => {
+                    super::attach_callbacks::attach(batch, now, &ns, &current.run_id, &request)?;
+                    return Ok(started(current.run_id, false));
+                }
                 WorkflowIdConflictPolicy::TerminateExisting => {
                     let mut ms = super::load_run(batch, now, &ns, &workflow_id, &current.run_id)?;
                     signal::terminate_run(
