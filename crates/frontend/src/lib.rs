@@ -5,6 +5,7 @@
 mod activity_ops;
 pub mod auth;
 mod batch;
+mod completion_callbacks;
 mod delete;
 pub mod gate;
 pub mod metric_defs;

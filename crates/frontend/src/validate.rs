@@ -223,6 +223,8 @@ pub fn start_request(
         any_size(memo, "Memo")?;
     }
     priority(r.priority.as_ref())?;
+    crate::completion_callbacks::validate(&mut r.completion_callbacks)?;
+    crate::completion_callbacks::dedup_links(&mut r.links, &r.completion_callbacks);
     Ok(())
 }
 

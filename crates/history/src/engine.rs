@@ -868,6 +868,7 @@ fn command_label(kind: &shard_command::Kind) -> &'static str {
         RecordActivityTaskStarted(_) => "record_activity_task_started",
         RespondActivity(_) => "respond_activity",
         RespondNexusTask(_) => "respond_nexus_task",
+        CompleteNexusOperation(_) => "complete_nexus_operation",
         RecordActivityHeartbeat(_) => "record_activity_heartbeat",
         SignalWorkflow(_) => "signal_workflow",
         TerminateWorkflow(_) => "terminate_workflow",

@@ -426,8 +426,10 @@ pub(crate) fn transfer_task_type(kind: i32) -> &'static str {
         Kind::ScheduleWorkflowClosed => "TransferActiveTaskCloseExecution",
         Kind::ScheduleStopWorkflow => "TransferActiveTaskScheduleStop",
         // Temporal's outbound queue task for a Nexus start request.
-        Kind::NexusTask => "OutboundActiveTaskInvocation",
         Kind::WorkerCommands => "OutboundActive.WorkerCommands",
+        Kind::NexusTask | Kind::NexusCancel => "OutboundActiveTaskInvocation",
+        // Temporal's callback invocation (a closed run's completion callbacks).
+        Kind::NexusCallbacks => "OutboundActiveTaskInvocation",
         Kind::Unspecified => "TransferActiveTaskUnknown",
     }
 }
@@ -563,6 +565,10 @@ pub(crate) fn command_namespace(
         FailWorkflowTask(c) => return token_namespace(&c.token),
         RespondActivity(c) => return token_namespace(&c.token),
         RespondNexusTask(c) => return token_namespace(&c.token),
+        CompleteNexusOperation(c) => match &c.target {
+            Some(target) => &target.namespace_id,
+            None => return CommandNamespace::System,
+        },
         RecordActivityHeartbeat(c) => return token_namespace(&c.token),
         RecordChildClosed(c) => match &c.parent {
             Some(parent) => &parent.namespace_id,

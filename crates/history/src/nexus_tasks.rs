@@ -13,6 +13,7 @@ use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_types::{ApiError, ApiResult};
 
 use crate::engine::HistoryEngine;
+use crate::nexus_links;
 use crate::read::{is_closed, storage};
 use crate::tokens;
 
@@ -129,8 +130,32 @@ impl HistoryEngine {
         let op = state
             .nexus_operations
             .get(&task.scheduled_event_id)
-            .filter(|op| op.outbox_task_id == task.outbox_id)
             .ok_or_else(gone)?;
+        if op.cancel_outbox_task_id == task.outbox_id
+            && op.cancel_state == pb::NexusCancelationState::Scheduled as i32
+        {
+            return Ok(cancel_request(task, op));
+        }
+        if op.outbox_task_id != task.outbox_id || op.started_time.is_some() {
+            return Err(gone());
+        }
+        // The caller's Scheduled event, for the handler to link back to, and the callback
+        // that completes the operation when the handler finishes it asynchronously.
+        let namespace = self.namespace_name(&task.namespace_id);
+        let caller_link = crate::apply::nexus_async::workflow_event_link(
+            &namespace,
+            &task.workflow_id,
+            &task.run_id,
+            op.scheduled_event_id,
+            chronicle_proto::temporal::api::enums::v1::EventType::NexusOperationScheduled,
+        );
+        let callback_token = nexus_links::encode_callback_token(&pb::NexusCallbackToken {
+            namespace_id: task.namespace_id.clone(),
+            workflow_id: task.workflow_id.clone(),
+            run_id: task.run_id.clone(),
+            scheduled_event_id: op.scheduled_event_id,
+            request_id: op.request_id.clone(),
+        });
         let token = pb::TaskToken {
             namespace_id: task.namespace_id.clone(),
             workflow_id: task.workflow_id.clone(),
@@ -161,7 +186,13 @@ impl HistoryEngine {
                         operation: op.operation.clone(),
                         request_id: op.request_id.clone(),
                         payload: op.input.clone(),
-                        ..Default::default()
+                        callback: nexus_links::SYSTEM_CALLBACK_URL.to_string(),
+                        callback_header: [(
+                            nexus_links::CALLBACK_TOKEN_HEADER.to_string(),
+                            callback_token,
+                        )]
+                        .into(),
+                        links: nexus_links::to_nexus(&caller_link).into_iter().collect(),
                     },
                 )),
                 endpoint: op.endpoint.clone(),
@@ -171,9 +202,48 @@ impl HistoryEngine {
     }
 }
 
-/// DescribeWorkflowExecution's `pending_nexus_operations`, in scheduling order. A sync
-/// operation is Scheduled until it closes (retries are offered again at once, so there is no
-/// backing-off state to show).
+/// A poll's answer for an operation's cancel request.
+#[allow(deprecated)]
+fn cancel_request(
+    task: &cmd::TaskRef,
+    op: &pb::NexusOperationInfo,
+) -> ws::PollNexusTaskQueueResponse {
+    let token = pb::TaskToken {
+        namespace_id: task.namespace_id.clone(),
+        workflow_id: task.workflow_id.clone(),
+        run_id: task.run_id.clone(),
+        scheduled_event_id: op.scheduled_event_id,
+        attempt: op.cancel_attempt,
+        is_nexus: true,
+        is_nexus_cancel: true,
+        ..Default::default()
+    };
+    ws::PollNexusTaskQueueResponse {
+        task_token: tokens::encode(&token),
+        request: Some(nexus::Request {
+            header: op.nexus_header.clone().into_iter().collect(),
+            scheduled_time: op.cancel_requested_time,
+            capabilities: Some(nexus::request::Capabilities {
+                temporal_failure_responses: true,
+            }),
+            variant: Some(nexus::request::Variant::CancelOperation(
+                nexus::CancelOperationRequest {
+                    service: op.service.clone(),
+                    operation: op.operation.clone(),
+                    operation_id: op.operation_token.clone(),
+                    operation_token: op.operation_token.clone(),
+                },
+            )),
+            endpoint: op.endpoint.clone(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// DescribeWorkflowExecution's `pending_nexus_operations`, in scheduling order. An operation
+/// is Scheduled until the handler starts it (retries are offered again at once, so there is no
+/// backing-off state to show), then Started until its outcome arrives.
+#[allow(deprecated)]
 pub(crate) fn pending_operations(
     state: &pb::WorkflowExecutionState,
 ) -> Vec<chronicle_proto::temporal::api::workflow::v1::PendingNexusOperationInfo> {
@@ -188,7 +258,14 @@ pub(crate) fn pending_operations(
                 operation: op.operation.clone(),
                 schedule_to_close_timeout: op.schedule_to_close_timeout,
                 scheduled_time: op.scheduled_time,
-                state: PendingNexusOperationState::Scheduled as i32,
+                state: if op.started_time.is_some() {
+                    PendingNexusOperationState::Started as i32
+                } else {
+                    PendingNexusOperationState::Scheduled as i32
+                },
+                operation_token: op.operation_token.clone(),
+                operation_id: op.operation_token.clone(),
+                cancellation_info: cancellation_info(op),
                 // Temporal counts the attempts made: 0 while the first is in flight.
                 attempt: op.attempt.saturating_sub(1),
                 last_attempt_failure: op.last_attempt_failure.clone(),
@@ -197,4 +274,29 @@ pub(crate) fn pending_operations(
             },
         )
         .collect()
+}
+
+/// What DescribeWorkflowExecution shows of an operation's cancel request.
+fn cancellation_info(
+    op: &pb::NexusOperationInfo,
+) -> Option<chronicle_proto::temporal::api::workflow::v1::NexusOperationCancellationInfo> {
+    use chronicle_proto::temporal::api::enums::v1::NexusOperationCancellationState as State;
+    if op.cancel_requested_event_id == 0 {
+        return None;
+    }
+    let state = match pb::NexusCancelationState::try_from(op.cancel_state) {
+        Ok(pb::NexusCancelationState::Scheduled) => State::Scheduled,
+        Ok(pb::NexusCancelationState::Succeeded) => State::Succeeded,
+        Ok(pb::NexusCancelationState::Failed) => State::Failed,
+        _ => State::Unspecified,
+    };
+    Some(
+        chronicle_proto::temporal::api::workflow::v1::NexusOperationCancellationInfo {
+            requested_time: op.cancel_requested_time,
+            state: state as i32,
+            attempt: op.cancel_attempt.saturating_sub(1).max(0),
+            last_attempt_failure: op.cancel_last_failure.clone(),
+            ..Default::default()
+        },
+    )
 }

@@ -389,7 +389,7 @@ async fn outbox_loop(
             let (kind, queue_namespace_id) = match pb::outbox_task::Kind::try_from(task.kind) {
                 Ok(pb::outbox_task::Kind::ActivityTask) => (TaskKind::Activity, &task.namespace_id),
                 // A Nexus start request goes to the endpoint's handler namespace.
-                Ok(pb::outbox_task::Kind::NexusTask) => {
+                Ok(pb::outbox_task::Kind::NexusTask | pb::outbox_task::Kind::NexusCancel) => {
                     (TaskKind::Nexus, &task.target_namespace_id)
                 }
                 // Worker commands: a Nexus task on the worker process's control queue.

@@ -398,6 +398,7 @@ impl HistoryService for HistoryEngine {
         let shard = &self.shard_of(namespace_id, &request.workflow_id);
         let run_id = chronicle_types::new_run_id();
         let (workflow_id, request_id) = (request.workflow_id.clone(), request.request_id.clone());
+        let attaching = crate::apply::attach_callbacks::attaches(&request);
         let result = self
             .propose(
                 shard,
@@ -426,6 +427,25 @@ impl HistoryService for HistoryEngine {
             None => None,
         };
         Ok(ws::StartWorkflowExecutionResponse {
+            // As Temporal: a link to the run's Started event (a Nexus handler passes it on), or
+            // to the options update that attached this request to a running run.
+            link: Some(if attaching && !started.started {
+                crate::apply::nexus_async::request_id_link(
+                    &self.namespace_name(namespace_id),
+                    &workflow_id,
+                    &started.run_id,
+                    &request_id,
+                    chronicle_proto::temporal::api::enums::v1::EventType::WorkflowExecutionOptionsUpdated,
+                )
+            } else {
+                crate::apply::nexus_async::workflow_event_link(
+                    &self.namespace_name(namespace_id),
+                    &workflow_id,
+                    &started.run_id,
+                    1,
+                    chronicle_proto::temporal::api::enums::v1::EventType::WorkflowExecutionStarted,
+                )
+            }),
             run_id: started.run_id,
             started: started.started,
             status: chronicle_proto::temporal::api::enums::v1::WorkflowExecutionStatus::Running
@@ -575,7 +595,12 @@ impl HistoryService for HistoryEngine {
         let shard = &self.shard_of(namespace_id, &workflow_id);
         self.check_leader(shard)?;
         let state = read::load_state(shard, namespace_id, &request.execution)?;
-        Ok(read::describe(&state))
+        let mut described = read::describe(&state);
+        if !state.completion_callbacks.is_empty() {
+            let pending = crate::nexus_callbacks::delivery_pending(shard, &state)?;
+            described.callbacks = crate::nexus_callbacks::callback_infos(&state, pending);
+        }
+        Ok(described)
     }
 
     async fn get_history(

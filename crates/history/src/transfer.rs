@@ -37,7 +37,8 @@ pub(crate) fn is_transfer(kind: i32) -> bool {
             | TaskKind::SignalExternal
             | TaskKind::ScheduleStart
             | TaskKind::ScheduleWorkflowClosed
-            | TaskKind::ScheduleStopWorkflow)
+            | TaskKind::ScheduleStopWorkflow
+            | TaskKind::NexusCallbacks)
     )
 }
 
@@ -120,11 +121,18 @@ pub(crate) async fn execute(
         Ok(TaskKind::ScheduleStopWorkflow) => {
             crate::schedule::transfer::stop_workflow(engine, shard, outbox_id, task).await
         }
+        Ok(TaskKind::NexusCallbacks) => {
+            crate::nexus_callbacks::deliver(engine, shard, outbox_id, task).await?;
+            complete(engine, shard, outbox_id).await
+        }
         _ => Ok(()),
     }
 }
 
-fn load(shard: &Shard, task: &pb::OutboxTask) -> ApiResult<Option<pb::WorkflowExecutionState>> {
+pub(crate) fn load(
+    shard: &Shard,
+    task: &pb::OutboxTask,
+) -> ApiResult<Option<pb::WorkflowExecutionState>> {
     shard
         .tables
         .execution(&task.namespace_id, &task.workflow_id, &task.run_id)
@@ -132,7 +140,7 @@ fn load(shard: &Shard, task: &pb::OutboxTask) -> ApiResult<Option<pb::WorkflowEx
 }
 
 /// One event of a run's history.
-fn read_event(
+pub(crate) fn read_event(
     shard: &Shard,
     state: &pb::WorkflowExecutionState,
     event_id: i64,

@@ -6,6 +6,7 @@ mod activity;
 mod activity_ops;
 #[cfg(test)]
 mod activity_ops_tests;
+pub(crate) mod attach_callbacks;
 pub mod child;
 #[cfg(test)]
 mod child_tests;
@@ -15,6 +16,9 @@ mod eager_start;
 mod external;
 pub(crate) mod namespace;
 mod new_run;
+pub(crate) mod nexus_async;
+#[cfg(test)]
+mod nexus_async_tests;
 pub(crate) mod nexus_endpoint;
 #[cfg(test)]
 mod nexus_endpoint_tests;
@@ -235,6 +239,7 @@ fn apply_command(
         }
         shard_command::Kind::RespondActivity(c) => activity::respond(batch, now, c),
         shard_command::Kind::RespondNexusTask(c) => nexus_operation::respond(batch, now, c),
+        shard_command::Kind::CompleteNexusOperation(c) => nexus_async::complete(batch, now, c),
         shard_command::Kind::RecordActivityHeartbeat(c) => activity::heartbeat(batch, now, c),
         shard_command::Kind::SignalWorkflow(c) => signal::signal(batch, now, c),
         shard_command::Kind::TerminateWorkflow(c) => signal::terminate(batch, now, c),
@@ -375,10 +380,12 @@ pub fn close_run(
     record_close(batch, ms)?;
     let schedule_report = crate::schedule::apply::on_close(batch, ms, child::continues(ms))?;
     let parent_report = child::on_close(batch, ms)?;
+    let callbacks_report = nexus_operation::callbacks_on_close(batch, ms)?;
     // The reports read the run's state and close event: a deletion waits for them.
     ms.state.close_report_task_ids = schedule_report
         .into_iter()
         .chain(parent_report)
+        .chain(callbacks_report)
         .map(|id| id as i64)
         .collect();
     delete::arm_retention(batch, ms)

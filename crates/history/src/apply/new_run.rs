@@ -31,6 +31,8 @@ fn next_request(ms: &MutableState) -> StartWorkflowExecutionRequest {
         search_attributes: ms.state.search_attributes.clone(),
         priority: ms.state.priority.clone(),
         cron_schedule: ms.state.cron_schedule.clone(),
+        // The chain's completion callbacks go with it: its last run delivers them.
+        completion_callbacks: ms.state.completion_callbacks.clone(),
         ..Default::default()
     }
 }

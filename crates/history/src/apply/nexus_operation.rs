@@ -187,7 +187,7 @@ pub(super) fn schedule(
             outbox_task_id: outbox,
             timeout_timer_key,
             attempt: 1,
-            last_attempt_failure: None,
+            ..Default::default()
         },
     );
     Ok(())
@@ -201,8 +201,14 @@ fn duration(ms: i64) -> Option<chronicle_proto::wkt::Duration> {
 }
 
 /// How a handler's answer closes (or keeps) its operation.
-enum Outcome {
-    Completed(Option<chronicle_proto::temporal::api::common::v1::Payload>),
+pub(super) enum Outcome {
+    /// The handler started the operation asynchronously: its token and links.
+    Started(String, Vec<nexus::Link>),
+    /// A result, and the handler's links (recorded on the Completed event).
+    Completed(
+        Option<chronicle_proto::temporal::api::common::v1::Payload>,
+        Vec<nexus::Link>,
+    ),
     /// The operation failed (an operation error, or a non-retryable handler error): the cause.
     Failed(Failure),
     Canceled(Failure),
@@ -240,7 +246,7 @@ fn outcome_of(answer: respond_nexus_task::Outcome) -> Outcome {
                 _ => None,
             };
             match start {
-                Some(Start::SyncSuccess(sync)) => Outcome::Completed(sync.payload),
+                Some(Start::SyncSuccess(sync)) => Outcome::Completed(sync.payload, sync.links),
                 Some(Start::Failure(f)) => {
                     if matches!(f.failure_info, Some(FailureInfo::CanceledFailureInfo(_))) {
                         Outcome::Canceled(f)
@@ -260,25 +266,33 @@ fn outcome_of(answer: respond_nexus_task::Outcome) -> Outcome {
                         Outcome::Failed(failure)
                     }
                 }
-                // Asynchronous operations need completion callbacks, which are not built
-                // (docs/nexus.md): the operation fails rather than waiting for ever.
-                Some(Start::AsyncSuccess(_)) => Outcome::Failed(Failure {
-                    message: "asynchronous Nexus operations are not supported by Chronicle".into(),
-                    failure_info: Some(FailureInfo::ApplicationFailureInfo(
-                        ApplicationFailureInfo {
-                            r#type: "NotSupported".into(),
-                            non_retryable: true,
-                            ..Default::default()
-                        },
-                    )),
-                    ..Default::default()
-                }),
+                // The outcome comes later, by the completion callback (docs/nexus.md).
+                Some(Start::AsyncSuccess(a)) => {
+                    let token = if a.operation_token.is_empty() {
+                        a.operation_id
+                    } else {
+                        a.operation_token
+                    };
+                    Outcome::Started(token, a.links)
+                }
                 None => Outcome::Retry(Failure {
                     message: "the handler's response has no start operation result".into(),
                     ..Default::default()
                 }),
             }
         }
+        failed @ respond_nexus_task::Outcome::Failed(_) => handler_failure(failed),
+    }
+}
+
+/// A handler's RespondNexusTaskFailed: retried or final, as its handler error says.
+#[allow(deprecated)]
+pub(super) fn handler_failure(answer: respond_nexus_task::Outcome) -> Outcome {
+    match answer {
+        respond_nexus_task::Outcome::Completed(_) => Outcome::Retry(Failure {
+            message: "the handler's response is no failure".into(),
+            ..Default::default()
+        }),
         respond_nexus_task::Outcome::Failed(r) => {
             let failure = match (r.failure, r.error.as_ref()) {
                 (Some(f), _) => f,
@@ -315,7 +329,11 @@ fn outcome_of(answer: respond_nexus_task::Outcome) -> Outcome {
 
 /// The failure an operation closes with: Temporal's wrapper naming the operation, around the
 /// handler's cause.
-fn operation_failure(op: &pb::NexusOperationInfo, message: &str, cause: Failure) -> Failure {
+pub(super) fn operation_failure(
+    op: &pb::NexusOperationInfo,
+    message: &str,
+    cause: Failure,
+) -> Failure {
     Failure {
         message: message.into(),
         failure_info: Some(FailureInfo::NexusOperationExecutionFailureInfo(
@@ -324,6 +342,7 @@ fn operation_failure(op: &pb::NexusOperationInfo, message: &str, cause: Failure)
                 endpoint: op.endpoint.clone(),
                 service: op.service.clone(),
                 operation: op.operation.clone(),
+                operation_token: op.operation_token.clone(),
                 ..Default::default()
             },
         )),
@@ -332,7 +351,7 @@ fn operation_failure(op: &pb::NexusOperationInfo, message: &str, cause: Failure)
     }
 }
 
-fn operation_not_found() -> ApiError {
+pub(super) fn operation_not_found() -> ApiError {
     ApiError::not_found("Nexus operation not found")
 }
 
@@ -354,9 +373,6 @@ pub fn respond(
     else {
         return Err(operation_not_found().into());
     };
-    if !token.is_nexus || token.attempt != op.attempt {
-        return Err(operation_not_found().into());
-    }
     if op.target_namespace_id != c.handler_namespace_id {
         return Err(ApiError::invalid_argument(
             "Task token does not belong to the request's namespace.",
@@ -366,7 +382,26 @@ pub fn respond(
     let Some(answer) = c.outcome else {
         return Err(ApiError::invalid_argument("the Nexus task's answer is missing").into());
     };
+    if token.is_nexus_cancel {
+        if !token.is_nexus
+            || op.cancel_state != pb::NexusCancelationState::Scheduled as i32
+            || token.attempt != op.cancel_attempt
+        {
+            return Err(operation_not_found().into());
+        }
+        super::nexus_async::record_cancel_answer(batch, &mut ms, &op, answer)?;
+        ms.persist(batch);
+        return Ok(super::ok());
+    }
+    // A start answer counts only while the start request is out (not once started).
+    if !token.is_nexus || token.attempt != op.attempt || !op.operation_token.is_empty() {
+        return Err(operation_not_found().into());
+    }
     match outcome_of(answer) {
+        Outcome::Started(operation_token, links) => {
+            let links = super::nexus_async::links_from_nexus(&links);
+            super::nexus_async::record_started(batch, &mut ms, &op, operation_token, links, None)?;
+        }
         Outcome::Retry(failure) => {
             // The row stays: the processor offers the request again (attempt + 1).
             let entry = ms
@@ -377,10 +412,11 @@ pub fn respond(
             entry.attempt = entry.attempt.saturating_add(1);
             entry.last_attempt_failure = Some(failure);
         }
-        Outcome::Completed(result) => close(
+        Outcome::Completed(result, links) => close_with_links(
             batch,
             &mut ms,
             &op,
+            super::nexus_async::links_from_nexus(&links),
             EventType::NexusOperationCompleted,
             Attributes::NexusOperationCompletedEventAttributes(
                 h::NexusOperationCompletedEventAttributes {
@@ -430,16 +466,33 @@ pub fn respond(
 }
 
 /// Closes an operation with its event and wakes the workflow.
-fn close(
+pub(super) fn close(
     batch: &mut ShardBatch,
     ms: &mut MutableState,
     op: &pb::NexusOperationInfo,
     event_type: EventType,
     attributes: Attributes,
 ) -> ApplyResult<()> {
-    ms.add_or_buffer_event(event_type, attributes);
+    close_with_links(batch, ms, op, Vec::new(), event_type, attributes)
+}
+
+/// Closes an operation with its event (carrying these links) and wakes the workflow.
+pub(super) fn close_with_links(
+    batch: &mut ShardBatch,
+    ms: &mut MutableState,
+    op: &pb::NexusOperationInfo,
+    links: Vec<chronicle_proto::temporal::api::common::v1::Link>,
+    event_type: EventType,
+    attributes: Attributes,
+) -> ApplyResult<()> {
+    super::nexus_async::add_with_links(ms, event_type, attributes, links, false);
     ms.state.nexus_operations.remove(&op.scheduled_event_id);
-    batch.delete_outbox(op.outbox_task_id);
+    if op.outbox_task_id != 0 {
+        batch.delete_outbox(op.outbox_task_id);
+    }
+    if op.cancel_outbox_task_id != 0 {
+        batch.delete_outbox(op.cancel_outbox_task_id);
+    }
     if !op.timeout_timer_key.is_empty() {
         batch.delete_timer(&op.timeout_timer_key);
     }
@@ -489,7 +542,33 @@ pub fn timed_out(
 /// The run closed: its pending operations' requests are no longer offered.
 pub fn on_close(batch: &mut ShardBatch, ms: &mut MutableState) {
     for op in ms.state.nexus_operations.values() {
-        batch.delete_outbox(op.outbox_task_id);
+        if op.outbox_task_id != 0 {
+            batch.delete_outbox(op.outbox_task_id);
+        }
+        if op.cancel_outbox_task_id != 0 {
+            batch.delete_outbox(op.cancel_outbox_task_id);
+        }
     }
     ms.state.nexus_operations.clear();
+}
+
+/// A closing run that backs Nexus operations (completion callbacks) delivers its outcome to
+/// them, unless a new run continues its chain (which keeps the callbacks). Returns the row.
+pub(super) fn callbacks_on_close(
+    batch: &mut ShardBatch,
+    ms: &MutableState,
+) -> ApplyResult<Option<u64>> {
+    // A run a reset replaced leaves the delivery to the new run (which has the callbacks).
+    let replaced = !ms.state.reset_run_id.is_empty() && ms.state.reset_run_id != ms.state.run_id;
+    if ms.state.completion_callbacks.is_empty() || super::child::continues(ms) || replaced {
+        return Ok(None);
+    }
+    Ok(Some(batch.put_outbox(&pb::OutboxTask {
+        kind: pb::outbox_task::Kind::NexusCallbacks as i32,
+        namespace_id: ms.state.namespace_id.clone(),
+        workflow_id: ms.state.workflow_id.clone(),
+        run_id: ms.state.run_id.clone(),
+        scheduled_event_id: ms.state.completion_event_id,
+        ..Default::default()
+    })?))
 }

@@ -18,11 +18,11 @@ use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 
 use super::child_tests::{Harness, NS};
 
-const SHARD: u32 = 0;
-const WF: &str = "wf-nexus";
-const HANDLER_NS: &str = "handler-ns-id";
+pub(super) const SHARD: u32 = 0;
+pub(super) const WF: &str = "wf-nexus";
+pub(super) const HANDLER_NS: &str = "handler-ns-id";
 
-fn endpoint(name: &str) -> pb::NexusEndpointRecord {
+pub(super) fn endpoint(name: &str) -> pb::NexusEndpointRecord {
     pb::NexusEndpointRecord {
         id: format!("id-{name}"),
         version: 1,
@@ -68,7 +68,10 @@ fn schedule_command(endpoint: &str, timeout_secs: i64) -> Command {
 }
 
 /// A running workflow whose task scheduled one operation on `found` endpoints.
-fn scheduled(h: &Harness, found: Vec<pb::NexusEndpointRecord>) -> Result<(), cmd::CommandError> {
+pub(super) fn scheduled(
+    h: &Harness,
+    found: Vec<pb::NexusEndpointRecord>,
+) -> Result<(), cmd::CommandError> {
     h.start(SHARD, WF, "run-1");
     let token = h.start_task(SHARD, WF);
     h.apply(
@@ -90,7 +93,7 @@ fn scheduled(h: &Harness, found: Vec<pb::NexusEndpointRecord>) -> Result<(), cmd
     .map(drop)
 }
 
-fn has_timer(h: &Harness, key: &[u8]) -> bool {
+pub(super) fn has_timer(h: &Harness, key: &[u8]) -> bool {
     h.tables(SHARD)
         .timers_between(0, i64::MAX, 1000)
         .unwrap()
@@ -98,13 +101,13 @@ fn has_timer(h: &Harness, key: &[u8]) -> bool {
         .any(|(k, _)| k == key)
 }
 
-fn only_operation(h: &Harness) -> pb::NexusOperationInfo {
+pub(super) fn only_operation(h: &Harness) -> pb::NexusOperationInfo {
     let ops = h.state(SHARD, WF).nexus_operations;
     assert_eq!(ops.len(), 1, "{ops:?}");
     ops.into_values().next().unwrap()
 }
 
-fn token(op: &pb::NexusOperationInfo) -> pb::TaskToken {
+pub(super) fn token(op: &pb::NexusOperationInfo) -> pb::TaskToken {
     let state_run = "run-1";
     pb::TaskToken {
         namespace_id: NS.into(),
@@ -117,7 +120,7 @@ fn token(op: &pb::NexusOperationInfo) -> pb::TaskToken {
     }
 }
 
-fn answer(
+pub(super) fn answer(
     h: &Harness,
     token: pb::TaskToken,
     outcome: cmd::respond_nexus_task::Outcome,
@@ -153,7 +156,7 @@ fn sync_success(data: &[u8]) -> cmd::respond_nexus_task::Outcome {
     })
 }
 
-fn handler_error(error_type: &str) -> cmd::respond_nexus_task::Outcome {
+pub(super) fn handler_error(error_type: &str) -> cmd::respond_nexus_task::Outcome {
     cmd::respond_nexus_task::Outcome::Failed(ws::RespondNexusTaskFailedRequest {
         failure: Some(Failure {
             message: format!("handler says {error_type}"),

@@ -210,7 +210,10 @@ fn start_with_signal(
             let reuse = WorkflowIdReusePolicy::try_from(request.workflow_id_reuse_policy)
                 .unwrap_or_default();
             match conflict {
-                WorkflowIdConflictPolicy::UseExisting => return Ok(started(current.run_id, false)),
+                WorkflowIdConflictPolicy::UseExisting => {
+                    super::attach_callbacks::attach(batch, now, &ns, &current.run_id, &request)?;
+                    return Ok(started(current.run_id, false));
+                }
                 WorkflowIdConflictPolicy::TerminateExisting => {
                     let mut ms = super::load_run(batch, now, &ns, &workflow_id, &current.run_id)?;
                     signal::terminate_run(
@@ -405,6 +408,7 @@ pub fn create_run(
         user_metadata: request.user_metadata.clone(),
         cron_schedule: request.cron_schedule.clone(),
         scheduled_by: lineage.scheduled_by.clone(),
+        completion_callbacks: request.completion_callbacks.clone(),
         ..Default::default()
     };
     let mut ms = MutableState::new(state, now);
@@ -446,13 +450,16 @@ pub fn create_run(
                     .as_ref()
                     .and(ms.state.root_execution.clone()),
                 priority: request.priority.clone(),
+                completion_callbacks: request.completion_callbacks.clone(),
                 ..Default::default()
             },
         ),
     );
-    // The start's summary and details, on its first event as in Temporal.
+    // The start's summary and details, and its links (a Nexus caller's operation), on its
+    // first event as in Temporal.
     if let Some(event) = ms.new_events.last_mut() {
         event.user_metadata = request.user_metadata.clone();
+        event.links = request.links.clone();
     }
     if let Some(signal) = signal {
         // Remembered like any signal's request ID, so a retried signal-with-start that reaches

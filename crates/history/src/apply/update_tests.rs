@@ -372,7 +372,7 @@ fn a_bad_message_fails_the_task_and_aborts_the_updates_it_carried() {
 }
 
 #[test]
-fn an_unsupported_command_fails_the_task_with_feature_disabled_once() {
+fn a_cancel_of_an_unknown_nexus_operation_fails_the_task_once() {
     let h = Harness::new();
     h.start(SHARD, WF, "run-1");
     let nexus = || {
@@ -385,7 +385,9 @@ fn an_unsupported_command_fails_the_task_with_feature_disabled_once() {
     let token = h.start_task(SHARD, WF);
     let refused = complete(&h, token, nexus(), vec![]).expect_err("refused");
     assert!(
-        refused.message.contains("RequestCancelNexusOperation"),
+        refused
+            .message
+            .contains("requested cancelation for a non-existing or already completed operation"),
         "{refused:?}"
     );
     let failed = h
@@ -398,7 +400,7 @@ fn an_unsupported_command_fails_the_task_with_feature_disabled_once() {
         .expect("WorkflowTaskFailed");
     assert_eq!(
         failed.cause,
-        WorkflowTaskFailedCause::FeatureDisabled as i32
+        WorkflowTaskFailedCause::BadRequestCancelNexusOperationAttributes as i32
     );
     // The retry that sends it again is refused without a new attempt: it times out instead.
     let token = h.start_task(SHARD, WF);

@@ -108,8 +108,10 @@ pub(crate) fn apply_event(
     state: &mut pb::WorkflowExecutionState,
     a: &WorkflowExecutionOptionsUpdatedEventAttributes,
 ) {
-    // The versioning info appears with the first override and stays (empty) once removed.
-    if a.versioning_override.is_some() || state.versioning_info.is_some() {
+    // The versioning info appears with the first override and stays (empty) once removed. An
+    // event that only attached callbacks (a start with on_conflict_options) leaves it alone.
+    let touches_override = a.versioning_override.is_some() || a.unset_versioning_override;
+    if touches_override && (a.versioning_override.is_some() || state.versioning_info.is_some()) {
         state
             .versioning_info
             .get_or_insert_with(WorkflowExecutionVersioningInfo::default)

@@ -225,11 +225,13 @@ pub fn complete(
                     cause,
                     WorkflowTaskFailedCause::FeatureDisabled
                         | WorkflowTaskFailedCause::BadScheduleNexusOperationAttributes
+                        | WorkflowTaskFailedCause::BadRequestCancelNexusOperationAttributes
                 )
             {
                 // A retry that fails the same way again is not failed again (Temporal does this
                 // for every cause but UnhandledCommand; here for commands Chronicle does not
-                // serve and for Nexus operations on endpoints not found): the task stays started
+                // serve, for Nexus operations on endpoints not found and for cancels of
+                // operations that are not pending): the task stays started
                 // until it times out and is retried then, so a worker that keeps sending such a command is paced by the
                 // task timeout instead of spinning through attempts as fast as it can answer.
                 return Err(ApplyError::Rejected(ApiError::invalid_argument(message)));
@@ -778,25 +780,10 @@ fn apply_command(
             super::nexus_operation::schedule(batch, ms, a, ctx)?;
             Ok(false)
         }
-        // Temporal's cause for a command the server does not serve (as for Nexus operations
-        // on a server with Nexus disabled): the task fails and says which command it was.
-        other => Err(reject(
-            Cause::FeatureDisabled,
-            format!(
-                "{} commands are not supported by Chronicle",
-                unsupported_command_name(other)
-            ),
-        )),
-    }
-}
-
-/// The command type of an attributes variant this server does not serve, as Temporal names it.
-fn unsupported_command_name(attributes: &CommandAttributes) -> &'static str {
-    match attributes {
-        CommandAttributes::RequestCancelNexusOperationCommandAttributes(_) => {
-            "RequestCancelNexusOperation"
+        CommandAttributes::RequestCancelNexusOperationCommandAttributes(a) => {
+            super::nexus_async::request_cancel(batch, ms, a, ctx)?;
+            Ok(false)
         }
-        _ => "This",
     }
 }
 

@@ -53,6 +53,9 @@ pub fn rebuild(
         user_metadata: base.user_metadata.clone(),
         cron_schedule: base.cron_schedule.clone(),
         scheduled_by: base.scheduled_by.clone(),
+        // The operations the chain backs are completed by the run that replaces it.
+        completion_callbacks: base.completion_callbacks.clone(),
+        attached_request_ids: base.attached_request_ids.clone(),
         ..Default::default()
     };
     let base_run = base.run_id.as_str();
