@@ -141,3 +141,33 @@ async def test_history_counts_its_calls_for_children(server, client: Client, tas
     for op in wanted:
         series = matching(samples, "client_requests", service_name="history", service_role="history", operation=op)
         assert series and all(set(s[1]) == CLIENT_LABELS for s in series), series
+
+
+async def test_schedule_families(server, client: Client, task_queue: str):
+    """A schedule every second whose workflow never finishes (no worker polls its queue): the
+    first time starts it, the next ones are skipped by the SKIP overlap policy."""
+    from temporalio.client import (Schedule, ScheduleActionStartWorkflow, ScheduleIntervalSpec,
+                                   ScheduleOverlapPolicy, SchedulePolicy, ScheduleSpec)
+    from datetime import timedelta
+    schedule_id = new_id("metrics-schedule")
+    handle = await client.create_schedule(schedule_id, Schedule(
+        action=ScheduleActionStartWorkflow("NeverPolled", id=new_id("scheduled"), task_queue=task_queue),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=1))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP)))
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            types, samples = scrape(metrics_addresses(server))
+            started = total(samples, "schedule_action_success", namespace="default", schedule_action="start_workflow")
+            skipped = total(samples, "schedule_overlap_skipped", namespace="default", schedule_overlap_policy="Skip")
+            delays = total(samples, "schedule_action_delay_count", namespace="default")
+            if (started >= 1 and skipped >= 1 and delays >= 1) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        assert started >= 1 and delays >= 1, "no schedule_action_success / schedule_action_delay"
+        assert skipped >= 1, "no schedule_overlap_skipped{schedule_overlap_policy=\"Skip\"}"
+        assert types["schedule_action_success"] == "counter"
+        assert types["schedule_overlap_skipped"] == "counter"
+        assert types["schedule_action_delay"] == "histogram"
+    finally:
+        await handle.delete()

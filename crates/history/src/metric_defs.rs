@@ -210,6 +210,24 @@ pub const TRANSFER_TASKS_EXECUTED: &str = "chronicle_transfer_task_executed";
 /// `command_type` (`cancel_activity`).
 pub const WORKER_COMMANDS_SENT: &str = "worker_commands_sent";
 
+// Schedules, under Temporal's scheduler names (its dev server exports them from the scheduler
+// workflow on its worker service; Chronicle's schedules live in history): `namespace` on each.
+/// Workflows a schedule started (`schedule_action` `start_workflow`).
+pub const SCHEDULE_ACTION_SUCCESS: &str = "schedule_action_success";
+/// Failed attempts to start a schedule's workflow (a retried attempt counts again).
+pub const SCHEDULE_ACTION_ERRORS: &str = "schedule_action_errors";
+/// From an action's time (its jittered time) to its workflow's start, in seconds.
+pub const SCHEDULE_ACTION_DELAY: &str = "schedule_action_delay";
+/// Times skipped because they were further back than the catch-up window.
+pub const SCHEDULE_MISSED_CATCHUP_WINDOW: &str = "schedule_missed_catchup_window";
+/// Actions dropped because the schedule's buffer was full.
+pub const SCHEDULE_BUFFER_OVERRUNS: &str = "schedule_buffer_overruns";
+/// Actions skipped by the overlap policy (`schedule_overlap_policy`, Temporal's policy name).
+pub const SCHEDULE_OVERLAP_SKIPPED: &str = "schedule_overlap_skipped";
+/// Errors cancelling or terminating a previous run (CANCEL_OTHER, TERMINATE_OTHER).
+pub const SCHEDULE_CANCEL_WORKFLOW_ERRORS: &str = "schedule_cancel_workflow_errors";
+pub const SCHEDULE_TERMINATE_WORKFLOW_ERRORS: &str = "schedule_terminate_workflow_errors";
+
 /// How far the timer queue is behind, in seconds: over the shards this node leads, now minus
 /// the fire time of the earliest timer that is due and not fired yet (0 when none is due).
 pub const TIMER_QUEUE_LAG: &str = "chronicle_timer_queue_lag_seconds";
@@ -268,6 +286,31 @@ pub fn describe() {
             SHARD_OVERLOADED,
             "Writes refused because the shard's proposal queue was full.",
         ),
+        (SCHEDULE_ACTION_SUCCESS, "Workflows started by schedules."),
+        (
+            SCHEDULE_ACTION_ERRORS,
+            "Failed attempts to start a schedule's workflow.",
+        ),
+        (
+            SCHEDULE_MISSED_CATCHUP_WINDOW,
+            "Schedule times skipped for being older than the catch-up window.",
+        ),
+        (
+            SCHEDULE_BUFFER_OVERRUNS,
+            "Schedule actions dropped because the buffer was full.",
+        ),
+        (
+            SCHEDULE_OVERLAP_SKIPPED,
+            "Schedule actions skipped by the overlap policy.",
+        ),
+        (
+            SCHEDULE_CANCEL_WORKFLOW_ERRORS,
+            "Errors cancelling a schedule's previous run.",
+        ),
+        (
+            SCHEDULE_TERMINATE_WORKFLOW_ERRORS,
+            "Errors terminating a schedule's previous run.",
+        ),
     ] {
         describe_counter!(name, help);
     }
@@ -288,6 +331,10 @@ pub fn describe() {
         ),
         (TIMER_TASK_LATENCY, "Lateness of fired timers."),
         (SHARD_COMMAND_LATENCY, "Time from proposal to apply."),
+        (
+            SCHEDULE_ACTION_DELAY,
+            "Time from a schedule action's time to its workflow's start.",
+        ),
     ] {
         describe_histogram!(name, Unit::Seconds, help);
     }
@@ -609,6 +656,72 @@ pub(crate) enum Observation {
         namespace_id: String,
         count: i64,
     },
+    /// A schedule skipped or dropped actions: `name` is the counter, `policy` the overlap
+    /// policy's label (only for SCHEDULE_OVERLAP_SKIPPED).
+    Schedule {
+        namespace_id: String,
+        name: &'static str,
+        policy: &'static str,
+        count: u64,
+    },
+}
+
+/// A schedule dropped or skipped `count` actions (recorded on the leader only, as the other
+/// observations of apply).
+pub(crate) fn observe_schedule(
+    namespace_id: &str,
+    name: &'static str,
+    policy: &'static str,
+    count: u64,
+) {
+    if count > 0 {
+        OBSERVED.with(|o| {
+            o.borrow_mut().push(Observation::Schedule {
+                namespace_id: namespace_id.to_string(),
+                name,
+                policy,
+                count,
+            })
+        });
+    }
+}
+
+/// A schedule's start of its workflow: `delay_ms` from the action's time when it started.
+pub(crate) fn record_schedule_start(namespace: &str, started: Result<i64, ()>) {
+    match started {
+        Ok(delay_ms) => {
+            metrics::counter!(
+                SCHEDULE_ACTION_SUCCESS,
+                "service_name" => SERVICE_NAME,
+                "namespace" => namespace.to_string(),
+                "schedule_action" => "start_workflow",
+            )
+            .increment(1);
+            metrics::histogram!(
+                SCHEDULE_ACTION_DELAY,
+                "service_name" => SERVICE_NAME,
+                "namespace" => namespace.to_string(),
+            )
+            .record(delay_ms.max(0) as f64 / 1000.0);
+        }
+        Err(()) => metrics::counter!(
+            SCHEDULE_ACTION_ERRORS,
+            "service_name" => SERVICE_NAME,
+            "namespace" => namespace.to_string(),
+        )
+        .increment(1),
+    }
+}
+
+/// A schedule failed to cancel (or terminate) a previous run.
+pub(crate) fn record_schedule_stop_error(namespace: &str, terminate: bool) {
+    let name = if terminate {
+        SCHEDULE_TERMINATE_WORKFLOW_ERRORS
+    } else {
+        SCHEDULE_CANCEL_WORKFLOW_ERRORS
+    };
+    metrics::counter!(name, "service_name" => SERVICE_NAME, "namespace" => namespace.to_string())
+        .increment(1);
 }
 
 thread_local! {
@@ -677,6 +790,25 @@ pub(crate) fn record(observations: Vec<Observation>, namespace_name: impl Fn(&st
                     "workflowType" => workflow_type,
                 )
                 .increment(1);
+            }
+            Observation::Schedule {
+                namespace_id,
+                name,
+                policy,
+                count,
+            } => {
+                let namespace = namespace_name(&namespace_id);
+                let counter = if name == SCHEDULE_OVERLAP_SKIPPED {
+                    metrics::counter!(
+                        name,
+                        "service_name" => SERVICE_NAME,
+                        "namespace" => namespace,
+                        "schedule_overlap_policy" => policy,
+                    )
+                } else {
+                    metrics::counter!(name, "service_name" => SERVICE_NAME, "namespace" => namespace)
+                };
+                counter.increment(count);
             }
             Observation::Transitions {
                 namespace_id,

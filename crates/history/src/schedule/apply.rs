@@ -5,6 +5,7 @@
 //! terminations, and the wake-up timer is set for the next time. Only the command's `now` is
 //! used, never the wall clock.
 
+use crate::metric_defs;
 use chronicle_cron::spec::{CompiledSpec, canonicalize, clean};
 use chronicle_proto::chronicle::history::v1::{self as cmd, command_result, schedule_command::Op};
 use chronicle_proto::chronicle::persistence::v1::{
@@ -249,6 +250,12 @@ fn add_start(
 ) {
     if state.buffered.len() >= MAX_BUFFER {
         info(state).buffer_dropped += 1;
+        metric_defs::observe_schedule(
+            &state.namespace_id,
+            metric_defs::SCHEDULE_BUFFER_OVERRUNS,
+            "",
+            1,
+        );
         return;
     }
     state.buffered.push(pb::ScheduleBufferedStart {
@@ -274,6 +281,12 @@ fn apply_patch(state: &mut pb::ScheduleState, now_ms: i64, patch: s::SchedulePat
         // Temporal's current scheduler.
         if state.ongoing_backfills.len() >= MAX_BUFFER {
             info(state).buffer_dropped += 1;
+            metric_defs::observe_schedule(
+                &state.namespace_id,
+                metric_defs::SCHEDULE_BUFFER_OVERRUNS,
+                "",
+                1,
+            );
             continue;
         }
         let start = backfill.start_time.as_ref().map(millis).unwrap_or(0);
@@ -348,6 +361,12 @@ pub fn process(
             }
             if now_ms.saturating_sub(next.actual) > catchup {
                 info(state).missed_catchup_window += 1;
+                metric_defs::observe_schedule(
+                    &state.namespace_id,
+                    metric_defs::SCHEDULE_MISSED_CATCHUP_WINDOW,
+                    "",
+                    1,
+                );
                 continue;
             }
             add_start(state, next.nominal, next.actual, 0, false);
@@ -426,7 +445,8 @@ fn process_buffer(batch: &mut ShardBatch, state: &mut pb::ScheduleState) -> Appl
     let mut non_overlapping: Option<pb::ScheduleBufferedStart> = None;
     let mut new_buffer = Vec::new();
     let (mut need_cancel, mut need_terminate) = (false, false);
-    let mut skipped = 0i64;
+    // Skipped starts by policy, as Temporal labels them (BufferOne, Skip).
+    let (mut skipped_buffer_one, mut skipped_skip) = (0u64, 0u64);
     for start in buffer {
         let policy = resolve(state, start.overlap_policy);
         if policy == ScheduleOverlapPolicy::AllowAll {
@@ -442,7 +462,7 @@ fn process_buffer(batch: &mut ShardBatch, state: &mut pb::ScheduleState) -> Appl
                 if new_buffer.is_empty() {
                     new_buffer.push(start);
                 } else {
-                    skipped += 1;
+                    skipped_buffer_one += 1;
                 }
             }
             ScheduleOverlapPolicy::BufferAll => new_buffer.push(start),
@@ -463,8 +483,17 @@ fn process_buffer(batch: &mut ShardBatch, state: &mut pb::ScheduleState) -> Appl
                 }
             }
             // SKIP (and anything unknown).
-            _ => skipped += 1,
+            _ => skipped_skip += 1,
         }
+    }
+    let skipped = (skipped_buffer_one + skipped_skip) as i64;
+    for (policy, count) in [("BufferOne", skipped_buffer_one), ("Skip", skipped_skip)] {
+        metric_defs::observe_schedule(
+            &state.namespace_id,
+            metric_defs::SCHEDULE_OVERLAP_SKIPPED,
+            policy,
+            count,
+        );
     }
     if need_cancel || need_terminate {
         overlapping.clear();

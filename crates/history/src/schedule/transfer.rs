@@ -177,6 +177,19 @@ pub(crate) async fn start(
             }),
         )
         .await;
+    let namespace = state.namespace.clone();
+    match &started {
+        Ok(_) => {
+            let due_ms = pending
+                .actual_time
+                .as_ref()
+                .map(millis)
+                .unwrap_or(nominal_ms);
+            let delay_ms = chronicle_types::time::now_millis().saturating_sub(due_ms);
+            crate::metric_defs::record_schedule_start(&namespace, Ok(delay_ms));
+        }
+        Err(_) => crate::metric_defs::record_schedule_start(&namespace, Err(())),
+    }
     let outcome = match started {
         Ok(command_result::Result::StartWorkflow(r)) => record(r.run_id, String::new(), None),
         Ok(_) => return Err(ApiError::internal("unexpected start result")),
@@ -265,6 +278,7 @@ pub(crate) async fn stop_workflow(
         .map_err(storage)?;
     let identity = state.as_ref().map(identity).unwrap_or_default();
     let namespace = state.map(|s| s.namespace).unwrap_or_default();
+    let metric_namespace = namespace.clone();
     let target = &engine.shard_of(&task.target_namespace_id, &task.target_workflow_id);
     let execution = Some(WorkflowExecution {
         workflow_id: task.target_workflow_id.clone(),
@@ -301,7 +315,13 @@ pub(crate) async fn stop_workflow(
         Ok(_) => {}
         // Closed or gone already: nothing to stop.
         Err(e) if e.code != tonic::Code::Unavailable && e.code != tonic::Code::Internal => {}
-        Err(e) => return Err(e),
+        Err(e) => {
+            crate::metric_defs::record_schedule_stop_error(
+                &metric_namespace,
+                task.schedule_terminate,
+            );
+            return Err(e);
+        }
     }
     complete(engine, shard, outbox_id).await
 }
