@@ -11,7 +11,7 @@ cancels an attempt that outlived its timeout by itself, a few seconds later, as 
 Reference run: Temporal's dev server started with the two dynamic config values in conftest
 (`WORKER_COMMANDS_FLAGS`)."""
 
-import uuid
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -33,8 +33,6 @@ def worker(client: Client, task_queue: str) -> Worker:
 
 
 async def wait_for(event, seconds: float, what: str) -> None:
-    import asyncio
-
     try:
         await asyncio.wait_for(event.wait(), seconds)
     except asyncio.TimeoutError:
@@ -144,5 +142,25 @@ async def test_the_commands_reach_only_the_control_queue_the_poll_named(client: 
         assert [c.cancel_activity.task_token for c in request.commands] == [token]
         await raw.answer_commands(client, commands_token, len(request.commands))
         assert await raw.poll_commands(client, control, timedelta(seconds=3)) is None
+        await handle.signal(wc.CancelsActivityElsewhere.finish)
+        assert await handle.result() == "done"
+
+
+@pytest.mark.deadline(180)
+async def test_commands_nobody_takes_are_dropped(client: Client, task_queue: str):
+    """Best effort: a control queue nobody polls (its worker process is gone) does not keep its
+    commands. Temporal tries a dispatch 3 times, 10 s each; Chronicle keeps the row 30 s. A poll
+    a minute later finds nothing, though the activity still runs as far as history knows."""
+    control = raw.control_queue(client.namespace)
+    activity_queue = new_id("raw-tq")
+    async with worker(client, task_queue):
+        handle = await client.start_workflow(
+            wc.CancelsActivityElsewhere.run, activity_queue, id=new_id("wc-drop"), task_queue=task_queue)
+        await raw.poll_activity(client, activity_queue, control)
+        await handle.signal(wc.CancelsActivityElsewhere.cancel_activity)
+        await asyncio.sleep(60)
+        assert await raw.poll_commands(client, control, timedelta(seconds=5)) is None
+        description = await handle.describe()
+        assert description.raw_description.pending_activities, "the attempt is still pending"
         await handle.signal(wc.CancelsActivityElsewhere.finish)
         assert await handle.result() == "done"

@@ -26,6 +26,7 @@ use chronicle_proto::temporal::api::worker::v1::{
     CancelActivityCommand, WorkerCommand, worker_command,
 };
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
+use chronicle_proto::wkt::Timestamp;
 use chronicle_storage::{ShardBatch, StorageResult};
 use chronicle_types::{ApiError, ApiResult};
 use prost::Message;
@@ -45,10 +46,12 @@ pub(crate) const OPERATION: &str = "ExecuteCommands";
 pub(crate) const DELIVERY_WINDOW_MS: i64 = 30_000;
 
 /// Apply: queues a CancelActivity command for each of `activities` whose attempt is running on
-/// a worker that takes worker commands, one outbox row per control queue.
+/// a worker that takes worker commands, one outbox row per control queue. `now` is the
+/// command's time: the rows' delivery window counts from it.
 pub(crate) fn cancel_running<'a>(
     batch: &mut ShardBatch,
     state: &pb::WorkflowExecutionState,
+    now: Timestamp,
     activities: impl IntoIterator<Item = &'a pb::ActivityInfo>,
 ) -> StorageResult<()> {
     // Ordered, so that every replica writes the same rows in the same order.
@@ -71,6 +74,7 @@ pub(crate) fn cancel_running<'a>(
             task_queue: queue.to_string(),
             task_queue_kind: TaskQueueKind::WorkerCommands as i32,
             worker_commands: commands,
+            visibility_time: Some(now),
             ..Default::default()
         })?;
     }

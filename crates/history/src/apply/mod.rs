@@ -370,7 +370,12 @@ pub fn close_run(
     }
     // Attempts still running are told to stop (Temporal cancels them at any workflow close).
     if ms.state.standalone_activity.is_none() {
-        crate::worker_commands::cancel_running(batch, &ms.state, ms.state.activities.values())?;
+        crate::worker_commands::cancel_running(
+            batch,
+            &ms.state,
+            ms.now,
+            ms.state.activities.values(),
+        )?;
     }
     ms.state.activities.clear();
     nexus_operation::on_close(batch, ms);

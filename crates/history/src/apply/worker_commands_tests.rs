@@ -96,6 +96,8 @@ fn command_rows(h: &Harness) -> Vec<(u64, String, Vec<Vec<u8>>)> {
         .into_iter()
         .map(|(id, row)| {
             assert_eq!(row.task_queue_kind, TaskQueueKind::WorkerCommands as i32);
+            // The delivery window counts from the command's time.
+            assert!(row.visibility_time.is_some());
             assert_eq!(
                 (row.workflow_id.as_str(), row.run_id.as_str()),
                 (WF, "run-1")

@@ -365,7 +365,7 @@ fn apply_completion(
         .iter()
         .filter_map(|id| ms.state.activities.get(id).cloned())
         .collect();
-    crate::worker_commands::cancel_running(batch, &ms.state, &cancel_requested)
+    crate::worker_commands::cancel_running(batch, &ms.state, ms.now, &cancel_requested)
         .map_err(Rejection::Storage)?;
     super::update::after_commands(ms, &mut ctx, task, request)?;
     ms.flush_buffered_events();
