@@ -167,11 +167,14 @@ impl HistoryEngine {
         };
         let mut header: std::collections::HashMap<String, String> =
             op.nexus_header.clone().into_iter().collect();
-        if let Some(timeout) = &op.schedule_to_close_timeout {
-            // Nexus's header for how long the caller waits for the operation.
-            let ms = chronicle_types::time::duration_millis(timeout);
-            header.insert("operation-timeout".into(), format!("{ms}ms"));
+        let remaining = remaining_ms(op);
+        if let Some(ms) = remaining {
+            // Nexus's header for how long the caller still waits for the operation.
+            header
+                .entry("operation-timeout".into())
+                .or_insert_with(|| format!("{ms}ms"));
         }
+        request_timeout(&mut header, remaining);
         Ok(ws::PollNexusTaskQueueResponse {
             task_token: tokens::encode(&token),
             request: Some(nexus::Request {
@@ -202,6 +205,33 @@ impl HistoryEngine {
     }
 }
 
+/// Temporal's timeout of one Nexus request (`component.nexusoperations.request.timeout`).
+const REQUEST_TIMEOUT_MS: i64 = 10_000;
+
+/// What is left of the operation's schedule-to-close timeout now; `None` without one.
+fn remaining_ms(op: &pb::NexusOperationInfo) -> Option<i64> {
+    let timeout = chronicle_types::time::opt_duration_millis(op.schedule_to_close_timeout.as_ref());
+    if timeout <= 0 {
+        return None;
+    }
+    let scheduled = op
+        .scheduled_time
+        .as_ref()
+        .map(chronicle_types::time::millis)
+        .unwrap_or_default();
+    let elapsed = chronicle_types::time::now_millis()
+        .saturating_sub(scheduled)
+        .max(0);
+    Some(timeout.saturating_sub(elapsed).max(0))
+}
+
+/// Nexus's `request-timeout` header: how long this request may take (the handler's
+/// request deadline), at most what is left of the operation.
+fn request_timeout(header: &mut std::collections::HashMap<String, String>, remaining: Option<i64>) {
+    let ms = remaining.map_or(REQUEST_TIMEOUT_MS, |r| r.min(REQUEST_TIMEOUT_MS));
+    header.insert("request-timeout".into(), format!("{ms}ms"));
+}
+
 /// A poll's answer for an operation's cancel request.
 #[allow(deprecated)]
 fn cancel_request(
@@ -218,10 +248,13 @@ fn cancel_request(
         is_nexus_cancel: true,
         ..Default::default()
     };
+    let mut header: std::collections::HashMap<String, String> =
+        op.nexus_header.clone().into_iter().collect();
+    request_timeout(&mut header, remaining_ms(op));
     ws::PollNexusTaskQueueResponse {
         task_token: tokens::encode(&token),
         request: Some(nexus::Request {
-            header: op.nexus_header.clone().into_iter().collect(),
+            header,
             scheduled_time: op.cancel_requested_time,
             capabilities: Some(nexus::request::Capabilities {
                 temporal_failure_responses: true,

@@ -1,8 +1,10 @@
-//! StartWorkflowExecution with the USE_EXISTING conflict policy and `on_conflict_options`
-//! (docs/nexus.md): a start that finds its workflow running attaches its completion callbacks,
-//! links and request ID to that run, as Temporal does, with a WorkflowExecutionOptionsUpdated
-//! event. Several Nexus operations can so be backed by one workflow.
+//! A run's completion callbacks (docs/nexus.md): StartWorkflowExecution with the USE_EXISTING
+//! conflict policy and `on_conflict_options` that finds its workflow running attaches its
+//! callbacks, links and request ID to that run, as Temporal does, with a
+//! WorkflowExecutionOptionsUpdated event (several Nexus operations can so be backed by one
+//! workflow); the chain's last run hands its callbacks to the delivery task when it closes.
 
+use chronicle_proto::chronicle::persistence::v1 as pb;
 use chronicle_proto::temporal::api::enums::v1::EventType;
 use chronicle_proto::temporal::api::history::v1::WorkflowExecutionOptionsUpdatedEventAttributes;
 use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
@@ -12,6 +14,7 @@ use chronicle_storage::ShardBatch;
 use chronicle_types::ApiError;
 
 use super::ApplyResult;
+use crate::mutable_state::MutableState;
 
 /// Temporal's default limit of callbacks on one execution.
 const MAX_CALLBACKS_PER_EXECUTION: usize = 32;
@@ -88,4 +91,25 @@ pub(super) fn attach(
     }
     ms.persist(batch);
     Ok(())
+}
+
+/// A closing run that backs Nexus operations (completion callbacks) delivers its outcome to
+/// them, unless a new run continues its chain (which keeps the callbacks). Returns the row.
+pub(super) fn callbacks_on_close(
+    batch: &mut ShardBatch,
+    ms: &MutableState,
+) -> ApplyResult<Option<u64>> {
+    // A run a reset replaced leaves the delivery to the new run (which has the callbacks).
+    let replaced = !ms.state.reset_run_id.is_empty() && ms.state.reset_run_id != ms.state.run_id;
+    if ms.state.completion_callbacks.is_empty() || super::child::continues(ms) || replaced {
+        return Ok(None);
+    }
+    Ok(Some(batch.put_outbox(&pb::OutboxTask {
+        kind: pb::outbox_task::Kind::NexusCallbacks as i32,
+        namespace_id: ms.state.namespace_id.clone(),
+        workflow_id: ms.state.workflow_id.clone(),
+        run_id: ms.state.run_id.clone(),
+        scheduled_event_id: ms.state.completion_event_id,
+        ..Default::default()
+    })?))
 }

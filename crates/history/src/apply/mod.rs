@@ -19,6 +19,8 @@ mod new_run;
 pub(crate) mod nexus_async;
 #[cfg(test)]
 mod nexus_async_tests;
+#[cfg(test)]
+mod nexus_callbacks_tests;
 pub(crate) mod nexus_endpoint;
 #[cfg(test)]
 mod nexus_endpoint_tests;
@@ -385,7 +387,7 @@ pub fn close_run(
     record_close(batch, ms)?;
     let schedule_report = crate::schedule::apply::on_close(batch, ms, child::continues(ms))?;
     let parent_report = child::on_close(batch, ms)?;
-    let callbacks_report = nexus_operation::callbacks_on_close(batch, ms)?;
+    let callbacks_report = attach_callbacks::callbacks_on_close(batch, ms)?;
     // The reports read the run's state and close event: a deletion waits for them.
     ms.state.close_report_task_ids = schedule_report
         .into_iter()

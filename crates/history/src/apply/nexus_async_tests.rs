@@ -8,18 +8,16 @@ use chronicle_proto::chronicle::history::v1::{
 };
 use chronicle_proto::chronicle::persistence::v1 as pb;
 use chronicle_proto::temporal::api::command::v1::{
-    ContinueAsNewWorkflowExecutionCommandAttributes, RequestCancelNexusOperationCommandAttributes,
-    command::Attributes as CommandAttributes,
+    RequestCancelNexusOperationCommandAttributes, command::Attributes as CommandAttributes,
 };
-use chronicle_proto::temporal::api::common::v1::{Callback, Payload, WorkflowType, callback};
+use chronicle_proto::temporal::api::common::v1::Payload;
 use chronicle_proto::temporal::api::enums::v1::{EventType, WorkflowTaskFailedCause};
 use chronicle_proto::temporal::api::failure::v1::Failure;
 use chronicle_proto::temporal::api::history::v1::history_event::Attributes;
 use chronicle_proto::temporal::api::nexus::v1 as nexus;
-use chronicle_proto::temporal::api::taskqueue::v1::TaskQueue;
 use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 
-use super::child_tests::{Harness, NS, complete_command};
+use super::child_tests::{Harness, NS};
 use super::nexus_operation_tests::{
     HANDLER_NS, SHARD, WF, answer, endpoint, handler_error, only_operation, scheduled, token,
 };
@@ -412,174 +410,35 @@ fn a_final_cancel_refusal_records_cancel_request_failed() {
     );
 }
 
-fn start_with_callback(h: &Harness, workflow_id: &str) {
-    h.ok(
-        SHARD,
-        Kind::StartWorkflow(cmd::StartWorkflow {
-            namespace_id: NS.into(),
-            request: Some(ws::StartWorkflowExecutionRequest {
-                namespace: "default".into(),
-                workflow_id: workflow_id.into(),
-                workflow_type: Some(WorkflowType {
-                    name: "Backing".into(),
-                }),
-                task_queue: Some(TaskQueue {
-                    name: "tq".into(),
-                    ..Default::default()
-                }),
-                request_id: "req-backing".into(),
-                completion_callbacks: vec![Callback {
-                    variant: Some(callback::Variant::Nexus(callback::Nexus {
-                        url: "temporal://system".into(),
-                        header: [("temporal-callback-token".to_string(), "00".to_string())].into(),
-                    })),
-                    links: Vec::new(),
-                }],
-                ..Default::default()
-            }),
-            run_id: format!("{workflow_id}-run"),
-            ..Default::default()
-        }),
-    );
-}
-
 #[test]
-fn a_backing_run_delivers_its_callbacks_when_its_chain_ends() {
+fn an_empty_or_oversized_operation_token_is_handled() {
+    // Started with an empty token: a second start answer still finds it started.
     let h = Harness::new();
-    start_with_callback(&h, "backing");
-    assert_eq!(h.state(SHARD, "backing").completion_callbacks.len(), 1);
-    // Continue-as-new hands the callbacks on; no delivery yet.
-    h.decide(
-        SHARD,
-        "backing",
-        vec![
-            CommandAttributes::ContinueAsNewWorkflowExecutionCommandAttributes(
-                ContinueAsNewWorkflowExecutionCommandAttributes {
-                    workflow_type: Some(WorkflowType {
-                        name: "Backing".into(),
-                    }),
-                    task_queue: Some(TaskQueue {
-                        name: "tq".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            ),
-        ],
-    );
-    assert!(
-        h.transfer(SHARD, pb::outbox_task::Kind::NexusCallbacks)
-            .is_empty()
-    );
-    let next = h.state(SHARD, "backing");
-    assert_ne!(next.run_id, "backing-run");
-    assert_eq!(next.completion_callbacks.len(), 1);
-    h.decide(SHARD, "backing", vec![complete_command()]);
-    let rows = h.transfer(SHARD, pb::outbox_task::Kind::NexusCallbacks);
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].1.run_id, next.run_id);
-    // The run is kept until the delivery is done.
-    assert!(
-        h.state(SHARD, "backing")
-            .close_report_task_ids
-            .contains(&(rows[0].0 as i64))
-    );
-}
+    scheduled(&h, vec![endpoint("calc-ep")]).expect("scheduled");
+    let op = only_operation(&h);
+    answer(&h, token(&op), async_started("")).expect("started");
+    assert!(answer(&h, token(&op), async_started("tok")).is_err());
+    assert_eq!(only_operation(&h).operation_token, "");
 
-#[test]
-fn a_reset_hands_the_callbacks_to_the_new_run() {
+    // A token over Temporal's limit fails the operation.
     let h = Harness::new();
-    start_with_callback(&h, "backing");
-    let token = h.start_task(SHARD, "backing");
-    h.complete_task(SHARD, token, vec![]).expect("completed");
-    let new_run = h
-        .reset(
-            SHARD,
-            super::child_tests::reset_request("backing", "", 4, "req-reset"),
-            "backing-reset",
-        )
-        .expect("reset");
-    // The replaced run was terminated, but the new run delivers the outcome.
-    assert!(
-        h.transfer(SHARD, pb::outbox_task::Kind::NexusCallbacks)
-            .is_empty()
-    );
-    let state = h.state(SHARD, "backing");
-    assert_eq!(state.run_id, new_run);
-    assert_eq!(state.completion_callbacks.len(), 1);
-    h.decide(SHARD, "backing", vec![complete_command()]);
-    let rows = h.transfer(SHARD, pb::outbox_task::Kind::NexusCallbacks);
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].1.run_id, new_run);
-}
-
-#[test]
-fn a_use_existing_start_attaches_its_callback_once() {
-    use chronicle_proto::temporal::api::enums::v1::WorkflowIdConflictPolicy;
-    use chronicle_proto::temporal::api::workflow::v1::OnConflictOptions;
-    let h = Harness::new();
-    start_with_callback(&h, "backing");
-    let attach = || {
-        h.ok(
-            SHARD,
-            Kind::StartWorkflow(cmd::StartWorkflow {
-                namespace_id: NS.into(),
-                request: Some(ws::StartWorkflowExecutionRequest {
-                    namespace: "default".into(),
-                    workflow_id: "backing".into(),
-                    workflow_type: Some(WorkflowType {
-                        name: "Backing".into(),
-                    }),
-                    task_queue: Some(TaskQueue {
-                        name: "tq".into(),
-                        ..Default::default()
-                    }),
-                    request_id: "req-second".into(),
-                    workflow_id_conflict_policy: WorkflowIdConflictPolicy::UseExisting as i32,
-                    completion_callbacks: vec![Callback {
-                        variant: Some(callback::Variant::Nexus(callback::Nexus {
-                            url: "temporal://system".into(),
-                            header: Default::default(),
-                        })),
-                        links: Vec::new(),
-                    }],
-                    on_conflict_options: Some(OnConflictOptions {
-                        attach_request_id: true,
-                        attach_completion_callbacks: true,
-                        attach_links: true,
-                    }),
-                    ..Default::default()
-                }),
-                run_id: "unused-run".into(),
-                ..Default::default()
-            }),
-        )
-    };
-    attach();
-    let state = h.state(SHARD, "backing");
-    assert_eq!(state.run_id, "backing-run");
-    assert_eq!(state.completion_callbacks.len(), 2);
-    let updates: Vec<_> = h
-        .history(SHARD, "backing")
+    scheduled(&h, vec![endpoint("calc-ep")]).expect("scheduled");
+    let op = only_operation(&h);
+    answer(&h, token(&op), async_started(&"x".repeat(4097))).expect("failed");
+    assert!(h.state(SHARD, WF).nexus_operations.is_empty());
+    let failure = h
+        .history(SHARD, WF)
         .into_iter()
-        .filter(|e| e.event_type == EventType::WorkflowExecutionOptionsUpdated as i32)
-        .collect();
-    assert_eq!(updates.len(), 1);
-    assert!(updates[0].worker_may_ignore);
-    let Some(Attributes::WorkflowExecutionOptionsUpdatedEventAttributes(a)) =
-        &updates[0].attributes
-    else {
-        panic!("attributes");
-    };
-    assert_eq!(a.attached_request_id, "req-second");
-    assert_eq!(a.attached_completion_callbacks.len(), 1);
-    // The same start again (a retry) attaches nothing more.
-    attach();
-    assert_eq!(h.state(SHARD, "backing").completion_callbacks.len(), 2);
-    h.decide(SHARD, "backing", vec![complete_command()]);
-    assert_eq!(
-        h.transfer(SHARD, pb::outbox_task::Kind::NexusCallbacks)
-            .len(),
-        1
+        .find_map(|e| match e.attributes {
+            Some(Attributes::NexusOperationFailedEventAttributes(a)) => a.failure,
+            _ => None,
+        })
+        .expect("failed event");
+    assert!(
+        failure
+            .cause
+            .unwrap()
+            .message
+            .contains("length exceeds allowed limit (4097/4096)")
     );
 }

@@ -30,6 +30,10 @@ use crate::mutable_state::MutableState;
 /// (`component.nexusoperations.limit.operation.concurrency`).
 pub const MAX_PENDING_NEXUS_OPERATIONS: usize = 30;
 
+/// Temporal's default limit of an operation token's length
+/// (`component.nexusoperations.limit.operation.token.length`).
+pub const MAX_OPERATION_TOKEN_LENGTH: usize = 4096;
+
 /// What the leader resolved for a completion's ScheduleNexusOperation commands.
 pub(super) struct Resolved<'a> {
     /// Endpoints found by name (a name absent here was not found).
@@ -394,10 +398,45 @@ pub fn respond(
         return Ok(super::ok());
     }
     // A start answer counts only while the start request is out (not once started).
-    if !token.is_nexus || token.attempt != op.attempt || !op.operation_token.is_empty() {
+    if !token.is_nexus || token.attempt != op.attempt || op.started_time.is_some() {
         return Err(operation_not_found().into());
     }
     match outcome_of(answer) {
+        Outcome::Started(operation_token, _)
+            if operation_token.len() > MAX_OPERATION_TOKEN_LENGTH =>
+        {
+            // As Temporal: a token over the limit fails the operation for good.
+            let cause = Failure {
+                message: format!(
+                    "invalid operation token: length exceeds allowed limit ({}/{MAX_OPERATION_TOKEN_LENGTH})",
+                    operation_token.len()
+                ),
+                failure_info: Some(FailureInfo::ApplicationFailureInfo(
+                    ApplicationFailureInfo {
+                        non_retryable: true,
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            };
+            close(
+                batch,
+                &mut ms,
+                &op,
+                EventType::NexusOperationFailed,
+                Attributes::NexusOperationFailedEventAttributes(
+                    h::NexusOperationFailedEventAttributes {
+                        scheduled_event_id: op.scheduled_event_id,
+                        failure: Some(operation_failure(
+                            &op,
+                            "nexus operation completed unsuccessfully",
+                            cause,
+                        )),
+                        request_id: op.request_id.clone(),
+                    },
+                ),
+            )?
+        }
         Outcome::Started(operation_token, links) => {
             let links = super::nexus_async::links_from_nexus(&links);
             super::nexus_async::record_started(batch, &mut ms, &op, operation_token, links, None)?;
@@ -550,25 +589,4 @@ pub fn on_close(batch: &mut ShardBatch, ms: &mut MutableState) {
         }
     }
     ms.state.nexus_operations.clear();
-}
-
-/// A closing run that backs Nexus operations (completion callbacks) delivers its outcome to
-/// them, unless a new run continues its chain (which keeps the callbacks). Returns the row.
-pub(super) fn callbacks_on_close(
-    batch: &mut ShardBatch,
-    ms: &MutableState,
-) -> ApplyResult<Option<u64>> {
-    // A run a reset replaced leaves the delivery to the new run (which has the callbacks).
-    let replaced = !ms.state.reset_run_id.is_empty() && ms.state.reset_run_id != ms.state.run_id;
-    if ms.state.completion_callbacks.is_empty() || super::child::continues(ms) || replaced {
-        return Ok(None);
-    }
-    Ok(Some(batch.put_outbox(&pb::OutboxTask {
-        kind: pb::outbox_task::Kind::NexusCallbacks as i32,
-        namespace_id: ms.state.namespace_id.clone(),
-        workflow_id: ms.state.workflow_id.clone(),
-        run_id: ms.state.run_id.clone(),
-        scheduled_event_id: ms.state.completion_event_id,
-        ..Default::default()
-    })?))
 }

@@ -46,7 +46,9 @@ pub fn signal(
             ms.state.signal_request_ids.remove(0);
         }
     }
-    ms.add_or_buffer_event(
+    // The request's links (a Nexus caller's event, say) go on the event, as in Temporal.
+    super::nexus_async::add_with_links(
+        &mut ms,
         EventType::WorkflowExecutionSignaled,
         Attributes::WorkflowExecutionSignaledEventAttributes(
             h::WorkflowExecutionSignaledEventAttributes {
@@ -58,6 +60,8 @@ pub fn signal(
                 ..Default::default()
             },
         ),
+        request.links.clone(),
+        false,
     );
     ms.schedule_workflow_task_if_needed(batch)?;
     ms.persist(batch);

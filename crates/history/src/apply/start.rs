@@ -467,7 +467,9 @@ pub fn create_run(
         if !signal.request_id.is_empty() {
             ms.state.signal_request_ids.push(signal.request_id.clone());
         }
-        ms.add_event(
+        // The request's links go on both events, as in Temporal.
+        super::nexus_async::add_with_links(
+            &mut ms,
             EventType::WorkflowExecutionSignaled,
             Attributes::WorkflowExecutionSignaledEventAttributes(
                 h::WorkflowExecutionSignaledEventAttributes {
@@ -478,6 +480,8 @@ pub fn create_run(
                     ..Default::default()
                 },
             ),
+            signal.links.clone(),
+            false,
         );
     }
     if delay_ms > 0 {
