@@ -113,6 +113,21 @@ fn respond(
     )
 }
 
+/// The retry timer of attempt `attempt` fires (its apply): the attempt is dispatched.
+fn retry_backoff_elapses(h: &Harness, id: &str, attempt: i32) {
+    let mut batch = chronicle_storage::ShardBatch::new(h.tables(SHARD));
+    let mut ms = crate::mutable_state::MutableState::new(
+        state(h, id),
+        chronicle_types::time::from_millis(2_000_000),
+    );
+    assert!(matches!(
+        crate::apply::activity::retry_due(&mut batch, &mut ms, super::ACTIVITY_KEY, attempt),
+        Ok(true)
+    ));
+    ms.persist(&mut batch);
+    batch.commit().unwrap();
+}
+
 fn payloads(data: &[u8]) -> Option<Payloads> {
     Some(Payloads {
         payloads: vec![chronicle_proto::temporal::api::common::v1::Payload {
@@ -216,17 +231,7 @@ fn a_failed_attempt_is_retried_until_the_policy_ends_it() {
     assert!(retrying.next_attempt_schedule_time.is_some());
     // The retry backoff elapses (the timer's apply): the second attempt is dispatched, fails,
     // and is the last.
-    let mut batch = chronicle_storage::ShardBatch::new(h.tables(SHARD));
-    let mut ms = crate::mutable_state::MutableState::new(
-        state(&h, "a"),
-        chronicle_types::time::from_millis(2_000_000),
-    );
-    assert!(matches!(
-        crate::apply::activity::retry_due(&mut batch, &mut ms, super::ACTIVITY_KEY, 2),
-        Ok(true)
-    ));
-    ms.persist(&mut batch);
-    batch.commit().unwrap();
+    retry_backoff_elapses(&h, "a", 2);
     let token = poll(&h, "a", 2);
     respond(&h, token, failure()).unwrap();
     let s = state(&h, "a");
@@ -402,17 +407,7 @@ fn a_reset_while_the_last_attempt_runs_waits_and_then_starts_over_at_attempt_1()
         respond_activity::Outcome::Failed(ws::RespondActivityTaskFailedRequest::default()),
     )
     .unwrap();
-    let mut batch = chronicle_storage::ShardBatch::new(h.tables(SHARD));
-    let mut ms = crate::mutable_state::MutableState::new(
-        state(&h, "a"),
-        chronicle_types::time::from_millis(2_000_000),
-    );
-    assert!(matches!(
-        crate::apply::activity::retry_due(&mut batch, &mut ms, super::ACTIVITY_KEY, 2),
-        Ok(true)
-    ));
-    ms.persist(&mut batch);
-    batch.commit().unwrap();
+    retry_backoff_elapses(&h, "a", 2);
     let token = poll(&h, "a", 2);
 
     reset("x").unwrap();
