@@ -94,6 +94,12 @@ pub struct GroupTiming {
     /// overtaken by the purge (openraft #1706).
     pub max_in_snapshot_log_to_keep: u64,
     pub purge_batch_size: u64,
+    /// Whether a snapshot file holds a copy of the shard's state. Only a follower ever reads
+    /// that copy (a leader sends it to a replica that fell behind its log). A group whose only
+    /// voter is this node has none, and its state is already durable in RocksDB before the log
+    /// behind a snapshot is purged (`PurgeGate`), so its snapshots record only the applied log
+    /// position: building one no longer rewrites the whole shard every 50,000 entries.
+    pub snapshot_carries_state: bool,
 }
 
 impl GroupTiming {
@@ -113,6 +119,7 @@ impl GroupTiming {
             snapshot_logs_since_last: 50_000,
             max_in_snapshot_log_to_keep: 10_000,
             purge_batch_size: defaults.purge_batch_size,
+            snapshot_carries_state: false,
         }
     }
 
@@ -131,6 +138,7 @@ impl GroupTiming {
             snapshot_logs_since_last: 50_000,
             max_in_snapshot_log_to_keep: 10_000,
             purge_batch_size: OPENRAFT_DEFAULTS.purge_batch_size,
+            snapshot_carries_state: true,
         }
     }
 
@@ -228,7 +236,11 @@ where
             .validate()
             .map_err(|e| start_err(&e))?,
     );
-    let state_machine = ShardStateMachine::open(ShardTables::new(db.clone(), group), applier)?;
+    let state_machine = ShardStateMachine::open_with(
+        ShardTables::new(db.clone(), group),
+        applier,
+        timing.snapshot_carries_state,
+    )?;
     let log_store = LogStore::with_purge_gate(db, group, state_machine.purge_gate());
     let raft = openraft::Raft::new(node_id, config, network, log_store, state_machine)
         .await

@@ -92,6 +92,8 @@ pub struct ShardStateMachine<A> {
     current_snapshot: CurrentSnapshot,
     /// Shared with the group's log store: purges past the committed state wait for it.
     purge_gate: Arc<PurgeGate>,
+    /// See `GroupTiming::snapshot_carries_state`.
+    snapshot_carries_state: bool,
 }
 
 type SmResult<T> = Result<T, RaftStorageError<u64>>;
@@ -106,6 +108,15 @@ fn write_err(e: impl std::error::Error + 'static) -> RaftStorageError<u64> {
 
 impl<A: Applier> ShardStateMachine<A> {
     pub fn open(tables: ShardTables, applier: Arc<A>) -> Result<Self, StorageError> {
+        Self::open_with(tables, applier, true)
+    }
+
+    /// `snapshot_carries_state`: see `GroupTiming::snapshot_carries_state`.
+    pub fn open_with(
+        tables: ShardTables,
+        applier: Arc<A>,
+        snapshot_carries_state: bool,
+    ) -> Result<Self, StorageError> {
         let corrupt = |e: postcard::Error| StorageError::Corrupt {
             cf: "shard_meta",
             reason: e.to_string(),
@@ -145,6 +156,21 @@ impl<A: Applier> ShardStateMachine<A> {
         if let Some(snapshot) = current.as_ref()
             && snapshot.last_log_id > meta.last_applied
         {
+            // A group whose snapshots hold no state never installs one, and syncs its state
+            // before recording a snapshot: a snapshot ahead of the state means RocksDB lost
+            // synced writes. Loading the empty snapshot would wipe the shard; stop instead.
+            if !snapshot_carries_state {
+                return Err(StorageError::Corrupt {
+                    cf: "shard_meta",
+                    reason: format!(
+                        "group {}: the state is at {:?}, behind its snapshot at {:?}, whose file \
+                         holds no state",
+                        tables.shard(),
+                        meta.last_applied,
+                        snapshot.last_log_id
+                    ),
+                });
+            }
             tracing::warn!(
                 group = tables.shard(),
                 snapshot = ?snapshot.last_log_id,
@@ -169,6 +195,7 @@ impl<A: Applier> ShardStateMachine<A> {
             last_snapshot_id,
             current_snapshot: Arc::new(Mutex::new(current)),
             purge_gate,
+            snapshot_carries_state,
         })
     }
 
@@ -249,6 +276,7 @@ impl<A: Applier> RaftStateMachine<ShardRaftConfig> for ShardStateMachine<A> {
             tables: self.tables.clone(),
             snapshot_seq: self.last_snapshot_id,
             current_snapshot: self.current_snapshot.clone(),
+            carries_state: self.snapshot_carries_state,
         }
     }
 
@@ -329,6 +357,7 @@ pub struct ShardSnapshotBuilder {
     tables: ShardTables,
     snapshot_seq: u64,
     current_snapshot: CurrentSnapshot,
+    carries_state: bool,
 }
 
 fn lock_current(current: &CurrentSnapshot) -> std::sync::MutexGuard<'_, Option<Meta>> {
@@ -401,6 +430,7 @@ impl ShardSnapshotBuilder {
         let tables = self.tables.clone();
         let snapshot_seq = self.snapshot_seq;
         let current_snapshot = self.current_snapshot.clone();
+        let carries_state = self.carries_state;
         // Dumping and writing a large shard blocks, so both run off the async runtime. One
         // RocksDB snapshot for the dump, so the meta and the state agree.
         let (snapshot_meta, file, base) = tokio::task::spawn_blocking(
@@ -414,31 +444,41 @@ impl ShardSnapshotBuilder {
                 // The dump streams from one RocksDB snapshot into a temporary file whose header
                 // is the applied meta of that same snapshot, so meta and state agree.
                 let mut building = None;
-                let written = chronicle_storage::snapshot::dump_shard_to(
-                    tables.db(),
-                    tables.shard(),
-                    META_APPLIED,
-                    |applied| {
-                        let applied: AppliedMeta = applied
-                            .map(|b| postcard::from_bytes(&b).map_err(std::io::Error::other))
-                            .transpose()?
-                            .unwrap_or_default();
-                        let snapshot_id = match applied.last_applied {
-                            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, snapshot_seq),
-                            None => format!("none-{snapshot_seq}"),
-                        };
-                        let meta = SnapshotMeta {
-                            last_log_id: applied.last_applied,
-                            last_membership: applied.membership,
-                            snapshot_id,
-                        };
-                        let (tmp, file) =
-                            snapshot_file.create_tmp(&format!("building-{snapshot_seq}"), &meta)?;
-                        building = Some((meta, tmp));
-                        Ok(file)
-                    },
-                )
-                .map_err(read_err)?;
+                let mut start = |applied: Option<Vec<u8>>| {
+                    let applied: AppliedMeta = applied
+                        .map(|b| postcard::from_bytes(&b).map_err(std::io::Error::other))
+                        .transpose()?
+                        .unwrap_or_default();
+                    let snapshot_id = match applied.last_applied {
+                        Some(id) => format!("{}-{}-{}", id.leader_id, id.index, snapshot_seq),
+                        None => format!("none-{snapshot_seq}"),
+                    };
+                    let meta = SnapshotMeta {
+                        last_log_id: applied.last_applied,
+                        last_membership: applied.membership,
+                        snapshot_id,
+                    };
+                    let (tmp, file) =
+                        snapshot_file.create_tmp(&format!("building-{snapshot_seq}"), &meta)?;
+                    building = Some((meta, tmp));
+                    Ok(file)
+                };
+                let written = if carries_state {
+                    chronicle_storage::snapshot::dump_shard_to(
+                        tables.db(),
+                        tables.shard(),
+                        META_APPLIED,
+                        start,
+                    )
+                    .map_err(read_err)?
+                } else {
+                    // The applied position only. The state it covers is in RocksDB; the
+                    // write-ahead log is synced first, so no crash can leave the state behind
+                    // the snapshot once it is recorded.
+                    let applied = tables.get_meta(META_APPLIED).map_err(read_err)?;
+                    tables.db().sync_wal().map_err(write_err)?;
+                    start(applied).map_err(read_err)?
+                };
                 let (snapshot_meta, tmp) =
                     building.ok_or_else(|| read_err(std::io::Error::other("no snapshot meta")))?;
                 snapshot_file.finish(written).map_err(write_err)?;

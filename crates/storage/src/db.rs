@@ -245,6 +245,13 @@ impl Db {
         rocksdb::WriteOptions::default()
     }
 
+    /// Makes every write so far durable (the write-ahead log fsynced), without flushing
+    /// memtables.
+    pub fn sync_wal(&self) -> StorageResult<()> {
+        self.inner.rocks.flush_wal(true)?;
+        Ok(())
+    }
+
     pub fn flush(&self) -> StorageResult<()> {
         for cf in Cf::ALL {
             self.inner.rocks.flush_cf(self.cf(cf))?;
