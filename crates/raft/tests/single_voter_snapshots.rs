@@ -47,7 +47,9 @@ async fn snapshots_hold_no_state_the_log_is_purged_and_a_restart_keeps_every_row
     .await;
     for i in 0..100 {
         let command = format!("cmd-{i}").into_bytes();
-        let answer = chronicle_raft::propose(&raft, GROUP, command.clone()).await.unwrap();
+        let answer = chronicle_raft::propose(&raft, GROUP, command.clone())
+            .await
+            .unwrap();
         assert_eq!(answer, command);
     }
     let snapshot = wait_for("a snapshot and a purged log", || {
@@ -56,9 +58,15 @@ async fn snapshots_hold_no_state_the_log_is_purged_and_a_restart_keeps_every_row
     })
     .await;
     // The file is the header alone (the meta), not a copy of the 100 rows.
-    let file = dir.path().join("snapshots").join(format!("group-{GROUP}.snap"));
+    let file = dir
+        .path()
+        .join("snapshots")
+        .join(format!("group-{GROUP}.snap"));
     let len = std::fs::metadata(&file).unwrap().len();
-    assert!(len < 512, "a snapshot without state is a few bytes, not {len}");
+    assert!(
+        len < 512,
+        "a snapshot without state is a few bytes, not {len}"
+    );
     let rows = state_rows(&db);
     assert_eq!(rows.len(), 100);
 
@@ -82,7 +90,9 @@ async fn snapshots_hold_no_state_the_log_is_purged_and_a_restart_keeps_every_row
     .await;
     assert_eq!(state_rows(&db), rows, "every row is still there");
     assert!(raft.metrics().borrow().snapshot >= Some(snapshot));
-    let answer = chronicle_raft::propose(&raft, GROUP, b"after".to_vec()).await.unwrap();
+    let answer = chronicle_raft::propose(&raft, GROUP, b"after".to_vec())
+        .await
+        .unwrap();
     assert_eq!(answer, b"after".to_vec());
     assert_eq!(state_rows(&db).len(), 101);
     raft.shutdown().await.unwrap();
