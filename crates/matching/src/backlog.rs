@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use chronicle_cluster::{TaskKind, TaskQueueKey};
 
+use crate::MatchingEngine;
 use crate::metric_defs::{self, PartitionBacklog};
-use crate::{MatchingEngine, Queue};
+use crate::queue::Queue;
 
 /// Least time between two lookups of history's namespace list.
 const NAMESPACE_LOOKUP_EVERY: Duration = Duration::from_secs(5);

@@ -18,8 +18,9 @@ use chronicle_cluster::{ForwardedDispatch, MatchingService, TaskQueueKey, TaskRe
 use chronicle_types::ApiResult;
 use tokio::sync::oneshot;
 
+use crate::MatchingEngine;
 use crate::metric_defs::{self, PollOutcome};
-use crate::{Dispatch, Handoff, MatchingEngine, Queue, Taken};
+use crate::queue::{Dispatch, Handoff, Queue, Taken};
 
 /// How long a child partition's task waits at the root for a poller before the child takes it
 /// back (and offers it again).

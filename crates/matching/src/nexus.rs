@@ -8,8 +8,10 @@ use chronicle_types::ApiResult;
 
 use chronicle_proto::chronicle::history::v1 as hpb;
 
+use crate::MatchingEngine;
 use crate::metric_defs::{self, PollOutcome};
-use crate::{Dispatch, MatchingEngine, poller, start_request_id, task_is_stale};
+use crate::poll::{poller, start_request_id, task_is_stale};
+use crate::queue::Dispatch;
 
 impl MatchingEngine {
     pub(crate) async fn poll_nexus(
