@@ -470,20 +470,32 @@ pub fn build_if_missing(db: &Db, shard: ShardId) -> StorageResult<bool> {
     if stored == Some(FORMAT) {
         return Ok(false);
     }
+    rebuild_rows(db, shard, stored.is_some()).map(|runs| runs > 0)
+}
+
+/// Deletes a shard's index rows and derives them again from its runs, as an upgrade from an
+/// older [`FORMAT`] does at start (on a stopped node's directory: the group must not apply
+/// meanwhile). Returns how many runs it indexed. `benches/src/bin/rebuild_visibility.rs` times
+/// it on a grown directory.
+pub fn rebuild(db: &Db, shard: ShardId) -> StorageResult<u64> {
+    rebuild_rows(db, shard, true)
+}
+
+fn rebuild_rows(db: &Db, shard: ShardId, delete_old: bool) -> StorageResult<u64> {
     let prefix = keys::shard_prefix(shard);
     let mut batch = rocksdb::WriteBatch::default();
-    if stored.is_some() {
+    if delete_old {
         batch.delete_range_cf(db.cf(Cf::Visibility), &prefix, &keys::prefix_end(&prefix));
     }
     let mut runs = db.prefix_iterator(Cf::Executions, &prefix);
     runs.seek(&prefix);
-    let mut built = false;
+    let mut indexed = 0u64;
     while let Some(v) = runs.value() {
         let (_, puts) = changes(shard, None, Some(v))?;
         for (k, v) in puts {
             batch.put_cf(db.cf(Cf::Visibility), k, v);
         }
-        built = true;
+        indexed += 1;
         if batch.len() >= 30_000 {
             db.rocks()
                 .write_opt(std::mem::take(&mut batch), &db.state_write_options())?;
@@ -497,7 +509,7 @@ pub fn build_if_missing(db: &Db, shard: ShardId) -> StorageResult<bool> {
         FORMAT.to_be_bytes(),
     );
     db.rocks().write_opt(batch, &db.state_write_options())?;
-    Ok(built)
+    Ok(indexed)
 }
 
 #[cfg(test)]
