@@ -175,6 +175,6 @@ fn delete_run(batch: &mut ShardBatch, state: &pb::WorkflowExecutionState) -> App
     {
         batch.delete_current(&state.namespace_id, &state.workflow_id);
     }
-    batch.delete_run(&state.namespace_id, &state.workflow_id, &state.run_id);
+    batch.delete_run(&state.namespace_id, &state.workflow_id, &state.run_id)?;
     Ok(())
 }
