@@ -175,15 +175,16 @@ impl Db {
         let cfs = Cf::ALL.iter().map(|cf| {
             let mut o = Options::default();
             o.set_block_based_table_factory(&table);
-            // Levels sized to what a flush holds. Memtables of all families share
-            // DB_WRITE_BUFFER_BYTES, so a family flushes a few MiB at a time; with RocksDB's
-            // default level base (256 MiB) every family below 2.5 GiB compacts its L0 straight
-            // into the last level, and since every flush spans all shards (keys start with
-            // the shard) each compaction rewrote nearly the whole family: the bytes rewritten
-            // per new byte grew with the data (a million closed runs: about 630 MB of
-            // compaction in 20 s of load, a third of the throughput lost). A base about the
-            // size of L0 at its compaction trigger and small files keep the usual leveled
-            // amplification, which grows with the number of levels, not with the data.
+            // Levels and files sized to what a flush holds. Memtables of all families share
+            // DB_WRITE_BUFFER_BYTES, so a family flushes a few MiB at a time. With RocksDB's
+            // defaults (256 MiB level base, 64 MiB files) a family below 2.5 GiB compacts L0
+            // straight into its last level, and each compaction rewrites every 64 MiB file the
+            // flushed keys touch: a family of a few hundred MiB is a handful of such files
+            // (and on a node of many shards a flush touches all of them, keys starting with
+            // the shard), so the bytes rewritten per byte written grew with the data (a
+            // million closed runs: 630 MB of compaction in a 20 s run, the compaction threads
+            // a fifth of the server's CPU). A base about the size of L0 at its trigger and
+            // 8 MiB files bring back the usual leveled amplification.
             o.set_max_bytes_for_level_base(LEVEL_BASE_BYTES);
             o.set_target_file_size_base(TARGET_FILE_BYTES);
             // A file that is mostly tombstones (what retention's deletions flush, and the
