@@ -530,13 +530,9 @@ impl ShardBatch {
             }
             stored.status()?;
         }
-        let cf = cf_index(Cf::History);
         doomed.extend(
-            self.writes
-                .range((cf, prefix.clone())..)
-                .take_while(|((c, k), _)| *c == cf && k.starts_with(&prefix))
-                .filter(|(_, value)| value.is_some())
-                .map(|((_, k), _)| k.clone()),
+            self.pending_puts(Cf::History, &prefix)
+                .map(|(key, _)| key.clone()),
         );
         for key in doomed {
             self.delete(Cf::History, key);
@@ -595,18 +591,24 @@ impl ShardBatch {
             .map(|e| (e.event_id, e))
             .collect();
         let prefix = keys::history_prefix(self.tables.shard, namespace_id, workflow_id, run_id);
-        let cf = cf_index(Cf::History);
-        let pending = self
-            .writes
-            .range((cf, prefix.clone())..)
-            .take_while(|((c, k), _)| *c == cf && k.starts_with(&prefix));
-        for (_, value) in pending {
-            if let Some(value) = value {
-                let batch: pb::HistoryBatch = decode(Cf::History, value)?;
-                events.extend(batch.events.into_iter().map(|e| (e.event_id, e)));
-            }
+        for (_, value) in self.pending_puts(Cf::History, &prefix) {
+            let batch: pb::HistoryBatch = decode(Cf::History, value)?;
+            events.extend(batch.events.into_iter().map(|e| (e.event_id, e)));
         }
         Ok(events.into_values().collect())
+    }
+
+    /// This batch's pending puts (not deletes) of `cf` under `prefix`, in key order.
+    fn pending_puts<'a>(
+        &'a self,
+        cf: Cf,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)> + 'a {
+        let cf = cf_index(cf);
+        self.writes
+            .range((cf, prefix.to_vec())..)
+            .take_while(move |((c, k), _)| *c == cf && k.starts_with(prefix))
+            .filter_map(|((_, k), value)| value.as_ref().map(|v| (k, v)))
     }
 
     pub fn append_history(
