@@ -75,6 +75,8 @@ pub fn shard_digest(db: &Db, shard: ShardId) -> StorageResult<ShardDigest> {
     for cf in Cf::STATE {
         let mut opts = rocksdb::ReadOptions::default();
         opts.set_snapshot(&snapshot);
+        // Every key of the shard, not only those of the seek key's prefix (`history`).
+        opts.set_total_order_seek(true);
         opts.set_iterate_lower_bound(prefix.clone());
         opts.set_iterate_upper_bound(keys::prefix_end(&prefix));
         let mut iter = db.rocks().raw_iterator_cf_opt(db.cf(cf), opts);

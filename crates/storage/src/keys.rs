@@ -110,6 +110,27 @@ pub fn history_prefix(
         .build()
 }
 
+/// How many leading bytes of a `history` key (or of a prefix at least that long) name its run:
+/// the shard and the three length-prefixed strings, without the batch's event ID. `None` for
+/// anything shorter (a shard or workflow prefix), which therefore names no single run.
+///
+/// This is the `history` family's prefix extractor (`Db::open`): SST files then carry a filter
+/// of the runs they hold, so reading one run's history skips every file without it.
+pub fn history_run_prefix_len(key: &[u8]) -> Option<usize> {
+    let mut at = 4usize;
+    if key.len() < at {
+        return None;
+    }
+    for _ in 0..3 {
+        let len_bytes: [u8; 2] = key.get(at..at + 2)?.try_into().ok()?;
+        at = at.checked_add(2 + usize::from(u16::from_be_bytes(len_bytes)))?;
+        if key.len() < at {
+            return None;
+        }
+    }
+    Some(at)
+}
+
 /// `timers`: shard, fire time (ms), task ID.
 pub fn timer(shard: ShardId, fire_time_ms: i64, task_id: u64) -> Vec<u8> {
     KeyBuf::shard(shard).i64(fire_time_ms).u64(task_id).build()
@@ -203,5 +224,24 @@ mod tests {
         let p = history_prefix(0, "ns", "wf", "run");
         assert!(history(0, "ns", "wf", "run", 5).starts_with(&p));
         assert!(!history(0, "ns", "wf", "run2", 5).starts_with(&p));
+    }
+
+    #[test]
+    fn a_history_key_and_its_run_prefix_name_the_same_run() {
+        let p = history_prefix(7, "ns", "wf", "run");
+        assert_eq!(history_run_prefix_len(&p), Some(p.len()));
+        let k = history(7, "ns", "wf", "run", 42);
+        assert_eq!(history_run_prefix_len(&k), Some(p.len()));
+        // Shorter prefixes (a shard, a workflow's runs) and cut keys name no run.
+        assert_eq!(history_run_prefix_len(&shard_prefix(7)), None);
+        assert_eq!(history_run_prefix_len(&p[..p.len() - 1]), None);
+        assert_eq!(history_run_prefix_len(&[0, 0, 0]), None);
+        let workflow = KeyBuf::shard(7).str("ns").str("wf").build();
+        assert_eq!(history_run_prefix_len(&workflow), None);
+        // A length that points past the end is refused, never read out of bounds.
+        assert_eq!(history_run_prefix_len(&[0, 0, 0, 7, 0xff, 0xff, 1]), None);
+        // Empty strings are fine.
+        let empty = history_prefix(0, "", "", "");
+        assert_eq!(history_run_prefix_len(&empty), Some(empty.len()));
     }
 }

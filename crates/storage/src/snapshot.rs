@@ -26,6 +26,8 @@ pub fn dump_shard_to<W: std::io::Write>(
     for (i, cf) in Cf::STATE.iter().enumerate() {
         let mut opts = rocksdb::ReadOptions::default();
         opts.set_snapshot(&snapshot);
+        // Every key of the shard, not only those of the seek key's prefix (`history`).
+        opts.set_total_order_seek(true);
         let mut iter = db.rocks().raw_iterator_cf_opt(db.cf(*cf), opts);
         iter.seek(&prefix);
         while let (Some(k), Some(v)) = (iter.key(), iter.value()) {

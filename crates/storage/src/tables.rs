@@ -92,17 +92,25 @@ impl ShardTables {
         max_events: usize,
     ) -> StorageResult<Vec<HistoryEvent>> {
         let prefix = keys::history_prefix(self.shard, namespace_id, workflow_id, run_id);
-        let mut iter = self.db.prefix_iterator(Cf::History, &prefix);
-        // The batch holding `first_event_id` starts at or before it.
-        iter.seek_for_prev(keys::history(
+        let mut iter = self.db.run_history_iterator(&prefix);
+        // The batch holding `first_event_id` starts at or before it. Reads usually start where a
+        // batch does (the whole history, or a sticky worker's new events), so a forward seek
+        // for that batch comes first: only a backward seek steps into files the run filter
+        // has ruled out.
+        let target = keys::history(
             self.shard,
             namespace_id,
             workflow_id,
             run_id,
             first_event_id,
-        ));
-        if !iter.valid() || !iter.key().is_some_and(|k| k.starts_with(&prefix)) {
-            iter.seek(&prefix);
+        );
+        iter.seek(&target);
+        if iter.key() != Some(target.as_slice()) {
+            iter.status()?;
+            iter.seek_for_prev(&target);
+            if !iter.valid() || !iter.key().is_some_and(|k| k.starts_with(&prefix)) {
+                iter.seek(&prefix);
+            }
         }
         let mut out = Vec::new();
         while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
@@ -522,7 +530,7 @@ impl ShardBatch {
         let prefix = keys::history_prefix(shard, namespace_id, workflow_id, run_id);
         let mut doomed = std::collections::BTreeSet::new();
         {
-            let mut stored = self.tables.db.prefix_iterator(Cf::History, &prefix);
+            let mut stored = self.tables.db.run_history_iterator(&prefix);
             stored.seek(&prefix);
             while let Some(key) = stored.key() {
                 doomed.insert(key.to_vec());
@@ -892,5 +900,97 @@ mod tests {
             .collect();
         assert_eq!(left, vec![9]);
         assert_eq!(tables.history("ns", "wf", "run2", 1, 100).unwrap().len(), 1);
+    }
+
+    /// Reads of one run's history use the `history` family's run filters (`Db::open`): with
+    /// runs spread over SST files of several levels and the memtable, every read from any event
+    /// still returns exactly that run's events, and scans of a whole workflow or shard (total
+    /// order) still see every run.
+    #[test]
+    fn run_filters_never_hide_history() {
+        use chronicle_proto::temporal::api::history::v1::HistoryEvent;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(dir.path(), DbOptions::default()).expect("db");
+        let events = |ids: std::ops::RangeInclusive<i64>| -> Vec<HistoryEvent> {
+            ids.map(|event_id| HistoryEvent {
+                event_id,
+                ..Default::default()
+            })
+            .collect()
+        };
+        // Run r of workflow w: batches [1-3], [4], [5-9]; written in three rounds, each flushed
+        // (the first rounds compacted down), the last round's left in the memtable.
+        let runs: Vec<(String, String)> = (0..40)
+            .map(|i| (format!("wf-{}", i % 10), format!("run-{i}")))
+            .collect();
+        for (round, batch_events) in [events(1..=3), events(4..=4), events(5..=9)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut batch = ShardBatch::new(ShardTables::new(db.clone(), 2));
+            for (workflow, run) in &runs {
+                batch.append_history("ns", workflow, run, batch_events.clone());
+            }
+            // Runs that exist only in this round's file, so most files lack most runs.
+            batch.append_history("ns", "only", &format!("round-{round}"), events(1..=2));
+            batch.commit().expect("commit");
+            if round < 2 {
+                db.flush().expect("flush");
+            }
+            if round == 0 {
+                db.rocks()
+                    .compact_range_cf(db.cf(Cf::History), None::<&[u8]>, None::<&[u8]>);
+            }
+        }
+        let tables = ShardTables::new(db.clone(), 2);
+        let ids = |workflow: &str, run: &str, from: i64| -> Vec<i64> {
+            tables
+                .history("ns", workflow, run, from, 100)
+                .expect("read")
+                .iter()
+                .map(|e| e.event_id)
+                .collect()
+        };
+        for (workflow, run) in &runs {
+            for from in 1..=10 {
+                let expected: Vec<i64> = (from..=9).collect();
+                assert_eq!(
+                    ids(workflow, run, from),
+                    expected,
+                    "{workflow}/{run} from {from}"
+                );
+            }
+            assert!(ids(workflow, "no-such-run", 1).is_empty());
+        }
+        for round in 0..3 {
+            assert_eq!(ids("only", &format!("round-{round}"), 1), vec![1, 2]);
+            assert_eq!(ids("only", &format!("round-{round}"), 2), vec![2]);
+        }
+        // A page cut short, then the rest.
+        assert_eq!(
+            tables
+                .history("ns", "wf-3", "run-13", 2, 4)
+                .expect("read")
+                .len(),
+            4
+        );
+        // Scans across runs see every batch: 40 runs of three, three runs of one.
+        let mut all = db.prefix_iterator(Cf::History, &keys::shard_prefix(2));
+        all.seek(keys::shard_prefix(2));
+        let mut count = 0;
+        while all.valid() {
+            count += 1;
+            all.next();
+        }
+        assert_eq!(count, 40 * 3 + 3);
+        let workflow = keys::KeyBuf::shard(2).str("ns").str("wf-3").build();
+        let mut runs_of_one = db.prefix_iterator(Cf::History, &workflow);
+        runs_of_one.seek(&workflow);
+        let mut count = 0;
+        while runs_of_one.valid() {
+            count += 1;
+            runs_of_one.next();
+        }
+        assert_eq!(count, 4 * 3);
     }
 }
