@@ -6,7 +6,8 @@
 # count sweep: the same load on a fresh local cluster per shard count, and the cluster's idle
 # CPU (every process, 20 s without load).
 #   scripts/bench-cluster-vs-dev.sh [OUTPUT_DIR] [SHARD_COUNTS...]
-#   (defaults: bench-results/cluster, and 16 64 256)
+#   (defaults: bench-results/cluster, and 1 2 4 8 16 64; the side-by-side uses
+#   start-local-cluster's default of 3 shards, CLUSTER_SHARDS to change it)
 # Needs the release build (built here). Both servers durable: every acknowledged write fsynced.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chronicle-target}"
 OUT="${1:-bench-results/cluster}"
 shift || true
 SWEEP=("$@")
-[ ${#SWEEP[@]} -gt 0 ] || SWEEP=(16 64 256)
+[ ${#SWEEP[@]} -gt 0 ] || SWEEP=(1 2 4 8 16 64)
+SHARDS="${CLUSTER_SHARDS:-3}"
 B="$CARGO_TARGET_DIR/release"
 [ "${CHRONICLE_BENCH_SKIP_BUILD:-}" = 1 ] || cargo build --release -p chronicle-server -p chronicle-bench
 mkdir -p "$OUT"
@@ -67,18 +69,18 @@ DEV_DATA="$WORK/dev"
     --log-level warn --headless >"$OUT/start-dev.log" 2>&1 &
 DEV_PID=$!
 PIDS+=("$DEV_PID")
-start_cluster 8 7611
+start_cluster "$SHARDS" 7611
 sleep 3
 
-# 1. The default cluster (8 shards) against start-dev.
+# 1. The default cluster against start-dev.
 T=(--target "start-dev=127.0.0.1:7601,pid=$DEV_PID" --target "cluster=127.0.0.1:7611,${CLUSTER_PIDS}")
 run() { local name=$1; shift; "$B/chronicle-bench" compare "${T[@]}" "${COMMON[@]}" "$@" \
     --json "$OUT/$name.json" | tee "$OUT/$name.txt"; }
 run echo-c50 --scenario echo --concurrency 50 --duration 20s
 run sequential3-c50 --scenario sequential --activities 3 --concurrency 50 --duration 20s
 run echo-rate100 --scenario echo --rate 100 --duration 20s
-echo "idle CPU, cluster of 8 shards (every process, 20 s): $(idle_cpu "$CLUSTER_PIDS" 20)" \
-    | tee "$OUT/idle-8.txt"
+echo "idle CPU, cluster of $SHARDS shards (every process, 20 s): $(idle_cpu "$CLUSTER_PIDS" 20)" \
+    | tee "$OUT/idle-$SHARDS.txt"
 echo "idle CPU, start-dev (20 s): $(idle_cpu "pid=$DEV_PID" 20)" | tee "$OUT/idle-start-dev.txt"
 stop_cluster
 kill "$DEV_PID" 2>/dev/null || true

@@ -236,9 +236,12 @@ pub struct StartLocalCluster {
     /// PORT+2 on each node's address. 0: free ports, picked at first start and kept.
     #[arg(short = 'p', long, default_value_t = 7233)]
     pub port: u16,
-    /// History shards of the cluster, fixed at first start.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub num_shards: u32,
+    /// History shards of a new cluster [default: 3]; fixed at first start, and a restart keeps
+    /// the recorded count. 3 (one leader per history node) gave the most throughput on one
+    /// machine, where every group's per-entry cost is paid by the same cores (docs/benchmarks.md,
+    /// shard-count sweep).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub num_shards: Option<u32>,
     /// Start a child again when it dies.
     #[arg(long)]
     pub restart: bool,

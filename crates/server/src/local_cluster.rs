@@ -40,7 +40,8 @@ pub struct LocalClusterOptions {
     /// Port of the public API on every frontend address; internal and metrics ports follow it
     /// (`port + 1`, `port + 2`). 0: free ports picked at first start.
     pub port: u16,
-    pub num_shards: u32,
+    /// None: the count recorded in the data directory, or [`DEFAULT_NUM_SHARDS`] for a new one.
+    pub num_shards: Option<u32>,
     /// Start a child again when it dies (off by default).
     pub restart: bool,
     pub log_level: String,
@@ -119,6 +120,11 @@ impl Layout {
 /// Matching nodes of a new local cluster.
 pub const DEFAULT_MATCHING: usize = 2;
 
+/// History shards of a new local cluster: one leader per history node of the default three.
+/// On one machine every group's per-entry cost (an append, a commit notice and an apply on each
+/// replica) is paid by the same cores, so fewer groups with larger entries serve more.
+pub const DEFAULT_NUM_SHARDS: u32 = 3;
+
 fn loopback(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
@@ -191,7 +197,7 @@ fn plan(options: &LocalClusterOptions) -> anyhow::Result<Layout> {
         });
     }
     Ok(Layout {
-        num_shards: options.num_shards,
+        num_shards: options.num_shards.unwrap_or(DEFAULT_NUM_SHARDS),
         nodes,
     })
 }
@@ -231,12 +237,13 @@ fn load_or_plan(options: &LocalClusterOptions) -> anyhow::Result<Layout> {
             layout.counts().1,
             layout.counts().2
         );
+        let num_shards = options.num_shards.unwrap_or(layout.num_shards);
         anyhow::ensure!(
-            layout.num_shards == options.num_shards,
+            layout.num_shards == num_shards,
             "{} holds a cluster of {} shards, not {}",
             options.data_dir.display(),
             layout.num_shards,
-            options.num_shards
+            num_shards
         );
         return Ok(layout);
     }
@@ -676,7 +683,7 @@ mod tests {
             frontend: 2,
             data_dir: PathBuf::from("/nonexistent"),
             port,
-            num_shards: 4,
+            num_shards: Some(4),
             restart: false,
             log_level: "info".into(),
             log_format: "text".into(),
@@ -709,6 +716,27 @@ mod tests {
             ]
         );
         assert_eq!(layout.internal_addrs(Role::History).split(',').count(), 3);
+    }
+
+    #[test]
+    fn a_new_cluster_gets_the_default_shard_count_and_a_restart_keeps_the_recorded_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(7233);
+        opts.data_dir = dir.path().to_path_buf();
+        opts.num_shards = None;
+        assert_eq!(load_or_plan(&opts).unwrap().num_shards, DEFAULT_NUM_SHARDS);
+
+        // A directory founded with another count (the default was 8 before) starts again
+        // without the flag, and refuses a different explicit count.
+        let other = tempfile::tempdir().unwrap();
+        opts.data_dir = other.path().to_path_buf();
+        opts.num_shards = Some(8);
+        assert_eq!(load_or_plan(&opts).unwrap().num_shards, 8);
+        opts.num_shards = None;
+        assert_eq!(load_or_plan(&opts).unwrap().num_shards, 8);
+        opts.num_shards = Some(4);
+        let err = load_or_plan(&opts).unwrap_err().to_string();
+        assert!(err.contains("holds a cluster of 8 shards, not 4"), "{err}");
     }
 
     #[test]

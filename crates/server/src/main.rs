@@ -11,6 +11,13 @@ use chronicle_server::local_cluster::{LocalClusterOptions, run_local_cluster};
 use chronicle_server::{Listeners, NodeConfig, NodeListeners, Roles, ServerConfig, run, run_node};
 use clap::{CommandFactory, FromArgMatches};
 
+// Under load glibc's malloc took a third of a cluster frontend's CPU (gRPC buffers and protobuf
+// messages allocated on one worker thread and freed on another) and a tenth of a history
+// node's. jemalloc's per-thread caches and arenas cost a few percent for the same work
+// (docs/benchmarks.md, "Allocator").
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
