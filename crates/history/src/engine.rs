@@ -22,6 +22,13 @@ use crate::metric_defs;
 use crate::namespace_names::NamespaceNames;
 use crate::notify::{ShardNotifier, WorkflowWatch};
 
+mod group;
+mod proposals;
+
+pub(crate) use group::open_group;
+use group::wait_until_ready;
+use proposals::{PendingCommand, command_label};
+
 #[derive(Clone)]
 pub struct HistoryConfig {
     pub num_shards: u32,
@@ -79,7 +86,7 @@ pub(crate) struct Shard {
     /// none); see [`ShardNotifier::timer_floor`].
     pub timer_floor: Arc<std::sync::atomic::AtomicI64>,
     notifier: ShardNotifier,
-    /// Commands waiting to be proposed; see [`proposal_loop`].
+    /// Commands waiting to be proposed; see [`proposals::proposal_loop`].
     /// Bounded ([`HistoryConfig::max_pending_proposals`]): a full queue refuses the write.
     proposals: mpsc::Sender<PendingCommand>,
     /// The last log index the group had when it opened: it has caught up once it applied it.
@@ -108,17 +115,6 @@ impl Shard {
             .watch_workflow(self.id, namespace_id, workflow_id)
     }
 }
-
-/// A command on its way into the shard's log, and who waits for its result.
-struct PendingCommand {
-    command: cmd::ShardCommand,
-    reply: oneshot::Sender<ApiResult<cmd::CommandResult>>,
-}
-
-/// Most commands in one log entry.
-const MAX_COMMANDS_PER_ENTRY: usize = 256;
-/// Log entries of one shard being committed at once.
-const ENTRIES_IN_FLIGHT: usize = 2;
 
 pub struct HistoryEngine {
     pub(crate) config: HistoryConfig,
@@ -769,312 +765,6 @@ fn monotonic_now(last_now: &AtomicI64) -> prost_wkt_types::Timestamp {
     prost_wkt_types::Timestamp {
         seconds: stamp.div_euclid(1_000_000),
         nanos: (stamp.rem_euclid(1_000_000) * 1_000) as i32,
-    }
-}
-
-/// Watches the group's leadership: each time this node becomes leader of a new term it waits
-/// until the entries of earlier terms are applied (`ensure_linearizable` commits and applies up
-/// to the leader's blank entry) and then marks the term ready.
-async fn readiness_loop(
-    raft: ShardRaft,
-    group: ShardId,
-    node_id: u64,
-    ready_term: Arc<AtomicU64>,
-    leading: Arc<AtomicBool>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut metrics = raft.metrics();
-    // The ring as the metadata replica last showed it (`membership_changed_count`).
-    let mut ring: Option<BTreeSet<u64>> = None;
-    // The term this node is taking the shard up in, and since when (`acquire_shards_*`).
-    let mut acquiring: Option<(u64, Instant)> = None;
-    loop {
-        let (leader, term) = {
-            let m = metrics.borrow_and_update();
-            if group == METADATA_GROUP {
-                let members: BTreeSet<u64> = m
-                    .membership_config
-                    .membership()
-                    .nodes()
-                    .map(|(id, _)| *id)
-                    .collect();
-                if !members.is_empty() && ring.as_ref() != Some(&members) {
-                    metric_defs::record_membership_changed();
-                    ring = Some(members);
-                }
-            }
-            (m.current_leader, m.current_term)
-        };
-        if (leader != Some(node_id) || ready_term.load(Ordering::SeqCst) != term)
-            && leading.swap(false, Ordering::SeqCst)
-            && group != METADATA_GROUP
-        {
-            metric_defs::record_shard_leadership(false);
-        }
-        // An attempt ends when its term is no longer this node's to lead.
-        if let Some((attempt_term, started)) = acquiring
-            && (leader != Some(node_id) || attempt_term != term)
-        {
-            metric_defs::record_acquire_end(started);
-            acquiring = None;
-        }
-        if leader == Some(node_id) && ready_term.load(Ordering::SeqCst) != term {
-            if acquiring.is_none() && group != METADATA_GROUP {
-                metric_defs::record_acquire_start();
-                acquiring = Some((term, Instant::now()));
-            }
-            match raft.ensure_linearizable().await {
-                Ok(_) => {
-                    // Still the same term: a new term needs its own round.
-                    if raft.metrics().borrow().current_term == term {
-                        ready_term.store(term, Ordering::SeqCst);
-                        if !leading.swap(true, Ordering::SeqCst) && group != METADATA_GROUP {
-                            metric_defs::record_shard_leadership(true);
-                        }
-                        if let Some((_, started)) = acquiring.take() {
-                            metric_defs::record_acquire_end(started);
-                        }
-                        tracing::info!(group, term, "leading the group");
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    tracing::debug!(group, error = %e, "leadership not confirmed yet");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                        _ = shutdown.changed() => return,
-                    }
-                    continue;
-                }
-            }
-        }
-        tokio::select! {
-            changed = metrics.changed() => if changed.is_err() { return },
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
-            return;
-        }
-    }
-}
-
-fn command_label(kind: &shard_command::Kind) -> &'static str {
-    use shard_command::Kind::*;
-    match kind {
-        StartWorkflow(_) => "start_workflow",
-        RecordWorkflowTaskStarted(_) => "record_workflow_task_started",
-        CompleteWorkflowTask(_) => "complete_workflow_task",
-        FailWorkflowTask(_) => "fail_workflow_task",
-        RecordActivityTaskStarted(_) => "record_activity_task_started",
-        RespondActivity(_) => "respond_activity",
-        RespondNexusTask(_) => "respond_nexus_task",
-        CompleteNexusOperation(_) => "complete_nexus_operation",
-        RecordActivityHeartbeat(_) => "record_activity_heartbeat",
-        SignalWorkflow(_) => "signal_workflow",
-        TerminateWorkflow(_) => "terminate_workflow",
-        FireTimer(_) => "fire_timer",
-        UpsertNamespace(_) => "upsert_namespace",
-        RequestCancelWorkflow(_) => "request_cancel_workflow",
-        StickyWorkerUnavailable(_) => "sticky_worker_unavailable",
-        SignalWithStart(_) => "signal_with_start",
-        StartChildWorkflow(_) => "start_child_workflow",
-        RecordChildStartOutcome(_) => "record_child_start_outcome",
-        RecordChildClosed(_) => "record_child_closed",
-        ApplyParentClosePolicy(_) => "apply_parent_close_policy",
-        RecordExternalOutcome(_) => "record_external_outcome",
-        CompleteTransferTask(_) => "complete_transfer_task",
-        TakeWorkerCommands(_) => "take_worker_commands",
-        UpdateWorkflow(_) => "update_workflow",
-        Schedule(_) => "schedule",
-        RecordScheduleStartOutcome(_) => "record_schedule_start_outcome",
-        RecordScheduleWorkflowClosed(_) => "record_schedule_workflow_closed",
-        ResetWorkflow(_) => "reset_workflow",
-        DeleteWorkflowExecution(_) => "delete_workflow_execution",
-        DeleteNamespace(_) => "delete_namespace",
-        RunOperation(_) => "run_operation",
-        BatchJob(_) => "batch_job",
-        StartActivityExecution(_) => "start_activity_execution",
-        CancelActivityExecution(_) => "cancel_activity_execution",
-        TerminateActivityExecution(_) => "terminate_activity_execution",
-        DeleteActivityExecution(_) => "delete_activity_execution",
-        UpdateClusterMember(_) => "update_cluster_member",
-        NexusEndpoint(_) => "nexus_endpoint",
-    }
-}
-
-pub(crate) async fn open_group(
-    db: &Db,
-    id: ShardId,
-    config: &HistoryConfig,
-    applier: &Arc<HistoryApplier>,
-    notifier: &ShardNotifier,
-    shutdown: &watch::Sender<bool>,
-) -> Result<Shard, RaftError> {
-    let changes = notifier.subscribe(id);
-    // Before the group starts: entries it replays at start are not this node's to count.
-    let leading = notifier.leading_flag(id);
-    leading.store(false, Ordering::SeqCst);
-    let raft = match &config.replication {
-        None => {
-            chronicle_raft::start_group(
-                db.clone(),
-                id,
-                config.node_id,
-                config.node_addr.clone(),
-                applier.clone(),
-                config.bootstrap_single_voter,
-            )
-            .await?
-        }
-        Some(replication) => {
-            // Never bootstrap here: a replicated group is initialised once, by `cluster init`
-            // on one node, or after a restart its stored membership is used.
-            let raft = chronicle_raft::start_group_with(
-                db.clone(),
-                id,
-                config.node_id,
-                GrpcNetworkFactory::new(replication.peers.clone(), id),
-                GroupTiming::replicated(),
-                applier.clone(),
-                Bootstrap::Join,
-            )
-            .await?;
-            replication.registry.insert(id, raft.clone());
-            raft
-        }
-    };
-    let capacity = match config.max_pending_proposals {
-        0 => DEFAULT_MAX_PENDING_PROPOSALS,
-        n => n,
-    };
-    let (proposals, queue) = mpsc::channel(capacity);
-    tokio::spawn(proposal_loop(raft.clone(), id, queue));
-    let start_log_index = raft.metrics().borrow().last_log_index.unwrap_or(0);
-    let ready_term = Arc::new(AtomicU64::new(0));
-    tokio::spawn(readiness_loop(
-        raft.clone(),
-        id,
-        config.node_id,
-        ready_term.clone(),
-        leading,
-        shutdown.subscribe(),
-    ));
-    Ok(Shard {
-        start_log_index,
-        caught_up: AtomicBool::new(false),
-        queue_ages: QueueAges::default(),
-        ready_term,
-        last_now: notifier.last_now(id),
-        id,
-        raft,
-        tables: ShardTables::new(db.clone(), id),
-        changes,
-        timer_floor: notifier.timer_floor(id),
-        notifier: notifier.clone(),
-        proposals,
-        retired: AtomicBool::new(false),
-    })
-}
-
-/// Group commit. openraft turns every `client_write` into its own log append, and each append
-/// waits for its fsync, so a shard proposing commands one by one commits about one command per
-/// fsync however many callers wait. Here the commands that queue up while earlier entries are
-/// being committed go into the next entry together: one append, one fsync, one apply batch for
-/// all of them, and the batch grows with the load.
-async fn proposal_loop(raft: ShardRaft, group: ShardId, mut queue: mpsc::Receiver<PendingCommand>) {
-    let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT));
-    while let Some(first) = queue.recv().await {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let mut pending = vec![first];
-        while pending.len() < MAX_COMMANDS_PER_ENTRY {
-            match queue.try_recv() {
-                Ok(next) => pending.push(next),
-                Err(_) => break,
-            }
-        }
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            propose_entry(&raft, group, pending).await;
-            drop(permit);
-        });
-    }
-}
-
-async fn propose_entry(raft: &ShardRaft, group: ShardId, pending: Vec<PendingCommand>) {
-    metrics::histogram!(metric_defs::SHARD_COMMAND_BATCH_SIZE).record(pending.len() as f64);
-    let (commands, replies): (Vec<_>, Vec<_>) =
-        pending.into_iter().map(|p| (p.command, p.reply)).unzip();
-    let batched = commands.len() > 1;
-    let entry = if batched {
-        cmd::ShardCommand {
-            batch: commands,
-            ..Default::default()
-        }
-    } else {
-        commands.into_iter().next().unwrap_or_default()
-    };
-    let outcome = chronicle_raft::propose(raft, group, entry.encode_to_vec())
-        .await
-        .map_err(|e| match e {
-            // The entry may have reached the log before leadership moved (P11): the caller may
-            // resend it only if it is idempotent at apply.
-            RaftError::NotLeader { leader, .. } => {
-                let addr = leader.and_then(|l| {
-                    raft.metrics()
-                        .borrow()
-                        .membership_config
-                        .membership()
-                        .get_node(&l)
-                        .map(|n| n.addr.clone())
-                });
-                ApiError::not_leader(group, leader, addr, true)
-            }
-            other => ApiError::unavailable(format!("shard {group} is unavailable: {other}")),
-        })
-        .and_then(|bytes| {
-            cmd::CommandResult::decode(bytes.as_slice())
-                .map_err(|e| ApiError::internal(format!("undecodable command result: {e}")))
-        });
-    match outcome {
-        Err(e) => {
-            for reply in replies {
-                let _ = reply.send(Err(e.clone()));
-            }
-        }
-        Ok(result) if !batched => {
-            if let Some(reply) = replies.into_iter().next() {
-                let _ = reply.send(Ok(result));
-            }
-        }
-        Ok(result) => {
-            let mut results = result.batch.into_iter();
-            for reply in replies {
-                let _ = reply.send(
-                    results
-                        .next()
-                        .ok_or_else(|| ApiError::internal("a batched command got no result")),
-                );
-            }
-        }
-    }
-}
-
-async fn wait_until_ready(shard: &Shard, node_id: u64, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    let mut metrics = shard.raft.metrics();
-    while Instant::now() < deadline {
-        {
-            let m = metrics.borrow_and_update();
-            if m.current_leader == Some(node_id)
-                && m.current_term == shard.ready_term.load(Ordering::SeqCst)
-            {
-                return;
-            }
-        }
-        // The readiness loop stores the term without a metrics change: poll briefly too.
-        let _ = tokio::time::timeout(Duration::from_millis(10), metrics.changed()).await;
     }
 }
 
