@@ -7,7 +7,7 @@
 # CPU (every process, 20 s without load).
 #   scripts/bench-cluster-vs-dev.sh [OUTPUT_DIR] [SHARD_COUNTS...]
 #   (defaults: bench-results/cluster, and 1 2 4 8 16 64; the side-by-side uses
-#   start-local-cluster's default of 3 shards, CLUSTER_SHARDS to change it)
+#   start-local-cluster's default shard count, CLUSTER_SHARDS=N to choose one)
 # Needs the release build (built here). Both servers durable: every acknowledged write fsynced.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ OUT="${1:-bench-results/cluster}"
 shift || true
 SWEEP=("$@")
 [ ${#SWEEP[@]} -gt 0 ] || SWEEP=(1 2 4 8 16 64)
-SHARDS="${CLUSTER_SHARDS:-3}"
+SHARDS="${CLUSTER_SHARDS:-default}"
 B="$CARGO_TARGET_DIR/release"
 [ "${CHRONICLE_BENCH_SKIP_BUILD:-}" = 1 ] || cargo build --release -p chronicle-server -p chronicle-bench
 mkdir -p "$OUT"
@@ -29,11 +29,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts a local cluster with $1 shards on port $2; sets CLUSTER_PID and CLUSTER_PIDS (every
-# child's pid, comma-separated as pid=... target options).
+# Starts a local cluster with $1 shards ("default": start-local-cluster's own count) on port $2;
+# sets CLUSTER_PID and CLUSTER_PIDS (every child's pid, comma-separated as pid=... target options).
 start_cluster() {
-    local shards=$1 port=$2 dir="$WORK/cluster-$1"
-    "$B/chronicle" server start-local-cluster --history 3 --frontend 2 --num-shards "$shards" \
+    local shards=$1 port=$2 dir="$WORK/cluster-$1" count=()
+    [ "$shards" = default ] || count=(--num-shards "$shards")
+    "$B/chronicle" server start-local-cluster --history 3 --frontend 2 "${count[@]}" \
         --port "$port" --data-dir "$dir" --log-level warn >"$OUT/cluster-$shards.log" 2>&1 &
     CLUSTER_PID=$!
     PIDS+=("$CLUSTER_PID")
@@ -79,8 +80,10 @@ run() { local name=$1; shift; "$B/chronicle-bench" compare "${T[@]}" "${COMMON[@
 run echo-c50 --scenario echo --concurrency 50 --duration 20s
 run sequential3-c50 --scenario sequential --activities 3 --concurrency 50 --duration 20s
 run echo-rate100 --scenario echo --rate 100 --duration 20s
-echo "idle CPU, cluster of $SHARDS shards (every process, 20 s): $(idle_cpu "$CLUSTER_PIDS" 20)" \
-    | tee "$OUT/idle-$SHARDS.txt"
+# The count the cluster runs with, from its `ready ... shards=N` line.
+count="$(grep -o 'shards=[0-9]*' "$OUT/cluster-$SHARDS.log" | cut -d= -f2)"
+echo "idle CPU, cluster of $count shards (every process, 20 s): $(idle_cpu "$CLUSTER_PIDS" 20)" \
+    | tee "$OUT/idle-$count.txt"
 echo "idle CPU, start-dev (20 s): $(idle_cpu "pid=$DEV_PID" 20)" | tee "$OUT/idle-start-dev.txt"
 stop_cluster
 kill "$DEV_PID" 2>/dev/null || true

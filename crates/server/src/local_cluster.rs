@@ -141,13 +141,13 @@ fn plan(options: &LocalClusterOptions) -> anyhow::Result<Layout> {
     // A port bound and released is free again at once, so the kernel may hand the same one to
     // the next pick on that address (seen: a frontend's public and metrics ports equal, and the
     // node failed to start). Each pick must differ from every earlier one.
-    let picked = std::cell::RefCell::new(std::collections::HashSet::new());
-    let port = |ip: IpAddr, offset: u16| -> anyhow::Result<SocketAddr> {
+    let mut picked = std::collections::HashSet::new();
+    let mut port = |ip: IpAddr, offset: u16| -> anyhow::Result<SocketAddr> {
         let p = if options.port == 0 {
             let mut attempts = 0;
             loop {
                 let p = free_port(ip)?;
-                if picked.borrow_mut().insert((ip, p)) {
+                if picked.insert((ip, p)) {
                     break p;
                 }
                 attempts += 1;

@@ -536,11 +536,9 @@ impl Db {
     pub fn group_has_rows(&self, group: u32) -> StorageResult<bool> {
         let prefix = crate::keys::shard_prefix(group);
         for cf in Cf::ALL {
-            let mut opts = rocksdb::ReadOptions::default();
-            opts.set_total_order_seek(true);
-            let mut iter = self.inner.rocks.raw_iterator_cf_opt(self.cf(cf), opts);
+            let mut iter = self.prefix_iterator(cf, &prefix);
             iter.seek(&prefix);
-            if iter.valid() && iter.key().is_some_and(|k| k.starts_with(&prefix)) {
+            if iter.valid() {
                 tracing::debug!(group, cf = ?cf, "group has rows");
                 return Ok(true);
             }
