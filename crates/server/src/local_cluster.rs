@@ -14,7 +14,7 @@
 //! The supervisor does not restart a child that dies unless asked (`--restart`): losing a node
 //! and watching the others carry on is the point.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -137,22 +137,29 @@ fn free_port(ip: IpAddr) -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// A port from `pick` that differs from every one in `picked` on `ip`, recorded there. A port
+/// bound and released is free again at once, so the kernel may hand the same one to the next
+/// pick on that address (seen: a frontend's public and metrics ports equal, and the node failed
+/// to start).
+fn distinct_port(
+    picked: &mut HashSet<(IpAddr, u16)>,
+    ip: IpAddr,
+    mut pick: impl FnMut(IpAddr) -> anyhow::Result<u16>,
+) -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let p = pick(ip)?;
+        if picked.insert((ip, p)) {
+            return Ok(p);
+        }
+    }
+    anyhow::bail!("no free port left on {ip}")
+}
+
 fn plan(options: &LocalClusterOptions) -> anyhow::Result<Layout> {
-    // A port bound and released is free again at once, so the kernel may hand the same one to
-    // the next pick on that address (seen: a frontend's public and metrics ports equal, and the
-    // node failed to start). Each pick must differ from every earlier one.
-    let mut picked = std::collections::HashSet::new();
+    let mut picked = HashSet::new();
     let mut port = |ip: IpAddr, offset: u16| -> anyhow::Result<SocketAddr> {
         let p = if options.port == 0 {
-            let mut attempts = 0;
-            loop {
-                let p = free_port(ip)?;
-                if picked.insert((ip, p)) {
-                    break p;
-                }
-                attempts += 1;
-                anyhow::ensure!(attempts < 100, "no free port left on {ip}");
-            }
+            distinct_port(&mut picked, ip, free_port)?
         } else {
             options
                 .port
@@ -737,6 +744,36 @@ mod tests {
         opts.num_shards = Some(4);
         let err = load_or_plan(&opts).unwrap_err().to_string();
         assert!(err.contains("holds a cluster of 8 shards, not 4"), "{err}");
+    }
+
+    #[test]
+    fn picked_ports_never_repeat_on_one_address() {
+        let ip = loopback(1);
+        let other = loopback(32);
+        let mut picked = HashSet::new();
+        // A picker that hands out the same port again, as the kernel may.
+        let mut handed = [7000, 7000, 7000, 7001].into_iter();
+        let mut kernel = |_: IpAddr| Ok(handed.next().unwrap_or(7002));
+        assert_eq!(distinct_port(&mut picked, ip, &mut kernel).unwrap(), 7000);
+        assert_eq!(distinct_port(&mut picked, ip, &mut kernel).unwrap(), 7001);
+        // Another address may reuse a number.
+        assert_eq!(
+            distinct_port(&mut picked, other, |_| Ok(7000)).unwrap(),
+            7000
+        );
+        let err = distinct_port(&mut picked, ip, |_| Ok(7000)).unwrap_err();
+        assert!(err.to_string().contains("no free port left"), "{err}");
+        // Free ports picked for a whole layout are distinct too.
+        let layout = plan(&options(0)).unwrap();
+        let mut seen = HashSet::new();
+        for n in &layout.nodes {
+            for a in [n.frontend, n.internal, Some(n.metrics)]
+                .into_iter()
+                .flatten()
+            {
+                assert!(seen.insert(a), "{a} picked twice");
+            }
+        }
     }
 
     #[test]
