@@ -339,6 +339,34 @@ async def test_activity_timeouts_that_end_the_activity(client, task_queue):
     assert len(attempts) >= 2 and attempts == list(range(1, len(attempts) + 1)), attempts
 
 
+async def test_sub_second_activity_timeouts_fire_a_second_after_they_are_armed(client, task_queue):
+    """Temporal fires timers due less than about a second ahead late, at the end of the window its
+    timer queue has already read (200-700 ms timeouts fired 0.45-0.99 s after they were armed on
+    its dev server). So an activity that returns 300 ms into a 200 ms start-to-close timeout
+    completes there. Chronicle fires activity timeouts no sooner than a second after arming them,
+    so that what completes on Temporal completes here too."""
+    async with worker(client, task_queue):
+        handle = await client.start_workflow(wf.SubSecondTimeoutsWorkflow.run, new_id("unpolled"),
+                                             id=new_id("subsecond"), task_queue=task_queue)
+        outcomes = await result_of(handle)
+    assert outcomes == ["slept 0.3", "START_TO_CLOSE", "HEARTBEAT", "SCHEDULE_TO_START"], outcomes
+    events = await history_events(handle)
+    by_id = {e.event_id: e for e in events}
+    delays = {}
+    for e in events:
+        if e.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
+            continue
+        attrs = e.activity_task_timed_out_event_attributes
+        # A timeout is armed when the attempt starts, schedule-to-start when it is scheduled.
+        armed = by_id[attrs.started_event_id or attrs.scheduled_event_id]
+        kind = TimeoutType.Name(attrs.failure.timeout_failure_info.timeout_type)
+        delays[kind] = (e.event_time.ToDatetime() - armed.event_time.ToDatetime()).total_seconds()
+    assert set(delays) == {"TIMEOUT_TYPE_START_TO_CLOSE", "TIMEOUT_TYPE_HEARTBEAT",
+                           "TIMEOUT_TYPE_SCHEDULE_TO_START"}, delays
+    for kind, delay in delays.items():
+        assert 0.3 <= delay < 3.0, (kind, delay, delays)
+
+
 async def test_search_attributes_and_memo_upserts(client, task_queue):
     async with worker(client, task_queue):
         handle = await client.start_workflow(wf.TaggingWorkflow.run, id=new_id("tagging"), task_queue=task_queue)

@@ -532,15 +532,49 @@ class SignallerWorkflow:
         return out
 
 
+@activity.defn
+async def sleeps_for(seconds: float) -> str:
+    """Takes ``seconds`` without heartbeating (cancelled by the SDK when it gives up on it)."""
+    await asyncio.sleep(seconds)
+    return f"slept {seconds}"
+
+
+ONE_ATTEMPT = RetryPolicy(maximum_attempts=1)
+SUB_SECOND = timedelta(milliseconds=200)
+
+
+@workflow.defn
+class SubSecondTimeoutsWorkflow:
+    """Activities with 200 ms timeouts: one that returns after 300 ms, then one timing out on each
+    of start-to-close, heartbeat and schedule-to-start. Returns how each one ended."""
+
+    @workflow.run
+    async def run(self, unpolled_queue: str) -> List[str]:
+        outcomes = []
+        calls = [
+            dict(args=[0.3], start_to_close_timeout=SUB_SECOND),
+            dict(args=[5.0], start_to_close_timeout=SUB_SECOND),
+            dict(args=[5.0], start_to_close_timeout=timedelta(seconds=30), heartbeat_timeout=SUB_SECOND),
+            dict(args=[0.0], task_queue=unpolled_queue, schedule_to_start_timeout=SUB_SECOND,
+                 start_to_close_timeout=timedelta(seconds=30)),
+        ]
+        for call in calls:
+            try:
+                outcomes.append(await workflow.execute_activity(sleeps_for, retry_policy=ONE_ATTEMPT, **call))
+            except ActivityError as e:
+                outcomes.append(_timeout_summary(e)[2])
+        return outcomes
+
+
 ALL_WORKFLOWS = [OrderWorkflow, SagaWorkflow, RetryWorkflow, NonRetryableWorkflow, StartToCloseWorkflow,
                  HeartbeatWorkflow, ExpenseWorkflow, TimerWorkflow, WaitForeverWorkflow, JournalWorkflow,
                  DurableWorkflow, CancellableWorkflow,
                  ActivityTimeoutsWorkflow, TaggingWorkflow, DoublerChild, FailingChild, WaitingChild,
                  FamilyWorkflow, FailingFamilyWorkflow, PolicyFamilyWorkflow, CancelChildWorkflow,
-                 SignallerWorkflow, SdkDetailsWorkflow]
+                 SignallerWorkflow, SdkDetailsWorkflow, SubSecondTimeoutsWorkflow]
 ALL_ACTIVITIES = [reserve_stock, charge_payment, ship_order, saga_step, fails_twice, rejects_input,
                   slow_first_attempt, resumable_count, journal_step, add_tax, add_shipping,
-                  heartbeat_until_cancelled, release_hold, always_fails, report_priority]
+                  heartbeat_until_cancelled, release_hold, always_fails, report_priority, sleeps_for]
 
 
 # --- visibility: upserts checked against the namespace's search attributes -----------------------

@@ -19,6 +19,28 @@ use chronicle_types::time::{duration_millis, from_millis, millis, opt_duration_m
 use super::{ApplyError, ApplyResult, load_run, load_token_run};
 use crate::mutable_state::{BUFFERED_ID, MutableState};
 
+/// The soonest an activity timeout fires after it is armed.
+///
+/// Temporal fires a timer due less than about a second ahead late, at the end of the window its
+/// timer queue has already read. Measured on its dev server (1.32): start-to-close,
+/// schedule-to-start and heartbeat timeouts of 200-700 ms fired 0.45-0.99 s after they were
+/// armed; 1.2 s and longer fired on time. So an activity that returns 300 ms into a 200 ms
+/// start-to-close timeout completes on Temporal. Firing on time here would time it out instead,
+/// on code that works there; with this floor, whatever completes before Temporal's timer fires
+/// completes here too. A timeout is a failure detector: firing it later breaks no promise. User
+/// timers and retry backoffs are delays a workflow asked for, and fire on time.
+pub(crate) const MIN_TIMEOUT_DELAY_MS: i64 = 1_000;
+
+/// When an activity timeout due at `deadline_ms` and armed at `now_ms` fires: no sooner than
+/// [`MIN_TIMEOUT_DELAY_MS`] after arming it, unless it is already due (a timeout re-armed after
+/// an unpause or an options change whose deadline passed meanwhile fires at once).
+pub(crate) fn timeout_fire_ms(now_ms: i64, deadline_ms: i64) -> i64 {
+    if deadline_ms <= now_ms {
+        return deadline_ms;
+    }
+    deadline_ms.max(now_ms.saturating_add(MIN_TIMEOUT_DELAY_MS))
+}
+
 fn stale() -> command_result::Result {
     command_result::Result::ActivityTaskStarted(cmd::RecordActivityTaskStartedResult {
         stale: true,
@@ -102,14 +124,14 @@ pub(super) fn start_attempt(
     let start_to_close = opt_duration_millis(activity.start_to_close_timeout.as_ref());
     if start_to_close > 0 {
         attempt_timer_keys.push(batch.put_timer(
-            now_ms.saturating_add(start_to_close),
+            timeout_fire_ms(now_ms, now_ms.saturating_add(start_to_close)),
             &timer(TimeoutType::StartToClose),
         )?);
     }
     let heartbeat = opt_duration_millis(activity.heartbeat_timeout.as_ref());
     if heartbeat > 0 {
         attempt_timer_keys.push(batch.put_timer(
-            now_ms.saturating_add(heartbeat),
+            timeout_fire_ms(now_ms, now_ms.saturating_add(heartbeat)),
             &timer(TimeoutType::Heartbeat),
         )?);
     }
@@ -570,8 +592,9 @@ pub fn retry_due(
     let to_start = opt_duration_millis(activity.schedule_to_start_timeout.as_ref());
     let mut attempt_timer_keys = Vec::new();
     if to_start > 0 {
+        let now_ms = ms.now_ms();
         let key = batch.put_timer(
-            ms.now_ms().saturating_add(to_start),
+            timeout_fire_ms(now_ms, now_ms.saturating_add(to_start)),
             &pb::TimerTask {
                 kind: pb::timer_task::Kind::ActivityTimeout as i32,
                 namespace_id: ms.state.namespace_id.clone(),
@@ -664,7 +687,7 @@ pub fn timed_out(
                 last.saturating_add(opt_duration_millis(activity.heartbeat_timeout.as_ref()));
             if deadline > now_ms {
                 // Heartbeats arrived since this timer was set: check again at the new deadline.
-                batch.put_timer(deadline, task)?;
+                batch.put_timer(timeout_fire_ms(now_ms, deadline), task)?;
                 return Ok(false);
             }
             true
@@ -709,4 +732,23 @@ pub fn timed_out(
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MIN_TIMEOUT_DELAY_MS, timeout_fire_ms};
+
+    #[test]
+    fn a_timeout_not_yet_due_fires_no_sooner_than_the_floor_and_one_past_due_at_once() {
+        let now = 1_000_000;
+        // 200 ms: at the floor, a second after arming.
+        assert_eq!(timeout_fire_ms(now, now + 200), now + MIN_TIMEOUT_DELAY_MS);
+        // Longer than the floor: on time.
+        assert_eq!(timeout_fire_ms(now, now + 1_300), now + 1_300);
+        // Already due (re-armed after an unpause): at once, not a second later.
+        assert_eq!(timeout_fire_ms(now, now - 5), now - 5);
+        assert_eq!(timeout_fire_ms(now, now), now);
+        // No overflow near the end of time.
+        assert_eq!(timeout_fire_ms(i64::MAX - 10, i64::MAX - 5), i64::MAX);
+    }
 }

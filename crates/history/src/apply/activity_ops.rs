@@ -23,7 +23,7 @@ use chronicle_storage::ShardBatch;
 use chronicle_types::ApiError;
 use chronicle_types::time::{from_millis, millis, opt_duration_millis};
 
-use super::activity::{next_retry_delay_ms, retry_due};
+use super::activity::{next_retry_delay_ms, retry_due, timeout_fire_ms};
 use super::{ApplyError, ApplyResult, load_run};
 use crate::mutable_state::MutableState;
 
@@ -426,7 +426,7 @@ fn dispatch_at(
 /// unpause or an options change: schedule-to-close from the first schedule, and for a running
 /// attempt start-to-close from its start and heartbeat from the last heartbeat. (A waiting
 /// attempt's schedule-to-start is armed when it is dispatched.) Deadlines already past fire at
-/// once.
+/// once; the others no sooner than a new timeout may ([`timeout_fire_ms`]).
 fn rearm_timers(
     batch: &mut ShardBatch,
     ms: &MutableState,
@@ -447,7 +447,7 @@ fn rearm_timers(
     let mut schedule_keys = Vec::new();
     let to_close = opt_duration_millis(a.schedule_to_close_timeout.as_ref());
     if to_close > 0 {
-        let fire = at(&a.first_scheduled_time).saturating_add(to_close);
+        let fire = timeout_fire_ms(now_ms, at(&a.first_scheduled_time).saturating_add(to_close));
         schedule_keys.push(batch.put_timer(fire, &timer(TimeoutType::ScheduleToClose))?);
     }
     if a.started {
@@ -455,13 +455,13 @@ fn rearm_timers(
         let started = at(&a.started_time);
         let start_to_close = opt_duration_millis(a.start_to_close_timeout.as_ref());
         if start_to_close > 0 {
-            let fire = started.saturating_add(start_to_close);
+            let fire = timeout_fire_ms(now_ms, started.saturating_add(start_to_close));
             attempt_keys.push(batch.put_timer(fire, &timer(TimeoutType::StartToClose))?);
         }
         let heartbeat = opt_duration_millis(a.heartbeat_timeout.as_ref());
         if heartbeat > 0 {
             let last = a.last_heartbeat_time.as_ref().map(millis).unwrap_or(0);
-            let fire = started.max(last).saturating_add(heartbeat);
+            let fire = timeout_fire_ms(now_ms, started.max(last).saturating_add(heartbeat));
             attempt_keys.push(batch.put_timer(fire, &timer(TimeoutType::Heartbeat))?);
         }
         a.attempt_timer_keys = attempt_keys;

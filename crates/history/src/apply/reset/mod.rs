@@ -32,6 +32,7 @@ use chronicle_storage::ShardBatch;
 use chronicle_types::ApiError;
 use chronicle_types::time::{from_millis, millis, opt_duration_millis};
 
+use super::activity::timeout_fire_ms;
 use super::{ApplyResult, load_run, signal};
 use crate::mutable_state::MutableState;
 
@@ -327,14 +328,14 @@ fn arm_pending_work(batch: &mut ShardBatch, ms: &mut MutableState) -> ApplyResul
         let to_start = opt_duration_millis(activity.schedule_to_start_timeout.as_ref());
         if to_start > 0 {
             activity.attempt_timer_keys = vec![batch.put_timer(
-                now_ms.saturating_add(to_start),
+                timeout_fire_ms(now_ms, now_ms.saturating_add(to_start)),
                 &timer(TimeoutType::ScheduleToStart),
             )?];
         }
         let to_close = opt_duration_millis(activity.schedule_to_close_timeout.as_ref());
         if to_close > 0 {
             activity.schedule_timer_keys = vec![batch.put_timer(
-                now_ms.saturating_add(to_close),
+                timeout_fire_ms(now_ms, now_ms.saturating_add(to_close)),
                 &timer(TimeoutType::ScheduleToClose),
             )?];
         }

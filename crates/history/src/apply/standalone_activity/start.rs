@@ -15,6 +15,7 @@ use chronicle_types::time::{from_millis, millis, opt_duration_millis};
 
 use super::ACTIVITY_KEY;
 use crate::apply::ApplyResult;
+use crate::apply::activity::timeout_fire_ms;
 use crate::mutable_state::MutableState;
 
 fn started(run_id: String, started: bool) -> command_result::Result {
@@ -119,7 +120,7 @@ pub fn start(
     if to_close > 0 {
         // The activity's clock starts with its first dispatch (after the start delay).
         schedule_timer_keys.push(batch.put_timer(
-            dispatch_ms.saturating_add(to_close),
+            timeout_fire_ms(now_ms, dispatch_ms.saturating_add(to_close)),
             &timer(
                 pb::timer_task::Kind::ActivityTimeout,
                 TimeoutType::ScheduleToClose,
@@ -149,7 +150,7 @@ pub fn start(
         })? as i64;
         if to_start > 0 {
             attempt_timer_keys.push(batch.put_timer(
-                now_ms.saturating_add(to_start),
+                timeout_fire_ms(now_ms, now_ms.saturating_add(to_start)),
                 &timer(
                     pb::timer_task::Kind::ActivityTimeout,
                     TimeoutType::ScheduleToStart,

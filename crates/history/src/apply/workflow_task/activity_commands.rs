@@ -14,6 +14,7 @@ use chronicle_storage::ShardBatch;
 use chronicle_types::time::{duration_from_millis, opt_duration_millis};
 
 use super::{CommandContext, Rejection, reject};
+use crate::apply::activity::timeout_fire_ms;
 use crate::mutable_state::MutableState;
 
 /// Temporal's defaults for an activity retry policy.
@@ -180,13 +181,13 @@ pub(super) fn schedule_activity(
     let mut schedule_timer_keys = Vec::new();
     if to_start > 0 && !eager {
         attempt_timer_keys.push(batch.put_timer(
-            now_ms.saturating_add(to_start),
+            timeout_fire_ms(now_ms, now_ms.saturating_add(to_start)),
             &timer(TimeoutType::ScheduleToStart),
         )?);
     }
     if to_close > 0 {
         schedule_timer_keys.push(batch.put_timer(
-            now_ms.saturating_add(to_close),
+            timeout_fire_ms(now_ms, now_ms.saturating_add(to_close)),
             &timer(TimeoutType::ScheduleToClose),
         )?);
     }
