@@ -254,6 +254,8 @@ impl WorkflowScript {
             }),
             new_run_id: String::new(),
             eager_activities: false,
+            max_history_events: 0,
+            max_history_bytes: 0,
             nexus_endpoints: Vec::new(),
             nexus_request_ids: Vec::new(),
         })

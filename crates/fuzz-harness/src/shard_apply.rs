@@ -248,6 +248,8 @@ fn seed(shard: &mut Shard) {
         }),
         new_run_id: "seed-next".into(),
         eager_activities: false,
+        max_history_events: 0,
+        max_history_bytes: 0,
         nexus_endpoints: Vec::new(),
         nexus_request_ids: Vec::new(),
     }));
@@ -316,6 +318,8 @@ fn shard_command(u: &mut Unstructured, shard: &mut Shard) -> ArbResult<cmd::Shar
                 }),
                 new_run_id: text(u, &["next-run", "run-0"])?,
                 eager_activities: u.arbitrary()?,
+                max_history_events: int(u, 0)?,
+                max_history_bytes: int(u, 0)?,
                 nexus_endpoints: Vec::new(),
                 nexus_request_ids: Vec::new(),
             })

@@ -43,11 +43,11 @@ pub struct HistoryConfig {
     /// them back in the workflow task completion's answer (Temporal's
     /// `system.enableActivityEagerExecution`).
     pub eager_activities: bool,
-    /// History length and size (bytes) from which workflow tasks suggest continue-as-new
-    /// (Temporal's `limit.historyCount.suggestContinueAsNew` and
-    /// `limit.historySize.suggestContinueAsNew`); 0: Temporal's defaults.
-    pub suggest_continue_as_new_events: i64,
-    pub suggest_continue_as_new_bytes: i64,
+    /// History limits, for every namespace and by namespace: from which length and size
+    /// workflow tasks suggest continue-as-new, and past which a run is terminated (Temporal's
+    /// `limit.historyCount.*` and `limit.historySize.*`). Stamped into the commands, so every
+    /// replica applies the leader's.
+    pub history_limits: chronicle_types::limits::HistoryLimitsConfig,
     /// Commands that may wait per shard to be proposed (behind the entries being committed);
     /// past it a write is refused with RESOURCE_EXHAUSTED instead of queueing. 0: the default,
     /// [`DEFAULT_MAX_PENDING_PROPOSALS`].

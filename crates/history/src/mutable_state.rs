@@ -100,11 +100,22 @@ impl MutableState {
         self.state.next_event_id > events || self.state.history_size_bytes >= bytes
     }
 
-    /// The reason to terminate a run whose history reached a hard limit, if it did.
-    pub fn history_limit_exceeded(&self) -> Option<&'static str> {
-        if self.state.next_event_id > chronicle_types::limits::MAX_HISTORY_EVENTS {
+    /// The reason to terminate a run whose history reached a hard limit, if it did: `events`
+    /// events or `bytes` bytes (0: Temporal's defaults).
+    pub fn history_limit_exceeded(&self, events: i64, bytes: i64) -> Option<&'static str> {
+        let events = if events > 0 {
+            events
+        } else {
+            chronicle_types::limits::MAX_HISTORY_EVENTS
+        };
+        let bytes = if bytes > 0 {
+            bytes
+        } else {
+            chronicle_types::limits::MAX_HISTORY_BYTES
+        };
+        if self.state.next_event_id > events {
             Some("Workflow history count exceeds limit.")
-        } else if self.state.history_size_bytes >= chronicle_types::limits::MAX_HISTORY_BYTES {
+        } else if self.state.history_size_bytes >= bytes {
             Some("Workflow history size exceeds limit.")
         } else {
             None

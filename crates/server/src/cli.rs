@@ -263,6 +263,9 @@ pub struct StartLocalCluster {
     /// The history nodes' `--dead-node-timeout` (default: theirs, five minutes).
     #[arg(long)]
     pub dead_node_timeout: Option<String>,
+    /// Dynamic config value, KEY=VALUE (repeatable), given to every child (see `start-dev`).
+    #[arg(long = "dynamic-config-value")]
+    pub dynamic_config_values: Vec<String>,
     #[command(flatten)]
     pub internode: InternodeTlsArgs,
     #[command(flatten)]
@@ -348,6 +351,10 @@ pub struct Start {
     /// Relaxed durability: acknowledge writes before the Raft log is fsynced.
     #[arg(long, env = "CHRONICLE_NO_FSYNC")]
     pub no_fsync: bool,
+    /// Dynamic config value, KEY=VALUE (repeatable): the keys `start-dev` honours. A history
+    /// node acts on the history limits; every node of a cluster should be given the same.
+    #[arg(long = "dynamic-config-value")]
+    pub dynamic_config_values: Vec<String>,
     #[command(flatten)]
     pub internode: InternodeTlsArgs,
     #[command(flatten)]
@@ -407,8 +414,12 @@ pub struct StartDev {
     #[arg(long)]
     pub no_eager_activities: bool,
     /// Dynamic config value, KEY=VALUE (repeatable), as `temporal server start-dev` takes them.
-    /// Chronicle honours `limit.historyCount.suggestContinueAsNew` and
-    /// `limit.historySize.suggestContinueAsNew`; other keys are accepted and ignored (logged).
+    /// Chronicle honours the history limits (`limit.historyCount.suggestContinueAsNew`,
+    /// `limit.historySize.suggestContinueAsNew`, `limit.historyCount.error`,
+    /// `limit.historySize.error`; a number, or a JSON list of
+    /// `{"value": N, "constraints": {"namespace": "NAME"}}` for some namespaces),
+    /// `system.namespaceMinRetentionLocal` and `frontend.WorkerCommandsEnabled`; other keys are
+    /// accepted and ignored (logged).
     #[arg(long = "dynamic-config-value")]
     pub dynamic_config_values: Vec<String>,
     #[command(flatten)]
@@ -551,8 +562,8 @@ impl AdmissionArgs {
 /// The dynamic config values Chronicle honours.
 #[derive(Debug, Default, PartialEq)]
 pub struct DynamicConfig {
-    pub suggest_continue_as_new_events: Option<i64>,
-    pub suggest_continue_as_new_bytes: Option<i64>,
+    /// `limit.historyCount.*` and `limit.historySize.*`, for every namespace and by namespace.
+    pub history_limits: chronicle_types::limits::HistoryLimitsConfig,
     /// `system.namespaceMinRetentionLocal`: the shortest namespace retention.
     pub min_namespace_retention: Option<std::time::Duration>,
     /// `frontend.WorkerCommandsEnabled`: namespaces advertise the `worker_commands` capability
@@ -570,22 +581,19 @@ pub fn parse_dynamic_config(values: &[String]) -> Result<DynamicConfig, String> 
         let (key, value) = spec
             .split_once('=')
             .ok_or_else(|| format!("dynamic config value {spec:?} is not KEY=VALUE"))?;
-        let positive = || {
-            value
-                .trim()
-                .trim_matches('"')
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("{key} needs a positive integer, not {value:?}"))
+        use chronicle_types::limits::HistoryLimits;
+        let limit: Option<fn(&mut HistoryLimits) -> &mut i64> = match key {
+            "limit.historyCount.suggestContinueAsNew" => Some(|l| &mut l.suggest_events),
+            "limit.historySize.suggestContinueAsNew" => Some(|l| &mut l.suggest_bytes),
+            "limit.historyCount.error" => Some(|l| &mut l.max_events),
+            "limit.historySize.error" => Some(|l| &mut l.max_bytes),
+            _ => None,
         };
+        if let Some(field) = limit {
+            set_history_limit(&mut config.history_limits, key, value, field)?;
+            continue;
+        }
         match key {
-            "limit.historyCount.suggestContinueAsNew" => {
-                config.suggest_continue_as_new_events = Some(positive()?)
-            }
-            "limit.historySize.suggestContinueAsNew" => {
-                config.suggest_continue_as_new_bytes = Some(positive()?)
-            }
             "system.namespaceMinRetentionLocal" => {
                 config.min_namespace_retention =
                     Some(parse_go_duration(value).map_err(|e| format!("{key}: {e}"))?)
@@ -603,6 +611,52 @@ pub fn parse_dynamic_config(values: &[String]) -> Result<DynamicConfig, String> 
         }
     }
     Ok(config)
+}
+
+/// Sets one history limit from a dynamic config value: a positive integer for every namespace,
+/// or Temporal's constrained form, a JSON list of `{"value": N}` (every namespace) and
+/// `{"value": N, "constraints": {"namespace": "NAME"}}` entries.
+fn set_history_limit(
+    limits: &mut chronicle_types::limits::HistoryLimitsConfig,
+    key: &str,
+    value: &str,
+    field: fn(&mut chronicle_types::limits::HistoryLimits) -> &mut i64,
+) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "{key} needs a positive integer, or a JSON list of {{\"value\": N, \"constraints\": \
+             {{\"namespace\": \"NAME\"}}}}, not {value:?}"
+        )
+    };
+    let positive = |v: &serde_json::Value| v.as_i64().filter(|n| *n > 0);
+    let plain = value.trim().trim_matches('"');
+    if let Ok(n) = plain.parse::<i64>() {
+        *field(&mut limits.all) = Some(n).filter(|n| *n > 0).ok_or_else(bad)?;
+        return Ok(());
+    }
+    let entries: Vec<serde_json::Value> = serde_json::from_str(value.trim()).map_err(|_| bad())?;
+    for entry in entries {
+        let n = entry.get("value").and_then(positive).ok_or_else(bad)?;
+        match entry.get("constraints") {
+            None => *field(&mut limits.all) = n,
+            Some(constraints) => {
+                let object = constraints.as_object().ok_or_else(bad)?;
+                // Only namespace constraints mean anything to Chronicle's history limits.
+                if object.keys().any(|k| k != "namespace") {
+                    return Err(format!(
+                        "{key}: only the \"namespace\" constraint is supported, not {constraints}"
+                    ));
+                }
+                let namespace = object
+                    .get("namespace")
+                    .and_then(|n| n.as_str())
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(bad)?;
+                *field(limits.namespaces.entry(namespace.to_string()).or_default()) = n;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parses `KEY=TYPE` into a search attribute name and Temporal's IndexedValueType.
@@ -646,13 +700,60 @@ mod dynamic_config_tests {
             "system.enableEagerWorkflowStart=true".into(),
         ])
         .expect("parses");
-        assert_eq!(parsed.suggest_continue_as_new_events, Some(50));
-        assert_eq!(parsed.suggest_continue_as_new_bytes, Some(1000));
+        assert_eq!(parsed.history_limits.all.suggest_events, 50);
+        assert_eq!(parsed.history_limits.all.suggest_bytes, 1000);
         assert_eq!(parsed.ignored, vec!["system.enableEagerWorkflowStart"]);
         assert!(
             parse_dynamic_config(&["limit.historyCount.suggestContinueAsNew=-1".into()]).is_err()
         );
         assert!(parse_dynamic_config(&["no-equals-sign".into()]).is_err());
+    }
+
+    #[test]
+    fn history_limits_apply_to_every_namespace_or_to_the_named_ones() {
+        let parsed = parse_dynamic_config(&[
+            "limit.historyCount.error=20000".into(),
+            r#"limit.historyCount.error=[{"value": 300, "constraints": {"namespace": "small"}}]"#
+                .into(),
+            r#"limit.historySize.error=[{"value": 1000000}, {"value": 5000, "constraints": {"namespace": "small"}}]"#
+                .into(),
+            r#"limit.historyCount.suggestContinueAsNew=[{"value": 100, "constraints": {"namespace": "other"}}]"#
+                .into(),
+        ])
+        .expect("parses");
+        let limits = &parsed.history_limits;
+        let small = limits.for_namespace("small");
+        assert_eq!(
+            (small.max_events, small.max_bytes, small.suggest_events),
+            (300, 5000, 0)
+        );
+        let other = limits.for_namespace("other");
+        assert_eq!(
+            (other.max_events, other.max_bytes, other.suggest_events),
+            (20000, 1000000, 100)
+        );
+        let default = limits.for_namespace("default");
+        assert_eq!(
+            (
+                default.max_events,
+                default.max_bytes,
+                default.suggest_events
+            ),
+            (20000, 1000000, 0)
+        );
+        for bad in [
+            "limit.historyCount.error=0",
+            "limit.historyCount.error=lots",
+            r#"limit.historyCount.error=[{"value": -1}]"#,
+            r#"limit.historyCount.error=[{"value": 5, "constraints": {"taskQueueName": "q"}}]"#,
+            r#"limit.historyCount.error=[{"value": 5, "constraints": {"namespace": ""}}]"#,
+            r#"limit.historyCount.error={"value": 5}"#,
+        ] {
+            assert!(
+                parse_dynamic_config(&[bad.into()]).is_err(),
+                "{bad} should be refused"
+            );
+        }
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct ConfigFile {
     pub advertise_addr: Option<String>,
     pub matching_addr: Option<OneOrMany>,
     pub task_queue_partitions: Option<u32>,
+    /// `--dynamic-config-value` flags, each `KEY=VALUE`.
+    pub dynamic_config_values: Option<Vec<String>>,
     pub data_dir: Option<PathBuf>,
     pub num_shards: Option<u32>,
     pub namespaces: Option<Vec<String>>,
@@ -149,6 +151,7 @@ pub fn apply(args: &mut Start, file: ConfigFile, matches: &ArgMatches) {
     fill!(replicated);
     fill!(advertise_addr, some);
     fill!(task_queue_partitions, some);
+    fill!(dynamic_config_values);
     fill!(data_dir, some);
     fill!(num_shards, some);
     fill!(namespaces);
@@ -242,6 +245,9 @@ mod tests {
             namespaces = ["orders"]
             log_format = "json"
             internode_tls_ca = "/etc/chronicle/ca.pem"
+            dynamic_config_values = [
+                'limit.historyCount.error=[{"value": 1000, "constraints": {"namespace": "orders"}}]',
+            ]
         "#;
         let start = start_with(&["--internal-addr", "10.0.0.9:7234"], toml);
         assert_eq!(start.role, "history,matching");
@@ -253,6 +259,15 @@ mod tests {
         assert!(start.replicated);
         assert_eq!(start.num_shards, Some(64));
         assert_eq!(start.namespaces, vec!["orders"]);
+        let dynamic = crate::cli::parse_dynamic_config(&start.dynamic_config_values).unwrap();
+        assert_eq!(
+            dynamic.history_limits.for_namespace("orders").max_events,
+            1000
+        );
+        assert_eq!(
+            dynamic.history_limits.for_namespace("default").max_events,
+            0
+        );
         assert_eq!(start.log_format, "json");
         assert_eq!(start.log_level, "info", "untouched default");
         assert_eq!(

@@ -51,10 +51,10 @@ pub struct ServerConfig {
     /// `request_eager_execution` on the run's task queue are started for the completing worker
     /// and returned in the completion's answer. On by default.
     pub eager_activities: bool,
-    /// History length and size (bytes) from which workflow tasks suggest continue-as-new;
-    /// 0: Temporal's defaults (`--dynamic-config-value limit.historyCount.suggestContinueAsNew=N`).
-    pub suggest_continue_as_new_events: i64,
-    pub suggest_continue_as_new_bytes: i64,
+    /// History limits, for every namespace and by namespace (`--dynamic-config-value
+    /// limit.historyCount.suggestContinueAsNew=N` and the other `limit.history*` keys); unset:
+    /// Temporal's defaults.
+    pub history_limits: chronicle_types::limits::HistoryLimitsConfig,
     /// Namespaces advertise the `worker_commands` capability (docs/worker-commands.md;
     /// `--dynamic-config-value frontend.WorkerCommandsEnabled=false` turns it off). On by default.
     pub worker_commands: bool,
@@ -73,8 +73,7 @@ impl ServerConfig {
             max_poll_wait: chronicle_types::limits::MAX_POLL_WAIT,
             sync_writes: true,
             eager_activities: true,
-            suggest_continue_as_new_events: 0,
-            suggest_continue_as_new_bytes: 0,
+            history_limits: Default::default(),
             worker_commands: true,
             admission: Admission::default(),
         }
@@ -141,8 +140,7 @@ pub async fn run(
         max_poll_wait: config.max_poll_wait,
         sync_writes: config.sync_writes,
         eager_activities: config.eager_activities,
-        suggest_continue_as_new_events: config.suggest_continue_as_new_events,
-        suggest_continue_as_new_bytes: config.suggest_continue_as_new_bytes,
+        history_limits: config.history_limits,
         worker_commands: config.worker_commands,
         frontend_tls: Default::default(),
         admission: config.admission,

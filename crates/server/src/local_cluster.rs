@@ -53,6 +53,8 @@ pub struct LocalClusterOptions {
     pub min_namespace_retention: Option<String>,
     /// `--dead-node-timeout` of every history node (None: their default).
     pub dead_node_timeout: Option<String>,
+    /// `--dynamic-config-value` flags given to every child.
+    pub dynamic_config_values: Vec<String>,
     /// Node-to-node mutual TLS for every child (and this supervisor's own admin calls).
     pub internode_tls: chronicle_types::tls::TlsFiles,
     /// TLS on the frontends' public API.
@@ -292,6 +294,9 @@ fn node_args(
         if let Some(value) = value {
             args.extend([flag.to_string(), value]);
         }
+    }
+    for value in &options.dynamic_config_values {
+        args.extend(["--dynamic-config-value".into(), value.clone()]);
     }
     if spec.role == Role::Frontend {
         if let Some(minimum) = &options.min_namespace_retention {
@@ -698,6 +703,7 @@ mod tests {
             no_fsync: false,
             min_namespace_retention: None,
             dead_node_timeout: None,
+            dynamic_config_values: vec![],
             internode_tls: Default::default(),
             frontend_tls: Default::default(),
         }

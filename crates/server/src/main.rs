@@ -148,6 +148,7 @@ fn start_local_cluster(args: StartLocalCluster) -> anyhow::Result<()> {
         no_fsync: args.no_fsync,
         min_namespace_retention: args.min_namespace_retention,
         dead_node_timeout: args.dead_node_timeout,
+        dynamic_config_values: args.dynamic_config_values,
         internode_tls: args.internode.files(),
         frontend_tls: args.frontend_tls.files(),
     };
@@ -265,8 +266,7 @@ fn start_dev(args: StartDev) -> anyhow::Result<()> {
     config.num_shards = args.num_shards;
     config.sync_writes = !args.no_fsync;
     config.eager_activities = !args.no_eager_activities;
-    config.suggest_continue_as_new_events = dynamic.suggest_continue_as_new_events.unwrap_or(0);
-    config.suggest_continue_as_new_bytes = dynamic.suggest_continue_as_new_bytes.unwrap_or(0);
+    config.history_limits = dynamic.history_limits.clone();
     config.worker_commands = dynamic.worker_commands.unwrap_or(true);
     if args.no_fsync {
         tracing::warn!("--no-fsync: writes are acknowledged before they reach the disk");
@@ -341,6 +341,11 @@ fn start(args: Start) -> anyhow::Result<()> {
     config.advertise_addr = args.advertise_addr.clone();
     config.frontend_tls = args.frontend_tls.files();
     config.admission = args.admission.to_admission().map_err(anyhow::Error::msg)?;
+    let dynamic = parse_dynamic_config(&args.dynamic_config_values).map_err(anyhow::Error::msg)?;
+    if !dynamic.ignored.is_empty() {
+        tracing::info!(keys = ?dynamic.ignored, "dynamic config values Chronicle does not use are ignored");
+    }
+    config.history_limits = dynamic.history_limits;
     if args.no_fsync {
         tracing::warn!("--no-fsync: writes are acknowledged before they reach the disk");
     }

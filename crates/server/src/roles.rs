@@ -117,10 +117,8 @@ pub struct NodeConfig {
     pub max_poll_wait: Duration,
     pub sync_writes: bool,
     pub eager_activities: bool,
-    /// History length and size (bytes) from which workflow tasks suggest continue-as-new; 0:
-    /// Temporal's defaults.
-    pub suggest_continue_as_new_events: i64,
-    pub suggest_continue_as_new_bytes: i64,
+    /// History limits, for every namespace and by namespace; unset: Temporal's defaults.
+    pub history_limits: chronicle_types::limits::HistoryLimitsConfig,
     /// Namespaces advertise the `worker_commands` capability (docs/worker-commands.md).
     pub worker_commands: bool,
     /// TLS of the public API (frontend role); node-to-node TLS is set for the whole process
@@ -164,8 +162,7 @@ impl NodeConfig {
             max_poll_wait: chronicle_types::limits::MAX_POLL_WAIT,
             sync_writes: true,
             eager_activities: true,
-            suggest_continue_as_new_events: 0,
-            suggest_continue_as_new_bytes: 0,
+            history_limits: Default::default(),
             worker_commands: true,
             frontend_tls: Default::default(),
             admission: Admission::default(),
@@ -390,8 +387,7 @@ pub async fn run_node(
                 bootstrap_single_voter: !config.replicated,
                 replication: replication.clone(),
                 eager_activities: config.eager_activities,
-                suggest_continue_as_new_events: config.suggest_continue_as_new_events,
-                suggest_continue_as_new_bytes: config.suggest_continue_as_new_bytes,
+                history_limits: config.history_limits.clone(),
                 max_pending_proposals: config.admission.max_pending_proposals,
             },
             matching_for_history.clone(),

@@ -23,3 +23,49 @@ pub const DEFAULT_HISTORY_PAGE_SIZE: usize = 256;
 pub const MAX_PENDING_CHILDREN: usize = 2_000;
 pub const MAX_PENDING_REQUEST_CANCELS: usize = 2_000;
 pub const MAX_PENDING_EXTERNAL_SIGNALS: usize = 2_000;
+
+/// A namespace's history limits (Temporal's `limit.historyCount.*` and `limit.historySize.*`
+/// dynamic config); 0 in a field means Temporal's default for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// `limit.historyCount.suggestContinueAsNew` (default [`SUGGEST_CONTINUE_AS_NEW_EVENTS`]).
+    pub suggest_events: i64,
+    /// `limit.historySize.suggestContinueAsNew` (default [`SUGGEST_CONTINUE_AS_NEW_BYTES`]).
+    pub suggest_bytes: i64,
+    /// `limit.historyCount.error`: the run is terminated past it (default [`MAX_HISTORY_EVENTS`]).
+    pub max_events: i64,
+    /// `limit.historySize.error` (default [`MAX_HISTORY_BYTES`]).
+    pub max_bytes: i64,
+}
+
+impl HistoryLimits {
+    /// Each field of `self` that is set, else `fallback`'s.
+    pub fn or(self, fallback: HistoryLimits) -> HistoryLimits {
+        let pick = |own: i64, other: i64| if own > 0 { own } else { other };
+        HistoryLimits {
+            suggest_events: pick(self.suggest_events, fallback.suggest_events),
+            suggest_bytes: pick(self.suggest_bytes, fallback.suggest_bytes),
+            max_events: pick(self.max_events, fallback.max_events),
+            max_bytes: pick(self.max_bytes, fallback.max_bytes),
+        }
+    }
+}
+
+/// History limits for every namespace, and for some namespaces of their own (as Temporal's
+/// dynamic config values constrained by namespace).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryLimitsConfig {
+    pub all: HistoryLimits,
+    /// By namespace name.
+    pub namespaces: std::collections::BTreeMap<String, HistoryLimits>,
+}
+
+impl HistoryLimitsConfig {
+    /// The limits of the namespace called `name`: its own where set, else those of all.
+    pub fn for_namespace(&self, name: &str) -> HistoryLimits {
+        match self.namespaces.get(name) {
+            Some(own) => own.or(self.all),
+            None => self.all,
+        }
+    }
+}

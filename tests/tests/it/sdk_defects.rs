@@ -679,7 +679,7 @@ async fn continue_as_new_suggestion_threshold_is_configurable() {
     async fn suggested(threshold: i64) -> bool {
         let dir = tempfile::tempdir().unwrap();
         let mut config = config_for(dir.path());
-        config.suggest_continue_as_new_events = threshold;
+        config.history_limits.all.suggest_events = threshold;
         let server = chronicle_server::RunningServer::start(config)
             .await
             .expect("start");

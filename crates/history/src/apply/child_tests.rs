@@ -200,6 +200,8 @@ impl Harness {
                 }),
                 new_run_id: uuid::Uuid::new_v4().to_string(),
                 eager_activities: true,
+                max_history_events: 0,
+                max_history_bytes: 0,
                 nexus_endpoints: Vec::new(),
                 nexus_request_ids: Vec::new(),
             }),

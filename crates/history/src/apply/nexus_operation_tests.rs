@@ -86,6 +86,8 @@ pub(super) fn scheduled(
             }),
             new_run_id: "next".into(),
             eager_activities: false,
+            max_history_events: 0,
+            max_history_bytes: 0,
             nexus_endpoints: found,
             nexus_request_ids: vec!["req-1".into()],
         }),

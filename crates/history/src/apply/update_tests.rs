@@ -142,6 +142,8 @@ fn complete(
             }),
             new_run_id: "next-run".into(),
             eager_activities: false,
+            max_history_events: 0,
+            max_history_bytes: 0,
             nexus_endpoints: Vec::new(),
             nexus_request_ids: Vec::new(),
         }),

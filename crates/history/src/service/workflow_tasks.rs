@@ -66,6 +66,10 @@ impl HistoryEngine {
             self.namespace_name(&task.namespace_id),
         );
         let shard = &self.shard_of(&task.namespace_id, &task.workflow_id);
+        let limits = self
+            .config
+            .history_limits
+            .for_namespace(&self.namespace_name(&task.namespace_id));
         let result = self
             .propose(
                 shard,
@@ -77,8 +81,8 @@ impl HistoryEngine {
                     request_id: poller.request_id.clone(),
                     identity: poller.identity.clone(),
                     outbox_id: task.outbox_id as i64,
-                    suggest_continue_as_new_events: self.config.suggest_continue_as_new_events,
-                    suggest_continue_as_new_bytes: self.config.suggest_continue_as_new_bytes,
+                    suggest_continue_as_new_events: limits.suggest_events,
+                    suggest_continue_as_new_bytes: limits.suggest_bytes,
                 }),
             )
             .await?;
@@ -153,6 +157,10 @@ impl HistoryEngine {
         );
         let (nexus_endpoints, nexus_request_ids) = self.resolve_nexus_commands(&request)?;
         let query_results = request.query_results.clone();
+        let limits = self
+            .config
+            .history_limits
+            .for_namespace(&self.namespace_name(&token.namespace_id));
         // Query results count only once the completion commits (a stale task's do not).
         self.queries.set_answering(&key, query_results.keys(), true);
         let committed = self
@@ -165,6 +173,8 @@ impl HistoryEngine {
                     request: Some(request),
                     new_run_id: chronicle_types::new_run_id(),
                     eager_activities: self.config.eager_activities,
+                    max_history_events: limits.max_events,
+                    max_history_bytes: limits.max_bytes,
                 }),
             )
             .await;

@@ -196,7 +196,8 @@ pub fn complete(
             // Temporal's hard history limits: a run that reached one is terminated rather than
             // allowed to grow a history no worker could replay.
             if ms.is_running()
-                && let Some(reason) = ms.history_limit_exceeded()
+                && let Some(reason) =
+                    ms.history_limit_exceeded(c.max_history_events, c.max_history_bytes)
             {
                 super::signal::terminate_run(
                     batch,
