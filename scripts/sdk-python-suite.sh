@@ -7,7 +7,9 @@
 # SDK_PYTHON_DIR  a checkout of github.com/temporalio/sdk-python (only `tests/` and
 #                 `pyproject.toml` are used; its code is never copied into this repo).
 # SERVER          `chronicle` (starts `chronicle server start-dev`, from $CHRONICLE_BIN or a build
-#                 of this repo), `temporal` (starts Temporal's `temporal server start-dev` with the
+#                 of this repo), `chronicle-cluster` (starts `chronicle server start-local-cluster`
+#                 with 3 history, 2 matching and 2 frontend processes and the same dynamic config
+#                 values), `temporal` (starts Temporal's `temporal server start-dev` with the
 #                 dynamic-config values the suite's own conftest passes), or HOST:PORT of a server
 #                 that is already running.
 #
@@ -80,6 +82,25 @@ case "$server" in
         server_pid=$!
         address="127.0.0.1:$port"
         name=chronicle
+        ;;
+    chronicle-cluster)
+        # A local cluster (3 history, 2 matching, 2 frontend processes) given the same flags.
+        bin="${CHRONICLE_BIN:-}"
+        if [ -z "$bin" ]; then
+            (cd "$repo" && cargo build -q -p chronicle-server)
+            bin="$CARGO_TARGET_DIR/debug/chronicle"
+        fi
+        port="$(free_port)"
+        "$bin" server start-local-cluster --history 3 --matching 2 --frontend 2 --port "$port" \
+            --data-dir "$work/cluster" --log-level warn "${flags[@]}" \
+            >"$OUT_DIR/chronicle-cluster.log" 2>&1 &
+        server_pid=$!
+        for _ in $(seq 1 240); do
+            grep -q '^ready' "$OUT_DIR/chronicle-cluster.log" && break
+            sleep 0.5
+        done
+        address="127.0.0.1:$port"
+        name=chronicle-cluster
         ;;
     temporal)
         port="$(free_port)"
