@@ -87,35 +87,20 @@ impl MutableState {
     /// Whether the worker should continue the run as new: its history reached `events` events
     /// or `bytes` bytes (0: Temporal's default suggestion thresholds).
     pub fn suggest_continue_as_new(&self, events: i64, bytes: i64) -> bool {
-        let events = if events > 0 {
-            events
-        } else {
-            chronicle_types::limits::SUGGEST_CONTINUE_AS_NEW_EVENTS
+        use chronicle_types::limits::{
+            SUGGEST_CONTINUE_AS_NEW_BYTES, SUGGEST_CONTINUE_AS_NEW_EVENTS,
         };
-        let bytes = if bytes > 0 {
-            bytes
-        } else {
-            chronicle_types::limits::SUGGEST_CONTINUE_AS_NEW_BYTES
-        };
-        self.state.next_event_id > events || self.state.history_size_bytes >= bytes
+        self.state.next_event_id > set_or(events, SUGGEST_CONTINUE_AS_NEW_EVENTS)
+            || self.state.history_size_bytes >= set_or(bytes, SUGGEST_CONTINUE_AS_NEW_BYTES)
     }
 
     /// The reason to terminate a run whose history reached a hard limit, if it did: `events`
     /// events or `bytes` bytes (0: Temporal's defaults).
     pub fn history_limit_exceeded(&self, events: i64, bytes: i64) -> Option<&'static str> {
-        let events = if events > 0 {
-            events
-        } else {
-            chronicle_types::limits::MAX_HISTORY_EVENTS
-        };
-        let bytes = if bytes > 0 {
-            bytes
-        } else {
-            chronicle_types::limits::MAX_HISTORY_BYTES
-        };
-        if self.state.next_event_id > events {
+        use chronicle_types::limits::{MAX_HISTORY_BYTES, MAX_HISTORY_EVENTS};
+        if self.state.next_event_id > set_or(events, MAX_HISTORY_EVENTS) {
             Some("Workflow history count exceeds limit.")
-        } else if self.state.history_size_bytes >= bytes {
+        } else if self.state.history_size_bytes >= set_or(bytes, MAX_HISTORY_BYTES) {
             Some("Workflow history size exceeds limit.")
         } else {
             None
@@ -459,3 +444,8 @@ fn fix_started_reference(event: &mut HistoryEvent, previous_id: i64) {
 }
 
 pub const BUFFERED_ID: i64 = BUFFERED_EVENT_ID;
+
+/// A configured limit, or `default` where it is not set (0 or less).
+fn set_or(limit: i64, default: i64) -> i64 {
+    if limit > 0 { limit } else { default }
+}

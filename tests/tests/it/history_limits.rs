@@ -198,16 +198,7 @@ async fn grow(
         })
         .await
         .expect("complete");
-        let info = raw
-            .describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
-                namespace: namespace.into(),
-                execution: execution(&workflow_id, ""),
-            })
-            .await
-            .expect("describe")
-            .into_inner()
-            .workflow_execution_info
-            .unwrap();
+        let info = describe(raw, namespace, &workflow_id).await;
         if info.status != WorkflowExecutionStatus::Running as i32 {
             return (info.status, info.history_length, suggested, workflow_id);
         }
@@ -221,17 +212,24 @@ async fn grow(
         .await
         .expect("signal");
     }
-    let info = raw
-        .describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
-            namespace: namespace.into(),
-            execution: execution(&workflow_id, ""),
-        })
-        .await
-        .expect("describe")
-        .into_inner()
-        .workflow_execution_info
-        .unwrap();
+    let info = describe(raw, namespace, &workflow_id).await;
     (info.status, info.history_length, suggested, workflow_id)
+}
+
+async fn describe(
+    raw: &mut WorkflowServiceClient<Channel>,
+    namespace: &str,
+    workflow_id: &str,
+) -> chronicle_proto::temporal::api::workflow::v1::WorkflowExecutionInfo {
+    raw.describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
+        namespace: namespace.into(),
+        execution: execution(workflow_id, ""),
+    })
+    .await
+    .expect("describe")
+    .into_inner()
+    .workflow_execution_info
+    .unwrap()
 }
 
 /// `--dynamic-config-value 'limit.historyCount.error=[{"value": 40, "constraints":
