@@ -13,7 +13,7 @@ from temporalio.api.workflowservice.v1 import ListScheduleMatchingTimesRequest
 from temporalio.client import (Client, Schedule, ScheduleActionStartWorkflow, ScheduleBackfill,
                                ScheduleCalendarSpec, ScheduleIntervalSpec, ScheduleOverlapPolicy,
                                SchedulePolicy, ScheduleRange, ScheduleSpec, ScheduleState,
-                               ScheduleUpdate)
+                               ScheduleUpdate, ScheduleAlreadyRunningError)
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
@@ -331,3 +331,19 @@ async def test_trigger_immediately_shows_in_describe_at_once_and_action_attribut
             assert err.value.status == RPCStatusCode.INVALID_ARGUMENT
         finally:
             await handle.delete()
+
+
+async def test_creating_a_schedule_id_twice_raises_schedule_already_running(client: Client, task_queue):
+    """The SDK raises ScheduleAlreadyRunningError on Temporal's WorkflowExecutionAlreadyStarted
+    detail; a bare AlreadyExists status would reach the user as a generic RPCError."""
+    schedule_id = new_id("dup-schedule")
+    schedule = Schedule(action=report_action(task_queue, new_id("dup-report")),
+                        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(hours=1))]),
+                        state=ScheduleState(paused=True))
+    handle = await client.create_schedule(schedule_id, schedule)
+    try:
+        with pytest.raises(ScheduleAlreadyRunningError):
+            await client.create_schedule(schedule_id, schedule)
+        assert (await handle.describe()).schedule.state.paused
+    finally:
+        await handle.delete()

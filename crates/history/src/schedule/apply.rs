@@ -145,9 +145,12 @@ pub fn command(
                 if !r.request_id.is_empty() && existing.create_request_id == r.request_id {
                     return Ok(result(existing));
                 }
-                return Err(ApiError::new(
-                    tonic::Code::AlreadyExists,
+                // Temporal answers with WorkflowExecutionAlreadyStarted (its scheduler is a
+                // workflow); the SDKs raise ScheduleAlreadyRunningError on that detail.
+                return Err(ApiError::already_started(
                     "schedule with this ID is already registered",
+                    &existing.create_request_id,
+                    "",
                 )
                 .into());
             }
