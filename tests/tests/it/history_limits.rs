@@ -133,10 +133,21 @@ async fn history_count_limit_terminates_the_run() {
         "continue-as-new was never suggested"
     );
 
+    let terminated = termination(&mut raw, "default", &workflow_id).await;
+    assert_eq!(terminated.reason, "Workflow history count exceeds limit.");
+    assert_eq!(terminated.identity, "history-service");
+}
+
+/// The attributes of the run's last event, which must be its termination.
+async fn termination(
+    raw: &mut WorkflowServiceClient<Channel>,
+    namespace: &str,
+    workflow_id: &str,
+) -> chronicle_proto::temporal::api::history::v1::WorkflowExecutionTerminatedEventAttributes {
     let last = raw
         .get_workflow_execution_history_reverse(ws::GetWorkflowExecutionHistoryReverseRequest {
-            namespace: "default".into(),
-            execution: Some(execution.clone()),
+            namespace: namespace.into(),
+            execution: execution(workflow_id, ""),
             maximum_page_size: 1,
             ..Default::default()
         })
@@ -149,13 +160,9 @@ async fn history_count_limit_terminates_the_run() {
         .remove(0);
     let Some(Attributes::WorkflowExecutionTerminatedEventAttributes(terminated)) = last.attributes
     else {
-        panic!(
-            "last event is not WorkflowExecutionTerminated: {:?}",
-            last.event_type
-        );
+        panic!("the last event is not a termination: {last:?}");
     };
-    assert_eq!(terminated.reason, "Workflow history count exceeds limit.");
-    assert_eq!(terminated.identity, "history-service");
+    terminated
 }
 
 /// Runs one workflow of `namespace` through workflow tasks of 10 markers each until it closes or
@@ -259,24 +266,7 @@ async fn history_limits_can_be_set_for_one_namespace() {
         suggested,
         "continue-as-new was not suggested past 20 events"
     );
-    let last = raw
-        .get_workflow_execution_history_reverse(ws::GetWorkflowExecutionHistoryReverseRequest {
-            namespace: "small".into(),
-            execution: execution(&workflow_id, ""),
-            maximum_page_size: 1,
-            ..Default::default()
-        })
-        .await
-        .expect("history")
-        .into_inner()
-        .history
-        .unwrap()
-        .events
-        .remove(0);
-    let Some(Attributes::WorkflowExecutionTerminatedEventAttributes(terminated)) = last.attributes
-    else {
-        panic!("the last event is not a termination: {last:?}");
-    };
+    let terminated = termination(&mut raw, "small", &workflow_id).await;
     assert_eq!(terminated.reason, "Workflow history count exceeds limit.");
 
     let (status, length, suggested, _) = grow(&mut raw, "default", 10).await;
