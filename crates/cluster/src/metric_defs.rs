@@ -13,6 +13,10 @@ use chronicle_types::ApiError;
 pub const CLIENT_REQUESTS: &str = "client_requests";
 pub const CLIENT_ERRORS: &str = "client_errors";
 pub const CLIENT_LATENCY: &str = "client_latency";
+/// Chronicle's own: calls to another role answered in this process because that role runs here
+/// too (a node with every role, reaching a history group it leads or a task-queue partition it
+/// owns), by `service_role`. The rest of `client_requests` crossed the network.
+pub const CLIENT_IN_PROCESS: &str = "chronicle_client_in_process_requests";
 
 /// `service_role` of calls to history.
 pub const HISTORY_ROLE: &str = "history";
@@ -30,11 +34,20 @@ pub fn describe() {
         "Requests sent to another role, by service_role and operation."
     );
     describe_counter!(CLIENT_ERRORS, "Requests to another role that failed.");
+    describe_counter!(
+        CLIENT_IN_PROCESS,
+        "Requests to another role served in this process (the role runs here too), by service_role."
+    );
     describe_histogram!(
         CLIENT_LATENCY,
         Unit::Seconds,
         "Time until another role answered a request."
     );
+}
+
+/// Counts a call to `role` made in process rather than over the network.
+pub fn count_in_process(role: &'static str) {
+    metrics::counter!(CLIENT_IN_PROCESS, "service_role" => role).increment(1);
 }
 
 /// Temporal's name of a gRPC code, as its `serviceerror` types are named (`Canceled`, ...).

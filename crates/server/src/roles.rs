@@ -407,6 +407,8 @@ pub async fn run_node(
             // API, whose NotLeader answers point at the leader.
             let router = Arc::new(RoutedHistory::new(vec![node_addr.clone()]));
             router.set_num_shards(num_shards);
+            // Calls for the groups this node leads stay in process.
+            router.set_local(node_addr.clone(), Arc::downgrade(&engine) as _);
             engine.set_router(router.clone());
             tokio::spawn(ensure_namespaces(engine.clone(), router.clone(), wanted));
             // A frontend or matching role in this process reaches the leaders through the
@@ -525,13 +527,15 @@ pub async fn run_node(
             let service = MatchingApiService::new(engine.clone());
             match &ring {
                 // Known in the ring by its advertised address, else by the bound one.
-                Some(ring) => service.with_ring(
-                    ring.clone(),
-                    config
+                Some(ring) => {
+                    let me = config
                         .advertise_addr
-                        .as_deref()
-                        .unwrap_or(&addr.to_string()),
-                ),
+                        .clone()
+                        .unwrap_or_else(|| addr.to_string());
+                    // Calls for the partitions this node owns stay in process.
+                    ring.set_local(&me, Arc::downgrade(engine) as _);
+                    service.with_ring(ring.clone(), &me)
+                }
                 None => service,
             }
             .into_server()

@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod batch;
 mod child_workflows;
+mod colocated;
 mod common;
 mod deletion;
 mod eager_activities;

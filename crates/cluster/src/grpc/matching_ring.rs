@@ -4,10 +4,13 @@
 //! through it, agree on the owner. A node that stops answering is taken out of the ring (its
 //! partitions move to the others) and probed until it answers again; each such change bumps the
 //! placement generation, which makes history hand over again every task not yet started.
+//!
+//! A node that runs a matching role beside the router registers its engine with
+//! [`RingMatching::set_local`]: calls for the partitions it owns are then made in process.
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -68,7 +71,10 @@ struct Placement {
 /// Routes matching calls to the owner of each task-queue partition.
 pub struct RingMatching {
     addrs: Vec<Arc<str>>,
-    clients: Vec<RemoteMatching>,
+    clients: Vec<Arc<RemoteMatching>>,
+    /// This process's matching engine and its place in `addrs`. Weak: the engine holds this
+    /// router (its forwarder to root partitions).
+    local: OnceLock<(usize, Weak<dyn MatchingService>)>,
     partitions: u32,
     placement: RwLock<Placement>,
     /// Bumped at every change of the live set.
@@ -131,7 +137,7 @@ impl RingMatching {
         }
         let mut clients = Vec::new();
         for addr in addrs {
-            clients.push(RemoteMatching::new(super::lazy_channel(addr)?));
+            clients.push(Arc::new(RemoteMatching::new(super::lazy_channel(addr)?)));
         }
         let addrs: Vec<Arc<str>> = addrs.iter().map(|a| Arc::from(a.as_str())).collect();
         let live = vec![true; addrs.len()];
@@ -139,6 +145,7 @@ impl RingMatching {
         let router = Arc::new_cyclic(|me| Self {
             addrs,
             clients,
+            local: OnceLock::new(),
             partitions: partitions.max(1),
             placement: RwLock::new(Placement {
                 joined: vec![0; live.len()],
@@ -150,6 +157,27 @@ impl RingMatching {
             me: me.clone(),
         });
         Ok(router)
+    }
+
+    /// Serves calls for the partitions of the node listed as `addr` (this node) with the
+    /// matching engine of this process instead of over the network. Set once; ignored if the
+    /// ring does not list `addr`.
+    pub fn set_local(&self, addr: &str, engine: Weak<dyn MatchingService>) {
+        if let Some(node) = self.node_index(addr) {
+            let _ = self.local.set((node, engine));
+        }
+    }
+
+    /// Node `node`: this process's engine when that is this node, else its client.
+    fn client(&self, node: usize) -> Arc<dyn MatchingService> {
+        if let Some((me, engine)) = self.local.get()
+            && *me == node
+            && let Some(engine) = engine.upgrade()
+        {
+            crate::metric_defs::count_in_process(crate::metric_defs::MATCHING_ROLE);
+            return engine;
+        }
+        self.clients[node].clone()
     }
 
     /// The place of the node listed as `addr`, if the ring lists it.
@@ -296,7 +324,7 @@ impl RingMatching {
         poll: F,
     ) -> ApiResult<T>
     where
-        F: Fn(RemoteMatching, String) -> Fut,
+        F: Fn(Arc<dyn MatchingService>, String) -> Fut,
         Fut: std::future::Future<Output = ApiResult<T>>,
     {
         let partition = self.poll_partition(sticky);
@@ -306,7 +334,7 @@ impl RingMatching {
             attempts += 1;
             let node = self.owner(namespace_id, queue, kind, partition)?;
             tokio::select! {
-                answer = poll(self.clients[node].clone(), name.clone()) => match answer {
+                answer = poll(self.client(node), name.clone()) => match answer {
                     Err(e) if attempts <= self.addrs.len() && self.node_lost(node, &e).await => continue,
                     other => return other,
                 },
@@ -327,14 +355,14 @@ impl RingMatching {
         call: F,
     ) -> ApiResult<T>
     where
-        F: Fn(RemoteMatching) -> Fut,
+        F: Fn(Arc<dyn MatchingService>) -> Fut,
         Fut: std::future::Future<Output = ApiResult<T>>,
     {
         let mut attempts = 0;
         loop {
             attempts += 1;
             let node = self.owner(namespace_id, queue, kind, partition)?;
-            match call(self.clients[node].clone()).await {
+            match call(self.client(node)).await {
                 Err(e) if attempts <= self.addrs.len() && self.node_lost(node, &e).await => {
                     continue;
                 }
@@ -515,7 +543,8 @@ impl MatchingService for RingMatching {
         // The token names no node: the one waiting for this query's answer takes it.
         let mut last = ApiError::not_found("query does not exist or has already timed out");
         for node in self.live_nodes() {
-            match self.clients[node]
+            match self
+                .client(node)
                 .respond_query_task_completed(namespace_id, request.clone())
                 .await
             {
@@ -592,8 +621,9 @@ impl MatchingService for RingMatching {
         wait: Duration,
     ) -> ApiResult<Option<ForwardedDispatch>> {
         let node = self.owner(&root.namespace_id, &root.name, root.kind, 0)?;
+        let client = self.client(node);
         tokio::select! {
-            answer = self.clients[node].forward_poll(root.clone(), identity, wait) => answer,
+            answer = client.forward_poll(root.clone(), identity, wait) => answer,
             // The root moved: the child polls again and forwards to the new owner.
             () = self.owner_moved(&root.namespace_id, &root.name, root.kind, 0, node) => Ok(None),
         }

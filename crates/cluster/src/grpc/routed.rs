@@ -8,6 +8,11 @@
 //! there at once. Without a hint (an election is in progress) or when a node does not answer,
 //! it backs off and tries the next node, until [`ROUTE_DEADLINE`].
 //!
+//! A node that runs a history role beside the router (every role in one process) registers its
+//! engine with [`RoutedHistory::set_local`]: a call whose target is this node's own address is
+//! then made in process, with the same answers (a `NotLeader` included) as over the network, so
+//! a frontend or matching role reaches the groups its own node leads without a gRPC round trip.
+//!
 //! Retries: a call refused before its command reached the log (`NotLeader{proposed: false}`)
 //! is always sent again. After an ambiguous failure (the command may still commit: leadership
 //! lost after the proposal, a connection lost mid-call) only calls that are idempotent at apply
@@ -15,8 +20,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use chronicle_proto::chronicle::persistence::v1::TaskToken;
@@ -26,6 +31,7 @@ use prost::Message;
 use tonic::transport::Channel;
 
 use super::RemoteHistory;
+use crate::HistoryService;
 
 #[path = "routed_batch.rs"]
 mod batch;
@@ -53,7 +59,10 @@ enum Retry {
 pub struct RoutedHistory {
     seeds: Vec<String>,
     /// Clients by internal address: the seeds and any leader address learned from a hint.
-    nodes: Mutex<HashMap<String, RemoteHistory>>,
+    nodes: Mutex<HashMap<String, Arc<RemoteHistory>>>,
+    /// This process's history engine and the internal address the other nodes know it by.
+    /// Weak: the engine holds this router (its transfer tasks go through it).
+    local: OnceLock<(String, Weak<dyn HistoryService>)>,
     /// Last known leader's address per group.
     leaders: Mutex<HashMap<u32, String>>,
     /// Rotates the seed tried first when a group's leader is unknown.
@@ -87,7 +96,14 @@ impl RoutedHistory {
             next_seed: AtomicUsize::new(0),
             num_shards: AtomicU32::new(0),
             cluster_id: std::sync::OnceLock::new(),
+            local: OnceLock::new(),
         }
+    }
+
+    /// Serves calls addressed to `addr` (this node's advertised internal address) with the
+    /// history engine of this process instead of over the network. Set once.
+    pub fn set_local(&self, addr: String, engine: Weak<dyn HistoryService>) {
+        let _ = self.local.set((addr, engine));
     }
 
     /// Sets the shard count (a history node's router knows it from its data directory).
@@ -103,7 +119,7 @@ impl RoutedHistory {
         }
         let mut last = ApiError::unavailable("no history node is configured");
         for addr in &self.seeds {
-            match self.client(addr)?.describe_node().await {
+            match self.remote(addr)?.describe_node().await {
                 Ok(info) if info.num_shards > 0 => {
                     self.num_shards.store(info.num_shards, Ordering::SeqCst);
                     return Ok(info.num_shards);
@@ -120,15 +136,21 @@ impl RoutedHistory {
         lock(&self.leaders).get(&group).cloned()
     }
 
-    fn client(&self, addr: &str) -> ApiResult<RemoteHistory> {
+    fn remote(&self, addr: &str) -> ApiResult<Arc<RemoteHistory>> {
         let mut nodes = lock(&self.nodes);
         if let Some(client) = nodes.get(addr) {
             return Ok(client.clone());
         }
         let channel = lazy_channel(addr).map_err(ApiError::unavailable)?;
-        let client = RemoteHistory::new(channel);
+        let client = Arc::new(RemoteHistory::new(channel));
         nodes.insert(addr.to_string(), client.clone());
         Ok(client)
+    }
+
+    /// This process's engine, when `addr` is this node.
+    fn local_engine(&self, addr: &str) -> Option<Arc<dyn HistoryService>> {
+        let (me, engine) = self.local.get()?;
+        (me == addr).then(|| engine.upgrade()).flatten()
     }
 
     async fn shard(&self, namespace_id: &str, workflow_id: &str) -> ApiResult<u32> {
@@ -166,7 +188,7 @@ impl RoutedHistory {
     /// and count, ListSchedules) and returns the answers in shard order.
     async fn scatter<T, F, Fut>(&self, call: F) -> ApiResult<Vec<T>>
     where
-        F: Fn(RemoteHistory, u32) -> Fut,
+        F: Fn(Arc<dyn HistoryService>, u32) -> Fut,
         Fut: Future<Output = ApiResult<T>>,
     {
         let num_shards = self.num_shards().await?;
@@ -180,14 +202,30 @@ impl RoutedHistory {
 
     async fn route<T, F, Fut>(&self, group: u32, retry: Retry, call: F) -> ApiResult<T>
     where
-        F: Fn(RemoteHistory) -> Fut,
+        F: Fn(Arc<dyn HistoryService>) -> Fut,
         Fut: Future<Output = ApiResult<T>>,
     {
         let deadline = tokio::time::Instant::now() + ROUTE_DEADLINE;
         let mut backoff = BACKOFF_MIN;
         loop {
             let addr = self.target(group);
-            let outcome = call(self.client(&addr)?).await;
+            let local = self.local_engine(&addr);
+            let in_process = local.is_some();
+            let node = match local {
+                Some(engine) => engine,
+                None => self.remote(&addr)?,
+            };
+            let outcome = call(node).await;
+            // Counted once answered here: a local replica that does not lead the group refuses
+            // the call, which then crosses the network.
+            if in_process
+                && outcome
+                    .as_ref()
+                    .err()
+                    .is_none_or(|e| e.not_leader_detail().is_none())
+            {
+                crate::metric_defs::count_in_process(crate::metric_defs::HISTORY_ROLE);
+            }
             let error = match outcome {
                 Ok(value) => {
                     lock(&self.leaders).insert(group, addr);

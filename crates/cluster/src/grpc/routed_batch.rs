@@ -7,7 +7,6 @@ use chronicle_proto::temporal::api::workflowservice::v1 as ws;
 use chronicle_types::ApiResult;
 
 use super::{Retry, RoutedHistory};
-use crate::HistoryService;
 use crate::batch_list;
 
 impl RoutedHistory {

@@ -29,7 +29,7 @@ impl HistoryService for RoutedHistory {
         }
         let mut last = ApiError::unavailable("no history node is configured");
         for addr in &self.seeds {
-            match self.client(addr)?.describe_node().await {
+            match self.remote(addr)?.describe_node().await {
                 Ok(info) if !info.cluster_id.is_empty() => {
                     return Ok(self.cluster_id.get_or_init(|| info.cluster_id).clone());
                 }

@@ -1,0 +1,190 @@
+//! Three replicated nodes that each run every role (`chronicle server start`'s default roles):
+//! a frontend or matching role reaches the history groups its own node leads, and a history or
+//! frontend role the task-queue partitions its own node owns, in process; everything else goes
+//! over the internal API. Real nodes in this process on 127.0.0.1, real RocksDB, Raft over gRPC.
+
+use std::sync::Arc;
+
+use chronicle_types::shard::shard_for;
+use temporalio_client::{
+    WorkflowGetResultOptions, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
+};
+
+use crate::child_workflows::{Doubler, FanOutParent};
+use crate::common::*;
+use crate::sdk_workflows::{OrderWorkflow, Steps};
+use crate::split_roles::{Node, wait_ready};
+
+const SHARDS: u32 = 4;
+
+/// The sum of `name`'s samples whose labels include `with`.
+fn total(scrape: &crate::metrics::Scrape, name: &str, with: &[(&str, &str)]) -> f64 {
+    scrape.find(name, with).iter().map(|s| s.value).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_every_role_serve_their_own_groups_and_partitions_in_process() {
+    // Every node of this test records into the process's one recorder.
+    let metrics = chronicle_server::observability::prometheus().expect("recorder");
+    // Each node lists every matching node, itself included, so the addresses come first.
+    let internals: Vec<std::net::SocketAddr> = (0..3)
+        .map(|_| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().unwrap()
+        })
+        .collect();
+    let matching_addr = internals
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for (dir, internal) in dirs.iter().zip(&internals) {
+        let data_dir = dir.path().to_path_buf();
+        let matching_addr = matching_addr.clone();
+        nodes.push(
+            Node::start_on("history,matching,frontend", Some(*internal), |c| {
+                c.data_dir = data_dir;
+                c.num_shards = Some(SHARDS);
+                c.replicated = true;
+                c.matching_addr = Some(matching_addr);
+            })
+            .await,
+        );
+    }
+    let addrs: Vec<String> = nodes.iter().map(Node::internal).collect();
+    chronicle_server::admin::init_cluster(&addrs, SHARDS)
+        .await
+        .expect("cluster init");
+    for node in &nodes {
+        wait_ready(&node.url()).await;
+    }
+    let before = crate::metrics::parse(&metrics.render());
+
+    // The client on one node, the worker on another; children on every shard, so their starts
+    // and results are transfers between leaders on different nodes and on the same one.
+    let client = sdk_client(&nodes[0].url()).await;
+    let worker_client = sdk_client(&nodes[1].url()).await;
+    let namespace_id = chronicle_cluster::grpc::RoutedHistory::new(addrs.clone());
+    let namespace_id =
+        chronicle_cluster::HistoryService::namespace_by_name(&namespace_id, "default")
+            .await
+            .expect("default namespace")
+            .info
+            .expect("info")
+            .id;
+    let task_queue = unique("colocated");
+    let runtime = runtime();
+    let options = temporalio_sdk::WorkerOptions::new(&task_queue)
+        .deployment_options(deployment())
+        .register_activities(Steps {
+            flaky_calls: Arc::default(),
+        })
+        .register_workflow::<OrderWorkflow>()
+        .expect("register")
+        .register_workflow::<FanOutParent>()
+        .expect("register")
+        .register_workflow::<Doubler>()
+        .expect("register")
+        .build();
+    let mut worker = new_worker(&runtime, worker_client, options);
+    let stop_worker = worker.shutdown_handle();
+    let (run, ()) = tokio::join!(worker.run(), async {
+        let order = client
+            .start_workflow(
+                OrderWorkflow::run,
+                1,
+                WorkflowStartOptions::new(task_queue.clone(), unique("colocated-order")).build(),
+            )
+            .await
+            .expect("start");
+        // Queried until the worker has run its first task (a query needs a worker's answer).
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match order
+                .query(
+                    OrderWorkflow::is_approved,
+                    (),
+                    WorkflowQueryOptions::default(),
+                )
+                .await
+            {
+                Ok(approved) => {
+                    assert!(!approved);
+                    break;
+                }
+                Err(e) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "query never answered: {e:?}"
+                ),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        order
+            .signal(
+                OrderWorkflow::approve,
+                "dana".to_string(),
+                WorkflowSignalOptions::default(),
+            )
+            .await
+            .expect("signal");
+        assert_eq!(
+            order
+                .get_result(WorkflowGetResultOptions::default())
+                .await
+                .expect("order result"),
+            4
+        );
+        let children: Vec<String> = (0..SHARDS)
+            .map(|s| {
+                loop {
+                    let id = unique("colocated-child");
+                    if shard_for(&namespace_id, &id, SHARDS) == s {
+                        break id;
+                    }
+                }
+            })
+            .collect();
+        let parent = client
+            .start_workflow(
+                FanOutParent::run,
+                children,
+                WorkflowStartOptions::new(task_queue.clone(), unique("colocated-parent")).build(),
+            )
+            .await
+            .expect("start the parent");
+        assert_eq!(
+            parent
+                .get_result(WorkflowGetResultOptions::default())
+                .await
+                .expect("parent result"),
+            2 * (1 + 2 + 3 + 4),
+            "every child's result reached the parent"
+        );
+        stop_worker();
+    });
+    run.expect("worker");
+
+    let after = crate::metrics::parse(&metrics.render());
+    let delta =
+        |name: &str, with: &[(&str, &str)]| total(&after, name, with) - total(&before, name, with);
+    for role in ["history", "matching"] {
+        let in_process = delta(
+            "chronicle_client_in_process_requests",
+            &[("service_role", role)],
+        );
+        let all = delta("client_requests", &[("service_role", role)]);
+        assert!(
+            in_process > 0.0,
+            "calls to {role} that the node's own role serves stay in process ({all} calls in all)"
+        );
+        assert!(
+            in_process < all,
+            "calls to {role} owned by other nodes cross the network: {in_process} of {all} in process"
+        );
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
