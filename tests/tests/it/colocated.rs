@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use chronicle_types::shard::shard_for;
 use temporalio_client::{
     WorkflowGetResultOptions, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
 };
 
 use crate::child_workflows::{Doubler, FanOutParent};
 use crate::common::*;
+use crate::replicated_history::fan_out_over_every_shard;
 use crate::sdk_workflows::{OrderWorkflow, Steps};
 use crate::split_roles::{Node, wait_ready};
 
@@ -136,32 +136,7 @@ async fn nodes_with_every_role_serve_their_own_groups_and_partitions_in_process(
                 .expect("order result"),
             4
         );
-        let children: Vec<String> = (0..SHARDS)
-            .map(|s| {
-                loop {
-                    let id = unique("colocated-child");
-                    if shard_for(&namespace_id, &id, SHARDS) == s {
-                        break id;
-                    }
-                }
-            })
-            .collect();
-        let parent = client
-            .start_workflow(
-                FanOutParent::run,
-                children,
-                WorkflowStartOptions::new(task_queue.clone(), unique("colocated-parent")).build(),
-            )
-            .await
-            .expect("start the parent");
-        assert_eq!(
-            parent
-                .get_result(WorkflowGetResultOptions::default())
-                .await
-                .expect("parent result"),
-            2 * (1 + 2 + 3 + 4),
-            "every child's result reached the parent"
-        );
+        fan_out_over_every_shard(&client, &task_queue, &namespace_id, SHARDS).await;
         stop_worker();
     });
     run.expect("worker");

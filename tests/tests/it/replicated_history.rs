@@ -47,6 +47,44 @@ pub(crate) async fn start_history(
     .await
 }
 
+/// Runs a `FanOutParent` whose children land one on each of the `shards` shards and checks that
+/// every child's result reached it. With the shards' leaders spread over the nodes, the children's
+/// starts and results are transfer commands between leaders.
+pub(crate) async fn fan_out_over_every_shard(
+    client: &temporalio_client::Client,
+    task_queue: &str,
+    namespace_id: &str,
+    shards: u32,
+) {
+    let children: Vec<String> = (0..shards)
+        .map(|s| {
+            loop {
+                let id = unique("fan-out-child");
+                if shard_for(namespace_id, &id, shards) == s {
+                    break id;
+                }
+            }
+        })
+        .collect();
+    let parent = client
+        .start_workflow(
+            FanOutParent::run,
+            children,
+            WorkflowStartOptions::new(task_queue, unique("fan-out-parent")).build(),
+        )
+        .await
+        .expect("start the parent");
+    let expected: i64 = (1..=i64::from(shards)).sum::<i64>() * 2;
+    assert_eq!(
+        parent
+            .get_result(WorkflowGetResultOptions::default())
+            .await
+            .expect("parent result"),
+        expected,
+        "every child's result reached the parent"
+    );
+}
+
 /// A digest of a group's replicated state on one replica: every state family's key range except
 /// `shard_meta` (the applied log position and membership, which trail by one heartbeat on a
 /// follower and are Raft's business, not the workflows').
@@ -388,32 +426,7 @@ async fn replicated_history_survives_losing_the_shard_leader() {
         // Children on every shard: `cluster init` spread the shards' leaders over the three
         // nodes, so starting them and reporting their results back are transfer commands
         // proposed at another node's leader (HistoryApi.ProposeTransfer).
-        let children: Vec<String> = (0..SHARDS)
-            .map(|s| {
-                loop {
-                    let id = unique("replicated-child");
-                    if shard_for(&namespace_id, &id, SHARDS) == s {
-                        break id;
-                    }
-                }
-            })
-            .collect();
-        let parent = client
-            .start_workflow(
-                FanOutParent::run,
-                children.clone(),
-                WorkflowStartOptions::new(task_queue.clone(), unique("replicated-parent")).build(),
-            )
-            .await
-            .expect("start the parent");
-        assert_eq!(
-            parent
-                .get_result(WorkflowGetResultOptions::default())
-                .await
-                .expect("parent result"),
-            2 * (1 + 2 + 3 + 4),
-            "every child's result reached the parent"
-        );
+        fan_out_over_every_shard(&client, &task_queue, &namespace_id, SHARDS).await;
 
         // 2. A second one waits for its approval while its shard's leader goes away.
         let in_flight = start(in_flight_id.clone()).await;
