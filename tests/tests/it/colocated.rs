@@ -3,16 +3,13 @@
 //! frontend role the task-queue partitions its own node owns, in process; everything else goes
 //! over the internal API. Real nodes in this process on 127.0.0.1, real RocksDB, Raft over gRPC.
 
-use std::sync::Arc;
-
 use temporalio_client::{
     WorkflowGetResultOptions, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
 };
 
-use crate::child_workflows::{Doubler, FanOutParent};
 use crate::common::*;
-use crate::replicated_history::fan_out_over_every_shard;
-use crate::sdk_workflows::{OrderWorkflow, Steps};
+use crate::replicated_history::{fan_out_over_every_shard, order_and_fan_out_worker};
+use crate::sdk_workflows::OrderWorkflow;
 use crate::split_roles::{Node, wait_ready};
 
 const SHARDS: u32 = 4;
@@ -66,28 +63,16 @@ async fn nodes_with_every_role_serve_their_own_groups_and_partitions_in_process(
     // and results are transfers between leaders on different nodes and on the same one.
     let client = sdk_client(&nodes[0].url()).await;
     let worker_client = sdk_client(&nodes[1].url()).await;
-    let namespace_id = chronicle_cluster::grpc::RoutedHistory::new(addrs.clone());
-    let namespace_id =
-        chronicle_cluster::HistoryService::namespace_by_name(&namespace_id, "default")
-            .await
-            .expect("default namespace")
-            .info
-            .expect("info")
-            .id;
+    let router = chronicle_cluster::grpc::RoutedHistory::new(addrs.clone());
+    let namespace_id = chronicle_cluster::HistoryService::namespace_by_name(&router, "default")
+        .await
+        .expect("default namespace")
+        .info
+        .expect("info")
+        .id;
     let task_queue = unique("colocated");
     let runtime = runtime();
-    let options = temporalio_sdk::WorkerOptions::new(&task_queue)
-        .deployment_options(deployment())
-        .register_activities(Steps {
-            flaky_calls: Arc::default(),
-        })
-        .register_workflow::<OrderWorkflow>()
-        .expect("register")
-        .register_workflow::<FanOutParent>()
-        .expect("register")
-        .register_workflow::<Doubler>()
-        .expect("register")
-        .build();
+    let options = order_and_fan_out_worker(&task_queue);
     let mut worker = new_worker(&runtime, worker_client, options);
     let stop_worker = worker.shutdown_handle();
     let (run, ()) = tokio::join!(worker.run(), async {

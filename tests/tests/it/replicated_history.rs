@@ -47,6 +47,22 @@ pub(crate) async fn start_history(
     .await
 }
 
+/// A worker for `OrderWorkflow` (with its activities) and the fan-out parent and its children.
+pub(crate) fn order_and_fan_out_worker(task_queue: &str) -> temporalio_sdk::WorkerOptions {
+    temporalio_sdk::WorkerOptions::new(task_queue)
+        .deployment_options(deployment())
+        .register_activities(Steps {
+            flaky_calls: Arc::default(),
+        })
+        .register_workflow::<OrderWorkflow>()
+        .expect("register")
+        .register_workflow::<FanOutParent>()
+        .expect("register")
+        .register_workflow::<Doubler>()
+        .expect("register")
+        .build()
+}
+
 /// Runs a `FanOutParent` whose children land one on each of the `shards` shards and checks that
 /// every child's result reached it. With the shards' leaders spread over the nodes, the children's
 /// starts and results are transfer commands between leaders.
@@ -365,18 +381,7 @@ async fn replicated_history_survives_losing_the_shard_leader() {
     let in_flight_id = same_shard("replicated-in-flight");
     let after_id = same_shard("replicated-after");
     let runtime = runtime();
-    let options = temporalio_sdk::WorkerOptions::new(&task_queue)
-        .deployment_options(deployment())
-        .register_activities(Steps {
-            flaky_calls: Arc::default(),
-        })
-        .register_workflow::<OrderWorkflow>()
-        .expect("register")
-        .register_workflow::<FanOutParent>()
-        .expect("register")
-        .register_workflow::<Doubler>()
-        .expect("register")
-        .build();
+    let options = order_and_fan_out_worker(&task_queue);
     let mut worker = new_worker(&runtime, worker_client, options);
     let stop_worker = worker.shutdown_handle();
     let mut stopped_leader = None;
